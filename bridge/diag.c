@@ -1,0 +1,72 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/diag.h"
+
+void bridge_error_clear(struct bridge_error *e)
+{
+	if (!e)
+		return;
+	e->message[0] = '\0';
+	e->offset = -1;
+	e->file = NULL;
+	e->line = 0;
+	e->key[0] = '\0';
+}
+
+int bridge_error_set(struct bridge_error *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!e)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+int diag_add(struct diag *d, const char *file, int line, const char *fmt, ...)
+{
+	char msg[1024];
+	char head[512];
+	va_list ap;
+	size_t need;
+	int hn;
+
+	d->count++;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		hn = snprintf(head, sizeof(head), "%s:%d: ", file ? file : "<input>", line);
+	else
+		hn = snprintf(head, sizeof(head), "%s: ", file ? file : "<input>");
+	if (hn < 0)
+		return -1;
+	if ((size_t)hn >= sizeof(head))
+		hn = sizeof(head) - 1;
+	need = d->len + (size_t)hn + strlen(msg) + 2;
+	if (need > d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 256;
+		char *t;
+
+		while (cap < need)
+			cap *= 2;
+		t = realloc(d->text, cap);
+		if (!t)
+			return -1;
+		d->text = t;
+		d->cap = cap;
+	}
+	d->len += (size_t)sprintf(d->text + d->len, "%s%s\n", head, msg);
+	return -1;
+}
+
+void diag_reset(struct diag *d)
+{
+	free(d->text);
+	memset(d, 0, sizeof(*d));
+}

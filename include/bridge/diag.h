@@ -1,0 +1,49 @@
+/*
+ * diag: error reporting shared by every module.
+ *
+ * Two shapes, both caller-owned:
+ *  - struct bridge_error: one error from one operation (parse, map, convert).
+ *    Functions that fill it return a negative value; the caller decides
+ *    whether and how to log it.  `offset` is a byte offset into the input the
+ *    operation read (-1 when it does not apply); `file`/`line` name the rule
+ *    or config line involved (NULL/0 when none); `key` names the v1 key
+ *    involved ("" when none).
+ *  - struct diag: a list of "file:line: message" lines, used by loaders that
+ *    must report every problem in a file, not only the first.
+ */
+#ifndef BRIDGE_DIAG_H
+#define BRIDGE_DIAG_H
+
+#include <stddef.h>
+
+struct bridge_error {
+	char message[512];
+	long offset;      /* byte offset in the input, -1 if not applicable */
+	const char *file; /* rule/config file (points into a loaded mapping), or NULL */
+	int line;         /* line in `file`, 0 if unknown */
+	char key[128];    /* v1 key involved, "" if none */
+};
+
+/* Reset to "no error": message "", offset -1, file NULL, line 0, key "". */
+void bridge_error_clear(struct bridge_error *e);
+
+/* Format message into e (may be NULL); always returns -1 so callers can
+ * `return bridge_error_set(err, "...")`. Does not touch offset/file/line/key. */
+int bridge_error_set(struct bridge_error *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+struct diag {
+	char *text;   /* "file:line: message\n" lines, NUL-terminated, owned */
+	size_t len;
+	size_t cap;
+	int count;    /* number of lines added */
+};
+
+/* Append "file:line: message\n" (file NULL prints "<input>", line 0 omits
+ * ":line").  Returns -1 always, for `return diag_add(...)`. Out of memory
+ * still counts the error. */
+int diag_add(struct diag *d, const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void diag_reset(struct diag *d); /* frees text, zeroes the struct */
+
+#endif

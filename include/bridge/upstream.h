@@ -1,0 +1,98 @@
+/*
+ * upstream: outbound HTTP/1.1 and HTTPS delivery with a keep-alive pool per
+ * endpoint, on one libevent event_base (one pool belongs to one loop/thread).
+ *
+ * Contract:
+ *  - upstream_post() queues one POST; its done callback runs exactly once,
+ *    always from the event loop (never from inside upstream_post), unless the
+ *    request is cancelled with upstream_request_cancel() first.
+ *  - The body and headers are copied; the caller may free them on return.
+ *  - The per-request wall-clock deadline (timeout_ms) is enforced here; when
+ *    it fires the outcome is UPSTREAM_TIMEOUT and the connection is discarded.
+ *  - HTTPS: TLS 1.2+, certificate chain verified against the pool's trust
+ *    store, host name checked (SSL_set1_host, or the IP for IP literals), SNI
+ *    sent for names.  One fresh SSL + bufferevent + evhttp_connection per TCP
+ *    connection, discarded when it closes.
+ *  - A request that fails with no response byte on a reused keep-alive
+ *    connection is retried once on a fresh connection.
+ *  - Names are resolved with evdns (never a blocking getaddrinfo in the loop).
+ */
+#ifndef BRIDGE_UPSTREAM_H
+#define BRIDGE_UPSTREAM_H
+
+#include <stddef.h>
+#include "bridge/diag.h"
+
+struct event_base;
+struct evdns_base;
+
+struct upstream_url {
+	int https;         /* 1 for https:// */
+	char host[256];    /* without brackets for IPv6 literals */
+	int port;          /* explicit or 80/443 */
+	char path[2048];   /* path + query, "/" when empty; validated: no CR/LF/space/control */
+	char host_header[300]; /* value for the Host header ("host", "host:port", "[::1]:8443") */
+};
+
+/* Parse an http:// or https:// URL. No user-info, no fragment. */
+int upstream_url_parse(const char *url, struct upstream_url *ret, struct bridge_error *err);
+
+/* A TLS client context (one SSL_CTX), shareable read-only between pools and
+ * threads. ca_file NULL uses the system's default trust store. */
+struct upstream_tls;
+int upstream_tls_new(const char *ca_file, struct upstream_tls **ret, struct bridge_error *err);
+void upstream_tls_free(struct upstream_tls *t); /* accepts NULL */
+
+struct upstream_limits {
+	size_t max_connections;   /* per pool, default 64; further requests wait in FIFO */
+	size_t max_response_body; /* default 1 MiB; bigger -> UPSTREAM_TOO_LARGE */
+	size_t max_response_headers; /* default 64 KiB */
+	int idle_timeout_ms;      /* keep-alive idle connections closed after; default 30000 */
+};
+void upstream_limits_default(struct upstream_limits *l);
+
+struct upstream_pool;
+/* tls must be non-NULL for https URLs; it must outlive the pool. */
+struct upstream_pool *upstream_pool_new(struct event_base *base, struct evdns_base *dns,
+					const struct upstream_url *url, struct upstream_tls *tls,
+					const struct upstream_limits *lim);
+/* Cancels pending requests (their callbacks run with UPSTREAM_CANCELLED,
+ * synchronously) and frees every connection. Accepts NULL. */
+void upstream_pool_free(struct upstream_pool *p);
+
+enum upstream_outcome {
+	UPSTREAM_RESPONSE,        /* an HTTP response arrived: see status */
+	UPSTREAM_TIMEOUT,         /* no complete response within timeout_ms */
+	UPSTREAM_CONNECT_FAILED,  /* DNS failure, refused, unreachable */
+	UPSTREAM_TLS_FAILED,      /* handshake or certificate verification failed */
+	UPSTREAM_PROTOCOL_ERROR,  /* reset mid-response, garbage status line ... */
+	UPSTREAM_TOO_LARGE,       /* response headers/body over the limits */
+	UPSTREAM_CANCELLED,       /* pool freed while pending */
+};
+const char *upstream_outcome_name(enum upstream_outcome o); /* "response", "timeout", ... */
+
+struct upstream_header {
+	const char *name;
+	const char *value;
+};
+
+struct upstream_response {
+	enum upstream_outcome outcome;
+	int status;          /* HTTP status when outcome == UPSTREAM_RESPONSE, else 0 */
+	const char *reason;  /* human text: "connection refused", "certificate verify failed: ...", ... */
+	const char *body;    /* response body (may be NULL), valid during the callback only */
+	size_t body_len;
+	long elapsed_ms;
+};
+
+typedef void (*upstream_done_cb)(const struct upstream_response *r, void *arg);
+
+struct upstream_request;
+/* Content-Length and Host are added here; pass the other headers. */
+int upstream_post(struct upstream_pool *p, const struct upstream_header *headers, size_t n_headers,
+		  const void *body, size_t len, int timeout_ms, upstream_done_cb cb, void *arg,
+		  struct upstream_request **ret, struct bridge_error *err);
+/* The callback will not run; resources are released (now or later). */
+void upstream_request_cancel(struct upstream_request *r);
+
+#endif
