@@ -1,1 +1,497 @@
-/* placeholder until the module lands */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bridge/cfg.h"
+#include "bridge/config.h"
+#include "bridge/convert.h"
+#include "bridge/mapping.h"
+
+static const char *const top_keys[] = { "listen", "limits", "tls", "unrouted", "match_keys",
+					"upstream", "log_level", "routes", NULL };
+static const char *const listen_keys[] = { "address", "port", "path", NULL };
+static const char *const limits_keys[] = { "max_body", "max_header_bytes", "max_json_depth",
+					   "max_keys", "request_timeout_ms", NULL };
+static const char *const tls_keys[] = { "ca_file", NULL };
+static const char *const match_key_keys[] = { "website_id", "campaign_id", NULL };
+static const char *const upstream_keys[] = { "max_connections", "max_response_body",
+					     "idle_timeout_ms", NULL };
+static const char *const route_keys[] = { "name", "mapping", "endpoint", "mode", "auth_header",
+					  "secret", "secrets", "signature_header",
+					  "signature_encoding", "delivery_id_header", "match",
+					  "timeout_ms", "ca_file", NULL };
+static const char *const auth_keys[] = { "name", "value", NULL };
+static const char *const match_keys[] = { "website_id", "campaign_id", NULL };
+static const char *const mode_names[] = { "forward", "dry-run", NULL };
+static const char *const unrouted_names[] = { "reject", "accept", NULL };
+
+static char *xstrdup(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+/* HTTP header names are RFC 9110 tokens. */
+static int header_name_valid(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if (!strchr("!#$%&'*+-.^_`|~", *s) &&
+		    !((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+			return 0;
+	return 1;
+}
+
+static int header_value_valid(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 && *s != '\t')
+			return 0;
+	return 1;
+}
+
+static void get_header_name(const config_setting_t *g, const char *name, char **out,
+			    const char *deflt, const char *file, struct diag *d)
+{
+	const char *v = deflt;
+
+	if (cfg_get_text(g, name, &v, file, d) == 1 && !header_name_valid(v)) {
+		diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, name)),
+			 "'%s' = \"%s\" is not a valid HTTP header name", name, v);
+		v = deflt;
+	}
+	*out = xstrdup(v);
+}
+
+/* An id list: array of integers or of numeric strings, kept as canonical text. */
+static void load_ids(const config_setting_t *match, const char *name, char ***ret, size_t *n,
+		     const char *file, struct diag *d)
+{
+	const config_setting_t *s = config_setting_get_member(match, name);
+	int len;
+
+	*ret = NULL;
+	*n = 0;
+	if (!s)
+		return;
+	if (!config_setting_is_array(s) && !config_setting_is_list(s)) {
+		diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' must be an array of ids, e.g. [ 1234 ]",
+			 name);
+		return;
+	}
+	len = config_setting_length(s);
+	if (len == 0) {
+		diag_add(d, cfg_file(s, file), cfg_line(s),
+			 "'%s' is empty: it would match nothing (remove it to match any)", name);
+		return;
+	}
+	*ret = calloc((size_t)len, sizeof(char *));
+	for (int i = 0; i < len && *ret; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		char num[32], canon[32];
+		struct bridge_error err;
+
+		if (config_setting_type(e) == CONFIG_TYPE_INT || config_setting_type(e) == CONFIG_TYPE_INT64)
+			snprintf(num, sizeof(num), "%lld", config_setting_get_int64(e));
+		else if (config_setting_type(e) == CONFIG_TYPE_STRING)
+			snprintf(num, sizeof(num), "%s", config_setting_get_string(e));
+		else {
+			diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' element %d is not an id", name, i);
+			continue;
+		}
+		if (convert_integer(num, strlen(num), canon, sizeof(canon), &err) < 0) {
+			diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' element %d: %s", name, i,
+				 err.message);
+			continue;
+		}
+		(*ret)[(*n)++] = strdup(canon);
+	}
+}
+
+static void load_secrets(const config_setting_t *g, struct bridge_route *r, const char *file,
+			 struct diag *d)
+{
+	const config_setting_t *one = config_setting_get_member(g, "secret");
+	const config_setting_t *many = config_setting_get_member(g, "secrets");
+	const char *v;
+	int n;
+
+	if (one && many) {
+		diag_add(d, cfg_file(many, file), cfg_line(many), "set 'secret' or 'secrets', not both");
+		return;
+	}
+	if (one) {
+		if (cfg_get_text(g, "secret", &v, file, d) != 1)
+			return;
+		r->secrets = calloc(1, sizeof(char *));
+		r->secret_lens = calloc(1, sizeof(size_t));
+		if (!r->secrets || !r->secret_lens)
+			return;
+		r->secrets[0] = strdup(v);
+		r->secret_lens[0] = strlen(v);
+		r->n_secrets = 1;
+		return;
+	}
+	if (!many)
+		return;
+	if (!config_setting_is_array(many) || config_setting_length(many) < 1) {
+		diag_add(d, cfg_file(many, file), cfg_line(many),
+			 "'secrets' must be a non-empty array of strings, the signing one first");
+		return;
+	}
+	n = config_setting_length(many);
+	r->secrets = calloc((size_t)n, sizeof(char *));
+	r->secret_lens = calloc((size_t)n, sizeof(size_t));
+	if (!r->secrets || !r->secret_lens)
+		return;
+	for (int i = 0; i < n; i++) {
+		v = config_setting_get_string_elem(many, (unsigned)i);
+		if (!v || !*v) {
+			diag_add(d, cfg_file(many, file), cfg_line(many),
+				 "'secrets' element %d must be a non-empty string", i);
+			continue;
+		}
+		r->secrets[r->n_secrets] = strdup(v);
+		r->secret_lens[r->n_secrets++] = strlen(v);
+	}
+}
+
+static size_t tls_index_for(struct bridge_config *c, const char *ca_file)
+{
+	const char *key = ca_file ? ca_file : "";
+	char **grown;
+
+	for (size_t i = 0; i < c->n_tls_files; i++)
+		if (strcmp(c->tls_files[i], key) == 0)
+			return i;
+	grown = realloc(c->tls_files, (c->n_tls_files + 1) * sizeof(char *));
+	if (!grown)
+		return 0;
+	c->tls_files = grown;
+	c->tls_files[c->n_tls_files] = strdup(key);
+	return c->n_tls_files++;
+}
+
+static void check_readable(const config_setting_t *s, const char *what, const char *path,
+			   const char *file, struct diag *d)
+{
+	if (access(path, R_OK) != 0)
+		diag_add(d, cfg_file(s, file), cfg_line(s), "%s '%s': %s", what, path, strerror(errno));
+}
+
+static void load_route(struct bridge_config *c, const config_setting_t *g, struct bridge_route *r,
+		       const char *file, struct diag *d)
+{
+	const config_setting_t *auth, *match;
+	const char *v;
+	int mode = ROUTE_FORWARD, enc = SIGN_HEX;
+	long long timeout = 10000;
+	struct bridge_error err;
+
+	r->line = cfg_line(g);
+	r->timeout_ms = 10000;
+	if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+		diag_add(d, cfg_file(g, file), cfg_line(g), "each route must be a group { ... }");
+		return;
+	}
+	cfg_check_keys(g, route_keys, file, d);
+	if (cfg_get_text(g, "name", &v, file, d) == 1)
+		r->name = strdup(v);
+	else if (!config_setting_get_member(g, "name"))
+		diag_add(d, cfg_file(g, file), cfg_line(g), "route has no 'name'");
+	for (struct bridge_route *o = c->routes; o < r; o++)
+		if (r->name && o->name && strcmp(o->name, r->name) == 0)
+			diag_add(d, cfg_file(g, file), cfg_line(g),
+				 "route name '%s' is already used at line %d", r->name, o->line);
+
+	cfg_get_enum(g, "mode", mode_names, &mode, file, d);
+	r->mode = (enum route_mode)mode;
+
+	if (cfg_get_text(g, "mapping", &v, file, d) == 1) {
+		struct diag md = {0};
+
+		r->mapping_file = cfg_resolve_path(file, v);
+		if (mapping_load(r->mapping_file, &r->mapping, &md) < 0) {
+			diag_merge(d, &md);
+			diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, "mapping")),
+				 "route '%s': mapping '%s' did not load (%d error(s) above)",
+				 r->name ? r->name : "?", r->mapping_file, md.count);
+		}
+		diag_reset(&md);
+	} else if (!config_setting_get_member(g, "mapping")) {
+		diag_add(d, cfg_file(g, file), cfg_line(g), "route '%s' has no 'mapping'",
+			 r->name ? r->name : "?");
+	}
+
+	if (cfg_get_text(g, "endpoint", &v, file, d) == 1) {
+		if (upstream_url_parse(v, &r->url, &err) < 0)
+			diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, "endpoint")),
+				 "endpoint '%s': %s", v, err.message);
+		else
+			r->endpoint = strdup(v);
+	} else if (r->mode == ROUTE_FORWARD && !config_setting_get_member(g, "endpoint")) {
+		diag_add(d, cfg_file(g, file), cfg_line(g),
+			 "route '%s' is in forward mode but has no 'endpoint'", r->name ? r->name : "?");
+	}
+
+	auth = cfg_get_group(g, "auth_header", file, d);
+	if (auth) {
+		const char *an = NULL, *av = NULL;
+
+		cfg_check_keys(auth, auth_keys, file, d);
+		if (cfg_get_text(auth, "name", &an, file, d) == 1 && !header_name_valid(an))
+			diag_add(d, cfg_file(auth, file), cfg_line(auth),
+				 "auth_header name \"%s\" is not a valid HTTP header name", an);
+		if (cfg_get_string(auth, "value", &av, file, d) == 1 && !header_value_valid(av))
+			diag_add(d, cfg_file(auth, file), cfg_line(auth),
+				 "auth_header value must not contain control characters");
+		if (!an || !av)
+			diag_add(d, cfg_file(auth, file), cfg_line(auth),
+				 "auth_header needs both 'name' and 'value'");
+		r->auth_name = xstrdup(an);
+		r->auth_value = xstrdup(av);
+	}
+	load_secrets(g, r, file, d);
+	if (r->mode == ROUTE_FORWARD && r->n_secrets == 0 && !config_setting_get_member(g, "secret") &&
+	    !config_setting_get_member(g, "secrets"))
+		diag_add(d, cfg_file(g, file), cfg_line(g),
+			 "route '%s' is in forward mode but has no 'secret' to sign with",
+			 r->name ? r->name : "?");
+
+	get_header_name(g, "signature_header", &r->signature_header, "X-Qualifio-Signature", file, d);
+	get_header_name(g, "delivery_id_header", &r->delivery_id_header, "X-Bridge-Delivery-Id",
+			file, d);
+	if (cfg_get_string(g, "signature_encoding", &v, file, d) == 1) {
+		enum sign_encoding e;
+
+		if (sign_encoding_parse(v, &e) < 0)
+			diag_add(d, cfg_file(g, file),
+				 cfg_line(config_setting_get_member(g, "signature_encoding")),
+				 "'signature_encoding' = \"%s\" is not one of: hex | base64", v);
+		else
+			enc = (int)e;
+	}
+	r->signature_encoding = (enum sign_encoding)enc;
+
+	match = cfg_get_group(g, "match", file, d);
+	if (match) {
+		cfg_check_keys(match, match_keys, file, d);
+		load_ids(match, "website_id", &r->website_ids, &r->n_website_ids, file, d);
+		load_ids(match, "campaign_id", &r->campaign_ids, &r->n_campaign_ids, file, d);
+	}
+	if (cfg_get_int(g, "timeout_ms", 1, 600000, &timeout, file, d) == 1)
+		r->timeout_ms = (int)timeout;
+	if (cfg_get_text(g, "ca_file", &v, file, d) == 1) {
+		r->ca_file = cfg_resolve_path(file, v);
+		check_readable(config_setting_get_member(g, "ca_file"), "ca_file", r->ca_file, file, d);
+	}
+	if (r->endpoint && r->url.https)
+		r->tls_index = tls_index_for(c, r->ca_file ? r->ca_file : c->ca_file);
+}
+
+static void load_size(const config_setting_t *g, const char *name, long long min, long long max,
+		      size_t *out, const char *file, struct diag *d)
+{
+	long long v;
+
+	if (g && cfg_get_int(g, name, min, max, &v, file, d) == 1)
+		*out = (size_t)v;
+}
+
+int bridge_config_load(const char *path, struct bridge_config **ret, struct diag *d)
+{
+	struct bridge_config *c = calloc(1, sizeof(*c));
+	const config_setting_t *root, *g, *routes;
+	config_t cfg;
+	const char *v;
+	int errors_before = d->count, unrouted = 0;
+	long long n;
+
+	*ret = NULL;
+	if (!c)
+		return diag_add(d, path, 0, "out of memory");
+	c->path = strdup(path);
+	c->listen_port = 8080;
+	c->max_body = 1024 * 1024;
+	c->max_header_bytes = 64 * 1024;
+	c->max_json_depth = 8;
+	c->max_keys = 1000;
+	c->request_timeout_ms = 30000;
+	upstream_limits_default(&c->upstream);
+
+	if (cfg_read(&cfg, path, d) < 0) {
+		config_destroy(&cfg);
+		bridge_config_free(c);
+		return -1;
+	}
+	root = config_root_setting(&cfg);
+	cfg_check_keys(root, top_keys, path, d);
+
+	c->listen_address = strdup("127.0.0.1");
+	c->listen_path = strdup("/");
+	g = cfg_get_group(root, "listen", path, d);
+	if (g) {
+		cfg_check_keys(g, listen_keys, path, d);
+		if (cfg_get_text(g, "address", &v, path, d) == 1) {
+			free(c->listen_address);
+			c->listen_address = strdup(v);
+		}
+		if (cfg_get_int(g, "port", 0, 65535, &n, path, d) == 1)
+			c->listen_port = (int)n;
+		if (cfg_get_text(g, "path", &v, path, d) == 1) {
+			if (v[0] != '/' || strpbrk(v, "?# "))
+				diag_add(d, cfg_file(g, path), cfg_line(config_setting_get_member(g, "path")),
+					 "'path' must start with '/' and hold no '?', '#' or space");
+			free(c->listen_path);
+			c->listen_path = strdup(v);
+		}
+	}
+
+	g = cfg_get_group(root, "limits", path, d);
+	if (g) {
+		cfg_check_keys(g, limits_keys, path, d);
+		load_size(g, "max_body", 64, 64LL * 1024 * 1024, &c->max_body, path, d);
+		load_size(g, "max_header_bytes", 1024, 1024 * 1024, &c->max_header_bytes, path, d);
+		load_size(g, "max_json_depth", 2, 64, &c->max_json_depth, path, d);
+		load_size(g, "max_keys", 1, 100000, &c->max_keys, path, d);
+		if (cfg_get_int(g, "request_timeout_ms", 100, 3600000, &n, path, d) == 1)
+			c->request_timeout_ms = (int)n;
+	}
+
+	g = cfg_get_group(root, "upstream", path, d);
+	if (g) {
+		cfg_check_keys(g, upstream_keys, path, d);
+		load_size(g, "max_connections", 1, 10000, &c->upstream.max_connections, path, d);
+		load_size(g, "max_response_body", 1024, 64LL * 1024 * 1024,
+			  &c->upstream.max_response_body, path, d);
+		if (cfg_get_int(g, "idle_timeout_ms", 100, 3600000, &n, path, d) == 1)
+			c->upstream.idle_timeout_ms = (int)n;
+	}
+
+	g = cfg_get_group(root, "tls", path, d);
+	if (g) {
+		cfg_check_keys(g, tls_keys, path, d);
+		if (cfg_get_text(g, "ca_file", &v, path, d) == 1) {
+			c->ca_file = cfg_resolve_path(path, v);
+			check_readable(config_setting_get_member(g, "ca_file"), "ca_file", c->ca_file, path,
+				       d);
+		}
+	}
+
+	cfg_get_enum(root, "unrouted", unrouted_names, &unrouted, path, d);
+	c->unrouted_accept = unrouted == 1;
+
+	c->website_key = strdup("website_id");
+	c->campaign_key = strdup("campaign_id");
+	g = cfg_get_group(root, "match_keys", path, d);
+	if (g) {
+		cfg_check_keys(g, match_key_keys, path, d);
+		if (cfg_get_text(g, "website_id", &v, path, d) == 1) {
+			free(c->website_key);
+			c->website_key = strdup(v);
+		}
+		if (cfg_get_text(g, "campaign_id", &v, path, d) == 1) {
+			free(c->campaign_key);
+			c->campaign_key = strdup(v);
+		}
+	}
+
+	routes = cfg_get_list(root, "routes", path, d);
+	if (routes) {
+		int len = config_setting_length(routes);
+
+		c->routes = calloc(len ? (size_t)len : 1, sizeof(*c->routes));
+		for (int i = 0; i < len && c->routes; i++) {
+			load_route(c, config_setting_get_elem(routes, (unsigned)i), &c->routes[i], path, d);
+			c->n_routes++;
+		}
+		if (len == 0)
+			diag_add(d, path, cfg_line(routes), "'routes' is empty: add at least one route");
+	} else if (!config_setting_get_member(root, "routes")) {
+		diag_add(d, path, 0, "no 'routes' list: add at least one route");
+	}
+
+	config_destroy(&cfg);
+	if (d->count > errors_before) {
+		bridge_config_free(c);
+		return -1;
+	}
+	*ret = c;
+	return 0;
+}
+
+static void free_list(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+void bridge_config_free(struct bridge_config *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n_routes; i++) {
+		struct bridge_route *r = &c->routes[i];
+
+		free(r->name);
+		free(r->mapping_file);
+		mapping_free(r->mapping);
+		free(r->endpoint);
+		free(r->auth_name);
+		free(r->auth_value);
+		free_list(r->secrets, r->n_secrets);
+		free(r->secret_lens);
+		free(r->signature_header);
+		free(r->delivery_id_header);
+		free_list(r->website_ids, r->n_website_ids);
+		free_list(r->campaign_ids, r->n_campaign_ids);
+		free(r->ca_file);
+	}
+	free(c->routes);
+	free_list(c->tls_files, c->n_tls_files);
+	free(c->path);
+	free(c->listen_address);
+	free(c->listen_path);
+	free(c->ca_file);
+	free(c->website_key);
+	free(c->campaign_key);
+	free(c);
+}
+
+static int id_in(char *const *ids, size_t n, const char *id)
+{
+	if (!id)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(ids[i], id) == 0)
+			return 1;
+	return 0;
+}
+
+const struct bridge_route *bridge_config_route_for(const struct bridge_config *c,
+						   const char *website_id,
+						   const char *campaign_id)
+{
+	const struct bridge_route *best = NULL;
+	int best_rank = 0;
+
+	for (size_t i = 0; i < c->n_routes; i++) {
+		const struct bridge_route *r = &c->routes[i];
+		int rank;
+
+		/* a route matches only if every list it has matches */
+		if (r->n_campaign_ids && !id_in(r->campaign_ids, r->n_campaign_ids, campaign_id))
+			continue;
+		if (r->n_website_ids && !id_in(r->website_ids, r->n_website_ids, website_id))
+			continue;
+		rank = r->n_campaign_ids ? 3 : r->n_website_ids ? 2 : 1;
+		if (rank > best_rank) {
+			best = r;
+			best_rank = rank;
+		}
+	}
+	return best;
+}

@@ -28,6 +28,32 @@ int bridge_error_set(struct bridge_error *e, const char *fmt, ...)
 	return -1;
 }
 
+static int diag_reserve(struct diag *d, size_t need)
+{
+	size_t cap = d->cap ? d->cap : 256;
+	char *t;
+
+	if (need <= d->cap)
+		return 0;
+	while (cap < need)
+		cap *= 2;
+	t = realloc(d->text, cap);
+	if (!t)
+		return -1;
+	d->text = t;
+	d->cap = cap;
+	return 0;
+}
+
+void diag_merge(struct diag *d, const struct diag *from)
+{
+	d->count += from->count;
+	if (!from->len || diag_reserve(d, d->len + from->len + 1) < 0)
+		return;
+	memcpy(d->text + d->len, from->text, from->len + 1);
+	d->len += from->len;
+}
+
 int diag_add(struct diag *d, const char *file, int line, const char *fmt, ...)
 {
 	char msg[1024];
@@ -49,18 +75,8 @@ int diag_add(struct diag *d, const char *file, int line, const char *fmt, ...)
 	if ((size_t)hn >= sizeof(head))
 		hn = sizeof(head) - 1;
 	need = d->len + (size_t)hn + strlen(msg) + 2;
-	if (need > d->cap) {
-		size_t cap = d->cap ? d->cap * 2 : 256;
-		char *t;
-
-		while (cap < need)
-			cap *= 2;
-		t = realloc(d->text, cap);
-		if (!t)
-			return -1;
-		d->text = t;
-		d->cap = cap;
-	}
+	if (diag_reserve(d, need) < 0)
+		return -1;
 	d->len += (size_t)sprintf(d->text + d->len, "%s%s\n", head, msg);
 	return -1;
 }

@@ -1,1 +1,443 @@
-int main(void){return 0;}
+/*
+ * webhook-bridge: command line entry points (serve, map, check).
+ * Exit codes: 0 success, 1 input or configuration that cannot be used,
+ * 2 usage errors (and, for `map`, configuration errors).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "bridge/config.h"
+#include "bridge/log.h"
+#include "bridge/mapping.h"
+#include "bridge/server.h"
+#include "bridge/v1.h"
+
+#define MAP_INPUT_MAX (256u * 1024 * 1024) /* ceiling for one `map` input */
+
+static const char usage_main[] =
+	"usage: webhook-bridge <command> [options]\n"
+	"\n"
+	"Accepts Qualifio webhook 1.0 posts, rewrites them into webhook 2.0 payloads\n"
+	"with mapping-variable rules, and forwards them signed.\n"
+	"\n"
+	"commands:\n"
+	"  serve --config FILE            run the proxy\n"
+	"  map --mapping FILE [INPUT]     map one v1 payload (file or stdin) to v2 on stdout\n"
+	"  check --config FILE | --mapping FILE\n"
+	"                                 load and validate, report every error as file:line\n"
+	"\n"
+	"  --help, -h                     this text (also: webhook-bridge <command> --help)\n"
+	"  --version                      print the version\n";
+
+static const char usage_serve[] =
+	"usage: webhook-bridge serve --config FILE [--log-level debug|info|warn|error]\n"
+	"\n"
+	"Runs the proxy. Logs are JSON lines on stderr; in dry-run mode each v2\n"
+	"payload that would be sent is printed to stdout as one JSON line.\n"
+	"SIGTERM/SIGINT: stop accepting, finish in-flight requests (up to\n"
+	"--drain-ms, default 10000), answer the rest 503, exit 0.\n";
+
+static const char usage_map[] =
+	"usage: webhook-bridge map --mapping FILE [--ndjson] [--form] [INPUT]\n"
+	"\n"
+	"Maps one v1 payload (JSON, or form-urlencoded with --form) read from INPUT\n"
+	"or stdin to one v2 JSON document on stdout.\n"
+	"  --ndjson   one payload per input line, one v2 document per output line;\n"
+	"             a line that cannot be mapped is reported on stderr and skipped\n"
+	"exit: 0 mapped, 1 input cannot be mapped (nothing on stdout for it),\n"
+	"      2 usage or configuration error\n";
+
+static const char usage_check[] =
+	"usage: webhook-bridge check --config FILE\n"
+	"       webhook-bridge check --mapping FILE\n"
+	"\n"
+	"Loads and validates; every problem is printed as file:line: message.\n"
+	"exit: 0 valid, 1 invalid, 2 usage error\n";
+
+static int usage_error(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "webhook-bridge%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'webhook-bridge %s%s--help'.\n", cmd ? cmd : "", cmd ? " " : "");
+	return 2;
+}
+
+/* ---- serve --------------------------------------------------------------- */
+
+struct serve_state {
+	struct event_base *base;
+	struct server *server;
+	int drain_ms;
+	int stopping;
+};
+
+static void serve_drained(void *arg)
+{
+	struct serve_state *st = arg;
+	struct timeval flush = { 0, 200 * 1000 }; /* let the last answers leave */
+
+	event_base_loopexit(st->base, &flush);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct serve_state *st = arg;
+	struct log_line l;
+
+	if (st->stopping) {
+		event_base_loopexit(st->base, NULL);
+		return;
+	}
+	st->stopping = 1;
+	log_begin(&l, LOG_INFO, "stopping");
+	log_str(&l, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	log_int(&l, "drain_ms", st->drain_ms);
+	log_end(&l);
+	server_drain(st->server, st->drain_ms, serve_drained, st);
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "drain-ms", required_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config_path = NULL;
+	struct serve_state st = { .drain_ms = 10000 };
+	struct bridge_config *cfg = NULL;
+	struct diag d = {0};
+	struct bridge_error err;
+	struct event *sigterm, *sigint;
+	struct log_line l;
+	enum log_level level;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': config_path = optarg; break;
+		case 'l':
+			if (log_level_parse(optarg, &level) < 0)
+				return usage_error("serve", "unknown log level '%s'", optarg);
+			log_set_level(level);
+			break;
+		case 'd': st.drain_ms = atoi(optarg); break;
+		case 'h': fputs(usage_serve, stdout); return 0;
+		default: return usage_error("serve", "%s", "invalid option");
+		}
+	}
+	if (!config_path)
+		return usage_error("serve", "%s", "--config FILE is required");
+	if (optind < argc)
+		return usage_error("serve", "unexpected argument '%s'", argv[optind]);
+	if (bridge_config_load(config_path, &cfg, &d) < 0) {
+		fputs(d.text ? d.text : "", stderr);
+		fprintf(stderr, "webhook-bridge: %s: %d error(s), not starting\n", config_path, d.count);
+		diag_reset(&d);
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	st.base = event_base_new();
+	if (!st.base || server_new(st.base, cfg, &st.server, &err) < 0) {
+		log_begin(&l, LOG_ERROR, "start_failed");
+		log_str(&l, "message", st.base ? err.message : "cannot create the event loop");
+		log_end(&l);
+		bridge_config_free(cfg);
+		if (st.base)
+			event_base_free(st.base);
+		return 1;
+	}
+	sigterm = evsignal_new(st.base, SIGTERM, on_signal, &st);
+	sigint = evsignal_new(st.base, SIGINT, on_signal, &st);
+	event_add(sigterm, NULL);
+	event_add(sigint, NULL);
+
+	log_begin(&l, LOG_INFO, "listening");
+	log_str(&l, "address", cfg->listen_address);
+	log_int(&l, "port", server_port(st.server));
+	log_str(&l, "path", cfg->listen_path);
+	log_str(&l, "config", config_path);
+	log_int(&l, "routes", (long long)cfg->n_routes);
+	log_str(&l, "version", BRIDGE_VERSION);
+	log_end(&l);
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct bridge_route *r = &cfg->routes[i];
+
+		log_begin(&l, LOG_INFO, "route");
+		log_str(&l, "name", r->name);
+		log_str(&l, "mode", r->mode == ROUTE_FORWARD ? "forward" : "dry-run");
+		log_str(&l, "endpoint", r->endpoint);
+		log_str(&l, "mapping", r->mapping_file);
+		log_end(&l);
+	}
+
+	event_base_dispatch(st.base);
+
+	server_free(st.server);
+	event_free(sigterm);
+	event_free(sigint);
+	event_base_free(st.base);
+	bridge_config_free(cfg);
+	log_begin(&l, LOG_INFO, "stopped");
+	log_end(&l);
+	return 0;
+}
+
+/* ---- map ----------------------------------------------------------------- */
+
+static int read_all(FILE *f, char **ret, size_t *ret_len)
+{
+	size_t cap = 65536, len = 0;
+	char *buf = malloc(cap + 1);
+
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		size_t n = fread(buf + len, 1, cap - len, f);
+
+		len += n;
+		if (len < cap) {
+			if (ferror(f)) {
+				free(buf);
+				return -EIO;
+			}
+			break;
+		}
+		if (cap >= MAP_INPUT_MAX) {
+			free(buf);
+			return -EFBIG;
+		}
+		cap *= 2;
+		char *t = realloc(buf, cap + 1);
+		if (!t) {
+			free(buf);
+			return -ENOMEM;
+		}
+		buf = t;
+	}
+	buf[len] = '\0';
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+}
+
+static void report_map_error(const char *input, long line_no, const struct bridge_error *err)
+{
+	fprintf(stderr, "error: %s", input);
+	if (line_no > 0)
+		fprintf(stderr, ":%ld", line_no);
+	fprintf(stderr, ": %s", err->message);
+	if (err->file)
+		fprintf(stderr, " (rule %s:%d)", err->file, err->line);
+	fputc('\n', stderr);
+}
+
+/* Map one payload; on success writes the v2 line to out. */
+static int map_one(const struct mapping *m, const char *text, size_t len, int form, FILE *out,
+		   struct bridge_error *err)
+{
+	struct v1_limits lim;
+	struct v1_doc *doc = NULL;
+	struct mapping_result r;
+	int rc;
+
+	v1_limits_default(&lim);
+	bridge_error_clear(err);
+	rc = form ? v1_parse_form(text, len, &lim, &doc, err)
+		  : v1_parse_json(text, len, &lim, &doc, err);
+	if (rc < 0)
+		return -1;
+	memset(&r, 0, sizeof(r));
+	rc = mapping_apply(m, doc, 0, &r, err);
+	v1_doc_free(doc);
+	if (rc < 0)
+		return -1;
+	fwrite(r.body, 1, r.len, out);
+	fputc('\n', out);
+	mapping_result_clear(&r);
+	return 0;
+}
+
+static int cmd_map(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "mapping", required_argument, NULL, 'm' },
+		{ "ndjson", no_argument, NULL, 'n' },
+		{ "form", no_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *mapping_path = NULL, *input = "-";
+	int ndjson = 0, form = 0, c, failed = 0;
+	struct mapping *m = NULL;
+	struct diag d = {0};
+	struct bridge_error err;
+	FILE *f;
+	char *text;
+	size_t len;
+	static char outbuf[1 << 16];
+
+	while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm': mapping_path = optarg; break;
+		case 'n': ndjson = 1; break;
+		case 'f': form = 1; break;
+		case 'h': fputs(usage_map, stdout); return 0;
+		default: return usage_error("map", "%s", "invalid option");
+		}
+	}
+	if (!mapping_path)
+		return usage_error("map", "%s", "--mapping FILE is required");
+	if (optind < argc)
+		input = argv[optind++];
+	if (optind < argc)
+		return usage_error("map", "unexpected argument '%s'", argv[optind]);
+	if (mapping_load(mapping_path, &m, &d) < 0) {
+		fputs(d.text ? d.text : "", stderr);
+		diag_reset(&d);
+		return 2;
+	}
+	f = strcmp(input, "-") == 0 ? stdin : fopen(input, "rb");
+	if (!f) {
+		fprintf(stderr, "webhook-bridge map: %s: %s\n", input, strerror(errno));
+		mapping_free(m);
+		return 2;
+	}
+	c = read_all(f, &text, &len);
+	if (f != stdin)
+		fclose(f);
+	if (c < 0) {
+		fprintf(stderr, "webhook-bridge map: %s: %s\n", input,
+			c == -EFBIG ? "input larger than 256 MiB" : strerror(-c));
+		mapping_free(m);
+		return 2;
+	}
+	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
+	if (!ndjson) {
+		if (map_one(m, text, len, form, stdout, &err) < 0) {
+			report_map_error(strcmp(input, "-") == 0 ? "<stdin>" : input, 0, &err);
+			failed = 1;
+		}
+	} else {
+		char *p = text, *end = text + len;
+		long line_no = 0;
+
+		while (p < end) {
+			char *nl = memchr(p, '\n', (size_t)(end - p));
+			size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+
+			line_no++;
+			if (n && p[n - 1] == '\r')
+				n--;
+			if (n && map_one(m, p, n, form, stdout, &err) < 0) {
+				fflush(stdout);
+				report_map_error(strcmp(input, "-") == 0 ? "<stdin>" : input, line_no,
+						 &err);
+				failed++;
+			}
+			p = nl ? nl + 1 : end;
+		}
+	}
+	fflush(stdout);
+	free(text);
+	mapping_free(m);
+	return failed ? 1 : 0;
+}
+
+/* ---- check --------------------------------------------------------------- */
+
+static int cmd_check(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "mapping", required_argument, NULL, 'm' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config_path = NULL, *mapping_path = NULL;
+	struct diag d = {0};
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "c:m:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': config_path = optarg; break;
+		case 'm': mapping_path = optarg; break;
+		case 'h': fputs(usage_check, stdout); return 0;
+		default: return usage_error("check", "%s", "invalid option");
+		}
+	}
+	if (!config_path == !mapping_path)
+		return usage_error("check", "%s", "give exactly one of --config FILE or --mapping FILE");
+	if (optind < argc)
+		return usage_error("check", "unexpected argument '%s'", argv[optind]);
+	if (config_path) {
+		struct bridge_config *cfg = NULL;
+
+		rc = bridge_config_load(config_path, &cfg, &d);
+		if (rc == 0) {
+			printf("ok: %s: %zu route(s)\n", config_path, cfg->n_routes);
+			for (size_t i = 0; i < cfg->n_routes; i++)
+				printf("  route %s: %s, mapping %s%s%s\n", cfg->routes[i].name,
+				       cfg->routes[i].mode == ROUTE_FORWARD ? "forward" : "dry-run",
+				       cfg->routes[i].mapping_file,
+				       cfg->routes[i].endpoint ? ", endpoint " : "",
+				       cfg->routes[i].endpoint ? cfg->routes[i].endpoint : "");
+		}
+		bridge_config_free(cfg);
+	} else {
+		struct mapping *m = NULL;
+
+		rc = mapping_load(mapping_path, &m, &d);
+		if (rc == 0)
+			printf("ok: %s\n", mapping_path);
+		mapping_free(m);
+	}
+	if (rc < 0) {
+		fputs(d.text ? d.text : "", stderr);
+		fprintf(stderr, "%d error(s)\n", d.count);
+	}
+	diag_reset(&d);
+	return rc < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *cmd;
+
+	if (argc < 2) {
+		fputs(usage_main, stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+		fputs(usage_main, stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+		printf("webhook-bridge %s\n", BRIDGE_VERSION);
+		return 0;
+	}
+	if (strcmp(cmd, "serve") == 0)
+		return cmd_serve(argc - 1, argv + 1);
+	if (strcmp(cmd, "map") == 0)
+		return cmd_map(argc - 1, argv + 1);
+	if (strcmp(cmd, "check") == 0)
+		return cmd_check(argc - 1, argv + 1);
+	return usage_error(NULL, "unknown command '%s'", cmd);
+}

@@ -1,1 +1,822 @@
-/* placeholder until the module lands */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <openssl/evp.h>
+
+#include "bridge/convert.h"
+#include "bridge/log.h"
+#include "bridge/mapping.h"
+#include "bridge/server.h"
+#include "bridge/sign.h"
+#include "bridge/upstream.h"
+#include "bridge/v1.h"
+
+#define DELIVERY_ID_LEN 36
+
+struct pending;
+
+struct server {
+	struct event_base *base;
+	const struct bridge_config *cfg;
+	struct evhttp *http;
+	struct evconnlistener *listener;
+	struct evhttp_bound_socket *bound;
+	struct evdns_base *dns;
+	struct upstream_tls **tls;       /* one per cfg->tls_files */
+	struct upstream_pool **pools;    /* one per route, NULL for dry-run routes */
+	struct pending *pending;         /* forward requests waiting for their endpoint */
+	size_t n_pending;
+	int port;
+	int draining;
+	struct event *drain_timer;
+	void (*drain_done)(void *);
+	void *drain_arg;
+};
+
+/* One forwarded participation: owns everything needed to answer the sender. */
+struct pending {
+	struct pending *next, *prev;
+	struct server *srv;
+	struct evhttp_request *req;
+	const struct bridge_route *route;
+	struct upstream_request *up;
+	char delivery_id[DELIVERY_ID_LEN + 1];
+	char *participation_id;
+	struct timeval start;
+	size_t bytes_in, bytes_out;
+};
+
+/* ---- answers ------------------------------------------------------------ */
+
+static void add_json_str(struct evbuffer *b, const char *s, size_t n)
+{
+	char small[512];
+	size_t need = json_escape(small, sizeof(small), s, n);
+
+	if (need < sizeof(small)) {
+		evbuffer_add(b, "\"", 1);
+		evbuffer_add(b, small, need);
+		evbuffer_add(b, "\"", 1);
+		return;
+	}
+	char *big = malloc(need + 1);
+	if (!big)
+		return;
+	json_escape(big, need + 1, s, n);
+	evbuffer_add(b, "\"", 1);
+	evbuffer_add(b, big, need);
+	evbuffer_add(b, "\"", 1);
+	free(big);
+}
+
+static void add_field(struct evbuffer *b, const char *key, const char *value)
+{
+	if (!value)
+		return;
+	evbuffer_add_printf(b, ",\"%s\":", key);
+	add_json_str(b, value, strlen(value));
+}
+
+static void send_json(struct evhttp_request *req, int status, const char *reason,
+		      struct evbuffer *body)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+
+	evhttp_add_header(h, "Content-Type", "application/json");
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	evbuffer_add(body, "}\n", 2);
+	/* reason is always one of our constant phrases, never client data (A11) */
+	evhttp_send_reply(req, status, reason, body);
+}
+
+static const char *status_phrase(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 202: return "Accepted";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 413: return "Payload Too Large";
+	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Content";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Error";
+	}
+}
+
+/* Start an error body {"error":code,"message":msg ...; caller may add fields, then send_json. */
+static struct evbuffer *error_body(const char *code, const char *message)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	evbuffer_add_printf(b, "{\"error\":\"%s\",\"message\":", code);
+	add_json_str(b, message, strlen(message));
+	return b;
+}
+
+static void send_error(struct evhttp_request *req, int status, const char *code,
+		       const char *message)
+{
+	struct evbuffer *b = error_body(code, message);
+
+	send_json(req, status, status_phrase(status), b);
+	evbuffer_free(b);
+}
+
+static long ms_since(const struct timeval *start)
+{
+	struct timeval now;
+
+	gettimeofday(&now, NULL);
+	return (now.tv_sec - start->tv_sec) * 1000L + (now.tv_usec - start->tv_usec) / 1000L;
+}
+
+/* ---- request checks ----------------------------------------------------- */
+
+enum body_kind { BODY_JSON, BODY_FORM, BODY_OTHER };
+
+static enum body_kind content_kind(const char *ct)
+{
+	size_t n;
+
+	if (!ct)
+		return BODY_OTHER;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	n = strcspn(ct, "; \t");
+	if (n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0)
+		return BODY_JSON;
+	if (n == strlen("application/x-www-form-urlencoded") &&
+	    strncasecmp(ct, "application/x-www-form-urlencoded", n) == 0)
+		return BODY_FORM;
+	return BODY_OTHER;
+}
+
+/* Our own framing checks, whatever the library let through (pitfall A10). */
+static const char *framing_problem(struct evkeyvalq *h)
+{
+	int cl = 0, te = 0;
+
+	for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
+		if (strcasecmp(kv->key, "Content-Length") == 0)
+			cl++;
+		else if (strcasecmp(kv->key, "Transfer-Encoding") == 0)
+			te++;
+	}
+	if (cl > 1)
+		return "more than one Content-Length header";
+	if (te && cl)
+		return "Transfer-Encoding together with Content-Length";
+	if (te > 1)
+		return "more than one Transfer-Encoding header";
+	return NULL;
+}
+
+/* ---- delivery ----------------------------------------------------------- */
+
+/* Stable for the same route and v2 body, so a sender's retry of the same
+ * participation carries the same id (the receiver can dedupe on it). */
+static void delivery_id_make(const char *route, const char *body, size_t len,
+			     char out[DELIVERY_ID_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int o = 0;
+
+	memset(md, 0, sizeof(md));
+	if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(ctx, route, strlen(route)) == 1 &&
+	    EVP_DigestUpdate(ctx, "\n", 1) == 1 && EVP_DigestUpdate(ctx, body, len) == 1)
+		EVP_DigestFinal_ex(ctx, md, NULL);
+	EVP_MD_CTX_free(ctx);
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[md[i] >> 4];
+		out[o++] = hex[md[i] & 15];
+	}
+	out[o] = '\0';
+}
+
+static void unmapped_json(struct evbuffer *b, const struct mapping_result *m)
+{
+	evbuffer_add(b, "[", 1);
+	for (size_t i = 0; i < m->n_unmapped; i++) {
+		if (i)
+			evbuffer_add(b, ",", 1);
+		add_json_str(b, m->unmapped[i], strlen(m->unmapped[i]));
+	}
+	evbuffer_add(b, "]", 1);
+}
+
+static void log_access(const char *event, const struct bridge_route *route, const char *pid,
+		       const char *delivery_id, int status, int upstream_status, long ms,
+		       size_t in, size_t out, const char *error)
+{
+	struct log_line l;
+
+	log_begin(&l, status >= 500 ? LOG_WARN : LOG_INFO, event);
+	log_str(&l, "route", route ? route->name : NULL);
+	log_str(&l, "participation_id", pid);
+	log_str(&l, "delivery_id", delivery_id);
+	log_int(&l, "status", status);
+	if (upstream_status)
+		log_int(&l, "upstream_status", upstream_status);
+	log_int(&l, "latency_ms", ms);
+	log_int(&l, "bytes_in", (long long)in);
+	log_int(&l, "bytes_out", (long long)out);
+	log_str(&l, "error", error);
+	log_end(&l);
+}
+
+static void pending_unlink(struct pending *p)
+{
+	struct server *s = p->srv;
+
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		s->pending = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	s->n_pending--;
+}
+
+static void drain_check(struct server *s);
+
+static void pending_finish(struct pending *p)
+{
+	struct server *s = p->srv;
+
+	pending_unlink(p);
+	free(p->participation_id);
+	free(p);
+	if (s->draining)
+		drain_check(s);
+}
+
+static void upstream_done(const struct upstream_response *r, void *arg)
+{
+	struct pending *p = arg;
+	struct evbuffer *b;
+	int status;
+	const char *code = NULL;
+	char msg[600];
+
+	p->up = NULL;
+	if (r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300) {
+		b = evbuffer_new();
+		evbuffer_add(b, "{\"status\":\"delivered\"", strlen("{\"status\":\"delivered\""));
+		add_field(b, "route", p->route->name);
+		add_field(b, "delivery_id", p->delivery_id);
+		add_field(b, "participation_id", p->participation_id);
+		evbuffer_add_printf(b, ",\"upstream_status\":%d", r->status);
+		send_json(p->req, 200, "OK", b);
+		evbuffer_free(b);
+		log_access("delivered", p->route, p->participation_id, p->delivery_id, 200, r->status,
+			   ms_since(&p->start), p->bytes_in, p->bytes_out, NULL);
+		pending_finish(p);
+		return;
+	}
+	status = 502;
+	switch (r->outcome) {
+	case UPSTREAM_RESPONSE:
+		code = "upstream_status";
+		snprintf(msg, sizeof(msg), "endpoint answered %d; the participation was not delivered",
+			 r->status);
+		break;
+	case UPSTREAM_TIMEOUT:
+		status = 504;
+		code = "upstream_timeout";
+		snprintf(msg, sizeof(msg), "endpoint did not answer within %d ms",
+			 p->route->timeout_ms);
+		break;
+	case UPSTREAM_CONNECT_FAILED:
+		code = "upstream_unreachable";
+		snprintf(msg, sizeof(msg), "cannot connect to endpoint: %s", r->reason ? r->reason : "");
+		break;
+	case UPSTREAM_TLS_FAILED:
+		code = "upstream_tls";
+		snprintf(msg, sizeof(msg), "TLS with endpoint failed: %s", r->reason ? r->reason : "");
+		break;
+	case UPSTREAM_TOO_LARGE:
+		code = "upstream_too_large";
+		snprintf(msg, sizeof(msg), "endpoint response too large: %s", r->reason ? r->reason : "");
+		break;
+	case UPSTREAM_CANCELLED:
+		status = 503;
+		code = "shutting_down";
+		snprintf(msg, sizeof(msg), "the bridge is shutting down; retry later");
+		break;
+	case UPSTREAM_PROTOCOL_ERROR:
+	default:
+		code = "upstream_protocol";
+		snprintf(msg, sizeof(msg), "endpoint broke the HTTP exchange: %s",
+			 r->reason ? r->reason : "");
+		break;
+	}
+	b = error_body(code, msg);
+	add_field(b, "route", p->route->name);
+	add_field(b, "delivery_id", p->delivery_id);
+	add_field(b, "participation_id", p->participation_id);
+	if (r->outcome == UPSTREAM_RESPONSE)
+		evbuffer_add_printf(b, ",\"upstream_status\":%d", r->status);
+	send_json(p->req, status, status_phrase(status), b);
+	evbuffer_free(b);
+	log_access("delivery_failed", p->route, p->participation_id, p->delivery_id, status,
+		   r->outcome == UPSTREAM_RESPONSE ? r->status : 0, ms_since(&p->start),
+		   p->bytes_in, p->bytes_out, msg);
+	pending_finish(p);
+}
+
+static void forward(struct server *s, struct evhttp_request *req, const struct bridge_route *route,
+		    size_t route_index, struct mapping_result *m, const char *delivery_id,
+		    const struct timeval *start, size_t bytes_in)
+{
+	struct upstream_header h[6];
+	size_t nh = 0;
+	char sig[SIGN_HEADER_MAX];
+	struct bridge_error err;
+	struct pending *p;
+
+	if (sign_body(route->secrets[0], route->secret_lens[0], m->body, m->len,
+		      route->signature_encoding, sig, sizeof(sig)) < 0) {
+		send_error(req, 500, "internal", "could not compute the signature");
+		return;
+	}
+	h[nh++] = (struct upstream_header){ "Content-Type", "application/json" };
+	if (route->auth_name)
+		h[nh++] = (struct upstream_header){ route->auth_name, route->auth_value };
+	h[nh++] = (struct upstream_header){ route->signature_header, sig };
+	h[nh++] = (struct upstream_header){ route->delivery_id_header, delivery_id };
+	h[nh++] = (struct upstream_header){ "User-Agent", "webhook-bridge/" BRIDGE_VERSION };
+
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		send_error(req, 503, "out_of_memory", "the bridge is out of memory; retry later");
+		return;
+	}
+	p->srv = s;
+	p->req = req;
+	p->route = route;
+	p->start = *start;
+	p->bytes_in = bytes_in;
+	p->bytes_out = m->len;
+	memcpy(p->delivery_id, delivery_id, sizeof(p->delivery_id));
+	p->participation_id = m->participation_id ? strdup(m->participation_id) : NULL;
+	p->next = s->pending;
+	if (s->pending)
+		s->pending->prev = p;
+	s->pending = p;
+	s->n_pending++;
+	bridge_error_clear(&err);
+	if (upstream_post(s->pools[route_index], h, nh, m->body, m->len, route->timeout_ms,
+			  upstream_done, p, &p->up, &err) < 0) {
+		struct evbuffer *b = error_body("upstream_unreachable", err.message);
+
+		add_field(b, "route", route->name);
+		add_field(b, "delivery_id", delivery_id);
+		send_json(req, 502, status_phrase(502), b);
+		evbuffer_free(b);
+		pending_finish(p);
+	}
+}
+
+/* The payload it would send, on stdout, one JSON line per participation. */
+static void print_dry_run(const struct bridge_route *route, const char *delivery_id,
+			  const struct mapping_result *m)
+{
+	struct evbuffer *line = evbuffer_new();
+	char ts[32];
+
+	log_time_now(ts, sizeof(ts));
+	evbuffer_add_printf(line, "{\"event\":\"dry-run\",\"time\":\"%s\"", ts);
+	add_field(line, "route", route->name);
+	add_field(line, "delivery_id", delivery_id);
+	add_field(line, "participation_id", m->participation_id);
+	evbuffer_add_printf(line, ",\"unmapped\":");
+	unmapped_json(line, m);
+	evbuffer_add_printf(line, ",\"v2\":");
+	evbuffer_add(line, m->body, m->len);
+	evbuffer_add(line, "}\n", 2);
+	while (evbuffer_get_length(line) > 0)
+		if (evbuffer_write(line, STDOUT_FILENO) <= 0 && errno != EINTR && errno != EAGAIN)
+			break;
+	evbuffer_free(line);
+}
+
+static const char *canonical_id(const struct v1_doc *doc, const char *key, char *buf, size_t cap)
+{
+	const struct v1_field *f = v1_doc_get(doc, key);
+	struct bridge_error err;
+
+	if (!f || (f->value.type != V1_NUMBER && f->value.type != V1_STRING))
+		return NULL;
+	if (convert_integer(f->value.text, f->value.len, buf, cap, &err) < 0)
+		return NULL;
+	return buf;
+}
+
+static void handle_webhook(struct server *s, struct evhttp_request *req)
+{
+	const struct bridge_config *c = s->cfg;
+	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	struct evbuffer *body_buf = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(body_buf);
+	const char *problem;
+	enum body_kind kind;
+	struct v1_limits lim;
+	struct v1_doc *doc = NULL;
+	struct bridge_error err;
+	struct mapping_result m;
+	const struct bridge_route *route;
+	char wid[32], cid[32], msg[700];
+	const char *website, *campaign;
+	char delivery_id[DELIVERY_ID_LEN + 1];
+	struct timeval start;
+	const char *body;
+	int rc;
+
+	gettimeofday(&start, NULL);
+	memset(&m, 0, sizeof(m));
+	problem = framing_problem(in);
+	if (problem) {
+		send_error(req, 400, "bad_framing", problem);
+		return;
+	}
+	kind = content_kind(evhttp_find_header(in, "Content-Type"));
+	if (kind == BODY_OTHER) {
+		send_error(req, 415, "unsupported_media_type",
+			   "Content-Type must be application/json or application/x-www-form-urlencoded");
+		return;
+	}
+	if (len > c->max_body) {
+		snprintf(msg, sizeof(msg), "body of %zu bytes is over the limit of %zu bytes", len,
+			 c->max_body);
+		send_error(req, 413, "body_too_large", msg);
+		return;
+	}
+	body = (const char *)evbuffer_pullup(body_buf, -1);
+	v1_limits_default(&lim);
+	lim.max_depth = c->max_json_depth;
+	lim.max_keys = c->max_keys;
+	bridge_error_clear(&err);
+	rc = kind == BODY_JSON ? v1_parse_json(body ? body : "", len, &lim, &doc, &err)
+			       : v1_parse_form(body ? body : "", len, &lim, &doc, &err);
+	if (rc < 0) {
+		struct evbuffer *b = error_body(kind == BODY_JSON ? "invalid_json" : "invalid_form",
+						err.message);
+
+		if (err.offset >= 0)
+			evbuffer_add_printf(b, ",\"offset\":%ld", err.offset);
+		send_json(req, 400, "Bad Request", b);
+		evbuffer_free(b);
+		log_access("rejected", NULL, NULL, NULL, 400, 0, ms_since(&start), len, 0, err.message);
+		return;
+	}
+
+	website = canonical_id(doc, c->website_key, wid, sizeof(wid));
+	campaign = canonical_id(doc, c->campaign_key, cid, sizeof(cid));
+	route = bridge_config_route_for(c, website, campaign);
+	if (!route) {
+		snprintf(msg, sizeof(msg), "no route matches website_id %s and campaign_id %s",
+			 website ? website : "(absent)", campaign ? campaign : "(absent)");
+		struct evbuffer *b = c->unrouted_accept ? evbuffer_new() : error_body("no_route", msg);
+
+		if (c->unrouted_accept) {
+			evbuffer_add_printf(b, "{\"status\":\"dropped\",\"message\":");
+			add_json_str(b, msg, strlen(msg));
+		}
+		add_field(b, "website_id", website);
+		add_field(b, "campaign_id", campaign);
+		send_json(req, c->unrouted_accept ? 202 : 422, status_phrase(c->unrouted_accept ? 202 : 422), b);
+		evbuffer_free(b);
+		log_access(c->unrouted_accept ? "dropped" : "rejected", NULL, NULL, NULL,
+			   c->unrouted_accept ? 202 : 422, 0, ms_since(&start), len, 0, msg);
+		v1_doc_free(doc);
+		return;
+	}
+
+	if (mapping_apply(route->mapping, doc, 0, &m, &err) < 0) {
+		struct evbuffer *b = error_body("mapping_failed", err.message);
+		char rule[600];
+
+		if (err.file) {
+			snprintf(rule, sizeof(rule), "%s:%d", err.file, err.line);
+			add_field(b, "rule", rule);
+		}
+		if (err.key[0])
+			add_field(b, "key", err.key);
+		add_field(b, "route", route->name);
+		send_json(req, 422, status_phrase(422), b);
+		evbuffer_free(b);
+		log_access("rejected", route, NULL, NULL, 422, 0, ms_since(&start), len, 0,
+			   err.message);
+		v1_doc_free(doc);
+		return;
+	}
+	v1_doc_free(doc);
+	delivery_id_make(route->name, m.body, m.len, delivery_id);
+
+	if (m.n_unmapped) {
+		static const char *const policy[] = { "form", "drop", "reject" };
+		struct evbuffer *keys = evbuffer_new();
+		struct log_line l;
+
+		unmapped_json(keys, &m);
+		log_begin(&l, LOG_WARN, "unmapped");
+		log_str(&l, "route", route->name);
+		log_str(&l, "participation_id", m.participation_id);
+		log_str(&l, "delivery_id", delivery_id);
+		log_str(&l, "policy", policy[m.unmapped_policy]);
+		log_raw(&l, "keys", (const char *)evbuffer_pullup(keys, -1), evbuffer_get_length(keys));
+		log_end(&l);
+		evbuffer_free(keys);
+	}
+
+	if (route->mode == ROUTE_DRY_RUN) {
+		struct evbuffer *b = evbuffer_new();
+
+		evbuffer_add_printf(b, "{\"status\":\"dry-run\"");
+		add_field(b, "route", route->name);
+		add_field(b, "delivery_id", delivery_id);
+		add_field(b, "participation_id", m.participation_id);
+		evbuffer_add_printf(b, ",\"unmapped\":");
+		unmapped_json(b, &m);
+		evbuffer_add_printf(b, ",\"v2\":");
+		evbuffer_add(b, m.body, m.len);
+
+		print_dry_run(route, delivery_id, &m);
+		log_access("dry-run", route, m.participation_id, delivery_id, 200, 0,
+			   ms_since(&start), len, m.len, NULL);
+		send_json(req, 200, "OK", b);
+		evbuffer_free(b);
+		mapping_result_clear(&m);
+		return;
+	}
+	forward(s, req, route, (size_t)(route - c->routes), &m, delivery_id, &start, len);
+	mapping_result_clear(&m);
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+static void handle_request(struct evhttp_request *req, void *arg)
+{
+	struct server *s = arg;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+
+	if (!path || !*path)
+		path = "/";
+	if (s->draining) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		send_error(req, 503, "shutting_down", "the bridge is shutting down; retry later");
+		return;
+	}
+	if (strcmp(path, "/healthz") == 0) {
+		if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+			send_error(req, 405, "method_not_allowed", "use GET on /healthz");
+			return;
+		}
+		struct evbuffer *b = evbuffer_new();
+		evbuffer_add_printf(b, "{\"status\":\"ok\"");
+		send_json(req, 200, "OK", b);
+		evbuffer_free(b);
+		return;
+	}
+	if (strcmp(path, s->cfg->listen_path) == 0) {
+		if (cmd != EVHTTP_REQ_POST) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+			send_error(req, 405, "method_not_allowed",
+				   "the webhook path accepts POST only");
+			return;
+		}
+		handle_webhook(s, req);
+		return;
+	}
+	send_error(req, 404, "not_found", "no such path; the webhook path and /healthz exist");
+}
+
+static int bind_listener(struct server *s, struct bridge_error *err)
+{
+	const struct bridge_config *c = s->cfg;
+	struct addrinfo hints, *ai = NULL;
+	char port[16];
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+	snprintf(port, sizeof(port), "%d", c->listen_port);
+	rc = getaddrinfo(c->listen_address, port, &hints, &ai);
+	if (rc != 0)
+		return bridge_error_set(err, "listen address '%s' is not an IP address: %s",
+					c->listen_address, gai_strerror(rc));
+	s->listener = evconnlistener_new_bind(s->base, NULL, NULL,
+					      LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC |
+						      LEV_OPT_CLOSE_ON_FREE,
+					      1024, ai->ai_addr, (int)ai->ai_addrlen);
+	freeaddrinfo(ai);
+	if (!s->listener)
+		return bridge_error_set(err, "cannot listen on %s port %d: %s", c->listen_address,
+					c->listen_port, strerror(errno));
+	s->bound = evhttp_bind_listener(s->http, s->listener);
+	if (!s->bound)
+		return bridge_error_set(err, "cannot attach the listener to the HTTP server");
+	if (getsockname(evconnlistener_get_fd(s->listener), (struct sockaddr *)&ss, &sl) == 0)
+		s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							 : ((struct sockaddr_in *)&ss)->sin_port);
+	return 0;
+}
+
+int server_new(struct event_base *base, const struct bridge_config *cfg, struct server **ret,
+	       struct bridge_error *err)
+{
+	struct server *s = calloc(1, sizeof(*s));
+	struct timeval tv;
+	size_t hard_cap;
+
+	*ret = NULL;
+	if (!s)
+		return bridge_error_set(err, "out of memory");
+	s->base = base;
+	s->cfg = cfg;
+	s->http = evhttp_new(base);
+	if (!s->http) {
+		server_free(s);
+		return bridge_error_set(err, "cannot create the HTTP server");
+	}
+	/* evhttp answers over-size bodies itself, with an HTML page (pitfall
+	 * A1); its cap sits above ours so that the usual over-size post gets our
+	 * JSON 413, while memory stays bounded by the hard cap. */
+	hard_cap = cfg->max_body * 2 + 65536;
+	evhttp_set_max_body_size(s->http, (ev_ssize_t)hard_cap);
+	evhttp_set_max_headers_size(s->http, (ev_ssize_t)cfg->max_header_bytes);
+	/* all methods reach us, so that every refusal is our JSON 405, not an HTML 501 */
+	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+						    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+						    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
+						    EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
+	evhttp_set_default_content_type(s->http, "application/json");
+	evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
+	tv.tv_sec = cfg->request_timeout_ms / 1000;
+	tv.tv_usec = (cfg->request_timeout_ms % 1000) * 1000;
+	evhttp_set_timeout_tv(s->http, &tv); /* idle timeout; none by default (A2) */
+	evhttp_set_gencb(s->http, handle_request, s);
+
+	s->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (!s->dns) /* no resolv.conf: IP-literal endpoints still work */
+		s->dns = evdns_base_new(base, 0);
+
+	s->tls = calloc(cfg->n_tls_files + 1, sizeof(*s->tls));
+	s->pools = calloc(cfg->n_routes + 1, sizeof(*s->pools));
+	if (!s->tls || !s->pools) {
+		server_free(s);
+		return bridge_error_set(err, "out of memory");
+	}
+	for (size_t i = 0; i < cfg->n_tls_files; i++) {
+		const char *ca = cfg->tls_files[i][0] ? cfg->tls_files[i] : NULL;
+
+		if (upstream_tls_new(ca, &s->tls[i], err) < 0) {
+			server_free(s);
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct bridge_route *r = &cfg->routes[i];
+
+		if (r->mode != ROUTE_FORWARD)
+			continue;
+		s->pools[i] = upstream_pool_new(base, s->dns, &r->url,
+						r->url.https ? s->tls[r->tls_index] : NULL,
+						&cfg->upstream);
+		if (!s->pools[i]) {
+			server_free(s);
+			return bridge_error_set(err, "cannot create the connection pool of route '%s'",
+						r->name);
+		}
+	}
+	if (bind_listener(s, err) < 0) {
+		server_free(s);
+		return -1;
+	}
+	*ret = s;
+	return 0;
+}
+
+int server_port(const struct server *s)
+{
+	return s->port;
+}
+
+/* ---- shutdown ----------------------------------------------------------- */
+
+static void drain_finish(struct server *s)
+{
+	void (*done)(void *) = s->drain_done;
+
+	s->drain_done = NULL;
+	if (s->drain_timer) {
+		event_free(s->drain_timer);
+		s->drain_timer = NULL;
+	}
+	if (done)
+		done(s->drain_arg);
+}
+
+static void drain_check(struct server *s)
+{
+	if (s->draining && s->n_pending == 0 && s->drain_done)
+		drain_finish(s);
+}
+
+static void cancel_pending(struct server *s)
+{
+	while (s->pending) {
+		struct pending *p = s->pending;
+
+		if (p->up)
+			upstream_request_cancel(p->up);
+		p->up = NULL;
+		send_error(p->req, 503, "shutting_down",
+			   "the bridge is shutting down; the participation was not delivered, retry later");
+		log_access("delivery_failed", p->route, p->participation_id, p->delivery_id, 503, 0,
+			   ms_since(&p->start), p->bytes_in, p->bytes_out, "shutdown deadline");
+		pending_unlink(p);
+		free(p->participation_id);
+		free(p);
+	}
+}
+
+static void drain_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+
+	cancel_pending(s);
+	drain_finish(s);
+}
+
+void server_drain(struct server *s, int deadline_ms, void (*done)(void *arg), void *arg)
+{
+	struct timeval tv = { deadline_ms / 1000, (deadline_ms % 1000) * 1000 };
+
+	s->draining = 1;
+	s->drain_done = done;
+	s->drain_arg = arg;
+	if (s->bound) {
+		evhttp_del_accept_socket(s->http, s->bound); /* frees the listener too */
+		s->bound = NULL;
+		s->listener = NULL;
+	}
+	if (s->n_pending == 0) {
+		drain_finish(s);
+		return;
+	}
+	s->drain_timer = evtimer_new(s->base, drain_deadline, s);
+	evtimer_add(s->drain_timer, &tv);
+}
+
+void server_free(struct server *s)
+{
+	if (!s)
+		return;
+	cancel_pending(s);
+	if (s->drain_timer)
+		event_free(s->drain_timer);
+	if (s->http)
+		evhttp_free(s->http); /* frees bound listeners and live connections */
+	else if (s->listener)
+		evconnlistener_free(s->listener);
+	for (size_t i = 0; s->pools && i < s->cfg->n_routes; i++)
+		upstream_pool_free(s->pools[i]);
+	free(s->pools);
+	for (size_t i = 0; s->tls && i < s->cfg->n_tls_files; i++)
+		upstream_tls_free(s->tls[i]);
+	free(s->tls);
+	if (s->dns)
+		evdns_base_free(s->dns, 0);
+	free(s);
+}

@@ -46,4 +46,7 @@ int diag_add(struct diag *d, const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void diag_reset(struct diag *d); /* frees text, zeroes the struct */
 
+/* Append every line of `from` to d (count included). */
+void diag_merge(struct diag *d, const struct diag *from);
+
 #endif

@@ -1,0 +1,54 @@
+/*
+ * cfg: checked access to libconfig 1.5 settings, shared by the server config
+ * and the mapping loader.  Every problem is added to a diag as
+ * "file:line: message" and the caller carries on, so that one run reports
+ * every error in a file.  Returned strings point into the config_t: copy them
+ * before config_destroy (pitfall C5).
+ */
+#ifndef BRIDGE_CFG_H
+#define BRIDGE_CFG_H
+
+#include <libconfig.h>
+#include "bridge/diag.h"
+
+/* Read path into cfg with includes resolved against the file's folder
+ * (pitfall C3).  On a syntax or I/O error adds "file:line: message" and
+ * returns -1 (cfg is still initialised: config_destroy it). */
+int cfg_read(config_t *cfg, const char *path, struct diag *d);
+
+/* File and line of a setting (the included file when there is one). */
+const char *cfg_file(const config_setting_t *s, const char *fallback);
+int cfg_line(const config_setting_t *s);
+
+/* Add "unknown setting 'x' in 'group'" for every child of group not in the
+ * NULL-terminated list.  Returns the number of unknown children. */
+int cfg_check_keys(const config_setting_t *group, const char *const *allowed,
+		   const char *file, struct diag *d);
+
+/* Each lookup: returns 1 when found and valid (*ret set), 0 when absent,
+ * -1 when present but wrong (error added).  Integers are read as int64 and
+ * range-checked (pitfall C2); floats are not integers. */
+int cfg_get_string(const config_setting_t *group, const char *name, const char **ret,
+		   const char *file, struct diag *d);
+int cfg_get_int(const config_setting_t *group, const char *name, long long min, long long max,
+		long long *ret, const char *file, struct diag *d);
+int cfg_get_bool(const config_setting_t *group, const char *name, int *ret,
+		 const char *file, struct diag *d);
+/* One of the NULL-terminated choices; *ret = its index. */
+int cfg_get_enum(const config_setting_t *group, const char *name, const char *const *choices,
+		 int *ret, const char *file, struct diag *d);
+
+/* A setting that must be a group / list / array: NULL when absent or wrong (error added when wrong). */
+const config_setting_t *cfg_get_group(const config_setting_t *group, const char *name,
+				      const char *file, struct diag *d);
+const config_setting_t *cfg_get_list(const config_setting_t *group, const char *name,
+				     const char *file, struct diag *d);
+
+/* A string that must not be empty nor contain control characters. */
+int cfg_get_text(const config_setting_t *group, const char *name, const char **ret,
+		 const char *file, struct diag *d);
+
+/* Resolve a path relative to the folder of `base_file`; malloc'd result. */
+char *cfg_resolve_path(const char *base_file, const char *path);
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * config: the server configuration (libconfig) and its routes.
+ *
+ * bridge_config_load reads and validates the whole file, loads every route's
+ * mapping, and reports every problem as "file:line: message" in a diag.  The
+ * loaded config is immutable and owns everything it points to (strings are
+ * copied out of libconfig, pitfall C5); share it read-only.
+ */
+#ifndef BRIDGE_CONFIG_H
+#define BRIDGE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "bridge/diag.h"
+#include "bridge/sign.h"
+#include "bridge/upstream.h"
+
+struct mapping;
+
+enum route_mode {
+	ROUTE_FORWARD, /* deliver the signed v2 and answer with the endpoint's outcome */
+	ROUTE_DRY_RUN, /* print the v2 it would send, answer 200, deliver nothing */
+};
+
+struct bridge_route {
+	char *name;
+	int line;                 /* where the route starts in the config file */
+	char *mapping_file;       /* resolved path */
+	struct mapping *mapping;  /* owned */
+	enum route_mode mode;
+	char *endpoint;           /* NULL allowed in dry-run */
+	struct upstream_url url;  /* parsed endpoint (valid when endpoint != NULL) */
+	char *auth_name;          /* NULL when no auth header */
+	char *auth_value;
+	char **secrets;           /* secrets[0] signs; all verify */
+	size_t *secret_lens;
+	size_t n_secrets;
+	char *signature_header;   /* default X-Qualifio-Signature */
+	enum sign_encoding signature_encoding;
+	char *delivery_id_header; /* default X-Bridge-Delivery-Id */
+	char **website_ids;       /* canonical decimal text; empty = any */
+	size_t n_website_ids;
+	char **campaign_ids;
+	size_t n_campaign_ids;
+	int timeout_ms;           /* default 10000 */
+	char *ca_file;            /* NULL: tls.ca_file */
+	size_t tls_index;         /* index into bridge_config.tls_files */
+};
+
+struct bridge_config {
+	char *path;
+	char *listen_address;     /* default 127.0.0.1 */
+	int listen_port;          /* default 8080; 0 = ephemeral */
+	char *listen_path;        /* default "/" */
+	size_t max_body;          /* default 1 MiB */
+	size_t max_header_bytes;  /* default 64 KiB */
+	size_t max_json_depth;    /* default 8 */
+	size_t max_keys;          /* default 1000 */
+	int request_timeout_ms;   /* inbound idle timeout, default 30000 */
+	char *ca_file;            /* tls.ca_file; NULL = system default trust */
+	int unrouted_accept;      /* unrouted = "accept" */
+	char *website_key;        /* match_keys.website_id, default "website_id" */
+	char *campaign_key;       /* match_keys.campaign_id, default "campaign_id" */
+	struct upstream_limits upstream;
+	struct bridge_route *routes;
+	size_t n_routes;
+	char **tls_files;         /* distinct CA files used by https routes ("" = system default) */
+	size_t n_tls_files;
+};
+
+int bridge_config_load(const char *path, struct bridge_config **ret, struct diag *d);
+void bridge_config_free(struct bridge_config *c); /* accepts NULL */
+
+/* Pick the route for a post: campaign match beats website match beats
+ * catch-all; ties go to the first in file order.  Ids are canonical decimal
+ * text or NULL when the post lacks them.  NULL when nothing matches. */
+const struct bridge_route *bridge_config_route_for(const struct bridge_config *c,
+						   const char *website_id,
+						   const char *campaign_id);
+
+#endif

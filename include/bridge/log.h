@@ -1,0 +1,42 @@
+/*
+ * log: JSON-lines logging to stderr, one object per line:
+ *   {"time":"2026-11-26T21:00:00.123Z","level":"info","event":"listening",...}
+ * Only main and the request handler log (library modules never do).
+ * Thread-safe (one write(2) per line).
+ */
+#ifndef BRIDGE_LOG_H
+#define BRIDGE_LOG_H
+
+#include <stddef.h>
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+void log_set_level(enum log_level l);
+int log_level_parse(const char *s, enum log_level *ret);
+
+/* A line under construction: start, add fields, emit. Fixed-size buffer
+ * (16 KiB); fields that would overflow are cut and the line says so. */
+struct log_line {
+	char buf[16384];
+	size_t len;
+	int truncated;
+	int enabled;
+};
+
+void log_begin(struct log_line *l, enum log_level level, const char *event);
+void log_str(struct log_line *l, const char *key, const char *value);      /* NULL value: skipped */
+void log_strn(struct log_line *l, const char *key, const char *value, size_t n);
+void log_int(struct log_line *l, const char *key, long long value);
+void log_raw(struct log_line *l, const char *key, const char *json, size_t n); /* already-valid JSON */
+void log_end(struct log_line *l);       /* writes to stderr */
+void log_end_to(struct log_line *l, int fd); /* writes to fd (stdout for dry-run lines) */
+
+/* Current UTC time as "YYYY-MM-DDTHH:MM:SS.mmmZ" (cap >= 25). */
+void log_time_now(char *out, size_t cap);
+
+/* JSON string escaping into a buffer; returns bytes written (without NUL) or
+ * the size needed when it does not fit.  Bytes >= 0x80 are copied as they
+ * are: callers pass text that was UTF-8-validated on input. */
+size_t json_escape(char *dst, size_t cap, const char *s, size_t n);
+
+#endif

@@ -1,0 +1,30 @@
+/*
+ * server: the inbound side.  One struct server = one evhttp on one
+ * event_base with its own evdns base and upstream pools; it answers every
+ * request exactly once (pitfalls A3, A5): with the endpoint's outcome in
+ * forward mode, at once in dry-run mode, or 503 when shut down first.
+ */
+#ifndef BRIDGE_SERVER_H
+#define BRIDGE_SERVER_H
+
+#include "bridge/config.h"
+#include "bridge/diag.h"
+
+struct event_base;
+struct server;
+
+/* Bind the listener and create pools.  cfg must outlive the server. */
+int server_new(struct event_base *base, const struct bridge_config *cfg, struct server **ret,
+	       struct bridge_error *err);
+
+/* The port actually bound (useful when the config says port 0). */
+int server_port(const struct server *s);
+
+/* Stop accepting; in-flight requests keep running.  When none is left, or
+ * when deadline_ms passes (remaining ones are answered 503), done(arg) runs. */
+void server_drain(struct server *s, int deadline_ms, void (*done)(void *arg), void *arg);
+
+/* Free everything; requests still pending are answered 503 first. */
+void server_free(struct server *s);
+
+#endif
