@@ -7,6 +7,7 @@
 #include "bridge/cfg.h"
 #include "bridge/config.h"
 #include "bridge/convert.h"
+#include "bridge/log.h"
 #include "bridge/mapping.h"
 
 static const char *const top_keys[] = { "listen", "limits", "tls", "unrouted", "match_keys",
@@ -378,6 +379,17 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 			check_readable(config_setting_get_member(g, "ca_file"), "ca_file", c->ca_file, path,
 				       d);
 		}
+	}
+
+	c->log_level = -1;
+	if (cfg_get_string(root, "log_level", &v, path, d) == 1) {
+		enum log_level lv;
+
+		if (log_level_parse(v, &lv) < 0)
+			diag_add(d, path, cfg_line(config_setting_get_member(root, "log_level")),
+				 "'log_level' = \"%s\" is not one of: debug | info | warn | error", v);
+		else
+			c->log_level = (int)lv;
 	}
 
 	cfg_get_enum(root, "unrouted", unrouted_names, &unrouted, path, d);

@@ -127,7 +127,7 @@ static int cmd_serve(int argc, char **argv)
 	struct event *sigterm, *sigint;
 	struct log_line l;
 	enum log_level level;
-	int c;
+	int c, level_given = 0;
 
 	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -136,6 +136,7 @@ static int cmd_serve(int argc, char **argv)
 			if (log_level_parse(optarg, &level) < 0)
 				return usage_error("serve", "unknown log level '%s'", optarg);
 			log_set_level(level);
+			level_given = 1;
 			break;
 		case 'd': st.drain_ms = atoi(optarg); break;
 		case 'h': fputs(usage_serve, stdout); return 0;
@@ -152,6 +153,8 @@ static int cmd_serve(int argc, char **argv)
 		diag_reset(&d);
 		return 1;
 	}
+	if (!level_given && cfg->log_level >= 0)
+		log_set_level((enum log_level)cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
 	st.base = event_base_new();
 	if (!st.base || server_new(st.base, cfg, &st.server, &err) < 0) {

@@ -1,1 +1,967 @@
-/* placeholder until the module lands */
+/*
+ * v1: strict parsing of legacy webhook 1.0 bodies into a flat document.
+ *
+ * JSON goes through yajl's streaming parser on the exact body length, never
+ * yajl_tree: the tree API stops at the first NUL byte, always allows comments
+ * and has no depth limit.  Every callback copies what it receives because
+ * yajl hands out pointers into the input or into its own scratch buffer.
+ *
+ * Every error path frees what was built so far through v1_doc_free(): fields
+ * and array items are attached to the document the moment they are created.
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yajl/yajl_parse.h>
+
+#include "bridge/v1.h"
+
+void v1_limits_default(struct v1_limits *l)
+{
+	l->max_depth = 8;
+	l->max_keys = 1000;
+	l->max_string = 65536;
+	l->max_items = 1000;
+}
+
+/* ------------------------------------------------------------------------ */
+/* UTF-8 (Unicode 15, table 3-7): no overlongs, no surrogates, <= U+10FFFF. */
+
+/* Length of the well-formed sequence starting at s, or 0 if ill-formed. */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+	unsigned char lo = 0x80, hi = 0xBF;
+	size_t need, i;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xC2 && c <= 0xDF)
+		need = 1;
+	else if (c >= 0xE0 && c <= 0xEF) {
+		need = 2;
+		if (c == 0xE0)
+			lo = 0xA0;
+		else if (c == 0xED)
+			hi = 0x9F;
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		need = 3;
+		if (c == 0xF0)
+			lo = 0x90;
+		else if (c == 0xF4)
+			hi = 0x8F;
+	} else
+		return 0;
+	if (n < need + 1)
+		return 0;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (i = 2; i <= need; i++)
+		if (s[i] < 0x80 || s[i] > 0xBF)
+			return 0;
+	return need + 1;
+}
+
+/* Offset of the first ill-formed byte, or n when all of s is valid. */
+static size_t utf8_invalid_at(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0;
+
+	while (i < n) {
+		size_t k = utf8_seq_len(u + i, n - i);
+
+		if (!k)
+			return i;
+		i += k;
+	}
+	return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Messages.  Keys come from the peer: render them printable and bounded
+ * before they reach a message or a log line. */
+
+#define KEY_SHOWN_MAX 80
+
+static void key_render(char *dst, size_t cap, const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		char tmp[8];
+		size_t k = utf8_seq_len(u + i, n - i), tl;
+
+		if (k == 1 && (u[i] < 0x20 || u[i] == 0x7F || u[i] == '\\' || u[i] == '\''))
+			tl = (size_t)snprintf(tmp, sizeof(tmp), u[i] == '\\' || u[i] == '\'' ?
+					      "\\%c" : "\\x%02x", u[i]);
+		else if (k == 0) {
+			tl = (size_t)snprintf(tmp, sizeof(tmp), "\\x%02x", u[i]);
+			k = 1;
+		} else {
+			memcpy(tmp, s + i, k);
+			tl = k;
+		}
+		if (o + tl + 4 > cap || o + tl > KEY_SHOWN_MAX) {
+			if (o + 4 <= cap) {
+				memcpy(dst + o, "...", 3);
+				o += 3;
+			}
+			break;
+		}
+		memcpy(dst + o, tmp, tl);
+		o += tl;
+		i += k;
+	}
+	dst[o] = '\0';
+}
+
+/* Sets message, offset and key (already rendered, may be NULL); returns -1. */
+static int fail(struct bridge_error *err, long offset, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(struct bridge_error *err, long offset, const char *key, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	err->offset = offset;
+	if (key)
+		snprintf(err->key, sizeof(err->key), "%s", key);
+	return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Document building. */
+
+static void value_clear(struct v1_value *v)
+{
+	size_t i;
+
+	free(v->text);
+	for (i = 0; i < v->n_items; i++)
+		free(v->items[i].text);
+	free(v->items);
+	memset(v, 0, sizeof(*v));
+}
+
+void v1_doc_free(struct v1_doc *d)
+{
+	size_t i;
+
+	if (!d)
+		return;
+	for (i = 0; i < d->n_fields; i++) {
+		free(d->fields[i].key);
+		value_clear(&d->fields[i].value);
+	}
+	free(d->fields);
+	free(d);
+}
+
+static char *bytes_dup(const char *s, size_t n)
+{
+	char *p;
+
+	if (n == SIZE_MAX)
+		return NULL;
+	p = malloc(n + 1);
+	if (!p)
+		return NULL;
+	if (n)
+		memcpy(p, s, n);
+	p[n] = '\0';
+	return p;
+}
+
+/* Item arrays grow by doubling from 4; the capacity is implied by n_items. */
+static int items_reserve(struct v1_value *arr)
+{
+	size_t n = arr->n_items;
+	struct v1_value *t;
+
+	if (n != 0 && (n < 4 || (n & (n - 1)) != 0))
+		return 0;
+	if (n > SIZE_MAX / 2 / sizeof(*t))
+		return -1;
+	t = realloc(arr->items, (n ? n * 2 : 4) * sizeof(*t));
+	if (!t)
+		return -1;
+	arr->items = t;
+	return 0;
+}
+
+/* Append a copy of s as a scalar item. */
+static int items_push(struct v1_value *arr, enum v1_type type, const char *s, size_t n)
+{
+	struct v1_value *it;
+	char *text;
+
+	if (items_reserve(arr) < 0)
+		return -1;
+	text = bytes_dup(s, n);
+	if (!text)
+		return -1;
+	it = &arr->items[arr->n_items++];
+	memset(it, 0, sizeof(*it));
+	it->type = type;
+	it->text = text;
+	it->len = n;
+	return 0;
+}
+
+/* Turn a scalar into a one-item array holding it. */
+static int value_make_array(struct v1_value *v)
+{
+	char *empty = bytes_dup("", 0);
+	struct v1_value *items = malloc(4 * sizeof(*items));
+
+	if (!empty || !items) {
+		free(empty);
+		free(items);
+		return -1;
+	}
+	items[0] = *v;
+	memset(v, 0, sizeof(*v));
+	v->type = V1_ARRAY;
+	v->text = empty;
+	v->items = items;
+	v->n_items = 1;
+	return 0;
+}
+
+/*
+ * The builder owns the document under construction and a private hash index
+ * of its keys (open addressing, slots hold index + 1), so duplicate detection
+ * and form key merging stay linear in the body size.
+ */
+struct builder {
+	struct v1_doc *doc;
+	size_t cap_fields;
+	size_t *slots;
+	size_t n_slots; /* power of two */
+	const struct v1_limits *lim;
+};
+
+static uint64_t key_hash(const char *s, size_t n)
+{
+	uint64_t h = 14695981039346656037ULL;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static int builder_init(struct builder *b, const struct v1_limits *lim)
+{
+	memset(b, 0, sizeof(*b));
+	b->lim = lim;
+	b->doc = calloc(1, sizeof(*b->doc));
+	b->n_slots = 16;
+	b->slots = calloc(b->n_slots, sizeof(*b->slots));
+	if (!b->doc || !b->slots) {
+		free(b->doc);
+		free(b->slots);
+		b->doc = NULL;
+		b->slots = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* Releases the index; the document goes to *ret, or is freed when ret is NULL. */
+static void builder_finish(struct builder *b, struct v1_doc **ret)
+{
+	free(b->slots);
+	b->slots = NULL;
+	if (ret)
+		*ret = b->doc;
+	else
+		v1_doc_free(b->doc);
+	b->doc = NULL;
+}
+
+static long builder_find(const struct builder *b, const char *key, size_t len)
+{
+	size_t mask = b->n_slots - 1;
+	size_t i = (size_t)key_hash(key, len) & mask;
+
+	while (b->slots[i]) {
+		const struct v1_field *f = &b->doc->fields[b->slots[i] - 1];
+
+		if (f->key_len == len && memcmp(f->key, key, len) == 0)
+			return (long)(b->slots[i] - 1);
+		i = (i + 1) & mask;
+	}
+	return -1;
+}
+
+static void builder_slot_put(size_t *slots, size_t n_slots, const struct v1_field *f, size_t idx)
+{
+	size_t mask = n_slots - 1;
+	size_t i = (size_t)key_hash(f->key, f->key_len) & mask;
+
+	while (slots[i])
+		i = (i + 1) & mask;
+	slots[i] = idx + 1;
+}
+
+/* Append a field whose value is still unset; takes ownership of key always. */
+static int builder_add(struct builder *b, char *key, size_t key_len)
+{
+	struct v1_doc *d = b->doc;
+	struct v1_field *f;
+
+	if (d->n_fields == b->cap_fields) {
+		size_t cap = b->cap_fields ? b->cap_fields * 2 : 16;
+		struct v1_field *t;
+
+		if (cap > SIZE_MAX / sizeof(*t))
+			goto oom;
+		t = realloc(d->fields, cap * sizeof(*t));
+		if (!t)
+			goto oom;
+		d->fields = t;
+		b->cap_fields = cap;
+	}
+	if ((d->n_fields + 1) * 2 > b->n_slots) {
+		size_t n = b->n_slots * 2, i;
+		size_t *s = calloc(n, sizeof(*s));
+
+		if (!s)
+			goto oom;
+		for (i = 0; i < d->n_fields; i++)
+			builder_slot_put(s, n, &d->fields[i], i);
+		free(b->slots);
+		b->slots = s;
+		b->n_slots = n;
+	}
+	f = &d->fields[d->n_fields];
+	memset(f, 0, sizeof(*f));
+	f->key = key;
+	f->key_len = key_len;
+	f->value.type = V1_NULL;
+	builder_slot_put(b->slots, b->n_slots, f, d->n_fields);
+	d->n_fields++;
+	return 0;
+oom:
+	free(key);
+	return -1;
+}
+
+const struct v1_field *v1_doc_get(const struct v1_doc *d, const char *key)
+{
+	long i = v1_doc_index(d, key);
+
+	return i < 0 ? NULL : &d->fields[i];
+}
+
+long v1_doc_index(const struct v1_doc *d, const char *key)
+{
+	size_t len, i;
+
+	if (!d || !key)
+		return -1;
+	len = strlen(key);
+	for (i = 0; i < d->n_fields; i++)
+		if (d->fields[i].key_len == len && memcmp(d->fields[i].key, key, len) == 0)
+			return (long)i;
+	return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* JSON */
+
+struct json_ctx {
+	struct builder b;
+	yajl_handle h;
+	const char *body;
+	size_t len;
+	int finishing;   /* inside yajl_complete_parse: tokens end at len */
+	size_t depth;
+	int in_array;
+	long field;      /* field waiting for its value, or -1 */
+	long top_offset; /* first non-blank byte, where the top-level value starts */
+	struct bridge_error *err;
+};
+
+/* Offset just past the token the current callback reports. */
+static size_t json_pos(const struct json_ctx *c)
+{
+	size_t p;
+
+	if (c->finishing)
+		return c->len;
+	p = yajl_get_bytes_consumed(c->h);
+	return p > c->len ? c->len : p;
+}
+
+/* Offset of the opening quote of the string token that ends at json_pos(). */
+static size_t json_string_start(const struct json_ctx *c)
+{
+	size_t end = json_pos(c), i;
+
+	if (end < 2)
+		return 0;
+	for (i = end - 1; i-- > 0;) {
+		size_t bs = 0;
+
+		if (c->body[i] != '"')
+			continue;
+		while (bs < i && c->body[i - 1 - bs] == '\\')
+			bs++;
+		if (bs % 2 == 0)
+			return i;
+	}
+	return 0;
+}
+
+static int hex4(const char *s, unsigned *ret)
+{
+	unsigned v = 0;
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		char ch = s[i];
+
+		v <<= 4;
+		if (ch >= '0' && ch <= '9')
+			v |= (unsigned)(ch - '0');
+		else if (ch >= 'a' && ch <= 'f')
+			v |= (unsigned)(ch - 'a' + 10);
+		else if (ch >= 'A' && ch <= 'F')
+			v |= (unsigned)(ch - 'A' + 10);
+		else
+			return -1;
+	}
+	*ret = v;
+	return 0;
+}
+
+/*
+ * yajl 2.1 silently turns a lone high surrogate escape into '?' and pairs a
+ * high surrogate with whatever \u escape follows; check the raw token.
+ * Returns the offset of the bad escape, or -1.
+ */
+static long json_bad_surrogate(const struct json_ctx *c, size_t open)
+{
+	size_t end = json_pos(c) - 1; /* closing quote */
+	size_t i = open + 1;
+
+	while (i < end) {
+		unsigned cp, lo;
+
+		if (c->body[i] != '\\') {
+			i++;
+			continue;
+		}
+		if (i + 1 >= end || c->body[i + 1] != 'u') {
+			i += 2;
+			continue;
+		}
+		if (i + 6 > end || hex4(c->body + i + 2, &cp) < 0)
+			return (long)i;
+		if (cp >= 0xDC00 && cp <= 0xDFFF)
+			return (long)i;
+		if (cp >= 0xD800 && cp <= 0xDBFF) {
+			if (i + 12 > end || c->body[i + 6] != '\\' || c->body[i + 7] != 'u' ||
+			    hex4(c->body + i + 8, &lo) < 0 || lo < 0xDC00 || lo > 0xDFFF)
+				return (long)i;
+			i += 12;
+			continue;
+		}
+		i += 6;
+	}
+	return -1;
+}
+
+static const char *json_field_key(const struct json_ctx *c, char *buf, size_t cap)
+{
+	const struct v1_field *f = &c->b.doc->fields[c->field];
+
+	key_render(buf, cap, f->key, f->key_len);
+	return buf;
+}
+
+static int json_oom(struct json_ctx *c)
+{
+	fail(c->err, (long)json_pos(c), NULL, "out of memory while parsing JSON");
+	return 0;
+}
+
+static int json_top_level(struct json_ctx *c, const char *what)
+{
+	fail(c->err, c->top_offset, NULL,
+	     "the v1 payload must be a JSON object, found %s at byte %ld", what, c->top_offset);
+	return 0;
+}
+
+/* Common path of every scalar; start = offset of the token. */
+static int json_scalar(struct json_ctx *c, enum v1_type type, const char *s, size_t n, size_t start)
+{
+	const struct v1_limits *lim = c->b.lim;
+	char k[KEY_SHOWN_MAX + 8];
+	struct v1_value *v;
+	size_t bad;
+
+	if (c->depth == 0)
+		return json_top_level(c, "a scalar");
+	v = &c->b.doc->fields[c->field].value;
+	if (n > lim->max_string) {
+		fail(c->err, (long)start, json_field_key(c, k, sizeof(k)),
+		     "value of key '%s' at byte %zu is longer than %zu bytes", k, start,
+		     lim->max_string);
+		return 0;
+	}
+	if (type == V1_STRING && (bad = utf8_invalid_at(s, n)) < n) {
+		fail(c->err, (long)start, json_field_key(c, k, sizeof(k)),
+		     "value of key '%s' at byte %zu is not valid UTF-8 (decoded byte %zu)", k,
+		     start, bad);
+		return 0;
+	}
+	if (c->in_array) {
+		if (v->n_items >= lim->max_items) {
+			fail(c->err, (long)start, json_field_key(c, k, sizeof(k)),
+			     "array of key '%s' has more than %zu items (byte %zu)", k,
+			     lim->max_items, start);
+			return 0;
+		}
+		if (items_push(v, type, s, n) < 0)
+			return json_oom(c);
+		return 1;
+	}
+	v->text = bytes_dup(s, n);
+	if (!v->text)
+		return json_oom(c);
+	v->type = type;
+	v->len = n;
+	c->field = -1;
+	return 1;
+}
+
+static int json_on_null(void *ctx)
+{
+	struct json_ctx *c = ctx;
+
+	return json_scalar(c, V1_NULL, "", 0, json_pos(c) - 4);
+}
+
+static int json_on_boolean(void *ctx, int b)
+{
+	struct json_ctx *c = ctx;
+
+	return json_scalar(c, V1_BOOL, b ? "true" : "false", b ? 4 : 5, json_pos(c) - (b ? 4 : 5));
+}
+
+static int json_on_number(void *ctx, const char *s, size_t n)
+{
+	struct json_ctx *c = ctx;
+	size_t end = json_pos(c);
+
+	return json_scalar(c, V1_NUMBER, s, n, end >= n ? end - n : 0);
+}
+
+static int json_on_string(void *ctx, const unsigned char *s, size_t n)
+{
+	struct json_ctx *c = ctx;
+	size_t start = json_string_start(c);
+	char k[KEY_SHOWN_MAX + 8];
+	long bad;
+
+	if (c->depth > 0 && (bad = json_bad_surrogate(c, start)) >= 0) {
+		fail(c->err, bad, json_field_key(c, k, sizeof(k)),
+		     "value of key '%s' has an unpaired UTF-16 surrogate escape at byte %ld", k,
+		     bad);
+		return 0;
+	}
+	return json_scalar(c, V1_STRING, (const char *)s, n, start);
+}
+
+static int json_on_map_key(void *ctx, const unsigned char *s, size_t n)
+{
+	struct json_ctx *c = ctx;
+	const struct v1_limits *lim = c->b.lim;
+	const char *key = (const char *)s;
+	size_t start = json_string_start(c);
+	char k[KEY_SHOWN_MAX + 8];
+	size_t bad;
+	long at;
+	char *copy;
+
+	key_render(k, sizeof(k), key, n);
+	if ((at = json_bad_surrogate(c, start)) >= 0) {
+		fail(c->err, at, k, "key '%s' has an unpaired UTF-16 surrogate escape at byte %ld",
+		     k, at);
+		return 0;
+	}
+	if (n > lim->max_string) {
+		fail(c->err, (long)start, k, "key '%s' at byte %zu is longer than %zu bytes", k,
+		     start, lim->max_string);
+		return 0;
+	}
+	if (memchr(key, '\0', n)) {
+		fail(c->err, (long)start, k, "key '%s' at byte %zu contains a NUL character", k,
+		     start);
+		return 0;
+	}
+	if ((bad = utf8_invalid_at(key, n)) < n) {
+		fail(c->err, (long)start, k, "key '%s' at byte %zu is not valid UTF-8", k, start);
+		return 0;
+	}
+	if (builder_find(&c->b, key, n) >= 0) {
+		fail(c->err, (long)start, k, "duplicate key '%s' at byte %zu", k, start);
+		return 0;
+	}
+	if (c->b.doc->n_fields >= lim->max_keys) {
+		fail(c->err, (long)start, k, "more than %zu keys in the object (key '%s' at byte %zu)",
+		     lim->max_keys, k, start);
+		return 0;
+	}
+	copy = bytes_dup(key, n);
+	if (!copy || builder_add(&c->b, copy, n) < 0)
+		return json_oom(c);
+	c->field = (long)c->b.doc->n_fields - 1;
+	return 1;
+}
+
+/* Depth first (the configured limit protects yajl's state stack whatever
+ * the shape), then the flat shape of a v1 payload. */
+static int json_open(struct json_ctx *c, int is_map)
+{
+	size_t at = json_pos(c) - 1;
+	char k[KEY_SHOWN_MAX + 8];
+
+	if (c->depth + 1 > c->b.lim->max_depth) {
+		fail(c->err, (long)at, NULL, "nesting deeper than %zu at byte %zu",
+		     c->b.lim->max_depth, at);
+		return 0;
+	}
+	if (c->depth == 0) {
+		if (!is_map)
+			return json_top_level(c, "an array");
+		c->depth = 1;
+		return 1;
+	}
+	if (c->in_array) {
+		fail(c->err, (long)at, json_field_key(c, k, sizeof(k)),
+		     "array of key '%s' contains %s at byte %zu: only scalars are allowed in arrays",
+		     k, is_map ? "an object" : "an array", at);
+		return 0;
+	}
+	if (is_map) {
+		fail(c->err, (long)at, json_field_key(c, k, sizeof(k)),
+		     "value of key '%s' is an object at byte %zu: values must be scalars or arrays of scalars",
+		     k, at);
+		return 0;
+	}
+	if (!(c->b.doc->fields[c->field].value.text = bytes_dup("", 0)))
+		return json_oom(c);
+	c->b.doc->fields[c->field].value.type = V1_ARRAY;
+	c->in_array = 1;
+	c->depth++;
+	return 1;
+}
+
+static int json_on_start_map(void *ctx)
+{
+	return json_open(ctx, 1);
+}
+
+static int json_on_start_array(void *ctx)
+{
+	return json_open(ctx, 0);
+}
+
+static int json_on_end_map(void *ctx)
+{
+	struct json_ctx *c = ctx;
+
+	c->depth--;
+	return 1;
+}
+
+static int json_on_end_array(void *ctx)
+{
+	struct json_ctx *c = ctx;
+
+	c->depth--;
+	c->in_array = 0;
+	c->field = -1;
+	return 1;
+}
+
+static const yajl_callbacks json_callbacks = {
+	.yajl_null = json_on_null,
+	.yajl_boolean = json_on_boolean,
+	.yajl_number = json_on_number,
+	.yajl_string = json_on_string,
+	.yajl_start_map = json_on_start_map,
+	.yajl_map_key = json_on_map_key,
+	.yajl_end_map = json_on_end_map,
+	.yajl_start_array = json_on_start_array,
+	.yajl_end_array = json_on_end_array,
+};
+
+/* "lexical error: invalid char in json text.\n" -> "invalid char in json text" */
+static void json_syntax_error(struct json_ctx *c, size_t at)
+{
+	unsigned char *raw = yajl_get_error(c->h, 0, (const unsigned char *)c->body, c->len);
+	const char *reason = raw ? (const char *)raw : "syntax error";
+	const char *colon = strstr(reason, "error: ");
+	size_t n;
+
+	if (colon)
+		reason = colon + 7;
+	n = strlen(reason);
+	while (n && (reason[n - 1] == '\n' || reason[n - 1] == '.' || reason[n - 1] == ' '))
+		n--;
+	fail(c->err, (long)at, NULL, "invalid JSON at byte %zu: %.*s", at, (int)n, reason);
+	if (raw)
+		yajl_free_error(c->h, raw);
+}
+
+int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim,
+		  struct v1_doc **ret, struct bridge_error *err)
+{
+	struct bridge_error scratch;
+	struct v1_limits dflt;
+	struct json_ctx c;
+	const char *nul;
+	yajl_status st;
+	int rc = -1;
+
+	*ret = NULL;
+	if (!err)
+		err = &scratch;
+	bridge_error_clear(err);
+	if (!lim) {
+		v1_limits_default(&dflt);
+		lim = &dflt;
+	}
+	if (!body)
+		len = 0;
+	if (len && (nul = memchr(body, '\0', len)))
+		return fail(err, (long)(nul - body), NULL,
+			    "invalid JSON at byte %ld: embedded NUL byte", (long)(nul - body));
+
+	memset(&c, 0, sizeof(c));
+	c.body = body ? body : "";
+	c.len = len;
+	c.field = -1;
+	c.err = err;
+	while ((size_t)c.top_offset < len && strchr(" \t\r\n", body[c.top_offset]))
+		c.top_offset++;
+	if (builder_init(&c.b, lim) < 0)
+		return fail(err, -1, NULL, "out of memory while parsing JSON");
+	c.h = yajl_alloc(&json_callbacks, NULL, &c);
+	if (!c.h) {
+		fail(err, -1, NULL, "out of memory while parsing JSON");
+		goto out;
+	}
+	/* Strict JSON: these are yajl's defaults, set explicitly as the contract. */
+	yajl_config(c.h, yajl_allow_comments, 0);
+	yajl_config(c.h, yajl_dont_validate_strings, 0);
+	yajl_config(c.h, yajl_allow_trailing_garbage, 0);
+	yajl_config(c.h, yajl_allow_multiple_values, 0);
+	yajl_config(c.h, yajl_allow_partial_values, 0);
+
+	st = yajl_parse(c.h, (const unsigned char *)c.body, len);
+	if (st == yajl_status_ok) {
+		c.finishing = 1;
+		st = yajl_complete_parse(c.h);
+	}
+	if (st == yajl_status_error)
+		json_syntax_error(&c, json_pos(&c));
+	else if (st == yajl_status_ok)
+		rc = 0;
+	/* yajl_status_client_canceled: the callback already filled err */
+out:
+	if (c.h)
+		yajl_free(c.h);
+	builder_finish(&c.b, rc == 0 ? ret : NULL);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* application/x-www-form-urlencoded */
+
+static int hex_val(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Decode raw[0..n) (at byte base of the body) into a fresh NUL-terminated
+ * buffer; '+' is a space, %XX a byte. */
+static int form_decode(const char *raw, size_t n, size_t base, char **ret, size_t *ret_len,
+		       struct bridge_error *err)
+{
+	char *out = malloc(n + 1);
+	size_t i, o = 0;
+
+	*ret = NULL;
+	if (!out)
+		return fail(err, (long)base, NULL, "out of memory while parsing form data");
+	for (i = 0; i < n; i++) {
+		if (raw[i] == '+')
+			out[o++] = ' ';
+		else if (raw[i] == '%') {
+			int hi = i + 1 < n ? hex_val(raw[i + 1]) : -1;
+			int lo = i + 2 < n ? hex_val(raw[i + 2]) : -1;
+
+			if (hi < 0 || lo < 0) {
+				free(out);
+				return fail(err, (long)(base + i), NULL,
+					    "invalid form data at byte %zu: '%%' must be followed by two hex digits",
+					    base + i);
+			}
+			out[o++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else
+			out[o++] = raw[i];
+	}
+	out[o] = '\0';
+	*ret = out;
+	*ret_len = o;
+	return 0;
+}
+
+/* One "key=value" segment at body[start..end). */
+static int form_segment(struct builder *b, const char *body, size_t start, size_t end,
+			struct bridge_error *err)
+{
+	const struct v1_limits *lim = b->lim;
+	const char *eq = memchr(body + start, '=', end - start);
+	size_t key_end = eq ? (size_t)(eq - body) : end;
+	size_t val_start = eq ? key_end + 1 : end;
+	char *key = NULL, *val = NULL;
+	size_t key_len, val_len, bad;
+	char k[KEY_SHOWN_MAX + 8];
+	struct v1_value *v;
+	long idx;
+
+	if (form_decode(body + start, key_end - start, start, &key, &key_len, err) < 0)
+		return -1;
+	key_render(k, sizeof(k), key, key_len);
+	if (key_len > lim->max_string) {
+		fail(err, (long)start, k, "key '%s' at byte %zu is longer than %zu bytes", k, start,
+		     lim->max_string);
+		goto bad;
+	}
+	if (memchr(key, '\0', key_len)) {
+		fail(err, (long)start, k, "key '%s' at byte %zu contains a NUL character", k, start);
+		goto bad;
+	}
+	if ((bad = utf8_invalid_at(key, key_len)) < key_len) {
+		fail(err, (long)start, k, "key '%s' at byte %zu is not valid UTF-8", k, start);
+		goto bad;
+	}
+	if (form_decode(body + val_start, end - val_start, val_start, &val, &val_len, err) < 0)
+		goto bad;
+	if (val_len > lim->max_string) {
+		fail(err, (long)val_start, k, "value of key '%s' at byte %zu is longer than %zu bytes",
+		     k, val_start, lim->max_string);
+		goto bad;
+	}
+	if ((bad = utf8_invalid_at(val, val_len)) < val_len) {
+		fail(err, (long)val_start, k,
+		     "value of key '%s' at byte %zu is not valid UTF-8 (decoded byte %zu)", k,
+		     val_start, bad);
+		goto bad;
+	}
+
+	idx = builder_find(b, key, key_len);
+	if (idx < 0) {
+		if (b->doc->n_fields >= lim->max_keys) {
+			fail(err, (long)start, k, "more than %zu keys in the form (key '%s' at byte %zu)",
+			     lim->max_keys, k, start);
+			goto bad;
+		}
+		if (builder_add(b, key, key_len) < 0) {
+			key = NULL;
+			goto oom;
+		}
+		key = NULL;
+		v = &b->doc->fields[b->doc->n_fields - 1].value;
+		v->type = V1_STRING;
+		v->text = val;
+		v->len = val_len;
+		return 0;
+	}
+	free(key);
+	key = NULL;
+	v = &b->doc->fields[idx].value;
+	if (v->type != V1_ARRAY && value_make_array(v) < 0)
+		goto oom;
+	if (v->n_items >= lim->max_items) {
+		fail(err, (long)start, k, "key '%s' repeated more than %zu times (byte %zu)", k,
+		     lim->max_items, start);
+		goto bad;
+	}
+	if (items_reserve(v) < 0)
+		goto oom;
+	memset(&v->items[v->n_items], 0, sizeof(v->items[0]));
+	v->items[v->n_items].type = V1_STRING;
+	v->items[v->n_items].text = val;
+	v->items[v->n_items].len = val_len;
+	v->n_items++;
+	return 0;
+oom:
+	fail(err, (long)start, NULL, "out of memory while parsing form data");
+bad:
+	free(key);
+	free(val);
+	return -1;
+}
+
+int v1_parse_form(const char *body, size_t len, const struct v1_limits *lim,
+		  struct v1_doc **ret, struct bridge_error *err)
+{
+	struct bridge_error scratch;
+	struct v1_limits dflt;
+	struct builder b;
+	const char *nul;
+	size_t pos = 0;
+
+	*ret = NULL;
+	if (!err)
+		err = &scratch;
+	bridge_error_clear(err);
+	if (!lim) {
+		v1_limits_default(&dflt);
+		lim = &dflt;
+	}
+	if (!body)
+		len = 0;
+	if (len && (nul = memchr(body, '\0', len)))
+		return fail(err, (long)(nul - body), NULL,
+			    "invalid form data at byte %ld: embedded NUL byte", (long)(nul - body));
+	if (builder_init(&b, lim) < 0)
+		return fail(err, -1, NULL, "out of memory while parsing form data");
+	while (pos < len) {
+		const char *amp = memchr(body + pos, '&', len - pos);
+		size_t end = amp ? (size_t)(amp - body) : len;
+
+		if (end > pos && form_segment(&b, body, pos, end, err) < 0) {
+			builder_finish(&b, NULL);
+			return -1;
+		}
+		pos = end + 1;
+	}
+	builder_finish(&b, ret);
+	return 0;
+}

@@ -61,6 +61,7 @@ struct bridge_config {
 	int unrouted_accept;      /* unrouted = "accept" */
 	char *website_key;        /* match_keys.website_id, default "website_id" */
 	char *campaign_key;       /* match_keys.campaign_id, default "campaign_id" */
+	int log_level;            /* enum log_level, -1 when not set */
 	struct upstream_limits upstream;
 	struct bridge_route *routes;
 	size_t n_routes;
