@@ -22,7 +22,8 @@
 
 #define SECS_PER_DAY 86400
 
-/* Printable, bounded rendering of peer text for messages. */
+/* Printable ASCII, bounded rendering of peer text for messages (whatever
+ * the input, the message stays valid UTF-8 for the JSON log). */
 static void text_render(char *dst, size_t cap, const char *s, size_t n)
 {
 	size_t i, o = 0;
@@ -32,7 +33,7 @@ static void text_render(char *dst, size_t cap, const char *s, size_t n)
 		char tmp[8];
 		size_t tl;
 
-		if (ch < 0x20 || ch == 0x7F || ch == '"' || ch == '\\')
+		if (ch < 0x20 || ch >= 0x7F || ch == '"' || ch == '\\')
 			tl = (size_t)snprintf(tmp, sizeof(tmp), ch == '"' || ch == '\\' ?
 					      "\\%c" : "\\x%02x", ch);
 		else {
@@ -479,7 +480,7 @@ static int tzif_counts(const unsigned char *p, size_t n, int time_size, struct t
 static const char *tzif_parse(const unsigned char *buf, size_t n, struct tz_zone *z)
 {
 	struct tzif_counts c;
-	const unsigned char *p = buf;
+	const unsigned char *p = buf, *end = buf + n;
 	int time_size = 4;
 	size_t block, i;
 	char footer[128];
@@ -526,7 +527,6 @@ static const char *tzif_parse(const unsigned char *buf, size_t n, struct tz_zone
 	p += (size_t)c.type * 6 + c.chars + (size_t)c.leap * (size_t)(time_size + 4) + c.isstd +
 	     c.isut;
 	if (time_size == 8) {
-		const unsigned char *end = buf + (p - buf) + (n - TZIF_HEADER - block);
 		const unsigned char *nl;
 		size_t fl;
 
@@ -578,7 +578,8 @@ static int tz_read_file(const char *path, unsigned char **ret, size_t *ret_len,
 	*ret = NULL;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
-		*why = errno == ENOENT || errno == ENOTDIR ? "no such zone" : strerror(errno);
+		*why = errno == ENOENT || errno == ENOTDIR ? "no such zone" :
+		       errno == EACCES ? "permission denied" : "cannot open the zone file";
 		return -1;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -694,7 +695,7 @@ static void offset_format(char *dst, size_t cap, int32_t off)
 static int tz_resolve(const struct tz_zone *z, int64_t t0, enum dt_ambiguous amb,
 		      enum dt_gap gap, const char *shown, int64_t *ret, struct bridge_error *err)
 {
-	int32_t cand[3], sol[3];
+	int32_t cand[3] = { 0 }, sol[3] = { 0 };
 	size_t nc = 0, ns = 0, i, j;
 	int64_t probe[3] = { t0 - SECS_PER_DAY, t0, t0 + SECS_PER_DAY };
 	char a[16], b[16];
@@ -750,10 +751,10 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z,
 {
 	static const char shape[] = "dddd-dd-ddTdd:dd:dd";
 	char shown[96];
-	int y, mo, d, h, mi, s, ms = 0, has_off = 0;
+	int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0, ms = 0, has_off = 0;
 	int32_t off = 0;
 	size_t i, p;
-	int64_t t0, u, oy;
+	int64_t t0, u = 0, oy;
 	int om, od;
 
 	if (cap)

@@ -711,7 +711,8 @@ static const yajl_callbacks json_callbacks = {
 	.yajl_end_array = json_on_end_array,
 };
 
-/* "lexical error: invalid char in json text.\n" -> "invalid char in json text" */
+/* "lexical error: invalid char in json text.\n" -> "invalid char in json text".
+ * `at` is yajl's count of bytes consumed: the bad byte is at or just before it. */
 static void json_syntax_error(struct json_ctx *c, size_t at)
 {
 	unsigned char *raw = yajl_get_error(c->h, 0, (const unsigned char *)c->body, c->len);
@@ -768,11 +769,14 @@ int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim,
 		goto out;
 	}
 	/* Strict JSON: these are yajl's defaults, set explicitly as the contract. */
-	yajl_config(c.h, yajl_allow_comments, 0);
-	yajl_config(c.h, yajl_dont_validate_strings, 0);
-	yajl_config(c.h, yajl_allow_trailing_garbage, 0);
-	yajl_config(c.h, yajl_allow_multiple_values, 0);
-	yajl_config(c.h, yajl_allow_partial_values, 0);
+	if (!yajl_config(c.h, yajl_allow_comments, 0) ||
+	    !yajl_config(c.h, yajl_dont_validate_strings, 0) ||
+	    !yajl_config(c.h, yajl_allow_trailing_garbage, 0) ||
+	    !yajl_config(c.h, yajl_allow_multiple_values, 0) ||
+	    !yajl_config(c.h, yajl_allow_partial_values, 0)) {
+		fail(err, -1, NULL, "cannot configure the JSON parser");
+		goto out;
+	}
 
 	st = yajl_parse(c.h, (const unsigned char *)c.body, len);
 	if (st == yajl_status_ok) {
