@@ -11,7 +11,7 @@
 #include "bridge/mapping.h"
 
 static const char *const top_keys[] = { "listen", "limits", "tls", "unrouted", "match_keys",
-					"upstream", "log_level", "routes", NULL };
+					"upstream", "log_level", "workers", "routes", NULL };
 static const char *const listen_keys[] = { "address", "port", "path", NULL };
 static const char *const limits_keys[] = { "max_body", "max_header_bytes", "max_json_depth",
 					   "max_keys", "request_timeout_ms", NULL };
@@ -381,6 +381,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		}
 	}
 
+	if (cfg_get_int(root, "workers", 0, 256, &n, path, d) == 1)
+		c->workers = (int)n;
 	c->log_level = -1;
 	if (cfg_get_string(root, "log_level", &v, path, d) == 1) {
 		enum log_level lv;

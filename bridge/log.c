@@ -200,3 +200,36 @@ void log_end(struct log_line *l)
 {
 	log_end_to(l, STDERR_FILENO);
 }
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void log_ratelimit_init(struct log_ratelimit *r, long interval_ms, unsigned burst)
+{
+	memset(r, 0, sizeof(*r));
+	r->interval_ms = interval_ms;
+	r->burst = burst;
+}
+
+int log_ratelimit_allow(struct log_ratelimit *r, unsigned long *ret_suppressed)
+{
+	long long now = now_ms();
+
+	if (now - r->window_start_ms >= r->interval_ms) {
+		r->window_start_ms = now;
+		r->in_window = 0;
+	}
+	if (r->in_window >= r->burst) {
+		r->suppressed++;
+		return 0;
+	}
+	r->in_window++;
+	*ret_suppressed = r->suppressed;
+	r->suppressed = 0;
+	return 1;
+}

@@ -12,10 +12,14 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #include "bridge/config.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
+#include "bridge/metrics.h"
 #include "bridge/server.h"
 #include "bridge/v1.h"
 
@@ -38,9 +42,11 @@ static const char usage_main[] =
 
 static const char usage_serve[] =
 	"usage: webhook-bridge serve --config FILE [--log-level debug|info|warn|error]\n"
+	"                            [--workers N] [--drain-ms MS]\n"
 	"\n"
 	"Runs the proxy. Logs are JSON lines on stderr; in dry-run mode each v2\n"
 	"payload that would be sent is printed to stdout as one JSON line.\n"
+	"--workers: event-loop threads sharing the port (default: config, else cores).\n"
 	"SIGTERM/SIGINT: stop accepting, finish in-flight requests (up to\n"
 	"--drain-ms, default 10000), answer the rest 503, exit 0.\n";
 
@@ -78,19 +84,47 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 
 /* ---- serve --------------------------------------------------------------- */
 
-struct serve_state {
+/* One worker = one thread with its own event_base, evhttp, DNS base and
+ * upstream pools, all sharing the port through SO_REUSEPORT (pitfall A14).
+ * The main thread only waits for signals and tells each worker to drain. */
+struct worker {
+	int index;
+	pthread_t thread;
 	struct event_base *base;
 	struct server *server;
+	struct event *stop;
+	int drain_ms;
+};
+
+struct serve_state {
+	struct event_base *base; /* main thread: signals only */
+	struct worker *workers;
+	int n_workers;
 	int drain_ms;
 	int stopping;
 };
 
-static void serve_drained(void *arg)
+static void worker_drained(void *arg)
 {
-	struct serve_state *st = arg;
+	struct worker *w = arg;
 	struct timeval flush = { 0, 200 * 1000 }; /* let the last answers leave */
 
-	event_base_loopexit(st->base, &flush);
+	event_base_loopexit(w->base, &flush);
+}
+
+static void worker_stop(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	server_drain(w->server, w->drain_ms, worker_drained, w);
+}
+
+static void *worker_run(void *arg)
+{
+	struct worker *w = arg;
+
+	event_base_dispatch(w->base);
+	return NULL;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -98,7 +132,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	struct serve_state *st = arg;
 	struct log_line l;
 
-	if (st->stopping) {
+	if (st->stopping) { /* second signal: do not wait any more */
+		for (int i = 0; i < st->n_workers; i++)
+			event_base_loopbreak(st->workers[i].base);
 		event_base_loopexit(st->base, NULL);
 		return;
 	}
@@ -107,7 +143,42 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	log_str(&l, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	log_int(&l, "drain_ms", st->drain_ms);
 	log_end(&l);
-	server_drain(st->server, st->drain_ms, serve_drained, st);
+	for (int i = 0; i < st->n_workers; i++)
+		event_active(st->workers[i].stop, EV_READ, 0);
+	event_base_loopexit(st->base, NULL);
+}
+
+static int default_workers(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
+static void serve_log_start(const struct bridge_config *cfg, const char *config_path, int port,
+			    int workers)
+{
+	struct log_line l;
+
+	log_begin(&l, LOG_INFO, "listening");
+	log_str(&l, "address", cfg->listen_address);
+	log_int(&l, "port", port);
+	log_str(&l, "path", cfg->listen_path);
+	log_str(&l, "config", config_path);
+	log_int(&l, "routes", (long long)cfg->n_routes);
+	log_int(&l, "workers", workers);
+	log_str(&l, "version", BRIDGE_VERSION);
+	log_end(&l);
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct bridge_route *r = &cfg->routes[i];
+
+		log_begin(&l, LOG_INFO, "route");
+		log_str(&l, "name", r->name);
+		log_str(&l, "mode", r->mode == ROUTE_FORWARD ? "forward" : "dry-run");
+		log_str(&l, "endpoint", r->endpoint);
+		log_str(&l, "mapping", r->mapping_file);
+		log_end(&l);
+	}
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -116,18 +187,20 @@ static int cmd_serve(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "drain-ms", required_argument, NULL, 'd' },
+		{ "workers", required_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = NULL;
 	struct serve_state st = { .drain_ms = 10000 };
 	struct bridge_config *cfg = NULL;
+	struct metrics *metrics = NULL;
 	struct diag d = {0};
 	struct bridge_error err;
-	struct event *sigterm, *sigint;
+	struct event *sigterm = NULL, *sigint = NULL;
 	struct log_line l;
 	enum log_level level;
-	int c, level_given = 0;
+	int c, level_given = 0, workers_arg = -1, port = -1, rc = 1;
 
 	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -138,7 +211,16 @@ static int cmd_serve(int argc, char **argv)
 			log_set_level(level);
 			level_given = 1;
 			break;
-		case 'd': st.drain_ms = atoi(optarg); break;
+		case 'd':
+			st.drain_ms = atoi(optarg);
+			if (st.drain_ms < 0)
+				return usage_error("serve", "--drain-ms must be >= 0, not '%s'", optarg);
+			break;
+		case 'w':
+			workers_arg = atoi(optarg);
+			if (workers_arg < 1 || workers_arg > 256)
+				return usage_error("serve", "--workers must be 1..256, not '%s'", optarg);
+			break;
 		case 'h': fputs(usage_serve, stdout); return 0;
 		default: return usage_error("serve", "%s", "invalid option");
 		}
@@ -156,50 +238,75 @@ static int cmd_serve(int argc, char **argv)
 	if (!level_given && cfg->log_level >= 0)
 		log_set_level((enum log_level)cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	evthread_use_pthreads(); /* main thread activates the workers' stop events */
+
+	st.n_workers = workers_arg > 0 ? workers_arg : cfg->workers > 0 ? cfg->workers
+									 : default_workers();
+	st.workers = calloc((size_t)st.n_workers, sizeof(*st.workers));
+	metrics = metrics_new(cfg, st.n_workers);
 	st.base = event_base_new();
-	if (!st.base || server_new(st.base, cfg, &st.server, &err) < 0) {
-		log_begin(&l, LOG_ERROR, "start_failed");
-		log_str(&l, "message", st.base ? err.message : "cannot create the event loop");
-		log_end(&l);
-		bridge_config_free(cfg);
-		if (st.base)
-			event_base_free(st.base);
-		return 1;
+	if (!st.workers || !metrics || !st.base) {
+		bridge_error_set(&err, "out of memory");
+		goto fail;
+	}
+	for (int i = 0; i < st.n_workers; i++) {
+		struct worker *w = &st.workers[i];
+		struct server_options opt = { .metrics = metrics, .worker = i, .port = port,
+					      .reuseport = st.n_workers > 1 };
+
+		w->index = i;
+		w->drain_ms = st.drain_ms;
+		w->base = event_base_new();
+		if (!w->base) {
+			bridge_error_set(&err, "cannot create an event loop");
+			goto fail;
+		}
+		if (server_new(w->base, cfg, &opt, &w->server, &err) < 0)
+			goto fail;
+		/* the first worker settles the port (config port 0 = ephemeral) */
+		port = server_port(w->server);
+		w->stop = event_new(w->base, -1, 0, worker_stop, w);
 	}
 	sigterm = evsignal_new(st.base, SIGTERM, on_signal, &st);
 	sigint = evsignal_new(st.base, SIGINT, on_signal, &st);
 	event_add(sigterm, NULL);
 	event_add(sigint, NULL);
+	serve_log_start(cfg, config_path, port, st.n_workers);
 
-	log_begin(&l, LOG_INFO, "listening");
-	log_str(&l, "address", cfg->listen_address);
-	log_int(&l, "port", server_port(st.server));
-	log_str(&l, "path", cfg->listen_path);
-	log_str(&l, "config", config_path);
-	log_int(&l, "routes", (long long)cfg->n_routes);
-	log_str(&l, "version", BRIDGE_VERSION);
+	for (int i = 0; i < st.n_workers; i++)
+		pthread_create(&st.workers[i].thread, NULL, worker_run, &st.workers[i]);
+	event_base_dispatch(st.base);
+	for (int i = 0; i < st.n_workers; i++)
+		pthread_join(st.workers[i].thread, NULL);
+	rc = 0;
+	goto out;
+
+fail:
+	log_begin(&l, LOG_ERROR, "start_failed");
+	log_str(&l, "message", err.message);
 	log_end(&l);
-	for (size_t i = 0; i < cfg->n_routes; i++) {
-		const struct bridge_route *r = &cfg->routes[i];
-
-		log_begin(&l, LOG_INFO, "route");
-		log_str(&l, "name", r->name);
-		log_str(&l, "mode", r->mode == ROUTE_FORWARD ? "forward" : "dry-run");
-		log_str(&l, "endpoint", r->endpoint);
-		log_str(&l, "mapping", r->mapping_file);
+out:
+	for (int i = 0; st.workers && i < st.n_workers; i++) {
+		server_free(st.workers[i].server);
+		if (st.workers[i].stop)
+			event_free(st.workers[i].stop);
+		if (st.workers[i].base)
+			event_base_free(st.workers[i].base);
+	}
+	free(st.workers);
+	if (sigterm)
+		event_free(sigterm);
+	if (sigint)
+		event_free(sigint);
+	if (st.base)
+		event_base_free(st.base);
+	metrics_free(metrics);
+	bridge_config_free(cfg);
+	if (rc == 0) {
+		log_begin(&l, LOG_INFO, "stopped");
 		log_end(&l);
 	}
-
-	event_base_dispatch(st.base);
-
-	server_free(st.server);
-	event_free(sigterm);
-	event_free(sigint);
-	event_base_free(st.base);
-	bridge_config_free(cfg);
-	log_begin(&l, LOG_INFO, "stopped");
-	log_end(&l);
-	return 0;
+	return rc;
 }
 
 /* ---- map ----------------------------------------------------------------- */

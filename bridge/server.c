@@ -20,6 +20,7 @@
 #include "bridge/convert.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
+#include "bridge/metrics.h"
 #include "bridge/server.h"
 #include "bridge/sign.h"
 #include "bridge/upstream.h"
@@ -27,19 +28,21 @@
 
 #define DELIVERY_ID_LEN 36
 
-struct pending;
+struct exchange;
 
 struct server {
 	struct event_base *base;
 	const struct bridge_config *cfg;
+	struct server_options opt;
 	struct evhttp *http;
 	struct evconnlistener *listener;
 	struct evhttp_bound_socket *bound;
 	struct evdns_base *dns;
 	struct upstream_tls **tls;       /* one per cfg->tls_files */
 	struct upstream_pool **pools;    /* one per route, NULL for dry-run routes */
-	struct pending *pending;         /* forward requests waiting for their endpoint */
+	struct exchange *pending;        /* posts waiting for their endpoint */
 	size_t n_pending;
+	struct log_ratelimit rejected_log; /* lines a sender can trigger at will */
 	int port;
 	int draining;
 	struct event *drain_timer;
@@ -47,13 +50,16 @@ struct server {
 	void *drain_arg;
 };
 
-/* One forwarded participation: owns everything needed to answer the sender. */
-struct pending {
-	struct pending *next, *prev;
+/* One webhook post, from arrival to its single answer (pitfall A3): every
+ * path ends in exchange_answer(), which replies, logs, counts and frees. */
+struct exchange {
+	struct exchange *next, *prev;    /* in server.pending while waiting upstream */
 	struct server *srv;
 	struct evhttp_request *req;
 	const struct bridge_route *route;
+	long route_index;                /* -1 until routed */
 	struct upstream_request *up;
+	int queued;                      /* in server.pending */
 	char delivery_id[DELIVERY_ID_LEN + 1];
 	char *participation_id;
 	struct timeval start;
@@ -66,21 +72,17 @@ static void add_json_str(struct evbuffer *b, const char *s, size_t n)
 {
 	char small[512];
 	size_t need = json_escape(small, sizeof(small), s, n);
+	char *big;
 
+	evbuffer_add(b, "\"", 1);
 	if (need < sizeof(small)) {
-		evbuffer_add(b, "\"", 1);
 		evbuffer_add(b, small, need);
-		evbuffer_add(b, "\"", 1);
-		return;
+	} else if ((big = malloc(need + 1)) != NULL) {
+		json_escape(big, need + 1, s, n);
+		evbuffer_add(b, big, need);
+		free(big);
 	}
-	char *big = malloc(need + 1);
-	if (!big)
-		return;
-	json_escape(big, need + 1, s, n);
 	evbuffer_add(b, "\"", 1);
-	evbuffer_add(b, big, need);
-	evbuffer_add(b, "\"", 1);
-	free(big);
 }
 
 static void add_field(struct evbuffer *b, const char *key, const char *value)
@@ -89,18 +91,6 @@ static void add_field(struct evbuffer *b, const char *key, const char *value)
 		return;
 	evbuffer_add_printf(b, ",\"%s\":", key);
 	add_json_str(b, value, strlen(value));
-}
-
-static void send_json(struct evhttp_request *req, int status, const char *reason,
-		      struct evbuffer *body)
-{
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-
-	evhttp_add_header(h, "Content-Type", "application/json");
-	evhttp_add_header(h, "Cache-Control", "no-store");
-	evbuffer_add(body, "}\n", 2);
-	/* reason is always one of our constant phrases, never client data (A11) */
-	evhttp_send_reply(req, status, reason, body);
 }
 
 static const char *status_phrase(int status)
@@ -114,6 +104,7 @@ static const char *status_phrase(int status)
 	case 413: return "Payload Too Large";
 	case 415: return "Unsupported Media Type";
 	case 422: return "Unprocessable Content";
+	case 500: return "Internal Server Error";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
@@ -121,7 +112,19 @@ static const char *status_phrase(int status)
 	}
 }
 
-/* Start an error body {"error":code,"message":msg ...; caller may add fields, then send_json. */
+/* Close the JSON object in body and send it. The reason phrase is always
+ * one of ours, never client data (pitfall A11). */
+static void send_json(struct evhttp_request *req, int status, struct evbuffer *body)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+
+	evhttp_add_header(h, "Content-Type", "application/json");
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	evbuffer_add(body, "}\n", 2);
+	evhttp_send_reply(req, status, status_phrase(status), body);
+}
+
+/* Start an error body {"error":code,"message":msg; callers add fields. */
 static struct evbuffer *error_body(const char *code, const char *message)
 {
 	struct evbuffer *b = evbuffer_new();
@@ -131,12 +134,13 @@ static struct evbuffer *error_body(const char *code, const char *message)
 	return b;
 }
 
+/* For answers outside the webhook flow (health, 404, 405 ...). */
 static void send_error(struct evhttp_request *req, int status, const char *code,
 		       const char *message)
 {
 	struct evbuffer *b = error_body(code, message);
 
-	send_json(req, status, status_phrase(status), b);
+	send_json(req, status, b);
 	evbuffer_free(b);
 }
 
@@ -146,6 +150,81 @@ static long ms_since(const struct timeval *start)
 
 	gettimeofday(&now, NULL);
 	return (now.tv_sec - start->tv_sec) * 1000L + (now.tv_usec - start->tv_usec) / 1000L;
+}
+
+static void exchange_free(struct exchange *x)
+{
+	free(x->participation_id);
+	free(x);
+}
+
+static void pending_unlink(struct exchange *x)
+{
+	struct server *s = x->srv;
+
+	if (x->prev)
+		x->prev->next = x->next;
+	else
+		s->pending = x->next;
+	if (x->next)
+		x->next->prev = x->prev;
+	x->next = x->prev = NULL;
+	s->n_pending--;
+	metrics_in_flight_add(s->opt.metrics, -1);
+}
+
+static void drain_check(struct server *s);
+
+/* The one way a webhook post is answered: body is an open JSON object
+ * (consumed), `error` the human reason for the log (NULL on success). */
+static void exchange_answer(struct exchange *x, int status, enum metrics_outcome outcome,
+			    struct evbuffer *body, int upstream_status, const char *error)
+{
+	struct server *s = x->srv;
+	struct log_line l;
+	unsigned long suppressed = 0;
+
+	if (x->route)
+		add_field(body, "route", x->route->name);
+	if (x->delivery_id[0])
+		add_field(body, "delivery_id", x->delivery_id);
+	if (status >= 400)
+		add_field(body, "participation_id", x->participation_id);
+	send_json(x->req, status, body);
+	evbuffer_free(body);
+	metrics_request(s->opt.metrics, x->route_index, outcome);
+
+	/* access log; rejections a sender can repeat at will are rate-limited */
+	if (status < 400 || status >= 500 || log_ratelimit_allow(&s->rejected_log, &suppressed)) {
+		log_begin(&l, status >= 500 ? LOG_WARN : LOG_INFO, "request");
+		log_str(&l, "route", x->route ? x->route->name : NULL);
+		log_str(&l, "participation_id", x->participation_id);
+		log_str(&l, "delivery_id", x->delivery_id[0] ? x->delivery_id : NULL);
+		log_int(&l, "status", status);
+		if (upstream_status)
+			log_int(&l, "upstream_status", upstream_status);
+		log_int(&l, "latency_ms", ms_since(&x->start));
+		log_int(&l, "bytes_in", (long long)x->bytes_in);
+		log_int(&l, "bytes_out", (long long)x->bytes_out);
+		log_str(&l, "error", error);
+		if (suppressed)
+			log_int(&l, "suppressed_before", (long long)suppressed);
+		log_end(&l);
+	}
+	if (x->queued) {
+		pending_unlink(x);
+		exchange_free(x);
+		if (s->draining)
+			drain_check(s);
+		return;
+	}
+	exchange_free(x);
+}
+
+static void exchange_fail(struct exchange *x, int status, enum metrics_outcome outcome,
+			  const char *code, const char *message)
+{
+	exchange_answer(x, status, outcome, error_body(code, message), 0, message);
 }
 
 /* ---- request checks ----------------------------------------------------- */
@@ -189,6 +268,7 @@ static const char *framing_problem(struct evkeyvalq *h)
 	return NULL;
 }
 
+
 /* ---- delivery ----------------------------------------------------------- */
 
 /* Stable for the same route and v2 body, so a sender's retry of the same
@@ -227,190 +307,122 @@ static void unmapped_json(struct evbuffer *b, const struct mapping_result *m)
 	evbuffer_add(b, "]", 1);
 }
 
-static void log_access(const char *event, const struct bridge_route *route, const char *pid,
-		       const char *delivery_id, int status, int upstream_status, long ms,
-		       size_t in, size_t out, const char *error)
-{
-	struct log_line l;
-
-	log_begin(&l, status >= 500 ? LOG_WARN : LOG_INFO, event);
-	log_str(&l, "route", route ? route->name : NULL);
-	log_str(&l, "participation_id", pid);
-	log_str(&l, "delivery_id", delivery_id);
-	log_int(&l, "status", status);
-	if (upstream_status)
-		log_int(&l, "upstream_status", upstream_status);
-	log_int(&l, "latency_ms", ms);
-	log_int(&l, "bytes_in", (long long)in);
-	log_int(&l, "bytes_out", (long long)out);
-	log_str(&l, "error", error);
-	log_end(&l);
-}
-
-static void pending_unlink(struct pending *p)
-{
-	struct server *s = p->srv;
-
-	if (p->prev)
-		p->prev->next = p->next;
-	else
-		s->pending = p->next;
-	if (p->next)
-		p->next->prev = p->prev;
-	s->n_pending--;
-}
-
-static void drain_check(struct server *s);
-
-static void pending_finish(struct pending *p)
-{
-	struct server *s = p->srv;
-
-	pending_unlink(p);
-	free(p->participation_id);
-	free(p);
-	if (s->draining)
-		drain_check(s);
-}
 
 static void upstream_done(const struct upstream_response *r, void *arg)
 {
-	struct pending *p = arg;
+	struct exchange *x = arg;
 	struct evbuffer *b;
-	int status;
-	const char *code = NULL;
+	enum metrics_outcome outcome;
+	int status = 502;
+	const char *code;
 	char msg[600];
 
-	p->up = NULL;
+	x->up = NULL;
+	metrics_upstream_latency(x->srv->opt.metrics, x->route_index, r->elapsed_ms);
 	if (r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300) {
 		b = evbuffer_new();
-		evbuffer_add(b, "{\"status\":\"delivered\"", strlen("{\"status\":\"delivered\""));
-		add_field(b, "route", p->route->name);
-		add_field(b, "delivery_id", p->delivery_id);
-		add_field(b, "participation_id", p->participation_id);
+		evbuffer_add_printf(b, "{\"status\":\"delivered\"");
+		add_field(b, "participation_id", x->participation_id);
 		evbuffer_add_printf(b, ",\"upstream_status\":%d", r->status);
-		send_json(p->req, 200, "OK", b);
-		evbuffer_free(b);
-		log_access("delivered", p->route, p->participation_id, p->delivery_id, 200, r->status,
-			   ms_since(&p->start), p->bytes_in, p->bytes_out, NULL);
-		pending_finish(p);
+		exchange_answer(x, 200, OUTCOME_DELIVERED, b, r->status, NULL);
 		return;
 	}
-	status = 502;
 	switch (r->outcome) {
 	case UPSTREAM_RESPONSE:
+		outcome = OUTCOME_UPSTREAM_STATUS;
 		code = "upstream_status";
 		snprintf(msg, sizeof(msg), "endpoint answered %d; the participation was not delivered",
 			 r->status);
 		break;
 	case UPSTREAM_TIMEOUT:
 		status = 504;
+		outcome = OUTCOME_UPSTREAM_TIMEOUT;
 		code = "upstream_timeout";
 		snprintf(msg, sizeof(msg), "endpoint did not answer within %d ms",
-			 p->route->timeout_ms);
+			 x->route->timeout_ms);
 		break;
 	case UPSTREAM_CONNECT_FAILED:
+		outcome = OUTCOME_UPSTREAM_UNREACHABLE;
 		code = "upstream_unreachable";
 		snprintf(msg, sizeof(msg), "cannot connect to endpoint: %s", r->reason ? r->reason : "");
 		break;
 	case UPSTREAM_TLS_FAILED:
+		outcome = OUTCOME_UPSTREAM_TLS;
 		code = "upstream_tls";
 		snprintf(msg, sizeof(msg), "TLS with endpoint failed: %s", r->reason ? r->reason : "");
 		break;
 	case UPSTREAM_TOO_LARGE:
+		outcome = OUTCOME_UPSTREAM_TOO_LARGE;
 		code = "upstream_too_large";
 		snprintf(msg, sizeof(msg), "endpoint response too large: %s", r->reason ? r->reason : "");
 		break;
 	case UPSTREAM_CANCELLED:
 		status = 503;
+		outcome = OUTCOME_SHUTTING_DOWN;
 		code = "shutting_down";
-		snprintf(msg, sizeof(msg), "the bridge is shutting down; retry later");
+		snprintf(msg, sizeof(msg), "the bridge is shutting down; not delivered, retry later");
 		break;
 	case UPSTREAM_PROTOCOL_ERROR:
 	default:
+		outcome = OUTCOME_UPSTREAM_PROTOCOL;
 		code = "upstream_protocol";
 		snprintf(msg, sizeof(msg), "endpoint broke the HTTP exchange: %s",
 			 r->reason ? r->reason : "");
 		break;
 	}
 	b = error_body(code, msg);
-	add_field(b, "route", p->route->name);
-	add_field(b, "delivery_id", p->delivery_id);
-	add_field(b, "participation_id", p->participation_id);
 	if (r->outcome == UPSTREAM_RESPONSE)
 		evbuffer_add_printf(b, ",\"upstream_status\":%d", r->status);
-	send_json(p->req, status, status_phrase(status), b);
-	evbuffer_free(b);
-	log_access("delivery_failed", p->route, p->participation_id, p->delivery_id, status,
-		   r->outcome == UPSTREAM_RESPONSE ? r->status : 0, ms_since(&p->start),
-		   p->bytes_in, p->bytes_out, msg);
-	pending_finish(p);
+	exchange_answer(x, status, outcome, b, r->outcome == UPSTREAM_RESPONSE ? r->status : 0, msg);
 }
 
-static void forward(struct server *s, struct evhttp_request *req, const struct bridge_route *route,
-		    size_t route_index, struct mapping_result *m, const char *delivery_id,
-		    const struct timeval *start, size_t bytes_in)
+static void forward(struct exchange *x, const struct mapping_result *m)
 {
+	struct server *s = x->srv;
+	const struct bridge_route *route = x->route;
 	struct upstream_header h[6];
 	size_t nh = 0;
 	char sig[SIGN_HEADER_MAX];
 	struct bridge_error err;
-	struct pending *p;
 
 	if (sign_body(route->secrets[0], route->secret_lens[0], m->body, m->len,
 		      route->signature_encoding, sig, sizeof(sig)) < 0) {
-		send_error(req, 500, "internal", "could not compute the signature");
+		exchange_fail(x, 500, OUTCOME_INTERNAL, "internal", "could not compute the signature");
 		return;
 	}
 	h[nh++] = (struct upstream_header){ "Content-Type", "application/json" };
 	if (route->auth_name)
 		h[nh++] = (struct upstream_header){ route->auth_name, route->auth_value };
 	h[nh++] = (struct upstream_header){ route->signature_header, sig };
-	h[nh++] = (struct upstream_header){ route->delivery_id_header, delivery_id };
+	h[nh++] = (struct upstream_header){ route->delivery_id_header, x->delivery_id };
 	h[nh++] = (struct upstream_header){ "User-Agent", "webhook-bridge/" BRIDGE_VERSION };
 
-	p = calloc(1, sizeof(*p));
-	if (!p) {
-		send_error(req, 503, "out_of_memory", "the bridge is out of memory; retry later");
-		return;
-	}
-	p->srv = s;
-	p->req = req;
-	p->route = route;
-	p->start = *start;
-	p->bytes_in = bytes_in;
-	p->bytes_out = m->len;
-	memcpy(p->delivery_id, delivery_id, sizeof(p->delivery_id));
-	p->participation_id = m->participation_id ? strdup(m->participation_id) : NULL;
-	p->next = s->pending;
+	x->queued = 1;
+	x->next = s->pending;
 	if (s->pending)
-		s->pending->prev = p;
-	s->pending = p;
+		s->pending->prev = x;
+	s->pending = x;
 	s->n_pending++;
+	metrics_in_flight_add(s->opt.metrics, 1);
 	bridge_error_clear(&err);
-	if (upstream_post(s->pools[route_index], h, nh, m->body, m->len, route->timeout_ms,
-			  upstream_done, p, &p->up, &err) < 0) {
-		struct evbuffer *b = error_body("upstream_unreachable", err.message);
-
-		add_field(b, "route", route->name);
-		add_field(b, "delivery_id", delivery_id);
-		send_json(req, 502, status_phrase(502), b);
-		evbuffer_free(b);
-		pending_finish(p);
+	if (upstream_post(s->pools[x->route_index], h, nh, m->body, m->len, route->timeout_ms,
+			  upstream_done, x, &x->up, &err) < 0) {
+		x->up = NULL;
+		exchange_fail(x, 502, OUTCOME_UPSTREAM_UNREACHABLE, "upstream_unreachable",
+			      err.message);
 	}
 }
 
 /* The payload it would send, on stdout, one JSON line per participation. */
-static void print_dry_run(const struct bridge_route *route, const char *delivery_id,
-			  const struct mapping_result *m)
+static void print_dry_run(const struct exchange *x, const struct mapping_result *m)
 {
 	struct evbuffer *line = evbuffer_new();
 	char ts[32];
 
 	log_time_now(ts, sizeof(ts));
 	evbuffer_add_printf(line, "{\"event\":\"dry-run\",\"time\":\"%s\"", ts);
-	add_field(line, "route", route->name);
-	add_field(line, "delivery_id", delivery_id);
+	add_field(line, "route", x->route->name);
+	add_field(line, "delivery_id", x->delivery_id);
 	add_field(line, "participation_id", m->participation_id);
 	evbuffer_add_printf(line, ",\"unmapped\":");
 	unmapped_json(line, m);
@@ -435,43 +447,66 @@ static const char *canonical_id(const struct v1_doc *doc, const char *key, char 
 	return buf;
 }
 
+static void report_unmapped(struct exchange *x, const struct mapping_result *m)
+{
+	static const char *const policy[] = { "form", "drop", "reject" };
+	struct evbuffer *keys = evbuffer_new();
+	struct log_line l;
+
+	for (size_t i = 0; i < m->n_unmapped; i++)
+		metrics_unmapped(x->srv->opt.metrics, m->unmapped[i]);
+	unmapped_json(keys, m);
+	log_begin(&l, LOG_WARN, "unmapped");
+	log_str(&l, "route", x->route->name);
+	log_str(&l, "participation_id", m->participation_id);
+	log_str(&l, "delivery_id", x->delivery_id[0] ? x->delivery_id : NULL);
+	log_str(&l, "policy", policy[m->unmapped_policy]);
+	log_raw(&l, "keys", (const char *)evbuffer_pullup(keys, -1), evbuffer_get_length(keys));
+	log_end(&l);
+	evbuffer_free(keys);
+}
+
 static void handle_webhook(struct server *s, struct evhttp_request *req)
 {
 	const struct bridge_config *c = s->cfg;
 	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
 	struct evbuffer *body_buf = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(body_buf);
-	const char *problem;
+	struct exchange *x;
+	const char *problem, *website, *campaign, *body;
 	enum body_kind kind;
 	struct v1_limits lim;
 	struct v1_doc *doc = NULL;
 	struct bridge_error err;
 	struct mapping_result m;
-	const struct bridge_route *route;
 	char wid[32], cid[32], msg[700];
-	const char *website, *campaign;
-	char delivery_id[DELIVERY_ID_LEN + 1];
-	struct timeval start;
-	const char *body;
 	int rc;
 
-	gettimeofday(&start, NULL);
-	memset(&m, 0, sizeof(m));
+	x = calloc(1, sizeof(*x));
+	if (!x) {
+		send_error(req, 503, "out_of_memory", "the bridge is out of memory; retry later");
+		return;
+	}
+	x->srv = s;
+	x->req = req;
+	x->route_index = -1;
+	x->bytes_in = evbuffer_get_length(body_buf);
+	gettimeofday(&x->start, NULL);
+
 	problem = framing_problem(in);
 	if (problem) {
-		send_error(req, 400, "bad_framing", problem);
+		exchange_fail(x, 400, OUTCOME_INVALID_INPUT, "bad_framing", problem);
 		return;
 	}
 	kind = content_kind(evhttp_find_header(in, "Content-Type"));
 	if (kind == BODY_OTHER) {
-		send_error(req, 415, "unsupported_media_type",
-			   "Content-Type must be application/json or application/x-www-form-urlencoded");
+		exchange_fail(x, 415, OUTCOME_INVALID_INPUT, "unsupported_media_type",
+			      "Content-Type must be application/json or application/x-www-form-urlencoded");
 		return;
 	}
-	if (len > c->max_body) {
-		snprintf(msg, sizeof(msg), "body of %zu bytes is over the limit of %zu bytes", len,
-			 c->max_body);
-		send_error(req, 413, "body_too_large", msg);
+	if (x->bytes_in > c->max_body) {
+		snprintf(msg, sizeof(msg), "body of %zu bytes is over the limit of %zu bytes",
+			 x->bytes_in, c->max_body);
+		exchange_fail(x, 413, OUTCOME_INVALID_INPUT, "body_too_large", msg);
 		return;
 	}
 	body = (const char *)evbuffer_pullup(body_buf, -1);
@@ -479,100 +514,81 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	lim.max_depth = c->max_json_depth;
 	lim.max_keys = c->max_keys;
 	bridge_error_clear(&err);
-	rc = kind == BODY_JSON ? v1_parse_json(body ? body : "", len, &lim, &doc, &err)
-			       : v1_parse_form(body ? body : "", len, &lim, &doc, &err);
+	rc = kind == BODY_JSON ? v1_parse_json(body ? body : "", x->bytes_in, &lim, &doc, &err)
+			       : v1_parse_form(body ? body : "", x->bytes_in, &lim, &doc, &err);
 	if (rc < 0) {
 		struct evbuffer *b = error_body(kind == BODY_JSON ? "invalid_json" : "invalid_form",
 						err.message);
 
 		if (err.offset >= 0)
 			evbuffer_add_printf(b, ",\"offset\":%ld", err.offset);
-		send_json(req, 400, "Bad Request", b);
-		evbuffer_free(b);
-		log_access("rejected", NULL, NULL, NULL, 400, 0, ms_since(&start), len, 0, err.message);
+		exchange_answer(x, 400, OUTCOME_INVALID_INPUT, b, 0, err.message);
 		return;
 	}
 
 	website = canonical_id(doc, c->website_key, wid, sizeof(wid));
 	campaign = canonical_id(doc, c->campaign_key, cid, sizeof(cid));
-	route = bridge_config_route_for(c, website, campaign);
-	if (!route) {
+	x->route = bridge_config_route_for(c, website, campaign);
+	if (!x->route) {
+		struct evbuffer *b;
+
 		snprintf(msg, sizeof(msg), "no route matches website_id %s and campaign_id %s",
 			 website ? website : "(absent)", campaign ? campaign : "(absent)");
-		struct evbuffer *b = c->unrouted_accept ? evbuffer_new() : error_body("no_route", msg);
-
 		if (c->unrouted_accept) {
+			b = evbuffer_new();
 			evbuffer_add_printf(b, "{\"status\":\"dropped\",\"message\":");
 			add_json_str(b, msg, strlen(msg));
+		} else {
+			b = error_body("no_route", msg);
 		}
 		add_field(b, "website_id", website);
 		add_field(b, "campaign_id", campaign);
-		send_json(req, c->unrouted_accept ? 202 : 422, status_phrase(c->unrouted_accept ? 202 : 422), b);
-		evbuffer_free(b);
-		log_access(c->unrouted_accept ? "dropped" : "rejected", NULL, NULL, NULL,
-			   c->unrouted_accept ? 202 : 422, 0, ms_since(&start), len, 0, msg);
 		v1_doc_free(doc);
+		exchange_answer(x, c->unrouted_accept ? 202 : 422,
+				c->unrouted_accept ? OUTCOME_DROPPED : OUTCOME_NO_ROUTE, b, 0, msg);
 		return;
 	}
+	x->route_index = x->route - c->routes;
 
-	if (mapping_apply(route->mapping, doc, 0, &m, &err) < 0) {
+	memset(&m, 0, sizeof(m));
+	rc = mapping_apply(x->route->mapping, doc, 0, &m, &err);
+	v1_doc_free(doc);
+	if (rc < 0) {
 		struct evbuffer *b = error_body("mapping_failed", err.message);
 		char rule[600];
 
 		if (err.file) {
 			snprintf(rule, sizeof(rule), "%s:%d", err.file, err.line);
 			add_field(b, "rule", rule);
+			metrics_mapping_error(s->opt.metrics, rule);
+		} else {
+			metrics_mapping_error(s->opt.metrics, "");
 		}
 		if (err.key[0])
 			add_field(b, "key", err.key);
-		add_field(b, "route", route->name);
-		send_json(req, 422, status_phrase(422), b);
-		evbuffer_free(b);
-		log_access("rejected", route, NULL, NULL, 422, 0, ms_since(&start), len, 0,
-			   err.message);
-		v1_doc_free(doc);
+		exchange_answer(x, 422, OUTCOME_MAPPING_FAILED, b, 0, err.message);
 		return;
 	}
-	v1_doc_free(doc);
-	delivery_id_make(route->name, m.body, m.len, delivery_id);
+	delivery_id_make(x->route->name, m.body, m.len, x->delivery_id);
+	x->participation_id = m.participation_id ? strdup(m.participation_id) : NULL;
+	x->bytes_out = m.len;
+	if (m.n_unmapped)
+		report_unmapped(x, &m);
 
-	if (m.n_unmapped) {
-		static const char *const policy[] = { "form", "drop", "reject" };
-		struct evbuffer *keys = evbuffer_new();
-		struct log_line l;
-
-		unmapped_json(keys, &m);
-		log_begin(&l, LOG_WARN, "unmapped");
-		log_str(&l, "route", route->name);
-		log_str(&l, "participation_id", m.participation_id);
-		log_str(&l, "delivery_id", delivery_id);
-		log_str(&l, "policy", policy[m.unmapped_policy]);
-		log_raw(&l, "keys", (const char *)evbuffer_pullup(keys, -1), evbuffer_get_length(keys));
-		log_end(&l);
-		evbuffer_free(keys);
-	}
-
-	if (route->mode == ROUTE_DRY_RUN) {
+	if (x->route->mode == ROUTE_DRY_RUN) {
 		struct evbuffer *b = evbuffer_new();
 
+		print_dry_run(x, &m);
 		evbuffer_add_printf(b, "{\"status\":\"dry-run\"");
-		add_field(b, "route", route->name);
-		add_field(b, "delivery_id", delivery_id);
 		add_field(b, "participation_id", m.participation_id);
 		evbuffer_add_printf(b, ",\"unmapped\":");
 		unmapped_json(b, &m);
 		evbuffer_add_printf(b, ",\"v2\":");
 		evbuffer_add(b, m.body, m.len);
-
-		print_dry_run(route, delivery_id, &m);
-		log_access("dry-run", route, m.participation_id, delivery_id, 200, 0,
-			   ms_since(&start), len, m.len, NULL);
-		send_json(req, 200, "OK", b);
-		evbuffer_free(b);
-		mapping_result_clear(&m);
-		return;
+		exchange_answer(x, 200, OUTCOME_DRY_RUN, b, 0, NULL);
+	} else {
+		forward(x, &m);
 	}
-	forward(s, req, route, (size_t)(route - c->routes), &m, delivery_id, &start, len);
 	mapping_result_clear(&m);
 }
 
@@ -584,37 +600,52 @@ static void handle_request(struct evhttp_request *req, void *arg)
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 
 	if (!path || !*path)
 		path = "/";
 	if (s->draining) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		evhttp_add_header(out, "Connection", "close");
 		send_error(req, 503, "shutting_down", "the bridge is shutting down; retry later");
 		return;
 	}
-	if (strcmp(path, "/healthz") == 0) {
+	if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
+	    strcmp(path, "/metrics") == 0) {
+		struct evbuffer *b;
+
 		if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-			send_error(req, 405, "method_not_allowed", "use GET on /healthz");
+			evhttp_add_header(out, "Allow", "GET, HEAD");
+			send_error(req, 405, "method_not_allowed", "use GET");
 			return;
 		}
-		struct evbuffer *b = evbuffer_new();
+		b = evbuffer_new();
+		if (strcmp(path, "/metrics") == 0) {
+			if (s->opt.metrics)
+				metrics_render(s->opt.metrics, b);
+			evhttp_add_header(out, "Content-Type", "text/plain; version=0.0.4");
+			evhttp_send_reply(req, 200, "OK", b);
+			evbuffer_free(b);
+			return;
+		}
+		/* live: the loop answers; ready: config loaded and listening */
 		evbuffer_add_printf(b, "{\"status\":\"ok\"");
-		send_json(req, 200, "OK", b);
+		if (strcmp(path, "/readyz") == 0)
+			evbuffer_add_printf(b, ",\"routes\":%zu,\"port\":%d", s->cfg->n_routes, s->port);
+		send_json(req, 200, b);
 		evbuffer_free(b);
 		return;
 	}
 	if (strcmp(path, s->cfg->listen_path) == 0) {
 		if (cmd != EVHTTP_REQ_POST) {
-			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-			send_error(req, 405, "method_not_allowed",
-				   "the webhook path accepts POST only");
+			evhttp_add_header(out, "Allow", "POST");
+			send_error(req, 405, "method_not_allowed", "the webhook path accepts POST only");
 			return;
 		}
 		handle_webhook(s, req);
 		return;
 	}
-	send_error(req, 404, "not_found", "no such path; the webhook path and /healthz exist");
+	send_error(req, 404, "not_found",
+		   "no such path; the webhook path, /healthz, /readyz and /metrics exist");
 }
 
 static int bind_listener(struct server *s, struct bridge_error *err)
@@ -630,14 +661,15 @@ static int bind_listener(struct server *s, struct bridge_error *err)
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
-	snprintf(port, sizeof(port), "%d", c->listen_port);
+	snprintf(port, sizeof(port), "%d", s->opt.port >= 0 ? s->opt.port : c->listen_port);
 	rc = getaddrinfo(c->listen_address, port, &hints, &ai);
 	if (rc != 0)
 		return bridge_error_set(err, "listen address '%s' is not an IP address: %s",
 					c->listen_address, gai_strerror(rc));
 	s->listener = evconnlistener_new_bind(s->base, NULL, NULL,
 					      LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC |
-						      LEV_OPT_CLOSE_ON_FREE,
+						      LEV_OPT_CLOSE_ON_FREE |
+						      (s->opt.reuseport ? LEV_OPT_REUSEABLE_PORT : 0),
 					      1024, ai->ai_addr, (int)ai->ai_addrlen);
 	freeaddrinfo(ai);
 	if (!s->listener)
@@ -652,8 +684,8 @@ static int bind_listener(struct server *s, struct bridge_error *err)
 	return 0;
 }
 
-int server_new(struct event_base *base, const struct bridge_config *cfg, struct server **ret,
-	       struct bridge_error *err)
+int server_new(struct event_base *base, const struct bridge_config *cfg,
+	       const struct server_options *opt, struct server **ret, struct bridge_error *err)
 {
 	struct server *s = calloc(1, sizeof(*s));
 	struct timeval tv;
@@ -664,6 +696,8 @@ int server_new(struct event_base *base, const struct bridge_config *cfg, struct 
 		return bridge_error_set(err, "out of memory");
 	s->base = base;
 	s->cfg = cfg;
+	s->opt = *opt;
+	log_ratelimit_init(&s->rejected_log, 1000, 50);
 	s->http = evhttp_new(base);
 	if (!s->http) {
 		server_free(s);
@@ -756,18 +790,13 @@ static void drain_check(struct server *s)
 static void cancel_pending(struct server *s)
 {
 	while (s->pending) {
-		struct pending *p = s->pending;
+		struct exchange *x = s->pending;
 
-		if (p->up)
-			upstream_request_cancel(p->up);
-		p->up = NULL;
-		send_error(p->req, 503, "shutting_down",
-			   "the bridge is shutting down; the participation was not delivered, retry later");
-		log_access("delivery_failed", p->route, p->participation_id, p->delivery_id, 503, 0,
-			   ms_since(&p->start), p->bytes_in, p->bytes_out, "shutdown deadline");
-		pending_unlink(p);
-		free(p->participation_id);
-		free(p);
+		if (x->up)
+			upstream_request_cancel(x->up);
+		x->up = NULL;
+		exchange_fail(x, 503, OUTCOME_SHUTTING_DOWN, "shutting_down",
+			      "the bridge is shutting down; the participation was not delivered, retry later");
 	}
 }
 

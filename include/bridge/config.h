@@ -62,6 +62,7 @@ struct bridge_config {
 	char *website_key;        /* match_keys.website_id, default "website_id" */
 	char *campaign_key;       /* match_keys.campaign_id, default "campaign_id" */
 	int log_level;            /* enum log_level, -1 when not set */
+	int workers;              /* event-loop threads sharing the port; 0 = one per core */
 	struct upstream_limits upstream;
 	struct bridge_route *routes;
 	size_t n_routes;

@@ -31,6 +31,20 @@ void log_raw(struct log_line *l, const char *key, const char *json, size_t n); /
 void log_end(struct log_line *l);       /* writes to stderr */
 void log_end_to(struct log_line *l, int fd); /* writes to fd (stdout for dry-run lines) */
 
+/* Rate limit for lines a peer can trigger (libinput's util-ratelimit idea):
+ * at most `burst` lines per `interval_ms`; the first line after a suppressed
+ * stretch carries how many were suppressed.  Not thread-safe: one per worker. */
+struct log_ratelimit {
+	long interval_ms;
+	unsigned burst;
+	long long window_start_ms;
+	unsigned in_window;
+	unsigned long suppressed;
+};
+void log_ratelimit_init(struct log_ratelimit *r, long interval_ms, unsigned burst);
+/* 1: log this line (and *ret_suppressed = lines dropped before it), 0: drop it. */
+int log_ratelimit_allow(struct log_ratelimit *r, unsigned long *ret_suppressed);
+
 /* Current UTC time as "YYYY-MM-DDTHH:MM:SS.mmmZ" (cap >= 25). */
 void log_time_now(char *out, size_t cap);
 

@@ -11,11 +11,20 @@
 #include "bridge/diag.h"
 
 struct event_base;
+struct metrics;
 struct server;
 
-/* Bind the listener and create pools.  cfg must outlive the server. */
-int server_new(struct event_base *base, const struct bridge_config *cfg, struct server **ret,
-	       struct bridge_error *err);
+struct server_options {
+	struct metrics *metrics; /* shared by every worker; may be NULL */
+	int worker;              /* index of this worker, for per-worker gauges */
+	int port;                /* -1: the config's port; else bind this one */
+	int reuseport;           /* SO_REUSEPORT, so several workers share the port */
+};
+
+/* Bind the listener and create pools.  cfg and opt->metrics must outlive
+ * the server. */
+int server_new(struct event_base *base, const struct bridge_config *cfg,
+	       const struct server_options *opt, struct server **ret, struct bridge_error *err);
 
 /* The port actually bound (useful when the config says port 0). */
 int server_port(const struct server *s);
