@@ -38,8 +38,163 @@ char *cfg_resolve_path(const char *base_file, const char *path)
 	return out;
 }
 
+/*
+ * libconfig 1.5 stores an integer literal without an L suffix in 32 bits and
+ * wraps silently (99999999999 reads as 1215752191), and saturates 64-bit
+ * literals (pitfall C2): for ids that means a wrong route or a wrong value,
+ * with no error.  So before libconfig reads a file we scan its integer
+ * literals ourselves and reject every one that does not fit its type.
+ */
+static int is_name_char(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '-' || c == '*';
+}
+
+static void check_literal(const char *file, int line, const char *tok, size_t n, struct diag *d)
+{
+	unsigned long long v = 0, limit;
+	int neg = 0, hex = 0, overflow = 0, longs = 0;
+	size_t i = 0, digits_end;
+
+	while (n && (tok[n - 1] == 'L' || tok[n - 1] == 'l')) {
+		longs++;
+		n--;
+	}
+	digits_end = n;
+	if (tok[i] == '-' || tok[i] == '+')
+		neg = tok[i++] == '-';
+	if (i + 1 < n && tok[i] == '0' && (tok[i + 1] == 'x' || tok[i + 1] == 'X')) {
+		hex = 1;
+		i += 2;
+	}
+	for (; i < digits_end; i++) {
+		unsigned dv = tok[i] <= '9' ? (unsigned)(tok[i] - '0')
+					    : (unsigned)((tok[i] | 0x20) - 'a' + 10);
+
+		if (v > (~0ULL - dv) / (hex ? 16 : 10))
+			overflow = 1;
+		else
+			v = v * (hex ? 16 : 10) + dv;
+	}
+	if (hex)
+		limit = longs ? 0x7FFFFFFFFFFFFFFFULL : 0x7FFFFFFFULL;
+	else if (longs)
+		limit = neg ? 9223372036854775808ULL : 9223372036854775807ULL;
+	else
+		limit = neg ? 2147483648ULL : 2147483647ULL;
+	if (!overflow && v <= limit)
+		return;
+	if (longs || hex)
+		diag_add(d, file, line,
+			 "integer %.*s does not fit in 64 bits; write it as a string (\"%.*s\")",
+			 (int)(digits_end), tok, (int)digits_end, tok);
+	else
+		diag_add(d, file, line,
+			 "integer %.*s does not fit libconfig's 32-bit integers and would be read "
+			 "wrong; write %.*sL, or a string (\"%.*s\")",
+			 (int)digits_end, tok, (int)digits_end, tok, (int)digits_end, tok);
+}
+
+static void scan_literals(const char *path, int depth, struct diag *d)
+{
+	FILE *f = fopen(path, "rb");
+	char *text = NULL;
+	size_t len = 0, cap = 0, i = 0;
+	int line = 1;
+
+	if (!f || depth > 10) {
+		if (f)
+			fclose(f);
+		return; /* libconfig reports unreadable files itself */
+	}
+	for (;;) {
+		if (len + 4096 + 1 > cap) {
+			char *t = realloc(text, cap = cap ? cap * 2 : 8192);
+
+			if (!t)
+				break;
+			text = t;
+		}
+		size_t got = fread(text + len, 1, cap - len - 1, f);
+		len += got;
+		if (got == 0)
+			break;
+	}
+	fclose(f);
+	if (!text)
+		return;
+	text[len] = '\0';
+	while (i < len) {
+		char c = text[i];
+
+		if (c == '\n') {
+			line++;
+			i++;
+		} else if (c == '#' || (c == '/' && text[i + 1] == '/')) {
+			while (i < len && text[i] != '\n')
+				i++;
+		} else if (c == '/' && text[i + 1] == '*') {
+			for (i += 2; i < len && !(text[i] == '*' && text[i + 1] == '/'); i++)
+				if (text[i] == '\n')
+					line++;
+			i += 2;
+		} else if (c == '"') {
+			for (i++; i < len && text[i] != '"'; i++) {
+				if (text[i] == '\\' && i + 1 < len)
+					i++;
+				else if (text[i] == '\n')
+					line++;
+			}
+			i++;
+		} else if (c == '@' && strncmp(text + i, "@include", 8) == 0) {
+			char *q1 = strchr(text + i, '"'), *q2 = q1 ? strchr(q1 + 1, '"') : NULL;
+			char *nl = strchr(text + i, '\n');
+
+			if (q1 && q2 && (!nl || q2 < nl)) {
+				char *inc = strndup(q1 + 1, (size_t)(q2 - q1 - 1));
+				char *full = inc ? cfg_resolve_path(path, inc) : NULL;
+
+				if (full)
+					scan_literals(full, depth + 1, d);
+				free(full);
+				free(inc);
+			}
+			while (i < len && text[i] != '\n')
+				i++;
+		} else if (is_name_char(c) && !((c >= '0' && c <= '9') || c == '-')) {
+			while (i < len && is_name_char(text[i]))
+				i++; /* a setting name may hold digits: not a literal */
+		} else if ((c >= '0' && c <= '9') ||
+			   ((c == '-' || c == '+') && text[i + 1] >= '0' && text[i + 1] <= '9')) {
+			size_t start = i++;
+			int is_float = 0;
+
+			while (i < len && ((text[i] >= '0' && text[i] <= '9') ||
+					   (text[i] >= 'a' && text[i] <= 'f') ||
+					   (text[i] >= 'A' && text[i] <= 'F') || text[i] == 'x' ||
+					   text[i] == 'X' || text[i] == 'L' || text[i] == 'l' ||
+					   text[i] == '.' || text[i] == '+' || text[i] == '-')) {
+				if (text[i] == '.' || ((text[i] == 'e' || text[i] == 'E') &&
+						       !(text[start] == '0' && (text[start + 1] | 0x20) == 'x')))
+					is_float = 1;
+				if ((text[i] == '+' || text[i] == '-') && !is_float)
+					break;
+				i++;
+			}
+			if (!is_float)
+				check_literal(path, line, text + start, i - start, d);
+		} else {
+			i++;
+		}
+	}
+	free(text);
+}
+
 int cfg_read(config_t *cfg, const char *path, struct diag *d)
 {
+	int before = d->count;
+
 	char *copy = strdup(path);
 
 	config_init(cfg);
@@ -59,7 +214,8 @@ int cfg_read(config_t *cfg, const char *path, struct diag *d)
 		return -1;
 	}
 	free(copy);
-	return 0;
+	scan_literals(path, 0, d);
+	return d->count > before ? -1 : 0;
 }
 
 const char *cfg_file(const config_setting_t *s, const char *fallback)

@@ -121,7 +121,12 @@ int main(void)
 	ok(has(out, "bridge.conf:2:"), "syntax error reported with file:line");
 
 	out = load("listen = { port = 99999999999; };\nroutes = ();\n", NULL);
+	ok(has(out, "bridge.conf:1: integer 99999999999 does not fit libconfig's 32-bit integers"),
+	   "integer literal libconfig would wrap is an error, not a wrong value");
+	out = load("listen = { port = 99999999999L; };\nroutes = ();\n", NULL);
 	ok(has(out, "'port' = 99999999999 is out of range"), "64-bit value range-checked, not truncated");
+	out = load("# 99999999999 in a comment\nlisten = { address = \"99999999999\"; };\nroutes = ();\n", NULL);
+	ok(!strstr(out, "does not fit"), "digits in comments and strings are not literals");
 
 	snprintf(text, sizeof(text),
 		 "routes = (\n"
@@ -137,7 +142,7 @@ int main(void)
 		 "  { name = \"all\"; mapping = \"%s\"; mode = \"dry-run\"; },\n"
 		 "  { name = \"site\"; mapping = \"%s\"; mode = \"dry-run\"; match = { website_id = [ 1234, 99 ]; }; },\n"
 		 "  { name = \"camp\"; mapping = \"%s\"; mode = \"dry-run\"; match = { campaign_id = [ \"5678\" ]; }; },\n"
-		 "  { name = \"big\"; mapping = \"%s\"; mode = \"dry-run\"; match = { campaign_id = [ 18446744073709551615 ]; }; },\n"
+		 "  { name = \"big\"; mapping = \"%s\"; mode = \"dry-run\"; match = { campaign_id = [ \"18446744073709551615\" ]; }; },\n"
 		 "  { name = \"all2\"; mapping = \"%s\"; mode = \"dry-run\"; }\n"
 		 ");\n", mapping_abs, mapping_abs, mapping_abs, mapping_abs, mapping_abs);
 	out = load(text, &c);
@@ -151,6 +156,8 @@ int main(void)
 		is_str(r ? r->name : NULL, "all", "catch-all: first in file order");
 		r = bridge_config_route_for(c, NULL, NULL);
 		is_str(r ? r->name : NULL, "all", "absent ids reach the catch-all");
+		r = bridge_config_route_for(c, "1", "18446744073709551615");
+		is_str(r ? r->name : NULL, "big", "64-bit campaign id given as a string matches exactly");
 		r = bridge_config_route_for(c, "1", "5678");
 		is_str(r ? r->name : NULL, "camp", "campaign route ignores the website");
 		bridge_config_free(c);
