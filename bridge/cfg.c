@@ -1,4 +1,8 @@
+#include <errno.h>
 #include <libgen.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,7 +59,7 @@ static void check_literal(const char *file, int line, const char *tok, size_t n,
 {
 	unsigned long long v = 0, limit;
 	int neg = 0, hex = 0, overflow = 0, longs = 0;
-	size_t i = 0, digits_end;
+	size_t i = 0, digits_end, whole = n;
 
 	while (n && (tok[n - 1] == 'L' || tok[n - 1] == 'l')) {
 		longs++;
@@ -85,20 +89,29 @@ static void check_literal(const char *file, int line, const char *tok, size_t n,
 		limit = neg ? 2147483648ULL : 2147483647ULL;
 	if (!overflow && v <= limit)
 		return;
-	if (longs || hex)
-		diag_add(d, file, line,
-			 "integer %.*s does not fit in 64 bits; write it as a string (\"%.*s\")",
-			 (int)(digits_end), tok, (int)digits_end, tok);
-	else
-		diag_add(d, file, line,
-			 "integer %.*s does not fit libconfig's 32-bit integers and would be read "
-			 "wrong; write %.*sL, or a string (\"%.*s\")",
-			 (int)digits_end, tok, (int)digits_end, tok, (int)digits_end, tok);
+	diag_add(d, file, line,
+		 "integer %.*s does not fit in %s bits: libconfig 1.5 would silently change it; "
+		 "write it as a string (\"%.*s\")%s",
+		 (int)whole, tok, longs ? "64" : "32", (int)digits_end, tok,
+		 longs ? "" : " or with the L suffix");
 }
 
-static void scan_literals(const char *path, int depth, struct diag *d)
+/* libconfig's scanner exit()s the process when an @include names a
+ * directory or an empty name ("input in flex scanner failed"): only regular
+ * files may be read. */
+static int regular_file(const char *path)
+{
+	struct stat st;
+
+	return path[0] && stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, R_OK) == 0;
+}
+
+/* Scan one file's integer literals and its @include targets (recursively);
+ * returns the number of unusable includes found. */
+static int scan_literals(const char *path, int depth, struct diag *d)
 {
 	FILE *f = fopen(path, "rb");
+	int bad_includes = 0;
 	char *text = NULL;
 	size_t len = 0, cap = 0, i = 0;
 	int line = 1;
@@ -106,7 +119,7 @@ static void scan_literals(const char *path, int depth, struct diag *d)
 	if (!f || depth > 10) {
 		if (f)
 			fclose(f);
-		return; /* libconfig reports unreadable files itself */
+		return 0; /* libconfig reports these itself */
 	}
 	for (;;) {
 		if (len + 4096 + 1 > cap) {
@@ -123,7 +136,7 @@ static void scan_literals(const char *path, int depth, struct diag *d)
 	}
 	fclose(f);
 	if (!text)
-		return;
+		return 0;
 	text[len] = '\0';
 	while (i < len) {
 		char c = text[i];
@@ -155,8 +168,13 @@ static void scan_literals(const char *path, int depth, struct diag *d)
 				char *inc = strndup(q1 + 1, (size_t)(q2 - q1 - 1));
 				char *full = inc ? cfg_resolve_path(path, inc) : NULL;
 
-				if (full)
-					scan_literals(full, depth + 1, d);
+				if (full && regular_file(full)) {
+					bad_includes += scan_literals(full, depth + 1, d);
+				} else {
+					diag_add(d, path, line, "@include \"%s\": not a readable file",
+						 inc ? inc : "");
+					bad_includes++;
+				}
 				free(full);
 				free(inc);
 			}
@@ -189,33 +207,55 @@ static void scan_literals(const char *path, int depth, struct diag *d)
 		}
 	}
 	free(text);
+	return bad_includes;
 }
 
 int cfg_read(config_t *cfg, const char *path, struct diag *d)
 {
-	int before = d->count;
 
 	char *copy = strdup(path);
 
 	config_init(cfg);
+	if (access(path, R_OK) != 0) {
+		diag_add(d, path, 0, "cannot read: %s", strerror(errno));
+		free(copy);
+		return -1;
+	}
+	if (!regular_file(path)) {
+		diag_add(d, path, 0, "cannot read: not a regular file");
+		free(copy);
+		return -1;
+	}
+	/* literal errors are reported and the file still read, so that every
+	 * problem shows in one run; a bad include must never reach libconfig */
+	if (scan_literals(path, 0, d) > 0) {
+		free(copy);
+		return -1;
+	}
 	if (copy) {
 		/* libconfig resolves @include against the working directory otherwise */
 		config_set_include_dir(cfg, dirname(copy));
 	}
 	if (config_read_file(cfg, path) != CONFIG_TRUE) {
+		/* pitfall C1: an included file is named as written, relative to
+		 * the include dir; there is no file for I/O errors */
 		const char *file = config_error_file(cfg);
+		char *full = NULL;
 
+		if (file && strcmp(file, path) != 0 && file[0] != '/')
+			full = cfg_resolve_path(path, file);
 		if (config_error_type(cfg) == CONFIG_ERR_FILE_IO)
-			diag_add(d, path, 0, "cannot read file: %s", config_error_text(cfg));
+			diag_add(d, full ? full : file ? file : path, 0, "cannot read: %s",
+				 config_error_text(cfg) ? config_error_text(cfg) : "I/O error");
 		else
-			diag_add(d, file ? file : path, config_error_line(cfg), "%s",
-				 config_error_text(cfg));
+			diag_add(d, full ? full : file ? file : path, config_error_line(cfg), "%s",
+				 config_error_text(cfg) ? config_error_text(cfg) : "syntax error");
+		free(full);
 		free(copy);
 		return -1;
 	}
 	free(copy);
-	scan_literals(path, 0, d);
-	return d->count > before ? -1 : 0;
+	return 0;
 }
 
 const char *cfg_file(const config_setting_t *s, const char *fallback)

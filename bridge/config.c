@@ -207,14 +207,19 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 			diag_add(d, cfg_file(g, file), cfg_line(g),
 				 "route name '%s' is already used at line %d", r->name, o->line);
 
-	cfg_get_enum(g, "mode", mode_names, &mode, file, d);
+	if (cfg_get_enum(g, "mode", mode_names, &mode, file, d) < 0)
+		mode = ROUTE_DRY_RUN; /* already reported: do not add forward-only complaints */
 	r->mode = (enum route_mode)mode;
 
 	if (cfg_get_text(g, "mapping", &v, file, d) == 1) {
 		struct diag md = {0};
 
 		r->mapping_file = cfg_resolve_path(file, v);
-		if (mapping_load(r->mapping_file, &r->mapping, &md) < 0) {
+		if (access(r->mapping_file, R_OK) != 0) {
+			diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, "mapping")),
+				 "route '%s': mapping '%s': %s", r->name ? r->name : "?",
+				 r->mapping_file, strerror(errno));
+		} else if (mapping_load(r->mapping_file, &r->mapping, &md) < 0) {
 			diag_merge(d, &md);
 			diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, "mapping")),
 				 "route '%s': mapping '%s' did not load (%d error(s) above)",

@@ -3,6 +3,7 @@
  * bridge documents it (mappings/README.md, "Output"); every yajl_gen call is
  * checked, and strings are validated as UTF-8 by the generator.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +97,42 @@ struct writer {
 	yajl_gen g;
 	yajl_gen_status st; /* first failure, sticky */
 	const char *where;  /* key being written when it failed */
+	char *buf;          /* output, written by the print callback */
+	size_t len, cap, max;
+	bool overflow;      /* over max or out of memory: the callback cannot fail */
 };
+
+/* yajl's own buffer doubles from 2 KiB and would need a copy at the end;
+ * printing into ours avoids both. */
+static void w_print(void *ctx, const char *str, size_t len)
+{
+	struct writer *w = ctx;
+
+	if (w->overflow)
+		return;
+	if (len > w->max - w->len) {
+		w->overflow = true;
+		return;
+	}
+	if (w->len + len + 1 > w->cap) {
+		size_t cap = w->cap;
+		char *nb;
+
+		while (w->len + len + 1 > cap)
+			cap *= 2;
+		if (cap > w->max + 1)
+			cap = w->max + 1;
+		nb = realloc(w->buf, cap);
+		if (!nb) {
+			w->overflow = true;
+			return;
+		}
+		w->buf = nb;
+		w->cap = cap;
+	}
+	memcpy(w->buf + w->len, str, len);
+	w->len += len;
+}
 
 static int w_check(struct writer *w, yajl_gen_status st, const char *where)
 {
@@ -330,19 +366,23 @@ int v2_doc_write(const struct v2_doc *d, size_t max_len, char **ret, size_t *ret
 		 struct bridge_error *err)
 {
 	struct writer w = {0};
-	const unsigned char *buf;
-	size_t len;
 	const struct v2_val *s = d->slot;
 	int rc = -1;
 
 	*ret = NULL;
 	*ret_len = 0;
+	w.max = max_len;
+	w.cap = 4096;
+	w.buf = malloc(w.cap);
 	w.g = yajl_gen_alloc(NULL);
-	if (!w.g)
-		return bridge_error_set(err, "v2 output: out of memory");
-	if (!yajl_gen_config(w.g, yajl_gen_validate_utf8, 1)) {
-		yajl_gen_free(w.g);
-		return bridge_error_set(err, "v2 output: cannot enable UTF-8 validation");
+	if (!w.buf || !w.g) {
+		bridge_error_set(err, "v2 output: out of memory");
+		goto out;
+	}
+	if (!yajl_gen_config(w.g, yajl_gen_validate_utf8, 1) ||
+	    !yajl_gen_config(w.g, yajl_gen_print_callback, w_print, &w)) {
+		bridge_error_set(err, "v2 output: cannot configure the JSON generator");
+		goto out;
 	}
 
 	w_open(&w, NULL);
@@ -369,24 +409,18 @@ int v2_doc_write(const struct v2_doc *d, size_t max_len, char **ret, size_t *ret
 				 w.where ? w.where : "?");
 		goto out;
 	}
-	if (yajl_gen_get_buf(w.g, &buf, &len) != yajl_gen_status_ok) {
-		bridge_error_set(err, "v2 output: cannot read the generated buffer");
+	if (w.overflow) {
+		bridge_error_set(err, "v2 output: more than %zu bytes, or out of memory", max_len);
 		goto out;
 	}
-	if (len > max_len) {
-		bridge_error_set(err, "v2 output: %zu bytes exceeds the limit of %zu", len, max_len);
-		goto out;
-	}
-	*ret = malloc(len + 1);
-	if (!*ret) {
-		bridge_error_set(err, "v2 output: out of memory");
-		goto out;
-	}
-	memcpy(*ret, buf, len);
-	(*ret)[len] = '\0';
-	*ret_len = len;
+	w.buf[w.len] = '\0';
+	*ret = w.buf;
+	*ret_len = w.len;
+	w.buf = NULL;
 	rc = 0;
 out:
-	yajl_gen_free(w.g);
+	if (w.g)
+		yajl_gen_free(w.g);
+	free(w.buf);
 	return rc;
 }

@@ -121,7 +121,7 @@ int main(void)
 	ok(has(out, "bridge.conf:2:"), "syntax error reported with file:line");
 
 	out = load("listen = { port = 99999999999; };\nroutes = ();\n", NULL);
-	ok(has(out, "bridge.conf:1: integer 99999999999 does not fit libconfig's 32-bit integers"),
+	ok(has(out, "bridge.conf:1: integer 99999999999 does not fit in 32 bits"),
 	   "integer literal libconfig would wrap is an error, not a wrong value");
 	out = load("listen = { port = 99999999999L; };\nroutes = ();\n", NULL);
 	ok(has(out, "'port' = 99999999999 is out of range"), "64-bit value range-checked, not truncated");

@@ -12,8 +12,11 @@
 #include "bridge/diag.h"
 
 /* Read path into cfg with includes resolved against the file's folder
- * (pitfall C3).  On a syntax or I/O error adds "file:line: message" and
- * returns -1 (cfg is still initialised: config_destroy it). */
+ * (pitfall C3).  Integer literals libconfig 1.5 would silently wrap are
+ * reported (pitfall C2) but the file is still read, so callers go on and
+ * report every other problem too: judge success by the diag count.  Returns
+ * -1 only when cfg is unusable (I/O or syntax error, an @include that is
+ * not a readable file); cfg is initialised either way: config_destroy it. */
 int cfg_read(config_t *cfg, const char *path, struct diag *d);
 
 /* File and line of a setting (the included file when there is one). */

@@ -1,0 +1,987 @@
+"""Shared helpers for the integration tests (stdlib + jsonschema only).
+
+The scripts start the real webhook-bridge binary (BRIDGE_BIN) against real
+loopback peers: an HTTP/1.1 keep-alive sink, the same sink behind TLS with
+certificates made at test time by the openssl CLI, and curl as the client.
+Everything listens on 127.0.0.1 (or ::1) only.
+
+Output is TAP: "ok N - name" / "not ok N - name" with "# " diagnostics and the
+plan "1..N" at the end; the exit status is non-zero when any test failed.
+"""
+
+import base64
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+SOURCE_ROOT = os.environ.get(
+    "BRIDGE_SOURCE_ROOT",
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD_ROOT = os.environ.get("BRIDGE_BUILD_ROOT", os.path.join(SOURCE_ROOT, "build"))
+BRIDGE_BIN = os.environ.get("BRIDGE_BIN", os.path.join(BUILD_ROOT, "webhook-bridge"))
+MAPPING = os.path.join(SOURCE_ROOT, "mappings", "qualifio-v1-to-v2.conf")
+SHIPPED_CONFIG = os.path.join(SOURCE_ROOT, "mappings", "bridge.conf")
+SCHEMA = os.path.join(SOURCE_ROOT, "fixtures", "schema", "v2.schema.json")
+V1_FIXTURES = os.path.join(SOURCE_ROOT, "fixtures", "v1")
+VERSION = "0.1.0"
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+# Sanitizer runs: make reports land on stderr where the checks look for them.
+os.environ.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+
+
+class TestFailure(Exception):
+    """Raised by require(): aborts the current test, which is reported as failed."""
+
+
+# --------------------------------------------------------------------------
+# TAP
+# --------------------------------------------------------------------------
+
+class Tap:
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+        self.current = None
+
+    def _emit(self, line):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def diag(self, text):
+        for line in str(text).splitlines() or [""]:
+            self._emit("# " + line)
+
+    def ok(self, cond, name, diag=None):
+        self.n += 1
+        if cond:
+            self._emit("ok %d - %s" % (self.n, name))
+        else:
+            self.failed += 1
+            self._emit("not ok %d - %s" % (self.n, name))
+            if diag is not None:
+                self.diag(diag)
+        return bool(cond)
+
+    def is_(self, got, want, name, diag=None):
+        good = got == want
+        text = None
+        if not good:
+            text = "got:  %s\nwant: %s" % (_short(got), _short(want))
+            if diag:
+                text += "\n" + str(diag)
+        return self.ok(good, name, text)
+
+    def like(self, got, pattern, name, diag=None):
+        good = isinstance(got, str) and re.search(pattern, got) is not None
+        text = None
+        if not good:
+            text = "got:  %s\nwant match of: %s" % (_short(got), pattern)
+            if diag:
+                text += "\n" + str(diag)
+        return self.ok(good, name, text)
+
+    def require(self, cond, name, diag=None):
+        """ok() that aborts the current test function when it fails."""
+        if not self.ok(cond, name, diag):
+            raise TestFailure(name)
+
+    def run(self, name, fn, *args):
+        """Run one test function; an uncaught exception is one "not ok"."""
+        self.current = name
+        try:
+            fn(self, *args)
+        except TestFailure:
+            pass
+        except Exception:  # noqa: BLE001 - the whole point is to report it
+            self.ok(False, "%s: uncaught exception" % name, traceback.format_exc())
+        finally:
+            self.current = None
+
+    def done(self):
+        if self.n == 0:
+            self.ok(False, "no test ran")
+        self._emit("1..%d" % self.n)
+        if self.failed:
+            self.diag("%d of %d failed" % (self.failed, self.n))
+        sys.exit(1 if self.failed else 0)
+
+
+def _short(v, limit=1500):
+    s = v if isinstance(v, str) else repr(v)
+    return s if len(s) <= limit else s[:limit] + "...(%d more)" % (len(s) - limit)
+
+
+def sanitizer_report(text):
+    """The sanitizer lines of a stderr capture ("" when clean)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    hits = [l for l in text.splitlines() if any(m in l for m in SANITIZER_MARKERS)]
+    if not hits:
+        return ""
+    return text[-6000:]
+
+
+# --------------------------------------------------------------------------
+# Files, fixtures, schema
+# --------------------------------------------------------------------------
+
+class TempDir:
+    def __init__(self, prefix="bridgetest-"):
+        self.path = tempfile.mkdtemp(prefix=prefix)
+
+    def file(self, name, content):
+        p = os.path.join(self.path, name)
+        mode = "wb" if isinstance(content, bytes) else "w"
+        with open(p, mode) as f:
+            f.write(content)
+        return p
+
+    def join(self, name):
+        return os.path.join(self.path, name)
+
+    def cleanup(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def representative_fixture():
+    """Path of the representative v1 fixture: the one named *representative*,
+    else the complete/basic one, else the first in name order."""
+    try:
+        names = sorted(n for n in os.listdir(V1_FIXTURES) if n.endswith(".json"))
+    except OSError:
+        names = []
+    if not names:
+        raise TestFailure("no v1 fixture in fixtures/v1/*.json")
+    for key in ("representative", "complete", "basic", "minimal"):
+        for n in names:
+            if key in n:
+                return os.path.join(V1_FIXTURES, n)
+    return os.path.join(V1_FIXTURES, names[0])
+
+
+def load_json_exact(data):
+    """Parse JSON keeping number texts (as NumText) so nothing is rounded."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8")
+    return json.loads(data, parse_int=NumText, parse_float=NumText)
+
+
+class NumText(str):
+    """A JSON number kept as its exact text; dumps back as a bare number."""
+
+
+def dumps_exact(obj):
+    """Compact JSON from a load_json_exact() tree (numbers re-emitted verbatim)."""
+    if isinstance(obj, NumText):
+        return str(obj)
+    if isinstance(obj, dict):
+        return "{" + ",".join(json.dumps(k) + ":" + dumps_exact(v) for k, v in obj.items()) + "}"
+    if isinstance(obj, list):
+        return "[" + ",".join(dumps_exact(v) for v in obj) + "]"
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def v1_fixture():
+    """(path, raw bytes, ordered dict with exact numbers) of the representative fixture."""
+    path = representative_fixture()
+    with open(path, "rb") as f:
+        raw = f.read()
+    return path, raw, load_json_exact(raw)
+
+
+def v1_variant(doc, **changes):
+    """A copy of a v1 dict with keys replaced (None removes); returns compact JSON bytes."""
+    d = dict(doc)
+    for k, v in changes.items():
+        if v is None:
+            d.pop(k, None)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            d[k] = NumText(str(v))
+        else:
+            d[k] = v
+    return dumps_exact(d).encode("utf-8")
+
+
+def form_encode(doc):
+    """application/x-www-form-urlencoded form of a flat v1 dict: numbers by
+    their text, arrays as repeated keys, true/false as text, null as empty."""
+    from urllib.parse import quote_plus
+    parts = []
+    for k, v in doc.items():
+        vals = v if isinstance(v, list) else [v]
+        for x in vals:
+            if x is None:
+                s = ""
+            elif x is True:
+                s = "true"
+            elif x is False:
+                s = "false"
+            else:
+                s = str(x)
+            parts.append(quote_plus(k) + "=" + quote_plus(s))
+    return "&".join(parts).encode("ascii")
+
+
+def stringify_scalars(obj):
+    """Numbers and numeric strings compare equal after this (form posts carry text)."""
+    if isinstance(obj, dict):
+        return {k: stringify_scalars(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [stringify_scalars(v) for v in obj]
+    if isinstance(obj, bool) or obj is None:
+        return obj
+    if isinstance(obj, (int, float)):
+        return str(obj)
+    return obj
+
+
+_validator = None
+
+
+def v2_errors(doc):
+    """Schema errors of a v2 document (list of strings; empty = valid).
+    A missing or unreadable schema is itself an error."""
+    global _validator
+    if _validator is None:
+        import jsonschema
+        try:
+            with open(SCHEMA) as f:
+                schema = json.load(f)
+            jsonschema.Draft7Validator.check_schema(schema)
+        except Exception as e:  # noqa: BLE001
+            return ["schema %s unusable: %s" % (SCHEMA, e)]
+        _validator = jsonschema.Draft7Validator(schema)
+    return ["%s: %s" % ("/".join(str(p) for p in e.absolute_path) or "(root)", e.message)
+            for e in _validator.iter_errors(doc)]
+
+
+def check_v2(t, doc, name):
+    errs = v2_errors(doc)
+    return t.ok(not errs, name + " (validates against v2 schema)", "\n".join(errs[:20]))
+
+
+def hmac_hex(secret, body):
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def hmac_b64(secret, body):
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+# --------------------------------------------------------------------------
+# Running the CLI
+# --------------------------------------------------------------------------
+
+class Result:
+    def __init__(self, rc, out, err):
+        self.rc, self.out, self.err = rc, out, err
+
+    @property
+    def stdout(self):
+        return self.out.decode("utf-8", "replace")
+
+    @property
+    def stderr(self):
+        return self.err.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return "exit %s\nstdout: %s\nstderr: %s" % (self.rc, _short(self.stdout, 800),
+                                                   _short(self.stderr, 800))
+
+
+def run_cli(args, stdin=b"", timeout=20, t=None):
+    """Run the binary with args; when t is given, sanitizer output fails a test."""
+    p = subprocess.run([BRIDGE_BIN] + list(args), input=stdin, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    r = Result(p.returncode, p.stdout, p.stderr)
+    if t is not None:
+        rep = sanitizer_report(r.err)
+        t.ok(not rep, "no sanitizer report from %s" % " ".join(args[:2]), rep or None)
+    return r
+
+
+def map_output(input_path, extra=(), t=None):
+    """Run `map` on a file; returns the Result."""
+    return run_cli(["map", "--mapping", MAPPING] + list(extra) + [input_path], t=t)
+
+
+# --------------------------------------------------------------------------
+# libconfig writer
+# --------------------------------------------------------------------------
+
+def cfg_value(v, indent=""):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, dict):
+        inner = indent + "  "
+        body = "".join("%s%s = %s;\n" % (inner, k, cfg_value(x, inner)) for k, x in v.items())
+        return "{\n" + body + indent + "}"
+    if isinstance(v, list):
+        if v and isinstance(v[0], dict):
+            inner = indent + "  "
+            return "(\n" + ",\n".join(inner + cfg_value(x, inner) for x in v) + "\n" + indent + ")"
+        return "[ " + ", ".join(cfg_value(x, indent) for x in v) + " ]"
+    raise TypeError("cannot write %r as libconfig" % (v,))
+
+
+def config_text(routes, port=0, path="/", limits=None, tls_ca=None, unrouted=None,
+                match_keys=None, **extra):
+    cfg = {"listen": {"address": "127.0.0.1", "port": port, "path": path}}
+    cfg.update(extra)
+    if limits:
+        cfg["limits"] = limits
+    if tls_ca:
+        cfg["tls"] = {"ca_file": tls_ca}
+    if unrouted:
+        cfg["unrouted"] = unrouted
+    if match_keys:
+        cfg["match_keys"] = match_keys
+    cfg["routes"] = routes
+    return "".join("%s = %s;\n" % (k, cfg_value(v)) for k, v in cfg.items())
+
+
+def route(name, mode="dry-run", **kw):
+    r = {"name": name, "mapping": MAPPING, "mode": mode}
+    r.update(kw)
+    return r
+
+
+# --------------------------------------------------------------------------
+# The bridge under test
+# --------------------------------------------------------------------------
+
+def _reader(stream, sink, ev=None):
+    for line in iter(stream.readline, b""):
+        sink.append(line.decode("utf-8", "replace"))
+        if ev is not None:
+            ev.set()
+    stream.close()
+
+
+class Bridge:
+    """`webhook-bridge serve` on an ephemeral port with a generated config."""
+
+    def __init__(self, tmp, config, name="bridge.conf"):
+        self.tmp = tmp
+        self.config_path = tmp.file(name, config)
+        self.config = config
+        self.proc = None
+        self.port = None
+        self.out_lines = []
+        self.err_lines = []
+        self.rc = None
+        self.terminated = False
+
+    @property
+    def base(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def url(self, path="/"):
+        return self.base + path
+
+    def start(self, timeout=10.0):
+        self.proc = subprocess.Popen([BRIDGE_BIN, "serve", "--config", self.config_path],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        ev = threading.Event()
+        self._threads = [
+            threading.Thread(target=_reader, args=(self.proc.stdout, self.out_lines), daemon=True),
+            threading.Thread(target=_reader, args=(self.proc.stderr, self.err_lines, ev),
+                             daemon=True),
+        ]
+        for th in self._threads:
+            th.start()
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while self.port is None:
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TestFailure("no 'listening' log line within %.0fs; stderr:\n%s"
+                                  % (timeout, self.stderr))
+            if self.proc.poll() is not None and seen >= len(self.err_lines):
+                time.sleep(0.1)
+                if seen >= len(self.err_lines):
+                    raise TestFailure("bridge exited with %s before listening; stderr:\n%s"
+                                      % (self.proc.returncode, self.stderr))
+            ev.wait(0.05)
+            ev.clear()
+            while seen < len(self.err_lines):
+                line = self.err_lines[seen]
+                seen += 1
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and rec.get("event") == "listening":
+                    self.port = int(rec["port"])
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request("GET", "/healthz")
+                r = c.getresponse()
+                r.read()
+                c.close()
+                if r.status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TestFailure("/healthz not 200 within %.0fs; stderr:\n%s"
+                                  % (timeout, self.stderr))
+            time.sleep(0.05)
+        return self
+
+    def stop(self, timeout=10.0):
+        """SIGTERM; returns the exit code (None if it had to be killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            if not self.terminated:
+                self.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self.rc = None
+                return None
+        for th in self._threads:
+            th.join(5)
+        self.rc = self.proc.returncode
+        return self.rc
+
+    def terminate(self):
+        """Send SIGTERM once (a second one would cut the drain short)."""
+        self.terminated = True
+        self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    @property
+    def stderr(self):
+        return "".join(self.err_lines)
+
+    @property
+    def stdout(self):
+        return "".join(self.out_lines)
+
+    def log_records(self):
+        recs = []
+        for line in list(self.err_lines):
+            try:
+                recs.append(json.loads(line))
+            except ValueError:
+                pass
+        return recs
+
+    def dry_run_lines(self):
+        return [l for l in list(self.out_lines) if l.strip()]
+
+
+def stop_and_check(t, bridge, name="bridge"):
+    """Stop with SIGTERM: exit code 0, no sanitizer report, stderr all JSON lines."""
+    rc = bridge.stop()
+    t.is_(rc, 0, "%s exits 0 on SIGTERM" % name, "stderr tail:\n" + bridge.stderr[-3000:])
+    rep = sanitizer_report(bridge.stderr)
+    t.ok(not rep, "%s: no sanitizer report" % name, rep or None)
+    bad = []
+    for line in bridge.err_lines:
+        if any(m in line for m in SANITIZER_MARKERS):
+            continue
+        try:
+            rec = json.loads(line)
+            if not (isinstance(rec, dict) and "time" in rec and "level" in rec and "event" in rec):
+                bad.append(line)
+        except ValueError:
+            bad.append(line)
+    t.ok(not bad, "%s: every stderr line is a JSON log record with time/level/event" % name,
+         "".join(bad[:10]))
+
+
+# --------------------------------------------------------------------------
+# curl client
+# --------------------------------------------------------------------------
+
+class Response:
+    def __init__(self, status, headers, body, elapsed, curl_rc=0, curl_err=""):
+        self.status = status
+        self.headers = headers      # list of (name, value) in order
+        self.body = body
+        self.elapsed = elapsed
+        self.curl_rc = curl_rc
+        self.curl_err = curl_err
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return "HTTP %s in %.3fs\n%s\n%s%s" % (
+            self.status, self.elapsed,
+            "\n".join("%s: %s" % h for h in self.headers),
+            _short(self.body.decode("utf-8", "replace"), 1500),
+            ("\ncurl exit %d: %s" % (self.curl_rc, self.curl_err)) if self.curl_rc else "")
+
+
+def curl(url, body=None, content_type="application/json", method=None, headers=(),
+         max_time=15, expect=False):
+    """One request with the real curl; returns a Response (status 0 if curl failed)."""
+    d = tempfile.mkdtemp(prefix="curl-")
+    try:
+        args = ["curl", "-sS", "--max-time", str(max_time), "-o", os.path.join(d, "body"),
+                "-D", os.path.join(d, "head"), "-w", "%{http_code}"]
+        if not expect:
+            args += ["-H", "Expect:"]
+        if body is not None:
+            bp = os.path.join(d, "req")
+            with open(bp, "wb") as f:
+                f.write(body)
+            args += ["--data-binary", "@" + bp]
+            if content_type is not None:
+                args += ["-H", "Content-Type: " + content_type]
+            else:
+                args += ["-H", "Content-Type:"]
+        for h in headers:
+            args += ["-H", h]
+        if method:
+            if method == "HEAD":
+                args += ["-I"]
+            else:
+                args += ["-X", method]
+        args.append(url)
+        t0 = time.monotonic()
+        p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=max_time + 10)
+        elapsed = time.monotonic() - t0
+        try:
+            status = int(p.stdout.decode().strip() or 0)
+        except ValueError:
+            status = 0
+        hdrs = []
+        try:
+            with open(os.path.join(d, "head"), "rb") as f:
+                block = f.read().decode("latin-1")
+            # the last header block (after any 100 Continue)
+            blocks = [b for b in re.split(r"\r?\n\r?\n", block) if b.strip()]
+            if blocks:
+                for line in blocks[-1].splitlines()[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        hdrs.append((k.strip(), v.strip()))
+        except OSError:
+            pass
+        try:
+            with open(os.path.join(d, "body"), "rb") as f:
+                rbody = f.read()
+        except OSError:
+            rbody = b""
+        return Response(status, hdrs, rbody, elapsed, p.returncode,
+                        p.stderr.decode("utf-8", "replace").strip())
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def raw_request(port, data, timeout=10):
+    """Send raw bytes to 127.0.0.1:port; returns a Response (status 0 when the
+    connection closed without an answer)."""
+    t0 = time.monotonic()
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        try:
+            s.sendall(data)
+        except OSError:
+            pass
+        resp = http.client.HTTPResponse(s)
+        try:
+            resp.begin()
+            body = resp.read()
+        except (http.client.HTTPException, OSError) as e:
+            return Response(0, [], b"", time.monotonic() - t0, 1, repr(e))
+        return Response(resp.status, list(resp.getheaders()), body, time.monotonic() - t0)
+    finally:
+        s.close()
+
+
+def check_json_response(t, r, status, name, error=None):
+    """Status, Content-Type application/json and a JSON object body (and the
+    error code when given). Returns the parsed body or None."""
+    t.is_(r.status, status, "%s: HTTP %d" % (name, status), repr(r))
+    ct = r.header("Content-Type") or ""
+    t.ok(ct.split(";")[0].strip().lower() == "application/json",
+         "%s: Content-Type application/json" % name, "Content-Type: %r" % ct)
+    try:
+        doc = r.json()
+    except Exception as e:  # noqa: BLE001
+        t.ok(False, "%s: body is JSON" % name, "%s\n%r" % (e, r))
+        return None
+    t.ok(isinstance(doc, dict), "%s: body is a JSON object" % name, repr(r))
+    if error is not None and isinstance(doc, dict):
+        t.is_(doc.get("error"), error, "%s: error code %s" % (name, error), repr(r))
+        t.ok(isinstance(doc.get("message"), str) and doc.get("message"),
+             "%s: error has a human message" % name, repr(r))
+    return doc if isinstance(doc, dict) else None
+
+
+# --------------------------------------------------------------------------
+# Loopback HTTP(S) sink
+# --------------------------------------------------------------------------
+
+class Reply:
+    """What the sink answers to one request. status None = never answer
+    (the connection is held open until the sink stops)."""
+
+    def __init__(self, status=200, body=b'{"ok":true}', delay=0.0,
+                 content_type="application/json"):
+        self.status = status
+        self.body = body if isinstance(body, bytes) else body.encode()
+        self.delay = delay
+        self.content_type = content_type
+
+
+NEVER = None
+
+
+class Recorded:
+    def __init__(self, method, path, headers, body, client, tls_version=None, sni=None):
+        self.method = method
+        self.path = path
+        self.headers = headers    # list of (name, value) as received, in order
+        self.body = body
+        self.client = client      # (address, port)
+        self.tls_version = tls_version
+        self.sni = sni
+        self.time = time.monotonic()
+
+    def header(self, name):
+        vals = self.all(name)
+        return vals[0] if vals else None
+
+    def all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def __repr__(self):
+        return "%s %s from %s\n%s\n\n%s" % (
+            self.method, self.path, self.client,
+            "\n".join("%s: %s" % h for h in self.headers),
+            _short(self.body.decode("utf-8", "replace"), 1000))
+
+
+class _SinkHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "sink/1"
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+    def setup(self):
+        sink = self.server.sink
+        conn = self.request
+        # One response = header write + body write: without NODELAY, Nagle and
+        # the peer's delayed ACK add ~40 ms to every exchange.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(conn, ssl.SSLSocket):
+            conn.settimeout(10)
+            try:
+                conn.do_handshake()
+            except (ssl.SSLError, OSError) as e:
+                with sink.lock:
+                    sink.tls_errors.append(repr(e))
+                raise
+            conn.settimeout(None)
+        with sink.lock:
+            sink.connections.append(conn)
+            sink.client_ports.append(self.client_address[1])
+        super().setup()
+
+    def handle(self):
+        try:
+            super().handle()
+        except (OSError, ssl.SSLError):
+            pass
+
+    def _serve(self):
+        sink = self.server.sink
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if te:
+            body = self._read_chunked() if "chunked" in te else b""
+        else:
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
+        tls_version = sni = None
+        if isinstance(self.request, ssl.SSLSocket):
+            tls_version = self.request.version()
+            sni = getattr(self.request, "sni_name", None)
+        rec = Recorded(self.command, self.path, list(self.headers.items()), body,
+                       self.client_address, tls_version, sni)
+        with sink.lock:
+            sink.requests.append(rec)
+            reply = sink.script.pop(0) if sink.script else sink.default
+            sink.inflight += 1
+            sink.max_inflight = max(sink.max_inflight, sink.inflight)
+        sink.arrived.set()
+        try:
+            if reply.status is NEVER:
+                sink.stopping.wait(120)
+                self.close_connection = True
+                return
+            if reply.delay:
+                time.sleep(reply.delay)
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(reply.body)
+            self.wfile.flush()
+        finally:
+            with sink.lock:
+                sink.inflight -= 1
+
+    def _read_chunked(self):
+        out = b""
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline().strip():
+                    pass
+                return out
+            out += self.rfile.read(size)
+            self.rfile.readline()
+
+    do_POST = do_GET = do_PUT = do_HEAD = do_DELETE = do_PATCH = _serve
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr, sink, family=socket.AF_INET):
+        self.address_family = family
+        self.sink = sink
+        super().__init__(addr, _SinkHandler)
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.sink.ssl_context is not None:
+            sock = self.sink.ssl_context.wrap_socket(sock, server_side=True,
+                                                     do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request, client_address):
+        pass
+
+
+class Sink:
+    """Records every request; answers from `script` (a list of Reply, consumed
+    in order) then `default`.  With certfile/keyfile it speaks TLS."""
+
+    def __init__(self, certfile=None, keyfile=None, also_ipv6=False):
+        self.lock = threading.Lock()
+        self.requests = []
+        self.connections = []
+        self.client_ports = []
+        self.tls_errors = []
+        self.inflight = 0
+        self.max_inflight = 0   # most requests held at once (before answering)
+        self.script = []
+        self.default = Reply(200)
+        self.arrived = threading.Event()
+        self.stopping = threading.Event()
+        self.ssl_context = None
+        if certfile:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(certfile, keyfile)
+
+            def sni_cb(sslobj, name, _ctx):
+                sslobj.sni_name = name  # recorded per connection
+            ctx.sni_callback = sni_cb
+            self.ssl_context = ctx
+        self.servers = [_Server(("127.0.0.1", 0), self)]
+        self.port = self.servers[0].server_address[1]
+        if also_ipv6:
+            try:
+                self.servers.append(_Server(("::1", self.port), self, socket.AF_INET6))
+            except OSError:
+                pass
+        for s in self.servers:
+            threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05},
+                             daemon=True).start()
+
+    def url(self, path="/hook", host="127.0.0.1"):
+        scheme = "https" if self.ssl_context else "http"
+        return "%s://%s:%d%s" % (scheme, host, self.port, path)
+
+    def reply(self, *replies):
+        with self.lock:
+            self.script.extend(replies)
+
+    def reset(self):
+        with self.lock:
+            self.requests.clear()
+            self.client_ports.clear()
+            self.tls_errors.clear()
+            self.max_inflight = self.inflight
+            self.script.clear()
+            self.default = Reply(200)
+            self.arrived.clear()
+
+    def wait_requests(self, n, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.requests) >= n:
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self):
+        self.stopping.set()
+        for s in self.servers:
+            s.shutdown()
+            s.server_close()
+        with self.lock:
+            conns = list(self.connections)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def wait_for(cond, timeout=5.0, step=0.02):
+    """Poll cond() until true or timeout; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
+def refused_port():
+    """A loopback port nobody listens on (bound, then closed)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# --------------------------------------------------------------------------
+# Certificates (openssl CLI)
+# --------------------------------------------------------------------------
+
+_OPENSSL_CNF = """\
+[ req ]
+distinguished_name = dn
+prompt = no
+[ dn ]
+CN = placeholder
+[ v3_ca ]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+"""
+
+
+class Pki:
+    """A test CA, a server cert for 127.0.0.1/localhost signed by it, one for the
+    wrong name (DNS:wrong.example), a self-signed one for 127.0.0.1/localhost,
+    and an unrelated second CA."""
+
+    def __init__(self, tmp):
+        self.dir = tmp.join("pki")
+        os.makedirs(self.dir, exist_ok=True)
+        self.cnf = os.path.join(self.dir, "openssl.cnf")
+        with open(self.cnf, "w") as f:
+            f.write(_OPENSSL_CNF)
+        self.ca_cert, self.ca_key = self._ca("ca", "bridgetest CA")
+        self.other_ca_cert, _ = self._ca("other-ca", "bridgetest other CA")
+        self.good_cert, self.good_key = self._leaf("good", "127.0.0.1",
+                                                   "IP:127.0.0.1,IP:::1,DNS:localhost")
+        self.wrong_cert, self.wrong_key = self._leaf("wrong", "wrong.example",
+                                                     "DNS:wrong.example")
+        self.self_cert, self.self_key = self._self_signed("self", "127.0.0.1",
+                                                          "IP:127.0.0.1,IP:::1,DNS:localhost")
+
+    def _run(self, *args):
+        p = subprocess.run(["openssl"] + list(args), cwd=self.dir, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        if p.returncode != 0:
+            raise RuntimeError("openssl %s failed: %s" % (" ".join(args),
+                                                          p.stderr.decode(errors="replace")))
+
+    def _p(self, name):
+        return os.path.join(self.dir, name)
+
+    def _key(self, name):
+        self._run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                  "-out", self._p(name + ".key"))
+        return self._p(name + ".key")
+
+    def _ca(self, name, cn):
+        key = self._key(name)
+        self._run("req", "-config", self.cnf, "-new", "-x509", "-key", key, "-days", "2",
+                  "-subj", "/CN=" + cn, "-extensions", "v3_ca", "-out", self._p(name + ".pem"))
+        return self._p(name + ".pem"), key
+
+    def _ext(self, name, san):
+        p = self._p(name + ".ext")
+        with open(p, "w") as f:
+            f.write("basicConstraints = CA:FALSE\n"
+                    "keyUsage = critical, digitalSignature\n"
+                    "extendedKeyUsage = serverAuth\n"
+                    "subjectAltName = %s\n" % san)
+        return p
+
+    def _leaf(self, name, cn, san):
+        key = self._key(name)
+        csr = self._p(name + ".csr")
+        self._run("req", "-config", self.cnf, "-new", "-key", key, "-subj", "/CN=" + cn,
+                  "-out", csr)
+        self._run("x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key,
+                  "-CAcreateserial", "-days", "2", "-extfile", self._ext(name, san),
+                  "-out", self._p(name + ".pem"))
+        return self._p(name + ".pem"), key
+
+    def _self_signed(self, name, cn, san):
+        key = self._key(name)
+        csr = self._p(name + ".csr")
+        self._run("req", "-config", self.cnf, "-new", "-key", key, "-subj", "/CN=" + cn,
+                  "-out", csr)
+        self._run("x509", "-req", "-in", csr, "-signkey", key, "-days", "2",
+                  "-extfile", self._ext(name, san), "-out", self._p(name + ".pem"))
+        return self._p(name + ".pem"), key
