@@ -491,8 +491,11 @@ static void raw_read_cb(struct bufferevent *bev, void *arg)
 		if (end.pos < 0)
 			return;
 		hlen = (size_t)end.pos + 4;
-		head = (char *)evbuffer_pullup(in, (ev_ssize_t)hlen);
-		head = strndup(head, hlen);
+		head = malloc(hlen + 1); /* the pulled-up bytes are not NUL-terminated */
+		if (!head)
+			return;
+		evbuffer_copyout(in, head, hlen);
+		head[hlen] = '\0';
 		cl = strcasestr(head, "\r\nContent-Length:");
 		if (cl)
 			clen = strtoul(cl + 17, NULL, 10);
