@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "bridge/cli.h"
 #include "bridge/config.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
@@ -526,6 +527,17 @@ static int cmd_check(int argc, char **argv)
 	return rc < 0 ? 1 : 0;
 }
 
+/* One line per command; commands living in other files are declared in
+ * include/bridge/cli.h. */
+static const struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+} commands[] = {
+	{ "serve", cmd_serve },
+	{ "map", cmd_map },
+	{ "check", cmd_check },
+};
+
 int main(int argc, char **argv)
 {
 	const char *cmd;
@@ -543,11 +555,8 @@ int main(int argc, char **argv)
 		printf("webhook-bridge %s\n", BRIDGE_VERSION);
 		return 0;
 	}
-	if (strcmp(cmd, "serve") == 0)
-		return cmd_serve(argc - 1, argv + 1);
-	if (strcmp(cmd, "map") == 0)
-		return cmd_map(argc - 1, argv + 1);
-	if (strcmp(cmd, "check") == 0)
-		return cmd_check(argc - 1, argv + 1);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(cmd, commands[i].name) == 0)
+			return commands[i].run(argc - 1, argv + 1);
 	return usage_error(NULL, "unknown command '%s'", cmd);
 }
