@@ -46,6 +46,7 @@ struct server {
 	int port;
 	int draining;
 	struct event *drain_timer;
+	struct event *gauge_timer;       /* refreshes this worker's pool gauges */
 	void (*drain_done)(void *);
 	void *drain_arg;
 };
@@ -319,6 +320,8 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 
 	x->up = NULL;
 	metrics_upstream_latency(x->srv->opt.metrics, x->route_index, r->elapsed_ms);
+	metrics_pool_connections(x->srv->opt.metrics, x->route_index, x->srv->opt.worker,
+				 (long)upstream_pool_connections(x->srv->pools[x->route_index]));
 	if (r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300) {
 		b = evbuffer_new();
 		evbuffer_add_printf(b, "{\"status\":\"delivered\"");
@@ -684,6 +687,16 @@ static int bind_listener(struct server *s, struct bridge_error *err)
 	return 0;
 }
 
+static void gauge_refresh(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+
+	for (size_t i = 0; i < s->cfg->n_routes; i++)
+		if (s->pools[i])
+			metrics_pool_connections(s->opt.metrics, (long)i, s->opt.worker,
+						 (long)upstream_pool_connections(s->pools[i]));
+}
+
 int server_new(struct event_base *base, const struct bridge_config *cfg,
 	       const struct server_options *opt, struct server **ret, struct bridge_error *err)
 {
@@ -757,6 +770,13 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 		server_free(s);
 		return -1;
 	}
+	if (s->opt.metrics) {
+		struct timeval second = { 1, 0 };
+
+		s->gauge_timer = event_new(base, -1, EV_PERSIST, gauge_refresh, s);
+		if (s->gauge_timer)
+			event_add(s->gauge_timer, &second);
+	}
 	*ret = s;
 	return 0;
 }
@@ -813,6 +833,8 @@ void server_drain(struct server *s, int deadline_ms, void (*done)(void *arg), vo
 	struct timeval tv = { deadline_ms / 1000, (deadline_ms % 1000) * 1000 };
 
 	s->draining = 1;
+	if (s->gauge_timer)
+		event_del(s->gauge_timer);
 	s->drain_done = done;
 	s->drain_arg = arg;
 	if (s->bound) {
@@ -835,6 +857,8 @@ void server_free(struct server *s)
 	cancel_pending(s);
 	if (s->drain_timer)
 		event_free(s->drain_timer);
+	if (s->gauge_timer)
+		event_free(s->gauge_timer);
 	if (s->http)
 		evhttp_free(s->http); /* frees bound listeners and live connections */
 	else if (s->listener)

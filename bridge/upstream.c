@@ -157,6 +157,11 @@ struct upstream_pool {
 
 static void pool_dispatch_cb(evutil_socket_t fd, short what, void *arg);
 static void request_send(struct upstream_request *r);
+
+size_t upstream_pool_connections(const struct upstream_pool *p)
+{
+	return p ? p->n_live : 0;
+}
 static void conn_connect(struct upstream_conn *c);
 
 /* ------------------------------------------------------------------ */

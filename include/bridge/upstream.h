@@ -60,6 +60,9 @@ struct upstream_pool *upstream_pool_new(struct event_base *base, struct evdns_ba
  * synchronously) and frees every connection. Accepts NULL. */
 void upstream_pool_free(struct upstream_pool *p);
 
+/* Connections currently open (idle + busy) in the pool, for /metrics. */
+size_t upstream_pool_connections(const struct upstream_pool *p);
+
 enum upstream_outcome {
 	UPSTREAM_RESPONSE,        /* an HTTP response arrived: see status */
 	UPSTREAM_TIMEOUT,         /* no complete response within timeout_ms */
