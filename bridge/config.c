@@ -14,7 +14,8 @@ static const char *const top_keys[] = { "listen", "limits", "tls", "unrouted", "
 					"upstream", "log_level", "workers", "routes", NULL };
 static const char *const listen_keys[] = { "address", "port", "path", NULL };
 static const char *const limits_keys[] = { "max_body", "max_header_bytes", "max_json_depth",
-					   "max_keys", "request_timeout_ms", NULL };
+					   "max_keys", "request_timeout_ms", "request_deadline_ms",
+					   NULL };
 static const char *const tls_keys[] = { "ca_file", NULL };
 static const char *const match_key_keys[] = { "website_id", "campaign_id", NULL };
 static const char *const upstream_keys[] = { "max_connections", "max_response_body",
@@ -325,6 +326,7 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 	c->max_json_depth = 8;
 	c->max_keys = 1000;
 	c->request_timeout_ms = 30000;
+	c->request_deadline_ms = 10000;
 	upstream_limits_default(&c->upstream);
 
 	if (cfg_read(&cfg, path, d) < 0) {
@@ -364,6 +366,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		load_size(g, "max_keys", 1, 100000, &c->max_keys, path, d);
 		if (cfg_get_int(g, "request_timeout_ms", 100, 3600000, &n, path, d) == 1)
 			c->request_timeout_ms = (int)n;
+		if (cfg_get_int(g, "request_deadline_ms", 100, 3600000, &n, path, d) == 1)
+			c->request_deadline_ms = (int)n;
 	}
 
 	g = cfg_get_group(root, "upstream", path, d);

@@ -18,6 +18,7 @@
 
 #include "bridge/cli.h"
 #include "bridge/config.h"
+#include "bridge/guard.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
 #include "bridge/metrics.h"
@@ -124,6 +125,7 @@ static void *worker_run(void *arg)
 {
 	struct worker *w = arg;
 
+	server_thread_init(w->server);
 	event_base_dispatch(w->base);
 	return NULL;
 }
@@ -239,6 +241,7 @@ static int cmd_serve(int argc, char **argv)
 	if (!level_given && cfg->log_level >= 0)
 		log_set_level((enum log_level)cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	guard_raise_fd_limit(); /* idle keep-alive clients each hold a descriptor */
 	evthread_use_pthreads(); /* main thread activates the workers' stop events */
 
 	st.n_workers = workers_arg > 0 ? workers_arg : cfg->workers > 0 ? cfg->workers

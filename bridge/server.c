@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 
 #include "bridge/convert.h"
+#include "bridge/guard.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
 #include "bridge/metrics.h"
@@ -38,6 +39,7 @@ struct server {
 	struct evconnlistener *listener;
 	struct evhttp_bound_socket *bound;
 	struct evdns_base *dns;
+	struct guard *guard;             /* deadlines, accept pauses, JSON error pages */
 	struct upstream_tls **tls;       /* one per cfg->tls_files */
 	struct upstream_pool **pools;    /* one per route, NULL for dry-run routes */
 	struct exchange *pending;        /* posts waiting for their endpoint */
@@ -115,10 +117,13 @@ static const char *status_phrase(int status)
 
 /* Close the JSON object in body and send it. The reason phrase is always
  * one of ours, never client data (pitfall A11). */
+static __thread struct guard *thread_guard_of_server; /* set per worker thread */
+
 static void send_json(struct evhttp_request *req, int status, struct evbuffer *body)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 
+	guard_request_end(thread_guard_of_server, req);
 	evhttp_add_header(h, "Content-Type", "application/json");
 	evhttp_add_header(h, "Cache-Control", "no-store");
 	evbuffer_add(body, "}\n", 2);
@@ -607,6 +612,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
 
 	if (!path || !*path)
 		path = "/";
+	guard_request_begin(s->guard, req);
 	if (s->draining) {
 		evhttp_add_header(out, "Connection", "close");
 		send_error(req, 503, "shutting_down", "the bridge is shutting down; retry later");
@@ -626,6 +632,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
 			if (s->opt.metrics)
 				metrics_render(s->opt.metrics, b);
 			evhttp_add_header(out, "Content-Type", "text/plain; version=0.0.4");
+			guard_request_end(s->guard, req);
 			evhttp_send_reply(req, 200, "OK", b);
 			evbuffer_free(b);
 			return;
@@ -770,6 +777,11 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 		server_free(s);
 		return -1;
 	}
+	s->guard = guard_new(base, s->http, s->listener, cfg->request_deadline_ms);
+	if (!s->guard) {
+		server_free(s);
+		return bridge_error_set(err, "out of memory");
+	}
 	if (s->opt.metrics) {
 		struct timeval second = { 1, 0 };
 
@@ -779,6 +791,12 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 	}
 	*ret = s;
 	return 0;
+}
+
+void server_thread_init(struct server *s)
+{
+	guard_bind_thread(s->guard);
+	thread_guard_of_server = s->guard;
 }
 
 int server_port(const struct server *s)
@@ -871,5 +889,6 @@ void server_free(struct server *s)
 	free(s->tls);
 	if (s->dns)
 		evdns_base_free(s->dns, 0);
+	guard_free(s->guard);
 	free(s);
 }

@@ -57,6 +57,7 @@ struct bridge_config {
 	size_t max_json_depth;    /* default 8 */
 	size_t max_keys;          /* default 1000 */
 	int request_timeout_ms;   /* inbound idle timeout, default 30000 */
+	int request_deadline_ms;  /* first byte to whole request, default 10000 */
 	char *ca_file;            /* tls.ca_file; NULL = system default trust */
 	int unrouted_accept;      /* unrouted = "accept" */
 	char *website_key;        /* match_keys.website_id, default "website_id" */

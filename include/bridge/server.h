@@ -26,6 +26,9 @@ struct server_options {
 int server_new(struct event_base *base, const struct bridge_config *cfg,
 	       const struct server_options *opt, struct server **ret, struct bridge_error *err);
 
+/* Call on the thread that will run the server's event_base, before dispatch. */
+void server_thread_init(struct server *s);
+
 /* The port actually bound (useful when the config says port 0). */
 int server_port(const struct server *s);
 

@@ -1,0 +1,350 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+
+#include "bridge/guard.h"
+#include "bridge/log.h"
+
+#define FD_TABLE_MAX (1 << 20) /* hard ceiling on the per-worker table */
+
+struct slot {
+	struct bufferevent *bev; /* identity while the socket is ours */
+	ino_t ino;               /* the socket's inode: an fd number is reused, an inode is not */
+	long long request_start; /* ms, 0 when no request is being read */
+	int in_handler;          /* the handler has the request */
+	int used;
+};
+
+struct guard {
+	struct event_base *base;
+	struct evhttp *http;
+	struct evconnlistener *listener;
+	int deadline_ms;
+	struct slot *slots;
+	size_t n_slots;
+	unsigned long live, kills, pauses;
+	struct event *sweep, *resume;
+};
+
+/* evbuffer callbacks carry one pointer; the bufferevent is that pointer and
+ * the worker's guard comes from here (one guard per worker thread). */
+static __thread struct guard *thread_guard;
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static ino_t socket_ino(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) ? st.st_ino : 0;
+}
+
+static struct slot *slot_for(struct guard *g, int fd, int create)
+{
+	if (fd < 0 || fd >= FD_TABLE_MAX)
+		return NULL;
+	if ((size_t)fd >= g->n_slots) {
+		size_t n = g->n_slots ? g->n_slots : 256;
+		struct slot *t;
+
+		if (!create)
+			return NULL;
+		while (n <= (size_t)fd)
+			n *= 2;
+		t = realloc(g->slots, n * sizeof(*t));
+		if (!t)
+			return NULL;
+		memset(t + g->n_slots, 0, (n - g->n_slots) * sizeof(*t));
+		g->slots = t;
+		g->n_slots = n;
+	}
+	return &g->slots[fd];
+}
+
+static void slot_release(struct guard *g, struct slot *s)
+{
+	if (s->used)
+		g->live--;
+	memset(s, 0, sizeof(*s));
+}
+
+/* ---- libevent's own error pages, rewritten as JSON ----------------------- */
+
+static const char *error_code(int status)
+{
+	switch (status) {
+	case 400: return "bad_request";
+	case 408: return "request_timeout";
+	case 413: return "body_too_large";
+	case 431: return "headers_too_large";
+	case 501: return "not_implemented";
+	case 503: return "unavailable";
+	default: return "http_error";
+	}
+}
+
+/* evhttp_send_error() writes "HTTP/1.x NNN reason" + headers + an HTML page
+ * in two appends; once the page is complete, replace the whole response. */
+static void output_cb(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
+{
+	static const char tail[] = "</BODY></HTML>\n";
+	size_t len = evbuffer_get_length(out), tl = sizeof(tail) - 1;
+	char end[sizeof(tail)], head[64], body[256], hdr[256];
+	struct evbuffer_ptr p;
+	int status = 0, n, bn;
+
+	if (info->n_added == 0 || len < tl || len > 4096)
+		return;
+	p = evbuffer_search(out, "HTTP/1.", 7, NULL);
+	if (p.pos != 0)
+		return; /* only a response that is alone in the buffer */
+	if (evbuffer_ptr_set(out, &p, len - tl, EVBUFFER_PTR_SET) < 0 ||
+	    evbuffer_copyout_from(out, &p, end, tl) != (ev_ssize_t)tl ||
+	    memcmp(end, tail, tl) != 0)
+		return;
+	n = (int)evbuffer_copyout(out, head, sizeof(head) - 1);
+	head[n < 0 ? 0 : n] = '\0';
+	if (sscanf(head, "HTTP/1.%*d %d", &status) != 1 || status < 400)
+		return;
+	bn = snprintf(body, sizeof(body),
+		      "{\"error\":\"%s\",\"message\":\"the request was refused before it could be "
+		      "read (HTTP %d)\"}\n",
+		      error_code(status), status);
+	n = snprintf(hdr, sizeof(hdr),
+		     "HTTP/1.1 %d Error\r\nContent-Type: application/json\r\nConnection: close\r\n"
+		     "Content-Length: %d\r\n\r\n",
+		     status, bn);
+	/* our own append must not re-enter this callback */
+	evbuffer_remove_cb(out, output_cb, arg);
+	evbuffer_drain(out, len);
+	evbuffer_add(out, hdr, (size_t)n);
+	evbuffer_add(out, body, (size_t)bn);
+}
+
+/* ---- per-connection deadline --------------------------------------------- */
+
+static void input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct bufferevent *bev = arg;
+	struct guard *g = thread_guard;
+	struct slot *s;
+	int fd;
+
+	if (!g || info->n_added == 0)
+		return;
+	fd = (int)bufferevent_getfd(bev);
+	s = slot_for(g, fd, 1);
+	if (!s)
+		return;
+	if (!s->used || s->bev != bev) {
+		if (s->used)
+			slot_release(g, s); /* the fd's previous socket is gone */
+		s->used = 1;
+		s->bev = bev;
+		s->ino = socket_ino(fd);
+		g->live++;
+	}
+	if (!s->in_handler && s->request_start == 0)
+		s->request_start = now_ms();
+}
+
+static struct bufferevent *make_bev(struct event_base *base, void *arg)
+{
+	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+
+	if (!bev)
+		return NULL;
+	evbuffer_add_cb(bufferevent_get_input(bev), input_cb, bev);
+	evbuffer_add_cb(bufferevent_get_output(bev), output_cb, bev);
+	return bev;
+}
+
+/* A request still being read past its deadline: answer 408 ourselves (evhttp
+ * has written nothing on this connection yet) and shut the socket, which
+ * makes evhttp see the end and free the connection itself. */
+static void kill_slow(struct guard *g, int fd, struct slot *s)
+{
+	static const char body[] =
+		"{\"error\":\"request_timeout\",\"message\":\"the request did not arrive within the deadline\"}\n";
+	char resp[512];
+	struct log_line l;
+	ssize_t w;
+	int n;
+
+	n = snprintf(resp, sizeof(resp),
+		     "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+		     "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+		     sizeof(body) - 1, body);
+	w = send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+	shutdown(fd, SHUT_RDWR);
+	g->kills++;
+	log_begin(&l, LOG_WARN, "request_deadline");
+	log_int(&l, "deadline_ms", g->deadline_ms);
+	log_end(&l);
+	s->request_start = 0;
+}
+
+static void sweep_cb(evutil_socket_t unused, short what, void *arg)
+{
+	struct guard *g = arg;
+	long long now = now_ms();
+
+	for (size_t fd = 0; fd < g->n_slots; fd++) {
+		struct slot *s = &g->slots[fd];
+
+		if (!s->used)
+			continue;
+		if (socket_ino((int)fd) != s->ino) { /* closed (and maybe reused) */
+			slot_release(g, s);
+			continue;
+		}
+		if (s->request_start && !s->in_handler && now - s->request_start > g->deadline_ms)
+			kill_slow(g, (int)fd, s);
+	}
+}
+
+static struct slot *slot_of_request(struct guard *g, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	struct slot *s = bev ? slot_for(g, (int)bufferevent_getfd(bev), 0) : NULL;
+
+	return s && s->used && s->bev == bev ? s : NULL;
+}
+
+void guard_request_begin(struct guard *g, struct evhttp_request *req)
+{
+	struct slot *s = g ? slot_of_request(g, req) : NULL;
+
+	if (s) {
+		s->in_handler = 1;
+		s->request_start = 0;
+	}
+}
+
+void guard_request_end(struct guard *g, struct evhttp_request *req)
+{
+	struct slot *s = g ? slot_of_request(g, req) : NULL;
+
+	if (s)
+		s->in_handler = 0;
+}
+
+/* ---- accept errors -------------------------------------------------------- */
+
+static void resume_cb(evutil_socket_t unused, short what, void *arg)
+{
+	struct guard *g = arg;
+
+	evconnlistener_enable(g->listener);
+}
+
+static void accept_error_cb(struct evconnlistener *lst, void *arg)
+{
+	struct guard *g = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval pause = { 0, 250 * 1000 };
+	struct log_line l;
+
+	/* out of descriptors: the pending connection stays in the backlog;
+	 * retrying at once would spin the loop (pitfall A4) */
+	evconnlistener_disable(lst);
+	event_add(g->resume, &pause);
+	g->pauses++;
+	log_begin(&l, LOG_ERROR, "accept_paused");
+	log_str(&l, "reason", evutil_socket_error_to_string(err));
+	log_int(&l, "pause_ms", 250);
+	log_end(&l);
+}
+
+long guard_raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return -1;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	return (long)rl.rlim_cur;
+}
+
+struct guard *guard_new(struct event_base *base, struct evhttp *http,
+			struct evconnlistener *listener, int request_deadline_ms)
+{
+	struct guard *g = calloc(1, sizeof(*g));
+	struct timeval second = { 1, 0 };
+
+	if (!g)
+		return NULL;
+	g->base = base;
+	g->http = http;
+	g->listener = listener;
+	g->deadline_ms = request_deadline_ms;
+	g->sweep = event_new(base, -1, EV_PERSIST, sweep_cb, g);
+	g->resume = evtimer_new(base, resume_cb, g);
+	if (!g->sweep || !g->resume) {
+		guard_free(g);
+		return NULL;
+	}
+	event_add(g->sweep, &second);
+	evhttp_set_bevcb(http, make_bev, g);
+	if (listener)
+		evconnlistener_set_error_cb(listener, accept_error_cb);
+	return g;
+}
+
+void guard_bind_thread(struct guard *g)
+{
+	thread_guard = g;
+}
+
+void guard_free(struct guard *g)
+{
+	if (!g)
+		return;
+	if (g->sweep)
+		event_free(g->sweep);
+	if (g->resume)
+		event_free(g->resume);
+	if (thread_guard == g)
+		thread_guard = NULL;
+	free(g->slots);
+	free(g);
+}
+
+unsigned long guard_connections(const struct guard *g)
+{
+	return g ? g->live : 0;
+}
+
+unsigned long guard_deadline_kills(const struct guard *g)
+{
+	return g ? g->kills : 0;
+}
+
+unsigned long guard_accept_pauses(const struct guard *g)
+{
+	return g ? g->pauses : 0;
+}

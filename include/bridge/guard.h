@@ -1,0 +1,51 @@
+/*
+ * guard: per-connection protection around evhttp's inbound connections, for
+ * what libevent 2.1 does not do itself (pitfalls A1, A2, A4, A11):
+ *
+ *  - a wall-clock deadline per request: from the first byte of a request to
+ *    the moment the whole request reached the handler.  A slow-drip client
+ *    (one byte a second resets evhttp's idle timeout) is answered 408 and
+ *    closed when it passes the deadline;
+ *  - accept errors (EMFILE/ENFILE) pause the listener for a moment instead
+ *    of spinning;
+ *  - libevent's own error pages (413 past the hard body ceiling, 400 for
+ *    framing it refuses, 431-ish header overflows) are rewritten into the
+ *    bridge's JSON error shape before they leave.
+ *
+ * libevent 2.1 gives no hook with the connection's socket at accept time, so
+ * the guard learns the socket at its first byte (an input-buffer callback on
+ * the bufferevent it creates for evhttp) and keeps per-socket state in a
+ * table indexed by fd, checked once a second.  One guard per worker; not
+ * thread-safe.
+ */
+#ifndef BRIDGE_GUARD_H
+#define BRIDGE_GUARD_H
+
+struct event_base;
+struct evhttp;
+struct evhttp_request;
+struct evconnlistener;
+struct guard;
+
+struct guard *guard_new(struct event_base *base, struct evhttp *http,
+			struct evconnlistener *listener, int request_deadline_ms);
+void guard_free(struct guard *g); /* accepts NULL */
+
+/* Call on the worker thread that runs the guard's event_base, before it
+ * dispatches: the buffer callbacks find their guard through it. */
+void guard_bind_thread(struct guard *g);
+
+/* The handler got a whole request / answered it. */
+void guard_request_begin(struct guard *g, struct evhttp_request *req);
+void guard_request_end(struct guard *g, struct evhttp_request *req);
+
+/* Sockets currently tracked (open connections that sent at least a byte). */
+unsigned long guard_connections(const struct guard *g);
+/* Requests closed for passing the deadline; accept pauses. */
+unsigned long guard_deadline_kills(const struct guard *g);
+unsigned long guard_accept_pauses(const struct guard *g);
+
+/* Raise RLIMIT_NOFILE's soft limit to the hard one; returns the new limit. */
+long guard_raise_fd_limit(void);
+
+#endif
