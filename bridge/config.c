@@ -12,10 +12,12 @@
 
 static const char *const top_keys[] = { "listen", "limits", "tls", "unrouted", "match_keys",
 					"upstream", "log_level", "workers", "routes", NULL };
-static const char *const listen_keys[] = { "address", "port", "path", NULL };
-static const char *const limits_keys[] = { "max_body", "max_header_bytes", "max_json_depth",
-					   "max_keys", "request_timeout_ms", "request_deadline_ms",
+static const char *const listen_keys[] = { "address", "port", "path", "tls", "auth", "allow",
 					   NULL };
+static const char *const listen_tls_keys[] = { "cert_file", "key_file", NULL };
+static const char *const limits_keys[] = { "max_body", "max_header_bytes", "max_json_depth",
+					   "max_keys", "max_string", "max_headers",
+					   "request_timeout_ms", "request_deadline_ms", NULL };
 static const char *const tls_keys[] = { "ca_file", NULL };
 static const char *const match_key_keys[] = { "website_id", "campaign_id", NULL };
 static const char *const upstream_keys[] = { "max_connections", "max_response_body",
@@ -23,7 +25,7 @@ static const char *const upstream_keys[] = { "max_connections", "max_response_bo
 static const char *const route_keys[] = { "name", "mapping", "endpoint", "mode", "auth_header",
 					  "secret", "secrets", "signature_header",
 					  "signature_encoding", "delivery_id_header", "match",
-					  "timeout_ms", "ca_file", NULL };
+					  "timeout_ms", "ca_file", "auth", NULL };
 static const char *const auth_keys[] = { "name", "value", NULL };
 static const char *const match_keys[] = { "website_id", "campaign_id", NULL };
 static const char *const mode_names[] = { "forward", "dry-run", NULL };
@@ -296,6 +298,7 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 	}
 	if (r->endpoint && r->url.https)
 		r->tls_index = tls_index_for(c, r->ca_file ? r->ca_file : c->ca_file);
+	access_auth_load(cfg_get_group(g, "auth", file, d), file, &r->auth, d);
 }
 
 static void load_size(const config_setting_t *g, const char *name, long long min, long long max,
@@ -325,6 +328,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 	c->max_header_bytes = 64 * 1024;
 	c->max_json_depth = 8;
 	c->max_keys = 1000;
+	c->max_string = 65536;
+	c->max_headers = 100;
 	c->request_timeout_ms = 30000;
 	c->request_deadline_ms = 10000;
 	upstream_limits_default(&c->upstream);
@@ -355,6 +360,24 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 			free(c->listen_path);
 			c->listen_path = strdup(v);
 		}
+		const config_setting_t *lt = cfg_get_group(g, "tls", path, d);
+		if (lt) {
+			cfg_check_keys(lt, listen_tls_keys, path, d);
+			if (cfg_get_text(lt, "cert_file", &v, path, d) == 1) {
+				c->listen_cert_file = cfg_resolve_path(path, v);
+				check_readable(config_setting_get_member(lt, "cert_file"), "cert_file",
+					       c->listen_cert_file, path, d);
+			}
+			if (cfg_get_text(lt, "key_file", &v, path, d) == 1) {
+				c->listen_key_file = cfg_resolve_path(path, v);
+				check_readable(config_setting_get_member(lt, "key_file"), "key_file",
+					       c->listen_key_file, path, d);
+			}
+			if (!c->listen_cert_file || !c->listen_key_file)
+				diag_add(d, path, cfg_line(lt), "listen.tls needs 'cert_file' and 'key_file'");
+		}
+		access_auth_load(cfg_get_group(g, "auth", path, d), path, &c->auth, d);
+		access_list_load(config_setting_get_member(g, "allow"), path, &c->allow, d);
 	}
 
 	g = cfg_get_group(root, "limits", path, d);
@@ -364,6 +387,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		load_size(g, "max_header_bytes", 1024, 1024 * 1024, &c->max_header_bytes, path, d);
 		load_size(g, "max_json_depth", 2, 64, &c->max_json_depth, path, d);
 		load_size(g, "max_keys", 1, 100000, &c->max_keys, path, d);
+		load_size(g, "max_string", 16, 16LL * 1024 * 1024, &c->max_string, path, d);
+		load_size(g, "max_headers", 8, 10000, &c->max_headers, path, d);
 		if (cfg_get_int(g, "request_timeout_ms", 100, 3600000, &n, path, d) == 1)
 			c->request_timeout_ms = (int)n;
 		if (cfg_get_int(g, "request_deadline_ms", 100, 3600000, &n, path, d) == 1)
@@ -472,6 +497,7 @@ void bridge_config_free(struct bridge_config *c)
 		free_list(r->website_ids, r->n_website_ids);
 		free_list(r->campaign_ids, r->n_campaign_ids);
 		free(r->ca_file);
+		access_auth_clear(&r->auth);
 	}
 	free(c->routes);
 	free_list(c->tls_files, c->n_tls_files);
@@ -481,6 +507,10 @@ void bridge_config_free(struct bridge_config *c)
 	free(c->ca_file);
 	free(c->website_key);
 	free(c->campaign_key);
+	free(c->listen_cert_file);
+	free(c->listen_key_file);
+	access_auth_clear(&c->auth);
+	access_list_clear(&c->allow);
 	free(c);
 }
 

@@ -12,7 +12,9 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
+#include <openssl/ssl.h>
 
 #include "bridge/guard.h"
 #include "bridge/log.h"
@@ -32,6 +34,7 @@ struct guard {
 	struct evhttp *http;
 	struct evconnlistener *listener;
 	int deadline_ms;
+	SSL_CTX *tls;            /* listener TLS, or NULL */
 	struct slot *slots;
 	size_t n_slots;
 	unsigned long live, kills, pauses;
@@ -168,7 +171,24 @@ static void input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, v
 
 static struct bufferevent *make_bev(struct event_base *base, void *arg)
 {
-	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	struct guard *g = arg;
+	struct bufferevent *bev;
+
+	if (g->tls) {
+		SSL *ssl = SSL_new(g->tls);
+
+		if (!ssl)
+			return NULL;
+		/* the bufferevent owns (and frees) the SSL from here on */
+		bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+						     BEV_OPT_CLOSE_ON_FREE);
+		if (!bev) {
+			SSL_free(ssl);
+			return NULL;
+		}
+	} else {
+		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	}
 
 	if (!bev)
 		return NULL;
@@ -193,8 +213,10 @@ static void kill_slow(struct guard *g, int fd, struct slot *s)
 		     "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
 		     "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
 		     sizeof(body) - 1, body);
-	w = send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-	(void)w;
+	if (!g->tls) { /* on TLS the bytes would have to be encrypted: just close */
+		w = send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)w;
+	}
 	shutdown(fd, SHUT_RDWR);
 	g->kills++;
 	log_begin(&l, LOG_WARN, "request_deadline");
@@ -291,7 +313,7 @@ long guard_raise_fd_limit(void)
 }
 
 struct guard *guard_new(struct event_base *base, struct evhttp *http,
-			struct evconnlistener *listener, int request_deadline_ms)
+			struct evconnlistener *listener, int request_deadline_ms, SSL_CTX *tls)
 {
 	struct guard *g = calloc(1, sizeof(*g));
 	struct timeval second = { 1, 0 };
@@ -302,6 +324,7 @@ struct guard *guard_new(struct event_base *base, struct evhttp *http,
 	g->http = http;
 	g->listener = listener;
 	g->deadline_ms = request_deadline_ms;
+	g->tls = tls;
 	g->sweep = event_new(base, -1, EV_PERSIST, sweep_cb, g);
 	g->resume = evtimer_new(base, resume_cb, g);
 	if (!g->sweep || !g->resume) {

@@ -12,7 +12,8 @@
 static const char *const outcome_names[OUTCOME_COUNT] = {
 	"delivered", "dry_run", "dropped", "invalid_input", "no_route", "mapping_failed",
 	"upstream_status", "upstream_timeout", "upstream_unreachable", "upstream_tls",
-	"upstream_protocol", "upstream_too_large", "shutting_down", "internal",
+	"upstream_protocol", "upstream_too_large", "shutting_down", "internal", "unauthorized",
+	"forbidden",
 };
 
 /* upper bounds in milliseconds; the last bucket is +Inf */

@@ -15,8 +15,11 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 
+#include "bridge/access.h"
 #include "bridge/convert.h"
 #include "bridge/guard.h"
 #include "bridge/log.h"
@@ -40,6 +43,7 @@ struct server {
 	struct evhttp_bound_socket *bound;
 	struct evdns_base *dns;
 	struct guard *guard;             /* deadlines, accept pauses, JSON error pages */
+	SSL_CTX *listen_tls;             /* HTTPS listener, or NULL */
 	struct upstream_tls **tls;       /* one per cfg->tls_files */
 	struct upstream_pool **pools;    /* one per route, NULL for dry-run routes */
 	struct exchange *pending;        /* posts waiting for their endpoint */
@@ -106,6 +110,9 @@ static const char *status_phrase(int status)
 	case 405: return "Method Not Allowed";
 	case 413: return "Payload Too Large";
 	case 415: return "Unsupported Media Type";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 431: return "Request Header Fields Too Large";
 	case 422: return "Unprocessable Content";
 	case 500: return "Internal Server Error";
 	case 502: return "Bad Gateway";
@@ -500,6 +507,23 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	x->bytes_in = evbuffer_get_length(body_buf);
 	gettimeofday(&x->start, NULL);
 
+	{
+		size_t n_headers = 0;
+
+		for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
+			n_headers++;
+		if (n_headers > c->max_headers) {
+			snprintf(msg, sizeof(msg), "%zu header lines, over the limit of %zu", n_headers,
+				 c->max_headers);
+			exchange_fail(x, 431, OUTCOME_INVALID_INPUT, "too_many_headers", msg);
+			return;
+		}
+	}
+	if (!access_auth_check(&c->auth, req)) {
+		exchange_fail(x, 401, OUTCOME_UNAUTHORIZED, "unauthorized",
+			      "authentication required");
+		return;
+	}
 	problem = framing_problem(in);
 	if (problem) {
 		exchange_fail(x, 400, OUTCOME_INVALID_INPUT, "bad_framing", problem);
@@ -521,6 +545,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	v1_limits_default(&lim);
 	lim.max_depth = c->max_json_depth;
 	lim.max_keys = c->max_keys;
+	lim.max_string = c->max_string;
 	bridge_error_clear(&err);
 	rc = kind == BODY_JSON ? v1_parse_json(body ? body : "", x->bytes_in, &lim, &doc, &err)
 			       : v1_parse_form(body ? body : "", x->bytes_in, &lim, &doc, &err);
@@ -557,6 +582,13 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		return;
 	}
 	x->route_index = x->route - c->routes;
+	if (!access_auth_check(&x->route->auth, req)) {
+		v1_doc_free(doc);
+		x->route = NULL; /* say nothing about the route to an unauthenticated sender */
+		x->route_index = -1;
+		exchange_fail(x, 401, OUTCOME_UNAUTHORIZED, "unauthorized", "authentication required");
+		return;
+	}
 
 	memset(&m, 0, sizeof(m));
 	rc = mapping_apply(x->route->mapping, doc, 0, &m, &err);
@@ -613,6 +645,19 @@ static void handle_request(struct evhttp_request *req, void *arg)
 	if (!path || !*path)
 		path = "/";
 	guard_request_begin(s->guard, req);
+	if (s->cfg->allow.n && strcmp(path, "/healthz") != 0 && strcmp(path, "/readyz") != 0) {
+		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+		char *peer = NULL;
+		ev_uint16_t peer_port = 0;
+
+		if (evcon)
+			evhttp_connection_get_peer(evcon, &peer, &peer_port);
+		if (!access_list_allows(&s->cfg->allow, peer)) {
+			metrics_request(s->opt.metrics, -1, OUTCOME_FORBIDDEN);
+			send_error(req, 403, "forbidden", "this source address may not post here");
+			return;
+		}
+	}
 	if (s->draining) {
 		evhttp_add_header(out, "Connection", "close");
 		send_error(req, 503, "shutting_down", "the bridge is shutting down; retry later");
@@ -777,7 +822,22 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 		server_free(s);
 		return -1;
 	}
-	s->guard = guard_new(base, s->http, s->listener, cfg->request_deadline_ms);
+	if (cfg->listen_cert_file) {
+		s->listen_tls = SSL_CTX_new(TLS_server_method());
+		if (!s->listen_tls ||
+		    SSL_CTX_set_min_proto_version(s->listen_tls, TLS1_2_VERSION) != 1 ||
+		    SSL_CTX_use_certificate_chain_file(s->listen_tls, cfg->listen_cert_file) != 1 ||
+		    SSL_CTX_use_PrivateKey_file(s->listen_tls, cfg->listen_key_file, SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_check_private_key(s->listen_tls) != 1) {
+			char e[256];
+
+			ERR_error_string_n(ERR_get_error(), e, sizeof(e));
+			server_free(s);
+			return bridge_error_set(err, "listen.tls: cannot use %s / %s: %s",
+						cfg->listen_cert_file, cfg->listen_key_file, e);
+		}
+	}
+	s->guard = guard_new(base, s->http, s->listener, cfg->request_deadline_ms, s->listen_tls);
 	if (!s->guard) {
 		server_free(s);
 		return bridge_error_set(err, "out of memory");
@@ -890,5 +950,6 @@ void server_free(struct server *s)
 	if (s->dns)
 		evdns_base_free(s->dns, 0);
 	guard_free(s->guard);
+	SSL_CTX_free(s->listen_tls);
 	free(s);
 }

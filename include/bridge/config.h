@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "bridge/access.h"
 #include "bridge/diag.h"
 #include "bridge/sign.h"
 #include "bridge/upstream.h"
@@ -45,6 +46,7 @@ struct bridge_route {
 	int timeout_ms;           /* default 10000 */
 	char *ca_file;            /* NULL: tls.ca_file */
 	size_t tls_index;         /* index into bridge_config.tls_files */
+	struct access_auth auth;  /* required in addition to listen.auth */
 };
 
 struct bridge_config {
@@ -52,10 +54,16 @@ struct bridge_config {
 	char *listen_address;     /* default 127.0.0.1 */
 	int listen_port;          /* default 8080; 0 = ephemeral */
 	char *listen_path;        /* default "/" */
+	char *listen_cert_file;   /* listen.tls: the bridge is the HTTPS URL itself */
+	char *listen_key_file;
+	struct access_auth auth;  /* listen.auth */
+	struct access_list allow; /* listen.allow; empty = anyone */
 	size_t max_body;          /* default 1 MiB */
 	size_t max_header_bytes;  /* default 64 KiB */
 	size_t max_json_depth;    /* default 8 */
 	size_t max_keys;          /* default 1000 */
+	size_t max_string;        /* bytes in one v1 key or value, default 65536 */
+	size_t max_headers;       /* request header lines, default 100 */
 	int request_timeout_ms;   /* inbound idle timeout, default 30000 */
 	int request_deadline_ms;  /* first byte to whole request, default 10000 */
 	char *ca_file;            /* tls.ca_file; NULL = system default trust */

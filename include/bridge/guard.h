@@ -26,9 +26,12 @@ struct evhttp;
 struct evhttp_request;
 struct evconnlistener;
 struct guard;
+typedef struct ssl_ctx_st SSL_CTX;
 
+/* tls: the listener's server context (HTTPS listener), or NULL; it must
+ * outlive the guard. */
 struct guard *guard_new(struct event_base *base, struct evhttp *http,
-			struct evconnlistener *listener, int request_deadline_ms);
+			struct evconnlistener *listener, int request_deadline_ms, SSL_CTX *tls);
 void guard_free(struct guard *g); /* accepts NULL */
 
 /* Call on the worker thread that runs the guard's event_base, before it
