@@ -392,10 +392,11 @@ class Bridge:
         self.err_lines = []
         self.rc = None
         self.terminated = False
+        self.https_ca = None  # set to a CA file when the bridge listens with TLS
 
     @property
     def base(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % ("https" if self.https_ca else "http", self.port)
 
     def url(self, path="/"):
         return self.base + path
@@ -437,7 +438,12 @@ class Bridge:
                     self.port = int(rec["port"])
         while True:
             try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                if self.https_ca:
+                    ctx = ssl.create_default_context(cafile=self.https_ca)
+                    c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=2,
+                                                    context=ctx)
+                else:
+                    c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 c.request("GET", "/healthz")
                 r = c.getresponse()
                 r.read()
