@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "bridge/cli.h"
@@ -38,6 +39,15 @@ static const char usage_main[] =
 	"  map --mapping FILE [INPUT]     map one v1 payload (file or stdin) to v2 on stdout\n"
 	"  check --config FILE | --mapping FILE\n"
 	"                                 load and validate, report every error as file:line\n"
+	"  queue (--config FILE | --store PATH) list | show ID | retry ID|--all | purge ... | stats\n"
+	"                                 inspect and repair queued deliveries (while serve runs)\n"
+	"  diff --mapping FILE V1.json    provenance: every v2 value and the rule behind it\n"
+	"  diff A.json B.json             structural diff of two v2 documents (exit 1 if different)\n"
+	"  diff --mapping OLD --against NEW FIXTURES...\n"
+	"                                 what a rule change changes across a fixture set\n"
+	"  report FILE                    summarise a dry-run report (comparisons, top differences)\n"
+	"  replay --config FILE [--to URL] [--expect DIR] [--dry-run] PATH...\n"
+	"                                 send fixtures or captured traffic through a route\n"
 	"\n"
 	"  --help, -h                     this text (also: webhook-bridge <command> --help)\n"
 	"  --version                      print the version\n";
@@ -89,22 +99,64 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 /* One worker = one thread with its own event_base, evhttp, DNS base and
  * upstream pools, all sharing the port through SO_REUSEPORT (pitfall A14).
  * The main thread only waits for signals and tells each worker to drain. */
+/* A loaded config and its metrics, shared by the workers; freed when the
+ * last worker (and the main thread) let go of it. */
+struct config_hold {
+	struct bridge_config *cfg;
+	struct metrics *metrics;
+	atomic_int refs;
+};
+
 struct worker {
 	int index;
 	pthread_t thread;
 	struct event_base *base;
 	struct server *server;
 	struct event *stop;
+	struct event *reload;
+	struct config_hold *_Atomic next; /* handed over by the main thread on SIGHUP */
 	int drain_ms;
 };
 
 struct serve_state {
 	struct event_base *base; /* main thread: signals only */
+	const char *config_path;
+	struct config_hold *current;
 	struct worker *workers;
 	int n_workers;
 	int drain_ms;
 	int stopping;
 };
+
+static void config_hold_release(void *arg)
+{
+	struct config_hold *h = arg;
+
+	if (atomic_fetch_sub(&h->refs, 1) == 1) {
+		metrics_free(h->metrics);
+		bridge_config_free(h->cfg);
+		free(h);
+	}
+}
+
+static void worker_reload(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct config_hold *h = atomic_exchange(&w->next, NULL);
+	struct bridge_error err;
+	struct log_line l;
+
+	if (!h)
+		return;
+	bridge_error_clear(&err);
+	if (server_reload(w->server, h->cfg, h->metrics, config_hold_release, h, &err) < 0) {
+		log_begin(&l, LOG_ERROR, "reload_failed");
+		log_int(&l, "worker", w->index);
+		log_str(&l, "message", err.message);
+		log_end(&l);
+		config_hold_release(h);
+	}
+}
 
 static void worker_drained(void *arg)
 {
@@ -128,6 +180,71 @@ static void *worker_run(void *arg)
 	server_thread_init(w->server);
 	event_base_dispatch(w->base);
 	return NULL;
+}
+
+/* SIGHUP: load and check the whole config again; hand it to every worker only
+ * when it is valid, else keep the running one and say why (file:line). */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+	struct serve_state *st = arg;
+	const struct bridge_config *old = st->current->cfg;
+	struct config_hold *h;
+	struct bridge_config *cfg = NULL;
+	struct diag d = {0};
+	struct log_line l;
+	const char *fixed = NULL;
+
+	if (st->stopping)
+		return;
+	if (bridge_config_load(st->config_path, &cfg, &d) < 0) {
+		log_begin(&l, LOG_ERROR, "reload_failed");
+		log_str(&l, "config", st->config_path);
+		log_int(&l, "errors", d.count);
+		log_str(&l, "diagnostics", d.text);
+		log_str(&l, "message", "the running configuration stays in force");
+		log_end(&l);
+		diag_reset(&d);
+		return;
+	}
+	if (strcmp(cfg->listen_address, old->listen_address) != 0 ||
+	    cfg->listen_port != old->listen_port)
+		fixed = "listen.address and listen.port";
+	else if ((cfg->listen_cert_file == NULL) != (old->listen_cert_file == NULL))
+		fixed = "listen.tls";
+	else if (cfg->workers != old->workers)
+		fixed = "workers";
+	if (fixed) {
+		log_begin(&l, LOG_ERROR, "reload_failed");
+		log_str(&l, "config", st->config_path);
+		log_str(&l, "message", "a reload cannot change this; restart to apply it");
+		log_str(&l, "setting", fixed);
+		log_end(&l);
+		bridge_config_free(cfg);
+		return;
+	}
+	h = calloc(1, sizeof(*h));
+	if (h)
+		h->metrics = metrics_new(cfg, st->n_workers);
+	if (!h || !h->metrics) {
+		free(h);
+		bridge_config_free(cfg);
+		return;
+	}
+	h->cfg = cfg;
+	atomic_store(&h->refs, st->n_workers + 1);
+	for (int i = 0; i < st->n_workers; i++) {
+		struct config_hold *prev = atomic_exchange(&st->workers[i].next, h);
+
+		if (prev) /* a reload the worker has not picked up yet */
+			config_hold_release(prev);
+		event_active(st->workers[i].reload, EV_READ, 0);
+	}
+	config_hold_release(st->current);
+	st->current = h;
+	log_begin(&l, LOG_INFO, "reloaded");
+	log_str(&l, "config", st->config_path);
+	log_int(&l, "routes", (long long)cfg->n_routes);
+	log_end(&l);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -198,6 +315,7 @@ static int cmd_serve(int argc, char **argv)
 	struct serve_state st = { .drain_ms = 10000 };
 	struct bridge_config *cfg = NULL;
 	struct metrics *metrics = NULL;
+	struct event *sighup = NULL;
 	struct diag d = {0};
 	struct bridge_error err;
 	struct event *sigterm = NULL, *sigint = NULL;
@@ -248,15 +366,23 @@ static int cmd_serve(int argc, char **argv)
 									 : default_workers();
 	st.workers = calloc((size_t)st.n_workers, sizeof(*st.workers));
 	metrics = metrics_new(cfg, st.n_workers);
+	st.current = calloc(1, sizeof(*st.current));
 	st.base = event_base_new();
-	if (!st.workers || !metrics || !st.base) {
+	if (!st.workers || !metrics || !st.base || !st.current) {
 		bridge_error_set(&err, "out of memory");
 		goto fail;
 	}
+	st.config_path = config_path;
+	st.current->cfg = cfg;
+	st.current->metrics = metrics;
+	atomic_store(&st.current->refs, st.n_workers + 1);
+	cfg = NULL;    /* owned by the hold from here on */
+	metrics = NULL;
 	for (int i = 0; i < st.n_workers; i++) {
 		struct worker *w = &st.workers[i];
-		struct server_options opt = { .metrics = metrics, .worker = i, .port = port,
-					      .reuseport = st.n_workers > 1 };
+		struct server_options opt = { .metrics = st.current->metrics, .worker = i,
+					      .port = port, .reuseport = st.n_workers > 1,
+					      .release = config_hold_release, .release_arg = st.current };
 
 		w->index = i;
 		w->drain_ms = st.drain_ms;
@@ -265,17 +391,20 @@ static int cmd_serve(int argc, char **argv)
 			bridge_error_set(&err, "cannot create an event loop");
 			goto fail;
 		}
-		if (server_new(w->base, cfg, &opt, &w->server, &err) < 0)
+		if (server_new(w->base, st.current->cfg, &opt, &w->server, &err) < 0)
 			goto fail;
 		/* the first worker settles the port (config port 0 = ephemeral) */
 		port = server_port(w->server);
 		w->stop = event_new(w->base, -1, 0, worker_stop, w);
+		w->reload = event_new(w->base, -1, 0, worker_reload, w);
 	}
 	sigterm = evsignal_new(st.base, SIGTERM, on_signal, &st);
 	sigint = evsignal_new(st.base, SIGINT, on_signal, &st);
+	sighup = evsignal_new(st.base, SIGHUP, on_reload, &st);
 	event_add(sigterm, NULL);
 	event_add(sigint, NULL);
-	serve_log_start(cfg, config_path, port, st.n_workers);
+	event_add(sighup, NULL);
+	serve_log_start(st.current->cfg, config_path, port, st.n_workers);
 
 	for (int i = 0; i < st.n_workers; i++)
 		pthread_create(&st.workers[i].thread, NULL, worker_run, &st.workers[i]);
@@ -291,13 +420,27 @@ fail:
 	log_end(&l);
 out:
 	for (int i = 0; st.workers && i < st.n_workers; i++) {
-		server_free(st.workers[i].server);
-		if (st.workers[i].stop)
-			event_free(st.workers[i].stop);
-		if (st.workers[i].base)
-			event_base_free(st.workers[i].base);
+		struct worker *w = &st.workers[i];
+		struct config_hold *h = atomic_exchange(&w->next, NULL);
+
+		if (h)
+			config_hold_release(h);
+		if (w->server)
+			server_free(w->server); /* releases its holds */
+		else if (st.current)
+			config_hold_release(st.current); /* never created: its share */
+		if (w->stop)
+			event_free(w->stop);
+		if (w->reload)
+			event_free(w->reload);
+		if (w->base)
+			event_base_free(w->base);
 	}
 	free(st.workers);
+	if (st.current)
+		config_hold_release(st.current); /* the main thread's share */
+	if (sighup)
+		event_free(sighup);
 	if (sigterm)
 		event_free(sigterm);
 	if (sigint)
@@ -539,6 +682,10 @@ static const struct command {
 	{ "serve", cmd_serve },
 	{ "map", cmd_map },
 	{ "check", cmd_check },
+	{ "queue", cmd_queue },
+	{ "diff", cmd_diff },
+	{ "report", cmd_report },
+	{ "replay", cmd_replay },
 };
 
 int main(int argc, char **argv)

@@ -34,9 +34,26 @@
 
 struct exchange;
 
+/* What one config load owns on this worker.  A reload (SIGHUP) makes a new
+ * generation; the old one is retired and freed when the last exchange that
+ * still waits on its pools is answered. */
+struct generation {
+	const struct bridge_config *cfg;
+	struct metrics *metrics;
+	struct upstream_tls **tls;       /* one per cfg->tls_files */
+	struct upstream_pool **pools;    /* one per route, NULL for dry-run routes */
+	size_t pending;                  /* exchanges waiting on these pools */
+	int retired;
+	struct generation *next_retired;
+	void (*release)(void *arg);      /* this worker no longer uses cfg/metrics */
+	void *release_arg;
+};
+
 struct server {
 	struct event_base *base;
-	const struct bridge_config *cfg;
+	const struct bridge_config *cfg; /* == gen->cfg */
+	struct generation *gen;
+	struct generation *retired;
 	struct server_options opt;
 	struct evhttp *http;
 	struct evconnlistener *listener;
@@ -44,8 +61,6 @@ struct server {
 	struct evdns_base *dns;
 	struct guard *guard;             /* deadlines, accept pauses, JSON error pages */
 	SSL_CTX *listen_tls;             /* HTTPS listener, or NULL */
-	struct upstream_tls **tls;       /* one per cfg->tls_files */
-	struct upstream_pool **pools;    /* one per route, NULL for dry-run routes */
 	struct exchange *pending;        /* posts waiting for their endpoint */
 	size_t n_pending;
 	struct log_ratelimit rejected_log; /* lines a sender can trigger at will */
@@ -62,6 +77,7 @@ struct server {
 struct exchange {
 	struct exchange *next, *prev;    /* in server.pending while waiting upstream */
 	struct server *srv;
+	struct generation *gen;          /* the config this post was handled with */
 	struct evhttp_request *req;
 	const struct bridge_route *route;
 	long route_index;                /* -1 until routed */
@@ -165,6 +181,86 @@ static long ms_since(const struct timeval *start)
 	return (now.tv_sec - start->tv_sec) * 1000L + (now.tv_usec - start->tv_usec) / 1000L;
 }
 
+static void generation_free(struct generation *g)
+{
+	if (!g)
+		return;
+	for (size_t i = 0; g->pools && i < g->cfg->n_routes; i++)
+		upstream_pool_free(g->pools[i]);
+	free(g->pools);
+	for (size_t i = 0; g->tls && i < g->cfg->n_tls_files; i++)
+		upstream_tls_free(g->tls[i]);
+	free(g->tls);
+	if (g->release)
+		g->release(g->release_arg);
+	free(g);
+}
+
+static struct generation *generation_new(struct server *s, const struct bridge_config *cfg,
+					 struct metrics *metrics, void (*release)(void *),
+					 void *release_arg, struct bridge_error *err)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+
+	if (!g) {
+		bridge_error_set(err, "out of memory");
+		return NULL;
+	}
+	g->cfg = cfg;
+	g->metrics = metrics;
+	g->tls = calloc(cfg->n_tls_files + 1, sizeof(*g->tls));
+	g->pools = calloc(cfg->n_routes + 1, sizeof(*g->pools));
+	if (!g->tls || !g->pools) {
+		generation_free(g);
+		bridge_error_set(err, "out of memory");
+		return NULL;
+	}
+	for (size_t i = 0; i < cfg->n_tls_files; i++) {
+		const char *ca = cfg->tls_files[i][0] ? cfg->tls_files[i] : NULL;
+
+		if (upstream_tls_new(ca, &g->tls[i], err) < 0) {
+			generation_free(g);
+			return NULL;
+		}
+	}
+	for (size_t i = 0; i < cfg->n_routes; i++) {
+		const struct bridge_route *r = &cfg->routes[i];
+
+		if (r->mode != ROUTE_FORWARD)
+			continue;
+		g->pools[i] = upstream_pool_new(s->base, s->dns, &r->url,
+						r->url.https ? g->tls[r->tls_index] : NULL,
+						&cfg->upstream);
+		if (!g->pools[i]) {
+			generation_free(g);
+			bridge_error_set(err, "cannot create the connection pool of route '%s'",
+					 r->name);
+			return NULL;
+		}
+	}
+	/* set last: a failed generation must not release what it never held */
+	g->release = release;
+	g->release_arg = release_arg;
+	return g;
+}
+
+/* Drop a retired generation once nothing waits on it. */
+static void generation_reap(struct server *s)
+{
+	struct generation **pp = &s->retired;
+
+	while (*pp) {
+		struct generation *g = *pp;
+
+		if (g->pending == 0) {
+			*pp = g->next_retired;
+			generation_free(g);
+		} else {
+			pp = &g->next_retired;
+		}
+	}
+}
+
 static void exchange_free(struct exchange *x)
 {
 	free(x->participation_id);
@@ -183,7 +279,10 @@ static void pending_unlink(struct exchange *x)
 		x->next->prev = x->prev;
 	x->next = x->prev = NULL;
 	s->n_pending--;
-	metrics_in_flight_add(s->opt.metrics, -1);
+	x->gen->pending--;
+	metrics_in_flight_add(x->gen->metrics, -1);
+	if (x->gen->retired && x->gen->pending == 0)
+		generation_reap(s);
 }
 
 static void drain_check(struct server *s);
@@ -205,7 +304,7 @@ static void exchange_answer(struct exchange *x, int status, enum metrics_outcome
 		add_field(body, "participation_id", x->participation_id);
 	send_json(x->req, status, body);
 	evbuffer_free(body);
-	metrics_request(s->opt.metrics, x->route_index, outcome);
+	metrics_request(x->gen->metrics, x->route_index, outcome);
 
 	/* access log; rejections a sender can repeat at will are rate-limited */
 	if (status < 400 || status >= 500 || log_ratelimit_allow(&s->rejected_log, &suppressed)) {
@@ -331,9 +430,9 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 	char msg[600];
 
 	x->up = NULL;
-	metrics_upstream_latency(x->srv->opt.metrics, x->route_index, r->elapsed_ms);
-	metrics_pool_connections(x->srv->opt.metrics, x->route_index, x->srv->opt.worker,
-				 (long)upstream_pool_connections(x->srv->pools[x->route_index]));
+	metrics_upstream_latency(x->gen->metrics, x->route_index, r->elapsed_ms);
+	metrics_pool_connections(x->gen->metrics, x->route_index, x->srv->opt.worker,
+				 (long)upstream_pool_connections(x->gen->pools[x->route_index]));
 	if (r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300) {
 		b = evbuffer_new();
 		evbuffer_add_printf(b, "{\"status\":\"delivered\"");
@@ -418,9 +517,10 @@ static void forward(struct exchange *x, const struct mapping_result *m)
 		s->pending->prev = x;
 	s->pending = x;
 	s->n_pending++;
-	metrics_in_flight_add(s->opt.metrics, 1);
+	x->gen->pending++;
+	metrics_in_flight_add(x->gen->metrics, 1);
 	bridge_error_clear(&err);
-	if (upstream_post(s->pools[x->route_index], h, nh, m->body, m->len, route->timeout_ms,
+	if (upstream_post(x->gen->pools[x->route_index], h, nh, m->body, m->len, route->timeout_ms,
 			  upstream_done, x, &x->up, &err) < 0) {
 		x->up = NULL;
 		exchange_fail(x, 502, OUTCOME_UPSTREAM_UNREACHABLE, "upstream_unreachable",
@@ -469,7 +569,7 @@ static void report_unmapped(struct exchange *x, const struct mapping_result *m)
 	struct log_line l;
 
 	for (size_t i = 0; i < m->n_unmapped; i++)
-		metrics_unmapped(x->srv->opt.metrics, m->unmapped[i]);
+		metrics_unmapped(x->gen->metrics, m->unmapped[i]);
 	unmapped_json(keys, m);
 	log_begin(&l, LOG_WARN, "unmapped");
 	log_str(&l, "route", x->route->name);
@@ -502,6 +602,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		return;
 	}
 	x->srv = s;
+	x->gen = s->gen;
 	x->req = req;
 	x->route_index = -1;
 	x->bytes_in = evbuffer_get_length(body_buf);
@@ -600,9 +701,9 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		if (err.file) {
 			snprintf(rule, sizeof(rule), "%s:%d", err.file, err.line);
 			add_field(b, "rule", rule);
-			metrics_mapping_error(s->opt.metrics, rule);
+			metrics_mapping_error(x->gen->metrics, rule);
 		} else {
-			metrics_mapping_error(s->opt.metrics, "");
+			metrics_mapping_error(x->gen->metrics, "");
 		}
 		if (err.key[0])
 			add_field(b, "key", err.key);
@@ -653,7 +754,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		if (evcon)
 			evhttp_connection_get_peer(evcon, &peer, &peer_port);
 		if (!access_list_allows(&s->cfg->allow, peer)) {
-			metrics_request(s->opt.metrics, -1, OUTCOME_FORBIDDEN);
+			metrics_request(s->gen->metrics, -1, OUTCOME_FORBIDDEN);
 			send_error(req, 403, "forbidden", "this source address may not post here");
 			return;
 		}
@@ -674,8 +775,8 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		}
 		b = evbuffer_new();
 		if (strcmp(path, "/metrics") == 0) {
-			if (s->opt.metrics)
-				metrics_render(s->opt.metrics, b);
+			if (s->gen->metrics)
+				metrics_render(s->gen->metrics, b);
 			evhttp_add_header(out, "Content-Type", "text/plain; version=0.0.4");
 			guard_request_end(s->guard, req);
 			evhttp_send_reply(req, 200, "OK", b);
@@ -739,22 +840,42 @@ static int bind_listener(struct server *s, struct bridge_error *err)
 	return 0;
 }
 
+/* evhttp answers over-size bodies itself (pitfall A1); its cap sits above
+ * ours so that the usual over-size post gets our own 413, while memory stays
+ * bounded by the hard cap.  Incoming connections get an idle timeout only
+ * when one is set (A2). */
+static void apply_http_limits(struct server *s, const struct bridge_config *cfg)
+{
+	struct timeval tv = { cfg->request_timeout_ms / 1000, (cfg->request_timeout_ms % 1000) * 1000 };
+
+	evhttp_set_max_body_size(s->http, (ev_ssize_t)(cfg->max_body * 2 + 65536));
+	evhttp_set_max_headers_size(s->http, (ev_ssize_t)cfg->max_header_bytes);
+	evhttp_set_timeout_tv(s->http, &tv);
+}
+
 static void gauge_refresh(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *s = arg;
 
 	for (size_t i = 0; i < s->cfg->n_routes; i++)
-		if (s->pools[i])
-			metrics_pool_connections(s->opt.metrics, (long)i, s->opt.worker,
-						 (long)upstream_pool_connections(s->pools[i]));
+		if (s->gen->pools[i])
+			metrics_pool_connections(s->gen->metrics, (long)i, s->opt.worker,
+						 (long)upstream_pool_connections(s->gen->pools[i]));
+}
+
+/* server_free for a server_new that fails after taking the caller's config:
+ * the caller keeps its share, so the generation must not release it. */
+static void server_abort(struct server *s)
+{
+	if (s->gen)
+		s->gen->release = NULL;
+	server_free(s);
 }
 
 int server_new(struct event_base *base, const struct bridge_config *cfg,
 	       const struct server_options *opt, struct server **ret, struct bridge_error *err)
 {
 	struct server *s = calloc(1, sizeof(*s));
-	struct timeval tv;
-	size_t hard_cap;
 
 	*ret = NULL;
 	if (!s)
@@ -768,12 +889,7 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 		server_free(s);
 		return bridge_error_set(err, "cannot create the HTTP server");
 	}
-	/* evhttp answers over-size bodies itself, with an HTML page (pitfall
-	 * A1); its cap sits above ours so that the usual over-size post gets our
-	 * JSON 413, while memory stays bounded by the hard cap. */
-	hard_cap = cfg->max_body * 2 + 65536;
-	evhttp_set_max_body_size(s->http, (ev_ssize_t)hard_cap);
-	evhttp_set_max_headers_size(s->http, (ev_ssize_t)cfg->max_header_bytes);
+	apply_http_limits(s, cfg);
 	/* all methods reach us, so that every refusal is our JSON 405, not an HTML 501 */
 	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 						    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -781,45 +897,20 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 						    EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
 	evhttp_set_default_content_type(s->http, "application/json");
 	evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
-	tv.tv_sec = cfg->request_timeout_ms / 1000;
-	tv.tv_usec = (cfg->request_timeout_ms % 1000) * 1000;
-	evhttp_set_timeout_tv(s->http, &tv); /* idle timeout; none by default (A2) */
 	evhttp_set_gencb(s->http, handle_request, s);
 
 	s->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
 	if (!s->dns) /* no resolv.conf: IP-literal endpoints still work */
 		s->dns = evdns_base_new(base, 0);
 
-	s->tls = calloc(cfg->n_tls_files + 1, sizeof(*s->tls));
-	s->pools = calloc(cfg->n_routes + 1, sizeof(*s->pools));
-	if (!s->tls || !s->pools) {
+	s->gen = generation_new(s, cfg, opt->metrics, opt->release, opt->release_arg, err);
+	if (!s->gen) {
 		server_free(s);
-		return bridge_error_set(err, "out of memory");
+		return -1;
 	}
-	for (size_t i = 0; i < cfg->n_tls_files; i++) {
-		const char *ca = cfg->tls_files[i][0] ? cfg->tls_files[i] : NULL;
-
-		if (upstream_tls_new(ca, &s->tls[i], err) < 0) {
-			server_free(s);
-			return -1;
-		}
-	}
-	for (size_t i = 0; i < cfg->n_routes; i++) {
-		const struct bridge_route *r = &cfg->routes[i];
-
-		if (r->mode != ROUTE_FORWARD)
-			continue;
-		s->pools[i] = upstream_pool_new(base, s->dns, &r->url,
-						r->url.https ? s->tls[r->tls_index] : NULL,
-						&cfg->upstream);
-		if (!s->pools[i]) {
-			server_free(s);
-			return bridge_error_set(err, "cannot create the connection pool of route '%s'",
-						r->name);
-		}
-	}
+	/* from here on a failure must not release what the caller still owns */
 	if (bind_listener(s, err) < 0) {
-		server_free(s);
+		server_abort(s);
 		return -1;
 	}
 	if (cfg->listen_cert_file) {
@@ -832,17 +923,17 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 			char e[256];
 
 			ERR_error_string_n(ERR_get_error(), e, sizeof(e));
-			server_free(s);
+			server_abort(s);
 			return bridge_error_set(err, "listen.tls: cannot use %s / %s: %s",
 						cfg->listen_cert_file, cfg->listen_key_file, e);
 		}
 	}
 	s->guard = guard_new(base, s->http, s->listener, cfg->request_deadline_ms, s->listen_tls);
 	if (!s->guard) {
-		server_free(s);
+		server_abort(s);
 		return bridge_error_set(err, "out of memory");
 	}
-	if (s->opt.metrics) {
+	{
 		struct timeval second = { 1, 0 };
 
 		s->gauge_timer = event_new(base, -1, EV_PERSIST, gauge_refresh, s);
@@ -850,6 +941,23 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 			event_add(s->gauge_timer, &second);
 	}
 	*ret = s;
+	return 0;
+}
+
+int server_reload(struct server *s, const struct bridge_config *cfg, struct metrics *metrics,
+		  void (*release)(void *arg), void *release_arg, struct bridge_error *err)
+{
+	struct generation *g = generation_new(s, cfg, metrics, release, release_arg, err);
+
+	if (!g)
+		return -1;
+	s->gen->retired = 1;
+	s->gen->next_retired = s->retired;
+	s->retired = s->gen;
+	s->gen = g;
+	s->cfg = cfg;
+	apply_http_limits(s, cfg);
+	generation_reap(s);
 	return 0;
 }
 
@@ -941,12 +1049,13 @@ void server_free(struct server *s)
 		evhttp_free(s->http); /* frees bound listeners and live connections */
 	else if (s->listener)
 		evconnlistener_free(s->listener);
-	for (size_t i = 0; s->pools && i < s->cfg->n_routes; i++)
-		upstream_pool_free(s->pools[i]);
-	free(s->pools);
-	for (size_t i = 0; s->tls && i < s->cfg->n_tls_files; i++)
-		upstream_tls_free(s->tls[i]);
-	free(s->tls);
+	generation_free(s->gen);
+	while (s->retired) {
+		struct generation *g = s->retired;
+
+		s->retired = g->next_retired;
+		generation_free(g);
+	}
 	if (s->dns)
 		evdns_base_free(s->dns, 0);
 	guard_free(s->guard);

@@ -19,12 +19,22 @@ struct server_options {
 	int worker;              /* index of this worker, for per-worker gauges */
 	int port;                /* -1: the config's port; else bind this one */
 	int reuseport;           /* SO_REUSEPORT, so several workers share the port */
+	void (*release)(void *arg); /* called once the server no longer uses cfg/metrics */
+	void *release_arg;
 };
 
 /* Bind the listener and create pools.  cfg and opt->metrics must outlive
  * the server. */
 int server_new(struct event_base *base, const struct bridge_config *cfg,
 	       const struct server_options *opt, struct server **ret, struct bridge_error *err);
+
+/* Switch to a new config (SIGHUP), on the server's own thread.  Requests
+ * in flight finish with the config they started with; its pools are freed
+ * after the last one, then release(release_arg) runs.  The listen address,
+ * port, TLS and worker count are not changed by a reload.  On failure the
+ * old config stays and err says why. */
+int server_reload(struct server *s, const struct bridge_config *cfg, struct metrics *metrics,
+		  void (*release)(void *arg), void *release_arg, struct bridge_error *err);
 
 /* Call on the thread that will run the server's event_base, before dispatch. */
 void server_thread_init(struct server *s);
