@@ -11,7 +11,8 @@
 #include "bridge/mapping.h"
 
 static const char *const top_keys[] = { "listen", "limits", "tls", "unrouted", "match_keys",
-					"upstream", "log_level", "workers", "routes", NULL };
+					"upstream", "log_level", "workers", "dry_run", "routes", NULL };
+static const char *const dry_run_keys[] = { "report", "v2_path", "window_s", "max_entries", NULL };
 static const char *const listen_keys[] = { "address", "port", "path", "tls", "auth", "allow",
 					   NULL };
 static const char *const listen_tls_keys[] = { "cert_file", "key_file", NULL };
@@ -25,10 +26,15 @@ static const char *const upstream_keys[] = { "max_connections", "max_response_bo
 static const char *const route_keys[] = { "name", "mapping", "endpoint", "mode", "auth_header",
 					  "secret", "secrets", "signature_header",
 					  "signature_encoding", "delivery_id_header", "match",
-					  "timeout_ms", "ca_file", "auth", NULL };
+					  "timeout_ms", "ca_file", "auth", "legacy_endpoint", NULL };
 static const char *const auth_keys[] = { "name", "value", NULL };
 static const char *const match_keys[] = { "website_id", "campaign_id", NULL };
-static const char *const mode_names[] = { "forward", "dry-run", NULL };
+static const char *const mode_names[] = { "forward", "dry-run", "dual", NULL };
+
+const char *route_mode_name(enum route_mode m)
+{
+	return m <= ROUTE_DUAL ? mode_names[m] : "?";
+}
 static const char *const unrouted_names[] = { "reject", "accept", NULL };
 
 static char *xstrdup(const char *s)
@@ -240,9 +246,27 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 				 "endpoint '%s': %s", v, err.message);
 		else
 			r->endpoint = strdup(v);
-	} else if (r->mode == ROUTE_FORWARD && !config_setting_get_member(g, "endpoint")) {
+	} else if (ROUTE_SENDS_V2(r) && !config_setting_get_member(g, "endpoint")) {
 		diag_add(d, cfg_file(g, file), cfg_line(g),
-			 "route '%s' is in forward mode but has no 'endpoint'", r->name ? r->name : "?");
+			 "route '%s' is in %s mode but has no 'endpoint'", r->name ? r->name : "?",
+			 route_mode_name(r->mode));
+	}
+	if (cfg_get_text(g, "legacy_endpoint", &v, file, d) == 1) {
+		if (upstream_url_parse(v, &r->legacy_url, &err) < 0)
+			diag_add(d, cfg_file(g, file),
+				 cfg_line(config_setting_get_member(g, "legacy_endpoint")),
+				 "legacy_endpoint '%s': %s", v, err.message);
+		else
+			r->legacy_endpoint = strdup(v);
+		if (r->mode == ROUTE_FORWARD)
+			diag_add(d, cfg_file(g, file),
+				 cfg_line(config_setting_get_member(g, "legacy_endpoint")),
+				 "route '%s': legacy_endpoint is for dry-run and dual modes, not forward",
+				 r->name ? r->name : "?");
+	} else if (r->mode == ROUTE_DUAL && !config_setting_get_member(g, "legacy_endpoint")) {
+		diag_add(d, cfg_file(g, file), cfg_line(g),
+			 "route '%s' is in dual mode but has no 'legacy_endpoint' (the authoritative v1 importer)",
+			 r->name ? r->name : "?");
 	}
 
 	auth = cfg_get_group(g, "auth_header", file, d);
@@ -263,11 +287,11 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 		r->auth_value = xstrdup(av);
 	}
 	load_secrets(g, r, file, d);
-	if (r->mode == ROUTE_FORWARD && r->n_secrets == 0 && !config_setting_get_member(g, "secret") &&
+	if (ROUTE_SENDS_V2(r) && r->n_secrets == 0 && !config_setting_get_member(g, "secret") &&
 	    !config_setting_get_member(g, "secrets"))
 		diag_add(d, cfg_file(g, file), cfg_line(g),
-			 "route '%s' is in forward mode but has no 'secret' to sign with",
-			 r->name ? r->name : "?");
+			 "route '%s' is in %s mode but has no 'secret' to sign with",
+			 r->name ? r->name : "?", route_mode_name(r->mode));
 
 	get_header_name(g, "signature_header", &r->signature_header, "X-Qualifio-Signature", file, d);
 	get_header_name(g, "delivery_id_header", &r->delivery_id_header, "X-Bridge-Delivery-Id",
@@ -298,6 +322,8 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 	}
 	if (r->endpoint && r->url.https)
 		r->tls_index = tls_index_for(c, r->ca_file ? r->ca_file : c->ca_file);
+	if (r->legacy_endpoint && r->legacy_url.https)
+		r->legacy_tls_index = tls_index_for(c, r->ca_file ? r->ca_file : c->ca_file);
 	access_auth_load(cfg_get_group(g, "auth", file, d), file, &r->auth, d);
 }
 
@@ -428,6 +454,24 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 			c->log_level = (int)lv;
 	}
 
+	c->shadow_window_ms = 3600000;
+	c->shadow_max_entries = 100000;
+	g = cfg_get_group(root, "dry_run", path, d);
+	if (g) {
+		cfg_check_keys(g, dry_run_keys, path, d);
+		if (cfg_get_text(g, "report", &v, path, d) == 1)
+			c->report_path = cfg_resolve_path(path, v);
+		if (cfg_get_text(g, "v2_path", &v, path, d) == 1) {
+			if (v[0] != '/' || strpbrk(v, "?# "))
+				diag_add(d, path, cfg_line(config_setting_get_member(g, "v2_path")),
+					 "'v2_path' must start with '/' and hold no '?', '#' or space");
+			c->shadow_path = strdup(v);
+		}
+		if (cfg_get_int(g, "window_s", 1, 7 * 86400, &n, path, d) == 1)
+			c->shadow_window_ms = (long)n * 1000;
+		load_size(g, "max_entries", 1, 10000000, &c->shadow_max_entries, path, d);
+	}
+
 	cfg_get_enum(root, "unrouted", unrouted_names, &unrouted, path, d);
 	c->unrouted_accept = unrouted == 1;
 
@@ -461,6 +505,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		diag_add(d, path, 0, "no 'routes' list: add at least one route");
 	}
 
+	if (c->shadow_path && strcmp(c->shadow_path, c->listen_path) == 0)
+		diag_add(d, path, 0, "dry_run.v2_path must differ from listen.path");
 	config_destroy(&cfg);
 	if (d->count > errors_before) {
 		bridge_config_free(c);
@@ -488,6 +534,7 @@ void bridge_config_free(struct bridge_config *c)
 		free(r->mapping_file);
 		mapping_free(r->mapping);
 		free(r->endpoint);
+		free(r->legacy_endpoint);
 		free(r->auth_name);
 		free(r->auth_value);
 		free_list(r->secrets, r->n_secrets);
@@ -507,6 +554,8 @@ void bridge_config_free(struct bridge_config *c)
 	free(c->ca_file);
 	free(c->website_key);
 	free(c->campaign_key);
+	free(c->report_path);
+	free(c->shadow_path);
 	free(c->listen_cert_file);
 	free(c->listen_key_file);
 	access_auth_clear(&c->auth);

@@ -20,6 +20,7 @@
 #include "bridge/cli.h"
 #include "bridge/config.h"
 #include "bridge/guard.h"
+#include "bridge/jsonl.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
 #include "bridge/metrics.h"
@@ -104,6 +105,7 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 struct config_hold {
 	struct bridge_config *cfg;
 	struct metrics *metrics;
+	struct jsonl *report;    /* dry_run.report, or NULL */
 	atomic_int refs;
 };
 
@@ -133,6 +135,7 @@ static void config_hold_release(void *arg)
 	struct config_hold *h = arg;
 
 	if (atomic_fetch_sub(&h->refs, 1) == 1) {
+		jsonl_close(h->report);
 		metrics_free(h->metrics);
 		bridge_config_free(h->cfg);
 		free(h);
@@ -149,7 +152,8 @@ static void worker_reload(evutil_socket_t fd, short what, void *arg)
 	if (!h)
 		return;
 	bridge_error_clear(&err);
-	if (server_reload(w->server, h->cfg, h->metrics, config_hold_release, h, &err) < 0) {
+	if (server_reload(w->server, h->cfg, h->metrics, h->report, config_hold_release, h,
+			  &err) < 0) {
 		log_begin(&l, LOG_ERROR, "reload_failed");
 		log_int(&l, "worker", w->index);
 		log_str(&l, "message", err.message);
@@ -225,7 +229,19 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	h = calloc(1, sizeof(*h));
 	if (h)
 		h->metrics = metrics_new(cfg, st->n_workers);
-	if (!h || !h->metrics) {
+	if (h && h->metrics && cfg->report_path) {
+		struct bridge_error err;
+
+		h->report = jsonl_open(cfg->report_path, &err);
+		if (!h->report) {
+			log_begin(&l, LOG_ERROR, "reload_failed");
+			log_str(&l, "message", err.message);
+			log_end(&l);
+		}
+	}
+	if (!h || !h->metrics || (cfg->report_path && !h->report)) {
+		if (h)
+			metrics_free(h->metrics);
 		free(h);
 		bridge_config_free(cfg);
 		return;
@@ -294,7 +310,7 @@ static void serve_log_start(const struct bridge_config *cfg, const char *config_
 
 		log_begin(&l, LOG_INFO, "route");
 		log_str(&l, "name", r->name);
-		log_str(&l, "mode", r->mode == ROUTE_FORWARD ? "forward" : "dry-run");
+		log_str(&l, "mode", route_mode_name(r->mode));
 		log_str(&l, "endpoint", r->endpoint);
 		log_str(&l, "mapping", r->mapping_file);
 		log_end(&l);
@@ -373,6 +389,14 @@ static int cmd_serve(int argc, char **argv)
 		goto fail;
 	}
 	st.config_path = config_path;
+	if (cfg->report_path) {
+		st.current->report = jsonl_open(cfg->report_path, &err);
+		if (!st.current->report) {
+			free(st.current);
+			st.current = NULL;
+			goto fail;
+		}
+	}
 	st.current->cfg = cfg;
 	st.current->metrics = metrics;
 	atomic_store(&st.current->refs, st.n_workers + 1);
@@ -380,7 +404,8 @@ static int cmd_serve(int argc, char **argv)
 	metrics = NULL;
 	for (int i = 0; i < st.n_workers; i++) {
 		struct worker *w = &st.workers[i];
-		struct server_options opt = { .metrics = st.current->metrics, .worker = i,
+		struct server_options opt = { .metrics = st.current->metrics,
+					      .report = st.current->report, .worker = i,
 					      .port = port, .reuseport = st.n_workers > 1,
 					      .release = config_hold_release, .release_arg = st.current };
 
@@ -651,7 +676,7 @@ static int cmd_check(int argc, char **argv)
 			printf("ok: %s: %zu route(s)\n", config_path, cfg->n_routes);
 			for (size_t i = 0; i < cfg->n_routes; i++)
 				printf("  route %s: %s, mapping %s%s%s\n", cfg->routes[i].name,
-				       cfg->routes[i].mode == ROUTE_FORWARD ? "forward" : "dry-run",
+				       route_mode_name(cfg->routes[i].mode),
 				       cfg->routes[i].mapping_file,
 				       cfg->routes[i].endpoint ? ", endpoint " : "",
 				       cfg->routes[i].endpoint ? cfg->routes[i].endpoint : "");

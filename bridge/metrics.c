@@ -13,7 +13,7 @@ static const char *const outcome_names[OUTCOME_COUNT] = {
 	"delivered", "dry_run", "dropped", "invalid_input", "no_route", "mapping_failed",
 	"upstream_status", "upstream_timeout", "upstream_unreachable", "upstream_tls",
 	"upstream_protocol", "upstream_too_large", "shutting_down", "internal", "unauthorized",
-	"forbidden",
+	"forbidden", "legacy_delivered",
 };
 
 /* upper bounds in milliseconds; the last bucket is +Inf */
@@ -40,6 +40,7 @@ struct metrics {
 	size_t n_routes;
 	int workers;
 	atomic_uint_fast64_t *requests;   /* (n_routes + 1) * OUTCOME_COUNT; row 0 = no route */
+	atomic_uint_fast64_t *dual_v2;    /* n_routes * OUTCOME_COUNT */
 	struct histogram *latency;        /* n_routes */
 	atomic_long *pool_open;           /* n_routes * workers */
 	atomic_long in_flight;
@@ -57,11 +58,12 @@ struct metrics *metrics_new(const struct bridge_config *cfg, int workers)
 	m->n_routes = cfg->n_routes;
 	m->workers = workers;
 	m->requests = calloc((m->n_routes + 1) * OUTCOME_COUNT, sizeof(*m->requests));
+	m->dual_v2 = calloc((m->n_routes + 1) * OUTCOME_COUNT, sizeof(*m->dual_v2));
 	m->latency = calloc(m->n_routes + 1, sizeof(*m->latency));
 	m->pool_open = calloc((m->n_routes + 1) * (size_t)workers, sizeof(*m->pool_open));
 	pthread_mutex_init(&m->mapping_errors.lock, NULL);
 	pthread_mutex_init(&m->unmapped.lock, NULL);
-	if (!m->requests || !m->latency || !m->pool_open) {
+	if (!m->requests || !m->dual_v2 || !m->latency || !m->pool_open) {
 		metrics_free(m);
 		return NULL;
 	}
@@ -80,6 +82,7 @@ void metrics_free(struct metrics *m)
 	if (!m)
 		return;
 	free(m->requests);
+	free(m->dual_v2);
 	free(m->latency);
 	free(m->pool_open);
 	label_table_clear(&m->mapping_errors);
@@ -92,6 +95,13 @@ void metrics_request(struct metrics *m, long route, enum metrics_outcome o)
 	if (!m || route >= (long)m->n_routes || o >= OUTCOME_COUNT)
 		return;
 	atomic_fetch_add(&m->requests[(size_t)(route + 1) * OUTCOME_COUNT + o], 1);
+}
+
+void metrics_dual_v2(struct metrics *m, long route, enum metrics_outcome o)
+{
+	if (!m || route < 0 || route >= (long)m->n_routes || o >= OUTCOME_COUNT)
+		return;
+	atomic_fetch_add(&m->dual_v2[(size_t)route * OUTCOME_COUNT + o], 1);
 }
 
 void metrics_upstream_latency(struct metrics *m, long route, long ms)
@@ -195,6 +205,20 @@ void metrics_render(struct metrics *m, struct evbuffer *out)
 					    (unsigned long long)v);
 		}
 	}
+	evbuffer_add_printf(out, "# HELP webhook_bridge_dual_v2_total Dual mode: v2 deliveries by route and outcome (the legacy importer answers the sender).\n"
+				 "# TYPE webhook_bridge_dual_v2_total counter\n");
+	for (size_t r = 0; r < m->n_routes; r++) {
+		for (int o = 0; o < OUTCOME_COUNT; o++) {
+			uint64_t v = atomic_load(&m->dual_v2[r * OUTCOME_COUNT + (size_t)o]);
+
+			if (!v)
+				continue;
+			evbuffer_add_printf(out, "webhook_bridge_dual_v2_total{route=\"");
+			add_label(out, m->cfg->routes[r].name);
+			evbuffer_add_printf(out, "\",outcome=\"%s\"} %llu\n", outcome_names[o],
+					    (unsigned long long)v);
+		}
+	}
 	evbuffer_add_printf(out, "# HELP webhook_bridge_mapping_errors_total Posts a rule rejected, by rule location.\n"
 				 "# TYPE webhook_bridge_mapping_errors_total counter\n");
 	render_table(out, &m->mapping_errors, "webhook_bridge_mapping_errors_total", "rule");
@@ -208,7 +232,7 @@ void metrics_render(struct metrics *m, struct evbuffer *out)
 		struct histogram *h = &m->latency[r];
 		uint64_t cum = 0;
 
-		if (m->cfg->routes[r].mode != ROUTE_FORWARD)
+		if (!ROUTE_SENDS_V2(&m->cfg->routes[r]))
 			continue;
 		for (size_t b = 0; b <= N_BOUNDS; b++) {
 			cum += atomic_load(&h->buckets[b]);
@@ -233,7 +257,7 @@ void metrics_render(struct metrics *m, struct evbuffer *out)
 	for (size_t r = 0; r < m->n_routes; r++) {
 		long open = 0;
 
-		if (m->cfg->routes[r].mode != ROUTE_FORWARD)
+		if (!ROUTE_SENDS_V2(&m->cfg->routes[r]))
 			continue;
 		for (int w = 0; w < m->workers; w++)
 			open += atomic_load(&m->pool_open[r * (size_t)m->workers + (size_t)w]);

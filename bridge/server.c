@@ -22,6 +22,7 @@
 #include "bridge/access.h"
 #include "bridge/convert.h"
 #include "bridge/guard.h"
+#include "bridge/jsonl.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
 #include "bridge/metrics.h"
@@ -42,6 +43,8 @@ struct generation {
 	struct metrics *metrics;
 	struct upstream_tls **tls;       /* one per cfg->tls_files */
 	struct upstream_pool **pools;    /* one per route, NULL for dry-run routes */
+	struct upstream_pool **legacy_pools; /* v1 passthrough, one per route, or NULL */
+	struct jsonl *report;            /* dry-run report, or NULL (owned by the caller) */
 	size_t pending;                  /* exchanges waiting on these pools */
 	int retired;
 	struct generation *next_retired;
@@ -81,8 +84,10 @@ struct exchange {
 	struct evhttp_request *req;
 	const struct bridge_route *route;
 	long route_index;                /* -1 until routed */
-	struct upstream_request *up;
+	struct upstream_request *up;        /* v2 delivery */
+	struct upstream_request *legacy_up; /* v1 passthrough (dry-run with legacy, dual) */
 	int queued;                      /* in server.pending */
+	int answered;                    /* the sender has its answer */
 	char delivery_id[DELIVERY_ID_LEN + 1];
 	char *participation_id;
 	struct timeval start;
@@ -188,6 +193,9 @@ static void generation_free(struct generation *g)
 	for (size_t i = 0; g->pools && i < g->cfg->n_routes; i++)
 		upstream_pool_free(g->pools[i]);
 	free(g->pools);
+	for (size_t i = 0; g->legacy_pools && i < g->cfg->n_routes; i++)
+		upstream_pool_free(g->legacy_pools[i]);
+	free(g->legacy_pools);
 	for (size_t i = 0; g->tls && i < g->cfg->n_tls_files; i++)
 		upstream_tls_free(g->tls[i]);
 	free(g->tls);
@@ -197,8 +205,9 @@ static void generation_free(struct generation *g)
 }
 
 static struct generation *generation_new(struct server *s, const struct bridge_config *cfg,
-					 struct metrics *metrics, void (*release)(void *),
-					 void *release_arg, struct bridge_error *err)
+					 struct metrics *metrics, struct jsonl *report,
+					 void (*release)(void *), void *release_arg,
+					 struct bridge_error *err)
 {
 	struct generation *g = calloc(1, sizeof(*g));
 
@@ -208,9 +217,11 @@ static struct generation *generation_new(struct server *s, const struct bridge_c
 	}
 	g->cfg = cfg;
 	g->metrics = metrics;
+	g->report = report;
 	g->tls = calloc(cfg->n_tls_files + 1, sizeof(*g->tls));
 	g->pools = calloc(cfg->n_routes + 1, sizeof(*g->pools));
-	if (!g->tls || !g->pools) {
+	g->legacy_pools = calloc(cfg->n_routes + 1, sizeof(*g->legacy_pools));
+	if (!g->tls || !g->pools || !g->legacy_pools) {
 		generation_free(g);
 		bridge_error_set(err, "out of memory");
 		return NULL;
@@ -226,7 +237,20 @@ static struct generation *generation_new(struct server *s, const struct bridge_c
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		const struct bridge_route *r = &cfg->routes[i];
 
-		if (r->mode != ROUTE_FORWARD)
+		if (r->legacy_endpoint) {
+			g->legacy_pools[i] = upstream_pool_new(s->base, s->dns, &r->legacy_url,
+							       r->legacy_url.https
+								       ? g->tls[r->legacy_tls_index]
+								       : NULL,
+							       &cfg->upstream);
+			if (!g->legacy_pools[i]) {
+				generation_free(g);
+				bridge_error_set(err, "cannot create the legacy pool of route '%s'",
+						 r->name);
+				return NULL;
+			}
+		}
+		if (!ROUTE_SENDS_V2(r))
 			continue;
 		g->pools[i] = upstream_pool_new(s->base, s->dns, &r->url,
 						r->url.https ? g->tls[r->tls_index] : NULL,
@@ -287,6 +311,42 @@ static void pending_unlink(struct exchange *x)
 
 static void drain_check(struct server *s);
 
+/* Free the exchange once the sender has its answer and no upstream request
+ * of it is outstanding (in dual mode the v2 delivery may end after the
+ * legacy answer). */
+static void exchange_release(struct exchange *x)
+{
+	struct server *s = x->srv;
+
+	if (!x->answered || x->up || x->legacy_up)
+		return;
+	if (x->queued) {
+		pending_unlink(x);
+		exchange_free(x);
+		if (s->draining)
+			drain_check(s);
+		return;
+	}
+	exchange_free(x);
+}
+
+/* Put x on the pending list before its first upstream request. */
+static void exchange_track(struct exchange *x)
+{
+	struct server *s = x->srv;
+
+	if (x->queued)
+		return;
+	x->queued = 1;
+	x->next = s->pending;
+	if (s->pending)
+		s->pending->prev = x;
+	s->pending = x;
+	s->n_pending++;
+	x->gen->pending++;
+	metrics_in_flight_add(x->gen->metrics, 1);
+}
+
 /* The one way a webhook post is answered: body is an open JSON object
  * (consumed), `error` the human reason for the log (NULL on success). */
 static void exchange_answer(struct exchange *x, int status, enum metrics_outcome outcome,
@@ -323,14 +383,8 @@ static void exchange_answer(struct exchange *x, int status, enum metrics_outcome
 			log_int(&l, "suppressed_before", (long long)suppressed);
 		log_end(&l);
 	}
-	if (x->queued) {
-		pending_unlink(x);
-		exchange_free(x);
-		if (s->draining)
-			drain_check(s);
-		return;
-	}
-	exchange_free(x);
+	x->answered = 1;
+	exchange_release(x);
 }
 
 static void exchange_fail(struct exchange *x, int status, enum metrics_outcome outcome,
@@ -420,12 +474,64 @@ static void unmapped_json(struct evbuffer *b, const struct mapping_result *m)
 }
 
 
+/* How a failed exchange with an endpoint is reported: status, outcome,
+ * error code and a message naming `who` ("endpoint", "legacy endpoint"). */
+static int describe_failure(const struct upstream_response *r, const char *who, int timeout_ms,
+			    enum metrics_outcome *outcome, const char **code, char *msg, size_t cap)
+{
+	int status = 502;
+	const char *reason = r->reason ? r->reason : "";
+
+	switch (r->outcome) {
+	case UPSTREAM_RESPONSE:
+		*outcome = OUTCOME_UPSTREAM_STATUS;
+		*code = "upstream_status";
+		snprintf(msg, cap, "%s answered %d; the participation was not delivered", who,
+			 r->status);
+		break;
+	case UPSTREAM_TIMEOUT:
+		status = 504;
+		*outcome = OUTCOME_UPSTREAM_TIMEOUT;
+		*code = "upstream_timeout";
+		snprintf(msg, cap, "%s did not answer within %d ms", who, timeout_ms);
+		break;
+	case UPSTREAM_CONNECT_FAILED:
+		*outcome = OUTCOME_UPSTREAM_UNREACHABLE;
+		*code = "upstream_unreachable";
+		snprintf(msg, cap, "cannot connect to %s: %s", who, reason);
+		break;
+	case UPSTREAM_TLS_FAILED:
+		*outcome = OUTCOME_UPSTREAM_TLS;
+		*code = "upstream_tls";
+		snprintf(msg, cap, "TLS with %s failed: %s", who, reason);
+		break;
+	case UPSTREAM_TOO_LARGE:
+		*outcome = OUTCOME_UPSTREAM_TOO_LARGE;
+		*code = "upstream_too_large";
+		snprintf(msg, cap, "%s response too large: %s", who, reason);
+		break;
+	case UPSTREAM_CANCELLED:
+		status = 503;
+		*outcome = OUTCOME_SHUTTING_DOWN;
+		*code = "shutting_down";
+		snprintf(msg, cap, "the bridge is shutting down; not delivered, retry later");
+		break;
+	case UPSTREAM_PROTOCOL_ERROR:
+	default:
+		*outcome = OUTCOME_UPSTREAM_PROTOCOL;
+		*code = "upstream_protocol";
+		snprintf(msg, cap, "%s broke the HTTP exchange: %s", who, reason);
+		break;
+	}
+	return status;
+}
+
 static void upstream_done(const struct upstream_response *r, void *arg)
 {
 	struct exchange *x = arg;
 	struct evbuffer *b;
 	enum metrics_outcome outcome;
-	int status = 502;
+	int status;
 	const char *code;
 	char msg[600];
 
@@ -434,6 +540,32 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 	metrics_pool_connections(x->gen->metrics, x->route_index, x->srv->opt.worker,
 				 (long)upstream_pool_connections(x->gen->pools[x->route_index]));
 	if (r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300) {
+		outcome = OUTCOME_DELIVERED;
+		status = 200;
+		msg[0] = '\0';
+	} else {
+		status = describe_failure(r, "endpoint", x->route->timeout_ms, &outcome, &code, msg,
+					  sizeof(msg));
+	}
+	if (x->route->mode == ROUTE_DUAL) {
+		/* the legacy importer answers the sender; v2 is only counted */
+		struct log_line l;
+
+		metrics_dual_v2(x->gen->metrics, x->route_index, outcome);
+		log_begin(&l, outcome == OUTCOME_DELIVERED ? LOG_INFO : LOG_WARN, "dual_v2");
+		log_str(&l, "route", x->route->name);
+		log_str(&l, "participation_id", x->participation_id);
+		log_str(&l, "delivery_id", x->delivery_id);
+		if (r->outcome == UPSTREAM_RESPONSE)
+			log_int(&l, "upstream_status", r->status);
+		log_int(&l, "latency_ms", r->elapsed_ms);
+		if (msg[0])
+			log_str(&l, "error", msg);
+		log_end(&l);
+		exchange_release(x);
+		return;
+	}
+	if (outcome == OUTCOME_DELIVERED) {
 		b = evbuffer_new();
 		evbuffer_add_printf(b, "{\"status\":\"delivered\"");
 		add_field(b, "participation_id", x->participation_id);
@@ -441,58 +573,107 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 		exchange_answer(x, 200, OUTCOME_DELIVERED, b, r->status, NULL);
 		return;
 	}
-	switch (r->outcome) {
-	case UPSTREAM_RESPONSE:
-		outcome = OUTCOME_UPSTREAM_STATUS;
-		code = "upstream_status";
-		snprintf(msg, sizeof(msg), "endpoint answered %d; the participation was not delivered",
-			 r->status);
-		break;
-	case UPSTREAM_TIMEOUT:
-		status = 504;
-		outcome = OUTCOME_UPSTREAM_TIMEOUT;
-		code = "upstream_timeout";
-		snprintf(msg, sizeof(msg), "endpoint did not answer within %d ms",
-			 x->route->timeout_ms);
-		break;
-	case UPSTREAM_CONNECT_FAILED:
-		outcome = OUTCOME_UPSTREAM_UNREACHABLE;
-		code = "upstream_unreachable";
-		snprintf(msg, sizeof(msg), "cannot connect to endpoint: %s", r->reason ? r->reason : "");
-		break;
-	case UPSTREAM_TLS_FAILED:
-		outcome = OUTCOME_UPSTREAM_TLS;
-		code = "upstream_tls";
-		snprintf(msg, sizeof(msg), "TLS with endpoint failed: %s", r->reason ? r->reason : "");
-		break;
-	case UPSTREAM_TOO_LARGE:
-		outcome = OUTCOME_UPSTREAM_TOO_LARGE;
-		code = "upstream_too_large";
-		snprintf(msg, sizeof(msg), "endpoint response too large: %s", r->reason ? r->reason : "");
-		break;
-	case UPSTREAM_CANCELLED:
-		status = 503;
-		outcome = OUTCOME_SHUTTING_DOWN;
-		code = "shutting_down";
-		snprintf(msg, sizeof(msg), "the bridge is shutting down; not delivered, retry later");
-		break;
-	case UPSTREAM_PROTOCOL_ERROR:
-	default:
-		outcome = OUTCOME_UPSTREAM_PROTOCOL;
-		code = "upstream_protocol";
-		snprintf(msg, sizeof(msg), "endpoint broke the HTTP exchange: %s",
-			 r->reason ? r->reason : "");
-		break;
-	}
 	b = error_body(code, msg);
 	if (r->outcome == UPSTREAM_RESPONSE)
 		evbuffer_add_printf(b, ",\"upstream_status\":%d", r->status);
 	exchange_answer(x, status, outcome, b, r->outcome == UPSTREAM_RESPONSE ? r->status : 0, msg);
 }
 
+/* The legacy (v1) importer's answer is the sender's answer: relayed as it
+ * is when it answered, a JSON 502/504 when it did not. */
+static void legacy_done(const struct upstream_response *r, void *arg)
+{
+	struct exchange *x = arg;
+	enum metrics_outcome outcome;
+	const char *code;
+	char msg[600];
+	int status;
+
+	x->legacy_up = NULL;
+	if (r->outcome == UPSTREAM_RESPONSE) {
+		struct evkeyvalq *h = evhttp_request_get_output_headers(x->req);
+		struct evbuffer *b = evbuffer_new();
+		struct log_line l;
+
+		evhttp_add_header(h, "Content-Type",
+				  r->content_type ? r->content_type : "application/octet-stream");
+		if (x->delivery_id[0])
+			evhttp_add_header(h, "X-Bridge-Delivery-Id", x->delivery_id);
+		if (r->body_len)
+			evbuffer_add(b, r->body, r->body_len);
+		guard_request_end(thread_guard_of_server, x->req);
+		evhttp_send_reply(x->req, r->status, r->status < 300 ? "OK" : "Legacy Answer", b);
+		evbuffer_free(b);
+		metrics_request(x->gen->metrics, x->route_index,
+				r->status >= 200 && r->status < 300 ? OUTCOME_LEGACY_DELIVERED
+								    : OUTCOME_UPSTREAM_STATUS);
+		log_begin(&l, r->status < 500 ? LOG_INFO : LOG_WARN, "request");
+		log_str(&l, "route", x->route->name);
+		log_str(&l, "participation_id", x->participation_id);
+		log_str(&l, "delivery_id", x->delivery_id[0] ? x->delivery_id : NULL);
+		log_int(&l, "status", r->status);
+		log_str(&l, "answered_by", "legacy_endpoint");
+		log_int(&l, "latency_ms", ms_since(&x->start));
+		log_int(&l, "bytes_in", (long long)x->bytes_in);
+		log_end(&l);
+		x->answered = 1;
+		exchange_release(x);
+		return;
+	}
+	status = describe_failure(r, "legacy endpoint", x->route->timeout_ms, &outcome, &code, msg,
+				  sizeof(msg));
+	exchange_answer(x, status, outcome, error_body(code, msg), 0, msg);
+}
+
+/* Hop-by-hop and framing headers never go upstream (pitfall A11). */
+static int legacy_header_skipped(const char *name, const char *connection)
+{
+	static const char *const skip[] = { "Host", "Content-Length", "Transfer-Encoding",
+					    "Connection", "Keep-Alive", "TE", "Trailer",
+					    "Upgrade", "Expect", NULL };
+
+	for (const char *const *k = skip; *k; k++)
+		if (strcasecmp(name, *k) == 0)
+			return 1;
+	if (strncasecmp(name, "Proxy-", 6) == 0)
+		return 1;
+	if (connection) { /* headers the Connection header names are hop-by-hop too */
+		size_t n = strlen(name);
+
+		for (const char *p = connection; (p = strcasestr(p, name)) != NULL; p += n)
+			if ((p == connection || p[-1] == ',' || p[-1] == ' ') &&
+			    (p[n] == '\0' || p[n] == ',' || p[n] == ' '))
+				return 1;
+	}
+	return 0;
+}
+
+/* Pass the original v1 post, byte for byte with its end-to-end headers. */
+static int legacy_send(struct exchange *x, const char *body, size_t len)
+{
+	struct evkeyvalq *in = evhttp_request_get_input_headers(x->req);
+	const char *connection = evhttp_find_header(in, "Connection");
+	struct upstream_header h[64];
+	size_t nh = 0;
+	struct bridge_error err;
+
+	for (struct evkeyval *kv = in->tqh_first; kv && nh < 63; kv = kv->next.tqe_next)
+		if (!legacy_header_skipped(kv->key, connection))
+			h[nh++] = (struct upstream_header){ kv->key, kv->value };
+	exchange_track(x);
+	bridge_error_clear(&err);
+	if (upstream_post(x->gen->legacy_pools[x->route_index], h, nh, body, len,
+			  x->route->timeout_ms, legacy_done, x, &x->legacy_up, &err) < 0) {
+		x->legacy_up = NULL;
+		exchange_fail(x, 502, OUTCOME_UPSTREAM_UNREACHABLE, "upstream_unreachable",
+			      err.message);
+		return -1;
+	}
+	return 0;
+}
+
 static void forward(struct exchange *x, const struct mapping_result *m)
 {
-	struct server *s = x->srv;
 	const struct bridge_route *route = x->route;
 	struct upstream_header h[6];
 	size_t nh = 0;
@@ -511,20 +692,16 @@ static void forward(struct exchange *x, const struct mapping_result *m)
 	h[nh++] = (struct upstream_header){ route->delivery_id_header, x->delivery_id };
 	h[nh++] = (struct upstream_header){ "User-Agent", "webhook-bridge/" BRIDGE_VERSION };
 
-	x->queued = 1;
-	x->next = s->pending;
-	if (s->pending)
-		s->pending->prev = x;
-	s->pending = x;
-	s->n_pending++;
-	x->gen->pending++;
-	metrics_in_flight_add(x->gen->metrics, 1);
+	exchange_track(x);
 	bridge_error_clear(&err);
 	if (upstream_post(x->gen->pools[x->route_index], h, nh, m->body, m->len, route->timeout_ms,
 			  upstream_done, x, &x->up, &err) < 0) {
 		x->up = NULL;
-		exchange_fail(x, 502, OUTCOME_UPSTREAM_UNREACHABLE, "upstream_unreachable",
-			      err.message);
+		if (route->mode == ROUTE_DUAL)
+			metrics_dual_v2(x->gen->metrics, x->route_index, OUTCOME_UPSTREAM_UNREACHABLE);
+		else
+			exchange_fail(x, 502, OUTCOME_UPSTREAM_UNREACHABLE, "upstream_unreachable",
+				      err.message);
 	}
 }
 
@@ -581,6 +758,72 @@ static void report_unmapped(struct exchange *x, const struct mapping_result *m)
 	evbuffer_free(keys);
 }
 
+/* ---- dry-run report ------------------------------------------------------ */
+
+static void report_head(struct evbuffer *line, const struct exchange *x)
+{
+	char ts[32];
+
+	log_time_now(ts, sizeof(ts));
+	evbuffer_add_printf(line, "{\"time\":\"%s\"", ts);
+	add_field(line, "route", x->route->name);
+	add_field(line, "mode", route_mode_name(x->route->mode));
+}
+
+static void report_emit(const struct exchange *x, struct evbuffer *line)
+{
+	evbuffer_add(line, "}\n", 2);
+	jsonl_write(x->gen->report, (const char *)evbuffer_pullup(line, -1),
+		    evbuffer_get_length(line));
+	evbuffer_free(line);
+}
+
+/* One line per translated post: the v2 it would send and the rule behind
+ * every value (the `report` command and /dry-run/summary read these). */
+static void report_translation(const struct exchange *x, const struct mapping_result *m)
+{
+	struct evbuffer *line = evbuffer_new();
+	char rule[600];
+
+	report_head(line, x);
+	add_field(line, "delivery_id", x->delivery_id);
+	add_field(line, "participation_id", m->participation_id);
+	add_field(line, "state", m->state);
+	evbuffer_add_printf(line, ",\"v2\":");
+	evbuffer_add(line, m->body, m->len);
+	evbuffer_add_printf(line, ",\"provenance\":[");
+	for (size_t i = 0; i < m->n_trace; i++) {
+		const struct mapping_trace *t = &m->trace[i];
+
+		evbuffer_add_printf(line, "%s{\"path\":", i ? "," : "");
+		add_json_str(line, t->path, strlen(t->path));
+		snprintf(rule, sizeof(rule), "%s:%d", t->file ? t->file : "", t->line);
+		add_field(line, "rule", rule);
+		add_field(line, "from", t->from_key);
+		add_field(line, "what", t->what);
+		evbuffer_add(line, "}", 1);
+	}
+	evbuffer_add_printf(line, "],\"unmapped\":");
+	unmapped_json(line, m);
+	report_emit(x, line);
+}
+
+static void report_failure(const struct exchange *x, const struct bridge_error *err,
+			   const char *rule)
+{
+	struct evbuffer *line = evbuffer_new();
+
+	report_head(line, x);
+	evbuffer_add_printf(line, ",\"error\":{\"message\":");
+	add_json_str(line, err->message, strlen(err->message));
+	if (rule[0])
+		add_field(line, "rule", rule);
+	if (err->key[0])
+		add_field(line, "key", err->key);
+	evbuffer_add(line, "}", 1);
+	report_emit(x, line);
+}
+
 static void handle_webhook(struct server *s, struct evhttp_request *req)
 {
 	const struct bridge_config *c = s->cfg;
@@ -594,7 +837,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	struct bridge_error err;
 	struct mapping_result m;
 	char wid[32], cid[32], msg[700];
-	int rc;
+	int rc, legacy, trace;
 
 	x = calloc(1, sizeof(*x));
 	if (!x) {
@@ -692,19 +935,36 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	}
 
 	memset(&m, 0, sizeof(m));
-	rc = mapping_apply(x->route->mapping, doc, 0, &m, &err);
+	legacy = x->route->legacy_endpoint != NULL;
+	trace = s->gen->report && x->route->mode != ROUTE_FORWARD;
+	rc = mapping_apply(x->route->mapping, doc, trace ? MAPPING_TRACE : 0, &m, &err);
 	v1_doc_free(doc);
 	if (rc < 0) {
-		struct evbuffer *b = error_body("mapping_failed", err.message);
-		char rule[600];
+		char rule[600] = "";
 
-		if (err.file) {
+		if (err.file)
 			snprintf(rule, sizeof(rule), "%s:%d", err.file, err.line);
-			add_field(b, "rule", rule);
-			metrics_mapping_error(x->gen->metrics, rule);
-		} else {
-			metrics_mapping_error(x->gen->metrics, "");
+		metrics_mapping_error(x->gen->metrics, rule);
+		if (trace)
+			report_failure(x, &err, rule);
+		if (legacy) {
+			/* the legacy importer stays authoritative: the post goes on to it
+			 * and the translation failure is logged, counted and reported */
+			struct log_line l;
+
+			log_begin(&l, LOG_WARN, "mapping_failed");
+			log_str(&l, "route", x->route->name);
+			log_str(&l, "rule", rule[0] ? rule : NULL);
+			log_str(&l, "key", err.key[0] ? err.key : NULL);
+			log_str(&l, "message", err.message);
+			log_end(&l);
+			legacy_send(x, body, x->bytes_in);
+			return;
 		}
+		struct evbuffer *b = error_body("mapping_failed", err.message);
+
+		if (rule[0])
+			add_field(b, "rule", rule);
 		if (err.key[0])
 			add_field(b, "key", err.key);
 		exchange_answer(x, 422, OUTCOME_MAPPING_FAILED, b, 0, err.message);
@@ -715,20 +975,35 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	x->bytes_out = m.len;
 	if (m.n_unmapped)
 		report_unmapped(x, &m);
+	if (trace)
+		report_translation(x, &m);
 
-	if (x->route->mode == ROUTE_DRY_RUN) {
-		struct evbuffer *b = evbuffer_new();
-
-		print_dry_run(x, &m);
-		evbuffer_add_printf(b, "{\"status\":\"dry-run\"");
-		add_field(b, "participation_id", m.participation_id);
-		evbuffer_add_printf(b, ",\"unmapped\":");
-		unmapped_json(b, &m);
-		evbuffer_add_printf(b, ",\"v2\":");
-		evbuffer_add(b, m.body, m.len);
-		exchange_answer(x, 200, OUTCOME_DRY_RUN, b, 0, NULL);
-	} else {
+	switch (x->route->mode) {
+	case ROUTE_FORWARD:
 		forward(x, &m);
+		break;
+	case ROUTE_DUAL:
+		/* both importers at once; only the legacy one answers the sender */
+		if (legacy_send(x, body, x->bytes_in) == 0)
+			forward(x, &m);
+		break;
+	case ROUTE_DRY_RUN:
+	default:
+		print_dry_run(x, &m);
+		if (legacy) {
+			legacy_send(x, body, x->bytes_in);
+		} else {
+			struct evbuffer *b = evbuffer_new();
+
+			evbuffer_add_printf(b, "{\"status\":\"dry-run\"");
+			add_field(b, "participation_id", m.participation_id);
+			evbuffer_add_printf(b, ",\"unmapped\":");
+			unmapped_json(b, &m);
+			evbuffer_add_printf(b, ",\"v2\":");
+			evbuffer_add(b, m.body, m.len);
+			exchange_answer(x, 200, OUTCOME_DRY_RUN, b, 0, NULL);
+		}
+		break;
 	}
 	mapping_result_clear(&m);
 }
@@ -903,7 +1178,8 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 	if (!s->dns) /* no resolv.conf: IP-literal endpoints still work */
 		s->dns = evdns_base_new(base, 0);
 
-	s->gen = generation_new(s, cfg, opt->metrics, opt->release, opt->release_arg, err);
+	s->gen = generation_new(s, cfg, opt->metrics, opt->report, opt->release, opt->release_arg,
+				err);
 	if (!s->gen) {
 		server_free(s);
 		return -1;
@@ -945,9 +1221,10 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 }
 
 int server_reload(struct server *s, const struct bridge_config *cfg, struct metrics *metrics,
-		  void (*release)(void *arg), void *release_arg, struct bridge_error *err)
+		  struct jsonl *report, void (*release)(void *arg), void *release_arg,
+		  struct bridge_error *err)
 {
-	struct generation *g = generation_new(s, cfg, metrics, release, release_arg, err);
+	struct generation *g = generation_new(s, cfg, metrics, report, release, release_arg, err);
 
 	if (!g)
 		return -1;
@@ -1000,9 +1277,14 @@ static void cancel_pending(struct server *s)
 
 		if (x->up)
 			upstream_request_cancel(x->up);
-		x->up = NULL;
-		exchange_fail(x, 503, OUTCOME_SHUTTING_DOWN, "shutting_down",
-			      "the bridge is shutting down; the participation was not delivered, retry later");
+		if (x->legacy_up)
+			upstream_request_cancel(x->legacy_up);
+		x->up = x->legacy_up = NULL;
+		if (!x->answered)
+			exchange_fail(x, 503, OUTCOME_SHUTTING_DOWN, "shutting_down",
+				      "the bridge is shutting down; the participation was not delivered, retry later");
+		else
+			exchange_release(x); /* dual: the v2 delivery was still running */
 	}
 }
 

@@ -20,8 +20,14 @@ struct mapping;
 
 enum route_mode {
 	ROUTE_FORWARD, /* deliver the signed v2 and answer with the endpoint's outcome */
-	ROUTE_DRY_RUN, /* print the v2 it would send, answer 200, deliver nothing */
+	ROUTE_DRY_RUN, /* report the v2 it would send; answer 200, or legacy_endpoint's outcome */
+	ROUTE_DUAL,    /* v1 to legacy_endpoint (authoritative) and v2 to endpoint, at once */
 };
+
+/* The route sends v2 to `endpoint`. */
+#define ROUTE_SENDS_V2(r) ((r)->mode == ROUTE_FORWARD || (r)->mode == ROUTE_DUAL)
+
+const char *route_mode_name(enum route_mode m);
 
 struct bridge_route {
 	char *name;
@@ -31,6 +37,9 @@ struct bridge_route {
 	enum route_mode mode;
 	char *endpoint;           /* NULL allowed in dry-run */
 	struct upstream_url url;  /* parsed endpoint (valid when endpoint != NULL) */
+	char *legacy_endpoint;    /* v1 passthrough: required in dual, optional in dry-run */
+	struct upstream_url legacy_url;
+	size_t legacy_tls_index;
 	char *auth_name;          /* NULL when no auth header */
 	char *auth_value;
 	char **secrets;           /* secrets[0] signs; all verify */
@@ -75,6 +84,10 @@ struct bridge_config {
 	struct upstream_limits upstream;
 	struct bridge_route *routes;
 	size_t n_routes;
+	char *report_path;        /* dry_run.report: JSON lines, one per translated post */
+	char *shadow_path;        /* dry_run.v2_path: real v2 posts are compared here */
+	long shadow_window_ms;    /* dry_run.window_s */
+	size_t shadow_max_entries;/* dry_run.max_entries */
 	char **tls_files;         /* distinct CA files used by https routes ("" = system default) */
 	size_t n_tls_files;
 };

@@ -33,6 +33,7 @@ enum metrics_outcome {
 	OUTCOME_INTERNAL,
 	OUTCOME_UNAUTHORIZED,
 	OUTCOME_FORBIDDEN,
+	OUTCOME_LEGACY_DELIVERED, /* dry-run/dual: the legacy importer took the v1 post */
 	OUTCOME_COUNT
 };
 
@@ -45,6 +46,8 @@ void metrics_free(struct metrics *m); /* accepts NULL */
 /* route: index into cfg->routes, or -1 before a route was chosen. */
 void metrics_request(struct metrics *m, long route, enum metrics_outcome o);
 void metrics_upstream_latency(struct metrics *m, long route, long ms);
+/* Dual mode: the outcome of the v2 delivery, which never answers the sender. */
+void metrics_dual_v2(struct metrics *m, long route, enum metrics_outcome o);
 void metrics_mapping_error(struct metrics *m, const char *rule_location);
 void metrics_unmapped(struct metrics *m, const char *variable);
 void metrics_in_flight_add(struct metrics *m, int delta);

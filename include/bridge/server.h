@@ -11,11 +11,13 @@
 #include "bridge/diag.h"
 
 struct event_base;
+struct jsonl;
 struct metrics;
 struct server;
 
 struct server_options {
 	struct metrics *metrics; /* shared by every worker; may be NULL */
+	struct jsonl *report;    /* dry-run report file, shared; may be NULL */
 	int worker;              /* index of this worker, for per-worker gauges */
 	int port;                /* -1: the config's port; else bind this one */
 	int reuseport;           /* SO_REUSEPORT, so several workers share the port */
@@ -34,7 +36,8 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
  * port, TLS and worker count are not changed by a reload.  On failure the
  * old config stays and err says why. */
 int server_reload(struct server *s, const struct bridge_config *cfg, struct metrics *metrics,
-		  void (*release)(void *arg), void *release_arg, struct bridge_error *err);
+		  struct jsonl *report, void (*release)(void *arg), void *release_arg,
+		  struct bridge_error *err);
 
 /* Call on the thread that will run the server's event_base, before dispatch. */
 void server_thread_init(struct server *s);

@@ -1,0 +1,61 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bridge/jsonl.h"
+
+struct jsonl {
+	int fd;
+	pthread_mutex_t lock;
+};
+
+struct jsonl *jsonl_open(const char *path, struct bridge_error *err)
+{
+	struct jsonl *j = calloc(1, sizeof(*j));
+
+	if (!j) {
+		bridge_error_set(err, "out of memory");
+		return NULL;
+	}
+	j->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (j->fd < 0) {
+		bridge_error_set(err, "cannot open %s: %s", path, strerror(errno));
+		free(j);
+		return NULL;
+	}
+	pthread_mutex_init(&j->lock, NULL);
+	return j;
+}
+
+int jsonl_write(struct jsonl *j, const char *line, size_t len)
+{
+	size_t off = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&j->lock);
+	while (off < len) {
+		ssize_t w = write(j->fd, line + off, len - off);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			rc = -1;
+			break;
+		}
+		off += (size_t)w;
+	}
+	pthread_mutex_unlock(&j->lock);
+	return rc;
+}
+
+void jsonl_close(struct jsonl *j)
+{
+	if (!j)
+		return;
+	close(j->fd);
+	pthread_mutex_destroy(&j->lock);
+	free(j);
+}
