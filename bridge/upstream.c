@@ -134,6 +134,8 @@ struct upstream_request {
 	char reason[UPSTREAM_REASON_MAX];
 	char *resp_body;
 	size_t resp_len;
+	char *retry_after; /* the response's Retry-After value, or NULL */
+	char *content_type; /* the response's Content-Type, or NULL */
 	long elapsed_ms;
 };
 
@@ -528,6 +530,8 @@ static void request_free(struct upstream_request *r)
 	free(r->values);
 	free(r->body);
 	free(r->resp_body);
+	free(r->retry_after);
+	free(r->content_type);
 	free(r);
 }
 
@@ -542,6 +546,8 @@ static void request_call(struct upstream_request *r)
 	resp.reason = r->reason;
 	resp.body = r->resp_body;
 	resp.body_len = r->resp_len;
+	resp.retry_after = r->retry_after;
+	resp.content_type = r->content_type;
 	resp.elapsed_ms = r->elapsed_ms;
 	r->delivering = 1;
 	r->cb(&resp, r->arg);
@@ -862,6 +868,10 @@ static void ereq_done_cb(struct evhttp_request *ereq, void *arg)
 	if (code > 0) {
 		struct evbuffer *in = evhttp_request_get_input_buffer(ereq);
 		size_t n = in ? evbuffer_get_length(in) : 0;
+		const char *ra = evhttp_find_header(evhttp_request_get_input_headers(ereq),
+						    "Retry-After");
+		const char *ct = evhttp_find_header(evhttp_request_get_input_headers(ereq),
+						    "Content-Type");
 
 		c->established = 1;
 		r->conn = NULL;
@@ -883,6 +893,10 @@ static void ereq_done_cb(struct evhttp_request *ereq, void *arg)
 			}
 		}
 		r->resp_len = n;
+		if (ra)
+			r->retry_after = strndup(ra, 64);
+		if (ct)
+			r->content_type = strndup(ct, 128);
 		response_reason(r, ereq, code);
 		request_finish(r, UPSTREAM_RESPONSE, code);
 		return;

@@ -86,6 +86,10 @@ struct upstream_response {
 	const char *body;    /* response body (may be NULL), valid during the callback only */
 	size_t body_len;
 	long elapsed_ms;
+	const char *retry_after; /* the response's Retry-After header (at most 64 bytes), or NULL;
+				  * valid during the callback only */
+	const char *content_type; /* the response's Content-Type (at most 128 bytes), or NULL;
+				   * valid during the callback only */
 };
 
 typedef void (*upstream_done_cb)(const struct upstream_response *r, void *arg);
