@@ -108,7 +108,7 @@ static int regular_file(const char *path)
 
 /* Scan one file's integer literals and its @include targets (recursively);
  * returns the number of unusable includes found. */
-static int scan_literals(const char *path, int depth, struct diag *d)
+static int scan_literals(const char *path, const char *top, int depth, struct diag *d)
 {
 	FILE *f = fopen(path, "rb");
 	int bad_includes = 0;
@@ -138,6 +138,18 @@ static int scan_literals(const char *path, int depth, struct diag *d)
 	if (!text)
 		return 0;
 	text[len] = '\0';
+	if (memchr(text, '\0', len)) {
+		/* libconfig would read up to the NUL, or exit() on an include name
+		 * holding one: never hand it such a file */
+		size_t at = (size_t)((char *)memchr(text, '\0', len) - text);
+		int nul_line = 1;
+
+		for (size_t k = 0; k < at; k++)
+			nul_line += text[k] == '\n';
+		diag_add(d, path, nul_line, "the file holds a NUL byte");
+		free(text);
+		return 1;
+	}
 	while (i < len) {
 		char c = text[i];
 
@@ -166,10 +178,19 @@ static int scan_literals(const char *path, int depth, struct diag *d)
 
 			if (q1 && q2 && (!nl || q2 < nl)) {
 				char *inc = strndup(q1 + 1, (size_t)(q2 - q1 - 1));
-				char *full = inc ? cfg_resolve_path(path, inc) : NULL;
+				/* libconfig 1.5 resolves every include, nested ones too,
+				 * against the top file's folder, and prepends that folder
+				 * even to absolute names (pitfall C3) */
+				char *full = inc && inc[0] != '/' ? cfg_resolve_path(top, inc) : NULL;
 
-				if (full && regular_file(full)) {
-					bad_includes += scan_literals(full, depth + 1, d);
+				if (inc && inc[0] == '/') {
+					diag_add(d, path, line,
+						 "@include \"%s\": absolute paths are read wrong by "
+						 "libconfig 1.5; name it relative to %s's folder",
+						 inc, top);
+					bad_includes++;
+				} else if (full && regular_file(full)) {
+					bad_includes += scan_literals(full, top, depth + 1, d);
 				} else {
 					diag_add(d, path, line, "@include \"%s\": not a readable file",
 						 inc ? inc : "");
@@ -228,7 +249,7 @@ int cfg_read(config_t *cfg, const char *path, struct diag *d)
 	}
 	/* literal errors are reported and the file still read, so that every
 	 * problem shows in one run; a bad include must never reach libconfig */
-	if (scan_literals(path, 0, d) > 0) {
+	if (scan_literals(path, path, 0, d) > 0) {
 		free(copy);
 		return -1;
 	}

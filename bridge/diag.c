@@ -28,6 +28,30 @@ int bridge_error_set(struct bridge_error *e, const char *fmt, ...)
 	return -1;
 }
 
+/* One diagnostic is one line, whatever the quoted input held: control
+ * characters become \n, \t or \xNN (in place, cut to fit). */
+static void escape_controls(char *msg, size_t cap)
+{
+	char out[1024];
+	size_t o = 0;
+
+	for (const unsigned char *p = (const unsigned char *)msg; *p && o + 5 < sizeof(out); p++) {
+		if (*p == '\n') {
+			out[o++] = '\\';
+			out[o++] = 'n';
+		} else if (*p == '\t') {
+			out[o++] = '\\';
+			out[o++] = 't';
+		} else if (*p < 0x20 || *p == 0x7f) {
+			o += (size_t)snprintf(out + o, sizeof(out) - o, "\\x%02x", *p);
+		} else {
+			out[o++] = (char)*p;
+		}
+	}
+	out[o] = '\0';
+	snprintf(msg, cap, "%s", out);
+}
+
 static int diag_reserve(struct diag *d, size_t need)
 {
 	size_t cap = d->cap ? d->cap : 256;
@@ -66,6 +90,7 @@ int diag_add(struct diag *d, const char *file, int line, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	escape_controls(msg, sizeof(msg));
 	if (line > 0)
 		hn = snprintf(head, sizeof(head), "%s:%d: ", file ? file : "<input>", line);
 	else

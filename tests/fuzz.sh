@@ -53,22 +53,25 @@ fi
 
 out=${FUZZ_BUILD_DIR:-build-fuzz}
 mkdir -p "$out/obj" "$out/crashes" || exit 1
-pkgs="libevent libevent_openssl yajl libconfig openssl"
-CC=${CC_FUZZ:-clang}
+# The libraries the root meson.build asks for, minus meson's own 'threads'.
+pkgs=$(sed -n "s/.*dependency('\([A-Za-z0-9_.+-]*\)'.*/\1/p" meson.build | grep -vx threads | tr '\n' ' ')
+CC=clang
 CFLAGS="-std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
 -fno-sanitize-recover=undefined -D_GNU_SOURCE -DBRIDGE_VERSION=\"fuzz\" -Iinclude
 $(pkg-config --cflags $pkgs)" || exit 1
 LIBS="$(pkg-config --libs $pkgs) -lpthread" || exit 1
 
-# The core, instrumented for coverage.  A module that does not compile is
-# left out with a warning: only the harnesses that need it fail to link.
-rm -f "$out/obj/"*.o
+# The core, instrumented for coverage, as an archive so that each harness
+# links only the modules it uses.  A module that does not compile is left out
+# with a warning: only the harnesses that need it fail to link.
+rm -f "$out/obj/"*.o "$out/libcore.a"
 for src in bridge/*.c; do
 	[ "$src" = bridge/main.c ] && continue
 	o="$out/obj/$(basename "$src" .c).o"
 	$CC $CFLAGS -fsanitize=fuzzer-no-link -c "$src" -o "$o" ||
 		echo "fuzz: warning: $src does not compile; left out" >&2
 done
+ar rcs "$out/libcore.a" "$out"/obj/*.o || exit 1
 
 export BRIDGE_SOURCE_ROOT="$(pwd)"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:strict_string_checks=1"
@@ -79,8 +82,9 @@ status=0
 summary=""
 for n in $names; do
 	exe="$out/fuzz_$n"
+	case $exe in /*) ;; *) exe="./$exe" ;; esac
 	log="$out/fuzz_$n.log"
-	if ! $CC $CFLAGS -fsanitize=fuzzer "tests/fuzz_$n.c" "$out"/obj/*.o $LIBS -o "$exe"; then
+	if ! $CC $CFLAGS -fsanitize=fuzzer "tests/fuzz_$n.c" "$out/libcore.a" $LIBS -o "$exe"; then
 		summary="$summary
 fuzz_$n: did not build"
 		status=1
@@ -90,7 +94,7 @@ fuzz_$n: did not build"
 	case $n in v1_json | mapping) corpus="$corpus fixtures/v1" ;; esac
 	mkdir -p "$out/corpus-$n"
 	echo "fuzz: fuzz_$n for ${secs}s (log: $log)"
-	"./$exe" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	"$exe" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 		-artifact_prefix="$out/crashes/$n-" "$out/corpus-$n" $corpus >"$log" 2>&1
 	rc=$?
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
@@ -102,8 +106,8 @@ fuzz_$n: ${execs:-?} execs, ${cov:-no coverage line}, crashes: $crashes"
 	if [ $rc -ne 0 ]; then
 		status=1
 		summary="$summary
-$(grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error|.*Test unit written to)' "$log" |
-			head -n 4 | sed 's/^/    /')"
+$(grep -E '^(==[0-9]+== ?ERROR|fuzz_[a-z0-9_]+: |SUMMARY|.*runtime error|.*Test unit written to)' "$log" |
+			head -n 5 | sed 's/^/    /')"
 	fi
 done
 echo "$summary" | sed '/^$/d'

@@ -5,8 +5,9 @@
  * qualifio-v1-to-v2.conf (from $BRIDGE_SOURCE_ROOT, else the working
  * directory) so that routes and @include directives can name a real file or
  * input.conf itself.  Invariants (abort on violation): the return value, the
- * result pointer and the diag count agree, and every diag line starts with
- * "file:line: " or "file: " for a named file.
+ * result pointer and the diag count agree, and the diag text is exactly one
+ * line per error, each starting with "file:line: " or "file: " for a named
+ * file.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -38,8 +39,7 @@ static void setup(void)
 		abort();
 	snprintf(input, sizeof(input), "%s/input.conf", dir);
 	snprintf(shipped, sizeof(shipped), "%s/qualifio-v1-to-v2.conf", dir);
-	snprintf(target, sizeof(target), "%s%smappings/qualifio-v1-to-v2.conf", root ? root : ".",
-		 "/");
+	snprintf(target, sizeof(target), "%s/mappings/qualifio-v1-to-v2.conf", root ? root : ".");
 	abs = realpath(target, NULL);
 	if (abs && symlink(abs, shipped) < 0)
 		abort();
@@ -50,18 +50,26 @@ static void setup(void)
 static void check_diag(int rc, const void *ret, const struct diag *d)
 {
 	const char *line = d->text;
+	int n = 0;
 
-	if (rc == 0 ? !ret || d->count != 0 : rc != -1 || ret || d->count <= 0 || !line)
+	if (rc == 0 ? !ret || d->count != 0 : rc != -1 || ret || d->count <= 0 || !line) {
+		fprintf(stderr, "fuzz_config: rc %d, result %p, %d diag(s)\n", rc, ret, d->count);
+		cleanup();
 		abort();
-	for (int n = 0; n < d->count; n++) {
+	}
+	for (; line && *line; n++) {
 		const char *end = strchr(line, '\n'), *sep = strstr(line, ": ");
 
 		if (!end || !sep || sep > end || sep == line || strncmp(line, "<input>", 7) == 0)
-			abort();
+			break;
 		line = end + 1;
 	}
-	if (line && *line)
+	if (n != d->count || (line && *line)) {
+		fprintf(stderr, "fuzz_config: %d diag(s) but not as many \"file[:line]: message\" lines:\n%s",
+			d->count, d->text);
+		cleanup();
 		abort();
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -75,8 +83,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!dir[0])
 		setup();
 	f = fopen(input, "wb");
-	if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0)
+	if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0) {
+		cleanup();
 		abort();
+	}
 
 	rc = mapping_load(input, &m, &d);
 	check_diag(rc, m, &d);

@@ -27,5 +27,10 @@ int main(void)
 	ok(strstr(d.text, "grow.conf:200: line 199\n") != NULL, "diag keeps every line while growing");
 	diag_reset(&d);
 	ok(d.text == NULL && d.count == 0, "diag_reset zeroes");
+
+	diag_add(&d, "x.conf", 3, "unknown v2 path '%s'", "a\nb\tc\001");
+	is_str(d.text, "x.conf:3: unknown v2 path 'a\\nb\\tc\\x01'\n",
+	       "control characters from input are escaped: one diagnostic, one line");
+	diag_reset(&d);
 	return tap_done();
 }
