@@ -40,6 +40,11 @@ static const char usage_main[] =
 	"  map --mapping FILE [INPUT]     map one v1 payload (file or stdin) to v2 on stdout\n"
 	"  check --config FILE | --mapping FILE\n"
 	"                                 load and validate, report every error as file:line\n"
+	"  diff --mapping FILE V1.json    provenance: every v2 value and the rule behind it\n"
+	"  diff A.json B.json             structural diff of two v2 documents (exit 1 if different)\n"
+	"  diff --mapping OLD --against NEW FIXTURES...\n"
+	"                                 what a rule change changes across a fixture set\n"
+	"  report FILE                    summarise a dry-run report (comparisons, top differences)\n"
 	"\n"
 	"  --help, -h                     this text (also: webhook-bridge <command> --help)\n"
 	"  --version                      print the version\n";
@@ -698,6 +703,8 @@ static const struct command {
 	{ "serve", cmd_serve },
 	{ "map", cmd_map },
 	{ "check", cmd_check },
+	{ "diff", cmd_diff },
+	{ "report", cmd_report },
 };
 
 int main(int argc, char **argv)

@@ -9,4 +9,6 @@
 #ifndef BRIDGE_CLI_H
 #define BRIDGE_CLI_H
 
+int cmd_diff(int argc, char **argv);   /* bridge/diff.c */
+int cmd_report(int argc, char **argv); /* bridge/diff.c */
 #endif
