@@ -45,6 +45,8 @@ static const char usage_main[] =
 	"  diff --mapping OLD --against NEW FIXTURES...\n"
 	"                                 what a rule change changes across a fixture set\n"
 	"  report FILE                    summarise a dry-run report (comparisons, top differences)\n"
+	"  replay --config FILE [--to URL] [--expect DIR] [--dry-run] PATH...\n"
+	"                                 send fixtures or captured traffic through a route\n"
 	"\n"
 	"  --help, -h                     this text (also: webhook-bridge <command> --help)\n"
 	"  --version                      print the version\n";
@@ -705,6 +707,7 @@ static const struct command {
 	{ "check", cmd_check },
 	{ "diff", cmd_diff },
 	{ "report", cmd_report },
+	{ "replay", cmd_replay },
 };
 
 int main(int argc, char **argv)

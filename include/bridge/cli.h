@@ -11,4 +11,5 @@
 
 int cmd_diff(int argc, char **argv);   /* bridge/diff.c */
 int cmd_report(int argc, char **argv); /* bridge/diff.c */
+int cmd_replay(int argc, char **argv); /* bridge/replay.c */
 #endif

@@ -1,0 +1,603 @@
+/*
+ * record: NDJSON capture of inbound v1 posts with redaction and rotation.
+ * The contract is in include/bridge/record.h.  The raw body never reaches
+ * the file: it is parsed and re-emitted field by field, so redaction cannot
+ * miss a value hidden in form encoding, escapes or odd spacing.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <yajl/yajl_gen.h>
+
+#include "bridge/record.h"
+
+#define RECORD_KEEP_MAX 1000
+#define RECORD_PATH_MAX 4096
+
+/* The personal data of the representative v1 shape (webhook 1.0 form
+ * answers and the address pseudonym).  "email*" and not "*email*": an
+ * opt-in such as optin_email carries 1/0/"" and replay needs it intact. */
+const char *const record_default_redact[] = {
+	"ip", "email*", "lastname", "firstname", "phone*", "mobile*", "address*",
+	"birthdate", "zipcode", "city", NULL,
+};
+
+const char *const record_default_headers[] = {
+	"Content-Type", "User-Agent", "X-Forwarded-For", NULL,
+};
+
+struct recorder {
+	pthread_mutex_t lock;
+	int fd;
+	uint64_t size;          /* bytes in the current file */
+	uint64_t lines;
+	char *path;
+	uint64_t rotate_bytes;
+	unsigned keep;
+	char **redact;          /* defaults (when asked) then extras */
+	size_t n_redact;
+	char **headers;
+	size_t n_headers;
+	size_t max_line;
+	struct v1_limits limits;
+};
+
+void record_options_default(struct record_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->rotate_bytes = 100u * 1024 * 1024;
+	o->keep = 5;
+	o->redact_defaults = 1;
+	o->max_line = 4u * 1024 * 1024;
+	v1_limits_default(&o->limits);
+}
+
+int record_pattern_match(const char *pattern, const char *key, size_t key_len)
+{
+	size_t pl = strlen(pattern);
+	int lead = pl > 0 && pattern[0] == '*';
+	int trail = pl > (size_t)lead && pattern[pl - 1] == '*';
+	const char *core = pattern + lead;
+	size_t cl = pl - (size_t)lead - (size_t)trail;
+
+	if (!lead && !trail)
+		return cl == key_len && strncasecmp(core, key, cl) == 0;
+	if (cl > key_len)
+		return 0;
+	if (!lead) /* prefix */
+		return strncasecmp(core, key, cl) == 0;
+	if (!trail) /* suffix */
+		return strncasecmp(core, key + key_len - cl, cl) == 0;
+	for (size_t i = 0; i + cl <= key_len; i++) /* substring */
+		if (strncasecmp(core, key + i, cl) == 0)
+			return 1;
+	return 0;
+}
+
+static int redacted(const struct recorder *r, const char *key, size_t key_len)
+{
+	for (size_t i = 0; i < r->n_redact; i++)
+		if (record_pattern_match(r->redact[i], key, key_len))
+			return 1;
+	return 0;
+}
+
+/* ---- open / close -------------------------------------------------------- */
+
+static void free_list(char **l, size_t n)
+{
+	for (size_t i = 0; l && i < n; i++)
+		free(l[i]);
+	free(l);
+}
+
+static int list_add(char ***l, size_t *n, const char *s)
+{
+	char **t = realloc(*l, (*n + 1) * sizeof(**l));
+
+	if (!t)
+		return -1;
+	*l = t;
+	if (!(t[*n] = strdup(s)))
+		return -1;
+	(*n)++;
+	return 0;
+}
+
+static int file_open(struct recorder *r, struct bridge_error *err)
+{
+	struct stat st;
+
+	r->fd = open(r->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (r->fd < 0)
+		return bridge_error_set(err, "cannot open capture file '%s': %s", r->path,
+					strerror(errno));
+	if (fstat(r->fd, &st) < 0) {
+		bridge_error_set(err, "cannot stat capture file '%s': %s", r->path, strerror(errno));
+		close(r->fd);
+		r->fd = -1;
+		return -1;
+	}
+	r->size = (uint64_t)st.st_size;
+	return 0;
+}
+
+struct recorder *recorder_open(const struct record_options *opt, struct bridge_error *err)
+{
+	struct recorder *r;
+	int fail = 0;
+
+	if (!opt->path || !*opt->path) {
+		bridge_error_set(err, "record: a capture file path is required");
+		return NULL;
+	}
+	if (strlen(opt->path) > RECORD_PATH_MAX - 8) {
+		bridge_error_set(err, "record: capture file path is too long");
+		return NULL;
+	}
+	if (opt->keep < 1 || opt->keep > RECORD_KEEP_MAX) {
+		bridge_error_set(err, "record: keep must be 1..%d, not %u", RECORD_KEEP_MAX, opt->keep);
+		return NULL;
+	}
+	for (size_t i = 0; i < opt->n_redact; i++) {
+		const char *p = opt->redact[i];
+		size_t pl = p ? strlen(p) : 0;
+
+		if (pl == 0 || (pl == 1 && p[0] == '*') || (pl == 2 && p[0] == '*' && p[1] == '*') ||
+		    (pl > 2 && memchr(p + 1, '*', pl - 2))) {
+			bridge_error_set(err,
+					 "record: redact pattern '%s' must be a key, 'prefix*', '*suffix' or '*part*'",
+					 p ? p : "");
+			return NULL;
+		}
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		bridge_error_set(err, "out of memory");
+		return NULL;
+	}
+	r->fd = -1;
+	pthread_mutex_init(&r->lock, NULL);
+	r->rotate_bytes = opt->rotate_bytes;
+	r->keep = opt->keep;
+	r->max_line = opt->max_line ? opt->max_line : 4u * 1024 * 1024;
+	r->limits = opt->limits;
+	if (!r->limits.max_depth)
+		v1_limits_default(&r->limits);
+	r->path = strdup(opt->path);
+	fail |= !r->path;
+	for (size_t i = 0; opt->redact_defaults && record_default_redact[i]; i++)
+		fail |= list_add(&r->redact, &r->n_redact, record_default_redact[i]);
+	for (size_t i = 0; i < opt->n_redact; i++)
+		fail |= list_add(&r->redact, &r->n_redact, opt->redact[i]);
+	if (opt->headers) {
+		for (size_t i = 0; i < opt->n_headers; i++)
+			fail |= list_add(&r->headers, &r->n_headers, opt->headers[i]);
+	} else {
+		for (size_t i = 0; record_default_headers[i]; i++)
+			fail |= list_add(&r->headers, &r->n_headers, record_default_headers[i]);
+	}
+	if (fail) {
+		bridge_error_set(err, "out of memory");
+		recorder_close(r);
+		return NULL;
+	}
+	if (file_open(r, err) < 0) {
+		recorder_close(r);
+		return NULL;
+	}
+	return r;
+}
+
+void recorder_close(struct recorder *r)
+{
+	if (!r)
+		return;
+	if (r->fd >= 0)
+		close(r->fd);
+	pthread_mutex_destroy(&r->lock);
+	free(r->path);
+	free_list(r->redact, r->n_redact);
+	free_list(r->headers, r->n_headers);
+	free(r);
+}
+
+uint64_t recorder_lines(struct recorder *r)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&r->lock);
+	n = r->lines;
+	pthread_mutex_unlock(&r->lock);
+	return n;
+}
+
+/* ---- building one line --------------------------------------------------- */
+
+/* yajl_gen with a sticky first error, so a long run of calls is checked once. */
+struct gen {
+	yajl_gen g;
+	yajl_gen_status st;
+};
+
+static void g_check(struct gen *w, yajl_gen_status st)
+{
+	if (st != yajl_gen_status_ok && w->st == yajl_gen_status_ok)
+		w->st = st;
+}
+
+static void g_str(struct gen *w, const char *s, size_t n)
+{
+	if (w->st == yajl_gen_status_ok)
+		g_check(w, yajl_gen_string(w->g, (const unsigned char *)s, n));
+}
+
+static void g_key(struct gen *w, const char *k)
+{
+	g_str(w, k, strlen(k));
+}
+
+static void g_scalar(struct gen *w, const struct v1_value *v)
+{
+	if (w->st != yajl_gen_status_ok)
+		return;
+	switch (v->type) {
+	case V1_STRING: g_str(w, v->text, v->len); break;
+	case V1_NUMBER: g_check(w, yajl_gen_number(w->g, v->text, v->len)); break;
+	case V1_BOOL: g_check(w, yajl_gen_bool(w->g, v->text[0] == 't')); break;
+	case V1_NULL: g_check(w, yajl_gen_null(w->g)); break;
+	case V1_ARRAY:
+		g_check(w, yajl_gen_array_open(w->g));
+		for (size_t i = 0; i < v->n_items; i++)
+			g_scalar(w, &v->items[i]);
+		g_check(w, yajl_gen_array_close(w->g));
+		break;
+	}
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes available), 0 if invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t k;
+	unsigned cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+		k = 2;
+		cp = s[0] & 0x1F;
+	} else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+		k = 3;
+		cp = s[0] & 0x0F;
+	} else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+		k = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < k)
+		return 0;
+	for (size_t i = 1; i < k; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3F);
+	}
+	if ((k == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+	    (k == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+		return 0;
+	return k;
+}
+
+/* Header values and reasons are not validated upstream: emit them as UTF-8,
+ * each invalid byte replaced by U+FFFD. */
+static void g_text(struct gen *w, const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	char *clean;
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		size_t k = utf8_len(u + i, n - i);
+
+		if (!k)
+			break;
+		i += k;
+	}
+	if (i == n) {
+		g_str(w, s, n);
+		return;
+	}
+	clean = malloc(n * 3 + 1);
+	if (!clean) {
+		g_check(w, yajl_gen_in_error_state);
+		return;
+	}
+	for (i = 0; i < n;) {
+		size_t k = utf8_len(u + i, n - i);
+
+		if (k) {
+			memcpy(clean + o, s + i, k);
+			o += k;
+			i += k;
+		} else {
+			memcpy(clean + o, "\xEF\xBF\xBD", 3);
+			o += 3;
+			i++;
+		}
+	}
+	g_str(w, clean, o);
+	free(clean);
+}
+
+enum body_kind { BODY_JSON, BODY_FORM, BODY_OTHER };
+
+static enum body_kind content_kind(const char *ct)
+{
+	size_t n;
+
+	if (!ct)
+		return BODY_OTHER;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	n = strcspn(ct, "; \t");
+	if (n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0)
+		return BODY_JSON;
+	if (n == strlen("application/x-www-form-urlencoded") &&
+	    strncasecmp(ct, "application/x-www-form-urlencoded", n) == 0)
+		return BODY_FORM;
+	return BODY_OTHER;
+}
+
+static void format_time(const struct timeval *tv, char out[64])
+{
+	struct tm tm;
+	time_t sec = tv->tv_sec;
+
+	gmtime_r(&sec, &tm);
+	snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv->tv_usec / 1000));
+}
+
+static void gen_headers(struct gen *w, const struct recorder *r, const struct record_header *h,
+			size_t n)
+{
+	g_check(w, yajl_gen_map_open(w->g));
+	for (size_t k = 0; k < r->n_headers; k++) {
+		char *joined = NULL;
+		size_t len = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			size_t vl;
+			char *t;
+
+			if (!h[i].name || !h[i].value || strcasecmp(h[i].name, r->headers[k]) != 0)
+				continue;
+			vl = strlen(h[i].value);
+			t = realloc(joined, len + vl + 3);
+			if (!t) {
+				g_check(w, yajl_gen_in_error_state);
+				break;
+			}
+			joined = t;
+			if (len) {
+				memcpy(joined + len, ", ", 2);
+				len += 2;
+			}
+			memcpy(joined + len, h[i].value, vl);
+			len += vl;
+		}
+		if (joined) {
+			g_key(w, r->headers[k]);
+			g_text(w, joined, len);
+			free(joined);
+		}
+	}
+	g_check(w, yajl_gen_map_close(w->g));
+}
+
+/* The start of every line: time, content_type, headers. */
+static void gen_head(struct gen *w, const struct recorder *r, const char *content_type,
+		     const struct timeval *arrival, const struct record_header *h, size_t n)
+{
+	char ts[64];
+
+	format_time(arrival, ts);
+	g_check(w, yajl_gen_map_open(w->g));
+	g_key(w, "time");
+	g_key(w, ts);
+	g_key(w, "content_type");
+	if (content_type)
+		g_text(w, content_type, strlen(content_type));
+	else
+		g_check(w, yajl_gen_null(w->g));
+	g_key(w, "headers");
+	gen_headers(w, r, h, n);
+}
+
+static const char *gen_status_text(yajl_gen_status st)
+{
+	switch (st) {
+	case yajl_gen_invalid_string: return "invalid UTF-8";
+	case yajl_max_depth_exceeded: return "too deep";
+	case yajl_gen_invalid_number: return "invalid number";
+	default: return "generator error";
+	}
+}
+
+/* Build the whole line (with its newline) into a malloc'd buffer. */
+static int build_line(const struct recorder *r, const char *content_type,
+		      const struct timeval *arrival, const struct record_header *h, size_t n,
+		      const char *body, size_t len, char **ret, size_t *ret_len,
+		      struct bridge_error *err)
+{
+	enum body_kind kind = content_kind(content_type);
+	struct v1_doc *doc = NULL;
+	struct bridge_error perr;
+	const unsigned char *out;
+	size_t out_len;
+	char reason[600];
+	int attempt;
+
+	bridge_error_clear(&perr);
+	reason[0] = '\0';
+	if (kind == BODY_OTHER)
+		snprintf(reason, sizeof(reason), "unsupported content type");
+	else if ((kind == BODY_JSON ? v1_parse_json(body ? body : "", len, &r->limits, &doc, &perr)
+				    : v1_parse_form(body ? body : "", len, &r->limits, &doc, &perr)) < 0)
+		snprintf(reason, sizeof(reason), "%s", perr.message);
+
+	/* attempt 0: the body; attempt 1: the invalid form, when the body
+	 * could not be emitted or the line would be too long */
+	for (attempt = reason[0] ? 1 : 0; attempt < 2; attempt++) {
+		struct gen w = { .g = yajl_gen_alloc(NULL), .st = yajl_gen_status_ok };
+
+		if (!w.g) {
+			v1_doc_free(doc);
+			return bridge_error_set(err, "out of memory");
+		}
+		yajl_gen_config(w.g, yajl_gen_validate_utf8, 1);
+		gen_head(&w, r, content_type, arrival, h, n);
+		if (attempt == 0) {
+			g_key(&w, "body");
+			g_check(&w, yajl_gen_map_open(w.g));
+			for (size_t i = 0; i < doc->n_fields; i++) {
+				const struct v1_field *f = &doc->fields[i];
+
+				g_str(&w, f->key, f->key_len);
+				if (redacted(r, f->key, f->key_len))
+					g_key(&w, RECORD_REDACTED);
+				else
+					g_scalar(&w, &f->value);
+			}
+			g_check(&w, yajl_gen_map_close(w.g));
+		} else {
+			g_key(&w, "invalid");
+			g_check(&w, yajl_gen_bool(w.g, 1));
+			g_key(&w, "reason");
+			g_text(&w, reason, strlen(reason));
+			g_key(&w, "body_bytes");
+			g_check(&w, yajl_gen_integer(w.g, (long long)len));
+		}
+		g_check(&w, yajl_gen_map_close(w.g));
+		if (w.st == yajl_gen_status_ok)
+			g_check(&w, yajl_gen_get_buf(w.g, &out, &out_len));
+		if (w.st == yajl_gen_status_ok && out_len + 1 <= r->max_line) {
+			char *line = malloc(out_len + 1);
+
+			if (line) {
+				memcpy(line, out, out_len);
+				line[out_len] = '\n';
+			}
+			yajl_gen_free(w.g);
+			v1_doc_free(doc);
+			if (!line)
+				return bridge_error_set(err, "out of memory");
+			*ret = line;
+			*ret_len = out_len + 1;
+			return 0;
+		}
+		if (w.st != yajl_gen_status_ok)
+			snprintf(reason, sizeof(reason), "cannot re-emit the body: %s",
+				 gen_status_text(w.st));
+		else
+			snprintf(reason, sizeof(reason),
+				 "recorded line would be %zu bytes, over the limit of %zu", out_len + 1,
+				 r->max_line);
+		yajl_gen_free(w.g);
+	}
+	v1_doc_free(doc);
+	return bridge_error_set(err, "record: cannot build the capture line: %s", reason);
+}
+
+/* ---- writing ------------------------------------------------------------- */
+
+/* Called with the lock held. */
+static int rotate(struct recorder *r, struct bridge_error *err)
+{
+	char from[RECORD_PATH_MAX], to[RECORD_PATH_MAX];
+
+	for (unsigned i = r->keep; i >= 1; i--) {
+		if (i == 1)
+			snprintf(from, sizeof(from), "%s", r->path);
+		else
+			snprintf(from, sizeof(from), "%s.%u", r->path, i - 1);
+		snprintf(to, sizeof(to), "%s.%u", r->path, i);
+		if (rename(from, to) < 0 && errno != ENOENT)
+			return bridge_error_set(err, "record: cannot rotate '%s' to '%s': %s", from, to,
+						strerror(errno));
+	}
+	close(r->fd);
+	r->fd = -1;
+	return file_open(r, err);
+}
+
+/* Returns the bytes written; fewer than n means errno says why. */
+static size_t write_all(int fd, const char *p, size_t n)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t w = write(fd, p + done, n - done);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		done += (size_t)w;
+	}
+	return done;
+}
+
+int recorder_write(struct recorder *r, const char *content_type, const struct timeval *arrival,
+		   const struct record_header *headers, size_t n_headers, const char *body,
+		   size_t len, struct bridge_error *err)
+{
+	struct timeval now;
+	char *line;
+	size_t line_len, done;
+	int rc = 0;
+
+	if (!arrival) {
+		gettimeofday(&now, NULL);
+		arrival = &now;
+	}
+	if (build_line(r, content_type, arrival, headers, n_headers, body, len, &line, &line_len,
+		       err) < 0)
+		return -1;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->fd < 0 && file_open(r, err) < 0) { /* a failed rotation left no file open */
+		rc = -1;
+		goto out;
+	}
+	if (r->rotate_bytes && r->size > 0 && r->size + line_len > r->rotate_bytes &&
+	    rotate(r, err) < 0) {
+		rc = -1;
+		goto out;
+	}
+	done = write_all(r->fd, line, line_len);
+	if (done < line_len) {
+		rc = bridge_error_set(err, "record: cannot write to '%s': %s", r->path,
+				      strerror(errno));
+		/* end a torn line, so the next record starts on its own line */
+		if (done > 0)
+			done += write_all(r->fd, "\n", 1);
+		r->size += done;
+		goto out;
+	}
+	r->size += line_len;
+	r->lines++;
+out:
+	pthread_mutex_unlock(&r->lock);
+	free(line);
+	return rc;
+}

@@ -1,0 +1,1621 @@
+/*
+ * replay: send v1 fixtures or captured traffic through a route's mapping to
+ * its endpoint (or --to), signed and authenticated as `serve` does in
+ * forward mode, and optionally compare every v2 output with an expected one.
+ *
+ * Inputs are read as a stream (one item in memory per in-flight request),
+ * mapped on the event loop's thread and posted through one upstream pool
+ * per target; an in-flight cap and a timer-driven rate limit pace the
+ * posts.  Order: files in the order given, folders in name order, lines in
+ * file order; with --concurrency 1 (the default) deliveries keep that order,
+ * which matters to importers that upsert by participation id.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <openssl/evp.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#include "bridge/cli.h"
+#include "bridge/config.h"
+#include "bridge/convert.h"
+#include "bridge/jsondiff.h"
+#include "bridge/mapping.h"
+#include "bridge/sign.h"
+#include "bridge/upstream.h"
+#include "bridge/v1.h"
+
+#define DELIVERY_ID_LEN 36
+#define EXPECT_MAX (16u * 1024 * 1024)  /* ceiling for one expected file */
+#define CAPTURE_DEPTH_MAX 16            /* capture lines: line > body > array */
+#define PROBLEMS_KEPT 1000              /* problems listed in the --json summary */
+#define TALLY_MAX 64                    /* distinct failure reasons counted by name */
+#define CONCURRENCY_MAX 1024
+#define PROGRESS_EVERY_MS 100
+
+static const char usage_replay[] =
+	"usage: webhook-bridge replay --config FILE [--route NAME] [--to URL]\n"
+	"                             [--rate N[/s|/m]] [--concurrency N] [--expect DIR]\n"
+	"                             [--dry-run] [--json] PATH...\n"
+	"\n"
+	"Sends v1 payloads through a route's mapping to its endpoint, signed and with\n"
+	"the auth header exactly as `serve` does in forward mode.\n"
+	"PATH: a v1 JSON file (NAME.json), a folder (its *.json, *.ndjson and *.jsonl\n"
+	"files in name order), or an NDJSON file (*.ndjson, *.jsonl): one v1 body per\n"
+	"line, or capture lines as written by the `record` setting (their \"body\";\n"
+	"lines recorded as invalid are skipped).\n"
+	"  --route NAME        use this route for every payload (default: the route\n"
+	"                      `serve` would pick from the payload's website/campaign id)\n"
+	"  --to URL            post here instead of the route's endpoint (which is\n"
+	"                      used whatever the route's mode)\n"
+	"  --rate N[/s|/m]     at most N posts per second (or per minute)\n"
+	"  --concurrency N     posts in flight at once (default 1: keeps the order)\n"
+	"  --expect DIR        compare each v2 with DIR/NAME.json (key order ignored);\n"
+	"                      line L of NAME.ndjson is compared with DIR/NAME.L.json;\n"
+	"                      DIR/NAME.error instead: the payload must be refused with\n"
+	"                      a message containing its second line\n"
+	"  --dry-run           map and compare only; send nothing\n"
+	"  --json              the summary as one JSON object on stdout\n"
+	"A progress bar is drawn on stderr when it is a terminal.\n"
+	"exit: 0 every payload delivered (2xx) and matched, 1 anything failed or\n"
+	"      mismatched, 2 usage or configuration error\n";
+
+/* ---- small helpers --------------------------------------------------------- */
+
+static int replay_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int replay_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("webhook-bridge replay: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\nTry 'webhook-bridge replay --help'.\n", stderr);
+	return 2;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+
+	return n >= k && strcasecmp(s + n - k, suffix) == 0;
+}
+
+static int is_ndjson_name(const char *p)
+{
+	return has_suffix(p, ".ndjson") || has_suffix(p, ".jsonl");
+}
+
+/* "dir/NAME.ext" -> "NAME" (malloc'd). */
+static char *base_name(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	const char *dot;
+	char *r;
+
+	b = b ? b + 1 : path;
+	dot = strrchr(b, '.');
+	r = dot && dot != b ? strndup(b, (size_t)(dot - b)) : strdup(b);
+	return r;
+}
+
+/* Same derivation as the server's (bridge/server.c): a stable id per route
+ * and v2 body, so a receiver sees the same X-Bridge-Delivery-Id for the same
+ * participation whether it came live or from a replay. */
+static void delivery_id_make(const char *route, const char *body, size_t len,
+			     char out[DELIVERY_ID_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int o = 0;
+
+	memset(md, 0, sizeof(md));
+	if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(ctx, route, strlen(route)) == 1 &&
+	    EVP_DigestUpdate(ctx, "\n", 1) == 1 && EVP_DigestUpdate(ctx, body, len) == 1)
+		EVP_DigestFinal_ex(ctx, md, NULL);
+	EVP_MD_CTX_free(ctx);
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[md[i] >> 4];
+		out[o++] = hex[md[i] & 15];
+	}
+	out[o] = '\0';
+}
+
+/* A rule file as `map` run from the working directory names it: relative
+ * when it lies below it, so .error expectations quote one form. */
+static const char *path_shown(const char *file)
+{
+	char cwd[4096];
+	size_t n;
+
+	if (file[0] != '/' || !getcwd(cwd, sizeof(cwd)))
+		return file;
+	n = strlen(cwd);
+	if (n > 1 && strncmp(file, cwd, n) == 0 && file[n] == '/')
+		return file + n + 1;
+	return file;
+}
+
+static const char *canonical_id(const struct v1_doc *doc, const char *key, char *buf, size_t cap)
+{
+	const struct v1_field *f = v1_doc_get(doc, key);
+	struct bridge_error err;
+
+	if (!f || (f->value.type != V1_NUMBER && f->value.type != V1_STRING))
+		return NULL;
+	if (convert_integer(f->value.text, f->value.len, buf, cap, &err) < 0)
+		return NULL;
+	return buf;
+}
+
+/* Read a whole file of at most max bytes into a NUL-terminated buffer.
+ * -EFBIG when larger. */
+static int file_read(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	FILE *f = fopen(path, "rb");
+	size_t cap = 4096, len = 0;
+	char *buf;
+
+	if (!f)
+		return -errno;
+	buf = malloc(cap + 1);
+	if (!buf) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	for (;;) {
+		size_t n = fread(buf + len, 1, cap - len, f);
+
+		len += n;
+		if (len > max) {
+			free(buf);
+			fclose(f);
+			return -EFBIG;
+		}
+		if (len < cap) {
+			if (ferror(f)) {
+				free(buf);
+				fclose(f);
+				return -EIO;
+			}
+			break;
+		}
+		cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+		char *t = realloc(buf, cap + 1);
+		if (!t) {
+			free(buf);
+			fclose(f);
+			return -ENOMEM;
+		}
+		buf = t;
+	}
+	fclose(f);
+	buf[len] = '\0';
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+}
+
+/* ---- the input stream ------------------------------------------------------ */
+
+/* Bounded line reader: a line longer than max is reported once and skipped. */
+struct line_reader {
+	FILE *f;
+	char *buf;
+	size_t cap, start, end;
+	int eof;
+};
+
+enum line_status { LINE_OK, LINE_TOO_LONG, LINE_EOF, LINE_ERROR };
+
+static enum line_status line_next(struct line_reader *lr, size_t max, char **ret, size_t *ret_len)
+{
+	int skipping = 0;
+
+	for (;;) {
+		char *nl = lr->end > lr->start ? memchr(lr->buf + lr->start, '\n', lr->end - lr->start)
+					       : NULL;
+
+		if (nl || (lr->eof && lr->end > lr->start)) {
+			size_t n = nl ? (size_t)(nl - (lr->buf + lr->start)) : lr->end - lr->start;
+
+			*ret = lr->buf + lr->start;
+			*ret_len = n;
+			lr->start += n + (nl ? 1 : 0);
+			if (skipping)
+				return LINE_TOO_LONG;
+			return n > max ? LINE_TOO_LONG : LINE_OK;
+		}
+		if (lr->eof) {
+			*ret = lr->buf;
+			*ret_len = 0;
+			return skipping ? LINE_TOO_LONG : LINE_EOF;
+		}
+		if (lr->end - lr->start > max) { /* drop what we have, keep looking for its end */
+			skipping = 1;
+			lr->start = lr->end = 0;
+		}
+		if (lr->start > 0) {
+			memmove(lr->buf, lr->buf + lr->start, lr->end - lr->start);
+			lr->end -= lr->start;
+			lr->start = 0;
+		}
+		if (lr->end == lr->cap) {
+			size_t ncap = lr->cap ? lr->cap * 2 : 65536;
+			char *t = realloc(lr->buf, ncap + 1);
+
+			if (!t)
+				return LINE_ERROR;
+			lr->buf = t;
+			lr->cap = ncap;
+		}
+		size_t n = fread(lr->buf + lr->end, 1, lr->cap - lr->end, lr->f);
+
+		lr->end += n;
+		if (n == 0) {
+			if (ferror(lr->f))
+				return LINE_ERROR;
+			lr->eof = 1;
+		}
+	}
+}
+
+/* One payload to replay.  body is v1 JSON, or NULL when `problem` says why
+ * the item cannot be replayed (`skip`: not counted as a failure). */
+struct item {
+	char *label;   /* "path" or "path:line", for messages */
+	char *name;    /* expected-file name: NAME or NAME.LINE */
+	char *body;
+	size_t len;
+	char *problem;
+	const char *problem_key; /* tally key of the problem */
+	int skip;
+};
+
+static void item_clear(struct item *it)
+{
+	free(it->label);
+	free(it->name);
+	free(it->body);
+	free(it->problem);
+	memset(it, 0, sizeof(*it));
+}
+
+struct feed {
+	char **files;          /* expanded inputs in order */
+	size_t n_files, next;
+	struct line_reader lr; /* current NDJSON file, when lr.f */
+	const char *cur;
+	char *cur_base;
+	long line_no;
+	size_t max_body;       /* as the server's limits.max_body */
+	size_t max_line;
+};
+
+static int feed_add(struct feed *fd, const char *path)
+{
+	char **t = realloc(fd->files, (fd->n_files + 1) * sizeof(*t));
+
+	if (!t || !(t[fd->n_files] = strdup(path)))
+		return -1;
+	fd->files = t;
+	fd->n_files++;
+	return 0;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Expand PATH arguments; a folder contributes its *.json / *.ndjson / *.jsonl
+ * files in name order.  Errors are usage errors (exit 2). */
+static int feed_expand(struct feed *fd, char **paths, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct stat st;
+
+		if (stat(paths[i], &st) < 0) {
+			fprintf(stderr, "webhook-bridge replay: %s: %s\n", paths[i], strerror(errno));
+			return -1;
+		}
+		if (S_ISDIR(st.st_mode)) {
+			DIR *d = opendir(paths[i]);
+			struct dirent *e;
+			size_t first = fd->n_files;
+
+			if (!d) {
+				fprintf(stderr, "webhook-bridge replay: %s: %s\n", paths[i],
+					strerror(errno));
+				return -1;
+			}
+			while ((e = readdir(d)) != NULL) {
+				char p[4096];
+
+				if (e->d_name[0] == '.' ||
+				    !(has_suffix(e->d_name, ".json") || is_ndjson_name(e->d_name)))
+					continue;
+				snprintf(p, sizeof(p), "%s%s%s", paths[i],
+					 has_suffix(paths[i], "/") ? "" : "/", e->d_name);
+				if (feed_add(fd, p) < 0) {
+					closedir(d);
+					return -1;
+				}
+			}
+			closedir(d);
+			qsort(fd->files + first, fd->n_files - first, sizeof(char *), name_cmp);
+		} else if (feed_add(fd, paths[i]) < 0) {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void feed_close_file(struct feed *fd)
+{
+	if (fd->lr.f)
+		fclose(fd->lr.f);
+	fd->lr.f = NULL;
+	fd->lr.start = fd->lr.end = 0;
+	fd->lr.eof = 0;
+	free(fd->cur_base);
+	fd->cur_base = NULL;
+}
+
+static void feed_free(struct feed *fd)
+{
+	feed_close_file(fd);
+	free(fd->lr.buf);
+	for (size_t i = 0; i < fd->n_files; i++)
+		free(fd->files[i]);
+	free(fd->files);
+}
+
+/* Payloads the inputs hold, for the progress bar (NDJSON: non-blank lines). */
+static size_t feed_count(const struct feed *fd)
+{
+	size_t total = 0;
+
+	for (size_t i = 0; i < fd->n_files; i++) {
+		FILE *f;
+		char buf[65536];
+		size_t n;
+		int blank = 1;
+
+		if (!is_ndjson_name(fd->files[i])) {
+			total++;
+			continue;
+		}
+		f = fopen(fd->files[i], "rb");
+		while (f && (n = fread(buf, 1, sizeof(buf), f)) > 0) {
+			for (size_t k = 0; k < n; k++) {
+				if (buf[k] == '\n') {
+					total += !blank;
+					blank = 1;
+				} else if (buf[k] != ' ' && buf[k] != '\t' && buf[k] != '\r') {
+					blank = 0;
+				}
+			}
+		}
+		total += !blank;
+		if (f)
+			fclose(f);
+	}
+	return total;
+}
+
+static void item_problem(struct item *it, const char *key, int skip, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void item_problem(struct item *it, const char *key, int skip, const char *fmt, ...)
+{
+	va_list ap;
+	char msg[1024];
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	free(it->body);
+	it->body = NULL;
+	it->problem = strdup(msg);
+	it->problem_key = key;
+	it->skip = skip;
+}
+
+/* Deepest nesting of [ and { outside strings: yajl_tree recurses without a
+ * limit (pitfall B3), so lines are checked before it sees them. */
+static size_t json_depth(const char *s, size_t n)
+{
+	size_t depth = 0, max = 0;
+	int in_str = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+		} else if (c == '"') {
+			in_str = 1;
+		} else if (c == '{' || c == '[') {
+			if (++depth > max)
+				max = depth;
+		} else if ((c == '}' || c == ']') && depth) {
+			depth--;
+		}
+	}
+	return max;
+}
+
+static int gen_value(yajl_gen g, yajl_val v);
+
+/* Re-emit a yajl tree as compact JSON; numbers from their text (B4). */
+static int gen_value(yajl_gen g, yajl_val v)
+{
+	switch (v ? v->type : yajl_t_null) {
+	case yajl_t_string:
+		return yajl_gen_string(g, (const unsigned char *)v->u.string,
+				       strlen(v->u.string)) == yajl_gen_status_ok ? 0 : -1;
+	case yajl_t_number:
+		return yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r)) ==
+		       yajl_gen_status_ok ? 0 : -1;
+	case yajl_t_true:
+	case yajl_t_false:
+		return yajl_gen_bool(g, v->type == yajl_t_true) == yajl_gen_status_ok ? 0 : -1;
+	case yajl_t_object:
+		if (yajl_gen_map_open(g) != yajl_gen_status_ok)
+			return -1;
+		for (size_t i = 0; i < v->u.object.len; i++) {
+			const char *k = v->u.object.keys[i];
+
+			if (yajl_gen_string(g, (const unsigned char *)k, strlen(k)) !=
+			    yajl_gen_status_ok || gen_value(g, v->u.object.values[i]) < 0)
+				return -1;
+		}
+		return yajl_gen_map_close(g) == yajl_gen_status_ok ? 0 : -1;
+	case yajl_t_array:
+		if (yajl_gen_array_open(g) != yajl_gen_status_ok)
+			return -1;
+		for (size_t i = 0; i < v->u.array.len; i++)
+			if (gen_value(g, v->u.array.values[i]) < 0)
+				return -1;
+		return yajl_gen_array_close(g) == yajl_gen_status_ok ? 0 : -1;
+	default:
+		return yajl_gen_null(g) == yajl_gen_status_ok ? 0 : -1;
+	}
+}
+
+/* Compact JSON text of v (malloc'd), or NULL. */
+static char *json_text(yajl_val v, size_t *ret_len)
+{
+	yajl_gen g = yajl_gen_alloc(NULL);
+	const unsigned char *buf;
+	size_t len;
+	char *out = NULL;
+
+	if (!g)
+		return NULL;
+	if (gen_value(g, v) == 0 && yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok &&
+	    (out = malloc(len + 1)) != NULL) {
+		memcpy(out, buf, len);
+		out[len] = '\0';
+		if (ret_len)
+			*ret_len = len;
+	}
+	yajl_gen_free(g);
+	return out;
+}
+
+/* An NDJSON line: a v1 body as is, or a capture record (an object whose
+ * "body" is an object, or that is marked "invalid"). */
+static void item_from_line(struct item *it, const char *line, size_t n, size_t max_body)
+{
+	const char *body_path[] = { "body", NULL };
+	const char *invalid_path[] = { "invalid", NULL };
+	const char *reason_path[] = { "reason", NULL };
+	char ebuf[256];
+	char *text;
+	yajl_val root, body, invalid;
+
+	if (memchr(line, '\0', n)) {
+		item_problem(it, "invalid_line", 0, "the line contains a NUL byte");
+		return;
+	}
+	if (json_depth(line, n) > CAPTURE_DEPTH_MAX) {
+		item_problem(it, "invalid_line", 0, "the line nests deeper than %d",
+			     CAPTURE_DEPTH_MAX);
+		return;
+	}
+	text = strndup(line, n);
+	if (!text) {
+		item_problem(it, "invalid_line", 0, "out of memory");
+		return;
+	}
+	root = yajl_tree_parse(text, ebuf, sizeof(ebuf));
+	if (!root || !YAJL_IS_OBJECT(root)) {
+		/* leave it to the v1 parser: it says where and why */
+		yajl_tree_free(root);
+		it->body = text;
+		it->len = n;
+		return;
+	}
+	body = yajl_tree_get(root, body_path, yajl_t_any);
+	invalid = yajl_tree_get(root, invalid_path, yajl_t_any);
+	if (invalid && YAJL_IS_TRUE(invalid) && !body) {
+		yajl_val reason = yajl_tree_get(root, reason_path, yajl_t_string);
+
+		item_problem(it, "recorded_invalid", 1, "recorded as invalid: %s",
+			     reason ? YAJL_GET_STRING(reason) : "no reason given");
+		free(text);
+	} else if (body && YAJL_IS_OBJECT(body)) {
+		size_t len = 0;
+		char *v1 = json_text(body, &len);
+
+		free(text);
+		if (!v1)
+			item_problem(it, "invalid_line", 0, "cannot re-emit the captured body");
+		else if (len > max_body) {
+			free(v1);
+			item_problem(it, "too_large", 0,
+				     "captured body of %zu bytes is over limits.max_body (%zu)", len,
+				     max_body);
+		} else {
+			it->body = v1;
+			it->len = len;
+		}
+	} else {
+		it->body = text;
+		it->len = n;
+	}
+	yajl_tree_free(root);
+}
+
+/* Next payload, or 0 at the end of the inputs. */
+static int feed_next(struct feed *fd, struct item *it)
+{
+	memset(it, 0, sizeof(*it));
+	for (;;) {
+		if (fd->lr.f) {
+			char *line;
+			size_t n;
+			enum line_status st = line_next(&fd->lr, fd->max_line, &line, &n);
+			char lbl[4200];
+
+			if (st == LINE_EOF || st == LINE_ERROR) {
+				int err = st == LINE_ERROR;
+
+				if (err) {
+					snprintf(lbl, sizeof(lbl), "%s:%ld", fd->cur, fd->line_no + 1);
+					it->label = strdup(lbl);
+					it->name = strdup(lbl);
+					item_problem(it, "read_error", 0, "cannot read: %s",
+						     strerror(errno ? errno : EIO));
+				}
+				feed_close_file(fd);
+				if (err)
+					return 1;
+				continue;
+			}
+			fd->line_no++;
+			while (n && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
+				n--;
+			if (st == LINE_OK && n == 0)
+				continue; /* blank line */
+			snprintf(lbl, sizeof(lbl), "%s:%ld", fd->cur, fd->line_no);
+			it->label = strdup(lbl);
+			snprintf(lbl, sizeof(lbl), "%s.%ld", fd->cur_base, fd->line_no);
+			it->name = strdup(lbl);
+			if (st == LINE_TOO_LONG)
+				item_problem(it, "too_large", 0, "line longer than %zu bytes",
+					     fd->max_line);
+			else
+				item_from_line(it, line, n, fd->max_body);
+			return 1;
+		}
+		if (fd->next >= fd->n_files)
+			return 0;
+		fd->cur = fd->files[fd->next++];
+		if (is_ndjson_name(fd->cur)) {
+			fd->lr.f = fopen(fd->cur, "rb");
+			fd->line_no = 0;
+			fd->cur_base = base_name(fd->cur);
+			if (!fd->lr.f) {
+				it->label = strdup(fd->cur);
+				it->name = base_name(fd->cur);
+				item_problem(it, "read_error", 0, "cannot open: %s", strerror(errno));
+				free(fd->cur_base);
+				fd->cur_base = NULL;
+				return 1;
+			}
+			continue;
+		}
+		it->label = strdup(fd->cur);
+		it->name = base_name(fd->cur);
+		{
+			int rc = file_read(fd->cur, fd->max_body, &it->body, &it->len);
+
+			if (rc == -EFBIG)
+				item_problem(it, "too_large", 0, "over limits.max_body (%zu bytes)",
+					     fd->max_body);
+			else if (rc < 0)
+				item_problem(it, "read_error", 0, "cannot read: %s", strerror(-rc));
+		}
+		return 1;
+	}
+}
+
+/* ---- expected output ------------------------------------------------------- */
+
+/* "form[email].responses[0].value: expected \"a\", got \"b\"" for up to
+ * three differences. */
+static void diff_message(const struct jsondiff *df, char *msg, size_t cap)
+{
+	size_t total = df->n_added + df->n_removed + df->n_changed, o;
+
+	o = (size_t)snprintf(msg, cap, "%zu difference(s)", total);
+	for (size_t i = 0; i < df->n_entries && i < 3 && o < cap; i++) {
+		const struct jsondiff_entry *e = &df->entries[i];
+		const char *path = e->path[0] ? e->path : "(root)";
+		int n;
+
+		if (e->kind == JSONDIFF_ADDED)
+			n = snprintf(msg + o, cap - o, "%s %s: unexpected, got %.*s", i ? ";" : ":",
+				     path, (int)(e->b_len > 120 ? 120 : e->b_len), e->b);
+		else if (e->kind == JSONDIFF_REMOVED)
+			n = snprintf(msg + o, cap - o, "%s %s: missing, expected %.*s", i ? ";" : ":",
+				     path, (int)(e->a_len > 120 ? 120 : e->a_len), e->a);
+		else
+			n = snprintf(msg + o, cap - o, "%s %s: expected %.*s, got %.*s", i ? ";" : ":",
+				     path, (int)(e->a_len > 120 ? 120 : e->a_len), e->a,
+				     (int)(e->b_len > 120 ? 120 : e->b_len), e->b);
+		if (n < 0)
+			break;
+		o += (size_t)n;
+	}
+	if (total > 3 && o < cap)
+		snprintf(msg + o, cap - o, "; ...");
+}
+
+enum expect_result { EXPECT_NONE, EXPECT_MATCH, EXPECT_MISMATCH, EXPECT_MISSING };
+
+/* Compare with DIR/NAME.json (or DIR/NAME.error).  `v2` is the output, or
+ * NULL when the payload was refused with `refusal`. */
+static enum expect_result expect_check(const char *dir, const char *name, const char *v2,
+				       size_t v2_len, const char *refusal, char *msg, size_t cap)
+{
+	char path[4200];
+	char *text = NULL;
+	size_t len;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/%s.error", dir, name);
+	if (access(path, F_OK) == 0) {
+		char *line2, *end;
+
+		if (file_read(path, 65536, &text, &len) < 0) {
+			snprintf(msg, cap, "cannot read %s", path);
+			return EXPECT_MISMATCH;
+		}
+		line2 = strchr(text, '\n');
+		line2 = line2 ? line2 + 1 : text + len;
+		end = line2 + strcspn(line2, "\r\n");
+		*end = '\0';
+		if (v2) {
+			snprintf(msg, cap, "%s says the payload is refused (%s), but it mapped", path,
+				 line2);
+			rc = EXPECT_MISMATCH;
+		} else if (!strstr(refusal, line2)) {
+			snprintf(msg, cap, "refused as %s expects, but the message lacks \"%s\"", path,
+				 line2);
+			rc = EXPECT_MISMATCH;
+		} else {
+			rc = EXPECT_MATCH;
+		}
+		free(text);
+		return (enum expect_result)rc;
+	}
+	snprintf(path, sizeof(path), "%s/%s.json", dir, name);
+	rc = file_read(path, EXPECT_MAX, &text, &len);
+	if (rc == -ENOENT) {
+		snprintf(msg, cap, "no expected file %s", path);
+		return EXPECT_MISSING;
+	}
+	if (rc < 0) {
+		snprintf(msg, cap, "cannot read %s: %s", path,
+			 rc == -EFBIG ? "larger than 16 MiB" : strerror(-rc));
+		return EXPECT_MISMATCH;
+	}
+	if (!v2) {
+		free(text);
+		snprintf(msg, cap, "%s expects a v2 document, but the payload was refused", path);
+		return EXPECT_MISMATCH;
+	}
+	{
+		struct jsondiff_options o = { .name_a = path, .name_b = "the v2 output",
+					      .max_input = EXPECT_MAX };
+		struct jsondiff df;
+		struct bridge_error err;
+
+		bridge_error_clear(&err);
+		if (jsondiff_compare(text, len, v2, v2_len, &o, &df, &err) < 0) {
+			snprintf(msg, cap, "cannot compare: %s", err.message);
+			rc = EXPECT_MISMATCH;
+		} else if (df.n_added + df.n_removed + df.n_changed) {
+			diff_message(&df, msg, cap);
+			rc = EXPECT_MISMATCH;
+		} else {
+			rc = EXPECT_MATCH;
+		}
+		jsondiff_clear(&df);
+	}
+	free(text);
+	return (enum expect_result)rc;
+}
+
+/* ---- run state ------------------------------------------------------------- */
+
+struct tally {
+	char key[48];
+	long count;
+};
+
+struct problem {
+	char *input;
+	char *outcome;
+	char *message;
+};
+
+struct replay {
+	const struct bridge_config *cfg;
+	const struct bridge_route *only;   /* --route */
+	const char *to;
+	struct upstream_url to_url;
+	const char *expect_dir;
+	int dry_run, json, progress;
+	int concurrency;
+	double interval;                   /* seconds between posts; 0 = no rate limit */
+	double next_slot;
+
+	struct feed feed;
+	struct item ready;                 /* prepared, waiting for a rate slot */
+	struct job *ready_job;
+	int input_done, interrupted;
+
+	struct event_base *base;
+	struct evdns_base *dns;
+	struct upstream_tls **tls;         /* per cfg->tls_files, plus one for --to */
+	struct upstream_pool **pools;      /* per route, or [0] for --to */
+	struct event *pump_ev, *rate_ev, *progress_ev, *sigint_ev;
+	int in_flight;
+	char *warned;                      /* per route: "sent unsigned" said once */
+
+	/* counters */
+	size_t total, done, mapped, sent, delivered, failed, skipped;
+	size_t refused_expected;           /* refusals a NAME.error file calls for */
+	size_t checked, matched, mismatched, missing;
+	struct tally fails[TALLY_MAX], skips[TALLY_MAX];
+	size_t n_fails, n_skips;
+	struct problem *problems;
+	size_t n_problems;
+	double started;
+	double last_draw;
+	int progress_drawn;
+};
+
+struct job {
+	struct replay *rp;
+	char *label;
+	char *v2;
+	size_t v2_len;
+	const struct bridge_route *route;
+	struct upstream_request *up;
+};
+
+/* Count by key; past TALLY_MAX - 1 distinct keys the rest go to "other". */
+static void tally_add(struct tally *t, size_t *n, const char *key)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < *n; i++) {
+			if (strcmp(t[i].key, key) == 0) {
+				t[i].count++;
+				return;
+			}
+		}
+		if (*n < TALLY_MAX - 1 || strcmp(key, "other") == 0)
+			break;
+		key = "other";
+	}
+	snprintf(t[*n].key, sizeof(t[*n].key), "%s", key);
+	t[(*n)++].count = 1;
+}
+
+static void progress_clear(struct replay *rp)
+{
+	if (rp->progress && rp->progress_drawn) {
+		fputs("\r\033[K", stderr);
+		rp->progress_drawn = 0;
+	}
+}
+
+static void progress_draw(struct replay *rp, int force)
+{
+	double t = now_s();
+	char bar[41];
+
+	if (!rp->progress || (!force && t - rp->last_draw < PROGRESS_EVERY_MS / 1000.0))
+		return;
+	rp->last_draw = t;
+	if (rp->total) {
+		size_t fill = rp->done * 40 / rp->total;
+
+		if (fill > 40)
+			fill = 40;
+		memset(bar, '#', fill);
+		memset(bar + fill, '.', 40 - fill);
+		bar[40] = '\0';
+		fprintf(stderr, "\r\033[K[%s] %zu/%zu", bar, rp->done, rp->total);
+	} else {
+		fprintf(stderr, "\r\033[K%zu done", rp->done);
+	}
+	if (rp->dry_run)
+		fprintf(stderr, "  mapped %zu", rp->mapped);
+	else
+		fprintf(stderr, "  sent %zu  2xx %zu", rp->sent, rp->delivered);
+	fprintf(stderr, "  failed %zu", rp->failed);
+	if (rp->expect_dir)
+		fprintf(stderr, "  mismatched %zu", rp->mismatched + rp->missing);
+	rp->progress_drawn = 1;
+}
+
+/* One line on stderr per payload that went wrong, and one entry in the
+ * --json summary's problem list. */
+static void report(struct replay *rp, const char *input, const char *outcome, const char *fmt,
+		   ...) __attribute__((format(printf, 4, 5)));
+
+static void report(struct replay *rp, const char *input, const char *outcome, const char *fmt,
+		   ...)
+{
+	va_list ap;
+	char msg[1400];
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	progress_clear(rp);
+	fprintf(stderr, "%s: %s: %s\n", input, outcome, msg);
+	progress_draw(rp, 1);
+	if (rp->n_problems < PROBLEMS_KEPT) {
+		struct problem *t = realloc(rp->problems, (rp->n_problems + 1) * sizeof(*t));
+
+		if (t) {
+			rp->problems = t;
+			t[rp->n_problems].input = strdup(input);
+			t[rp->n_problems].outcome = strdup(outcome);
+			t[rp->n_problems].message = strdup(msg);
+			rp->n_problems++;
+		}
+	}
+}
+
+static void count_failure(struct replay *rp, const char *input, const char *key, const char *msg)
+{
+	rp->failed++;
+	tally_add(rp->fails, &rp->n_fails, key);
+	report(rp, input, key, "%s", msg);
+}
+
+static void count_skip(struct replay *rp, const char *input, const char *key, const char *msg)
+{
+	rp->skipped++;
+	tally_add(rp->skips, &rp->n_skips, key);
+	report(rp, input, "skipped", "%s", msg);
+}
+
+static void count_expect(struct replay *rp, const char *input, enum expect_result r,
+			 const char *msg)
+{
+	if (r == EXPECT_NONE)
+		return;
+	rp->checked++;
+	if (r == EXPECT_MATCH) {
+		rp->matched++;
+	} else if (r == EXPECT_MISSING) {
+		rp->missing++;
+		report(rp, input, "no_expectation", "%s", msg);
+	} else {
+		rp->mismatched++;
+		report(rp, input, "mismatch", "%s", msg);
+	}
+}
+
+/* ---- mapping one payload ------------------------------------------------- */
+
+/* A payload refused before sending: a failure, unless DIR/NAME.error
+ * expects exactly this refusal. */
+static void refuse(struct replay *rp, const struct item *it, const char *key, const char *msg)
+{
+	enum expect_result er = EXPECT_NONE;
+	char emsg[8192];
+
+	if (rp->expect_dir) {
+		er = expect_check(rp->expect_dir, it->name, NULL, 0, msg, emsg, sizeof(emsg));
+		count_expect(rp, it->label, er, emsg);
+	}
+	if (er == EXPECT_MATCH)
+		rp->refused_expected++;
+	else
+		count_failure(rp, it->label, key, msg);
+}
+
+/* Route, map, compare.  Returns a job to send, or NULL when the payload is
+ * finished here (refused, skipped, or --dry-run). */
+static struct job *prepare(struct replay *rp, struct item *it)
+{
+	const struct bridge_config *c = rp->cfg;
+	const struct bridge_route *route = rp->only;
+	struct v1_limits lim;
+	struct v1_doc *doc = NULL;
+	struct bridge_error err;
+	struct mapping_result m;
+	struct job *j;
+	char msg[1200], emsg[8192], wid[32], cid[32];
+
+	if (it->problem) {
+		if (it->skip)
+			count_skip(rp, it->label, it->problem_key, it->problem);
+		else
+			refuse(rp, it, it->problem_key, it->problem);
+		return NULL;
+	}
+	if (it->len > c->max_body) {
+		snprintf(msg, sizeof(msg), "body of %zu bytes is over limits.max_body (%zu)", it->len,
+			 c->max_body);
+		refuse(rp, it, "too_large", msg);
+		return NULL;
+	}
+	v1_limits_default(&lim);
+	lim.max_depth = c->max_json_depth;
+	lim.max_keys = c->max_keys;
+	bridge_error_clear(&err);
+	if (v1_parse_json(it->body, it->len, &lim, &doc, &err) < 0) {
+		refuse(rp, it, "invalid_v1", err.message);
+		return NULL;
+	}
+	if (!route) {
+		const char *website = canonical_id(doc, c->website_key, wid, sizeof(wid));
+		const char *campaign = canonical_id(doc, c->campaign_key, cid, sizeof(cid));
+
+		route = bridge_config_route_for(c, website, campaign);
+		if (!route) {
+			snprintf(msg, sizeof(msg), "no route matches website_id %s and campaign_id %s",
+				 website ? website : "(absent)", campaign ? campaign : "(absent)");
+			v1_doc_free(doc);
+			if (c->unrouted_accept) /* the server answers 202 and drops it */
+				count_skip(rp, it->label, "unrouted", msg);
+			else
+				refuse(rp, it, "no_route", msg);
+			return NULL;
+		}
+	}
+	memset(&m, 0, sizeof(m));
+	if (mapping_apply(route->mapping, doc, 0, &m, &err) < 0) {
+		v1_doc_free(doc);
+		if (err.file)
+			snprintf(msg, sizeof(msg), "%s (rule %s:%d)", err.message,
+				 path_shown(err.file), err.line);
+		else
+			snprintf(msg, sizeof(msg), "%s", err.message);
+		refuse(rp, it, "mapping_failed", msg);
+		return NULL;
+	}
+	v1_doc_free(doc);
+	rp->mapped++;
+	if (rp->expect_dir)
+		count_expect(rp, it->label,
+			     expect_check(rp->expect_dir, it->name, m.body, m.len, NULL, emsg,
+					  sizeof(emsg)),
+			     emsg);
+	if (rp->dry_run) {
+		mapping_result_clear(&m);
+		return NULL;
+	}
+	if (!rp->to && !route->endpoint) {
+		mapping_result_clear(&m);
+		snprintf(msg, sizeof(msg), "route '%s' has no endpoint; give --to URL or --dry-run",
+			 route->name);
+		count_failure(rp, it->label, "no_endpoint", msg);
+		return NULL;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->label = strdup(it->label))) {
+		free(j);
+		mapping_result_clear(&m);
+		count_failure(rp, it->label, "internal", "out of memory");
+		return NULL;
+	}
+	j->rp = rp;
+	j->route = route;
+	j->v2 = m.body; /* taken over from the result */
+	j->v2_len = m.len;
+	m.body = NULL;
+	mapping_result_clear(&m);
+	return j;
+}
+
+static void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	free(j->label);
+	free(j->v2);
+	free(j);
+}
+
+/* ---- sending ------------------------------------------------------------- */
+
+static void pump_soon(struct replay *rp)
+{
+	event_active(rp->pump_ev, EV_READ, 0);
+}
+
+static void finish_if_done(struct replay *rp)
+{
+	if ((rp->input_done || rp->interrupted) && rp->in_flight == 0 && !rp->ready_job)
+		event_base_loopexit(rp->base, NULL);
+}
+
+static void job_done(const struct upstream_response *r, void *arg)
+{
+	struct job *j = arg;
+	struct replay *rp = j->rp;
+	char key[48], msg[700];
+
+	j->up = NULL;
+	rp->in_flight--;
+	rp->done++;
+	if (r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300) {
+		rp->delivered++;
+	} else if (r->outcome == UPSTREAM_RESPONSE) {
+		snprintf(key, sizeof(key), "status %d", r->status);
+		snprintf(msg, sizeof(msg), "endpoint answered %d", r->status);
+		count_failure(rp, j->label, key, msg);
+	} else {
+		snprintf(msg, sizeof(msg), "%s%s%s", upstream_outcome_name(r->outcome),
+			 r->reason ? ": " : "", r->reason ? r->reason : "");
+		count_failure(rp, j->label, upstream_outcome_name(r->outcome), msg);
+	}
+	job_free(j);
+	progress_draw(rp, 0);
+	pump_soon(rp);
+	finish_if_done(rp);
+}
+
+static struct upstream_pool *pool_for(struct replay *rp, const struct bridge_route *route,
+				      struct bridge_error *err)
+{
+	const struct bridge_config *c = rp->cfg;
+	size_t idx = rp->to ? 0 : (size_t)(route - c->routes);
+	const struct upstream_url *url = rp->to ? &rp->to_url : &route->url;
+	struct upstream_tls *tls = NULL;
+
+	if (rp->pools[idx])
+		return rp->pools[idx];
+	if (url->https) {
+		size_t ti = rp->to ? c->n_tls_files : route->tls_index;
+		const char *ca = rp->to ? c->ca_file
+					: (c->tls_files[ti][0] ? c->tls_files[ti] : NULL);
+
+		if (!rp->tls[ti] && upstream_tls_new(ca, &rp->tls[ti], err) < 0)
+			return NULL;
+		tls = rp->tls[ti];
+	}
+	rp->pools[idx] = upstream_pool_new(rp->base, rp->dns, url, tls, &c->upstream);
+	if (!rp->pools[idx])
+		bridge_error_set(err, "cannot create a connection pool");
+	return rp->pools[idx];
+}
+
+/* Post one job: the same headers as bridge/server.c forward(). */
+static void job_send(struct replay *rp, struct job *j)
+{
+	const struct bridge_route *route = j->route;
+	struct upstream_header h[6];
+	size_t nh = 0;
+	char sig[SIGN_HEADER_MAX], did[DELIVERY_ID_LEN + 1];
+	struct bridge_error err;
+	struct upstream_pool *pool;
+
+	bridge_error_clear(&err);
+	pool = pool_for(rp, route, &err);
+	if (!pool) {
+		rp->done++;
+		count_failure(rp, j->label, "internal", err.message);
+		job_free(j);
+		return;
+	}
+	delivery_id_make(route->name, j->v2, j->v2_len, did);
+	h[nh++] = (struct upstream_header){ "Content-Type", "application/json" };
+	if (route->auth_name)
+		h[nh++] = (struct upstream_header){ route->auth_name, route->auth_value };
+	if (route->n_secrets) {
+		if (sign_body(route->secrets[0], route->secret_lens[0], j->v2, j->v2_len,
+			      route->signature_encoding, sig, sizeof(sig)) < 0) {
+			rp->done++;
+			count_failure(rp, j->label, "internal", "could not compute the signature");
+			job_free(j);
+			return;
+		}
+		h[nh++] = (struct upstream_header){ route->signature_header, sig };
+	} else if (!rp->warned[route - rp->cfg->routes]) {
+		rp->warned[route - rp->cfg->routes] = 1;
+		progress_clear(rp);
+		fprintf(stderr, "webhook-bridge replay: route '%s' has no secret: posts are sent unsigned\n",
+			route->name);
+	}
+	h[nh++] = (struct upstream_header){ route->delivery_id_header, did };
+	h[nh++] = (struct upstream_header){ "User-Agent", "webhook-bridge/" BRIDGE_VERSION };
+
+	rp->sent++;
+	rp->in_flight++;
+	if (upstream_post(pool, h, nh, j->v2, j->v2_len, route->timeout_ms, job_done, j, &j->up,
+			  &err) < 0) {
+		rp->in_flight--;
+		rp->done++;
+		count_failure(rp, j->label, "connect_failed", err.message);
+		job_free(j);
+	}
+}
+
+static void pump(struct replay *rp)
+{
+	while (!rp->interrupted && rp->in_flight < rp->concurrency) {
+		struct job *j = rp->ready_job;
+
+		if (!j) {
+			struct item it;
+
+			if (rp->input_done)
+				break;
+			if (!feed_next(&rp->feed, &it)) {
+				rp->input_done = 1;
+				break;
+			}
+			j = prepare(rp, &it);
+			item_clear(&it);
+			if (!j) {
+				rp->done++;
+				progress_draw(rp, 0);
+				continue;
+			}
+		}
+		rp->ready_job = NULL;
+		if (rp->interval > 0) {
+			double t = now_s();
+
+			if (t < rp->next_slot) {
+				double wait = rp->next_slot - t;
+				struct timeval tv = { (time_t)wait,
+						      (suseconds_t)((wait - (double)(time_t)wait) * 1e6) };
+
+				rp->ready_job = j;
+				evtimer_add(rp->rate_ev, &tv);
+				return;
+			}
+			/* no catching up in a burst after a stall */
+			rp->next_slot = (rp->next_slot > t - rp->interval ? rp->next_slot : t) +
+					rp->interval;
+		}
+		job_send(rp, j);
+	}
+	finish_if_done(rp);
+}
+
+static void pump_cb(evutil_socket_t fd, short what, void *arg)
+{
+	pump(arg);
+}
+
+static void progress_cb(evutil_socket_t fd, short what, void *arg)
+{
+	progress_draw(arg, 1);
+}
+
+static void sigint_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct replay *rp = arg;
+
+	if (rp->interrupted) { /* second time: stop waiting for answers */
+		event_base_loopbreak(rp->base);
+		return;
+	}
+	rp->interrupted = 1;
+	progress_clear(rp);
+	fprintf(stderr, "webhook-bridge replay: interrupted; waiting for %d post(s) in flight "
+			"(again to stop at once)\n", rp->in_flight);
+	if (rp->ready_job) {
+		job_free(rp->ready_job);
+		rp->ready_job = NULL;
+		evtimer_del(rp->rate_ev);
+	}
+	finish_if_done(rp);
+}
+
+static int run_loop(struct replay *rp)
+{
+	const struct bridge_config *c = rp->cfg;
+	struct timeval every = { 0, PROGRESS_EVERY_MS * 1000 };
+
+	rp->base = event_base_new();
+	if (!rp->base)
+		return -1;
+	rp->dns = evdns_base_new(rp->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (!rp->dns) /* no resolv.conf: IP-literal endpoints still work */
+		rp->dns = evdns_base_new(rp->base, 0);
+	rp->tls = calloc(c->n_tls_files + 1, sizeof(*rp->tls));
+	rp->pools = calloc(c->n_routes + 1, sizeof(*rp->pools));
+	rp->pump_ev = event_new(rp->base, -1, 0, pump_cb, rp);
+	rp->rate_ev = evtimer_new(rp->base, pump_cb, rp);
+	rp->progress_ev = event_new(rp->base, -1, EV_PERSIST, progress_cb, rp);
+	rp->sigint_ev = evsignal_new(rp->base, SIGINT, sigint_cb, rp);
+	if (!rp->dns || !rp->tls || !rp->pools || !rp->pump_ev || !rp->rate_ev ||
+	    !rp->progress_ev || !rp->sigint_ev)
+		return -1;
+	if (rp->progress)
+		event_add(rp->progress_ev, &every);
+	event_add(rp->sigint_ev, NULL);
+	pump_soon(rp);
+	event_base_dispatch(rp->base);
+	return 0;
+}
+
+static void loop_free(struct replay *rp)
+{
+	const struct bridge_config *c = rp->cfg;
+
+	job_free(rp->ready_job);
+	rp->ready_job = NULL;
+	/* requests still pending (after a second SIGINT) are cancelled here;
+	 * their callbacks run now and count them as failed */
+	for (size_t i = 0; rp->pools && i <= c->n_routes; i++)
+		upstream_pool_free(rp->pools[i]);
+	free(rp->pools);
+	for (size_t i = 0; rp->tls && i <= c->n_tls_files; i++)
+		upstream_tls_free(rp->tls[i]);
+	free(rp->tls);
+	if (rp->pump_ev)
+		event_free(rp->pump_ev);
+	if (rp->rate_ev)
+		event_free(rp->rate_ev);
+	if (rp->progress_ev)
+		event_free(rp->progress_ev);
+	if (rp->sigint_ev)
+		event_free(rp->sigint_ev);
+	if (rp->dns)
+		evdns_base_free(rp->dns, 0);
+	if (rp->base)
+		event_base_free(rp->base);
+}
+
+/* ---- summary --------------------------------------------------------------- */
+
+static void summary_text(struct replay *rp, double elapsed)
+{
+	const struct bridge_route *one = rp->only ? rp->only
+						  : rp->cfg->n_routes == 1 ? &rp->cfg->routes[0] : NULL;
+
+	printf("replay: %zu payload(s)%s, %s", rp->done, rp->interrupted ? " (interrupted)" : "",
+	       rp->dry_run ? "dry run: nothing sent" : "");
+	if (!rp->dry_run) {
+		if (rp->to)
+			printf("to %s", rp->to);
+		else if (one)
+			printf("to route '%s' (%s)", one->name,
+			       one->endpoint ? one->endpoint : "no endpoint");
+		else
+			printf("to each route's endpoint");
+	}
+	printf("\n");
+	printf("  mapped      %zu\n", rp->mapped);
+	if (!rp->dry_run) {
+		printf("  sent        %zu\n", rp->sent);
+		printf("  2xx         %zu\n", rp->delivered);
+	}
+	printf("  failed      %zu\n", rp->failed);
+	for (size_t i = 0; i < rp->n_fails; i++)
+		printf("    %-22s %ld\n", rp->fails[i].key, rp->fails[i].count);
+	if (rp->skipped) {
+		printf("  skipped     %zu\n", rp->skipped);
+		for (size_t i = 0; i < rp->n_skips; i++)
+			printf("    %-22s %ld\n", rp->skips[i].key, rp->skips[i].count);
+	}
+	if (rp->refused_expected)
+		printf("  refused     %zu (as their .error file expects)\n", rp->refused_expected);
+	if (rp->expect_dir)
+		printf("  expected    %zu checked: %zu matched, %zu mismatched, %zu without expected file\n",
+		       rp->checked, rp->matched, rp->mismatched, rp->missing);
+	printf("  elapsed     %.3f s", elapsed);
+	if (!rp->dry_run && elapsed > 0 && rp->sent)
+		printf(" (%.1f posts/s)", (double)rp->sent / elapsed);
+	printf("\n");
+}
+
+static void g_kv_str(yajl_gen g, const char *k, const char *v)
+{
+	yajl_gen_string(g, (const unsigned char *)k, strlen(k));
+	if (v)
+		yajl_gen_string(g, (const unsigned char *)v, strlen(v));
+	else
+		yajl_gen_null(g);
+}
+
+static void g_kv_int(yajl_gen g, const char *k, long long v)
+{
+	yajl_gen_string(g, (const unsigned char *)k, strlen(k));
+	yajl_gen_integer(g, v);
+}
+
+static void g_tally(yajl_gen g, const char *k, const struct tally *t, size_t n)
+{
+	yajl_gen_string(g, (const unsigned char *)k, strlen(k));
+	yajl_gen_map_open(g);
+	for (size_t i = 0; i < n; i++)
+		g_kv_int(g, t[i].key, t[i].count);
+	yajl_gen_map_close(g);
+}
+
+/* The --json summary.  Inputs come from the user's files, so the
+ * generator is told to validate UTF-8; on failure a minimal object that
+ * cannot fail is printed instead. */
+static void summary_json(struct replay *rp, double elapsed)
+{
+	yajl_gen g = yajl_gen_alloc(NULL);
+	const unsigned char *buf;
+	size_t len;
+
+	if (!g)
+		goto minimal;
+	yajl_gen_config(g, yajl_gen_validate_utf8, 1);
+	yajl_gen_map_open(g);
+	g_kv_int(g, "payloads", (long long)rp->done);
+	yajl_gen_string(g, (const unsigned char *)"dry_run", 7);
+	yajl_gen_bool(g, rp->dry_run);
+	yajl_gen_string(g, (const unsigned char *)"interrupted", 11);
+	yajl_gen_bool(g, rp->interrupted);
+	g_kv_str(g, "to", rp->to ? rp->to : rp->only && rp->only->endpoint ? rp->only->endpoint
+									      : NULL);
+	g_kv_int(g, "mapped", (long long)rp->mapped);
+	g_kv_int(g, "sent", (long long)rp->sent);
+	g_kv_int(g, "delivered", (long long)rp->delivered);
+	g_kv_int(g, "failed", (long long)rp->failed);
+	g_tally(g, "failures", rp->fails, rp->n_fails);
+	g_kv_int(g, "skipped", (long long)rp->skipped);
+	g_tally(g, "skips", rp->skips, rp->n_skips);
+	g_kv_int(g, "refused_as_expected", (long long)rp->refused_expected);
+	if (rp->expect_dir) {
+		yajl_gen_string(g, (const unsigned char *)"expect", 6);
+		yajl_gen_map_open(g);
+		g_kv_str(g, "dir", rp->expect_dir);
+		g_kv_int(g, "checked", (long long)rp->checked);
+		g_kv_int(g, "matched", (long long)rp->matched);
+		g_kv_int(g, "mismatched", (long long)rp->mismatched);
+		g_kv_int(g, "missing", (long long)rp->missing);
+		yajl_gen_map_close(g);
+	}
+	g_kv_int(g, "elapsed_ms", (long long)(elapsed * 1000));
+	yajl_gen_string(g, (const unsigned char *)"problems", 8);
+	yajl_gen_array_open(g);
+	for (size_t i = 0; i < rp->n_problems; i++) {
+		yajl_gen_map_open(g);
+		g_kv_str(g, "input", rp->problems[i].input);
+		g_kv_str(g, "outcome", rp->problems[i].outcome);
+		g_kv_str(g, "message", rp->problems[i].message);
+		yajl_gen_map_close(g);
+	}
+	yajl_gen_array_close(g);
+	if (yajl_gen_map_close(g) != yajl_gen_status_ok ||
+	    yajl_gen_get_buf(g, &buf, &len) != yajl_gen_status_ok) {
+		yajl_gen_free(g);
+		goto minimal;
+	}
+	fwrite(buf, 1, len, stdout);
+	fputc('\n', stdout);
+	yajl_gen_free(g);
+	return;
+minimal:
+	printf("{\"payloads\":%zu,\"sent\":%zu,\"delivered\":%zu,\"failed\":%zu,\"skipped\":%zu,"
+	       "\"mismatched\":%zu,\"missing\":%zu,\"summary_error\":true}\n",
+	       rp->done, rp->sent, rp->delivered, rp->failed, rp->skipped, rp->mismatched,
+	       rp->missing);
+}
+
+/* ---- the command ----------------------------------------------------------- */
+
+static int parse_rate(const char *s, double *ret)
+{
+	char *end;
+	double n;
+
+	errno = 0;
+	n = strtod(s, &end);
+	if (errno || end == s || !(n > 0) || !isfinite(n))
+		return -1;
+	if (*end == '\0' || strcmp(end, "/s") == 0 || strcmp(end, "/sec") == 0)
+		*ret = n;
+	else if (strcmp(end, "/m") == 0 || strcmp(end, "/min") == 0)
+		*ret = n / 60.0;
+	else
+		return -1;
+	return 0;
+}
+
+int cmd_replay(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "route", required_argument, NULL, 'r' },
+		{ "to", required_argument, NULL, 't' },
+		{ "rate", required_argument, NULL, 'R' },
+		{ "concurrency", required_argument, NULL, 'n' },
+		{ "expect", required_argument, NULL, 'e' },
+		{ "dry-run", no_argument, NULL, 'd' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config_path = NULL, *route_name = NULL;
+	struct replay rp;
+	struct bridge_config *cfg = NULL;
+	struct diag d = {0};
+	struct bridge_error err;
+	struct stat st;
+	double rate = 0, elapsed;
+	int c, rc = 2;
+	char *end;
+	long n;
+
+	memset(&rp, 0, sizeof(rp));
+	rp.concurrency = 1;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': config_path = optarg; break;
+		case 'r': route_name = optarg; break;
+		case 't': rp.to = optarg; break;
+		case 'R':
+			if (parse_rate(optarg, &rate) < 0)
+				return replay_usage("--rate must be a positive number of posts per "
+						    "second (N or N/s) or minute (N/m), not '%s'",
+						    optarg);
+			break;
+		case 'n':
+			errno = 0;
+			n = strtol(optarg, &end, 10);
+			if (errno || *end || n < 1 || n > CONCURRENCY_MAX)
+				return replay_usage("--concurrency must be 1..%d, not '%s'",
+						    CONCURRENCY_MAX, optarg);
+			rp.concurrency = (int)n;
+			break;
+		case 'e': rp.expect_dir = optarg; break;
+		case 'd': rp.dry_run = 1; break;
+		case 'j': rp.json = 1; break;
+		case 'h': fputs(usage_replay, stdout); return 0;
+		default: return replay_usage("%s", "invalid option");
+		}
+	}
+	if (!config_path)
+		return replay_usage("%s", "--config FILE is required");
+	if (optind >= argc)
+		return replay_usage("%s", "give at least one PATH (fixture file, folder or NDJSON capture)");
+	if (rp.expect_dir && (stat(rp.expect_dir, &st) < 0 || !S_ISDIR(st.st_mode)))
+		return replay_usage("--expect %s: not a folder", rp.expect_dir);
+	if (rp.to) {
+		bridge_error_clear(&err);
+		if (upstream_url_parse(rp.to, &rp.to_url, &err) < 0)
+			return replay_usage("--to %s: %s", rp.to, err.message);
+	}
+	if (bridge_config_load(config_path, &cfg, &d) < 0) {
+		fputs(d.text ? d.text : "", stderr);
+		fprintf(stderr, "webhook-bridge replay: %s: %d error(s)\n", config_path, d.count);
+		diag_reset(&d);
+		return 2;
+	}
+	rp.cfg = cfg;
+	if (route_name) {
+		for (size_t i = 0; i < cfg->n_routes && !rp.only; i++)
+			if (strcmp(cfg->routes[i].name, route_name) == 0)
+				rp.only = &cfg->routes[i];
+		if (!rp.only) {
+			replay_usage("no route named '%s' in %s", route_name, config_path);
+			goto out;
+		}
+	}
+	if (!rp.dry_run && !rp.to) {
+		int any = 0;
+
+		for (size_t i = 0; i < cfg->n_routes; i++)
+			any |= (!rp.only || rp.only == &cfg->routes[i]) && cfg->routes[i].endpoint;
+		if (!any) {
+			replay_usage("%s has no endpoint to send to; give --to URL or --dry-run",
+				     rp.only ? "the route" : "no route of the config");
+			goto out;
+		}
+	}
+	rp.warned = calloc(cfg->n_routes + 1, 1);
+	rp.feed.max_body = cfg->max_body;
+	rp.feed.max_line = cfg->max_body * 4 + 65536; /* escaping, headers of a capture */
+	if (!rp.warned || feed_expand(&rp.feed, argv + optind, argc - optind) < 0)
+		goto out;
+	rp.interval = rate > 0 ? 1.0 / rate : 0;
+	rp.progress = isatty(STDERR_FILENO);
+	if (rp.progress)
+		rp.total = feed_count(&rp.feed);
+	signal(SIGPIPE, SIG_IGN);
+	rp.started = now_s();
+	rp.next_slot = rp.started;
+
+	if (rp.dry_run) {
+		struct item it;
+
+		while (feed_next(&rp.feed, &it)) {
+			prepare(&rp, &it); /* never returns a job in a dry run */
+			item_clear(&it);
+			rp.done++;
+			progress_draw(&rp, 0);
+		}
+	} else if (run_loop(&rp) < 0) {
+		fprintf(stderr, "webhook-bridge replay: cannot set up the event loop\n");
+		loop_free(&rp);
+		goto out;
+	}
+	elapsed = now_s() - rp.started;
+	if (!rp.dry_run)
+		loop_free(&rp);
+	progress_clear(&rp);
+	if (rp.json)
+		summary_json(&rp, elapsed);
+	else
+		summary_text(&rp, elapsed);
+	fflush(stdout);
+	rc = rp.failed || rp.mismatched || rp.missing || rp.interrupted ? 1 : 0;
+out:
+	feed_free(&rp.feed);
+	for (size_t i = 0; i < rp.n_problems; i++) {
+		free(rp.problems[i].input);
+		free(rp.problems[i].outcome);
+		free(rp.problems[i].message);
+	}
+	free(rp.problems);
+	free(rp.warned);
+	bridge_config_free(cfg);
+	return rc;
+}
