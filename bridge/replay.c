@@ -32,6 +32,7 @@
 
 #include "bridge/cli.h"
 #include "bridge/config.h"
+#include "bridge/delivery.h"
 #include "bridge/convert.h"
 #include "bridge/jsondiff.h"
 #include "bridge/mapping.h"
@@ -39,7 +40,6 @@
 #include "bridge/upstream.h"
 #include "bridge/v1.h"
 
-#define DELIVERY_ID_LEN 36
 #define EXPECT_MAX (16u * 1024 * 1024)  /* ceiling for one expected file */
 #define CAPTURE_DEPTH_MAX 16            /* capture lines: line > body > array */
 #define PROBLEMS_KEPT 1000              /* problems listed in the --json summary */
@@ -121,32 +121,6 @@ static char *base_name(const char *path)
 	dot = strrchr(b, '.');
 	r = dot && dot != b ? strndup(b, (size_t)(dot - b)) : strdup(b);
 	return r;
-}
-
-/* Same derivation as the server's (bridge/server.c): a stable id per route
- * and v2 body, so a receiver sees the same X-Bridge-Delivery-Id for the same
- * participation whether it came live or from a replay. */
-static void delivery_id_make(const char *route, const char *body, size_t len,
-			     char out[DELIVERY_ID_LEN + 1])
-{
-	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	int o = 0;
-
-	memset(md, 0, sizeof(md));
-	if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-	    EVP_DigestUpdate(ctx, route, strlen(route)) == 1 &&
-	    EVP_DigestUpdate(ctx, "\n", 1) == 1 && EVP_DigestUpdate(ctx, body, len) == 1)
-		EVP_DigestFinal_ex(ctx, md, NULL);
-	EVP_MD_CTX_free(ctx);
-	for (int i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[o++] = '-';
-		out[o++] = hex[md[i] >> 4];
-		out[o++] = hex[md[i] & 15];
-	}
-	out[o] = '\0';
 }
 
 /* A rule file as `map` run from the working directory names it: relative
@@ -1149,8 +1123,8 @@ static struct upstream_pool *pool_for(struct replay *rp, const struct bridge_rou
 static void job_send(struct replay *rp, struct job *j)
 {
 	const struct bridge_route *route = j->route;
-	struct upstream_header h[6];
-	size_t nh = 0;
+	struct upstream_header h[DELIVERY_HEADERS_MAX];
+	int nh;
 	char sig[SIGN_HEADER_MAX], did[DELIVERY_ID_LEN + 1];
 	struct bridge_error err;
 	struct upstream_pool *pool;
@@ -1164,30 +1138,23 @@ static void job_send(struct replay *rp, struct job *j)
 		return;
 	}
 	delivery_id_make(route->name, j->v2, j->v2_len, did);
-	h[nh++] = (struct upstream_header){ "Content-Type", "application/json" };
-	if (route->auth_name)
-		h[nh++] = (struct upstream_header){ route->auth_name, route->auth_value };
-	if (route->n_secrets) {
-		if (sign_body(route->secrets[0], route->secret_lens[0], j->v2, j->v2_len,
-			      route->signature_encoding, sig, sizeof(sig)) < 0) {
-			rp->done++;
-			count_failure(rp, j->label, "internal", "could not compute the signature");
-			job_free(j);
-			return;
-		}
-		h[nh++] = (struct upstream_header){ route->signature_header, sig };
-	} else if (!rp->warned[route - rp->cfg->routes]) {
+	nh = delivery_headers(route, j->v2, j->v2_len, did, sig, h);
+	if (nh < 0) {
+		rp->done++;
+		count_failure(rp, j->label, "internal", "could not compute the signature");
+		job_free(j);
+		return;
+	}
+	if (!route->n_secrets && !rp->warned[route - rp->cfg->routes]) {
 		rp->warned[route - rp->cfg->routes] = 1;
 		progress_clear(rp);
 		fprintf(stderr, "webhook-bridge replay: route '%s' has no secret: posts are sent unsigned\n",
 			route->name);
 	}
-	h[nh++] = (struct upstream_header){ route->delivery_id_header, did };
-	h[nh++] = (struct upstream_header){ "User-Agent", "webhook-bridge/" BRIDGE_VERSION };
 
 	rp->sent++;
 	rp->in_flight++;
-	if (upstream_post(pool, h, nh, j->v2, j->v2_len, route->timeout_ms, job_done, j, &j->up,
+	if (upstream_post(pool, h, (size_t)nh, j->v2, j->v2_len, route->timeout_ms, job_done, j, &j->up,
 			  &err) < 0) {
 		rp->in_flight--;
 		rp->done++;

@@ -21,6 +21,7 @@
 
 #include "bridge/access.h"
 #include "bridge/convert.h"
+#include "bridge/delivery.h"
 #include "bridge/guard.h"
 #include "bridge/jsonl.h"
 #include "bridge/log.h"
@@ -31,7 +32,6 @@
 #include "bridge/upstream.h"
 #include "bridge/v1.h"
 
-#define DELIVERY_ID_LEN 36
 
 struct exchange;
 
@@ -437,31 +437,6 @@ static const char *framing_problem(struct evkeyvalq *h)
 
 /* ---- delivery ----------------------------------------------------------- */
 
-/* Stable for the same route and v2 body, so a sender's retry of the same
- * participation carries the same id (the receiver can dedupe on it). */
-static void delivery_id_make(const char *route, const char *body, size_t len,
-			     char out[DELIVERY_ID_LEN + 1])
-{
-	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	int o = 0;
-
-	memset(md, 0, sizeof(md));
-	if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-	    EVP_DigestUpdate(ctx, route, strlen(route)) == 1 &&
-	    EVP_DigestUpdate(ctx, "\n", 1) == 1 && EVP_DigestUpdate(ctx, body, len) == 1)
-		EVP_DigestFinal_ex(ctx, md, NULL);
-	EVP_MD_CTX_free(ctx);
-	for (int i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[o++] = '-';
-		out[o++] = hex[md[i] >> 4];
-		out[o++] = hex[md[i] & 15];
-	}
-	out[o] = '\0';
-}
-
 static void unmapped_json(struct evbuffer *b, const struct mapping_result *m)
 {
 	evbuffer_add(b, "[", 1);
@@ -675,26 +650,20 @@ static int legacy_send(struct exchange *x, const char *body, size_t len)
 static void forward(struct exchange *x, const struct mapping_result *m)
 {
 	const struct bridge_route *route = x->route;
-	struct upstream_header h[6];
-	size_t nh = 0;
+	struct upstream_header h[DELIVERY_HEADERS_MAX];
 	char sig[SIGN_HEADER_MAX];
 	struct bridge_error err;
+	int nh = delivery_headers(route, m->body, m->len, x->delivery_id, sig, h);
 
-	if (sign_body(route->secrets[0], route->secret_lens[0], m->body, m->len,
-		      route->signature_encoding, sig, sizeof(sig)) < 0) {
+	if (nh < 0) {
 		exchange_fail(x, 500, OUTCOME_INTERNAL, "internal", "could not compute the signature");
 		return;
 	}
-	h[nh++] = (struct upstream_header){ "Content-Type", "application/json" };
-	if (route->auth_name)
-		h[nh++] = (struct upstream_header){ route->auth_name, route->auth_value };
-	h[nh++] = (struct upstream_header){ route->signature_header, sig };
-	h[nh++] = (struct upstream_header){ route->delivery_id_header, x->delivery_id };
-	h[nh++] = (struct upstream_header){ "User-Agent", "webhook-bridge/" BRIDGE_VERSION };
 
 	exchange_track(x);
 	bridge_error_clear(&err);
-	if (upstream_post(x->gen->pools[x->route_index], h, nh, m->body, m->len, route->timeout_ms,
+	if (upstream_post(x->gen->pools[x->route_index], h, (size_t)nh, m->body, m->len,
+			  route->timeout_ms,
 			  upstream_done, x, &x->up, &err) < 0) {
 		x->up = NULL;
 		if (route->mode == ROUTE_DUAL)

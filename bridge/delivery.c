@@ -1,0 +1,48 @@
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "bridge/delivery.h"
+
+void delivery_id_make(const char *route, const void *body, size_t len,
+		      char out[DELIVERY_ID_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int o = 0;
+
+	memset(md, 0, sizeof(md));
+	if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(ctx, route, strlen(route)) == 1 &&
+	    EVP_DigestUpdate(ctx, "\n", 1) == 1 && EVP_DigestUpdate(ctx, body, len) == 1)
+		EVP_DigestFinal_ex(ctx, md, NULL);
+	EVP_MD_CTX_free(ctx);
+	for (int i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[md[i] >> 4];
+		out[o++] = hex[md[i] & 15];
+	}
+	out[o] = '\0';
+}
+
+int delivery_headers(const struct bridge_route *r, const void *body, size_t len,
+		     const char *delivery_id, char *sig,
+		     struct upstream_header h[DELIVERY_HEADERS_MAX])
+{
+	int n = 0;
+
+	h[n++] = (struct upstream_header){ "Content-Type", "application/json" };
+	if (r->auth_name)
+		h[n++] = (struct upstream_header){ r->auth_name, r->auth_value };
+	if (r->n_secrets) {
+		if (sign_body(r->secrets[0], r->secret_lens[0], body, len, r->signature_encoding, sig,
+			      SIGN_HEADER_MAX) < 0)
+			return -1;
+		h[n++] = (struct upstream_header){ r->signature_header, sig };
+	}
+	h[n++] = (struct upstream_header){ r->delivery_id_header, delivery_id };
+	h[n++] = (struct upstream_header){ "User-Agent", "webhook-bridge/" BRIDGE_VERSION };
+	return n;
+}

@@ -1,0 +1,32 @@
+/*
+ * delivery: what one v2 delivery looks like on the wire, shared by forward
+ * and dual mode (server.c), replay and queued delivery, so that a receiver
+ * sees the same headers and the same delivery id whichever path sent it.
+ */
+#ifndef BRIDGE_DELIVERY_H
+#define BRIDGE_DELIVERY_H
+
+#include <stddef.h>
+#include "bridge/config.h"
+#include "bridge/sign.h"
+#include "bridge/upstream.h"
+
+#define DELIVERY_ID_LEN 36      /* 8-4-4-4-12 lower-case hex */
+#define DELIVERY_HEADERS_MAX 6
+
+/* Stable for the same route name and v2 body, so a sender's retry of the
+ * same participation carries the same id (receivers dedupe on it). */
+void delivery_id_make(const char *route, const void *body, size_t len,
+		      char out[DELIVERY_ID_LEN + 1]);
+
+/* Fill h with Content-Type, the route's auth header, the signature header
+ * (computed into sig, SIGN_HEADER_MAX bytes, with the route's first secret)
+ * and the delivery-id header, plus User-Agent.  The pointers in h point into
+ * r, sig and delivery_id.  A route without a secret (dry-run) gets no
+ * signature header.  Returns the number of headers, or -1 when the
+ * signature cannot be computed. */
+int delivery_headers(const struct bridge_route *r, const void *body, size_t len,
+		     const char *delivery_id, char *sig,
+		     struct upstream_header h[DELIVERY_HEADERS_MAX]);
+
+#endif
