@@ -11,7 +11,10 @@
 #include "bridge/mapping.h"
 
 static const char *const top_keys[] = { "listen", "limits", "tls", "unrouted", "match_keys",
-					"upstream", "log_level", "workers", "dry_run", "routes", NULL };
+					"upstream", "log_level", "workers", "dry_run", "record",
+					"routes", NULL };
+static const char *const record_keys[] = { "path", "rotate_bytes", "keep", "redact",
+					   "redact_defaults", "headers", NULL };
 static const char *const dry_run_keys[] = { "report", "v2_path", "window_s", "max_entries", NULL };
 static const char *const listen_keys[] = { "address", "port", "path", "tls", "auth", "allow",
 					   NULL };
@@ -165,6 +168,34 @@ static void load_secrets(const config_setting_t *g, struct bridge_route *r, cons
 		}
 		r->secrets[r->n_secrets] = strdup(v);
 		r->secret_lens[r->n_secrets++] = strlen(v);
+	}
+}
+
+/* An array of non-empty strings, copied. */
+static void load_strings(const config_setting_t *g, const char *name, char ***ret, size_t *n,
+			 const char *file, struct diag *d)
+{
+	const config_setting_t *s = config_setting_get_member(g, name);
+	int len;
+
+	*ret = NULL;
+	*n = 0;
+	if (!s)
+		return;
+	if (!config_setting_is_array(s) || (len = config_setting_length(s)) == 0) {
+		diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' must be a non-empty array of strings",
+			 name);
+		return;
+	}
+	*ret = calloc((size_t)len, sizeof(char *));
+	for (int i = 0; i < len && *ret; i++) {
+		const char *v = config_setting_get_string_elem(s, (unsigned)i);
+
+		if (!v || !*v)
+			diag_add(d, cfg_file(s, file), cfg_line(s),
+				 "'%s' element %d must be a non-empty string", name, i);
+		else
+			(*ret)[(*n)++] = strdup(v);
 	}
 }
 
@@ -454,6 +485,25 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 			c->log_level = (int)lv;
 	}
 
+	c->record_rotate_bytes = 100ULL * 1024 * 1024;
+	c->record_keep = 5;
+	c->record_redact_defaults = 1;
+	g = cfg_get_group(root, "record", path, d);
+	if (g) {
+		cfg_check_keys(g, record_keys, path, d);
+		if (cfg_get_text(g, "path", &v, path, d) == 1)
+			c->record_path = cfg_resolve_path(path, v);
+		else if (!config_setting_get_member(g, "path"))
+			diag_add(d, path, cfg_line(g), "'record' needs a 'path' for the capture file");
+		if (cfg_get_int(g, "rotate_bytes", 0, 1LL << 40, &n, path, d) == 1)
+			c->record_rotate_bytes = (unsigned long long)n;
+		if (cfg_get_int(g, "keep", 1, 1000, &n, path, d) == 1)
+			c->record_keep = (unsigned)n;
+		cfg_get_bool(g, "redact_defaults", &c->record_redact_defaults, path, d);
+		load_strings(g, "redact", &c->record_redact, &c->n_record_redact, path, d);
+		load_strings(g, "headers", &c->record_headers, &c->n_record_headers, path, d);
+	}
+
 	c->shadow_window_ms = 3600000;
 	c->shadow_max_entries = 100000;
 	g = cfg_get_group(root, "dry_run", path, d);
@@ -554,6 +604,9 @@ void bridge_config_free(struct bridge_config *c)
 	free(c->ca_file);
 	free(c->website_key);
 	free(c->campaign_key);
+	free(c->record_path);
+	free_list(c->record_redact, c->n_record_redact);
+	free_list(c->record_headers, c->n_record_headers);
 	free(c->report_path);
 	free(c->shadow_path);
 	free(c->listen_cert_file);

@@ -1556,7 +1556,8 @@ static void ctable_free(struct count_table *t)
 }
 
 struct report {
-	size_t lines, participations, matched, identical, different, expired_translated, expired_real,
+	size_t lines, participations, matched, identical, different, uncomparable,
+		expired_translated, expired_real,
 		expired_other, other_lines, invalid_lines;
 	struct count_table paths;
 	struct count_table unmapped;
@@ -1628,11 +1629,44 @@ static int kind_index(const char *kind)
 	return JSONDIFF_CHANGED;
 }
 
+/* A translated post met its real v2: {"status", "differences":[...]}.  It
+ * comes inside the participation's line when the real v2 arrived first, or
+ * as its own {"event":"compared"} line when it arrived later. */
+static void report_comparison(struct report *rp, yajl_val cmp)
+{
+	const char *diff_path[] = { "differences", NULL };
+	const char *status = tree_str(cmp, "status");
+	yajl_val diffs = yajl_tree_get(cmp, diff_path, yajl_t_array);
+	struct count_entry *e;
+
+	rp->matched++;
+	if (status && strcmp(status, "identical") == 0) {
+		rp->identical++;
+		return;
+	}
+	if (status && strcmp(status, "not_compared") == 0) {
+		rp->uncomparable++;
+		return;
+	}
+	rp->different++;
+	for (size_t i = 0; diffs && i < diffs->u.array.len; i++) {
+		yajl_val dv = diffs->u.array.values[i];
+		const char *path = YAJL_IS_OBJECT(dv) ? tree_str(dv, "path") : NULL;
+		const char *rule;
+
+		if (!path || !(e = ctable_get(&rp->paths, path, &rp->oom)))
+			continue;
+		e->count++;
+		e->kinds[kind_index(tree_str(dv, "kind"))]++;
+		if ((rule = tree_str(dv, "rule")))
+			count_rule(e, rule);
+	}
+}
+
 static void report_participation(struct report *rp, yajl_val obj)
 {
 	const char *cmp_path[] = { "comparison", NULL };
 	const char *unm_path[] = { "unmapped", NULL };
-	const char *diff_path[] = { "differences", NULL };
 	yajl_val cmp = yajl_tree_get(obj, cmp_path, yajl_t_object);
 	yajl_val unm = yajl_tree_get(obj, unm_path, yajl_t_array);
 	const char *route = tree_str(obj, "route");
@@ -1647,31 +1681,8 @@ static void report_participation(struct report *rp, yajl_val obj)
 		if (YAJL_IS_STRING(k) && (e = ctable_get(&rp->unmapped, YAJL_GET_STRING(k), &rp->oom)))
 			e->count++;
 	}
-	if (!cmp)
-		return;
-	rp->matched++;
-	{
-		const char *status = tree_str(cmp, "status");
-		yajl_val diffs = yajl_tree_get(cmp, diff_path, yajl_t_array);
-
-		if (status && strcmp(status, "identical") == 0) {
-			rp->identical++;
-			return;
-		}
-		rp->different++;
-		for (size_t i = 0; diffs && i < diffs->u.array.len; i++) {
-			yajl_val dv = diffs->u.array.values[i];
-			const char *path = YAJL_IS_OBJECT(dv) ? tree_str(dv, "path") : NULL;
-			const char *rule;
-
-			if (!path || !(e = ctable_get(&rp->paths, path, &rp->oom)))
-				continue;
-			e->count++;
-			e->kinds[kind_index(tree_str(dv, "kind"))]++;
-			if ((rule = tree_str(dv, "rule")))
-				count_rule(e, rule);
-		}
-	}
+	if (cmp)
+		report_comparison(rp, cmp);
 }
 
 /* Returns NULL or the reason the line is malformed. */
@@ -1696,7 +1707,15 @@ static const char *report_line(struct report *rp, const char *line, size_t n, ch
 		return "not a JSON object";
 	}
 	event = tree_str(obj, "event");
-	if (event && strcmp(event, "expired") == 0) {
+	if (event && strcmp(event, "compared") == 0) {
+		const char *cmp_path[] = { "comparison", NULL };
+		yajl_val cmp = yajl_tree_get(obj, cmp_path, yajl_t_object);
+
+		if (cmp)
+			report_comparison(rp, cmp);
+		else
+			rp->other_lines++;
+	} else if (event && strcmp(event, "expired") == 0) {
 		const char *side = tree_str(obj, "side");
 
 		if (side && strcmp(side, "translated") == 0)
@@ -1787,6 +1806,9 @@ static void report_text(const struct style *st, const char *path, const struct r
 		rp->expired_translated, rp->expired_real);
 	if (rp->participations > rp->matched)
 		fprintf(f, "  not compared    %zu\n", rp->participations - rp->matched);
+	if (rp->uncomparable)
+		fprintf(f, "  uncomparable    %zu (matched, but a side was too large or not JSON)\n",
+			rp->uncomparable);
 	if (rp->invalid_lines)
 		fprintf(f, "  invalid lines   %zu\n", rp->invalid_lines);
 	for (size_t i = 0; i < rp->routes.n; i++) {
@@ -1860,10 +1882,11 @@ static void report_json(FILE *f, const char *path, const struct report *rp, stru
 	fprintf(f,
 		",\"lines\":%zu,\"participations\":%zu,\"matched\":%zu,\"identical\":%zu,\"different\":%zu,"
 		"\"unmatched\":%zu,\"unmatched_translated\":%zu,\"unmatched_real\":%zu,\"not_compared\":%zu,"
-		"\"invalid_lines\":%zu,\"distinct_paths\":%zu,\"paths\":[",
+		"\"uncomparable\":%zu,\"invalid_lines\":%zu,\"distinct_paths\":%zu,\"paths\":[",
 		rp->lines, rp->participations, rp->matched, rp->identical, rp->different,
 		rp->expired_translated + rp->expired_real + rp->expired_other, rp->expired_translated,
-		rp->expired_real, rp->participations - rp->matched, rp->invalid_lines, rp->paths.n);
+		rp->expired_real, rp->participations - rp->matched, rp->uncomparable, rp->invalid_lines,
+		rp->paths.n);
 	for (size_t i = 0; i < n_paths; i++) {
 		const struct count_entry *e = paths[i];
 

@@ -72,6 +72,28 @@ size_t json_escape(char *dst, size_t cap, const char *s, size_t n)
 	return o;
 }
 
+size_t json_escape_quoted(char *dst, size_t cap, const char *s)
+{
+	size_t n;
+
+	if (!s) {
+		snprintf(dst, cap, "null");
+		return 4;
+	}
+	if (cap < 3) {
+		if (cap)
+			dst[0] = '\0';
+		return json_escape(NULL, 0, s, strlen(s)) + 2;
+	}
+	dst[0] = '"';
+	n = json_escape(dst + 1, cap - 2, s, strlen(s));
+	if (n + 2 < cap) {
+		dst[n + 1] = '"';
+		dst[n + 2] = '\0';
+	}
+	return n + 2;
+}
+
 static void log_append(struct log_line *l, const char *s, size_t n)
 {
 	if (l->truncated || l->len + n + LOG_RESERVE > sizeof(l->buf)) {

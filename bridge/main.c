@@ -15,12 +15,15 @@
 #include <event2/thread.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bridge/cli.h"
 #include "bridge/config.h"
 #include "bridge/guard.h"
 #include "bridge/jsonl.h"
+#include "bridge/record.h"
+#include "bridge/shadow.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
 #include "bridge/metrics.h"
@@ -40,6 +43,8 @@ static const char usage_main[] =
 	"  map --mapping FILE [INPUT]     map one v1 payload (file or stdin) to v2 on stdout\n"
 	"  check --config FILE | --mapping FILE\n"
 	"                                 load and validate, report every error as file:line\n"
+	"  queue (--config FILE | --store PATH) list | show ID | retry ID|--all | purge ... | stats\n"
+	"                                 inspect and repair queued deliveries (while serve runs)\n"
 	"  diff --mapping FILE V1.json    provenance: every v2 value and the rule behind it\n"
 	"  diff A.json B.json             structural diff of two v2 documents (exit 1 if different)\n"
 	"  diff --mapping OLD --against NEW FIXTURES...\n"
@@ -103,7 +108,6 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 struct config_hold {
 	struct bridge_config *cfg;
 	struct metrics *metrics;
-	struct jsonl *report;    /* dry_run.report, or NULL */
 	atomic_int refs;
 };
 
@@ -119,9 +123,13 @@ struct worker {
 };
 
 struct serve_state {
-	struct event_base *base; /* main thread: signals only */
+	struct event_base *base; /* main thread: signals and the shadow expiry timer */
 	const char *config_path;
 	struct config_hold *current;
+	struct jsonl *report;     /* dry_run.report, for the whole run */
+	struct shadow *shadow;    /* dry_run.v2_path correlation store, for the whole run */
+	struct recorder *recorder;/* record, for the whole run */
+	struct event *expire;
 	struct worker *workers;
 	int n_workers;
 	int drain_ms;
@@ -133,7 +141,6 @@ static void config_hold_release(void *arg)
 	struct config_hold *h = arg;
 
 	if (atomic_fetch_sub(&h->refs, 1) == 1) {
-		jsonl_close(h->report);
 		metrics_free(h->metrics);
 		bridge_config_free(h->cfg);
 		free(h);
@@ -150,8 +157,7 @@ static void worker_reload(evutil_socket_t fd, short what, void *arg)
 	if (!h)
 		return;
 	bridge_error_clear(&err);
-	if (server_reload(w->server, h->cfg, h->metrics, h->report, config_hold_release, h,
-			  &err) < 0) {
+	if (server_reload(w->server, h->cfg, h->metrics, config_hold_release, h, &err) < 0) {
 		log_begin(&l, LOG_ERROR, "reload_failed");
 		log_int(&l, "worker", w->index);
 		log_str(&l, "message", err.message);
@@ -182,6 +188,11 @@ static void *worker_run(void *arg)
 	server_thread_init(w->server);
 	event_base_dispatch(w->base);
 	return NULL;
+}
+
+static int same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
 /* SIGHUP: load and check the whole config again; hand it to every worker only
@@ -215,6 +226,13 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 		fixed = "listen.tls";
 	else if (cfg->workers != old->workers)
 		fixed = "workers";
+	else if (!same_str(cfg->report_path, old->report_path) ||
+		 !same_str(cfg->shadow_path, old->shadow_path) ||
+		 cfg->shadow_window_ms != old->shadow_window_ms ||
+		 cfg->shadow_max_entries != old->shadow_max_entries)
+		fixed = "dry_run";
+	else if (!same_str(cfg->record_path, old->record_path))
+		fixed = "record";
 	if (fixed) {
 		log_begin(&l, LOG_ERROR, "reload_failed");
 		log_str(&l, "config", st->config_path);
@@ -227,17 +245,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	h = calloc(1, sizeof(*h));
 	if (h)
 		h->metrics = metrics_new(cfg, st->n_workers);
-	if (h && h->metrics && cfg->report_path) {
-		struct bridge_error err;
-
-		h->report = jsonl_open(cfg->report_path, &err);
-		if (!h->report) {
-			log_begin(&l, LOG_ERROR, "reload_failed");
-			log_str(&l, "message", err.message);
-			log_end(&l);
-		}
-	}
-	if (!h || !h->metrics || (cfg->report_path && !h->report)) {
+	if (!h || !h->metrics) {
 		if (h)
 			metrics_free(h->metrics);
 		free(h);
@@ -280,6 +288,92 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	for (int i = 0; i < st->n_workers; i++)
 		event_active(st->workers[i].stop, EV_READ, 0);
 	event_base_loopexit(st->base, NULL);
+}
+
+/* A participation that waited for its other side in vain: in the report and
+ * the log, never silently dropped.  Runs on any thread. */
+static void shadow_expired_cb(const struct shadow_expired *e, void *arg)
+{
+	struct serve_state *st = arg;
+	struct log_line l;
+	char line[1024], ts[32];
+	int n;
+
+	log_begin(&l, LOG_WARN, "shadow_expired");
+	log_str(&l, "route", e->route);
+	log_str(&l, "side", shadow_side_name(e->side));
+	log_str(&l, "participation_id", e->participation_id);
+	log_str(&l, "state", e->state);
+	log_int(&l, "age_ms", e->age_ms);
+	log_str(&l, "reason", e->reason);
+	log_end(&l);
+	if (!st->report)
+		return;
+	log_time_now(ts, sizeof(ts));
+	n = snprintf(line, sizeof(line),
+		     "{\"event\":\"expired\",\"time\":\"%s\",\"side\":\"%s\",\"age_ms\":%lld,"
+		     "\"reason\":\"%s\",\"route\":",
+		     ts, shadow_side_name(e->side), e->age_ms, e->reason);
+	n += (int)json_escape_quoted(line + n, sizeof(line) - (size_t)n, e->route);
+	n += snprintf(line + n, sizeof(line) - (size_t)n, ",\"participation_id\":");
+	n += (int)json_escape_quoted(line + n, sizeof(line) - (size_t)n, e->participation_id);
+	n += snprintf(line + n, sizeof(line) - (size_t)n, ",\"state\":");
+	n += (int)json_escape_quoted(line + n, sizeof(line) - (size_t)n, e->state);
+	n += snprintf(line + n, sizeof(line) - (size_t)n, "}\n");
+	if (n > 0 && (size_t)n < sizeof(line))
+		jsonl_write(st->report, line, (size_t)n);
+}
+
+static void shadow_expire_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct serve_state *st = arg;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	shadow_expire(st->shadow, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+		      shadow_expired_cb, st);
+}
+
+/* Files and stores that live as long as the process (a reload keeps them). */
+static int open_process_files(struct serve_state *st, const struct bridge_config *cfg,
+			      struct bridge_error *err)
+{
+	if (cfg->report_path && !(st->report = jsonl_open(cfg->report_path, err)))
+		return -1;
+	if (cfg->shadow_path) {
+		struct shadow_limits lim = { .max_entries = cfg->shadow_max_entries,
+					     .ttl_ms = cfg->shadow_window_ms };
+		struct timeval second = { 1, 0 };
+
+		st->shadow = shadow_new(&lim, NULL, shadow_expired_cb, st, err);
+		if (!st->shadow)
+			return -1;
+		st->expire = event_new(st->base, -1, EV_PERSIST, shadow_expire_tick, st);
+		if (!st->expire || event_add(st->expire, &second) < 0)
+			return bridge_error_set(err, "cannot start the shadow expiry timer");
+	}
+	if (cfg->record_path) {
+		struct record_options ro;
+
+		record_options_default(&ro);
+		ro.path = cfg->record_path;
+		ro.rotate_bytes = cfg->record_rotate_bytes;
+		ro.keep = cfg->record_keep;
+		ro.redact_defaults = cfg->record_redact_defaults;
+		ro.redact = (const char *const *)cfg->record_redact;
+		ro.n_redact = cfg->n_record_redact;
+		if (cfg->record_headers) {
+			ro.headers = (const char *const *)cfg->record_headers;
+			ro.n_headers = cfg->n_record_headers;
+		}
+		ro.limits.max_depth = cfg->max_json_depth;
+		ro.limits.max_keys = cfg->max_keys;
+		ro.limits.max_string = cfg->max_string;
+		st->recorder = recorder_open(&ro, err);
+		if (!st->recorder)
+			return -1;
+	}
+	return 0;
 }
 
 static int default_workers(void)
@@ -387,13 +481,10 @@ static int cmd_serve(int argc, char **argv)
 		goto fail;
 	}
 	st.config_path = config_path;
-	if (cfg->report_path) {
-		st.current->report = jsonl_open(cfg->report_path, &err);
-		if (!st.current->report) {
-			free(st.current);
-			st.current = NULL;
-			goto fail;
-		}
+	if (open_process_files(&st, cfg, &err) < 0) {
+		free(st.current);
+		st.current = NULL;
+		goto fail;
 	}
 	st.current->cfg = cfg;
 	st.current->metrics = metrics;
@@ -402,8 +493,8 @@ static int cmd_serve(int argc, char **argv)
 	metrics = NULL;
 	for (int i = 0; i < st.n_workers; i++) {
 		struct worker *w = &st.workers[i];
-		struct server_options opt = { .metrics = st.current->metrics,
-					      .report = st.current->report, .worker = i,
+		struct server_options opt = { .metrics = st.current->metrics, .report = st.report,
+					      .shadow = st.shadow, .recorder = st.recorder, .worker = i,
 					      .port = port, .reuseport = st.n_workers > 1,
 					      .release = config_hold_release, .release_arg = st.current };
 
@@ -464,6 +555,11 @@ out:
 		config_hold_release(st.current); /* the main thread's share */
 	if (sighup)
 		event_free(sighup);
+	if (st.expire)
+		event_free(st.expire);
+	shadow_free(st.shadow);
+	recorder_close(st.recorder);
+	jsonl_close(st.report);
 	if (sigterm)
 		event_free(sigterm);
 	if (sigint)
@@ -705,6 +801,7 @@ static const struct command {
 	{ "serve", cmd_serve },
 	{ "map", cmd_map },
 	{ "check", cmd_check },
+	{ "queue", cmd_queue },
 	{ "diff", cmd_diff },
 	{ "report", cmd_report },
 	{ "replay", cmd_replay },

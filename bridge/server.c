@@ -7,6 +7,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -18,6 +19,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <yajl/yajl_tree.h>
 
 #include "bridge/access.h"
 #include "bridge/convert.h"
@@ -27,7 +29,9 @@
 #include "bridge/log.h"
 #include "bridge/mapping.h"
 #include "bridge/metrics.h"
+#include "bridge/record.h"
 #include "bridge/server.h"
+#include "bridge/shadow.h"
 #include "bridge/sign.h"
 #include "bridge/upstream.h"
 #include "bridge/v1.h"
@@ -44,7 +48,6 @@ struct generation {
 	struct upstream_tls **tls;       /* one per cfg->tls_files */
 	struct upstream_pool **pools;    /* one per route, NULL for dry-run routes */
 	struct upstream_pool **legacy_pools; /* v1 passthrough, one per route, or NULL */
-	struct jsonl *report;            /* dry-run report, or NULL (owned by the caller) */
 	size_t pending;                  /* exchanges waiting on these pools */
 	int retired;
 	struct generation *next_retired;
@@ -205,8 +208,8 @@ static void generation_free(struct generation *g)
 }
 
 static struct generation *generation_new(struct server *s, const struct bridge_config *cfg,
-					 struct metrics *metrics, struct jsonl *report,
-					 void (*release)(void *), void *release_arg,
+					 struct metrics *metrics, void (*release)(void *),
+					 void *release_arg,
 					 struct bridge_error *err)
 {
 	struct generation *g = calloc(1, sizeof(*g));
@@ -217,7 +220,6 @@ static struct generation *generation_new(struct server *s, const struct bridge_c
 	}
 	g->cfg = cfg;
 	g->metrics = metrics;
-	g->report = report;
 	g->tls = calloc(cfg->n_tls_files + 1, sizeof(*g->tls));
 	g->pools = calloc(cfg->n_routes + 1, sizeof(*g->pools));
 	g->legacy_pools = calloc(cfg->n_routes + 1, sizeof(*g->legacy_pools));
@@ -742,39 +744,92 @@ static void report_head(struct evbuffer *line, const struct exchange *x)
 static void report_emit(const struct exchange *x, struct evbuffer *line)
 {
 	evbuffer_add(line, "}\n", 2);
-	jsonl_write(x->gen->report, (const char *)evbuffer_pullup(line, -1),
-		    evbuffer_get_length(line));
+	if (x->srv->opt.report)
+		jsonl_write(x->srv->opt.report, (const char *)evbuffer_pullup(line, -1),
+			    evbuffer_get_length(line));
 	evbuffer_free(line);
 }
 
-/* One line per translated post: the v2 it would send and the rule behind
- * every value (the `report` command and /dry-run/summary read these). */
-static void report_translation(const struct exchange *x, const struct mapping_result *m)
+/* The provenance of every v2 value: [{"path","rule","from","what"}]. */
+static void provenance_json(struct evbuffer *out, const struct mapping_result *m)
 {
-	struct evbuffer *line = evbuffer_new();
 	char rule[600];
 
-	report_head(line, x);
-	add_field(line, "delivery_id", x->delivery_id);
-	add_field(line, "participation_id", m->participation_id);
-	add_field(line, "state", m->state);
-	evbuffer_add_printf(line, ",\"v2\":");
-	evbuffer_add(line, m->body, m->len);
-	evbuffer_add_printf(line, ",\"provenance\":[");
+	evbuffer_add(out, "[", 1);
 	for (size_t i = 0; i < m->n_trace; i++) {
 		const struct mapping_trace *t = &m->trace[i];
 
-		evbuffer_add_printf(line, "%s{\"path\":", i ? "," : "");
-		add_json_str(line, t->path, strlen(t->path));
+		evbuffer_add_printf(out, "%s{\"path\":", i ? "," : "");
+		add_json_str(out, t->path, strlen(t->path));
 		snprintf(rule, sizeof(rule), "%s:%d", t->file ? t->file : "", t->line);
-		add_field(line, "rule", rule);
-		add_field(line, "from", t->from_key);
-		add_field(line, "what", t->what);
-		evbuffer_add(line, "}", 1);
+		add_field(out, "rule", rule);
+		add_field(out, "from", t->from_key);
+		add_field(out, "what", t->what);
+		evbuffer_add(out, "}", 1);
 	}
-	evbuffer_add_printf(line, "],\"unmapped\":");
-	unmapped_json(line, m);
-	report_emit(x, line);
+	evbuffer_add(out, "]", 1);
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A dry-run (or dual) translation: in dry-run offered to the shadow store (when a real v2 of
+ * the same participation already waits there, the comparison is made now)
+ * and written to the report with its provenance. */
+static void dry_run_record(struct exchange *x, const struct mapping_result *m)
+{
+	struct server *s = x->srv;
+	struct evbuffer *prov = evbuffer_new();
+	struct shadow_result res;
+	char *comparison = NULL;
+	int matched = 0;
+
+	provenance_json(prov, m);
+	evbuffer_add(prov, "", 1); /* NUL for the shadow store */
+	memset(&res, 0, sizeof(res));
+	if (s->opt.shadow && m->participation_id && x->route->mode == ROUTE_DRY_RUN) {
+		struct bridge_error err;
+
+		bridge_error_clear(&err);
+		matched = shadow_offer(s->opt.shadow, SHADOW_TRANSLATED, x->route->name,
+				       m->participation_id, m->state ? m->state : "", m->body, m->len,
+				       (const char *)evbuffer_pullup(prov, -1), mono_ms(), &res, &err);
+		if (matched < 0) {
+			struct log_line l;
+
+			log_begin(&l, LOG_WARN, "shadow_refused");
+			log_str(&l, "route", x->route->name);
+			log_str(&l, "message", err.message);
+			log_end(&l);
+		} else if (matched == 1) {
+			comparison = shadow_result_json(&res);
+		}
+		shadow_result_clear(&res);
+	}
+	if (s->opt.report) {
+		struct evbuffer *line = evbuffer_new();
+
+		report_head(line, x);
+		add_field(line, "delivery_id", x->delivery_id);
+		add_field(line, "participation_id", m->participation_id);
+		add_field(line, "state", m->state);
+		evbuffer_add_printf(line, ",\"v2\":");
+		evbuffer_add(line, m->body, m->len);
+		evbuffer_add_printf(line, ",\"provenance\":");
+		evbuffer_add(line, evbuffer_pullup(prov, -1), evbuffer_get_length(prov) - 1);
+		evbuffer_add_printf(line, ",\"unmapped\":");
+		unmapped_json(line, m);
+		if (comparison)
+			evbuffer_add_printf(line, ",\"comparison\":%s", comparison);
+		report_emit(x, line);
+	}
+	free(comparison);
+	evbuffer_free(prov);
 }
 
 static void report_failure(const struct exchange *x, const struct bridge_error *err,
@@ -791,6 +846,201 @@ static void report_failure(const struct exchange *x, const struct bridge_error *
 		add_field(line, "key", err->key);
 	evbuffer_add(line, "}", 1);
 	report_emit(x, line);
+}
+
+/* Capture the inbound post (redacted) for replay; a failure to write is
+ * logged and never fails the post. */
+static void record_post(struct exchange *x, const char *content_type, const char *body,
+			size_t len)
+{
+	struct evkeyvalq *in = evhttp_request_get_input_headers(x->req);
+	struct record_header h[64];
+	size_t n = 0;
+	struct bridge_error err;
+
+	for (struct evkeyval *kv = in->tqh_first; kv && n < 64; kv = kv->next.tqe_next)
+		h[n++] = (struct record_header){ kv->key, kv->value };
+	bridge_error_clear(&err);
+	if (recorder_write(x->srv->opt.recorder, content_type, &x->start, h, n, body, len, &err) < 0) {
+		struct log_line l;
+		unsigned long suppressed = 0;
+
+		if (log_ratelimit_allow(&x->srv->rejected_log, &suppressed)) {
+			log_begin(&l, LOG_ERROR, "record_failed");
+			log_str(&l, "message", err.message);
+			log_end(&l);
+		}
+	}
+}
+
+/* ---- real v2 posts (dry_run.v2_path) ------------------------------------- */
+
+/* The fields the correlation needs from a real v2 document. */
+struct real_v2 {
+	char id[160], state[80], website[32], campaign[32];
+	int has_website, has_campaign;
+};
+
+static void tree_text(yajl_val root, const char **path, char *out, size_t cap, int *found)
+{
+	yajl_val v = yajl_tree_get(root, path, yajl_t_any);
+	const char *t = NULL;
+	char canon[32];
+	struct bridge_error err;
+
+	out[0] = '\0';
+	if (!v)
+		return;
+	if (YAJL_IS_STRING(v))
+		t = YAJL_GET_STRING(v);
+	else if (YAJL_IS_NUMBER(v))
+		t = YAJL_GET_NUMBER(v);
+	if (!t)
+		return;
+	if (found) { /* an id to route on: canonical integer text */
+		if (convert_integer(t, strlen(t), canon, sizeof(canon), &err) < 0)
+			return;
+		t = canon;
+		*found = 1;
+	}
+	snprintf(out, cap, "%s", t);
+}
+
+/* yajl_tree has no depth limit and frees recursively (pitfall B3): check
+ * the nesting first, outside strings. */
+static int json_depth_ok(const char *b, size_t n, int max)
+{
+	int depth = 0, in_str = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = b[i];
+
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+		} else if (c == '"') {
+			in_str = 1;
+		} else if (c == '{' || c == '[') {
+			if (++depth > max)
+				return 0;
+		} else if (c == '}' || c == ']') {
+			depth--;
+		}
+	}
+	return 1;
+}
+
+static void handle_real_v2(struct server *s, struct evhttp_request *req)
+{
+	static const char *id_path[] = { "id", NULL }, *state_path[] = { "state", NULL };
+	static const char *cid_path[] = { "campaign", "id", NULL };
+	static const char *wid_path[] = { "campaign", "channel", "website", "id", NULL };
+	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	struct evbuffer *buf = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(buf);
+	const struct bridge_route *route;
+	struct real_v2 r;
+	struct shadow_result res;
+	struct bridge_error err;
+	struct evbuffer *b;
+	const char *sig;
+	char *text, ebuf[256], msg[600];
+	yajl_val root = NULL;
+	int matched;
+
+	if (content_kind(evhttp_find_header(in, "Content-Type")) != BODY_JSON) {
+		send_error(req, 415, "unsupported_media_type", "a v2 post is application/json");
+		return;
+	}
+	if (len > s->cfg->max_body) {
+		send_error(req, 413, "body_too_large", "the v2 post is over limits.max_body");
+		return;
+	}
+	text = malloc(len + 1);
+	if (!text) {
+		send_error(req, 503, "out_of_memory", "the bridge is out of memory; retry later");
+		return;
+	}
+	evbuffer_copyout(buf, text, len);
+	text[len] = '\0';
+	if (memchr(text, '\0', len) || !json_depth_ok(text, len, 32) ||
+	    !(root = yajl_tree_parse(text, ebuf, sizeof(ebuf))) || !YAJL_IS_OBJECT(root)) {
+		if (root && !YAJL_IS_OBJECT(root))
+			yajl_tree_free(root);
+		free(text);
+		send_error(req, 400, "invalid_json", "the v2 post is not one JSON object");
+		return;
+	}
+	memset(&r, 0, sizeof(r));
+	tree_text(root, id_path, r.id, sizeof(r.id), NULL);
+	tree_text(root, state_path, r.state, sizeof(r.state), NULL);
+	tree_text(root, cid_path, r.campaign, sizeof(r.campaign), &r.has_campaign);
+	tree_text(root, wid_path, r.website, sizeof(r.website), &r.has_website);
+	yajl_tree_free(root);
+	if (!r.id[0]) {
+		free(text);
+		send_error(req, 422, "missing_id", "the v2 post has no participation id");
+		return;
+	}
+	route = bridge_config_route_for(s->cfg, r.has_website ? r.website : NULL,
+					r.has_campaign ? r.campaign : NULL);
+	if (!route || route->mode != ROUTE_DRY_RUN) {
+		free(text);
+		snprintf(msg, sizeof(msg), "no dry-run route takes website_id %s and campaign_id %s",
+			 r.has_website ? r.website : "(absent)", r.has_campaign ? r.campaign : "(absent)");
+		send_error(req, 422, "no_route", msg);
+		return;
+	}
+	/* Qualifio signs real v2 posts: verify with the route's secrets (a
+	 * rotation may have either one in force) */
+	sig = evhttp_find_header(in, route->signature_header);
+	if (!route->n_secrets || !sig ||
+	    sign_verify((const char *const *)route->secrets, route->secret_lens, route->n_secrets,
+			text, len, route->signature_encoding, sig, strlen(sig)) < 0) {
+		free(text);
+		send_error(req, 401, "bad_signature", "the v2 post's signature does not verify");
+		return;
+	}
+	memset(&res, 0, sizeof(res));
+	bridge_error_clear(&err);
+	matched = shadow_offer(s->opt.shadow, SHADOW_REAL, route->name, r.id, r.state, text, len, NULL,
+			       mono_ms(), &res, &err);
+	free(text);
+	if (matched < 0) {
+		send_error(req, 422, "shadow_refused", err.message);
+		return;
+	}
+	b = evbuffer_new();
+	evbuffer_add_printf(b, "{\"status\":\"%s\"", matched ? "compared" : "waiting");
+	add_field(b, "route", route->name);
+	add_field(b, "participation_id", r.id);
+	if (matched) {
+		char *cmp = shadow_result_json(&res);
+
+		if (cmp) {
+			evbuffer_add_printf(b, ",\"comparison\":%s", cmp);
+			if (s->opt.report) {
+				struct evbuffer *line = evbuffer_new();
+				char ts[32];
+
+				log_time_now(ts, sizeof(ts));
+				evbuffer_add_printf(line, "{\"event\":\"compared\",\"time\":\"%s\"", ts);
+				add_field(line, "route", route->name);
+				add_field(line, "participation_id", r.id);
+				add_field(line, "state", r.state);
+				evbuffer_add_printf(line, ",\"comparison\":%s}\n", cmp);
+				jsonl_write(s->opt.report, (const char *)evbuffer_pullup(line, -1),
+					    evbuffer_get_length(line));
+				evbuffer_free(line);
+			}
+			free(cmp);
+		}
+		shadow_result_clear(&res);
+	}
+	send_json(req, 200, b);
+	evbuffer_free(b);
 }
 
 static void handle_webhook(struct server *s, struct evhttp_request *req)
@@ -855,6 +1105,8 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		return;
 	}
 	body = (const char *)evbuffer_pullup(body_buf, -1);
+	if (s->opt.recorder)
+		record_post(x, evhttp_find_header(in, "Content-Type"), body ? body : "", x->bytes_in);
 	v1_limits_default(&lim);
 	lim.max_depth = c->max_json_depth;
 	lim.max_keys = c->max_keys;
@@ -905,7 +1157,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 
 	memset(&m, 0, sizeof(m));
 	legacy = x->route->legacy_endpoint != NULL;
-	trace = s->gen->report && x->route->mode != ROUTE_FORWARD;
+	trace = (s->opt.report || s->opt.shadow) && x->route->mode != ROUTE_FORWARD;
 	rc = mapping_apply(x->route->mapping, doc, trace ? MAPPING_TRACE : 0, &m, &err);
 	v1_doc_free(doc);
 	if (rc < 0) {
@@ -914,7 +1166,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		if (err.file)
 			snprintf(rule, sizeof(rule), "%s:%d", err.file, err.line);
 		metrics_mapping_error(x->gen->metrics, rule);
-		if (trace)
+		if (trace && s->opt.report)
 			report_failure(x, &err, rule);
 		if (legacy) {
 			/* the legacy importer stays authoritative: the post goes on to it
@@ -945,7 +1197,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	if (m.n_unmapped)
 		report_unmapped(x, &m);
 	if (trace)
-		report_translation(x, &m);
+		dry_run_record(x, &m);
 
 	switch (x->route->mode) {
 	case ROUTE_FORWARD:
@@ -1033,6 +1285,43 @@ static void handle_request(struct evhttp_request *req, void *arg)
 			evbuffer_add_printf(b, ",\"routes\":%zu,\"port\":%d", s->cfg->n_routes, s->port);
 		send_json(req, 200, b);
 		evbuffer_free(b);
+		return;
+	}
+	if (strcmp(path, "/dry-run/summary") == 0) {
+		char *sum;
+		struct evbuffer *b;
+
+		if (!s->opt.shadow) {
+			send_error(req, 404, "not_found",
+				   "the shadow comparison is off: set dry_run.v2_path to enable it");
+			return;
+		}
+		sum = shadow_summary_json(s->opt.shadow, 10);
+		if (!sum) {
+			send_error(req, 503, "out_of_memory", "the bridge is out of memory; retry later");
+			return;
+		}
+		b = evbuffer_new();
+		evbuffer_add(b, sum, strlen(sum));
+		evbuffer_add(b, "\n", 1);
+		free(sum);
+		evhttp_add_header(out, "Content-Type", "application/json");
+		guard_request_end(s->guard, req);
+		evhttp_send_reply(req, 200, "OK", b);
+		evbuffer_free(b);
+		return;
+	}
+	if (s->opt.shadow && s->cfg->shadow_path && strcmp(path, s->cfg->shadow_path) == 0) {
+		if (cmd != EVHTTP_REQ_POST) {
+			evhttp_add_header(out, "Allow", "POST");
+			send_error(req, 405, "method_not_allowed", "the v2 path accepts POST only");
+			return;
+		}
+		if (!access_auth_check(&s->cfg->auth, req)) {
+			send_error(req, 401, "unauthorized", "authentication required");
+			return;
+		}
+		handle_real_v2(s, req);
 		return;
 	}
 	if (strcmp(path, s->cfg->listen_path) == 0) {
@@ -1147,8 +1436,7 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 	if (!s->dns) /* no resolv.conf: IP-literal endpoints still work */
 		s->dns = evdns_base_new(base, 0);
 
-	s->gen = generation_new(s, cfg, opt->metrics, opt->report, opt->release, opt->release_arg,
-				err);
+	s->gen = generation_new(s, cfg, opt->metrics, opt->release, opt->release_arg, err);
 	if (!s->gen) {
 		server_free(s);
 		return -1;
@@ -1190,10 +1478,9 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 }
 
 int server_reload(struct server *s, const struct bridge_config *cfg, struct metrics *metrics,
-		  struct jsonl *report, void (*release)(void *arg), void *release_arg,
-		  struct bridge_error *err)
+		  void (*release)(void *arg), void *release_arg, struct bridge_error *err)
 {
-	struct generation *g = generation_new(s, cfg, metrics, report, release, release_arg, err);
+	struct generation *g = generation_new(s, cfg, metrics, release, release_arg, err);
 
 	if (!g)
 		return -1;

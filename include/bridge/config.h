@@ -84,6 +84,14 @@ struct bridge_config {
 	struct upstream_limits upstream;
 	struct bridge_route *routes;
 	size_t n_routes;
+	char *record_path;        /* record.path: capture of inbound v1 posts, or NULL */
+	unsigned long long record_rotate_bytes; /* record.rotate_bytes, default 100 MiB */
+	unsigned record_keep;     /* record.keep, default 5 */
+	int record_redact_defaults; /* record.redact_defaults, default true */
+	char **record_redact;     /* record.redact: extra patterns */
+	size_t n_record_redact;
+	char **record_headers;    /* record.headers: NULL = the module's default list */
+	size_t n_record_headers;
 	char *report_path;        /* dry_run.report: JSON lines, one per translated post */
 	char *shadow_path;        /* dry_run.v2_path: real v2 posts are compared here */
 	long shadow_window_ms;    /* dry_run.window_s */

@@ -53,4 +53,7 @@ void log_time_now(char *out, size_t cap);
  * are: callers pass text that was UTF-8-validated on input. */
 size_t json_escape(char *dst, size_t cap, const char *s, size_t n);
 
+/* "s" as a quoted JSON string (s NULL: null); same return contract. */
+size_t json_escape_quoted(char *dst, size_t cap, const char *s);
+
 #endif

@@ -13,11 +13,16 @@
 struct event_base;
 struct jsonl;
 struct metrics;
+struct recorder;
 struct server;
+struct shadow;
 
 struct server_options {
 	struct metrics *metrics; /* shared by every worker; may be NULL */
-	struct jsonl *report;    /* dry-run report file, shared; may be NULL */
+	/* process-wide, shared by every worker, kept across reloads; may be NULL */
+	struct jsonl *report;    /* dry-run report file */
+	struct shadow *shadow;   /* translated vs real v2 correlation (dry_run.v2_path) */
+	struct recorder *recorder; /* capture of inbound v1 posts (record) */
 	int worker;              /* index of this worker, for per-worker gauges */
 	int port;                /* -1: the config's port; else bind this one */
 	int reuseport;           /* SO_REUSEPORT, so several workers share the port */
@@ -33,11 +38,11 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 /* Switch to a new config (SIGHUP), on the server's own thread.  Requests
  * in flight finish with the config they started with; its pools are freed
  * after the last one, then release(release_arg) runs.  The listen address,
- * port, TLS and worker count are not changed by a reload.  On failure the
+ * port, TLS, worker count, report, shadow and recording settings are not
+ * changed by a reload.  On failure the
  * old config stays and err says why. */
 int server_reload(struct server *s, const struct bridge_config *cfg, struct metrics *metrics,
-		  struct jsonl *report, void (*release)(void *arg), void *release_arg,
-		  struct bridge_error *err);
+		  void (*release)(void *arg), void *release_arg, struct bridge_error *err);
 
 /* Call on the thread that will run the server's event_base, before dispatch. */
 void server_thread_init(struct server *s);
