@@ -43,8 +43,6 @@ static const char usage_main[] =
 	"  map --mapping FILE [INPUT]     map one v1 payload (file or stdin) to v2 on stdout\n"
 	"  check --config FILE | --mapping FILE\n"
 	"                                 load and validate, report every error as file:line\n"
-	"  queue (--config FILE | --store PATH) list | show ID | retry ID|--all | purge ... | stats\n"
-	"                                 inspect and repair queued deliveries (while serve runs)\n"
 	"  diff --mapping FILE V1.json    provenance: every v2 value and the rule behind it\n"
 	"  diff A.json B.json             structural diff of two v2 documents (exit 1 if different)\n"
 	"  diff --mapping OLD --against NEW FIXTURES...\n"
@@ -801,7 +799,6 @@ static const struct command {
 	{ "serve", cmd_serve },
 	{ "map", cmd_map },
 	{ "check", cmd_check },
-	{ "queue", cmd_queue },
 	{ "diff", cmd_diff },
 	{ "report", cmd_report },
 	{ "replay", cmd_replay },
