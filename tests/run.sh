@@ -1,7 +1,9 @@
 #!/bin/sh
 # The whole test suite: every test twice, in build/ (plain) and in
 # build-asan/ (AddressSanitizer + UndefinedBehaviorSanitizer, leaks checked),
-# then one closing line "N passed, N failed" over every TAP check run.
+# then the unit tests and fuzz corpora a third time under valgrind (the
+# integration tests' binary is covered by the sanitizer run), then one
+# closing line "N passed, N failed" over every TAP check run.
 # Run tests/setup.sh first.
 set -u
 cd "$(dirname "$0")/.."
@@ -19,7 +21,11 @@ export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
 status=0
 meson test -C build --print-errorlogs "$@" || status=1
 meson test -C build-asan --print-errorlogs "$@" || status=1
+if [ $# -eq 0 ]; then
+	meson test -C build --setup valgrind --suite unit --suite fuzz --print-errorlogs || status=1
+	valgrind_log=build/meson-logs/testlog-valgrind.json
+fi
 
-/usr/bin/python3 tests/summary.py build/meson-logs/testlog.json build-asan/meson-logs/testlog.json ||
-	status=1
+/usr/bin/python3 tests/summary.py build/meson-logs/testlog.json build-asan/meson-logs/testlog.json \
+	${valgrind_log:-} || status=1
 exit $status

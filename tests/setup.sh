@@ -6,7 +6,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 PKGS="gcc libc6-dev pkg-config meson ninja-build libevent-dev libyajl-dev libconfig-dev
-libssl-dev tzdata ca-certificates curl openssl python3 python3-jsonschema"
+libssl-dev libsqlite3-dev tzdata ca-certificates curl openssl python3 python3-jsonschema
+valgrind"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -15,7 +15,7 @@ OK = re.compile(r"^(not )?ok\b")
 def main(paths):
     passed = failed = 0
     for path in paths:
-        build = path.split("/")[0]
+        build = path.split("/")[0] + ("+valgrind" if "valgrind" in path else "")
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
                 records = [json.loads(line) for line in f if line.strip()]
