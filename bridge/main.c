@@ -693,39 +693,46 @@ static int cmd_map(int argc, char **argv)
 		mapping_free(m);
 		return 2;
 	}
-	c = read_all(f, &text, &len);
-	if (f != stdin)
-		fclose(f);
-	if (c < 0) {
-		fprintf(stderr, "webhook-bridge map: %s: %s\n", input,
-			c == -EFBIG ? "input larger than 256 MiB" : strerror(-c));
-		mapping_free(m);
-		return 2;
-	}
 	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
-	if (!ndjson) {
+	if (ndjson) {
+		/* streamed line by line: memory stays at one line, whatever the file */
+		const char *name = strcmp(input, "-") == 0 ? "<stdin>" : input;
+		size_t cap = 0;
+		ssize_t got;
+		long line_no = 0;
+
+		text = NULL;
+		while ((got = getline(&text, &cap, f)) >= 0) {
+			size_t n = (size_t)got;
+
+			line_no++;
+			while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+				n--;
+			if (n && map_one(m, text, n, form, stdout, &err) < 0) {
+				fflush(stdout);
+				report_map_error(name, line_no, &err);
+				failed++;
+			}
+		}
+		if (ferror(f)) {
+			fprintf(stderr, "webhook-bridge map: %s: read error\n", name);
+			failed++;
+		}
+		if (f != stdin)
+			fclose(f);
+	} else {
+		c = read_all(f, &text, &len);
+		if (f != stdin)
+			fclose(f);
+		if (c < 0) {
+			fprintf(stderr, "webhook-bridge map: %s: %s\n", input,
+				c == -EFBIG ? "input larger than 256 MiB" : strerror(-c));
+			mapping_free(m);
+			return 2;
+		}
 		if (map_one(m, text, len, form, stdout, &err) < 0) {
 			report_map_error(strcmp(input, "-") == 0 ? "<stdin>" : input, 0, &err);
 			failed = 1;
-		}
-	} else {
-		char *p = text, *end = text + len;
-		long line_no = 0;
-
-		while (p < end) {
-			char *nl = memchr(p, '\n', (size_t)(end - p));
-			size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-
-			line_no++;
-			if (n && p[n - 1] == '\r')
-				n--;
-			if (n && map_one(m, p, n, form, stdout, &err) < 0) {
-				fflush(stdout);
-				report_map_error(strcmp(input, "-") == 0 ? "<stdin>" : input, line_no,
-						 &err);
-				failed++;
-			}
-			p = nl ? nl + 1 : end;
 		}
 	}
 	fflush(stdout);
