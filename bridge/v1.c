@@ -597,35 +597,37 @@ static int json_on_map_key(void *ctx, const unsigned char *s, size_t n)
 	long at;
 	char *copy;
 
-	key_render(k, sizeof(k), key, n);
+	/* the key is rendered for messages only when there is one (hot path) */
+#define K (key_render(k, sizeof(k), key, n), k)
 	if ((at = json_bad_surrogate(c, start)) >= 0) {
-		fail(c->err, at, k, "key '%s' has an unpaired UTF-16 surrogate escape at byte %ld",
+		fail(c->err, at, K, "key '%s' has an unpaired UTF-16 surrogate escape at byte %ld",
 		     k, at);
 		return 0;
 	}
 	if (n > lim->max_string) {
-		fail(c->err, (long)start, k, "key '%s' at byte %zu is longer than %zu bytes", k,
+		fail(c->err, (long)start, K, "key '%s' at byte %zu is longer than %zu bytes", k,
 		     start, lim->max_string);
 		return 0;
 	}
 	if (memchr(key, '\0', n)) {
-		fail(c->err, (long)start, k, "key '%s' at byte %zu contains a NUL character", k,
+		fail(c->err, (long)start, K, "key '%s' at byte %zu contains a NUL character", k,
 		     start);
 		return 0;
 	}
 	if ((bad = utf8_invalid_at(key, n)) < n) {
-		fail(c->err, (long)start, k, "key '%s' at byte %zu is not valid UTF-8", k, start);
+		fail(c->err, (long)start, K, "key '%s' at byte %zu is not valid UTF-8", k, start);
 		return 0;
 	}
 	if (builder_find(&c->b, key, n) >= 0) {
-		fail(c->err, (long)start, k, "duplicate key '%s' at byte %zu", k, start);
+		fail(c->err, (long)start, K, "duplicate key '%s' at byte %zu", k, start);
 		return 0;
 	}
 	if (c->b.doc->n_fields >= lim->max_keys) {
-		fail(c->err, (long)start, k, "more than %zu keys in the object (key '%s' at byte %zu)",
+		fail(c->err, (long)start, K, "more than %zu keys in the object (key '%s' at byte %zu)",
 		     lim->max_keys, k, start);
 		return 0;
 	}
+#undef K
 	copy = bytes_dup(key, n);
 	if (!copy || builder_add(&c->b, copy, n) < 0)
 		return json_oom(c);
