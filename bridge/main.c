@@ -30,7 +30,6 @@
 #include "bridge/server.h"
 #include "bridge/v1.h"
 
-#define MAP_INPUT_MAX (256u * 1024 * 1024) /* ceiling for one `map` input */
 
 static const char usage_main[] =
 	"usage: webhook-bridge <command> [options]\n"
@@ -63,16 +62,6 @@ static const char usage_serve[] =
 	"--workers: event-loop threads sharing the port (default: config, else cores).\n"
 	"SIGTERM/SIGINT: stop accepting, finish in-flight requests (up to\n"
 	"--drain-ms, default 10000), answer the rest 503, exit 0.\n";
-
-static const char usage_map[] =
-	"usage: webhook-bridge map --mapping FILE [--ndjson] [--form] [INPUT]\n"
-	"\n"
-	"Maps one v1 payload (JSON, or form-urlencoded with --form) read from INPUT\n"
-	"or stdin to one v2 JSON document on stdout.\n"
-	"  --ndjson   one payload per input line, one v2 document per output line;\n"
-	"             a line that cannot be mapped is reported on stderr and skipped\n"
-	"exit: 0 mapped, 1 input cannot be mapped (nothing on stdout for it),\n"
-	"      2 usage or configuration error\n";
 
 static const char usage_check[] =
 	"usage: webhook-bridge check --config FILE\n"
@@ -571,174 +560,6 @@ out:
 		log_end(&l);
 	}
 	return rc;
-}
-
-/* ---- map ----------------------------------------------------------------- */
-
-static int read_all(FILE *f, char **ret, size_t *ret_len)
-{
-	size_t cap = 65536, len = 0;
-	char *buf = malloc(cap + 1);
-
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		size_t n = fread(buf + len, 1, cap - len, f);
-
-		len += n;
-		if (len < cap) {
-			if (ferror(f)) {
-				free(buf);
-				return -EIO;
-			}
-			break;
-		}
-		if (cap >= MAP_INPUT_MAX) {
-			free(buf);
-			return -EFBIG;
-		}
-		cap *= 2;
-		char *t = realloc(buf, cap + 1);
-		if (!t) {
-			free(buf);
-			return -ENOMEM;
-		}
-		buf = t;
-	}
-	buf[len] = '\0';
-	*ret = buf;
-	*ret_len = len;
-	return 0;
-}
-
-static void report_map_error(const char *input, long line_no, const struct bridge_error *err)
-{
-	fprintf(stderr, "error: %s", input);
-	if (line_no > 0)
-		fprintf(stderr, ":%ld", line_no);
-	fprintf(stderr, ": %s", err->message);
-	if (err->file)
-		fprintf(stderr, " (rule %s:%d)", err->file, err->line);
-	fputc('\n', stderr);
-}
-
-/* Map one payload; on success writes the v2 line to out. */
-static int map_one(const struct mapping *m, const char *text, size_t len, int form, FILE *out,
-		   struct bridge_error *err)
-{
-	struct v1_limits lim;
-	struct v1_doc *doc = NULL;
-	struct mapping_result r;
-	int rc;
-
-	v1_limits_default(&lim);
-	bridge_error_clear(err);
-	rc = form ? v1_parse_form(text, len, &lim, &doc, err)
-		  : v1_parse_json(text, len, &lim, &doc, err);
-	if (rc < 0)
-		return -1;
-	memset(&r, 0, sizeof(r));
-	rc = mapping_apply(m, doc, 0, &r, err);
-	v1_doc_free(doc);
-	if (rc < 0)
-		return -1;
-	fwrite(r.body, 1, r.len, out);
-	fputc('\n', out);
-	mapping_result_clear(&r);
-	return 0;
-}
-
-static int cmd_map(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "mapping", required_argument, NULL, 'm' },
-		{ "ndjson", no_argument, NULL, 'n' },
-		{ "form", no_argument, NULL, 'f' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *mapping_path = NULL, *input = "-";
-	int ndjson = 0, form = 0, c, failed = 0;
-	struct mapping *m = NULL;
-	struct diag d = {0};
-	struct bridge_error err;
-	FILE *f;
-	char *text;
-	size_t len;
-	static char outbuf[1 << 16];
-
-	while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'm': mapping_path = optarg; break;
-		case 'n': ndjson = 1; break;
-		case 'f': form = 1; break;
-		case 'h': fputs(usage_map, stdout); return 0;
-		default: return usage_error("map", "%s", "invalid option");
-		}
-	}
-	if (!mapping_path)
-		return usage_error("map", "%s", "--mapping FILE is required");
-	if (optind < argc)
-		input = argv[optind++];
-	if (optind < argc)
-		return usage_error("map", "unexpected argument '%s'", argv[optind]);
-	if (mapping_load(mapping_path, &m, &d) < 0) {
-		fputs(d.text ? d.text : "", stderr);
-		diag_reset(&d);
-		return 2;
-	}
-	f = strcmp(input, "-") == 0 ? stdin : fopen(input, "rb");
-	if (!f) {
-		fprintf(stderr, "webhook-bridge map: %s: %s\n", input, strerror(errno));
-		mapping_free(m);
-		return 2;
-	}
-	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
-	if (ndjson) {
-		/* streamed line by line: memory stays at one line, whatever the file */
-		const char *name = strcmp(input, "-") == 0 ? "<stdin>" : input;
-		size_t cap = 0;
-		ssize_t got;
-		long line_no = 0;
-
-		text = NULL;
-		while ((got = getline(&text, &cap, f)) >= 0) {
-			size_t n = (size_t)got;
-
-			line_no++;
-			while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
-				n--;
-			if (n && map_one(m, text, n, form, stdout, &err) < 0) {
-				fflush(stdout);
-				report_map_error(name, line_no, &err);
-				failed++;
-			}
-		}
-		if (ferror(f)) {
-			fprintf(stderr, "webhook-bridge map: %s: read error\n", name);
-			failed++;
-		}
-		if (f != stdin)
-			fclose(f);
-	} else {
-		c = read_all(f, &text, &len);
-		if (f != stdin)
-			fclose(f);
-		if (c < 0) {
-			fprintf(stderr, "webhook-bridge map: %s: %s\n", input,
-				c == -EFBIG ? "input larger than 256 MiB" : strerror(-c));
-			mapping_free(m);
-			return 2;
-		}
-		if (map_one(m, text, len, form, stdout, &err) < 0) {
-			report_map_error(strcmp(input, "-") == 0 ? "<stdin>" : input, 0, &err);
-			failed = 1;
-		}
-	}
-	fflush(stdout);
-	free(text);
-	mapping_free(m);
-	return failed ? 1 : 0;
 }
 
 /* ---- check --------------------------------------------------------------- */

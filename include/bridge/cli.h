@@ -9,6 +9,7 @@
 #ifndef BRIDGE_CLI_H
 #define BRIDGE_CLI_H
 
+int cmd_map(int argc, char **argv);    /* bridge/map_cmd.c */
 int cmd_diff(int argc, char **argv);   /* bridge/diff.c */
 int cmd_report(int argc, char **argv); /* bridge/diff.c */
 int cmd_replay(int argc, char **argv); /* bridge/replay.c */
