@@ -337,24 +337,6 @@ static void g_text(struct gen *w, const char *s, size_t n)
 	free(clean);
 }
 
-enum body_kind { BODY_JSON, BODY_FORM, BODY_OTHER };
-
-static enum body_kind content_kind(const char *ct)
-{
-	size_t n;
-
-	if (!ct)
-		return BODY_OTHER;
-	while (*ct == ' ' || *ct == '\t')
-		ct++;
-	n = strcspn(ct, "; \t");
-	if (n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0)
-		return BODY_JSON;
-	if (n == strlen("application/x-www-form-urlencoded") &&
-	    strncasecmp(ct, "application/x-www-form-urlencoded", n) == 0)
-		return BODY_FORM;
-	return BODY_OTHER;
-}
 
 static void format_time(const struct timeval *tv, char out[64])
 {
@@ -438,7 +420,7 @@ static int build_line(const struct recorder *r, const char *content_type,
 		      const char *body, size_t len, char **ret, size_t *ret_len,
 		      struct bridge_error *err)
 {
-	enum body_kind kind = content_kind(content_type);
+	enum v1_encoding kind = v1_encoding_of(content_type);
 	struct v1_doc *doc = NULL;
 	struct bridge_error perr;
 	const unsigned char *out;
@@ -448,9 +430,9 @@ static int build_line(const struct recorder *r, const char *content_type,
 
 	bridge_error_clear(&perr);
 	reason[0] = '\0';
-	if (kind == BODY_OTHER)
+	if (kind == V1_ENC_OTHER)
 		snprintf(reason, sizeof(reason), "unsupported content type");
-	else if ((kind == BODY_JSON ? v1_parse_json(body ? body : "", len, &r->limits, &doc, &perr)
+	else if ((kind == V1_ENC_JSON ? v1_parse_json(body ? body : "", len, &r->limits, &doc, &perr)
 				    : v1_parse_form(body ? body : "", len, &r->limits, &doc, &perr)) < 0)
 		snprintf(reason, sizeof(reason), "%s", perr.message);
 

@@ -424,33 +424,6 @@ static void item_problem(struct item *it, const char *key, int skip, const char 
 	it->skip = skip;
 }
 
-/* Deepest nesting of [ and { outside strings: yajl_tree recurses without a
- * limit (pitfall B3), so lines are checked before it sees them. */
-static size_t json_depth(const char *s, size_t n)
-{
-	size_t depth = 0, max = 0;
-	int in_str = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (in_str) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_str = 0;
-		} else if (c == '"') {
-			in_str = 1;
-		} else if (c == '{' || c == '[') {
-			if (++depth > max)
-				max = depth;
-		} else if ((c == '}' || c == ']') && depth) {
-			depth--;
-		}
-	}
-	return max;
-}
-
 static int gen_value(yajl_gen g, yajl_val v);
 
 /* Re-emit a yajl tree as compact JSON; numbers from their text (B4). */
@@ -525,7 +498,7 @@ static void item_from_line(struct item *it, const char *line, size_t n, size_t m
 		item_problem(it, "invalid_line", 0, "the line contains a NUL byte");
 		return;
 	}
-	if (json_depth(line, n) > CAPTURE_DEPTH_MAX) {
+	if (v1_json_depth(line, n) > CAPTURE_DEPTH_MAX) {
 		item_problem(it, "invalid_line", 0, "the line nests deeper than %d",
 			     CAPTURE_DEPTH_MAX);
 		return;

@@ -397,24 +397,6 @@ static void exchange_fail(struct exchange *x, int status, enum metrics_outcome o
 
 /* ---- request checks ----------------------------------------------------- */
 
-enum body_kind { BODY_JSON, BODY_FORM, BODY_OTHER };
-
-static enum body_kind content_kind(const char *ct)
-{
-	size_t n;
-
-	if (!ct)
-		return BODY_OTHER;
-	while (*ct == ' ' || *ct == '\t')
-		ct++;
-	n = strcspn(ct, "; \t");
-	if (n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0)
-		return BODY_JSON;
-	if (n == strlen("application/x-www-form-urlencoded") &&
-	    strncasecmp(ct, "application/x-www-form-urlencoded", n) == 0)
-		return BODY_FORM;
-	return BODY_OTHER;
-}
 
 /* Our own framing checks, whatever the library let through (pitfall A10). */
 static const char *framing_problem(struct evkeyvalq *h)
@@ -906,32 +888,6 @@ static void tree_text(yajl_val root, const char **path, char *out, size_t cap, i
 	snprintf(out, cap, "%s", t);
 }
 
-/* yajl_tree has no depth limit and frees recursively (pitfall B3): check
- * the nesting first, outside strings. */
-static int json_depth_ok(const char *b, size_t n, int max)
-{
-	int depth = 0, in_str = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		char c = b[i];
-
-		if (in_str) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_str = 0;
-		} else if (c == '"') {
-			in_str = 1;
-		} else if (c == '{' || c == '[') {
-			if (++depth > max)
-				return 0;
-		} else if (c == '}' || c == ']') {
-			depth--;
-		}
-	}
-	return 1;
-}
-
 static void handle_real_v2(struct server *s, struct evhttp_request *req)
 {
 	static const char *id_path[] = { "id", NULL }, *state_path[] = { "state", NULL };
@@ -950,7 +906,7 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 	yajl_val root = NULL;
 	int matched;
 
-	if (content_kind(evhttp_find_header(in, "Content-Type")) != BODY_JSON) {
+	if (v1_encoding_of(evhttp_find_header(in, "Content-Type")) != V1_ENC_JSON) {
 		send_error(req, 415, "unsupported_media_type", "a v2 post is application/json");
 		return;
 	}
@@ -965,7 +921,7 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 	}
 	evbuffer_copyout(buf, text, len);
 	text[len] = '\0';
-	if (memchr(text, '\0', len) || !json_depth_ok(text, len, 32) ||
+	if (memchr(text, '\0', len) || v1_json_depth(text, len) > 32 ||
 	    !(root = yajl_tree_parse(text, ebuf, sizeof(ebuf))) || !YAJL_IS_OBJECT(root)) {
 		if (root && !YAJL_IS_OBJECT(root))
 			yajl_tree_free(root);
@@ -1050,7 +1006,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	struct evbuffer *body_buf = evhttp_request_get_input_buffer(req);
 	struct exchange *x;
 	const char *problem, *website, *campaign, *body;
-	enum body_kind kind;
+	enum v1_encoding kind;
 	struct v1_limits lim;
 	struct v1_doc *doc = NULL;
 	struct bridge_error err;
@@ -1092,8 +1048,8 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		exchange_fail(x, 400, OUTCOME_INVALID_INPUT, "bad_framing", problem);
 		return;
 	}
-	kind = content_kind(evhttp_find_header(in, "Content-Type"));
-	if (kind == BODY_OTHER) {
+	kind = v1_encoding_of(evhttp_find_header(in, "Content-Type"));
+	if (kind == V1_ENC_OTHER) {
 		exchange_fail(x, 415, OUTCOME_INVALID_INPUT, "unsupported_media_type",
 			      "Content-Type must be application/json or application/x-www-form-urlencoded");
 		return;
@@ -1112,10 +1068,10 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	lim.max_keys = c->max_keys;
 	lim.max_string = c->max_string;
 	bridge_error_clear(&err);
-	rc = kind == BODY_JSON ? v1_parse_json(body ? body : "", x->bytes_in, &lim, &doc, &err)
+	rc = kind == V1_ENC_JSON ? v1_parse_json(body ? body : "", x->bytes_in, &lim, &doc, &err)
 			       : v1_parse_form(body ? body : "", x->bytes_in, &lim, &doc, &err);
 	if (rc < 0) {
-		struct evbuffer *b = error_body(kind == BODY_JSON ? "invalid_json" : "invalid_form",
+		struct evbuffer *b = error_body(kind == V1_ENC_JSON ? "invalid_json" : "invalid_form",
 						err.message);
 
 		if (err.offset >= 0)

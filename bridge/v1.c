@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <yajl/yajl_parse.h>
 
@@ -970,4 +971,46 @@ int v1_parse_form(const char *body, size_t len, const struct v1_limits *lim,
 	}
 	builder_finish(&b, ret);
 	return 0;
+}
+
+enum v1_encoding v1_encoding_of(const char *ct)
+{
+	size_t n;
+
+	if (!ct)
+		return V1_ENC_OTHER;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	n = strcspn(ct, "; \t");
+	if (n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0)
+		return V1_ENC_JSON;
+	if (n == strlen("application/x-www-form-urlencoded") &&
+	    strncasecmp(ct, "application/x-www-form-urlencoded", n) == 0)
+		return V1_ENC_FORM;
+	return V1_ENC_OTHER;
+}
+
+size_t v1_json_depth(const char *s, size_t n)
+{
+	size_t depth = 0, max = 0;
+	int in_str = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+		} else if (c == '"') {
+			in_str = 1;
+		} else if (c == '{' || c == '[') {
+			if (++depth > max)
+				max = depth;
+		} else if ((c == '}' || c == ']') && depth) {
+			depth--;
+		}
+	}
+	return max;
 }

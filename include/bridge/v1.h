@@ -67,6 +67,16 @@ int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim,
 int v1_parse_form(const char *body, size_t len, const struct v1_limits *lim,
 		  struct v1_doc **ret, struct bridge_error *err);
 
+/* Which v1 parser a Content-Type asks for (media type compared without
+ * case, parameters such as charset ignored). */
+enum v1_encoding { V1_ENC_JSON, V1_ENC_FORM, V1_ENC_OTHER };
+enum v1_encoding v1_encoding_of(const char *content_type);
+
+/* Deepest nesting of [ and { in raw JSON text, counted outside strings.
+ * yajl_tree recurses without a limit (pitfall B3): callers that hand text to
+ * it check this first. */
+size_t v1_json_depth(const char *s, size_t n);
+
 /* Find a field by key (exact, case-sensitive); NULL if absent. */
 const struct v1_field *v1_doc_get(const struct v1_doc *d, const char *key);
 
