@@ -120,7 +120,10 @@ static void add_field(struct evbuffer *b, const char *key, const char *value)
 {
 	if (!value)
 		return;
-	evbuffer_add_printf(b, ",\"%s\":", key);
+	/* hot path: pieces, not printf */
+	evbuffer_add(b, ",\"", 2);
+	evbuffer_add(b, key, strlen(key));
+	evbuffer_add(b, "\":", 2);
 	add_json_str(b, value, strlen(value));
 }
 
