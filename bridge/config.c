@@ -12,7 +12,7 @@
 
 static const char *const top_keys[] = { "listen", "limits", "tls", "unrouted", "match_keys",
 					"upstream", "log_level", "workers", "dry_run", "record",
-					"routes", NULL };
+					"queue", "routes", NULL };
 static const char *const record_keys[] = { "path", "rotate_bytes", "keep", "redact",
 					   "redact_defaults", "headers", NULL };
 static const char *const dry_run_keys[] = { "report", "v2_path", "window_s", "max_entries", NULL };
@@ -26,12 +26,14 @@ static const char *const tls_keys[] = { "ca_file", NULL };
 static const char *const match_key_keys[] = { "website_id", "campaign_id", NULL };
 static const char *const upstream_keys[] = { "max_connections", "max_response_body",
 					     "idle_timeout_ms", NULL };
-static const char *const route_keys[] = { "name", "mapping", "endpoint", "mode", "auth_header",
+static const char *const route_keys[] = { "name", "mapping", "endpoint", "mode", "delivery",
+					  "auth_header",
 					  "secret", "secrets", "signature_header",
 					  "signature_encoding", "delivery_id_header", "match",
 					  "timeout_ms", "ca_file", "auth", "legacy_endpoint", NULL };
 static const char *const auth_keys[] = { "name", "value", NULL };
 static const char *const match_keys[] = { "website_id", "campaign_id", NULL };
+static const char *const delivery_names[] = { "forward", "queued", NULL };
 static const char *const mode_names[] = { "forward", "dry-run", "dual", NULL };
 
 const char *route_mode_name(enum route_mode m)
@@ -250,6 +252,18 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 	if (cfg_get_enum(g, "mode", mode_names, &mode, file, d) < 0)
 		mode = ROUTE_DRY_RUN; /* already reported: do not add forward-only complaints */
 	r->mode = (enum route_mode)mode;
+	{
+		int delivery = 0;
+
+		if (cfg_get_enum(g, "delivery", delivery_names, &delivery, file, d) == 1 &&
+		    delivery == 1) {
+			if (r->mode != ROUTE_FORWARD)
+				diag_add(d, cfg_file(g, file),
+					 cfg_line(config_setting_get_member(g, "delivery")),
+					 "delivery = \"queued\" needs mode = \"forward\"");
+			r->queued = 1;
+		}
+	}
 
 	if (cfg_get_text(g, "mapping", &v, file, d) == 1) {
 		struct diag md = {0};
@@ -557,6 +571,12 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 
 	if (c->shadow_path && strcmp(c->shadow_path, c->listen_path) == 0)
 		diag_add(d, path, 0, "dry_run.v2_path must differ from listen.path");
+	queue_config_load(root, path, &c->queue, d);
+	for (size_t i = 0; i < c->n_routes; i++)
+		if (c->routes[i].queued && !c->queue.path)
+			diag_add(d, path, c->routes[i].line,
+				 "route '%s' has delivery = \"queued\" but there is no "
+				 "queue { path = \"...\"; } group", c->routes[i].name ? c->routes[i].name : "?");
 	config_destroy(&cfg);
 	if (d->count > errors_before) {
 		bridge_config_free(c);
@@ -597,6 +617,7 @@ void bridge_config_free(struct bridge_config *c)
 		access_auth_clear(&r->auth);
 	}
 	free(c->routes);
+	queue_config_clear(&c->queue);
 	free_list(c->tls_files, c->n_tls_files);
 	free(c->path);
 	free(c->listen_address);

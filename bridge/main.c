@@ -27,6 +27,7 @@
 #include "bridge/log.h"
 #include "bridge/mapping.h"
 #include "bridge/metrics.h"
+#include "bridge/queue.h"
 #include "bridge/server.h"
 #include "bridge/v1.h"
 
@@ -42,6 +43,8 @@ static const char usage_main[] =
 	"  map --mapping FILE [INPUT]     map one v1 payload (file or stdin) to v2 on stdout\n"
 	"  check --config FILE | --mapping FILE\n"
 	"                                 load and validate, report every error as file:line\n"
+	"  queue (--config FILE | --store PATH) list | show ID | retry ID|--all | purge ... | stats\n"
+	"                                 inspect and repair queued deliveries (while serve runs)\n"
 	"  diff --mapping FILE V1.json    provenance: every v2 value and the rule behind it\n"
 	"  diff A.json B.json             structural diff of two v2 documents (exit 1 if different)\n"
 	"  diff --mapping OLD --against NEW FIXTURES...\n"
@@ -220,6 +223,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 		fixed = "dry_run";
 	else if (!same_str(cfg->record_path, old->record_path))
 		fixed = "record";
+	else if (!same_str(cfg->queue.path, old->queue.path))
+		fixed = "queue";
 	if (fixed) {
 		log_begin(&l, LOG_ERROR, "reload_failed");
 		log_str(&l, "config", st->config_path);
@@ -427,6 +432,7 @@ static int cmd_serve(int argc, char **argv)
 	struct bridge_config *cfg = NULL;
 	struct metrics *metrics = NULL;
 	struct event *sighup = NULL;
+	struct queue *queue = NULL;
 	struct diag d = {0};
 	struct bridge_error err;
 	struct event *sigterm = NULL, *sigint = NULL;
@@ -484,6 +490,13 @@ static int cmd_serve(int argc, char **argv)
 		goto fail;
 	}
 	st.config_path = config_path;
+	if (cfg->queue.path &&
+	    (queue_new(&cfg->queue, &cfg->upstream, queue_event_log, NULL, &queue, &err) < 0 ||
+	     queue_start(queue, &err) < 0)) {
+		free(st.current); /* cfg and metrics are still ours: freed below */
+		st.current = NULL;
+		goto fail;
+	}
 	if (open_process_files(&st, cfg, &err) < 0) {
 		free(st.current);
 		st.current = NULL;
@@ -499,7 +512,8 @@ static int cmd_serve(int argc, char **argv)
 		struct server_options opt = { .metrics = st.current->metrics, .report = st.report,
 					      .shadow = st.shadow, .recorder = st.recorder, .worker = i,
 					      .port = port, .reuseport = st.n_workers > 1,
-					      .release = config_hold_release, .release_arg = st.current };
+					      .release = config_hold_release, .release_arg = st.current,
+					      .queue = queue };
 
 		w->index = i;
 		w->drain_ms = st.drain_ms;
@@ -528,6 +542,7 @@ static int cmd_serve(int argc, char **argv)
 	event_base_dispatch(st.base);
 	for (int i = 0; i < st.n_workers; i++)
 		pthread_join(st.workers[i].thread, NULL);
+	queue_stop(queue, st.drain_ms);
 	rc = 0;
 	goto out;
 
@@ -554,6 +569,7 @@ out:
 			event_base_free(w->base);
 	}
 	free(st.workers);
+	queue_free(queue); /* after the workers: they enqueue until they stop */
 	if (st.current)
 		config_hold_release(st.current); /* the main thread's share */
 	if (sighup)
@@ -643,6 +659,7 @@ static const struct command {
 	{ "serve", cmd_serve },
 	{ "map", cmd_map },
 	{ "check", cmd_check },
+	{ "queue", cmd_queue },
 	{ "diff", cmd_diff },
 	{ "report", cmd_report },
 	{ "replay", cmd_replay },

@@ -13,7 +13,7 @@ static const char *const outcome_names[OUTCOME_COUNT] = {
 	"delivered", "dry_run", "dropped", "invalid_input", "no_route", "mapping_failed",
 	"upstream_status", "upstream_timeout", "upstream_unreachable", "upstream_tls",
 	"upstream_protocol", "upstream_too_large", "shutting_down", "internal", "unauthorized",
-	"forbidden", "legacy_delivered",
+	"forbidden", "legacy_delivered", "queued",
 };
 
 /* upper bounds in milliseconds; the last bucket is +Inf */

@@ -28,6 +28,7 @@
 #include "bridge/jsonl.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
+#include "bridge/queue.h"
 #include "bridge/metrics.h"
 #include "bridge/record.h"
 #include "bridge/server.h"
@@ -89,6 +90,7 @@ struct exchange {
 	long route_index;                /* -1 until routed */
 	struct upstream_request *up;        /* v2 delivery */
 	struct upstream_request *legacy_up; /* v1 passthrough (dry-run with legacy, dual) */
+	struct queue_pending *qp;           /* queued delivery: waiting for the store */
 	int queued;                      /* in server.pending */
 	int answered;                    /* the sender has its answer */
 	char delivery_id[DELIVERY_ID_LEN + 1];
@@ -634,6 +636,60 @@ static int legacy_send(struct exchange *x, const char *body, size_t len)
 	return 0;
 }
 
+/* Queued delivery: 202 once the row is on disk, 503 when it cannot be. */
+static void enqueued(int result, const struct store_receipt *rcpt, const char *error, void *arg)
+{
+	struct exchange *x = arg;
+	struct evbuffer *b;
+
+	x->qp = NULL;
+	if (result < 0) {
+		exchange_fail(x, 503, OUTCOME_INTERNAL, "queue_unavailable", error);
+		return;
+	}
+	b = evbuffer_new();
+	evbuffer_add_printf(b, "{\"status\":\"%s\",\"queue_id\":%lld",
+			    result == QUEUE_DUPLICATE ? "duplicate" : "queued", (long long)rcpt->id);
+	add_field(b, "participation_id", x->participation_id);
+	if (result == QUEUE_DUPLICATE)
+		snprintf(x->delivery_id, sizeof(x->delivery_id), "%.36s", rcpt->delivery_id);
+	exchange_answer(x, 202, OUTCOME_QUEUED, b, 0, NULL);
+}
+
+static void enqueue_post(struct exchange *x, const struct mapping_result *m,
+			 const struct upstream_header *h, size_t nh)
+{
+	const struct bridge_route *route = x->route;
+	const struct bridge_config *c = x->srv->cfg;
+	struct store_item it;
+	struct bridge_error err;
+
+	memset(&it, 0, sizeof(it));
+	it.route = route->name;
+	it.endpoint = route->endpoint;
+	it.ca_file = route->ca_file ? route->ca_file : c->ca_file;
+	it.timeout_ms = route->timeout_ms;
+	it.delivery_id = x->delivery_id;
+	it.participation_id = m->participation_id;
+	it.state = m->state;
+	it.body = m->body;
+	it.len = m->len;
+	it.headers = h;
+	it.n_headers = nh;
+	bridge_error_clear(&err);
+	exchange_track(x);
+	if (!x->srv->opt.queue) {
+		exchange_fail(x, 503, OUTCOME_INTERNAL, "queue_unavailable",
+			      "queued delivery is not running");
+		return;
+	}
+	if (queue_enqueue_async(x->srv->opt.queue, x->srv->base, &it, enqueued, x, &x->qp,
+				&err) < 0) {
+		x->qp = NULL;
+		exchange_fail(x, 503, OUTCOME_INTERNAL, "queue_unavailable", err.message);
+	}
+}
+
 static void forward(struct exchange *x, const struct mapping_result *m)
 {
 	const struct bridge_route *route = x->route;
@@ -644,6 +700,10 @@ static void forward(struct exchange *x, const struct mapping_result *m)
 
 	if (nh < 0) {
 		exchange_fail(x, 500, OUTCOME_INTERNAL, "internal", "could not compute the signature");
+		return;
+	}
+	if (route->queued && route->mode == ROUTE_FORWARD) {
+		enqueue_post(x, m, h, (size_t)nh);
 		return;
 	}
 
@@ -1232,6 +1292,8 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		if (strcmp(path, "/metrics") == 0) {
 			if (s->gen->metrics)
 				metrics_render(s->gen->metrics, b);
+			if (s->opt.queue)
+				queue_metrics_render(s->opt.queue, b);
 			evhttp_add_header(out, "Content-Type", "text/plain; version=0.0.4");
 			guard_request_end(s->guard, req);
 			evhttp_send_reply(req, 200, "OK", b);
@@ -1494,6 +1556,8 @@ static void cancel_pending(struct server *s)
 			upstream_request_cancel(x->up);
 		if (x->legacy_up)
 			upstream_request_cancel(x->legacy_up);
+		queue_enqueue_cancel(x->qp);
+		x->qp = NULL;
 		x->up = x->legacy_up = NULL;
 		if (!x->answered)
 			exchange_fail(x, 503, OUTCOME_SHUTTING_DOWN, "shutting_down",

@@ -13,4 +13,12 @@ int cmd_map(int argc, char **argv);    /* bridge/map_cmd.c */
 int cmd_diff(int argc, char **argv);   /* bridge/diff.c */
 int cmd_report(int argc, char **argv); /* bridge/diff.c */
 int cmd_replay(int argc, char **argv); /* bridge/replay.c */
+
+struct queue_event;
+
+/* queue: inspect and repair the store of queued delivery (bridge/queue_cmd.c). */
+int cmd_queue(int argc, char **argv);
+/* serve's log line for a queue event: pass it to queue_new() as the callback. */
+void queue_event_log(const struct queue_event *ev, void *arg);
+
 #endif

@@ -15,6 +15,7 @@
 #include "bridge/diag.h"
 #include "bridge/sign.h"
 #include "bridge/upstream.h"
+#include "bridge/queue.h"
 
 struct mapping;
 
@@ -56,6 +57,7 @@ struct bridge_route {
 	char *ca_file;            /* NULL: tls.ca_file */
 	size_t tls_index;         /* index into bridge_config.tls_files */
 	struct access_auth auth;  /* required in addition to listen.auth */
+	int queued;               /* delivery = "queued": stored, answered 202, delivered by the queue */
 };
 
 struct bridge_config {
@@ -98,6 +100,7 @@ struct bridge_config {
 	size_t shadow_max_entries;/* dry_run.max_entries */
 	char **tls_files;         /* distinct CA files used by https routes ("" = system default) */
 	size_t n_tls_files;
+	struct queue_config queue; /* queue.path NULL when there is no queue group */
 };
 
 int bridge_config_load(const char *path, struct bridge_config **ret, struct diag *d);

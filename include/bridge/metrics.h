@@ -34,6 +34,7 @@ enum metrics_outcome {
 	OUTCOME_UNAUTHORIZED,
 	OUTCOME_FORBIDDEN,
 	OUTCOME_LEGACY_DELIVERED, /* dry-run/dual: the legacy importer took the v1 post */
+	OUTCOME_QUEUED,           /* stored for queued delivery (202) */
 	OUTCOME_COUNT
 };
 

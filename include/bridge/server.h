@@ -28,6 +28,7 @@ struct server_options {
 	int reuseport;           /* SO_REUSEPORT, so several workers share the port */
 	void (*release)(void *arg); /* called once the server no longer uses cfg/metrics */
 	void *release_arg;
+	struct queue *queue;      /* queued delivery; NULL when no route uses it */
 };
 
 /* Bind the listener and create pools.  cfg and opt->metrics must outlive

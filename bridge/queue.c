@@ -1,0 +1,1577 @@
+/*
+ * queue: a writer thread for enqueues, a scheduler thread for delivery.
+ *
+ * Enqueue: callers (server workers) append to one list; the writer thread
+ * takes everything waiting (up to QUEUE_BATCH_MAX) and stores it in one
+ * transaction, so the posts of every connection that arrived during one
+ * fsync share the next fsync.  Nobody is answered before the commit that
+ * holds their row returned: a synchronous caller waits on a condition, an
+ * asynchronous one gets its callback on its own event_base afterwards.
+ *
+ * Delivery: the scheduler thread owns everything below `base`: lanes (one
+ * upstream pool per endpoint + trust store), attempts, timers.  The store is
+ * the only schedule: a tick asks it, per lane with a free slot, for the due
+ * heads of participation lines, skipping rows already in flight.  Nothing
+ * about a row's progress lives only in memory, so a crash loses no state a
+ * restart needs: rows that were in flight are still pending and due.
+ * Outcomes of attempts are written together, QUEUE_FLUSH_MS or
+ * QUEUE_OUTCOMES_MAX at a time (one fsync); the endpoint slot is free as soon
+ * as the answer is in, but the row stays out of reach of the ticks until its
+ * outcome is stored.  A crash in between only repeats a delivery.
+ * Other threads reach the scheduler only through event_active() on wake_ev
+ * and stop_ev (libevent's pthread locking is switched on in queue_new).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "bridge/cfg.h"
+#include "bridge/queue.h"
+
+#define QUEUE_BATCH_MAX 256     /* rows per enqueue transaction */
+#define QUEUE_WAITING_MAX 65536 /* enqueues waiting for the writer; more -> refused */
+#define QUEUE_WAITING_BYTES_MAX (256u * 1024 * 1024) /* and their bodies */
+#define QUEUE_OUTCOMES_MAX 64   /* attempt outcomes per transaction */
+#define QUEUE_FLUSH_MS 5        /* an outcome waits at most this long for its transaction */
+#define QUEUE_LANES_MAX 1024    /* distinct endpoint + trust store pairs */
+#define QUEUE_TICK_MIN_MS 5     /* ticks closer than this are merged */
+#define QUEUE_STORE_PAUSE_MS 1000 /* after a store error, no attempt starts for this long */
+#define QUEUE_BUSY_TIMEOUT_MS 5000
+#define QUEUE_REASON_MAX 600
+#define QUEUE_RETRY_AFTER_MAX_S (366LL * 86400) /* longer would be dead-lettered anyway */
+
+/* ------------------------------------------------------------------ */
+/* configuration */
+
+void queue_config_default(struct queue_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->max_attempts = 10;
+	c->max_age_s = 86400;
+	c->backoff_base_ms = 1000;
+	c->backoff_max_ms = 600000;
+	c->per_endpoint_concurrency = 4;
+	c->max_depth = 1000000;
+}
+
+void queue_config_clear(struct queue_config *c)
+{
+	if (!c)
+		return;
+	free(c->path);
+	c->path = NULL;
+}
+
+int queue_config_load(const config_setting_t *root, const char *file, struct queue_config *ret,
+		      struct diag *d)
+{
+	static const char *const keys[] = { "path", "max_attempts", "max_age_s", "backoff_base_ms",
+					    "backoff_max_ms", "per_endpoint_concurrency",
+					    "max_depth", NULL };
+	const config_setting_t *g;
+	const char *v;
+	long long n;
+	int before = d->count;
+
+	queue_config_default(ret);
+	g = cfg_get_group(root, "queue", file, d);
+	if (!g)
+		return d->count > before ? -1 : 0;
+	cfg_check_keys(g, keys, file, d);
+	if (cfg_get_text(g, "path", &v, file, d) == 1) {
+		ret->path = cfg_resolve_path(file, v);
+		if (!ret->path)
+			diag_add(d, cfg_file(g, file), cfg_line(g), "out of memory");
+	} else if (!config_setting_get_member(g, "path")) {
+		diag_add(d, cfg_file(g, file), cfg_line(g),
+			 "'queue' needs a 'path' for its store, e.g. path = \"queue.db\"");
+	}
+	if (cfg_get_int(g, "max_attempts", 1, 1000, &n, file, d) == 1)
+		ret->max_attempts = (int)n;
+	if (cfg_get_int(g, "max_age_s", 1, 366LL * 86400, &n, file, d) == 1)
+		ret->max_age_s = (int)n;
+	if (cfg_get_int(g, "backoff_base_ms", 1, 3600000, &n, file, d) == 1)
+		ret->backoff_base_ms = (int)n;
+	if (cfg_get_int(g, "backoff_max_ms", 1, 86400000, &n, file, d) == 1)
+		ret->backoff_max_ms = (int)n;
+	if (cfg_get_int(g, "per_endpoint_concurrency", 1, 1024, &n, file, d) == 1)
+		ret->per_endpoint_concurrency = (int)n;
+	if (cfg_get_int(g, "max_depth", 1, 1000000000, &n, file, d) == 1)
+		ret->max_depth = n;
+	if (ret->backoff_max_ms < ret->backoff_base_ms)
+		diag_add(d, cfg_file(g, file),
+			 cfg_line(config_setting_get_member(g, "backoff_max_ms") ?
+					  config_setting_get_member(g, "backoff_max_ms") : g),
+			 "'backoff_max_ms' (%d) is smaller than 'backoff_base_ms' (%d)",
+			 ret->backoff_max_ms, ret->backoff_base_ms);
+	if (d->count > before) {
+		queue_config_clear(ret);
+		return -1;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* policy */
+
+int64_t queue_backoff_cap_ms(const struct queue_config *c, int failures)
+{
+	int64_t cap = c->backoff_base_ms;
+
+	for (int i = 1; i < failures && cap < c->backoff_max_ms; i++)
+		cap *= 2;
+	return cap < c->backoff_max_ms ? cap : c->backoff_max_ms;
+}
+
+int64_t queue_backoff_ms(const struct queue_config *c, int failures, uint64_t rnd)
+{
+	return (int64_t)(rnd % (uint64_t)(queue_backoff_cap_ms(c, failures) + 1));
+}
+
+static int month_index(const char *s)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+
+	for (int i = 0; i < 12; i++)
+		if (strncmp(s, months + 3 * i, 3) == 0)
+			return i;
+	return -1;
+}
+
+/* Fixed-width decimal field; -1 when not all digits. */
+static int digits(const char *s, int n)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+static int hms(const char *s, struct tm *tm)
+{
+	if (s[2] != ':' || s[5] != ':')
+		return -1;
+	tm->tm_hour = digits(s, 2);
+	tm->tm_min = digits(s + 3, 2);
+	tm->tm_sec = digits(s + 6, 2);
+	return tm->tm_hour < 0 || tm->tm_min < 0 || tm->tm_sec < 0 || tm->tm_hour > 23 ||
+			       tm->tm_min > 59 || tm->tm_sec > 60 ?
+		       -1 :
+		       0;
+}
+
+/* The three HTTP date formats of RFC 9110 5.6.7, parsed without the locale. */
+static int http_date(const char *s, time_t *ret)
+{
+	struct tm tm;
+	const char *comma = strchr(s, ',');
+	size_t n;
+
+	memset(&tm, 0, sizeof(tm));
+	if (comma) {
+		const char *p = comma + 1;
+
+		if (*p++ != ' ')
+			return -1;
+		n = strlen(p);
+		if (n == 24 && p[2] == ' ' && p[6] == ' ' && p[11] == ' ' &&
+		    strcmp(p + 20, " GMT") == 0) {
+			/* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
+			tm.tm_mday = digits(p, 2);
+			tm.tm_mon = month_index(p + 3);
+			tm.tm_year = digits(p + 7, 4) - 1900;
+			if (hms(p + 12, &tm) < 0)
+				return -1;
+		} else if (n == 22 && p[2] == '-' && p[6] == '-' && p[9] == ' ' &&
+			   strcmp(p + 18, " GMT") == 0) {
+			/* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT */
+			int yy = digits(p + 7, 2);
+
+			tm.tm_mday = digits(p, 2);
+			tm.tm_mon = month_index(p + 3);
+			tm.tm_year = yy < 0 ? -1 : yy < 70 ? yy + 100 : yy;
+			if (hms(p + 10, &tm) < 0)
+				return -1;
+		} else {
+			return -1;
+		}
+	} else {
+		/* asctime: Sun Nov  6 08:49:37 1994 */
+		if (strlen(s) != 24 || s[3] != ' ' || s[7] != ' ' || s[10] != ' ' || s[19] != ' ')
+			return -1;
+		tm.tm_mon = month_index(s + 4);
+		tm.tm_mday = s[8] == ' ' ? digits(s + 9, 1) : digits(s + 8, 2);
+		tm.tm_year = digits(s + 20, 4) - 1900;
+		if (hms(s + 11, &tm) < 0)
+			return -1;
+	}
+	if (tm.tm_mon < 0 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_year < 0)
+		return -1;
+	*ret = timegm(&tm);
+	return *ret == (time_t)-1 ? -1 : 0;
+}
+
+int64_t queue_retry_after_ms(const char *value, int64_t now_ms)
+{
+	char buf[72];
+	size_t n;
+	const char *p;
+	time_t t;
+
+	if (!value)
+		return -1;
+	while (*value == ' ' || *value == '\t')
+		value++;
+	n = strlen(value);
+	while (n && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+		n--;
+	if (n == 0 || n >= sizeof(buf))
+		return -1;
+	memcpy(buf, value, n);
+	buf[n] = '\0';
+	for (p = buf; *p >= '0' && *p <= '9'; p++)
+		;
+	if (*p == '\0') {
+		long long s = 0;
+
+		for (p = buf; *p; p++) {
+			s = s * 10 + (*p - '0');
+			if (s > QUEUE_RETRY_AFTER_MAX_S)
+				return QUEUE_RETRY_AFTER_MAX_S * 1000;
+		}
+		return s * 1000;
+	}
+	if (http_date(buf, &t) < 0)
+		return -1;
+	if ((int64_t)t * 1000 <= now_ms)
+		return 0;
+	if ((int64_t)t - now_ms / 1000 > QUEUE_RETRY_AFTER_MAX_S)
+		return QUEUE_RETRY_AFTER_MAX_S * 1000;
+	return (int64_t)t * 1000 - now_ms;
+}
+
+/* ------------------------------------------------------------------ */
+/* state */
+
+/* One enqueue on its way to the writer thread.  A synchronous one lives on
+ * the caller's stack and points at the caller's item; an asynchronous one
+ * owns a copy of the item and an event on the caller's base. */
+struct queue_pending {
+	struct queue *q;
+	const struct store_item *item;
+	struct store_item own;
+	struct upstream_header *own_headers;
+	char *own_data;
+	int sync;
+	struct event *ev;
+	queue_enqueue_cb cb;
+	void *arg;
+	int cancelled;
+	int done;
+	int result;
+	struct store_receipt receipt;
+	char error[sizeof(((struct bridge_error *)0)->message)];
+	struct queue_pending *next;
+};
+
+struct lane_key {
+	char *endpoint;
+	char *ca_file;
+};
+
+struct attempt;
+
+struct lane {
+	char *endpoint;
+	char *ca_file;
+	struct upstream_url url;
+	char url_error[600]; /* "" when url is valid */
+	struct upstream_pool *pool;
+	int in_flight;            /* requests under way to the endpoint */
+	int n_attempts;           /* in `attempts`: under way, or settled and not stored yet */
+	struct attempt *attempts;
+	struct lane *next;
+};
+
+struct attempt {
+	struct queue *q;
+	struct lane *lane;
+	struct upstream_request *req;
+	int64_t id;
+	int attempts_before;
+	int64_t since_ms;
+	int64_t created_ms;
+	char *route, *delivery_id, *participation_id, *state;
+	struct attempt *next, *prev; /* lane->attempts */
+	/* outcome, once settled, waiting for the next store write */
+	int settled;
+	enum store_outcome_kind kind;
+	int status;
+	const char *outcome;
+	long elapsed_ms;
+	int64_t done_ms;
+	int64_t next_attempt_ms;
+	char reason[QUEUE_REASON_MAX];      /* what went wrong with this attempt */
+	char why[QUEUE_REASON_MAX + 200];   /* last_error as stored */
+	struct attempt *settled_next;
+};
+
+struct tls_entry {
+	char *ca_file;
+	struct upstream_tls *tls;
+	struct tls_entry *next;
+};
+
+struct queue {
+	struct queue_config cfg;
+	struct upstream_limits lim;
+	queue_event_cb cb;
+	void *cb_arg;
+	struct store *store;
+	int lock_fd;
+
+	/* enqueues waiting for the writer thread */
+	pthread_mutex_t commit_mu;
+	pthread_cond_t writer_cv; /* the writer waits for work */
+	pthread_cond_t done_cv;   /* synchronous callers wait for their result */
+	struct queue_pending *waiting, **waiting_tail;
+	size_t n_waiting, waiting_bytes;
+	pthread_t writer;
+	int writer_started, writer_stop;
+
+	/* lanes seen by enqueue, turned into struct lane by the scheduler */
+	pthread_mutex_t keys_mu;
+	struct lane_key keys[QUEUE_LANES_MAX];
+	size_t n_keys;
+
+	/* scheduler thread */
+	struct event_base *base;
+	struct evdns_base *dns;
+	struct event *wake_ev, *timer_ev, *stop_ev, *deadline_ev, *finish_ev, *flush_ev;
+	struct event *flush_timer, *refill_ev;
+	pthread_t thread;
+	int started;
+	atomic_int stop_deadline_ms;
+	int stopping, finished;
+	struct lane *lanes;
+	size_t n_lanes, n_keys_seen;
+	struct tls_entry *tls;
+	int in_flight;
+	struct attempt *settled, **settled_tail; /* in the order the outcomes came */
+	size_t n_settled;
+	int64_t last_tick_ms;
+	int64_t timer_at_ms;
+	int64_t store_pause_until;
+
+	/* shared counters */
+	atomic_llong depth, dead, in_flight_gauge, oldest_ms;
+	atomic_llong enqueued, duplicates, delivered, failed_attempts, dead_lettered, store_errors;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t random_u64(void)
+{
+	uint64_t r = 0;
+
+	if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		r = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec;
+	}
+	return r;
+}
+
+static void emit(struct queue *q, const struct queue_event *ev)
+{
+	if (q->cb)
+		q->cb(ev, q->cb_arg);
+}
+
+static void store_trouble(struct queue *q, const char *message)
+{
+	struct queue_event ev;
+
+	atomic_fetch_add(&q->store_errors, 1);
+	q->store_pause_until = now_ms() + QUEUE_STORE_PAUSE_MS;
+	memset(&ev, 0, sizeof(ev));
+	ev.type = QUEUE_EV_STORE_ERROR;
+	ev.route = ev.endpoint = ev.delivery_id = ev.participation_id = ev.state = "";
+	ev.reason = message;
+	emit(q, &ev);
+}
+
+/* ------------------------------------------------------------------ */
+/* lanes */
+
+static int key_known(struct queue *q, const char *endpoint, const char *ca_file)
+{
+	for (size_t i = 0; i < q->n_keys; i++)
+		if (strcmp(q->keys[i].endpoint, endpoint) == 0 &&
+		    strcmp(q->keys[i].ca_file, ca_file) == 0)
+			return 1;
+	return 0;
+}
+
+/* Any thread. */
+static void key_add(struct queue *q, const char *endpoint, const char *ca_file)
+{
+	pthread_mutex_lock(&q->keys_mu);
+	if (!key_known(q, endpoint, ca_file) && q->n_keys < QUEUE_LANES_MAX) {
+		char *e = strdup(endpoint), *c = strdup(ca_file);
+
+		if (e && c) {
+			q->keys[q->n_keys].endpoint = e;
+			q->keys[q->n_keys].ca_file = c;
+			q->n_keys++;
+		} else {
+			free(e);
+			free(c);
+		}
+	}
+	pthread_mutex_unlock(&q->keys_mu);
+}
+
+/* Scheduler thread: make a lane of every key not seen yet. */
+static void lanes_sync(struct queue *q)
+{
+	pthread_mutex_lock(&q->keys_mu);
+	while (q->n_keys_seen < q->n_keys) {
+		struct lane_key *k = &q->keys[q->n_keys_seen];
+		struct lane *l = calloc(1, sizeof(*l));
+		struct bridge_error err;
+
+		if (!l)
+			break;
+		l->endpoint = strdup(k->endpoint);
+		l->ca_file = strdup(k->ca_file);
+		if (!l->endpoint || !l->ca_file) {
+			free(l->endpoint);
+			free(l->ca_file);
+			free(l);
+			break;
+		}
+		bridge_error_clear(&err);
+		if (upstream_url_parse(l->endpoint, &l->url, &err) < 0)
+			snprintf(l->url_error, sizeof(l->url_error), "%s", err.message);
+		l->next = q->lanes;
+		q->lanes = l;
+		q->n_lanes++;
+		q->n_keys_seen++;
+	}
+	pthread_mutex_unlock(&q->keys_mu);
+}
+
+/* Pick up lanes that rows in the store use (at start and after another
+ * process changed the store). */
+static int lanes_load(struct queue *q, struct bridge_error *err)
+{
+	struct store_lane *l;
+	size_t n;
+
+	if (store_lanes(q->store, QUEUE_LANES_MAX, &l, &n, err) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		key_add(q, l[i].endpoint, l[i].ca_file);
+	store_lanes_free(l, n);
+	return 0;
+}
+
+static struct upstream_tls *tls_for(struct queue *q, const char *ca_file, struct bridge_error *err)
+{
+	struct tls_entry *t;
+
+	for (t = q->tls; t; t = t->next)
+		if (strcmp(t->ca_file, ca_file) == 0)
+			return t->tls;
+	t = calloc(1, sizeof(*t));
+	if (!t || !(t->ca_file = strdup(ca_file))) {
+		free(t);
+		bridge_error_set(err, "out of memory");
+		return NULL;
+	}
+	if (upstream_tls_new(*ca_file ? ca_file : NULL, &t->tls, err) < 0) {
+		free(t->ca_file);
+		free(t);
+		return NULL; /* not cached: the file may be fixed before the next attempt */
+	}
+	t->next = q->tls;
+	q->tls = t;
+	return t->tls;
+}
+
+static struct upstream_pool *lane_pool(struct queue *q, struct lane *l, struct bridge_error *err)
+{
+	struct upstream_tls *tls = NULL;
+	struct upstream_limits lim = q->lim;
+
+	if (l->pool)
+		return l->pool;
+	if (l->url_error[0]) {
+		bridge_error_set(err, "endpoint '%s': %s", l->endpoint, l->url_error);
+		return NULL;
+	}
+	if (l->url.https && !(tls = tls_for(q, l->ca_file, err)))
+		return NULL;
+	lim.max_connections = (size_t)q->cfg.per_endpoint_concurrency;
+	l->pool = upstream_pool_new(q->base, q->dns, &l->url, tls, &lim);
+	if (!l->pool)
+		bridge_error_set(err, "cannot create a connection pool for '%s'", l->endpoint);
+	return l->pool;
+}
+
+/* ------------------------------------------------------------------ */
+/* attempts */
+
+static void tick(struct queue *q);
+
+static void tick_soon(struct queue *q)
+{
+	event_active(q->wake_ev, EV_READ, 0);
+}
+
+static void attempt_free(struct attempt *a)
+{
+	free(a->route);
+	free(a->delivery_id);
+	free(a->participation_id);
+	free(a->state);
+	free(a);
+}
+
+/* The request is over (answered, failed, cancelled): its slot is free. */
+static void attempt_slot_free(struct attempt *a)
+{
+	a->lane->in_flight--;
+	a->q->in_flight--;
+	atomic_store(&a->q->in_flight_gauge, a->q->in_flight);
+}
+
+static void attempt_unlink(struct attempt *a)
+{
+	struct lane *l = a->lane;
+
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		l->attempts = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+	l->n_attempts--;
+	if (!a->settled)
+		attempt_slot_free(a);
+}
+
+static void event_fill(struct queue_event *ev, const struct attempt *a, enum queue_event_type t,
+		       int64_t now)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->type = t;
+	ev->id = a->id;
+	ev->route = a->route;
+	ev->endpoint = a->lane->endpoint;
+	ev->delivery_id = a->delivery_id;
+	ev->participation_id = a->participation_id;
+	ev->state = a->state;
+	ev->attempt = a->attempts_before + 1;
+	ev->age_ms = now - a->created_ms;
+}
+
+static void finish_check(struct queue *q)
+{
+	if (q->stopping && q->in_flight == 0)
+		event_active(q->finish_ev, EV_READ, 0);
+}
+
+/* The outcome is known: the slot is free for another row, this row stays
+ * with its lane (skipped by ticks) until flush_cb stored the outcome. */
+static void attempt_settle(struct queue *q, struct attempt *a)
+{
+	a->settled = 1;
+	a->done_ms = now_ms();
+	attempt_slot_free(a);
+	a->settled_next = NULL;
+	*q->settled_tail = a;
+	q->settled_tail = &a->settled_next;
+	q->n_settled++;
+	if (q->n_settled >= QUEUE_OUTCOMES_MAX || q->stopping) {
+		event_active(q->flush_ev, EV_READ, 0);
+	} else if (!evtimer_pending(q->flush_timer, NULL)) {
+		struct timeval tv = { 0, QUEUE_FLUSH_MS * 1000 };
+
+		evtimer_add(q->flush_timer, &tv);
+	}
+	if (!q->stopping)
+		event_active(q->refill_ev, EV_READ, 0);
+}
+
+/* A failed attempt: another one later, or a dead letter. */
+static void attempt_failed(struct queue *q, struct attempt *a, int status, const char *outcome,
+			   const char *reason, const char *retry_after, long elapsed_ms)
+{
+	int64_t now = now_ms(), delay, ra, next, max_age_ms = (int64_t)q->cfg.max_age_s * 1000;
+	int attempts = a->attempts_before + 1;
+
+	a->status = status;
+	a->outcome = outcome;
+	a->elapsed_ms = elapsed_ms;
+	snprintf(a->reason, sizeof(a->reason), "%s", reason);
+	if (attempts >= q->cfg.max_attempts) {
+		a->kind = STORE_OUT_DEAD;
+		snprintf(a->why, sizeof(a->why), "gave up after %d attempt%s: %s", attempts,
+			 attempts == 1 ? "" : "s", reason);
+		attempt_settle(q, a);
+		return;
+	}
+	delay = queue_backoff_ms(&q->cfg, attempts, random_u64());
+	ra = retry_after ? queue_retry_after_ms(retry_after, now) : -1;
+	if (ra > delay)
+		delay = ra;
+	next = now + delay;
+	if (next - a->since_ms >= max_age_ms) {
+		a->kind = STORE_OUT_DEAD;
+		snprintf(a->why, sizeof(a->why), "gave up after %d attempt%s: the next one would be "
+			 "%s max_age_s (%d s) after it was queued: %s", attempts,
+			 attempts == 1 ? "" : "s", ra == delay ? "(Retry-After) past" : "past",
+			 q->cfg.max_age_s, reason);
+		attempt_settle(q, a);
+		return;
+	}
+	a->kind = STORE_OUT_FAILED;
+	a->next_attempt_ms = next;
+	snprintf(a->why, sizeof(a->why), "%s", reason);
+	attempt_settle(q, a);
+}
+
+static void attempt_done(const struct upstream_response *r, void *arg)
+{
+	struct attempt *a = arg;
+	struct queue *q = a->q;
+	char reason[QUEUE_REASON_MAX];
+
+	a->req = NULL;
+	if (r->outcome == UPSTREAM_CANCELLED) {
+		/* shutting down: the row stays pending, untouched */
+		attempt_unlink(a);
+		attempt_free(a);
+		finish_check(q);
+		return;
+	}
+	if (r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300) {
+		a->kind = STORE_OUT_DELIVERED;
+		a->status = r->status;
+		a->outcome = upstream_outcome_name(r->outcome);
+		a->elapsed_ms = r->elapsed_ms;
+		attempt_settle(q, a);
+		return;
+	}
+	if (r->outcome == UPSTREAM_RESPONSE)
+		snprintf(reason, sizeof(reason), "endpoint answered %s",
+			 r->reason ? r->reason : "a non-2xx status");
+	else
+		snprintf(reason, sizeof(reason), "%s: %s", upstream_outcome_name(r->outcome),
+			 r->reason ? r->reason : "");
+	attempt_failed(q, a, r->outcome == UPSTREAM_RESPONSE ? r->status : 0,
+		       upstream_outcome_name(r->outcome), reason, r->retry_after, r->elapsed_ms);
+}
+
+/* Store the settled outcomes, QUEUE_OUTCOMES_MAX per transaction, then tell
+ * about them and free their slots. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+
+	while (q->settled) {
+		struct store_outcome o[QUEUE_OUTCOMES_MAX];
+		struct attempt *batch = q->settled, *a, *next;
+		struct bridge_error err;
+		size_t n = 0;
+		int rc;
+
+		for (a = batch; a && n < QUEUE_OUTCOMES_MAX; a = a->settled_next, n++) {
+			memset(&o[n], 0, sizeof(o[n]));
+			o[n].kind = a->kind;
+			o[n].id = a->id;
+			o[n].attempts_before = a->attempts_before;
+			o[n].attempted = 1;
+			o[n].now_ms = a->done_ms;
+			o[n].next_attempt_ms = a->next_attempt_ms;
+			o[n].last_status = a->status;
+			o[n].last_error = a->why;
+		}
+		q->settled = a; /* the rest, for the next round */
+		if (!a)
+			q->settled_tail = &q->settled;
+		q->n_settled -= n;
+		bridge_error_clear(&err);
+		rc = store_apply(q->store, o, n, &err);
+		if (rc < 0)
+			store_trouble(q, err.message); /* rows unchanged: retried after the pause */
+		for (a = batch; n > 0; a = next, n--) {
+			struct queue_event ev;
+
+			next = a->settled_next;
+			if (rc == 0) {
+				event_fill(&ev, a, QUEUE_EV_DELIVERED, a->done_ms);
+				ev.status = a->status;
+				ev.outcome = a->outcome;
+				ev.elapsed_ms = a->elapsed_ms;
+				if (a->kind == STORE_OUT_DELIVERED) {
+					atomic_fetch_sub(&q->depth, 1);
+					atomic_fetch_add(&q->delivered, 1);
+				} else if (a->kind == STORE_OUT_FAILED) {
+					atomic_fetch_add(&q->failed_attempts, 1);
+					ev.type = QUEUE_EV_ATTEMPT_FAILED;
+					ev.reason = a->reason;
+					ev.next_attempt_ms = a->next_attempt_ms;
+				} else {
+					atomic_fetch_add(&q->failed_attempts, 1);
+					atomic_fetch_sub(&q->depth, 1);
+					atomic_fetch_add(&q->dead, 1);
+					atomic_fetch_add(&q->dead_lettered, 1);
+					ev.type = QUEUE_EV_DEAD_LETTER;
+					ev.reason = a->why;
+				}
+				emit(q, &ev);
+			}
+			attempt_unlink(a);
+			attempt_free(a);
+		}
+	}
+	evtimer_del(q->flush_timer);
+	finish_check(q);
+	/* lines may have moved on: the next row of a participation is due */
+	if (!q->finished)
+		tick(q);
+}
+
+/* Slots came free: fill them now, not after the wake-up throttle. */
+static void refill_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+
+	if (!q->finished)
+		tick(q);
+}
+
+static int in_flight_on(const struct lane *l, int64_t id)
+{
+	for (const struct attempt *a = l->attempts; a; a = a->next)
+		if (a->id == id)
+			return 1;
+	return 0;
+}
+
+static void attempt_start(struct queue *q, struct lane *l, const struct store_row *row)
+{
+	struct attempt *a = calloc(1, sizeof(*a));
+	struct upstream_pool *pool;
+	struct bridge_error err;
+	char reason[QUEUE_REASON_MAX];
+
+	if (!a)
+		return;
+	a->q = q;
+	a->lane = l;
+	a->id = row->id;
+	a->attempts_before = row->attempts;
+	a->since_ms = row->since_ms;
+	a->created_ms = row->created_ms;
+	a->route = strdup(row->route);
+	a->delivery_id = strdup(row->delivery_id);
+	a->participation_id = strdup(row->participation_id);
+	a->state = strdup(row->state);
+	if (!a->route || !a->delivery_id || !a->participation_id || !a->state) {
+		attempt_free(a);
+		return;
+	}
+	a->next = l->attempts;
+	if (l->attempts)
+		l->attempts->prev = a;
+	l->attempts = a;
+	l->n_attempts++;
+	l->in_flight++;
+	q->in_flight++;
+	atomic_store(&q->in_flight_gauge, q->in_flight);
+
+	bridge_error_clear(&err);
+	pool = lane_pool(q, l, &err);
+	if (pool && upstream_post(pool, row->headers, row->n_headers, row->body, row->len,
+				  row->timeout_ms, attempt_done, a, &a->req, &err) == 0)
+		return;
+	/* could not even start: counts as a failed attempt */
+	snprintf(reason, sizeof(reason), "cannot send: %s", err.message);
+	attempt_failed(q, a, 0, "not_sent", reason, NULL, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* scheduler */
+
+static void counts_reload(struct queue *q)
+{
+	struct store_counts c;
+	struct bridge_error err;
+
+	bridge_error_clear(&err);
+	if (store_count(q->store, &c, &err) < 0) {
+		store_trouble(q, err.message);
+		return;
+	}
+	atomic_store(&q->depth, c.pending);
+	atomic_store(&q->dead, c.dead);
+}
+
+static void timer_arm(struct queue *q, int64_t at_ms, int64_t now)
+{
+	int64_t d = at_ms - now;
+	struct timeval tv;
+
+	if (d < 0)
+		d = 0;
+	tv.tv_sec = (time_t)(d / 1000);
+	tv.tv_usec = (suseconds_t)((d % 1000) * 1000);
+	evtimer_add(q->timer_ev, &tv);
+	q->timer_at_ms = at_ms;
+}
+
+/* Too old to try again (the bridge was down longer than max_age_s). */
+static void expire(struct queue *q, struct lane *l, const struct store_row *row, int64_t now)
+{
+	struct queue_event ev;
+	struct bridge_error err;
+	char why[QUEUE_REASON_MAX + 100];
+
+	snprintf(why, sizeof(why), "gave up after %d attempt%s: queued more than max_age_s (%d s) "
+		 "ago; last error: %s", row->attempts, row->attempts == 1 ? "" : "s",
+		 q->cfg.max_age_s, row->last_error[0] ? row->last_error : "none");
+	bridge_error_clear(&err);
+	if (store_dead(q->store, row->id, row->attempts, 0, now, row->last_status, why, &err) < 0) {
+		store_trouble(q, err.message);
+		return;
+	}
+	atomic_fetch_sub(&q->depth, 1);
+	atomic_fetch_add(&q->dead, 1);
+	atomic_fetch_add(&q->dead_lettered, 1);
+	memset(&ev, 0, sizeof(ev));
+	ev.type = QUEUE_EV_DEAD_LETTER;
+	ev.id = row->id;
+	ev.route = row->route;
+	ev.endpoint = l->endpoint;
+	ev.delivery_id = row->delivery_id;
+	ev.participation_id = row->participation_id;
+	ev.state = row->state;
+	ev.attempt = row->attempts;
+	ev.status = row->last_status;
+	ev.reason = why;
+	ev.age_ms = now - row->created_ms;
+	emit(q, &ev);
+}
+
+static void lane_fill(struct queue *q, struct lane *l, int64_t now)
+{
+	int free_slots = q->cfg.per_endpoint_concurrency - l->in_flight, started = 0;
+	size_t max = (size_t)free_slots + (size_t)l->n_attempts, n = 0;
+	int64_t max_age_ms = (int64_t)q->cfg.max_age_s * 1000;
+	struct store_row *rows;
+	struct bridge_error err;
+
+	if (free_slots <= 0)
+		return;
+	rows = calloc(max, sizeof(*rows));
+	if (!rows)
+		return;
+	bridge_error_clear(&err);
+	if (store_due(q->store, l->endpoint, l->ca_file, now, rows, max, &n, &err) < 0) {
+		store_trouble(q, err.message);
+		free(rows);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (started < free_slots && !in_flight_on(l, rows[i].id) &&
+		    now >= q->store_pause_until) {
+			if (rows[i].attempts > 0 && now - rows[i].since_ms >= max_age_ms) {
+				expire(q, l, &rows[i], now);
+			} else {
+				attempt_start(q, l, &rows[i]);
+				started++;
+			}
+		}
+		store_row_clear(&rows[i]);
+	}
+	free(rows);
+}
+
+static void tick(struct queue *q)
+{
+	int64_t now = now_ms(), wake = now + QUEUE_POLL_MS;
+	struct bridge_error err;
+	int changed;
+
+	q->last_tick_ms = now;
+	if (q->stopping)
+		return;
+	bridge_error_clear(&err);
+	changed = store_changed_elsewhere(q->store, &err);
+	if (changed < 0) {
+		store_trouble(q, err.message);
+	} else if (changed) {
+		counts_reload(q);
+		bridge_error_clear(&err);
+		if (lanes_load(q, &err) < 0)
+			store_trouble(q, err.message);
+	}
+	lanes_sync(q);
+	for (struct lane *l = q->lanes; l; l = l->next) {
+		int64_t at = 0;
+
+		lane_fill(q, l, now);
+		if (l->in_flight >= q->cfg.per_endpoint_concurrency)
+			continue; /* a completion wakes us */
+		bridge_error_clear(&err);
+		if (store_next_wake(q->store, l->endpoint, l->ca_file, now, &at, &err) < 0)
+			store_trouble(q, err.message);
+		else if (at > 0 && at < wake)
+			wake = at;
+	}
+	if (q->store_pause_until > now && q->store_pause_until < wake)
+		wake = q->store_pause_until;
+	timer_arm(q, wake, now);
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	int64_t now = now_ms();
+
+	/* merge bursts of wake-ups (every enqueue and completion sends one) */
+	if (now - q->last_tick_ms < QUEUE_TICK_MIN_MS && now >= q->last_tick_ms) {
+		int64_t at = q->last_tick_ms + QUEUE_TICK_MIN_MS;
+
+		if (!evtimer_pending(q->timer_ev, NULL) || q->timer_at_ms > at)
+			timer_arm(q, at, now);
+		return;
+	}
+	tick(q);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	tick(arg);
+}
+
+static void finish_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+
+	if (q->finished)
+		return;
+	q->finished = 1;
+	flush_cb(-1, 0, q); /* outcomes already known are kept */
+	/* cancels what is still in flight (attempt_done sees UPSTREAM_CANCELLED),
+	 * or hands over an outcome that arrived meanwhile: flushed below */
+	for (struct lane *l = q->lanes; l; l = l->next) {
+		upstream_pool_free(l->pool);
+		l->pool = NULL;
+	}
+	flush_cb(-1, 0, q);
+	event_del(q->timer_ev);
+	event_del(q->deadline_ev);
+	event_del(q->flush_timer);
+	event_base_loopexit(q->base, NULL);
+}
+
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	int ms = atomic_load(&q->stop_deadline_ms);
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	q->stopping = 1;
+	event_del(q->timer_ev);
+	if (q->settled)
+		event_active(q->flush_ev, EV_READ, 0);
+	if (q->in_flight == 0 || ms <= 0)
+		event_active(q->finish_ev, EV_READ, 0);
+	else
+		evtimer_add(q->deadline_ev, &tv);
+}
+
+static void *scheduler_run(void *arg)
+{
+	struct queue *q = arg;
+
+	tick(q);
+	/* wake_ev and stop_ev are only ever activated, never added */
+	event_base_loop(q->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* the writer thread */
+
+static void pending_free(struct queue_pending *p)
+{
+	free(p->own_headers);
+	free(p->own_data);
+	free(p);
+}
+
+/* One transaction for the batch; results into every pending enqueue.  Past
+ * max_depth, the late comers of the batch are refused, not the whole batch. */
+static void batch_commit(struct queue *q, struct queue_pending *batch)
+{
+	const struct store_item *items[QUEUE_BATCH_MAX];
+	struct store_receipt receipts[QUEUE_BATCH_MAX];
+	int results[QUEUE_BATCH_MAX];
+	struct queue_pending *p;
+	struct bridge_error err, full;
+	long long room = q->cfg.max_depth - atomic_load(&q->depth);
+	size_t n = 0, k = 0, stored = 0, dups = 0;
+	int rc = 0;
+
+	bridge_error_clear(&full);
+	bridge_error_set(&full, "the queue is full (max_depth = %lld pending deliveries); the "
+			 "endpoint is probably down", q->cfg.max_depth);
+	for (p = batch; p; p = p->next)
+		if ((long long)n < room)
+			items[n++] = p->item;
+	bridge_error_clear(&err);
+	if (n) {
+		rc = store_insert(q->store, items, n, now_ms(), results, receipts, &err);
+		if (rc < 0)
+			atomic_fetch_add(&q->store_errors, 1);
+	}
+	for (p = batch; p; p = p->next, k++) {
+		if (k >= n || rc < 0) {
+			p->result = -1;
+			snprintf(p->error, sizeof(p->error), "%s", k >= n ? full.message : err.message);
+			continue;
+		}
+		p->result = results[k] == STORE_DUPLICATE ? QUEUE_DUPLICATE : QUEUE_STORED;
+		p->receipt = receipts[k];
+		if (results[k] == STORE_INSERTED) {
+			stored++;
+			key_add(q, p->item->endpoint, p->item->ca_file ? p->item->ca_file : "");
+		} else {
+			dups++;
+		}
+	}
+	atomic_fetch_add(&q->depth, (long long)stored);
+	atomic_fetch_add(&q->enqueued, (long long)stored);
+	atomic_fetch_add(&q->duplicates, (long long)dups);
+	if (stored)
+		tick_soon(q);
+}
+
+static void *writer_run(void *arg)
+{
+	struct queue *q = arg;
+
+	pthread_mutex_lock(&q->commit_mu);
+	for (;;) {
+		struct queue_pending *batch, *last, *p, *next;
+		size_t n = 1;
+
+		while (!q->waiting && !q->writer_stop)
+			pthread_cond_wait(&q->writer_cv, &q->commit_mu);
+		if (!q->waiting)
+			break; /* stopping, nothing left */
+		batch = last = q->waiting;
+		while (last->next && n < QUEUE_BATCH_MAX) {
+			last = last->next;
+			n++;
+		}
+		q->waiting = last->next;
+		if (!q->waiting)
+			q->waiting_tail = &q->waiting;
+		q->n_waiting -= n;
+		last->next = NULL;
+		for (p = batch; p; p = p->next)
+			q->waiting_bytes -= p->item->len;
+		pthread_mutex_unlock(&q->commit_mu);
+		batch_commit(q, batch);
+		pthread_mutex_lock(&q->commit_mu);
+		for (p = batch; p; p = next) {
+			next = p->next;
+			p->done = 1;
+			if (p->sync)
+				continue;
+			if (p->cancelled)
+				pending_free(p); /* its event went with the cancel */
+			else
+				event_active(p->ev, EV_READ, 0);
+		}
+		pthread_cond_broadcast(&q->done_cv);
+	}
+	pthread_mutex_unlock(&q->commit_mu);
+	return NULL;
+}
+
+/* The caller holds commit_mu. */
+static int waiting_add(struct queue *q, struct queue_pending *p, struct bridge_error *err)
+{
+	if (q->writer_stop)
+		return bridge_error_set(err, "the queue is shutting down");
+	if (q->n_waiting >= QUEUE_WAITING_MAX ||
+	    q->waiting_bytes + p->item->len > QUEUE_WAITING_BYTES_MAX)
+		return bridge_error_set(err, "%zu posts (%zu bytes) are already waiting for the "
+					"store", q->n_waiting, q->waiting_bytes);
+	p->next = NULL;
+	*q->waiting_tail = p;
+	q->waiting_tail = &p->next;
+	q->n_waiting++;
+	q->waiting_bytes += p->item->len;
+	pthread_cond_signal(&q->writer_cv);
+	return 0;
+}
+
+int queue_enqueue(struct queue *q, const struct store_item *item, struct store_receipt *ret,
+		  struct bridge_error *err)
+{
+	struct queue_pending p;
+
+	memset(&p, 0, sizeof(p));
+	p.q = q;
+	p.item = item;
+	p.sync = 1;
+	/* checked alone, so that a bad item cannot fail the batch it would join */
+	if (store_item_check(item, err) < 0)
+		return -1;
+	pthread_mutex_lock(&q->commit_mu);
+	if (waiting_add(q, &p, err) < 0) {
+		pthread_mutex_unlock(&q->commit_mu);
+		return -1;
+	}
+	while (!p.done)
+		pthread_cond_wait(&q->done_cv, &q->commit_mu);
+	pthread_mutex_unlock(&q->commit_mu);
+	if (p.result < 0)
+		return bridge_error_set(err, "%s", p.error);
+	if (ret)
+		*ret = p.receipt;
+	return p.result;
+}
+
+static void pending_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue_pending *p = arg;
+
+	p->cb(p->result, p->result >= 0 ? &p->receipt : NULL, p->result < 0 ? p->error : NULL,
+	      p->arg);
+	event_free(p->ev);
+	pending_free(p);
+}
+
+/* Copy the item into one allocation owned by p. */
+static int pending_copy(struct queue_pending *p, const struct store_item *it)
+{
+	const char *strs[] = { it->route, it->endpoint, it->ca_file, it->delivery_id,
+			       it->participation_id, it->state };
+	const char **outs[] = { &p->own.route, &p->own.endpoint, &p->own.ca_file,
+				&p->own.delivery_id, &p->own.participation_id, &p->own.state };
+	size_t total = it->len + 1, i;
+	char *w;
+
+	for (i = 0; i < 6; i++)
+		total += strlen(strs[i] ? strs[i] : "") + 1;
+	for (i = 0; i < it->n_headers; i++)
+		total += strlen(it->headers[i].name) + strlen(it->headers[i].value) + 2;
+	p->own_data = malloc(total);
+	p->own_headers = calloc(it->n_headers ? it->n_headers : 1, sizeof(*p->own_headers));
+	if (!p->own_data || !p->own_headers)
+		return -1;
+	w = p->own_data;
+	for (i = 0; i < 6; i++) {
+		size_t n = strlen(strs[i] ? strs[i] : "") + 1;
+
+		memcpy(w, strs[i] ? strs[i] : "", n);
+		*outs[i] = w;
+		w += n;
+	}
+	for (i = 0; i < it->n_headers; i++) {
+		size_t nn = strlen(it->headers[i].name) + 1, vn = strlen(it->headers[i].value) + 1;
+
+		memcpy(w, it->headers[i].name, nn);
+		p->own_headers[i].name = w;
+		w += nn;
+		memcpy(w, it->headers[i].value, vn);
+		p->own_headers[i].value = w;
+		w += vn;
+	}
+	if (it->len)
+		memcpy(w, it->body, it->len);
+	p->own.body = w;
+	p->own.len = it->len;
+	p->own.timeout_ms = it->timeout_ms;
+	p->own.headers = p->own_headers;
+	p->own.n_headers = it->n_headers;
+	p->item = &p->own;
+	return 0;
+}
+
+int queue_enqueue_async(struct queue *q, struct event_base *base, const struct store_item *item,
+			queue_enqueue_cb cb, void *arg, struct queue_pending **ret,
+			struct bridge_error *err)
+{
+	struct queue_pending *p;
+
+	*ret = NULL;
+	if (!base || !cb)
+		return bridge_error_set(err, "queue_enqueue_async: base and callback are required");
+	if (store_item_check(item, err) < 0)
+		return -1;
+	p = calloc(1, sizeof(*p));
+	if (!p || pending_copy(p, item) < 0 ||
+	    !(p->ev = event_new(base, -1, 0, pending_done_cb, p))) {
+		if (p)
+			pending_free(p);
+		return bridge_error_set(err, "out of memory");
+	}
+	p->q = q;
+	p->cb = cb;
+	p->arg = arg;
+	pthread_mutex_lock(&q->commit_mu);
+	if (waiting_add(q, p, err) < 0) {
+		pthread_mutex_unlock(&q->commit_mu);
+		event_free(p->ev);
+		pending_free(p);
+		return -1;
+	}
+	pthread_mutex_unlock(&q->commit_mu);
+	*ret = p;
+	return 0;
+}
+
+void queue_enqueue_cancel(struct queue_pending *p)
+{
+	struct queue *q;
+
+	if (!p)
+		return;
+	q = p->q;
+	pthread_mutex_lock(&q->commit_mu);
+	event_free(p->ev); /* also takes it off the active list if the writer was done */
+	p->ev = NULL;
+	if (!p->done) {
+		p->cancelled = 1; /* the writer frees it */
+		pthread_mutex_unlock(&q->commit_mu);
+		return;
+	}
+	pthread_mutex_unlock(&q->commit_mu);
+	pending_free(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* lifecycle */
+
+static int lock_take(struct queue *q, const char *path, struct bridge_error *err)
+{
+	size_t n = strlen(path) + sizeof(".lock");
+	char *lp = malloc(n), pid[32], held[32] = "";
+	ssize_t got;
+	int fd;
+
+	if (!lp)
+		return bridge_error_set(err, "out of memory");
+	snprintf(lp, n, "%s.lock", path);
+	fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		bridge_error_set(err, "queue store lock %s: %s", lp, strerror(errno));
+		free(lp);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+
+		got = pread(fd, held, sizeof(held) - 1, 0);
+		held[got > 0 ? got : 0] = '\0';
+		held[strcspn(held, "\n")] = '\0';
+		if (e == EWOULDBLOCK)
+			bridge_error_set(err, "queue store %s is in use by another webhook-bridge "
+					 "serve%s%s%s (lock %s)", path, held[0] ? " (pid " : "",
+					 held, held[0] ? ")" : "", lp);
+		else
+			bridge_error_set(err, "queue store lock %s: %s", lp, strerror(e));
+		close(fd);
+		free(lp);
+		return -1;
+	}
+	n = (size_t)snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, n, 0) < 0) {
+		/* the lock is what matters; the pid is only for the message above */
+	}
+	free(lp);
+	q->lock_fd = fd;
+	return 0;
+}
+
+int queue_new(const struct queue_config *c, const struct upstream_limits *lim, queue_event_cb cb,
+	      void *cb_arg, struct queue **ret, struct bridge_error *err)
+{
+	struct queue *q;
+	struct store_counts counts;
+	int64_t oldest = 0;
+	int rc;
+
+	*ret = NULL;
+	if (!c || !c->path)
+		return bridge_error_set(err, "queued delivery needs queue.path in the configuration");
+	if (c->max_attempts < 1 || c->max_age_s < 1 || c->backoff_base_ms < 1 ||
+	    c->backoff_max_ms < c->backoff_base_ms || c->per_endpoint_concurrency < 1 ||
+	    c->max_depth < 1)
+		return bridge_error_set(err, "invalid queue settings");
+	/* wake_ev, stop_ev and the enqueue callbacks are activated from other
+	 * threads */
+	if (evthread_use_pthreads() < 0)
+		return bridge_error_set(err, "cannot enable libevent's thread support");
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return bridge_error_set(err, "out of memory");
+	q->lock_fd = -1;
+	q->cfg = *c;
+	q->cfg.path = strdup(c->path);
+	upstream_limits_default(&q->lim);
+	if (lim) {
+		if (lim->max_response_body)
+			q->lim.max_response_body = lim->max_response_body;
+		if (lim->max_response_headers)
+			q->lim.max_response_headers = lim->max_response_headers;
+		if (lim->idle_timeout_ms > 0)
+			q->lim.idle_timeout_ms = lim->idle_timeout_ms;
+	}
+	q->cb = cb;
+	q->cb_arg = cb_arg;
+	pthread_mutex_init(&q->commit_mu, NULL);
+	pthread_cond_init(&q->writer_cv, NULL);
+	pthread_cond_init(&q->done_cv, NULL);
+	pthread_mutex_init(&q->keys_mu, NULL);
+	q->waiting_tail = &q->waiting;
+	q->settled_tail = &q->settled;
+	if (!q->cfg.path) {
+		queue_free(q);
+		return bridge_error_set(err, "out of memory");
+	}
+	if (lock_take(q, q->cfg.path, err) < 0 ||
+	    store_open(q->cfg.path, STORE_CREATE, QUEUE_BUSY_TIMEOUT_MS, &q->store, err) < 0 ||
+	    store_count(q->store, &counts, err) < 0 || store_oldest(q->store, &oldest, err) < 0) {
+		queue_free(q);
+		return -1;
+	}
+	atomic_store(&q->depth, counts.pending);
+	atomic_store(&q->dead, counts.dead);
+	atomic_store(&q->oldest_ms, oldest);
+
+	q->base = event_base_new();
+	if (!q->base) {
+		queue_free(q);
+		return bridge_error_set(err, "cannot create the scheduler's event loop");
+	}
+	q->dns = evdns_base_new(q->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (!q->dns) /* no resolv.conf: IP-literal endpoints still work */
+		q->dns = evdns_base_new(q->base, 0);
+	q->wake_ev = event_new(q->base, -1, 0, wake_cb, q);
+	q->timer_ev = evtimer_new(q->base, timer_cb, q);
+	q->stop_ev = event_new(q->base, -1, 0, stop_cb, q);
+	q->deadline_ev = evtimer_new(q->base, finish_cb, q);
+	q->finish_ev = event_new(q->base, -1, 0, finish_cb, q);
+	q->flush_ev = event_new(q->base, -1, 0, flush_cb, q);
+	q->flush_timer = evtimer_new(q->base, flush_cb, q);
+	q->refill_ev = event_new(q->base, -1, 0, refill_cb, q);
+	if (!q->dns || !q->wake_ev || !q->timer_ev || !q->stop_ev || !q->deadline_ev ||
+	    !q->finish_ev || !q->flush_ev || !q->flush_timer || !q->refill_ev) {
+		queue_free(q);
+		return bridge_error_set(err, "cannot create the scheduler's events");
+	}
+	if (lanes_load(q, err) < 0) {
+		queue_free(q);
+		return -1;
+	}
+	rc = pthread_create(&q->writer, NULL, writer_run, q);
+	if (rc != 0) {
+		queue_free(q);
+		return bridge_error_set(err, "cannot start the store's writer thread: %s",
+					strerror(rc));
+	}
+	q->writer_started = 1;
+	*ret = q;
+	return 0;
+}
+
+int queue_start(struct queue *q, struct bridge_error *err)
+{
+	int rc;
+
+	if (q->started)
+		return 0;
+	if (q->finished)
+		return bridge_error_set(err, "the queue was stopped; it cannot start again");
+	rc = pthread_create(&q->thread, NULL, scheduler_run, q);
+	if (rc != 0)
+		return bridge_error_set(err, "cannot start the delivery thread: %s", strerror(rc));
+	q->started = 1;
+	return 0;
+}
+
+void queue_stop(struct queue *q, int deadline_ms)
+{
+	if (!q || !q->started)
+		return;
+	atomic_store(&q->stop_deadline_ms, deadline_ms > 0 ? deadline_ms : 0);
+	event_active(q->stop_ev, EV_READ, 0);
+	pthread_join(q->thread, NULL);
+	q->started = 0;
+	q->finished = 1;
+}
+
+void queue_free(struct queue *q)
+{
+	struct lane *l;
+	struct tls_entry *t;
+
+	if (!q)
+		return;
+	queue_stop(q, 0);
+	if (q->writer_started) {
+		/* what is waiting is still stored: its senders may have been told nothing
+		 * yet, but a row too many is better than one too few */
+		pthread_mutex_lock(&q->commit_mu);
+		q->writer_stop = 1;
+		pthread_cond_signal(&q->writer_cv);
+		pthread_mutex_unlock(&q->commit_mu);
+		pthread_join(q->writer, NULL);
+	}
+	while ((l = q->lanes) != NULL) {
+		q->lanes = l->next;
+		upstream_pool_free(l->pool);
+		free(l->endpoint);
+		free(l->ca_file);
+		free(l);
+	}
+	while ((t = q->tls) != NULL) {
+		q->tls = t->next;
+		upstream_tls_free(t->tls);
+		free(t->ca_file);
+		free(t);
+	}
+	if (q->wake_ev)
+		event_free(q->wake_ev);
+	if (q->timer_ev)
+		event_free(q->timer_ev);
+	if (q->stop_ev)
+		event_free(q->stop_ev);
+	if (q->deadline_ev)
+		event_free(q->deadline_ev);
+	if (q->finish_ev)
+		event_free(q->finish_ev);
+	if (q->flush_ev)
+		event_free(q->flush_ev);
+	if (q->flush_timer)
+		event_free(q->flush_timer);
+	if (q->refill_ev)
+		event_free(q->refill_ev);
+	if (q->dns)
+		evdns_base_free(q->dns, 0);
+	if (q->base)
+		event_base_free(q->base);
+	store_close(q->store);
+	if (q->lock_fd >= 0)
+		close(q->lock_fd); /* releases the flock */
+	for (size_t i = 0; i < q->n_keys; i++) {
+		free(q->keys[i].endpoint);
+		free(q->keys[i].ca_file);
+	}
+	pthread_mutex_destroy(&q->commit_mu);
+	pthread_cond_destroy(&q->writer_cv);
+	pthread_cond_destroy(&q->done_cv);
+	pthread_mutex_destroy(&q->keys_mu);
+	free(q->cfg.path);
+	free(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* numbers */
+
+void queue_stats(struct queue *q, struct queue_stats *ret)
+{
+	int64_t oldest = 0, now = now_ms();
+	struct bridge_error err;
+
+	memset(ret, 0, sizeof(*ret));
+	if (store_oldest(q->store, &oldest, &err) == 0)
+		atomic_store(&q->oldest_ms, oldest);
+	else
+		oldest = atomic_load(&q->oldest_ms);
+	ret->depth = atomic_load(&q->depth);
+	ret->dead = atomic_load(&q->dead);
+	ret->in_flight = atomic_load(&q->in_flight_gauge);
+	ret->oldest_age_ms = oldest > 0 && now > oldest ? now - oldest : 0;
+	ret->enqueued = atomic_load(&q->enqueued);
+	ret->duplicates = atomic_load(&q->duplicates);
+	ret->delivered = atomic_load(&q->delivered);
+	ret->failed_attempts = atomic_load(&q->failed_attempts);
+	ret->dead_lettered = atomic_load(&q->dead_lettered);
+	ret->store_errors = atomic_load(&q->store_errors);
+	if (ret->depth < 0)
+		ret->depth = 0;
+}
+
+static void metric(struct evbuffer *out, const char *name, const char *type, const char *help,
+		   long long v)
+{
+	evbuffer_add_printf(out, "# HELP webhook_bridge_queue_%s %s\n# TYPE webhook_bridge_queue_%s "
+			    "%s\nwebhook_bridge_queue_%s %lld\n", name, help, name, type, name, v);
+}
+
+void queue_metrics_render(struct queue *q, struct evbuffer *out)
+{
+	struct queue_stats s;
+
+	queue_stats(q, &s);
+	metric(out, "depth", "gauge", "Deliveries waiting in the queue, in flight included.",
+	       s.depth);
+	evbuffer_add_printf(out, "# HELP webhook_bridge_queue_oldest_age_seconds Age of the oldest "
+			    "waiting delivery (0 when none).\n# TYPE "
+			    "webhook_bridge_queue_oldest_age_seconds gauge\n"
+			    "webhook_bridge_queue_oldest_age_seconds %lld.%03lld\n",
+			    s.oldest_age_ms / 1000, s.oldest_age_ms % 1000);
+	metric(out, "dead_letters", "gauge",
+	       "Dead letters in the store, waiting for `queue retry` or `queue purge`.", s.dead);
+	metric(out, "in_flight", "gauge", "Delivery attempts under way.", s.in_flight);
+	metric(out, "enqueued_total", "counter", "Posts stored for delivery.", s.enqueued);
+	metric(out, "duplicates_total", "counter",
+	       "Posts not stored again: the same participation and state was already queued.",
+	       s.duplicates);
+	metric(out, "delivered_total", "counter", "Deliveries the endpoint accepted (2xx).",
+	       s.delivered);
+	metric(out, "failed_attempts_total", "counter", "Delivery attempts that got no 2xx.",
+	       s.failed_attempts);
+	metric(out, "dead_lettered_total", "counter", "Deliveries that became dead letters.",
+	       s.dead_lettered);
+	metric(out, "store_errors_total", "counter",
+	       "Store operations that failed (a post then gets 503).", s.store_errors);
+}

@@ -1,0 +1,641 @@
+/*
+ * The `queue` command (inspect and repair the store while serve runs) and
+ * the log lines serve writes for queue events.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "bridge/cfg.h"
+#include "bridge/cli.h"
+#include "bridge/log.h"
+#include "bridge/queue.h"
+#include "bridge/store.h"
+
+#define QUEUE_CMD_BUSY_MS 5000
+
+static const char usage_queue[] =
+	"usage: webhook-bridge queue (--config FILE | --store PATH) COMMAND [options]\n"
+	"\n"
+	"Inspects and repairs the store of queued delivery; safe while serve runs.\n"
+	"--config FILE reads the store's path from the file's queue { path = ...; }.\n"
+	"\n"
+	"commands:\n"
+	"  list [--pending | --dead] [--route NAME] [--limit N] [--newest] [--json]\n"
+	"         one line per delivery, oldest first (default limit 100; 0 = all)\n"
+	"  show ID [--json] [--reveal]\n"
+	"         one delivery with its headers and body; credentials masked\n"
+	"         unless --reveal\n"
+	"  retry ID... | retry --all [--route NAME] [--older-than SECONDS]\n"
+	"         a dead letter goes back to pending with a fresh attempt count;\n"
+	"         a pending delivery becomes due now; --all: every dead letter\n"
+	"  purge ID... | purge --dead [--route NAME] [--older-than SECONDS]\n"
+	"              | purge --all --yes\n"
+	"         delete deliveries for good (--all includes pending ones)\n"
+	"  stats  depth, dead letters and oldest age, in the /metrics format\n"
+	"\n"
+	"exit: 0 done, 1 an ID was not found or could not be retried,\n"
+	"      2 usage, configuration or store error\n";
+
+struct opts {
+	const char *config, *store;
+	int pending, dead, all, yes, newest, json, reveal;
+	const char *route;
+	long long limit;
+	long long older_than_s;
+};
+
+static int usage_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "webhook-bridge queue: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n(webhook-bridge queue --help for usage)\n");
+	return 2;
+}
+
+static int parse_count(const char *s, long long min, long long *ret)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || v < min)
+		return -1;
+	*ret = v;
+	return 0;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void time_text(int64_t ms, char *buf, size_t cap)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (ms <= 0 || !gmtime_r(&t, &tm)) {
+		snprintf(buf, cap, "-");
+		return;
+	}
+	snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+/* "3d4h", "5m3s", "12s", "0s"; negative spans print as "-". */
+static void span_text(int64_t ms, char *buf, size_t cap)
+{
+	int64_t s = ms / 1000;
+
+	if (ms < 0)
+		snprintf(buf, cap, "-");
+	else if (s >= 86400)
+		snprintf(buf, cap, "%lldd%lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
+	else if (s >= 3600)
+		snprintf(buf, cap, "%lldh%lldm", (long long)(s / 3600), (long long)(s % 3600 / 60));
+	else if (s >= 60)
+		snprintf(buf, cap, "%lldm%llds", (long long)(s / 60), (long long)(s % 60));
+	else
+		snprintf(buf, cap, "%llds", (long long)s);
+}
+
+static void json_str(FILE *out, const char *s)
+{
+	size_t n = strlen(s), need;
+	char small[512], *big;
+
+	need = json_escape(small, sizeof(small), s, n);
+	fputc('"', out);
+	if (need < sizeof(small)) {
+		fwrite(small, 1, need, out);
+	} else if ((big = malloc(need + 1)) != NULL) {
+		json_escape(big, need + 1, s, n);
+		fwrite(big, 1, need, out);
+		free(big);
+	}
+	fputc('"', out);
+}
+
+/* Header values that are credentials: masked unless --reveal. */
+static int header_secret(const char *name)
+{
+	static const char *const words[] = { "auth", "token", "key", "secret", "cookie",
+					     "password", NULL };
+
+	for (int i = 0; words[i]; i++)
+		if (strcasestr(name, words[i]))
+			return 1;
+	return 0;
+}
+
+static const char *status_name(int status)
+{
+	return status == STORE_DEAD ? "dead" : "pending";
+}
+
+static int open_store(const struct opts *o, struct store **ret)
+{
+	struct bridge_error err;
+	struct queue_config qc;
+	const char *path = o->store;
+	int rc;
+
+	bridge_error_clear(&err);
+	queue_config_default(&qc);
+	if (o->config) {
+		struct diag d = {0};
+		config_t cfg;
+
+		if (cfg_read(&cfg, o->config, &d) < 0 ||
+		    queue_config_load(config_root_setting(&cfg), o->config, &qc, &d) < 0) {
+			fputs(d.text ? d.text : "", stderr);
+			config_destroy(&cfg);
+			diag_reset(&d);
+			return 2;
+		}
+		config_destroy(&cfg);
+		diag_reset(&d);
+		if (!qc.path) {
+			fprintf(stderr, "webhook-bridge queue: %s has no queue { path = \"...\"; } "
+				"group, so no store\n", o->config);
+			return 2;
+		}
+		path = qc.path;
+	}
+	rc = store_open(path, 0, QUEUE_CMD_BUSY_MS, ret, &err);
+	queue_config_clear(&qc);
+	if (rc < 0) {
+		fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
+		return 2;
+	}
+	return 0;
+}
+
+/* ---- list ---------------------------------------------------------------- */
+
+struct list_ctx {
+	const struct opts *o;
+	int64_t now;
+	long long n;
+};
+
+static void row_json(FILE *out, const struct store_row *r, int with_body, int reveal)
+{
+	fprintf(out, "{\"id\":%lld,\"status\":\"%s\",\"route\":", (long long)r->id,
+		status_name(r->status));
+	json_str(out, r->route);
+	fputs(",\"endpoint\":", out);
+	json_str(out, r->endpoint);
+	fputs(",\"delivery_id\":", out);
+	json_str(out, r->delivery_id);
+	fputs(",\"participation_id\":", out);
+	json_str(out, r->participation_id);
+	fputs(",\"state\":", out);
+	json_str(out, r->state);
+	fprintf(out, ",\"attempts\":%d,\"created_ms\":%lld,\"since_ms\":%lld,"
+		"\"next_attempt_ms\":%lld,\"last_attempt_ms\":%lld,\"last_status\":%d,"
+		"\"last_error\":", r->attempts, (long long)r->created_ms, (long long)r->since_ms,
+		r->status == STORE_PENDING ? (long long)r->next_attempt_ms : 0LL,
+		(long long)r->last_attempt_ms, r->last_status);
+	json_str(out, r->last_error);
+	if (with_body) {
+		fprintf(out, ",\"timeout_ms\":%d,\"ca_file\":", r->timeout_ms);
+		json_str(out, r->ca_file);
+		fputs(",\"headers\":[", out);
+		for (size_t i = 0; i < r->n_headers; i++) {
+			fputs(i ? ",[" : "[", out);
+			json_str(out, r->headers[i].name);
+			fputc(',', out);
+			json_str(out, reveal || !header_secret(r->headers[i].name) ?
+					      r->headers[i].value : "***");
+			fputc(']', out);
+		}
+		fputs("],\"body\":", out);
+		json_str(out, r->body);
+	}
+	fputs("}\n", out);
+}
+
+static int list_row(const struct store_row *r, void *arg)
+{
+	struct list_ctx *c = arg;
+	char age[32], next[32];
+
+	c->n++;
+	if (c->o->json) {
+		row_json(stdout, r, 0, 0);
+		return 0;
+	}
+	span_text(c->now - r->created_ms, age, sizeof(age));
+	if (r->status == STORE_DEAD)
+		snprintf(next, sizeof(next), "-");
+	else if (r->next_attempt_ms <= c->now)
+		snprintf(next, sizeof(next), "due");
+	else
+		span_text(r->next_attempt_ms - c->now, next, sizeof(next));
+	printf("%-8lld %-7s %8d %7s %7s  %-16.16s %-36.36s %-10.10s %.36s  %.80s\n",
+	       (long long)r->id, status_name(r->status), r->attempts, age, next, r->route,
+	       r->participation_id[0] ? r->participation_id : "-", r->state[0] ? r->state : "-",
+	       r->delivery_id, r->last_error);
+	return 0;
+}
+
+static int cmd_list(struct store *s, const struct opts *o)
+{
+	struct store_filter f;
+	struct list_ctx c = { o, now_ms(), 0 };
+	struct bridge_error err;
+
+	store_filter_init(&f);
+	f.status = o->pending ? STORE_PENDING : o->dead ? STORE_DEAD : -1;
+	f.route = o->route;
+	f.limit = o->limit;
+	f.newest_first = o->newest;
+	if (o->older_than_s >= 0)
+		f.created_before = c.now - o->older_than_s * 1000;
+	if (!o->json)
+		printf("%-8s %-7s %8s %7s %7s  %-16s %-36s %-10s %-36s  %s\n", "ID", "STATUS",
+		       "ATTEMPTS", "AGE", "NEXT", "ROUTE", "PARTICIPATION", "STATE", "DELIVERY ID",
+		       "LAST ERROR");
+	bridge_error_clear(&err);
+	if (store_list(s, &f, list_row, &c, &err) < 0) {
+		fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
+		return 2;
+	}
+	return 0;
+}
+
+/* ---- show ---------------------------------------------------------------- */
+
+static int parse_id(const char *s, int64_t *ret)
+{
+	long long v;
+
+	if (parse_count(s, 1, &v) < 0)
+		return -1;
+	*ret = v;
+	return 0;
+}
+
+static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids)
+{
+	struct store_row r;
+	struct bridge_error err;
+	int64_t id, now = now_ms();
+	char t[64], span[32];
+	int rc;
+
+	if (n_ids != 1)
+		return usage_fail("%s", "show takes exactly one ID");
+	if (parse_id(ids[0], &id) < 0)
+		return usage_fail("'%s' is not a delivery ID (a positive integer)", ids[0]);
+	bridge_error_clear(&err);
+	rc = store_get(s, id, &r, &err);
+	if (rc < 0) {
+		fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
+		return 2;
+	}
+	if (rc == 1) {
+		fprintf(stderr, "webhook-bridge queue: no delivery %lld (delivered, purged, or "
+			"never queued)\n", (long long)id);
+		return 1;
+	}
+	if (o->json) {
+		row_json(stdout, &r, 1, o->reveal);
+		store_row_clear(&r);
+		return 0;
+	}
+	printf("id:               %lld\n", (long long)r.id);
+	printf("status:           %s\n", status_name(r.status));
+	printf("route:            %s\n", r.route);
+	printf("endpoint:         %s\n", r.endpoint);
+	printf("trust store:      %s\n", r.ca_file[0] ? r.ca_file : "system default");
+	printf("timeout:          %d ms per attempt\n", r.timeout_ms);
+	printf("delivery id:      %s\n", r.delivery_id);
+	printf("participation id: %s\n", r.participation_id[0] ? r.participation_id : "-");
+	printf("state:            %s\n", r.state[0] ? r.state : "-");
+	printf("attempts:         %d\n", r.attempts);
+	time_text(r.created_ms, t, sizeof(t));
+	span_text(now - r.created_ms, span, sizeof(span));
+	printf("queued:           %s (%s ago)\n", t, span);
+	if (r.since_ms != r.created_ms) {
+		time_text(r.since_ms, t, sizeof(t));
+		printf("retried:          %s\n", t);
+	}
+	if (r.status == STORE_PENDING) {
+		time_text(r.next_attempt_ms, t, sizeof(t));
+		span_text(r.next_attempt_ms - now, span, sizeof(span));
+		printf("next attempt:     %s%s%s%s\n", t, r.next_attempt_ms > now ? " (in " : " (due)",
+		       r.next_attempt_ms > now ? span : "", r.next_attempt_ms > now ? ")" : "");
+	}
+	time_text(r.last_attempt_ms, t, sizeof(t));
+	printf("last attempt:     %s\n", t);
+	if (r.last_status)
+		printf("last status:      %d\n", r.last_status);
+	printf("last error:       %s\n", r.last_error[0] ? r.last_error : "-");
+	printf("headers:\n");
+	for (size_t i = 0; i < r.n_headers; i++)
+		printf("  %s: %s\n", r.headers[i].name,
+		       o->reveal || !header_secret(r.headers[i].name) ? r.headers[i].value :
+									 "*** (--reveal shows it)");
+	printf("body (%zu bytes):\n", r.len);
+	fwrite(r.body, 1, r.len, stdout);
+	putchar('\n');
+	store_row_clear(&r);
+	return 0;
+}
+
+/* ---- retry / purge ------------------------------------------------------- */
+
+static int cmd_retry(struct store *s, const struct opts *o, char **ids, int n_ids)
+{
+	struct bridge_error err;
+	int64_t now = now_ms();
+	int status = 0;
+
+	bridge_error_clear(&err);
+	if (o->all) {
+		struct store_filter f;
+		int64_t n = 0, skipped = 0;
+
+		if (n_ids)
+			return usage_fail("%s", "retry takes IDs or --all, not both");
+		store_filter_init(&f);
+		f.route = o->route;
+		if (o->older_than_s >= 0)
+			f.created_before = now - o->older_than_s * 1000;
+		if (store_retry_dead(s, &f, now, &n, &skipped, &err) < 0) {
+			fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
+			return 2;
+		}
+		printf("retried %lld dead letter%s\n", (long long)n, n == 1 ? "" : "s");
+		if (skipped)
+			printf("left %lld dead letter%s: the same participation and state is "
+			       "already queued\n", (long long)skipped, skipped == 1 ? "" : "s");
+		return 0;
+	}
+	if (n_ids == 0)
+		return usage_fail("%s", "retry needs IDs or --all");
+	if (o->route || o->older_than_s >= 0)
+		return usage_fail("%s", "--route and --older-than go with --all");
+	for (int i = 0; i < n_ids; i++) {
+		int64_t id;
+		int rc;
+
+		if (parse_id(ids[i], &id) < 0)
+			return usage_fail("'%s' is not a delivery ID (a positive integer)", ids[i]);
+		rc = store_retry(s, id, now, &err);
+		if (rc < 0) {
+			fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
+			return 2;
+		}
+		if (rc == STORE_RETRY_DONE) {
+			printf("retry %lld: due now\n", (long long)id);
+		} else if (rc == STORE_RETRY_NOT_FOUND) {
+			fprintf(stderr, "webhook-bridge queue: no delivery %lld\n", (long long)id);
+			status = 1;
+		} else {
+			fprintf(stderr, "webhook-bridge queue: delivery %lld stays dead: the same "
+				"participation and state is already queued\n", (long long)id);
+			status = 1;
+		}
+	}
+	return status;
+}
+
+static int cmd_purge(struct store *s, const struct opts *o, char **ids, int n_ids)
+{
+	struct bridge_error err;
+	int status = 0;
+
+	bridge_error_clear(&err);
+	if (o->dead || o->all) {
+		struct store_filter f;
+		int64_t n = 0;
+
+		if (n_ids)
+			return usage_fail("%s", "purge takes IDs, --dead or --all, not several");
+		if (o->dead && o->all)
+			return usage_fail("%s", "give --dead or --all, not both");
+		if (o->all && !o->yes)
+			return usage_fail("%s", "purge --all deletes pending deliveries too: add --yes");
+		store_filter_init(&f);
+		f.status = o->dead ? STORE_DEAD : -1;
+		f.route = o->route;
+		if (o->older_than_s >= 0)
+			f.created_before = now_ms() - o->older_than_s * 1000;
+		if (store_purge(s, &f, &n, &err) < 0) {
+			fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
+			return 2;
+		}
+		printf("purged %lld deliver%s\n", (long long)n, n == 1 ? "y" : "ies");
+		return 0;
+	}
+	if (n_ids == 0)
+		return usage_fail("%s", "purge needs IDs, --dead or --all --yes");
+	if (o->route || o->older_than_s >= 0)
+		return usage_fail("%s", "--route and --older-than go with --dead or --all");
+	for (int i = 0; i < n_ids; i++) {
+		int64_t id;
+		int rc;
+
+		if (parse_id(ids[i], &id) < 0)
+			return usage_fail("'%s' is not a delivery ID (a positive integer)", ids[i]);
+		rc = store_purge_id(s, id, &err);
+		if (rc < 0) {
+			fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
+			return 2;
+		}
+		if (rc == 0) {
+			printf("purged %lld\n", (long long)id);
+		} else {
+			fprintf(stderr, "webhook-bridge queue: no delivery %lld\n", (long long)id);
+			status = 1;
+		}
+	}
+	return status;
+}
+
+static int cmd_stats(struct store *s)
+{
+	struct store_counts c;
+	struct bridge_error err;
+	int64_t now = now_ms(), age;
+
+	bridge_error_clear(&err);
+	if (store_count(s, &c, &err) < 0) {
+		fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
+		return 2;
+	}
+	age = c.oldest_created_ms > 0 && now > c.oldest_created_ms ? now - c.oldest_created_ms : 0;
+	printf("# HELP webhook_bridge_queue_depth Deliveries waiting in the queue, in flight "
+	       "included.\n# TYPE webhook_bridge_queue_depth gauge\nwebhook_bridge_queue_depth %lld\n",
+	       (long long)c.pending);
+	printf("# HELP webhook_bridge_queue_oldest_age_seconds Age of the oldest waiting delivery "
+	       "(0 when none).\n# TYPE webhook_bridge_queue_oldest_age_seconds gauge\n"
+	       "webhook_bridge_queue_oldest_age_seconds %lld.%03lld\n", (long long)(age / 1000),
+	       (long long)(age % 1000));
+	printf("# HELP webhook_bridge_queue_dead_letters Dead letters in the store, waiting for "
+	       "`queue retry` or `queue purge`.\n# TYPE webhook_bridge_queue_dead_letters gauge\n"
+	       "webhook_bridge_queue_dead_letters %lld\n", (long long)c.dead);
+	return 0;
+}
+
+int cmd_queue(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "store", required_argument, NULL, 's' },
+		{ "pending", no_argument, NULL, 'p' },
+		{ "dead", no_argument, NULL, 'd' },
+		{ "all", no_argument, NULL, 'a' },
+		{ "yes", no_argument, NULL, 'y' },
+		{ "route", required_argument, NULL, 'r' },
+		{ "limit", required_argument, NULL, 'l' },
+		{ "older-than", required_argument, NULL, 'o' },
+		{ "newest", no_argument, NULL, 'n' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "reveal", no_argument, NULL, 'R' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o;
+	struct store *s = NULL;
+	const char *cmd;
+	int c, rc;
+
+	memset(&o, 0, sizeof(o));
+	o.limit = 100;
+	o.older_than_s = -1;
+	optind = 0; /* glibc: a full rescan, also when called more than once */
+	while ((c = getopt_long(argc, argv, "c:s:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c': o.config = optarg; break;
+		case 's': o.store = optarg; break;
+		case 'p': o.pending = 1; break;
+		case 'd': o.dead = 1; break;
+		case 'a': o.all = 1; break;
+		case 'y': o.yes = 1; break;
+		case 'r': o.route = optarg; break;
+		case 'n': o.newest = 1; break;
+		case 'j': o.json = 1; break;
+		case 'R': o.reveal = 1; break;
+		case 'l':
+			if (parse_count(optarg, 0, &o.limit) < 0)
+				return usage_fail("--limit must be a number >= 0, not '%s'", optarg);
+			break;
+		case 'o':
+			if (parse_count(optarg, 0, &o.older_than_s) < 0 ||
+			    o.older_than_s > 100LL * 365 * 86400)
+				return usage_fail("--older-than takes seconds, not '%s'", optarg);
+			break;
+		case 'h': fputs(usage_queue, stdout); return 0;
+		default: return usage_fail("%s", "invalid option");
+		}
+	}
+	if (!o.config == !o.store)
+		return usage_fail("%s", "give exactly one of --config FILE or --store PATH");
+	if (optind >= argc)
+		return usage_fail("%s", "which command? list, show, retry, purge or stats");
+	cmd = argv[optind++];
+	if (strcmp(cmd, "list") && strcmp(cmd, "show") && strcmp(cmd, "retry") &&
+	    strcmp(cmd, "purge") && strcmp(cmd, "stats"))
+		return usage_fail("unknown command '%s' (list, show, retry, purge, stats)", cmd);
+	if (o.pending && o.dead && strcmp(cmd, "list") == 0)
+		return usage_fail("%s", "give --pending or --dead, not both");
+	if ((o.pending && strcmp(cmd, "list")) || (o.dead && strcmp(cmd, "list") &&
+						   strcmp(cmd, "purge")) ||
+	    (o.all && strcmp(cmd, "retry") && strcmp(cmd, "purge")) ||
+	    (o.yes && strcmp(cmd, "purge")) || (o.reveal && strcmp(cmd, "show")) ||
+	    (o.newest && strcmp(cmd, "list")))
+		return usage_fail("an option does not apply to '%s'", cmd);
+	if ((strcmp(cmd, "list") == 0 || strcmp(cmd, "stats") == 0) && optind < argc)
+		return usage_fail("unexpected argument '%s'", argv[optind]);
+	rc = open_store(&o, &s);
+	if (rc)
+		return rc;
+	if (strcmp(cmd, "list") == 0)
+		rc = cmd_list(s, &o);
+	else if (strcmp(cmd, "show") == 0)
+		rc = cmd_show(s, &o, argv + optind, argc - optind);
+	else if (strcmp(cmd, "retry") == 0)
+		rc = cmd_retry(s, &o, argv + optind, argc - optind);
+	else if (strcmp(cmd, "purge") == 0)
+		rc = cmd_purge(s, &o, argv + optind, argc - optind);
+	else
+		rc = cmd_stats(s);
+	store_close(s);
+	fflush(stdout);
+	return rc;
+}
+
+/* ---- serve's log lines ---------------------------------------------------- */
+
+void queue_event_log(const struct queue_event *ev, void *arg)
+{
+	static const char *const names[] = {
+		[QUEUE_EV_DELIVERED] = "queue_delivered",
+		[QUEUE_EV_ATTEMPT_FAILED] = "queue_attempt_failed",
+		[QUEUE_EV_DEAD_LETTER] = "queue_dead_letter",
+		[QUEUE_EV_STORE_ERROR] = "queue_store_error",
+	};
+	static const enum log_level levels[] = {
+		[QUEUE_EV_DELIVERED] = LOG_INFO,
+		[QUEUE_EV_ATTEMPT_FAILED] = LOG_WARN,
+		[QUEUE_EV_DEAD_LETTER] = LOG_ERROR,
+		[QUEUE_EV_STORE_ERROR] = LOG_ERROR,
+	};
+	struct log_line l;
+
+	log_begin(&l, levels[ev->type], names[ev->type]);
+	if (ev->id)
+		log_int(&l, "queue_id", ev->id);
+	if (ev->route && *ev->route)
+		log_str(&l, "route", ev->route);
+	if (ev->participation_id && *ev->participation_id)
+		log_str(&l, "participation_id", ev->participation_id);
+	if (ev->state && *ev->state)
+		log_str(&l, "state", ev->state);
+	if (ev->delivery_id && *ev->delivery_id)
+		log_str(&l, "delivery_id", ev->delivery_id);
+	if (ev->attempt)
+		log_int(&l, "attempt", ev->attempt);
+	if (ev->status)
+		log_int(&l, "upstream_status", ev->status);
+	if (ev->outcome)
+		log_str(&l, "outcome", ev->outcome);
+	if (ev->outcome)
+		log_int(&l, "latency_ms", ev->elapsed_ms);
+	if (ev->id)
+		log_int(&l, "age_ms", ev->age_ms);
+	if (ev->type == QUEUE_EV_ATTEMPT_FAILED) {
+		char t[64];
+		time_t s = (time_t)(ev->next_attempt_ms / 1000);
+		struct tm tm;
+
+		if (gmtime_r(&s, &tm)) {
+			snprintf(t, sizeof(t), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+				 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+				 tm.tm_sec, (int)(ev->next_attempt_ms % 1000));
+			log_str(&l, "next_attempt", t);
+		}
+	}
+	log_str(&l, "error", ev->reason);
+	log_end(&l);
+}

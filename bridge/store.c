@@ -1,0 +1,1210 @@
+/*
+ * store: SQLite behind the queue.
+ *
+ * Why SQLite: its WAL mode with synchronous=FULL makes every committed
+ * transaction durable (the WAL is fsync'ed before COMMIT returns), its
+ * recovery after a crash or power loss is among the most tested code there
+ * is, and it lets another process (the `queue` command) read and change the
+ * same file while serve runs, with locking it handles itself.
+ *
+ * One connection, opened without SQLite's own mutex (SQLITE_OPEN_NOMUTEX):
+ * store.mu serialises every use of it and of its prepared statements, so the
+ * error message read after a failure is the one of that failure.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "bridge/store.h"
+
+#define STORE_APPLICATION_ID 0x57484251 /* "WHBQ" in the database header */
+#define STORE_SCHEMA_VERSION 1
+
+/* The schema of version 1.  Partial indexes serve the three questions asked
+ * all the time: what is due on a lane (due), is a row the head of its
+ * participation's line and is an item a duplicate (line, unique), and how
+ * old is the oldest pending row (age).  The statements name their index
+ * (INDEXED BY): without statistics the planner once chose the age index for
+ * the line check, a scan of every pending row per candidate; with the name,
+ * a plan that cannot use the index fails to prepare instead of going slow. */
+static const char schema_sql[] =
+	"CREATE TABLE deliveries ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" status INTEGER NOT NULL DEFAULT 0,"
+	" route TEXT NOT NULL,"
+	" endpoint TEXT NOT NULL,"
+	" ca_file TEXT NOT NULL DEFAULT '',"
+	" timeout_ms INTEGER NOT NULL,"
+	" delivery_id TEXT NOT NULL,"
+	" participation_id TEXT NOT NULL DEFAULT '',"
+	" state TEXT NOT NULL DEFAULT '',"
+	" headers TEXT NOT NULL,"
+	" body BLOB NOT NULL,"
+	" attempts INTEGER NOT NULL DEFAULT 0,"
+	" created_ms INTEGER NOT NULL,"
+	" since_ms INTEGER NOT NULL,"
+	" next_attempt_ms INTEGER NOT NULL,"
+	" last_attempt_ms INTEGER NOT NULL DEFAULT 0,"
+	" last_status INTEGER NOT NULL DEFAULT 0,"
+	" last_error TEXT NOT NULL DEFAULT '');"
+	"CREATE INDEX deliveries_due ON deliveries (endpoint, ca_file, next_attempt_ms)"
+	" WHERE status = 0;"
+	"CREATE UNIQUE INDEX deliveries_line ON deliveries (route, participation_id, state)"
+	" WHERE status = 0 AND participation_id <> '';"
+	"CREATE INDEX deliveries_age ON deliveries (status, created_ms);";
+
+#define ROW_COLUMNS                                                                              \
+	"d.id, d.status, d.route, d.endpoint, d.ca_file, d.timeout_ms, d.delivery_id,"           \
+	" d.participation_id, d.state, d.headers, d.body, d.attempts, d.created_ms, d.since_ms," \
+	" d.next_attempt_ms, d.last_attempt_ms, d.last_status, d.last_error"
+
+enum stmt_id {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_FIND_DUP,
+	ST_INSERT,
+	ST_LANES,
+	ST_DUE,
+	ST_NEXT_WAKE,
+	ST_DELIVERED,
+	ST_FAILED,
+	ST_DEAD,
+	ST_COUNT,
+	ST_OLDEST,
+	ST_GET,
+	ST_RETRY_DEAD,
+	ST_RETRY_PENDING,
+	ST_PURGE_ID,
+	ST_DATA_VERSION,
+	ST_N
+};
+
+static const char *const stmt_sql[ST_N] = {
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_FIND_DUP] = "SELECT id, delivery_id FROM deliveries INDEXED BY deliveries_line"
+			" WHERE status = 0 AND participation_id <> '' AND route = ?1"
+			" AND participation_id = ?2 AND state = ?3",
+	[ST_INSERT] = "INSERT INTO deliveries (route, endpoint, ca_file, timeout_ms, delivery_id,"
+		      " participation_id, state, headers, body, created_ms, since_ms,"
+		      " next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+	[ST_LANES] = "SELECT DISTINCT endpoint, ca_file FROM deliveries INDEXED BY deliveries_due"
+		     " WHERE status = 0 LIMIT ?1",
+	/* the head of a line: no older pending row of the same participation */
+	[ST_DUE] = "SELECT " ROW_COLUMNS " FROM deliveries AS d INDEXED BY deliveries_due"
+		   " WHERE d.status = 0 AND d.endpoint = ?1 AND d.ca_file = ?2"
+		   " AND d.next_attempt_ms <= ?3"
+		   " AND NOT EXISTS (SELECT 1 FROM deliveries AS p INDEXED BY deliveries_line"
+		   " WHERE p.status = 0 AND p.participation_id <> '' AND p.route = d.route"
+		   " AND p.participation_id = d.participation_id AND p.id < d.id)"
+		   " ORDER BY d.next_attempt_ms, d.id LIMIT ?4",
+	[ST_NEXT_WAKE] = "SELECT MIN(next_attempt_ms) FROM deliveries INDEXED BY deliveries_due"
+			 " WHERE status = 0 AND endpoint = ?1 AND ca_file = ?2"
+			 " AND next_attempt_ms > ?3",
+	[ST_DELIVERED] = "DELETE FROM deliveries WHERE id = ?1 AND status = 0",
+	[ST_FAILED] = "UPDATE deliveries SET attempts = ?2 + 1, last_attempt_ms = ?3,"
+		      " next_attempt_ms = ?4, last_status = ?5, last_error = ?6"
+		      " WHERE id = ?1 AND status = 0 AND attempts = ?2",
+	[ST_DEAD] = "UPDATE deliveries SET status = 1, attempts = ?2 + ?3,"
+		    " last_attempt_ms = CASE WHEN ?3 THEN ?4 ELSE last_attempt_ms END,"
+		    " last_status = ?5, last_error = ?6"
+		    " WHERE id = ?1 AND status = 0 AND attempts = ?2",
+	[ST_COUNT] = "SELECT status, COUNT(*), MIN(created_ms) FROM deliveries GROUP BY status",
+	[ST_OLDEST] = "SELECT MIN(created_ms) FROM deliveries INDEXED BY deliveries_age"
+		     " WHERE status = 0",
+	[ST_GET] = "SELECT " ROW_COLUMNS " FROM deliveries AS d WHERE d.id = ?1",
+	[ST_RETRY_DEAD] = "UPDATE deliveries SET status = 0, attempts = 0, since_ms = ?2,"
+			  " next_attempt_ms = ?2 WHERE id = ?1 AND status = 1",
+	[ST_RETRY_PENDING] = "UPDATE deliveries SET next_attempt_ms = ?2"
+			     " WHERE id = ?1 AND status = 0",
+	[ST_PURGE_ID] = "DELETE FROM deliveries WHERE id = ?1",
+	[ST_DATA_VERSION] = "PRAGMA data_version",
+};
+
+struct store {
+	sqlite3 *db;
+	pthread_mutex_t mu;
+	char *path;
+	sqlite3_stmt *st[ST_N];
+	int64_t data_version;
+};
+
+/* ------------------------------------------------------------------ */
+/* helpers */
+
+static int db_fail(struct store *s, struct bridge_error *err, const char *what)
+{
+	int code = sqlite3_errcode(s->db);
+	const char *hint = "";
+
+	if (code == SQLITE_FULL)
+		hint = " (the disk or the store's file system is full)";
+	else if (code == SQLITE_BUSY)
+		hint = " (another process held the store's write lock too long)";
+	else if (code == SQLITE_IOERR)
+		hint = " (a write failed: full or failing disk, or a file size limit)";
+	else if (code == SQLITE_READONLY)
+		hint = " (no write permission on the store or its folder)";
+	return bridge_error_set(err, "queue store %s: %s: %s%s", s->path, what,
+				sqlite3_errmsg(s->db), hint);
+}
+
+/* A prepared statement, reset and unbound, or NULL with err set. */
+static sqlite3_stmt *stmt(struct store *s, enum stmt_id id, struct bridge_error *err)
+{
+	sqlite3_stmt *st = s->st[id];
+
+	if (!st) {
+		if (sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st,
+				       NULL) != SQLITE_OK) {
+			db_fail(s, err, "cannot prepare a statement");
+			return NULL;
+		}
+		s->st[id] = st;
+		return st;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return st;
+}
+
+/* Run a statement that returns no rows.  0 or -1. */
+static int step_done(struct store *s, sqlite3_stmt *st, struct bridge_error *err,
+		     const char *what)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		db_fail(s, err, what);
+		sqlite3_reset(st);
+		return -1;
+	}
+	sqlite3_reset(st);
+	return 0;
+}
+
+static int exec_id(struct store *s, enum stmt_id id, struct bridge_error *err, const char *what)
+{
+	sqlite3_stmt *st = stmt(s, id, err);
+
+	return st ? step_done(s, st, err, what) : -1;
+}
+
+static int tx_begin(struct store *s, struct bridge_error *err)
+{
+	return exec_id(s, ST_BEGIN, err, "cannot start a transaction");
+}
+
+static int tx_commit(struct store *s, struct bridge_error *err)
+{
+	return exec_id(s, ST_COMMIT, err, "cannot commit");
+}
+
+/* After a failure: a failed COMMIT may already have rolled back. */
+static void tx_abort(struct store *s)
+{
+	if (!sqlite3_get_autocommit(s->db))
+		exec_id(s, ST_ROLLBACK, NULL, "rollback");
+}
+
+static const char *nz(const char *s)
+{
+	return s ? s : "";
+}
+
+static char *col_text(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	return strdup(t ? (const char *)t : "");
+}
+
+/* "Name: value\n" lines, in place: names and values point into text. */
+static int headers_parse(char *text, struct upstream_header **ret, size_t *ret_n)
+{
+	struct upstream_header *h;
+	size_t n = 0, cap = 0;
+	char *p;
+
+	for (p = text; *p; p++)
+		if (*p == '\n')
+			cap++;
+	*ret = NULL;
+	*ret_n = 0;
+	if (cap == 0)
+		return 0;
+	h = calloc(cap, sizeof(*h));
+	if (!h)
+		return -1;
+	p = text;
+	while (*p && n < cap) {
+		char *nl = strchr(p, '\n'), *colon;
+
+		if (!nl)
+			break;
+		*nl = '\0';
+		colon = strstr(p, ": ");
+		if (colon) {
+			*colon = '\0';
+			h[n].name = p;
+			h[n].value = colon + 2;
+			n++;
+		}
+		p = nl + 1;
+	}
+	*ret = h;
+	*ret_n = n;
+	return 0;
+}
+
+static int row_read(sqlite3_stmt *st, struct store_row *r)
+{
+	const void *blob;
+	int len;
+
+	memset(r, 0, sizeof(*r));
+	r->id = sqlite3_column_int64(st, 0);
+	r->status = sqlite3_column_int(st, 1);
+	r->route = col_text(st, 2);
+	r->endpoint = col_text(st, 3);
+	r->ca_file = col_text(st, 4);
+	r->timeout_ms = sqlite3_column_int(st, 5);
+	r->delivery_id = col_text(st, 6);
+	r->participation_id = col_text(st, 7);
+	r->state = col_text(st, 8);
+	r->headers_text = col_text(st, 9);
+	blob = sqlite3_column_blob(st, 10);
+	len = sqlite3_column_bytes(st, 10);
+	r->body = malloc((size_t)len + 1);
+	if (r->body) {
+		if (len > 0)
+			memcpy(r->body, blob, (size_t)len);
+		r->body[len] = '\0';
+		r->len = (size_t)len;
+	}
+	r->attempts = sqlite3_column_int(st, 11);
+	r->created_ms = sqlite3_column_int64(st, 12);
+	r->since_ms = sqlite3_column_int64(st, 13);
+	r->next_attempt_ms = sqlite3_column_int64(st, 14);
+	r->last_attempt_ms = sqlite3_column_int64(st, 15);
+	r->last_status = sqlite3_column_int(st, 16);
+	r->last_error = col_text(st, 17);
+	if (!r->route || !r->endpoint || !r->ca_file || !r->delivery_id || !r->participation_id ||
+	    !r->state || !r->headers_text || !r->body || !r->last_error ||
+	    headers_parse(r->headers_text, &r->headers, &r->n_headers) < 0) {
+		store_row_clear(r);
+		return -1;
+	}
+	return 0;
+}
+
+void store_row_clear(struct store_row *r)
+{
+	if (!r)
+		return;
+	free(r->route);
+	free(r->endpoint);
+	free(r->ca_file);
+	free(r->delivery_id);
+	free(r->participation_id);
+	free(r->state);
+	free(r->headers);
+	free(r->headers_text);
+	free(r->body);
+	free(r->last_error);
+	memset(r, 0, sizeof(*r));
+}
+
+/* ------------------------------------------------------------------ */
+/* open / close */
+
+static int pragma_int(struct store *s, const char *sql, int64_t *ret, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return db_fail(s, err, sql);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*ret = sqlite3_column_int64(st, 0);
+	} else if (rc != SQLITE_DONE) {
+		db_fail(s, err, sql);
+		sqlite3_finalize(st);
+		return -1;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static int exec_sql(struct store *s, const char *sql, struct bridge_error *err)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		bridge_error_set(err, "queue store %s: %s", s->path, msg ? msg : "error");
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+static int schema_prepare(struct store *s, unsigned flags, struct bridge_error *err)
+{
+	int64_t app = 0, version = 0, tables = 0;
+	char sql[128];
+
+	if (pragma_int(s, "PRAGMA application_id", &app, err) < 0 ||
+	    pragma_int(s, "PRAGMA user_version", &version, err) < 0 ||
+	    pragma_int(s, "SELECT COUNT(*) FROM sqlite_master", &tables, err) < 0)
+		return -1;
+	if (app == STORE_APPLICATION_ID) {
+		if (version > STORE_SCHEMA_VERSION)
+			return bridge_error_set(err, "queue store %s was written by a newer "
+						"webhook-bridge (schema %lld, this one knows %d)",
+						s->path, (long long)version, STORE_SCHEMA_VERSION);
+		if (version < 1)
+			return bridge_error_set(err, "queue store %s has no schema version",
+						s->path);
+		return 0;
+	}
+	if (app != 0 || tables > 0)
+		return bridge_error_set(err, "%s is not a webhook-bridge queue store (an SQLite "
+					"database of something else); choose another queue.path",
+					s->path);
+	if (!(flags & STORE_CREATE))
+		return bridge_error_set(err, "queue store %s is empty: serve creates it when it "
+					"starts with a queued route", s->path);
+	if (tx_begin(s, err) < 0)
+		return -1;
+	snprintf(sql, sizeof(sql), "PRAGMA application_id = %d; PRAGMA user_version = %d;",
+		 STORE_APPLICATION_ID, STORE_SCHEMA_VERSION);
+	if (exec_sql(s, schema_sql, err) < 0 || exec_sql(s, sql, err) < 0 ||
+	    tx_commit(s, err) < 0) {
+		tx_abort(s);
+		return -1;
+	}
+	return 0;
+}
+
+int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct store **ret,
+	       struct bridge_error *err)
+{
+	struct store *s;
+	struct stat sb;
+	int oflags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+	int64_t dv = 0;
+	char mode[16] = "";
+	sqlite3_stmt *st;
+
+	*ret = NULL;
+	if (!path || !*path)
+		return bridge_error_set(err, "queue store: no path");
+	if (!sqlite3_threadsafe())
+		return bridge_error_set(err, "this SQLite library was built without thread support");
+	if (stat(path, &sb) == 0) {
+		if (!S_ISREG(sb.st_mode))
+			return bridge_error_set(err, "queue store %s is not a regular file", path);
+	} else if (errno != ENOENT) {
+		return bridge_error_set(err, "queue store %s: %s", path, strerror(errno));
+	} else if (!(flags & STORE_CREATE)) {
+		return bridge_error_set(err, "no queue store at %s (serve creates it when it starts "
+					"with a queued route)", path);
+	} else {
+		/* the rows hold auth headers: owner only; SQLite gives its -wal and
+		 * -shm files the same mode */
+		char *copy = strdup(path);
+		const char *dir = copy ? dirname(copy) : ".";
+		int fd;
+
+		if (copy && stat(dir, &sb) != 0) {
+			bridge_error_set(err, "queue store %s: folder %s: %s", path, dir,
+					 strerror(errno));
+			free(copy);
+			return -1;
+		}
+		free(copy);
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0 && errno != EEXIST)
+			return bridge_error_set(err, "cannot create queue store %s: %s", path,
+						strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	}
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return bridge_error_set(err, "out of memory");
+	s->path = strdup(path);
+	pthread_mutex_init(&s->mu, NULL);
+	if (!s->path) {
+		store_close(s);
+		return bridge_error_set(err, "out of memory");
+	}
+	if (sqlite3_open_v2(path, &s->db, oflags, NULL) != SQLITE_OK) {
+		if (s->db)
+			db_fail(s, err, "cannot open");
+		else
+			bridge_error_set(err, "queue store %s: cannot open (out of memory)", path);
+		store_close(s);
+		return -1;
+	}
+	sqlite3_extended_result_codes(s->db, 0);
+	sqlite3_busy_timeout(s->db, busy_timeout_ms > 0 ? busy_timeout_ms : 0);
+
+	/* WAL is a property of the file: whoever opens first sets it */
+	if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL) != SQLITE_OK) {
+		db_fail(s, err, "cannot set WAL mode");
+		store_close(s);
+		return -1;
+	}
+	if (sqlite3_step(st) == SQLITE_ROW)
+		snprintf(mode, sizeof(mode), "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	if (strcmp(mode, "wal") != 0) {
+		if (mode[0])
+			bridge_error_set(err, "queue store %s: the file system does not support "
+					 "SQLite's WAL mode (journal_mode stays '%s')", path, mode);
+		else
+			db_fail(s, err, "cannot set WAL mode");
+		store_close(s);
+		return -1;
+	}
+	if (exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;",
+		     err) < 0 ||
+	    schema_prepare(s, flags, err) < 0 || pragma_int(s, "PRAGMA data_version", &dv, err) < 0) {
+		store_close(s);
+		return -1;
+	}
+	s->data_version = dv;
+	*ret = s;
+	return 0;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	for (int i = 0; i < ST_N; i++)
+		sqlite3_finalize(s->st[i]);
+	if (s->db)
+		sqlite3_close(s->db);
+	pthread_mutex_destroy(&s->mu);
+	free(s->path);
+	free(s);
+}
+
+const char *store_path(const struct store *s)
+{
+	return s ? s->path : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* insert */
+
+static int text_ok(const char *s, int allow_empty, const char *what, struct bridge_error *err)
+{
+	size_t n;
+
+	if (!s)
+		s = "";
+	n = strlen(s);
+	if (!allow_empty && n == 0)
+		return bridge_error_set(err, "queue item: %s is empty", what);
+	if (n > STORE_TEXT_MAX)
+		return bridge_error_set(err, "queue item: %s is longer than %d bytes", what,
+					STORE_TEXT_MAX);
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 && *s != '\t')
+			return bridge_error_set(err, "queue item: %s holds a control character",
+						what);
+	return 0;
+}
+
+int store_item_check(const struct store_item *it, struct bridge_error *err)
+{
+	if (!it)
+		return bridge_error_set(err, "queue item: NULL");
+	if (text_ok(it->route, 0, "route", err) < 0 || text_ok(it->endpoint, 0, "endpoint", err) < 0 ||
+	    text_ok(it->ca_file, 1, "ca_file", err) < 0 ||
+	    text_ok(it->delivery_id, 0, "delivery id", err) < 0 ||
+	    text_ok(it->participation_id, 1, "participation id", err) < 0 ||
+	    text_ok(it->state, 1, "state", err) < 0)
+		return -1;
+	if (it->timeout_ms <= 0)
+		return bridge_error_set(err, "queue item: timeout must be positive");
+	if (it->len > STORE_BODY_MAX)
+		return bridge_error_set(err, "queue item: body of %zu bytes is over the limit of %u",
+					it->len, STORE_BODY_MAX);
+	if (it->len && !it->body)
+		return bridge_error_set(err, "queue item: NULL body");
+	if (it->n_headers > STORE_HEADERS_MAX)
+		return bridge_error_set(err, "queue item: %zu headers, at most %d", it->n_headers,
+					STORE_HEADERS_MAX);
+	for (size_t i = 0; i < it->n_headers; i++) {
+		const char *name = it->headers[i].name;
+
+		if (!name || !*name || strpbrk(name, ": \t") ||
+		    text_ok(name, 0, "header name", err) < 0)
+			return bridge_error_set(err, "queue item: invalid header name '%.64s'",
+						name ? name : "(null)");
+		if (text_ok(it->headers[i].value, 1, "header value", err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static char *headers_text(const struct store_item *it)
+{
+	size_t n = 1;
+	char *out, *p;
+
+	for (size_t i = 0; i < it->n_headers; i++)
+		n += strlen(it->headers[i].name) + 2 + strlen(nz(it->headers[i].value)) + 1;
+	out = malloc(n);
+	if (!out)
+		return NULL;
+	p = out;
+	for (size_t i = 0; i < it->n_headers; i++)
+		p += sprintf(p, "%s: %s\n", it->headers[i].name, nz(it->headers[i].value));
+	*p = '\0';
+	return out;
+}
+
+/* Within the open transaction: 1 and the receipt when a pending row of the
+ * same route, participation and state exists. */
+static int find_dup(struct store *s, const struct store_item *it, struct store_receipt *rcpt,
+		    struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (!it->participation_id || !*it->participation_id)
+		return 0;
+	st = stmt(s, ST_FIND_DUP, err);
+	if (!st)
+		return -1;
+	sqlite3_bind_text(st, 1, it->route, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, it->participation_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, nz(it->state), -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		if (rcpt) {
+			rcpt->id = sqlite3_column_int64(st, 0);
+			snprintf(rcpt->delivery_id, sizeof(rcpt->delivery_id), "%s",
+				 (const char *)sqlite3_column_text(st, 1));
+		}
+		sqlite3_reset(st);
+		return 1;
+	}
+	if (rc != SQLITE_DONE) {
+		db_fail(s, err, "cannot look for a duplicate");
+		sqlite3_reset(st);
+		return -1;
+	}
+	sqlite3_reset(st);
+	return 0;
+}
+
+static int insert_one(struct store *s, const struct store_item *it, int64_t now_ms,
+		      struct store_receipt *rcpt, struct bridge_error *err)
+{
+	sqlite3_stmt *st = stmt(s, ST_INSERT, err);
+	char *ht;
+	int rc;
+
+	if (!st)
+		return -1;
+	ht = headers_text(it);
+	if (!ht)
+		return bridge_error_set(err, "out of memory");
+	sqlite3_bind_text(st, 1, it->route, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, it->endpoint, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, nz(it->ca_file), -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 4, it->timeout_ms);
+	sqlite3_bind_text(st, 5, it->delivery_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, nz(it->participation_id), -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 7, nz(it->state), -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 8, ht, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 9, it->len ? it->body : "", (int)it->len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 10, now_ms);
+	rc = step_done(s, st, err, "cannot store the delivery");
+	free(ht);
+	if (rc < 0)
+		return -1;
+	if (rcpt) {
+		rcpt->id = sqlite3_last_insert_rowid(s->db);
+		snprintf(rcpt->delivery_id, sizeof(rcpt->delivery_id), "%s", it->delivery_id);
+	}
+	return 0;
+}
+
+int store_insert(struct store *s, const struct store_item *const *items, size_t n,
+		 int64_t now_ms, int *ret_results, struct store_receipt *receipts,
+		 struct bridge_error *err)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (store_item_check(items[i], err) < 0)
+			return -1;
+	pthread_mutex_lock(&s->mu);
+	if (tx_begin(s, err) < 0)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		struct store_receipt *rcpt = receipts ? &receipts[i] : NULL;
+		int dup = find_dup(s, items[i], rcpt, err);
+
+		if (dup < 0)
+			goto fail;
+		if (!dup && insert_one(s, items[i], now_ms, rcpt, err) < 0)
+			goto fail;
+		if (ret_results)
+			ret_results[i] = dup ? STORE_DUPLICATE : STORE_INSERTED;
+	}
+	if (tx_commit(s, err) < 0)
+		goto fail;
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+fail:
+	tx_abort(s);
+	pthread_mutex_unlock(&s->mu);
+	return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* scheduler queries */
+
+int store_lanes(struct store *s, size_t max, struct store_lane **ret, size_t *ret_n,
+		struct bridge_error *err)
+{
+	struct store_lane *l;
+	sqlite3_stmt *st;
+	size_t n = 0;
+	int rc;
+
+	*ret = NULL;
+	*ret_n = 0;
+	l = calloc(max ? max : 1, sizeof(*l));
+	if (!l)
+		return bridge_error_set(err, "out of memory");
+	pthread_mutex_lock(&s->mu);
+	st = stmt(s, ST_LANES, err);
+	if (!st) {
+		pthread_mutex_unlock(&s->mu);
+		free(l);
+		return -1;
+	}
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
+		l[n].endpoint = col_text(st, 0);
+		l[n].ca_file = col_text(st, 1);
+		if (!l[n].endpoint || !l[n].ca_file) {
+			n++;
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		n++;
+	}
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		if (rc == SQLITE_NOMEM)
+			bridge_error_set(err, "out of memory");
+		else
+			db_fail(s, err, "cannot list lanes");
+		sqlite3_reset(st);
+		pthread_mutex_unlock(&s->mu);
+		store_lanes_free(l, n);
+		return -1;
+	}
+	sqlite3_reset(st);
+	pthread_mutex_unlock(&s->mu);
+	*ret = l;
+	*ret_n = n;
+	return 0;
+}
+
+void store_lanes_free(struct store_lane *l, size_t n)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(l[i].endpoint);
+		free(l[i].ca_file);
+	}
+	free(l);
+}
+
+int store_due(struct store *s, const char *endpoint, const char *ca_file, int64_t now_ms,
+	      struct store_row *rows, size_t max, size_t *ret_n, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	size_t n = 0;
+	int rc;
+
+	*ret_n = 0;
+	if (max == 0)
+		return 0;
+	pthread_mutex_lock(&s->mu);
+	st = stmt(s, ST_DUE, err);
+	if (!st) {
+		pthread_mutex_unlock(&s->mu);
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, endpoint, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, nz(ca_file), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now_ms);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)max);
+	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (row_read(st, &rows[n]) < 0) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		n++;
+	}
+	if (n < max && rc != SQLITE_DONE) {
+		if (rc == SQLITE_NOMEM)
+			bridge_error_set(err, "out of memory");
+		else
+			db_fail(s, err, "cannot read due deliveries");
+		sqlite3_reset(st);
+		pthread_mutex_unlock(&s->mu);
+		for (size_t i = 0; i < n; i++)
+			store_row_clear(&rows[i]);
+		return -1;
+	}
+	sqlite3_reset(st);
+	pthread_mutex_unlock(&s->mu);
+	*ret_n = n;
+	return 0;
+}
+
+/* One integer (or 0 for NULL) from a statement with bound parameters. */
+static int step_int(struct store *s, sqlite3_stmt *st, int64_t *ret, struct bridge_error *err,
+		    const char *what)
+{
+	int rc = sqlite3_step(st);
+
+	*ret = 0;
+	if (rc == SQLITE_ROW)
+		*ret = sqlite3_column_int64(st, 0);
+	else if (rc != SQLITE_DONE) {
+		db_fail(s, err, what);
+		sqlite3_reset(st);
+		return -1;
+	}
+	sqlite3_reset(st);
+	return 0;
+}
+
+int store_next_wake(struct store *s, const char *endpoint, const char *ca_file, int64_t after_ms,
+		    int64_t *ret, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	pthread_mutex_lock(&s->mu);
+	st = stmt(s, ST_NEXT_WAKE, err);
+	if (!st) {
+		pthread_mutex_unlock(&s->mu);
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, endpoint, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, nz(ca_file), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, after_ms);
+	rc = step_int(s, st, ret, err, "cannot read the next attempt time");
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+/* A one-statement write: autocommit makes it its own durable transaction. */
+static int write_one(struct store *s, sqlite3_stmt *st, struct bridge_error *err,
+		     const char *what, int64_t *ret_changes)
+{
+	int rc = step_done(s, st, err, what);
+
+	if (rc == 0 && ret_changes)
+		*ret_changes = sqlite3_changes(s->db);
+	return rc;
+}
+
+int store_delivered(struct store *s, int64_t id, struct bridge_error *err)
+{
+	struct store_outcome o = { .kind = STORE_OUT_DELIVERED, .id = id };
+
+	return store_apply(s, &o, 1, err);
+}
+
+int store_failed(struct store *s, int64_t id, int attempts_before, int64_t now_ms,
+		 int64_t next_attempt_ms, int last_status, const char *last_error,
+		 struct bridge_error *err)
+{
+	struct store_outcome o = { .kind = STORE_OUT_FAILED, .id = id,
+				   .attempts_before = attempts_before, .now_ms = now_ms,
+				   .next_attempt_ms = next_attempt_ms, .last_status = last_status,
+				   .last_error = last_error };
+
+	return store_apply(s, &o, 1, err);
+}
+
+int store_dead(struct store *s, int64_t id, int attempts_before, int attempted, int64_t now_ms,
+	       int last_status, const char *last_error, struct bridge_error *err)
+{
+	struct store_outcome o = { .kind = STORE_OUT_DEAD, .id = id,
+				   .attempts_before = attempts_before, .attempted = attempted,
+				   .now_ms = now_ms, .last_status = last_status,
+				   .last_error = last_error };
+
+	return store_apply(s, &o, 1, err);
+}
+
+/* Bind and run one outcome; the store is locked. */
+static int outcome_run(struct store *s, const struct store_outcome *o, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+
+	switch (o->kind) {
+	case STORE_OUT_DELIVERED:
+		if (!(st = stmt(s, ST_DELIVERED, err)))
+			return -1;
+		sqlite3_bind_int64(st, 1, o->id);
+		return step_done(s, st, err, "cannot record a delivery");
+	case STORE_OUT_FAILED:
+		if (!(st = stmt(s, ST_FAILED, err)))
+			return -1;
+		sqlite3_bind_int64(st, 1, o->id);
+		sqlite3_bind_int(st, 2, o->attempts_before);
+		sqlite3_bind_int64(st, 3, o->now_ms);
+		sqlite3_bind_int64(st, 4, o->next_attempt_ms);
+		sqlite3_bind_int(st, 5, o->last_status);
+		sqlite3_bind_text(st, 6, nz(o->last_error), -1, SQLITE_STATIC);
+		return step_done(s, st, err, "cannot record a failed attempt");
+	case STORE_OUT_DEAD:
+		if (!(st = stmt(s, ST_DEAD, err)))
+			return -1;
+		sqlite3_bind_int64(st, 1, o->id);
+		sqlite3_bind_int(st, 2, o->attempts_before);
+		sqlite3_bind_int(st, 3, o->attempted ? 1 : 0);
+		sqlite3_bind_int64(st, 4, o->now_ms);
+		sqlite3_bind_int(st, 5, o->last_status);
+		sqlite3_bind_text(st, 6, nz(o->last_error), -1, SQLITE_STATIC);
+		return step_done(s, st, err, "cannot record a dead letter");
+	}
+	return bridge_error_set(err, "unknown outcome");
+}
+
+int store_apply(struct store *s, const struct store_outcome *o, size_t n,
+		struct bridge_error *err)
+{
+	size_t i;
+
+	if (n == 0)
+		return 0;
+	pthread_mutex_lock(&s->mu);
+	if (n > 1 && tx_begin(s, err) < 0)
+		goto fail;
+	for (i = 0; i < n; i++)
+		if (outcome_run(s, &o[i], err) < 0)
+			goto fail;
+	if (n > 1 && tx_commit(s, err) < 0)
+		goto fail;
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+fail:
+	tx_abort(s);
+	pthread_mutex_unlock(&s->mu);
+	return -1;
+}
+
+int store_count(struct store *s, struct store_counts *ret, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	memset(ret, 0, sizeof(*ret));
+	pthread_mutex_lock(&s->mu);
+	st = stmt(s, ST_COUNT, err);
+	if (!st) {
+		pthread_mutex_unlock(&s->mu);
+		return -1;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int status = sqlite3_column_int(st, 0);
+
+		if (status == STORE_PENDING) {
+			ret->pending = sqlite3_column_int64(st, 1);
+			ret->oldest_created_ms = sqlite3_column_int64(st, 2);
+		} else if (status == STORE_DEAD) {
+			ret->dead = sqlite3_column_int64(st, 1);
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		db_fail(s, err, "cannot count deliveries");
+		sqlite3_reset(st);
+		pthread_mutex_unlock(&s->mu);
+		return -1;
+	}
+	sqlite3_reset(st);
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+}
+
+int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	pthread_mutex_lock(&s->mu);
+	st = stmt(s, ST_OLDEST, err);
+	rc = st ? step_int(s, st, ret, err, "cannot read the oldest delivery") : -1;
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int store_changed_elsewhere(struct store *s, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	int64_t v = 0;
+	int rc;
+
+	pthread_mutex_lock(&s->mu);
+	st = stmt(s, ST_DATA_VERSION, err);
+	rc = st ? step_int(s, st, &v, err, "cannot read the data version") : -1;
+	if (rc == 0) {
+		rc = v != s->data_version;
+		s->data_version = v;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* operator commands */
+
+void store_filter_init(struct store_filter *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->status = -1;
+}
+
+#define FILTER_WHERE                                                                   \
+	" WHERE (?1 < 0 OR d.status = ?1) AND (?2 IS NULL OR d.route = ?2)"            \
+	" AND (?3 = 0 OR d.created_ms < ?3)"
+
+static void filter_bind(sqlite3_stmt *st, const struct store_filter *f)
+{
+	sqlite3_bind_int(st, 1, f->status);
+	if (f->route)
+		sqlite3_bind_text(st, 2, f->route, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 2);
+	sqlite3_bind_int64(st, 3, f->created_before);
+}
+
+int store_list(struct store *s, const struct store_filter *f,
+	       int (*cb)(const struct store_row *row, void *arg), void *arg,
+	       struct bridge_error *err)
+{
+	static const char asc[] = "SELECT " ROW_COLUMNS " FROM deliveries AS d" FILTER_WHERE
+				  " ORDER BY d.id LIMIT ?4";
+	static const char desc[] = "SELECT " ROW_COLUMNS " FROM deliveries AS d" FILTER_WHERE
+				   " ORDER BY d.id DESC LIMIT ?4";
+	sqlite3_stmt *st;
+	struct store_row row;
+	int rc, ret = 0;
+
+	pthread_mutex_lock(&s->mu);
+	if (sqlite3_prepare_v2(s->db, f->newest_first ? desc : asc, -1, &st, NULL) != SQLITE_OK) {
+		db_fail(s, err, "cannot list deliveries");
+		pthread_mutex_unlock(&s->mu);
+		return -1;
+	}
+	filter_bind(st, f);
+	sqlite3_bind_int64(st, 4, f->limit > 0 ? f->limit : -1);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (row_read(st, &row) < 0) {
+			ret = bridge_error_set(err, "out of memory");
+			break;
+		}
+		rc = cb(&row, arg);
+		store_row_clear(&row);
+		if (rc) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = db_fail(s, err, "cannot list deliveries");
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->mu);
+	return ret;
+}
+
+int store_get(struct store *s, int64_t id, struct store_row *ret, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	int rc, out;
+
+	memset(ret, 0, sizeof(*ret));
+	pthread_mutex_lock(&s->mu);
+	st = stmt(s, ST_GET, err);
+	if (!st) {
+		pthread_mutex_unlock(&s->mu);
+		return -1;
+	}
+	sqlite3_bind_int64(st, 1, id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		out = row_read(st, ret) < 0 ? bridge_error_set(err, "out of memory") : 0;
+	else if (rc == SQLITE_DONE)
+		out = 1;
+	else
+		out = db_fail(s, err, "cannot read a delivery");
+	sqlite3_reset(st);
+	pthread_mutex_unlock(&s->mu);
+	return out;
+}
+
+int store_retry(struct store *s, int64_t id, int64_t now_ms, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	int64_t changes = 0;
+	int rc;
+
+	pthread_mutex_lock(&s->mu);
+	if (tx_begin(s, err) < 0)
+		goto fail;
+	st = stmt(s, ST_RETRY_DEAD, err);
+	if (!st)
+		goto fail;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, now_ms);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_CONSTRAINT) {
+		sqlite3_reset(st);
+		tx_abort(s);
+		pthread_mutex_unlock(&s->mu);
+		return STORE_RETRY_DUPLICATE;
+	}
+	if (rc != SQLITE_DONE) {
+		db_fail(s, err, "cannot retry a dead letter");
+		sqlite3_reset(st);
+		goto fail;
+	}
+	sqlite3_reset(st);
+	changes = sqlite3_changes(s->db);
+	if (changes == 0) {
+		st = stmt(s, ST_RETRY_PENDING, err);
+		if (!st)
+			goto fail;
+		sqlite3_bind_int64(st, 1, id);
+		sqlite3_bind_int64(st, 2, now_ms);
+		if (write_one(s, st, err, "cannot reschedule a delivery", &changes) < 0)
+			goto fail;
+	}
+	if (tx_commit(s, err) < 0)
+		goto fail;
+	pthread_mutex_unlock(&s->mu);
+	return changes ? STORE_RETRY_DONE : STORE_RETRY_NOT_FOUND;
+fail:
+	tx_abort(s);
+	pthread_mutex_unlock(&s->mu);
+	return -1;
+}
+
+int store_retry_dead(struct store *s, const struct store_filter *f, int64_t now_ms,
+		     int64_t *ret_n, int64_t *ret_skipped, struct bridge_error *err)
+{
+	static const char count_sql[] = "SELECT COUNT(*) FROM deliveries AS d" FILTER_WHERE;
+	static const char retry_sql[] = "UPDATE OR IGNORE deliveries AS d SET status = 0,"
+					" attempts = 0, since_ms = ?4, next_attempt_ms = ?4"
+					FILTER_WHERE;
+	struct store_filter dead = *f;
+	sqlite3_stmt *st = NULL;
+	int64_t before = 0, changes = 0;
+
+	*ret_n = 0;
+	*ret_skipped = 0;
+	dead.status = STORE_DEAD;
+	pthread_mutex_lock(&s->mu);
+	if (tx_begin(s, err) < 0)
+		goto fail;
+	if (sqlite3_prepare_v2(s->db, count_sql, -1, &st, NULL) != SQLITE_OK) {
+		db_fail(s, err, "cannot count dead letters");
+		goto fail;
+	}
+	filter_bind(st, &dead);
+	if (step_int(s, st, &before, err, "cannot count dead letters") < 0)
+		goto fail;
+	sqlite3_finalize(st);
+	st = NULL;
+	if (sqlite3_prepare_v2(s->db, retry_sql, -1, &st, NULL) != SQLITE_OK) {
+		db_fail(s, err, "cannot retry dead letters");
+		goto fail;
+	}
+	filter_bind(st, &dead);
+	sqlite3_bind_int64(st, 4, now_ms);
+	if (write_one(s, st, err, "cannot retry dead letters", &changes) < 0)
+		goto fail;
+	sqlite3_finalize(st);
+	st = NULL;
+	if (tx_commit(s, err) < 0)
+		goto fail;
+	pthread_mutex_unlock(&s->mu);
+	*ret_n = changes;
+	*ret_skipped = before - changes;
+	return 0;
+fail:
+	sqlite3_finalize(st);
+	tx_abort(s);
+	pthread_mutex_unlock(&s->mu);
+	return -1;
+}
+
+int store_purge_id(struct store *s, int64_t id, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	int64_t changes = 0;
+	int rc;
+
+	pthread_mutex_lock(&s->mu);
+	st = stmt(s, ST_PURGE_ID, err);
+	if (!st) {
+		pthread_mutex_unlock(&s->mu);
+		return -1;
+	}
+	sqlite3_bind_int64(st, 1, id);
+	rc = write_one(s, st, err, "cannot purge a delivery", &changes);
+	pthread_mutex_unlock(&s->mu);
+	return rc < 0 ? -1 : changes ? 0 : 1;
+}
+
+int store_purge(struct store *s, const struct store_filter *f, int64_t *ret_n,
+		struct bridge_error *err)
+{
+	static const char sql[] = "DELETE FROM deliveries AS d" FILTER_WHERE;
+	sqlite3_stmt *st;
+	int rc;
+
+	*ret_n = 0;
+	pthread_mutex_lock(&s->mu);
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		db_fail(s, err, "cannot purge deliveries");
+		pthread_mutex_unlock(&s->mu);
+		return -1;
+	}
+	filter_bind(st, f);
+	rc = write_one(s, st, err, "cannot purge deliveries", ret_n);
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}

@@ -1,0 +1,224 @@
+/*
+ * store: the durable table behind queued delivery.  One SQLite database in
+ * WAL mode with synchronous=FULL: a function that writes returns only after
+ * the change is on disk (fsync of the WAL), so a row store_insert() reported
+ * survives a crash or a power cut.
+ *
+ * Rows:
+ *  - A row is one v2 delivery exactly as it will be sent: endpoint URL, trust
+ *    store, per-attempt timeout, headers (signature and delivery id included)
+ *    and body, frozen at arrival, so every attempt is byte-identical.
+ *  - `id` grows with arrival order and is never reused; it is the ID the
+ *    `queue` command shows and takes.
+ *  - status PENDING: waiting or in flight; DEAD: a dead letter, kept until
+ *    retried or purged.  A delivered row is deleted.
+ *  - A participation's line is its pending rows with the same route and
+ *    participation id; only the oldest of a line (its head) is ever due, so
+ *    they are delivered in arrival order.
+ *  - At most one pending row per (route, participation id, state): a second
+ *    insert of the same is reported as a duplicate and not stored.
+ *
+ * Thread-safety: every function locks the store, so one struct store may be
+ * used from several threads.  Other processes (the `queue` command) may use
+ * the same file at the same time; SQLite locks it and waiting writers retry
+ * for up to busy_timeout.  Times are Unix epoch milliseconds.
+ */
+#ifndef BRIDGE_STORE_H
+#define BRIDGE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "bridge/diag.h"
+#include "bridge/upstream.h"
+
+#define STORE_BODY_MAX (16u * 1024 * 1024)  /* one row's body */
+#define STORE_HEADERS_MAX 32                 /* headers of one row */
+#define STORE_TEXT_MAX 4096                  /* route, endpoint, ids, one header value */
+
+enum store_status {
+	STORE_PENDING = 0,
+	STORE_DEAD = 1,
+};
+
+struct store;
+
+enum store_open_flags {
+	STORE_CREATE = 1u, /* create the file (mode 0600) and the schema if absent */
+};
+
+/* busy_timeout_ms: how long a write waits for another process's lock. */
+int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct store **ret,
+	       struct bridge_error *err);
+void store_close(struct store *s); /* accepts NULL */
+const char *store_path(const struct store *s);
+
+/* What one delivery is made of; every string is copied. */
+struct store_item {
+	const char *route;
+	const char *endpoint;         /* http(s) URL posted to */
+	const char *ca_file;          /* trust store for https; NULL or "" = system default */
+	int timeout_ms;               /* per attempt */
+	const char *delivery_id;
+	const char *participation_id; /* NULL or "": no line, no duplicate check */
+	const char *state;            /* NULL or "" allowed */
+	const void *body;
+	size_t len;
+	const struct upstream_header *headers;
+	size_t n_headers;
+};
+
+/* Checks an item against the limits above and header syntax (no CR, LF, NUL;
+ * ':' not in names). */
+int store_item_check(const struct store_item *it, struct bridge_error *err);
+
+enum store_insert_result {
+	STORE_INSERTED = 0,
+	STORE_DUPLICATE = 1, /* same route, participation and state already pending */
+};
+
+struct store_receipt {
+	int64_t id;             /* the new row, or the pending one it duplicates */
+	char delivery_id[128];  /* of that row */
+};
+
+/* Insert n items in one transaction (one fsync): all or none.  ret_results[i]
+ * and receipts[i] (both may be NULL) say what happened to items[i].  -1 on a
+ * store error (disk full, I/O error, locked for longer than busy_timeout):
+ * nothing was stored. */
+int store_insert(struct store *s, const struct store_item *const *items, size_t n,
+		 int64_t now_ms, int *ret_results, struct store_receipt *receipts,
+		 struct bridge_error *err);
+
+/* One row as read back.  Owns its strings; release with store_row_clear. */
+struct store_row {
+	int64_t id;
+	int status;
+	char *route;
+	char *endpoint;
+	char *ca_file;  /* "" = system default */
+	int timeout_ms;
+	char *delivery_id;
+	char *participation_id; /* "" when none */
+	char *state;            /* "" when none */
+	struct upstream_header *headers; /* point into the row */
+	size_t n_headers;
+	char *body;     /* NUL-terminated for convenience; len excludes the NUL */
+	size_t len;
+	int attempts;
+	int64_t created_ms;      /* arrival */
+	int64_t since_ms;        /* start of the current delivery cycle (arrival or last retry) */
+	int64_t next_attempt_ms;
+	int64_t last_attempt_ms; /* 0 = never attempted */
+	int last_status;         /* HTTP status of the last attempt, 0 if none */
+	char *last_error;        /* "" when none */
+	char *headers_text;      /* storage behind headers */
+};
+void store_row_clear(struct store_row *r); /* accepts a zeroed or cleared row */
+
+/* A lane is the (endpoint, trust store) pair deliveries go out through. */
+struct store_lane {
+	char *endpoint;
+	char *ca_file;
+};
+/* Distinct lanes of the pending rows (at most max); *ret is a malloc'd array
+ * the caller frees with store_lanes_free. */
+int store_lanes(struct store *s, size_t max, struct store_lane **ret, size_t *ret_n,
+		struct bridge_error *err);
+void store_lanes_free(struct store_lane *l, size_t n);
+
+/* Rows of one lane that may be attempted now: pending, next_attempt_ms <=
+ * now_ms, and the head of their participation's line; earliest first, at
+ * most max.  rows must have room for max; *ret_n rows are filled. */
+int store_due(struct store *s, const char *endpoint, const char *ca_file, int64_t now_ms,
+	      struct store_row *rows, size_t max, size_t *ret_n, struct bridge_error *err);
+
+/* Earliest next_attempt_ms > after_ms among the lane's pending rows; 0 when
+ * none. */
+int store_next_wake(struct store *s, const char *endpoint, const char *ca_file, int64_t after_ms,
+		    int64_t *ret, struct bridge_error *err);
+
+/* Outcome of an attempt.  They affect 0 rows (and succeed) when the row was
+ * purged or retried meanwhile: store_failed/store_dead only touch a row
+ * whose attempts still equal attempts_before. */
+int store_delivered(struct store *s, int64_t id, struct bridge_error *err);
+int store_failed(struct store *s, int64_t id, int attempts_before, int64_t now_ms,
+		 int64_t next_attempt_ms, int last_status, const char *last_error,
+		 struct bridge_error *err);
+/* attempted: 1 when it follows an attempt (counted, last_attempt = now), 0
+ * when the row expired without one. */
+int store_dead(struct store *s, int64_t id, int attempts_before, int attempted, int64_t now_ms,
+	       int last_status, const char *last_error, struct bridge_error *err);
+
+/* The same three outcomes, several in one transaction (one fsync). */
+enum store_outcome_kind {
+	STORE_OUT_DELIVERED,
+	STORE_OUT_FAILED,
+	STORE_OUT_DEAD,
+};
+
+struct store_outcome {
+	enum store_outcome_kind kind;
+	int64_t id;
+	int attempts_before;
+	int attempted;           /* DEAD only */
+	int64_t now_ms;
+	int64_t next_attempt_ms; /* FAILED only */
+	int last_status;
+	const char *last_error;
+};
+int store_apply(struct store *s, const struct store_outcome *o, size_t n,
+		struct bridge_error *err);
+
+struct store_counts {
+	int64_t pending;
+	int64_t dead;
+	int64_t oldest_created_ms; /* of the pending rows, 0 when none */
+};
+int store_count(struct store *s, struct store_counts *ret, struct bridge_error *err);
+/* Only oldest_created_ms: cheap (one index seek), for every /metrics scrape. */
+int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err);
+
+/* 1 when another process committed a change since the previous call (or
+ * since opening), else 0; -1 on error. */
+int store_changed_elsewhere(struct store *s, struct bridge_error *err);
+
+/* ---- operator commands (the `queue` command) ---- */
+
+struct store_filter {
+	int status;             /* STORE_PENDING, STORE_DEAD, or -1 for both */
+	const char *route;      /* NULL = any */
+	int64_t created_before; /* 0 = any */
+	int64_t limit;          /* 0 = no limit (list only) */
+	int newest_first;       /* list only */
+};
+void store_filter_init(struct store_filter *f); /* both statuses, no limit */
+
+/* Calls cb for each matching row in id order (body and headers included);
+ * a callback returning non-zero stops the walk. */
+int store_list(struct store *s, const struct store_filter *f,
+	       int (*cb)(const struct store_row *row, void *arg), void *arg,
+	       struct bridge_error *err);
+
+/* 0 and the row, 1 when no row has this id, -1 on error. */
+int store_get(struct store *s, int64_t id, struct store_row *ret, struct bridge_error *err);
+
+enum store_retry_result {
+	STORE_RETRY_DONE = 0,
+	STORE_RETRY_NOT_FOUND = 1,
+	STORE_RETRY_DUPLICATE = 2, /* a pending row of the same participation and state exists */
+};
+/* A dead letter becomes pending again with a fresh cycle (attempts 0,
+ * since = now); a pending row becomes due now.  Returns the result or -1. */
+int store_retry(struct store *s, int64_t id, int64_t now_ms, struct bridge_error *err);
+/* Every dead letter matching f (status ignored) back to pending; those that
+ * would duplicate a pending row stay dead and are counted in *ret_skipped. */
+int store_retry_dead(struct store *s, const struct store_filter *f, int64_t now_ms,
+		     int64_t *ret_n, int64_t *ret_skipped, struct bridge_error *err);
+
+/* Delete one row: 0 deleted, 1 no such row, -1 error. */
+int store_purge_id(struct store *s, int64_t id, struct bridge_error *err);
+/* Delete every row matching f (limit ignored). */
+int store_purge(struct store *s, const struct store_filter *f, int64_t *ret_n,
+		struct bridge_error *err);
+
+#endif

@@ -1,0 +1,576 @@
+#!/usr/bin/python3
+"""Queued delivery end to end: `serve` with a route in delivery = "queued"
+against real loopback endpoints, the `queue` command on the live store, the
+503 answers when nothing can be stored, and a crash test: posts keep coming
+while the endpoint alternates between up, 500 and down and the bridge is
+killed with SIGKILL and restarted; at the end every participation that got
+a 202 must have reached the endpoint (lost = 0).
+
+    tests/test_queue.py                       the suite (short crash test: 10 s, 3 kills)
+    tests/test_queue.py --soak SECONDS KILLS  only the crash test, longer (tests/crash.sh)
+"""
+
+import http.client
+import http.server
+import json
+import os
+import random
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bridgetest as bt  # noqa: E402
+
+SECRET = "s3cret"
+FAST_QUEUE = {"backoff_base_ms": 50, "backoff_max_ms": 400}
+
+
+def queued_route(name, endpoint, **kw):
+    r = bt.route(name, "forward", endpoint=endpoint, secret=SECRET, delivery="queued",
+                 auth_header={"name": "Authorization", "value": "Bearer tok-queued"})
+    r.update(kw)
+    return r
+
+
+def queue_config(tmp, routes, port=0, store="queue.db", **queue):
+    q = {"path": store}
+    q.update(FAST_QUEUE)
+    q.update(queue)
+    return bt.config_text(routes, port=port, queue=q, workers=2)
+
+
+def v1_post(doc, pid, state="complete"):
+    changes = {"participation_id": pid, "status": state}
+    if state == "incomplete":
+        changes["date_participation"] = None
+    return bt.v1_variant(doc, **changes)
+
+
+def queue_cli(config_path, *args, t=None):
+    return bt.run_cli(["queue", "--config", config_path] + list(args), t=t)
+
+
+def metric(bridge, name):
+    r = bt.curl(bridge.url("/metrics"), method="GET")
+    for line in r.body.decode("utf-8", "replace").splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+# --------------------------------------------------------------------------
+# is delivery = "queued" wired into config and server?
+# --------------------------------------------------------------------------
+
+def t_wired(t, tmp):
+    path = tmp.file("wired.conf", queue_config(tmp, [queued_route("q", "http://127.0.0.1:9/x")]))
+    r = bt.run_cli(["check", "--config", path], t=t)
+    t.require(r.rc == 0, "the config accepts delivery = \"queued\" and a queue group", repr(r))
+    bad = tmp.file("unwired.conf", bt.config_text([queued_route("q", "http://127.0.0.1:9/x")]))
+    r = bt.run_cli(["check", "--config", bad], t=t)
+    t.ok(r.rc == 1 and "queue" in r.stderr, "a queued route without a queue group is an error",
+         repr(r))
+
+
+def t_basic(t, tmp, doc):
+    sink = bt.Sink()
+    try:
+        cfg = queue_config(tmp, [queued_route("q", sink.url("/hook")),
+                                 bt.route("f", "forward", endpoint=sink.url("/fwd"), secret=SECRET,
+                                          match={"campaign_id": [777]})], store="basic.db")
+        b = bt.Bridge(tmp, cfg, "basic.conf").start()
+        try:
+            pid = str(uuid.uuid4())
+            body = v1_post(doc, pid)
+            r = bt.curl(b.url("/"), body)
+            got = bt.check_json_response(t, r, 202, "queued post")
+            t.ok(got and got.get("status") == "queued" and isinstance(got.get("queue_id"), int),
+                 "status queued with its queue id", repr(r))
+            t.require(sink.wait_requests(1, 10), "delivered to the endpoint")
+            rec = sink.requests[0]
+            t.is_(rec.path, "/hook", "endpoint path")
+            t.is_(rec.header("X-Bridge-Delivery-Id"), got and got.get("delivery_id"),
+                  "the delivery id of the 202")
+            t.is_(rec.header("X-Qualifio-Signature"), "sha256=" + bt.hmac_hex(SECRET, rec.body),
+                  "signed over the exact body")
+            t.is_(rec.header("Authorization"), "Bearer tok-queued", "auth header")
+            mapped = subprocess.run([bt.BRIDGE_BIN, "map", "--mapping", bt.MAPPING],
+                                    input=body, stdout=subprocess.PIPE).stdout
+            t.is_(rec.body, mapped.rstrip(b"\n"), "body = what `map` prints")
+            t.ok(bt.wait_for(lambda: metric(b, "webhook_bridge_queue_delivered_total") == 1, 5),
+                 "/metrics: delivered_total 1")
+            t.is_(metric(b, "webhook_bridge_queue_depth"), 0.0, "/metrics: depth 0")
+            r = bt.curl(b.url("/"), bt.v1_variant(doc, participation_id=str(uuid.uuid4()),
+                                                  campaign_id=777))
+            t.ok(r.status == 200 and r.json().get("status") == "delivered",
+                 "a forward route in the same config still answers with the endpoint's outcome",
+                 repr(r))
+        finally:
+            bt.stop_and_check(t, b)
+    finally:
+        sink.stop()
+
+
+def t_duplicate(t, tmp, doc):
+    sink = bt.Sink()
+    sink.reply(bt.Reply(500), bt.Reply(500))
+    try:
+        cfg = queue_config(tmp, [queued_route("q", sink.url("/dup"))], store="dup.db",
+                           backoff_base_ms=700, backoff_max_ms=700)
+        b = bt.Bridge(tmp, cfg, "dup.conf").start()
+        try:
+            body = v1_post(doc, str(uuid.uuid4()))
+            r1 = bt.curl(b.url("/"), body)
+            t.require(sink.wait_requests(1, 10), "first attempt made (answered 500)")
+            r2 = bt.curl(b.url("/"), body)
+            t.is_(r2.status, 202, "the sender's retry while it is still queued: 202", repr(r2))
+            j1, j2 = r1.json(), r2.json()
+            t.is_(j2.get("status"), "duplicate", "reported as a duplicate", repr(r2))
+            t.is_(j2.get("queue_id"), j1.get("queue_id"), "naming the queued row")
+            t.is_(j2.get("delivery_id"), j1.get("delivery_id"), "same delivery id")
+            t.ok(sink.wait_requests(3, 10), "delivered after the 500s")
+            time.sleep(1.0)
+            ids = [x.header("X-Bridge-Delivery-Id") for x in sink.requests]
+            t.is_(len(ids), 3, "two failed attempts and one success; the duplicate not sent",
+                  "\n".join(ids))
+            t.ok(len(set(ids)) == 1, "one delivery id on every attempt")
+            t.ok(len(set(x.header("X-Qualifio-Signature") for x in sink.requests)) == 1,
+                 "one signature on every attempt")
+            t.is_(metric(b, "webhook_bridge_queue_duplicates_total"), 1.0,
+                  "/metrics: duplicates_total 1")
+        finally:
+            bt.stop_and_check(t, b)
+    finally:
+        sink.stop()
+
+
+def t_cli_live(t, tmp, doc):
+    sink = bt.Sink()
+    sink.default = bt.Reply(503, body=b'{"error":"later"}')
+    try:
+        cfg = queue_config(tmp, [queued_route("q", sink.url("/cli"))], store="cli.db",
+                           max_attempts=2)
+        b = bt.Bridge(tmp, cfg, "cli.conf").start()
+        try:
+            pid = str(uuid.uuid4())
+            r = bt.curl(b.url("/"), v1_post(doc, pid))
+            t.require(r.status == 202, "queued", repr(r))
+            qid = str(r.json()["queue_id"])
+            t.require(bt.wait_for(lambda: metric(b, "webhook_bridge_queue_dead_letters") == 1, 10),
+                      "dead letter after max_attempts = 2")
+            lst = queue_cli(b.config_path, "list", t=t)
+            t.is_(lst.rc, 0, "queue list while serve runs", repr(lst))
+            t.ok(qid in lst.stdout and "dead" in lst.stdout and "503" in lst.stdout,
+                 "list shows the dead letter and its last error", lst.stdout)
+            js = queue_cli(b.config_path, "list", "--dead", "--json").stdout.splitlines()
+            t.ok(len(js) == 1 and json.loads(js[0])["attempts"] == 2,
+                 "list --dead --json: one row, 2 attempts", "\n".join(js))
+            show = queue_cli(b.config_path, "show", qid)
+            t.ok(show.rc == 0 and "Bearer tok-queued" not in show.stdout and
+                 "Authorization: ***" in show.stdout and pid.upper() in show.stdout,
+                 "show: the row, credential masked", repr(show))
+            stats = queue_cli(b.config_path, "stats")
+            t.ok("webhook_bridge_queue_dead_letters 1" in stats.stdout, "stats from the store",
+                 stats.stdout)
+            sink.default = bt.Reply(200)
+            n = len(sink.requests)
+            rt = queue_cli(b.config_path, "retry", qid, t=t)
+            t.is_(rt.rc, 0, "queue retry ID", repr(rt))
+            t.ok(bt.wait_for(lambda: metric(b, "webhook_bridge_queue_delivered_total") == 1,
+                             8), "the running bridge delivers the retried row")
+            t.is_(len(sink.requests), n + 1, "one more attempt, accepted")
+            t.is_(queue_cli(b.config_path, "show", qid).rc, 1, "delivered: no longer in the store")
+            # purge while running
+            sink.default = bt.Reply(500)
+            r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+            qid2 = str(r.json()["queue_id"])
+            pg = queue_cli(b.config_path, "purge", qid2, t=t)
+            t.is_(pg.rc, 0, "queue purge ID", repr(pg))
+            t.ok(bt.wait_for(lambda: metric(b, "webhook_bridge_queue_depth") == 0, 5),
+                 "depth 0 after the purge")
+        finally:
+            bt.stop_and_check(t, b)
+    finally:
+        sink.stop()
+
+
+def t_503(t, tmp, doc):
+    # a full queue (max_depth)
+    port = bt.refused_port()
+    cfg = queue_config(tmp, [queued_route("q", "http://127.0.0.1:%d/x" % port)],
+                       store="full.db", max_depth=2)
+    b = bt.Bridge(tmp, cfg, "full.conf").start()
+    try:
+        st = [bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4()))).status for _ in range(2)]
+        t.is_(st, [202, 202], "two stored (endpoint down)")
+        r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+        bt.check_json_response(t, r, 503, "queue full", error="queue_unavailable")
+        t.like(r.json().get("message", ""), "queue is full", "message says why")
+    finally:
+        bt.stop_and_check(t, b)
+
+    # the store's file may not grow (RLIMIT_FSIZE, SIGXFSZ ignored): like a full disk
+    sink = bt.Sink()
+    try:
+        cfg = queue_config(tmp, [queued_route("q", sink.url("/disk"))], store="disk.db")
+        sink.default = bt.Reply(500)
+        limit = 300 * 1024
+
+        def restrict():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+        b = bt.Bridge(tmp, cfg, "disk.conf")
+        # Bridge.start() has no hook for the child's limits: wrap Popen for
+        # this one start (Popen resets SIGXFSZ to default before preexec_fn).
+        real_popen = subprocess.Popen
+
+        def popen(*a, **kw):
+            kw["preexec_fn"] = restrict
+            return real_popen(*a, **kw)
+
+        subprocess.Popen = popen
+        try:
+            b.start()
+        finally:
+            subprocess.Popen = real_popen
+        try:
+            acked, statuses = [], []
+            for _ in range(400):
+                r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+                statuses.append(r.status)
+                if r.status == 202:
+                    acked.append(r.json()["delivery_id"])
+                if r.status == 503:
+                    break
+            t.ok(503 in statuses, "a post the store cannot hold gets 503",
+                 "statuses: %s" % sorted(set(statuses)))
+            t.ok(set(statuses) <= {202, 503}, "never anything but 202 or 503")
+            r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+            if r.status == 503:
+                t.like(r.json().get("message", ""), "queue store", "the 503 names the store")
+            resource.prlimit(b.proc.pid, resource.RLIMIT_FSIZE,
+                             (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            sink.default = bt.Reply(200)
+            r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+            t.is_(r.status, 202, "stores again once the file may grow", repr(r))
+            if r.status == 202:
+                acked.append(r.json()["delivery_id"])
+
+            def all_delivered():
+                got = set(x.header("X-Bridge-Delivery-Id") for x in list(sink.requests)
+                          if x.header("X-Bridge-Delivery-Id"))
+                return set(acked) <= got and metric(b, "webhook_bridge_queue_depth") == 0
+            t.ok(bt.wait_for(all_delivered, 30), "every 202 of the run delivered (%d)" % len(acked))
+        finally:
+            bt.stop_and_check(t, b)
+    finally:
+        sink.stop()
+
+
+# --------------------------------------------------------------------------
+# crash test
+# --------------------------------------------------------------------------
+
+class _ReusableServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        pass  # the bridge was killed mid-exchange: expected here
+
+
+class FlakyEndpoint:
+    """One fixed port that is up (200), failing (500) or down (refused), and
+    a record of every request: (delivery id, participation id, state, status)."""
+
+    def __init__(self):
+        self.port = bt.refused_port()
+        self.lock = threading.Lock()
+        self.records = []
+        self.mode = None
+        self.server = None
+        self.conns = []
+        self.modes_seen = set()
+
+    def _handler(self):
+        ep = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def setup(self):
+                # headers and body go out in two writes: without NODELAY,
+                # Nagle and delayed ACKs add ~40 ms to every delivery
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                super().setup()
+                with ep.lock:
+                    ep.conns.append(self.request)
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                try:
+                    doc = json.loads(body)
+                    pid, state = doc.get("id"), doc.get("state")
+                except ValueError:
+                    pid = state = None
+                with ep.lock:
+                    status = 500 if ep.mode == "500" else 200
+                    ep.records.append((self.headers.get("X-Bridge-Delivery-Id"), pid, state,
+                                       status, time.monotonic()))
+                out = b'{"ok":true}' if status == 200 else b'{"error":"flaky"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        return H
+
+    def set_mode(self, mode):
+        with self.lock:
+            self.mode = mode
+            self.modes_seen.add(mode)
+        if mode == "down" and self.server:
+            srv, self.server = self.server, None
+            srv.shutdown()
+            srv.server_close()
+            with self.lock:
+                conns, self.conns = self.conns, []
+            for c in conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        elif mode != "down" and not self.server:
+            srv = _ReusableServer(("127.0.0.1", self.port), self._handler())
+            threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                             daemon=True).start()
+            self.server = srv
+
+    def stop(self):
+        self.set_mode("down")
+
+    def url(self):
+        return "http://127.0.0.1:%d/crash" % self.port
+
+
+class CrashRun:
+    def __init__(self, tmp, doc, duration, kills, posters=3):
+        self.tmp = tmp
+        self.doc = doc
+        self.duration = duration
+        self.kills_wanted = kills
+        self.posters = posters
+        self.endpoint = FlakyEndpoint()
+        self.port = bt.refused_port()
+        self.lock = threading.Lock()
+        self.acked = {}       # delivery id -> (participation id, state)
+        self.pairs = []       # (incomplete delivery id, complete delivery id)
+        self.posted = 0
+        self.not_acked = 0
+        self.other_status = []
+        self.stop_posting = threading.Event()
+        self.bridge = None
+        self.stderr = []
+        self.kills = 0
+        self.config = None
+
+    def start_bridge(self):
+        b = bt.Bridge(self.tmp, self.config, "crash.conf")
+        b.start(timeout=30)
+        self.bridge = b
+
+    def kill_bridge(self):
+        b = self.bridge
+        self.bridge = None
+        b.kill()
+        for th in b._threads:
+            th.join(5)
+        self.stderr.append(b.stderr)
+        self.kills += 1
+
+    def post(self, body):
+        """202 -> the JSON answer; anything else -> None."""
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            c.request("POST", "/", body, {"Content-Type": "application/json"})
+            r = c.getresponse()
+            data = r.read()
+            c.close()
+        except (OSError, http.client.HTTPException):
+            return None
+        if r.status == 202:
+            return json.loads(data)
+        if r.status != 503:
+            with self.lock:
+                self.other_status.append(r.status)
+        return None
+
+    def poster(self, seed):
+        rnd = random.Random(seed)
+        while not self.stop_posting.is_set():
+            pid = str(uuid.uuid4())
+            pair = rnd.random() < 0.3
+            states = ["incomplete", "complete"] if pair else ["complete"]
+            ids = []
+            for st in states:
+                body = v1_post(self.doc, pid, st)
+                got = None
+                for _ in range(40):  # like a sender: retry until acknowledged
+                    with self.lock:
+                        self.posted += 1
+                    got = self.post(body)
+                    if got or self.stop_posting.is_set():
+                        break
+                    with self.lock:
+                        self.not_acked += 1
+                    time.sleep(0.05)
+                if not got:
+                    break
+                with self.lock:
+                    self.acked[got["delivery_id"]] = (pid.upper(), st)
+                ids.append(got["delivery_id"])
+                if rnd.random() < 0.1:  # the sender sends it again
+                    with self.lock:
+                        self.posted += 1
+                    again = self.post(body)
+                    if again:
+                        with self.lock:
+                            self.acked[again["delivery_id"]] = (pid.upper(), st)
+            if len(ids) == 2:
+                with self.lock:
+                    self.pairs.append((ids[0], ids[1]))
+            time.sleep(rnd.uniform(0.0, 0.01))
+
+    def switcher(self):
+        rnd = random.Random(7)
+        modes = ["up", "500", "down"]
+        i = 0
+        while not self.stop_posting.is_set():
+            self.endpoint.set_mode(modes[i % 3])
+            i += 1
+            self.stop_posting.wait(rnd.uniform(0.3, 1.0))
+
+    def run(self, t):
+        self.config = queue_config(
+            self.tmp, [queued_route("crash", self.endpoint.url(), timeout_ms=2000)],
+            port=self.port, store="crash.db", max_attempts=1000, max_age_s=3600,
+            backoff_base_ms=50, backoff_max_ms=500)
+        self.endpoint.set_mode("up")
+        self.start_bridge()
+        threads = [threading.Thread(target=self.poster, args=(i,), daemon=True)
+                   for i in range(self.posters)]
+        threads.append(threading.Thread(target=self.switcher, daemon=True))
+        for th in threads:
+            th.start()
+        t0 = time.monotonic()
+        rnd = random.Random(11)
+        slot = self.duration / (self.kills_wanted + 1)
+        for k in range(self.kills_wanted):
+            target = t0 + slot * (k + 1) + rnd.uniform(-0.4, 0.4) * slot
+            time.sleep(max(0.0, target - time.monotonic()))
+            self.kill_bridge()
+            time.sleep(rnd.uniform(0.0, 0.3))
+            self.start_bridge()
+        time.sleep(max(0.0, t0 + self.duration - time.monotonic()))
+        self.stop_posting.set()
+        for th in threads:
+            th.join(30)
+        elapsed = time.monotonic() - t0
+        self.endpoint.set_mode("up")
+
+        def drained():
+            with self.endpoint.lock:
+                ok = set(r[0] for r in self.endpoint.records if r[3] == 200)
+            return set(self.acked) <= ok
+        finished = bt.wait_for(drained, 120 if self.duration > 30 else 60, step=0.2)
+        stats = queue_cli(self.bridge.config_path, "stats").stdout
+        rc = self.bridge.stop()
+        self.stderr.append(self.bridge.stderr)
+        return self.report(t, elapsed, finished, stats, rc)
+
+    def report(self, t, elapsed, finished, stats, rc):
+        with self.endpoint.lock:
+            recs = list(self.endpoint.records)
+        ok_count, first_ok, first_any = {}, {}, {}
+        for did, pid, state, status, at in recs:
+            first_any.setdefault(did, at)
+            if status == 200:
+                ok_count[did] = ok_count.get(did, 0) + 1
+                first_ok.setdefault(did, at)
+        acked = set(self.acked)
+        delivered = sum(1 for d in acked if d in ok_count)
+        duplicates = sum(n - 1 for d, n in ok_count.items() if d in acked)
+        lost = len(acked) - delivered
+        unacked_delivered = sum(1 for d in ok_count if d not in acked)
+        order_bad = 0
+        for inc, comp in self.pairs:
+            if comp in first_any and (inc not in first_ok or first_any[comp] < first_ok[inc]):
+                order_bad += 1
+        summary = ("crash test: %.1f s, %d SIGKILLs, endpoint modes %s; posts %d, acknowledged "
+                   "%d, delivered %d, duplicates %d, lost %d; delivered without a 202 %d; "
+                   "incomplete/complete pairs %d, out of order %d; attempts seen %d"
+                   % (elapsed, self.kills, "/".join(sorted(self.endpoint.modes_seen)),
+                      self.posted, len(acked), delivered, duplicates, lost, unacked_delivered,
+                      len(self.pairs), order_bad, len(recs)))
+        t.diag(summary)
+        t.ok(self.kills >= self.kills_wanted, "bridge killed with SIGKILL %d times (>= %d)"
+             % (self.kills, self.kills_wanted))
+        t.ok(self.endpoint.modes_seen >= {"up", "500", "down"},
+             "endpoint was up, 500 and down")
+        t.ok(len(acked) >= 20, "participations acknowledged: %d" % len(acked))
+        t.ok(finished, "every acknowledged participation reached the endpoint in time")
+        t.is_(lost, 0, "lost = 0 (every 202 delivered at least once, by delivery id)",
+              "missing: %s" % sorted(acked - set(ok_count))[:10])
+        t.is_(order_bad, 0, "no complete participation sent before its incomplete one was "
+              "accepted")
+        t.is_(self.other_status, [], "answers were 202 or 503 only")
+        t.ok("webhook_bridge_queue_depth 0" in stats and
+             "webhook_bridge_queue_dead_letters 0" in stats,
+             "store drained: depth 0, no dead letters", stats)
+        t.is_(rc, 0, "last bridge exits 0 on SIGTERM")
+        rep = bt.sanitizer_report("".join(self.stderr))
+        t.ok(not rep, "no sanitizer report in any run", rep or None)
+        self.endpoint.stop()
+        return summary
+
+
+def t_crash(t, tmp, doc, duration, kills):
+    CrashRun(tmp, doc, duration, kills).run(t)
+
+
+def main():
+    t = bt.Tap()
+    tmp = bt.TempDir()
+    _, _, doc = bt.v1_fixture()
+    try:
+        if len(sys.argv) >= 2 and sys.argv[1] == "--soak":
+            duration = float(sys.argv[2]) if len(sys.argv) > 2 else 75.0
+            kills = int(sys.argv[3]) if len(sys.argv) > 3 else 6
+            t.run("soak", t_crash, tmp, doc, duration, kills)
+        else:
+            t.run("wired", t_wired, tmp)
+            if t.failed == 0:
+                t.run("basic", t_basic, tmp, doc)
+                t.run("duplicate", t_duplicate, tmp, doc)
+                t.run("cli while serving", t_cli_live, tmp, doc)
+                t.run("503 when nothing can be stored", t_503, tmp, doc)
+                t.run("crash", t_crash, tmp, doc, 10.0, 3)
+    finally:
+        tmp.cleanup()
+    t.done()
+
+
+if __name__ == "__main__":
+    main()

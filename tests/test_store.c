@@ -1,0 +1,476 @@
+/*
+ * store: the SQLite table behind queued delivery, on real files in a
+ * temporary folder: schema and file checks, duplicates, participation lines,
+ * attempt bookkeeping, operator commands, changes made by another
+ * connection, and a write that fails because the file may not grow (the
+ * closest a test gets to a full disk without root): the batch is refused
+ * whole and the store stays usable and consistent.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "bridge/store.h"
+#include "tap.h"
+
+static char tmpdir[64];
+static int64_t now = 1700000000000LL;
+
+static void item_init(struct store_item *it, const char *route, const char *pid,
+		      const char *state, const char *did, const char *body)
+{
+	static const struct upstream_header h[] = {
+		{ "Content-Type", "application/json" },
+		{ "Authorization", "Bearer tok" },
+		{ "X-Qualifio-Signature", "sha256=00ff" },
+	};
+
+	memset(it, 0, sizeof(*it));
+	it->route = route;
+	it->endpoint = "http://127.0.0.1:9/hook";
+	it->timeout_ms = 1000;
+	it->delivery_id = did;
+	it->participation_id = pid;
+	it->state = state;
+	it->body = body;
+	it->len = strlen(body);
+	it->headers = h;
+	it->n_headers = 3;
+}
+
+static int insert1(struct store *s, const struct store_item *it, struct store_receipt *r)
+{
+	const struct store_item *items[1] = { it };
+	struct bridge_error err;
+	int res = -7;
+
+	bridge_error_clear(&err);
+	if (store_insert(s, items, 1, now, &res, r, &err) < 0) {
+		printf("# insert failed: %s\n", err.message);
+		return -1;
+	}
+	return res;
+}
+
+static size_t due(struct store *s, const char *endpoint, int64_t at, struct store_row *rows,
+		  size_t max)
+{
+	struct bridge_error err;
+	size_t n = 0;
+
+	if (store_due(s, endpoint, "", at, rows, max, &n, &err) < 0)
+		printf("# store_due: %s\n", err.message);
+	return n;
+}
+
+static void rows_clear(struct store_row *rows, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		store_row_clear(&rows[i]);
+}
+
+static void path_in(char *buf, size_t cap, const char *name)
+{
+	snprintf(buf, cap, "%s/%s", tmpdir, name);
+}
+
+static void test_open(void)
+{
+	char path[128], other[128];
+	struct store *s = NULL;
+	struct bridge_error err;
+	struct stat sb;
+	sqlite3 *db;
+	sqlite3_stmt *st;
+
+	path_in(path, sizeof(path), "absent.db");
+	bridge_error_clear(&err);
+	ok(store_open(path, 0, 100, &s, &err) < 0 && !s, "no store without STORE_CREATE");
+	ok(strstr(err.message, "no queue store at") != NULL, "message says there is no store");
+
+	path_in(path, sizeof(path), "new/q.db");
+	ok(store_open(path, STORE_CREATE, 100, &s, &err) < 0, "missing folder is an error");
+	ok(strstr(err.message, "folder") != NULL, "message names the folder");
+
+	path_in(path, sizeof(path), "q.db");
+	ok(store_open(path, STORE_CREATE, 100, &s, &err) == 0 && s, "created");
+	ok(stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0600, "store file is mode 0600");
+	ok(sqlite3_open(path, &db) == SQLITE_OK, "second connection opens it");
+	ok(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+		   sqlite3_step(st) == SQLITE_ROW &&
+		   strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0,
+	   "journal_mode is WAL (a property of the file)");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	store_close(s);
+	ok(store_open(path, 0, 100, &s, &err) == 0, "reopened without STORE_CREATE");
+	store_close(s);
+
+	path_in(other, sizeof(other), "other.db");
+	sqlite3_open(other, &db);
+	sqlite3_exec(db, "CREATE TABLE t (x)", NULL, NULL, NULL);
+	sqlite3_close(db);
+	ok(store_open(other, STORE_CREATE, 100, &s, &err) < 0, "refuses someone else's database");
+	ok(strstr(err.message, "not a webhook-bridge queue store") != NULL, "and says why");
+
+	path_in(other, sizeof(other), "newer.db");
+	ok(store_open(other, STORE_CREATE, 100, &s, &err) == 0, "fresh store");
+	store_close(s);
+	sqlite3_open(other, &db);
+	sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL);
+	sqlite3_close(db);
+	ok(store_open(other, 0, 100, &s, &err) < 0 && strstr(err.message, "newer"),
+	   "refuses a schema from a newer version");
+
+	path_in(other, sizeof(other), "dir.db");
+	mkdir(other, 0700);
+	ok(store_open(other, STORE_CREATE, 100, &s, &err) < 0 &&
+		   strstr(err.message, "not a regular file"),
+	   "refuses a folder");
+}
+
+static void test_item_check(void)
+{
+	struct store_item it;
+	struct bridge_error err;
+	struct upstream_header bad[] = { { "X-A", "line\r\nInjected: 1" } };
+	struct upstream_header badname[] = { { "X A", "v" } };
+	char *big;
+
+	item_init(&it, "r", "P", "COMPLETED", "d", "{}");
+	ok(store_item_check(&it, &err) == 0, "valid item");
+	it.headers = bad;
+	it.n_headers = 1;
+	ok(store_item_check(&it, &err) < 0, "CR/LF in a header value refused");
+	it.headers = badname;
+	ok(store_item_check(&it, &err) < 0, "space in a header name refused");
+	item_init(&it, "", "P", "C", "d", "{}");
+	ok(store_item_check(&it, &err) < 0, "empty route refused");
+	item_init(&it, "r", "P", "C", "d", "{}");
+	it.timeout_ms = 0;
+	ok(store_item_check(&it, &err) < 0, "zero timeout refused");
+	item_init(&it, "r", "P", "C", "d", "{}");
+	big = malloc(STORE_BODY_MAX + 1);
+	memset(big, 'x', STORE_BODY_MAX + 1);
+	it.body = big;
+	it.len = STORE_BODY_MAX + 1;
+	ok(store_item_check(&it, &err) < 0 && strstr(err.message, "over the limit"),
+	   "body over STORE_BODY_MAX refused");
+	free(big);
+}
+
+static void test_rows(void)
+{
+	char path[128];
+	struct store *s = NULL;
+	struct store_item it;
+	struct store_receipt r1, r2;
+	struct store_row rows[8], row;
+	struct bridge_error err;
+	static const char binary[] = { '{', 0, '\xff', '}' };
+	size_t n;
+	int64_t wake = 0;
+
+	path_in(path, sizeof(path), "rows.db");
+	if (!ok(store_open(path, STORE_CREATE, 100, &s, &err) == 0, "open rows.db"))
+		return;
+
+	/* duplicates */
+	item_init(&it, "r1", "P1", "INCOMPLETE", "did-1", "{\"n\":1}");
+	is_int(insert1(s, &it, &r1), STORE_INSERTED, "first insert stored");
+	is_int(r1.id, 1, "first id is 1");
+	item_init(&it, "r1", "P1", "INCOMPLETE", "did-other", "{\"n\":1,\"again\":true}");
+	is_int(insert1(s, &it, &r2), STORE_DUPLICATE, "same route+participation+state: duplicate");
+	is_int(r2.id, 1, "duplicate names the pending row");
+	is_str(r2.delivery_id, "did-1", "duplicate gives the pending row's delivery id");
+	item_init(&it, "r2", "P1", "INCOMPLETE", "did-r2", "{}");
+	is_int(insert1(s, &it, &r2), STORE_INSERTED, "another route is not a duplicate");
+	item_init(&it, "r1", "P1", "COMPLETED", "did-2", "{\"n\":2}");
+	is_int(insert1(s, &it, &r2), STORE_INSERTED, "another state is not a duplicate");
+	is_int(r2.id, 3, "ids follow arrival");
+	item_init(&it, "r1", "", "COMPLETED", "did-nopid", "{}");
+	is_int(insert1(s, &it, NULL), STORE_INSERTED, "no participation id: stored");
+	is_int(insert1(s, &it, NULL), STORE_INSERTED, "no participation id: never a duplicate");
+
+	/* a row reads back byte for byte, headers included */
+	item_init(&it, "r3", "P9", "", "did-bin", "");
+	it.body = binary;
+	it.len = sizeof(binary);
+	it.ca_file = "/etc/ca.pem";
+	insert1(s, &it, &r2);
+	if (ok(store_get(s, r2.id, &row, &err) == 0, "get by id")) {
+		ok(row.len == sizeof(binary) && memcmp(row.body, binary, sizeof(binary)) == 0,
+		   "binary body intact (NUL and 0xff)");
+		is_int(row.n_headers, 3, "three headers");
+		is_str(row.headers[1].name, "Authorization", "header name");
+		is_str(row.headers[1].value, "Bearer tok", "header value");
+		is_str(row.ca_file, "/etc/ca.pem", "trust store kept");
+		is_int(row.status, STORE_PENDING, "pending");
+		is_int(row.next_attempt_ms, now, "due at arrival");
+		store_row_clear(&row);
+	}
+	is_int(store_get(s, 999, &row, &err), 1, "unknown id: 1");
+
+	/* lines: only the head of a participation is due */
+	n = due(s, "http://127.0.0.1:9/hook", now, rows, 8);
+	is_int(n, 4, "heads due: P1/INCOMPLETE, r2/P1, two without id (P9 is on another lane)");
+	ok(n >= 1 && rows[0].id == 1, "oldest first");
+	for (size_t i = 0; i < n; i++)
+		ok(rows[i].id != 3, "P1/COMPLETED waits behind P1/INCOMPLETE");
+	rows_clear(rows, n);
+	is_int(due(s, "http://other/", now, rows, 8), 0, "another lane has nothing");
+
+	/* a failed attempt pushes the head back; the line waits with it */
+	ok(store_failed(s, 1, 0, now, now + 5000, 500, "HTTP 500", &err) == 0, "failed recorded");
+	n = due(s, "http://127.0.0.1:9/hook", now + 1000, rows, 8);
+	for (size_t i = 0; i < n; i++)
+		ok(rows[i].id != 1 && rows[i].id != 3, "neither P1 row due while its head waits");
+	rows_clear(rows, n);
+	ok(store_next_wake(s, "http://127.0.0.1:9/hook", "", now + 1000, &wake, &err) == 0 &&
+		   wake == now + 5000,
+	   "next wake is the head's next attempt");
+	ok(store_failed(s, 1, 0, now, now + 9999, 500, "stale", &err) == 0, "stale update runs");
+	store_get(s, 1, &row, &err);
+	is_int(row.attempts, 1, "stale update (attempts moved on) changed nothing");
+	is_int(row.next_attempt_ms, now + 5000, "next attempt unchanged by the stale update");
+	is_str(row.last_error, "HTTP 500", "last error kept");
+	store_row_clear(&row);
+
+	/* delivering the head frees the line */
+	ok(store_delivered(s, 1, &err) == 0, "delivered");
+	is_int(store_get(s, 1, &row, &err), 1, "delivered row is gone");
+	n = due(s, "http://127.0.0.1:9/hook", now, rows, 8);
+	{
+		int seen3 = 0;
+
+		for (size_t i = 0; i < n; i++)
+			seen3 |= rows[i].id == 3;
+		ok(seen3, "P1/COMPLETED due once P1/INCOMPLETE is delivered");
+	}
+	rows_clear(rows, n);
+	item_init(&it, "r1", "P1", "INCOMPLETE", "did-1b", "{}");
+	is_int(insert1(s, &it, &r1), STORE_INSERTED, "after delivery the same state queues again");
+	n = due(s, "http://127.0.0.1:9/hook", now, rows, 8);
+	for (size_t i = 0; i < n; i++)
+		ok(rows[i].id != r1.id, "and waits behind the older COMPLETED (arrival order)");
+	rows_clear(rows, n);
+
+	/* a dead letter leaves the line */
+	ok(store_dead(s, 3, 0, 1, now, 500, "gave up", &err) == 0, "dead letter");
+	store_get(s, 3, &row, &err);
+	is_int(row.status, STORE_DEAD, "status dead");
+	is_int(row.attempts, 1, "attempt counted");
+	store_row_clear(&row);
+	n = due(s, "http://127.0.0.1:9/hook", now, rows, 8);
+	{
+		int seen = 0;
+
+		for (size_t i = 0; i < n; i++)
+			seen |= rows[i].id == r1.id;
+		ok(seen, "next row of the line due after the dead letter");
+	}
+	rows_clear(rows, n);
+
+	store_close(s);
+}
+
+static int count_cb(const struct store_row *r, void *arg)
+{
+	int64_t *ids = arg;
+
+	ids[++ids[0]] = r->id;
+	return ids[0] >= 10;
+}
+
+static void test_operator(void)
+{
+	char path[128];
+	struct store *s = NULL, *cli = NULL;
+	struct store_item it;
+	struct store_receipt r;
+	struct store_filter f;
+	struct store_counts c;
+	struct bridge_error err;
+	int64_t ids[16], n, skipped, oldest;
+	char pid[16];
+
+	path_in(path, sizeof(path), "ops.db");
+	if (!ok(store_open(path, STORE_CREATE, 100, &s, &err) == 0, "open ops.db"))
+		return;
+	for (int i = 0; i < 6; i++) {
+		snprintf(pid, sizeof(pid), "P%d", i);
+		item_init(&it, i < 4 ? "a" : "b", pid, "COMPLETED", pid, "{}");
+		now += 1000;
+		insert1(s, &it, &r);
+	}
+	/* rows 1..6; 1, 2, 5 dead */
+	store_dead(s, 1, 0, 1, now, 500, "x", &err);
+	store_dead(s, 2, 0, 1, now, 500, "x", &err);
+	store_dead(s, 5, 0, 1, now, 500, "x", &err);
+	ok(store_count(s, &c, &err) == 0, "count");
+	is_int(c.pending, 3, "3 pending");
+	is_int(c.dead, 3, "3 dead");
+	is_int(c.oldest_created_ms, now - 3000, "oldest pending is row 3");
+	ok(store_oldest(s, &oldest, &err) == 0 && oldest == now - 3000, "store_oldest agrees");
+
+	store_filter_init(&f);
+	ids[0] = 0;
+	ok(store_list(s, &f, count_cb, ids, &err) == 0 && ids[0] == 6, "list all: 6");
+	f.status = STORE_DEAD;
+	ids[0] = 0;
+	store_list(s, &f, count_cb, ids, &err);
+	ok(ids[0] == 3 && ids[1] == 1 && ids[2] == 2 && ids[3] == 5, "list dead: 1 2 5");
+	f.route = "b";
+	ids[0] = 0;
+	store_list(s, &f, count_cb, ids, &err);
+	ok(ids[0] == 1 && ids[1] == 5, "list dead of route b: 5");
+	store_filter_init(&f);
+	f.newest_first = 1;
+	f.limit = 2;
+	ids[0] = 0;
+	store_list(s, &f, count_cb, ids, &err);
+	ok(ids[0] == 2 && ids[1] == 6 && ids[2] == 5, "newest first, limit 2: 6 5");
+
+	/* another process (the queue command) changes the store */
+	ok(store_changed_elsewhere(s, &err) == 0, "no change seen yet");
+	ok(store_open(path, 0, 100, &cli, &err) == 0, "second connection (the CLI)");
+	is_int(store_retry(cli, 1, now, &err), STORE_RETRY_DONE, "retry a dead letter");
+	is_int(store_changed_elsewhere(s, &err), 1, "first connection sees the change");
+	is_int(store_changed_elsewhere(s, &err), 0, "and only once");
+	store_delivered(s, 6, &err);
+	is_int(store_changed_elsewhere(s, &err), 0, "its own writes do not count");
+	is_int(store_retry(cli, 999, now, &err), STORE_RETRY_NOT_FOUND, "retry unknown id");
+	is_int(store_retry(cli, 3, now + 5, &err), STORE_RETRY_DONE, "retry a pending row");
+	{
+		struct store_row row;
+
+		store_get(s, 1, &row, &err);
+		ok(row.status == STORE_PENDING && row.attempts == 0 && row.since_ms == now,
+		   "retried dead letter: pending, 0 attempts, new cycle");
+		store_row_clear(&row);
+		store_get(s, 3, &row, &err);
+		ok(row.next_attempt_ms == now + 5 && row.attempts == 0,
+		   "retried pending row: due now");
+		store_row_clear(&row);
+	}
+
+	/* a dead letter whose participation+state is pending again stays dead */
+	item_init(&it, "a", "P1", "COMPLETED", "again", "{}");
+	is_int(insert1(s, &it, &r), STORE_INSERTED, "P1 posted again while its old row 2 is dead");
+	is_int(store_retry(cli, 2, now, &err), STORE_RETRY_DUPLICATE, "retry of the dead P1: duplicate");
+	store_filter_init(&f);
+	ok(store_retry_dead(cli, &f, now, &n, &skipped, &err) == 0, "retry all dead");
+	is_int(n, 1, "one retried (row 5)");
+	is_int(skipped, 1, "one skipped (row 2, duplicate)");
+
+	/* purge */
+	is_int(store_purge_id(cli, 2, &err), 0, "purge one id");
+	is_int(store_purge_id(cli, 2, &err), 1, "purge it again: not found");
+	store_dead(s, 4, 0, 1, now, 500, "x", &err);
+	store_filter_init(&f);
+	f.status = STORE_DEAD;
+	f.route = "b";
+	ok(store_purge(cli, &f, &n, &err) == 0 && n == 0, "no dead letter on route b");
+	f.route = NULL;
+	f.created_before = now - 2500; /* row 4 was queued at now-2000 */
+	ok(store_purge(cli, &f, &n, &err) == 0 && n == 0, "--older-than spares a newer dead letter");
+	f.created_before = 0;
+	ok(store_purge(cli, &f, &n, &err) == 0 && n == 1, "purge dead: one");
+	store_filter_init(&f);
+	ok(store_purge(cli, &f, &n, &err) == 0 && n == 4, "purge everything: four (1 3 5 7)");
+	store_count(s, &c, &err);
+	ok(c.pending == 0 && c.dead == 0 && c.oldest_created_ms == 0, "empty");
+	store_close(cli);
+	store_close(s);
+}
+
+/* The file may not grow past a limit (RLIMIT_FSIZE, the signal ignored): a
+ * write fails like on a full disk. */
+static void test_full(void)
+{
+	char path[128];
+	struct store *s = NULL;
+	struct store_item it[4];
+	const struct store_item *items[4];
+	struct store_counts c;
+	struct bridge_error err;
+	struct rlimit old, lim;
+	char *body = malloc(200000);
+	int failed = 0, res[4], stored_before;
+	sqlite3 *db;
+	sqlite3_stmt *st;
+
+	path_in(path, sizeof(path), "full.db");
+	if (!ok(store_open(path, STORE_CREATE, 100, &s, &err) == 0, "open full.db"))
+		return;
+	memset(body, 'a', 199999);
+	body[199999] = '\0';
+	for (int i = 0; i < 4; i++) {
+		static char pids[4][8];
+
+		snprintf(pids[i], sizeof(pids[i]), "F%d", i);
+		item_init(&it[i], "r", pids[i], "C", pids[i], body);
+		items[i] = &it[i];
+	}
+	ok(store_insert(s, items, 1, now, res, NULL, &err) == 0, "one row fits");
+	getrlimit(RLIMIT_FSIZE, &old);
+	lim = old;
+	lim.rlim_cur = 600000;
+	signal(SIGXFSZ, SIG_IGN);
+	setrlimit(RLIMIT_FSIZE, &lim);
+	for (int round = 0; round < 10 && !failed; round++) {
+		store_count(s, &c, &err);
+		stored_before = (int)c.pending;
+		bridge_error_clear(&err);
+		if (store_insert(s, items + 1, 3, now, res, NULL, &err) < 0)
+			failed = 1;
+		else
+			store_purge_id(s, 2 + 3 * round, &err); /* keep the pending set small */
+	}
+	setrlimit(RLIMIT_FSIZE, &old);
+	ok(failed, "a write past the file size limit fails");
+	printf("# error: %s\n", err.message);
+	ok(strstr(err.message, "queue store") != NULL, "the message names the store");
+	store_count(s, &c, &err);
+	is_int(c.pending, stored_before, "the failed batch stored nothing");
+	ok(store_insert(s, items + 1, 3, now, res, NULL, &err) == 0,
+	   "the store works again once the file may grow");
+	store_count(s, &c, &err);
+	is_int(c.pending, stored_before + 3, "all three of the batch stored, none twice");
+	store_close(s);
+	ok(sqlite3_open(path, &db) == SQLITE_OK &&
+		   sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
+		   sqlite3_step(st) == SQLITE_ROW &&
+		   strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0,
+	   "integrity_check ok after the failed writes");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	free(body);
+}
+
+int main(void)
+{
+	char cmd[128];
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_store.XXXXXX");
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	test_open();
+	test_item_check();
+	test_rows();
+	test_operator();
+	test_full();
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	if (system(cmd) != 0)
+		printf("# could not remove %s\n", tmpdir);
+	return tap_done();
+}
