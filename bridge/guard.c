@@ -282,13 +282,17 @@ static void resume_cb(evutil_socket_t unused, short what, void *arg)
 
 static void accept_error_cb(struct evconnlistener *lst, void *arg)
 {
-	struct guard *g = arg;
+	/* arg is the listener's callback argument, which evhttp owns: the
+	 * guard is this worker thread's */
+	struct guard *g = thread_guard;
 	int err = EVUTIL_SOCKET_ERROR();
 	struct timeval pause = { 0, 250 * 1000 };
 	struct log_line l;
 
 	/* out of descriptors: the pending connection stays in the backlog;
 	 * retrying at once would spin the loop (pitfall A4) */
+	if (!g)
+		return; /* no timer to resume it: never leave the listener off */
 	evconnlistener_disable(lst);
 	event_add(g->resume, &pause);
 	g->pauses++;

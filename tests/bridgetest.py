@@ -393,6 +393,7 @@ class Bridge:
         self.rc = None
         self.terminated = False
         self.https_ca = None  # set to a CA file when the bridge listens with TLS
+        self.preexec = None   # run in the child before exec (e.g. to set rlimits)
 
     @property
     def base(self):
@@ -404,7 +405,7 @@ class Bridge:
     def start(self, timeout=10.0):
         self.proc = subprocess.Popen([BRIDGE_BIN, "serve", "--config", self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, preexec_fn=self.preexec)
         ev = threading.Event()
         self._threads = [
             threading.Thread(target=_reader, args=(self.proc.stdout, self.out_lines), daemon=True),

@@ -186,7 +186,55 @@ def t_limits(_t):
         bt.stop_and_check(t, b, "limits bridge")
 
 
-for name, fn in [("auth", t_auth), ("route auth", t_route_auth), ("allow-list", t_allow),
+def t_keys(_t):
+    b = bt.Bridge(tmp, config(limits="max_keys = 40;"), "keys.conf").start()
+    try:
+        body = "{" + ",".join('"k%d":"v"' % i for i in range(41)) + "}"
+        r = bt.curl(b.url("/hook"), body.encode())
+        d = bt.check_json_response(t, r, 400, "more keys than limits.max_keys", error="invalid_json")
+        t.like((d or {}).get("message", ""), r"more than 40 keys", "message names the key limit", d)
+    finally:
+        bt.stop_and_check(t, b, "keys bridge")
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def t_emfile(_t):
+    """Out of descriptors: the listener pauses instead of spinning, and the
+    bridge serves again once connections close (pitfall A4)."""
+    import resource
+    b = bt.Bridge(tmp, config(limits="request_timeout_ms = 60000;"), "emfile.conf")
+    b.preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    b.start()
+    conns = []
+    try:
+        for _ in range(120):
+            s = socket.create_connection(("127.0.0.1", b.port), timeout=5)
+            conns.append(s)
+        time.sleep(0.5)
+        cpu0, t0 = cpu_seconds(b.proc.pid), time.monotonic()
+        time.sleep(2.0)
+        used = (cpu_seconds(b.proc.pid) - cpu0) / (time.monotonic() - t0)
+        t.ok(used < 0.3, "listener paused, not spinning, while out of descriptors "
+             "(CPU %.0f%% of a core)" % (used * 100))
+        t.ok(any('"accept_paused"' in line for line in b.err_lines), "accept pause logged")
+        for s in conns:
+            s.close()
+        conns = []
+        ok = bt.wait_for(lambda: bt.curl(b.url("/healthz"), max_time=2).status == 200, 10)
+        t.ok(ok, "serves again once descriptors are free")
+        t.is_(bt.curl(b.url("/hook"), body()).status, 200, "and takes posts again")
+    finally:
+        for s in conns:
+            s.close()
+        bt.stop_and_check(t, b, "emfile bridge")
+
+
+for name, fn in [("keys", t_keys), ("emfile", t_emfile), ("auth", t_auth), ("route auth", t_route_auth), ("allow-list", t_allow),
                  ("TLS listener", t_tls_listener), ("limits", t_limits)]:
     t.run(name, fn)
 tmp.cleanup()
