@@ -108,19 +108,32 @@ static int regular_file(const char *path)
 
 /* Scan one file's integer literals and its @include targets (recursively);
  * returns the number of unusable includes found. */
-static int scan_literals(const char *path, const char *top, int depth, struct diag *d)
+/* The chain of files being scanned (for cycles) and a budget of files per
+ * read: a file that includes itself three times would otherwise be read
+ * 3^10 times before libconfig's depth limit. */
+struct scan_state {
+	const char *chain[12];
+	int depth;
+	int files;
+};
+
+#define SCAN_FILES_MAX 64
+
+static int scan_literals(const char *path, const char *top, struct scan_state *st,
+			 struct diag *d)
 {
-	FILE *f = fopen(path, "rb");
-	int bad_includes = 0;
+	FILE *f;
+	int bad_includes = 0, depth = st->depth;
+
+	if (++st->files > SCAN_FILES_MAX)
+		return 0; /* reported once, by the caller that went over */
+	f = fopen(path, "rb");
 	char *text = NULL;
 	size_t len = 0, cap = 0, i = 0;
 	int line = 1;
 
-	if (!f || depth > 10) {
-		if (f)
-			fclose(f);
-		return 0; /* libconfig reports these itself */
-	}
+	if (!f)
+		return 0; /* libconfig reports it itself */
 	for (;;) {
 		if (len + 4096 + 1 > cap) {
 			char *t = realloc(text, cap = cap ? cap * 2 : 8192);
@@ -190,7 +203,30 @@ static int scan_literals(const char *path, const char *top, int depth, struct di
 						 inc, top);
 					bad_includes++;
 				} else if (full && regular_file(full)) {
-					bad_includes += scan_literals(full, top, depth + 1, d);
+					int cycle = 0;
+
+					for (int k = 0; k <= depth && k < 12; k++)
+						if (st->chain[k] && strcmp(st->chain[k], full) == 0)
+							cycle = 1;
+					if (cycle) {
+						diag_add(d, path, line, "@include \"%s\" includes itself "
+							 "(directly or through other files)", inc);
+						bad_includes++;
+					} else if (depth + 1 >= 11) {
+						diag_add(d, path, line, "@include \"%s\": more than 10 "
+							 "levels of includes", inc);
+						bad_includes++;
+					} else if (st->files >= SCAN_FILES_MAX) {
+						diag_add(d, path, line, "@include \"%s\": more than %d "
+							 "included files", inc, SCAN_FILES_MAX);
+						bad_includes++;
+					} else {
+						st->depth = depth + 1;
+						st->chain[depth + 1] = full;
+						bad_includes += scan_literals(full, top, st, d);
+						st->chain[depth + 1] = NULL;
+						st->depth = depth;
+					}
 				} else {
 					diag_add(d, path, line, "@include \"%s\": not a readable file",
 						 inc ? inc : "");
@@ -249,7 +285,9 @@ int cfg_read(config_t *cfg, const char *path, struct diag *d)
 	}
 	/* literal errors are reported and the file still read, so that every
 	 * problem shows in one run; a bad include must never reach libconfig */
-	if (scan_literals(path, path, 0, d) > 0) {
+	struct scan_state st = { .chain = { path } };
+
+	if (scan_literals(path, path, &st, d) > 0) {
 		free(copy);
 		return -1;
 	}

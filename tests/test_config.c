@@ -117,6 +117,14 @@ int main(void)
 	ok(has(out, "missing.conf"), "missing mapping file named");
 	ok(has(out, "bridge.conf:1: route 'a': mapping"), "missing mapping blamed on the route's line");
 
+	write_file("loop-b.conf", "@include \"loop-a.conf\"\n");
+	write_file("loop-a.conf", "@include \"loop-b.conf\"\n");
+	out = load("@include \"loop-a.conf\"\nroutes = ();\n", NULL);
+	ok(has(out, "includes itself"), "an include cycle is an error, not a hang");
+	out = load("@include \"bridge.conf\"\n@include \"bridge.conf\"\nroutes = ();\n", NULL);
+	ok(has(out, "bridge.conf:1: @include \"bridge.conf\" includes itself"),
+	   "a file including itself is named with its line");
+
 	out = load("# a comment\nlisten = { port = = 8080; };\nroutes = ();\n", NULL);
 	ok(has(out, "bridge.conf:2:"), "syntax error reported with file:line");
 
