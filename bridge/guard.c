@@ -165,8 +165,12 @@ static void input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, v
 		s->ino = socket_ino(fd);
 		g->live++;
 	}
-	if (!s->in_handler && s->request_start == 0)
+	if (!s->in_handler && s->request_start == 0) {
+		/* a new request: the socket behind fd is this connection's now, even
+		 * when a closed connection left the same fd and buffer address */
+		s->ino = socket_ino(fd);
 		s->request_start = now_ms();
+	}
 }
 
 static struct bufferevent *make_bev(struct event_base *base, void *arg)

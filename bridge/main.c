@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -476,6 +477,10 @@ static int cmd_serve(int argc, char **argv)
 	if (!level_given && cfg->log_level >= 0)
 		log_set_level((enum log_level)cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	/* bodies up to 2 x max_body pass through malloc: past 128 KiB they are
+	 * mapped and given back on free, so a burst of large posts does not keep
+	 * the resident size up (glibc otherwise raises the threshold itself) */
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 	guard_raise_fd_limit(); /* idle keep-alive clients each hold a descriptor */
 	evthread_use_pthreads(); /* main thread activates the workers' stop events */
 

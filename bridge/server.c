@@ -14,6 +14,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h> /* the request's HTTP version */
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <openssl/err.h>
@@ -147,6 +148,7 @@ static const char *status_phrase(int status)
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
 	default: return "Error";
 	}
 }
@@ -155,15 +157,32 @@ static const char *status_phrase(int status)
  * one of ours, never client data (pitfall A11). */
 static __thread struct guard *thread_guard_of_server; /* set per worker thread */
 
+/* Every answer leaves through here.  libevent 2.1 writes a body even for
+ * HEAD (without Content-Length, so the next answer on the connection would
+ * be misread): a HEAD answer gets the length and no body. */
+static void send_reply(struct evhttp_request *req, int status, const char *phrase,
+		       struct evbuffer *body)
+{
+	guard_request_end(thread_guard_of_server, req);
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		char len[32];
+
+		snprintf(len, sizeof(len), "%zu", body ? evbuffer_get_length(body) : (size_t)0);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", len);
+		evhttp_send_reply(req, status, phrase, NULL);
+		return;
+	}
+	evhttp_send_reply(req, status, phrase, body);
+}
+
 static void send_json(struct evhttp_request *req, int status, struct evbuffer *body)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 
-	guard_request_end(thread_guard_of_server, req);
 	evhttp_add_header(h, "Content-Type", "application/json");
 	evhttp_add_header(h, "Cache-Control", "no-store");
 	evbuffer_add(body, "}\n", 2);
-	evhttp_send_reply(req, status, status_phrase(status), body);
+	send_reply(req, status, status_phrase(status), body);
 }
 
 /* Start an error body {"error":code,"message":msg; callers add fields. */
@@ -404,22 +423,45 @@ static void exchange_fail(struct exchange *x, int status, enum metrics_outcome o
 
 
 /* Our own framing checks, whatever the library let through (pitfall A10). */
-static const char *framing_problem(struct evkeyvalq *h)
+static int token_valid(const char *s)
 {
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if (!strchr("!#$%&'*+-.^_`|~", *s) &&
+		    !((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+			return 0;
+	return 1;
+}
+
+/* Our own framing checks, whatever the library let through (pitfall A10):
+ * anything a front proxy might read differently is refused, and the
+ * connection closed, so no request can hide in another's body.  Webhook
+ * senders use Content-Length: Transfer-Encoding is refused outright. */
+static const char *framing_problem(struct evhttp_request *req)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
 	int cl = 0, te = 0;
 
+	if (req->major != 1 || (req->minor != 0 && req->minor != 1))
+		return "HTTP version other than 1.0 or 1.1";
 	for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
-		if (strcasecmp(kv->key, "Content-Length") == 0)
+		if (!token_valid(kv->key))
+			return "a header name that is not a token (space before the colon?)";
+		if (strcasecmp(kv->key, "Content-Length") == 0) {
 			cl++;
-		else if (strcasecmp(kv->key, "Transfer-Encoding") == 0)
+			if (!kv->value[0] || kv->value[strspn(kv->value, "0123456789")])
+				return "a Content-Length that is not only digits";
+		} else if (strcasecmp(kv->key, "Transfer-Encoding") == 0) {
 			te++;
+		}
 	}
 	if (cl > 1)
 		return "more than one Content-Length header";
 	if (te && cl)
 		return "Transfer-Encoding together with Content-Length";
-	if (te > 1)
-		return "more than one Transfer-Encoding header";
+	if (te)
+		return "Transfer-Encoding (send the body with a Content-Length)";
 	return NULL;
 }
 
@@ -565,8 +607,7 @@ static void legacy_done(const struct upstream_response *r, void *arg)
 			evhttp_add_header(h, "X-Bridge-Delivery-Id", x->delivery_id);
 		if (r->body_len)
 			evbuffer_add(b, r->body, r->body_len);
-		guard_request_end(thread_guard_of_server, x->req);
-		evhttp_send_reply(x->req, r->status, r->status < 300 ? "OK" : "Legacy Answer", b);
+		send_reply(x->req, r->status, r->status < 300 ? "OK" : "Legacy Answer", b);
 		evbuffer_free(b);
 		metrics_request(x->gen->metrics, x->route_index,
 				r->status >= 200 && r->status < 300 ? OUTCOME_LEGACY_DELIVERED
@@ -1068,7 +1109,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
 	struct evbuffer *body_buf = evhttp_request_get_input_buffer(req);
 	struct exchange *x;
-	const char *problem, *website, *campaign, *body;
+	const char *website, *campaign, *body;
 	enum v1_encoding kind;
 	struct v1_limits lim;
 	struct v1_doc *doc = NULL;
@@ -1104,11 +1145,6 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	if (!access_auth_check(&c->auth, req)) {
 		exchange_fail(x, 401, OUTCOME_UNAUTHORIZED, "unauthorized",
 			      "authentication required");
-		return;
-	}
-	problem = framing_problem(in);
-	if (problem) {
-		exchange_fail(x, 400, OUTCOME_INVALID_INPUT, "bad_framing", problem);
 		return;
 	}
 	kind = v1_encoding_of(evhttp_find_header(in, "Content-Type"));
@@ -1261,6 +1297,23 @@ static void handle_request(struct evhttp_request *req, void *arg)
 	if (!path || !*path)
 		path = "/";
 	guard_request_begin(s->guard, req);
+	{
+		const char *problem = framing_problem(req);
+
+		if (problem) {
+			int version = req->major != 1 || (req->minor != 0 && req->minor != 1);
+
+			/* libevent answers in the request's version: an overflowed
+			 * one (#1541) would make the status line unreadable */
+			req->major = 1;
+			req->minor = 1;
+			evhttp_add_header(out, "Connection", "close");
+			metrics_request(s->gen->metrics, -1, OUTCOME_INVALID_INPUT);
+			send_error(req, version ? 505 : 400, version ? "http_version" : "bad_framing",
+				   problem);
+			return;
+		}
+	}
 	if (s->cfg->allow.n && strcmp(path, "/healthz") != 0 && strcmp(path, "/readyz") != 0) {
 		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 		char *peer = NULL;
@@ -1295,8 +1348,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
 			if (s->opt.queue)
 				queue_metrics_render(s->opt.queue, b);
 			evhttp_add_header(out, "Content-Type", "text/plain; version=0.0.4");
-			guard_request_end(s->guard, req);
-			evhttp_send_reply(req, 200, "OK", b);
+			send_reply(req, 200, "OK", b);
 			evbuffer_free(b);
 			return;
 		}
@@ -1327,8 +1379,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		evbuffer_add(b, "\n", 1);
 		free(sum);
 		evhttp_add_header(out, "Content-Type", "application/json");
-		guard_request_end(s->guard, req);
-		evhttp_send_reply(req, 200, "OK", b);
+		send_reply(req, 200, "OK", b);
 		evbuffer_free(b);
 		return;
 	}
@@ -1448,7 +1499,9 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 						    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
 						    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
-						    EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
+						    EVHTTP_REQ_TRACE);
+	/* CONNECT is left to libevent (501, rewritten to JSON by the guard):
+	 * libevent never frames an answer to it */
 	evhttp_set_default_content_type(s->http, "application/json");
 	evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_gencb(s->http, handle_request, s);

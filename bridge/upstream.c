@@ -97,6 +97,8 @@ struct upstream_conn {
 	int established;    /* connect (and TLS handshake) completed */
 	int closed;         /* evhttp reset it */
 	uint64_t bytes_in;  /* response bytes received over its lifetime */
+	int status_pending; /* the current response's status line is not checked yet */
+	int bad_status;     /* ... and it was not "HTTP/1.x DDD" */
 };
 
 enum req_state {
@@ -572,11 +574,36 @@ static void pool_deliver_cb(evutil_socket_t fd, short what, void *arg)
 /* ------------------------------------------------------------------ */
 /* connections */
 
+/* libevent reads the status code with atoi, so "200abc", "0200" or "+200"
+ * would pass as 200: the raw status line is checked here, before evhttp
+ * parses it (status-code = 3DIGIT, RFC 9112 section 4). */
+static void status_line_check(struct upstream_conn *c, struct evbuffer *buf)
+{
+	char line[16];
+	size_t len = evbuffer_get_length(buf);
+	ev_ssize_t n;
+
+	if (len < 13) {
+		struct evbuffer_ptr eol = evbuffer_search_eol(buf, NULL, NULL, EVBUFFER_EOL_CRLF);
+
+		if (eol.pos < 0)
+			return; /* not complete yet */
+	}
+	c->status_pending = 0;
+	n = evbuffer_copyout(buf, line, sizeof(line));
+	if (n < 13 || memcmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' && line[7] != '1') ||
+	    line[8] != ' ' || line[9] < '1' || line[9] > '5' || line[10] < '0' || line[10] > '9' ||
+	    line[11] < '0' || line[11] > '9' || (line[12] != ' ' && line[12] != '\r'))
+		c->bad_status = 1;
+}
+
 static void conn_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
 	struct upstream_conn *c = arg;
 
 	c->bytes_in += info->n_added;
+	if (c->status_pending && info->n_added)
+		status_line_check(c, buf);
 }
 
 static void conn_orphan_lookup(struct upstream_conn *c)
@@ -865,6 +892,15 @@ static void ereq_done_cb(struct evhttp_request *ereq, void *arg)
 	if (r->state != REQ_RUNNING || !c)
 		return; /* not ours any more; cannot happen while evhttp keeps its contract */
 	r->ereq = NULL;
+	if (code > 0 && (c->bad_status || code < 100 || code > 599)) {
+		c->closed = 1; /* a peer that garbles its status line is not reused */
+		r->conn = NULL;
+		conn_release(c);
+		request_set_reason(r, "malformed status line (status code %d as libevent read it)",
+				   code);
+		request_finish(r, UPSTREAM_PROTOCOL_ERROR, 0);
+		return;
+	}
 	if (code > 0) {
 		struct evbuffer *in = evhttp_request_get_input_buffer(ereq);
 		size_t n = in ? evbuffer_get_length(in) : 0;
@@ -948,6 +984,8 @@ static void request_send(struct upstream_request *r)
 	r->got_error = 0;
 	r->error_errno = 0;
 	r->bytes_start = c->bytes_in;
+	c->status_pending = 1;
+	c->bad_status = 0;
 	c->uses++;
 	c->state = CONN_BUSY;
 	ms_to_tv(r->timeout_ms - ms_since(&r->started) + UPSTREAM_EVHTTP_SLACK_MS, &tv);

@@ -992,3 +992,477 @@ class Pki:
         self._run("x509", "-req", "-in", csr, "-signkey", key, "-days", "2",
                   "-extfile", self._ext(name, san), "-out", self._p(name + ".pem"))
         return self._p(name + ".pem"), key
+
+
+# --------------------------------------------------------------------------
+# Hostile peers: a raw HTTP/1.1 client, a misbehaving upstream, process figures
+# --------------------------------------------------------------------------
+
+def _expired_pki_cnf(pki):
+    return ("[ ca ]\n"
+            "default_ca = test_ca\n"
+            "[ test_ca ]\n"
+            "database = %s\n"
+            "new_certs_dir = %s\n"
+            "certificate = %s\n"
+            "private_key = %s\n"
+            "serial = %s\n"
+            "default_md = sha256\n"
+            "policy = policy_any\n"
+            "unique_subject = no\n"
+            "copy_extensions = none\n"
+            "[ policy_any ]\n"
+            "commonName = supplied\n"
+            % (pki._p("ca-index.txt"), pki._p("ca-certs"), pki.ca_cert, pki.ca_key,
+               pki._p("ca-serial")))
+
+
+def _pki_expired(self):
+    """(cert, key) for 127.0.0.1/localhost signed by the test CA, valid from ten
+    days ago until yesterday (made with `openssl ca -startdate/-enddate`).
+    Made on first use."""
+    if getattr(self, "_expired", None):
+        return self._expired
+    cnf = self._p("ca.cnf")
+    with open(cnf, "w") as f:
+        f.write(_expired_pki_cnf(self))
+    open(self._p("ca-index.txt"), "w").close()
+    with open(self._p("ca-serial"), "w") as f:
+        f.write("%016X\n" % int.from_bytes(os.urandom(8), "big"))
+    os.makedirs(self._p("ca-certs"), exist_ok=True)
+    key = self._key("expired")
+    csr = self._p("expired.csr")
+    self._run("req", "-config", self.cnf, "-new", "-key", key, "-subj", "/CN=127.0.0.1",
+              "-out", csr)
+    now = time.time()
+    stamp = lambda t: time.strftime("%Y%m%d%H%M%SZ", time.gmtime(t))  # noqa: E731
+    self._run("ca", "-batch", "-config", cnf, "-notext", "-in", csr,
+              "-startdate", stamp(now - 10 * 86400), "-enddate", stamp(now - 86400),
+              "-extfile", self._ext("expired", "IP:127.0.0.1,IP:::1,DNS:localhost"),
+              "-out", self._p("expired.pem"))
+    self._expired = (self._p("expired.pem"), key)
+    return self._expired
+
+
+Pki.expired = _pki_expired
+
+
+def _sink_use_tls(self, certfile=None, keyfile=None):
+    """Serve the next connections with this certificate (None: plain HTTP).
+    Connections already open keep theirs."""
+    ctx = None
+    if certfile:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certfile, keyfile)
+
+        def sni_cb(sslobj, name, _ctx):
+            sslobj.sni_name = name
+        ctx.sni_callback = sni_cb
+    with self.lock:
+        self.ssl_context = ctx
+
+
+Sink.use_tls = _sink_use_tls
+
+
+def proc_rss_kb(pid):
+    """Resident set size of a process in KiB (VmRSS), or None."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def proc_socket_count(pid):
+    """Sockets a process holds open (its /proc/PID/fd entries that are sockets)."""
+    n = 0
+    d = "/proc/%d/fd" % pid
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return None
+    for name in names:
+        try:
+            if os.readlink(os.path.join(d, name)).startswith("socket:"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+class RawResponse(Response):
+    """A Response read off a raw socket; `framed` is False when the body had
+    neither Content-Length nor chunked framing and the connection stayed open
+    (the client cannot tell where it ends)."""
+
+    def __init__(self, status, headers, body, elapsed, framed=True, version=""):
+        super().__init__(status, headers, body, elapsed)
+        self.framed = framed
+        self.version = version
+
+
+class RawClient:
+    """One loopback TCP connection speaking raw bytes, with an HTTP/1.1
+    response reader that honours the request method (HEAD answers have no
+    body) and the response's own framing, so pipelined answers can be told
+    apart."""
+
+    def __init__(self, port, timeout=10.0, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
+        self.buf = b""
+        self.eof = False
+        self.t0 = time.monotonic()
+
+    def send(self, data):
+        """sendall(); False when the peer already closed or reset."""
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def shut_wr(self):
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _fill(self, deadline):
+        """Read more; False at EOF (or reset). socket.timeout past the deadline."""
+        if self.eof:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("no data before the deadline")
+        self.sock.settimeout(left)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def _line(self, deadline):
+        while b"\n" not in self.buf:
+            if not self._fill(deadline):
+                return None
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.rstrip(b"\r")
+
+    def _exact(self, n, deadline):
+        while len(self.buf) < n:
+            if not self._fill(deadline):
+                return None
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_response(self, method="GET", timeout=None, unframed_wait=2.0):
+        """The next response, or None when the connection closed before a
+        status line. Raises socket.timeout when nothing complete arrives."""
+        t0 = time.monotonic()
+        deadline = t0 + (timeout if timeout is not None else self.timeout)
+        line = self._line(deadline)
+        if line is None:
+            if self.buf:
+                raise http.client.BadStatusLine(repr(self.buf[:200]))
+            return None
+        m = re.match(rb"^(HTTP/\d\.\d) (\d{3})(?: (.*))?$", line)
+        if not m:
+            raise http.client.BadStatusLine(repr(line[:200]))
+        status = int(m.group(2))
+        headers = []
+        while True:
+            h = self._line(deadline)
+            if h is None:
+                raise http.client.IncompleteRead(b"", None)
+            if not h:
+                break
+            k, _, v = h.decode("latin-1").partition(":")
+            headers.append((k.strip(), v.strip()))
+        lower = {k.lower(): v for k, v in headers}
+        framed = True
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            body = b""
+        elif "chunked" in lower.get("transfer-encoding", "").lower():
+            body = b""
+            while True:
+                size_line = self._line(deadline)
+                if size_line is None:
+                    raise http.client.IncompleteRead(body, None)
+                size = int(size_line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self._line(deadline):
+                        pass
+                    break
+                body += self._exact(size, deadline) or b""
+                self._line(deadline)
+        elif "content-length" in lower:
+            body = self._exact(int(lower["content-length"]), deadline)
+            if body is None:
+                raise http.client.IncompleteRead(self.buf, None)
+        else:
+            # close-delimited: only a closing peer delimits it
+            end = min(deadline, time.monotonic() + unframed_wait)
+            try:
+                while self._fill(end):
+                    pass
+            except socket.timeout:
+                framed = False
+            body, self.buf = self.buf, b""
+        return RawResponse(status, headers, body, time.monotonic() - t0, framed,
+                           m.group(1).decode())
+
+    def wait_close(self, timeout=5.0):
+        """(closed, bytes received meanwhile): did the peer close (FIN or
+        reset) within timeout?"""
+        deadline = time.monotonic() + timeout
+        try:
+            while self._fill(deadline):
+                pass
+        except socket.timeout:
+            return False, self.buf
+        return True, self.buf
+
+
+def http_request(method, path, body=None, headers=(), content_type="application/json",
+                 host="127.0.0.1", version="HTTP/1.1"):
+    """Raw bytes of one request; Content-Length is added for a body unless a
+    header in `headers` already frames it."""
+    lines = ["%s %s %s" % (method, path, version), "Host: %s" % host]
+    names = [h.split(":", 1)[0].strip().lower() for h in headers]
+    if body is not None and content_type is not None:
+        lines.append("Content-Type: " + content_type)
+    if body is not None and "content-length" not in names and "transfer-encoding" not in names:
+        lines.append("Content-Length: %d" % len(body))
+    lines.extend(headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+class RawRequest:
+    """One request a RawUpstream read: request line, headers, body, the
+    connection it came on (1, 2, ...) and its position on that connection."""
+
+    def __init__(self, line, headers, body, conn, index):
+        self.line = line
+        self.headers = headers
+        self.body = body
+        self.conn = conn
+        self.index = index
+        self.time = time.monotonic()
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def __repr__(self):
+        return "conn %d #%d: %s %s" % (self.conn, self.index, self.line,
+                                        _short(self.body.decode("utf-8", "replace"), 300))
+
+
+def upstream_ok(status=200, body=b'{"ok":true}', close=False):
+    """Behaviour: a well-framed answer; close=True closes the connection after it."""
+    def act(up, conn, req):
+        conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n%s\r\n" % (status, len(body),
+                                                         b"Connection: close\r\n" if close
+                                                         else b"") + body)
+        return not close
+    return act
+
+
+def upstream_raw(data, then="close", delay=0.0, hold=0.0):
+    """Behaviour: send these bytes as the answer (after delay seconds), wait
+    hold seconds, then "close" (FIN), "reset" (RST through SO_LINGER 0) or
+    "keep"."""
+    def act(up, conn, req):
+        if delay:
+            up.stopping.wait(delay)
+        if data:
+            conn.sendall(data)
+        if hold:
+            up.stopping.wait(hold)
+        if then == "reset":
+            RawUpstream.reset(conn)
+        return then == "keep"
+    return act
+
+
+def upstream_stall(seconds):
+    """Behaviour: read the request, answer nothing for `seconds` (or until the
+    server stops), then close."""
+    def act(up, conn, req):
+        up.stopping.wait(seconds)
+        return False
+    return act
+
+
+def upstream_ok_then_idle_close(after, body=b'{"ok":true}'):
+    """Behaviour: a keep-alive answer, then the server closes that idle
+    connection `after` seconds later (its keep-alive timeout)."""
+    def act(up, conn, req):
+        upstream_ok(body=body)(up, conn, req)
+        up.stopping.wait(after)
+        return False
+    return act
+
+
+class RawUpstream:
+    """A loopback HTTP/1.1 upstream scripted per request.  Each request read
+    (head + Content-Length body) is recorded in `requests`, then answered by
+    the next behaviour of `script` (else `default`): a callable
+    (upstream, socket, RawRequest) that writes what it likes and returns True
+    to keep the connection for another request."""
+
+    def __init__(self, port=0):
+        self.lock = threading.Lock()
+        self.requests = []
+        self.script = []
+        self.default = upstream_ok()
+        self.connections = 0
+        self.stopping = threading.Event()
+        self._socks = []
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(128)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path="/hook", scheme="http"):
+        return "%s://127.0.0.1:%d%s" % (scheme, self.port, path)
+
+    def behave(self, *behaviours):
+        with self.lock:
+            self.script.extend(behaviours)
+
+    def count(self, pred=None):
+        with self.lock:
+            return len([r for r in self.requests if pred is None or pred(r)])
+
+    def wait_requests(self, n, timeout=5.0):
+        return wait_for(lambda: self.count() >= n, timeout)
+
+    @staticmethod
+    def reset(conn):
+        """Close with RST instead of FIN."""
+        import struct
+        try:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        conn.close()
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                n = self.connections
+                self._socks.append(conn)
+            threading.Thread(target=self._serve, args=(conn, n), daemon=True).start()
+
+    def _read_request(self, conn, buf, n, index):
+        while b"\r\n\r\n" not in buf[0]:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            buf[0] += chunk
+        head, buf[0] = buf[0].split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = []
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers.append((k.strip(), v.strip()))
+        length = 0
+        for k, v in headers:
+            if k.lower() == "content-length":
+                length = int(v)
+        while len(buf[0]) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            buf[0] += chunk
+        body, buf[0] = buf[0][:length], buf[0][length:]
+        return RawRequest(lines[0], headers, body, n, index)
+
+    def _serve(self, conn, n):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = [b""]
+        index = 0
+        try:
+            while not self.stopping.is_set():
+                index += 1
+                req = self._read_request(conn, buf, n, index)
+                if req is None:
+                    return
+                with self.lock:
+                    self.requests.append(req)
+                    act = self.script.pop(0) if self.script else self.default
+                if not act(self, conn, req):
+                    return
+        except OSError:
+            pass
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopping.set()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        with self.lock:
+            socks = list(self._socks)
+        for c in socks:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def _sink_drop_connections(self, settle=0.2):
+    """Close every connection the sink holds (the bridge's pooled ones too), so
+    the next delivery opens a new one; waits `settle` seconds for the peer
+    to notice."""
+    with self.lock:
+        conns = list(self.connections)
+        self.connections.clear()
+    for c in conns:
+        try:
+            c.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    if settle:
+        time.sleep(settle)
+
+
+Sink.drop_connections = _sink_drop_connections
