@@ -9,6 +9,7 @@
 #include "bridge/convert.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
+#include "bridge/v1.h"
 
 static const char *const top_keys[] = { "listen", "limits", "tls", "unrouted", "match_keys",
 					"upstream", "log_level", "workers", "dry_run", "record",
@@ -47,18 +48,6 @@ static char *xstrdup(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
-/* HTTP header names are RFC 9110 tokens. */
-static int header_name_valid(const char *s)
-{
-	if (!*s)
-		return 0;
-	for (; *s; s++)
-		if (!strchr("!#$%&'*+-.^_`|~", *s) &&
-		    !((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
-			return 0;
-	return 1;
-}
-
 static int header_value_valid(const char *s)
 {
 	for (; *s; s++)
@@ -72,7 +61,7 @@ static void get_header_name(const config_setting_t *g, const char *name, char **
 {
 	const char *v = deflt;
 
-	if (cfg_get_text(g, name, &v, file, d) == 1 && !header_name_valid(v)) {
+	if (cfg_get_text(g, name, &v, file, d) == 1 && !upstream_header_name_valid(v)) {
 		diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, name)),
 			 "'%s' = \"%s\" is not a valid HTTP header name", name, v);
 		v = deflt;
@@ -319,7 +308,7 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 		const char *an = NULL, *av = NULL;
 
 		cfg_check_keys(auth, auth_keys, file, d);
-		if (cfg_get_text(auth, "name", &an, file, d) == 1 && !header_name_valid(an))
+		if (cfg_get_text(auth, "name", &an, file, d) == 1 && !upstream_header_name_valid(an))
 			diag_add(d, cfg_file(auth, file), cfg_line(auth),
 				 "auth_header name \"%s\" is not a valid HTTP header name", an);
 		if (cfg_get_string(auth, "value", &av, file, d) == 1 && !header_value_valid(av))
@@ -645,6 +634,18 @@ static int id_in(char *const *ids, size_t n, const char *id)
 		if (strcmp(ids[i], id) == 0)
 			return 1;
 	return 0;
+}
+
+const char *bridge_config_v1_id(const struct v1_doc *doc, const char *key, char *buf, size_t cap)
+{
+	const struct v1_field *f = v1_doc_get(doc, key);
+	struct bridge_error err;
+
+	if (!f || (f->value.type != V1_NUMBER && f->value.type != V1_STRING))
+		return NULL;
+	if (convert_integer(f->value.text, f->value.len, buf, cap, &err) < 0)
+		return NULL;
+	return buf;
 }
 
 const struct bridge_route *bridge_config_route_for(const struct bridge_config *c,

@@ -149,6 +149,7 @@ static void input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, v
 	struct bufferevent *bev = arg;
 	struct guard *g = thread_guard;
 	struct slot *s;
+	ino_t ino;
 	int fd;
 
 	if (!g || info->n_added == 0)
@@ -157,20 +158,19 @@ static void input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, v
 	s = slot_for(g, fd, 1);
 	if (!s)
 		return;
-	if (!s->used || s->bev != bev) {
+	/* a closed connection may leave the same fd and even the same buffer
+	 * address to a new one: the socket's inode tells them apart */
+	ino = socket_ino(fd);
+	if (!s->used || s->bev != bev || s->ino != ino) {
 		if (s->used)
 			slot_release(g, s); /* the fd's previous socket is gone */
 		s->used = 1;
 		s->bev = bev;
-		s->ino = socket_ino(fd);
+		s->ino = ino;
 		g->live++;
 	}
-	if (!s->in_handler && s->request_start == 0) {
-		/* a new request: the socket behind fd is this connection's now, even
-		 * when a closed connection left the same fd and buffer address */
-		s->ino = socket_ino(fd);
+	if (!s->in_handler && s->request_start == 0)
 		s->request_start = now_ms();
-	}
 }
 
 static struct bufferevent *make_bev(struct event_base *base, void *arg)

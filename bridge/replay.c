@@ -138,17 +138,6 @@ static const char *path_shown(const char *file)
 	return file;
 }
 
-static const char *canonical_id(const struct v1_doc *doc, const char *key, char *buf, size_t cap)
-{
-	const struct v1_field *f = v1_doc_get(doc, key);
-	struct bridge_error err;
-
-	if (!f || (f->value.type != V1_NUMBER && f->value.type != V1_STRING))
-		return NULL;
-	if (convert_integer(f->value.text, f->value.len, buf, cap, &err) < 0)
-		return NULL;
-	return buf;
-}
 
 /* Read a whole file of at most max bytes into a NUL-terminated buffer.
  * -EFBIG when larger. */
@@ -959,8 +948,8 @@ static struct job *prepare(struct replay *rp, struct item *it)
 		return NULL;
 	}
 	if (!route) {
-		const char *website = canonical_id(doc, c->website_key, wid, sizeof(wid));
-		const char *campaign = canonical_id(doc, c->campaign_key, cid, sizeof(cid));
+		const char *website = bridge_config_v1_id(doc, c->website_key, wid, sizeof(wid));
+		const char *campaign = bridge_config_v1_id(doc, c->campaign_key, cid, sizeof(cid));
 
 		route = bridge_config_route_for(c, website, campaign);
 		if (!route) {

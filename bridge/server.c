@@ -421,19 +421,6 @@ static void exchange_fail(struct exchange *x, int status, enum metrics_outcome o
 
 /* ---- request checks ----------------------------------------------------- */
 
-
-/* Our own framing checks, whatever the library let through (pitfall A10). */
-static int token_valid(const char *s)
-{
-	if (!*s)
-		return 0;
-	for (; *s; s++)
-		if (!strchr("!#$%&'*+-.^_`|~", *s) &&
-		    !((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
-			return 0;
-	return 1;
-}
-
 /* Our own framing checks, whatever the library let through (pitfall A10):
  * anything a front proxy might read differently is refused, and the
  * connection closed, so no request can hide in another's body.  Webhook
@@ -446,7 +433,7 @@ static const char *framing_problem(struct evhttp_request *req)
 	if (req->major != 1 || (req->minor != 0 && req->minor != 1))
 		return "HTTP version other than 1.0 or 1.1";
 	for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
-		if (!token_valid(kv->key))
+		if (!upstream_header_name_valid(kv->key))
 			return "a header name that is not a token (space before the colon?)";
 		if (strcasecmp(kv->key, "Content-Length") == 0) {
 			cl++;
@@ -784,17 +771,6 @@ static void print_dry_run(const struct exchange *x, const struct mapping_result 
 	evbuffer_free(line);
 }
 
-static const char *canonical_id(const struct v1_doc *doc, const char *key, char *buf, size_t cap)
-{
-	const struct v1_field *f = v1_doc_get(doc, key);
-	struct bridge_error err;
-
-	if (!f || (f->value.type != V1_NUMBER && f->value.type != V1_STRING))
-		return NULL;
-	if (convert_integer(f->value.text, f->value.len, buf, cap, &err) < 0)
-		return NULL;
-	return buf;
-}
 
 static void report_unmapped(struct exchange *x, const struct mapping_result *m)
 {
@@ -1179,8 +1155,8 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		return;
 	}
 
-	website = canonical_id(doc, c->website_key, wid, sizeof(wid));
-	campaign = canonical_id(doc, c->campaign_key, cid, sizeof(cid));
+	website = bridge_config_v1_id(doc, c->website_key, wid, sizeof(wid));
+	campaign = bridge_config_v1_id(doc, c->campaign_key, cid, sizeof(cid));
 	x->route = bridge_config_route_for(c, website, campaign);
 	if (!x->route) {
 		struct evbuffer *b;

@@ -1347,7 +1347,7 @@ void upstream_pool_free(struct upstream_pool *p)
 		free(p);
 }
 
-static int header_name_valid(const char *s)
+int upstream_header_name_valid(const char *s)
 {
 	size_t n = 0;
 
@@ -1413,7 +1413,7 @@ int upstream_post(struct upstream_pool *p, const struct upstream_header *headers
 		return bridge_error_set(err, "too many upstream headers (%zu, limit %d)", n_headers,
 					UPSTREAM_HEADERS_MAX);
 	for (i = 0; i < n_headers; i++) {
-		if (!headers[i].name || !header_name_valid(headers[i].name))
+		if (!headers[i].name || !upstream_header_name_valid(headers[i].name))
 			return bridge_error_set(err, "invalid upstream header name '%.64s'",
 						headers[i].name ? headers[i].name : "(null)");
 		if (header_name_reserved(headers[i].name))

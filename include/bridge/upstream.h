@@ -34,6 +34,10 @@ struct upstream_url {
 	char host_header[300]; /* value for the Host header ("host", "host:port", "[::1]:8443") */
 };
 
+/* 1 when s is an HTTP header name (an RFC 9110 token, 1 to
+ * 256 bytes), else 0. */
+int upstream_header_name_valid(const char *s);
+
 /* Parse an http:// or https:// URL. No user-info, no fragment. */
 int upstream_url_parse(const char *url, struct upstream_url *ret, struct bridge_error *err);
 
