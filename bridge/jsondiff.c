@@ -21,6 +21,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "bridge/jsondiff.h"
+#include "bridge/v1.h"
 #include "bridge/mapping.h"
 
 #define DEFAULT_MAX_INPUT   (16u * 1024 * 1024)
@@ -470,19 +471,10 @@ static size_t parse_offset(const struct parse *p)
 /* yajl's "lexical error: invalid char in json text.\n" -> "invalid char in json text". */
 static void parse_syntax_error(struct parse *p, const char *name, struct bridge_error *err)
 {
-	unsigned char *raw = yajl_get_error(p->h, 0, (const unsigned char *)p->text, p->len);
-	const char *reason = raw ? (const char *)raw : "syntax error";
-	const char *colon = strstr(reason, "error: ");
-	size_t n;
+	char reason[320];
 
-	if (colon)
-		reason = colon + 7;
-	n = strlen(reason);
-	while (n && (reason[n - 1] == '\n' || reason[n - 1] == '.' || reason[n - 1] == ' '))
-		n--;
-	parse_error(err, name, (long)parse_offset(p), "%.*s", (int)(n > 300 ? 300 : n), reason);
-	if (raw)
-		yajl_free_error(p->h, raw);
+	v1_yajl_reason(p->h, p->text, p->len, reason, sizeof(reason));
+	parse_error(err, name, (long)parse_offset(p), "%s", reason);
 }
 
 static int parse_doc(const char *text, size_t len, const char *name, size_t max_depth,

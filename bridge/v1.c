@@ -716,9 +716,9 @@ static const yajl_callbacks json_callbacks = {
 
 /* "lexical error: invalid char in json text.\n" -> "invalid char in json text".
  * `at` is yajl's count of bytes consumed: the bad byte is at or just before it. */
-static void json_syntax_error(struct json_ctx *c, size_t at)
+void v1_yajl_reason(void *h, const char *text, size_t len, char *out, size_t cap)
 {
-	unsigned char *raw = yajl_get_error(c->h, 0, (const unsigned char *)c->body, c->len);
+	unsigned char *raw = yajl_get_error(h, 0, (const unsigned char *)text, len);
 	const char *reason = raw ? (const char *)raw : "syntax error";
 	const char *colon = strstr(reason, "error: ");
 	size_t n;
@@ -728,9 +728,17 @@ static void json_syntax_error(struct json_ctx *c, size_t at)
 	n = strlen(reason);
 	while (n && (reason[n - 1] == '\n' || reason[n - 1] == '.' || reason[n - 1] == ' '))
 		n--;
-	fail(c->err, (long)at, NULL, "invalid JSON at byte %zu: %.*s", at, (int)n, reason);
+	snprintf(out, cap, "%.*s", (int)(n > 300 ? 300 : n), reason);
 	if (raw)
-		yajl_free_error(c->h, raw);
+		yajl_free_error(h, raw);
+}
+
+static void json_syntax_error(struct json_ctx *c, size_t at)
+{
+	char reason[320];
+
+	v1_yajl_reason(c->h, c->body, c->len, reason, sizeof(reason));
+	fail(c->err, (long)at, NULL, "invalid JSON at byte %zu: %s", at, reason);
 }
 
 int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim,

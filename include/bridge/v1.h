@@ -77,6 +77,11 @@ enum v1_encoding v1_encoding_of(const char *content_type);
  * it check this first. */
 size_t v1_json_depth(const char *s, size_t n);
 
+/* yajl's verbose error ("lexical error: invalid char in json text.\n"
+ * plus context lines) as a short reason ("invalid char in json text") in
+ * out; h is the yajl_handle (void * keeps yajl out of this header). */
+void v1_yajl_reason(void *h, const char *text, size_t len, char *out, size_t cap);
+
 /* Find a field by key (exact, case-sensitive); NULL if absent. */
 const struct v1_field *v1_doc_get(const struct v1_doc *d, const char *key);
 
