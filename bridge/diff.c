@@ -768,24 +768,37 @@ static uint64_t hash_str(const char *s)
 	return h;
 }
 
-static int table_grow(struct group_table *t)
+/* Rebuild an open-addressing index of n string keys (slot = index + 1) at
+ * twice its size; the tables below differ only in their element type. */
+static int index_grow(size_t **slots_io, size_t *n_slots_io, size_t n,
+		      const char *(*key_at)(const void *v, size_t i), const void *v)
 {
-	size_t n_slots = t->n_slots ? t->n_slots * 2 : 64;
+	size_t n_slots = *n_slots_io ? *n_slots_io * 2 : 64;
 	size_t *slots = calloc(n_slots, sizeof(*slots));
 
 	if (!slots)
 		return -1;
-	for (size_t i = 0; i < t->n; i++) {
-		size_t h = (size_t)hash_str(t->v[i].path) & (n_slots - 1);
+	for (size_t i = 0; i < n; i++) {
+		size_t h = (size_t)hash_str(key_at(v, i)) & (n_slots - 1);
 
 		while (slots[h])
 			h = (h + 1) & (n_slots - 1);
 		slots[h] = i + 1;
 	}
-	free(t->slots);
-	t->slots = slots;
-	t->n_slots = n_slots;
+	free(*slots_io);
+	*slots_io = slots;
+	*n_slots_io = n_slots;
 	return 0;
+}
+
+static const char *group_key_at(const void *v, size_t i)
+{
+	return ((const struct group_table *)v)->v[i].path;
+}
+
+static int table_grow(struct group_table *t)
+{
+	return index_grow(&t->slots, &t->n_slots, t->n, group_key_at, t);
 }
 
 /* The group of path (created when new); NULL on out of memory. */
@@ -1487,24 +1500,14 @@ struct count_table {
 	size_t dropped; /* occurrences of keys past MAX_GROUPS */
 };
 
+static const char *count_key_at(const void *v, size_t i)
+{
+	return ((const struct count_table *)v)->v[i].key;
+}
+
 static int ctable_grow(struct count_table *t)
 {
-	size_t n_slots = t->n_slots ? t->n_slots * 2 : 64;
-	size_t *slots = calloc(n_slots, sizeof(*slots));
-
-	if (!slots)
-		return -1;
-	for (size_t i = 0; i < t->n; i++) {
-		size_t h = (size_t)hash_str(t->v[i].key) & (n_slots - 1);
-
-		while (slots[h])
-			h = (h + 1) & (n_slots - 1);
-		slots[h] = i + 1;
-	}
-	free(t->slots);
-	t->slots = slots;
-	t->n_slots = n_slots;
-	return 0;
+	return index_grow(&t->slots, &t->n_slots, t->n, count_key_at, t);
 }
 
 /* NULL past the ceiling (counted in t->dropped) or on out of memory (*oom). */
