@@ -877,15 +877,20 @@ class Sink:
             s.server_close()
         with self.lock:
             conns = list(self.connections)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                c.close()
-            except OSError:
-                pass
+        close_sockets(conns)
+
+
+def close_sockets(socks):
+    """Shut down and close each socket, ignoring the ones already gone."""
+    for c in socks:
+        try:
+            c.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            c.close()
+        except OSError:
+            pass
 
 
 def wait_for(cond, timeout=5.0, step=0.02):
@@ -1438,15 +1443,7 @@ class RawUpstream:
             pass
         with self.lock:
             socks = list(self._socks)
-        for c in socks:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                c.close()
-            except OSError:
-                pass
+        close_sockets(socks)
 
 
 def _sink_drop_connections(self, settle=0.2):
