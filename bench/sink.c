@@ -31,11 +31,11 @@
 #include <event2/http.h>
 #include <event2/thread.h>
 
-#define SINK_MAX_THREADS 64
-#define SINK_MAX_BODY (4 * 1024 * 1024)
-#define SINK_MAX_HEADERS (64 * 1024)
+#define SINK_MAX_THREADS    64
+#define SINK_MAX_BODY       (4 * 1024 * 1024)
+#define SINK_MAX_HEADERS    (64 * 1024)
 #define SINK_IDLE_TIMEOUT_S 60
-#define SINK_BACKLOG 4096
+#define SINK_BACKLOG        4096
 
 static const char ok_body[] = "{\"ok\":true}";
 
@@ -187,7 +187,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (port < 0 || port > 65535 || threads < 1 || threads > SINK_MAX_THREADS) {
-		fprintf(stderr, "sink: port must be 0..65535 and threads 1..%d\n", SINK_MAX_THREADS);
+		fprintf(stderr, "sink: port must be 0..65535 and threads 1..%d\n",
+			SINK_MAX_THREADS);
 		return 2;
 	}
 

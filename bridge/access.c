@@ -17,8 +17,8 @@ static const char *const auth_keys[] = { "basic", "query", "header", NULL };
 static const char *const basic_keys[] = { "user", "password", NULL };
 static const char *const pair_keys[] = { "name", "value", NULL };
 
-static int load_pair(const config_setting_t *g, const char *group, const char *k1,
-		     const char *k2, char **v1, char **v2, const char *file, struct diag *d)
+static int load_pair(const config_setting_t *g, const char *group, const char *k1, const char *k2,
+		     char **v1, char **v2, const char *file, struct diag *d)
 {
 	const config_setting_t *s = cfg_get_group(g, group, file, d);
 	const char *a = NULL, *b = NULL;
@@ -30,8 +30,8 @@ static int load_pair(const config_setting_t *g, const char *group, const char *k
 	cfg_get_text(s, k1, &a, file, d);
 	cfg_get_text(s, k2, &b, file, d);
 	if (!a || !b)
-		return diag_add(d, cfg_file(s, file), cfg_line(s), "auth '%s' needs both '%s' and '%s'",
-				group, k1, k2);
+		return diag_add(d, cfg_file(s, file), cfg_line(s),
+				"auth '%s' needs both '%s' and '%s'", group, k1, k2);
 	if (strcmp(group, "basic") == 0 && strchr(a, ':'))
 		return diag_add(d, cfg_file(s, file), cfg_line(s),
 				"auth basic 'user' must not contain ':'");
@@ -204,7 +204,8 @@ int access_list_load(const config_setting_t *arr, const char *file, struct acces
 		return 0;
 	if (!config_setting_is_array(arr) || (n = config_setting_length(arr)) == 0)
 		return diag_add(d, cfg_file(arr, file), cfg_line(arr),
-				"'allow' must be a non-empty array of CIDR strings, e.g. [ \"10.0.0.0/8\" ]");
+				"'allow' must be a non-empty array of CIDR strings, e.g. [ "
+				"\"10.0.0.0/8\" ]");
 	ret->items = calloc((size_t)n, sizeof(*ret->items));
 	if (!ret->items)
 		return diag_add(d, file, cfg_line(arr), "out of memory");
@@ -214,7 +215,8 @@ int access_list_load(const config_setting_t *arr, const char *file, struct acces
 		if (!s || access_cidr_parse(s, &ret->items[ret->n]) < 0) {
 			diag_add(d, cfg_file(arr, file), cfg_line(arr),
 				 "'allow' element %d (\"%s\") is not an address or CIDR range "
-				 "(host bits must be zero)", i, s ? s : "");
+				 "(host bits must be zero)",
+				 i, s ? s : "");
 			continue;
 		}
 		ret->n++;
@@ -251,7 +253,9 @@ int access_list_allows(const struct access_list *l, const char *addr)
 	if (inet_pton(AF_INET, addr, a) == 1) {
 		family = AF_INET;
 	} else if (inet_pton(AF_INET6, addr, a) == 1) {
-		static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+		static const unsigned char mapped[12] = {
+			0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
+		};
 
 		family = AF_INET6;
 		if (memcmp(a, mapped, 12) == 0) {
@@ -262,7 +266,8 @@ int access_list_allows(const struct access_list *l, const char *addr)
 		return 0;
 	}
 	for (size_t i = 0; i < l->n; i++)
-		if (l->items[i].family == family && prefix_match(a, l->items[i].addr, l->items[i].bits))
+		if (l->items[i].family == family &&
+		    prefix_match(a, l->items[i].addr, l->items[i].bits))
 			return 1;
 	return 0;
 }

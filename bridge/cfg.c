@@ -119,8 +119,7 @@ struct scan_state {
 
 #define SCAN_FILES_MAX 64
 
-static int scan_literals(const char *path, const char *top, struct scan_state *st,
-			 struct diag *d)
+static int scan_literals(const char *path, const char *top, struct scan_state *st, struct diag *d)
 {
 	FILE *f;
 	int bad_includes = 0, depth = st->depth;
@@ -194,13 +193,15 @@ static int scan_literals(const char *path, const char *top, struct scan_state *s
 				/* libconfig 1.5 resolves every include, nested ones too,
 				 * against the top file's folder, and prepends that folder
 				 * even to absolute names (pitfall C3) */
-				char *full = inc && inc[0] != '/' ? cfg_resolve_path(top, inc) : NULL;
+				char *full = inc && inc[0] != '/' ? cfg_resolve_path(top, inc)
+								  : NULL;
 
 				if (inc && inc[0] == '/') {
-					diag_add(d, path, line,
-						 "@include \"%s\": absolute paths are read wrong by "
-						 "libconfig 1.5; name it relative to %s's folder",
-						 inc, top);
+					diag_add(
+						d, path, line,
+						"@include \"%s\": absolute paths are read wrong by "
+						"libconfig 1.5; name it relative to %s's folder",
+						inc, top);
 					bad_includes++;
 				} else if (full && regular_file(full)) {
 					int cycle = 0;
@@ -209,16 +210,22 @@ static int scan_literals(const char *path, const char *top, struct scan_state *s
 						if (st->chain[k] && strcmp(st->chain[k], full) == 0)
 							cycle = 1;
 					if (cycle) {
-						diag_add(d, path, line, "@include \"%s\" includes itself "
-							 "(directly or through other files)", inc);
+						diag_add(d, path, line,
+							 "@include \"%s\" includes itself "
+							 "(directly or through other files)",
+							 inc);
 						bad_includes++;
 					} else if (depth + 1 >= 11) {
-						diag_add(d, path, line, "@include \"%s\": more than 10 "
-							 "levels of includes", inc);
+						diag_add(d, path, line,
+							 "@include \"%s\": more than 10 "
+							 "levels of includes",
+							 inc);
 						bad_includes++;
 					} else if (st->files >= SCAN_FILES_MAX) {
-						diag_add(d, path, line, "@include \"%s\": more than %d "
-							 "included files", inc, SCAN_FILES_MAX);
+						diag_add(d, path, line,
+							 "@include \"%s\": more than %d "
+							 "included files",
+							 inc, SCAN_FILES_MAX);
 						bad_includes++;
 					} else {
 						st->depth = depth + 1;
@@ -228,7 +235,8 @@ static int scan_literals(const char *path, const char *top, struct scan_state *s
 						st->depth = depth;
 					}
 				} else {
-					diag_add(d, path, line, "@include \"%s\": not a readable file",
+					diag_add(d, path, line,
+						 "@include \"%s\": not a readable file",
 						 inc ? inc : "");
 					bad_includes++;
 				}
@@ -250,8 +258,9 @@ static int scan_literals(const char *path, const char *top, struct scan_state *s
 					   (text[i] >= 'A' && text[i] <= 'F') || text[i] == 'x' ||
 					   text[i] == 'X' || text[i] == 'L' || text[i] == 'l' ||
 					   text[i] == '.' || text[i] == '+' || text[i] == '-')) {
-				if (text[i] == '.' || ((text[i] == 'e' || text[i] == 'E') &&
-						       !(text[start] == '0' && (text[start + 1] | 0x20) == 'x')))
+				if (text[i] == '.' ||
+				    ((text[i] == 'e' || text[i] == 'E') &&
+				     !(text[start] == '0' && (text[start + 1] | 0x20) == 'x')))
 					is_float = 1;
 				if ((text[i] == '+' || text[i] == '-') && !is_float)
 					break;
@@ -304,10 +313,18 @@ int cfg_read(config_t *cfg, const char *path, struct diag *d)
 		if (file && strcmp(file, path) != 0 && file[0] != '/')
 			full = cfg_resolve_path(path, file);
 		if (config_error_type(cfg) == CONFIG_ERR_FILE_IO)
-			diag_add(d, full ? full : file ? file : path, 0, "cannot read: %s",
+			diag_add(d,
+				 full   ? full
+				 : file ? file
+					: path,
+				 0, "cannot read: %s",
 				 config_error_text(cfg) ? config_error_text(cfg) : "I/O error");
 		else
-			diag_add(d, full ? full : file ? file : path, config_error_line(cfg), "%s",
+			diag_add(d,
+				 full   ? full
+				 : file ? file
+					: path,
+				 config_error_line(cfg), "%s",
 				 config_error_text(cfg) ? config_error_text(cfg) : "syntax error");
 		free(full);
 		free(copy);
@@ -329,15 +346,15 @@ int cfg_line(const config_setting_t *s)
 	return s ? (int)config_setting_source_line(s) : 0;
 }
 
-static int cfg_error(const config_setting_t *s, const char *file, struct diag *d,
-		     const char *name, const char *want)
+static int cfg_error(const config_setting_t *s, const char *file, struct diag *d, const char *name,
+		     const char *want)
 {
 	return diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' must be %s, not %s", name, want,
 			type_name(config_setting_type(s)));
 }
 
-int cfg_check_keys(const config_setting_t *group, const char *const *allowed,
-		   const char *file, struct diag *d)
+int cfg_check_keys(const config_setting_t *group, const char *const *allowed, const char *file,
+		   struct diag *d)
 {
 	int unknown = 0;
 	int n = config_setting_length(group);
@@ -359,7 +376,8 @@ int cfg_check_keys(const config_setting_t *group, const char *const *allowed,
 				diag_add(d, cfg_file(s, file), cfg_line(s),
 					 "unknown setting '%s' in '%s'", name, parent);
 			else
-				diag_add(d, cfg_file(s, file), cfg_line(s), "unknown setting '%s'", name);
+				diag_add(d, cfg_file(s, file), cfg_line(s), "unknown setting '%s'",
+					 name);
 		}
 	}
 	return unknown;
@@ -405,7 +423,8 @@ int cfg_get_int(const config_setting_t *group, const char *name, long long min, 
 
 	if (!s)
 		return 0;
-	if (config_setting_type(s) != CONFIG_TYPE_INT && config_setting_type(s) != CONFIG_TYPE_INT64)
+	if (config_setting_type(s) != CONFIG_TYPE_INT &&
+	    config_setting_type(s) != CONFIG_TYPE_INT64)
 		return cfg_error(s, file, d, name, "an integer");
 	v = config_setting_get_int64(s);
 	if (v < min || v > max)
@@ -415,8 +434,8 @@ int cfg_get_int(const config_setting_t *group, const char *name, long long min, 
 	return 1;
 }
 
-int cfg_get_bool(const config_setting_t *group, const char *name, int *ret,
-		 const char *file, struct diag *d)
+int cfg_get_bool(const config_setting_t *group, const char *name, int *ret, const char *file,
+		 struct diag *d)
 {
 	const config_setting_t *s = config_setting_get_member(group, name);
 

@@ -11,27 +11,43 @@
 #include "bridge/mapping.h"
 #include "bridge/v1.h"
 
-static const char *const top_keys[] = { "listen", "limits", "tls", "unrouted", "match_keys",
-					"upstream", "log_level", "workers", "dry_run", "record",
-					"queue", "routes", NULL };
-static const char *const record_keys[] = { "path", "rotate_bytes", "keep", "redact",
-					   "redact_defaults", "headers", NULL };
-static const char *const dry_run_keys[] = { "report", "v2_path", "window_s", "max_entries", NULL };
-static const char *const listen_keys[] = { "address", "port", "path", "tls", "auth", "allow",
+static const char *const top_keys[] = { "listen",     "limits",   "tls",       "unrouted",
+					"match_keys", "upstream", "log_level", "workers",
+					"dry_run",    "record",   "queue",     "routes",
+					NULL };
+static const char *const record_keys[] = { "path",   "rotate_bytes",    "keep",
+					   "redact", "redact_defaults", "headers",
 					   NULL };
+static const char *const dry_run_keys[] = { "report", "v2_path", "window_s", "max_entries", NULL };
+static const char *const listen_keys[] = {
+	"address", "port", "path", "tls", "auth", "allow", NULL
+};
 static const char *const listen_tls_keys[] = { "cert_file", "key_file", NULL };
-static const char *const limits_keys[] = { "max_body", "max_header_bytes", "max_json_depth",
-					   "max_keys", "max_string", "max_headers",
-					   "request_timeout_ms", "request_deadline_ms", NULL };
+static const char *const limits_keys[] = {
+	"max_body",    "max_header_bytes",   "max_json_depth",      "max_keys", "max_string",
+	"max_headers", "request_timeout_ms", "request_deadline_ms", NULL
+};
 static const char *const tls_keys[] = { "ca_file", NULL };
 static const char *const match_key_keys[] = { "website_id", "campaign_id", NULL };
 static const char *const upstream_keys[] = { "max_connections", "max_response_body",
 					     "idle_timeout_ms", NULL };
-static const char *const route_keys[] = { "name", "mapping", "endpoint", "mode", "delivery",
+static const char *const route_keys[] = { "name",
+					  "mapping",
+					  "endpoint",
+					  "mode",
+					  "delivery",
 					  "auth_header",
-					  "secret", "secrets", "signature_header",
-					  "signature_encoding", "delivery_id_header", "match",
-					  "timeout_ms", "ca_file", "auth", "legacy_endpoint", NULL };
+					  "secret",
+					  "secrets",
+					  "signature_header",
+					  "signature_encoding",
+					  "delivery_id_header",
+					  "match",
+					  "timeout_ms",
+					  "ca_file",
+					  "auth",
+					  "legacy_endpoint",
+					  NULL };
 static const char *const auth_keys[] = { "name", "value", NULL };
 static const char *const match_keys[] = { "website_id", "campaign_id", NULL };
 static const char *const delivery_names[] = { "forward", "queued", NULL };
@@ -81,8 +97,8 @@ static void load_ids(const config_setting_t *match, const char *name, char ***re
 	if (!s)
 		return;
 	if (!config_setting_is_array(s) && !config_setting_is_list(s)) {
-		diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' must be an array of ids, e.g. [ 1234 ]",
-			 name);
+		diag_add(d, cfg_file(s, file), cfg_line(s),
+			 "'%s' must be an array of ids, e.g. [ 1234 ]", name);
 		return;
 	}
 	len = config_setting_length(s);
@@ -97,12 +113,14 @@ static void load_ids(const config_setting_t *match, const char *name, char ***re
 		char num[32], canon[32];
 		struct bridge_error err;
 
-		if (config_setting_type(e) == CONFIG_TYPE_INT || config_setting_type(e) == CONFIG_TYPE_INT64)
+		if (config_setting_type(e) == CONFIG_TYPE_INT ||
+		    config_setting_type(e) == CONFIG_TYPE_INT64)
 			snprintf(num, sizeof(num), "%lld", config_setting_get_int64(e));
 		else if (config_setting_type(e) == CONFIG_TYPE_STRING)
 			snprintf(num, sizeof(num), "%s", config_setting_get_string(e));
 		else {
-			diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' element %d is not an id", name, i);
+			diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' element %d is not an id",
+				 name, i);
 			continue;
 		}
 		if (convert_integer(num, strlen(num), canon, sizeof(canon), &err) < 0) {
@@ -123,7 +141,8 @@ static void load_secrets(const config_setting_t *g, struct bridge_route *r, cons
 	int n;
 
 	if (one && many) {
-		diag_add(d, cfg_file(many, file), cfg_line(many), "set 'secret' or 'secrets', not both");
+		diag_add(d, cfg_file(many, file), cfg_line(many),
+			 "set 'secret' or 'secrets', not both");
 		return;
 	}
 	if (one) {
@@ -174,8 +193,8 @@ static void load_strings(const config_setting_t *g, const char *name, char ***re
 	if (!s)
 		return;
 	if (!config_setting_is_array(s) || (len = config_setting_length(s)) == 0) {
-		diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' must be a non-empty array of strings",
-			 name);
+		diag_add(d, cfg_file(s, file), cfg_line(s),
+			 "'%s' must be a non-empty array of strings", name);
 		return;
 	}
 	*ret = calloc((size_t)len, sizeof(char *));
@@ -210,7 +229,8 @@ static void check_readable(const config_setting_t *s, const char *what, const ch
 			   const char *file, struct diag *d)
 {
 	if (access(path, R_OK) != 0)
-		diag_add(d, cfg_file(s, file), cfg_line(s), "%s '%s': %s", what, path, strerror(errno));
+		diag_add(d, cfg_file(s, file), cfg_line(s), "%s '%s': %s", what, path,
+			 strerror(errno));
 }
 
 static void load_route(struct bridge_config *c, const config_setting_t *g, struct bridge_route *r,
@@ -255,16 +275,18 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 	}
 
 	if (cfg_get_text(g, "mapping", &v, file, d) == 1) {
-		struct diag md = {0};
+		struct diag md = { 0 };
 
 		r->mapping_file = cfg_resolve_path(file, v);
 		if (access(r->mapping_file, R_OK) != 0) {
-			diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, "mapping")),
+			diag_add(d, cfg_file(g, file),
+				 cfg_line(config_setting_get_member(g, "mapping")),
 				 "route '%s': mapping '%s': %s", r->name ? r->name : "?",
 				 r->mapping_file, strerror(errno));
 		} else if (mapping_load(r->mapping_file, &r->mapping, &md) < 0) {
 			diag_merge(d, &md);
-			diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, "mapping")),
+			diag_add(d, cfg_file(g, file),
+				 cfg_line(config_setting_get_member(g, "mapping")),
 				 "route '%s': mapping '%s' did not load (%d error(s) above)",
 				 r->name ? r->name : "?", r->mapping_file, md.count);
 		}
@@ -276,7 +298,8 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 
 	if (cfg_get_text(g, "endpoint", &v, file, d) == 1) {
 		if (upstream_url_parse(v, &r->url, &err) < 0)
-			diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, "endpoint")),
+			diag_add(d, cfg_file(g, file),
+				 cfg_line(config_setting_get_member(g, "endpoint")),
 				 "endpoint '%s': %s", v, err.message);
 		else
 			r->endpoint = strdup(v);
@@ -295,11 +318,13 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 		if (r->mode == ROUTE_FORWARD)
 			diag_add(d, cfg_file(g, file),
 				 cfg_line(config_setting_get_member(g, "legacy_endpoint")),
-				 "route '%s': legacy_endpoint is for dry-run and dual modes, not forward",
+				 "route '%s': legacy_endpoint is for dry-run and dual modes, not "
+				 "forward",
 				 r->name ? r->name : "?");
 	} else if (r->mode == ROUTE_DUAL && !config_setting_get_member(g, "legacy_endpoint")) {
 		diag_add(d, cfg_file(g, file), cfg_line(g),
-			 "route '%s' is in dual mode but has no 'legacy_endpoint' (the authoritative v1 importer)",
+			 "route '%s' is in dual mode but has no 'legacy_endpoint' (the "
+			 "authoritative v1 importer)",
 			 r->name ? r->name : "?");
 	}
 
@@ -308,7 +333,8 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 		const char *an = NULL, *av = NULL;
 
 		cfg_check_keys(auth, auth_keys, file, d);
-		if (cfg_get_text(auth, "name", &an, file, d) == 1 && !upstream_header_name_valid(an))
+		if (cfg_get_text(auth, "name", &an, file, d) == 1 &&
+		    !upstream_header_name_valid(an))
 			diag_add(d, cfg_file(auth, file), cfg_line(auth),
 				 "auth_header name \"%s\" is not a valid HTTP header name", an);
 		if (cfg_get_string(auth, "value", &av, file, d) == 1 && !header_value_valid(av))
@@ -327,7 +353,8 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 			 "route '%s' is in %s mode but has no 'secret' to sign with",
 			 r->name ? r->name : "?", route_mode_name(r->mode));
 
-	get_header_name(g, "signature_header", &r->signature_header, "X-Qualifio-Signature", file, d);
+	get_header_name(g, "signature_header", &r->signature_header, "X-Qualifio-Signature", file,
+			d);
 	get_header_name(g, "delivery_id_header", &r->delivery_id_header, "X-Bridge-Delivery-Id",
 			file, d);
 	if (cfg_get_string(g, "signature_encoding", &v, file, d) == 1) {
@@ -352,7 +379,8 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 		r->timeout_ms = (int)timeout;
 	if (cfg_get_text(g, "ca_file", &v, file, d) == 1) {
 		r->ca_file = cfg_resolve_path(file, v);
-		check_readable(config_setting_get_member(g, "ca_file"), "ca_file", r->ca_file, file, d);
+		check_readable(config_setting_get_member(g, "ca_file"), "ca_file", r->ca_file, file,
+			       d);
 	}
 	if (r->endpoint && r->url.https)
 		r->tls_index = tls_index_for(c, r->ca_file ? r->ca_file : c->ca_file);
@@ -415,8 +443,10 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 			c->listen_port = (int)n;
 		if (cfg_get_text(g, "path", &v, path, d) == 1) {
 			if (v[0] != '/' || strpbrk(v, "?# "))
-				diag_add(d, cfg_file(g, path), cfg_line(config_setting_get_member(g, "path")),
-					 "'path' must start with '/' and hold no '?', '#' or space");
+				diag_add(
+					d, cfg_file(g, path),
+					cfg_line(config_setting_get_member(g, "path")),
+					"'path' must start with '/' and hold no '?', '#' or space");
 			free(c->listen_path);
 			c->listen_path = strdup(v);
 		}
@@ -425,16 +455,17 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 			cfg_check_keys(lt, listen_tls_keys, path, d);
 			if (cfg_get_text(lt, "cert_file", &v, path, d) == 1) {
 				c->listen_cert_file = cfg_resolve_path(path, v);
-				check_readable(config_setting_get_member(lt, "cert_file"), "cert_file",
-					       c->listen_cert_file, path, d);
+				check_readable(config_setting_get_member(lt, "cert_file"),
+					       "cert_file", c->listen_cert_file, path, d);
 			}
 			if (cfg_get_text(lt, "key_file", &v, path, d) == 1) {
 				c->listen_key_file = cfg_resolve_path(path, v);
-				check_readable(config_setting_get_member(lt, "key_file"), "key_file",
-					       c->listen_key_file, path, d);
+				check_readable(config_setting_get_member(lt, "key_file"),
+					       "key_file", c->listen_key_file, path, d);
 			}
 			if (!c->listen_cert_file || !c->listen_key_file)
-				diag_add(d, path, cfg_line(lt), "listen.tls needs 'cert_file' and 'key_file'");
+				diag_add(d, path, cfg_line(lt),
+					 "listen.tls needs 'cert_file' and 'key_file'");
 		}
 		access_auth_load(cfg_get_group(g, "auth", path, d), path, &c->auth, d);
 		access_list_load(config_setting_get_member(g, "allow"), path, &c->allow, d);
@@ -470,8 +501,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		cfg_check_keys(g, tls_keys, path, d);
 		if (cfg_get_text(g, "ca_file", &v, path, d) == 1) {
 			c->ca_file = cfg_resolve_path(path, v);
-			check_readable(config_setting_get_member(g, "ca_file"), "ca_file", c->ca_file, path,
-				       d);
+			check_readable(config_setting_get_member(g, "ca_file"), "ca_file",
+				       c->ca_file, path, d);
 		}
 	}
 
@@ -483,7 +514,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 
 		if (log_level_parse(v, &lv) < 0)
 			diag_add(d, path, cfg_line(config_setting_get_member(root, "log_level")),
-				 "'log_level' = \"%s\" is not one of: debug | info | warn | error", v);
+				 "'log_level' = \"%s\" is not one of: debug | info | warn | error",
+				 v);
 		else
 			c->log_level = (int)lv;
 	}
@@ -497,7 +529,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		if (cfg_get_text(g, "path", &v, path, d) == 1)
 			c->record_path = cfg_resolve_path(path, v);
 		else if (!config_setting_get_member(g, "path"))
-			diag_add(d, path, cfg_line(g), "'record' needs a 'path' for the capture file");
+			diag_add(d, path, cfg_line(g),
+				 "'record' needs a 'path' for the capture file");
 		if (cfg_get_int(g, "rotate_bytes", 0, 1LL << 40, &n, path, d) == 1)
 			c->record_rotate_bytes = (unsigned long long)n;
 		if (cfg_get_int(g, "keep", 1, 1000, &n, path, d) == 1)
@@ -517,7 +550,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		if (cfg_get_text(g, "v2_path", &v, path, d) == 1) {
 			if (v[0] != '/' || strpbrk(v, "?# "))
 				diag_add(d, path, cfg_line(config_setting_get_member(g, "v2_path")),
-					 "'v2_path' must start with '/' and hold no '?', '#' or space");
+					 "'v2_path' must start with '/' and hold no '?', '#' or "
+					 "space");
 			c->shadow_path = strdup(v);
 		}
 		if (cfg_get_int(g, "window_s", 1, 7 * 86400, &n, path, d) == 1)
@@ -549,11 +583,13 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 
 		c->routes = calloc(len ? (size_t)len : 1, sizeof(*c->routes));
 		for (int i = 0; i < len && c->routes; i++) {
-			load_route(c, config_setting_get_elem(routes, (unsigned)i), &c->routes[i], path, d);
+			load_route(c, config_setting_get_elem(routes, (unsigned)i), &c->routes[i],
+				   path, d);
 			c->n_routes++;
 		}
 		if (len == 0)
-			diag_add(d, path, cfg_line(routes), "'routes' is empty: add at least one route");
+			diag_add(d, path, cfg_line(routes),
+				 "'routes' is empty: add at least one route");
 	} else if (!config_setting_get_member(root, "routes")) {
 		diag_add(d, path, 0, "no 'routes' list: add at least one route");
 	}
@@ -565,7 +601,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		if (c->routes[i].queued && !c->queue.path)
 			diag_add(d, path, c->routes[i].line,
 				 "route '%s' has delivery = \"queued\" but there is no "
-				 "queue { path = \"...\"; } group", c->routes[i].name ? c->routes[i].name : "?");
+				 "queue { path = \"...\"; } group",
+				 c->routes[i].name ? c->routes[i].name : "?");
 	config_destroy(&cfg);
 	if (d->count > errors_before) {
 		bridge_config_free(c);
@@ -649,8 +686,7 @@ const char *bridge_config_v1_id(const struct v1_doc *doc, const char *key, char 
 }
 
 const struct bridge_route *bridge_config_route_for(const struct bridge_config *c,
-						   const char *website_id,
-						   const char *campaign_id)
+						   const char *website_id, const char *campaign_id)
 {
 	const struct bridge_route *best = NULL;
 	int best_rank = 0;

@@ -34,8 +34,8 @@ static void text_render(char *dst, size_t cap, const char *s, size_t n)
 		size_t tl;
 
 		if (ch < 0x20 || ch >= 0x7F || ch == '"' || ch == '\\')
-			tl = (size_t)snprintf(tmp, sizeof(tmp), ch == '"' || ch == '\\' ?
-					      "\\%c" : "\\x%02x", ch);
+			tl = (size_t)snprintf(tmp, sizeof(tmp),
+					      ch == '"' || ch == '\\' ? "\\%c" : "\\x%02x", ch);
 		else {
 			tmp[0] = (char)ch;
 			tl = 1;
@@ -82,8 +82,7 @@ static int is_digit(char ch)
 /* ------------------------------------------------------------------------ */
 /* Integers */
 
-int convert_integer(const char *text, size_t len, char *ret, size_t cap,
-		    struct bridge_error *err)
+int convert_integer(const char *text, size_t len, char *ret, size_t cap, struct bridge_error *err)
 {
 	static const char max_neg[] = "9223372036854775808";  /* 2^63 */
 	static const char max_pos[] = "18446744073709551615"; /* 2^64 - 1 */
@@ -112,10 +111,11 @@ int convert_integer(const char *text, size_t len, char *ret, size_t cap,
 			continue;
 		if (text[i] == '.' || text[i] == 'e' || text[i] == 'E')
 			return fail(err, (long)i,
-				    "not an integer: \"%s\" (fractions and exponents are not allowed, byte %zu)",
+				    "not an integer: \"%s\" (fractions and exponents are not "
+				    "allowed, byte %zu)",
 				    shown, i);
-		return fail(err, (long)i, "not an integer: \"%s\" (unexpected character at byte %zu)",
-			    shown, i);
+		return fail(err, (long)i,
+			    "not an integer: \"%s\" (unexpected character at byte %zu)", shown, i);
 	}
 	first = b;
 	while (first + 1 < e && text[first] == '0')
@@ -125,9 +125,10 @@ int convert_integer(const char *text, size_t len, char *ret, size_t cap,
 		neg = 0;
 	limit = neg ? max_neg : max_pos;
 	if (n > strlen(limit) || (n == strlen(limit) && memcmp(text + first, limit, n) > 0))
-		return fail(err, (long)b,
-			    "integer out of range [-9223372036854775808, 18446744073709551615]: \"%s\"",
-			    shown);
+		return fail(
+			err, (long)b,
+			"integer out of range [-9223372036854775808, 18446744073709551615]: \"%s\"",
+			shown);
 	if (cap < n + (size_t)neg + 1)
 		return fail(err, -1, "integer output buffer too small");
 	i = 0;
@@ -231,10 +232,10 @@ struct tz_rule {
 struct tz_zone {
 	char *name;
 	size_t n_trans;
-	int64_t *trans;      /* UTC seconds, strictly increasing */
-	unsigned char *idx;  /* type of each transition */
+	int64_t *trans;     /* UTC seconds, strictly increasing */
+	unsigned char *idx; /* type of each transition */
 	size_t n_types;
-	int32_t *utoff;      /* per type, seconds east of UTC */
+	int32_t *utoff; /* per type, seconds east of UTC */
 	struct tz_rule rule;
 };
 
@@ -293,8 +294,8 @@ static const char *tz_parse_name(const char *p)
 
 	if (*p == '<') {
 		while (*++p && *p != '>')
-			if (!(is_digit(*p) || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-			      *p == '+' || *p == '-'))
+			if (!(is_digit(*p) || (*p >= 'A' && *p <= 'Z') ||
+			      (*p >= 'a' && *p <= 'z') || *p == '+' || *p == '-'))
 				return NULL;
 		return *p == '>' && p - b >= 4 ? p + 1 : NULL;
 	}
@@ -450,7 +451,7 @@ static int64_t be64(const unsigned char *p)
 }
 
 #define TZIF_MAX_SIZE (256 * 1024)
-#define TZIF_HEADER 44
+#define TZIF_HEADER   44
 
 struct tzif_counts {
 	uint32_t isut, isstd, leap, time, type, chars;
@@ -567,8 +568,7 @@ static int tz_name_valid(const char *name)
 	}
 }
 
-static int tz_read_file(const char *path, unsigned char **ret, size_t *ret_len,
-			const char **why)
+static int tz_read_file(const char *path, unsigned char **ret, size_t *ret_len, const char **why)
 {
 	struct stat st;
 	unsigned char *buf = NULL;
@@ -578,8 +578,9 @@ static int tz_read_file(const char *path, unsigned char **ret, size_t *ret_len,
 	*ret = NULL;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
-		*why = errno == ENOENT || errno == ENOTDIR ? "no such zone" :
-		       errno == EACCES ? "permission denied" : "cannot open the zone file";
+		*why = errno == ENOENT || errno == ENOTDIR ? "no such zone"
+		       : errno == EACCES                   ? "permission denied"
+							   : "cannot open the zone file";
 		return -1;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -630,7 +631,9 @@ int tz_zone_load(const char *name, struct tz_zone **ret, struct bridge_error *er
 		name = "";
 	text_render(shown, sizeof(shown), name, strlen(name));
 	if (!tz_name_valid(name))
-		return fail(err, -1, "invalid time zone name \"%s\" (expected an IANA name such as Europe/Brussels)",
+		return fail(err, -1,
+			    "invalid time zone name \"%s\" (expected an IANA name such as "
+			    "Europe/Brussels)",
 			    shown);
 	if (!dir || !*dir)
 		dir = "/usr/share/zoneinfo";
@@ -692,8 +695,8 @@ static void offset_format(char *dst, size_t cap, int32_t off)
  * force within a day of t0 is a candidate; off is a solution when the zone
  * really has offset off at t0 - off.  No solution = gap, two = ambiguous.
  */
-static int tz_resolve(const struct tz_zone *z, int64_t t0, enum dt_ambiguous amb,
-		      enum dt_gap gap, const char *shown, int64_t *ret, struct bridge_error *err)
+static int tz_resolve(const struct tz_zone *z, int64_t t0, enum dt_ambiguous amb, enum dt_gap gap,
+		      const char *shown, int64_t *ret, struct bridge_error *err)
 {
 	int32_t cand[3] = { 0 }, sol[3] = { 0 };
 	size_t nc = 0, ns = 0, i, j;
@@ -745,9 +748,8 @@ static int tz_resolve(const struct tz_zone *z, int64_t t0, enum dt_ambiguous amb
 		    shown, z->name, a, b);
 }
 
-int convert_datetime(const char *text, size_t len, const struct tz_zone *z,
-		     enum dt_ambiguous amb, enum dt_gap gap, char *ret, size_t cap,
-		     struct bridge_error *err)
+int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum dt_ambiguous amb,
+		     enum dt_gap gap, char *ret, size_t cap, struct bridge_error *err)
 {
 	static const char shape[] = "dddd-dd-ddTdd:dd:dd";
 	char shown[96];
@@ -762,14 +764,16 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z,
 	text_render(shown, sizeof(shown), text, len);
 	for (i = 0; i < sizeof(shape) - 1; i++) {
 		char want = shape[i];
-		int good = i >= len ? 0 :
-			   want == 'd' ? is_digit(text[i]) :
-			   want == 'T' ? text[i] == 'T' || text[i] == ' ' : text[i] == want;
+		int good = i >= len      ? 0
+			   : want == 'd' ? is_digit(text[i])
+			   : want == 'T' ? text[i] == 'T' || text[i] == ' '
+					 : text[i] == want;
 
 		if (!good)
-			return fail(err, (long)i,
-				    "invalid datetime \"%s\" at byte %zu: expected YYYY-MM-DD HH:MM:SS",
-				    shown, i);
+			return fail(
+				err, (long)i,
+				"invalid datetime \"%s\" at byte %zu: expected YYYY-MM-DD HH:MM:SS",
+				shown, i);
 	}
 	digits(text, 4, &y);
 	digits(text + 5, 2, &mo);
@@ -785,7 +789,8 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z,
 	if (h > 23)
 		return fail(err, 11, "invalid datetime \"%s\": hour %02d out of range", shown, h);
 	if (mi > 59)
-		return fail(err, 14, "invalid datetime \"%s\": minute %02d out of range", shown, mi);
+		return fail(err, 14, "invalid datetime \"%s\": minute %02d out of range", shown,
+			    mi);
 	if (s == 60)
 		return fail(err, 17, "invalid datetime \"%s\": leap second 60 is not supported",
 			    shown);
@@ -801,7 +806,8 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z,
 			nd++;
 		if (nd == 0 || nd > 9)
 			return fail(err, (long)p,
-				    "invalid datetime \"%s\" at byte %zu: fraction must have 1 to 9 digits",
+				    "invalid datetime \"%s\" at byte %zu: fraction must have 1 to "
+				    "9 digits",
 				    shown, p);
 		for (i = 0; i < 3; i++)
 			ms = ms * 10 + (i < nd ? text[p + i] - '0' : 0);
@@ -816,7 +822,8 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z,
 
 		if (q + 2 > len || digits(text + q, 2, &oh) < 0)
 			return fail(err, (long)q,
-				    "invalid datetime \"%s\" at byte %zu: offset must be +HH, +HHMM or +HH:MM",
+				    "invalid datetime \"%s\" at byte %zu: offset must be +HH, "
+				    "+HHMM or +HH:MM",
 				    shown, q);
 		q += 2;
 		if (q < len && text[q] == ':')
@@ -824,7 +831,8 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z,
 		if (q < len) {
 			if (q + 2 > len || digits(text + q, 2, &omi) < 0)
 				return fail(err, (long)q,
-					    "invalid datetime \"%s\" at byte %zu: offset must be +HH, +HHMM or +HH:MM",
+					    "invalid datetime \"%s\" at byte %zu: offset must be "
+					    "+HH, +HHMM or +HH:MM",
 					    shown, q);
 			q += 2;
 		} else if (text[q - 1] == ':')
@@ -854,11 +862,12 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z,
 
 	civil_from_days(floor_div(u, SECS_PER_DAY), &oy, &om, &od);
 	if (oy < 0 || oy > 9999)
-		return fail(err, -1, "datetime \"%s\" is out of range once converted to UTC", shown);
+		return fail(err, -1, "datetime \"%s\" is out of range once converted to UTC",
+			    shown);
 	if (cap < 25)
 		return fail(err, -1, "datetime output buffer too small");
 	u -= floor_div(u, SECS_PER_DAY) * SECS_PER_DAY;
-	snprintf(ret, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (int)oy, om, od,
-		 (int)(u / 3600), (int)(u / 60 % 60), (int)(u % 60), ms);
+	snprintf(ret, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (int)oy, om, od, (int)(u / 3600),
+		 (int)(u / 60 % 60), (int)(u % 60), ms);
 	return 0;
 }

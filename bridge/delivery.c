@@ -37,8 +37,8 @@ int delivery_headers(const struct bridge_route *r, const void *body, size_t len,
 	if (r->auth_name)
 		h[n++] = (struct upstream_header){ r->auth_name, r->auth_value };
 	if (r->n_secrets) {
-		if (sign_body(r->secrets[0], r->secret_lens[0], body, len, r->signature_encoding, sig,
-			      SIGN_HEADER_MAX) < 0)
+		if (sign_body(r->secrets[0], r->secret_lens[0], body, len, r->signature_encoding,
+			      sig, SIGN_HEADER_MAX) < 0)
 			return -1;
 		h[n++] = (struct upstream_header){ r->signature_header, sig };
 	}

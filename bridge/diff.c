@@ -43,16 +43,17 @@
 #define MAX_GROUPS       10000                /* distinct paths kept */
 #define MAX_LISTED       1000                 /* failures / keys listed one by one */
 #define MAX_EXAMPLES     3
-#define SAMPLE_MAX       4096                 /* a sample value kept for a path */
+#define SAMPLE_MAX       4096 /* a sample value kept for a path */
 #define REPORT_LINE_MAX  (16u * 1024 * 1024)
 #define REPORT_DEPTH_MAX 64
-#define REPORT_RULES     4                    /* distinct rules remembered per path */
-#define TEXT_VALUE_MAX   160                  /* value width in text output */
+#define REPORT_RULES     4   /* distinct rules remembered per path */
+#define TEXT_VALUE_MAX   160 /* value width in text output */
 
 static const char usage_diff[] =
 	"usage: webhook-bridge diff --mapping RULES [--form] V1.json [--json]\n"
 	"       webhook-bridge diff A.json B.json [--ignore PATH]... [--json]\n"
-	"       webhook-bridge diff --mapping OLD --against NEW FIXTURES... [--ignore PATH]... [--json]\n"
+	"       webhook-bridge diff --mapping OLD --against NEW FIXTURES... [--ignore PATH]... "
+	"[--json]\n"
 	"\n"
 	"--mapping RULES V1.json: the provenance view. Maps the v1 payload and prints\n"
 	"  every v2 value with the rule (file:line) that produced it, then the v1 keys\n"
@@ -135,7 +136,8 @@ static size_t print_safe(FILE *f, const char *s, size_t n, size_t max)
 		size_t clen = 1;
 
 		if (ch >= 0xc0)
-			while (i + clen < n && ((unsigned char)s[i + clen] & 0xc0) == 0x80 && clen < 4)
+			while (i + clen < n && ((unsigned char)s[i + clen] & 0xc0) == 0x80 &&
+			       clen < 4)
 				clen++;
 		if (max && cols >= max) {
 			fputs("...", f);
@@ -217,7 +219,9 @@ static void json_member(FILE *f, const char *name, const char *value)
 
 static const char *policy_name(enum mapping_unmapped p)
 {
-	return p == MAPPING_UNMAPPED_DROP ? "drop" : p == MAPPING_UNMAPPED_REJECT ? "reject" : "form";
+	return p == MAPPING_UNMAPPED_DROP     ? "drop"
+	       : p == MAPPING_UNMAPPED_REJECT ? "reject"
+					      : "form";
 }
 
 static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -263,14 +267,15 @@ static int read_input(const char *path, size_t max, char **ret, size_t *ret_len)
 		len += n;
 		if (len < cap) {
 			if (ferror(f)) {
-				fprintf(stderr, "webhook-bridge: %s: read error\n", display_name(path));
+				fprintf(stderr, "webhook-bridge: %s: read error\n",
+					display_name(path));
 				rc = -1;
 			}
 			break;
 		}
 		if (cap >= max) {
-			fprintf(stderr, "webhook-bridge: %s: larger than %zu MiB\n", display_name(path),
-				max >> 20);
+			fprintf(stderr, "webhook-bridge: %s: larger than %zu MiB\n",
+				display_name(path), max >> 20);
 			rc = -1;
 			break;
 		}
@@ -302,7 +307,7 @@ static int read_input(const char *path, size_t max, char **ret, size_t *ret_len)
 static struct mapping *load_mapping(const char *path)
 {
 	struct mapping *m = NULL;
-	struct diag d = {0};
+	struct diag d = { 0 };
 
 	if (mapping_load(path, &m, &d) < 0) {
 		fputs(d.text ? d.text : "", stderr);
@@ -313,12 +318,14 @@ static struct mapping *load_mapping(const char *path)
 	return m;
 }
 
-static int parse_v1(const char *text, size_t len, int form, struct v1_doc **ret, struct bridge_error *err)
+static int parse_v1(const char *text, size_t len, int form, struct v1_doc **ret,
+		    struct bridge_error *err)
 {
 	struct v1_limits lim;
 
 	v1_limits_default(&lim);
-	return form ? v1_parse_form(text, len, &lim, ret, err) : v1_parse_json(text, len, &lim, ret, err);
+	return form ? v1_parse_form(text, len, &lim, ret, err)
+		    : v1_parse_json(text, len, &lim, ret, err);
 }
 
 /* "message (rule file:line)" into buf. */
@@ -351,8 +358,9 @@ static const char *field_what(const struct mapping_trace *t, enum jsondiff_trace
 		return "v2 structure";
 	if (m != JSONDIFF_TRACE_ENTRY)
 		return t->what;
-	return t->what && strncmp(t->what, "unmapped:", 9) == 0 ? "attribute of the entry for an unmapped key"
-								: "attribute of the variable rule";
+	return t->what && strncmp(t->what, "unmapped:", 9) == 0
+		       ? "attribute of the entry for an unmapped key"
+		       : "attribute of the variable rule";
 }
 
 struct prov_field {
@@ -380,7 +388,8 @@ static const char *dropped_reason(const struct v1_value *v)
 	return "named by the rules (ignore list, or a value the rule leaves out), nothing written";
 }
 
-static void classify_keys(const struct v1_doc *doc, const struct mapping_result *r, struct prov_key *keys)
+static void classify_keys(const struct v1_doc *doc, const struct mapping_result *r,
+			  struct prov_key *keys)
 {
 	for (size_t i = 0; i < doc->n_fields; i++) {
 		const struct v1_field *f = &doc->fields[i];
@@ -406,11 +415,12 @@ static void classify_keys(const struct v1_doc *doc, const struct mapping_result 
 }
 
 static void prov_text(const struct style *st, const char *input, const char *mapping_path,
-		      const struct mapping_result *r, const struct prov_field *fields, size_t n_fields,
-		      const struct prov_key *keys, size_t n_keys)
+		      const struct mapping_result *r, const struct prov_field *fields,
+		      size_t n_fields, const struct prov_key *keys, size_t n_keys)
 {
 	FILE *f = st->out;
-	size_t wp = 4, wv = 5, wr = 4, wk = 0, rules = 0, structure = 0, n_unmapped = 0, n_dropped = 0;
+	size_t wp = 4, wv = 5, wr = 4, wk = 0, rules = 0, structure = 0, n_unmapped = 0,
+	       n_dropped = 0;
 
 	for (size_t i = 0; i < n_fields; i++) {
 		size_t p = text_width(fields[i].e->path, 0), v = text_width(fields[i].e->b, 40);
@@ -501,16 +511,20 @@ static void prov_text(const struct style *st, const char *input, const char *map
 				fprintf(f, ":%d)", k->t->line);
 			}
 		} else {
-			fprintf(f, "  unmapped: dropped (unmapped = \"%s\")", policy_name(r->unmapped_policy));
+			fprintf(f, "  unmapped: dropped (unmapped = \"%s\")",
+				policy_name(r->unmapped_policy));
 		}
 		fputc('\n', f);
 	}
-	fprintf(f, "\n%zu v2 values: %zu from rules, %zu v2 structure; %zu v1 keys unmapped, %zu dropped\n",
+	fprintf(f,
+		"\n%zu v2 values: %zu from rules, %zu v2 structure; %zu v1 keys unmapped, %zu "
+		"dropped\n",
 		n_fields, rules, structure, n_unmapped, n_dropped);
 }
 
-static void prov_json(FILE *f, const char *input, const char *mapping_path, const struct mapping_result *r,
-		      const struct prov_field *fields, size_t n_fields, const struct prov_key *keys, size_t n_keys)
+static void prov_json(FILE *f, const char *input, const char *mapping_path,
+		      const struct mapping_result *r, const struct prov_field *fields,
+		      size_t n_fields, const struct prov_key *keys, size_t n_keys)
 {
 	bool first = true;
 
@@ -570,10 +584,13 @@ static int diff_provenance(const char *mapping_path, const char *input, int form
 {
 	struct mapping *m = NULL;
 	struct v1_doc *doc = NULL;
-	struct mapping_result r = {0};
-	struct jsondiff d = {0};
-	struct jsondiff_options opt = { .leaves = 1, .ignore = ignore, .n_ignore = n_ignore,
-					.name_b = "v2", .max_entries = 1000000 };
+	struct mapping_result r = { 0 };
+	struct jsondiff d = { 0 };
+	struct jsondiff_options opt = { .leaves = 1,
+					.ignore = ignore,
+					.n_ignore = n_ignore,
+					.name_b = "v2",
+					.max_entries = 1000000 };
 	struct bridge_error err;
 	struct prov_field *fields = NULL;
 	struct prov_key *keys = NULL;
@@ -585,7 +602,8 @@ static int diff_provenance(const char *mapping_path, const char *input, int form
 		return 2;
 	if (read_input(input, INPUT_MAX, &text, &len) < 0)
 		goto out;
-	if (parse_v1(text, len, form, &doc, &err) < 0 || mapping_apply(m, doc, MAPPING_TRACE, &r, &err) < 0) {
+	if (parse_v1(text, len, form, &doc, &err) < 0 ||
+	    mapping_apply(m, doc, MAPPING_TRACE, &r, &err) < 0) {
 		error_text(&err, msg, sizeof(msg));
 		fprintf(stderr, "error: %s: ", display_name(input));
 		print_str(stderr, msg, 0);
@@ -622,16 +640,19 @@ static int diff_provenance(const char *mapping_path, const char *input, int form
 	}
 	for (size_t i = 0; i < d.n_entries; i++) {
 		fields[i].e = &d.entries[i];
-		fields[i].t = jsondiff_trace_find(r.trace, r.n_trace, d.entries[i].path, &fields[i].m);
+		fields[i].t = jsondiff_trace_find(r.trace, r.n_trace, d.entries[i].path,
+						  &fields[i].m);
 		if (fields[i].t)
 			snprintf(fields[i].rule, sizeof(fields[i].rule), "%s:%d", fields[i].t->file,
 				 fields[i].t->line);
 	}
 	classify_keys(doc, &r, keys);
 	if (json)
-		prov_json(st->out, display_name(input), mapping_path, &r, fields, d.n_entries, keys, doc->n_fields);
+		prov_json(st->out, display_name(input), mapping_path, &r, fields, d.n_entries, keys,
+			  doc->n_fields);
 	else
-		prov_text(st, display_name(input), mapping_path, &r, fields, d.n_entries, keys, doc->n_fields);
+		prov_text(st, display_name(input), mapping_path, &r, fields, d.n_entries, keys,
+			  doc->n_fields);
 	rc = 0;
 out:
 	free(fields);
@@ -651,7 +672,9 @@ static void entry_text(const struct style *st, const struct jsondiff_entry *e)
 {
 	FILE *f = st->out;
 
-	color(st, e->kind == JSONDIFF_ADDED ? C_GREEN : e->kind == JSONDIFF_REMOVED ? C_RED : C_YELLOW);
+	color(st, e->kind == JSONDIFF_ADDED     ? C_GREEN
+		  : e->kind == JSONDIFF_REMOVED ? C_RED
+						: C_YELLOW);
 	fputs(e->kind == JSONDIFF_ADDED ? "+ " : e->kind == JSONDIFF_REMOVED ? "- " : "~ ", f);
 	print_str(f, *e->path ? e->path : "(root)", 0);
 	color(st, C_RESET);
@@ -672,11 +695,14 @@ static void entry_text(const struct style *st, const struct jsondiff_entry *e)
 	fputc('\n', f);
 }
 
-static int diff_documents(const char *pa, const char *pb, const char *const *ignore, size_t n_ignore, int json,
-			  const struct style *st)
+static int diff_documents(const char *pa, const char *pb, const char *const *ignore,
+			  size_t n_ignore, int json, const struct style *st)
 {
-	struct jsondiff_options opt = { .ignore = ignore, .n_ignore = n_ignore, .name_a = display_name(pa),
-					.name_b = display_name(pb), .max_input = DOC_MAX };
+	struct jsondiff_options opt = { .ignore = ignore,
+					.n_ignore = n_ignore,
+					.name_a = display_name(pa),
+					.name_b = display_name(pb),
+					.max_input = DOC_MAX };
 	struct jsondiff d;
 	struct bridge_error err;
 	struct evbuffer *buf = NULL;
@@ -707,9 +733,12 @@ static int diff_documents(const char *pa, const char *pb, const char *const *ign
 		fputs("{\"a\":", f);
 		json_cstr(f, display_name(pa));
 		json_member(f, "b", display_name(pb));
-		fprintf(f, ",\"equal\":%s,\"added\":%zu,\"removed\":%zu,\"changed\":%zu,\"truncated\":%s,"
-			   "\"differences\":",
-			n ? "false" : "true", d.n_added, d.n_removed, d.n_changed, d.truncated ? "true" : "false");
+		fprintf(f,
+			",\"equal\":%s,\"added\":%zu,\"removed\":%zu,\"changed\":%zu,\"truncated\":"
+			"%s,"
+			"\"differences\":",
+			n ? "false" : "true", d.n_added, d.n_removed, d.n_changed,
+			d.truncated ? "true" : "false");
 		fwrite(evbuffer_pullup(buf, -1), 1, evbuffer_get_length(buf), f);
 		fputs("}\n", f);
 	} else {
@@ -722,7 +751,8 @@ static int diff_documents(const char *pa, const char *pb, const char *const *ign
 		fputs(" -> ", st->out);
 		print_str(st->out, display_name(pb), 0);
 		if (n)
-			fprintf(st->out, ": %zu difference%s (%zu added, %zu removed, %zu changed)\n", n,
+			fprintf(st->out,
+				": %zu difference%s (%zu added, %zu removed, %zu changed)\n", n,
 				n == 1 ? "" : "s", d.n_added, d.n_removed, d.n_changed);
 		else
 			fputs(": no differences\n", st->out);
@@ -746,7 +776,8 @@ struct group {
 	size_t payloads;
 	size_t added, removed, changed;
 	char *rule, *from, *what;
-	char *sample_a, *sample_b; /* the first difference's values (JSON), NULL when absent/too big */
+	char *sample_a,
+		*sample_b; /* the first difference's values (JSON), NULL when absent/too big */
 	char *examples[MAX_EXAMPLES];
 	size_t n_examples;
 };
@@ -754,7 +785,7 @@ struct group {
 struct group_table {
 	struct group *v;
 	size_t n, cap;
-	size_t *slots;  /* open addressing: index + 1, 0 = empty */
+	size_t *slots; /* open addressing: index + 1, 0 = empty */
 	size_t n_slots;
 	struct group other; /* paths past MAX_GROUPS */
 };
@@ -807,7 +838,8 @@ static struct group *table_get(struct group_table *t, const char *path)
 	size_t h;
 
 	if (t->n_slots) {
-		for (h = (size_t)hash_str(path) & (t->n_slots - 1); t->slots[h]; h = (h + 1) & (t->n_slots - 1))
+		for (h = (size_t)hash_str(path) & (t->n_slots - 1); t->slots[h];
+		     h = (h + 1) & (t->n_slots - 1))
 			if (strcmp(t->v[t->slots[h] - 1].path, path) == 0)
 				return &t->v[t->slots[h] - 1];
 	}
@@ -830,7 +862,8 @@ static struct group *table_get(struct group_table *t, const char *path)
 	memset(&t->v[t->n], 0, sizeof(t->v[t->n]));
 	if (!(t->v[t->n].path = strdup(path)))
 		return NULL;
-	for (h = (size_t)hash_str(path) & (t->n_slots - 1); t->slots[h]; h = (h + 1) & (t->n_slots - 1))
+	for (h = (size_t)hash_str(path) & (t->n_slots - 1); t->slots[h];
+	     h = (h + 1) & (t->n_slots - 1))
 		;
 	t->slots[h] = t->n + 1;
 	return &t->v[t->n++];
@@ -870,7 +903,9 @@ static int group_add(struct group_table *t, const struct jsondiff_entry *e, cons
 	if (!g)
 		return -1;
 	g->payloads++;
-	*(e->kind == JSONDIFF_ADDED ? &g->added : e->kind == JSONDIFF_REMOVED ? &g->removed : &g->changed) += 1;
+	*(e->kind == JSONDIFF_ADDED     ? &g->added
+	  : e->kind == JSONDIFF_REMOVED ? &g->removed
+					: &g->changed) += 1;
 	if (!g->rule && e->rule) {
 		g->rule = strdup(e->rule);
 		g->from = dup_or_null(e->from);
@@ -888,19 +923,19 @@ static int group_add(struct group_table *t, const struct jsondiff_entry *e, cons
 enum fail_kind { FAIL_ONLY_OLD, FAIL_ONLY_NEW, FAIL_CHANGED };
 
 struct failure {
-	enum fail_kind kind;   /* FAIL_ONLY_OLD: maps under OLD only (NEW fails) */
+	enum fail_kind kind; /* FAIL_ONLY_OLD: maps under OLD only (NEW fails) */
 	char *input;
 	char *participation_id;
-	char *error;           /* the failing side's error (NEW's for FAIL_CHANGED) */
-	char *error_old;       /* FAIL_CHANGED: OLD's error */
+	char *error;     /* the failing side's error (NEW's for FAIL_CHANGED) */
+	char *error_old; /* FAIL_CHANGED: OLD's error */
 };
 
 struct against {
 	struct mapping *old, *new;
 	const char *old_path, *new_path;
 	struct jsondiff_options opt;
-	size_t inputs, payloads, both, identical, changed, only_old, only_new, fail_both, error_changed,
-		invalid;
+	size_t inputs, payloads, both, identical, changed, only_old, only_new, fail_both,
+		error_changed, invalid;
 	struct group_table groups;
 	struct failure *failures;
 	size_t n_failures;
@@ -932,7 +967,7 @@ static void failure_add(struct against *ag, enum fail_kind kind, const char *inp
 static void against_one(struct against *ag, const char *text, size_t len, const char *label)
 {
 	struct v1_doc *doc = NULL;
-	struct mapping_result ro = {0}, rn = {0};
+	struct mapping_result ro = { 0 }, rn = { 0 };
 	struct bridge_error eo, en;
 	char mo[1024], mn[1024];
 	int ok_old, ok_new;
@@ -951,7 +986,8 @@ static void against_one(struct against *ag, const char *text, size_t len, const 
 		error_text(&en, mn, sizeof(mn));
 	if (!ok_old && !ok_new) {
 		/* The same refusal under both is no change; another one is. */
-		if (strcmp(eo.message, en.message) == 0 && !!eo.file == !!en.file && eo.line == en.line) {
+		if (strcmp(eo.message, en.message) == 0 && !!eo.file == !!en.file &&
+		    eo.line == en.line) {
 			ag->fail_both++;
 		} else {
 			ag->error_changed++;
@@ -966,7 +1002,7 @@ static void against_one(struct against *ag, const char *text, size_t len, const 
 	} else {
 		struct jsondiff d;
 		struct bridge_error err;
-		const char *example = rn.participation_id ? rn.participation_id
+		const char *example = rn.participation_id   ? rn.participation_id
 				      : ro.participation_id ? ro.participation_id
 							    : label;
 
@@ -1111,13 +1147,14 @@ static int collect_inputs(char **args, int n_args, char ***ret, size_t *ret_n)
 			goto fail;
 		}
 		while ((de = readdir(dir))) {
-			if (de->d_name[0] == '.' ||
-			    !(has_suffix(de->d_name, ".json") || has_suffix(de->d_name, ".ndjson") ||
-			      has_suffix(de->d_name, ".jsonl")))
+			if (de->d_name[0] == '.' || !(has_suffix(de->d_name, ".json") ||
+						      has_suffix(de->d_name, ".ndjson") ||
+						      has_suffix(de->d_name, ".jsonl")))
 				continue;
 			if (n >= MAX_INPUTS) {
 				closedir(dir);
-				fprintf(stderr, "webhook-bridge diff: more than %d fixture files\n", MAX_INPUTS);
+				fprintf(stderr, "webhook-bridge diff: more than %d fixture files\n",
+					MAX_INPUTS);
 				goto fail;
 			}
 			if (n == cap) {
@@ -1129,8 +1166,8 @@ static int collect_inputs(char **args, int n_args, char ***ret, size_t *ret_n)
 				}
 				list = t;
 			}
-			if (asprintf(&list[n], "%s%s%s", args[i], has_suffix(args[i], "/") ? "" : "/",
-				     de->d_name) < 0) {
+			if (asprintf(&list[n], "%s%s%s", args[i],
+				     has_suffix(args[i], "/") ? "" : "/", de->d_name) < 0) {
 				closedir(dir);
 				goto oom;
 			}
@@ -1177,11 +1214,13 @@ static void group_kinds_text(FILE *f, const struct group *g)
 		fprintf(f, "%s%zu removed", sep, g->removed);
 }
 
-static void against_text(const struct style *st, const struct against *ag, struct group **sorted, size_t n)
+static void against_text(const struct style *st, const struct against *ag, struct group **sorted,
+			 size_t n)
 {
 	FILE *f = st->out;
 	static const char *const titles[] = {
-		"map under OLD only (NEW fails):", "map under NEW only (OLD fails):",
+		"map under OLD only (NEW fails):",
+		"map under NEW only (OLD fails):",
 		"fail under both, with another error:",
 	};
 
@@ -1191,12 +1230,14 @@ static void against_text(const struct style *st, const struct against *ag, struc
 	fputs("\nNEW ", f);
 	print_str(f, ag->new_path, 0);
 	color(st, C_RESET);
-	fprintf(f, "\n%zu payload%s from %zu input%s\n", ag->payloads, ag->payloads == 1 ? "" : "s", ag->inputs,
-		ag->inputs == 1 ? "" : "s");
-	fprintf(f, "  map under both     %6zu  (%zu identical, %zu changed)\n", ag->both, ag->identical, ag->changed);
+	fprintf(f, "\n%zu payload%s from %zu input%s\n", ag->payloads, ag->payloads == 1 ? "" : "s",
+		ag->inputs, ag->inputs == 1 ? "" : "s");
+	fprintf(f, "  map under both     %6zu  (%zu identical, %zu changed)\n", ag->both,
+		ag->identical, ag->changed);
 	fprintf(f, "  map under OLD only %6zu  (NEW fails)\n", ag->only_old);
 	fprintf(f, "  map under NEW only %6zu  (OLD fails)\n", ag->only_new);
-	fprintf(f, "  fail under both    %6zu  (%zu invalid v1, %zu with another error under NEW)\n",
+	fprintf(f,
+		"  fail under both    %6zu  (%zu invalid v1, %zu with another error under NEW)\n",
 		ag->fail_both + ag->error_changed, ag->invalid, ag->error_changed);
 	if (n) {
 		fputc('\n', f);
@@ -1282,31 +1323,33 @@ static void against_text(const struct style *st, const struct against *ag, struc
 		}
 	}
 	if (ag->only_old + ag->only_new + ag->error_changed > ag->n_failures)
-		fprintf(f, "  ... %zu more not listed\n", ag->only_old + ag->only_new + ag->error_changed - ag->n_failures);
+		fprintf(f, "  ... %zu more not listed\n",
+			ag->only_old + ag->only_new + ag->error_changed - ag->n_failures);
 	if (!n && !ag->only_old && !ag->only_new && !ag->error_changed)
 		fputs("\nno change\n", f);
 }
 
 static void against_json(FILE *f, const struct against *ag, struct group **sorted, size_t n)
 {
-	static const char *const kinds[] = {"only_old", "only_new", "error_changed"};
+	static const char *const kinds[] = { "only_old", "only_new", "error_changed" };
 
 	fputs("{\"old\":", f);
 	json_cstr(f, ag->old_path);
 	json_member(f, "new", ag->new_path);
 	fprintf(f,
 		",\"inputs\":%zu,\"payloads\":%zu,\"both\":%zu,\"identical\":%zu,\"changed\":%zu,"
-		"\"only_old\":%zu,\"only_new\":%zu,\"fail_both\":%zu,\"error_changed\":%zu,\"invalid\":%zu,"
+		"\"only_old\":%zu,\"only_new\":%zu,\"fail_both\":%zu,\"error_changed\":%zu,"
+		"\"invalid\":%zu,"
 		"\"paths\":[",
-		ag->inputs, ag->payloads, ag->both, ag->identical, ag->changed, ag->only_old, ag->only_new,
-		ag->fail_both, ag->error_changed, ag->invalid);
+		ag->inputs, ag->payloads, ag->both, ag->identical, ag->changed, ag->only_old,
+		ag->only_new, ag->fail_both, ag->error_changed, ag->invalid);
 	for (size_t i = 0; i < n; i++) {
 		const struct group *g = sorted[i];
 
 		fputs(i ? ",{\"path\":" : "{\"path\":", f);
 		json_cstr(f, g->path);
-		fprintf(f, ",\"payloads\":%zu,\"added\":%zu,\"removed\":%zu,\"changed\":%zu", g->payloads, g->added,
-			g->removed, g->changed);
+		fprintf(f, ",\"payloads\":%zu,\"added\":%zu,\"removed\":%zu,\"changed\":%zu",
+			g->payloads, g->added, g->removed, g->changed);
 		json_member(f, "rule", g->rule);
 		json_member(f, "from", g->from);
 		json_member(f, "what", g->what);
@@ -1336,11 +1379,13 @@ static void against_json(FILE *f, const struct against *ag, struct group **sorte
 		fputc('}', f);
 	}
 	fprintf(f, "],\"failures_truncated\":%s}\n",
-		ag->only_old + ag->only_new + ag->error_changed > ag->n_failures ? "true" : "false");
+		ag->only_old + ag->only_new + ag->error_changed > ag->n_failures ? "true"
+										 : "false");
 }
 
 static int diff_against(const char *old_path, const char *new_path, char **fixtures, int n_fixtures,
-			const char *const *ignore, size_t n_ignore, int json, const struct style *st)
+			const char *const *ignore, size_t n_ignore, int json,
+			const struct style *st)
 {
 	struct against ag;
 	char **inputs = NULL;
@@ -1440,7 +1485,8 @@ int cmd_diff(int argc, char **argv)
 		case 'i':
 			if (n_ignore == JSONDIFF_MAX_PATTERNS) {
 				free(ignore);
-				return usage_error("diff", "more than %d --ignore patterns", JSONDIFF_MAX_PATTERNS);
+				return usage_error("diff", "more than %d --ignore patterns",
+						   JSONDIFF_MAX_PATTERNS);
 			}
 			if (!ignore && !(ignore = calloc(JSONDIFF_MAX_PATTERNS, sizeof(*ignore)))) {
 				fprintf(stderr, "webhook-bridge diff: out of memory\n");
@@ -1451,7 +1497,10 @@ int cmd_diff(int argc, char **argv)
 		case 'j': json = 1; break;
 		case 'f': form = 1; break;
 		case 'c': when = optarg; break;
-		case 'h': free(ignore); fputs(usage_diff, stdout); return 0;
+		case 'h':
+			free(ignore);
+			fputs(usage_diff, stdout);
+			return 0;
 		default: free(ignore); return usage_error("diff", "%s", "invalid option");
 		}
 	}
@@ -1463,19 +1512,25 @@ int cmd_diff(int argc, char **argv)
 	if (against && !mapping)
 		rc = usage_error("diff", "%s", "--against NEW needs --mapping OLD");
 	else if (form && (against || !mapping))
-		rc = usage_error("diff", "%s", "--form applies to the provenance view (--mapping RULES V1)");
+		rc = usage_error("diff", "%s",
+				 "--form applies to the provenance view (--mapping RULES V1)");
 	else if (against)
-		rc = optind < argc ? diff_against(mapping, against, argv + optind, argc - optind, ignore, n_ignore,
-						  json, &st)
-				   : usage_error("diff", "%s", "--against NEW needs FIXTURES (files or folders)");
+		rc = optind < argc ? diff_against(mapping, against, argv + optind, argc - optind,
+						  ignore, n_ignore, json, &st)
+				   : usage_error("diff", "%s",
+						 "--against NEW needs FIXTURES (files or folders)");
 	else if (mapping)
-		rc = argc - optind == 1 ? diff_provenance(mapping, argv[optind], form, json, ignore, n_ignore, &st)
-					: usage_error("diff", "%s", "--mapping RULES takes exactly one V1 input");
-	else
-		rc = argc - optind == 2 ? diff_documents(argv[optind], argv[optind + 1], ignore, n_ignore, json, &st)
+		rc = argc - optind == 1 ? diff_provenance(mapping, argv[optind], form, json, ignore,
+							  n_ignore, &st)
 					: usage_error("diff", "%s",
-						      "give two v2 documents A B, or --mapping RULES V1, or "
-						      "--mapping OLD --against NEW FIXTURES");
+						      "--mapping RULES takes exactly one V1 input");
+	else
+		rc = argc - optind == 2
+			     ? diff_documents(argv[optind], argv[optind + 1], ignore, n_ignore,
+					      json, &st)
+			     : usage_error("diff", "%s",
+					   "give two v2 documents A B, or --mapping RULES V1, or "
+					   "--mapping OLD --against NEW FIXTURES");
 	fflush(stdout);
 	free(ignore);
 	return rc;
@@ -1487,9 +1542,9 @@ int cmd_diff(int argc, char **argv)
 struct count_entry {
 	char *key;
 	size_t count;
-	size_t kinds[3];                     /* paths: by jsondiff kind */
-	char *rules[REPORT_RULES];           /* paths: distinct rules seen ... */
-	size_t rule_counts[REPORT_RULES];    /* ... and how often */
+	size_t kinds[3];                  /* paths: by jsondiff kind */
+	char *rules[REPORT_RULES];        /* paths: distinct rules seen ... */
+	size_t rule_counts[REPORT_RULES]; /* ... and how often */
 };
 
 struct count_table {
@@ -1516,7 +1571,8 @@ static struct count_entry *ctable_get(struct count_table *t, const char *key, bo
 	size_t h;
 
 	if (t->n_slots)
-		for (h = (size_t)hash_str(key) & (t->n_slots - 1); t->slots[h]; h = (h + 1) & (t->n_slots - 1))
+		for (h = (size_t)hash_str(key) & (t->n_slots - 1); t->slots[h];
+		     h = (h + 1) & (t->n_slots - 1))
 			if (strcmp(t->v[t->slots[h] - 1].key, key) == 0)
 				return &t->v[t->slots[h] - 1];
 	if (t->n >= MAX_GROUPS) {
@@ -1537,7 +1593,8 @@ static struct count_entry *ctable_get(struct count_table *t, const char *key, bo
 	memset(&t->v[t->n], 0, sizeof(t->v[t->n]));
 	if (!(t->v[t->n].key = strdup(key)))
 		goto oom;
-	for (h = (size_t)hash_str(key) & (t->n_slots - 1); t->slots[h]; h = (h + 1) & (t->n_slots - 1))
+	for (h = (size_t)hash_str(key) & (t->n_slots - 1); t->slots[h];
+	     h = (h + 1) & (t->n_slots - 1))
 		;
 	t->slots[h] = t->n + 1;
 	return &t->v[t->n++];
@@ -1560,8 +1617,7 @@ static void ctable_free(struct count_table *t)
 
 struct report {
 	size_t lines, participations, matched, identical, different, uncomparable,
-		expired_translated, expired_real,
-		expired_other, other_lines, invalid_lines;
+		expired_translated, expired_real, expired_other, other_lines, invalid_lines;
 	struct count_table paths;
 	struct count_table unmapped;
 	struct count_table routes;
@@ -1681,7 +1737,8 @@ static void report_participation(struct report *rp, yajl_val obj)
 	for (size_t i = 0; unm && i < unm->u.array.len; i++) {
 		yajl_val k = unm->u.array.values[i];
 
-		if (YAJL_IS_STRING(k) && (e = ctable_get(&rp->unmapped, YAJL_GET_STRING(k), &rp->oom)))
+		if (YAJL_IS_STRING(k) &&
+		    (e = ctable_get(&rp->unmapped, YAJL_GET_STRING(k), &rp->oom)))
 			e->count++;
 	}
 	if (cmp)
@@ -1689,7 +1746,8 @@ static void report_participation(struct report *rp, yajl_val obj)
 }
 
 /* Returns NULL or the reason the line is malformed. */
-static const char *report_line(struct report *rp, const char *line, size_t n, char *errbuf, size_t errcap)
+static const char *report_line(struct report *rp, const char *line, size_t n, char *errbuf,
+			       size_t errcap)
 {
 	const char *why = line_precheck(line, n);
 	yajl_val obj;
@@ -1738,7 +1796,8 @@ static const char *report_line(struct report *rp, const char *line, size_t n, ch
 
 static int ctable_by_count(const void *x, const void *y)
 {
-	const struct count_entry *a = *(struct count_entry *const *)x, *b = *(struct count_entry *const *)y;
+	const struct count_entry *a = *(struct count_entry *const *)x,
+				 *b = *(struct count_entry *const *)y;
 
 	if (a->count != b->count)
 		return a->count > b->count ? -1 : 1;
@@ -1792,7 +1851,8 @@ static void report_text(const struct style *st, const char *path, const struct r
 {
 	FILE *f = st->out;
 	size_t unmatched = rp->expired_translated + rp->expired_real + rp->expired_other;
-	size_t n_paths = rp->paths.n < top ? rp->paths.n : top, n_unm = rp->unmapped.n < top ? rp->unmapped.n : top;
+	size_t n_paths = rp->paths.n < top ? rp->paths.n : top,
+	       n_unm = rp->unmapped.n < top ? rp->unmapped.n : top;
 	size_t w = 4, wk = 0;
 
 	color(st, C_BOLD);
@@ -1805,12 +1865,15 @@ static void report_text(const struct style *st, const char *path, const struct r
 	color(st, rp->different ? C_RED : C_GREEN);
 	fprintf(f, "%zu", rp->different);
 	color(st, C_RESET);
-	fprintf(f, "\n  unmatched       %zu (translated never matched: %zu, real never matched: %zu)\n", unmatched,
-		rp->expired_translated, rp->expired_real);
+	fprintf(f,
+		"\n  unmatched       %zu (translated never matched: %zu, real never matched: "
+		"%zu)\n",
+		unmatched, rp->expired_translated, rp->expired_real);
 	if (rp->participations > rp->matched)
 		fprintf(f, "  not compared    %zu\n", rp->participations - rp->matched);
 	if (rp->uncomparable)
-		fprintf(f, "  uncomparable    %zu (matched, but a side was too large or not JSON)\n",
+		fprintf(f,
+			"  uncomparable    %zu (matched, but a side was too large or not JSON)\n",
 			rp->uncomparable);
 	if (rp->invalid_lines)
 		fprintf(f, "  invalid lines   %zu\n", rp->invalid_lines);
@@ -1875,28 +1938,32 @@ static void report_text(const struct style *st, const char *path, const struct r
 		fprintf(f, "  ... %zu more keys\n", rp->unmapped.n - n_unm);
 }
 
-static void report_json(FILE *f, const char *path, const struct report *rp, struct count_entry **paths,
-			struct count_entry **unmapped, size_t top)
+static void report_json(FILE *f, const char *path, const struct report *rp,
+			struct count_entry **paths, struct count_entry **unmapped, size_t top)
 {
-	size_t n_paths = rp->paths.n < top ? rp->paths.n : top, n_unm = rp->unmapped.n < top ? rp->unmapped.n : top;
+	size_t n_paths = rp->paths.n < top ? rp->paths.n : top,
+	       n_unm = rp->unmapped.n < top ? rp->unmapped.n : top;
 
 	fputs("{\"file\":", f);
 	json_cstr(f, path);
 	fprintf(f,
-		",\"lines\":%zu,\"participations\":%zu,\"matched\":%zu,\"identical\":%zu,\"different\":%zu,"
-		"\"unmatched\":%zu,\"unmatched_translated\":%zu,\"unmatched_real\":%zu,\"not_compared\":%zu,"
+		",\"lines\":%zu,\"participations\":%zu,\"matched\":%zu,\"identical\":%zu,"
+		"\"different\":%zu,"
+		"\"unmatched\":%zu,\"unmatched_translated\":%zu,\"unmatched_real\":%zu,\"not_"
+		"compared\":%zu,"
 		"\"uncomparable\":%zu,\"invalid_lines\":%zu,\"distinct_paths\":%zu,\"paths\":[",
 		rp->lines, rp->participations, rp->matched, rp->identical, rp->different,
-		rp->expired_translated + rp->expired_real + rp->expired_other, rp->expired_translated,
-		rp->expired_real, rp->participations - rp->matched, rp->uncomparable, rp->invalid_lines,
-		rp->paths.n);
+		rp->expired_translated + rp->expired_real + rp->expired_other,
+		rp->expired_translated, rp->expired_real, rp->participations - rp->matched,
+		rp->uncomparable, rp->invalid_lines, rp->paths.n);
 	for (size_t i = 0; i < n_paths; i++) {
 		const struct count_entry *e = paths[i];
 
 		fputs(i ? ",{\"path\":" : "{\"path\":", f);
 		json_cstr(f, e->key);
 		fprintf(f, ",\"count\":%zu,\"added\":%zu,\"removed\":%zu,\"changed\":%zu", e->count,
-			e->kinds[JSONDIFF_ADDED], e->kinds[JSONDIFF_REMOVED], e->kinds[JSONDIFF_CHANGED]);
+			e->kinds[JSONDIFF_ADDED], e->kinds[JSONDIFF_REMOVED],
+			e->kinds[JSONDIFF_CHANGED]);
 		json_member(f, "rule", top_rule(e));
 		fputs(",\"rules\":{", f);
 		for (size_t k = 0; k < REPORT_RULES && e->rules[k]; k++) {
@@ -1991,7 +2058,8 @@ int cmd_report(int argc, char **argv)
 			errno = 0;
 			top = strtol(optarg, &end, 10);
 			if (errno || *end || top < 1 || top > 100000)
-				return usage_error("report", "--top must be 1..100000, not '%s'", optarg);
+				return usage_error("report", "--top must be 1..100000, not '%s'",
+						   optarg);
 			break;
 		case 'c': when = optarg; break;
 		case 'h': fputs(usage_report, stdout); return 0;
@@ -1999,7 +2067,8 @@ int cmd_report(int argc, char **argv)
 		}
 	}
 	if (style_init(&st, when, stdout) < 0)
-		return usage_error("report", "--color must be auto, always or never, not '%s'", when);
+		return usage_error("report", "--color must be auto, always or never, not '%s'",
+				   when);
 	if (argc - optind != 1)
 		return usage_error("report", "%s", "give exactly one report FILE");
 	path = argv[optind];
@@ -2021,11 +2090,13 @@ int cmd_report(int argc, char **argv)
 			k++;
 		if (k == len && !too_long)
 			continue;
-		why = too_long ? "line longer than 16 MiB" : report_line(&rp, line, len, errbuf, sizeof(errbuf));
+		why = too_long ? "line longer than 16 MiB"
+			       : report_line(&rp, line, len, errbuf, sizeof(errbuf));
 		if (why) {
 			rp.invalid_lines++;
 			if (shown++ < 10)
-				fprintf(stderr, "webhook-bridge report: %s:%zu: %s\n", display_name(path), rp.lines, why);
+				fprintf(stderr, "webhook-bridge report: %s:%zu: %s\n",
+					display_name(path), rp.lines, why);
 		}
 	}
 	if (f != stdin)
@@ -2034,7 +2105,8 @@ int cmd_report(int argc, char **argv)
 		fprintf(stderr, "webhook-bridge report: %s: read error\n", display_name(path));
 		goto out;
 	}
-	if (rp.oom || !(paths = ctable_sorted(&rp.paths)) || !(unmapped = ctable_sorted(&rp.unmapped))) {
+	if (rp.oom || !(paths = ctable_sorted(&rp.paths)) ||
+	    !(unmapped = ctable_sorted(&rp.unmapped))) {
 		fprintf(stderr, "webhook-bridge report: out of memory\n");
 		goto out;
 	}
@@ -2043,7 +2115,8 @@ int cmd_report(int argc, char **argv)
 	else
 		report_text(&st, display_name(path), &rp, paths, unmapped, (size_t)top);
 	if (rp.invalid_lines > 10)
-		fprintf(stderr, "webhook-bridge report: %zu malformed lines in all\n", rp.invalid_lines);
+		fprintf(stderr, "webhook-bridge report: %zu malformed lines in all\n",
+			rp.invalid_lines);
 	rc = rp.invalid_lines ? 2 : rp.different ? 1 : 0;
 out:
 	fflush(stdout);

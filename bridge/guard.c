@@ -34,7 +34,7 @@ struct guard {
 	struct evhttp *http;
 	struct evconnlistener *listener;
 	int deadline_ms;
-	SSL_CTX *tls;            /* listener TLS, or NULL */
+	SSL_CTX *tls; /* listener TLS, or NULL */
 	struct slot *slots;
 	size_t n_slots;
 	unsigned long live, kills, pauses;
@@ -120,8 +120,7 @@ static void output_cb(struct evbuffer *out, const struct evbuffer_cb_info *info,
 	if (p.pos != 0)
 		return; /* only a response that is alone in the buffer */
 	if (evbuffer_ptr_set(out, &p, len - tl, EVBUFFER_PTR_SET) < 0 ||
-	    evbuffer_copyout_from(out, &p, end, tl) != (ev_ssize_t)tl ||
-	    memcmp(end, tail, tl) != 0)
+	    evbuffer_copyout_from(out, &p, end, tl) != (ev_ssize_t)tl || memcmp(end, tail, tl) != 0)
 		return;
 	n = (int)evbuffer_copyout(out, head, sizeof(head) - 1);
 	head[n < 0 ? 0 : n] = '\0';
@@ -206,8 +205,8 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
  * makes evhttp see the end and free the connection itself. */
 static void kill_slow(struct guard *g, int fd, struct slot *s)
 {
-	static const char body[] =
-		"{\"error\":\"request_timeout\",\"message\":\"the request did not arrive within the deadline\"}\n";
+	static const char body[] = "{\"error\":\"request_timeout\",\"message\":\"the request did "
+				   "not arrive within the deadline\"}\n";
 	char resp[512];
 	struct log_line l;
 	ssize_t w;

@@ -210,14 +210,14 @@ enum jtype { J_NULL, J_BOOL, J_NUMBER, J_STRING, J_OBJECT, J_ARRAY };
 
 struct node {
 	enum jtype type;
-	const char *key;        /* member name when the parent is an object */
+	const char *key; /* member name when the parent is an object */
 	size_t key_len;
-	const char *s;          /* scalar text: decoded string, number text, "true"/"false" */
+	const char *s; /* scalar text: decoded string, number text, "true"/"false" */
 	size_t len;
 	struct node *first, *last, *next; /* children while parsing */
 	size_t n;
-	struct node **kids;     /* document order */
-	struct node **sorted;   /* objects: by key */
+	struct node **kids;   /* document order */
+	struct node **sorted; /* objects: by key */
 };
 
 static int key_cmp(const char *a, size_t alen, const char *b, size_t blen)
@@ -266,10 +266,10 @@ struct parse {
 	const char *text;
 	size_t len;
 	size_t max_depth;
-	struct node **stack;    /* open containers */
+	struct node **stack; /* open containers */
 	size_t depth;
 	struct node *root;
-	const char *key;        /* pending member name */
+	const char *key; /* pending member name */
 	size_t key_len;
 	enum parse_fail fail;
 	const char *dup_key;
@@ -501,7 +501,8 @@ static int parse_doc(const char *text, size_t len, const char *name, size_t max_
 	if (!p.h)
 		return parse_error(err, name, -1, "out of memory");
 	/* Strict JSON: yajl's defaults, stated as the contract. */
-	if (!yajl_config(p.h, yajl_allow_comments, 0) || !yajl_config(p.h, yajl_dont_validate_strings, 0) ||
+	if (!yajl_config(p.h, yajl_allow_comments, 0) ||
+	    !yajl_config(p.h, yajl_dont_validate_strings, 0) ||
 	    !yajl_config(p.h, yajl_allow_trailing_garbage, 0) ||
 	    !yajl_config(p.h, yajl_allow_multiple_values, 0) ||
 	    !yajl_config(p.h, yajl_allow_partial_values, 0)) {
@@ -522,7 +523,8 @@ static int parse_doc(const char *text, size_t len, const char *name, size_t max_
 		struct sbuf k = { .max = 200 };
 
 		sbuf_escaped(&k, p.dup_key, p.dup_len > 100 ? 100 : p.dup_len);
-		parse_error(err, name, (long)parse_offset(&p), "duplicate key \"%s\"", k.s ? k.s : "");
+		parse_error(err, name, (long)parse_offset(&p), "duplicate key \"%s\"",
+			    k.s ? k.s : "");
 		free(k.s);
 	} else if (st == yajl_status_ok) {
 		parse_error(err, name, (long)len, "empty document");
@@ -541,9 +543,9 @@ enum seg_kind { SEG_KEY, SEG_INDEX };
 
 struct seg {
 	enum seg_kind kind;
-	const char *s;  /* key or element label */
+	const char *s; /* key or element label */
 	size_t len;
-	char num[24];   /* index text when the element has no label */
+	char num[24]; /* index text when the element has no label */
 };
 
 enum pat_kind { PAT_KEY, PAT_ANY_KEY, PAT_INDEX, PAT_ANY_INDEX, PAT_DEEP };
@@ -572,15 +574,17 @@ static int pattern_compile(const char *text, struct pattern *ret, struct bridge_
 		struct pat_seg *s;
 
 		if (ret->n == JSONDIFF_MAX_PATTERN_SEGMENTS)
-			return bridge_error_set(err, "ignore pattern \"%.60s\": more than %d segments", text,
-						JSONDIFF_MAX_PATTERN_SEGMENTS);
+			return bridge_error_set(err,
+						"ignore pattern \"%.60s\": more than %d segments",
+						text, JSONDIFF_MAX_PATTERN_SEGMENTS);
 		s = &ret->seg[ret->n];
 		if (*p == '[') {
 			const char *close = strchr(p + 1, ']');
 
 			if (!close || close == p + 1)
-				return bridge_error_set(err, "ignore pattern \"%.60s\": %s at byte %ld", text,
-							close ? "empty []" : "unclosed [", (long)(p - text));
+				return bridge_error_set(
+					err, "ignore pattern \"%.60s\": %s at byte %ld", text,
+					close ? "empty []" : "unclosed [", (long)(p - text));
 			s->s = p + 1;
 			s->len = (size_t)(close - p - 1);
 			s->kind = s->len == 1 && *s->s == '*' ? PAT_ANY_INDEX : PAT_INDEX;
@@ -589,24 +593,27 @@ static int pattern_compile(const char *text, struct pattern *ret, struct bridge_
 			size_t n = strcspn(p, ".[");
 
 			if (n == 0)
-				return bridge_error_set(err, "ignore pattern \"%.60s\": empty segment at byte %ld",
-							text, (long)(p - text));
+				return bridge_error_set(
+					err, "ignore pattern \"%.60s\": empty segment at byte %ld",
+					text, (long)(p - text));
 			s->s = p;
 			s->len = n;
 			s->kind = n == 2 && p[0] == '*' && p[1] == '*' ? PAT_DEEP
-				: n == 1 && p[0] == '*'		 ? PAT_ANY_KEY
-									 : PAT_KEY;
+				  : n == 1 && p[0] == '*'              ? PAT_ANY_KEY
+								       : PAT_KEY;
 			p += n;
 		}
 		ret->n++;
 		if (*p == '.') {
 			p++;
 			if (!*p || *p == '.' || *p == '[')
-				return bridge_error_set(err, "ignore pattern \"%.60s\": empty segment at byte %ld",
-							text, (long)(p - text));
+				return bridge_error_set(
+					err, "ignore pattern \"%.60s\": empty segment at byte %ld",
+					text, (long)(p - text));
 		} else if (*p && *p != '[') {
-			return bridge_error_set(err, "ignore pattern \"%.60s\": expected '.' or '[' at byte %ld",
-						text, (long)(p - text));
+			return bridge_error_set(
+				err, "ignore pattern \"%.60s\": expected '.' or '[' at byte %ld",
+				text, (long)(p - text));
 		}
 	}
 	return 0;
@@ -633,15 +640,14 @@ static bool pat_seg_match(const struct pat_seg *p, const struct seg *s)
 {
 	switch (p->kind) {
 	case PAT_KEY:
-		return s->kind == SEG_KEY && p->len == s->len && memcmp(p->s, seg_text(s), s->len) == 0;
-	case PAT_ANY_KEY:
-		return s->kind == SEG_KEY;
+		return s->kind == SEG_KEY && p->len == s->len &&
+		       memcmp(p->s, seg_text(s), s->len) == 0;
+	case PAT_ANY_KEY: return s->kind == SEG_KEY;
 	case PAT_INDEX:
-		return s->kind == SEG_INDEX && p->len == s->len && memcmp(p->s, seg_text(s), s->len) == 0;
-	case PAT_ANY_INDEX:
-		return s->kind == SEG_INDEX;
-	case PAT_DEEP:
-		return true;
+		return s->kind == SEG_INDEX && p->len == s->len &&
+		       memcmp(p->s, seg_text(s), s->len) == 0;
+	case PAT_ANY_INDEX: return s->kind == SEG_INDEX;
+	case PAT_DEEP: return true;
 	}
 	return false;
 }
@@ -672,8 +678,8 @@ struct cmp {
 	struct bridge_error *err;
 	struct pattern *pats;
 	size_t n_pats;
-	uint64_t *sets;         /* (max_depth + 1) x n_pats */
-	struct seg *segs;       /* the current path */
+	uint64_t *sets;   /* (max_depth + 1) x n_pats */
+	struct seg *segs; /* the current path */
 	size_t depth;
 	size_t entries_cap;
 	bool failed;
@@ -731,7 +737,8 @@ static char *path_text(struct cmp *c)
 		const char *text = seg_text(s);
 
 		if (s->kind == SEG_INDEX) {
-			if (!sbuf_add(&b, "[", 1) || !sbuf_path_segment(&b, text, s->len) || !sbuf_add(&b, "]", 1))
+			if (!sbuf_add(&b, "[", 1) || !sbuf_path_segment(&b, text, s->len) ||
+			    !sbuf_add(&b, "]", 1))
 				break;
 		} else if ((i && !sbuf_add(&b, ".", 1)) || !sbuf_path_segment(&b, text, s->len)) {
 			break;
@@ -750,10 +757,8 @@ static bool write_value(struct sbuf *b, const struct node *n)
 	switch (n->type) {
 	case J_NULL:
 	case J_BOOL:
-	case J_NUMBER:
-		return sbuf_add(b, n->s, n->len);
-	case J_STRING:
-		return sbuf_quoted(b, n->s, n->len);
+	case J_NUMBER: return sbuf_add(b, n->s, n->len);
+	case J_STRING: return sbuf_quoted(b, n->s, n->len);
 	case J_OBJECT:
 		if (!sbuf_add(b, "{", 1))
 			return false;
@@ -837,7 +842,7 @@ static void emit(struct cmp *c, enum jsondiff_kind kind, const struct node *a, c
 /* Labels of the elements of a root form/optins/questionnaire array (see
  * the header), or NULL when arr is not such an array. */
 struct label_ix {
-	const char *s;  /* "" when the element has no variable */
+	const char *s; /* "" when the element has no variable */
 	size_t len;
 	size_t index;
 	bool keyed;
@@ -904,7 +909,8 @@ static int keyed_labels(struct cmp *c, const struct node *arr, const char ***ret
 
 		if (!ix[i].keyed)
 			continue;
-		run = i && ix[i - 1].keyed && key_cmp(ix[i - 1].s, ix[i - 1].len, ix[i].s, ix[i].len) == 0
+		run = i && ix[i - 1].keyed &&
+				      key_cmp(ix[i - 1].s, ix[i - 1].len, ix[i].s, ix[i].len) == 0
 			      ? run + 1
 			      : 1;
 		if (run == 1) {
@@ -957,7 +963,8 @@ static void one_side(struct cmp *c, enum jsondiff_kind kind, const struct node *
 	const char **labels = NULL;
 
 	if (!c->opt->leaves || (n->type != J_OBJECT && n->type != J_ARRAY) || n->n == 0) {
-		emit(c, kind, kind == JSONDIFF_REMOVED ? n : NULL, kind == JSONDIFF_ADDED ? n : NULL);
+		emit(c, kind, kind == JSONDIFF_REMOVED ? n : NULL,
+		     kind == JSONDIFF_ADDED ? n : NULL);
 		return;
 	}
 	if (keyed_array(c, n) && keyed_labels(c, n, &labels, NULL) < 0) {
@@ -966,7 +973,8 @@ static void one_side(struct cmp *c, enum jsondiff_kind kind, const struct node *
 	}
 	for (size_t i = 0; i < n->n && !c->failed; i++) {
 		const struct node *k = n->kids[i];
-		struct seg s = n->type == J_OBJECT ? seg_key(k) : seg_index(i, labels ? labels[i] : NULL);
+		struct seg s = n->type == J_OBJECT ? seg_key(k)
+						   : seg_index(i, labels ? labels[i] : NULL);
 
 		if (!path_push(c, &s))
 			continue;
@@ -1061,9 +1069,7 @@ static void compare_node(struct cmp *c, const struct node *a, const struct node 
 		return;
 	}
 	switch (a->type) {
-	case J_OBJECT:
-		compare_object(c, a, b);
-		return;
+	case J_OBJECT: compare_object(c, a, b); return;
 	case J_ARRAY:
 		if (keyed_array(c, a))
 			compare_keyed(c, a, b);
@@ -1111,7 +1117,7 @@ int jsondiff_compare(const char *a, size_t alen, const char *b, size_t blen,
 		     const struct jsondiff_options *opt_in, struct jsondiff *ret,
 		     struct bridge_error *err)
 {
-	struct jsondiff_options opt = {0};
+	struct jsondiff_options opt = { 0 };
 	struct budget budget;
 	struct arena arena = { .budget = &budget };
 	struct node *ra = NULL, *rb = NULL;
@@ -1139,9 +1145,11 @@ int jsondiff_compare(const char *a, size_t alen, const char *b, size_t blen,
 	if (opt.max_depth > 4096)
 		opt.max_depth = 4096; /* the comparison recurses once per level */
 	if (alen > opt.max_input)
-		return bridge_error_set(err, "%s: larger than %zu bytes", opt.name_a, opt.max_input);
+		return bridge_error_set(err, "%s: larger than %zu bytes", opt.name_a,
+					opt.max_input);
 	if (blen > opt.max_input)
-		return bridge_error_set(err, "%s: larger than %zu bytes", opt.name_b, opt.max_input);
+		return bridge_error_set(err, "%s: larger than %zu bytes", opt.name_b,
+					opt.max_input);
 	budget.used = 0;
 	budget.limit = opt.max_memory;
 
@@ -1153,7 +1161,8 @@ int jsondiff_compare(const char *a, size_t alen, const char *b, size_t blen,
 	c.err = err;
 	c.n_pats = opt.n_ignore;
 	c.pats = arena_alloc(&arena, (c.n_pats ? c.n_pats : 1) * sizeof(*c.pats));
-	c.sets = arena_alloc(&arena, (opt.max_depth + 1) * (c.n_pats ? c.n_pats : 1) * sizeof(*c.sets));
+	c.sets = arena_alloc(&arena,
+			     (opt.max_depth + 1) * (c.n_pats ? c.n_pats : 1) * sizeof(*c.sets));
 	c.segs = arena_alloc(&arena, (opt.max_depth + 1) * sizeof(*c.segs));
 	if (!c.pats || !c.sets || !c.segs) {
 		bridge_error_set(err, "out of memory (or over the memory limit)");
@@ -1179,7 +1188,8 @@ int jsondiff_compare(const char *a, size_t alen, const char *b, size_t blen,
 	if (ra && rb)
 		compare_node(&c, ra, rb);
 	if (c.failed) {
-		bridge_error_set(err, "out of memory (or over the %zu-byte memory limit)", opt.max_memory);
+		bridge_error_set(err, "out of memory (or over the %zu-byte memory limit)",
+				 opt.max_memory);
 		goto out;
 	}
 	rc = 0;
@@ -1211,7 +1221,7 @@ static size_t common_segments(const char *x, const char *y)
  * path, or 0. */
 static size_t entry_prefix(const char *path)
 {
-	static const char *const sections[] = {"form[", "optins[", "questionnaire["};
+	static const char *const sections[] = { "form[", "optins[", "questionnaire[" };
 
 	for (size_t i = 0; i < 3; i++) {
 		size_t n = strlen(sections[i]);
@@ -1246,7 +1256,8 @@ const struct mapping_trace *jsondiff_trace_find(const struct mapping_trace *t, s
 				*ret_match = JSONDIFF_TRACE_EXACT;
 			return &t[i];
 		}
-		if (tlen < plen && memcmp(tp, path, tlen) == 0 && (path[tlen] == '.' || path[tlen] == '[')) {
+		if (tlen < plen && memcmp(tp, path, tlen) == 0 &&
+		    (path[tlen] == '.' || path[tlen] == '[')) {
 			if (tlen > inside_len) {
 				inside = &t[i];
 				inside_len = tlen;

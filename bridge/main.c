@@ -44,13 +44,16 @@ static const char usage_main[] =
 	"  map --mapping FILE [INPUT]     map one v1 payload (file or stdin) to v2 on stdout\n"
 	"  check --config FILE | --mapping FILE\n"
 	"                                 load and validate, report every error as file:line\n"
-	"  queue (--config FILE | --store PATH) list | show ID | retry ID|--all | purge ... | stats\n"
+	"  queue (--config FILE | --store PATH) list | show ID | retry ID|--all | purge ... | "
+	"stats\n"
 	"                                 inspect and repair queued deliveries (while serve runs)\n"
 	"  diff --mapping FILE V1.json    provenance: every v2 value and the rule behind it\n"
-	"  diff A.json B.json             structural diff of two v2 documents (exit 1 if different)\n"
+	"  diff A.json B.json             structural diff of two v2 documents (exit 1 if "
+	"different)\n"
 	"  diff --mapping OLD --against NEW FIXTURES...\n"
 	"                                 what a rule change changes across a fixture set\n"
-	"  report FILE                    summarise a dry-run report (comparisons, top differences)\n"
+	"  report FILE                    summarise a dry-run report (comparisons, top "
+	"differences)\n"
 	"  replay --config FILE [--to URL] [--expect DIR] [--dry-run] PATH...\n"
 	"                                 send fixtures or captured traffic through a route\n"
 	"\n"
@@ -74,8 +77,7 @@ static const char usage_check[] =
 	"Loads and validates; every problem is printed as file:line: message.\n"
 	"exit: 0 valid, 1 invalid, 2 usage error\n";
 
-static int usage_error(const char *cmd, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -117,9 +119,9 @@ struct serve_state {
 	struct event_base *base; /* main thread: signals and the shadow expiry timer */
 	const char *config_path;
 	struct config_hold *current;
-	struct jsonl *report;     /* dry_run.report, for the whole run */
-	struct shadow *shadow;    /* dry_run.v2_path correlation store, for the whole run */
-	struct recorder *recorder;/* record, for the whole run */
+	struct jsonl *report;      /* dry_run.report, for the whole run */
+	struct shadow *shadow;     /* dry_run.v2_path correlation store, for the whole run */
+	struct recorder *recorder; /* record, for the whole run */
 	struct event *expire;
 	struct worker *workers;
 	int n_workers;
@@ -194,7 +196,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	const struct bridge_config *old = st->current->cfg;
 	struct config_hold *h;
 	struct bridge_config *cfg = NULL;
-	struct diag d = {0};
+	struct diag d = { 0 };
 	struct log_line l;
 	const char *fixed = NULL;
 
@@ -434,7 +436,7 @@ static int cmd_serve(int argc, char **argv)
 	struct metrics *metrics = NULL;
 	struct event *sighup = NULL;
 	struct queue *queue = NULL;
-	struct diag d = {0};
+	struct diag d = { 0 };
 	struct bridge_error err;
 	struct event *sigterm = NULL, *sigint = NULL;
 	struct log_line l;
@@ -453,12 +455,14 @@ static int cmd_serve(int argc, char **argv)
 		case 'd':
 			st.drain_ms = atoi(optarg);
 			if (st.drain_ms < 0)
-				return usage_error("serve", "--drain-ms must be >= 0, not '%s'", optarg);
+				return usage_error("serve", "--drain-ms must be >= 0, not '%s'",
+						   optarg);
 			break;
 		case 'w':
 			workers_arg = atoi(optarg);
 			if (workers_arg < 1 || workers_arg > 256)
-				return usage_error("serve", "--workers must be 1..256, not '%s'", optarg);
+				return usage_error("serve", "--workers must be 1..256, not '%s'",
+						   optarg);
 			break;
 		case 'h': fputs(usage_serve, stdout); return 0;
 		default: return usage_error("serve", "%s", "invalid option");
@@ -470,7 +474,8 @@ static int cmd_serve(int argc, char **argv)
 		return usage_error("serve", "unexpected argument '%s'", argv[optind]);
 	if (bridge_config_load(config_path, &cfg, &d) < 0) {
 		fputs(d.text ? d.text : "", stderr);
-		fprintf(stderr, "webhook-bridge: %s: %d error(s), not starting\n", config_path, d.count);
+		fprintf(stderr, "webhook-bridge: %s: %d error(s), not starting\n", config_path,
+			d.count);
 		diag_reset(&d);
 		return 1;
 	}
@@ -481,11 +486,12 @@ static int cmd_serve(int argc, char **argv)
 	 * mapped and given back on free, so a burst of large posts does not keep
 	 * the resident size up (glibc otherwise raises the threshold itself) */
 	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-	guard_raise_fd_limit(); /* idle keep-alive clients each hold a descriptor */
+	guard_raise_fd_limit();  /* idle keep-alive clients each hold a descriptor */
 	evthread_use_pthreads(); /* main thread activates the workers' stop events */
 
-	st.n_workers = workers_arg > 0 ? workers_arg : cfg->workers > 0 ? cfg->workers
-									 : default_workers();
+	st.n_workers = workers_arg > 0    ? workers_arg
+		       : cfg->workers > 0 ? cfg->workers
+					  : default_workers();
 	st.workers = calloc((size_t)st.n_workers, sizeof(*st.workers));
 	metrics = metrics_new(cfg, st.n_workers);
 	st.current = calloc(1, sizeof(*st.current));
@@ -510,14 +516,19 @@ static int cmd_serve(int argc, char **argv)
 	st.current->cfg = cfg;
 	st.current->metrics = metrics;
 	atomic_store(&st.current->refs, st.n_workers + 1);
-	cfg = NULL;    /* owned by the hold from here on */
+	cfg = NULL; /* owned by the hold from here on */
 	metrics = NULL;
 	for (int i = 0; i < st.n_workers; i++) {
 		struct worker *w = &st.workers[i];
-		struct server_options opt = { .metrics = st.current->metrics, .report = st.report,
-					      .shadow = st.shadow, .recorder = st.recorder, .worker = i,
-					      .port = port, .reuseport = st.n_workers > 1,
-					      .release = config_hold_release, .release_arg = st.current,
+		struct server_options opt = { .metrics = st.current->metrics,
+					      .report = st.report,
+					      .shadow = st.shadow,
+					      .recorder = st.recorder,
+					      .worker = i,
+					      .port = port,
+					      .reuseport = st.n_workers > 1,
+					      .release = config_hold_release,
+					      .release_arg = st.current,
 					      .queue = queue };
 
 		w->index = i;
@@ -610,7 +621,7 @@ static int cmd_check(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = NULL, *mapping_path = NULL;
-	struct diag d = {0};
+	struct diag d = { 0 };
 	int c, rc;
 
 	while ((c = getopt_long(argc, argv, "c:m:h", opts, NULL)) != -1) {
@@ -622,7 +633,8 @@ static int cmd_check(int argc, char **argv)
 		}
 	}
 	if (!config_path == !mapping_path)
-		return usage_error("check", "%s", "give exactly one of --config FILE or --mapping FILE");
+		return usage_error("check", "%s",
+				   "give exactly one of --config FILE or --mapping FILE");
 	if (optind < argc)
 		return usage_error("check", "unexpected argument '%s'", argv[optind]);
 	if (config_path) {
@@ -661,12 +673,8 @@ static const struct command {
 	const char *name;
 	int (*run)(int argc, char **argv);
 } commands[] = {
-	{ "serve", cmd_serve },
-	{ "map", cmd_map },
-	{ "check", cmd_check },
-	{ "queue", cmd_queue },
-	{ "diff", cmd_diff },
-	{ "report", cmd_report },
+	{ "serve", cmd_serve },   { "map", cmd_map },   { "check", cmd_check },
+	{ "queue", cmd_queue },   { "diff", cmd_diff }, { "report", cmd_report },
 	{ "replay", cmd_replay },
 };
 

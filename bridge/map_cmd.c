@@ -16,9 +16,9 @@
 #include "bridge/mapping.h"
 #include "bridge/v1.h"
 
-#define MAP_INPUT_MAX (256u * 1024 * 1024) /* ceiling for one non-NDJSON input */
-#define MAP_BATCH_LINES 2048               /* lines per thread per round */
-#define MAP_JOBS_MAX 16
+#define MAP_INPUT_MAX   (256u * 1024 * 1024) /* ceiling for one non-NDJSON input */
+#define MAP_BATCH_LINES 2048                 /* lines per thread per round */
+#define MAP_JOBS_MAX    16
 
 static const char usage_map[] =
 	"usage: webhook-bridge map --mapping FILE [--ndjson [--jobs N]] [--form] [INPUT]\n"
@@ -202,12 +202,18 @@ static int map_ndjson(const struct mapping *m, FILE *f, const char *name, int fo
 			int used = 0;
 
 			for (int j = 0; j < jobs && (size_t)j * per < n; j++, used++) {
-				size_t from = (size_t)j * per, cnt = n - from < per ? n - from : per;
+				size_t from = (size_t)j * per,
+				       cnt = n - from < per ? n - from : per;
 
-				chunks[j] = (struct chunk){ .m = m, .input = name, .form = form,
-							    .lines = lines + from, .lens = lens + from,
-							    .line_nos = nos + from, .n = cnt };
-				if (used == 0 || pthread_create(&threads[j], NULL, chunk_run, &chunks[j]) != 0)
+				chunks[j] = (struct chunk){ .m = m,
+							    .input = name,
+							    .form = form,
+							    .lines = lines + from,
+							    .lens = lens + from,
+							    .line_nos = nos + from,
+							    .n = cnt };
+				if (used == 0 ||
+				    pthread_create(&threads[j], NULL, chunk_run, &chunks[j]) != 0)
 					threads[j] = 0; /* the first chunk runs on this thread */
 			}
 			if (used)
@@ -224,7 +230,8 @@ static int map_ndjson(const struct mapping *m, FILE *f, const char *name, int fo
 					fwrite(chunks[j].out, 1, chunks[j].out_len, stdout);
 					if (chunks[j].errs_len) {
 						fflush(stdout);
-						fwrite(chunks[j].errs, 1, chunks[j].errs_len, stderr);
+						fwrite(chunks[j].errs, 1, chunks[j].errs_len,
+						       stderr);
 					}
 					failed += chunks[j].failed;
 				}
@@ -249,17 +256,14 @@ static int map_ndjson(const struct mapping *m, FILE *f, const char *name, int fo
 int cmd_map(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "mapping", required_argument, NULL, 'm' },
-		{ "ndjson", no_argument, NULL, 'n' },
-		{ "jobs", required_argument, NULL, 'j' },
-		{ "form", no_argument, NULL, 'f' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{ "mapping", required_argument, NULL, 'm' }, { "ndjson", no_argument, NULL, 'n' },
+		{ "jobs", required_argument, NULL, 'j' },    { "form", no_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
 	};
 	const char *mapping_path = NULL, *input = "-", *name;
 	int ndjson = 0, form = 0, c, failed = 0, jobs = 0;
 	struct mapping *m = NULL;
-	struct diag d = {0};
+	struct diag d = { 0 };
 	struct bridge_error err;
 	FILE *f;
 	static char outbuf[1 << 16];

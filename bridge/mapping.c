@@ -28,12 +28,12 @@
 #include "bridge/mapping.h"
 #include "bridge/v2out.h"
 
-#define MAP_ARENA_MAX ((size_t)64 << 20)  /* per apply: converted values, entries */
-#define MAP_BODY_MAX ((size_t)64 << 20)   /* one v2 document */
-#define MAP_TRACE_MAX 200000               /* trace records per apply */
-#define MAP_RULES_MAX 10000                /* fields or variables in one list */
-#define MAP_KEYS_MAX 65536                 /* distinct v1 keys named by rules */
-#define MAP_ERROR_KEYS 5                   /* unmapped keys named in a reject message */
+#define MAP_ARENA_MAX  ((size_t)64 << 20) /* per apply: converted values, entries */
+#define MAP_BODY_MAX   ((size_t)64 << 20) /* one v2 document */
+#define MAP_TRACE_MAX  200000             /* trace records per apply */
+#define MAP_RULES_MAX  10000              /* fields or variables in one list */
+#define MAP_KEYS_MAX   65536              /* distinct v1 keys named by rules */
+#define MAP_ERROR_KEYS 5                  /* unmapped keys named in a reject message */
 
 /* ---- model ----------------------------------------------------------------- */
 
@@ -46,18 +46,18 @@ enum conv {
 	CONV_DATETIME,
 };
 
-static const char *const conv_names[] = {"string", "integer", "upper", "lower", "datetime", NULL};
+static const char *const conv_names[] = { "string", "integer", "upper", "lower", "datetime", NULL };
 
 enum unknown_policy {
 	UNKNOWN_KEEP,
 	UNKNOWN_REJECT,
 };
 
-static const char *const unknown_names[] = {"keep", "reject", NULL};
-static const char *const unmapped_names[] = {"form", "drop", "reject", NULL};
-static const char *const ambiguous_names[] = {"earlier", "later", "reject", NULL};
-static const char *const gap_names[] = {"reject", "shift", NULL};
-static const char *const section_names[] = {"form", "optins", "questionnaire", NULL};
+static const char *const unknown_names[] = { "keep", "reject", NULL };
+static const char *const unmapped_names[] = { "form", "drop", "reject", NULL };
+static const char *const ambiguous_names[] = { "earlier", "later", "reject", NULL };
+static const char *const gap_names[] = { "reject", "shift", NULL };
+static const char *const section_names[] = { "form", "optins", "questionnaire", NULL };
 
 struct pair {
 	const char *from;
@@ -77,13 +77,13 @@ struct dt_opts {
 struct field_rule {
 	const char *file;
 	int line;
-	const char *to;      /* v2 path as written */
+	const char *to; /* v2 path as written */
 	int slot;
 	enum v2_type type;
-	const char *from;    /* NULL for a constant */
-	int key;             /* key slot of `from`, -1 for a constant */
+	const char *from; /* NULL for a constant */
+	int key;          /* key slot of `from`, -1 for a constant */
 	struct v2_val constant;
-	struct v2_val def;   /* V2_ABSENT when no default */
+	struct v2_val def; /* V2_ABSENT when no default */
 	bool required;
 	enum conv conv;
 	struct dt_opts dt;
@@ -128,14 +128,14 @@ struct var_rule {
 };
 
 struct ruleset {
-	const char *name;    /* stage name, NULL for the base rules */
+	const char *name; /* stage name, NULL for the base rules */
 	const char *file;
 	int line;
 	const struct field_rule **fields;
 	size_t n_fields;
 	const struct var_rule **vars;
 	size_t n_vars;
-	const char **ignore;  /* v1 keys named only to be dropped */
+	const char **ignore; /* v1 keys named only to be dropped */
 	size_t n_ignore;
 	unsigned char *named; /* per key slot: some rule of this set names the key */
 	enum mapping_unmapped unmapped;
@@ -148,7 +148,7 @@ struct ruleset {
 	size_t n_websites;
 	const char **campaigns;
 	size_t n_campaigns;
-	int specificity;      /* 1 websites, 2 campaigns, 3 both */
+	int specificity; /* 1 websites, 2 campaigns, 3 both */
 };
 
 struct mime {
@@ -158,18 +158,18 @@ struct mime {
 
 struct mapping {
 	char *path;
-	void **pool;         /* every allocation of the loader */
+	void **pool; /* every allocation of the loader */
 	size_t n_pool, cap_pool;
-	const char **files;  /* interned rule file names */
+	const char **files; /* interned rule file names */
 	size_t n_files;
 	struct tz_zone **zones;
 	size_t n_zones;
-	const char **keys;   /* key slot -> v1 key */
+	const char **keys; /* key slot -> v1 key */
 	size_t *key_lens;
 	size_t n_keys, cap_keys;
-	int *htab;           /* open addressing: slot + 1, 0 empty */
+	int *htab; /* open addressing: slot + 1, 0 empty */
 	size_t hcap;
-	int website_key;     /* key slots of the stage selectors */
+	int website_key; /* key slots of the stage selectors */
 	int campaign_key;
 	const char *website_key_name;
 	const char *campaign_key_name;
@@ -182,33 +182,33 @@ struct mapping {
 };
 
 static const struct mime builtin_mime[] = {
-	{"bmp", "image/bmp"},
-	{"csv", "text/csv"},
-	{"doc", "application/msword"},
-	{"docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"},
-	{"gif", "image/gif"},
-	{"heic", "image/heic"},
-	{"jpeg", "image/jpeg"},
-	{"jpg", "image/jpeg"},
-	{"m4a", "audio/mp4"},
-	{"mov", "video/quicktime"},
-	{"mp3", "audio/mpeg"},
-	{"mp4", "video/mp4"},
-	{"odt", "application/vnd.oasis.opendocument.text"},
-	{"pdf", "application/pdf"},
-	{"png", "image/png"},
-	{"ppt", "application/vnd.ms-powerpoint"},
-	{"pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation"},
-	{"svg", "image/svg+xml"},
-	{"tif", "image/tiff"},
-	{"tiff", "image/tiff"},
-	{"txt", "text/plain"},
-	{"wav", "audio/wav"},
-	{"webm", "video/webm"},
-	{"webp", "image/webp"},
-	{"xls", "application/vnd.ms-excel"},
-	{"xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
-	{"zip", "application/zip"},
+	{ "bmp", "image/bmp" },
+	{ "csv", "text/csv" },
+	{ "doc", "application/msword" },
+	{ "docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document" },
+	{ "gif", "image/gif" },
+	{ "heic", "image/heic" },
+	{ "jpeg", "image/jpeg" },
+	{ "jpg", "image/jpeg" },
+	{ "m4a", "audio/mp4" },
+	{ "mov", "video/quicktime" },
+	{ "mp3", "audio/mpeg" },
+	{ "mp4", "video/mp4" },
+	{ "odt", "application/vnd.oasis.opendocument.text" },
+	{ "pdf", "application/pdf" },
+	{ "png", "image/png" },
+	{ "ppt", "application/vnd.ms-powerpoint" },
+	{ "pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation" },
+	{ "svg", "image/svg+xml" },
+	{ "tif", "image/tiff" },
+	{ "tiff", "image/tiff" },
+	{ "txt", "text/plain" },
+	{ "wav", "audio/wav" },
+	{ "webm", "video/webm" },
+	{ "webp", "image/webp" },
+	{ "xls", "application/vnd.ms-excel" },
+	{ "xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" },
+	{ "zip", "application/zip" },
 };
 
 #define DEFAULT_MIME "application/octet-stream"
@@ -363,7 +363,8 @@ static char *pool_dup(struct loader *L, const char *s)
 	return pool_keep(L, strdup(s));
 }
 
-static char *pool_printf(struct loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *pool_printf(struct loader *L, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 static char *pool_printf(struct loader *L, const char *fmt, ...)
 {
 	va_list ap;
@@ -446,23 +447,15 @@ static void L_err(struct loader *L, const config_setting_t *s, const char *fmt, 
 static const char *type_name(int t)
 {
 	switch (t) {
-	case CONFIG_TYPE_GROUP:
-		return "a group { }";
+	case CONFIG_TYPE_GROUP: return "a group { }";
 	case CONFIG_TYPE_INT:
-	case CONFIG_TYPE_INT64:
-		return "an integer";
-	case CONFIG_TYPE_FLOAT:
-		return "a float";
-	case CONFIG_TYPE_STRING:
-		return "a string";
-	case CONFIG_TYPE_BOOL:
-		return "a boolean";
-	case CONFIG_TYPE_ARRAY:
-		return "an array [ ]";
-	case CONFIG_TYPE_LIST:
-		return "a list ( )";
-	default:
-		return "an unknown type";
+	case CONFIG_TYPE_INT64: return "an integer";
+	case CONFIG_TYPE_FLOAT: return "a float";
+	case CONFIG_TYPE_STRING: return "a string";
+	case CONFIG_TYPE_BOOL: return "a boolean";
+	case CONFIG_TYPE_ARRAY: return "an array [ ]";
+	case CONFIG_TYPE_LIST: return "a list ( )";
+	default: return "an unknown type";
 	}
 }
 
@@ -501,7 +494,8 @@ static void L_check_names(struct loader *L, const config_setting_t *g, const cha
 		if (name && name_in(allowed, name))
 			continue;
 		join_names(allowed, list, sizeof(list));
-		L_err(L, c, "unknown setting '%s' in %s (known: %s)", name ? name : "?", where, list);
+		L_err(L, c, "unknown setting '%s' in %s (known: %s)", name ? name : "?", where,
+		      list);
 	}
 }
 
@@ -515,7 +509,8 @@ static int L_string(struct loader *L, const config_setting_t *g, const char *nam
 	if (!s)
 		return 0;
 	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-		L_err(L, s, "'%s' must be a string, not %s", name, type_name(config_setting_type(s)));
+		L_err(L, s, "'%s' must be a string, not %s", name,
+		      type_name(config_setting_type(s)));
 		return -1;
 	}
 	v = config_setting_get_string(s);
@@ -527,7 +522,8 @@ static int L_string(struct loader *L, const config_setting_t *g, const char *nam
 	return *ret ? 1 : -1;
 }
 
-static int L_nonempty(struct loader *L, const config_setting_t *g, const char *name, const char **ret)
+static int L_nonempty(struct loader *L, const config_setting_t *g, const char *name,
+		      const char **ret)
 {
 	int rc = L_string(L, g, name, ret);
 
@@ -545,7 +541,8 @@ static int L_bool(struct loader *L, const config_setting_t *g, const char *name,
 	if (!s)
 		return 0;
 	if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
-		L_err(L, s, "'%s' must be true or false, not %s", name, type_name(config_setting_type(s)));
+		L_err(L, s, "'%s' must be true or false, not %s", name,
+		      type_name(config_setting_type(s)));
 		return -1;
 	}
 	*ret = config_setting_get_bool(s) != 0;
@@ -568,7 +565,8 @@ static int L_enum(struct loader *L, const config_setting_t *g, const char *name,
 		}
 	}
 	join_names(names, list, sizeof(list));
-	L_err(L, config_setting_get_member(g, name), "'%s' must be one of %s, not \"%s\"", name, list, v);
+	L_err(L, config_setting_get_member(g, name), "'%s' must be one of %s, not \"%s\"", name,
+	      list, v);
 	return -1;
 }
 
@@ -580,7 +578,8 @@ static int L_integer_setting(struct loader *L, const config_setting_t *s, const 
 {
 	char buf[32];
 
-	if (config_setting_type(s) == CONFIG_TYPE_INT || config_setting_type(s) == CONFIG_TYPE_INT64) {
+	if (config_setting_type(s) == CONFIG_TYPE_INT ||
+	    config_setting_type(s) == CONFIG_TYPE_INT64) {
 		snprintf(buf, sizeof(buf), "%lld", (long long)config_setting_get_int64(s));
 	} else if (config_setting_type(s) == CONFIG_TYPE_STRING) {
 		const char *v = config_setting_get_string(s);
@@ -600,7 +599,8 @@ static int L_integer_setting(struct loader *L, const config_setting_t *s, const 
 	return *ret ? 1 : -1;
 }
 
-static int L_integer(struct loader *L, const config_setting_t *g, const char *name, const char **ret)
+static int L_integer(struct loader *L, const config_setting_t *g, const char *name,
+		     const char **ret)
 {
 	const config_setting_t *s = config_setting_get_member(g, name);
 
@@ -611,19 +611,20 @@ static int L_integer(struct loader *L, const config_setting_t *g, const char *na
 
 static struct v2_val vstr(const char *s)
 {
-	struct v2_val v = {V2_STRING, s, strlen(s)};
+	struct v2_val v = { V2_STRING, s, strlen(s) };
 
 	return v;
 }
 
 static struct v2_val vnum(const char *s)
 {
-	struct v2_val v = {V2_NUMBER, s, strlen(s)};
+	struct v2_val v = { V2_NUMBER, s, strlen(s) };
 
 	return v;
 }
 
-static int L_vstring(struct loader *L, const config_setting_t *g, const char *name, struct v2_val *ret)
+static int L_vstring(struct loader *L, const config_setting_t *g, const char *name,
+		     struct v2_val *ret)
 {
 	const char *s = NULL;
 	int rc = L_string(L, g, name, &s);
@@ -633,7 +634,8 @@ static int L_vstring(struct loader *L, const config_setting_t *g, const char *na
 	return rc;
 }
 
-static int L_vinteger(struct loader *L, const config_setting_t *g, const char *name, struct v2_val *ret)
+static int L_vinteger(struct loader *L, const config_setting_t *g, const char *name,
+		      struct v2_val *ret)
 {
 	const char *s = NULL;
 	int rc = L_integer(L, g, name, &s);
@@ -645,7 +647,8 @@ static int L_vinteger(struct loader *L, const config_setting_t *g, const char *n
 
 static bool is_list(const config_setting_t *s)
 {
-	return config_setting_type(s) == CONFIG_TYPE_LIST || config_setting_type(s) == CONFIG_TYPE_ARRAY;
+	return config_setting_type(s) == CONFIG_TYPE_LIST ||
+	       config_setting_type(s) == CONFIG_TYPE_ARRAY;
 }
 
 /* A list of ["from", "to"] string pairs, sorted for binary search;
@@ -677,7 +680,9 @@ static int L_pairs(struct loader *L, const config_setting_t *g, const char *name
 		if (!is_list(e) || config_setting_length(e) != 2 ||
 		    config_setting_type(a = config_setting_get_elem(e, 0)) != CONFIG_TYPE_STRING ||
 		    config_setting_type(b = config_setting_get_elem(e, 1)) != CONFIG_TYPE_STRING) {
-			L_err(L, e, "each entry of '%s' must be a pair of strings [\"from\", \"to\"]", name);
+			L_err(L, e,
+			      "each entry of '%s' must be a pair of strings [\"from\", \"to\"]",
+			      name);
 			bad = 1;
 			continue;
 		}
@@ -699,9 +704,11 @@ static int L_pairs(struct loader *L, const config_setting_t *g, const char *name
 	}
 	qsort(p, k, sizeof(*p), pair_cmp);
 	for (size_t i = 1; i < k; i++) {
-		if (p[i].from_len == p[i - 1].from_len && memcmp(p[i].from, p[i - 1].from, p[i].from_len) == 0) {
-			diag_add(L->d, S_file(L, s), p[i].line, "duplicate entry \"%s\" in '%s' (first at line %d)",
-				 p[i].from, name, p[i - 1].line);
+		if (p[i].from_len == p[i - 1].from_len &&
+		    memcmp(p[i].from, p[i - 1].from, p[i].from_len) == 0) {
+			diag_add(L->d, S_file(L, s), p[i].line,
+				 "duplicate entry \"%s\" in '%s' (first at line %d)", p[i].from,
+				 name, p[i - 1].line);
 			bad = 1;
 		}
 	}
@@ -721,7 +728,8 @@ static int L_strings(struct loader *L, const config_setting_t *g, const char *na
 	if (!s)
 		return 0;
 	if (!is_list(s)) {
-		L_err(L, s, "'%s' must be an array of strings, not %s", name, type_name(config_setting_type(s)));
+		L_err(L, s, "'%s' must be an array of strings, not %s", name,
+		      type_name(config_setting_type(s)));
 		return -1;
 	}
 	n = config_setting_length(s);
@@ -731,7 +739,8 @@ static int L_strings(struct loader *L, const config_setting_t *g, const char *na
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 
-		if (config_setting_type(e) != CONFIG_TYPE_STRING || !*config_setting_get_string(e)) {
+		if (config_setting_type(e) != CONFIG_TYPE_STRING ||
+		    !*config_setting_get_string(e)) {
 			L_err(L, e, "each entry of '%s' must be a non-empty string", name);
 			bad = 1;
 			continue;
@@ -850,8 +859,8 @@ static int key_intern(struct loader *L, const char *k)
 }
 
 static const char *const field_names[] = {
-	"to", "from", "value", "default", "required", "convert", "map", "unknown",
-	"timezone", "ambiguous", "gap", NULL,
+	"to",  "from",    "value",    "default",   "required", "convert",
+	"map", "unknown", "timezone", "ambiguous", "gap",      NULL,
 };
 
 static struct field_rule *L_field(struct loader *L, const config_setting_t *g)
@@ -881,11 +890,12 @@ static struct field_rule *L_field(struct loader *L, const config_setting_t *g)
 		if (strncmp(r->to, "form", 4) == 0 || strncmp(r->to, "optins", 6) == 0 ||
 		    strncmp(r->to, "questionnaire", 13) == 0)
 			L_err(L, config_setting_get_member(g, "to"),
-			      "unknown v2 path '%s': form, optins and questionnaire entries come from 'variables'",
+			      "unknown v2 path '%s': form, optins and questionnaire entries come "
+			      "from 'variables'",
 			      r->to);
 		else
-			L_err(L, config_setting_get_member(g, "to"), "unknown v2 path '%s' (known: %s)", r->to,
-			      v2_target_list());
+			L_err(L, config_setting_get_member(g, "to"),
+			      "unknown v2 path '%s' (known: %s)", r->to, v2_target_list());
 		r->to = NULL;
 	}
 	L_nonempty(L, g, "from", &r->from);
@@ -921,20 +931,22 @@ static struct field_rule *L_field(struct loader *L, const config_setting_t *g)
 	else if (!has_value && !config_setting_get_member(g, "from"))
 		L_err(L, g, "field rule needs 'from' (a v1 key) or 'value' (a constant)");
 	if (has_value) {
-		static const char *const only_from[] = {"default", "required", "convert", "map", "unknown",
-							"timezone", "ambiguous", "gap", NULL};
+		static const char *const only_from[] = { "default",   "required", "convert",
+							 "map",       "unknown",  "timezone",
+							 "ambiguous", "gap",      NULL };
 
 		for (int i = 0; only_from[i]; i++)
 			if (config_setting_get_member(g, only_from[i]))
 				L_err(L, config_setting_get_member(g, only_from[i]),
-				      "'%s' needs 'from': a constant is written as is", only_from[i]);
+				      "'%s' needs 'from': a constant is written as is",
+				      only_from[i]);
 	}
 	if (r->required && config_setting_get_member(g, "default"))
 		L_err(L, g, "field rule is both 'required' and has a 'default'");
 	if (r->to && r->type == V2_T_INTEGER && r->conv != CONV_NONE && r->conv != CONV_INTEGER)
 		L_err(L, config_setting_get_member(g, "convert"),
-		      "'%s' is an integer: convert must be \"integer\" or absent, not \"%s\"", r->to,
-		      conv_names[r->conv - 1]);
+		      "'%s' is an integer: convert must be \"integer\" or absent, not \"%s\"",
+		      r->to, conv_names[r->conv - 1]);
 	if (config_setting_get_member(g, "unknown") && !config_setting_get_member(g, "map"))
 		L_err(L, config_setting_get_member(g, "unknown"), "'unknown' needs a 'map'");
 	if ((r->dt.zone || r->dt.amb >= 0 || r->dt.gap >= 0) && r->conv != CONV_DATETIME)
@@ -945,43 +957,43 @@ static struct field_rule *L_field(struct loader *L, const config_setting_t *g)
 }
 
 /* Which sections accept a variable setting. */
-#define SEC_F (1u << V2_FORM)
-#define SEC_O (1u << V2_OPTINS)
-#define SEC_Q (1u << V2_QUESTIONNAIRE)
+#define SEC_F   (1u << V2_FORM)
+#define SEC_O   (1u << V2_OPTINS)
+#define SEC_Q   (1u << V2_QUESTIONNAIRE)
 #define SEC_ALL (SEC_F | SEC_O | SEC_Q)
 
 static const struct {
 	const char *name;
 	unsigned sections;
 } var_settings[] = {
-	{"section", SEC_ALL},
-	{"variable", SEC_ALL},
-	{"from", SEC_ALL},
-	{"id", SEC_ALL},
-	{"label", SEC_ALL},
-	{"type", SEC_F | SEC_Q},
-	{"description", SEC_O},
-	{"categories", SEC_O},
-	{"required", SEC_ALL},
-	{"default", SEC_ALL},
-	{"convert", SEC_ALL},
-	{"map", SEC_ALL},
-	{"choices", SEC_F},
-	{"unknown", SEC_ALL},
-	{"file", SEC_F},
-	{"separator", SEC_F | SEC_Q},
-	{"score_from", SEC_Q},
-	{"max_score", SEC_Q},
-	{"max_score_from", SEC_Q},
-	{"correct_from", SEC_Q},
-	{"response_score_from", SEC_Q},
-	{"timezone", SEC_ALL},
-	{"ambiguous", SEC_ALL},
-	{"gap", SEC_ALL},
+	{ "section", SEC_ALL },
+	{ "variable", SEC_ALL },
+	{ "from", SEC_ALL },
+	{ "id", SEC_ALL },
+	{ "label", SEC_ALL },
+	{ "type", SEC_F | SEC_Q },
+	{ "description", SEC_O },
+	{ "categories", SEC_O },
+	{ "required", SEC_ALL },
+	{ "default", SEC_ALL },
+	{ "convert", SEC_ALL },
+	{ "map", SEC_ALL },
+	{ "choices", SEC_F },
+	{ "unknown", SEC_ALL },
+	{ "file", SEC_F },
+	{ "separator", SEC_F | SEC_Q },
+	{ "score_from", SEC_Q },
+	{ "max_score", SEC_Q },
+	{ "max_score_from", SEC_Q },
+	{ "correct_from", SEC_Q },
+	{ "response_score_from", SEC_Q },
+	{ "timezone", SEC_ALL },
+	{ "ambiguous", SEC_ALL },
+	{ "gap", SEC_ALL },
 };
 
-static const char *const category_names[] = {"id", "label", "technical_name", "parent", NULL};
-static const char *const parent_names[] = {"id", "label", "technical_name", NULL};
+static const char *const category_names[] = { "id", "label", "technical_name", "parent", NULL };
+static const char *const parent_names[] = { "id", "label", "technical_name", NULL };
 
 static void L_category_ref(struct loader *L, const config_setting_t *g, struct v2_val *id,
 			   struct v2_val *label, struct v2_val *tn)
@@ -999,9 +1011,11 @@ static void L_categories(struct loader *L, const config_setting_t *g, struct var
 
 	if (!s)
 		return;
-	if (config_setting_type(s) != CONFIG_TYPE_LIST && !(config_setting_type(s) == CONFIG_TYPE_ARRAY &&
-							    config_setting_length(s) == 0)) {
-		L_err(L, s, "'categories' must be a list ( { id = ...; label = ...; technical_name = ...; } ), not %s",
+	if (config_setting_type(s) != CONFIG_TYPE_LIST &&
+	    !(config_setting_type(s) == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0)) {
+		L_err(L, s,
+		      "'categories' must be a list ( { id = ...; label = ...; technical_name = "
+		      "...; } ), not %s",
 		      type_name(config_setting_type(s)));
 		return;
 	}
@@ -1023,32 +1037,39 @@ static void L_categories(struct loader *L, const config_setting_t *g, struct var
 			L_err(L, e, "a category needs at least one of id, label, technical_name");
 		if ((p = config_setting_get_member(e, "parent")) != NULL) {
 			if (config_setting_type(p) != CONFIG_TYPE_GROUP) {
-				L_err(L, p, "'parent' must be a group { id = ...; label = ...; technical_name = ...; }");
+				L_err(L, p,
+				      "'parent' must be a group { id = ...; label = ...; "
+				      "technical_name = ...; }");
 				continue;
 			}
 			L_check_names(L, p, parent_names, "a category parent");
-			L_category_ref(L, p, &c[i].parent.id, &c[i].parent.label, &c[i].parent.technical_name);
+			L_category_ref(L, p, &c[i].parent.id, &c[i].parent.label,
+				       &c[i].parent.technical_name);
 		}
 	}
 	r->categories = c;
 	r->n_categories = (size_t)n;
 }
 
-static int L_helper_key(struct loader *L, const config_setting_t *g, const char *name, const char **ret)
+static int L_helper_key(struct loader *L, const config_setting_t *g, const char *name,
+			const char **ret)
 {
 	if (L_nonempty(L, g, name, ret) == 1)
 		return key_intern(L, *ret);
 	return -1;
 }
 
-static struct var_rule *L_var(struct loader *L, const config_setting_t *g, const char *const *prefix)
+static struct var_rule *L_var(struct loader *L, const config_setting_t *g,
+			      const char *const *prefix)
 {
 	struct var_rule *r;
 	int section = -1, conv = -1, unknown = UNKNOWN_KEEP, n;
 	const char *id = NULL;
 
 	if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-		L_err(L, g, "each entry of 'variables' must be a group { section = ...; variable = ...; }, not %s",
+		L_err(L, g,
+		      "each entry of 'variables' must be a group { section = ...; variable = ...; "
+		      "}, not %s",
 		      type_name(config_setting_type(g)));
 		return NULL;
 	}
@@ -1074,7 +1095,8 @@ static struct var_rule *L_var(struct loader *L, const config_setting_t *g, const
 		if (k == nk)
 			L_err(L, c, "unknown setting '%s' in a variable", name ? name : "?");
 		else if (section >= 0 && !(var_settings[k].sections & (1u << section)))
-			L_err(L, c, "'%s' does not apply to %s variables", name, section_names[section]);
+			L_err(L, c, "'%s' does not apply to %s variables", name,
+			      section_names[section]);
 	}
 
 	if (L_nonempty(L, g, "variable", &r->variable) == 0)
@@ -1082,7 +1104,8 @@ static struct var_rule *L_var(struct loader *L, const config_setting_t *g, const
 	if (r->variable)
 		r->variable_val = vstr(r->variable);
 	if (L_nonempty(L, g, "from", &r->from) == 0 && r->variable)
-		r->from = pool_printf(L, "%s%s", prefix[r->section] ? prefix[r->section] : "", r->variable);
+		r->from = pool_printf(L, "%s%s", prefix[r->section] ? prefix[r->section] : "",
+				      r->variable);
 	if (r->from)
 		r->key = key_intern(L, r->from);
 	if (L_integer(L, g, "id", &id) == 1)
@@ -1094,12 +1117,14 @@ static struct var_rule *L_var(struct loader *L, const config_setting_t *g, const
 	if (L_string(L, g, "default", &r->def) == 1) {
 		r->has_def = true;
 		r->def_len = strlen(r->def);
-		if (r->section == V2_OPTINS && strcmp(r->def, "1") && strcmp(r->def, "0") && *r->def)
+		if (r->section == V2_OPTINS && strcmp(r->def, "1") && strcmp(r->def, "0") &&
+		    *r->def)
 			L_err(L, config_setting_get_member(g, "default"),
 			      "an opt-in default must be \"1\", \"0\" or \"\", not \"%s\"", r->def);
 	}
 	if (r->required && r->has_def)
-		L_err(L, g, "variable '%s' is both 'required' and has a 'default'", r->variable ? r->variable : "?");
+		L_err(L, g, "variable '%s' is both 'required' and has a 'default'",
+		      r->variable ? r->variable : "?");
 	if (L_enum(L, g, "convert", conv_names, &conv) == 1)
 		r->conv = (enum conv)(conv + 1);
 	L_pairs(L, g, "map", &r->map, &r->n_map);
@@ -1108,14 +1133,16 @@ static struct var_rule *L_var(struct loader *L, const config_setting_t *g, const
 	r->unknown = (enum unknown_policy)unknown;
 	if (config_setting_get_member(g, "unknown") && !config_setting_get_member(g, "map") &&
 	    !config_setting_get_member(g, "choices"))
-		L_err(L, config_setting_get_member(g, "unknown"), "'unknown' needs a 'map' or 'choices'");
+		L_err(L, config_setting_get_member(g, "unknown"),
+		      "'unknown' needs a 'map' or 'choices'");
 	L_bool(L, g, "file", &r->is_file);
 	if (r->is_file && config_setting_get_member(g, "choices"))
 		L_err(L, g, "a file variable cannot have 'choices'");
 	if (L_string(L, g, "separator", &r->separator) == 1) {
 		r->sep_len = strlen(r->separator);
 		if (!r->sep_len) {
-			L_err(L, config_setting_get_member(g, "separator"), "'separator' must not be empty");
+			L_err(L, config_setting_get_member(g, "separator"),
+			      "'separator' must not be empty");
 			r->separator = NULL;
 		}
 	}
@@ -1147,7 +1174,8 @@ static void L_fields(struct loader *L, const config_setting_t *g, const struct f
 		return;
 	if (config_setting_type(s) != CONFIG_TYPE_LIST &&
 	    !(config_setting_type(s) == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0)) {
-		L_err(L, s, "'fields' must be a list ( { ... }, { ... } ), not %s", type_name(config_setting_type(s)));
+		L_err(L, s, "'fields' must be a list ( { ... }, { ... } ), not %s",
+		      type_name(config_setting_type(s)));
 		return;
 	}
 	n = config_setting_length(s);
@@ -1165,7 +1193,8 @@ static void L_fields(struct loader *L, const config_setting_t *g, const struct f
 			continue;
 		for (size_t j = 0; j < k && r->to; j++) {
 			if (v[j]->to && strcmp(v[j]->to, r->to) == 0) {
-				diag_add(L->d, r->file, r->line, "duplicate target '%s' (first at %s:%d)", r->to,
+				diag_add(L->d, r->file, r->line,
+					 "duplicate target '%s' (first at %s:%d)", r->to,
 					 v[j]->file, v[j]->line);
 				break;
 			}
@@ -1196,21 +1225,24 @@ static void L_vars(struct loader *L, const config_setting_t *g, const char *cons
 	}
 	n = config_setting_length(s);
 	if (n > MAP_RULES_MAX) {
-		L_err(L, s, "'variables' has %d rules, more than the limit of %d", n, MAP_RULES_MAX);
+		L_err(L, s, "'variables' has %d rules, more than the limit of %d", n,
+		      MAP_RULES_MAX);
 		return;
 	}
 	v = pool_alloc(L, (size_t)n, sizeof(*v));
 	if (!v)
 		return;
 	for (int i = 0; i < n; i++) {
-		const struct var_rule *r = L_var(L, config_setting_get_elem(s, (unsigned)i), prefix);
+		const struct var_rule *r = L_var(L, config_setting_get_elem(s, (unsigned)i),
+						 prefix);
 
 		if (!r)
 			continue;
 		for (size_t j = 0; j < k && r->variable; j++) {
 			if (v[j]->variable && strcmp(v[j]->variable, r->variable) == 0) {
-				diag_add(L->d, r->file, r->line, "duplicate variable '%s' (first at %s:%d)",
-					 r->variable, v[j]->file, v[j]->line);
+				diag_add(L->d, r->file, r->line,
+					 "duplicate variable '%s' (first at %s:%d)", r->variable,
+					 v[j]->file, v[j]->line);
 				break;
 			}
 		}
@@ -1351,12 +1383,13 @@ out:
 }
 
 static const char *const top_names[] = {
-	"version", "timezone", "ambiguous", "gap", "unmapped", "website_key", "campaign_key",
-	"prefixes", "mime_types", "mime_default", "ignore", "fields", "variables", "stages", NULL,
+	"version",     "timezone",     "ambiguous", "gap",        "unmapped",
+	"website_key", "campaign_key", "prefixes",  "mime_types", "mime_default",
+	"ignore",      "fields",       "variables", "stages",     NULL,
 };
 static const char *const stage_names[] = {
-	"name", "websites", "campaigns", "replace", "unmapped", "timezone", "ambiguous", "gap",
-	"ignore", "fields", "variables", NULL,
+	"name",      "websites", "campaigns", "replace", "unmapped",  "timezone",
+	"ambiguous", "gap",      "ignore",    "fields",  "variables", NULL,
 };
 
 /* Datetime rules need a zone from somewhere. */
@@ -1366,7 +1399,8 @@ static void check_zones_fields(struct loader *L, const struct field_rule *const 
 	for (size_t i = 0; i < n; i++)
 		if (f[i]->conv == CONV_DATETIME && !f[i]->dt.zone && !zone)
 			diag_add(L->d, f[i]->file, f[i]->line,
-				 "convert = \"datetime\" needs a 'timezone' (in the rule, its stage or the mapping)");
+				 "convert = \"datetime\" needs a 'timezone' (in the rule, its "
+				 "stage or the mapping)");
 }
 
 static void check_zones_vars(struct loader *L, const struct var_rule *const *v, size_t n,
@@ -1375,7 +1409,8 @@ static void check_zones_vars(struct loader *L, const struct var_rule *const *v, 
 	for (size_t i = 0; i < n; i++)
 		if (v[i]->conv == CONV_DATETIME && !v[i]->dt.zone && !zone)
 			diag_add(L->d, v[i]->file, v[i]->line,
-				 "convert = \"datetime\" needs a 'timezone' (in the rule, its stage or the mapping)");
+				 "convert = \"datetime\" needs a 'timezone' (in the rule, its "
+				 "stage or the mapping)");
 }
 
 static void L_stages(struct loader *L, const config_setting_t *root, const char *const *prefix,
@@ -1389,7 +1424,8 @@ static void L_stages(struct loader *L, const config_setting_t *root, const char 
 		return;
 	if (config_setting_type(s) != CONFIG_TYPE_LIST &&
 	    !(config_setting_type(s) == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0)) {
-		L_err(L, s, "'stages' must be a list ( { ... }, { ... } ), not %s", type_name(config_setting_type(s)));
+		L_err(L, s, "'stages' must be a list ( { ... }, { ... } ), not %s",
+		      type_name(config_setting_type(s)));
 		return;
 	}
 	n = config_setting_length(s);
@@ -1399,12 +1435,13 @@ static void L_stages(struct loader *L, const config_setting_t *root, const char 
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
 		struct ruleset *rs = &m->stages[m->n_stages];
-		struct stage_src src = {0};
+		struct stage_src src = { 0 };
 		int unmapped = -1, amb = -1, gap = -1;
 		const struct tz_zone *zone = NULL;
 
 		if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-			L_err(L, g, "each entry of 'stages' must be a group { websites = [...]; ... }");
+			L_err(L, g,
+			      "each entry of 'stages' must be a group { websites = [...]; ... }");
 			continue;
 		}
 		L_check_names(L, g, stage_names, "a stage");
@@ -1414,8 +1451,10 @@ static void L_stages(struct loader *L, const config_setting_t *root, const char 
 			rs->name = pool_printf(L, "stage at line %d", rs->line);
 		L_ids(L, g, "websites", &rs->websites, &rs->n_websites);
 		L_ids(L, g, "campaigns", &rs->campaigns, &rs->n_campaigns);
-		if (!config_setting_get_member(g, "websites") && !config_setting_get_member(g, "campaigns"))
-			L_err(L, g, "stage needs 'websites' or 'campaigns' (the ids it applies to)");
+		if (!config_setting_get_member(g, "websites") &&
+		    !config_setting_get_member(g, "campaigns"))
+			L_err(L, g,
+			      "stage needs 'websites' or 'campaigns' (the ids it applies to)");
 		rs->specificity = (rs->n_websites ? 1 : 0) + (rs->n_campaigns ? 2 : 0);
 		L_bool(L, g, "replace", &src.replace);
 		L_enum(L, g, "unmapped", unmapped_names, &unmapped);
@@ -1445,7 +1484,8 @@ static void L_stages(struct loader *L, const config_setting_t *root, const char 
 
 			rs->ignore = pool_alloc(L, src.n_ignore + nb, sizeof(*rs->ignore));
 			for (size_t k = 0; rs->ignore && k < src.n_ignore + nb; k++) {
-				const char *key = k < src.n_ignore ? src.ignore[k] : base_ignore[k - src.n_ignore];
+				const char *key = k < src.n_ignore ? src.ignore[k]
+								   : base_ignore[k - src.n_ignore];
 
 				if (key) {
 					rs->ignore[na++] = key;
@@ -1492,7 +1532,7 @@ static void load_rules(struct loader *L, config_t *cfg)
 	struct mapping *m = L->m;
 	const config_setting_t *root = config_root_setting(cfg);
 	const config_setting_t *s;
-	const char *prefix[V2_N_SECTIONS] = {"", "optin_", ""};
+	const char *prefix[V2_N_SECTIONS] = { "", "optin_", "" };
 	const char **ignore = NULL;
 	size_t n_ignore = 0;
 	int unmapped = MAPPING_UNMAPPED_FORM, amb = DT_AMBIGUOUS_EARLIER, gap = DT_GAP_REJECT;
@@ -1501,7 +1541,8 @@ static void load_rules(struct loader *L, config_t *cfg)
 	L_check_names(L, root, top_names, "the mapping");
 	if (L_integer(L, root, "version", &version) == 1 && strcmp(version, "1") != 0)
 		L_err(L, config_setting_get_member(root, "version"),
-		      "unsupported rule language version %s (this bridge reads version 1)", version);
+		      "unsupported rule language version %s (this bridge reads version 1)",
+		      version);
 	L_zone(L, root, &m->base.zone);
 	L_enum(L, root, "ambiguous", ambiguous_names, &amb);
 	L_enum(L, root, "gap", gap_names, &gap);
@@ -1520,7 +1561,9 @@ static void load_rules(struct loader *L, config_t *cfg)
 	L_nonempty(L, root, "campaign_key", &m->campaign_key_name);
 	if ((s = config_setting_get_member(root, "prefixes")) != NULL) {
 		if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
-			L_err(L, s, "'prefixes' must be a group { form = \"\"; optins = \"optin_\"; questionnaire = \"\"; }");
+			L_err(L, s,
+			      "'prefixes' must be a group { form = \"\"; optins = \"optin_\"; "
+			      "questionnaire = \"\"; }");
 		} else {
 			L_check_names(L, s, section_names, "'prefixes'");
 			for (int i = 0; i < V2_N_SECTIONS; i++)
@@ -1565,7 +1608,7 @@ static char *dir_of(const char *path)
 
 int mapping_load(const char *path, struct mapping **ret, struct diag *d)
 {
-	struct loader L = {0};
+	struct loader L = { 0 };
 	struct mapping *m;
 	config_t cfg;
 	char *dir;
@@ -1597,7 +1640,8 @@ int mapping_load(const char *path, struct mapping **ret, struct diag *d)
 	config_destroy(&cfg); /* pitfall C5: every string was copied into the pool */
 	free(dir);
 	if (L.oom)
-		diag_add(d, path, 0, "out of memory (or more than %d distinct v1 keys) while loading the rules",
+		diag_add(d, path, 0,
+			 "out of memory (or more than %d distinct v1 keys) while loading the rules",
 			 MAP_KEYS_MAX);
 	if (d->count > start) {
 		mapping_free(m);
@@ -1713,16 +1757,18 @@ static int fail(struct apply *a, const char *file, int line, const char *key, co
 
 static int fail_oom(struct apply *a)
 {
-	return fail(a, NULL, 0, NULL, "out of memory (or over the %zu MiB mapping limit)", MAP_ARENA_MAX >> 20);
+	return fail(a, NULL, 0, NULL, "out of memory (or over the %zu MiB mapping limit)",
+		    MAP_ARENA_MAX >> 20);
 }
 
 /* Quote a value for an error message: at most 60 bytes, stops at NUL. */
 #define QV(s, len) (int)((len) > 60 ? 60 : (len)), (s), ((len) > 60 ? "..." : "")
 
-static void trace_add(struct apply *a, const char *from_key, const char *file, int line, const char *what,
-		      const char *path_fmt, ...) __attribute__((format(printf, 6, 7)));
-static void trace_add(struct apply *a, const char *from_key, const char *file, int line, const char *what,
-		      const char *path_fmt, ...)
+static void trace_add(struct apply *a, const char *from_key, const char *file, int line,
+		      const char *what, const char *path_fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+static void trace_add(struct apply *a, const char *from_key, const char *file, int line,
+		      const char *what, const char *path_fmt, ...)
 {
 	struct mapping_result *r = a->res;
 	struct mapping_trace *t;
@@ -1761,15 +1807,17 @@ static const char *conv_what(enum conv c)
 }
 
 /* Describe a conversion for the trace (only built when tracing). */
-static const char *what_text(struct apply *a, const char *base, enum conv c, const struct tz_zone *z,
-			     const struct pair *mapped, char *buf, size_t cap)
+static const char *what_text(struct apply *a, const char *base, enum conv c,
+			     const struct tz_zone *z, const struct pair *mapped, char *buf,
+			     size_t cap)
 {
 	int n;
 
 	if (!(a->flags & MAPPING_TRACE))
 		return "";
 	if (c == CONV_DATETIME)
-		n = snprintf(buf, cap, "%s%sdatetime %s", base ? base : "", base ? " " : "", tz_zone_name(z));
+		n = snprintf(buf, cap, "%s%sdatetime %s", base ? base : "", base ? " " : "",
+			     tz_zone_name(z));
 	else if (base && c == CONV_NONE)
 		n = snprintf(buf, cap, "%s", base);
 	else
@@ -1798,8 +1846,9 @@ static const struct tz_zone *rule_zone(const struct apply *a, const struct dt_op
 /* Run a value through conversion and map; the result may point into the
  * input, the mapping or the arena. */
 static int transform(struct apply *a, enum conv c, const struct dt_opts *dt, const struct pair *map,
-		     size_t n_map, enum unknown_policy unknown, const char *file, int line, const char *key,
-		     const char *s, size_t len, const char **ret, size_t *ret_len, const struct pair **ret_pair)
+		     size_t n_map, enum unknown_policy unknown, const char *file, int line,
+		     const char *key, const char *s, size_t len, const char **ret, size_t *ret_len,
+		     const struct pair **ret_pair)
 {
 	struct bridge_error e;
 	char *buf;
@@ -1807,8 +1856,7 @@ static int transform(struct apply *a, enum conv c, const struct dt_opts *dt, con
 	*ret_pair = NULL;
 	switch (c) {
 	case CONV_NONE:
-	case CONV_STRING:
-		break;
+	case CONV_STRING: break;
 	case CONV_UPPER:
 	case CONV_LOWER:
 		if (!(buf = arena_alloc(&a->arena, len + 1)))
@@ -1833,8 +1881,10 @@ static int transform(struct apply *a, enum conv c, const struct dt_opts *dt, con
 		if (!(buf = arena_alloc(&a->arena, 32)))
 			return fail_oom(a);
 		bridge_error_clear(&e);
-		if (convert_datetime(s, len, rule_zone(a, dt), dt->amb >= 0 ? (enum dt_ambiguous)dt->amb : a->rs->amb,
-				     dt->gap >= 0 ? (enum dt_gap)dt->gap : a->rs->gap, buf, 32, &e) < 0)
+		if (convert_datetime(s, len, rule_zone(a, dt),
+				     dt->amb >= 0 ? (enum dt_ambiguous)dt->amb : a->rs->amb,
+				     dt->gap >= 0 ? (enum dt_gap)dt->gap : a->rs->gap, buf, 32,
+				     &e) < 0)
 			return fail(a, file, line, key, "v1 key '%s': %s", key, e.message);
 		s = buf;
 		len = strlen(buf);
@@ -1848,7 +1898,8 @@ static int transform(struct apply *a, enum conv c, const struct dt_opts *dt, con
 			len = p->to_len;
 			*ret_pair = p;
 		} else if (unknown == UNKNOWN_REJECT) {
-			return fail(a, file, line, key, "v1 key '%s': value \"%.*s%s\" is not in the map", key,
+			return fail(a, file, line, key,
+				    "v1 key '%s': value \"%.*s%s\" is not in the map", key,
 				    QV(s, len));
 		}
 	}
@@ -1886,22 +1937,23 @@ static int apply_field(struct apply *a, const struct field_rule *r)
 			return 0;
 		}
 		if (r->required)
-			return fail(a, r->file, r->line, r->from, "required v1 key '%s' is %s", r->from,
-				    a->val[r->key] ? "null" : "absent");
+			return fail(a, r->file, r->line, r->from, "required v1 key '%s' is %s",
+				    r->from, a->val[r->key] ? "null" : "absent");
 		return 0;
 	}
 	if (v->type == V1_ARRAY)
-		return fail(a, r->file, r->line, r->from, "v1 key '%s': a list of %zu values where %s takes one",
-			    r->from, v->n_items, r->to);
+		return fail(a, r->file, r->line, r->from,
+			    "v1 key '%s': a list of %zu values where %s takes one", r->from,
+			    v->n_items, r->to);
 	scalar_text(v, &s, &len);
-	if (transform(a, r->conv, &r->dt, r->map, r->n_map, r->unknown, r->file, r->line, r->from, s, len, &s,
-		      &len, &mp) < 0)
+	if (transform(a, r->conv, &r->dt, r->map, r->n_map, r->unknown, r->file, r->line, r->from,
+		      s, len, &s, &len, &mp) < 0)
 		return -1;
 	if (r->type == V2_T_INTEGER && r->conv != CONV_INTEGER) {
 		const struct pair *none;
 
-		if (transform(a, CONV_INTEGER, &r->dt, NULL, 0, UNKNOWN_KEEP, r->file, r->line, r->from, s, len, &s,
-			      &len, &none) < 0)
+		if (transform(a, CONV_INTEGER, &r->dt, NULL, 0, UNKNOWN_KEEP, r->file, r->line,
+			      r->from, s, len, &s, &len, &none) < 0)
 			return -1;
 	}
 	out.kind = r->type == V2_T_INTEGER ? V2_NUMBER : V2_STRING;
@@ -1909,8 +1961,8 @@ static int apply_field(struct apply *a, const struct field_rule *r)
 	out.len = len;
 	a->doc.slot[r->slot] = out;
 	trace_add(a, r->from, r->file, r->line,
-		  what_text(a, NULL, r->type == V2_T_INTEGER ? CONV_INTEGER : r->conv, rule_zone(a, &r->dt), mp,
-			    wbuf, sizeof(wbuf)),
+		  what_text(a, NULL, r->type == V2_T_INTEGER ? CONV_INTEGER : r->conv,
+			    rule_zone(a, &r->dt), mp, wbuf, sizeof(wbuf)),
 		  "%s", r->to);
 	return 0;
 }
@@ -1923,7 +1975,7 @@ static struct v2_entry *entry_new(struct apply *a, enum v2_section sec)
 	return e;
 }
 
-static const char *const sec_name[V2_N_SECTIONS] = {"form", "optins", "questionnaire"};
+static const char *const sec_name[V2_N_SECTIONS] = { "form", "optins", "questionnaire" };
 
 static int apply_optin(struct apply *a, const struct var_rule *r, struct v2_entry *e)
 {
@@ -1938,12 +1990,13 @@ static int apply_optin(struct apply *a, const struct var_rule *r, struct v2_entr
 		len = r->def_len;
 		what = "default";
 	} else if (v->type == V1_ARRAY) {
-		return fail(a, r->file, r->line, r->from, "v1 key '%s': a list of %zu values is not an opt-in value",
-			    r->from, v->n_items);
+		return fail(a, r->file, r->line, r->from,
+			    "v1 key '%s': a list of %zu values is not an opt-in value", r->from,
+			    v->n_items);
 	} else {
 		scalar_text(v, &s, &len);
-		if (transform(a, r->conv, &r->dt, r->map, r->n_map, r->unknown, r->file, r->line, r->from, s, len,
-			      &s, &len, &mp) < 0)
+		if (transform(a, r->conv, &r->dt, r->map, r->n_map, r->unknown, r->file, r->line,
+			      r->from, s, len, &s, &len, &mp) < 0)
 			return -1;
 		if ((len == 1 && (s[0] == '1' || s[0] == '0')) || len == 0) {
 			/* already normalised */
@@ -1955,7 +2008,8 @@ static int apply_optin(struct apply *a, const struct var_rule *r, struct v2_entr
 			len = 1;
 		} else {
 			return fail(a, r->file, r->line, r->from,
-				    "v1 key '%s': not an opt-in value: \"%.*s%s\" (expected 1, 0, true, false, empty or null)",
+				    "v1 key '%s': not an opt-in value: \"%.*s%s\" (expected 1, 0, "
+				    "true, false, empty or null)",
 				    r->from, QV(s, len));
 		}
 		what = what_text(a, "optin", r->conv, rule_zone(a, &r->dt), mp, wbuf, sizeof(wbuf));
@@ -1965,12 +2019,14 @@ static int apply_optin(struct apply *a, const struct var_rule *r, struct v2_entr
 	e->response.len = len;
 	e->categories = r->categories;
 	e->n_categories = r->n_categories;
-	trace_add(a, v ? r->from : NULL, r->file, r->line, what, "optins[%s].response", r->variable);
+	trace_add(a, v ? r->from : NULL, r->file, r->line, what, "optins[%s].response",
+		  r->variable);
 	return 0;
 }
 
 /* true/false for isCorrect: 1/0/true/false as JSON or strings; ""/null absent. */
-static int parse_bool(struct apply *a, const struct var_rule *r, const struct v1_value *v, struct v2_val *ret)
+static int parse_bool(struct apply *a, const struct var_rule *r, const struct v1_value *v,
+		      struct v2_val *ret)
 {
 	const char *s;
 	size_t len;
@@ -1988,15 +2044,16 @@ static int parse_bool(struct apply *a, const struct var_rule *r, const struct v1
 		ret->s = "false";
 	} else {
 		return fail(a, r->file, r->line, r->correct_from,
-			    "v1 key '%s': not a correctness value: \"%.*s%s\" (expected 1, 0, true, false, empty or null)",
+			    "v1 key '%s': not a correctness value: \"%.*s%s\" (expected 1, 0, "
+			    "true, false, empty or null)",
 			    r->correct_from, QV(s, len));
 	}
 	ret->len = strlen(ret->s);
 	return 0;
 }
 
-static int parse_int(struct apply *a, const struct var_rule *r, const char *key, const struct v1_value *v,
-		     struct v2_val *ret)
+static int parse_int(struct apply *a, const struct var_rule *r, const char *key,
+		     const struct v1_value *v, struct v2_val *ret)
 {
 	const struct pair *mp;
 	const char *s;
@@ -2008,8 +2065,8 @@ static int parse_int(struct apply *a, const struct var_rule *r, const char *key,
 	scalar_text(v, &s, &len);
 	if (len == 0 && v->type == V1_STRING)
 		return 0;
-	if (transform(a, CONV_INTEGER, &r->dt, NULL, 0, UNKNOWN_KEEP, r->file, r->line, key, s, len, &s, &len,
-		      &mp) < 0)
+	if (transform(a, CONV_INTEGER, &r->dt, NULL, 0, UNKNOWN_KEEP, r->file, r->line, key, s, len,
+		      &s, &len, &mp) < 0)
 		return -1;
 	ret->kind = V2_NUMBER;
 	ret->s = s;
@@ -2049,7 +2106,8 @@ static const char *mime_lookup(const struct mapping *m, const char *name, size_t
 /* file{path, name, type}: name is the last segment of the URL's path (query
  * and fragment removed, not percent-decoded), type guessed from its
  * extension. */
-static void file_response(const struct mapping *m, const char *s, size_t len, struct v2_response *resp)
+static void file_response(const struct mapping *m, const char *s, size_t len,
+			  struct v2_response *resp)
 {
 	size_t end = len, start = 0, path_start = 0;
 	const char *type;
@@ -2083,7 +2141,8 @@ static void file_response(const struct mapping *m, const char *s, size_t len, st
 		resp->file_name.s = s + start;
 		resp->file_name.len = end - start;
 	}
-	type = resp->file_name.kind != V2_ABSENT ? mime_lookup(m, s + start, end - start) : m->mime_default;
+	type = resp->file_name.kind != V2_ABSENT ? mime_lookup(m, s + start, end - start)
+						 : m->mime_default;
 	if (type) {
 		resp->file_type.kind = V2_STRING;
 		resp->file_type.s = type;
@@ -2118,7 +2177,8 @@ static bool is_space(char c)
 
 /* Split on the separator; pieces are trimmed of ASCII white space and empty
  * pieces dropped. */
-static size_t split_into(const char *s, size_t len, const char *sep, size_t sep_len, struct piece *out)
+static size_t split_into(const char *s, size_t len, const char *sep, size_t sep_len,
+			 struct piece *out)
 {
 	size_t n = 0, begin = 0;
 
@@ -2171,7 +2231,8 @@ static int collect_pieces(struct apply *a, const struct var_rule *r, const struc
 		if (items[i].type == V1_NULL)
 			continue;
 		if (r->separator && items[i].type == V1_STRING) {
-			n += split_into(items[i].text, items[i].len, r->separator, r->sep_len, p + n);
+			n += split_into(items[i].text, items[i].len, r->separator, r->sep_len,
+					p + n);
 		} else {
 			p[n].s = items[i].text;
 			p[n].len = items[i].len;
@@ -2183,8 +2244,8 @@ static int collect_pieces(struct apply *a, const struct var_rule *r, const struc
 	return 0;
 }
 
-static int apply_answers(struct apply *a, const struct var_rule *r, struct v2_entry *e, const struct v1_value *v,
-			 bool from_default)
+static int apply_answers(struct apply *a, const struct var_rule *r, struct v2_entry *e,
+			 const struct v1_value *v, bool from_default)
 {
 	struct v1_value defv;
 	struct piece *p = NULL;
@@ -2212,8 +2273,9 @@ static int apply_answers(struct apply *a, const struct var_rule *r, struct v2_en
 
 		if (r->is_file && p[i].len == 0)
 			continue;
-		if (transform(a, r->conv, &r->dt, r->map, r->n_map, r->n_choices ? UNKNOWN_KEEP : r->unknown, r->file,
-			      r->line, r->from, p[i].s, p[i].len, &s, &len, &mp) < 0)
+		if (transform(a, r->conv, &r->dt, r->map, r->n_map,
+			      r->n_choices ? UNKNOWN_KEEP : r->unknown, r->file, r->line, r->from,
+			      p[i].s, p[i].len, &s, &len, &mp) < 0)
 			return -1;
 		memset(resp, 0, sizeof(*resp));
 		if (r->n_choices) {
@@ -2225,23 +2287,26 @@ static int apply_answers(struct apply *a, const struct var_rule *r, struct v2_en
 				resp->label.len = c->to_len;
 			} else if (r->unknown == UNKNOWN_REJECT) {
 				return fail(a, r->file, r->line, r->from,
-					    "v1 key '%s': value \"%.*s%s\" is not one of the choices of '%s'", r->from,
-					    QV(s, len), r->variable);
+					    "v1 key '%s': value \"%.*s%s\" is not one of the "
+					    "choices of '%s'",
+					    r->from, QV(s, len), r->variable);
 			}
 		}
 		if (r->is_file) {
 			file_response(a->m, s, len, resp);
 			trace_add(a, from_default ? NULL : r->from, r->file, r->line,
-				  what_text(a, from_default ? "default file" : "file", r->conv, rule_zone(a, &r->dt), mp,
-					    wbuf, sizeof(wbuf)),
+				  what_text(a, from_default ? "default file" : "file", r->conv,
+					    rule_zone(a, &r->dt), mp, wbuf, sizeof(wbuf)),
 				  "%s[%s].responses[%zu].file", sec, r->variable, e->n_responses);
 		} else {
 			resp->value.kind = V2_STRING;
 			resp->value.s = s;
 			resp->value.len = len;
 			trace_add(a, from_default ? NULL : r->from, r->file, r->line,
-				  what_text(a, from_default ? "default" : (r->n_choices ? "choice" : NULL), r->conv,
-					    rule_zone(a, &r->dt), mp, wbuf, sizeof(wbuf)),
+				  what_text(a,
+					    from_default ? "default"
+							 : (r->n_choices ? "choice" : NULL),
+					    r->conv, rule_zone(a, &r->dt), mp, wbuf, sizeof(wbuf)),
 				  "%s[%s].responses[%zu].value", sec, r->variable, e->n_responses);
 		}
 		e->n_responses++;
@@ -2251,8 +2316,8 @@ static int apply_answers(struct apply *a, const struct var_rule *r, struct v2_en
 
 /* Apply a per-response helper (score or correctness): a scalar applies to
  * every response, a list must have one item per response. */
-static int apply_per_response(struct apply *a, const struct var_rule *r, struct v2_entry *e, int key,
-			      const char *key_name, bool is_score)
+static int apply_per_response(struct apply *a, const struct var_rule *r, struct v2_entry *e,
+			      int key, const char *key_name, bool is_score)
 {
 	const struct v1_value *v = present(a, key);
 	const struct v1_value *items;
@@ -2265,21 +2330,24 @@ static int apply_per_response(struct apply *a, const struct var_rule *r, struct 
 		n_items = v->n_items;
 		if (n_items != e->n_responses)
 			return fail(a, r->file, r->line, key_name,
-				    "v1 key '%s': %zu values for the %zu responses of '%s'", key_name, n_items,
-				    e->n_responses, r->variable);
+				    "v1 key '%s': %zu values for the %zu responses of '%s'",
+				    key_name, n_items, e->n_responses, r->variable);
 	} else {
 		items = v;
 		n_items = 1;
 	}
 	for (size_t i = 0; i < e->n_responses; i++) {
 		const struct v1_value *it = n_items == 1 && v->type != V1_ARRAY ? items : &items[i];
-		struct v2_val *dst = is_score ? &e->responses[i].score : &e->responses[i].is_correct;
+		struct v2_val *dst = is_score ? &e->responses[i].score
+					      : &e->responses[i].is_correct;
 
-		if (is_score ? parse_int(a, r, key_name, it, dst) < 0 : parse_bool(a, r, it, dst) < 0)
+		if (is_score ? parse_int(a, r, key_name, it, dst) < 0
+			     : parse_bool(a, r, it, dst) < 0)
 			return -1;
 		if (dst->kind != V2_ABSENT)
 			trace_add(a, key_name, r->file, r->line, is_score ? "integer" : "correct",
-				  "questionnaire[%s].responses[%zu].%s", r->variable, i, is_score ? "score" : "isCorrect");
+				  "questionnaire[%s].responses[%zu].%s", r->variable, i,
+				  is_score ? "score" : "isCorrect");
 	}
 	return 0;
 }
@@ -2296,7 +2364,8 @@ static int apply_var(struct apply *a, const struct var_rule *r)
 
 		if (!raw && !r->has_def) {
 			if (r->required)
-				return fail(a, r->file, r->line, r->from, "required v1 key '%s' is absent", r->from);
+				return fail(a, r->file, r->line, r->from,
+					    "required v1 key '%s' is absent", r->from);
 			return 0;
 		}
 		e = entry_new(a, V2_OPTINS);
@@ -2307,14 +2376,14 @@ static int apply_var(struct apply *a, const struct var_rule *r)
 		return apply_optin(a, r, e);
 	}
 	if (r->section == V2_QUESTIONNAIRE)
-		helpers = present(a, r->score_key) || present(a, r->max_score_key) || present(a, r->correct_key) ||
-			  present(a, r->response_score_key);
+		helpers = present(a, r->score_key) || present(a, r->max_score_key) ||
+			  present(a, r->correct_key) || present(a, r->response_score_key);
 	if (!v) {
 		if (r->has_def) {
 			from_default = true;
 		} else if (r->required) {
-			return fail(a, r->file, r->line, r->from, "required v1 key '%s' is %s", r->from,
-				    r->key >= 0 && a->val[r->key] ? "null" : "absent");
+			return fail(a, r->file, r->line, r->from, "required v1 key '%s' is %s",
+				    r->from, r->key >= 0 && a->val[r->key] ? "null" : "absent");
 		} else if (!helpers) {
 			return 0;
 		}
@@ -2331,16 +2400,19 @@ static int apply_var(struct apply *a, const struct var_rule *r)
 	if (parse_int(a, r, r->score_from, present(a, r->score_key), &e->score) < 0)
 		return -1;
 	if (e->score.kind != V2_ABSENT)
-		trace_add(a, r->score_from, r->file, r->line, "integer", "questionnaire[%s].score", r->variable);
+		trace_add(a, r->score_from, r->file, r->line, "integer", "questionnaire[%s].score",
+			  r->variable);
 	if (r->max_score.kind != V2_ABSENT) {
 		e->max_score = r->max_score;
-		trace_add(a, NULL, r->file, r->line, "constant", "questionnaire[%s].maxScore", r->variable);
+		trace_add(a, NULL, r->file, r->line, "constant", "questionnaire[%s].maxScore",
+			  r->variable);
 	} else {
-		if (parse_int(a, r, r->max_score_from, present(a, r->max_score_key), &e->max_score) < 0)
+		if (parse_int(a, r, r->max_score_from, present(a, r->max_score_key),
+			      &e->max_score) < 0)
 			return -1;
 		if (e->max_score.kind != V2_ABSENT)
-			trace_add(a, r->max_score_from, r->file, r->line, "integer", "questionnaire[%s].maxScore",
-				  r->variable);
+			trace_add(a, r->max_score_from, r->file, r->line, "integer",
+				  "questionnaire[%s].maxScore", r->variable);
 	}
 	if (apply_per_response(a, r, e, r->response_score_key, r->response_score_from, true) < 0)
 		return -1;
@@ -2380,8 +2452,8 @@ static void unmapped_entry(struct apply *a, const struct v1_field *f)
 		e->n_responses++;
 	}
 	if (e->n_responses == 0)
-		trace_add(a, f->key, a->rs->unmapped_file, a->rs->unmapped_line, "unmapped:form", "form[%s]",
-			  f->key);
+		trace_add(a, f->key, a->rs->unmapped_file, a->rs->unmapped_line, "unmapped:form",
+			  "form[%s]", f->key);
 }
 
 static const struct ruleset *select_ruleset(struct apply *a)
@@ -2483,7 +2555,8 @@ static int apply_run(struct apply *a)
 	for (int s = 0; s < V2_N_SECTIONS; s++) {
 		size_t cap = s == V2_FORM ? n_form : rs->n_vars;
 
-		a->doc.entries[s] = arena_alloc(&a->arena, (cap ? cap : 1) * sizeof(struct v2_entry));
+		a->doc.entries[s] = arena_alloc(&a->arena,
+						(cap ? cap : 1) * sizeof(struct v2_entry));
 		if (!a->doc.entries[s])
 			return fail_oom(a);
 	}
@@ -2518,10 +2591,10 @@ static int apply_run(struct apply *a)
 			first_unmapped = copy;
 		if (rs->unmapped == MAPPING_UNMAPPED_FORM) {
 			unmapped_entry(a, f);
-		} else if (rs->unmapped == MAPPING_UNMAPPED_REJECT && res->n_unmapped <= MAP_ERROR_KEYS &&
-			   list_len < sizeof(list)) {
-			int n = snprintf(list + list_len, sizeof(list) - list_len, "%s'%s'", list_len ? ", " : "",
-					 f->key);
+		} else if (rs->unmapped == MAPPING_UNMAPPED_REJECT &&
+			   res->n_unmapped <= MAP_ERROR_KEYS && list_len < sizeof(list)) {
+			int n = snprintf(list + list_len, sizeof(list) - list_len, "%s'%s'",
+					 list_len ? ", " : "", f->key);
 
 			if (n > 0)
 				list_len += (size_t)n;
@@ -2532,10 +2605,11 @@ static int apply_run(struct apply *a)
 	if (rs->unmapped == MAPPING_UNMAPPED_REJECT && n_unmapped) {
 		if (n_unmapped > MAP_ERROR_KEYS)
 			return fail(a, rs->unmapped_file, rs->unmapped_line, first_unmapped,
-				    "unmapped v1 keys %s and %zu more (unmapped = \"reject\")", list,
-				    n_unmapped - MAP_ERROR_KEYS);
+				    "unmapped v1 keys %s and %zu more (unmapped = \"reject\")",
+				    list, n_unmapped - MAP_ERROR_KEYS);
 		return fail(a, rs->unmapped_file, rs->unmapped_line, first_unmapped,
-			    "unmapped v1 key%s %s (unmapped = \"reject\")", n_unmapped > 1 ? "s" : "", list);
+			    "unmapped v1 key%s %s (unmapped = \"reject\")",
+			    n_unmapped > 1 ? "s" : "", list);
 	}
 
 	if (v2_doc_write(&a->doc, MAP_BODY_MAX, &res->body, &res->len, a->err) < 0)
@@ -2544,7 +2618,8 @@ static int apply_run(struct apply *a)
 	res->state = dup_val(&a->doc.slot[V2_F_STATE]);
 	res->website_id = dup_val(&a->doc.slot[V2_F_WEBSITE_ID]);
 	res->campaign_id = dup_val(&a->doc.slot[V2_F_CAMPAIGN_ID]);
-	if ((a->doc.slot[V2_F_ID].kind && !res->participation_id) || (a->doc.slot[V2_F_STATE].kind && !res->state) ||
+	if ((a->doc.slot[V2_F_ID].kind && !res->participation_id) ||
+	    (a->doc.slot[V2_F_STATE].kind && !res->state) ||
 	    (a->doc.slot[V2_F_WEBSITE_ID].kind && !res->website_id) ||
 	    (a->doc.slot[V2_F_CAMPAIGN_ID].kind && !res->campaign_id) || a->oom)
 		return fail_oom(a);

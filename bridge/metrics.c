@@ -10,10 +10,12 @@
 #include "bridge/metrics.h"
 
 static const char *const outcome_names[OUTCOME_COUNT] = {
-	"delivered", "dry_run", "dropped", "invalid_input", "no_route", "mapping_failed",
-	"upstream_status", "upstream_timeout", "upstream_unreachable", "upstream_tls",
-	"upstream_protocol", "upstream_too_large", "shutting_down", "internal", "unauthorized",
-	"forbidden", "legacy_delivered", "queued",
+	"delivered",       "dry_run",           "dropped",
+	"invalid_input",   "no_route",          "mapping_failed",
+	"upstream_status", "upstream_timeout",  "upstream_unreachable",
+	"upstream_tls",    "upstream_protocol", "upstream_too_large",
+	"shutting_down",   "internal",          "unauthorized",
+	"forbidden",       "legacy_delivered",  "queued",
 };
 
 /* upper bounds in milliseconds; the last bucket is +Inf */
@@ -39,10 +41,10 @@ struct metrics {
 	const struct bridge_config *cfg;
 	size_t n_routes;
 	int workers;
-	atomic_uint_fast64_t *requests;   /* (n_routes + 1) * OUTCOME_COUNT; row 0 = no route */
-	atomic_uint_fast64_t *dual_v2;    /* n_routes * OUTCOME_COUNT */
-	struct histogram *latency;        /* n_routes */
-	atomic_long *pool_open;           /* n_routes * workers */
+	atomic_uint_fast64_t *requests; /* (n_routes + 1) * OUTCOME_COUNT; row 0 = no route */
+	atomic_uint_fast64_t *dual_v2;  /* n_routes * OUTCOME_COUNT */
+	struct histogram *latency;      /* n_routes */
+	atomic_long *pool_open;         /* n_routes * workers */
 	atomic_long in_flight;
 	struct label_table mapping_errors;
 	struct label_table unmapped;
@@ -191,7 +193,8 @@ static void render_table(struct evbuffer *out, struct label_table *t, const char
 
 void metrics_render(struct metrics *m, struct evbuffer *out)
 {
-	evbuffer_add_printf(out, "# HELP webhook_bridge_requests_total Webhook posts answered, by route and outcome.\n"
+	evbuffer_add_printf(out, "# HELP webhook_bridge_requests_total Webhook posts answered, by "
+				 "route and outcome.\n"
 				 "# TYPE webhook_bridge_requests_total counter\n");
 	for (size_t r = 0; r <= m->n_routes; r++) {
 		for (int o = 0; o < OUTCOME_COUNT; o++) {
@@ -205,7 +208,8 @@ void metrics_render(struct metrics *m, struct evbuffer *out)
 					    (unsigned long long)v);
 		}
 	}
-	evbuffer_add_printf(out, "# HELP webhook_bridge_dual_v2_total Dual mode: v2 deliveries by route and outcome (the legacy importer answers the sender).\n"
+	evbuffer_add_printf(out, "# HELP webhook_bridge_dual_v2_total Dual mode: v2 deliveries by "
+				 "route and outcome (the legacy importer answers the sender).\n"
 				 "# TYPE webhook_bridge_dual_v2_total counter\n");
 	for (size_t r = 0; r < m->n_routes; r++) {
 		for (int o = 0; o < OUTCOME_COUNT; o++) {
@@ -219,14 +223,18 @@ void metrics_render(struct metrics *m, struct evbuffer *out)
 					    (unsigned long long)v);
 		}
 	}
-	evbuffer_add_printf(out, "# HELP webhook_bridge_mapping_errors_total Posts a rule rejected, by rule location.\n"
+	evbuffer_add_printf(out, "# HELP webhook_bridge_mapping_errors_total Posts a rule "
+				 "rejected, by rule location.\n"
 				 "# TYPE webhook_bridge_mapping_errors_total counter\n");
 	render_table(out, &m->mapping_errors, "webhook_bridge_mapping_errors_total", "rule");
-	evbuffer_add_printf(out, "# HELP webhook_bridge_unmapped_variables_total v1 keys no rule named, by key.\n"
-				 "# TYPE webhook_bridge_unmapped_variables_total counter\n");
+	evbuffer_add_printf(
+		out,
+		"# HELP webhook_bridge_unmapped_variables_total v1 keys no rule named, by key.\n"
+		"# TYPE webhook_bridge_unmapped_variables_total counter\n");
 	render_table(out, &m->unmapped, "webhook_bridge_unmapped_variables_total", "variable");
 
-	evbuffer_add_printf(out, "# HELP webhook_bridge_upstream_latency_seconds Time from sending a delivery to its outcome.\n"
+	evbuffer_add_printf(out, "# HELP webhook_bridge_upstream_latency_seconds Time from sending "
+				 "a delivery to its outcome.\n"
 				 "# TYPE webhook_bridge_upstream_latency_seconds histogram\n");
 	for (size_t r = 0; r < m->n_routes; r++) {
 		struct histogram *h = &m->latency[r];
@@ -236,13 +244,16 @@ void metrics_render(struct metrics *m, struct evbuffer *out)
 			continue;
 		for (size_t b = 0; b <= N_BOUNDS; b++) {
 			cum += atomic_load(&h->buckets[b]);
-			evbuffer_add_printf(out, "webhook_bridge_upstream_latency_seconds_bucket{route=\"");
+			evbuffer_add_printf(
+				out, "webhook_bridge_upstream_latency_seconds_bucket{route=\"");
 			add_label(out, m->cfg->routes[r].name);
 			if (b < N_BOUNDS)
 				evbuffer_add_printf(out, "\",le=\"%g\"} %llu\n",
-						    latency_bounds_ms[b] / 1000.0, (unsigned long long)cum);
+						    latency_bounds_ms[b] / 1000.0,
+						    (unsigned long long)cum);
 			else
-				evbuffer_add_printf(out, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+				evbuffer_add_printf(out, "\",le=\"+Inf\"} %llu\n",
+						    (unsigned long long)cum);
 		}
 		evbuffer_add_printf(out, "webhook_bridge_upstream_latency_seconds_sum{route=\"");
 		add_label(out, m->cfg->routes[r].name);
@@ -252,7 +263,8 @@ void metrics_render(struct metrics *m, struct evbuffer *out)
 		evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&h->count));
 	}
 
-	evbuffer_add_printf(out, "# HELP webhook_bridge_upstream_connections Open connections to each route's endpoint.\n"
+	evbuffer_add_printf(out, "# HELP webhook_bridge_upstream_connections Open connections to "
+				 "each route's endpoint.\n"
 				 "# TYPE webhook_bridge_upstream_connections gauge\n");
 	for (size_t r = 0; r < m->n_routes; r++) {
 		long open = 0;
@@ -265,12 +277,15 @@ void metrics_render(struct metrics *m, struct evbuffer *out)
 		add_label(out, m->cfg->routes[r].name);
 		evbuffer_add_printf(out, "\"} %ld\n", open);
 	}
-	evbuffer_add_printf(out, "# HELP webhook_bridge_in_flight_requests Posts waiting for their endpoint.\n"
-				 "# TYPE webhook_bridge_in_flight_requests gauge\n"
-				 "webhook_bridge_in_flight_requests %ld\n",
-			    atomic_load(&m->in_flight));
-	evbuffer_add_printf(out, "# HELP webhook_bridge_workers Worker threads serving the port.\n"
-				 "# TYPE webhook_bridge_workers gauge\n"
-				 "webhook_bridge_workers %d\n",
+	evbuffer_add_printf(
+		out,
+		"# HELP webhook_bridge_in_flight_requests Posts waiting for their endpoint.\n"
+		"# TYPE webhook_bridge_in_flight_requests gauge\n"
+		"webhook_bridge_in_flight_requests %ld\n",
+		atomic_load(&m->in_flight));
+	evbuffer_add_printf(out,
+			    "# HELP webhook_bridge_workers Worker threads serving the port.\n"
+			    "# TYPE webhook_bridge_workers gauge\n"
+			    "webhook_bridge_workers %d\n",
 			    m->workers);
 }

@@ -42,16 +42,16 @@
 #include "bridge/cfg.h"
 #include "bridge/queue.h"
 
-#define QUEUE_BATCH_MAX 256     /* rows per enqueue transaction */
-#define QUEUE_WAITING_MAX 65536 /* enqueues waiting for the writer; more -> refused */
+#define QUEUE_BATCH_MAX         256   /* rows per enqueue transaction */
+#define QUEUE_WAITING_MAX       65536 /* enqueues waiting for the writer; more -> refused */
 #define QUEUE_WAITING_BYTES_MAX (256u * 1024 * 1024) /* and their bodies */
-#define QUEUE_OUTCOMES_MAX 64   /* attempt outcomes per transaction */
-#define QUEUE_FLUSH_MS 5        /* an outcome waits at most this long for its transaction */
-#define QUEUE_LANES_MAX 1024    /* distinct endpoint + trust store pairs */
-#define QUEUE_TICK_MIN_MS 5     /* ticks closer than this are merged */
-#define QUEUE_STORE_PAUSE_MS 1000 /* after a store error, no attempt starts for this long */
-#define QUEUE_BUSY_TIMEOUT_MS 5000
-#define QUEUE_REASON_MAX 600
+#define QUEUE_OUTCOMES_MAX      64                   /* attempt outcomes per transaction */
+#define QUEUE_FLUSH_MS          5    /* an outcome waits at most this long for its transaction */
+#define QUEUE_LANES_MAX         1024 /* distinct endpoint + trust store pairs */
+#define QUEUE_TICK_MIN_MS       5    /* ticks closer than this are merged */
+#define QUEUE_STORE_PAUSE_MS    1000 /* after a store error, no attempt starts for this long */
+#define QUEUE_BUSY_TIMEOUT_MS   5000
+#define QUEUE_REASON_MAX        600
 #define QUEUE_RETRY_AFTER_MAX_S (366LL * 86400) /* longer would be dead-lettered anyway */
 
 /* ------------------------------------------------------------------ */
@@ -79,9 +79,10 @@ void queue_config_clear(struct queue_config *c)
 int queue_config_load(const config_setting_t *root, const char *file, struct queue_config *ret,
 		      struct diag *d)
 {
-	static const char *const keys[] = { "path", "max_attempts", "max_age_s", "backoff_base_ms",
+	static const char *const keys[] = { "path",           "max_attempts",
+					    "max_age_s",      "backoff_base_ms",
 					    "backoff_max_ms", "per_endpoint_concurrency",
-					    "max_depth", NULL };
+					    "max_depth",      NULL };
 	const config_setting_t *g;
 	const char *v;
 	long long n;
@@ -114,8 +115,9 @@ int queue_config_load(const config_setting_t *root, const char *file, struct que
 		ret->max_depth = n;
 	if (ret->backoff_max_ms < ret->backoff_base_ms)
 		diag_add(d, cfg_file(g, file),
-			 cfg_line(config_setting_get_member(g, "backoff_max_ms") ?
-					  config_setting_get_member(g, "backoff_max_ms") : g),
+			 cfg_line(config_setting_get_member(g, "backoff_max_ms")
+					  ? config_setting_get_member(g, "backoff_max_ms")
+					  : g),
 			 "'backoff_max_ms' (%d) is smaller than 'backoff_base_ms' (%d)",
 			 ret->backoff_max_ms, ret->backoff_base_ms);
 	if (d->count > before) {
@@ -173,9 +175,9 @@ static int hms(const char *s, struct tm *tm)
 	tm->tm_min = digits(s + 3, 2);
 	tm->tm_sec = digits(s + 6, 2);
 	return tm->tm_hour < 0 || tm->tm_min < 0 || tm->tm_sec < 0 || tm->tm_hour > 23 ||
-			       tm->tm_min > 59 || tm->tm_sec > 60 ?
-		       -1 :
-		       0;
+			       tm->tm_min > 59 || tm->tm_sec > 60
+		       ? -1
+		       : 0;
 }
 
 /* The three HTTP date formats of RFC 9110 5.6.7, parsed without the locale. */
@@ -305,8 +307,8 @@ struct lane {
 	struct upstream_url url;
 	char url_error[600]; /* "" when url is valid */
 	struct upstream_pool *pool;
-	int in_flight;            /* requests under way to the endpoint */
-	int n_attempts;           /* in `attempts`: under way, or settled and not stored yet */
+	int in_flight;  /* requests under way to the endpoint */
+	int n_attempts; /* in `attempts`: under way, or settled and not stored yet */
 	struct attempt *attempts;
 	struct lane *next;
 };
@@ -329,8 +331,8 @@ struct attempt {
 	long elapsed_ms;
 	int64_t done_ms;
 	int64_t next_attempt_ms;
-	char reason[QUEUE_REASON_MAX];      /* what went wrong with this attempt */
-	char why[QUEUE_REASON_MAX + 200];   /* last_error as stored */
+	char reason[QUEUE_REASON_MAX];    /* what went wrong with this attempt */
+	char why[QUEUE_REASON_MAX + 200]; /* last_error as stored */
 	struct attempt *settled_next;
 };
 
@@ -655,10 +657,11 @@ static void attempt_failed(struct queue *q, struct attempt *a, int status, const
 	next = now + delay;
 	if (next - a->since_ms >= max_age_ms) {
 		a->kind = STORE_OUT_DEAD;
-		snprintf(a->why, sizeof(a->why), "gave up after %d attempt%s: the next one would be "
-			 "%s max_age_s (%d s) after it was queued: %s", attempts,
-			 attempts == 1 ? "" : "s", ra == delay ? "(Retry-After) past" : "past",
-			 q->cfg.max_age_s, reason);
+		snprintf(a->why, sizeof(a->why),
+			 "gave up after %d attempt%s: the next one would be "
+			 "%s max_age_s (%d s) after it was queued: %s",
+			 attempts, attempts == 1 ? "" : "s",
+			 ra == delay ? "(Retry-After) past" : "past", q->cfg.max_age_s, reason);
 		attempt_settle(q, a);
 		return;
 	}
@@ -866,9 +869,11 @@ static void expire(struct queue *q, struct lane *l, const struct store_row *row,
 	struct bridge_error err;
 	char why[QUEUE_REASON_MAX + 100];
 
-	snprintf(why, sizeof(why), "gave up after %d attempt%s: queued more than max_age_s (%d s) "
-		 "ago; last error: %s", row->attempts, row->attempts == 1 ? "" : "s",
-		 q->cfg.max_age_s, row->last_error[0] ? row->last_error : "none");
+	snprintf(why, sizeof(why),
+		 "gave up after %d attempt%s: queued more than max_age_s (%d s) "
+		 "ago; last error: %s",
+		 row->attempts, row->attempts == 1 ? "" : "s", q->cfg.max_age_s,
+		 row->last_error[0] ? row->last_error : "none");
 	bridge_error_clear(&err);
 	if (store_dead(q->store, row->id, row->attempts, 0, now, row->last_status, why, &err) < 0) {
 		store_trouble(q, err.message);
@@ -1055,8 +1060,10 @@ static void batch_commit(struct queue *q, struct queue_pending *batch)
 	int rc = 0;
 
 	bridge_error_clear(&full);
-	bridge_error_set(&full, "the queue is full (max_depth = %lld pending deliveries); the "
-			 "endpoint is probably down", q->cfg.max_depth);
+	bridge_error_set(&full,
+			 "the queue is full (max_depth = %lld pending deliveries); the "
+			 "endpoint is probably down",
+			 q->cfg.max_depth);
 	for (p = batch; p; p = p->next)
 		if ((long long)n < room)
 			items[n++] = p->item;
@@ -1069,7 +1076,8 @@ static void batch_commit(struct queue *q, struct queue_pending *batch)
 	for (p = batch; p; p = p->next, k++) {
 		if (k >= n || rc < 0) {
 			p->result = -1;
-			snprintf(p->error, sizeof(p->error), "%s", k >= n ? full.message : err.message);
+			snprintf(p->error, sizeof(p->error), "%s",
+				 k >= n ? full.message : err.message);
 			continue;
 		}
 		p->result = results[k] == STORE_DUPLICATE ? QUEUE_DUPLICATE : QUEUE_STORED;
@@ -1139,8 +1147,10 @@ static int waiting_add(struct queue *q, struct queue_pending *p, struct bridge_e
 		return bridge_error_set(err, "the queue is shutting down");
 	if (q->n_waiting >= QUEUE_WAITING_MAX ||
 	    q->waiting_bytes + p->item->len > QUEUE_WAITING_BYTES_MAX)
-		return bridge_error_set(err, "%zu posts (%zu bytes) are already waiting for the "
-					"store", q->n_waiting, q->waiting_bytes);
+		return bridge_error_set(err,
+					"%zu posts (%zu bytes) are already waiting for the "
+					"store",
+					q->n_waiting, q->waiting_bytes);
 	p->next = NULL;
 	*q->waiting_tail = p;
 	q->waiting_tail = &p->next;
@@ -1190,9 +1200,9 @@ static void pending_done_cb(evutil_socket_t fd, short what, void *arg)
 /* Copy the item into one allocation owned by p. */
 static int pending_copy(struct queue_pending *p, const struct store_item *it)
 {
-	const char *strs[] = { it->route, it->endpoint, it->ca_file, it->delivery_id,
-			       it->participation_id, it->state };
-	const char **outs[] = { &p->own.route, &p->own.endpoint, &p->own.ca_file,
+	const char *strs[] = { it->route,       it->endpoint,         it->ca_file,
+			       it->delivery_id, it->participation_id, it->state };
+	const char **outs[] = { &p->own.route,       &p->own.endpoint,         &p->own.ca_file,
 				&p->own.delivery_id, &p->own.participation_id, &p->own.state };
 	size_t total = it->len + 1, i;
 	char *w;
@@ -1312,9 +1322,11 @@ static int lock_take(struct queue *q, const char *path, struct bridge_error *err
 		held[got > 0 ? got : 0] = '\0';
 		held[strcspn(held, "\n")] = '\0';
 		if (e == EWOULDBLOCK)
-			bridge_error_set(err, "queue store %s is in use by another webhook-bridge "
-					 "serve%s%s%s (lock %s)", path, held[0] ? " (pid " : "",
-					 held, held[0] ? ")" : "", lp);
+			bridge_error_set(err,
+					 "queue store %s is in use by another webhook-bridge "
+					 "serve%s%s%s (lock %s)",
+					 path, held[0] ? " (pid " : "", held, held[0] ? ")" : "",
+					 lp);
 		else
 			bridge_error_set(err, "queue store lock %s: %s", lp, strerror(e));
 		close(fd);
@@ -1340,7 +1352,8 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 
 	*ret = NULL;
 	if (!c || !c->path)
-		return bridge_error_set(err, "queued delivery needs queue.path in the configuration");
+		return bridge_error_set(err,
+					"queued delivery needs queue.path in the configuration");
 	if (c->max_attempts < 1 || c->max_age_s < 1 || c->backoff_base_ms < 1 ||
 	    c->backoff_max_ms < c->backoff_base_ms || c->per_endpoint_concurrency < 1 ||
 	    c->max_depth < 1)
@@ -1543,8 +1556,10 @@ void queue_stats(struct queue *q, struct queue_stats *ret)
 static void metric(struct evbuffer *out, const char *name, const char *type, const char *help,
 		   long long v)
 {
-	evbuffer_add_printf(out, "# HELP webhook_bridge_queue_%s %s\n# TYPE webhook_bridge_queue_%s "
-			    "%s\nwebhook_bridge_queue_%s %lld\n", name, help, name, type, name, v);
+	evbuffer_add_printf(out,
+			    "# HELP webhook_bridge_queue_%s %s\n# TYPE webhook_bridge_queue_%s "
+			    "%s\nwebhook_bridge_queue_%s %lld\n",
+			    name, help, name, type, name, v);
 }
 
 void queue_metrics_render(struct queue *q, struct evbuffer *out)
@@ -1554,7 +1569,8 @@ void queue_metrics_render(struct queue *q, struct evbuffer *out)
 	queue_stats(q, &s);
 	metric(out, "depth", "gauge", "Deliveries waiting in the queue, in flight included.",
 	       s.depth);
-	evbuffer_add_printf(out, "# HELP webhook_bridge_queue_oldest_age_seconds Age of the oldest "
+	evbuffer_add_printf(out,
+			    "# HELP webhook_bridge_queue_oldest_age_seconds Age of the oldest "
 			    "waiting delivery (0 when none).\n# TYPE "
 			    "webhook_bridge_queue_oldest_age_seconds gauge\n"
 			    "webhook_bridge_queue_oldest_age_seconds %lld.%03lld\n",

@@ -106,7 +106,8 @@ static void span_text(int64_t ms, char *buf, size_t cap)
 	if (ms < 0)
 		snprintf(buf, cap, "-");
 	else if (s >= 86400)
-		snprintf(buf, cap, "%lldd%lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
+		snprintf(buf, cap, "%lldd%lldh", (long long)(s / 86400),
+			 (long long)(s % 86400 / 3600));
 	else if (s >= 3600)
 		snprintf(buf, cap, "%lldh%lldm", (long long)(s / 3600), (long long)(s % 3600 / 60));
 	else if (s >= 60)
@@ -135,8 +136,8 @@ static void json_str(FILE *out, const char *s)
 /* Header values that are credentials: masked unless --reveal. */
 static int header_secret(const char *name)
 {
-	static const char *const words[] = { "auth", "token", "key", "secret", "cookie",
-					     "password", NULL };
+	static const char *const words[] = { "auth",   "token",    "key", "secret",
+					     "cookie", "password", NULL };
 
 	for (int i = 0; words[i]; i++)
 		if (strcasestr(name, words[i]))
@@ -159,7 +160,7 @@ static int open_store(const struct opts *o, struct store **ret)
 	bridge_error_clear(&err);
 	queue_config_default(&qc);
 	if (o->config) {
-		struct diag d = {0};
+		struct diag d = { 0 };
 		config_t cfg;
 
 		if (cfg_read(&cfg, o->config, &d) < 0 ||
@@ -172,8 +173,10 @@ static int open_store(const struct opts *o, struct store **ret)
 		config_destroy(&cfg);
 		diag_reset(&d);
 		if (!qc.path) {
-			fprintf(stderr, "webhook-bridge queue: %s has no queue { path = \"...\"; } "
-				"group, so no store\n", o->config);
+			fprintf(stderr,
+				"webhook-bridge queue: %s has no queue { path = \"...\"; } "
+				"group, so no store\n",
+				o->config);
 			return 2;
 		}
 		path = qc.path;
@@ -208,9 +211,11 @@ static void row_json(FILE *out, const struct store_row *r, int with_body, int re
 	json_str(out, r->participation_id);
 	fputs(",\"state\":", out);
 	json_str(out, r->state);
-	fprintf(out, ",\"attempts\":%d,\"created_ms\":%lld,\"since_ms\":%lld,"
+	fprintf(out,
+		",\"attempts\":%d,\"created_ms\":%lld,\"since_ms\":%lld,"
 		"\"next_attempt_ms\":%lld,\"last_attempt_ms\":%lld,\"last_status\":%d,"
-		"\"last_error\":", r->attempts, (long long)r->created_ms, (long long)r->since_ms,
+		"\"last_error\":",
+		r->attempts, (long long)r->created_ms, (long long)r->since_ms,
 		r->status == STORE_PENDING ? (long long)r->next_attempt_ms : 0LL,
 		(long long)r->last_attempt_ms, r->last_status);
 	json_str(out, r->last_error);
@@ -222,8 +227,9 @@ static void row_json(FILE *out, const struct store_row *r, int with_body, int re
 			fputs(i ? ",[" : "[", out);
 			json_str(out, r->headers[i].name);
 			fputc(',', out);
-			json_str(out, reveal || !header_secret(r->headers[i].name) ?
-					      r->headers[i].value : "***");
+			json_str(out, reveal || !header_secret(r->headers[i].name)
+					      ? r->headers[i].value
+					      : "***");
 			fputc(']', out);
 		}
 		fputs("],\"body\":", out);
@@ -312,8 +318,10 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 		return 2;
 	}
 	if (rc == 1) {
-		fprintf(stderr, "webhook-bridge queue: no delivery %lld (delivered, purged, or "
-			"never queued)\n", (long long)id);
+		fprintf(stderr,
+			"webhook-bridge queue: no delivery %lld (delivered, purged, or "
+			"never queued)\n",
+			(long long)id);
 		return 1;
 	}
 	if (o->json) {
@@ -341,7 +349,8 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 	if (r.status == STORE_PENDING) {
 		time_text(r.next_attempt_ms, t, sizeof(t));
 		span_text(r.next_attempt_ms - now, span, sizeof(span));
-		printf("next attempt:     %s%s%s%s\n", t, r.next_attempt_ms > now ? " (in " : " (due)",
+		printf("next attempt:     %s%s%s%s\n", t,
+		       r.next_attempt_ms > now ? " (in " : " (due)",
 		       r.next_attempt_ms > now ? span : "", r.next_attempt_ms > now ? ")" : "");
 	}
 	time_text(r.last_attempt_ms, t, sizeof(t));
@@ -352,8 +361,8 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 	printf("headers:\n");
 	for (size_t i = 0; i < r.n_headers; i++)
 		printf("  %s: %s\n", r.headers[i].name,
-		       o->reveal || !header_secret(r.headers[i].name) ? r.headers[i].value :
-									 "*** (--reveal shows it)");
+		       o->reveal || !header_secret(r.headers[i].name) ? r.headers[i].value
+								      : "*** (--reveal shows it)");
 	printf("body (%zu bytes):\n", r.len);
 	fwrite(r.body, 1, r.len, stdout);
 	putchar('\n');
@@ -387,7 +396,8 @@ static int cmd_retry(struct store *s, const struct opts *o, char **ids, int n_id
 		printf("retried %lld dead letter%s\n", (long long)n, n == 1 ? "" : "s");
 		if (skipped)
 			printf("left %lld dead letter%s: the same participation and state is "
-			       "already queued\n", (long long)skipped, skipped == 1 ? "" : "s");
+			       "already queued\n",
+			       (long long)skipped, skipped == 1 ? "" : "s");
 		return 0;
 	}
 	if (n_ids == 0)
@@ -411,8 +421,10 @@ static int cmd_retry(struct store *s, const struct opts *o, char **ids, int n_id
 			fprintf(stderr, "webhook-bridge queue: no delivery %lld\n", (long long)id);
 			status = 1;
 		} else {
-			fprintf(stderr, "webhook-bridge queue: delivery %lld stays dead: the same "
-				"participation and state is already queued\n", (long long)id);
+			fprintf(stderr,
+				"webhook-bridge queue: delivery %lld stays dead: the same "
+				"participation and state is already queued\n",
+				(long long)id);
 			status = 1;
 		}
 	}
@@ -434,7 +446,8 @@ static int cmd_purge(struct store *s, const struct opts *o, char **ids, int n_id
 		if (o->dead && o->all)
 			return usage_fail("%s", "give --dead or --all, not both");
 		if (o->all && !o->yes)
-			return usage_fail("%s", "purge --all deletes pending deliveries too: add --yes");
+			return usage_fail("%s",
+					  "purge --all deletes pending deliveries too: add --yes");
 		store_filter_init(&f);
 		f.status = o->dead ? STORE_DEAD : -1;
 		f.route = o->route;
@@ -485,15 +498,17 @@ static int cmd_stats(struct store *s)
 	}
 	age = c.oldest_created_ms > 0 && now > c.oldest_created_ms ? now - c.oldest_created_ms : 0;
 	printf("# HELP webhook_bridge_queue_depth Deliveries waiting in the queue, in flight "
-	       "included.\n# TYPE webhook_bridge_queue_depth gauge\nwebhook_bridge_queue_depth %lld\n",
+	       "included.\n# TYPE webhook_bridge_queue_depth gauge\nwebhook_bridge_queue_depth "
+	       "%lld\n",
 	       (long long)c.pending);
 	printf("# HELP webhook_bridge_queue_oldest_age_seconds Age of the oldest waiting delivery "
 	       "(0 when none).\n# TYPE webhook_bridge_queue_oldest_age_seconds gauge\n"
-	       "webhook_bridge_queue_oldest_age_seconds %lld.%03lld\n", (long long)(age / 1000),
-	       (long long)(age % 1000));
+	       "webhook_bridge_queue_oldest_age_seconds %lld.%03lld\n",
+	       (long long)(age / 1000), (long long)(age % 1000));
 	printf("# HELP webhook_bridge_queue_dead_letters Dead letters in the store, waiting for "
 	       "`queue retry` or `queue purge`.\n# TYPE webhook_bridge_queue_dead_letters gauge\n"
-	       "webhook_bridge_queue_dead_letters %lld\n", (long long)c.dead);
+	       "webhook_bridge_queue_dead_letters %lld\n",
+	       (long long)c.dead);
 	return 0;
 }
 
@@ -538,7 +553,8 @@ int cmd_queue(int argc, char **argv)
 		case 'R': o.reveal = 1; break;
 		case 'l':
 			if (parse_count(optarg, 0, &o.limit) < 0)
-				return usage_fail("--limit must be a number >= 0, not '%s'", optarg);
+				return usage_fail("--limit must be a number >= 0, not '%s'",
+						  optarg);
 			break;
 		case 'o':
 			if (parse_count(optarg, 0, &o.older_than_s) < 0 ||
@@ -559,8 +575,8 @@ int cmd_queue(int argc, char **argv)
 		return usage_fail("unknown command '%s' (list, show, retry, purge, stats)", cmd);
 	if (o.pending && o.dead && strcmp(cmd, "list") == 0)
 		return usage_fail("%s", "give --pending or --dead, not both");
-	if ((o.pending && strcmp(cmd, "list")) || (o.dead && strcmp(cmd, "list") &&
-						   strcmp(cmd, "purge")) ||
+	if ((o.pending && strcmp(cmd, "list")) ||
+	    (o.dead && strcmp(cmd, "list") && strcmp(cmd, "purge")) ||
 	    (o.all && strcmp(cmd, "retry") && strcmp(cmd, "purge")) ||
 	    (o.yes && strcmp(cmd, "purge")) || (o.reveal && strcmp(cmd, "show")) ||
 	    (o.newest && strcmp(cmd, "list")))
@@ -631,8 +647,8 @@ void queue_event_log(const struct queue_event *ev, void *arg)
 
 		if (gmtime_r(&s, &tm)) {
 			snprintf(t, sizeof(t), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-				 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-				 tm.tm_sec, (int)(ev->next_attempt_ms % 1000));
+				 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+				 tm.tm_min, tm.tm_sec, (int)(ev->next_attempt_ms % 1000));
 			log_str(&l, "next_attempt", t);
 		}
 	}

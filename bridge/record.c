@@ -26,23 +26,26 @@
  * answers and the address pseudonym).  "email*" and not "*email*": an
  * opt-in such as optin_email carries 1/0/"" and replay needs it intact. */
 const char *const record_default_redact[] = {
-	"ip", "email*", "lastname", "firstname", "phone*", "mobile*", "address*",
-	"birthdate", "zipcode", "city", NULL,
+	"ip",       "email*",    "lastname", "firstname", "phone*", "mobile*",
+	"address*", "birthdate", "zipcode",  "city",      NULL,
 };
 
 const char *const record_default_headers[] = {
-	"Content-Type", "User-Agent", "X-Forwarded-For", NULL,
+	"Content-Type",
+	"User-Agent",
+	"X-Forwarded-For",
+	NULL,
 };
 
 struct recorder {
 	pthread_mutex_t lock;
 	int fd;
-	uint64_t size;          /* bytes in the current file */
+	uint64_t size; /* bytes in the current file */
 	uint64_t lines;
 	char *path;
 	uint64_t rotate_bytes;
 	unsigned keep;
-	char **redact;          /* defaults (when asked) then extras */
+	char **redact; /* defaults (when asked) then extras */
 	size_t n_redact;
 	char **headers;
 	size_t n_headers;
@@ -121,7 +124,8 @@ static int file_open(struct recorder *r, struct bridge_error *err)
 		return bridge_error_set(err, "cannot open capture file '%s': %s", r->path,
 					strerror(errno));
 	if (fstat(r->fd, &st) < 0) {
-		bridge_error_set(err, "cannot stat capture file '%s': %s", r->path, strerror(errno));
+		bridge_error_set(err, "cannot stat capture file '%s': %s", r->path,
+				 strerror(errno));
 		close(r->fd);
 		r->fd = -1;
 		return -1;
@@ -144,17 +148,20 @@ struct recorder *recorder_open(const struct record_options *opt, struct bridge_e
 		return NULL;
 	}
 	if (opt->keep < 1 || opt->keep > RECORD_KEEP_MAX) {
-		bridge_error_set(err, "record: keep must be 1..%d, not %u", RECORD_KEEP_MAX, opt->keep);
+		bridge_error_set(err, "record: keep must be 1..%d, not %u", RECORD_KEEP_MAX,
+				 opt->keep);
 		return NULL;
 	}
 	for (size_t i = 0; i < opt->n_redact; i++) {
 		const char *p = opt->redact[i];
 		size_t pl = p ? strlen(p) : 0;
 
-		if (pl == 0 || (pl == 1 && p[0] == '*') || (pl == 2 && p[0] == '*' && p[1] == '*') ||
+		if (pl == 0 || (pl == 1 && p[0] == '*') ||
+		    (pl == 2 && p[0] == '*' && p[1] == '*') ||
 		    (pl > 2 && memchr(p + 1, '*', pl - 2))) {
 			bridge_error_set(err,
-					 "record: redact pattern '%s' must be a key, 'prefix*', '*suffix' or '*part*'",
+					 "record: redact pattern '%s' must be a key, 'prefix*', "
+					 "'*suffix' or '*part*'",
 					 p ? p : "");
 			return NULL;
 		}
@@ -432,8 +439,9 @@ static int build_line(const struct recorder *r, const char *content_type,
 	reason[0] = '\0';
 	if (kind == V1_ENC_OTHER)
 		snprintf(reason, sizeof(reason), "unsupported content type");
-	else if ((kind == V1_ENC_JSON ? v1_parse_json(body ? body : "", len, &r->limits, &doc, &perr)
-				    : v1_parse_form(body ? body : "", len, &r->limits, &doc, &perr)) < 0)
+	else if ((kind == V1_ENC_JSON
+			  ? v1_parse_json(body ? body : "", len, &r->limits, &doc, &perr)
+			  : v1_parse_form(body ? body : "", len, &r->limits, &doc, &perr)) < 0)
 		snprintf(reason, sizeof(reason), "%s", perr.message);
 
 	/* attempt 0: the body; attempt 1: the invalid form, when the body
@@ -491,8 +499,8 @@ static int build_line(const struct recorder *r, const char *content_type,
 				 gen_status_text(w.st));
 		else
 			snprintf(reason, sizeof(reason),
-				 "recorded line would be %zu bytes, over the limit of %zu", out_len + 1,
-				 r->max_line);
+				 "recorded line would be %zu bytes, over the limit of %zu",
+				 out_len + 1, r->max_line);
 		yajl_gen_free(w.g);
 	}
 	v1_doc_free(doc);
@@ -513,8 +521,8 @@ static int rotate(struct recorder *r, struct bridge_error *err)
 			snprintf(from, sizeof(from), "%s.%u", r->path, i - 1);
 		snprintf(to, sizeof(to), "%s.%u", r->path, i);
 		if (rename(from, to) < 0 && errno != ENOENT)
-			return bridge_error_set(err, "record: cannot rotate '%s' to '%s': %s", from, to,
-						strerror(errno));
+			return bridge_error_set(err, "record: cannot rotate '%s' to '%s': %s", from,
+						to, strerror(errno));
 	}
 	close(r->fd);
 	r->fd = -1;

@@ -40,11 +40,11 @@
 #include "bridge/upstream.h"
 #include "bridge/v1.h"
 
-#define EXPECT_MAX (16u * 1024 * 1024)  /* ceiling for one expected file */
-#define CAPTURE_DEPTH_MAX 16            /* capture lines: line > body > array */
-#define PROBLEMS_KEPT 1000              /* problems listed in the --json summary */
-#define TALLY_MAX 64                    /* distinct failure reasons counted by name */
-#define CONCURRENCY_MAX 1024
+#define EXPECT_MAX        (16u * 1024 * 1024) /* ceiling for one expected file */
+#define CAPTURE_DEPTH_MAX 16                  /* capture lines: line > body > array */
+#define PROBLEMS_KEPT     1000                /* problems listed in the --json summary */
+#define TALLY_MAX         64                  /* distinct failure reasons counted by name */
+#define CONCURRENCY_MAX   1024
 #define PROGRESS_EVERY_MS 100
 
 static const char usage_replay[] =
@@ -204,8 +204,9 @@ static enum line_status line_next(struct line_reader *lr, size_t max, char **ret
 	int skipping = 0;
 
 	for (;;) {
-		char *nl = lr->end > lr->start ? memchr(lr->buf + lr->start, '\n', lr->end - lr->start)
-					       : NULL;
+		char *nl = lr->end > lr->start
+				   ? memchr(lr->buf + lr->start, '\n', lr->end - lr->start)
+				   : NULL;
 
 		if (nl || (lr->eof && lr->end > lr->start)) {
 			size_t n = nl ? (size_t)(nl - (lr->buf + lr->start)) : lr->end - lr->start;
@@ -254,8 +255,8 @@ static enum line_status line_next(struct line_reader *lr, size_t max, char **ret
 /* One payload to replay.  body is v1 JSON, or NULL when `problem` says why
  * the item cannot be replayed (`skip`: not counted as a failure). */
 struct item {
-	char *label;   /* "path" or "path:line", for messages */
-	char *name;    /* expected-file name: NAME or NAME.LINE */
+	char *label; /* "path" or "path:line", for messages */
+	char *name;  /* expected-file name: NAME or NAME.LINE */
 	char *body;
 	size_t len;
 	char *problem;
@@ -273,13 +274,13 @@ static void item_clear(struct item *it)
 }
 
 struct feed {
-	char **files;          /* expanded inputs in order */
+	char **files; /* expanded inputs in order */
 	size_t n_files, next;
 	struct line_reader lr; /* current NDJSON file, when lr.f */
 	const char *cur;
 	char *cur_base;
 	long line_no;
-	size_t max_body;       /* as the server's limits.max_body */
+	size_t max_body; /* as the server's limits.max_body */
 	size_t max_line;
 };
 
@@ -307,7 +308,8 @@ static int feed_expand(struct feed *fd, char **paths, int n)
 		struct stat st;
 
 		if (stat(paths[i], &st) < 0) {
-			fprintf(stderr, "webhook-bridge replay: %s: %s\n", paths[i], strerror(errno));
+			fprintf(stderr, "webhook-bridge replay: %s: %s\n", paths[i],
+				strerror(errno));
 			return -1;
 		}
 		if (S_ISDIR(st.st_mode)) {
@@ -421,10 +423,14 @@ static int gen_value(yajl_gen g, yajl_val v)
 	switch (v ? v->type : yajl_t_null) {
 	case yajl_t_string:
 		return yajl_gen_string(g, (const unsigned char *)v->u.string,
-				       strlen(v->u.string)) == yajl_gen_status_ok ? 0 : -1;
+				       strlen(v->u.string)) == yajl_gen_status_ok
+			       ? 0
+			       : -1;
 	case yajl_t_number:
 		return yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r)) ==
-		       yajl_gen_status_ok ? 0 : -1;
+				       yajl_gen_status_ok
+			       ? 0
+			       : -1;
 	case yajl_t_true:
 	case yajl_t_false:
 		return yajl_gen_bool(g, v->type == yajl_t_true) == yajl_gen_status_ok ? 0 : -1;
@@ -435,7 +441,8 @@ static int gen_value(yajl_gen g, yajl_val v)
 			const char *k = v->u.object.keys[i];
 
 			if (yajl_gen_string(g, (const unsigned char *)k, strlen(k)) !=
-			    yajl_gen_status_ok || gen_value(g, v->u.object.values[i]) < 0)
+				    yajl_gen_status_ok ||
+			    gen_value(g, v->u.object.values[i]) < 0)
 				return -1;
 		}
 		return yajl_gen_map_close(g) == yajl_gen_status_ok ? 0 : -1;
@@ -446,8 +453,7 @@ static int gen_value(yajl_gen g, yajl_val v)
 			if (gen_value(g, v->u.array.values[i]) < 0)
 				return -1;
 		return yajl_gen_array_close(g) == yajl_gen_status_ok ? 0 : -1;
-	default:
-		return yajl_gen_null(g) == yajl_gen_status_ok ? 0 : -1;
+	default: return yajl_gen_null(g) == yajl_gen_status_ok ? 0 : -1;
 	}
 }
 
@@ -523,8 +529,8 @@ static void item_from_line(struct item *it, const char *line, size_t n, size_t m
 		else if (len > max_body) {
 			free(v1);
 			item_problem(it, "too_large", 0,
-				     "captured body of %zu bytes is over limits.max_body (%zu)", len,
-				     max_body);
+				     "captured body of %zu bytes is over limits.max_body (%zu)",
+				     len, max_body);
 		} else {
 			it->body = v1;
 			it->len = len;
@@ -551,7 +557,8 @@ static int feed_next(struct feed *fd, struct item *it)
 				int err = st == LINE_ERROR;
 
 				if (err) {
-					snprintf(lbl, sizeof(lbl), "%s:%ld", fd->cur, fd->line_no + 1);
+					snprintf(lbl, sizeof(lbl), "%s:%ld", fd->cur,
+						 fd->line_no + 1);
 					it->label = strdup(lbl);
 					it->name = strdup(lbl);
 					item_problem(it, "read_error", 0, "cannot read: %s",
@@ -563,7 +570,8 @@ static int feed_next(struct feed *fd, struct item *it)
 				continue;
 			}
 			fd->line_no++;
-			while (n && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
+			while (n &&
+			       (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
 				n--;
 			if (st == LINE_OK && n == 0)
 				continue; /* blank line */
@@ -588,7 +596,8 @@ static int feed_next(struct feed *fd, struct item *it)
 			if (!fd->lr.f) {
 				it->label = strdup(fd->cur);
 				it->name = base_name(fd->cur);
-				item_problem(it, "read_error", 0, "cannot open: %s", strerror(errno));
+				item_problem(it, "read_error", 0, "cannot open: %s",
+					     strerror(errno));
 				free(fd->cur_base);
 				fd->cur_base = NULL;
 				return 1;
@@ -628,12 +637,13 @@ static void diff_message(const struct jsondiff *df, char *msg, size_t cap)
 			n = snprintf(msg + o, cap - o, "%s %s: unexpected, got %.*s", i ? ";" : ":",
 				     path, (int)(e->b_len > 120 ? 120 : e->b_len), e->b);
 		else if (e->kind == JSONDIFF_REMOVED)
-			n = snprintf(msg + o, cap - o, "%s %s: missing, expected %.*s", i ? ";" : ":",
-				     path, (int)(e->a_len > 120 ? 120 : e->a_len), e->a);
+			n = snprintf(msg + o, cap - o, "%s %s: missing, expected %.*s",
+				     i ? ";" : ":", path, (int)(e->a_len > 120 ? 120 : e->a_len),
+				     e->a);
 		else
-			n = snprintf(msg + o, cap - o, "%s %s: expected %.*s, got %.*s", i ? ";" : ":",
-				     path, (int)(e->a_len > 120 ? 120 : e->a_len), e->a,
-				     (int)(e->b_len > 120 ? 120 : e->b_len), e->b);
+			n = snprintf(msg + o, cap - o, "%s %s: expected %.*s, got %.*s",
+				     i ? ";" : ":", path, (int)(e->a_len > 120 ? 120 : e->a_len),
+				     e->a, (int)(e->b_len > 120 ? 120 : e->b_len), e->b);
 		if (n < 0)
 			break;
 		o += (size_t)n;
@@ -667,12 +677,12 @@ static enum expect_result expect_check(const char *dir, const char *name, const 
 		end = line2 + strcspn(line2, "\r\n");
 		*end = '\0';
 		if (v2) {
-			snprintf(msg, cap, "%s says the payload is refused (%s), but it mapped", path,
-				 line2);
+			snprintf(msg, cap, "%s says the payload is refused (%s), but it mapped",
+				 path, line2);
 			rc = EXPECT_MISMATCH;
 		} else if (!strstr(refusal, line2)) {
-			snprintf(msg, cap, "refused as %s expects, but the message lacks \"%s\"", path,
-				 line2);
+			snprintf(msg, cap, "refused as %s expects, but the message lacks \"%s\"",
+				 path, line2);
 			rc = EXPECT_MISMATCH;
 		} else {
 			rc = EXPECT_MATCH;
@@ -697,7 +707,8 @@ static enum expect_result expect_check(const char *dir, const char *name, const 
 		return EXPECT_MISMATCH;
 	}
 	{
-		struct jsondiff_options o = { .name_a = path, .name_b = "the v2 output",
+		struct jsondiff_options o = { .name_a = path,
+					      .name_b = "the v2 output",
 					      .max_input = EXPECT_MAX };
 		struct jsondiff df;
 		struct bridge_error err;
@@ -733,31 +744,31 @@ struct problem {
 
 struct replay {
 	const struct bridge_config *cfg;
-	const struct bridge_route *only;   /* --route */
+	const struct bridge_route *only; /* --route */
 	const char *to;
 	struct upstream_url to_url;
 	const char *expect_dir;
 	int dry_run, json, progress;
 	int concurrency;
-	double interval;                   /* seconds between posts; 0 = no rate limit */
+	double interval; /* seconds between posts; 0 = no rate limit */
 	double next_slot;
 
 	struct feed feed;
-	struct item ready;                 /* prepared, waiting for a rate slot */
+	struct item ready; /* prepared, waiting for a rate slot */
 	struct job *ready_job;
 	int input_done, interrupted;
 
 	struct event_base *base;
 	struct evdns_base *dns;
-	struct upstream_tls **tls;         /* per cfg->tls_files, plus one for --to */
-	struct upstream_pool **pools;      /* per route, or [0] for --to */
+	struct upstream_tls **tls;    /* per cfg->tls_files, plus one for --to */
+	struct upstream_pool **pools; /* per route, or [0] for --to */
 	struct event *pump_ev, *rate_ev, *progress_ev, *sigint_ev;
 	int in_flight;
-	char *warned;                      /* per route: "sent unsigned" said once */
+	char *warned; /* per route: "sent unsigned" said once */
 
 	/* counters */
 	size_t total, done, mapped, sent, delivered, failed, skipped;
-	size_t refused_expected;           /* refusals a NAME.error file calls for */
+	size_t refused_expected; /* refusals a NAME.error file calls for */
 	size_t checked, matched, mismatched, missing;
 	struct tally fails[TALLY_MAX], skips[TALLY_MAX];
 	size_t n_fails, n_skips;
@@ -835,11 +846,10 @@ static void progress_draw(struct replay *rp, int force)
 
 /* One line on stderr per payload that went wrong, and one entry in the
  * --json summary's problem list. */
-static void report(struct replay *rp, const char *input, const char *outcome, const char *fmt,
-		   ...) __attribute__((format(printf, 4, 5)));
+static void report(struct replay *rp, const char *input, const char *outcome, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
-static void report(struct replay *rp, const char *input, const char *outcome, const char *fmt,
-		   ...)
+static void report(struct replay *rp, const char *input, const char *outcome, const char *fmt, ...)
 {
 	va_list ap;
 	char msg[1400];
@@ -934,8 +944,8 @@ static struct job *prepare(struct replay *rp, struct item *it)
 		return NULL;
 	}
 	if (it->len > c->max_body) {
-		snprintf(msg, sizeof(msg), "body of %zu bytes is over limits.max_body (%zu)", it->len,
-			 c->max_body);
+		snprintf(msg, sizeof(msg), "body of %zu bytes is over limits.max_body (%zu)",
+			 it->len, c->max_body);
 		refuse(rp, it, "too_large", msg);
 		return NULL;
 	}
@@ -953,7 +963,8 @@ static struct job *prepare(struct replay *rp, struct item *it)
 
 		route = bridge_config_route_for(c, website, campaign);
 		if (!route) {
-			snprintf(msg, sizeof(msg), "no route matches website_id %s and campaign_id %s",
+			snprintf(msg, sizeof(msg),
+				 "no route matches website_id %s and campaign_id %s",
 				 website ? website : "(absent)", campaign ? campaign : "(absent)");
 			v1_doc_free(doc);
 			if (c->unrouted_accept) /* the server answers 202 and drops it */
@@ -1110,14 +1121,16 @@ static void job_send(struct replay *rp, struct job *j)
 	if (!route->n_secrets && !rp->warned[route - rp->cfg->routes]) {
 		rp->warned[route - rp->cfg->routes] = 1;
 		progress_clear(rp);
-		fprintf(stderr, "webhook-bridge replay: route '%s' has no secret: posts are sent unsigned\n",
+		fprintf(stderr,
+			"webhook-bridge replay: route '%s' has no secret: posts are sent "
+			"unsigned\n",
 			route->name);
 	}
 
 	rp->sent++;
 	rp->in_flight++;
-	if (upstream_post(pool, h, (size_t)nh, j->v2, j->v2_len, route->timeout_ms, job_done, j, &j->up,
-			  &err) < 0) {
+	if (upstream_post(pool, h, (size_t)nh, j->v2, j->v2_len, route->timeout_ms, job_done, j,
+			  &j->up, &err) < 0) {
 		rp->in_flight--;
 		rp->done++;
 		count_failure(rp, j->label, "connect_failed", err.message);
@@ -1154,7 +1167,8 @@ static void pump(struct replay *rp)
 			if (t < rp->next_slot) {
 				double wait = rp->next_slot - t;
 				struct timeval tv = { (time_t)wait,
-						      (suseconds_t)((wait - (double)(time_t)wait) * 1e6) };
+						      (suseconds_t)((wait - (double)(time_t)wait) *
+								    1e6) };
 
 				rp->ready_job = j;
 				evtimer_add(rp->rate_ev, &tv);
@@ -1189,8 +1203,10 @@ static void sigint_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	rp->interrupted = 1;
 	progress_clear(rp);
-	fprintf(stderr, "webhook-bridge replay: interrupted; waiting for %d post(s) in flight "
-			"(again to stop at once)\n", rp->in_flight);
+	fprintf(stderr,
+		"webhook-bridge replay: interrupted; waiting for %d post(s) in flight "
+		"(again to stop at once)\n",
+		rp->in_flight);
 	if (rp->ready_job) {
 		job_free(rp->ready_job);
 		rp->ready_job = NULL;
@@ -1259,8 +1275,9 @@ static void loop_free(struct replay *rp)
 
 static void summary_text(struct replay *rp, double elapsed)
 {
-	const struct bridge_route *one = rp->only ? rp->only
-						  : rp->cfg->n_routes == 1 ? &rp->cfg->routes[0] : NULL;
+	const struct bridge_route *one = rp->only                 ? rp->only
+					 : rp->cfg->n_routes == 1 ? &rp->cfg->routes[0]
+								  : NULL;
 
 	printf("replay: %zu payload(s)%s, %s", rp->done, rp->interrupted ? " (interrupted)" : "",
 	       rp->dry_run ? "dry run: nothing sent" : "");
@@ -1290,7 +1307,8 @@ static void summary_text(struct replay *rp, double elapsed)
 	if (rp->refused_expected)
 		printf("  refused     %zu (as their .error file expects)\n", rp->refused_expected);
 	if (rp->expect_dir)
-		printf("  expected    %zu checked: %zu matched, %zu mismatched, %zu without expected file\n",
+		printf("  expected    %zu checked: %zu matched, %zu mismatched, %zu without "
+		       "expected file\n",
 		       rp->checked, rp->matched, rp->mismatched, rp->missing);
 	printf("  elapsed     %.3f s", elapsed);
 	if (!rp->dry_run && elapsed > 0 && rp->sent)
@@ -1340,8 +1358,10 @@ static void summary_json(struct replay *rp, double elapsed)
 	yajl_gen_bool(g, rp->dry_run);
 	yajl_gen_string(g, (const unsigned char *)"interrupted", 11);
 	yajl_gen_bool(g, rp->interrupted);
-	g_kv_str(g, "to", rp->to ? rp->to : rp->only && rp->only->endpoint ? rp->only->endpoint
-									      : NULL);
+	g_kv_str(g, "to",
+		 rp->to                           ? rp->to
+		 : rp->only && rp->only->endpoint ? rp->only->endpoint
+						  : NULL);
 	g_kv_int(g, "mapped", (long long)rp->mapped);
 	g_kv_int(g, "sent", (long long)rp->sent);
 	g_kv_int(g, "delivered", (long long)rp->delivered);
@@ -1424,7 +1444,7 @@ int cmd_replay(int argc, char **argv)
 	const char *config_path = NULL, *route_name = NULL;
 	struct replay rp;
 	struct bridge_config *cfg = NULL;
-	struct diag d = {0};
+	struct diag d = { 0 };
 	struct bridge_error err;
 	struct stat st;
 	double rate = 0, elapsed;
@@ -1464,7 +1484,8 @@ int cmd_replay(int argc, char **argv)
 	if (!config_path)
 		return replay_usage("%s", "--config FILE is required");
 	if (optind >= argc)
-		return replay_usage("%s", "give at least one PATH (fixture file, folder or NDJSON capture)");
+		return replay_usage(
+			"%s", "give at least one PATH (fixture file, folder or NDJSON capture)");
 	if (rp.expect_dir && (stat(rp.expect_dir, &st) < 0 || !S_ISDIR(st.st_mode)))
 		return replay_usage("--expect %s: not a folder", rp.expect_dir);
 	if (rp.to) {

@@ -47,13 +47,13 @@ struct exchange;
 struct generation {
 	const struct bridge_config *cfg;
 	struct metrics *metrics;
-	struct upstream_tls **tls;       /* one per cfg->tls_files */
-	struct upstream_pool **pools;    /* one per route, NULL for dry-run routes */
+	struct upstream_tls **tls;           /* one per cfg->tls_files */
+	struct upstream_pool **pools;        /* one per route, NULL for dry-run routes */
 	struct upstream_pool **legacy_pools; /* v1 passthrough, one per route, or NULL */
-	size_t pending;                  /* exchanges waiting on these pools */
+	size_t pending;                      /* exchanges waiting on these pools */
 	int retired;
 	struct generation *next_retired;
-	void (*release)(void *arg);      /* this worker no longer uses cfg/metrics */
+	void (*release)(void *arg); /* this worker no longer uses cfg/metrics */
 	void *release_arg;
 };
 
@@ -67,15 +67,15 @@ struct server {
 	struct evconnlistener *listener;
 	struct evhttp_bound_socket *bound;
 	struct evdns_base *dns;
-	struct guard *guard;             /* deadlines, accept pauses, JSON error pages */
-	SSL_CTX *listen_tls;             /* HTTPS listener, or NULL */
-	struct exchange *pending;        /* posts waiting for their endpoint */
+	struct guard *guard;      /* deadlines, accept pauses, JSON error pages */
+	SSL_CTX *listen_tls;      /* HTTPS listener, or NULL */
+	struct exchange *pending; /* posts waiting for their endpoint */
 	size_t n_pending;
 	struct log_ratelimit rejected_log; /* lines a sender can trigger at will */
 	int port;
 	int draining;
 	struct event *drain_timer;
-	struct event *gauge_timer;       /* refreshes this worker's pool gauges */
+	struct event *gauge_timer; /* refreshes this worker's pool gauges */
 	void (*drain_done)(void *);
 	void *drain_arg;
 };
@@ -83,17 +83,17 @@ struct server {
 /* One webhook post, from arrival to its single answer (pitfall A3): every
  * path ends in exchange_answer(), which replies, logs, counts and frees. */
 struct exchange {
-	struct exchange *next, *prev;    /* in server.pending while waiting upstream */
+	struct exchange *next, *prev; /* in server.pending while waiting upstream */
 	struct server *srv;
-	struct generation *gen;          /* the config this post was handled with */
+	struct generation *gen; /* the config this post was handled with */
 	struct evhttp_request *req;
 	const struct bridge_route *route;
-	long route_index;                /* -1 until routed */
+	long route_index;                   /* -1 until routed */
 	struct upstream_request *up;        /* v2 delivery */
 	struct upstream_request *legacy_up; /* v1 passthrough (dry-run with legacy, dual) */
 	struct queue_pending *qp;           /* queued delivery: waiting for the store */
-	int queued;                      /* in server.pending */
-	int answered;                    /* the sender has its answer */
+	int queued;                         /* in server.pending */
+	int answered;                       /* the sender has its answer */
 	char delivery_id[DELIVERY_ID_LEN + 1];
 	char *participation_id;
 	struct timeval start;
@@ -233,8 +233,7 @@ static void generation_free(struct generation *g)
 
 static struct generation *generation_new(struct server *s, const struct bridge_config *cfg,
 					 struct metrics *metrics, void (*release)(void *),
-					 void *release_arg,
-					 struct bridge_error *err)
+					 void *release_arg, struct bridge_error *err)
 {
 	struct generation *g = calloc(1, sizeof(*g));
 
@@ -264,11 +263,10 @@ static struct generation *generation_new(struct server *s, const struct bridge_c
 		const struct bridge_route *r = &cfg->routes[i];
 
 		if (r->legacy_endpoint) {
-			g->legacy_pools[i] = upstream_pool_new(s->base, s->dns, &r->legacy_url,
-							       r->legacy_url.https
-								       ? g->tls[r->legacy_tls_index]
-								       : NULL,
-							       &cfg->upstream);
+			g->legacy_pools[i] = upstream_pool_new(
+				s->base, s->dns, &r->legacy_url,
+				r->legacy_url.https ? g->tls[r->legacy_tls_index] : NULL,
+				&cfg->upstream);
 			if (!g->legacy_pools[i]) {
 				generation_free(g);
 				bridge_error_set(err, "cannot create the legacy pool of route '%s'",
@@ -569,7 +567,8 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 	b = error_body(code, msg);
 	if (r->outcome == UPSTREAM_RESPONSE)
 		evbuffer_add_printf(b, ",\"upstream_status\":%d", r->status);
-	exchange_answer(x, status, outcome, b, r->outcome == UPSTREAM_RESPONSE ? r->status : 0, msg);
+	exchange_answer(x, status, outcome, b, r->outcome == UPSTREAM_RESPONSE ? r->status : 0,
+			msg);
 }
 
 /* The legacy (v1) importer's answer is the sender's answer: relayed as it
@@ -620,9 +619,10 @@ static void legacy_done(const struct upstream_response *r, void *arg)
 /* Hop-by-hop and framing headers never go upstream (pitfall A11). */
 static int legacy_header_skipped(const char *name, const char *connection)
 {
-	static const char *const skip[] = { "Host", "Content-Length", "Transfer-Encoding",
-					    "Connection", "Keep-Alive", "TE", "Trailer",
-					    "Upgrade", "Expect", NULL };
+	static const char *const skip[] = { "Host",       "Content-Length", "Transfer-Encoding",
+					    "Connection", "Keep-Alive",     "TE",
+					    "Trailer",    "Upgrade",        "Expect",
+					    NULL };
 
 	for (const char *const *k = skip; *k; k++)
 		if (strcasecmp(name, *k) == 0)
@@ -677,7 +677,8 @@ static void enqueued(int result, const struct store_receipt *rcpt, const char *e
 	}
 	b = evbuffer_new();
 	evbuffer_add_printf(b, "{\"status\":\"%s\",\"queue_id\":%lld",
-			    result == QUEUE_DUPLICATE ? "duplicate" : "queued", (long long)rcpt->id);
+			    result == QUEUE_DUPLICATE ? "duplicate" : "queued",
+			    (long long)rcpt->id);
 	add_field(b, "participation_id", x->participation_id);
 	if (result == QUEUE_DUPLICATE)
 		snprintf(x->delivery_id, sizeof(x->delivery_id), "%.36s", rcpt->delivery_id);
@@ -711,8 +712,8 @@ static void enqueue_post(struct exchange *x, const struct mapping_result *m,
 			      "queued delivery is not running");
 		return;
 	}
-	if (queue_enqueue_async(x->srv->opt.queue, x->srv->base, &it, enqueued, x, &x->qp,
-				&err) < 0) {
+	if (queue_enqueue_async(x->srv->opt.queue, x->srv->base, &it, enqueued, x, &x->qp, &err) <
+	    0) {
 		x->qp = NULL;
 		exchange_fail(x, 503, OUTCOME_INTERNAL, "queue_unavailable", err.message);
 	}
@@ -727,7 +728,8 @@ static void forward(struct exchange *x, const struct mapping_result *m)
 	int nh = delivery_headers(route, m->body, m->len, x->delivery_id, sig, h);
 
 	if (nh < 0) {
-		exchange_fail(x, 500, OUTCOME_INTERNAL, "internal", "could not compute the signature");
+		exchange_fail(x, 500, OUTCOME_INTERNAL, "internal",
+			      "could not compute the signature");
 		return;
 	}
 	if (route->queued && route->mode == ROUTE_FORWARD) {
@@ -738,11 +740,11 @@ static void forward(struct exchange *x, const struct mapping_result *m)
 	exchange_track(x);
 	bridge_error_clear(&err);
 	if (upstream_post(x->gen->pools[x->route_index], h, (size_t)nh, m->body, m->len,
-			  route->timeout_ms,
-			  upstream_done, x, &x->up, &err) < 0) {
+			  route->timeout_ms, upstream_done, x, &x->up, &err) < 0) {
 		x->up = NULL;
 		if (route->mode == ROUTE_DUAL)
-			metrics_dual_v2(x->gen->metrics, x->route_index, OUTCOME_UPSTREAM_UNREACHABLE);
+			metrics_dual_v2(x->gen->metrics, x->route_index,
+					OUTCOME_UPSTREAM_UNREACHABLE);
 		else
 			exchange_fail(x, 502, OUTCOME_UPSTREAM_UNREACHABLE, "upstream_unreachable",
 				      err.message);
@@ -859,8 +861,9 @@ static void dry_run_record(struct exchange *x, const struct mapping_result *m)
 
 		bridge_error_clear(&err);
 		matched = shadow_offer(s->opt.shadow, SHADOW_TRANSLATED, x->route->name,
-				       m->participation_id, m->state ? m->state : "", m->body, m->len,
-				       (const char *)evbuffer_pullup(prov, -1), mono_ms(), &res, &err);
+				       m->participation_id, m->state ? m->state : "", m->body,
+				       m->len, (const char *)evbuffer_pullup(prov, -1), mono_ms(),
+				       &res, &err);
 		if (matched < 0) {
 			struct log_line l;
 
@@ -912,8 +915,7 @@ static void report_failure(const struct exchange *x, const struct bridge_error *
 
 /* Capture the inbound post (redacted) for replay; a failure to write is
  * logged and never fails the post. */
-static void record_post(struct exchange *x, const char *content_type, const char *body,
-			size_t len)
+static void record_post(struct exchange *x, const char *content_type, const char *body, size_t len)
 {
 	struct evkeyvalq *in = evhttp_request_get_input_headers(x->req);
 	struct record_header h[64];
@@ -923,7 +925,8 @@ static void record_post(struct exchange *x, const char *content_type, const char
 	for (struct evkeyval *kv = in->tqh_first; kv && n < 64; kv = kv->next.tqe_next)
 		h[n++] = (struct record_header){ kv->key, kv->value };
 	bridge_error_clear(&err);
-	if (recorder_write(x->srv->opt.recorder, content_type, &x->start, h, n, body, len, &err) < 0) {
+	if (recorder_write(x->srv->opt.recorder, content_type, &x->start, h, n, body, len, &err) <
+	    0) {
 		struct log_line l;
 		unsigned long suppressed = 0;
 
@@ -1024,8 +1027,10 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 					r.has_campaign ? r.campaign : NULL);
 	if (!route || route->mode != ROUTE_DRY_RUN) {
 		free(text);
-		snprintf(msg, sizeof(msg), "no dry-run route takes website_id %s and campaign_id %s",
-			 r.has_website ? r.website : "(absent)", r.has_campaign ? r.campaign : "(absent)");
+		snprintf(msg, sizeof(msg),
+			 "no dry-run route takes website_id %s and campaign_id %s",
+			 r.has_website ? r.website : "(absent)",
+			 r.has_campaign ? r.campaign : "(absent)");
 		send_error(req, 422, "no_route", msg);
 		return;
 	}
@@ -1041,8 +1046,8 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 	}
 	memset(&res, 0, sizeof(res));
 	bridge_error_clear(&err);
-	matched = shadow_offer(s->opt.shadow, SHADOW_REAL, route->name, r.id, r.state, text, len, NULL,
-			       mono_ms(), &res, &err);
+	matched = shadow_offer(s->opt.shadow, SHADOW_REAL, route->name, r.id, r.state, text, len,
+			       NULL, mono_ms(), &res, &err);
 	free(text);
 	if (matched < 0) {
 		send_error(req, 422, "shadow_refused", err.message);
@@ -1062,7 +1067,8 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 				char ts[32];
 
 				log_time_now(ts, sizeof(ts));
-				evbuffer_add_printf(line, "{\"event\":\"compared\",\"time\":\"%s\"", ts);
+				evbuffer_add_printf(line, "{\"event\":\"compared\",\"time\":\"%s\"",
+						    ts);
 				add_field(line, "route", route->name);
 				add_field(line, "participation_id", r.id);
 				add_field(line, "state", r.state);
@@ -1112,8 +1118,8 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
 			n_headers++;
 		if (n_headers > c->max_headers) {
-			snprintf(msg, sizeof(msg), "%zu header lines, over the limit of %zu", n_headers,
-				 c->max_headers);
+			snprintf(msg, sizeof(msg), "%zu header lines, over the limit of %zu",
+				 n_headers, c->max_headers);
 			exchange_fail(x, 431, OUTCOME_INVALID_INPUT, "too_many_headers", msg);
 			return;
 		}
@@ -1126,7 +1132,8 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	kind = v1_encoding_of(evhttp_find_header(in, "Content-Type"));
 	if (kind == V1_ENC_OTHER) {
 		exchange_fail(x, 415, OUTCOME_INVALID_INPUT, "unsupported_media_type",
-			      "Content-Type must be application/json or application/x-www-form-urlencoded");
+			      "Content-Type must be application/json or "
+			      "application/x-www-form-urlencoded");
 		return;
 	}
 	if (x->bytes_in > c->max_body) {
@@ -1137,17 +1144,18 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	}
 	body = (const char *)evbuffer_pullup(body_buf, -1);
 	if (s->opt.recorder)
-		record_post(x, evhttp_find_header(in, "Content-Type"), body ? body : "", x->bytes_in);
+		record_post(x, evhttp_find_header(in, "Content-Type"), body ? body : "",
+			    x->bytes_in);
 	v1_limits_default(&lim);
 	lim.max_depth = c->max_json_depth;
 	lim.max_keys = c->max_keys;
 	lim.max_string = c->max_string;
 	bridge_error_clear(&err);
 	rc = kind == V1_ENC_JSON ? v1_parse_json(body ? body : "", x->bytes_in, &lim, &doc, &err)
-			       : v1_parse_form(body ? body : "", x->bytes_in, &lim, &doc, &err);
+				 : v1_parse_form(body ? body : "", x->bytes_in, &lim, &doc, &err);
 	if (rc < 0) {
-		struct evbuffer *b = error_body(kind == V1_ENC_JSON ? "invalid_json" : "invalid_form",
-						err.message);
+		struct evbuffer *b = error_body(
+			kind == V1_ENC_JSON ? "invalid_json" : "invalid_form", err.message);
 
 		if (err.offset >= 0)
 			evbuffer_add_printf(b, ",\"offset\":%ld", err.offset);
@@ -1182,7 +1190,8 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		v1_doc_free(doc);
 		x->route = NULL; /* say nothing about the route to an unauthenticated sender */
 		x->route_index = -1;
-		exchange_fail(x, 401, OUTCOME_UNAUTHORIZED, "unauthorized", "authentication required");
+		exchange_fail(x, 401, OUTCOME_UNAUTHORIZED, "unauthorized",
+			      "authentication required");
 		return;
 	}
 
@@ -1231,9 +1240,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		dry_run_record(x, &m);
 
 	switch (x->route->mode) {
-	case ROUTE_FORWARD:
-		forward(x, &m);
-		break;
+	case ROUTE_FORWARD: forward(x, &m); break;
 	case ROUTE_DUAL:
 		/* both importers at once; only the legacy one answers the sender */
 		if (legacy_send(x, body, x->bytes_in) == 0)
@@ -1285,8 +1292,8 @@ static void handle_request(struct evhttp_request *req, void *arg)
 			req->minor = 1;
 			evhttp_add_header(out, "Connection", "close");
 			metrics_request(s->gen->metrics, -1, OUTCOME_INVALID_INPUT);
-			send_error(req, version ? 505 : 400, version ? "http_version" : "bad_framing",
-				   problem);
+			send_error(req, version ? 505 : 400,
+				   version ? "http_version" : "bad_framing", problem);
 			return;
 		}
 	}
@@ -1331,7 +1338,8 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		/* live: the loop answers; ready: config loaded and listening */
 		evbuffer_add_printf(b, "{\"status\":\"ok\"");
 		if (strcmp(path, "/readyz") == 0)
-			evbuffer_add_printf(b, ",\"routes\":%zu,\"port\":%d", s->cfg->n_routes, s->port);
+			evbuffer_add_printf(b, ",\"routes\":%zu,\"port\":%d", s->cfg->n_routes,
+					    s->port);
 		send_json(req, 200, b);
 		evbuffer_free(b);
 		return;
@@ -1341,13 +1349,15 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		struct evbuffer *b;
 
 		if (!s->opt.shadow) {
-			send_error(req, 404, "not_found",
-				   "the shadow comparison is off: set dry_run.v2_path to enable it");
+			send_error(
+				req, 404, "not_found",
+				"the shadow comparison is off: set dry_run.v2_path to enable it");
 			return;
 		}
 		sum = shadow_summary_json(s->opt.shadow, 10);
 		if (!sum) {
-			send_error(req, 503, "out_of_memory", "the bridge is out of memory; retry later");
+			send_error(req, 503, "out_of_memory",
+				   "the bridge is out of memory; retry later");
 			return;
 		}
 		b = evbuffer_new();
@@ -1375,7 +1385,8 @@ static void handle_request(struct evhttp_request *req, void *arg)
 	if (strcmp(path, s->cfg->listen_path) == 0) {
 		if (cmd != EVHTTP_REQ_POST) {
 			evhttp_add_header(out, "Allow", "POST");
-			send_error(req, 405, "method_not_allowed", "the webhook path accepts POST only");
+			send_error(req, 405, "method_not_allowed",
+				   "the webhook path accepts POST only");
 			return;
 		}
 		handle_webhook(s, req);
@@ -1403,11 +1414,11 @@ static int bind_listener(struct server *s, struct bridge_error *err)
 	if (rc != 0)
 		return bridge_error_set(err, "listen address '%s' is not an IP address: %s",
 					c->listen_address, gai_strerror(rc));
-	s->listener = evconnlistener_new_bind(s->base, NULL, NULL,
-					      LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC |
-						      LEV_OPT_CLOSE_ON_FREE |
-						      (s->opt.reuseport ? LEV_OPT_REUSEABLE_PORT : 0),
-					      1024, ai->ai_addr, (int)ai->ai_addrlen);
+	s->listener = evconnlistener_new_bind(
+		s->base, NULL, NULL,
+		LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE |
+			(s->opt.reuseport ? LEV_OPT_REUSEABLE_PORT : 0),
+		1024, ai->ai_addr, (int)ai->ai_addrlen);
 	freeaddrinfo(ai);
 	if (!s->listener)
 		return bridge_error_set(err, "cannot listen on %s port %d: %s", c->listen_address,
@@ -1427,7 +1438,8 @@ static int bind_listener(struct server *s, struct bridge_error *err)
  * when one is set (A2). */
 static void apply_http_limits(struct server *s, const struct bridge_config *cfg)
 {
-	struct timeval tv = { cfg->request_timeout_ms / 1000, (cfg->request_timeout_ms % 1000) * 1000 };
+	struct timeval tv = { cfg->request_timeout_ms / 1000,
+			      (cfg->request_timeout_ms % 1000) * 1000 };
 
 	evhttp_set_max_body_size(s->http, (ev_ssize_t)(cfg->max_body * 2 + 65536));
 	evhttp_set_max_headers_size(s->http, (ev_ssize_t)cfg->max_header_bytes);
@@ -1501,7 +1513,8 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 		if (!s->listen_tls ||
 		    SSL_CTX_set_min_proto_version(s->listen_tls, TLS1_2_VERSION) != 1 ||
 		    SSL_CTX_use_certificate_chain_file(s->listen_tls, cfg->listen_cert_file) != 1 ||
-		    SSL_CTX_use_PrivateKey_file(s->listen_tls, cfg->listen_key_file, SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_use_PrivateKey_file(s->listen_tls, cfg->listen_key_file,
+						SSL_FILETYPE_PEM) != 1 ||
 		    SSL_CTX_check_private_key(s->listen_tls) != 1) {
 			char e[256];
 
@@ -1590,7 +1603,8 @@ static void cancel_pending(struct server *s)
 		x->up = x->legacy_up = NULL;
 		if (!x->answered)
 			exchange_fail(x, 503, OUTCOME_SHUTTING_DOWN, "shutting_down",
-				      "the bridge is shutting down; the participation was not delivered, retry later");
+				      "the bridge is shutting down; the participation was not "
+				      "delivered, retry later");
 		else
 			exchange_release(x); /* dual: the v2 delivery was still running */
 	}

@@ -26,12 +26,12 @@
 #include "bridge/mapping.h"
 #include "bridge/shadow.h"
 
-#define MIN_BUCKETS      64
-#define MAX_BUCKETS      (1u << 24)
-#define PATH_SLOTS       (2 * SHADOW_MAX_PATHS) /* open addressing, load <= 1/2 */
-#define PATH_RULES       4                       /* distinct rules remembered per path */
-#define TRACE_MAX_DEPTH  16
-#define OTHER_PATH       "_other"
+#define MIN_BUCKETS     64
+#define MAX_BUCKETS     (1u << 24)
+#define PATH_SLOTS      (2 * SHADOW_MAX_PATHS) /* open addressing, load <= 1/2 */
+#define PATH_RULES      4                      /* distinct rules remembered per path */
+#define TRACE_MAX_DEPTH 16
+#define OTHER_PATH      "_other"
 
 struct entry {
 	struct entry *hnext;         /* hash chain */
@@ -39,8 +39,8 @@ struct entry {
 	uint64_t hash;
 	long long arrived_ms;
 	enum shadow_side side;
-	bool too_large;              /* v2 over max_body: its bytes were not kept */
-	bool trace_dropped;          /* trace over max_body: not kept */
+	bool too_large;     /* v2 over max_body: its bytes were not kept */
+	bool trace_dropped; /* trace over max_body: not kept */
 	size_t key_len, v2_len, v2_size, trace_len;
 	const char *key, *route, *id, *state, *v2, *trace; /* into data; trace NULL if none */
 	char data[];
@@ -50,10 +50,10 @@ struct path_stat {
 	char *path;
 	uint64_t hash;
 	size_t count;
-	size_t kinds[3];             /* by enum jsondiff_kind */
+	size_t kinds[3]; /* by enum jsondiff_kind */
 	char *rules[PATH_RULES];
 	size_t rule_counts[PATH_RULES];
-	size_t unmapped;             /* differences no trace record covers */
+	size_t unmapped; /* differences no trace record covers */
 };
 
 struct shadow {
@@ -62,7 +62,7 @@ struct shadow {
 	struct jsondiff_options opt; /* patterns owned */
 	void (*on_expired)(const struct shadow_expired *e, void *arg);
 	void *on_expired_arg;
-	uint64_t k0, k1;             /* SipHash key */
+	uint64_t k0, k1; /* SipHash key */
 
 	struct entry **buckets;
 	size_t n_buckets, max_buckets, n_entries;
@@ -71,9 +71,9 @@ struct shadow {
 	size_t seen[2], waiting[2], expired_ttl[2], expired_capacity[2];
 	size_t matched, identical, different, not_compared, duplicates, rejected, trace_errors;
 
-	struct path_stat *paths;     /* SHADOW_MAX_PATHS */
+	struct path_stat *paths; /* SHADOW_MAX_PATHS */
 	size_t n_paths;
-	int *path_slots;             /* PATH_SLOTS indexes into paths, -1 free */
+	int *path_slots; /* PATH_SLOTS indexes into paths, -1 free */
 	struct path_stat other;
 };
 
@@ -99,12 +99,22 @@ static uint64_t rotl64(uint64_t x, int b)
 	return (x << b) | (x >> (64 - b));
 }
 
-#define SIPROUND                                                                                   \
-	do {                                                                                       \
-		v0 += v1; v1 = rotl64(v1, 13); v1 ^= v0; v0 = rotl64(v0, 32);                      \
-		v2 += v3; v3 = rotl64(v3, 16); v3 ^= v2;                                           \
-		v0 += v3; v3 = rotl64(v3, 21); v3 ^= v0;                                           \
-		v2 += v1; v1 = rotl64(v1, 17); v1 ^= v2; v2 = rotl64(v2, 32);                      \
+#define SIPROUND                     \
+	do {                         \
+		v0 += v1;            \
+		v1 = rotl64(v1, 13); \
+		v1 ^= v0;            \
+		v0 = rotl64(v0, 32); \
+		v2 += v3;            \
+		v3 = rotl64(v3, 16); \
+		v3 ^= v2;            \
+		v0 += v3;            \
+		v3 = rotl64(v3, 21); \
+		v3 ^= v0;            \
+		v2 += v1;            \
+		v1 = rotl64(v1, 17); \
+		v1 ^= v2;            \
+		v2 = rotl64(v2, 32); \
 	} while (0)
 
 static uint64_t siphash(uint64_t k0, uint64_t k1, const unsigned char *p, size_t len)
@@ -628,7 +638,7 @@ static int trace_parse(const char *text, size_t len, struct mapping_trace **ret,
 
 struct side_doc {
 	const char *v2;
-	size_t len;    /* bytes offered */
+	size_t len; /* bytes offered */
 	bool too_large;
 	const char *trace;
 	size_t trace_len;
@@ -636,8 +646,8 @@ struct side_doc {
 };
 
 /* Returns whether the trace could be read (false also counts a bad one). */
-static bool compare_docs(const struct shadow *s, const struct side_doc *tr, const struct side_doc *real,
-			 struct shadow_result *r)
+static bool compare_docs(const struct shadow *s, const struct side_doc *tr,
+			 const struct side_doc *real, struct shadow_result *r)
 {
 	struct bridge_error err;
 	struct mapping_trace *recs = NULL;
@@ -660,7 +670,7 @@ static bool compare_docs(const struct shadow *s, const struct side_doc *tr, cons
 		return true;
 	}
 	r->status = r->diff.n_added + r->diff.n_removed + r->diff.n_changed ? SHADOW_DIFFERENT
-									       : SHADOW_IDENTICAL;
+									    : SHADOW_IDENTICAL;
 	if (r->status == SHADOW_IDENTICAL || (!tr->trace && !tr->trace_dropped))
 		return true;
 	if (tr->trace_dropped || trace_parse(tr->trace, tr->trace_len, &recs, &n_recs) < 0)
@@ -757,7 +767,8 @@ static struct entry *entry_new(const struct shadow *s, enum shadow_side side, co
 	size_t tl = trace ? strlen(trace) : 0;
 	bool too_large = len > s->lim.max_body, trace_dropped = trace && tl > s->lim.max_body;
 	size_t keep = too_large ? 0 : len, tkeep = trace && !trace_dropped ? tl + 1 : 0;
-	struct entry *e = malloc(sizeof(*e) + key_len + 1 + rl + 1 + il + 1 + sl + 1 + keep + tkeep);
+	struct entry *e = malloc(sizeof(*e) + key_len + 1 + rl + 1 + il + 1 + sl + 1 + keep +
+				 tkeep);
 	char *d;
 
 	if (!e)
@@ -818,14 +829,20 @@ int shadow_offer(struct shadow *s, enum shadow_side side, const char *route,
 		if (!participation_id || !*participation_id)
 			return bridge_error_set(err, "shadow: no participation id");
 		if (!field_ok(participation_id, SHADOW_MAX_ID, false))
-			return bridge_error_set(err, "shadow: participation id longer than %d bytes "
-						"or holding control bytes", SHADOW_MAX_ID);
+			return bridge_error_set(err,
+						"shadow: participation id longer than %d bytes "
+						"or holding control bytes",
+						SHADOW_MAX_ID);
 		if (!field_ok(state, SHADOW_MAX_STATE, true))
-			return bridge_error_set(err, "shadow: state longer than %d bytes or holding "
-						"control bytes", SHADOW_MAX_STATE);
+			return bridge_error_set(err,
+						"shadow: state longer than %d bytes or holding "
+						"control bytes",
+						SHADOW_MAX_STATE);
 		if (!field_ok(route, SHADOW_MAX_ROUTE, true))
-			return bridge_error_set(err, "shadow: route name longer than %d bytes or "
-						"holding control bytes", SHADOW_MAX_ROUTE);
+			return bridge_error_set(err,
+						"shadow: route name longer than %d bytes or "
+						"holding control bytes",
+						SHADOW_MAX_ROUTE);
 		return bridge_error_set(err, "shadow: NULL body of %zu bytes", len);
 	}
 	key_len = key_make(key, route, participation_id, state);
@@ -870,13 +887,19 @@ int shadow_offer(struct shadow *s, enum shadow_side side, const char *route,
 	free(mine);
 	{
 		struct side_doc waiting = {
-			.v2 = other->v2, .len = other->v2_size, .too_large = other->too_large,
-			.trace = other->trace, .trace_len = other->trace_len,
+			.v2 = other->v2,
+			.len = other->v2_size,
+			.too_large = other->too_large,
+			.trace = other->trace,
+			.trace_len = other->trace_len,
 			.trace_dropped = other->trace_dropped,
 		};
 		struct side_doc offered = {
-			.v2 = v2, .len = len, .too_large = len > s->lim.max_body,
-			.trace = trace_json, .trace_len = trace_json ? strlen(trace_json) : 0,
+			.v2 = v2,
+			.len = len,
+			.too_large = len > s->lim.max_body,
+			.trace = trace_json,
+			.trace_len = trace_json ? strlen(trace_json) : 0,
 			.trace_dropped = trace_json && strlen(trace_json) > s->lim.max_body,
 		};
 
@@ -1009,7 +1032,8 @@ char *shadow_result_json(const struct shadow_result *r)
 
 	if (!b)
 		return NULL;
-	ok = evbuffer_add_printf(b, "{\"status\":\"%s\",\"first\":\"%s\",\"waited_ms\":%lld,"
+	ok = evbuffer_add_printf(b,
+				 "{\"status\":\"%s\",\"first\":\"%s\",\"waited_ms\":%lld,"
 				 "\"added\":%zu,\"removed\":%zu,\"changed\":%zu",
 				 shadow_status_name(r->status), shadow_side_name(r->first),
 				 r->waited_ms, r->diff.n_added, r->diff.n_removed,
@@ -1063,18 +1087,23 @@ char *shadow_summary_json(struct shadow *s, size_t top_n)
 		return NULL;
 	}
 	pthread_mutex_lock(&s->lock);
-	ok = evbuffer_add_printf(b,
-		"{\"seen\":{\"translated\":%zu,\"real\":%zu},\"matched\":%zu,\"identical\":%zu,"
-		"\"different\":%zu,\"not_compared\":%zu,\"unmatched\":{\"translated\":%zu,\"real\":%zu},"
-		"\"expired\":{\"translated\":%zu,\"real\":%zu,\"ttl\":%zu,\"capacity\":%zu},"
-		"\"duplicates\":%zu,\"rejected\":%zu,\"trace_errors\":%zu,"
-		"\"paths\":{\"distinct\":%zu,\"other\":%zu},\"top_paths\":[",
-		s->seen[SHADOW_TRANSLATED], s->seen[SHADOW_REAL], s->matched, s->identical,
-		s->different, s->not_compared, s->waiting[SHADOW_TRANSLATED], s->waiting[SHADOW_REAL],
-		s->expired_ttl[SHADOW_TRANSLATED] + s->expired_capacity[SHADOW_TRANSLATED],
-		s->expired_ttl[SHADOW_REAL] + s->expired_capacity[SHADOW_REAL],
-		s->expired_ttl[0] + s->expired_ttl[1], s->expired_capacity[0] + s->expired_capacity[1],
-		s->duplicates, s->rejected, s->trace_errors, s->n_paths, s->other.count) > 0;
+	ok = evbuffer_add_printf(
+		     b,
+		     "{\"seen\":{\"translated\":%zu,\"real\":%zu},\"matched\":%zu,\"identical\":%"
+		     "zu,"
+		     "\"different\":%zu,\"not_compared\":%zu,\"unmatched\":{\"translated\":%zu,"
+		     "\"real\":%zu},"
+		     "\"expired\":{\"translated\":%zu,\"real\":%zu,\"ttl\":%zu,\"capacity\":%zu},"
+		     "\"duplicates\":%zu,\"rejected\":%zu,\"trace_errors\":%zu,"
+		     "\"paths\":{\"distinct\":%zu,\"other\":%zu},\"top_paths\":[",
+		     s->seen[SHADOW_TRANSLATED], s->seen[SHADOW_REAL], s->matched, s->identical,
+		     s->different, s->not_compared, s->waiting[SHADOW_TRANSLATED],
+		     s->waiting[SHADOW_REAL],
+		     s->expired_ttl[SHADOW_TRANSLATED] + s->expired_capacity[SHADOW_TRANSLATED],
+		     s->expired_ttl[SHADOW_REAL] + s->expired_capacity[SHADOW_REAL],
+		     s->expired_ttl[0] + s->expired_ttl[1],
+		     s->expired_capacity[0] + s->expired_capacity[1], s->duplicates, s->rejected,
+		     s->trace_errors, s->n_paths, s->other.count) > 0;
 	for (size_t i = 0; i < s->n_paths; i++)
 		v[n++] = &s->paths[i];
 	if (s->other.count)
@@ -1086,16 +1115,19 @@ char *shadow_summary_json(struct shadow *s, size_t top_n)
 
 		ok = evbuffer_add_printf(b, "%s{\"path\":", i ? "," : "") > 0 &&
 		     json_str(b, p == &s->other ? OTHER_PATH : p->path) == 0 &&
-		     evbuffer_add_printf(b, ",\"count\":%zu,\"added\":%zu,\"removed\":%zu,"
-					 "\"changed\":%zu,\"rule\":", p->count,
-					 p->kinds[JSONDIFF_ADDED], p->kinds[JSONDIFF_REMOVED],
+		     evbuffer_add_printf(b,
+					 ",\"count\":%zu,\"added\":%zu,\"removed\":%zu,"
+					 "\"changed\":%zu,\"rule\":",
+					 p->count, p->kinds[JSONDIFF_ADDED],
+					 p->kinds[JSONDIFF_REMOVED],
 					 p->kinds[JSONDIFF_CHANGED]) > 0 &&
 		     (rule ? json_str(b, rule) : evbuffer_add(b, "null", 4)) == 0 &&
 		     evbuffer_add(b, "}", 1) == 0;
 	}
-	ok = ok && evbuffer_add_printf(b, "],\"limits\":{\"max_entries\":%zu,\"ttl_ms\":%ld,"
-				       "\"max_body\":%zu}}", s->lim.max_entries, s->lim.ttl_ms,
-				       s->lim.max_body) > 0;
+	ok = ok && evbuffer_add_printf(b,
+				       "],\"limits\":{\"max_entries\":%zu,\"ttl_ms\":%ld,"
+				       "\"max_body\":%zu}}",
+				       s->lim.max_entries, s->lim.ttl_ms, s->lim.max_body) > 0;
 	pthread_mutex_unlock(&s->lock);
 	free(v);
 	return buffer_take(b, ok);

@@ -15,10 +15,10 @@
 
 #include "bridge/sign.h"
 
-#define SIGN_PREFIX "sha256="
+#define SIGN_PREFIX     "sha256="
 #define SIGN_PREFIX_LEN (sizeof(SIGN_PREFIX) - 1)
 #define SIGN_DIGEST_LEN 32
-#define SIGN_HEX_LEN 64
+#define SIGN_HEX_LEN    64
 #define SIGN_BASE64_LEN 44
 
 static int sign_digest(const void *key, size_t key_len, const void *body, size_t len,
@@ -39,8 +39,8 @@ static int sign_digest(const void *key, size_t key_len, const void *body, size_t
 	return md_len == SIGN_DIGEST_LEN ? 0 : -1;
 }
 
-int sign_body(const void *key, size_t key_len, const void *body, size_t len,
-	      enum sign_encoding enc, char *ret, size_t cap)
+int sign_body(const void *key, size_t key_len, const void *body, size_t len, enum sign_encoding enc,
+	      char *ret, size_t cap)
 {
 	static const char hex[] = "0123456789abcdef";
 	unsigned char md[SIGN_DIGEST_LEN];
@@ -85,8 +85,7 @@ static int sign_hex_value(char c)
 /* Decode the part after "sha256=" into 32 raw bytes. Hex is accepted in
  * either case (same digest); base64 must be the canonical 44-char padded
  * form. */
-static int sign_digest_decode(const char *s, size_t n, enum sign_encoding enc,
-			      unsigned char *ret)
+static int sign_digest_decode(const char *s, size_t n, enum sign_encoding enc, unsigned char *ret)
 {
 	size_t i;
 
@@ -112,7 +111,8 @@ static int sign_digest_decode(const char *s, size_t n, enum sign_encoding enc,
 		if (EVP_DecodeBlock(tmp, (const unsigned char *)s, (int)n) != (int)sizeof(tmp))
 			return -1;
 		/* Reject non-canonical encodings (stray low bits before '='). */
-		if (EVP_EncodeBlock((unsigned char *)canon, tmp, SIGN_DIGEST_LEN) != SIGN_BASE64_LEN ||
+		if (EVP_EncodeBlock((unsigned char *)canon, tmp, SIGN_DIGEST_LEN) !=
+			    SIGN_BASE64_LEN ||
 		    memcmp(canon, s, SIGN_BASE64_LEN) != 0)
 			return -1;
 		memcpy(ret, tmp, SIGN_DIGEST_LEN);
@@ -121,9 +121,8 @@ static int sign_digest_decode(const char *s, size_t n, enum sign_encoding enc,
 	return -1;
 }
 
-int sign_verify(const char *const *keys, const size_t *key_lens, size_t n,
-		const void *body, size_t len, enum sign_encoding enc,
-		const char *header_value, size_t header_len)
+int sign_verify(const char *const *keys, const size_t *key_lens, size_t n, const void *body,
+		size_t len, enum sign_encoding enc, const char *header_value, size_t header_len)
 {
 	unsigned char got[SIGN_DIGEST_LEN], want[SIGN_DIGEST_LEN];
 	int match = -1;
@@ -131,7 +130,8 @@ int sign_verify(const char *const *keys, const size_t *key_lens, size_t n,
 
 	if (!keys || !key_lens || !header_value || n == 0 || n > INT_MAX)
 		return -1;
-	if (header_len <= SIGN_PREFIX_LEN || memcmp(header_value, SIGN_PREFIX, SIGN_PREFIX_LEN) != 0)
+	if (header_len <= SIGN_PREFIX_LEN ||
+	    memcmp(header_value, SIGN_PREFIX, SIGN_PREFIX_LEN) != 0)
 		return -1;
 	if (sign_digest_decode(header_value + SIGN_PREFIX_LEN, header_len - SIGN_PREFIX_LEN, enc,
 			       got) < 0)

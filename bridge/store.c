@@ -95,9 +95,10 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_FIND_DUP] = "SELECT id, delivery_id FROM deliveries INDEXED BY deliveries_line"
 			" WHERE status = 0 AND participation_id <> '' AND route = ?1"
 			" AND participation_id = ?2 AND state = ?3",
-	[ST_INSERT] = "INSERT INTO deliveries (route, endpoint, ca_file, timeout_ms, delivery_id,"
-		      " participation_id, state, headers, body, created_ms, since_ms,"
-		      " next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+	[ST_INSERT] =
+		"INSERT INTO deliveries (route, endpoint, ca_file, timeout_ms, delivery_id,"
+		" participation_id, state, headers, body, created_ms, since_ms,"
+		" next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
 	[ST_LANES] = "SELECT DISTINCT endpoint, ca_file FROM deliveries INDEXED BY deliveries_due"
 		     " WHERE status = 0 LIMIT ?1",
 	/* the head of a line: no older pending row of the same participation */
@@ -121,7 +122,7 @@ static const char *const stmt_sql[ST_N] = {
 		    " WHERE id = ?1 AND status = 0 AND attempts = ?2",
 	[ST_COUNT] = "SELECT status, COUNT(*), MIN(created_ms) FROM deliveries GROUP BY status",
 	[ST_OLDEST] = "SELECT MIN(created_ms) FROM deliveries INDEXED BY deliveries_age"
-		     " WHERE status = 0",
+		      " WHERE status = 0",
 	[ST_GET] = "SELECT " ROW_COLUMNS " FROM deliveries AS d WHERE d.id = ?1",
 	[ST_RETRY_DEAD] = "UPDATE deliveries SET status = 0, attempts = 0, since_ms = ?2,"
 			  " next_attempt_ms = ?2 WHERE id = ?1 AND status = 1",
@@ -179,8 +180,7 @@ static sqlite3_stmt *stmt(struct store *s, enum stmt_id id, struct bridge_error 
 }
 
 /* Run a statement that returns no rows.  0 or -1. */
-static int step_done(struct store *s, sqlite3_stmt *st, struct bridge_error *err,
-		     const char *what)
+static int step_done(struct store *s, sqlite3_stmt *st, struct bridge_error *err, const char *what)
 {
 	int rc = sqlite3_step(st);
 
@@ -370,7 +370,8 @@ static int schema_prepare(struct store *s, unsigned flags, struct bridge_error *
 		return -1;
 	if (app == STORE_APPLICATION_ID) {
 		if (version > STORE_SCHEMA_VERSION)
-			return bridge_error_set(err, "queue store %s was written by a newer "
+			return bridge_error_set(err,
+						"queue store %s was written by a newer "
 						"webhook-bridge (schema %lld, this one knows %d)",
 						s->path, (long long)version, STORE_SCHEMA_VERSION);
 		if (version < 1)
@@ -379,12 +380,15 @@ static int schema_prepare(struct store *s, unsigned flags, struct bridge_error *
 		return 0;
 	}
 	if (app != 0 || tables > 0)
-		return bridge_error_set(err, "%s is not a webhook-bridge queue store (an SQLite "
+		return bridge_error_set(err,
+					"%s is not a webhook-bridge queue store (an SQLite "
 					"database of something else); choose another queue.path",
 					s->path);
 	if (!(flags & STORE_CREATE))
-		return bridge_error_set(err, "queue store %s is empty: serve creates it when it "
-					"starts with a queued route", s->path);
+		return bridge_error_set(err,
+					"queue store %s is empty: serve creates it when it "
+					"starts with a queued route",
+					s->path);
 	if (tx_begin(s, err) < 0)
 		return -1;
 	snprintf(sql, sizeof(sql), "PRAGMA application_id = %d; PRAGMA user_version = %d;",
@@ -411,15 +415,18 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 	if (!path || !*path)
 		return bridge_error_set(err, "queue store: no path");
 	if (!sqlite3_threadsafe())
-		return bridge_error_set(err, "this SQLite library was built without thread support");
+		return bridge_error_set(err,
+					"this SQLite library was built without thread support");
 	if (stat(path, &sb) == 0) {
 		if (!S_ISREG(sb.st_mode))
 			return bridge_error_set(err, "queue store %s is not a regular file", path);
 	} else if (errno != ENOENT) {
 		return bridge_error_set(err, "queue store %s: %s", path, strerror(errno));
 	} else if (!(flags & STORE_CREATE)) {
-		return bridge_error_set(err, "no queue store at %s (serve creates it when it starts "
-					"with a queued route)", path);
+		return bridge_error_set(err,
+					"no queue store at %s (serve creates it when it starts "
+					"with a queued route)",
+					path);
 	} else {
 		/* the rows hold auth headers: owner only; SQLite gives its -wal and
 		 * -shm files the same mode */
@@ -473,16 +480,19 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 	sqlite3_finalize(st);
 	if (strcmp(mode, "wal") != 0) {
 		if (mode[0])
-			bridge_error_set(err, "queue store %s: the file system does not support "
-					 "SQLite's WAL mode (journal_mode stays '%s')", path, mode);
+			bridge_error_set(err,
+					 "queue store %s: the file system does not support "
+					 "SQLite's WAL mode (journal_mode stays '%s')",
+					 path, mode);
 		else
 			db_fail(s, err, "cannot set WAL mode");
 		store_close(s);
 		return -1;
 	}
-	if (exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;",
-		     err) < 0 ||
-	    schema_prepare(s, flags, err) < 0 || pragma_int(s, "PRAGMA data_version", &dv, err) < 0) {
+	if (exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;", err) <
+		    0 ||
+	    schema_prepare(s, flags, err) < 0 ||
+	    pragma_int(s, "PRAGMA data_version", &dv, err) < 0) {
 		store_close(s);
 		return -1;
 	}
@@ -535,7 +545,8 @@ int store_item_check(const struct store_item *it, struct bridge_error *err)
 {
 	if (!it)
 		return bridge_error_set(err, "queue item: NULL");
-	if (text_ok(it->route, 0, "route", err) < 0 || text_ok(it->endpoint, 0, "endpoint", err) < 0 ||
+	if (text_ok(it->route, 0, "route", err) < 0 ||
+	    text_ok(it->endpoint, 0, "endpoint", err) < 0 ||
 	    text_ok(it->ca_file, 1, "ca_file", err) < 0 ||
 	    text_ok(it->delivery_id, 0, "delivery id", err) < 0 ||
 	    text_ok(it->participation_id, 1, "participation id", err) < 0 ||
@@ -544,7 +555,8 @@ int store_item_check(const struct store_item *it, struct bridge_error *err)
 	if (it->timeout_ms <= 0)
 		return bridge_error_set(err, "queue item: timeout must be positive");
 	if (it->len > STORE_BODY_MAX)
-		return bridge_error_set(err, "queue item: body of %zu bytes is over the limit of %u",
+		return bridge_error_set(err,
+					"queue item: body of %zu bytes is over the limit of %u",
 					it->len, STORE_BODY_MAX);
 	if (it->len && !it->body)
 		return bridge_error_set(err, "queue item: NULL body");
@@ -649,9 +661,8 @@ static int insert_one(struct store *s, const struct store_item *it, int64_t now_
 	return 0;
 }
 
-int store_insert(struct store *s, const struct store_item *const *items, size_t n,
-		 int64_t now_ms, int *ret_results, struct store_receipt *receipts,
-		 struct bridge_error *err)
+int store_insert(struct store *s, const struct store_item *const *items, size_t n, int64_t now_ms,
+		 int *ret_results, struct store_receipt *receipts, struct bridge_error *err)
 {
 	size_t i;
 
@@ -827,8 +838,8 @@ int store_next_wake(struct store *s, const char *endpoint, const char *ca_file, 
 }
 
 /* A one-statement write: autocommit makes it its own durable transaction. */
-static int write_one(struct store *s, sqlite3_stmt *st, struct bridge_error *err,
-		     const char *what, int64_t *ret_changes)
+static int write_one(struct store *s, sqlite3_stmt *st, struct bridge_error *err, const char *what,
+		     int64_t *ret_changes)
 {
 	int rc = step_done(s, st, err, what);
 
@@ -848,9 +859,12 @@ int store_failed(struct store *s, int64_t id, int attempts_before, int64_t now_m
 		 int64_t next_attempt_ms, int last_status, const char *last_error,
 		 struct bridge_error *err)
 {
-	struct store_outcome o = { .kind = STORE_OUT_FAILED, .id = id,
-				   .attempts_before = attempts_before, .now_ms = now_ms,
-				   .next_attempt_ms = next_attempt_ms, .last_status = last_status,
+	struct store_outcome o = { .kind = STORE_OUT_FAILED,
+				   .id = id,
+				   .attempts_before = attempts_before,
+				   .now_ms = now_ms,
+				   .next_attempt_ms = next_attempt_ms,
+				   .last_status = last_status,
 				   .last_error = last_error };
 
 	return store_apply(s, &o, 1, err);
@@ -859,9 +873,12 @@ int store_failed(struct store *s, int64_t id, int attempts_before, int64_t now_m
 int store_dead(struct store *s, int64_t id, int attempts_before, int attempted, int64_t now_ms,
 	       int last_status, const char *last_error, struct bridge_error *err)
 {
-	struct store_outcome o = { .kind = STORE_OUT_DEAD, .id = id,
-				   .attempts_before = attempts_before, .attempted = attempted,
-				   .now_ms = now_ms, .last_status = last_status,
+	struct store_outcome o = { .kind = STORE_OUT_DEAD,
+				   .id = id,
+				   .attempts_before = attempts_before,
+				   .attempted = attempted,
+				   .now_ms = now_ms,
+				   .last_status = last_status,
 				   .last_error = last_error };
 
 	return store_apply(s, &o, 1, err);
@@ -902,8 +919,7 @@ static int outcome_run(struct store *s, const struct store_outcome *o, struct br
 	return bridge_error_set(err, "unknown outcome");
 }
 
-int store_apply(struct store *s, const struct store_outcome *o, size_t n,
-		struct bridge_error *err)
+int store_apply(struct store *s, const struct store_outcome *o, size_t n, struct bridge_error *err)
 {
 	size_t i;
 
@@ -996,8 +1012,8 @@ void store_filter_init(struct store_filter *f)
 	f->status = -1;
 }
 
-#define FILTER_WHERE                                                                   \
-	" WHERE (?1 < 0 OR d.status = ?1) AND (?2 IS NULL OR d.route = ?2)"            \
+#define FILTER_WHERE                                                        \
+	" WHERE (?1 < 0 OR d.status = ?1) AND (?2 IS NULL OR d.route = ?2)" \
 	" AND (?3 = 0 OR d.created_ms < ?3)"
 
 static void filter_bind(sqlite3_stmt *st, const struct store_filter *f)
@@ -1121,13 +1137,13 @@ fail:
 	return -1;
 }
 
-int store_retry_dead(struct store *s, const struct store_filter *f, int64_t now_ms,
-		     int64_t *ret_n, int64_t *ret_skipped, struct bridge_error *err)
+int store_retry_dead(struct store *s, const struct store_filter *f, int64_t now_ms, int64_t *ret_n,
+		     int64_t *ret_skipped, struct bridge_error *err)
 {
 	static const char count_sql[] = "SELECT COUNT(*) FROM deliveries AS d" FILTER_WHERE;
-	static const char retry_sql[] = "UPDATE OR IGNORE deliveries AS d SET status = 0,"
-					" attempts = 0, since_ms = ?4, next_attempt_ms = ?4"
-					FILTER_WHERE;
+	static const char retry_sql[] =
+		"UPDATE OR IGNORE deliveries AS d SET status = 0,"
+		" attempts = 0, since_ms = ?4, next_attempt_ms = ?4" FILTER_WHERE;
 	struct store_filter dead = *f;
 	sqlite3_stmt *st = NULL;
 	int64_t before = 0, changes = 0;

@@ -55,12 +55,12 @@
 
 #include "bridge/upstream.h"
 
-#define UPSTREAM_REASON_MAX 320
-#define UPSTREAM_HEADER_NAME_MAX 256
+#define UPSTREAM_REASON_MAX       320
+#define UPSTREAM_HEADER_NAME_MAX  256
 #define UPSTREAM_HEADER_VALUE_MAX 8192
-#define UPSTREAM_HEADERS_MAX 64
+#define UPSTREAM_HEADERS_MAX      64
 /* evhttp's own timeouts trail our deadline by this much, so ours fires first */
-#define UPSTREAM_EVHTTP_SLACK_MS 1000
+#define UPSTREAM_EVHTTP_SLACK_MS  1000
 
 struct upstream_tls {
 	SSL_CTX *ctx;
@@ -92,13 +92,13 @@ struct upstream_conn {
 	struct evbuffer_cb_entry *in_cb;
 	struct upstream_lookup *lookup;
 	struct upstream_request *req; /* while RESOLVING or BUSY */
-	char addr[256];     /* numeric address connected to */
-	unsigned uses;      /* requests sent on it */
-	int established;    /* connect (and TLS handshake) completed */
-	int closed;         /* evhttp reset it */
-	uint64_t bytes_in;  /* response bytes received over its lifetime */
-	int status_pending; /* the current response's status line is not checked yet */
-	int bad_status;     /* ... and it was not "HTTP/1.x DDD" */
+	char addr[256];               /* numeric address connected to */
+	unsigned uses;                /* requests sent on it */
+	int established;              /* connect (and TLS handshake) completed */
+	int closed;                   /* evhttp reset it */
+	uint64_t bytes_in;            /* response bytes received over its lifetime */
+	int status_pending;           /* the current response's status line is not checked yet */
+	int bad_status;               /* ... and it was not "HTTP/1.x DDD" */
 };
 
 enum req_state {
@@ -122,9 +122,9 @@ struct upstream_request {
 	size_t n_headers;
 	char *body;
 	size_t len;
-	int retried;       /* the one retry on a fresh connection was used */
-	int fresh_only;    /* the next attempt must open a new connection */
-	int delivering;    /* callback running: cancel is a no-op */
+	int retried;    /* the one retry on a fresh connection was used */
+	int fresh_only; /* the next attempt must open a new connection */
+	int delivering; /* callback running: cancel is a no-op */
 	/* current attempt */
 	int got_error;
 	enum evhttp_request_error error;
@@ -136,7 +136,7 @@ struct upstream_request {
 	char reason[UPSTREAM_REASON_MAX];
 	char *resp_body;
 	size_t resp_len;
-	char *retry_after; /* the response's Retry-After value, or NULL */
+	char *retry_after;  /* the response's Retry-After value, or NULL */
 	char *content_type; /* the response's Content-Type, or NULL */
 	long elapsed_ms;
 };
@@ -230,11 +230,15 @@ int upstream_url_parse(const char *url, struct upstream_url *ret, struct bridge_
 		unsigned char ch = (unsigned char)url[i];
 
 		if (ch <= 0x20 || ch == 0x7f)
-			return bridge_error_set(err, "upstream URL contains a space or control "
-						"character at offset %zu", i);
+			return bridge_error_set(err,
+						"upstream URL contains a space or control "
+						"character at offset %zu",
+						i);
 		if (ch >= 0x80)
-			return bridge_error_set(err, "upstream URL contains a non-ASCII byte at offset "
-						"%zu (percent-encode it)", i);
+			return bridge_error_set(err,
+						"upstream URL contains a non-ASCII byte at offset "
+						"%zu (percent-encode it)",
+						i);
 	}
 	if (strncasecmp(url, "http://", 7) == 0) {
 		auth = url + 7;
@@ -249,7 +253,7 @@ int upstream_url_parse(const char *url, struct upstream_url *ret, struct bridge_
 	auth_end = auth + strcspn(auth, "/?");
 	if (memchr(auth, '@', (size_t)(auth_end - auth)))
 		return bridge_error_set(err, "upstream URL must not contain user-info "
-					"('user:password@'); send credentials in a header");
+					     "('user:password@'); send credentials in a header");
 	if (auth == auth_end)
 		return bridge_error_set(err, "upstream URL has no host");
 
@@ -295,8 +299,10 @@ int upstream_url_parse(const char *url, struct upstream_url *ret, struct bridge_
 		for (; d < auth_end; d++) {
 			if (*d < '0' || *d > '9' || port > 65535)
 				return bridge_error_set(err, "upstream URL: invalid port '%.*s'",
-							(int)(auth_end - after - 1 > 16 ? 16 :
-							      auth_end - after - 1), after + 1);
+							(int)(auth_end - after - 1 > 16
+								      ? 16
+								      : auth_end - after - 1),
+							after + 1);
 			port = port * 10 + (*d - '0');
 		}
 		if (port < 1 || port > 65535)
@@ -315,8 +321,10 @@ int upstream_url_parse(const char *url, struct upstream_url *ret, struct bridge_
 	for (i = 0; ret->path[i]; i++) {
 		if (ret->path[i] == '%' &&
 		    !(url_hex(ret->path[i + 1]) && url_hex(ret->path[i + 2])))
-			return bridge_error_set(err, "upstream URL: bad percent-encoding in path at "
-						"'%.8s'", ret->path + i);
+			return bridge_error_set(err,
+						"upstream URL: bad percent-encoding in path at "
+						"'%.8s'",
+						ret->path + i);
 	}
 
 	if (strchr(ret->host, ':')) {
@@ -429,20 +437,13 @@ void upstream_limits_default(struct upstream_limits *l)
 const char *upstream_outcome_name(enum upstream_outcome o)
 {
 	switch (o) {
-	case UPSTREAM_RESPONSE:
-		return "response";
-	case UPSTREAM_TIMEOUT:
-		return "timeout";
-	case UPSTREAM_CONNECT_FAILED:
-		return "connect_failed";
-	case UPSTREAM_TLS_FAILED:
-		return "tls_failed";
-	case UPSTREAM_PROTOCOL_ERROR:
-		return "protocol_error";
-	case UPSTREAM_TOO_LARGE:
-		return "too_large";
-	case UPSTREAM_CANCELLED:
-		return "cancelled";
+	case UPSTREAM_RESPONSE: return "response";
+	case UPSTREAM_TIMEOUT: return "timeout";
+	case UPSTREAM_CONNECT_FAILED: return "connect_failed";
+	case UPSTREAM_TLS_FAILED: return "tls_failed";
+	case UPSTREAM_PROTOCOL_ERROR: return "protocol_error";
+	case UPSTREAM_TOO_LARGE: return "too_large";
+	case UPSTREAM_CANCELLED: return "cancelled";
 	}
 	return "unknown";
 }
@@ -491,12 +492,9 @@ static void request_set_reason(struct upstream_request *r, const char *fmt, ...)
 static struct upstream_request_list *request_list(struct upstream_request *r)
 {
 	switch (r->state) {
-	case REQ_WAITING:
-		return &r->pool->waiting;
-	case REQ_RUNNING:
-		return &r->pool->running;
-	case REQ_DONE:
-		return &r->pool->done;
+	case REQ_WAITING: return &r->pool->waiting;
+	case REQ_RUNNING: return &r->pool->running;
+	case REQ_DONE: return &r->pool->done;
 	}
 	return NULL;
 }
@@ -724,8 +722,7 @@ static int errno_is_connect_failure(int e)
 	case EAFNOSUPPORT:
 	case EMFILE:
 	case ENFILE:
-	case ENOBUFS:
-		return 1;
+	case ENOBUFS: return 1;
 	}
 	return 0;
 }
@@ -796,8 +793,8 @@ static void attempt_failed(struct upstream_request *r, int refused_path, int sav
 			request_set_reason(r, "connect failed: %s (%s)", strerror(e), peer);
 		} else if (p->url.https) {
 			o = UPSTREAM_TLS_FAILED;
-			request_set_reason(r, "TLS handshake failed: connection closed by peer (%s)",
-					   peer);
+			request_set_reason(
+				r, "TLS handshake failed: connection closed by peer (%s)", peer);
 		} else {
 			o = UPSTREAM_CONNECT_FAILED;
 			request_set_reason(r, "connect failed%s%s (%s)", e ? ": " : "",
@@ -818,21 +815,23 @@ static void attempt_failed(struct upstream_request *r, int refused_path, int sav
 			request_set_reason(r, "response headers larger than %zu bytes",
 					   p->lim.max_response_headers);
 		} else {
-			request_set_reason(r, "malformed response status line or headers (%s)", peer);
+			request_set_reason(r, "malformed response status line or headers (%s)",
+					   peer);
 		}
 	} else {
 		const char *how = e == ECONNRESET ? "reset" : "closed";
 
 		if (got == 0) {
-			request_set_reason(r, "connection %s before any response byte%s%s (%s)", how,
-					   has_tls ? ": " : "", has_tls ? tls : "", peer);
+			request_set_reason(r, "connection %s before any response byte%s%s (%s)",
+					   how, has_tls ? ": " : "", has_tls ? tls : "", peer);
 			/* A keep-alive connection the server closed while we were
 			 * sending: nothing was answered, so one retry on a new
 			 * connection is safe enough (webhook bodies carry their
 			 * participation id, so a receiver can spot a duplicate). */
 			retry = c->uses > 1 && !r->retried;
 		} else {
-			request_set_reason(r, "connection %s mid-response after %llu bytes%s%s (%s)",
+			request_set_reason(r,
+					   "connection %s mid-response after %llu bytes%s%s (%s)",
 					   how, (unsigned long long)got, has_tls ? ": " : "",
 					   has_tls ? tls : "", peer);
 		}
@@ -920,7 +919,8 @@ static void ereq_done_cb(struct evhttp_request *ereq, void *arg)
 		}
 		if (n) {
 			r->resp_body = malloc(n + 1);
-			if (!r->resp_body || evbuffer_copyout(in, r->resp_body, n) != (ev_ssize_t)n) {
+			if (!r->resp_body ||
+			    evbuffer_copyout(in, r->resp_body, n) != (ev_ssize_t)n) {
 				free(r->resp_body);
 				r->resp_body = NULL;
 				n = 0;
@@ -1026,7 +1026,8 @@ static void conn_connect(struct upstream_conn *c)
 		if (!okay) {
 			SSL_free(ssl);
 			ERR_clear_error();
-			attempt_abort(r, UPSTREAM_TLS_FAILED, "cannot set up TLS for the connection");
+			attempt_abort(r, UPSTREAM_TLS_FAILED,
+				      "cannot set up TLS for the connection");
 			return;
 		}
 		/* On failure libevent may or may not have freed the SSL already;
@@ -1081,9 +1082,10 @@ static void lookup_cb(int result, struct evutil_addrinfo *res, void *arg)
 				pick = ai;
 	}
 	if (pick) {
-		const void *a = pick->ai_family == AF_INET ?
-			(const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr :
-			(const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr;
+		const void *a =
+			pick->ai_family == AF_INET
+				? (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr
+				: (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr;
 
 		if (!evutil_inet_ntop(pick->ai_family, a, c->addr, sizeof(c->addr)))
 			pick = NULL;
@@ -1156,7 +1158,8 @@ static void pool_dispatch_cb(evutil_socket_t fd, short what, void *arg)
 		} else {
 			if (p->n_live >= p->lim.max_connections) {
 				/* a retry needs a new connection: close the coldest idle one */
-				struct upstream_conn *cold = TAILQ_LAST(&p->idle, upstream_conn_list);
+				struct upstream_conn *cold = TAILQ_LAST(&p->idle,
+									upstream_conn_list);
 
 				if (!r->fresh_only || !cold)
 					break; /* FIFO: wait for a connection to come back */
@@ -1202,8 +1205,8 @@ static const char *request_phase(struct upstream_request *r)
 	socklen_t sl = sizeof(ss);
 
 	if (r->state == REQ_WAITING)
-		return r->retried ? "waiting to retry on a new connection" :
-				    "waiting for a free connection";
+		return r->retried ? "waiting to retry on a new connection"
+				  : "waiting for a free connection";
 	if (!c)
 		return "sending";
 	if (c->lookup)
@@ -1312,7 +1315,7 @@ void upstream_pool_free(struct upstream_pool *p)
 		return;
 	p->freeing = 1;
 	TAILQ_FOREACH(r, &p->running, link)
-		request_detach(r);
+	request_detach(r);
 	while ((c = TAILQ_FIRST(&p->idle)) != NULL)
 		conn_kill(c);
 	while ((c = TAILQ_FIRST(&p->active)) != NULL)
@@ -1380,7 +1383,7 @@ static int header_name_reserved(const char *s)
 {
 	static const char *const names[] = {
 		"Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
-		"TE", "Trailer", "Upgrade", "Expect",
+		"TE",   "Trailer",        "Upgrade",           "Expect",
 	};
 	size_t i;
 
@@ -1417,11 +1420,13 @@ int upstream_post(struct upstream_pool *p, const struct upstream_header *headers
 			return bridge_error_set(err, "invalid upstream header name '%.64s'",
 						headers[i].name ? headers[i].name : "(null)");
 		if (header_name_reserved(headers[i].name))
-			return bridge_error_set(err, "header '%s' is set by the bridge itself or is "
+			return bridge_error_set(err,
+						"header '%s' is set by the bridge itself or is "
 						"hop-by-hop; it cannot be configured",
 						headers[i].name);
 		if (!headers[i].value || !header_value_valid(headers[i].value))
-			return bridge_error_set(err, "invalid value for upstream header '%s' "
+			return bridge_error_set(err,
+						"invalid value for upstream header '%s' "
 						"(control character or longer than %d bytes)",
 						headers[i].name, UPSTREAM_HEADER_VALUE_MAX);
 	}

@@ -98,8 +98,9 @@ static void key_render(char *dst, size_t cap, const char *s, size_t n)
 		size_t k = utf8_seq_len(u + i, n - i), tl;
 
 		if (k == 1 && (u[i] < 0x20 || u[i] == 0x7F || u[i] == '\\' || u[i] == '\''))
-			tl = (size_t)snprintf(tmp, sizeof(tmp), u[i] == '\\' || u[i] == '\'' ?
-					      "\\%c" : "\\x%02x", u[i]);
+			tl = (size_t)snprintf(tmp, sizeof(tmp),
+					      u[i] == '\\' || u[i] == '\'' ? "\\%c" : "\\x%02x",
+					      u[i]);
 		else if (k == 0) {
 			tl = (size_t)snprintf(tmp, sizeof(tmp), "\\x%02x", u[i]);
 			k = 1;
@@ -387,7 +388,7 @@ struct json_ctx {
 	yajl_handle h;
 	const char *body;
 	size_t len;
-	int finishing;   /* inside yajl_complete_parse: tokens end at len */
+	int finishing; /* inside yajl_complete_parse: tokens end at len */
 	size_t depth;
 	int in_array;
 	long field;      /* field waiting for its value, or -1 */
@@ -624,8 +625,9 @@ static int json_on_map_key(void *ctx, const unsigned char *s, size_t n)
 		return 0;
 	}
 	if (c->b.doc->n_fields >= lim->max_keys) {
-		fail(c->err, (long)start, K, "more than %zu keys in the object (key '%s' at byte %zu)",
-		     lim->max_keys, k, start);
+		fail(c->err, (long)start, K,
+		     "more than %zu keys in the object (key '%s' at byte %zu)", lim->max_keys, k,
+		     start);
 		return 0;
 	}
 #undef K
@@ -656,13 +658,15 @@ static int json_open(struct json_ctx *c, int is_map)
 	}
 	if (c->in_array) {
 		fail(c->err, (long)at, json_field_key(c, k, sizeof(k)),
-		     "array of key '%s' contains %s at byte %zu: only scalars are allowed in arrays",
+		     "array of key '%s' contains %s at byte %zu: only scalars are allowed in "
+		     "arrays",
 		     k, is_map ? "an object" : "an array", at);
 		return 0;
 	}
 	if (is_map) {
 		fail(c->err, (long)at, json_field_key(c, k, sizeof(k)),
-		     "value of key '%s' is an object at byte %zu: values must be scalars or arrays of scalars",
+		     "value of key '%s' is an object at byte %zu: values must be scalars or arrays "
+		     "of scalars",
 		     k, at);
 		return 0;
 	}
@@ -741,8 +745,8 @@ static void json_syntax_error(struct json_ctx *c, size_t at)
 	fail(c->err, (long)at, NULL, "invalid JSON at byte %zu: %s", at, reason);
 }
 
-int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim,
-		  struct v1_doc **ret, struct bridge_error *err)
+int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim, struct v1_doc **ret,
+		  struct bridge_error *err)
 {
 	struct bridge_error scratch;
 	struct v1_limits dflt;
@@ -841,7 +845,8 @@ static int form_decode(const char *raw, size_t n, size_t base, char **ret, size_
 			if (hi < 0 || lo < 0) {
 				free(out);
 				return fail(err, (long)(base + i), NULL,
-					    "invalid form data at byte %zu: '%%' must be followed by two hex digits",
+					    "invalid form data at byte %zu: '%%' must be followed "
+					    "by two hex digits",
 					    base + i);
 			}
 			out[o++] = (char)(hi << 4 | lo);
@@ -878,7 +883,8 @@ static int form_segment(struct builder *b, const char *body, size_t start, size_
 		goto bad;
 	}
 	if (memchr(key, '\0', key_len)) {
-		fail(err, (long)start, k, "key '%s' at byte %zu contains a NUL character", k, start);
+		fail(err, (long)start, k, "key '%s' at byte %zu contains a NUL character", k,
+		     start);
 		goto bad;
 	}
 	if ((bad = utf8_invalid_at(key, key_len)) < key_len) {
@@ -888,8 +894,9 @@ static int form_segment(struct builder *b, const char *body, size_t start, size_
 	if (form_decode(body + val_start, end - val_start, val_start, &val, &val_len, err) < 0)
 		goto bad;
 	if (val_len > lim->max_string) {
-		fail(err, (long)val_start, k, "value of key '%s' at byte %zu is longer than %zu bytes",
-		     k, val_start, lim->max_string);
+		fail(err, (long)val_start, k,
+		     "value of key '%s' at byte %zu is longer than %zu bytes", k, val_start,
+		     lim->max_string);
 		goto bad;
 	}
 	if ((bad = utf8_invalid_at(val, val_len)) < val_len) {
@@ -902,8 +909,9 @@ static int form_segment(struct builder *b, const char *body, size_t start, size_
 	idx = builder_find(b, key, key_len);
 	if (idx < 0) {
 		if (b->doc->n_fields >= lim->max_keys) {
-			fail(err, (long)start, k, "more than %zu keys in the form (key '%s' at byte %zu)",
-			     lim->max_keys, k, start);
+			fail(err, (long)start, k,
+			     "more than %zu keys in the form (key '%s' at byte %zu)", lim->max_keys,
+			     k, start);
 			goto bad;
 		}
 		if (builder_add(b, key, key_len) < 0) {
@@ -943,8 +951,8 @@ bad:
 	return -1;
 }
 
-int v1_parse_form(const char *body, size_t len, const struct v1_limits *lim,
-		  struct v1_doc **ret, struct bridge_error *err)
+int v1_parse_form(const char *body, size_t len, const struct v1_limits *lim, struct v1_doc **ret,
+		  struct bridge_error *err)
 {
 	struct bridge_error scratch;
 	struct v1_limits dflt;

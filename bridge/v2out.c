@@ -17,25 +17,25 @@ struct target {
 };
 
 static const struct target targets[] = {
-	{"id", V2_F_ID, V2_T_STRING},
-	{"ip", V2_F_IP, V2_T_STRING},
-	{"url", V2_F_URL, V2_T_STRING},
-	{"startedAt", V2_F_STARTED_AT, V2_T_STRING},
-	{"completedAt", V2_F_COMPLETED_AT, V2_T_STRING},
-	{"state", V2_F_STATE, V2_T_STRING},
-	{"browser.device", V2_F_BROWSER_DEVICE, V2_T_STRING},
-	{"browser.userAgent", V2_F_BROWSER_USER_AGENT, V2_T_STRING},
-	{"campaign.id", V2_F_CAMPAIGN_ID, V2_T_INTEGER},
-	{"campaign.name", V2_F_CAMPAIGN_NAME, V2_T_STRING},
-	{"campaign.type", V2_F_CAMPAIGN_TYPE, V2_T_STRING},
-	{"campaign.channel.uuid", V2_F_CHANNEL_UUID, V2_T_STRING},
-	{"campaign.channel.publishType", V2_F_CHANNEL_PUBLISH_TYPE, V2_T_STRING},
-	{"campaign.channel.dateStart", V2_F_CHANNEL_DATE_START, V2_T_STRING},
-	{"campaign.channel.dateEnd", V2_F_CHANNEL_DATE_END, V2_T_STRING},
-	{"campaign.channel.website.id", V2_F_WEBSITE_ID, V2_T_INTEGER},
-	{"campaign.channel.website.name", V2_F_WEBSITE_NAME, V2_T_STRING},
-	{"campaign.channel.website.domain", V2_F_WEBSITE_DOMAIN, V2_T_STRING},
-	{"campaign.channel.website.country", V2_F_WEBSITE_COUNTRY, V2_T_STRING},
+	{ "id", V2_F_ID, V2_T_STRING },
+	{ "ip", V2_F_IP, V2_T_STRING },
+	{ "url", V2_F_URL, V2_T_STRING },
+	{ "startedAt", V2_F_STARTED_AT, V2_T_STRING },
+	{ "completedAt", V2_F_COMPLETED_AT, V2_T_STRING },
+	{ "state", V2_F_STATE, V2_T_STRING },
+	{ "browser.device", V2_F_BROWSER_DEVICE, V2_T_STRING },
+	{ "browser.userAgent", V2_F_BROWSER_USER_AGENT, V2_T_STRING },
+	{ "campaign.id", V2_F_CAMPAIGN_ID, V2_T_INTEGER },
+	{ "campaign.name", V2_F_CAMPAIGN_NAME, V2_T_STRING },
+	{ "campaign.type", V2_F_CAMPAIGN_TYPE, V2_T_STRING },
+	{ "campaign.channel.uuid", V2_F_CHANNEL_UUID, V2_T_STRING },
+	{ "campaign.channel.publishType", V2_F_CHANNEL_PUBLISH_TYPE, V2_T_STRING },
+	{ "campaign.channel.dateStart", V2_F_CHANNEL_DATE_START, V2_T_STRING },
+	{ "campaign.channel.dateEnd", V2_F_CHANNEL_DATE_END, V2_T_STRING },
+	{ "campaign.channel.website.id", V2_F_WEBSITE_ID, V2_T_INTEGER },
+	{ "campaign.channel.website.name", V2_F_WEBSITE_NAME, V2_T_STRING },
+	{ "campaign.channel.website.domain", V2_F_WEBSITE_DOMAIN, V2_T_STRING },
+	{ "campaign.channel.website.country", V2_F_WEBSITE_COUNTRY, V2_T_STRING },
 };
 
 #define THEMES_PREFIX "campaign.themes["
@@ -105,11 +105,11 @@ const char *v2_target_list(void)
 enum w_status { W_OK, W_INVALID_UTF8, W_TOO_DEEP };
 
 struct writer {
-	enum w_status st;    /* first failure, sticky */
-	const char *where;   /* key being written when it failed */
-	char *buf;           /* the output */
+	enum w_status st;  /* first failure, sticky */
+	const char *where; /* key being written when it failed */
+	char *buf;         /* the output */
 	size_t len, cap, max;
-	bool overflow;       /* over max or out of memory */
+	bool overflow; /* over max or out of memory */
 	int depth;
 	bool need_comma[W_MAX_DEPTH + 1];
 	bool after_key;
@@ -286,8 +286,7 @@ static int w_val(struct writer *w, const struct v2_val *v, const char *where)
 		else
 			w_raw(w, "false", 5);
 		break;
-	case V2_ABSENT:
-		break;
+	case V2_ABSENT: break;
 	}
 	return w->st == W_OK ? 0 : -1;
 }
@@ -452,7 +451,7 @@ static void w_categories(struct writer *w, const struct v2_entry *e)
 
 static void w_section(struct writer *w, const struct v2_doc *d, enum v2_section sec)
 {
-	static const char *const names[V2_N_SECTIONS] = {"form", "optins", "questionnaire"};
+	static const char *const names[V2_N_SECTIONS] = { "form", "optins", "questionnaire" };
 	size_t i;
 
 	w_aopen(w, names[sec]);
@@ -481,8 +480,7 @@ static void w_section(struct writer *w, const struct v2_doc *d, enum v2_section 
 			w_member(w, "variable", &e->variable);
 			w_responses(w, e);
 			break;
-		case V2_N_SECTIONS:
-			break;
+		case V2_N_SECTIONS: break;
 		}
 		w_close(w);
 	}
@@ -492,7 +490,7 @@ static void w_section(struct writer *w, const struct v2_doc *d, enum v2_section 
 int v2_doc_write(const struct v2_doc *d, size_t max_len, char **ret, size_t *ret_len,
 		 struct bridge_error *err)
 {
-	struct writer w = {0};
+	struct writer w = { 0 };
 	const struct v2_val *s = d->slot;
 	int rc = -1;
 
@@ -527,7 +525,8 @@ int v2_doc_write(const struct v2_doc *d, size_t max_len, char **ret, size_t *ret
 
 	if (w.st != W_OK) {
 		bridge_error_set(err, "v2 output: %s (at \"%s\")",
-				 w.st == W_INVALID_UTF8 ? "invalid UTF-8 in a string" : "nesting too deep",
+				 w.st == W_INVALID_UTF8 ? "invalid UTF-8 in a string"
+							: "nesting too deep",
 				 w.where ? w.where : "?");
 		goto out;
 	}

@@ -65,7 +65,9 @@ static void check_diag(int rc, const void *ret, const struct diag *d)
 		line = end + 1;
 	}
 	if (n != d->count || (line && *line)) {
-		fprintf(stderr, "fuzz_config: %d diag(s) but not as many \"file[:line]: message\" lines:\n%s",
+		fprintf(stderr,
+			"fuzz_config: %d diag(s) but not as many \"file[:line]: message\" "
+			"lines:\n%s",
 			d->count, d->text);
 		cleanup();
 		abort();
@@ -76,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct mapping *m = (struct mapping *)1;
 	struct bridge_config *c = (struct bridge_config *)1;
-	struct diag d = {0};
+	struct diag d = { 0 };
 	FILE *f;
 	int rc;
 

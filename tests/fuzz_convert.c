@@ -37,7 +37,8 @@ static void fuzz_integer(const char *text, size_t len)
 		return;
 	}
 	n = strlen(out);
-	if (n == 0 || n > 21 || (out[0] == '0' && n > 1) || (out[0] == '-' && (n == 1 || out[1] == '0')))
+	if (n == 0 || n > 21 || (out[0] == '0' && n > 1) ||
+	    (out[0] == '-' && (n == 1 || out[1] == '0')))
 		abort();
 	for (size_t i = out[0] == '-'; i < n; i++)
 		if (out[i] < '0' || out[i] > '9')

@@ -22,7 +22,7 @@ static void load_mapping(void)
 {
 	const char *root = getenv("BRIDGE_SOURCE_ROOT");
 	char path[4096];
-	struct diag d = {0};
+	struct diag d = { 0 };
 
 	snprintf(path, sizeof(path), "%s%smappings/qualifio-v1-to-v2.conf", root ? root : "",
 		 root ? "/" : "");
@@ -78,7 +78,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rc_plain = apply(doc, 0, &plain);
 	rc_traced = apply(doc, MAPPING_TRACE, &traced);
 	if (rc_plain != rc_traced ||
-	    (rc_plain == 0 && (plain.len != traced.len || memcmp(plain.body, traced.body, plain.len) != 0)))
+	    (rc_plain == 0 &&
+	     (plain.len != traced.len || memcmp(plain.body, traced.body, plain.len) != 0)))
 		abort();
 	mapping_result_clear(&plain);
 	mapping_result_clear(&traced);

@@ -78,7 +78,8 @@ static void replay_dir(const char *dir)
 		struct stat st;
 
 		if (names[i]->d_name[0] != '.' &&
-		    snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name) < (int)sizeof(path) &&
+		    snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name) <
+			    (int)sizeof(path) &&
 		    stat(path, &st) == 0 && S_ISREG(st.st_mode))
 			replay_file(path);
 		free(names[i]);

@@ -36,7 +36,8 @@ static size_t parse(const char *body, size_t len, const struct v1_limits *lim)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct v1_limits def, tiny = { .max_depth = 2, .max_keys = 3, .max_string = 8, .max_items = 2 };
+	struct v1_limits def,
+		tiny = { .max_depth = 2, .max_keys = 3, .max_string = 8, .max_items = 2 };
 	size_t n_def, n_tiny;
 
 	v1_limits_default(&def);

@@ -8,15 +8,24 @@ static const struct {
 	const char *cidr;
 	int ok;
 } parse_cases[] = {
-	{ "10.0.0.0/8", 1 },      { "10.0.0.1/8", 0 } /* host bits set */,
-	{ "127.0.0.1", 1 },       { "0.0.0.0/0", 1 },
-	{ "192.168.1.0/24", 1 },  { "192.168.1.0/33", 0 },
-	{ "::1", 1 },             { "2001:db8::/32", 1 },
-	{ "2001:db8::1/32", 0 },  { "::/0", 1 },
-	{ "fe80::/129", 0 },      { "10.0.0.0/", 0 },
-	{ "/8", 0 },              { "10.0.0.0/8x", 0 },
-	{ "example.com", 0 },     { "", 0 },
-	{ "10.0.0.0/-1", 0 },     { "1.2.3.4.5", 0 },
+	{ "10.0.0.0/8", 1 },
+	{ "10.0.0.1/8", 0 } /* host bits set */,
+	{ "127.0.0.1", 1 },
+	{ "0.0.0.0/0", 1 },
+	{ "192.168.1.0/24", 1 },
+	{ "192.168.1.0/33", 0 },
+	{ "::1", 1 },
+	{ "2001:db8::/32", 1 },
+	{ "2001:db8::1/32", 0 },
+	{ "::/0", 1 },
+	{ "fe80::/129", 0 },
+	{ "10.0.0.0/", 0 },
+	{ "/8", 0 },
+	{ "10.0.0.0/8x", 0 },
+	{ "example.com", 0 },
+	{ "", 0 },
+	{ "10.0.0.0/-1", 0 },
+	{ "1.2.3.4.5", 0 },
 };
 
 static const struct {
@@ -26,7 +35,7 @@ static const struct {
 } match_cases[] = {
 	{ { "10.0.0.0/8" }, "10.1.2.3", 1 },
 	{ { "10.0.0.0/8" }, "11.0.0.1", 0 },
-	{ { "10.0.0.0/8" }, "::ffff:10.9.9.9", 1 },        /* IPv4-mapped */
+	{ { "10.0.0.0/8" }, "::ffff:10.9.9.9", 1 }, /* IPv4-mapped */
 	{ { "10.0.0.0/8" }, "::1", 0 },
 	{ { "192.168.1.128/25" }, "192.168.1.127", 0 },
 	{ { "192.168.1.128/25" }, "192.168.1.200", 1 },
@@ -64,8 +73,8 @@ int main(void)
 			if (access_cidr_parse(match_cases[i].list[k], &items[l.n]) == 0)
 				l.n++;
 		snprintf(name, sizeof(name), "%s in [%s%s%s] -> %s",
-			 match_cases[i].addr ? match_cases[i].addr : "(null)", match_cases[i].list[0],
-			 match_cases[i].list[1] ? ", " : "",
+			 match_cases[i].addr ? match_cases[i].addr : "(null)",
+			 match_cases[i].list[0], match_cases[i].list[1] ? ", " : "",
 			 match_cases[i].list[1] ? match_cases[i].list[1] : "",
 			 match_cases[i].allowed ? "allowed" : "refused");
 		is_int(access_list_allows(&l, match_cases[i].addr), match_cases[i].allowed, name);

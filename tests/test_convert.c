@@ -120,7 +120,8 @@ static void test_integers(void)
 
 		ok(convert_integer("123456", 6, small, sizeof(small), &err) == -1,
 		   "integer: too small output buffer is an error, not a truncation");
-		ok(convert_integer("1.5", 3, small, sizeof(small), NULL) == -1, "integer: NULL err accepted");
+		ok(convert_integer("1.5", 3, small, sizeof(small), NULL) == -1,
+		   "integer: NULL err accepted");
 	}
 }
 
@@ -131,10 +132,12 @@ static void test_case(void)
 
 	memset(out, '#', sizeof(out));
 	convert_upper(in, sizeof(in) - 1, out);
-	ok(memcmp(out, "ABCXYZ-09 \xc3\xa9\xc3\x89 Q", sizeof(in)) == 0, "upper: ASCII only, UTF-8 copied, NUL-terminated");
+	ok(memcmp(out, "ABCXYZ-09 \xc3\xa9\xc3\x89 Q", sizeof(in)) == 0,
+	   "upper: ASCII only, UTF-8 copied, NUL-terminated");
 	memset(out, '#', sizeof(out));
 	convert_lower(in, sizeof(in) - 1, out);
-	ok(memcmp(out, "abcxyz-09 \xc3\xa9\xc3\x89 q", sizeof(in)) == 0, "lower: ASCII only, UTF-8 copied, NUL-terminated");
+	ok(memcmp(out, "abcxyz-09 \xc3\xa9\xc3\x89 q", sizeof(in)) == 0,
+	   "lower: ASCII only, UTF-8 copied, NUL-terminated");
 	convert_upper("a\0b", 3, out);
 	ok(memcmp(out, "A\0B", 4) == 0, "upper: length-driven, embedded NUL kept");
 }
@@ -170,43 +173,71 @@ struct dt_case {
 
 static const struct dt_case dt_cases[] = {
 	/* Europe/Brussels: CET +01:00, CEST +02:00 */
-	{ "Europe/Brussels", "2024-01-15 10:00:00", AMB_E, GAP_R, "2024-01-15T09:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-07-15 10:00:00", AMB_E, GAP_R, "2024-07-15T08:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-07-15T10:00:00", AMB_E, GAP_R, "2024-07-15T08:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-01-01 00:30:00", AMB_E, GAP_R, "2023-12-31T23:30:00.000Z", NULL },
+	{ "Europe/Brussels", "2024-01-15 10:00:00", AMB_E, GAP_R, "2024-01-15T09:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-07-15 10:00:00", AMB_E, GAP_R, "2024-07-15T08:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-07-15T10:00:00", AMB_E, GAP_R, "2024-07-15T08:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-01-01 00:30:00", AMB_E, GAP_R, "2023-12-31T23:30:00.000Z",
+	  NULL },
 	/* spring forward 2024-03-31 02:00 -> 03:00 */
-	{ "Europe/Brussels", "2024-03-31 01:59:59", AMB_E, GAP_R, "2024-03-31T00:59:59.000Z", NULL },
-	{ "Europe/Brussels", "2024-03-31 02:00:00", AMB_E, GAP_R, NULL, "does not exist in Europe/Brussels" },
-	{ "Europe/Brussels", "2024-03-31 02:30:00", AMB_E, GAP_R, NULL, "local time \"2024-03-31 02:30:00\" does not exist in Europe/Brussels" },
+	{ "Europe/Brussels", "2024-03-31 01:59:59", AMB_E, GAP_R, "2024-03-31T00:59:59.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-03-31 02:00:00", AMB_E, GAP_R, NULL,
+	  "does not exist in Europe/Brussels" },
+	{ "Europe/Brussels", "2024-03-31 02:30:00", AMB_E, GAP_R, NULL,
+	  "local time \"2024-03-31 02:30:00\" does not exist in Europe/Brussels" },
 	{ "Europe/Brussels", "2024-03-31 02:59:59", AMB_L, GAP_R, NULL, "does not exist" },
-	{ "Europe/Brussels", "2024-03-31 02:30:00", AMB_E, GAP_S, "2024-03-31T01:30:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-03-31 02:00:00", AMB_E, GAP_S, "2024-03-31T01:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-03-31 03:00:00", AMB_E, GAP_R, "2024-03-31T01:00:00.000Z", NULL },
+	{ "Europe/Brussels", "2024-03-31 02:30:00", AMB_E, GAP_S, "2024-03-31T01:30:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-03-31 02:00:00", AMB_E, GAP_S, "2024-03-31T01:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-03-31 03:00:00", AMB_E, GAP_R, "2024-03-31T01:00:00.000Z",
+	  NULL },
 	/* fall back 2024-10-27 03:00 -> 02:00 */
-	{ "Europe/Brussels", "2024-10-27 01:59:59", AMB_R, GAP_R, "2024-10-26T23:59:59.000Z", NULL },
-	{ "Europe/Brussels", "2024-10-27 02:30:00", AMB_E, GAP_R, "2024-10-27T00:30:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-10-27 02:30:00", AMB_L, GAP_R, "2024-10-27T01:30:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-10-27 02:30:00", AMB_R, GAP_R, NULL, "is ambiguous in Europe/Brussels" },
-	{ "Europe/Brussels", "2024-10-27 02:00:00", AMB_L, GAP_R, "2024-10-27T01:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-10-27 02:59:59", AMB_E, GAP_R, "2024-10-27T00:59:59.000Z", NULL },
-	{ "Europe/Brussels", "2024-10-27 03:00:00", AMB_R, GAP_R, "2024-10-27T02:00:00.000Z", NULL },
+	{ "Europe/Brussels", "2024-10-27 01:59:59", AMB_R, GAP_R, "2024-10-26T23:59:59.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-10-27 02:30:00", AMB_E, GAP_R, "2024-10-27T00:30:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-10-27 02:30:00", AMB_L, GAP_R, "2024-10-27T01:30:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-10-27 02:30:00", AMB_R, GAP_R, NULL,
+	  "is ambiguous in Europe/Brussels" },
+	{ "Europe/Brussels", "2024-10-27 02:00:00", AMB_L, GAP_R, "2024-10-27T01:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-10-27 02:59:59", AMB_E, GAP_R, "2024-10-27T00:59:59.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-10-27 03:00:00", AMB_R, GAP_R, "2024-10-27T02:00:00.000Z",
+	  NULL },
 	/* beyond the file's transitions (TZ footer rule) and before them (LMT) */
-	{ "Europe/Brussels", "2100-07-01 12:00:00", AMB_E, GAP_R, "2100-07-01T10:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2099-10-25 02:30:00", AMB_L, GAP_R, "2099-10-25T01:30:00.000Z", NULL },
+	{ "Europe/Brussels", "2100-07-01 12:00:00", AMB_E, GAP_R, "2100-07-01T10:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2099-10-25 02:30:00", AMB_L, GAP_R, "2099-10-25T01:30:00.000Z",
+	  NULL },
 	{ "Europe/Brussels", "2099-03-29 02:30:00", AMB_E, GAP_R, NULL, "does not exist" },
-	{ "Europe/Brussels", "1850-01-01 00:00:00", AMB_E, GAP_R, "1849-12-31T23:42:30.000Z", NULL },
+	{ "Europe/Brussels", "1850-01-01 00:00:00", AMB_E, GAP_R, "1849-12-31T23:42:30.000Z",
+	  NULL },
 	/* leap days */
-	{ "Europe/Brussels", "2024-02-29 12:00:00", AMB_E, GAP_R, "2024-02-29T11:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2000-02-29 12:00:00", AMB_E, GAP_R, "2000-02-29T11:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2023-02-29 12:00:00", AMB_E, GAP_R, NULL, "day 29 does not exist in 2023-02" },
+	{ "Europe/Brussels", "2024-02-29 12:00:00", AMB_E, GAP_R, "2024-02-29T11:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2000-02-29 12:00:00", AMB_E, GAP_R, "2000-02-29T11:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2023-02-29 12:00:00", AMB_E, GAP_R, NULL,
+	  "day 29 does not exist in 2023-02" },
 	{ "Europe/Brussels", "1900-02-29 12:00:00", AMB_E, GAP_R, NULL, "day 29 does not exist" },
 	{ "Europe/Brussels", "2024-04-31 12:00:00", AMB_E, GAP_R, NULL, "day 31 does not exist" },
 	/* fractions, truncated to milliseconds */
-	{ "Europe/Brussels", "2024-07-15 10:00:00.1239", AMB_E, GAP_R, "2024-07-15T08:00:00.123Z", NULL },
-	{ "Europe/Brussels", "2024-07-15 10:00:00.5", AMB_E, GAP_R, "2024-07-15T08:00:00.500Z", NULL },
-	{ "Europe/Brussels", "2024-07-15 10:00:00.999999999", AMB_E, GAP_R, "2024-07-15T08:00:00.999Z", NULL },
-	{ "Europe/Brussels", "2024-07-15 10:00:00.1234567890", AMB_E, GAP_R, NULL, "fraction must have 1 to 9 digits" },
-	{ "Europe/Brussels", "2024-07-15 10:00:00.", AMB_E, GAP_R, NULL, "fraction must have 1 to 9 digits" },
+	{ "Europe/Brussels", "2024-07-15 10:00:00.1239", AMB_E, GAP_R, "2024-07-15T08:00:00.123Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-07-15 10:00:00.5", AMB_E, GAP_R, "2024-07-15T08:00:00.500Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-07-15 10:00:00.999999999", AMB_E, GAP_R,
+	  "2024-07-15T08:00:00.999Z", NULL },
+	{ "Europe/Brussels", "2024-07-15 10:00:00.1234567890", AMB_E, GAP_R, NULL,
+	  "fraction must have 1 to 9 digits" },
+	{ "Europe/Brussels", "2024-07-15 10:00:00.", AMB_E, GAP_R, NULL,
+	  "fraction must have 1 to 9 digits" },
 	/* field ranges */
 	{ "Europe/Brussels", "2024-00-10 10:00:00", AMB_E, GAP_R, NULL, "month 00 out of range" },
 	{ "Europe/Brussels", "2024-13-10 10:00:00", AMB_E, GAP_R, NULL, "month 13 out of range" },
@@ -214,13 +245,17 @@ static const struct dt_case dt_cases[] = {
 	{ "Europe/Brussels", "2024-01-32 10:00:00", AMB_E, GAP_R, NULL, "day 32 does not exist" },
 	{ "Europe/Brussels", "2024-01-10 24:00:00", AMB_E, GAP_R, NULL, "hour 24 out of range" },
 	{ "Europe/Brussels", "2024-01-10 10:60:00", AMB_E, GAP_R, NULL, "minute 60 out of range" },
-	{ "Europe/Brussels", "2024-01-10 10:00:60", AMB_E, GAP_R, NULL, "leap second 60 is not supported" },
+	{ "Europe/Brussels", "2024-01-10 10:00:60", AMB_E, GAP_R, NULL,
+	  "leap second 60 is not supported" },
 	{ "Europe/Brussels", "2024-01-10 10:00:61", AMB_E, GAP_R, NULL, "second 61 out of range" },
 	/* strict shape */
-	{ "Europe/Brussels", "2024-7-15 10:00:00", AMB_E, GAP_R, NULL, "at byte 6: expected YYYY-MM-DD HH:MM:SS" },
-	{ "Europe/Brussels", "2024-07-15  10:00:00", AMB_E, GAP_R, NULL, "expected YYYY-MM-DD HH:MM:SS" },
+	{ "Europe/Brussels", "2024-7-15 10:00:00", AMB_E, GAP_R, NULL,
+	  "at byte 6: expected YYYY-MM-DD HH:MM:SS" },
+	{ "Europe/Brussels", "2024-07-15  10:00:00", AMB_E, GAP_R, NULL,
+	  "expected YYYY-MM-DD HH:MM:SS" },
 	{ "Europe/Brussels", " 2024-07-15 10:00:00", AMB_E, GAP_R, NULL, "at byte 0" },
-	{ "Europe/Brussels", "2024-07-15 10:00:00 ", AMB_E, GAP_R, NULL, "at byte 19: unexpected trailing characters" },
+	{ "Europe/Brussels", "2024-07-15 10:00:00 ", AMB_E, GAP_R, NULL,
+	  "at byte 19: unexpected trailing characters" },
 	{ "Europe/Brussels", "2024-07-15 10:00", AMB_E, GAP_R, NULL, "at byte 16" },
 	{ "Europe/Brussels", "2024-07-15", AMB_E, GAP_R, NULL, "at byte 10" },
 	{ "Europe/Brussels", "", AMB_E, GAP_R, NULL, "at byte 0" },
@@ -228,50 +263,75 @@ static const struct dt_case dt_cases[] = {
 	{ "Europe/Brussels", "2024-07-15t10:00:00", AMB_E, GAP_R, NULL, "at byte 10" },
 	{ "Europe/Brussels", "+024-07-15 10:00:00", AMB_E, GAP_R, NULL, "at byte 0" },
 	{ "Europe/Brussels", "2024-07-15 1:00:00", AMB_E, GAP_R, NULL, "at byte 12" },
-	{ "Europe/Brussels", "2024-07-15 10:00:00z", AMB_E, GAP_R, NULL, "unexpected trailing characters" },
+	{ "Europe/Brussels", "2024-07-15 10:00:00z", AMB_E, GAP_R, NULL,
+	  "unexpected trailing characters" },
 	/* ISO 8601 with an offset: the zone is ignored */
-	{ "Europe/Brussels", "2024-07-15T10:00:00Z", AMB_E, GAP_R, "2024-07-15T10:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-07-15T10:00:00+02:00", AMB_E, GAP_R, "2024-07-15T08:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-07-15T10:00:00-0530", AMB_E, GAP_R, "2024-07-15T15:30:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-07-15T10:00:00+05", AMB_E, GAP_R, "2024-07-15T05:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-07-15 10:00:00+00:00", AMB_E, GAP_R, "2024-07-15T10:00:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-07-15T10:00:00.987654+02:00", AMB_E, GAP_R, "2024-07-15T08:00:00.987Z", NULL },
-	{ "Europe/Brussels", "2024-07-15T10:00:00.1Z", AMB_E, GAP_R, "2024-07-15T10:00:00.100Z", NULL },
-	{ "Europe/Brussels", "2024-12-31T23:30:00-01:00", AMB_E, GAP_R, "2025-01-01T00:30:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-03-01T00:30:00+01:00", AMB_E, GAP_R, "2024-02-29T23:30:00.000Z", NULL },
-	{ "Europe/Brussels", "2024-03-31T02:30:00+01:00", AMB_E, GAP_R, "2024-03-31T01:30:00.000Z", NULL },
+	{ "Europe/Brussels", "2024-07-15T10:00:00Z", AMB_E, GAP_R, "2024-07-15T10:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-07-15T10:00:00+02:00", AMB_E, GAP_R, "2024-07-15T08:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-07-15T10:00:00-0530", AMB_E, GAP_R, "2024-07-15T15:30:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-07-15T10:00:00+05", AMB_E, GAP_R, "2024-07-15T05:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-07-15 10:00:00+00:00", AMB_E, GAP_R, "2024-07-15T10:00:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-07-15T10:00:00.987654+02:00", AMB_E, GAP_R,
+	  "2024-07-15T08:00:00.987Z", NULL },
+	{ "Europe/Brussels", "2024-07-15T10:00:00.1Z", AMB_E, GAP_R, "2024-07-15T10:00:00.100Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-12-31T23:30:00-01:00", AMB_E, GAP_R, "2025-01-01T00:30:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-03-01T00:30:00+01:00", AMB_E, GAP_R, "2024-02-29T23:30:00.000Z",
+	  NULL },
+	{ "Europe/Brussels", "2024-03-31T02:30:00+01:00", AMB_E, GAP_R, "2024-03-31T01:30:00.000Z",
+	  NULL },
 	{ NULL, "2024-07-15T10:00:00+02:00", AMB_E, GAP_R, "2024-07-15T08:00:00.000Z", NULL },
-	{ NULL, "2024-07-15 10:00:00", AMB_E, GAP_R, NULL, "has no UTC offset and no time zone is set" },
-	{ NULL, "2024-07-15T10:00:00+2", AMB_E, GAP_R, NULL, "offset must be +HH, +HHMM or +HH:MM" },
+	{ NULL, "2024-07-15 10:00:00", AMB_E, GAP_R, NULL,
+	  "has no UTC offset and no time zone is set" },
+	{ NULL, "2024-07-15T10:00:00+2", AMB_E, GAP_R, NULL,
+	  "offset must be +HH, +HHMM or +HH:MM" },
 	{ NULL, "2024-07-15T10:00:00+02:", AMB_E, GAP_R, NULL, "offset minutes missing" },
 	{ NULL, "2024-07-15T10:00:00+02:0", AMB_E, GAP_R, NULL, "offset must be" },
 	{ NULL, "2024-07-15T10:00:00+0200x", AMB_E, GAP_R, NULL, "unexpected trailing characters" },
 	{ NULL, "2024-07-15T10:00:00+24:00", AMB_E, GAP_R, NULL, "offset out of range" },
 	{ NULL, "2024-07-15T10:00:00+02:60", AMB_E, GAP_R, NULL, "offset out of range" },
 	{ NULL, "2024-07-15T10:00:00ZZ", AMB_E, GAP_R, NULL, "unexpected trailing characters" },
-	{ NULL, "9999-12-31T23:59:59-01:00", AMB_E, GAP_R, NULL, "out of range once converted to UTC" },
-	{ NULL, "0000-01-01T00:30:00+01:00", AMB_E, GAP_R, NULL, "out of range once converted to UTC" },
+	{ NULL, "9999-12-31T23:59:59-01:00", AMB_E, GAP_R, NULL,
+	  "out of range once converted to UTC" },
+	{ NULL, "0000-01-01T00:30:00+01:00", AMB_E, GAP_R, NULL,
+	  "out of range once converted to UTC" },
 	{ NULL, "9999-12-31T23:59:59.999Z", AMB_E, GAP_R, "9999-12-31T23:59:59.999Z", NULL },
 	/* other zones and rules */
 	{ "UTC", "2024-07-15 10:00:00", AMB_R, GAP_R, "2024-07-15T10:00:00.000Z", NULL },
 	{ "America/New_York", "2024-03-10 02:30:00", AMB_E, GAP_R, NULL, "does not exist" },
-	{ "America/New_York", "2024-03-10 02:30:00", AMB_E, GAP_S, "2024-03-10T07:30:00.000Z", NULL },
-	{ "America/New_York", "2024-11-03 01:30:00", AMB_E, GAP_R, "2024-11-03T05:30:00.000Z", NULL },
-	{ "America/New_York", "2024-11-03 01:30:00", AMB_L, GAP_R, "2024-11-03T06:30:00.000Z", NULL },
-	{ "Australia/Sydney", "2024-04-07 02:30:00", AMB_E, GAP_R, "2024-04-06T15:30:00.000Z", NULL },
-	{ "Australia/Sydney", "2024-04-07 02:30:00", AMB_L, GAP_R, "2024-04-06T16:30:00.000Z", NULL },
-	{ "Australia/Sydney", "2024-10-06 02:30:00", AMB_E, GAP_R, NULL, "does not exist in Australia/Sydney" },
-	{ "Australia/Sydney", "2024-07-01 12:00:00", AMB_R, GAP_R, "2024-07-01T02:00:00.000Z", NULL },
+	{ "America/New_York", "2024-03-10 02:30:00", AMB_E, GAP_S, "2024-03-10T07:30:00.000Z",
+	  NULL },
+	{ "America/New_York", "2024-11-03 01:30:00", AMB_E, GAP_R, "2024-11-03T05:30:00.000Z",
+	  NULL },
+	{ "America/New_York", "2024-11-03 01:30:00", AMB_L, GAP_R, "2024-11-03T06:30:00.000Z",
+	  NULL },
+	{ "Australia/Sydney", "2024-04-07 02:30:00", AMB_E, GAP_R, "2024-04-06T15:30:00.000Z",
+	  NULL },
+	{ "Australia/Sydney", "2024-04-07 02:30:00", AMB_L, GAP_R, "2024-04-06T16:30:00.000Z",
+	  NULL },
+	{ "Australia/Sydney", "2024-10-06 02:30:00", AMB_E, GAP_R, NULL,
+	  "does not exist in Australia/Sydney" },
+	{ "Australia/Sydney", "2024-07-01 12:00:00", AMB_R, GAP_R, "2024-07-01T02:00:00.000Z",
+	  NULL },
 	{ "Asia/Kolkata", "2024-07-01 12:00:00", AMB_R, GAP_R, "2024-07-01T06:30:00.000Z", NULL },
-	{ "Australia/Lord_Howe", "2024-04-07 01:45:00", AMB_L, GAP_R, "2024-04-06T15:15:00.000Z", NULL },
+	{ "Australia/Lord_Howe", "2024-04-07 01:45:00", AMB_L, GAP_R, "2024-04-06T15:15:00.000Z",
+	  NULL },
 	/* Samoa skipped 2011-12-30 entirely */
-	{ "Pacific/Apia", "2011-12-30 12:00:00", AMB_E, GAP_R, NULL, "does not exist in Pacific/Apia" },
+	{ "Pacific/Apia", "2011-12-30 12:00:00", AMB_E, GAP_R, NULL,
+	  "does not exist in Pacific/Apia" },
 	{ "Pacific/Apia", "2011-12-30 12:00:00", AMB_E, GAP_S, "2011-12-30T22:00:00.000Z", NULL },
 	{ "Pacific/Apia", "2011-12-31 12:00:00", AMB_E, GAP_R, "2011-12-30T22:00:00.000Z", NULL },
 	/* Dublin: tzdata models winter as negative DST */
 	{ "Europe/Dublin", "2024-01-15 10:00:00", AMB_R, GAP_R, "2024-01-15T10:00:00.000Z", NULL },
 	{ "Europe/Dublin", "2024-07-15 10:00:00", AMB_R, GAP_R, "2024-07-15T09:00:00.000Z", NULL },
-	{ "Europe/Dublin", "2024-10-27 01:30:00", AMB_R, GAP_R, NULL, "is ambiguous in Europe/Dublin" },
+	{ "Europe/Dublin", "2024-10-27 01:30:00", AMB_R, GAP_R, NULL,
+	  "is ambiguous in Europe/Dublin" },
 };
 
 static void test_datetimes(void)
@@ -296,17 +356,19 @@ static void test_datetimes(void)
 				continue;
 		}
 		bridge_error_clear(&err);
-		rc = convert_datetime(c->in, strlen(c->in), z, c->amb, c->gap, out, sizeof(out), &err);
+		rc = convert_datetime(c->in, strlen(c->in), z, c->amb, c->gap, out, sizeof(out),
+				      &err);
 		if (c->want) {
-			snprintf(name, sizeof(name), "%s \"%s\"%s%s -> %s", c->zone ? c->zone : "-", c->in,
-				 c->amb == AMB_L ? " later" : "", c->gap == GAP_S ? " shift" : "", c->want);
+			snprintf(name, sizeof(name), "%s \"%s\"%s%s -> %s", c->zone ? c->zone : "-",
+				 c->in, c->amb == AMB_L ? " later" : "",
+				 c->gap == GAP_S ? " shift" : "", c->want);
 			if (!ok(rc == 0, name))
 				printf("#   error: %s\n", err.message);
 			else
 				is_str(out, c->want, name);
 		} else {
-			snprintf(name, sizeof(name), "%s \"%s\"%s rejected", c->zone ? c->zone : "-", c->in,
-				 c->gap == GAP_S ? " shift" : "");
+			snprintf(name, sizeof(name), "%s \"%s\"%s rejected",
+				 c->zone ? c->zone : "-", c->in, c->gap == GAP_S ? " shift" : "");
 			ok(rc == -1 && out[0] == '\0', name);
 			if (!ok(strstr(err.message, c->msg) != NULL, name))
 				printf("#   got: %s\n", err.message);
@@ -319,9 +381,11 @@ static void test_datetimes(void)
 		struct bridge_error err;
 		char small[24];
 
-		ok(convert_datetime("2024-07-15T10:00:00Z", 20, NULL, AMB_E, GAP_R, small, sizeof(small), &err) == -1,
+		ok(convert_datetime("2024-07-15T10:00:00Z", 20, NULL, AMB_E, GAP_R, small,
+				    sizeof(small), &err) == -1,
 		   "datetime: output buffer under 25 bytes is an error");
-		ok(convert_datetime("2024-07-15T10:00:00Z", 19, NULL, AMB_E, GAP_R, small, sizeof(small), NULL) == -1,
+		ok(convert_datetime("2024-07-15T10:00:00Z", 19, NULL, AMB_E, GAP_R, small,
+				    sizeof(small), NULL) == -1,
 		   "datetime: length is honoured (no Z within len) and NULL err accepted");
 	}
 }
@@ -342,15 +406,15 @@ static int write_file(const char *path, const void *data, size_t n)
 /* Minimal TZif version 1 images: one type (+03:00 "ABC") and no transitions;
  * the second also carries one leap-second record. */
 static const unsigned char tzif_v1[] = {
-	'T', 'Z', 'i', 'f', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4,
-	0, 0, 0x2a, 0x30, 0, 0, 'A', 'B', 'C', 0,
+	'T', 'Z', 'i', 'f', 0, 0, 0, 0, 0, 0, 0,    0,    0, 0, 0,   0,   0,   0,
+	0,   0,   0,   0,   0, 0, 0, 0, 0, 0, 0,    0,    0, 0, 0,   0,   0,   0,
+	0,   0,   0,   1,   0, 0, 0, 4, 0, 0, 0x2a, 0x30, 0, 0, 'A', 'B', 'C', 0,
 };
 static const unsigned char tzif_leap[] = {
-	'T', 'Z', 'i', 'f', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4,
-	0, 0, 0x2a, 0x30, 0, 0, 'A', 'B', 'C', 0,
-	0x04, 0xb2, 0x58, 0x00, 0, 0, 0, 1,
+	'T', 'Z', 'i', 'f', 0,   0, 0,    0,    0,    0,    0, 0, 0, 0, 0,    0,
+	0,   0,   0,   0,   0,   0, 0,    0,    0,    0,    0, 0, 0, 0, 0,    1,
+	0,   0,   0,   0,   0,   0, 0,    1,    0,    0,    0, 4, 0, 0, 0x2a, 0x30,
+	0,   0,   'A', 'B', 'C', 0, 0x04, 0xb2, 0x58, 0x00, 0, 0, 0, 1,
 };
 
 static void test_zone_load(void)
@@ -426,22 +490,28 @@ static void test_zone_load(void)
 
 		z = zone("Test/Copy");
 		ok(z != NULL, "TZDIR: zone found in TZDIR");
-		ok(z && convert_datetime("2024-10-27 02:30:00", 19, z, AMB_L, GAP_R, out, sizeof(out), &err) == 0 &&
+		ok(z &&
+			   convert_datetime("2024-10-27 02:30:00", 19, z, AMB_L, GAP_R, out,
+					    sizeof(out), &err) == 0 &&
 			   strcmp(out, "2024-10-27T01:30:00.000Z") == 0,
 		   "TZDIR: copied zone converts like the original");
 		tz_zone_free(z);
 		z = (struct tz_zone *)1;
 		ok(tz_zone_load("Europe/Brussels", &z, &err) == -1 && z == NULL,
 		   "TZDIR: system zones not visible when TZDIR is set");
-		ok(tz_zone_load("Test/Truncated", &z, &err) == -1 && strstr(err.message, "not a valid TZif file"),
+		ok(tz_zone_load("Test/Truncated", &z, &err) == -1 &&
+			   strstr(err.message, "not a valid TZif file"),
 		   "TZDIR: truncated TZif rejected");
-		ok(tz_zone_load("Test/NoMagic", &z, &err) == -1 && strstr(err.message, "not a TZif file"),
+		ok(tz_zone_load("Test/NoMagic", &z, &err) == -1 &&
+			   strstr(err.message, "not a TZif file"),
 		   "TZDIR: file without TZif magic rejected");
 		ok(tz_zone_load("Test/Leap", &z, &err) == -1 &&
 			   strstr(err.message, "leap seconds are not supported"),
 		   "TZDIR: zone with leap seconds rejected");
 		z = zone("Test/V1");
-		ok(z && convert_datetime("2024-07-15 10:00:00", 19, z, AMB_R, GAP_R, out, sizeof(out), &err) == 0 &&
+		ok(z &&
+			   convert_datetime("2024-07-15 10:00:00", 19, z, AMB_R, GAP_R, out,
+					    sizeof(out), &err) == 0 &&
 			   strcmp(out, "2024-07-15T07:00:00.000Z") == 0,
 		   "TZDIR: version 1 TZif file (fixed +03:00) converts");
 		tz_zone_free(z);
@@ -475,10 +545,11 @@ static void test_zone_load(void)
  * found by bisection.
  */
 static const char *const cross_zones[] = {
-	"Europe/Brussels", "America/New_York", "Australia/Sydney", "Australia/Lord_Howe",
-	"Europe/Dublin", "Africa/Casablanca", "America/Nuuk", "Pacific/Apia",
-	"America/Sao_Paulo", "Asia/Tehran", "Pacific/Chatham", "Antarctica/Troll",
-	"America/St_Johns", "Asia/Kolkata", "UTC",
+	"Europe/Brussels",     "America/New_York", "Australia/Sydney",
+	"Australia/Lord_Howe", "Europe/Dublin",    "Africa/Casablanca",
+	"America/Nuuk",        "Pacific/Apia",     "America/Sao_Paulo",
+	"Asia/Tehran",         "Pacific/Chatham",  "Antarctica/Troll",
+	"America/St_Johns",    "Asia/Kolkata",     "UTC",
 };
 
 static long gmtoff(time_t u)
@@ -503,7 +574,8 @@ static int cross_one(const struct tz_zone *z, time_t u, char *why, size_t cap)
 	bridge_error_clear(&err);
 	ne = convert_datetime(local, strlen(local), z, AMB_E, GAP_R, e, sizeof(e), &err);
 	nl = convert_datetime(local, strlen(local), z, AMB_L, GAP_R, l, sizeof(l), &err);
-	if (ne < 0 || nl < 0 || (strcmp(e, want) != 0 && strcmp(l, want) != 0) || strcmp(e, l) > 0) {
+	if (ne < 0 || nl < 0 || (strcmp(e, want) != 0 && strcmp(l, want) != 0) ||
+	    strcmp(e, l) > 0) {
 		snprintf(why, cap, "u=%lld local=%s want=%s earlier=%s later=%s (%.200s)",
 			 (long long)u, local, want, ne ? "-" : e, nl ? "-" : l, err.message);
 		return -1;
@@ -532,7 +604,8 @@ static void test_cross_check(void)
 	static const long around[] = { -7201, -3601, -1801, -1, 0, 1, 1799, 3599, 7199 };
 	/* under valgrind (meson test --setup valgrind) sample every ~3 weeks:
 	 * the same code paths, 10x fewer instants */
-	const long long step = getenv("BRIDGE_UNDER_VALGRIND") ? 21 * 86400 + 1037 : 2 * 86400 + 1037;
+	const long long step = getenv("BRIDGE_UNDER_VALGRIND") ? 21 * 86400 + 1037
+							       : 2 * 86400 + 1037;
 	const long long from = -3786825600LL /* 1850 */, to = 5680281600LL /* 2150 */;
 	size_t i, k;
 
@@ -564,7 +637,8 @@ static void test_cross_check(void)
 			}
 			prev = off;
 		}
-		snprintf(name, sizeof(name), "%s agrees with localtime_r over 1850-2150 (%d transitions)",
+		snprintf(name, sizeof(name),
+			 "%s agrees with localtime_r over 1850-2150 (%d transitions)",
 			 cross_zones[i], transitions);
 		if (!ok(!bad, name))
 			printf("#   %s\n", why);
@@ -592,7 +666,8 @@ static void *worker_run(void *arg)
 	for (i = 0; i < 20000; i++) {
 		char out[25];
 
-		if (convert_datetime(w->in, strlen(w->in), w->z, w->amb, GAP_R, out, sizeof(out), NULL) < 0 ||
+		if (convert_datetime(w->in, strlen(w->in), w->z, w->amb, GAP_R, out, sizeof(out),
+				     NULL) < 0 ||
 		    strcmp(out, w->want) != 0)
 			w->failures++;
 	}
@@ -612,8 +687,10 @@ static void test_threads(void)
 		w[i].z = i % 2 ? ny : bru;
 		w[i].in = i % 2 ? "2024-11-03 01:30:00" : "2024-10-27 02:30:00";
 		w[i].amb = i % 4 < 2 ? AMB_E : AMB_L;
-		w[i].want = i % 2 ? (w[i].amb == AMB_E ? "2024-11-03T05:30:00.000Z" : "2024-11-03T06:30:00.000Z")
-				  : (w[i].amb == AMB_E ? "2024-10-27T00:30:00.000Z" : "2024-10-27T01:30:00.000Z");
+		w[i].want = i % 2 ? (w[i].amb == AMB_E ? "2024-11-03T05:30:00.000Z"
+						       : "2024-11-03T06:30:00.000Z")
+				  : (w[i].amb == AMB_E ? "2024-10-27T00:30:00.000Z"
+						       : "2024-10-27T01:30:00.000Z");
 		w[i].failures = 0;
 		if (pthread_create(&t[i], NULL, worker_run, &w[i]) != 0)
 			break;

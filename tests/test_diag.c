@@ -7,7 +7,7 @@
 int main(void)
 {
 	struct bridge_error e;
-	struct diag d = {0};
+	struct diag d = { 0 };
 	int i;
 
 	bridge_error_clear(&e);
@@ -24,7 +24,8 @@ int main(void)
 	for (i = 0; i < 200; i++)
 		diag_add(&d, "grow.conf", i + 1, "line %d", i);
 	is_int(d.count, 202, "diag grows");
-	ok(strstr(d.text, "grow.conf:200: line 199\n") != NULL, "diag keeps every line while growing");
+	ok(strstr(d.text, "grow.conf:200: line 199\n") != NULL,
+	   "diag keeps every line while growing");
 	diag_reset(&d);
 	ok(d.text == NULL && d.count == 0, "diag_reset zeroes");
 

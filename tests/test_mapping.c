@@ -36,7 +36,7 @@ static const char *write_file(const char *name, const char *text)
 static struct mapping *load_ok(const char *name, const char *text)
 {
 	struct mapping *m = NULL;
-	struct diag d = {0};
+	struct diag d = { 0 };
 	const char *path = write_file(name, text);
 	int rc = mapping_load(path, &m, &d);
 
@@ -51,7 +51,7 @@ static struct mapping *load_ok(const char *name, const char *text)
 static char *load_err(const char *name, const char *text, int *count)
 {
 	struct mapping *m = NULL;
-	struct diag d = {0};
+	struct diag d = { 0 };
 	const char *path = write_file(name, text);
 	int rc = mapping_load(path, &m, &d);
 	char *out;
@@ -82,8 +82,8 @@ static int has(const char *text, const char *needle, const char *name)
 }
 
 /* Map a JSON document; returns the body or "ERR: message" (caller frees). */
-static char *map_flags(const struct mapping *m, const char *json, unsigned flags, struct mapping_result *keep,
-		       struct bridge_error *e)
+static char *map_flags(const struct mapping *m, const char *json, unsigned flags,
+		       struct mapping_result *keep, struct bridge_error *e)
 {
 	struct v1_limits lim;
 	struct v1_doc *doc = NULL;
@@ -102,7 +102,8 @@ static char *map_flags(const struct mapping *m, const char *json, unsigned flags
 	if (mapping_apply(m, doc, flags, &r, e) < 0) {
 		if (asprintf(&out, "ERR: %s", e->message) < 0)
 			out = NULL;
-		ok(r.body == NULL && r.n_unmapped == 0 && r.trace == NULL, "failed apply leaves an empty result");
+		ok(r.body == NULL && r.n_unmapped == 0 && r.trace == NULL,
+		   "failed apply leaves an empty result");
 		v1_doc_free(doc);
 		return out;
 	}
@@ -128,7 +129,7 @@ static void check_map(const struct mapping *m, const char *json, const char *wan
 	free(got);
 }
 
-#define EMPTY_TAIL "\"form\":[],\"optins\":[],\"questionnaire\":[]}"
+#define EMPTY_TAIL  "\"form\":[],\"optins\":[],\"questionnaire\":[]}"
 #define NO_CAMPAIGN "\"campaign\":{\"themes\":[]},"
 #define WEB_DEFAULT "\"channel\":{\"website\":{\"id\":18446744073709551615}}"
 
@@ -139,6 +140,8 @@ static void test_load_errors(void)
 	char *t;
 	int n;
 
+	/* One rule-file line per source line, numbered: left as written. */
+	/* clang-format off */
 	t = load_err("bad1.conf",
 		     "version = 1;\n"                                                        /* 1 */
 		     "timezone = \"Europe/Nowhere\";\n"                                      /* 2 */
@@ -164,33 +167,52 @@ static void test_load_errors(void)
 		     "  { section = \"form\"; label = \"no name\"; }\n"                      /* 22 */
 		     ");\n",
 		     &n);
+	/* clang-format on */
 	has(t, "T/bad1.conf:2: 'timezone': unknown time zone", "bad zone reported at its line");
-	has(t, "T/bad1.conf:3: 'unmapped' must be one of form, drop, reject, not \"keep\"", "bad enum");
-	has(t, "T/bad1.conf:4: unknown setting 'colour' in the mapping", "unknown top-level setting");
+	has(t, "T/bad1.conf:3: 'unmapped' must be one of form, drop, reject, not \"keep\"",
+	    "bad enum");
+	has(t, "T/bad1.conf:4: unknown setting 'colour' in the mapping",
+	    "unknown top-level setting");
 	has(t, "T/bad1.conf:6: unknown v2 path 'campaign.idd'", "unknown v2 path");
-	has(t, "T/bad1.conf:7: 'convert' must be one of string, integer, upper, lower, datetime, not \"titlecase\"",
+	has(t,
+	    "T/bad1.conf:7: 'convert' must be one of string, integer, upper, lower, datetime, not "
+	    "\"titlecase\"",
 	    "unknown convert");
 	has(t, "T/bad1.conf:8: 'from' must be a string, not an integer", "wrong type");
-	has(t, "T/bad1.conf:9: field rule has both 'value' (a constant) and 'from' (a v1 key)", "value and from");
-	has(t, "T/bad1.conf:10: duplicate target 'state' (first at T/bad1.conf:7)", "duplicate target");
-	has(t, "T/bad1.conf:11: integer 5000000000 does not fit in 32 bits", "C2: truncated literal caught");
-	has(t, "T/bad1.conf:12: unknown setting 'extra' in a field rule", "unknown setting in a rule");
+	has(t, "T/bad1.conf:9: field rule has both 'value' (a constant) and 'from' (a v1 key)",
+	    "value and from");
+	has(t, "T/bad1.conf:10: duplicate target 'state' (first at T/bad1.conf:7)",
+	    "duplicate target");
+	has(t, "T/bad1.conf:11: integer 5000000000 does not fit in 32 bits",
+	    "C2: truncated literal caught");
+	has(t, "T/bad1.conf:12: unknown setting 'extra' in a field rule",
+	    "unknown setting in a rule");
 	has(t, "T/bad1.conf:12: unknown v2 path 'device'", "second error on the same rule");
-	has(t, "T/bad1.conf:13: 'campaign.channel.website.id' is an integer: convert must be \"integer\" or absent",
+	has(t,
+	    "T/bad1.conf:13: 'campaign.channel.website.id' is an integer: convert must be "
+	    "\"integer\" or absent",
 	    "integer target with string conversion");
-	has(t, "T/bad1.conf:14: unknown v2 path 'form[0].label': form, optins and questionnaire entries come from 'variables'",
+	has(t,
+	    "T/bad1.conf:14: unknown v2 path 'form[0].label': form, optins and questionnaire "
+	    "entries come from 'variables'",
 	    "entries are not field targets");
-	has(t, "T/bad1.conf:17: duplicate entry \"M\" in 'choices' (first at line 17)", "duplicate choice");
-	has(t, "T/bad1.conf:18: 'choices' does not apply to optins variables", "setting outside its section");
-	has(t, "T/bad1.conf:18: duplicate variable 'gender' (first at T/bad1.conf:17)", "duplicate variable");
+	has(t, "T/bad1.conf:17: duplicate entry \"M\" in 'choices' (first at line 17)",
+	    "duplicate choice");
+	has(t, "T/bad1.conf:18: 'choices' does not apply to optins variables",
+	    "setting outside its section");
+	has(t, "T/bad1.conf:18: duplicate variable 'gender' (first at T/bad1.conf:17)",
+	    "duplicate variable");
 	has(t, "T/bad1.conf:19: 'max_score': not an integer", "bad integer setting");
 	has(t, "T/bad1.conf:20: 'required' must be true or false, not a string", "bad boolean");
-	has(t, "T/bad1.conf:21: 'section' must be one of form, optins, questionnaire, not \"quiz\"", "bad section");
-	has(t, "T/bad1.conf:22: variable without 'variable' (its technical name)", "missing variable name");
+	has(t, "T/bad1.conf:21: 'section' must be one of form, optins, questionnaire, not \"quiz\"",
+	    "bad section");
+	has(t, "T/bad1.conf:22: variable without 'variable' (its technical name)",
+	    "missing variable name");
 	is_int(n, 20, "every error of bad1.conf reported, nothing else");
 	free(t);
 
-	t = load_err("syntax.conf", "version = 1;\nfields = (\n  { to = \"id\"; from = ; }\n);\n", &n);
+	t = load_err("syntax.conf", "version = 1;\nfields = (\n  { to = \"id\"; from = ; }\n);\n",
+		     &n);
 	has(t, "T/syntax.conf:3: syntax error", "syntax error with file:line");
 	is_int(n, 1, "one syntax error");
 	free(t);
@@ -201,21 +223,24 @@ static void test_load_errors(void)
 
 	{
 		struct mapping *m = NULL;
-		struct diag d = {0};
+		struct diag d = { 0 };
 		char path[600];
 
 		snprintf(path, sizeof(path), "%s/does-not-exist.conf", tmpdir);
 		ok(mapping_load(path, &m, &d) == -1 && m == NULL, "missing file fails");
-		has(d.text, "does-not-exist.conf: cannot read: No such file or directory", "missing file named (C1: no file/line from libconfig)");
+		has(d.text, "does-not-exist.conf: cannot read: No such file or directory",
+		    "missing file named (C1: no file/line from libconfig)");
 		diag_reset(&d);
 	}
 
 	t = load_err("nozone.conf",
 		     "fields = ( { to = \"startedAt\"; from = \"d\"; convert = \"datetime\"; } );\n"
 		     "stages = ( { websites = [ 1 ]; timezone = \"UTC\";\n"
-		     "  fields = ( { to = \"completedAt\"; from = \"e\"; convert = \"datetime\"; } ); } );\n",
+		     "  fields = ( { to = \"completedAt\"; from = \"e\"; convert = \"datetime\"; } "
+		     "); } );\n",
 		     &n);
-	has(t, "T/nozone.conf:1: convert = \"datetime\" needs a 'timezone'", "datetime without any zone");
+	has(t, "T/nozone.conf:1: convert = \"datetime\" needs a 'timezone'",
+	    "datetime without any zone");
 	is_int(n, 1, "a stage zone satisfies the stage's own datetime rules");
 	free(t);
 
@@ -234,28 +259,36 @@ static void test_load_errors(void)
 	has(t, "T/stages.conf:5: unknown setting 'colour' in a stage", "unknown stage setting");
 	free(t);
 
-	t = load_err("vars.conf",
-		     "variables = (\n"
-		     "  { section = \"optins\"; variable = \"nl\"; default = \"yes\"; },\n"
-		     "  { section = \"form\"; variable = \"a\"; required = true; default = \"x\"; },\n"
-		     "  { section = \"questionnaire\"; variable = \"q\"; max_score = 5; max_score_from = \"q_max\"; },\n"
-		     "  { section = \"optins\"; variable = \"o\"; categories = ( { id = 1; name = \"x\"; } ); },\n"
-		     "  { section = \"form\"; variable = \"c\"; unknown = \"reject\"; },\n"
-		     "  { section = \"form\"; variable = \"f\"; file = true; choices = ( [\"a\", \"b\"] ); },\n"
-		     "  \"oops\",\n"
-		     "  { section = \"form\"; variable = \"last\"; }\n"
-		     ");\n"
-		     "fields = ( { to = \"id\"; value = \"X\"; required = true; } );\n"
-		     "mime_types = ( [ \"png\" ] );\n",
-		     &n);
-	has(t, "T/vars.conf:2: an opt-in default must be \"1\", \"0\" or \"\", not \"yes\"", "opt-in default checked");
-	has(t, "T/vars.conf:3: variable 'a' is both 'required' and has a 'default'", "required and default");
-	has(t, "T/vars.conf:4: variable has both 'max_score' and 'max_score_from'", "two max scores");
+	t = load_err(
+		"vars.conf",
+		"variables = (\n"
+		"  { section = \"optins\"; variable = \"nl\"; default = \"yes\"; },\n"
+		"  { section = \"form\"; variable = \"a\"; required = true; default = \"x\"; },\n"
+		"  { section = \"questionnaire\"; variable = \"q\"; max_score = 5; max_score_from "
+		"= \"q_max\"; },\n"
+		"  { section = \"optins\"; variable = \"o\"; categories = ( { id = 1; name = "
+		"\"x\"; } ); },\n"
+		"  { section = \"form\"; variable = \"c\"; unknown = \"reject\"; },\n"
+		"  { section = \"form\"; variable = \"f\"; file = true; choices = ( [\"a\", \"b\"] "
+		"); },\n"
+		"  \"oops\",\n"
+		"  { section = \"form\"; variable = \"last\"; }\n"
+		");\n"
+		"fields = ( { to = \"id\"; value = \"X\"; required = true; } );\n"
+		"mime_types = ( [ \"png\" ] );\n",
+		&n);
+	has(t, "T/vars.conf:2: an opt-in default must be \"1\", \"0\" or \"\", not \"yes\"",
+	    "opt-in default checked");
+	has(t, "T/vars.conf:3: variable 'a' is both 'required' and has a 'default'",
+	    "required and default");
+	has(t, "T/vars.conf:4: variable has both 'max_score' and 'max_score_from'",
+	    "two max scores");
 	has(t, "T/vars.conf:5: unknown setting 'name' in a category", "unknown category setting");
 	has(t, "T/vars.conf:6: 'unknown' needs a 'map' or 'choices'", "unknown without a table");
 	has(t, "T/vars.conf:7: a file variable cannot have 'choices'", "file with choices");
 	has(t, "T/vars.conf:8: each entry of 'variables' must be a group", "non-group variable");
-	has(t, "T/vars.conf:11: 'required' needs 'from': a constant is written as is", "constant with required");
+	has(t, "T/vars.conf:11: 'required' needs 'from': a constant is written as is",
+	    "constant with required");
 	has(t, "T/vars.conf:12: each entry of 'mime_types' must be a pair of strings", "bad pair");
 	is_int(n, 9, "every error of vars.conf reported");
 	free(t);
@@ -266,12 +299,15 @@ static void test_load_errors(void)
 		     "  { section = \"form\"; variable = \"b\"; id = -2147483649; },\n"
 		     "  { section = \"form\"; variable = \"c\"; id = 9223372036854775807L; },\n"
 		     "  { section = \"form\"; variable = \"d\"; id = 9223372036854775808L; },\n"
-		     "  { section = \"form\"; variable = \"e2\"; id = 0x80000000; label = \"99999999999\"; }\n"
+		     "  { section = \"form\"; variable = \"e2\"; id = 0x80000000; label = "
+		     "\"99999999999\"; }\n"
 		     "  # id = 99999999999 in a comment is fine\n"
 		     ");\n",
 		     &n);
-	has(t, "T/lits.conf:3: integer -2147483649 does not fit in 32 bits", "negative 32-bit overflow");
-	has(t, "T/lits.conf:5: integer 9223372036854775808L does not fit in 64 bits", "64-bit overflow");
+	has(t, "T/lits.conf:3: integer -2147483649 does not fit in 32 bits",
+	    "negative 32-bit overflow");
+	has(t, "T/lits.conf:5: integer 9223372036854775808L does not fit in 64 bits",
+	    "64-bit overflow");
 	has(t, "T/lits.conf:6: integer 0x80000000 does not fit in 32 bits", "hex overflow");
 	is_int(n, 3, "in-range literals, strings and comments are not flagged");
 	free(t);
@@ -286,7 +322,8 @@ static void test_include(void)
 
 	snprintf(sub, sizeof(sub), "%s/inc", tmpdir);
 	mkdir(sub, 0700);
-	write_file("inc/vars.conf", "variables = ( { section = \"form\"; variable = \"city\"; label = \"City\"; } );\n");
+	write_file("inc/vars.conf", "variables = ( { section = \"form\"; variable = \"city\"; "
+				    "label = \"City\"; } );\n");
 	write_file("inc/bad.conf", "fields = (\n  { to = \"nowhere\"; from = \"x\"; }\n);\n");
 	if (!getcwd(cwd, sizeof(cwd)))
 		cwd[0] = '\0';
@@ -294,12 +331,14 @@ static void test_include(void)
 	m = load_ok("withinc.conf", "unmapped = \"drop\";\n@include \"inc/vars.conf\"\n");
 	if (m)
 		check_map(m, "{\"city\":\"Namur\"}",
-			  "{" NO_CAMPAIGN "\"form\":[{\"label\":\"City\",\"variable\":\"city\",\"responses\":[{\"value\":\"Namur\"}]}],"
+			  "{" NO_CAMPAIGN "\"form\":[{\"label\":\"City\",\"variable\":\"city\","
+			  "\"responses\":[{\"value\":\"Namur\"}]}],"
 			  "\"optins\":[],\"questionnaire\":[]}",
 			  "C3: @include resolved against the rule file's folder");
 	mapping_free(m);
 	t = load_err("withbad.conf", "version = 1;\n@include \"inc/bad.conf\"\n", &n);
-	has(t, "T/inc/bad.conf:2: unknown v2 path 'nowhere'", "errors in an included file name that file");
+	has(t, "T/inc/bad.conf:2: unknown v2 path 'nowhere'",
+	    "errors in an included file name that file");
 	free(t);
 	if (cwd[0] && chdir(cwd) != 0)
 		perror("chdir");
@@ -311,20 +350,26 @@ static const char *const fields_conf =
 	"unmapped = \"drop\";\n"
 	"timezone = \"Europe/Brussels\";\n"
 	"fields = (\n"
-	"  { to = \"id\"; from = \"pid\"; required = true; convert = \"upper\"; },\n"                       /* 4 */
-	"  { to = \"ip\"; value = \"0000000000000000\"; },\n"                                              /* 5 */
-	"  { to = \"url\"; from = \"url\"; default = \"\"; },\n"                                           /* 6 */
-	"  { to = \"campaign.id\"; from = \"cid\"; convert = \"integer\"; },\n"                           /* 7 */
-	"  { to = \"campaign.channel.website.id\"; from = \"wid\"; default = \"18446744073709551615\"; },\n" /* 8 */
-	"  { to = \"campaign.name\"; from = \"name\"; convert = \"lower\"; },\n"                          /* 9 */
-	"  { to = \"state\"; from = \"status\"; map = ( [\"complete\", \"COMPLETED\"] ); unknown = \"keep\"; },\n" /* 10 */
-	"  { to = \"browser.device\"; from = \"device\"; map = ( [\"m\", \"mobile\"], [\"d\", \"desktop\"] ); unknown = \"reject\"; },\n" /* 11 */
-	"  { to = \"startedAt\"; from = \"start\"; convert = \"datetime\"; },\n"                          /* 12 */
-	"  { to = \"completedAt\"; from = \"end\"; convert = \"datetime\"; ambiguous = \"later\"; },\n"    /* 13 */
-	"  { to = \"campaign.channel.dateStart\"; from = \"ds\"; convert = \"datetime\"; gap = \"shift\"; },\n" /* 14 */
-	"  { to = \"campaign.channel.dateEnd\"; from = \"de\"; convert = \"datetime\"; ambiguous = \"reject\"; },\n" /* 15 */
-	"  { to = \"campaign.themes[1].code\"; from = \"t1\"; convert = \"string\"; },\n"                 /* 16 */
-	"  { to = \"campaign.type\"; from = \"type\"; map = ( [\"1\", \"QUIZZ\"] ); }\n"                  /* 17 */
+	"  { to = \"id\"; from = \"pid\"; required = true; convert = \"upper\"; },\n" /* 4 */
+	"  { to = \"ip\"; value = \"0000000000000000\"; },\n"                         /* 5 */
+	"  { to = \"url\"; from = \"url\"; default = \"\"; },\n"                      /* 6 */
+	"  { to = \"campaign.id\"; from = \"cid\"; convert = \"integer\"; },\n"       /* 7 */
+	"  { to = \"campaign.channel.website.id\"; from = \"wid\"; default = "
+	"\"18446744073709551615\"; },\n"                                         /* 8 */
+	"  { to = \"campaign.name\"; from = \"name\"; convert = \"lower\"; },\n" /* 9 */
+	"  { to = \"state\"; from = \"status\"; map = ( [\"complete\", \"COMPLETED\"] ); unknown = "
+	"\"keep\"; },\n" /* 10 */
+	"  { to = \"browser.device\"; from = \"device\"; map = ( [\"m\", \"mobile\"], [\"d\", "
+	"\"desktop\"] ); unknown = \"reject\"; },\n"                             /* 11 */
+	"  { to = \"startedAt\"; from = \"start\"; convert = \"datetime\"; },\n" /* 12 */
+	"  { to = \"completedAt\"; from = \"end\"; convert = \"datetime\"; ambiguous = \"later\"; "
+	"},\n" /* 13 */
+	"  { to = \"campaign.channel.dateStart\"; from = \"ds\"; convert = \"datetime\"; gap = "
+	"\"shift\"; },\n" /* 14 */
+	"  { to = \"campaign.channel.dateEnd\"; from = \"de\"; convert = \"datetime\"; ambiguous = "
+	"\"reject\"; },\n"                                                                /* 15 */
+	"  { to = \"campaign.themes[1].code\"; from = \"t1\"; convert = \"string\"; },\n" /* 16 */
+	"  { to = \"campaign.type\"; from = \"type\"; map = ( [\"1\", \"QUIZZ\"] ); }\n"  /* 17 */
 	");\n";
 
 static void test_fields(void)
@@ -337,35 +382,52 @@ static void test_fields(void)
 		return;
 	check_map(m, "{\"pid\":\"ab-c\"}",
 		  "{\"id\":\"AB-C\",\"ip\":\"0000000000000000\",\"url\":\"\","
-		  "\"campaign\":{\"themes\":[],\"channel\":{\"website\":{\"id\":18446744073709551615}}}," EMPTY_TAIL,
+		  "\"campaign\":{\"themes\":[],\"channel\":{\"website\":{\"id\":"
+		  "18446744073709551615}}}," EMPTY_TAIL,
 		  "copy+upper, constant, string default, integer default above 2^63");
-	check_map(m, "{\"pid\":\"x\",\"url\":null,\"cid\":\"18446744073709551615\",\"wid\":9007199254740993}",
+	check_map(m,
+		  "{\"pid\":\"x\",\"url\":null,\"cid\":\"18446744073709551615\",\"wid\":"
+		  "9007199254740993}",
 		  "{\"id\":\"X\",\"ip\":\"0000000000000000\",\"url\":\"\","
-		  "\"campaign\":{\"id\":18446744073709551615,\"themes\":[],\"channel\":{\"website\":{\"id\":9007199254740993}}},"
-		  EMPTY_TAIL,
+		  "\"campaign\":{\"id\":18446744073709551615,\"themes\":[],\"channel\":{"
+		  "\"website\":{\"id\":9007199254740993}}}," EMPTY_TAIL,
 		  "null takes the default; 64-bit ids exact from a string and from a number");
-	check_map(m, "{\"pid\":\"x\",\"cid\":\" -0042 \",\"name\":\"\xc3\x89T\xc3\x89 Summer\",\"type\":2}",
+	check_map(m,
+		  "{\"pid\":\"x\",\"cid\":\" -0042 \",\"name\":\"\xc3\x89T\xc3\x89 "
+		  "Summer\",\"type\":2}",
 		  "{\"id\":\"X\",\"ip\":\"0000000000000000\",\"url\":\"\","
-		  "\"campaign\":{\"id\":-42,\"name\":\"\xc3\x89t\xc3\x89 summer\",\"type\":\"2\",\"themes\":[]," WEB_DEFAULT "}," EMPTY_TAIL,
-		  "integer canonical, lower touches ASCII only, number copied as text, unmapped value kept");
-	check_map(m, "{\"pid\":\"x\",\"status\":\"complete\",\"device\":\"m\",\"type\":\"1\",\"t1\":true}",
-		  "{\"id\":\"X\",\"ip\":\"0000000000000000\",\"url\":\"\",\"state\":\"COMPLETED\",\"browser\":{\"device\":\"mobile\"},"
-		  "\"campaign\":{\"type\":\"QUIZZ\",\"themes\":[{\"code\":\"true\"}]," WEB_DEFAULT "}," EMPTY_TAIL,
+		  "\"campaign\":{\"id\":-42,\"name\":\"\xc3\x89t\xc3\x89 "
+		  "summer\",\"type\":\"2\",\"themes\":[]," WEB_DEFAULT "}," EMPTY_TAIL,
+		  "integer canonical, lower touches ASCII only, number copied as text, unmapped "
+		  "value kept");
+	check_map(m,
+		  "{\"pid\":\"x\",\"status\":\"complete\",\"device\":\"m\",\"type\":\"1\",\"t1\":"
+		  "true}",
+		  "{\"id\":\"X\",\"ip\":\"0000000000000000\",\"url\":\"\",\"state\":\"COMPLETED\","
+		  "\"browser\":{\"device\":\"mobile\"},"
+		  "\"campaign\":{\"type\":\"QUIZZ\",\"themes\":[{\"code\":\"true\"}]," WEB_DEFAULT
+		  "}," EMPTY_TAIL,
 		  "value maps; a lone theme index 1 becomes the first written theme");
 	check_map(m, "{\"pid\":\"x\",\"status\":\"pending\"}",
-		  "{\"id\":\"X\",\"ip\":\"0000000000000000\",\"url\":\"\",\"state\":\"pending\",\"campaign\":{\"themes\":[]," WEB_DEFAULT "}," EMPTY_TAIL,
+		  "{\"id\":\"X\",\"ip\":\"0000000000000000\",\"url\":\"\",\"state\":\"pending\","
+		  "\"campaign\":{\"themes\":[]," WEB_DEFAULT "}," EMPTY_TAIL,
 		  "unknown = keep passes the value through");
 
 	/* Both DST changes in Europe/Brussels (2021-03-28 and 2021-10-31). */
-	check_map(m,
-		  "{\"pid\":\"x\",\"start\":\"2021-07-01 12:00:00\",\"end\":\"2021-10-31 02:30:00\","
-		  "\"ds\":\"2021-03-28 02:30:00\",\"de\":\"2021-01-15 23:59:59\"}",
-		  "{\"id\":\"X\",\"ip\":\"0000000000000000\",\"url\":\"\",\"startedAt\":\"2021-07-01T10:00:00.000Z\","
-		  "\"completedAt\":\"2021-10-31T01:30:00.000Z\",\"campaign\":{\"themes\":[],\"channel\":{"
-		  "\"dateStart\":\"2021-03-28T01:30:00.000Z\",\"dateEnd\":\"2021-01-15T22:59:59.000Z\",\"website\":{\"id\":18446744073709551615}}}," EMPTY_TAIL,
-		  "datetime: summer, ambiguous=later, gap=shift, winter");
+	check_map(
+		m,
+		"{\"pid\":\"x\",\"start\":\"2021-07-01 12:00:00\",\"end\":\"2021-10-31 02:30:00\","
+		"\"ds\":\"2021-03-28 02:30:00\",\"de\":\"2021-01-15 23:59:59\"}",
+		"{\"id\":\"X\",\"ip\":\"0000000000000000\",\"url\":\"\",\"startedAt\":\"2021-07-"
+		"01T10:00:00.000Z\","
+		"\"completedAt\":\"2021-10-31T01:30:00.000Z\",\"campaign\":{\"themes\":[],"
+		"\"channel\":{"
+		"\"dateStart\":\"2021-03-28T01:30:00.000Z\",\"dateEnd\":\"2021-01-15T22:59:59."
+		"000Z\",\"website\":{\"id\":18446744073709551615}}}," EMPTY_TAIL,
+		"datetime: summer, ambiguous=later, gap=shift, winter");
 	check_map(m, "{\"pid\":\"x\",\"start\":\"2021-10-31 02:30:00\"}",
-		  "{\"id\":\"X\",\"ip\":\"0000000000000000\",\"url\":\"\",\"startedAt\":\"2021-10-31T00:30:00.000Z\","
+		  "{\"id\":\"X\",\"ip\":\"0000000000000000\",\"url\":\"\",\"startedAt\":\"2021-10-"
+		  "31T00:30:00.000Z\","
 		  "\"campaign\":{\"themes\":[]," WEB_DEFAULT "}," EMPTY_TAIL,
 		  "datetime: ambiguous defaults to the earlier instant");
 
@@ -375,7 +437,8 @@ static void test_fields(void)
 	is_str(e.key, "start", "gap error names the key");
 	free(got);
 	got = map_flags(m, "{\"pid\":\"x\",\"de\":\"2021-10-31 02:30:00\"}", 0, NULL, &e);
-	ok(strncmp(got, "ERR: v1 key 'de': ", 18) == 0, "ambiguous = reject refuses the autumn hour");
+	ok(strncmp(got, "ERR: v1 key 'de': ", 18) == 0,
+	   "ambiguous = reject refuses the autumn hour");
 	free(got);
 
 	got = map_flags(m, "{\"url\":\"u\"}", 0, NULL, &e);
@@ -388,24 +451,28 @@ static void test_fields(void)
 	is_str(got, "ERR: required v1 key 'pid' is null", "required key null");
 	free(got);
 	got = map_flags(m, "{\"pid\":\"x\",\"cid\":\"12a\"}", 0, NULL, &e);
-	ok(strncmp(got, "ERR: v1 key 'cid': not an integer: \"12a\"", 40) == 0, "bad integer names key and value");
+	ok(strncmp(got, "ERR: v1 key 'cid': not an integer: \"12a\"", 40) == 0,
+	   "bad integer names key and value");
 	is_int(e.line, 7, "bad integer names the rule line");
 	free(got);
 	got = map(m, "{\"pid\":\"x\",\"cid\":1.5}");
-	ok(strncmp(got, "ERR: v1 key 'cid': not an integer", 33) == 0, "fraction is not an integer");
+	ok(strncmp(got, "ERR: v1 key 'cid': not an integer", 33) == 0,
+	   "fraction is not an integer");
 	free(got);
 	got = map(m, "{\"pid\":\"x\",\"cid\":\"18446744073709551616\"}");
 	ok(strncmp(got, "ERR: v1 key 'cid': ", 19) == 0, "2^64 is out of range");
 	free(got);
 	got = map(m, "{\"pid\":\"x\",\"wid\":\"web\"}");
-	ok(strncmp(got, "ERR: v1 key 'wid': not an integer", 33) == 0, "integer targets always convert");
+	ok(strncmp(got, "ERR: v1 key 'wid': not an integer", 33) == 0,
+	   "integer targets always convert");
 	free(got);
 	got = map_flags(m, "{\"pid\":\"x\",\"device\":\"tablet\"}", 0, NULL, &e);
 	is_str(got, "ERR: v1 key 'device': value \"tablet\" is not in the map", "unknown = reject");
 	is_int(e.line, 11, "map error names the rule line");
 	free(got);
 	got = map(m, "{\"pid\":[\"a\",\"b\"]}");
-	is_str(got, "ERR: v1 key 'pid': a list of 2 values where id takes one", "list into a scalar refused");
+	is_str(got, "ERR: v1 key 'pid': a list of 2 values where id takes one",
+	       "list into a scalar refused");
 	free(got);
 	mapping_free(m);
 }
@@ -413,24 +480,40 @@ static void test_fields(void)
 static const char *const vars_conf =
 	"unmapped = \"drop\";\n"
 	"prefixes = { optins = \"opt_\"; };\n"
-	"mime_types = ( [\"PNG\", \"image/x-custom-png\"], [\".heic\", \"image/heif\"] );\n"
+	"mime_types = ( [\"PNG\", \"image/x-custom-png\"], [\".heic\", "
+	"\"image/heif\"] );\n"
 	"variables = (\n"
-	"  { section = \"form\"; variable = \"gender\"; id = 12345; label = \"Gender\"; type = \"GENDER\";\n" /* 5 */
-	"    choices = ( [\"M\", \"Male\"], [\"F\", \"Female\"] ); convert = \"upper\"; },\n"
-	"  { section = \"form\"; variable = \"size\"; choices = ( [\"S\", \"Small\"] ); unknown = \"reject\"; },\n" /* 7 */
-	"  { section = \"form\"; variable = \"cv\"; from = \"cv_url\"; type = \"FILE UPLOAD\"; file = true; },\n" /* 8 */
-	"  { section = \"form\"; variable = \"hobbies\"; separator = \";\"; },\n"                                /* 9 */
-	"  { section = \"form\"; variable = \"lang\"; from = \"language\"; default = \"fr\"; },\n"              /* 10 */
-	"  { section = \"form\"; variable = \"colour\"; map = ( [\"r\", \"red\"] ); },\n"                        /* 11 */
-	"  { section = \"optins\"; variable = \"news\"; id = 7; label = \"News\"; description = \"Monthly\";\n" /* 12 */
-	"    categories = ( { id = 118; label = \"Newsletter\"; technical_name = \"newsletter\";\n"
-	"                     parent = { id = 218; label = \"Marketing\"; technical_name = \"marketing\"; }; },\n"
+	"  { section = \"form\"; variable = \"gender\"; id = 12345; label = "
+	"\"Gender\"; type = \"GENDER\";\n" /* 5 */
+	"    choices = ( [\"M\", \"Male\"], [\"F\", \"Female\"] ); convert = "
+	"\"upper\"; },\n"
+	"  { section = \"form\"; variable = \"size\"; choices = ( [\"S\", "
+	"\"Small\"] ); unknown = \"reject\"; },\n" /* 7 */
+	"  { section = \"form\"; variable = \"cv\"; from = \"cv_url\"; type = "
+	"\"FILE UPLOAD\"; file = true; },\n" /* 8 */
+	"  { section = \"form\"; variable = \"hobbies\"; separator = \";\"; "
+	"},\n" /* 9 */
+	"  { section = \"form\"; variable = \"lang\"; from = \"language\"; "
+	"default = \"fr\"; },\n" /* 10 */
+	"  { section = \"form\"; variable = \"colour\"; map = ( [\"r\", "
+	"\"red\"] ); },\n" /* 11 */
+	"  { section = \"optins\"; variable = \"news\"; id = 7; label = "
+	"\"News\"; description = \"Monthly\";\n" /* 12 */
+	"    categories = ( { id = 118; label = \"Newsletter\"; technical_name "
+	"= \"newsletter\";\n"
+	"                     parent = { id = 218; label = \"Marketing\"; "
+	"technical_name = \"marketing\"; }; },\n"
 	"                   { label = \"Bare\"; } ); },\n"
-	"  { section = \"optins\"; variable = \"sms\"; map = ( [\"yes\", \"1\"], [\"no\", \"0\"] ); },\n"     /* 16 */
-	"  { section = \"optins\"; variable = \"tos\"; from = \"terms\"; required = true; },\n"               /* 17 */
-	"  { section = \"questionnaire\"; variable = \"q1\"; id = 31; label = \"Capital?\"; type = \"ALPHA NUMERIC\";\n" /* 18 */
-	"    score_from = \"q1_score\"; max_score = 100; response_score_from = \"q1_rs\"; correct_from = \"q1_ok\"; },\n"
-	"  { section = \"questionnaire\"; variable = \"q2\"; max_score_from = \"q2_max\"; separator = \"|\"; }\n" /* 20 */
+	"  { section = \"optins\"; variable = \"sms\"; map = ( [\"yes\", "
+	"\"1\"], [\"no\", \"0\"] ); },\n" /* 16 */
+	"  { section = \"optins\"; variable = \"tos\"; from = \"terms\"; "
+	"required = true; },\n" /* 17 */
+	"  { section = \"questionnaire\"; variable = \"q1\"; id = 31; label = "
+	"\"Capital?\"; type = \"ALPHA NUMERIC\";\n" /* 18 */
+	"    score_from = \"q1_score\"; max_score = 100; response_score_from = "
+	"\"q1_rs\"; correct_from = \"q1_ok\"; },\n"
+	"  { section = \"questionnaire\"; variable = \"q2\"; max_score_from = "
+	"\"q2_max\"; separator = \"|\"; }\n" /* 20 */
 	");\n";
 
 #define OPT_TOS "\"optins\":[{\"response\":\"1\",\"variable\":\"tos\",\"categories\":[]}]"
@@ -444,39 +527,57 @@ static void test_variables(void)
 	if (!m)
 		return;
 	check_map(m, "{\"terms\":1,\"gender\":\"m\"}",
-		  "{" NO_CAMPAIGN "\"form\":[{\"id\":12345,\"label\":\"Gender\",\"type\":\"GENDER\",\"variable\":\"gender\","
+		  "{" NO_CAMPAIGN "\"form\":[{\"id\":12345,\"label\":\"Gender\",\"type\":"
+		  "\"GENDER\",\"variable\":\"gender\","
 		  "\"responses\":[{\"label\":\"Male\",\"value\":\"M\"}]},"
-		  "{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS ",\"questionnaire\":[]}",
+		  "{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS
+		  ",\"questionnaire\":[]}",
 		  "choice label after upper; default for an absent variable; rename via from");
 	check_map(m, "{\"terms\":1,\"gender\":\"x\",\"language\":\"nl\",\"colour\":\"b\"}",
-		  "{" NO_CAMPAIGN "\"form\":[{\"id\":12345,\"label\":\"Gender\",\"type\":\"GENDER\",\"variable\":\"gender\","
-		  "\"responses\":[{\"value\":\"X\"}]},{\"variable\":\"lang\",\"responses\":[{\"value\":\"nl\"}]},"
-		  "{\"variable\":\"colour\",\"responses\":[{\"value\":\"b\"}]}]," OPT_TOS ",\"questionnaire\":[]}",
+		  "{" NO_CAMPAIGN "\"form\":[{\"id\":12345,\"label\":\"Gender\",\"type\":"
+		  "\"GENDER\",\"variable\":\"gender\","
+		  "\"responses\":[{\"value\":\"X\"}]},{\"variable\":\"lang\",\"responses\":[{"
+		  "\"value\":\"nl\"}]},"
+		  "{\"variable\":\"colour\",\"responses\":[{\"value\":\"b\"}]}]," OPT_TOS
+		  ",\"questionnaire\":[]}",
 		  "unknown choice kept without label; map keep");
 	got = map_flags(m, "{\"terms\":1,\"size\":\"XL\"}", 0, NULL, &e);
-	is_str(got, "ERR: v1 key 'size': value \"XL\" is not one of the choices of 'size'", "choices unknown = reject");
+	is_str(got, "ERR: v1 key 'size': value \"XL\" is not one of the choices of 'size'",
+	       "choices unknown = reject");
 	is_int(e.line, 7, "choice error names the rule line");
 	free(got);
 
 	check_map(m,
 		  "{\"terms\":1,\"cv_url\":[\"https://files.example.com/up/a%20b/CV.PNG?sig=1#x\","
-		  "\"https://files.example.com/doc.heic\",\"https://files.example.com\",\"https://x.example/y/file.unknownext\",\"\"]}",
-		  "{" NO_CAMPAIGN "\"form\":[{\"type\":\"FILE UPLOAD\",\"variable\":\"cv\",\"responses\":["
-		  "{\"file\":{\"path\":\"https://files.example.com/up/a%20b/CV.PNG?sig=1#x\",\"name\":\"CV.PNG\",\"type\":\"image/x-custom-png\"}},"
-		  "{\"file\":{\"path\":\"https://files.example.com/doc.heic\",\"name\":\"doc.heic\",\"type\":\"image/heif\"}},"
-		  "{\"file\":{\"path\":\"https://files.example.com\",\"type\":\"application/octet-stream\"}},"
-		  "{\"file\":{\"path\":\"https://x.example/y/file.unknownext\",\"name\":\"file.unknownext\",\"type\":\"application/octet-stream\"}}]},"
-		  "{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS ",\"questionnaire\":[]}",
+		  "\"https://files.example.com/doc.heic\",\"https://files.example.com\",\"https://"
+		  "x.example/y/file.unknownext\",\"\"]}",
+		  "{" NO_CAMPAIGN
+		  "\"form\":[{\"type\":\"FILE UPLOAD\",\"variable\":\"cv\",\"responses\":["
+		  "{\"file\":{\"path\":\"https://files.example.com/up/a%20b/"
+		  "CV.PNG?sig=1#x\",\"name\":\"CV.PNG\",\"type\":\"image/x-custom-png\"}},"
+		  "{\"file\":{\"path\":\"https://files.example.com/"
+		  "doc.heic\",\"name\":\"doc.heic\",\"type\":\"image/heif\"}},"
+		  "{\"file\":{\"path\":\"https://files.example.com\",\"type\":\"application/"
+		  "octet-stream\"}},"
+		  "{\"file\":{\"path\":\"https://x.example/y/"
+		  "file.unknownext\",\"name\":\"file.unknownext\",\"type\":\"application/"
+		  "octet-stream\"}}]},"
+		  "{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS
+		  ",\"questionnaire\":[]}",
 		  "file uploads: name, configured MIME types, default type, empty skipped");
 
 	check_map(m, "{\"terms\":1,\"hobbies\":\" chess ; go;;\\u00e9checs \",\"language\":null}",
-		  "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"hobbies\",\"responses\":[{\"value\":\"chess\"},{\"value\":\"go\"},"
-		  "{\"value\":\"\xc3\xa9" "checs\"}]},{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}],"
-		  OPT_TOS ",\"questionnaire\":[]}",
+		  "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"hobbies\",\"responses\":[{\"value\":"
+		  "\"chess\"},{\"value\":\"go\"},"
+		  "{\"value\":\"\xc3\xa9"
+		  "checs\"}]},{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS
+		  ",\"questionnaire\":[]}",
 		  "separator splits, trims and drops empty pieces; null takes the default");
 	check_map(m, "{\"terms\":1,\"hobbies\":[\"a;b\",null,7]}",
-		  "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"hobbies\",\"responses\":[{\"value\":\"a\"},{\"value\":\"b\"},"
-		  "{\"value\":\"7\"}]},{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS ",\"questionnaire\":[]}",
+		  "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"hobbies\",\"responses\":[{\"value\":"
+		  "\"a\"},{\"value\":\"b\"},"
+		  "{\"value\":\"7\"}]},{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]"
+		  "," OPT_TOS ",\"questionnaire\":[]}",
 		  "array items become responses (null items skipped, separator on strings)");
 
 	/* Opt-in normalisation. */
@@ -484,28 +585,36 @@ static void test_variables(void)
 		static const struct {
 			const char *v1, *want;
 		} cases[] = {
-			{"1", "1"}, {"0", "0"}, {"true", "1"}, {"false", "0"}, {"\"1\"", "1"}, {"\"0\"", "0"},
-			{"\"true\"", "1"}, {"\"false\"", "0"}, {"\"\"", ""}, {"null", ""},
+			{ "1", "1" },        { "0", "0" },         { "true", "1" },
+			{ "false", "0" },    { "\"1\"", "1" },     { "\"0\"", "0" },
+			{ "\"true\"", "1" }, { "\"false\"", "0" }, { "\"\"", "" },
+			{ "null", "" },
 		};
 		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 			char in[128], want[512], name[128];
 
 			snprintf(in, sizeof(in), "{\"terms\":%s,\"language\":\"fr\"}", cases[i].v1);
 			snprintf(want, sizeof(want),
-				 "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}],"
-				 "\"optins\":[{\"response\":\"%s\",\"variable\":\"tos\",\"categories\":[]}],\"questionnaire\":[]}",
+				 "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"lang\",\"responses\":[{"
+				 "\"value\":\"fr\"}]}],"
+				 "\"optins\":[{\"response\":\"%s\",\"variable\":\"tos\","
+				 "\"categories\":[]}],\"questionnaire\":[]}",
 				 cases[i].want);
-			snprintf(name, sizeof(name), "opt-in %s -> \"%s\"", cases[i].v1, cases[i].want);
+			snprintf(name, sizeof(name), "opt-in %s -> \"%s\"", cases[i].v1,
+				 cases[i].want);
 			check_map(m, in, want, name);
 		}
 	}
 	got = map_flags(m, "{\"terms\":\"yes\"}", 0, NULL, &e);
-	is_str(got, "ERR: v1 key 'terms': not an opt-in value: \"yes\" (expected 1, 0, true, false, empty or null)",
+	is_str(got,
+	       "ERR: v1 key 'terms': not an opt-in value: \"yes\" (expected 1, 0, true, false, "
+	       "empty or null)",
 	       "bad opt-in value names the key");
 	is_int(e.line, 17, "bad opt-in names the rule line");
 	free(got);
 	got = map(m, "{\"terms\":2}");
-	ok(strncmp(got, "ERR: v1 key 'terms': not an opt-in value: \"2\"", 45) == 0, "2 is not an opt-in value");
+	ok(strncmp(got, "ERR: v1 key 'terms': not an opt-in value: \"2\"", 45) == 0,
+	   "2 is not an opt-in value");
 	free(got);
 	got = map(m, "{\"terms\":[1]}");
 	ok(strncmp(got, "ERR: v1 key 'terms': a list", 27) == 0, "list is not an opt-in value");
@@ -513,60 +622,91 @@ static void test_variables(void)
 	got = map(m, "{\"language\":\"fr\"}");
 	is_str(got, "ERR: required v1 key 'terms' is absent", "required opt-in");
 	free(got);
-	check_map(m, "{\"terms\":0,\"opt_news\":\"1\",\"opt_sms\":\"no\"}",
-		  "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}],\"optins\":["
-		  "{\"id\":7,\"label\":\"News\",\"description\":\"Monthly\",\"response\":\"1\",\"variable\":\"news\",\"categories\":["
-		  "{\"id\":118,\"label\":\"Newsletter\",\"technicalName\":\"newsletter\",\"parent\":{\"id\":218,\"label\":\"Marketing\","
-		  "\"technicalName\":\"marketing\"}},{\"label\":\"Bare\"}]},"
-		  "{\"response\":\"0\",\"variable\":\"sms\",\"categories\":[]},"
-		  "{\"response\":\"0\",\"variable\":\"tos\",\"categories\":[]}],\"questionnaire\":[]}",
-		  "opt-ins: prefix, description, categories with parent, map before normalisation, rule order");
+	check_map(
+		m, "{\"terms\":0,\"opt_news\":\"1\",\"opt_sms\":\"no\"}",
+		"{" NO_CAMPAIGN
+		"\"form\":[{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}],\"optins\":["
+		"{\"id\":7,\"label\":\"News\",\"description\":\"Monthly\",\"response\":\"1\","
+		"\"variable\":\"news\",\"categories\":["
+		"{\"id\":118,\"label\":\"Newsletter\",\"technicalName\":\"newsletter\",\"parent\":{"
+		"\"id\":218,\"label\":\"Marketing\","
+		"\"technicalName\":\"marketing\"}},{\"label\":\"Bare\"}]},"
+		"{\"response\":\"0\",\"variable\":\"sms\",\"categories\":[]},"
+		"{\"response\":\"0\",\"variable\":\"tos\",\"categories\":[]}],\"questionnaire\":[]"
+		"}",
+		"opt-ins: prefix, description, categories with parent, map before normalisation, "
+		"rule order");
 
 	/* Questionnaire. */
-	check_map(m, "{\"terms\":1,\"q1\":\"Brussels\",\"q1_score\":\"50\",\"q1_rs\":50,\"q1_ok\":\"1\"}",
-		  "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS ","
-		  "\"questionnaire\":[{\"id\":31,\"label\":\"Capital?\",\"type\":\"ALPHA NUMERIC\",\"score\":50,\"maxScore\":100,"
-		  "\"variable\":\"q1\",\"responses\":[{\"value\":\"Brussels\",\"score\":50,\"isCorrect\":true}]}]}",
+	check_map(m,
+		  "{\"terms\":1,\"q1\":\"Brussels\",\"q1_score\":\"50\",\"q1_rs\":50,\"q1_ok\":"
+		  "\"1\"}",
+		  "{" NO_CAMPAIGN
+		  "\"form\":[{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS
+		  ","
+		  "\"questionnaire\":[{\"id\":31,\"label\":\"Capital?\",\"type\":\"ALPHA "
+		  "NUMERIC\",\"score\":50,\"maxScore\":100,"
+		  "\"variable\":\"q1\",\"responses\":[{\"value\":\"Brussels\",\"score\":50,"
+		  "\"isCorrect\":true}]}]}",
 		  "question score, constant max score, response score and correctness");
 	check_map(m, "{\"terms\":1,\"q2\":\"a|b\",\"q2_max\":10}",
-		  "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS ","
-		  "\"questionnaire\":[{\"maxScore\":10,\"variable\":\"q2\",\"responses\":[{\"value\":\"a\"},{\"value\":\"b\"}]}]}",
+		  "{" NO_CAMPAIGN
+		  "\"form\":[{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS
+		  ","
+		  "\"questionnaire\":[{\"maxScore\":10,\"variable\":\"q2\",\"responses\":[{"
+		  "\"value\":\"a\"},{\"value\":\"b\"}]}]}",
 		  "max score from a key, multi-valued answer");
 	check_map(m, "{\"terms\":1,\"q1\":[\"A\",\"B\"],\"q1_rs\":[10,0],\"q1_ok\":[true,false]}",
-		  "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS ","
-		  "\"questionnaire\":[{\"id\":31,\"label\":\"Capital?\",\"type\":\"ALPHA NUMERIC\",\"maxScore\":100,"
-		  "\"variable\":\"q1\",\"responses\":[{\"value\":\"A\",\"score\":10,\"isCorrect\":true},"
+		  "{" NO_CAMPAIGN
+		  "\"form\":[{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS
+		  ","
+		  "\"questionnaire\":[{\"id\":31,\"label\":\"Capital?\",\"type\":\"ALPHA "
+		  "NUMERIC\",\"maxScore\":100,"
+		  "\"variable\":\"q1\",\"responses\":[{\"value\":\"A\",\"score\":10,\"isCorrect\":"
+		  "true},"
 		  "{\"value\":\"B\",\"score\":0,\"isCorrect\":false}]}]}",
 		  "per-response lists align with the responses");
 	check_map(m, "{\"terms\":1,\"q1_score\":0}",
-		  "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS ","
-		  "\"questionnaire\":[{\"id\":31,\"label\":\"Capital?\",\"type\":\"ALPHA NUMERIC\",\"score\":0,\"maxScore\":100,"
+		  "{" NO_CAMPAIGN
+		  "\"form\":[{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS
+		  ","
+		  "\"questionnaire\":[{\"id\":31,\"label\":\"Capital?\",\"type\":\"ALPHA "
+		  "NUMERIC\",\"score\":0,\"maxScore\":100,"
 		  "\"variable\":\"q1\",\"responses\":[]}]}",
 		  "a score without an answer still produces the entry (nothing lost)");
 	got = map(m, "{\"terms\":1,\"q1\":[\"A\",\"B\"],\"q1_ok\":[true]}");
-	is_str(got, "ERR: v1 key 'q1_ok': 1 values for the 2 responses of 'q1'", "per-response list length checked");
+	is_str(got, "ERR: v1 key 'q1_ok': 1 values for the 2 responses of 'q1'",
+	       "per-response list length checked");
 	free(got);
 	got = map(m, "{\"terms\":1,\"q1\":\"A\",\"q1_ok\":\"maybe\"}");
-	ok(strncmp(got, "ERR: v1 key 'q1_ok': not a correctness value: \"maybe\"", 53) == 0, "bad correctness value");
+	ok(strncmp(got, "ERR: v1 key 'q1_ok': not a correctness value: \"maybe\"", 53) == 0,
+	   "bad correctness value");
 	free(got);
 	got = map(m, "{\"terms\":1,\"q1\":\"A\",\"q1_score\":\"lots\"}");
-	ok(strncmp(got, "ERR: v1 key 'q1_score': not an integer", 38) == 0, "bad score names the helper key");
+	ok(strncmp(got, "ERR: v1 key 'q1_score': not an integer", 38) == 0,
+	   "bad score names the helper key");
 	free(got);
 	mapping_free(m);
 }
 
 static void test_unmapped(void)
 {
-	struct mapping *mf = load_ok("um-form.conf",
-				     "fields = ( { to = \"id\"; from = \"pid\"; } );\n"
-				     "variables = ( { section = \"questionnaire\"; variable = \"q\"; score_from = \"q_score\"; },\n"
-				     "              { section = \"form\"; variable = \"email\"; } );\n"
-				     "ignore = [ \"signature\" ];\n");
-	struct mapping *md = load_ok("um-drop.conf", "unmapped = \"drop\";\nfields = ( { to = \"id\"; from = \"pid\"; } );\n");
+	struct mapping *mf = load_ok(
+		"um-form.conf", "fields = ( { to = \"id\"; from = \"pid\"; } );\n"
+				"variables = ( { section = \"questionnaire\"; variable = \"q\"; "
+				"score_from = \"q_score\"; },\n"
+				"              { section = \"form\"; variable = \"email\"; } );\n"
+				"ignore = [ \"signature\" ];\n");
+	struct mapping *md = load_ok(
+		"um-drop.conf",
+		"unmapped = \"drop\";\nfields = ( { to = \"id\"; from = \"pid\"; } );\n");
 	struct mapping *mr = load_ok("um-reject.conf",
-				     "version = 1;\nunmapped = \"reject\";\nfields = ( { to = \"id\"; from = \"pid\"; } );\n");
-	const char *in = "{\"zeta\":\"z\",\"pid\":\"p\",\"email\":\"a@b\",\"signature\":\"s\",\"alpha\":[1,\"two\",null],"
-			 "\"q_score\":3,\"nothing\":null,\"esc\":\"quote\\\" tab\\t nul\\u0000 \\ud83d\\ude00 \\/\"}";
+				     "version = 1;\nunmapped = \"reject\";\nfields = ( { to = "
+				     "\"id\"; from = \"pid\"; } );\n");
+	const char *in = "{\"zeta\":\"z\",\"pid\":\"p\",\"email\":\"a@b\",\"signature\":\"s\","
+			 "\"alpha\":[1,\"two\",null],"
+			 "\"q_score\":3,\"nothing\":null,\"esc\":\"quote\\\" tab\\t nul\\u0000 "
+			 "\\ud83d\\ude00 \\/\"}";
 	struct mapping_result r;
 	struct bridge_error e;
 	char *got;
@@ -575,14 +715,20 @@ static void test_unmapped(void)
 		goto out;
 	got = map_flags(mf, in, 0, &r, NULL);
 	is_str(got,
-	       "{\"id\":\"p\"," NO_CAMPAIGN "\"form\":[{\"variable\":\"email\",\"responses\":[{\"value\":\"a@b\"}]},"
+	       "{\"id\":\"p\"," NO_CAMPAIGN
+	       "\"form\":[{\"variable\":\"email\",\"responses\":[{\"value\":\"a@b\"}]},"
 	       "{\"label\":\"zeta\",\"variable\":\"zeta\",\"responses\":[{\"value\":\"z\"}]},"
-	       "{\"label\":\"alpha\",\"variable\":\"alpha\",\"responses\":[{\"value\":\"1\"},{\"value\":\"two\"}]},"
+	       "{\"label\":\"alpha\",\"variable\":\"alpha\",\"responses\":[{\"value\":\"1\"},{"
+	       "\"value\":\"two\"}]},"
 	       "{\"label\":\"nothing\",\"variable\":\"nothing\",\"responses\":[]},"
-	       "{\"label\":\"esc\",\"variable\":\"esc\",\"responses\":[{\"value\":\"quote\\\" tab\\t nul\\u0000 \xf0\x9f\x98\x80 /\"}]}],"
-	       "\"optins\":[],\"questionnaire\":[{\"score\":3,\"variable\":\"q\",\"responses\":[]}]}",
-	       "unmapped = form: generic entries after rule entries, in arrival order; escapes and UTF-8 kept");
-	is_int(r.n_unmapped, 4, "four unmapped keys listed (helper and ignored keys count as named)");
+	       "{\"label\":\"esc\",\"variable\":\"esc\",\"responses\":[{\"value\":\"quote\\\" "
+	       "tab\\t nul\\u0000 \xf0\x9f\x98\x80 /\"}]}],"
+	       "\"optins\":[],\"questionnaire\":[{\"score\":3,\"variable\":\"q\",\"responses\":[]}]"
+	       "}",
+	       "unmapped = form: generic entries after rule entries, in arrival order; escapes and "
+	       "UTF-8 kept");
+	is_int(r.n_unmapped, 4,
+	       "four unmapped keys listed (helper and ignored keys count as named)");
 	if (r.n_unmapped == 4) {
 		is_str(r.unmapped[0], "zeta", "unmapped list in arrival order (1)");
 		is_str(r.unmapped[3], "esc", "unmapped list in arrival order (4)");
@@ -599,15 +745,18 @@ static void test_unmapped(void)
 	free(got);
 
 	got = map_flags(mr, "{\"pid\":\"p\",\"a\":1,\"b\":2}", 0, NULL, &e);
-	is_str(got, "ERR: unmapped v1 keys 'a', 'b' (unmapped = \"reject\")", "unmapped = reject names the keys");
+	is_str(got, "ERR: unmapped v1 keys 'a', 'b' (unmapped = \"reject\")",
+	       "unmapped = reject names the keys");
 	is_str(e.key, "a", "reject error key is the first unmapped key");
 	is_int(e.line, 2, "reject error names the unmapped setting's line");
 	free(got);
 	got = map(mr, "{\"pid\":\"p\",\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7}");
-	is_str(got, "ERR: unmapped v1 keys 'a', 'b', 'c', 'd', 'e' and 2 more (unmapped = \"reject\")",
+	is_str(got,
+	       "ERR: unmapped v1 keys 'a', 'b', 'c', 'd', 'e' and 2 more (unmapped = \"reject\")",
 	       "long reject list is bounded");
 	free(got);
-	check_map(mr, "{\"pid\":\"p\"}", "{\"id\":\"p\"," NO_CAMPAIGN EMPTY_TAIL, "reject passes a fully mapped document");
+	check_map(mr, "{\"pid\":\"p\"}", "{\"id\":\"p\"," NO_CAMPAIGN EMPTY_TAIL,
+		  "reject passes a fully mapped document");
 out:
 	mapping_free(mf);
 	mapping_free(md);
@@ -622,18 +771,22 @@ static const char *const stages_conf =
 	"  { to = \"campaign.channel.website.id\"; from = \"site\"; },\n"
 	"  { to = \"campaign.name\"; from = \"title\"; }\n"
 	");\n"
-	"variables = ( { section = \"form\"; variable = \"email\"; label = \"Email\"; } );\n"
+	"variables = ( { section = \"form\"; variable = \"email\"; label = \"Email\"; } "
+	");\n"
 	"stages = (\n"
-	"  { name = \"site 7\"; websites = [ 7, 8 ];\n"                                 /* 10 */
-	"    unmapped = \"drop\";\n"                                                          /* 11 */
-	"    fields = ( { to = \"campaign.name\"; from = \"title\"; convert = \"upper\"; },\n" /* 12 */
+	"  { name = \"site 7\"; websites = [ 7, 8 ];\n" /* 10 */
+	"    unmapped = \"drop\";\n"                    /* 11 */
+	"    fields = ( { to = \"campaign.name\"; from = \"title\"; convert = \"upper\"; "
+	"},\n" /* 12 */
 	"               { to = \"campaign.type\"; value = \"SITE7\"; } );\n"
-	"    variables = ( { section = \"form\"; variable = \"email\"; label = \"E-mail\"; } ); },\n"
-	"  { name = \"campaign 99\"; campaigns = [ \"18446744073709551615\" ]; replace = true;\n" /* 15 */
+	"    variables = ( { section = \"form\"; variable = \"email\"; label = \"E-mail\"; "
+	"} ); },\n"
+	"  { name = \"campaign 99\"; campaigns = [ \"18446744073709551615\" ]; replace = "
+	"true;\n" /* 15 */
 	"    unmapped = \"reject\";\n"
 	"    fields = ( { to = \"id\"; from = \"pid\"; } );\n"
 	"    ignore = [ \"campaign_id\", \"site\" ]; },\n"
-	"  { name = \"site 7 campaign 5\"; websites = [ 7 ]; campaigns = [ 5 ];\n"          /* 19 */
+	"  { name = \"site 7 campaign 5\"; websites = [ 7 ]; campaigns = [ 5 ];\n" /* 19 */
 	"    fields = ( { to = \"campaign.type\"; value = \"BOTH\"; } ); }\n"
 	");\n";
 
@@ -646,26 +799,39 @@ static void test_stages(void)
 	if (!m)
 		return;
 	check_map(m, "{\"site\":1,\"campaign_id\":2,\"title\":\"t\",\"email\":\"a@b\",\"x\":\"y\"}",
-		  "{\"campaign\":{\"id\":2,\"name\":\"t\",\"themes\":[],\"channel\":{\"website\":{\"id\":1}}},"
-		  "\"form\":[{\"label\":\"Email\",\"variable\":\"email\",\"responses\":[{\"value\":\"a@b\"}]},"
-		  "{\"label\":\"x\",\"variable\":\"x\",\"responses\":[{\"value\":\"y\"}]}],\"optins\":[],\"questionnaire\":[]}",
-		  "no stage matches: base rules");
-	check_map(m, "{\"site\":\"0008\",\"campaign_id\":2,\"title\":\"t\",\"email\":\"a@b\",\"x\":\"y\"}",
-		  "{\"campaign\":{\"id\":2,\"name\":\"T\",\"type\":\"SITE7\",\"themes\":[],\"channel\":{\"website\":{\"id\":8}}},"
-		  "\"form\":[{\"label\":\"E-mail\",\"variable\":\"email\",\"responses\":[{\"value\":\"a@b\"}]}],"
+		  "{\"campaign\":{\"id\":2,\"name\":\"t\",\"themes\":[],\"channel\":{\"website\":{"
+		  "\"id\":1}}},"
+		  "\"form\":[{\"label\":\"Email\",\"variable\":\"email\",\"responses\":[{\"value\":"
+		  "\"a@b\"}]},"
+		  "{\"label\":\"x\",\"variable\":\"x\",\"responses\":[{\"value\":\"y\"}]}],"
 		  "\"optins\":[],\"questionnaire\":[]}",
-		  "website stage: replaces rules in place, adds rules, overrides unmapped (ids compared canonically)");
-	got = map_flags(m, "{\"site\":7,\"campaign_id\":\"18446744073709551615\",\"pid\":\"p\",\"title\":\"t\"}", 0, NULL, NULL);
+		  "no stage matches: base rules");
+	check_map(m,
+		  "{\"site\":\"0008\",\"campaign_id\":2,\"title\":\"t\",\"email\":\"a@b\",\"x\":"
+		  "\"y\"}",
+		  "{\"campaign\":{\"id\":2,\"name\":\"T\",\"type\":\"SITE7\",\"themes\":[],"
+		  "\"channel\":{\"website\":{\"id\":8}}},"
+		  "\"form\":[{\"label\":\"E-mail\",\"variable\":\"email\",\"responses\":[{"
+		  "\"value\":\"a@b\"}]}],"
+		  "\"optins\":[],\"questionnaire\":[]}",
+		  "website stage: replaces rules in place, adds rules, overrides unmapped (ids "
+		  "compared canonically)");
+	got = map_flags(m,
+			"{\"site\":7,\"campaign_id\":\"18446744073709551615\",\"pid\":\"p\","
+			"\"title\":\"t\"}",
+			0, NULL, NULL);
 	is_str(got, "ERR: unmapped v1 key 'title' (unmapped = \"reject\")",
 	       "campaign stage is more specific than a website stage; replace drops base rules");
 	free(got);
-	got = map_flags(m, "{\"site\":7,\"campaign_id\":\"18446744073709551615\",\"pid\":\"p\"}", 0, &r, NULL);
+	got = map_flags(m, "{\"site\":7,\"campaign_id\":\"18446744073709551615\",\"pid\":\"p\"}", 0,
+			&r, NULL);
 	is_str(got, "{\"id\":\"p\"," NO_CAMPAIGN EMPTY_TAIL, "replacing stage output");
 	is_int(r.unmapped_policy, MAPPING_UNMAPPED_REJECT, "stage policy reported");
 	mapping_result_clear(&r);
 	free(got);
 	check_map(m, "{\"site\":7,\"campaign_id\":5}",
-		  "{\"campaign\":{\"id\":5,\"type\":\"BOTH\",\"themes\":[],\"channel\":{\"website\":{\"id\":7}}},"
+		  "{\"campaign\":{\"id\":5,\"type\":\"BOTH\",\"themes\":[],\"channel\":{"
+		  "\"website\":{\"id\":7}}},"
 		  "\"form\":[],\"optins\":[],\"questionnaire\":[]}",
 		  "a stage naming website and campaign wins over both");
 	got = map(m, "{\"site\":\"abc\",\"campaign_id\":5}");
@@ -675,19 +841,24 @@ static void test_stages(void)
 	mapping_free(m);
 }
 
-static int has_trace(const struct mapping_result *r, const char *path, const char *from, int line, const char *what)
+static int has_trace(const struct mapping_result *r, const char *path, const char *from, int line,
+		     const char *what)
 {
 	for (size_t i = 0; i < r->n_trace; i++) {
 		const struct mapping_trace *t = &r->trace[i];
 
-		if (strcmp(t->path, path) == 0 && (from ? t->from_key && strcmp(t->from_key, from) == 0 : !t->from_key) &&
+		if (strcmp(t->path, path) == 0 &&
+		    (from ? t->from_key && strcmp(t->from_key, from) == 0 : !t->from_key) &&
 		    t->line == line && strcmp(t->what, what) == 0 && t->file)
 			return 1;
 	}
-	printf("#   no trace %s <- %s line %d \"%s\"; have:\n", path, from ? from : "-", line, what);
+	printf("#   no trace %s <- %s line %d \"%s\"; have:\n", path, from ? from : "-", line,
+	       what);
 	for (size_t i = 0; i < r->n_trace; i++)
-		printf("#     %s <- %s %s:%d %s\n", r->trace[i].path, r->trace[i].from_key ? r->trace[i].from_key : "-",
-		       r->trace[i].file ? r->trace[i].file : "-", r->trace[i].line, r->trace[i].what);
+		printf("#     %s <- %s %s:%d %s\n", r->trace[i].path,
+		       r->trace[i].from_key ? r->trace[i].from_key : "-",
+		       r->trace[i].file ? r->trace[i].file : "-", r->trace[i].line,
+		       r->trace[i].what);
 	return 0;
 }
 
@@ -701,18 +872,24 @@ static void test_trace(void)
 
 	if (!mf || !mv || !mu)
 		goto out;
-	got = map_flags(mf, "{\"pid\":\"p\",\"status\":\"complete\",\"start\":\"2021-07-01 12:00:00\",\"cid\":\"7\"}",
+	got = map_flags(mf,
+			"{\"pid\":\"p\",\"status\":\"complete\",\"start\":\"2021-07-01 "
+			"12:00:00\",\"cid\":\"7\"}",
 			MAPPING_TRACE, &r, NULL);
 	ok(got && got[0] == '{', "traced apply succeeds");
 	ok(has_trace(&r, "id", "pid", 4, "upper"), "trace: copy with conversion");
 	ok(has_trace(&r, "ip", NULL, 5, "constant"), "trace: constant");
 	ok(has_trace(&r, "url", "url", 6, "default"), "trace: default names the absent key");
 	ok(has_trace(&r, "campaign.id", "cid", 7, "integer"), "trace: integer");
-	ok(has_trace(&r, "state", "status", 10, "copy, map complete->COMPLETED"), "trace: value map");
-	ok(has_trace(&r, "startedAt", "start", 12, "datetime Europe/Brussels"), "trace: datetime names the zone");
-	ok(has_trace(&r, "campaign.channel.website.id", "wid", 8, "default"), "trace: integer default");
+	ok(has_trace(&r, "state", "status", 10, "copy, map complete->COMPLETED"),
+	   "trace: value map");
+	ok(has_trace(&r, "startedAt", "start", 12, "datetime Europe/Brussels"),
+	   "trace: datetime names the zone");
+	ok(has_trace(&r, "campaign.channel.website.id", "wid", 8, "default"),
+	   "trace: integer default");
 	is_int(r.n_trace, 7, "one trace record per written value");
-	ok(r.trace && r.trace[0].file && strstr(r.trace[0].file, "trace-fields.conf"), "trace names the rule file");
+	ok(r.trace && r.trace[0].file && strstr(r.trace[0].file, "trace-fields.conf"),
+	   "trace names the rule file");
 	mapping_result_clear(&r);
 	free(got);
 
@@ -721,20 +898,28 @@ static void test_trace(void)
 	mapping_result_clear(&r);
 	free(got);
 
-	got = map_flags(mv, "{\"terms\":\"true\",\"gender\":\"f\",\"cv_url\":\"https://h/x.pdf\",\"q1\":\"A\",\"q1_score\":1,\"q1_ok\":0}",
+	got = map_flags(mv,
+			"{\"terms\":\"true\",\"gender\":\"f\",\"cv_url\":\"https://h/"
+			"x.pdf\",\"q1\":\"A\",\"q1_score\":1,\"q1_ok\":0}",
 			MAPPING_TRACE, &r, NULL);
-	ok(has_trace(&r, "form[gender].responses[0].value", "gender", 5, "choice upper"), "trace: choice");
+	ok(has_trace(&r, "form[gender].responses[0].value", "gender", 5, "choice upper"),
+	   "trace: choice");
 	ok(has_trace(&r, "form[cv].responses[0].file", "cv_url", 8, "file"), "trace: file upload");
-	ok(has_trace(&r, "form[lang].responses[0].value", NULL, 10, "default"), "trace: variable default");
+	ok(has_trace(&r, "form[lang].responses[0].value", NULL, 10, "default"),
+	   "trace: variable default");
 	ok(has_trace(&r, "optins[tos].response", "terms", 17, "optin"), "trace: opt-in");
-	ok(has_trace(&r, "questionnaire[q1].score", "q1_score", 18, "integer"), "trace: score helper key");
-	ok(has_trace(&r, "questionnaire[q1].maxScore", NULL, 18, "constant"), "trace: constant max score");
-	ok(has_trace(&r, "questionnaire[q1].responses[0].isCorrect", "q1_ok", 18, "correct"), "trace: correctness");
+	ok(has_trace(&r, "questionnaire[q1].score", "q1_score", 18, "integer"),
+	   "trace: score helper key");
+	ok(has_trace(&r, "questionnaire[q1].maxScore", NULL, 18, "constant"),
+	   "trace: constant max score");
+	ok(has_trace(&r, "questionnaire[q1].responses[0].isCorrect", "q1_ok", 18, "correct"),
+	   "trace: correctness");
 	mapping_result_clear(&r);
 	free(got);
 
 	got = map_flags(mu, "{\"k\":\"v\"}", MAPPING_TRACE, &r, NULL);
-	ok(has_trace(&r, "form[k].responses[0].value", "k", 1, "unmapped:form"), "trace: unmapped entry");
+	ok(has_trace(&r, "form[k].responses[0].value", "k", 1, "unmapped:form"),
+	   "trace: unmapped entry");
 	mapping_result_clear(&r);
 	free(got);
 out:
@@ -746,11 +931,12 @@ out:
 static void test_result_fields(void)
 {
 	struct mapping *ship = NULL;
-	struct diag d = {0};
+	struct diag d = { 0 };
 	struct mapping_result r;
 	char *got;
 
-	ok(mapping_load("mappings/qualifio-v1-to-v2.conf", &ship, &d) == 0, "shipped mapping loads");
+	ok(mapping_load("mappings/qualifio-v1-to-v2.conf", &ship, &d) == 0,
+	   "shipped mapping loads");
 	if (d.text)
 		printf("# %s", d.text);
 	diag_reset(&d);
@@ -758,10 +944,12 @@ static void test_result_fields(void)
 		return;
 	is_str(mapping_path(ship), "mappings/qualifio-v1-to-v2.conf", "mapping_path");
 	got = map_flags(ship,
-			"{\"participation_id\":\"4b1e9345-1c0c-463f-82a0-e6857dbdfe80\",\"status\":\"Complete\","
+			"{\"participation_id\":\"4b1e9345-1c0c-463f-82a0-e6857dbdfe80\",\"status\":"
+			"\"Complete\","
 			"\"campaign_id\":\"9007199254740993\",\"website_id\":18446744073709551615}",
 			0, &r, NULL);
-	is_str(r.participation_id, "4B1E9345-1C0C-463F-82A0-E6857DBDFE80", "result: participation id as emitted");
+	is_str(r.participation_id, "4B1E9345-1C0C-463F-82A0-E6857DBDFE80",
+	       "result: participation id as emitted");
 	is_str(r.state, "COMPLETED", "result: state");
 	is_str(r.campaign_id, "9007199254740993", "result: campaign id text");
 	is_str(r.website_id, "18446744073709551615", "result: website id text");
@@ -769,7 +957,8 @@ static void test_result_fields(void)
 	mapping_result_clear(&r);
 	free(got);
 	got = map_flags(ship, "{\"participation_id\":\"x\"}", 0, &r, NULL);
-	ok(r.state == NULL && r.website_id == NULL && r.campaign_id == NULL, "result: absent values are NULL");
+	ok(r.state == NULL && r.website_id == NULL && r.campaign_id == NULL,
+	   "result: absent values are NULL");
 	mapping_result_clear(&r);
 	mapping_result_clear(&r);
 	ok(r.body == NULL, "mapping_result_clear twice is safe");
@@ -788,7 +977,8 @@ static void *thread_main(void *p)
 	struct thread_arg *a = p;
 
 	for (int i = 0; i < 300; i++) {
-		char *got = map(a->m, "{\"pid\":\"a\",\"cid\":\"18446744073709551615\",\"start\":\"2021-10-31 02:30:00\","
+		char *got = map(a->m, "{\"pid\":\"a\",\"cid\":\"18446744073709551615\",\"start\":"
+				      "\"2021-10-31 02:30:00\","
 				      "\"status\":\"complete\"}");
 
 		if (!got || strcmp(got, a->want) != 0)
@@ -808,7 +998,8 @@ static void test_threads(void)
 
 	if (!m)
 		return;
-	want = map(m, "{\"pid\":\"a\",\"cid\":\"18446744073709551615\",\"start\":\"2021-10-31 02:30:00\",\"status\":\"complete\"}");
+	want = map(m, "{\"pid\":\"a\",\"cid\":\"18446744073709551615\",\"start\":\"2021-10-31 "
+		      "02:30:00\",\"status\":\"complete\"}");
 	for (int i = 0; i < 4; i++) {
 		args[i].m = m;
 		args[i].want = want;

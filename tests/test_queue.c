@@ -105,7 +105,7 @@ struct sink {
 	int hold;         /* keep requests unanswered */
 	struct evhttp_request *held[64];
 	int n_held;
-	int ok_count;     /* 2xx answered */
+	int ok_count; /* 2xx answered */
 };
 
 static void sink_answer(struct sink *s, struct evhttp_request *req, int status, const char *ra)
@@ -412,14 +412,16 @@ static void test_retry_after(void)
 	is_int(queue_retry_after_ms("Sun Nov  6 08:49:57 1994", now), 20000, "asctime date");
 	is_int(queue_retry_after_ms("Sun Nov 16 08:49:37 1994", now), 10LL * 86400000,
 	       "asctime with a two-digit day");
-	is_int(queue_retry_after_ms("Sun, 06 Nov 1994 08:00:00 GMT", now), 0, "date in the past: 0");
+	is_int(queue_retry_after_ms("Sun, 06 Nov 1994 08:00:00 GMT", now), 0,
+	       "date in the past: 0");
 	is_int(queue_retry_after_ms("Sun, 06 Nov 1994 08:49:37 UTC", now), -1, "not GMT: ignored");
 	is_int(queue_retry_after_ms("soon", now), -1, "garbage: ignored");
 	is_int(queue_retry_after_ms("-5", now), -1, "negative: ignored");
 	is_int(queue_retry_after_ms("1.5", now), -1, "fraction: ignored");
 	is_int(queue_retry_after_ms("", now), -1, "empty: ignored");
 	is_int(queue_retry_after_ms(NULL, now), -1, "absent: ignored");
-	is_int(queue_retry_after_ms("Sun, 06 Foo 1994 08:49:37 GMT", now), -1, "bad month: ignored");
+	is_int(queue_retry_after_ms("Sun, 06 Foo 1994 08:49:37 GMT", now), -1,
+	       "bad month: ignored");
 	is_int(queue_retry_after_ms("Sun, 06 Nov 1994 25:49:37 GMT", now), -1, "bad hour: ignored");
 	is_int(queue_retry_after_ms("99999999999999999999", now), 366LL * 86400 * 1000,
 	       "huge delta clamped, no overflow");
@@ -448,7 +450,7 @@ static int load_text(const char *text, struct queue_config *qc, struct diag *d)
 static void test_config(void)
 {
 	struct queue_config qc;
-	struct diag d = {0};
+	struct diag d = { 0 };
 	char want[128];
 
 	is_int(load_text("workers = 1;\n", &qc, &d), 0, "no queue group: fine");
@@ -461,8 +463,11 @@ static void test_config(void)
 	is_int(qc.max_depth, 1000000, "default max_depth 1000000");
 
 	is_int(load_text("queue = { path = \"data/q.db\"; max_attempts = 3; max_age_s = 60;\n"
-			 "  backoff_base_ms = 10; backoff_max_ms = 50; per_endpoint_concurrency = 2;\n"
-			 "  max_depth = 7; };\n", &qc, &d), 0, "full group loads");
+			 "  backoff_base_ms = 10; backoff_max_ms = 50; per_endpoint_concurrency = "
+			 "2;\n"
+			 "  max_depth = 7; };\n",
+			 &qc, &d),
+	       0, "full group loads");
 	snprintf(want, sizeof(want), "%s/data/q.db", tmpdir);
 	is_str(qc.path, want, "path resolved against the config's folder");
 	ok(qc.max_attempts == 3 && qc.max_age_s == 60 && qc.backoff_base_ms == 10 &&
@@ -473,7 +478,8 @@ static void test_config(void)
 
 	is_int(load_text("queue = {\n  path = \"q.db\";\n  backoff_base_ms = 500;\n"
 			 "  backoff_max_ms = 100;\n  retries = 3;\n  max_attempts = 0;\n};\n",
-			 &qc, &d), -1, "bad group fails");
+			 &qc, &d),
+	       -1, "bad group fails");
 	for (const char *p = d.text; p && *p;) {
 		const char *nl = strchr(p, '\n');
 		int n = nl ? (int)(nl - p) : (int)strlen(p);
@@ -675,8 +681,8 @@ static void test_dead_letters(void)
 }
 
 struct pstate {
-	int first_ok_incomplete;  /* index of the 2xx INCOMPLETE, -1 */
-	int first_completed;      /* index of the first COMPLETED request, -1 */
+	int first_ok_incomplete; /* index of the 2xx INCOMPLETE, -1 */
+	int first_completed;     /* index of the first COMPLETED request, -1 */
 	int last_incomplete;
 	int ok_incomplete, ok_completed;
 };
@@ -745,7 +751,8 @@ static void test_ordering(void)
 			bad_count++;
 	}
 	printf("# %d requests for %d rows\n", s.n, 2 * NP);
-	is_int(bad_order, 0, "per participation: no COMPLETED attempt before its INCOMPLETE got 2xx");
+	is_int(bad_order, 0,
+	       "per participation: no COMPLETED attempt before its INCOMPLETE got 2xx");
 	is_int(bad_count, 0, "each row accepted exactly once (no crash: no duplicate)");
 	ok(s.max_inflight <= c.per_endpoint_concurrency, "never more than the per-endpoint limit");
 	ok(s.n > 2 * NP, "failures did happen");
@@ -886,7 +893,8 @@ static void test_stop_restart(void)
 	is_int(st.depth, 3, "depth 3 after restart");
 	queue_start(q, NULL);
 	ok(wait_stats(q, 3, 0, 5000), "all three delivered after restart");
-	ok(s.n == 5 && strcmp(s.recs[2].delivery_id, "s1") * strcmp(s.recs[2].delivery_id, "s2") == 0,
+	ok(s.n == 5 &&
+		   strcmp(s.recs[2].delivery_id, "s1") * strcmp(s.recs[2].delivery_id, "s2") == 0,
 	   "the interrupted ones again, same delivery ids");
 	queue_free(q);
 	sink_stop(&s);
@@ -977,7 +985,8 @@ static void test_external(void)
 	ok(wait_stats(q, 0, 1, 3000), "dead after one attempt");
 	s.fail_percent = 0;
 	ok(store_open(path, 0, 1000, &cli, &err) == 0, "a second connection, as the CLI has");
-	is_int(store_retry(cli, 1, wall_ms(), &err), STORE_RETRY_DONE, "retry the dead letter there");
+	is_int(store_retry(cli, 1, wall_ms(), &err), STORE_RETRY_DONE,
+	       "retry the dead letter there");
 	ok(wait_stats(q, 1, 1, QUEUE_POLL_MS + 3000), "the running queue delivers it");
 	queue_stats(q, &st);
 	ok(st.dead == 0 && st.depth == 0, "gauges recounted after the outside change");
@@ -1294,7 +1303,8 @@ static void test_cli(void)
 	ok(count_lines(out_buf) == 1 && strstr(out_buf, "\"id\":3,"), "newest only");
 
 	is_int(cli("--store", path, "show", "1", NULL), 0, "show: exit 0");
-	ok(strstr(out_buf, "participation id: C1") && strstr(out_buf, "state:            INCOMPLETE"),
+	ok(strstr(out_buf, "participation id: C1") &&
+		   strstr(out_buf, "state:            INCOMPLETE"),
 	   "show: fields");
 	ok(strstr(out_buf, "Authorization: *** (--reveal shows it)") &&
 		   !strstr(out_buf, "Bearer tok"),
@@ -1315,7 +1325,8 @@ static void test_cli(void)
 	store_row_clear(&row);
 	is_int(cli("--store", path, "retry", "42", NULL), 1, "retry unknown id: exit 1");
 	store_dead(st, 3, 0, 1, wall_ms(), 0, "x", &err);
-	is_int(cli("--store", path, "retry", "--all", "--route", "ra", NULL), 0, "retry --all --route ra");
+	is_int(cli("--store", path, "retry", "--all", "--route", "ra", NULL), 0,
+	       "retry --all --route ra");
 	ok(strstr(out_buf, "retried 0 dead letters") != NULL, "none on route ra");
 	is_int(cli("--store", path, "retry", "--all", NULL), 0, "retry --all");
 	ok(strstr(out_buf, "retried 1 dead letter\n") != NULL, "one retried");

@@ -166,12 +166,12 @@ static void test_patterns(void)
 		const char *pattern, *key;
 		int want;
 	} t[] = {
-		{ "email", "email", 1 },        { "email", "EMAIL", 1 },
-		{ "email", "optin_email", 0 },  { "email", "emails", 0 },
-		{ "phone*", "phone", 1 },       { "phone*", "phone_2", 1 },
-		{ "phone*", "iphone", 0 },      { "*_email", "contact_email", 1 },
-		{ "*_email", "email", 0 },      { "*mail*", "optin_email_x", 1 },
-		{ "*mail*", "mai", 0 },         { "address*", "Address_Line1", 1 },
+		{ "email", "email", 1 },       { "email", "EMAIL", 1 },
+		{ "email", "optin_email", 0 }, { "email", "emails", 0 },
+		{ "phone*", "phone", 1 },      { "phone*", "phone_2", 1 },
+		{ "phone*", "iphone", 0 },     { "*_email", "contact_email", 1 },
+		{ "*_email", "email", 0 },     { "*mail*", "optin_email_x", 1 },
+		{ "*mail*", "mai", 0 },        { "address*", "Address_Line1", 1 },
 	};
 
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -224,15 +224,14 @@ static void test_json_redaction(void)
 {
 	static const char *const extra[] = { "*_secret" };
 	struct recorder *r = open_rec("json.ndjson", 0, 5, extra, 1);
-	const char *body =
-		"{\"participation_id\":\"4b1e9345-1c0c-463f-82a0-e6857dbdfe80\","
-		"\"campaign_id\":18446744073709551615,\"score\":-1.50e+3,"
-		"\"email\":\"jane.doe@example.org\",\"lastname\":\"Zyxwv\","
-		"\"FirstName\":\"Qwert\",\"phone_2\":\"+3281555111\","
-		"\"Address_Line1\":\"Rue Secr\\u00e8te 7\",\"ip\":\"A66A8BED9948CBDD\","
-		"\"city\":[\"Lieu1\",\"Lieu2\"],\"birthdate\":19900517,"
-		"\"api_secret\":\"tok-98765\",\"optin_email\":\"1\","
-		"\"flag\":true,\"none\":null,\"gender\":\"F\"}";
+	const char *body = "{\"participation_id\":\"4b1e9345-1c0c-463f-82a0-e6857dbdfe80\","
+			   "\"campaign_id\":18446744073709551615,\"score\":-1.50e+3,"
+			   "\"email\":\"jane.doe@example.org\",\"lastname\":\"Zyxwv\","
+			   "\"FirstName\":\"Qwert\",\"phone_2\":\"+3281555111\","
+			   "\"Address_Line1\":\"Rue Secr\\u00e8te 7\",\"ip\":\"A66A8BED9948CBDD\","
+			   "\"city\":[\"Lieu1\",\"Lieu2\"],\"birthdate\":19900517,"
+			   "\"api_secret\":\"tok-98765\",\"optin_email\":\"1\","
+			   "\"flag\":true,\"none\":null,\"gender\":\"F\"}";
 	size_t n;
 	char *text;
 	yajl_val v;
@@ -275,7 +274,9 @@ static void test_json_redaction(void)
 	is_str(str_at(v, "body", "gender"), "F", "other values kept");
 	ok(contains(text, n, "\"flag\":true") && contains(text, n, "\"none\":null"),
 	   "booleans and null re-emitted as such");
-	ok(contains(text, n, "\"participation_id\":\"4b1e9345-1c0c-463f-82a0-e6857dbdfe80\",\"campaign_id\""),
+	ok(contains(
+		   text, n,
+		   "\"participation_id\":\"4b1e9345-1c0c-463f-82a0-e6857dbdfe80\",\"campaign_id\""),
 	   "fields keep their arrival order");
 	yajl_tree_free(v);
 	free(text);
@@ -372,7 +373,8 @@ static void test_invalid(void)
 		is_int(r ? put(r, "application/json", body) : -1, 0, "long post recorded");
 		recorder_close(r);
 		v = only_record(path_in("maxline.ndjson"));
-		ok(v && str_at(v, "reason", NULL) && strstr(str_at(v, "reason", NULL), "over the limit"),
+		ok(v && str_at(v, "reason", NULL) &&
+			   strstr(str_at(v, "reason", NULL), "over the limit"),
 		   "a line over max_line is recorded as invalid, saying why");
 		ok(file_size(path_in("maxline.ndjson")) < 1000, "and stays under max_line");
 		yajl_tree_free(v);
@@ -409,8 +411,8 @@ static void test_rotation(void)
 	if (!ok(r != NULL, "recorder opens (rotation)"))
 		return;
 	for (i = 0; i < 40; i++) {
-		snprintf(body, sizeof(body), "{\"participation_id\":\"rot-%03d\",\"gender\":\"%0150d\"}",
-			 i, i);
+		snprintf(body, sizeof(body),
+			 "{\"participation_id\":\"rot-%03d\",\"gender\":\"%0150d\"}", i, i);
 		if (put(r, "application/json", body) < 0)
 			break;
 	}
@@ -515,11 +517,12 @@ static void test_threads(const char *name, uint64_t rotate, unsigned keep)
 			bad_files++;
 		else
 			total += l;
-		for (const char *p = text; (p = strstr(p, "\"participation_id\":\"t")) != NULL; p++) {
+		for (const char *p = text; (p = strstr(p, "\"participation_id\":\"t")) != NULL;
+		     p++) {
 			int t, i;
 
-			if (sscanf(p, "\"participation_id\":\"t%d-%d", &t, &i) == 2 && t >= 0 && t < 4 &&
-			    i >= 0 && i < PER_THREAD)
+			if (sscanf(p, "\"participation_id\":\"t%d-%d", &t, &i) == 2 && t >= 0 &&
+			    t < 4 && i >= 0 && i < PER_THREAD)
 				seen[t][i]++;
 		}
 		if (contains(text, n, "example.org"))

@@ -177,7 +177,8 @@ static char *read_file(const char *path, size_t *len)
 /* ------------------------------------------------------------------------ */
 
 static const char trace[] =
-	"[{\"path\":\"id\",\"rule\":\"rules.conf:3\",\"from\":\"participation_id\",\"what\":\"copy\"},"
+	"[{\"path\":\"id\",\"rule\":\"rules.conf:3\",\"from\":\"participation_id\",\"what\":"
+	"\"copy\"},"
 	"{\"path\":\"state\",\"rule\":\"rules.conf:41\",\"from\":\"status\","
 	"\"what\":\"map complete->COMPLETED\",\"extra\":{\"nested\":[1,2]}},"
 	"{\"path\":\"campaign\",\"file\":\"rules.conf\",\"line\":5,\"what\":\"constant\"},"
@@ -279,7 +280,8 @@ static void test_different_rules(void)
 	is_int(r.diff.n_changed, 4, "four changed (id, state, campaign.name, e-mail)");
 	is_int(r.diff.n_removed, 0, "none removed");
 	e = entry_at(&r, "state");
-	ok(e && e->rule && strcmp(e->rule, "rules.conf:41") == 0, "state: exact trace record rules.conf:41");
+	ok(e && e->rule && strcmp(e->rule, "rules.conf:41") == 0,
+	   "state: exact trace record rules.conf:41");
 	e = entry_at(&r, "id");
 	ok(e && e->rule && strcmp(e->rule, "rules.conf:3") == 0, "id: rules.conf:3");
 	e = entry_at(&r, "campaign.name");
@@ -310,10 +312,12 @@ static void test_different_rules(void)
 
 			if (path && strcmp(path, "state") == 0) {
 				const char *a = jstr(x, "a", NULL), *b = jstr(x, "b", NULL);
-				const char *kind = jstr(x, "kind", NULL), *rule = jstr(x, "rule", NULL);
+				const char *kind = jstr(x, "kind", NULL),
+					   *rule = jstr(x, "rule", NULL);
 
 				found = a && b && kind && rule && strcmp(a, "COMPLETED") == 0 &&
-					strcmp(b, "completed") == 0 && strcmp(kind, "changed") == 0 &&
+					strcmp(b, "completed") == 0 &&
+					strcmp(kind, "changed") == 0 &&
 					strcmp(rule, "rules.conf:41") == 0;
 			}
 		}
@@ -335,7 +339,8 @@ static void test_different_rules(void)
 	/* a malformed trace: compared, rules unknown, counted */
 	is_int(offer(s, SHADOW_TRANSLATED, "r1", "FFFF-6", "COMPLETED", t, "{\"path\":1}", 50, &r),
 	       0, "translated with a malformed trace stored");
-	is_int(offer(s, SHADOW_REAL, "r1", "FFFF-6", "COMPLETED", real, NULL, 60, &r), 1, "matched");
+	is_int(offer(s, SHADOW_REAL, "r1", "FFFF-6", "COMPLETED", real, NULL, 60, &r), 1,
+	       "matched");
 	is_str(shadow_status_name(r.status), "different", "still compared");
 	shadow_result_clear(&r);
 
@@ -357,8 +362,10 @@ static void test_different_rules(void)
 			is_str(jstr(p0, "path", NULL), "campaign.name", "top path 1 by name");
 			is_int(jint(p0, "count", NULL, NULL), 3, "its count");
 			is_int(jint(p0, "changed", NULL, NULL), 3, "all changed");
-			is_str(jstr(p0, "rule", NULL), "rules.conf:5", "its rule (most often named)");
-			is_str(jstr(p1, "path", NULL), "form[email].responses[0].value", "top path 2");
+			is_str(jstr(p0, "rule", NULL), "rules.conf:5",
+			       "its rule (most often named)");
+			is_str(jstr(p1, "path", NULL), "form[email].responses[0].value",
+			       "top path 2");
 			is_str(jstr(p1, "rule", NULL), "forms/email.conf:12", "its rule");
 		}
 	}
@@ -407,7 +414,8 @@ static void test_ttl(void)
 	is_int(log.kept[2].age_ms, 6000, "T-3 age 6000 ms");
 
 	/* the other side arriving after the window: the stale entry is reported, not matched */
-	is_int(offer(s, SHADOW_TRANSLATED, "r1", "T-4", "COMPLETED", t, NULL, 10000, &r), 0, "T-4 stored");
+	is_int(offer(s, SHADOW_TRANSLATED, "r1", "T-4", "COMPLETED", t, NULL, 10000, &r), 0,
+	       "T-4 stored");
 	is_int(offer(s, SHADOW_REAL, "r1", "T-4", "COMPLETED", t, NULL, 15000, &r), 0,
 	       "real after ttl: no match, stored");
 	is_int(on_offer.n, 1, "stale entry reported by the offer");
@@ -467,7 +475,8 @@ static void test_capacity(void)
 	is_int(offer(s, SHADOW_REAL, "r1", "C-5", "COMPLETED", t, NULL, 700, &r), 1,
 	       "C-5 still matches");
 	shadow_result_clear(&r);
-	is_int(offer(s, SHADOW_TRANSLATED, "r1", "C-6", "COMPLETED", t, NULL, 800, &r), 0, "C-6 stored");
+	is_int(offer(s, SHADOW_TRANSLATED, "r1", "C-6", "COMPLETED", t, NULL, 800, &r), 0,
+	       "C-6 stored");
 	is_int(log.n, 3, "no eviction while below the cap");
 	json = shadow_summary_json(s, 5);
 	v = parse(json);
@@ -496,7 +505,8 @@ static void test_duplicates_and_states(void)
 
 	expired_log_init(&log);
 	s = shadow_new(NULL, NULL, on_expired, &log, &err);
-	is_int(offer(s, SHADOW_TRANSLATED, "r1", "S-1", "COMPLETED", t1, NULL, 100, &r), 0, "first");
+	is_int(offer(s, SHADOW_TRANSLATED, "r1", "S-1", "COMPLETED", t1, NULL, 100, &r), 0,
+	       "first");
 	is_int(offer(s, SHADOW_TRANSLATED, "r1", "S-1", "COMPLETED", t2, NULL, 200, &r), 0,
 	       "same side and key again: stored");
 	is_int(offer(s, SHADOW_REAL, "r1", "S-1", "INCOMPLETE", inc, NULL, 300, &r), 0,
@@ -547,7 +557,8 @@ static void test_refusals_and_limits(void)
 	yajl_val v;
 
 	bridge_error_clear(&err);
-	ok(shadow_new(NULL, &o, NULL, NULL, &err) == NULL, "bad ignore pattern refused at creation");
+	ok(shadow_new(NULL, &o, NULL, NULL, &err) == NULL,
+	   "bad ignore pattern refused at creation");
 	ok(err.message[0] != '\0', "with a message");
 	printf("# %s\n", err.message);
 	lim.ttl_ms = -1;
@@ -566,16 +577,20 @@ static void test_refusals_and_limits(void)
 	is_int(shadow_offer(s, SHADOW_REAL, "r1", "", "COMPLETED", t, strlen(t), NULL, 3, &r, &err),
 	       -1, "empty id refused");
 	is_str(err.message, "shadow: no participation id", "message");
-	is_int(shadow_offer(s, SHADOW_REAL, "r1", NULL, "COMPLETED", t, strlen(t), NULL, 3, &r, &err),
+	is_int(shadow_offer(s, SHADOW_REAL, "r1", NULL, "COMPLETED", t, strlen(t), NULL, 3, &r,
+			    &err),
 	       -1, "NULL id refused");
-	is_int(shadow_offer(s, SHADOW_REAL, "r1", "a\nb", "COMPLETED", t, strlen(t), NULL, 3, &r, &err),
+	is_int(shadow_offer(s, SHADOW_REAL, "r1", "a\nb", "COMPLETED", t, strlen(t), NULL, 3, &r,
+			    &err),
 	       -1, "id with a newline refused (it would forge another key)");
 	memset(long_id, 'A', sizeof(long_id) - 1);
 	long_id[sizeof(long_id) - 1] = '\0';
-	is_int(shadow_offer(s, SHADOW_REAL, "r1", long_id, "COMPLETED", t, strlen(t), NULL, 3, &r, &err),
+	is_int(shadow_offer(s, SHADOW_REAL, "r1", long_id, "COMPLETED", t, strlen(t), NULL, 3, &r,
+			    &err),
 	       -1, "200-byte id refused");
 	long_id[SHADOW_MAX_ID] = '\0';
-	is_int(shadow_offer(s, SHADOW_REAL, "r1", long_id, "COMPLETED", t, strlen(t), NULL, 3, &r, &err),
+	is_int(shadow_offer(s, SHADOW_REAL, "r1", long_id, "COMPLETED", t, strlen(t), NULL, 3, &r,
+			    &err),
 	       0, "128-byte id accepted");
 
 	/* over max_body: correlated, not compared */
@@ -583,7 +598,8 @@ static void test_refusals_and_limits(void)
 	snprintf(big, 1000, "{\"id\":\"L-2\",\"pad\":\"%0900d\"}", 0);
 	is_int(offer(s, SHADOW_TRANSLATED, "r1", "L-2", "COMPLETED", big, NULL, 4, &r), 0,
 	       "a body over max_body is stored without its bytes");
-	is_int(offer(s, SHADOW_REAL, "r1", "L-2", "COMPLETED", t, NULL, 5, &r), 1, "and still matches");
+	is_int(offer(s, SHADOW_REAL, "r1", "L-2", "COMPLETED", t, NULL, 5, &r), 1,
+	       "and still matches");
 	is_str(shadow_status_name(r.status), "not_compared", "not compared");
 	ok(r.reason && strstr(r.reason, "over max_body (600)"), "reason names max_body");
 	printf("# %s\n", r.reason ? r.reason : "(null)");
@@ -596,7 +612,8 @@ static void test_refusals_and_limits(void)
 
 	/* invalid JSON on the real side */
 	offer(s, SHADOW_TRANSLATED, "r1", "L-3", "COMPLETED", t, NULL, 6, &r);
-	is_int(offer(s, SHADOW_REAL, "r1", "L-3", "COMPLETED", "{\"id\":\"L-3\",\xff}", NULL, 7, &r),
+	is_int(offer(s, SHADOW_REAL, "r1", "L-3", "COMPLETED", "{\"id\":\"L-3\",\xff}", NULL, 7,
+		     &r),
 	       1, "invalid real JSON matches");
 	is_str(shadow_status_name(r.status), "not_compared", "not compared");
 	ok(r.reason && strncmp(r.reason, "real:", 5) == 0, "reason names the real side");
@@ -655,7 +672,8 @@ static void test_path_table_bound(void)
 		yajl_val tp = yajl_tree_get(v, p, yajl_t_array);
 
 		if (ok(tp && tp->u.array.len == 2, "two top paths")) {
-			is_str(jstr(tp->u.array.values[0], "path", NULL), "_other", "_other ranks first");
+			is_str(jstr(tp->u.array.values[0], "path", NULL), "_other",
+			       "_other ranks first");
 			is_int(jint(tp->u.array.values[0], "count", NULL, NULL), 76, "with 76");
 			is_str(jstr(tp->u.array.values[1], "path", NULL), "k00000", "then k00000");
 			is_str(jstr(tp->u.array.values[1], "rule", NULL), "unmapped",
@@ -673,7 +691,7 @@ static void test_path_table_bound(void)
 /* Concurrency: threads 0-3 offer the translated side of ids [t*K, (t+1)*K),
  * threads 4-7 the real side of the same ids, in reverse order, all at once. */
 
-#define THREADS 8
+#define THREADS    8
 #define PER_THREAD 5000
 
 struct worker {
@@ -745,7 +763,8 @@ static void test_threads(void)
 	is_int(log.n, 0, "8 threads: nothing expired");
 	json = shadow_summary_json(s, 5);
 	v = parse(json);
-	is_int(jint(v, "seen", "translated", NULL), THREADS / 2 * PER_THREAD, "summary: seen translated");
+	is_int(jint(v, "seen", "translated", NULL), THREADS / 2 * PER_THREAD,
+	       "summary: seen translated");
 	is_int(jint(v, "seen", "real", NULL), THREADS / 2 * PER_THREAD, "summary: seen real");
 	is_int(jint(v, "matched", NULL, NULL), THREADS / 2 * PER_THREAD, "summary: matched");
 	is_int(jint(v, "identical", NULL, NULL), THREADS / 2 * PER_THREAD, "summary: identical");
@@ -845,7 +864,8 @@ static void test_memory(void)
 	is_int(refused + matched, 0, "memory: every offer stored");
 	is_int(log.capacity, total - cap, "memory: exactly 90,000 capacity evictions reported");
 	is_int(log.ttl, 0, "memory: none by ttl");
-	is_str(log.kept[0].id, "00000000-0000-4000-8000-000000000000", "memory: the oldest went first");
+	is_str(log.kept[0].id, "00000000-0000-4000-8000-000000000000",
+	       "memory: the oldest went first");
 	/* Under valgrind mallinfo2() reads zero: the heap figure is then
 	 * unavailable and RSS (valgrind keeps only a small freed-block queue)
 	 * is what is asserted.  Under ASan the reverse: its quarantine keeps

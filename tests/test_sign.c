@@ -111,7 +111,8 @@ static void test_rfc4231(void)
 	for (i = 0; i < 7; i++) {
 		size_t dlen = c[i].data_len ? c[i].data_len : strlen(c[i].data);
 
-		is_int(sign_body(c[i].key, c[i].key_len, c[i].data, dlen, SIGN_HEX, out, sizeof(out)),
+		is_int(sign_body(c[i].key, c[i].key_len, c[i].data, dlen, SIGN_HEX, out,
+				 sizeof(out)),
 		       0, "sign_body succeeds");
 		snprintf(want, sizeof(want), "sha256=%s", c[i].hmac);
 		if (strlen(c[i].hmac) < 64) {
@@ -129,7 +130,8 @@ static void test_encodings(void)
 	enum sign_encoding enc = SIGN_BASE64;
 
 	is_int(sign_body("Jefe", 4, "what do ya want for nothing?", 28, SIGN_BASE64, out,
-			 sizeof(out)), 0, "base64 signing succeeds");
+			 sizeof(out)),
+	       0, "base64 signing succeeds");
 	/* base64 of the RFC 4231 case 2 digest */
 	is_str(out, "sha256=W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=", "base64 digest, padded");
 	is_int(strlen(out), 51, "base64 header is 7 + 44 chars");
@@ -137,7 +139,8 @@ static void test_encodings(void)
 	       "buffer one byte short of SIGN_HEADER_MAX is refused for hex");
 	is_int(sign_body("k", 1, "b", 1, SIGN_HEX, out, 72), 0, "exactly 72 bytes is enough");
 	is_int(sign_body("k", 1, "b", 1, SIGN_BASE64, out, 52), 0, "52 bytes enough for base64");
-	is_int(sign_body("k", 1, "b", 1, SIGN_BASE64, out, 51), -1, "51 bytes too small for base64");
+	is_int(sign_body("k", 1, "b", 1, SIGN_BASE64, out, 51), -1,
+	       "51 bytes too small for base64");
 	is_int(sign_body("k", 1, "b", 1, (enum sign_encoding)7, out, sizeof(out)), -1,
 	       "unknown encoding refused");
 	is_int(sign_body("", 0, NULL, 0, SIGN_HEX, out, sizeof(out)), 0, "empty key and body");
@@ -188,17 +191,18 @@ static void test_cli(void)
 	is_str(out, want, "hex digest equals openssl dgst -hmac");
 
 	to_hex(key, sizeof(key), keyhex);
-	snprintf(cmd, sizeof(cmd),
-		 "openssl dgst -sha256 -mac HMAC -macopt hexkey:%s '%s'", keyhex, path);
+	snprintf(cmd, sizeof(cmd), "openssl dgst -sha256 -mac HMAC -macopt hexkey:%s '%s'", keyhex,
+		 path);
 	line = run_line(cmd);
 	eq = strstr(line, "= ");
 	snprintf(want, sizeof(want), "sha256=%s", eq ? eq + 2 : "?");
 	sign_body(key, sizeof(key), body, sizeof(body), SIGN_HEX, out, sizeof(out));
 	is_str(out, want, "binary key: hex digest equals openssl dgst -macopt hexkey");
 
-	snprintf(cmd, sizeof(cmd),
-		 "openssl dgst -sha256 -mac HMAC -macopt hexkey:%s -binary '%s' | openssl base64 -A",
-		 keyhex, path);
+	snprintf(
+		cmd, sizeof(cmd),
+		"openssl dgst -sha256 -mac HMAC -macopt hexkey:%s -binary '%s' | openssl base64 -A",
+		keyhex, path);
 	line = run_line(cmd);
 	snprintf(want, sizeof(want), "sha256=%s", line);
 	sign_body(key, sizeof(key), body, sizeof(body), SIGN_BASE64, out, sizeof(out));

@@ -23,8 +23,8 @@
 static char tmpdir[64];
 static int64_t now = 1700000000000LL;
 
-static void item_init(struct store_item *it, const char *route, const char *pid,
-		      const char *state, const char *did, const char *body)
+static void item_init(struct store_item *it, const char *route, const char *pid, const char *state,
+		      const char *did, const char *body)
 {
 	static const struct upstream_header h[] = {
 		{ "Content-Type", "application/json" },
@@ -364,7 +364,8 @@ static void test_operator(void)
 	/* a dead letter whose participation+state is pending again stays dead */
 	item_init(&it, "a", "P1", "COMPLETED", "again", "{}");
 	is_int(insert1(s, &it, &r), STORE_INSERTED, "P1 posted again while its old row 2 is dead");
-	is_int(store_retry(cli, 2, now, &err), STORE_RETRY_DUPLICATE, "retry of the dead P1: duplicate");
+	is_int(store_retry(cli, 2, now, &err), STORE_RETRY_DUPLICATE,
+	       "retry of the dead P1: duplicate");
 	store_filter_init(&f);
 	ok(store_retry_dead(cli, &f, now, &n, &skipped, &err) == 0, "retry all dead");
 	is_int(n, 1, "one retried (row 5)");
@@ -380,7 +381,8 @@ static void test_operator(void)
 	ok(store_purge(cli, &f, &n, &err) == 0 && n == 0, "no dead letter on route b");
 	f.route = NULL;
 	f.created_before = now - 2500; /* row 4 was queued at now-2000 */
-	ok(store_purge(cli, &f, &n, &err) == 0 && n == 0, "--older-than spares a newer dead letter");
+	ok(store_purge(cli, &f, &n, &err) == 0 && n == 0,
+	   "--older-than spares a newer dead letter");
 	f.created_before = 0;
 	ok(store_purge(cli, &f, &n, &err) == 0 && n == 1, "purge dead: one");
 	store_filter_init(&f);

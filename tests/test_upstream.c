@@ -131,8 +131,7 @@ static struct upstream_request *post(struct upstream_pool *p, const struct upstr
 }
 
 /* Post one request and wait for its outcome. */
-static void post_wait(struct upstream_pool *p, const char *body, int timeout_ms,
-		      struct result *res)
+static void post_wait(struct upstream_pool *p, const char *body, int timeout_ms, struct result *res)
 {
 	post(p, NULL, 0, body, body ? strlen(body) : 0, timeout_ms, res);
 	run_until(&res->calls, 1, timeout_ms + 3000);
@@ -161,7 +160,7 @@ static int starts_with(const char *s, const char *prefix)
 /* evhttp sink: records what it receives, answers by path */
 
 #define SINK_MAX_PORTS 64
-#define SINK_MAX_HELD 16
+#define SINK_MAX_HELD  16
 
 struct sink {
 	struct evhttp *http;
@@ -249,8 +248,8 @@ static void sink_handler(struct evhttp_request *req, void *arg)
 		snprintf(s->arrivals + n, sizeof(s->arrivals) - n, "%s%s", n ? "," : "", seq);
 	}
 	{
-		struct bufferevent *bev =
-			evhttp_connection_get_bufferevent(evhttp_request_get_connection(req));
+		struct bufferevent *bev = evhttp_connection_get_bufferevent(
+			evhttp_request_get_connection(req));
 		SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
 		const char *name = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
 
@@ -345,8 +344,8 @@ static int sink_start(struct sink *s, const char *addr, SSL_CTX *tls)
 		return -1;
 	if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl) < 0)
 		return -1;
-	s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port :
-						   ((struct sockaddr_in *)&ss)->sin_port);
+	s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						 : ((struct sockaddr_in *)&ss)->sin_port);
 	return 0;
 }
 
@@ -379,13 +378,13 @@ static void sink_reset_stats(struct sink *s)
 /* raw TCP servers that misbehave */
 
 enum raw_mode {
-	RAW_CLOSE_MIDBODY,  /* partial body, then FIN */
-	RAW_RESET_MIDBODY,  /* partial body, then RST a little later */
-	RAW_GARBAGE,        /* a status line that is not HTTP */
-	RAW_CLOSE_NO_REPLY, /* FIN as soon as a request is read */
+	RAW_CLOSE_MIDBODY,    /* partial body, then FIN */
+	RAW_RESET_MIDBODY,    /* partial body, then RST a little later */
+	RAW_GARBAGE,          /* a status line that is not HTTP */
+	RAW_CLOSE_NO_REPLY,   /* FIN as soon as a request is read */
 	RAW_KEEPALIVE_CLOSER, /* answers the first request of a connection, closes on the next */
-	RAW_ACCEPT_CLOSE,   /* closes right after accept */
-	RAW_CLOSE_DELIMITED, /* body delimited by closing the connection */
+	RAW_ACCEPT_CLOSE,     /* closes right after accept */
+	RAW_CLOSE_DELIMITED,  /* body delimited by closing the connection */
 };
 
 #define RAW_MAX_CONNS 32
@@ -456,12 +455,8 @@ static void raw_request(struct raw_conn *rc)
 		rc->timer = evtimer_new(base, raw_reset_cb, rc);
 		evtimer_add(rc->timer, &tv);
 		break;
-	case RAW_GARBAGE:
-		evbuffer_add_printf(out, "GARBAGE\r\n\r\n");
-		break;
-	case RAW_CLOSE_NO_REPLY:
-		raw_close(rc, 0);
-		break;
+	case RAW_GARBAGE: evbuffer_add_printf(out, "GARBAGE\r\n\r\n"); break;
+	case RAW_CLOSE_NO_REPLY: raw_close(rc, 0); break;
 	case RAW_KEEPALIVE_CLOSER:
 		if (rc->requests == 1)
 			evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -470,11 +465,10 @@ static void raw_request(struct raw_conn *rc)
 		break;
 	case RAW_CLOSE_DELIMITED:
 		evbuffer_add_printf(out, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
-				    "close-delimited body");
+					 "close-delimited body");
 		bufferevent_setcb(rc->bev, NULL, raw_written_cb, raw_event_cb, rc);
 		break;
-	case RAW_ACCEPT_CLOSE:
-		break;
+	case RAW_ACCEPT_CLOSE: break;
 	}
 }
 
@@ -644,7 +638,8 @@ static int make_leaf(const char *name, const char *ca, const char *san)
 
 	snprintf(ext, sizeof(ext),
 		 "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-		 "extendedKeyUsage=serverAuth\nsubjectAltName=%s\n", san);
+		 "extendedKeyUsage=serverAuth\nsubjectAltName=%s\n",
+		 san);
 	snprintf(cmd, sizeof(cmd), "%s.ext", name);
 	if (write_file(tmpdir, cmd, ext) < 0)
 		return -1;
@@ -690,9 +685,10 @@ static void test_url_parse(void)
 {
 	static const struct url_case cases[] = {
 		{ "http://example.com", 1, 0, "example.com", 80, "/", "example.com", NULL },
-		{ "https://example.com/hook", 1, 1, "example.com", 443, "/hook", "example.com", NULL },
-		{ "HTTPS://crm.example.com:8443/in/v2?token=abc&x=%2F", 1, 1, "crm.example.com", 8443,
-		  "/in/v2?token=abc&x=%2F", "crm.example.com:8443", NULL },
+		{ "https://example.com/hook", 1, 1, "example.com", 443, "/hook", "example.com",
+		  NULL },
+		{ "HTTPS://crm.example.com:8443/in/v2?token=abc&x=%2F", 1, 1, "crm.example.com",
+		  8443, "/in/v2?token=abc&x=%2F", "crm.example.com:8443", NULL },
 		{ "http://127.0.0.1:8080", 1, 0, "127.0.0.1", 8080, "/", "127.0.0.1:8080", NULL },
 		{ "http://h?q=1", 1, 0, "h", 80, "/?q=1", "h", NULL },
 		{ "http://h:80/", 1, 0, "h", 80, "/", "h", NULL },
@@ -744,12 +740,14 @@ static void test_url_parse(void)
 				printf("#   error: %s\n", err.message);
 				continue;
 			}
-			ok(u.https == c->https && strcmp(u.host, c->host) == 0 && u.port == c->port &&
-			   strcmp(u.path, c->path) == 0 && strcmp(u.host_header, c->host_header) == 0,
+			ok(u.https == c->https && strcmp(u.host, c->host) == 0 &&
+				   u.port == c->port && strcmp(u.path, c->path) == 0 &&
+				   strcmp(u.host_header, c->host_header) == 0,
 			   "  parsed fields match");
-			if (strcmp(u.host_header, c->host_header) != 0 || strcmp(u.path, c->path) != 0)
-				printf("#   host=%s port=%d path=%s host_header=%s\n", u.host, u.port,
-				       u.path, u.host_header);
+			if (strcmp(u.host_header, c->host_header) != 0 ||
+			    strcmp(u.path, c->path) != 0)
+				printf("#   host=%s port=%d path=%s host_header=%s\n", u.host,
+				       u.port, u.path, u.host_header);
 		} else {
 			is_int(rc, -1, name);
 			if (!ok(strstr(err.message, c->error) != NULL, "  error message explains"))
@@ -771,7 +769,8 @@ static void test_misc(void)
 	memset(&l, 0, sizeof(l));
 	upstream_limits_default(&l);
 	ok(l.max_connections == 64 && l.max_response_body == 1048576 &&
-	   l.max_response_headers == 65536 && l.idle_timeout_ms == 30000, "default limits");
+		   l.max_response_headers == 65536 && l.idle_timeout_ms == 30000,
+	   "default limits");
 	is_str(upstream_outcome_name(UPSTREAM_RESPONSE), "response", "outcome name response");
 	is_str(upstream_outcome_name(UPSTREAM_TIMEOUT), "timeout", "outcome name timeout");
 	is_str(upstream_outcome_name(UPSTREAM_CONNECT_FAILED), "connect_failed",
@@ -818,8 +817,10 @@ static void test_basic(struct sink *s)
 	snprintf(want, sizeof(want),
 		 "Host: 127.0.0.1:%d\nContent-Type: application/json\n"
 		 "X-Qualifio-Signature: sha256=00ff\nAuthorization: Bearer t0k3n\n"
-		 "Content-Length: %zu\n", s->port, sizeof(body) - 1);
-	is_str(s->headers, want, "exact request headers: Host first, caller headers verbatim, "
+		 "Content-Length: %zu\n",
+		 s->port, sizeof(body) - 1);
+	is_str(s->headers, want,
+	       "exact request headers: Host first, caller headers verbatim, "
 	       "Content-Length added");
 	ok(s->body_len == sizeof(body) - 1 && memcmp(s->body, body, s->body_len) == 0,
 	   "exact body bytes, embedded NUL included");
@@ -950,7 +951,7 @@ static void test_concurrency(struct sink *s)
 	ok(run_until(&done_count, 5, 8000), "five requests complete through one connection");
 	is_str(s->arrivals, "1,2,3,4,5", "waiting requests are served in FIFO order");
 	ok(res[0].order < res[1].order && res[1].order < res[2].order &&
-	   res[2].order < res[3].order && res[3].order < res[4].order,
+		   res[2].order < res[3].order && res[3].order < res[4].order,
 	   "callbacks run in the same order");
 	is_int(s->max_inflight, 1, "one request at a time");
 	if (!ok(now_ms() - t0 >= 480, "serialised: about 5 x 100 ms"))
@@ -1046,7 +1047,8 @@ static void test_pool_free_pending(struct sink *s)
 	for (i = 0; i < 3; i++)
 		cancelled += res[i].calls == 1 && res[i].outcome == UPSTREAM_CANCELLED &&
 			     res[i].in_post == 0;
-	is_int(cancelled, 3, "pool_free: in-flight and waiting requests called back with "
+	is_int(cancelled, 3,
+	       "pool_free: in-flight and waiting requests called back with "
 	       "CANCELLED, synchronously");
 	is_str(res[0].reason, "upstream pool shut down", "cancel reason");
 	run_for(50);
@@ -1126,7 +1128,8 @@ static void test_validation(struct sink *s)
 		r = (struct upstream_request *)1;
 		snprintf(name, sizeof(name), "header '%s' refused", bad[i].name);
 		is_int(upstream_post(p, &h, 1, "x", 1, 1000, on_done, &res, &r, &err), -1, name);
-		ok(strstr(err.message, bad[i].error) != NULL && r == NULL, "  with a clear message");
+		ok(strstr(err.message, bad[i].error) != NULL && r == NULL,
+		   "  with a clear message");
 	}
 	bridge_error_clear(&err);
 	is_int(upstream_post(p, NULL, 0, "x", 1, 0, on_done, &res, NULL, &err), -1,
@@ -1335,7 +1338,8 @@ static void test_ipv6(void)
 		sink_stop(&s6);
 		p = pool_for("http://[::1]:9/", NULL, NULL, NULL);
 		post_wait(p, "x", 2000, &res);
-		is_int(res.outcome, UPSTREAM_CONNECT_FAILED, "POST to [::1] fails as connect_failed");
+		is_int(res.outcome, UPSTREAM_CONNECT_FAILED,
+		       "POST to [::1] fails as connect_failed");
 		upstream_pool_free(p);
 		return;
 	}
@@ -1365,8 +1369,8 @@ static void test_tls(int refused, struct sink *plain)
 
 	ok(make_ca("ca") == 0 && make_ca("rogue_ca") == 0, "test CAs generated");
 	ok(make_leaf("good", "ca", "IP:127.0.0.1,IP:::1,DNS:localhost") == 0 &&
-	   make_leaf("wrong", "ca", "DNS:wrong.example") == 0 &&
-	   make_leaf("rogue", "rogue_ca", "IP:127.0.0.1,DNS:localhost") == 0,
+		   make_leaf("wrong", "ca", "DNS:wrong.example") == 0 &&
+		   make_leaf("rogue", "rogue_ca", "IP:127.0.0.1,DNS:localhost") == 0,
 	   "server certificates generated");
 	good_ctx = server_ctx("good");
 	wrong_ctx = server_ctx("wrong");
@@ -1374,8 +1378,9 @@ static void test_tls(int refused, struct sink *plain)
 	if (!ok(good_ctx && wrong_ctx && rogue_ctx, "server TLS contexts"))
 		return;
 	ok(sink_start(&good, "127.0.0.1", good_ctx) == 0 &&
-	   sink_start(&wrong, "127.0.0.1", wrong_ctx) == 0 &&
-	   sink_start(&rogue, "127.0.0.1", rogue_ctx) == 0, "TLS sinks listening");
+		   sink_start(&wrong, "127.0.0.1", wrong_ctx) == 0 &&
+		   sink_start(&rogue, "127.0.0.1", rogue_ctx) == 0,
+	   "TLS sinks listening");
 
 	snprintf(path, sizeof(path), "%s/ca.pem", tmpdir);
 	bridge_error_clear(&err);
@@ -1434,7 +1439,8 @@ static void test_tls(int refused, struct sink *plain)
 	post_wait(p, "x", 3000, &res);
 	is_int(res.outcome, UPSTREAM_TLS_FAILED, "untrusted CA: tls_failed");
 	ok(starts_with(res.reason, "certificate verify failed: unable to get local issuer "
-		       "certificate"), "reason: unable to get local issuer certificate");
+				   "certificate"),
+	   "reason: unable to get local issuer certificate");
 	printf("# reason: %s\n", res.reason);
 	is_int(rogue.n_requests, 0, "nothing was sent to the untrusted server");
 	upstream_pool_free(p);
@@ -1511,7 +1517,8 @@ static void test_tls(int refused, struct sink *plain)
 	post(p, NULL, 0, "x", 1, 5000, &res);
 	run_for(150);
 	upstream_pool_free(p);
-	ok(res.calls == 1 && res.outcome == UPSTREAM_CANCELLED, "TLS request cancelled by pool_free");
+	ok(res.calls == 1 && res.outcome == UPSTREAM_CANCELLED,
+	   "TLS request cancelled by pool_free");
 	run_for(50);
 
 	sink_stop(&good);

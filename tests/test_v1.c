@@ -29,9 +29,12 @@ static const struct reject_case json_rejects[] = {
 	{ "truncated in string", "{\"a\":\"abc", 0, "invalid JSON at byte", NO_OFFSET, NULL },
 	{ "truncated object", "{\"a\":1", 0, "invalid JSON at byte 6: premature EOF", 6, NULL },
 	{ "missing value", "{\"a\":}", 0, "invalid JSON at byte", NO_OFFSET, NULL },
-	{ "block comment", "{\"a\":1 /* c */}", 0, "invalid JSON at byte 7: probable comment found", 7, NULL },
-	{ "line comment", "// c\n{\"a\":1}", 0, "invalid JSON at byte 0: probable comment found", 0, NULL },
-	{ "trailing garbage", "{\"a\":1} x", 0, "invalid JSON at byte 9: trailing garbage", 9, NULL },
+	{ "block comment", "{\"a\":1 /* c */}", 0, "invalid JSON at byte 7: probable comment found",
+	  7, NULL },
+	{ "line comment", "// c\n{\"a\":1}", 0, "invalid JSON at byte 0: probable comment found", 0,
+	  NULL },
+	{ "trailing garbage", "{\"a\":1} x", 0, "invalid JSON at byte 9: trailing garbage", 9,
+	  NULL },
 	{ "second document", "{\"a\":1}{\"b\":2}", 0, "trailing garbage", NO_OFFSET, NULL },
 	{ "NaN", "{\"a\":NaN}", 0, "invalid JSON at byte 6: invalid char in json text", 6, NULL },
 	{ "Infinity", "{\"a\":Infinity}", 0, "invalid JSON at byte", NO_OFFSET, NULL },
@@ -42,25 +45,33 @@ static const struct reject_case json_rejects[] = {
 	{ "single quotes", "{'a':1}", 0, "invalid JSON at byte", NO_OFFSET, NULL },
 	{ "unquoted key", "{a:1}", 0, "invalid JSON at byte", NO_OFFSET, NULL },
 	{ "trailing comma", "{\"a\":1,}", 0, "invalid JSON at byte", NO_OFFSET, NULL },
-	{ "raw control char in string", "{\"a\":\"x\ty\"}", 0, "invalid JSON at byte", NO_OFFSET, NULL },
+	{ "raw control char in string", "{\"a\":\"x\ty\"}", 0, "invalid JSON at byte", NO_OFFSET,
+	  NULL },
 	{ "bad escape", "{\"a\":\"\\q\"}", 0, "invalid JSON at byte", NO_OFFSET, NULL },
 	/* yajl reports the bytes it consumed: at or just past the bad byte */
-	{ "UTF-8 BOM", "\xef\xbb\xbf{\"a\":1}", 0, "invalid JSON at byte 1: invalid char in json text", 1, NULL },
+	{ "UTF-8 BOM", "\xef\xbb\xbf{\"a\":1}", 0,
+	  "invalid JSON at byte 1: invalid char in json text", 1, NULL },
 	/* raw bytes */
-	{ "embedded NUL", "{\"a\":\"x\0y\"}", 11, "invalid JSON at byte 7: embedded NUL byte", 7, NULL },
+	{ "embedded NUL", "{\"a\":\"x\0y\"}", 11, "invalid JSON at byte 7: embedded NUL byte", 7,
+	  NULL },
 	{ "NUL after document", "{\"a\":1}\0", 8, "embedded NUL byte", 7, NULL },
-	{ "invalid UTF-8 byte", "{\"a\":\"\xff\"}", 0, "invalid JSON at byte 7: invalid bytes in UTF8 string", 7, NULL },
+	{ "invalid UTF-8 byte", "{\"a\":\"\xff\"}", 0,
+	  "invalid JSON at byte 7: invalid bytes in UTF8 string", 7, NULL },
 	{ "overlong UTF-8", "{\"a\":\"\xc0\xaf\"}", 0, "not valid UTF-8", 5, "a" },
 	{ "UTF-8 encoded surrogate", "{\"a\":\"\xed\xa0\x80\"}", 0, "not valid UTF-8", 5, "a" },
 	{ "above U+10FFFF", "{\"a\":\"\xf4\x90\x80\x80\"}", 0, "not valid UTF-8", 5, "a" },
 	{ "invalid UTF-8 in key", "{\"k\xc0\x80\":1}", 0, "is not valid UTF-8", 1, NULL },
-	{ "lone high surrogate escape", "{\"a\":\"x\\ud800\"}", 0, "unpaired UTF-16 surrogate", 7, "a" },
-	{ "lone low surrogate escape", "{\"a\":\"\\udc00\"}", 0, "unpaired UTF-16 surrogate", 6, "a" },
-	{ "high surrogate + non-low escape", "{\"a\":\"\\ud83d\\u0041\"}", 0, "unpaired UTF-16 surrogate", 6, "a" },
+	{ "lone high surrogate escape", "{\"a\":\"x\\ud800\"}", 0, "unpaired UTF-16 surrogate", 7,
+	  "a" },
+	{ "lone low surrogate escape", "{\"a\":\"\\udc00\"}", 0, "unpaired UTF-16 surrogate", 6,
+	  "a" },
+	{ "high surrogate + non-low escape", "{\"a\":\"\\ud83d\\u0041\"}", 0,
+	  "unpaired UTF-16 surrogate", 6, "a" },
 	{ "surrogate escape in key", "{\"\\ud800\":1}", 0, "unpaired UTF-16 surrogate", 2, NULL },
 	/* shape */
 	{ "top-level array", "[1]", 0, "must be a JSON object, found an array at byte 0", 0, NULL },
-	{ "top-level string", " \"x\"", 0, "must be a JSON object, found a scalar at byte 1", 1, NULL },
+	{ "top-level string", " \"x\"", 0, "must be a JSON object, found a scalar at byte 1", 1,
+	  NULL },
 	{ "top-level number", "42", 0, "must be a JSON object, found a scalar at byte 0", 0, NULL },
 	{ "top-level null", "null", 0, "must be a JSON object", 0, NULL },
 	{ "nested object", "{\"ok\":1,\"a\":{\"b\":1}}", 0,
@@ -69,10 +80,13 @@ static const struct reject_case json_rejects[] = {
 	  "array of key 'list' contains an array at byte 11", 11, "list" },
 	{ "object inside array", "{\"list\":[{\"b\":1}]}", 0,
 	  "array of key 'list' contains an object at byte 9", 9, "list" },
-	{ "duplicate key", "{\"a\":1,\"b\":2,\"a\":3}", 0, "duplicate key 'a' at byte 13", 13, "a" },
-	{ "duplicate key via escape", "{\"\\u00e9\":1,\"\xc3\xa9\":2}", 0, "duplicate key '\xc3\xa9'", 12, "\xc3\xa9" },
+	{ "duplicate key", "{\"a\":1,\"b\":2,\"a\":3}", 0, "duplicate key 'a' at byte 13", 13,
+	  "a" },
+	{ "duplicate key via escape", "{\"\\u00e9\":1,\"\xc3\xa9\":2}", 0,
+	  "duplicate key '\xc3\xa9'", 12, "\xc3\xa9" },
 	{ "key containing NUL", "{\"a\\u0000b\":1}", 0, "contains a NUL character", 1, "a\\x00b" },
-	{ "key with quote is rendered escaped", "{\"q\\\"'\":{}}", 0, "key 'q\"\\''", NO_OFFSET, NULL },
+	{ "key with quote is rendered escaped", "{\"q\\\"'\":{}}", 0, "key 'q\"\\''", NO_OFFSET,
+	  NULL },
 	{ "key control chars rendered", "{\"c\\n\":{}}", 0, "key 'c\\x0a'", NO_OFFSET, NULL },
 };
 
@@ -81,14 +95,16 @@ static const struct reject_case form_rejects[] = {
 	{ "escape with one hex digit", "a=1&b=%4", 0, "invalid form data at byte 6", 6, NULL },
 	{ "lone percent", "a=%", 0, "invalid form data at byte 2", 2, NULL },
 	{ "bad escape in key", "ok=1&k%G1=x", 0, "invalid form data at byte 6", 6, NULL },
-	{ "invalid UTF-8 value", "a=%ff", 0, "value of key 'a' at byte 2 is not valid UTF-8", 2, "a" },
+	{ "invalid UTF-8 value", "a=%ff", 0, "value of key 'a' at byte 2 is not valid UTF-8", 2,
+	  "a" },
 	{ "overlong UTF-8", "a=%c0%af", 0, "not valid UTF-8", 2, "a" },
 	{ "encoded surrogate", "a=%ed%a0%80", 0, "not valid UTF-8", 2, "a" },
 	{ "truncated sequence", "a=%e2%82", 0, "not valid UTF-8", 2, "a" },
 	{ "raw invalid byte", "a=x\xfe", 0, "not valid UTF-8", 2, "a" },
 	{ "invalid UTF-8 key", "x=1&%ff=1", 0, "at byte 4 is not valid UTF-8", 4, NULL },
 	{ "key containing NUL", "a%00b=1", 0, "contains a NUL character", 0, "a\\x00b" },
-	{ "raw NUL byte", "a=1&b=\0", 7, "invalid form data at byte 6: embedded NUL byte", 6, NULL },
+	{ "raw NUL byte", "a=1&b=\0", 7, "invalid form data at byte 6: embedded NUL byte", 6,
+	  NULL },
 };
 
 static void check_reject(int is_json, const struct reject_case *c, const struct v1_limits *lim)
@@ -138,8 +154,8 @@ static struct v1_doc *parse_ok(int is_json, const char *body, size_t len,
 
 static int value_is(const struct v1_value *v, enum v1_type type, const char *bytes, size_t len)
 {
-	return v && v->type == type && v->len == len && v->text && memcmp(v->text, bytes, len) == 0 &&
-	       v->text[len] == '\0';
+	return v && v->type == type && v->len == len && v->text &&
+	       memcmp(v->text, bytes, len) == 0 && v->text[len] == '\0';
 }
 
 static const struct v1_value *field(const struct v1_doc *d, const char *key)
@@ -154,14 +170,16 @@ static void test_json_values(void)
 	static const char body[] =
 		" {\"s\":\"x\",\"n\":12,\"t\":true,\"f\":false,\"z\":null,"
 		"\"arr\":[1,\"two\",null,false,-0.5e-3],\"empty\":[],\"\":\"empty key\"} \n";
-	struct v1_doc *d = parse_ok(1, body, strlen(body), NULL, "json scalars and arrays accepted");
+	struct v1_doc *d = parse_ok(1, body, strlen(body), NULL,
+				    "json scalars and arrays accepted");
 	const struct v1_value *arr;
 
 	if (!d)
 		return;
 	is_int(d->n_fields, 8, "eight fields");
 	ok(strcmp(d->fields[0].key, "s") == 0 && strcmp(d->fields[5].key, "arr") == 0 &&
-		   d->fields[5].key_len == 3, "fields keep arrival order");
+		   d->fields[5].key_len == 3,
+	   "fields keep arrival order");
 	ok(value_is(field(d, "s"), V1_STRING, "x", 1), "string value");
 	ok(value_is(field(d, "n"), V1_NUMBER, "12", 2), "number value as text");
 	ok(value_is(field(d, "t"), V1_BOOL, "true", 4), "true");
@@ -200,8 +218,8 @@ static void test_json_bytes(void)
 		{ "\"\\u00e9\"", "\xc3\xa9", 2, "\\u00e9 -> C3 A9" },
 		{ "\"\\ud83d\\ude00\"", "\xf0\x9f\x98\x80", 4, "surrogate pair -> F0 9F 98 80" },
 		{ "\"\\uD83D\\uDE00\"", "\xf0\x9f\x98\x80", 4, "upper-case surrogate pair" },
-		{ "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"", "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9,
-		  "raw UTF-8 kept byte-exact" },
+		{ "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"",
+		  "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9, "raw UTF-8 kept byte-exact" },
 		{ "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"", "\"\\/\b\f\n\r\t", 8, "simple escapes" },
 		{ "\"a\\u0000b\"", "a\0b", 3, "\\u0000 inside a value is kept (len counts it)" },
 		{ "\"\\u20ac\"", "\xe2\x82\xac", 3, "\\u20ac -> E2 82 AC" },
@@ -226,9 +244,16 @@ static void test_json_bytes(void)
 static void test_json_numbers(void)
 {
 	static const char *nums[] = {
-		"123456789012345678901234567890", "-0", "9223372036854775807",
-		"9223372036854775808", "-9223372036854775808", "18446744073709551616",
-		"0.1", "1e400", "-1.5E-7", "0",
+		"123456789012345678901234567890",
+		"-0",
+		"9223372036854775807",
+		"9223372036854775808",
+		"-9223372036854775808",
+		"18446744073709551616",
+		"0.1",
+		"1e400",
+		"-1.5E-7",
+		"0",
 	};
 	size_t i;
 
@@ -276,7 +301,8 @@ static void test_json_depth(void)
 	s = repeat("{\"a\":", "[", 100000, "");
 	ok(v1_parse_json(s, strlen(s), NULL, &d, &err) == -1 && d == NULL,
 	   "object holding 100000 nested [ rejected");
-	is_str(err.message, "array of key 'a' contains an array at byte 6: only scalars are allowed in arrays",
+	is_str(err.message,
+	       "array of key 'a' contains an array at byte 6: only scalars are allowed in arrays",
 	       "deep array inside key: message");
 	free(s);
 
@@ -288,7 +314,8 @@ static void test_json_depth(void)
 
 	v1_limits_default(&lim);
 	lim.max_depth = 1;
-	ok(v1_parse_json("{\"a\":[1]}", 9, &lim, &d, &err) == -1, "max_depth 1 rejects an array value");
+	ok(v1_parse_json("{\"a\":[1]}", 9, &lim, &d, &err) == -1,
+	   "max_depth 1 rejects an array value");
 	is_str(err.message, "nesting deeper than 1 at byte 5", "max_depth message and offset");
 	is_int(err.offset, 5, "max_depth offset");
 	lim.max_depth = 0;
@@ -313,14 +340,17 @@ static void test_json_limits(void)
 
 	v1_limits_default(&dflt);
 	ok(dflt.max_depth == 8 && dflt.max_keys == 1000 && dflt.max_string == 65536 &&
-		   dflt.max_items == 1000, "default limits");
+		   dflt.max_items == 1000,
+	   "default limits");
 
 	lim = dflt;
 	lim.max_keys = 2;
 	d = parse_ok(1, "{\"a\":1,\"b\":2}", 13, &lim, "max_keys 2: two keys ok");
 	v1_doc_free(d);
-	ok(v1_parse_json("{\"a\":1,\"b\":2,\"c\":3}", 19, &lim, &d, &err) == -1, "max_keys 2: third key rejected");
-	is_str(err.message, "more than 2 keys in the object (key 'c' at byte 13)", "max_keys message");
+	ok(v1_parse_json("{\"a\":1,\"b\":2,\"c\":3}", 19, &lim, &d, &err) == -1,
+	   "max_keys 2: third key rejected");
+	is_str(err.message, "more than 2 keys in the object (key 'c' at byte 13)",
+	       "max_keys message");
 
 	lim = dflt;
 	lim.max_string = 4;
@@ -328,17 +358,21 @@ static void test_json_limits(void)
 	v1_doc_free(d);
 	ok(v1_parse_json("{\"a\":\"wxyz\\u00e9\"}", 18, &lim, &d, &err) == -1,
 	   "max_string counts decoded bytes");
-	is_str(err.message, "value of key 'a' at byte 5 is longer than 4 bytes", "max_string value message");
+	is_str(err.message, "value of key 'a' at byte 5 is longer than 4 bytes",
+	       "max_string value message");
 	ok(v1_parse_json("{\"abcde\":1}", 11, &lim, &d, &err) == -1, "max_string applies to keys");
-	ok(v1_parse_json("{\"a\":12345}", 11, &lim, &d, &err) == -1, "max_string applies to numbers");
+	ok(v1_parse_json("{\"a\":12345}", 11, &lim, &d, &err) == -1,
+	   "max_string applies to numbers");
 	is_int(err.offset, 5, "number limit offset");
 
 	lim = dflt;
 	lim.max_items = 2;
 	d = parse_ok(1, "{\"a\":[1,2]}", 11, &lim, "max_items 2: two items ok");
 	v1_doc_free(d);
-	ok(v1_parse_json("{\"a\":[1,2,3]}", 13, &lim, &d, &err) == -1, "max_items 2: third item rejected");
-	is_str(err.message, "array of key 'a' has more than 2 items (byte 10)", "max_items message");
+	ok(v1_parse_json("{\"a\":[1,2,3]}", 13, &lim, &d, &err) == -1,
+	   "max_items 2: third item rejected");
+	is_str(err.message, "array of key 'a' has more than 2 items (byte 10)",
+	       "max_items message");
 
 	/* 1000 distinct keys (the default limit) grow the field array and index */
 	s = malloc(1001 * 16 + 8);
@@ -350,15 +384,18 @@ static void test_json_limits(void)
 	d = parse_ok(1, s, strlen(s), NULL, "1000 keys accepted");
 	if (d) {
 		is_int(d->n_fields, 1000, "1000 fields");
-		ok(value_is(field(d, "k999"), V1_NUMBER, "999", 3) && v1_doc_index(d, "k500") == 500,
+		ok(value_is(field(d, "k999"), V1_NUMBER, "999", 3) &&
+			   v1_doc_index(d, "k500") == 500,
 		   "lookup among 1000 fields");
 		v1_doc_free(d);
 	}
 	strcpy(p, ",\"k0\":1}");
-	ok(v1_parse_json(s, strlen(s), NULL, &d, &err) == -1 && strstr(err.message, "duplicate key 'k0'"),
+	ok(v1_parse_json(s, strlen(s), NULL, &d, &err) == -1 &&
+		   strstr(err.message, "duplicate key 'k0'"),
 	   "duplicate found among 1000 keys");
 	strcpy(p, ",\"new\":1}");
-	ok(v1_parse_json(s, strlen(s), NULL, &d, &err) == -1 && strstr(err.message, "more than 1000 keys"),
+	ok(v1_parse_json(s, strlen(s), NULL, &d, &err) == -1 &&
+		   strstr(err.message, "more than 1000 keys"),
 	   "1001st key rejected by default");
 	free(s);
 
@@ -366,13 +403,15 @@ static void test_json_limits(void)
 	s = repeat("{\"a\":[0", ",1", 999, "]}");
 	d = parse_ok(1, s, strlen(s), NULL, "1000 items accepted");
 	if (d) {
-		ok(field(d, "a")->n_items == 1000 && value_is(&field(d, "a")->items[999], V1_NUMBER, "1", 1),
+		ok(field(d, "a")->n_items == 1000 &&
+			   value_is(&field(d, "a")->items[999], V1_NUMBER, "1", 1),
 		   "1000 items stored");
 		v1_doc_free(d);
 	}
 	free(s);
 
-	ok(v1_parse_json("{\"a\":[]}", 8, NULL, &d, NULL) == 0 && d, "NULL limits and NULL err accepted");
+	ok(v1_parse_json("{\"a\":[]}", 8, NULL, &d, NULL) == 0 && d,
+	   "NULL limits and NULL err accepted");
 	v1_doc_free(d);
 	ok(v1_parse_json("{\"a\":{}}", 8, NULL, &d, NULL) == -1 && !d, "NULL err on failure");
 }
@@ -395,14 +434,16 @@ static void test_form(void)
 	ok(value_is(field(d, "e"), V1_STRING, "", 0), "form: empty value");
 	ok(value_is(field(d, "y"), V1_STRING, "b=c", 3), "form: only the first = splits");
 	ok(value_is(field(d, "name"), V1_STRING, "Zo\xc3\xa9", 4), "form: raw UTF-8 accepted");
-	ok(value_is(field(d, "sp ace"), V1_STRING, "+&=", 3), "form: decoded key and reserved chars");
+	ok(value_is(field(d, "sp ace"), V1_STRING, "+&=", 3),
+	   "form: decoded key and reserved chars");
 	ok(value_is(field(d, "z"), V1_STRING, "a\0b", 3), "form: %00 kept inside a value");
 	ok(value_is(field(d, ""), V1_STRING, "v", 1), "form: empty key");
 	x = field(d, "x");
 	ok(x && x->type == V1_ARRAY && x->n_items == 3 && x->text && x->len == 0,
 	   "form: repeated key becomes an array");
 	if (x && x->n_items == 3)
-		ok(value_is(&x->items[0], V1_STRING, "1", 1) && value_is(&x->items[1], V1_STRING, "2", 1) &&
+		ok(value_is(&x->items[0], V1_STRING, "1", 1) &&
+			   value_is(&x->items[1], V1_STRING, "2", 1) &&
 			   value_is(&x->items[2], V1_STRING, "3", 1),
 		   "form: array keeps arrival order");
 	is_int(v1_doc_index(d, "x"), 6, "form: repeated key stays at its first position");
@@ -431,12 +472,14 @@ static void test_form_limits(void)
 	d = parse_ok(0, "a=1&b=2&a=3", 11, &lim, "form max_keys counts distinct keys");
 	v1_doc_free(d);
 	ok(v1_parse_form("a=1&b=2&c=3", 11, &lim, &d, &err) == -1 && !d, "form max_keys exceeded");
-	is_str(err.message, "more than 2 keys in the form (key 'c' at byte 8)", "form max_keys message");
+	is_str(err.message, "more than 2 keys in the form (key 'c' at byte 8)",
+	       "form max_keys message");
 
 	v1_limits_default(&lim);
 	lim.max_items = 2;
 	ok(v1_parse_form("a=1&a=2&a=3", 11, &lim, &d, &err) == -1 && !d, "form max_items exceeded");
-	is_str(err.message, "key 'a' repeated more than 2 times (byte 8)", "form max_items message");
+	is_str(err.message, "key 'a' repeated more than 2 times (byte 8)",
+	       "form max_items message");
 	is_str(err.key, "a", "form max_items key");
 
 	v1_limits_default(&lim);
@@ -444,7 +487,8 @@ static void test_form_limits(void)
 	d = parse_ok(0, "abc=%41%42%43", 13, &lim, "form max_string counts decoded bytes");
 	v1_doc_free(d);
 	ok(v1_parse_form("a=abcd", 6, &lim, &d, &err) == -1, "form value over max_string");
-	is_str(err.message, "value of key 'a' at byte 2 is longer than 3 bytes", "form max_string message");
+	is_str(err.message, "value of key 'a' at byte 2 is longer than 3 bytes",
+	       "form max_string message");
 	ok(v1_parse_form("abcd=1", 6, &lim, &d, &err) == -1, "form key over max_string");
 
 	/* many repetitions exercise item growth */
@@ -459,7 +503,8 @@ static void test_form_limits(void)
 	}
 	free(s);
 	s = repeat("k=0", "&k=1", 1000, "");
-	ok(v1_parse_form(s, strlen(s), NULL, &d, &err) == -1 && !d, "form: 1001 repetitions rejected");
+	ok(v1_parse_form(s, strlen(s), NULL, &d, &err) == -1 && !d,
+	   "form: 1001 repetitions rejected");
 	free(s);
 }
 
@@ -533,24 +578,27 @@ static void test_mutations(int is_json)
 					n--;
 				}
 				break;
-			default: /* truncate */
-				n = k;
-				break;
+			default: /* truncate */ n = k; break;
 			}
 		}
-		rc = is_json ? v1_parse_json(buf, n, NULL, &d, &err) : v1_parse_form(buf, n, NULL, &d, &err);
+		rc = is_json ? v1_parse_json(buf, n, NULL, &d, &err)
+			     : v1_parse_form(buf, n, NULL, &d, &err);
 		if (rc == 0 && d && doc_sane(d))
 			accepted++;
-		else if (rc == -1 && !d && err.message[0] && err.offset >= -1 && err.offset <= (long)n)
+		else if (rc == -1 && !d && err.message[0] && err.offset >= -1 &&
+			 err.offset <= (long)n)
 			rejected++;
 		else
 			broken++;
 		v1_doc_free(d);
 	}
-	printf("# %s mutations: %d accepted, %d rejected\n", is_json ? "json" : "form", accepted, rejected);
-	is_int(broken, 0, is_json ? "json: 20000 mutated bodies give sane documents or clean errors"
-				  : "form: 20000 mutated bodies give sane documents or clean errors");
-	ok(accepted > 100 && rejected > 100, is_json ? "json mutations reach both outcomes" : "form mutations reach both outcomes");
+	printf("# %s mutations: %d accepted, %d rejected\n", is_json ? "json" : "form", accepted,
+	       rejected);
+	is_int(broken, 0,
+	       is_json ? "json: 20000 mutated bodies give sane documents or clean errors"
+		       : "form: 20000 mutated bodies give sane documents or clean errors");
+	ok(accepted > 100 && rejected > 100,
+	   is_json ? "json mutations reach both outcomes" : "form mutations reach both outcomes");
 }
 
 int main(void)

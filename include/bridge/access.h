@@ -20,9 +20,9 @@ struct evhttp_request;
 struct access_auth {
 	int enabled;
 	/* any configured method that matches lets the request in */
-	char *basic_user, *basic_password;   /* Authorization: Basic */
-	char *query_name, *query_value;      /* ?name=value in the request URI */
-	char *header_name, *header_value;    /* Name: value */
+	char *basic_user, *basic_password; /* Authorization: Basic */
+	char *query_name, *query_value;    /* ?name=value in the request URI */
+	char *header_name, *header_value;  /* Name: value */
 };
 
 /* Load `auth = { basic = { user; password; }; query = { name; value; };
@@ -35,7 +35,7 @@ void access_auth_clear(struct access_auth *a);
 int access_auth_check(const struct access_auth *a, struct evhttp_request *req);
 
 struct access_cidr {
-	int family;               /* AF_INET or AF_INET6 */
+	int family; /* AF_INET or AF_INET6 */
 	unsigned char addr[16];
 	int bits;
 };

@@ -25,8 +25,8 @@ int cfg_line(const config_setting_t *s);
 
 /* Add "unknown setting 'x' in 'group'" for every child of group not in the
  * NULL-terminated list.  Returns the number of unknown children. */
-int cfg_check_keys(const config_setting_t *group, const char *const *allowed,
-		   const char *file, struct diag *d);
+int cfg_check_keys(const config_setting_t *group, const char *const *allowed, const char *file,
+		   struct diag *d);
 
 /* Each lookup: returns 1 when found and valid (*ret set), 0 when absent,
  * -1 when present but wrong (error added).  Integers are read as int64 and
@@ -35,8 +35,8 @@ int cfg_get_string(const config_setting_t *group, const char *name, const char *
 		   const char *file, struct diag *d);
 int cfg_get_int(const config_setting_t *group, const char *name, long long min, long long max,
 		long long *ret, const char *file, struct diag *d);
-int cfg_get_bool(const config_setting_t *group, const char *name, int *ret,
-		 const char *file, struct diag *d);
+int cfg_get_bool(const config_setting_t *group, const char *name, int *ret, const char *file,
+		 struct diag *d);
 /* One of the NULL-terminated choices; *ret = its index. */
 int cfg_get_enum(const config_setting_t *group, const char *name, const char *const *choices,
 		 int *ret, const char *file, struct diag *d);

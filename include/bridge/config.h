@@ -32,40 +32,40 @@ const char *route_mode_name(enum route_mode m);
 
 struct bridge_route {
 	char *name;
-	int line;                 /* where the route starts in the config file */
-	char *mapping_file;       /* resolved path */
-	struct mapping *mapping;  /* owned */
+	int line;                /* where the route starts in the config file */
+	char *mapping_file;      /* resolved path */
+	struct mapping *mapping; /* owned */
 	enum route_mode mode;
-	char *endpoint;           /* NULL allowed in dry-run */
-	struct upstream_url url;  /* parsed endpoint (valid when endpoint != NULL) */
-	char *legacy_endpoint;    /* v1 passthrough: required in dual, optional in dry-run */
+	char *endpoint;          /* NULL allowed in dry-run */
+	struct upstream_url url; /* parsed endpoint (valid when endpoint != NULL) */
+	char *legacy_endpoint;   /* v1 passthrough: required in dual, optional in dry-run */
 	struct upstream_url legacy_url;
 	size_t legacy_tls_index;
-	char *auth_name;          /* NULL when no auth header */
+	char *auth_name; /* NULL when no auth header */
 	char *auth_value;
-	char **secrets;           /* secrets[0] signs; all verify */
+	char **secrets; /* secrets[0] signs; all verify */
 	size_t *secret_lens;
 	size_t n_secrets;
-	char *signature_header;   /* default X-Qualifio-Signature */
+	char *signature_header; /* default X-Qualifio-Signature */
 	enum sign_encoding signature_encoding;
 	char *delivery_id_header; /* default X-Bridge-Delivery-Id */
 	char **website_ids;       /* canonical decimal text; empty = any */
 	size_t n_website_ids;
 	char **campaign_ids;
 	size_t n_campaign_ids;
-	int timeout_ms;           /* default 10000 */
-	char *ca_file;            /* NULL: tls.ca_file */
-	size_t tls_index;         /* index into bridge_config.tls_files */
-	struct access_auth auth;  /* required in addition to listen.auth */
-	int queued;               /* delivery = "queued": stored, answered 202, delivered by the queue */
+	int timeout_ms;          /* default 10000 */
+	char *ca_file;           /* NULL: tls.ca_file */
+	size_t tls_index;        /* index into bridge_config.tls_files */
+	struct access_auth auth; /* required in addition to listen.auth */
+	int queued; /* delivery = "queued": stored, answered 202, delivered by the queue */
 };
 
 struct bridge_config {
 	char *path;
-	char *listen_address;     /* default 127.0.0.1 */
-	int listen_port;          /* default 8080; 0 = ephemeral */
-	char *listen_path;        /* default "/" */
-	char *listen_cert_file;   /* listen.tls: the bridge is the HTTPS URL itself */
+	char *listen_address;   /* default 127.0.0.1 */
+	int listen_port;        /* default 8080; 0 = ephemeral */
+	char *listen_path;      /* default "/" */
+	char *listen_cert_file; /* listen.tls: the bridge is the HTTPS URL itself */
 	char *listen_key_file;
 	struct access_auth auth;  /* listen.auth */
 	struct access_list allow; /* listen.allow; empty = anyone */
@@ -86,19 +86,19 @@ struct bridge_config {
 	struct upstream_limits upstream;
 	struct bridge_route *routes;
 	size_t n_routes;
-	char *record_path;        /* record.path: capture of inbound v1 posts, or NULL */
+	char *record_path; /* record.path: capture of inbound v1 posts, or NULL */
 	unsigned long long record_rotate_bytes; /* record.rotate_bytes, default 100 MiB */
-	unsigned record_keep;     /* record.keep, default 5 */
-	int record_redact_defaults; /* record.redact_defaults, default true */
-	char **record_redact;     /* record.redact: extra patterns */
+	unsigned record_keep;                   /* record.keep, default 5 */
+	int record_redact_defaults;             /* record.redact_defaults, default true */
+	char **record_redact;                   /* record.redact: extra patterns */
 	size_t n_record_redact;
-	char **record_headers;    /* record.headers: NULL = the module's default list */
+	char **record_headers; /* record.headers: NULL = the module's default list */
 	size_t n_record_headers;
-	char *report_path;        /* dry_run.report: JSON lines, one per translated post */
-	char *shadow_path;        /* dry_run.v2_path: real v2 posts are compared here */
-	long shadow_window_ms;    /* dry_run.window_s */
-	size_t shadow_max_entries;/* dry_run.max_entries */
-	char **tls_files;         /* distinct CA files used by https routes ("" = system default) */
+	char *report_path;         /* dry_run.report: JSON lines, one per translated post */
+	char *shadow_path;         /* dry_run.v2_path: real v2 posts are compared here */
+	long shadow_window_ms;     /* dry_run.window_s */
+	size_t shadow_max_entries; /* dry_run.max_entries */
+	char **tls_files; /* distinct CA files used by https routes ("" = system default) */
 	size_t n_tls_files;
 	struct queue_config queue; /* queue.path NULL when there is no queue group */
 };
@@ -117,7 +117,6 @@ const char *bridge_config_v1_id(const struct v1_doc *doc, const char *key, char 
  * catch-all; ties go to the first in file order.  Ids are canonical decimal
  * text or NULL when the post lacks them.  NULL when nothing matches. */
 const struct bridge_route *bridge_config_route_for(const struct bridge_config *c,
-						   const char *website_id,
-						   const char *campaign_id);
+						   const char *website_id, const char *campaign_id);
 
 #endif

@@ -11,7 +11,7 @@
 #include "bridge/sign.h"
 #include "bridge/upstream.h"
 
-#define DELIVERY_ID_LEN 36      /* 8-4-4-4-12 lower-case hex */
+#define DELIVERY_ID_LEN      36 /* 8-4-4-4-12 lower-case hex */
 #define DELIVERY_HEADERS_MAX 6
 
 /* Stable for the same route name and v2 body, so a sender's retry of the

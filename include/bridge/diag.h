@@ -33,10 +33,10 @@ int bridge_error_set(struct bridge_error *e, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 struct diag {
-	char *text;   /* "file:line: message\n" lines, NUL-terminated, owned */
+	char *text; /* "file:line: message\n" lines, NUL-terminated, owned */
 	size_t len;
 	size_t cap;
-	int count;    /* number of lines added */
+	int count; /* number of lines added */
 };
 
 /* Append "file:line: message\n" (file NULL prints "<input>", line 0 omits

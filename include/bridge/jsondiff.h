@@ -50,21 +50,21 @@
 struct evbuffer;
 struct mapping_trace;
 
-#define JSONDIFF_MAX_PATTERNS 256     /* ignore patterns per call */
+#define JSONDIFF_MAX_PATTERNS         256 /* ignore patterns per call */
 #define JSONDIFF_MAX_PATTERN_SEGMENTS 63
 
 struct jsondiff_options {
 	const char *const *ignore; /* patterns (see above); NULL when n_ignore is 0 */
 	size_t n_ignore;
-	int leaves;            /* 1: an object or array present on one side only is
+	int leaves;         /* 1: an object or array present on one side only is
 				* reported leaf by leaf (each scalar, each empty object
 				* or array) instead of as one entry */
-	const char *name_a;    /* names in error messages; default "a" and "b" */
+	const char *name_a; /* names in error messages; default "a" and "b" */
 	const char *name_b;
-	size_t max_input;      /* bytes per document; 0: 16 MiB */
-	size_t max_depth;      /* nesting of objects and arrays, the root counts 1; 0: 64 */
-	size_t max_entries;    /* entries kept (counting goes on past it); 0: 10000 */
-	size_t max_memory;     /* both trees plus the entries; 0: 256 MiB */
+	size_t max_input;   /* bytes per document; 0: 16 MiB */
+	size_t max_depth;   /* nesting of objects and arrays, the root counts 1; 0: 64 */
+	size_t max_entries; /* entries kept (counting goes on past it); 0: 10000 */
+	size_t max_memory;  /* both trees plus the entries; 0: 256 MiB */
 };
 
 enum jsondiff_kind {
@@ -76,20 +76,20 @@ enum jsondiff_kind {
 struct jsondiff_entry {
 	enum jsondiff_kind kind;
 	char *path;
-	char *a;          /* compact JSON of the value in a; NULL when added */
-	char *b;          /* compact JSON of the value in b; NULL when removed */
+	char *a; /* compact JSON of the value in a; NULL when added */
+	char *b; /* compact JSON of the value in b; NULL when removed */
 	size_t a_len, b_len;
 	/* Filled by jsondiff_attribute(), else NULL/0: */
-	char *rule;       /* "file:line" of the rule behind the value */
-	char *from;       /* v1 key the value came from, NULL for constants */
-	char *what;       /* what the rule did: "copy", "datetime Europe/Brussels" ... */
+	char *rule; /* "file:line" of the rule behind the value */
+	char *from; /* v1 key the value came from, NULL for constants */
+	char *what; /* what the rule did: "copy", "datetime Europe/Brussels" ... */
 };
 
 struct jsondiff {
 	struct jsondiff_entry *entries; /* owned */
 	size_t n_entries;
 	size_t n_added, n_removed, n_changed; /* every difference, kept or not */
-	int truncated;                  /* more differences than max_entries */
+	int truncated;                        /* more differences than max_entries */
 };
 
 /* Compare documents a and b (alen/blen bytes; need not be NUL-terminated).
@@ -111,10 +111,10 @@ const char *jsondiff_kind_name(enum jsondiff_kind k);
 /* How a mapping trace record relates to a path (jsondiff_trace_find). */
 enum jsondiff_trace_match {
 	JSONDIFF_TRACE_NONE,
-	JSONDIFF_TRACE_EXACT,    /* the record wrote exactly this value */
-	JSONDIFF_TRACE_INSIDE,   /* the value is part of what the record wrote
+	JSONDIFF_TRACE_EXACT,  /* the record wrote exactly this value */
+	JSONDIFF_TRACE_INSIDE, /* the value is part of what the record wrote
 				  * (the name of a file upload, ...) */
-	JSONDIFF_TRACE_ENTRY,    /* an attribute of a form/optins/questionnaire
+	JSONDIFF_TRACE_ENTRY,  /* an attribute of a form/optins/questionnaire
 				  * entry built by the record's variable rule
 				  * (id, label, type, choice label, categories) */
 };
@@ -145,7 +145,6 @@ int jsondiff_attribute(struct jsondiff *d, const struct mapping_trace *ta, size_
  * "a" is left out for added entries and "b" for removed ones; rule, from
  * and what only when set.  Values are embedded as JSON, not as strings.
  * Returns 0, or -1 when the buffer cannot grow (err set). */
-int jsondiff_render_json(const struct jsondiff *d, struct evbuffer *out,
-			 struct bridge_error *err);
+int jsondiff_render_json(const struct jsondiff *d, struct evbuffer *out, struct bridge_error *err);
 
 #endif

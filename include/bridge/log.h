@@ -24,11 +24,12 @@ struct log_line {
 };
 
 void log_begin(struct log_line *l, enum log_level level, const char *event);
-void log_str(struct log_line *l, const char *key, const char *value);      /* NULL value: skipped */
+void log_str(struct log_line *l, const char *key, const char *value); /* NULL value: skipped */
 void log_strn(struct log_line *l, const char *key, const char *value, size_t n);
 void log_int(struct log_line *l, const char *key, long long value);
-void log_raw(struct log_line *l, const char *key, const char *json, size_t n); /* already-valid JSON */
-void log_end(struct log_line *l);       /* writes to stderr */
+void log_raw(struct log_line *l, const char *key, const char *json,
+	     size_t n);                      /* already-valid JSON */
+void log_end(struct log_line *l);            /* writes to stderr */
 void log_end_to(struct log_line *l, int fd); /* writes to fd (stdout for dry-run lines) */
 
 /* Rate limit for lines a peer can trigger (libinput's util-ratelimit idea):

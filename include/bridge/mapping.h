@@ -29,31 +29,31 @@ void mapping_free(struct mapping *m); /* accepts NULL */
 const char *mapping_path(const struct mapping *m);
 
 enum mapping_unmapped {
-	MAPPING_UNMAPPED_FORM,   /* generic form[] entry: nothing lost (default) */
+	MAPPING_UNMAPPED_FORM, /* generic form[] entry: nothing lost (default) */
 	MAPPING_UNMAPPED_DROP,
 	MAPPING_UNMAPPED_REJECT, /* mapping_apply fails, naming the key */
 };
 
 /* One v2 value and the rule that produced it (only with MAPPING_TRACE). */
 struct mapping_trace {
-	char *path;        /* v2 path, e.g. "campaign.channel.website.id", "form[lastname].responses[0].value" */
-	char *from_key;    /* v1 key it came from, NULL for constants/defaults */
-	const char *file;  /* rule file (owned by the mapping) */
-	int line;          /* rule line */
-	char *what;        /* short description: "copy", "constant", "default", "datetime Europe/Brussels", "map complete->COMPLETED", "unmapped:form" ... */
+	char *path; /* v2 path, e.g. "campaign.channel.website.id", "form[lastname].responses[0].value" */
+	char *from_key;   /* v1 key it came from, NULL for constants/defaults */
+	const char *file; /* rule file (owned by the mapping) */
+	int line;         /* rule line */
+	char *what; /* short description: "copy", "constant", "default", "datetime Europe/Brussels", "map complete->COMPLETED", "unmapped:form" ... */
 };
 
 struct mapping_result {
-	char *body;              /* v2 JSON (no trailing newline), owned */
+	char *body; /* v2 JSON (no trailing newline), owned */
 	size_t len;
-	char *participation_id;  /* v2 `id` as emitted, or NULL when absent */
-	char *state;             /* v2 `state` as emitted, or NULL */
-	char *website_id;        /* v2 campaign.channel.website.id text, or NULL */
-	char *campaign_id;       /* v2 campaign.id text, or NULL */
-	char **unmapped;         /* v1 keys no rule named (whatever the policy did) */
+	char *participation_id; /* v2 `id` as emitted, or NULL when absent */
+	char *state;            /* v2 `state` as emitted, or NULL */
+	char *website_id;       /* v2 campaign.channel.website.id text, or NULL */
+	char *campaign_id;      /* v2 campaign.id text, or NULL */
+	char **unmapped;        /* v1 keys no rule named (whatever the policy did) */
 	size_t n_unmapped;
 	enum mapping_unmapped unmapped_policy; /* the policy that applied */
-	struct mapping_trace *trace; /* only with MAPPING_TRACE */
+	struct mapping_trace *trace;           /* only with MAPPING_TRACE */
 	size_t n_trace;
 };
 

@@ -19,8 +19,8 @@ struct bridge_config;
 enum metrics_outcome {
 	OUTCOME_DELIVERED,
 	OUTCOME_DRY_RUN,
-	OUTCOME_DROPPED,          /* unrouted, accepted */
-	OUTCOME_INVALID_INPUT,    /* 400/413/415 */
+	OUTCOME_DROPPED,       /* unrouted, accepted */
+	OUTCOME_INVALID_INPUT, /* 400/413/415 */
 	OUTCOME_NO_ROUTE,
 	OUTCOME_MAPPING_FAILED,
 	OUTCOME_UPSTREAM_STATUS,

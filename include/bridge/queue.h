@@ -142,8 +142,8 @@ int queue_enqueue(struct queue *q, const struct store_item *item, struct store_r
 
 /* The outcome of an asynchronous enqueue: result is QUEUE_STORED,
  * QUEUE_DUPLICATE (receipt set) or -1 (error says why). */
-typedef void (*queue_enqueue_cb)(int result, const struct store_receipt *receipt,
-				 const char *error, void *arg);
+typedef void (*queue_enqueue_cb)(int result, const struct store_receipt *receipt, const char *error,
+				 void *arg);
 struct queue_pending;
 
 /* queue_enqueue without blocking the caller's event loop: the item is
@@ -165,11 +165,11 @@ int queue_enqueue_async(struct queue *q, struct event_base *base, const struct s
 void queue_enqueue_cancel(struct queue_pending *p);
 
 struct queue_stats {
-	long long depth;           /* pending rows, in flight included */
-	long long dead;            /* dead letters in the store */
+	long long depth; /* pending rows, in flight included */
+	long long dead;  /* dead letters in the store */
 	long long in_flight;
-	long long oldest_age_ms;   /* of the pending rows; 0 when none */
-	long long enqueued;        /* counters since queue_new */
+	long long oldest_age_ms; /* of the pending rows; 0 when none */
+	long long enqueued;      /* counters since queue_new */
 	long long duplicates;
 	long long delivered;
 	long long failed_attempts;

@@ -53,16 +53,16 @@ struct record_header {
 };
 
 struct record_options {
-	const char *path;            /* capture file; required */
-	uint64_t rotate_bytes;       /* 0: never rotate; default 104857600 (100 MiB) */
-	unsigned keep;               /* rotated files kept (path.1 .. path.keep), 1..1000; default 5 */
-	int redact_defaults;         /* 1: apply record_default_redact too; default 1 */
-	const char *const *redact;   /* extra patterns (see above) */
+	const char *path;      /* capture file; required */
+	uint64_t rotate_bytes; /* 0: never rotate; default 104857600 (100 MiB) */
+	unsigned keep;         /* rotated files kept (path.1 .. path.keep), 1..1000; default 5 */
+	int redact_defaults;   /* 1: apply record_default_redact too; default 1 */
+	const char *const *redact; /* extra patterns (see above) */
 	size_t n_redact;
-	const char *const *headers;  /* header names to keep; NULL: record_default_headers */
+	const char *const *headers; /* header names to keep; NULL: record_default_headers */
 	size_t n_headers;
-	size_t max_line;             /* a longer line is recorded as invalid; default 4 MiB */
-	struct v1_limits limits;     /* parse limits; default v1_limits_default() */
+	size_t max_line;         /* a longer line is recorded as invalid; default 4 MiB */
+	struct v1_limits limits; /* parse limits; default v1_limits_default() */
 };
 
 /* NULL-terminated built-in lists (static storage). */

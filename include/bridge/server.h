@@ -20,15 +20,15 @@ struct shadow;
 struct server_options {
 	struct metrics *metrics; /* shared by every worker; may be NULL */
 	/* process-wide, shared by every worker, kept across reloads; may be NULL */
-	struct jsonl *report;    /* dry-run report file */
-	struct shadow *shadow;   /* translated vs real v2 correlation (dry_run.v2_path) */
-	struct recorder *recorder; /* capture of inbound v1 posts (record) */
-	int worker;              /* index of this worker, for per-worker gauges */
-	int port;                /* -1: the config's port; else bind this one */
-	int reuseport;           /* SO_REUSEPORT, so several workers share the port */
+	struct jsonl *report;       /* dry-run report file */
+	struct shadow *shadow;      /* translated vs real v2 correlation (dry_run.v2_path) */
+	struct recorder *recorder;  /* capture of inbound v1 posts (record) */
+	int worker;                 /* index of this worker, for per-worker gauges */
+	int port;                   /* -1: the config's port; else bind this one */
+	int reuseport;              /* SO_REUSEPORT, so several workers share the port */
 	void (*release)(void *arg); /* called once the server no longer uses cfg/metrics */
 	void *release_arg;
-	struct queue *queue;      /* queued delivery; NULL when no route uses it */
+	struct queue *queue; /* queued delivery; NULL when no route uses it */
 };
 
 /* Bind the listener and create pools.  cfg and opt->metrics must outlive

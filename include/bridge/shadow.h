@@ -88,8 +88,8 @@ struct shadow_expired {
  * shadow_result_clear() it. */
 struct shadow_result {
 	enum shadow_status status;
-	enum shadow_side first;  /* the side that was waiting */
-	long long waited_ms;     /* how long it waited */
+	enum shadow_side first; /* the side that was waiting */
+	long long waited_ms;    /* how long it waited */
 	/* Differences, a = translated, b = real (include/bridge/jsondiff.h).
 	 * With a translated trace, each entry's rule is the "file:line" of the
 	 * trace record behind its path (jsondiff_trace_find: the exact path,
@@ -97,7 +97,7 @@ struct shadow_result {
 	 * questionnaire entry), or "unmapped" when no record covers it; without
 	 * a trace, rule is NULL. */
 	struct jsondiff diff;
-	char *reason;            /* SHADOW_NOT_COMPARED: why; else NULL */
+	char *reason; /* SHADOW_NOT_COMPARED: why; else NULL */
 };
 
 struct shadow;
@@ -164,7 +164,8 @@ char *shadow_result_json(const struct shadow_result *r);
 /* Free what r holds and zero it.  Accepts NULL and a zeroed struct. */
 void shadow_result_clear(struct shadow_result *r);
 
-const char *shadow_side_name(enum shadow_side side);       /* "translated", "real" */
-const char *shadow_status_name(enum shadow_status status); /* "identical", "different", "not_compared" */
+const char *shadow_side_name(enum shadow_side side); /* "translated", "real" */
+const char *shadow_status_name(
+	enum shadow_status status); /* "identical", "different", "not_compared" */
 
 #endif

@@ -17,15 +17,14 @@ enum sign_encoding {
 
 /* Write "sha256=<digest>" into ret (cap >= SIGN_HEADER_MAX). Returns 0, or
  * -1 if cap is too small or OpenSSL fails. */
-int sign_body(const void *key, size_t key_len, const void *body, size_t len,
-	      enum sign_encoding enc, char *ret, size_t cap);
+int sign_body(const void *key, size_t key_len, const void *body, size_t len, enum sign_encoding enc,
+	      char *ret, size_t cap);
 
 /* Constant-time check of a received header value against each of n keys
  * (secret rotation: old and new accepted).  Returns the index of the
  * matching key, or -1. */
-int sign_verify(const char *const *keys, const size_t *key_lens, size_t n,
-		const void *body, size_t len, enum sign_encoding enc,
-		const char *header_value, size_t header_len);
+int sign_verify(const char *const *keys, const size_t *key_lens, size_t n, const void *body,
+		size_t len, enum sign_encoding enc, const char *header_value, size_t header_len);
 
 /* Parse "hex" / "base64"; -1 if neither. */
 int sign_encoding_parse(const char *s, enum sign_encoding *ret);

@@ -31,9 +31,9 @@
 #include "bridge/diag.h"
 #include "bridge/upstream.h"
 
-#define STORE_BODY_MAX (16u * 1024 * 1024)  /* one row's body */
-#define STORE_HEADERS_MAX 32                 /* headers of one row */
-#define STORE_TEXT_MAX 4096                  /* route, endpoint, ids, one header value */
+#define STORE_BODY_MAX    (16u * 1024 * 1024) /* one row's body */
+#define STORE_HEADERS_MAX 32                  /* headers of one row */
+#define STORE_TEXT_MAX    4096                /* route, endpoint, ids, one header value */
 
 enum store_status {
 	STORE_PENDING = 0,
@@ -55,9 +55,9 @@ const char *store_path(const struct store *s);
 /* What one delivery is made of; every string is copied. */
 struct store_item {
 	const char *route;
-	const char *endpoint;         /* http(s) URL posted to */
-	const char *ca_file;          /* trust store for https; NULL or "" = system default */
-	int timeout_ms;               /* per attempt */
+	const char *endpoint; /* http(s) URL posted to */
+	const char *ca_file;  /* trust store for https; NULL or "" = system default */
+	int timeout_ms;       /* per attempt */
 	const char *delivery_id;
 	const char *participation_id; /* NULL or "": no line, no duplicate check */
 	const char *state;            /* NULL or "" allowed */
@@ -77,17 +77,16 @@ enum store_insert_result {
 };
 
 struct store_receipt {
-	int64_t id;             /* the new row, or the pending one it duplicates */
-	char delivery_id[128];  /* of that row */
+	int64_t id;            /* the new row, or the pending one it duplicates */
+	char delivery_id[128]; /* of that row */
 };
 
 /* Insert n items in one transaction (one fsync): all or none.  ret_results[i]
  * and receipts[i] (both may be NULL) say what happened to items[i].  -1 on a
  * store error (disk full, I/O error, locked for longer than busy_timeout):
  * nothing was stored. */
-int store_insert(struct store *s, const struct store_item *const *items, size_t n,
-		 int64_t now_ms, int *ret_results, struct store_receipt *receipts,
-		 struct bridge_error *err);
+int store_insert(struct store *s, const struct store_item *const *items, size_t n, int64_t now_ms,
+		 int *ret_results, struct store_receipt *receipts, struct bridge_error *err);
 
 /* One row as read back.  Owns its strings; release with store_row_clear. */
 struct store_row {
@@ -95,18 +94,18 @@ struct store_row {
 	int status;
 	char *route;
 	char *endpoint;
-	char *ca_file;  /* "" = system default */
+	char *ca_file; /* "" = system default */
 	int timeout_ms;
 	char *delivery_id;
-	char *participation_id; /* "" when none */
-	char *state;            /* "" when none */
+	char *participation_id;          /* "" when none */
+	char *state;                     /* "" when none */
 	struct upstream_header *headers; /* point into the row */
 	size_t n_headers;
-	char *body;     /* NUL-terminated for convenience; len excludes the NUL */
+	char *body; /* NUL-terminated for convenience; len excludes the NUL */
 	size_t len;
 	int attempts;
-	int64_t created_ms;      /* arrival */
-	int64_t since_ms;        /* start of the current delivery cycle (arrival or last retry) */
+	int64_t created_ms; /* arrival */
+	int64_t since_ms;   /* start of the current delivery cycle (arrival or last retry) */
 	int64_t next_attempt_ms;
 	int64_t last_attempt_ms; /* 0 = never attempted */
 	int last_status;         /* HTTP status of the last attempt, 0 if none */
@@ -160,14 +159,13 @@ struct store_outcome {
 	enum store_outcome_kind kind;
 	int64_t id;
 	int attempts_before;
-	int attempted;           /* DEAD only */
+	int attempted; /* DEAD only */
 	int64_t now_ms;
 	int64_t next_attempt_ms; /* FAILED only */
 	int last_status;
 	const char *last_error;
 };
-int store_apply(struct store *s, const struct store_outcome *o, size_t n,
-		struct bridge_error *err);
+int store_apply(struct store *s, const struct store_outcome *o, size_t n, struct bridge_error *err);
 
 struct store_counts {
 	int64_t pending;
@@ -212,8 +210,8 @@ enum store_retry_result {
 int store_retry(struct store *s, int64_t id, int64_t now_ms, struct bridge_error *err);
 /* Every dead letter matching f (status ignored) back to pending; those that
  * would duplicate a pending row stay dead and are counted in *ret_skipped. */
-int store_retry_dead(struct store *s, const struct store_filter *f, int64_t now_ms,
-		     int64_t *ret_n, int64_t *ret_skipped, struct bridge_error *err);
+int store_retry_dead(struct store *s, const struct store_filter *f, int64_t now_ms, int64_t *ret_n,
+		     int64_t *ret_skipped, struct bridge_error *err);
 
 /* Delete one row: 0 deleted, 1 no such row, -1 error. */
 int store_purge_id(struct store *s, int64_t id, struct bridge_error *err);

@@ -27,10 +27,10 @@ struct event_base;
 struct evdns_base;
 
 struct upstream_url {
-	int https;         /* 1 for https:// */
-	char host[256];    /* without brackets for IPv6 literals */
-	int port;          /* explicit or 80/443 */
-	char path[2048];   /* path + query, "/" when empty; validated: no CR/LF/space/control */
+	int https;             /* 1 for https:// */
+	char host[256];        /* without brackets for IPv6 literals */
+	int port;              /* explicit or 80/443 */
+	char path[2048];       /* path + query, "/" when empty; validated: no CR/LF/space/control */
 	char host_header[300]; /* value for the Host header ("host", "host:port", "[::1]:8443") */
 };
 
@@ -48,10 +48,10 @@ int upstream_tls_new(const char *ca_file, struct upstream_tls **ret, struct brid
 void upstream_tls_free(struct upstream_tls *t); /* accepts NULL */
 
 struct upstream_limits {
-	size_t max_connections;   /* per pool, default 64; further requests wait in FIFO */
-	size_t max_response_body; /* default 1 MiB; bigger -> UPSTREAM_TOO_LARGE */
+	size_t max_connections;      /* per pool, default 64; further requests wait in FIFO */
+	size_t max_response_body;    /* default 1 MiB; bigger -> UPSTREAM_TOO_LARGE */
 	size_t max_response_headers; /* default 64 KiB */
-	int idle_timeout_ms;      /* keep-alive idle connections closed after; default 30000 */
+	int idle_timeout_ms;         /* keep-alive idle connections closed after; default 30000 */
 };
 void upstream_limits_default(struct upstream_limits *l);
 
@@ -68,13 +68,13 @@ void upstream_pool_free(struct upstream_pool *p);
 size_t upstream_pool_connections(const struct upstream_pool *p);
 
 enum upstream_outcome {
-	UPSTREAM_RESPONSE,        /* an HTTP response arrived: see status */
-	UPSTREAM_TIMEOUT,         /* no complete response within timeout_ms */
-	UPSTREAM_CONNECT_FAILED,  /* DNS failure, refused, unreachable */
-	UPSTREAM_TLS_FAILED,      /* handshake or certificate verification failed */
-	UPSTREAM_PROTOCOL_ERROR,  /* reset mid-response, garbage status line ... */
-	UPSTREAM_TOO_LARGE,       /* response headers/body over the limits */
-	UPSTREAM_CANCELLED,       /* pool freed while pending */
+	UPSTREAM_RESPONSE,       /* an HTTP response arrived: see status */
+	UPSTREAM_TIMEOUT,        /* no complete response within timeout_ms */
+	UPSTREAM_CONNECT_FAILED, /* DNS failure, refused, unreachable */
+	UPSTREAM_TLS_FAILED,     /* handshake or certificate verification failed */
+	UPSTREAM_PROTOCOL_ERROR, /* reset mid-response, garbage status line ... */
+	UPSTREAM_TOO_LARGE,      /* response headers/body over the limits */
+	UPSTREAM_CANCELLED,      /* pool freed while pending */
 };
 const char *upstream_outcome_name(enum upstream_outcome o); /* "response", "timeout", ... */
 
@@ -85,12 +85,13 @@ struct upstream_header {
 
 struct upstream_response {
 	enum upstream_outcome outcome;
-	int status;          /* HTTP status when outcome == UPSTREAM_RESPONSE, else 0 */
-	const char *reason;  /* human text: "connection refused", "certificate verify failed: ...", ... */
-	const char *body;    /* response body (may be NULL), valid during the callback only */
+	int status; /* HTTP status when outcome == UPSTREAM_RESPONSE, else 0 */
+	const char *
+		reason; /* human text: "connection refused", "certificate verify failed: ...", ... */
+	const char *body; /* response body (may be NULL), valid during the callback only */
 	size_t body_len;
 	long elapsed_ms;
-	const char *retry_after; /* the response's Retry-After header (at most 64 bytes), or NULL;
+	const char *retry_after;  /* the response's Retry-After header (at most 64 bytes), or NULL;
 				  * valid during the callback only */
 	const char *content_type; /* the response's Content-Type (at most 128 bytes), or NULL;
 				   * valid during the callback only */

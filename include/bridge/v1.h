@@ -29,14 +29,14 @@ enum v1_type {
 
 struct v1_value {
 	enum v1_type type;
-	char *text;   /* NUL-terminated copy; may contain NUL bytes inside (JSON \u0000), so use len */
+	char *text; /* NUL-terminated copy; may contain NUL bytes inside (JSON \u0000), so use len */
 	size_t len;
 	struct v1_value *items; /* V1_ARRAY only */
 	size_t n_items;
 };
 
 struct v1_field {
-	char *key;    /* NUL-terminated; keys containing NUL are rejected at parse time */
+	char *key; /* NUL-terminated; keys containing NUL are rejected at parse time */
 	size_t key_len;
 	struct v1_value value;
 };
@@ -59,13 +59,13 @@ void v1_limits_default(struct v1_limits *l);
 /* Parse a JSON body of exactly len bytes. On error returns -1, *ret is NULL,
  * err->message names the problem and err->offset the byte offset where it was
  * found (e.g. "invalid JSON at byte 17: unexpected character"). */
-int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim,
-		  struct v1_doc **ret, struct bridge_error *err);
+int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim, struct v1_doc **ret,
+		  struct bridge_error *err);
 
 /* Parse an application/x-www-form-urlencoded body. Values are V1_STRING
  * (V1_ARRAY of strings for repeated keys). Same error contract. */
-int v1_parse_form(const char *body, size_t len, const struct v1_limits *lim,
-		  struct v1_doc **ret, struct bridge_error *err);
+int v1_parse_form(const char *body, size_t len, const struct v1_limits *lim, struct v1_doc **ret,
+		  struct bridge_error *err);
 
 /* Which v1 parser a Content-Type asks for (media type compared without
  * case, parameters such as charset ignored). */

@@ -62,7 +62,7 @@ enum v2_field {
 };
 
 #define V2_MAX_THEMES 16
-#define V2_N_SLOTS (V2_F_THEMES + 2 * V2_MAX_THEMES)
+#define V2_N_SLOTS    (V2_F_THEMES + 2 * V2_MAX_THEMES)
 
 enum v2_section {
 	V2_FORM,
