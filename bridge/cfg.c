@@ -42,6 +42,19 @@ char *cfg_resolve_path(const char *base_file, const char *path)
 	return out;
 }
 
+const char *cfg_relative_path(const char *base_file, const char *path)
+{
+	const char *slash = base_file ? strrchr(base_file, '/') : NULL;
+	const char *last = strrchr(path, '/');
+	size_t n = slash ? (size_t)(slash - base_file) : 0;
+
+	if (!slash) /* the config is in the working folder */
+		return strncmp(path, "./", 2) == 0 ? path + 2 : path[0] == '/' ? last + 1 : path;
+	if (strncmp(path, base_file, n + 1) == 0 && !strstr(path + n + 1, "../"))
+		return path + n + 1;
+	return last ? last + 1 : path;
+}
+
 /*
  * libconfig 1.5 stores an integer literal without an L suffix in 32 bits and
  * wraps silently (99999999999 reads as 1215752191), and saturates 64-bit

@@ -14,7 +14,7 @@
 static const char *const top_keys[] = { "listen",     "limits",   "tls",       "unrouted",
 					"match_keys", "upstream", "log_level", "workers",
 					"dry_run",    "record",   "queue",     "routes",
-					NULL };
+					"admin",      NULL };
 static const char *const record_keys[] = { "path",   "rotate_bytes",    "keep",
 					   "redact", "redact_defaults", "headers",
 					   NULL };
@@ -22,6 +22,7 @@ static const char *const dry_run_keys[] = { "report", "v2_path", "window_s", "ma
 static const char *const listen_keys[] = {
 	"address", "port", "path", "tls", "auth", "allow", NULL
 };
+static const char *const admin_keys[] = { "address", "port", "tls", "auth", "allow", NULL };
 static const char *const listen_tls_keys[] = { "cert_file", "key_file", NULL };
 static const char *const limits_keys[] = {
 	"max_body",    "max_header_bytes",   "max_json_depth",      "max_keys", "max_string",
@@ -233,6 +234,20 @@ static void check_readable(const config_setting_t *s, const char *what, const ch
 			 strerror(errno));
 }
 
+/* A file setting: resolved against the config's folder and checked readable;
+ * *ret stays as it is when the setting is absent. */
+static void load_file(const config_setting_t *g, const char *name, char **ret, const char *file,
+		      struct diag *d)
+{
+	const char *v;
+
+	if (cfg_get_text(g, name, &v, file, d) != 1)
+		return;
+	free(*ret);
+	*ret = cfg_resolve_path(file, v);
+	check_readable(config_setting_get_member(g, name), name, *ret, file, d);
+}
+
 static void load_route(struct bridge_config *c, const config_setting_t *g, struct bridge_route *r,
 		       const char *file, struct diag *d)
 {
@@ -377,11 +392,7 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 	}
 	if (cfg_get_int(g, "timeout_ms", 1, 600000, &timeout, file, d) == 1)
 		r->timeout_ms = (int)timeout;
-	if (cfg_get_text(g, "ca_file", &v, file, d) == 1) {
-		r->ca_file = cfg_resolve_path(file, v);
-		check_readable(config_setting_get_member(g, "ca_file"), "ca_file", r->ca_file, file,
-			       d);
-	}
+	load_file(g, "ca_file", &r->ca_file, file, d);
 	if (r->endpoint && r->url.https)
 		r->tls_index = tls_index_for(c, r->ca_file ? r->ca_file : c->ca_file);
 	if (r->legacy_endpoint && r->legacy_url.https)
@@ -396,6 +407,34 @@ static void load_size(const config_setting_t *g, const char *name, long long min
 
 	if (g && cfg_get_int(g, name, min, max, &v, file, d) == 1)
 		*out = (size_t)v;
+}
+
+/* What `listen` and `admin` share: address, port, tls, auth, allow.  l holds
+ * the defaults on entry. */
+static void load_listener(const config_setting_t *g, const char *name, struct bridge_admin *l,
+			  const char *path, struct diag *d)
+{
+	const config_setting_t *lt;
+	const char *v;
+	long long n;
+
+	if (cfg_get_text(g, "address", &v, path, d) == 1) {
+		free(l->address);
+		l->address = strdup(v);
+	}
+	if (cfg_get_int(g, "port", 0, 65535, &n, path, d) == 1)
+		l->port = (int)n;
+	lt = cfg_get_group(g, "tls", path, d);
+	if (lt) {
+		cfg_check_keys(lt, listen_tls_keys, path, d);
+		load_file(lt, "cert_file", &l->cert_file, path, d);
+		load_file(lt, "key_file", &l->key_file, path, d);
+		if (!l->cert_file || !l->key_file)
+			diag_add(d, path, cfg_line(lt), "%s.tls needs 'cert_file' and 'key_file'",
+				 name);
+	}
+	access_auth_load(cfg_get_group(g, "auth", path, d), path, &l->auth, d);
+	access_list_load(config_setting_get_member(g, "allow"), path, &l->allow, d);
 }
 
 int bridge_config_load(const char *path, struct bridge_config **ret, struct diag *d)
@@ -434,13 +473,16 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 	c->listen_path = strdup("/");
 	g = cfg_get_group(root, "listen", path, d);
 	if (g) {
+		struct bridge_admin l = { .address = c->listen_address, .port = c->listen_port };
+
 		cfg_check_keys(g, listen_keys, path, d);
-		if (cfg_get_text(g, "address", &v, path, d) == 1) {
-			free(c->listen_address);
-			c->listen_address = strdup(v);
-		}
-		if (cfg_get_int(g, "port", 0, 65535, &n, path, d) == 1)
-			c->listen_port = (int)n;
+		load_listener(g, "listen", &l, path, d);
+		c->listen_address = l.address;
+		c->listen_port = l.port;
+		c->listen_cert_file = l.cert_file;
+		c->listen_key_file = l.key_file;
+		c->auth = l.auth;
+		c->allow = l.allow;
 		if (cfg_get_text(g, "path", &v, path, d) == 1) {
 			if (v[0] != '/' || strpbrk(v, "?# "))
 				diag_add(
@@ -450,25 +492,14 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 			free(c->listen_path);
 			c->listen_path = strdup(v);
 		}
-		const config_setting_t *lt = cfg_get_group(g, "tls", path, d);
-		if (lt) {
-			cfg_check_keys(lt, listen_tls_keys, path, d);
-			if (cfg_get_text(lt, "cert_file", &v, path, d) == 1) {
-				c->listen_cert_file = cfg_resolve_path(path, v);
-				check_readable(config_setting_get_member(lt, "cert_file"),
-					       "cert_file", c->listen_cert_file, path, d);
-			}
-			if (cfg_get_text(lt, "key_file", &v, path, d) == 1) {
-				c->listen_key_file = cfg_resolve_path(path, v);
-				check_readable(config_setting_get_member(lt, "key_file"),
-					       "key_file", c->listen_key_file, path, d);
-			}
-			if (!c->listen_cert_file || !c->listen_key_file)
-				diag_add(d, path, cfg_line(lt),
-					 "listen.tls needs 'cert_file' and 'key_file'");
-		}
-		access_auth_load(cfg_get_group(g, "auth", path, d), path, &c->auth, d);
-		access_list_load(config_setting_get_member(g, "allow"), path, &c->allow, d);
+	}
+	g = cfg_get_group(root, "admin", path, d);
+	if (g) {
+		c->admin.enabled = 1;
+		c->admin.address = strdup("127.0.0.1");
+		c->admin.port = 9180;
+		cfg_check_keys(g, admin_keys, path, d);
+		load_listener(g, "admin", &c->admin, path, d);
 	}
 
 	g = cfg_get_group(root, "limits", path, d);
@@ -499,11 +530,7 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 	g = cfg_get_group(root, "tls", path, d);
 	if (g) {
 		cfg_check_keys(g, tls_keys, path, d);
-		if (cfg_get_text(g, "ca_file", &v, path, d) == 1) {
-			c->ca_file = cfg_resolve_path(path, v);
-			check_readable(config_setting_get_member(g, "ca_file"), "ca_file",
-				       c->ca_file, path, d);
-		}
+		load_file(g, "ca_file", &c->ca_file, path, d);
 	}
 
 	if (cfg_get_int(root, "workers", 0, 256, &n, path, d) == 1)
@@ -596,6 +623,10 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 
 	if (c->shadow_path && strcmp(c->shadow_path, c->listen_path) == 0)
 		diag_add(d, path, 0, "dry_run.v2_path must differ from listen.path");
+	if (c->admin.enabled && c->admin.port && c->admin.port == c->listen_port &&
+	    strcmp(c->admin.address, c->listen_address) == 0)
+		diag_add(d, path, 0, "admin and listen cannot share %s port %d", c->listen_address,
+			 c->listen_port);
 	queue_config_load(root, path, &c->queue, d);
 	for (size_t i = 0; i < c->n_routes; i++)
 		if (c->routes[i].queued && !c->queue.path)
@@ -660,6 +691,11 @@ void bridge_config_free(struct bridge_config *c)
 	free(c->listen_key_file);
 	access_auth_clear(&c->auth);
 	access_list_clear(&c->allow);
+	free(c->admin.address);
+	free(c->admin.cert_file);
+	free(c->admin.key_file);
+	access_auth_clear(&c->admin.auth);
+	access_list_clear(&c->admin.allow);
 	free(c);
 }
 

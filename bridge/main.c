@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge/admin.h"
 #include "bridge/cli.h"
 #include "bridge/config.h"
 #include "bridge/guard.h"
@@ -111,6 +112,8 @@ struct worker {
 	struct server *server;
 	struct event *stop;
 	struct event *reload;
+	struct event *exited; /* on the main thread: this worker's loop ended */
+	atomic_int *n_exited;
 	struct config_hold *_Atomic next; /* handed over by the main thread on SIGHUP */
 	int drain_ms;
 };
@@ -125,6 +128,10 @@ struct serve_state {
 	struct event *expire;
 	struct worker *workers;
 	int n_workers;
+	atomic_int n_exited;       /* workers whose loop ended */
+	struct event *worker_exit; /* main thread: one of them just did */
+	struct admin *admin;       /* admin listener, or NULL without an admin group */
+	struct admin_view view;    /* what it reports; updated on this thread */
 	int drain_ms;
 	int stopping;
 };
@@ -180,6 +187,8 @@ static void *worker_run(void *arg)
 
 	server_thread_init(w->server);
 	event_base_dispatch(w->base);
+	atomic_fetch_add(w->n_exited, 1);
+	event_active(w->exited, EV_READ, 0);
 	return NULL;
 }
 
@@ -219,6 +228,11 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 		fixed = "listen.tls";
 	else if (cfg->workers != old->workers)
 		fixed = "workers";
+	else if (cfg->admin.enabled != old->admin.enabled ||
+		 (cfg->admin.enabled && (strcmp(cfg->admin.address, old->admin.address) != 0 ||
+					 cfg->admin.port != old->admin.port ||
+					 !same_str(cfg->admin.cert_file, old->admin.cert_file))))
+		fixed = "admin.address, admin.port and admin.tls";
 	else if (!same_str(cfg->report_path, old->report_path) ||
 		 !same_str(cfg->shadow_path, old->shadow_path) ||
 		 cfg->shadow_window_ms != old->shadow_window_ms ||
@@ -258,6 +272,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	}
 	config_hold_release(st->current);
 	st->current = h;
+	st->view.cfg = h->cfg;
+	st->view.metrics = h->metrics;
 	log_begin(&l, LOG_INFO, "reloaded");
 	log_str(&l, "config", st->config_path);
 	log_int(&l, "routes", (long long)cfg->n_routes);
@@ -276,13 +292,46 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	st->stopping = 1;
+	st->view.draining = 1;
 	log_begin(&l, LOG_INFO, "stopping");
 	log_str(&l, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	log_int(&l, "drain_ms", st->drain_ms);
 	log_end(&l);
+	/* the main loop runs on until the last worker ends, so that the admin
+	 * port keeps telling a load balancer that this one is draining */
 	for (int i = 0; i < st->n_workers; i++)
 		event_active(st->workers[i].stop, EV_READ, 0);
-	event_base_loopexit(st->base, NULL);
+}
+
+static void on_worker_exit(evutil_socket_t fd, short what, void *arg)
+{
+	struct serve_state *st = arg;
+
+	if (atomic_load(&st->n_exited) == st->n_workers)
+		event_base_loopexit(st->base, NULL);
+}
+
+/* The admin listener, bound before the workers so that a bad admin address
+ * stops the start. */
+static int admin_start(struct serve_state *st, struct queue *queue, struct bridge_error *err)
+{
+	const struct bridge_config *cfg = st->current->cfg;
+	struct log_line l;
+
+	st->view.cfg = cfg;
+	st->view.metrics = st->current->metrics;
+	st->view.queue = queue;
+	st->view.shadow = st->shadow;
+	if (!cfg->admin.enabled)
+		return 0;
+	if (admin_new(st->base, cfg, &st->view, &st->admin, err) < 0)
+		return -1;
+	log_begin(&l, LOG_INFO, "admin_listening");
+	log_str(&l, "address", cfg->admin.address);
+	log_int(&l, "port", admin_port(st->admin));
+	log_str(&l, "tls", cfg->admin.cert_file ? "on" : "off");
+	log_end(&l);
+	return 0;
 }
 
 /* A participation that waited for its other side in vain: in the report and
@@ -518,6 +567,13 @@ static int cmd_serve(int argc, char **argv)
 	atomic_store(&st.current->refs, st.n_workers + 1);
 	cfg = NULL; /* owned by the hold from here on */
 	metrics = NULL;
+	st.worker_exit = event_new(st.base, -1, 0, on_worker_exit, &st);
+	if (!st.worker_exit) {
+		bridge_error_set(&err, "out of memory");
+		goto fail;
+	}
+	if (admin_start(&st, queue, &err) < 0)
+		goto fail;
 	for (int i = 0; i < st.n_workers; i++) {
 		struct worker *w = &st.workers[i];
 		struct server_options opt = { .metrics = st.current->metrics,
@@ -544,6 +600,8 @@ static int cmd_serve(int argc, char **argv)
 		port = server_port(w->server);
 		w->stop = event_new(w->base, -1, 0, worker_stop, w);
 		w->reload = event_new(w->base, -1, 0, worker_reload, w);
+		w->exited = st.worker_exit;
+		w->n_exited = &st.n_exited;
 	}
 	sigterm = evsignal_new(st.base, SIGTERM, on_signal, &st);
 	sigint = evsignal_new(st.base, SIGINT, on_signal, &st);
@@ -552,6 +610,8 @@ static int cmd_serve(int argc, char **argv)
 	event_add(sigint, NULL);
 	event_add(sighup, NULL);
 	serve_log_start(st.current->cfg, config_path, port, st.n_workers);
+	st.view.port = port;
+	st.view.started = 1;
 
 	for (int i = 0; i < st.n_workers; i++)
 		pthread_create(&st.workers[i].thread, NULL, worker_run, &st.workers[i]);
@@ -585,6 +645,9 @@ out:
 			event_base_free(w->base);
 	}
 	free(st.workers);
+	admin_free(st.admin);
+	if (st.worker_exit)
+		event_free(st.worker_exit);
 	queue_free(queue); /* after the workers: they enqueue until they stop */
 	if (st.current)
 		config_hold_release(st.current); /* the main thread's share */

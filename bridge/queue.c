@@ -386,6 +386,7 @@ struct queue {
 	/* shared counters */
 	atomic_llong depth, dead, in_flight_gauge, oldest_ms;
 	atomic_llong enqueued, duplicates, delivered, failed_attempts, dead_lettered, store_errors;
+	atomic_int store_failing; /* the last store write failed */
 };
 
 static int64_t now_ms(void)
@@ -420,6 +421,7 @@ static void store_trouble(struct queue *q, const char *message)
 	struct queue_event ev;
 
 	atomic_fetch_add(&q->store_errors, 1);
+	atomic_store(&q->store_failing, 1);
 	q->store_pause_until = now_ms() + QUEUE_STORE_PAUSE_MS;
 	memset(&ev, 0, sizeof(ev));
 	ev.type = QUEUE_EV_STORE_ERROR;
@@ -1072,6 +1074,7 @@ static void batch_commit(struct queue *q, struct queue_pending *batch)
 		rc = store_insert(q->store, items, n, now_ms(), results, receipts, &err);
 		if (rc < 0)
 			atomic_fetch_add(&q->store_errors, 1);
+		atomic_store(&q->store_failing, rc < 0);
 	}
 	for (p = batch; p; p = p->next, k++) {
 		if (k >= n || rc < 0) {
@@ -1560,6 +1563,19 @@ static void metric(struct evbuffer *out, const char *name, const char *type, con
 			    "# HELP webhook_bridge_queue_%s %s\n# TYPE webhook_bridge_queue_%s "
 			    "%s\nwebhook_bridge_queue_%s %lld\n",
 			    name, help, name, type, name, v);
+}
+
+int queue_ready(struct queue *q, char *why, size_t cap)
+{
+	if (atomic_load(&q->store_failing)) {
+		snprintf(why, cap, "the queue store failed its last write");
+		return -1;
+	}
+	if (atomic_load(&q->depth) >= q->cfg.max_depth) {
+		snprintf(why, cap, "the queue is full (max_depth = %lld)", q->cfg.max_depth);
+		return -1;
+	}
+	return 0;
 }
 
 void queue_metrics_render(struct queue *q, struct evbuffer *out)

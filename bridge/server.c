@@ -23,6 +23,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "bridge/access.h"
+#include "bridge/cfg.h"
 #include "bridge/convert.h"
 #include "bridge/delivery.h"
 #include "bridge/guard.h"
@@ -466,12 +467,14 @@ static void unmapped_json(struct evbuffer *b, const struct mapping_result *m)
 
 
 /* How a failed exchange with an endpoint is reported: status, outcome,
- * error code and a message naming `who` ("endpoint", "legacy endpoint"). */
+ * error code and a message naming `who` ("endpoint", "legacy endpoint").
+ * msg goes to the sender and says nothing of the inside (no host, port or
+ * library text); detail, for the log, adds the reason. */
 static int describe_failure(const struct upstream_response *r, const char *who, int timeout_ms,
-			    enum metrics_outcome *outcome, const char **code, char *msg, size_t cap)
+			    enum metrics_outcome *outcome, const char **code, char *msg, size_t cap,
+			    char *detail, size_t dcap)
 {
 	int status = 502;
-	const char *reason = r->reason ? r->reason : "";
 
 	switch (r->outcome) {
 	case UPSTREAM_RESPONSE:
@@ -489,17 +492,17 @@ static int describe_failure(const struct upstream_response *r, const char *who, 
 	case UPSTREAM_CONNECT_FAILED:
 		*outcome = OUTCOME_UPSTREAM_UNREACHABLE;
 		*code = "upstream_unreachable";
-		snprintf(msg, cap, "cannot connect to %s: %s", who, reason);
+		snprintf(msg, cap, "cannot connect to the %s", who);
 		break;
 	case UPSTREAM_TLS_FAILED:
 		*outcome = OUTCOME_UPSTREAM_TLS;
 		*code = "upstream_tls";
-		snprintf(msg, cap, "TLS with %s failed: %s", who, reason);
+		snprintf(msg, cap, "TLS with the %s failed", who);
 		break;
 	case UPSTREAM_TOO_LARGE:
 		*outcome = OUTCOME_UPSTREAM_TOO_LARGE;
 		*code = "upstream_too_large";
-		snprintf(msg, cap, "%s response too large: %s", who, reason);
+		snprintf(msg, cap, "the %s's response is too large", who);
 		break;
 	case UPSTREAM_CANCELLED:
 		status = 503;
@@ -511,9 +514,13 @@ static int describe_failure(const struct upstream_response *r, const char *who, 
 	default:
 		*outcome = OUTCOME_UPSTREAM_PROTOCOL;
 		*code = "upstream_protocol";
-		snprintf(msg, cap, "%s broke the HTTP exchange: %s", who, reason);
+		snprintf(msg, cap, "the %s broke the HTTP exchange", who);
 		break;
 	}
+	if (r->reason && r->reason[0])
+		snprintf(detail, dcap, "%s: %s", msg, r->reason);
+	else
+		snprintf(detail, dcap, "%s", msg);
 	return status;
 }
 
@@ -524,7 +531,7 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 	enum metrics_outcome outcome;
 	int status;
 	const char *code;
-	char msg[600];
+	char msg[600], detail[800];
 
 	x->up = NULL;
 	metrics_upstream_latency(x->gen->metrics, x->route_index, r->elapsed_ms);
@@ -533,10 +540,10 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 	if (r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300) {
 		outcome = OUTCOME_DELIVERED;
 		status = 200;
-		msg[0] = '\0';
+		msg[0] = detail[0] = '\0';
 	} else {
 		status = describe_failure(r, "endpoint", x->route->timeout_ms, &outcome, &code, msg,
-					  sizeof(msg));
+					  sizeof(msg), detail, sizeof(detail));
 	}
 	if (x->route->mode == ROUTE_DUAL) {
 		/* the legacy importer answers the sender; v2 is only counted */
@@ -550,8 +557,8 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 		if (r->outcome == UPSTREAM_RESPONSE)
 			log_int(&l, "upstream_status", r->status);
 		log_int(&l, "latency_ms", r->elapsed_ms);
-		if (msg[0])
-			log_str(&l, "error", msg);
+		if (detail[0])
+			log_str(&l, "error", detail);
 		log_end(&l);
 		exchange_release(x);
 		return;
@@ -568,7 +575,7 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 	if (r->outcome == UPSTREAM_RESPONSE)
 		evbuffer_add_printf(b, ",\"upstream_status\":%d", r->status);
 	exchange_answer(x, status, outcome, b, r->outcome == UPSTREAM_RESPONSE ? r->status : 0,
-			msg);
+			detail);
 }
 
 /* The legacy (v1) importer's answer is the sender's answer: relayed as it
@@ -578,7 +585,7 @@ static void legacy_done(const struct upstream_response *r, void *arg)
 	struct exchange *x = arg;
 	enum metrics_outcome outcome;
 	const char *code;
-	char msg[600];
+	char msg[600], detail[800];
 	int status;
 
 	x->legacy_up = NULL;
@@ -612,8 +619,8 @@ static void legacy_done(const struct upstream_response *r, void *arg)
 		return;
 	}
 	status = describe_failure(r, "legacy endpoint", x->route->timeout_ms, &outcome, &code, msg,
-				  sizeof(msg));
-	exchange_answer(x, status, outcome, error_body(code, msg), 0, msg);
+				  sizeof(msg), detail, sizeof(detail));
+	exchange_answer(x, status, outcome, error_body(code, msg), 0, detail);
 }
 
 /* Hop-by-hop and framing headers never go upstream (pitfall A11). */
@@ -657,11 +664,24 @@ static int legacy_send(struct exchange *x, const char *body, size_t len)
 	if (upstream_post(x->gen->legacy_pools[x->route_index], h, nh, body, len,
 			  x->route->timeout_ms, legacy_done, x, &x->legacy_up, &err) < 0) {
 		x->legacy_up = NULL;
-		exchange_fail(x, 502, OUTCOME_UPSTREAM_UNREACHABLE, "upstream_unreachable",
-			      err.message);
+		exchange_answer(
+			x, 502, OUTCOME_UPSTREAM_UNREACHABLE,
+			error_body("upstream_unreachable", "cannot connect to the legacy endpoint"),
+			0, err.message);
 		return -1;
 	}
 	return 0;
+}
+
+/* 503 queue_unavailable.  A store error may name the store's file: the
+ * sender gets a message without it, the log the whole error. */
+static void queue_refuse(struct exchange *x, const char *error)
+{
+	const char *pub = strchr(error, '/') ? "the queue store cannot take the participation "
+					       "now; retry later"
+					     : error;
+
+	exchange_answer(x, 503, OUTCOME_INTERNAL, error_body("queue_unavailable", pub), 0, error);
 }
 
 /* Queued delivery: 202 once the row is on disk, 503 when it cannot be. */
@@ -672,7 +692,7 @@ static void enqueued(int result, const struct store_receipt *rcpt, const char *e
 
 	x->qp = NULL;
 	if (result < 0) {
-		exchange_fail(x, 503, OUTCOME_INTERNAL, "queue_unavailable", error);
+		queue_refuse(x, error);
 		return;
 	}
 	b = evbuffer_new();
@@ -715,7 +735,7 @@ static void enqueue_post(struct exchange *x, const struct mapping_result *m,
 	if (queue_enqueue_async(x->srv->opt.queue, x->srv->base, &it, enqueued, x, &x->qp, &err) <
 	    0) {
 		x->qp = NULL;
-		exchange_fail(x, 503, OUTCOME_INTERNAL, "queue_unavailable", err.message);
+		queue_refuse(x, err.message);
 	}
 }
 
@@ -746,8 +766,10 @@ static void forward(struct exchange *x, const struct mapping_result *m)
 			metrics_dual_v2(x->gen->metrics, x->route_index,
 					OUTCOME_UPSTREAM_UNREACHABLE);
 		else
-			exchange_fail(x, 502, OUTCOME_UPSTREAM_UNREACHABLE, "upstream_unreachable",
-				      err.message);
+			exchange_answer(x, 502, OUTCOME_UPSTREAM_UNREACHABLE,
+					error_body("upstream_unreachable",
+						   "cannot connect to the endpoint"),
+					0, err.message);
 	}
 }
 
@@ -1201,10 +1223,15 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	rc = mapping_apply(x->route->mapping, doc, trace ? MAPPING_TRACE : 0, &m, &err);
 	v1_doc_free(doc);
 	if (rc < 0) {
-		char rule[600] = "";
+		char rule[600] = "", rule_full[600] = "";
 
-		if (err.file)
-			snprintf(rule, sizeof(rule), "%s:%d", err.file, err.line);
+		/* the sender and the metrics see the file relative to the config's
+		 * folder, the log the whole path */
+		if (err.file) {
+			snprintf(rule, sizeof(rule), "%s:%d",
+				 cfg_relative_path(x->gen->cfg->path, err.file), err.line);
+			snprintf(rule_full, sizeof(rule_full), "%s:%d", err.file, err.line);
+		}
 		metrics_mapping_error(x->gen->metrics, rule);
 		if (trace && s->opt.report)
 			report_failure(x, &err, rule);
@@ -1215,7 +1242,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 
 			log_begin(&l, LOG_WARN, "mapping_failed");
 			log_str(&l, "route", x->route->name);
-			log_str(&l, "rule", rule[0] ? rule : NULL);
+			log_str(&l, "rule", rule_full[0] ? rule_full : NULL);
 			log_str(&l, "key", err.key[0] ? err.key : NULL);
 			log_str(&l, "message", err.message);
 			log_end(&l);
@@ -1297,7 +1324,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
 			return;
 		}
 	}
-	if (s->cfg->allow.n && strcmp(path, "/healthz") != 0 && strcmp(path, "/readyz") != 0) {
+	if (s->cfg->allow.n && strcmp(path, "/healthz") != 0) {
 		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 		char *peer = NULL;
 		ev_uint16_t peer_port = 0;
@@ -1315,8 +1342,9 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		send_error(req, 503, "shutting_down", "the bridge is shutting down; retry later");
 		return;
 	}
-	if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-	    strcmp(path, "/metrics") == 0) {
+	/* the internet side: liveness for load balancers; metrics, readiness and
+	 * the dry-run summary live on the admin listener */
+	if (strcmp(path, "/healthz") == 0) {
 		struct evbuffer *b;
 
 		if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
@@ -1325,47 +1353,8 @@ static void handle_request(struct evhttp_request *req, void *arg)
 			return;
 		}
 		b = evbuffer_new();
-		if (strcmp(path, "/metrics") == 0) {
-			if (s->gen->metrics)
-				metrics_render(s->gen->metrics, b);
-			if (s->opt.queue)
-				queue_metrics_render(s->opt.queue, b);
-			evhttp_add_header(out, "Content-Type", "text/plain; version=0.0.4");
-			send_reply(req, 200, "OK", b);
-			evbuffer_free(b);
-			return;
-		}
-		/* live: the loop answers; ready: config loaded and listening */
 		evbuffer_add_printf(b, "{\"status\":\"ok\"");
-		if (strcmp(path, "/readyz") == 0)
-			evbuffer_add_printf(b, ",\"routes\":%zu,\"port\":%d", s->cfg->n_routes,
-					    s->port);
 		send_json(req, 200, b);
-		evbuffer_free(b);
-		return;
-	}
-	if (strcmp(path, "/dry-run/summary") == 0) {
-		char *sum;
-		struct evbuffer *b;
-
-		if (!s->opt.shadow) {
-			send_error(
-				req, 404, "not_found",
-				"the shadow comparison is off: set dry_run.v2_path to enable it");
-			return;
-		}
-		sum = shadow_summary_json(s->opt.shadow, 10);
-		if (!sum) {
-			send_error(req, 503, "out_of_memory",
-				   "the bridge is out of memory; retry later");
-			return;
-		}
-		b = evbuffer_new();
-		evbuffer_add(b, sum, strlen(sum));
-		evbuffer_add(b, "\n", 1);
-		free(sum);
-		evhttp_add_header(out, "Content-Type", "application/json");
-		send_reply(req, 200, "OK", b);
 		evbuffer_free(b);
 		return;
 	}
@@ -1392,8 +1381,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		handle_webhook(s, req);
 		return;
 	}
-	send_error(req, 404, "not_found",
-		   "no such path; the webhook path, /healthz, /readyz and /metrics exist");
+	send_error(req, 404, "not_found", "no such path");
 }
 
 static int bind_listener(struct server *s, struct bridge_error *err)

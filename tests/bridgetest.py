@@ -346,8 +346,12 @@ def cfg_value(v, indent=""):
 
 
 def config_text(routes, port=0, path="/", limits=None, tls_ca=None, unrouted=None,
-                match_keys=None, **extra):
+                match_keys=None, admin=True, **extra):
+    """admin=True: an admin listener on an ephemeral port; a dict: that admin
+    group; None: no admin group."""
     cfg = {"listen": {"address": "127.0.0.1", "port": port, "path": path}}
+    if admin:
+        cfg["admin"] = {"address": "127.0.0.1", "port": 0} if admin is True else admin
     cfg.update(extra)
     if limits:
         cfg["limits"] = limits
@@ -388,6 +392,7 @@ class Bridge:
         self.config = config
         self.proc = None
         self.port = None
+        self.admin_port = None  # from the admin_listening line, when there is an admin group
         self.out_lines = []
         self.err_lines = []
         self.rc = None
@@ -401,6 +406,11 @@ class Bridge:
 
     def url(self, path="/"):
         return self.base + path
+
+    def admin_url(self, path="/metrics", scheme="http"):
+        if self.admin_port is None:
+            raise TestFailure("this bridge has no admin listener (no admin_listening line)")
+        return "%s://127.0.0.1:%d%s" % (scheme, self.admin_port, path)
 
     def start(self, timeout=10.0):
         self.proc = subprocess.Popen([BRIDGE_BIN, "serve", "--config", self.config_path],
@@ -435,6 +445,8 @@ class Bridge:
                     rec = json.loads(line)
                 except ValueError:
                     continue
+                if isinstance(rec, dict) and rec.get("event") == "admin_listening":
+                    self.admin_port = int(rec["port"])
                 if isinstance(rec, dict) and rec.get("event") == "listening":
                     self.port = int(rec["port"])
         while True:

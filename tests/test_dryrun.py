@@ -80,7 +80,7 @@ def main():
                                      for line in b.err_lines), 6)
         t.ok(ok, "unmatched translation expires after the window and is logged")
 
-        r = bt.curl(b.url("/dry-run/summary"))
+        r = bt.curl(b.admin_url("/dry-run/summary"))
         s = r.json() or {}
         t.is_(r.status, 200, "/dry-run/summary answers", r)
         t.is_(s.get("matched"), 2, "summary: 2 matched", s)

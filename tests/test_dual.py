@@ -52,7 +52,7 @@ def main():
               "v2 in dual mode is signed as in forward mode")
         t.is_(json.loads(sent.body)["id"], pid.upper(), "v2 carries the participation")
         m = bt.wait_for(lambda: 'webhook_bridge_dual_v2_total{route="dual",outcome="upstream_status"} 1'
-                        in bt.curl(b.url("/metrics")).body.decode(), 5)
+                        in bt.curl(b.admin_url("/metrics")).body.decode(), 5)
         t.ok(m, "dual: the v2 failure is counted, not answered")
 
         # 2. dual: the legacy importer fails -> that is the answer

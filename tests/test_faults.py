@@ -7,6 +7,7 @@ once on a fresh connection, and only when no response byte arrived."""
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -51,7 +52,13 @@ def failed(b, r, name, status, code, reason, route):
     problem, the route and delivery id; then /healthz."""
     d = bt.check_json_response(t, r, status, name, error=code)
     if d:
-        t.like(d.get("message"), reason, "%s: the reason names the problem" % name, repr(r))
+        t.ok(not re.search(r"127\.0\.0\.1|\[::1\]|localhost|:\d{2,5}\b", d.get("message", "")),
+             "%s: the answer names no host or port" % name, repr(r))
+        did = d.get("delivery_id")
+        lines = bt.wait_for(lambda: [x for x in b.log_records() if x.get("event") == "request"
+                                     and x.get("delivery_id") == did], 5) or []
+        t.like(lines[0].get("error", "") if lines else "", reason,
+               "%s: the log line gives the reason" % name, lines)
         t.is_(d.get("route"), route, "%s: route named" % name, repr(r))
         t.like(d.get("delivery_id"), bt.UUID_RE.pattern, "%s: delivery_id present" % name,
                repr(r))

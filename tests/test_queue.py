@@ -57,7 +57,7 @@ def queue_cli(config_path, *args, t=None):
 
 
 def metric(bridge, name):
-    r = bt.curl(bridge.url("/metrics"), method="GET")
+    r = bt.curl(bridge.admin_url("/metrics"), method="GET")
     for line in r.body.decode("utf-8", "replace").splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
@@ -212,6 +212,9 @@ def t_503(t, tmp, doc):
         r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
         bt.check_json_response(t, r, 503, "queue full", error="queue_unavailable")
         t.like(r.json().get("message", ""), "queue is full", "message says why")
+        r = bt.curl(b.admin_url("/readyz"))
+        d = bt.check_json_response(t, r, 503, "/readyz while the queue is full", error="not_ready")
+        t.like((d or {}).get("message", ""), "queue is full", "/readyz says the queue is full", r)
     finally:
         bt.stop_and_check(t, b)
 
@@ -255,11 +258,17 @@ def t_503(t, tmp, doc):
             r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
             if r.status == 503:
                 t.like(r.json().get("message", ""), "queue store", "the 503 names the store")
+                r = bt.curl(b.admin_url("/readyz"))
+                d = bt.check_json_response(t, r, 503, "/readyz while the store cannot write",
+                                           error="not_ready")
+                t.like((d or {}).get("message", ""), "queue store failed",
+                       "/readyz says the store failed", r)
             resource.prlimit(b.proc.pid, resource.RLIMIT_FSIZE,
                              (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
             sink.default = bt.Reply(200)
             r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
             t.is_(r.status, 202, "stores again once the file may grow", repr(r))
+            t.is_(bt.curl(b.admin_url("/readyz")).status, 200, "/readyz 200 again")
             if r.status == 202:
                 acked.append(r.json()["delivery_id"])
 

@@ -78,12 +78,12 @@ def t_reload(_t):
 
         # a change that needs a restart is refused, not half-applied
         with open(b.config_path, "w") as f:
-            f.write(cfg("fourth").replace("port = 0", "port = 1"))
+            f.write(cfg("fourth").replace("port = 0", "port = 1", 1))
         b.proc.send_signal(signal.SIGHUP)
         t.ok(bt.wait_for(lambda: any(r.get("setting") for r in records(b, "reload_failed")), 5),
              "listen port change refused with the setting named")
         t.is_((post().json() or {}).get("route"), "second", "still the second config", None)
-        m = bt.curl(b.url("/metrics")).body.decode()
+        m = bt.curl(b.admin_url("/metrics")).body.decode()
         t.like(m, r'webhook_bridge_requests_total\{route="second",outcome="delivered"\} \d+',
                "metrics follow the reloaded routes", m[:400])
     finally:

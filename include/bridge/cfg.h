@@ -54,4 +54,9 @@ int cfg_get_text(const config_setting_t *group, const char *name, const char **r
 /* Resolve a path relative to the folder of `base_file`; malloc'd result. */
 char *cfg_resolve_path(const char *base_file, const char *path);
 
+/* How a file is named to the outside (answers, metric labels): relative to
+ * the folder of `base_file` when it lies under it, else its last component,
+ * so that no absolute path of the host leaks.  Points into `path`. */
+const char *cfg_relative_path(const char *base_file, const char *path);
+
 #endif

@@ -60,6 +60,18 @@ struct bridge_route {
 	int queued; /* delivery = "queued": stored, answered 202, delivered by the queue */
 };
 
+/* The admin listener (admin = { … }): /metrics, /readyz, /healthz,
+ * /dry-run/summary, apart from the webhook listener that faces the internet. */
+struct bridge_admin {
+	int enabled;     /* an admin group is present */
+	char *address;   /* default 127.0.0.1 */
+	int port;        /* default 9180; 0 = ephemeral */
+	char *cert_file; /* admin.tls */
+	char *key_file;
+	struct access_auth auth;  /* admin.auth */
+	struct access_list allow; /* admin.allow; empty = anyone */
+};
+
 struct bridge_config {
 	char *path;
 	char *listen_address;   /* default 127.0.0.1 */
@@ -101,6 +113,7 @@ struct bridge_config {
 	char **tls_files; /* distinct CA files used by https routes ("" = system default) */
 	size_t n_tls_files;
 	struct queue_config queue; /* queue.path NULL when there is no queue group */
+	struct bridge_admin admin;
 };
 
 int bridge_config_load(const char *path, struct bridge_config **ret, struct diag *d);

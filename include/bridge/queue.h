@@ -178,6 +178,10 @@ struct queue_stats {
 };
 void queue_stats(struct queue *q, struct queue_stats *ret);
 
+/* Whether a post could be stored now: 0 yes; -1 when the store's last write
+ * failed or the queue holds max_depth rows, with the reason in why. */
+int queue_ready(struct queue *q, char *why, size_t cap);
+
 /* Append the queue's lines (Prometheus text format 0.0.4) to out. */
 void queue_metrics_render(struct queue *q, struct evbuffer *out);
 

@@ -1,0 +1,282 @@
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "bridge/access.h"
+#include "bridge/admin.h"
+#include "bridge/guard.h"
+#include "bridge/log.h"
+#include "bridge/metrics.h"
+#include "bridge/queue.h"
+#include "bridge/shadow.h"
+
+struct admin {
+	const struct admin_view *view;
+	struct evhttp *http;
+	struct evconnlistener *listener;
+	SSL_CTX *tls;
+	struct guard *guard;
+	int port;
+};
+
+/* Every answer leaves through here.  libevent 2.1 writes a body even for
+ * HEAD: a HEAD answer gets the length and no body. */
+static void reply(struct admin *a, struct evhttp_request *req, int status, const char *type,
+		  struct evbuffer *body)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	const char *phrase = status == 200 ? "OK" : status == 401 ? "Unauthorized" : "Error";
+
+	guard_request_end(a->guard, req);
+	evhttp_add_header(h, "Content-Type", type);
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		char len[32];
+
+		snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
+		evhttp_add_header(h, "Content-Length", len);
+		evhttp_send_reply(req, status, phrase, NULL);
+	} else {
+		evhttp_send_reply(req, status, phrase, body);
+	}
+	evbuffer_free(body);
+}
+
+/* {"error":code,"message":message}; both are the bridge's own text. */
+static void reply_error(struct admin *a, struct evhttp_request *req, int status, const char *code,
+			const char *message)
+{
+	struct evbuffer *b = evbuffer_new();
+	char esc[512];
+
+	json_escape(esc, sizeof(esc), message, strlen(message));
+	evbuffer_add_printf(b, "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, esc);
+	reply(a, req, status, "application/json", b);
+}
+
+int admin_readiness(const struct admin_view *v, char *why, size_t cap)
+{
+	if (!v->cfg || !v->started) {
+		snprintf(why, cap, "starting: the config is not in force yet");
+		return 503;
+	}
+	if (v->draining) {
+		snprintf(why, cap, "draining: the bridge is shutting down");
+		return 503;
+	}
+	if (v->queue && queue_ready(v->queue, why, cap) < 0)
+		return 503;
+	return 200;
+}
+
+static void serve_readyz(struct admin *a, struct evhttp_request *req)
+{
+	const struct admin_view *v = a->view;
+	char why[256];
+	int status = admin_readiness(v, why, sizeof(why));
+	struct evbuffer *b;
+
+	if (status != 200) {
+		reply_error(a, req, status, "not_ready", why);
+		return;
+	}
+	b = evbuffer_new();
+	evbuffer_add_printf(b, "{\"status\":\"ok\",\"routes\":%zu,\"port\":%d}\n", v->cfg->n_routes,
+			    v->port);
+	reply(a, req, 200, "application/json", b);
+}
+
+static void serve_summary(struct admin *a, struct evhttp_request *req)
+{
+	char *sum;
+	struct evbuffer *b;
+
+	if (!a->view->shadow) {
+		reply_error(a, req, 404, "not_found",
+			    "the shadow comparison is off: set dry_run.v2_path to enable it");
+		return;
+	}
+	sum = shadow_summary_json(a->view->shadow, 10);
+	if (!sum) {
+		reply_error(a, req, 503, "out_of_memory",
+			    "the bridge is out of memory; retry later");
+		return;
+	}
+	b = evbuffer_new();
+	evbuffer_add(b, sum, strlen(sum));
+	evbuffer_add(b, "\n", 1);
+	free(sum);
+	reply(a, req, 200, "application/json", b);
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+	struct admin *a = arg;
+	const struct bridge_admin *conf = &a->view->cfg->admin;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	char *peer = NULL;
+	ev_uint16_t peer_port = 0;
+	struct evbuffer *b;
+
+	guard_request_begin(a->guard, req);
+	if (evcon)
+		evhttp_connection_get_peer(evcon, &peer, &peer_port);
+	if (!access_list_allows(&conf->allow, peer)) {
+		reply_error(a, req, 403, "forbidden",
+			    "this source address may not use the admin port");
+		return;
+	}
+	if (!access_auth_check(&conf->auth, req)) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+				  "Basic realm=\"webhook-bridge admin\"");
+		reply_error(a, req, 401, "unauthorized", "authentication required");
+		return;
+	}
+	if (!path || (strcmp(path, "/metrics") != 0 && strcmp(path, "/readyz") != 0 &&
+		      strcmp(path, "/healthz") != 0 && strcmp(path, "/dry-run/summary") != 0)) {
+		reply_error(a, req, 404, "not_found",
+			    "no such path; the admin port serves /metrics, /readyz, /healthz and "
+			    "/dry-run/summary");
+		return;
+	}
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+		reply_error(a, req, 405, "method_not_allowed", "use GET");
+		return;
+	}
+	if (strcmp(path, "/readyz") == 0) {
+		serve_readyz(a, req);
+	} else if (strcmp(path, "/dry-run/summary") == 0) {
+		serve_summary(a, req);
+	} else if (strcmp(path, "/metrics") == 0) {
+		b = evbuffer_new();
+		if (a->view->metrics)
+			metrics_render(a->view->metrics, b);
+		if (a->view->queue)
+			queue_metrics_render(a->view->queue, b);
+		reply(a, req, 200, "text/plain; version=0.0.4", b);
+	} else {
+		b = evbuffer_new();
+		evbuffer_add_printf(b, "{\"status\":\"ok\"}\n");
+		reply(a, req, 200, "application/json", b);
+	}
+}
+
+static int admin_bind(struct admin *a, struct event_base *base, const struct bridge_admin *c,
+		      struct bridge_error *err)
+{
+	struct addrinfo hints, *ai = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char port[16];
+	int rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+	snprintf(port, sizeof(port), "%d", c->port);
+	rc = getaddrinfo(c->address, port, &hints, &ai);
+	if (rc != 0)
+		return bridge_error_set(err, "admin address '%s' is not an IP address: %s",
+					c->address, gai_strerror(rc));
+	a->listener = evconnlistener_new_bind(
+		base, NULL, NULL, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE,
+		64, ai->ai_addr, (int)ai->ai_addrlen);
+	freeaddrinfo(ai);
+	if (!a->listener)
+		return bridge_error_set(err, "cannot listen on admin %s port %d: %s", c->address,
+					c->port, strerror(errno));
+	if (!evhttp_bind_listener(a->http, a->listener)) {
+		evconnlistener_free(a->listener);
+		a->listener = NULL;
+		return bridge_error_set(err, "cannot attach the admin listener");
+	}
+	if (getsockname(evconnlistener_get_fd(a->listener), (struct sockaddr *)&ss, &sl) == 0)
+		a->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							 : ((struct sockaddr_in *)&ss)->sin_port);
+	return 0;
+}
+
+static int admin_tls(struct admin *a, const struct bridge_admin *c, struct bridge_error *err)
+{
+	char e[256];
+
+	a->tls = SSL_CTX_new(TLS_server_method());
+	if (a->tls && SSL_CTX_set_min_proto_version(a->tls, TLS1_2_VERSION) == 1 &&
+	    SSL_CTX_use_certificate_chain_file(a->tls, c->cert_file) == 1 &&
+	    SSL_CTX_use_PrivateKey_file(a->tls, c->key_file, SSL_FILETYPE_PEM) == 1 &&
+	    SSL_CTX_check_private_key(a->tls) == 1)
+		return 0;
+	ERR_error_string_n(ERR_get_error(), e, sizeof(e));
+	return bridge_error_set(err, "admin.tls: cannot use %s / %s: %s", c->cert_file, c->key_file,
+				e);
+}
+
+int admin_new(struct event_base *base, const struct bridge_config *cfg,
+	      const struct admin_view *view, struct admin **ret, struct bridge_error *err)
+{
+	struct admin *a = calloc(1, sizeof(*a));
+
+	*ret = NULL;
+	if (!a)
+		return bridge_error_set(err, "out of memory");
+	a->view = view;
+	a->http = evhttp_new(base);
+	if (!a->http) {
+		admin_free(a);
+		return bridge_error_set(err, "cannot create the admin HTTP server");
+	}
+	/* a scraper sends no body; the limits stay small */
+	evhttp_set_max_body_size(a->http, 4096);
+	evhttp_set_max_headers_size(a->http, (ev_ssize_t)cfg->max_header_bytes);
+	evhttp_set_timeout(a->http, 10);
+	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+						    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+						    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	evhttp_set_default_content_type(a->http, "application/json");
+	evhttp_set_gencb(a->http, handle, a);
+	if (admin_bind(a, base, &cfg->admin, err) < 0 ||
+	    (cfg->admin.cert_file && admin_tls(a, &cfg->admin, err) < 0)) {
+		admin_free(a);
+		return -1;
+	}
+	a->guard = guard_new(base, a->http, a->listener, cfg->request_deadline_ms, a->tls);
+	if (!a->guard) {
+		admin_free(a);
+		return bridge_error_set(err, "out of memory");
+	}
+	guard_bind_thread(a->guard); /* the main thread: no worker's guard lives here */
+	*ret = a;
+	return 0;
+}
+
+int admin_port(const struct admin *a)
+{
+	return a->port;
+}
+
+void admin_free(struct admin *a)
+{
+	if (!a)
+		return;
+	if (a->http)
+		evhttp_free(a->http); /* frees the bound listener and live connections */
+	guard_free(a->guard);
+	SSL_CTX_free(a->tls);
+	free(a);
+}
