@@ -18,6 +18,10 @@ void delivery_id_make(const char *route, const void *body, size_t len,
 	    EVP_DigestUpdate(ctx, "\n", 1) == 1 && EVP_DigestUpdate(ctx, body, len) == 1)
 		EVP_DigestFinal_ex(ctx, md, NULL);
 	EVP_MD_CTX_free(ctx);
+	/* an RFC 9562 version-8 (custom) UUID: the hash, with the version and
+	 * variant bits set so UUID parsers accept it */
+	md[6] = (unsigned char)((md[6] & 0x0f) | 0x80);
+	md[8] = (unsigned char)((md[8] & 0x3f) | 0x80);
 	for (int i = 0; i < 16; i++) {
 		if (i == 4 || i == 6 || i == 8 || i == 10)
 			out[o++] = '-';

@@ -132,8 +132,8 @@ static void output_cb(struct evbuffer *out, const struct evbuffer_cb_info *info,
 		      error_code(status), status);
 	n = snprintf(hdr, sizeof(hdr),
 		     "HTTP/1.1 %d Error\r\nContent-Type: application/json\r\nConnection: close\r\n"
-		     "Content-Length: %d\r\n\r\n",
-		     status, bn);
+		     "%sContent-Length: %d\r\n\r\n",
+		     status, status == 503 ? "Retry-After: 5\r\n" : "", bn);
 	/* our own append must not re-enter this callback */
 	evbuffer_remove_cb(out, output_cb, arg);
 	evbuffer_drain(out, len);

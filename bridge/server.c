@@ -156,6 +156,9 @@ static const char *status_phrase(int status)
 
 /* Close the JSON object in body and send it. The reason phrase is always
  * one of ours, never client data (pitfall A11). */
+/* seconds a 503 asks the sender to wait before retrying */
+#define SERVER_RETRY_AFTER "5"
+
 static __thread struct guard *thread_guard_of_server; /* set per worker thread */
 
 /* Every answer leaves through here.  libevent 2.1 writes a body even for
@@ -182,6 +185,9 @@ static void send_json(struct evhttp_request *req, int status, struct evbuffer *b
 
 	evhttp_add_header(h, "Content-Type", "application/json");
 	evhttp_add_header(h, "Cache-Control", "no-store");
+	/* every 503 here is passing (stopping, queue busy, memory): say when */
+	if (status == 503 && !evhttp_find_header(h, "Retry-After"))
+		evhttp_add_header(h, "Retry-After", SERVER_RETRY_AFTER);
 	evbuffer_add(body, "}\n", 2);
 	send_reply(req, status, status_phrase(status), body);
 }
@@ -204,6 +210,16 @@ static void send_error(struct evhttp_request *req, int status, const char *code,
 
 	send_json(req, status, b);
 	evbuffer_free(b);
+}
+
+/* RFC 9110 section 11.6.1: a 401 carries a challenge; without one,
+ * challenge-driven clients (curl --anyauth, Python's HTTPBasicAuthHandler)
+ * never send the credential they hold.  Only Basic has a scheme to name. */
+static void auth_challenge(struct evhttp_request *req, const struct access_auth *a)
+{
+	if (a->basic_user)
+		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+				  "Basic realm=\"webhook-bridge\", charset=\"UTF-8\"");
 }
 
 static long ms_since(const struct timeval *start)
@@ -487,7 +503,10 @@ static int describe_failure(const struct upstream_response *r, const char *who, 
 		status = 504;
 		*outcome = OUTCOME_UPSTREAM_TIMEOUT;
 		*code = "upstream_timeout";
-		snprintf(msg, cap, "%s did not answer within %d ms", who, timeout_ms);
+		snprintf(msg, cap,
+			 "%s did not answer within %d ms; it may hold the participation: "
+			 "outcome unknown; retry is safe, the delivery id is stable",
+			 who, timeout_ms);
 		break;
 	case UPSTREAM_CONNECT_FAILED:
 		*outcome = OUTCOME_UPSTREAM_UNREACHABLE;
@@ -508,7 +527,11 @@ static int describe_failure(const struct upstream_response *r, const char *who, 
 		status = 503;
 		*outcome = OUTCOME_SHUTTING_DOWN;
 		*code = "shutting_down";
-		snprintf(msg, cap, "the bridge is shutting down; not delivered, retry later");
+		snprintf(msg, cap,
+			 "the bridge is shutting down and gave up waiting for %s, which may hold "
+			 "the participation: outcome unknown; retry is safe, the delivery id is "
+			 "stable",
+			 who);
 		break;
 	case UPSTREAM_PROTOCOL_ERROR:
 	default:
@@ -1147,6 +1170,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		}
 	}
 	if (!access_auth_check(&c->auth, req)) {
+		auth_challenge(req, &c->auth);
 		exchange_fail(x, 401, OUTCOME_UNAUTHORIZED, "unauthorized",
 			      "authentication required");
 		return;
@@ -1210,6 +1234,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	x->route_index = x->route - c->routes;
 	if (!access_auth_check(&x->route->auth, req)) {
 		v1_doc_free(doc);
+		auth_challenge(req, &x->route->auth);
 		x->route = NULL; /* say nothing about the route to an unauthenticated sender */
 		x->route_index = -1;
 		exchange_fail(x, 401, OUTCOME_UNAUTHORIZED, "unauthorized",
@@ -1365,6 +1390,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
 			return;
 		}
 		if (!access_auth_check(&s->cfg->auth, req)) {
+			auth_challenge(req, &s->cfg->auth);
 			send_error(req, 401, "unauthorized", "authentication required");
 			return;
 		}
@@ -1581,6 +1607,7 @@ static void cancel_pending(struct server *s)
 {
 	while (s->pending) {
 		struct exchange *x = s->pending;
+		int sent = x->up || x->legacy_up; /* the endpoint may have it */
 
 		if (x->up)
 			upstream_request_cancel(x->up);
@@ -1591,8 +1618,12 @@ static void cancel_pending(struct server *s)
 		x->up = x->legacy_up = NULL;
 		if (!x->answered)
 			exchange_fail(x, 503, OUTCOME_SHUTTING_DOWN, "shutting_down",
-				      "the bridge is shutting down; the participation was not "
-				      "delivered, retry later");
+				      sent ? "the bridge is shutting down and gave up waiting for "
+					     "the endpoint, which may hold the participation: "
+					     "outcome unknown; retry is safe, the delivery id is "
+					     "stable"
+					   : "the bridge is shutting down; the participation was "
+					     "not delivered, retry later");
 		else
 			exchange_release(x); /* dual: the v2 delivery was still running */
 	}

@@ -399,6 +399,7 @@ class Bridge:
         self.terminated = False
         self.https_ca = None  # set to a CA file when the bridge listens with TLS
         self.preexec = None   # run in the child before exec (e.g. to set rlimits)
+        self.args = []        # more `serve` options (e.g. --drain-ms)
 
     @property
     def base(self):
@@ -413,7 +414,8 @@ class Bridge:
         return "%s://127.0.0.1:%d%s" % (scheme, self.admin_port, path)
 
     def start(self, timeout=10.0):
-        self.proc = subprocess.Popen([BRIDGE_BIN, "serve", "--config", self.config_path],
+        argv = [BRIDGE_BIN, "serve", "--config", self.config_path] + self.args
+        self.proc = subprocess.Popen(argv,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, preexec_fn=self.preexec)
         ev = threading.Event()

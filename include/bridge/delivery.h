@@ -15,7 +15,10 @@
 #define DELIVERY_HEADERS_MAX 6
 
 /* Stable for the same route name and v2 body, so a sender's retry of the
- * same participation carries the same id (receivers dedupe on it). */
+ * same participation carries the same id (receivers dedupe on it).  It is an
+ * RFC 9562 version-8 UUID: the first 128 bits of SHA-256(route "\n" body)
+ * with the version (8) and variant (10) bits overwritten.  Renaming the route
+ * or changing the mapping (hence the body) changes the id. */
 void delivery_id_make(const char *route, const void *body, size_t len,
 		      char out[DELIVERY_ID_LEN + 1]);
 

@@ -1,0 +1,186 @@
+#!/usr/bin/python3
+"""What real HTTP clients expect of the bridge: a Basic challenge on 401 that
+challenge-driven clients answer, Retry-After on every 503, an honest
+"outcome unknown" when the bridge gives up on a post the endpoint may hold."""
+
+import base64
+import os
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bridgetest as bt  # noqa: E402
+
+t = bt.Tap()
+tmp = bt.TempDir()
+USER, PASSWORD = "qualifio", "s3cret:pw"
+
+
+def body():
+    _, _, doc = bt.v1_fixture()
+    return bt.v1_variant(doc, participation_id=str(uuid.uuid4()))
+
+
+def listen_config(listen_extra, routes=None):
+    routes = routes or [bt.route("dry")]
+    return ('listen = { address = "127.0.0.1"; port = 0; path = "/hook"; %s };\n'
+            'routes = %s;\n' % (listen_extra, bt.cfg_value(routes)))
+
+
+def start(cfg, name):
+    """A started bridge; a bridge that does not start is a failed test."""
+    try:
+        return bt.Bridge(tmp, cfg, name).start()
+    except bt.TestFailure as e:
+        t.ok(False, "bridge %s starts" % name, str(e))
+        raise
+
+
+def t_challenge(_t):
+    """12: the 401 names the Basic realm; curl --anyauth and urllib's
+    HTTPBasicAuthHandler then send their credential and get through."""
+    cfg = listen_config('auth = { basic = { user = "%s"; password = "%s"; }; };'
+                        % (USER, PASSWORD))
+    b = start(cfg, "challenge.conf")
+    try:
+        r = bt.curl(b.url("/hook"), body())
+        bt.check_json_response(t, r, 401, "no credential", error="unauthorized")
+        t.like(r.header("WWW-Authenticate") or "", r'^Basic realm="[^"]+"',
+               "401 carries WWW-Authenticate: Basic realm", r)
+        p = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--anyauth",
+                            "-u", "%s:%s" % (USER, PASSWORD), "-H", "Content-Type: "
+                            "application/json", "--data-binary", "@-", b.url("/hook")],
+                           input=body(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=20)
+        t.is_(p.stdout.decode().strip(), "200", "curl --anyauth answers the challenge", p)
+        mgr = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+        mgr.add_password(None, b.url("/hook"), USER, PASSWORD)
+        opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(mgr))
+        req = urllib.request.Request(b.url("/hook"), data=body(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            status = opener.open(req, timeout=10).status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        t.is_(status, 200, "Python's HTTPBasicAuthHandler answers the challenge")
+    finally:
+        bt.stop_and_check(t, b)
+
+    # a header token alone has no challenge scheme: no WWW-Authenticate
+    cfg = listen_config('auth = { header = { name = "X-Token"; value = "tok"; }; };')
+    b = start(cfg, "token.conf")
+    try:
+        r = bt.curl(b.url("/hook"), body())
+        t.is_(r.status, 401, "header-token listener refuses without the token", r)
+        t.is_(r.header("WWW-Authenticate"), None, "no Basic challenge when Basic is off", r)
+        basic = base64.b64encode(("%s:%s" % (USER, PASSWORD)).encode()).decode()
+        r = bt.curl(b.url("/hook"), body(), headers=["Authorization: Basic " + basic])
+        t.is_(r.status, 401, "Basic is not accepted where it is not configured", r)
+    finally:
+        bt.stop_and_check(t, b)
+
+
+def t_retry_after(_t):
+    """14: a 503 says when to come back; giving up on a post the endpoint
+    holds says the outcome is unknown (and that a retry is safe)."""
+    sink = bt.Sink()
+    b = None
+    try:
+        sink.default = bt.Reply(200, delay=8.0)
+        cfg = bt.config_text([bt.route("fwd", "forward", endpoint=sink.url("/in"),
+                                       secret="k", timeout_ms=20000)], path="/hook")
+        b = bt.Bridge(tmp, cfg, "drain.conf")
+        b.args = ["--drain-ms", "300"]
+        b.start()
+        out = {}
+        th = threading.Thread(target=lambda: out.setdefault("r", bt.curl(b.url("/hook"),
+                                                                          body())))
+        th.start()
+        t.ok(sink.arrived.wait(10), "the post reached the endpoint")
+        b.terminate()
+        th.join(20)
+        r = out.get("r")
+        t.require(r is not None, "in-flight post answered")
+        d = bt.check_json_response(t, r, 503, "drain gave up", error="shutting_down")
+        t.like(r.header("Retry-After") or "", r"^[0-9]+$", "503 carries Retry-After", r)
+        t.like((d or {}).get("message", ""), r"outcome unknown; retry is safe, the delivery id"
+               r" is stable", "the drained post says its outcome is unknown", r)
+        t.ok((d or {}).get("delivery_id"), "and names the delivery id", r)
+    finally:
+        if b is not None:
+            b.stop()
+        sink.stop()
+
+    # a full queue answers 503 queue_unavailable with Retry-After
+    cfg = bt.config_text([bt.route("q", "forward", endpoint="http://127.0.0.1:%d/x"
+                                   % bt.refused_port(), secret="k", delivery="queued")],
+                         path="/hook", queue={"path": tmp.join("full.db"), "max_depth": 1})
+    b = start(cfg, "full.conf")
+    try:
+        t.is_(bt.curl(b.url("/hook"), body()).status, 202, "first post stored")
+        r = bt.curl(b.url("/hook"), body())
+        bt.check_json_response(t, r, 503, "queue full", error="queue_unavailable")
+        t.like(r.header("Retry-After") or "", r"^[0-9]+$", "queue_unavailable has Retry-After",
+               r)
+    finally:
+        bt.stop_and_check(t, b)
+
+    # an upstream timeout says the endpoint may hold it
+    sink = bt.Sink()
+    try:
+        sink.default = bt.Reply(200, delay=3.0)
+        cfg = bt.config_text([bt.route("slow", "forward", endpoint=sink.url("/in"),
+                                       secret="k", timeout_ms=400)], path="/hook")
+        b = start(cfg, "slow.conf")
+        try:
+            r = bt.curl(b.url("/hook"), body())
+            d = bt.check_json_response(t, r, 504, "timeout", error="upstream_timeout")
+            t.like((d or {}).get("message", ""), r"outcome unknown; retry is safe",
+                   "a timed-out post says its outcome is unknown", r)
+        finally:
+            bt.stop_and_check(t, b)
+    finally:
+        sink.stop()
+
+
+def t_delivery_id(_t):
+    """15: the delivery id is a valid RFC 9562 UUID (version 8, variant 10),
+    the same for the same post on the same route, another on another route."""
+    _, _, doc = bt.v1_fixture()
+    post = bt.v1_variant(doc, participation_id=str(uuid.uuid4()))
+    ids = {}
+    for name in ("alpha", "beta"):
+        b = start(listen_config("", [bt.route(name)]), name + ".conf")
+        try:
+            got = [(bt.curl(b.url("/hook"), post).json() or {}).get("delivery_id")
+                   for _ in range(2)]
+        finally:
+            bt.stop_and_check(t, b)
+        t.is_(got[0], got[1], "route %s: same post, same delivery id" % name)
+        try:
+            u = uuid.UUID(got[0])
+        except (TypeError, ValueError):
+            u = None
+        t.ok(u is not None and str(u) == got[0], "route %s: delivery id parses as a UUID"
+             % name, repr(got[0]))
+        t.is_(u and u.version, 8, "route %s: version 8" % name, repr(got[0]))
+        t.is_(u and u.variant, uuid.RFC_4122, "route %s: RFC 9562 variant" % name,
+              repr(got[0]))
+        ids[name] = got[0]
+    t.ok(ids["alpha"] != ids["beta"], "a renamed route changes the delivery id", repr(ids))
+
+
+def main():
+    t.run("401 challenge (item 12)", t_challenge)
+    t.run("Retry-After, outcome unknown (item 14)", t_retry_after)
+    t.run("v8 UUID delivery ids (item 15)", t_delivery_id)
+    tmp.cleanup()
+    t.done()
+
+
+if __name__ == "__main__":
+    main()
