@@ -28,6 +28,7 @@
 #include "bridge/shadow.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
+#include "bridge/learn.h"
 #include "bridge/metrics.h"
 #include "bridge/queue.h"
 #include "bridge/server.h"
@@ -57,6 +58,8 @@ static const char usage_main[] =
 	"differences)\n"
 	"  replay --config FILE [--to URL] [--expect DIR] [--dry-run] PATH...\n"
 	"                                 send fixtures or captured traffic through a route\n"
+	"  learn --v1 FILE... --v2 FILE... [--base RULES] [-o RULES]\n"
+	"                                 infer a rule file from paired v1 and real v2 traffic\n"
 	"\n"
 	"  --help, -h                     this text (also: webhook-bridge <command> --help)\n"
 	"  --version                      print the version\n";
@@ -736,9 +739,9 @@ static const struct command {
 	const char *name;
 	int (*run)(int argc, char **argv);
 } commands[] = {
-	{ "serve", cmd_serve },   { "map", cmd_map },   { "check", cmd_check },
-	{ "queue", cmd_queue },   { "diff", cmd_diff }, { "report", cmd_report },
-	{ "replay", cmd_replay },
+	{ "serve", cmd_serve },   { "map", cmd_map },     { "check", cmd_check },
+	{ "queue", cmd_queue },   { "diff", cmd_diff },   { "report", cmd_report },
+	{ "replay", cmd_replay }, { "learn", cmd_learn },
 };
 
 int main(int argc, char **argv)

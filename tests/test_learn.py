@@ -1,0 +1,234 @@
+#!/usr/bin/python3
+"""`learn` against hidden rule files: pairs made by `map` under rules the
+learner never sees, learned from 200 pairs, checked on 1,000 others; the
+learned file compared with the hidden one; 2 % noisy pairs; captures as
+input; --base."""
+
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bridgetest as bt  # noqa: E402
+import learn_cases as lc  # noqa: E402
+
+t = bt.Tap()
+tmp = bt.TempDir()
+
+
+# ---- a reader for the rule language's data (libconfig subset) -------------
+
+TOKEN = re.compile(r'\s+|#[^\n]*|//[^\n]*|/\*.*?\*/|"(?:[^"\\]|\\.)*"|[-+]?\d+L?|true|false|'
+                   r'[A-Za-z_*][-A-Za-z0-9_*]*|[{}()\[\];,=:]', re.S)
+
+
+def tokens(text):
+    out = []
+    pos = 0
+    while pos < len(text):
+        m = TOKEN.match(text, pos)
+        if not m:
+            raise ValueError("bad rule text at %d: %r" % (pos, text[pos:pos + 20]))
+        s = m.group(0)
+        pos = m.end()
+        if s[0].isspace() or s[0] == "#" or s.startswith("//") or s.startswith("/*"):
+            continue
+        out.append(s)
+    return out
+
+
+def parse_value(tk, i):
+    s = tk[i]
+    if s == "{":
+        return parse_settings(tk, i + 1, "}")
+    if s in "([":
+        close = ")" if s == "(" else "]"
+        items, i = [], i + 1
+        while tk[i] != close:
+            v, i = parse_value(tk, i)
+            items.append(v)
+            if tk[i] == ",":
+                i += 1
+        return tuple(items), i + 1
+    if s.startswith('"'):
+        return json.loads(s), i + 1
+    if s in ("true", "false"):
+        return s == "true", i + 1
+    return int(s.rstrip("L")), i + 1
+
+
+def parse_settings(tk, i, close):
+    d = {}
+    while i < len(tk) and tk[i] != close:
+        name = tk[i]
+        v, i = parse_value(tk, i + 2)
+        d[name] = v
+        while i < len(tk) and tk[i] in ";,":
+            i += 1
+    return d, i + 1
+
+
+def rules(text):
+    d, _ = parse_settings(tokens(text), 0, None)
+    return d
+
+
+def canon(v):
+    """Rules as comparable data: integers and digit strings alike, groups
+    as sorted items; lists of rules as sets (order is not evidence)."""
+    if isinstance(v, dict):
+        # Value tables are sets of pairs: their order is not evidence.
+        return tuple(sorted((k, tuple(sorted(canon(x))) if k in ("map", "choices") else canon(x))
+                            for k, x in v.items()))
+    if isinstance(v, tuple):
+        return tuple(canon(x) for x in v)
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    return v
+
+
+def rule_sets(text):
+    d = rules(text)
+    out = {k: canon(v) for k, v in d.items() if k not in ("fields", "variables", "ignore")}
+    out.setdefault("prefixes", canon({"form": "", "optins": "optin_", "questionnaire": ""}))
+    out["fields"] = {dict(f)["to"]: canon(f) for f in d.get("fields", ())}
+    out["variables"] = {dict(v)["variable"]: canon(v) for v in d.get("variables", ())}
+    out["ignore"] = tuple(sorted(d.get("ignore", ())))
+    for k in ("version", "ambiguous", "gap"):
+        out.pop(k, None)
+    return out
+
+
+# ---- structural comparison of v2 documents ----------------------------------
+
+def structural(doc):
+    """Entries of form/optins/questionnaire matched by variable, not position."""
+    d = dict(doc)
+    for s in ("form", "optins", "questionnaire"):
+        d[s] = sorted(d.get(s, []), key=lambda e: json.dumps(e.get("variable")))
+    return d
+
+
+def map_docs(rules_path, docs, name):
+    src = tmp.file(name + ".v1.ndjson", "".join(json.dumps(d) + "\n" for d in docs))
+    r = bt.run_cli(["map", "--mapping", rules_path, "--ndjson", src], timeout=120)
+    return r, src
+
+
+def learn(v1, v2, out, extra=()):
+    return bt.run_cli(["learn", "--v1", v1, "--v2", v2, "-o", out] + list(extra), timeout=120)
+
+
+def case(name):
+    hidden = tmp.file(name + ".hidden.conf", lc.CASES[name])
+    docs = lc.make_v1(name, 1200, seed=len(name))
+    train, held = docs[:200], docs[200:]
+    r, v1_train = map_docs(hidden, train, name + ".train")
+    t.is_(r.rc, 0, "%s: the hidden rules map every training payload" % name, r.stderr[:300])
+    v2_train = tmp.file(name + ".train.v2.ndjson", r.out.decode())
+    learned = tmp.join(name + ".learned.conf")
+    lr = learn(v1_train, v2_train, learned)
+    t.is_(lr.rc, 0, "%s: learn exits 0 (every training pair reproduced)" % name, lr.stderr[:500])
+    text = open(learned).read() if os.path.exists(learned) else ""
+    ck = bt.run_cli(["check", "--mapping", learned])
+    t.is_(ck.rc, 0, "%s: check --mapping accepts the learned file" % name, ck.stderr[:500])
+    t.ok(re.search(r"# 200/200 pairs", text), "%s: rules carry their evidence" % name)
+    t.ok("# ---- report ----" in text and "reproduced exactly by these rules: 200/200" in text,
+         "%s: the file ends with the report" % name, text[-800:])
+
+    # Held-back pairs: the learned rules against the real v2.
+    real, _ = map_docs(hidden, held, name + ".held.hidden")
+    mine, _ = map_docs(learned, held, name + ".held.learned")
+    a = [structural(json.loads(x)) for x in real.out.decode().splitlines()]
+    b = [structural(json.loads(x)) for x in mine.out.decode().splitlines()]
+    same = sum(1 for x, y in zip(a, b) if x == y) if len(a) == len(b) else 0
+    share = 100.0 * same / len(held)
+    t.ok(share >= 99.0, "%s: %.1f %% of 1000 held-back pairs reproduced exactly (>= 99 %%)"
+         % (name, share))
+    t.diag("%s: held-back reproduction %d/%d" % (name, same, len(held)))
+
+    want, got = rule_sets(lc.CASES[name]), rule_sets(text)
+    for k in sorted(set(want) | set(got)):
+        if k in ("fields", "variables"):
+            for rk in sorted(set(want[k]) | set(got[k])):
+                t.is_(got[k].get(rk), want[k].get(rk), "%s: learned %s rule %s equals the hidden one"
+                      % (name, k, rk))
+        else:
+            t.is_(got.get(k), want.get(k), "%s: learned setting %s equals the hidden one" % (name, k))
+    return hidden, train, r.out.decode().splitlines(), v1_train
+
+
+def noisy(name, hidden, train, v2_lines, v1_train):
+    """2 % of the pairs get an edited v2 value: same rules, listed as conflicts."""
+    lines = [json.loads(x) for x in v2_lines]
+    edited = []
+    for i in range(0, len(lines), 50):
+        d = lines[i]
+        if d.get("campaign", {}).get("name"):
+            d["campaign"]["name"] += " (edited)"
+        else:
+            d["state"] = "EDITED"
+        edited.append(d["id"])
+    v2 = tmp.file(name + ".noisy.v2.ndjson", "".join(json.dumps(d) + "\n" for d in lines))
+    out = tmp.join(name + ".noisy.conf")
+    lr = learn(v1_train, v2, out)
+    t.is_(lr.rc, 1, "%s noisy: exit 1 (the edited pairs are not reproduced)" % name, lr.stderr[:300])
+    text = open(out).read() if os.path.exists(out) else ""
+    clean = open(tmp.join(name + ".learned.conf")).read()
+    t.is_(rule_sets(text), rule_sets(clean), "%s noisy: 2 %% edited pairs do not change the rules" % name)
+    conflicts = text.split("# conflicting evidence:")[-1].split("# values seen only once")[0]
+    t.ok(re.search(r"agrees in 196 pairs, not in 4", conflicts),
+         "%s noisy: the conflict is counted (196 vs 4)" % name, conflicts)
+    t.ok(all(i in conflicts for i in edited[:3]), "%s noisy: 3 example participation ids" % name,
+         conflicts)
+
+
+def captures_and_base(name, hidden, train, v2_lines):
+    """record-style capture lines and fixture folders as input; --base."""
+    v1cap = tmp.file(name + ".cap.v1.ndjson", "".join(
+        json.dumps({"time": "2024-05-01T09:30:00.000Z", "content_type": "application/json",
+                    "headers": {}, "body": d}) + "\n" for d in train)
+        + '{"time":"2024-05-01T09:30:01.000Z","invalid":true,"reason":"x","body_bytes":3}\n')
+    os.makedirs(tmp.join(name + ".v2dir"), exist_ok=True)
+    for i, line in enumerate(v2_lines[:150]):
+        with open(tmp.join("%s.v2dir/p%03d.json" % (name, i)), "w") as f:
+            f.write(json.dumps(json.loads(line), indent=2))
+    out = tmp.join(name + ".cap.conf")
+    lr = learn(v1cap, tmp.join(name + ".v2dir"), out)
+    text = open(out).read() if os.path.exists(out) else ""
+    t.ok("# pairs: 150 (v1 without a v2: 50, v2 without a v1: 0" in text,
+         "%s: capture lines and a fixture folder pair up; unpaired ones counted" % name,
+         lr.stderr[:300] + text[-600:])
+    base = tmp.file(name + ".base.conf", lc.CASES[name].replace('label = "Surname"',
+                                                                   'label = "Family name"'))
+    br = learn(v1cap, tmp.join(name + ".v2dir"), tmp.join(name + ".base-out.conf"),
+               ["--base", base])
+    t.ok(re.search(r'^-.*label = "Family name"', br.stderr, re.M)
+         and re.search(r'^\+.*label = "Surname"', br.stderr, re.M),
+         "%s: --base lists the contradicted rule as a diff" % name, br.stderr[-1500:])
+    t.ok(re.search(r"confirmed by the evidence", br.stderr), "%s: --base counts what it keeps" % name)
+
+
+def errors():
+    r = bt.run_cli(["learn", "--v1", tmp.join("missing.ndjson"), "--v2", tmp.join("x")])
+    t.is_(r.rc, 2, "a missing input file: exit 2", r.stderr)
+    t.ok("missing.ndjson" in r.stderr, "the message names the file", r.stderr)
+    bad = tmp.file("bad.ndjson", '{"a": 1}\n{"broken": \n')
+    r = bt.run_cli(["learn", "--v1", bad, "--v2", bad])
+    t.ok(re.search(r"bad\.ndjson:2: ", r.stderr), "a malformed line is named file:line", r.stderr)
+    t.is_(r.rc, 2, "no pairs at all: exit 2", r.stderr)
+    r = bt.run_cli(["learn", "--v1", bad])
+    t.is_(r.rc, 2, "--v2 missing: usage error", r.stderr)
+
+
+try:
+    for name in lc.CASES:
+        hidden, train, v2_lines, v1_train = case(name)
+        noisy(name, hidden, train, v2_lines, v1_train)
+        if name == "new_york":
+            captures_and_base(name, hidden, train, v2_lines)
+    errors()
+finally:
+    tmp.cleanup()
+t.done()
