@@ -141,8 +141,10 @@ static void handle(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (!access_auth_check(&conf->auth, req)) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
-				  "Basic realm=\"webhook-bridge admin\"");
+		if (conf->auth.basic_user) /* a challenge only for a scheme it names */
+			evhttp_add_header(
+				evhttp_request_get_output_headers(req), "WWW-Authenticate",
+				"Basic realm=\"webhook-bridge admin\", charset=\"UTF-8\"");
 		reply_error(a, req, 401, "unauthorized", "authentication required");
 		return;
 	}
@@ -164,8 +166,12 @@ static void handle(struct evhttp_request *req, void *arg)
 		serve_summary(a, req);
 	} else if (strcmp(path, "/metrics") == 0) {
 		b = evbuffer_new();
-		if (a->view->metrics)
+		if (a->view->metrics) {
+			if (a->view->shadow)
+				metrics_shadow_waiting(a->view->metrics,
+						       (long long)shadow_waiting(a->view->shadow));
 			metrics_render(a->view->metrics, b);
+		}
 		if (a->view->queue)
 			queue_metrics_render(a->view->queue, b);
 		reply(a, req, 200, "text/plain; version=0.0.4", b);

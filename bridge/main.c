@@ -131,10 +131,11 @@ struct serve_state {
 	struct event *expire;
 	struct worker *workers;
 	int n_workers;
-	atomic_int n_exited;       /* workers whose loop ended */
-	struct event *worker_exit; /* main thread: one of them just did */
-	struct admin *admin;       /* admin listener, or NULL without an admin group */
-	struct admin_view view;    /* what it reports; updated on this thread */
+	atomic_int n_exited;         /* workers whose loop ended */
+	struct event *worker_exit;   /* main thread: one of them just did */
+	struct admin *admin;         /* admin listener, or NULL without an admin group */
+	struct metrics_store *store; /* counters for the whole run; each config has a view */
+	struct admin_view view;      /* what it reports; updated on this thread */
 	int drain_ms;
 	int stopping;
 };
@@ -222,6 +223,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 		log_str(&l, "message", "the running configuration stays in force");
 		log_end(&l);
 		diag_reset(&d);
+		metrics_store_reload(st->store, 0);
 		return;
 	}
 	if (strcmp(cfg->listen_address, old->listen_address) != 0 ||
@@ -252,11 +254,12 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 		log_str(&l, "setting", fixed);
 		log_end(&l);
 		bridge_config_free(cfg);
+		metrics_store_reload(st->store, 0);
 		return;
 	}
 	h = calloc(1, sizeof(*h));
 	if (h)
-		h->metrics = metrics_new(cfg, st->n_workers);
+		h->metrics = metrics_new(st->store, cfg);
 	if (!h || !h->metrics) {
 		if (h)
 			metrics_free(h->metrics);
@@ -277,6 +280,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	st->current = h;
 	st->view.cfg = h->cfg;
 	st->view.metrics = h->metrics;
+	metrics_store_reload(st->store, 1);
 	log_begin(&l, LOG_INFO, "reloaded");
 	log_str(&l, "config", st->config_path);
 	log_int(&l, "routes", (long long)cfg->n_routes);
@@ -354,6 +358,7 @@ static void shadow_expired_cb(const struct shadow_expired *e, void *arg)
 	log_int(&l, "age_ms", e->age_ms);
 	log_str(&l, "reason", e->reason);
 	log_end(&l);
+	metrics_store_shadow_expired(st->store, e->route, shadow_side_name(e->side), e->reason);
 	if (!st->report)
 		return;
 	log_time_now(ts, sizeof(ts));
@@ -545,7 +550,8 @@ static int cmd_serve(int argc, char **argv)
 		       : cfg->workers > 0 ? cfg->workers
 					  : default_workers();
 	st.workers = calloc((size_t)st.n_workers, sizeof(*st.workers));
-	metrics = metrics_new(cfg, st.n_workers);
+	st.store = metrics_store_new(st.n_workers);
+	metrics = st.store ? metrics_new(st.store, cfg) : NULL;
 	st.current = calloc(1, sizeof(*st.current));
 	st.base = event_base_new();
 	if (!st.workers || !metrics || !st.base || !st.current) {
@@ -668,6 +674,7 @@ out:
 	if (st.base)
 		event_base_free(st.base);
 	metrics_free(metrics);
+	metrics_store_free(st.store); /* after every view */
 	bridge_config_free(cfg);
 	if (rc == 0) {
 		log_begin(&l, LOG_INFO, "stopped");

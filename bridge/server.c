@@ -222,6 +222,14 @@ static void auth_challenge(struct evhttp_request *req, const struct access_auth 
 				  "Basic realm=\"webhook-bridge\", charset=\"UTF-8\"");
 }
 
+static long long us_since(const struct timeval *start)
+{
+	struct timeval now;
+
+	gettimeofday(&now, NULL);
+	return (long long)(now.tv_sec - start->tv_sec) * 1000000 + (now.tv_usec - start->tv_usec);
+}
+
 static long ms_since(const struct timeval *start)
 {
 	struct timeval now;
@@ -406,6 +414,7 @@ static void exchange_answer(struct exchange *x, int status, enum metrics_outcome
 	send_json(x->req, status, body);
 	evbuffer_free(body);
 	metrics_request(x->gen->metrics, x->route_index, outcome);
+	metrics_request_duration(x->gen->metrics, x->route_index, outcome, us_since(&x->start));
 
 	/* access log; rejections a sender can repeat at will are rate-limited */
 	if (status < 400 || status >= 500 || log_ratelimit_allow(&s->rejected_log, &suppressed)) {
@@ -557,7 +566,7 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 	char msg[600], detail[800];
 
 	x->up = NULL;
-	metrics_upstream_latency(x->gen->metrics, x->route_index, r->elapsed_ms);
+	metrics_upstream_latency(x->gen->metrics, x->route_index, r->elapsed_us);
 	metrics_pool_connections(x->gen->metrics, x->route_index, x->srv->opt.worker,
 				 (long)upstream_pool_connections(x->gen->pools[x->route_index]));
 	if (r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300) {
@@ -625,9 +634,11 @@ static void legacy_done(const struct upstream_response *r, void *arg)
 			evbuffer_add(b, r->body, r->body_len);
 		send_reply(x->req, r->status, r->status < 300 ? "OK" : "Legacy Answer", b);
 		evbuffer_free(b);
-		metrics_request(x->gen->metrics, x->route_index,
-				r->status >= 200 && r->status < 300 ? OUTCOME_LEGACY_DELIVERED
-								    : OUTCOME_UPSTREAM_STATUS);
+		outcome = r->status >= 200 && r->status < 300 ? OUTCOME_LEGACY_DELIVERED
+							      : OUTCOME_UPSTREAM_STATUS;
+		metrics_request(x->gen->metrics, x->route_index, outcome);
+		metrics_request_duration(x->gen->metrics, x->route_index, outcome,
+					 us_since(&x->start));
 		log_begin(&l, r->status < 500 ? LOG_INFO : LOG_WARN, "request");
 		log_str(&l, "route", x->route->name);
 		log_str(&l, "participation_id", x->participation_id);
@@ -826,7 +837,7 @@ static void report_unmapped(struct exchange *x, const struct mapping_result *m)
 	struct log_line l;
 
 	for (size_t i = 0; i < m->n_unmapped; i++)
-		metrics_unmapped(x->gen->metrics, m->unmapped[i]);
+		metrics_unmapped(x->gen->metrics, x->route_index, m->unmapped[i]);
 	unmapped_json(keys, m);
 	log_begin(&l, LOG_WARN, "unmapped");
 	log_str(&l, "route", x->route->name);
@@ -890,6 +901,14 @@ static long long mono_ms(void)
 /* A dry-run (or dual) translation: in dry-run offered to the shadow store (when a real v2 of
  * the same participation already waits there, the comparison is made now)
  * and written to the report with its provenance. */
+static void count_comparison(struct metrics *m, const char *route, const struct shadow_result *r)
+{
+	metrics_shadow_compared(m, route,
+				r->status == SHADOW_IDENTICAL   ? SHADOW_RESULT_IDENTICAL
+				: r->status == SHADOW_DIFFERENT ? SHADOW_RESULT_DIFFERENT
+								: SHADOW_RESULT_NOT_COMPARED);
+}
+
 static void dry_run_record(struct exchange *x, const struct mapping_result *m)
 {
 	struct server *s = x->srv;
@@ -917,6 +936,7 @@ static void dry_run_record(struct exchange *x, const struct mapping_result *m)
 			log_str(&l, "message", err.message);
 			log_end(&l);
 		} else if (matched == 1) {
+			count_comparison(x->gen->metrics, x->route->name, &res);
 			comparison = shadow_result_json(&res);
 		}
 		shadow_result_clear(&res);
@@ -1098,6 +1118,8 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 		send_error(req, 422, "shadow_refused", err.message);
 		return;
 	}
+	if (matched)
+		count_comparison(s->gen->metrics, route->name, &res);
 	b = evbuffer_new();
 	evbuffer_add_printf(b, "{\"status\":\"%s\"", matched ? "compared" : "waiting");
 	add_field(b, "route", route->name);
@@ -1257,7 +1279,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 				 cfg_relative_path(x->gen->cfg->path, err.file), err.line);
 			snprintf(rule_full, sizeof(rule_full), "%s:%d", err.file, err.line);
 		}
-		metrics_mapping_error(x->gen->metrics, rule);
+		metrics_mapping_error(x->gen->metrics, x->route_index, rule);
 		if (trace && s->opt.report)
 			report_failure(x, &err, rule);
 		if (legacy) {

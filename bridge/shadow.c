@@ -1132,3 +1132,13 @@ char *shadow_summary_json(struct shadow *s, size_t top_n)
 	free(v);
 	return buffer_take(b, ok);
 }
+
+size_t shadow_waiting(struct shadow *s)
+{
+	size_t n;
+
+	pthread_mutex_lock(&s->lock);
+	n = s->n_entries;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}

@@ -139,6 +139,7 @@ struct upstream_request {
 	char *retry_after;  /* the response's Retry-After value, or NULL */
 	char *content_type; /* the response's Content-Type, or NULL */
 	long elapsed_ms;
+	long long elapsed_us;
 };
 
 TAILQ_HEAD(upstream_conn_list, upstream_conn);
@@ -448,6 +449,14 @@ const char *upstream_outcome_name(enum upstream_outcome o)
 	return "unknown";
 }
 
+static long long us_since(const struct timespec *t0)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long long)(now.tv_sec - t0->tv_sec) * 1000000 + (now.tv_nsec - t0->tv_nsec) / 1000;
+}
+
 static long ms_since(const struct timespec *t0)
 {
 	struct timespec now;
@@ -510,7 +519,8 @@ static void request_finish(struct upstream_request *r, enum upstream_outcome o, 
 	r->state = REQ_DONE;
 	r->outcome = o;
 	r->status = o == UPSTREAM_RESPONSE ? status : 0;
-	r->elapsed_ms = ms_since(&r->started);
+	r->elapsed_us = us_since(&r->started);
+	r->elapsed_ms = (long)(r->elapsed_us / 1000);
 	evtimer_del(r->deadline);
 	TAILQ_INSERT_TAIL(&p->done, r, link);
 	event_active(p->deliver_ev, EV_TIMEOUT, 1);
@@ -549,6 +559,7 @@ static void request_call(struct upstream_request *r)
 	resp.retry_after = r->retry_after;
 	resp.content_type = r->content_type;
 	resp.elapsed_ms = r->elapsed_ms;
+	resp.elapsed_us = r->elapsed_us;
 	r->delivering = 1;
 	r->cb(&resp, r->arg);
 	request_free(r);
@@ -1336,7 +1347,8 @@ void upstream_pool_free(struct upstream_pool *p)
 		r->state = REQ_DONE;
 		r->outcome = UPSTREAM_CANCELLED;
 		r->status = 0;
-		r->elapsed_ms = ms_since(&r->started);
+		r->elapsed_us = us_since(&r->started);
+		r->elapsed_ms = (long)(r->elapsed_us / 1000);
 		request_set_reason(r, "upstream pool shut down");
 		request_call(r);
 	}

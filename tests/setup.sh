@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PKGS="gcc libc6-dev pkg-config meson ninja-build libevent-dev libyajl-dev libconfig-dev
 libssl-dev libsqlite3-dev tzdata ca-certificates curl openssl python3 python3-jsonschema
-valgrind clang-format git"
+valgrind clang-format git prometheus"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -201,7 +201,7 @@ def t_inside_hidden(_t):
         t.like((d or {}).get("rule", ""), r"^mappings/rules\.conf:\d+$",
                "the rule is relative to the config's folder", r)
         m = bt.curl(b.admin_url("/metrics")).body.decode()
-        t.like(m, r'webhook_bridge_mapping_errors_total\{rule="mappings/rules\.conf:\d+"\} 1',
+        t.like(m, r'webhook_bridge_mapping_errors_total\{route="rel",rule="mappings/rules\.conf:\d+"\} 1',
                "the metric label is relative too", m[:2000])
     finally:
         bt.stop_and_check(t, b, "relative bridge")

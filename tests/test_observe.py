@@ -75,7 +75,7 @@ def main():
             'webhook_bridge_requests_total{route="fail",outcome="upstream_status"}': 2,
             'webhook_bridge_requests_total{route="dry",outcome="mapping_failed"}': 1,
             'webhook_bridge_requests_total{route="",outcome="invalid_input"}': 1,
-            'webhook_bridge_unmapped_variables_total{variable="extra_unmapped_a"}': 1,
+            'webhook_bridge_unmapped_variables_total{route="dry",variable="extra_unmapped_a"}': 1,
             'webhook_bridge_upstream_latency_seconds_count{route="fwd"}': 2,
             'webhook_bridge_upstream_latency_seconds_count{route="fail"}': 2,
             'webhook_bridge_upstream_latency_seconds_bucket{route="fwd",le="+Inf"}': 2,
@@ -84,7 +84,7 @@ def main():
         }
         for k, v in want.items():
             t.is_(m.get(k), v, "metric %s" % k, sorted(m.items()))
-        rule = [k for k in m if k.startswith("webhook_bridge_mapping_errors_total{rule=")]
+        rule = [k for k in m if k.startswith('webhook_bridge_mapping_errors_total{route="dry",rule=')]
         t.ok(len(rule) == 1 and re.search(r'rule="qualifio-v1-to-v2\.conf:\d+"', rule[0]),
              "mapping error counted under its rule file:line, no folder of the host", rule)
         outcomes = sum(v for k, v in m.items() if k.startswith("webhook_bridge_requests_total"))

@@ -1,10 +1,21 @@
 /*
  * metrics: process-wide counters in the Prometheus text format.
  *
- * One struct metrics is shared by every worker thread: fixed counters are
- * atomics, label sets that a peer can influence (unmapped variable names,
- * rule locations) live in bounded tables (METRICS_LABELS_MAX entries each;
- * further names are counted under "_other") so a sender cannot grow memory.
+ * Two levels, so that what is measured survives a reload (SIGHUP):
+ *  - struct metrics_store lives as long as the process.  It keeps one set of
+ *    series per route *name* (created the first time a config names it, at
+ *    most METRICS_ROUTES_MAX names), the unmapped-variable and mapping-error
+ *    tables, the reload outcome and the process start time.
+ *  - struct metrics is one config's view of the store: it maps that config's
+ *    route indexes to the store's series, and it decides what is exported
+ *    (a route the running config no longer has stops being exported; one
+ *    that stays keeps counting).  One view per loaded config, shared by
+ *    every worker; freed with the config.
+ *
+ * Counters are atomics; label sets that a peer can influence (unmapped
+ * variable names, rule locations) live in bounded tables (METRICS_LABELS_MAX
+ * entries each; further names are counted under "_other") so a sender cannot
+ * grow memory.  Every function is thread-safe.
  */
 #ifndef BRIDGE_METRICS_H
 #define BRIDGE_METRICS_H
@@ -15,6 +26,7 @@ struct evbuffer;
 struct bridge_config;
 
 #define METRICS_LABELS_MAX 512
+#define METRICS_ROUTES_MAX 1024
 
 enum metrics_outcome {
 	OUTCOME_DELIVERED,
@@ -38,24 +50,54 @@ enum metrics_outcome {
 	OUTCOME_COUNT
 };
 
+enum metrics_shadow_result {
+	SHADOW_RESULT_IDENTICAL,
+	SHADOW_RESULT_DIFFERENT,
+	SHADOW_RESULT_NOT_COMPARED, /* a body too large or not JSON */
+	SHADOW_RESULT_COUNT
+};
+
+struct metrics_store;
 struct metrics;
 
-/* Sized for cfg's routes; cfg must outlive it. NULL on out of memory. */
-struct metrics *metrics_new(const struct bridge_config *cfg, int workers);
-void metrics_free(struct metrics *m); /* accepts NULL */
+/* workers: worker threads (per-worker gauges).  NULL on out of memory. */
+struct metrics_store *metrics_store_new(int workers);
+void metrics_store_free(struct metrics_store *st); /* accepts NULL; after every view */
 
-/* route: index into cfg->routes, or -1 before a route was chosen. */
+/* The outcome of a reload: config_last_reload_successful and, when ok,
+ * reload_success_timestamp_seconds. */
+void metrics_store_reload(struct metrics_store *st, int ok);
+
+/* cfg's view of st; cfg must outlive it. NULL on out of memory or when the
+ * store holds METRICS_ROUTES_MAX route names already. */
+struct metrics *metrics_new(struct metrics_store *st, const struct bridge_config *cfg);
+void metrics_free(struct metrics *m); /* accepts NULL; the store keeps the counts */
+
+/* route: index into the view's cfg->routes, or -1 before a route was chosen.
+ * Every function accepts m == NULL (nothing counted). */
 void metrics_request(struct metrics *m, long route, enum metrics_outcome o);
-void metrics_upstream_latency(struct metrics *m, long route, long ms);
+/* An answered webhook post: duration from its arrival to the answer. */
+void metrics_request_duration(struct metrics *m, long route, enum metrics_outcome o, long long us);
+void metrics_upstream_latency(struct metrics *m, long route, long long us);
 /* Dual mode: the outcome of the v2 delivery, which never answers the sender. */
 void metrics_dual_v2(struct metrics *m, long route, enum metrics_outcome o);
-void metrics_mapping_error(struct metrics *m, const char *rule_location);
-void metrics_unmapped(struct metrics *m, const char *variable);
+/* rule_location: "file:line" as the sender sees it (no folder of the host). */
+void metrics_mapping_error(struct metrics *m, long route, const char *rule_location);
+void metrics_unmapped(struct metrics *m, long route, const char *variable);
 void metrics_in_flight_add(struct metrics *m, int delta);
 /* Upstream connections of one route's pool, as last reported by a worker. */
 void metrics_pool_connections(struct metrics *m, long route, int worker, long open);
+/* The shadow comparison, by route name (the shadow store keeps names). */
+void metrics_shadow_compared(struct metrics *m, const char *route, enum metrics_shadow_result r);
+/* side: "translated" or "real"; reason: "ttl" or "capacity".  On the store:
+ * the shadow store reports from any thread, whatever config runs. */
+void metrics_store_shadow_expired(struct metrics_store *st, const char *route, const char *side,
+				  const char *reason);
+/* Participations waiting for their other side now (set before a render). */
+void metrics_shadow_waiting(struct metrics *m, long long waiting);
 
-/* Append the whole exposition (text format 0.0.4) to out. */
+/* Append the whole exposition (text format 0.0.4) to out: the view's
+ * routes, the tables, process_* and build information. */
 void metrics_render(struct metrics *m, struct evbuffer *out);
 
 #endif

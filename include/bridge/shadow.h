@@ -164,6 +164,9 @@ char *shadow_result_json(const struct shadow_result *r);
 /* Free what r holds and zero it.  Accepts NULL and a zeroed struct. */
 void shadow_result_clear(struct shadow_result *r);
 
+/* Entries waiting for their other side now. */
+size_t shadow_waiting(struct shadow *s);
+
 const char *shadow_side_name(enum shadow_side side); /* "translated", "real" */
 const char *shadow_status_name(
 	enum shadow_status status); /* "identical", "different", "not_compared" */

@@ -91,6 +91,7 @@ struct upstream_response {
 	const char *body; /* response body (may be NULL), valid during the callback only */
 	size_t body_len;
 	long elapsed_ms;
+	long long elapsed_us;     /* the same, in microseconds */
 	const char *retry_after;  /* the response's Retry-After header (at most 64 bytes), or NULL;
 				  * valid during the callback only */
 	const char *content_type; /* the response's Content-Type (at most 128 bytes), or NULL;
