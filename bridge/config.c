@@ -18,7 +18,8 @@ static const char *const top_keys[] = { "listen",     "limits",   "tls",       "
 static const char *const record_keys[] = { "path",   "rotate_bytes",    "keep",
 					   "redact", "redact_defaults", "headers",
 					   NULL };
-static const char *const dry_run_keys[] = { "report", "v2_path", "window_s", "max_entries", NULL };
+static const char *const dry_run_keys[] = { "report",   "v2_path",     "v2_record",
+					    "window_s", "max_entries", NULL };
 static const char *const listen_keys[] = {
 	"address", "port", "path", "tls", "auth", "allow", NULL
 };
@@ -581,6 +582,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 					 "space");
 			c->shadow_path = strdup(v);
 		}
+		if (cfg_get_text(g, "v2_record", &v, path, d) == 1)
+			c->v2_record_path = cfg_resolve_path(path, v);
 		if (cfg_get_int(g, "window_s", 1, 7 * 86400, &n, path, d) == 1)
 			c->shadow_window_ms = (long)n * 1000;
 		load_size(g, "max_entries", 1, 10000000, &c->shadow_max_entries, path, d);
@@ -687,6 +690,7 @@ void bridge_config_free(struct bridge_config *c)
 	free_list(c->record_headers, c->n_record_headers);
 	free(c->report_path);
 	free(c->shadow_path);
+	free(c->v2_record_path);
 	free(c->listen_cert_file);
 	free(c->listen_key_file);
 	access_auth_clear(&c->auth);

@@ -33,6 +33,7 @@
 #include "bridge/queue.h"
 #include "bridge/server.h"
 #include "bridge/v1.h"
+#include "bridge/v2record.h"
 
 
 static const char usage_main[] =
@@ -128,6 +129,7 @@ struct serve_state {
 	struct jsonl *report;      /* dry_run.report, for the whole run */
 	struct shadow *shadow;     /* dry_run.v2_path correlation store, for the whole run */
 	struct recorder *recorder; /* record, for the whole run */
+	struct v2record *v2rec;    /* dry_run.v2_record, for the whole run */
 	struct event *expire;
 	struct worker *workers;
 	int n_workers;
@@ -240,6 +242,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 		fixed = "admin.address, admin.port and admin.tls";
 	else if (!same_str(cfg->report_path, old->report_path) ||
 		 !same_str(cfg->shadow_path, old->shadow_path) ||
+		 !same_str(cfg->v2_record_path, old->v2_record_path) ||
 		 cfg->shadow_window_ms != old->shadow_window_ms ||
 		 cfg->shadow_max_entries != old->shadow_max_entries)
 		fixed = "dry_run";
@@ -404,6 +407,11 @@ static int open_process_files(struct serve_state *st, const struct bridge_config
 		if (!st->expire || event_add(st->expire, &second) < 0)
 			return bridge_error_set(err, "cannot start the shadow expiry timer");
 	}
+	if (cfg->v2_record_path &&
+	    !(st->v2rec = v2record_open(cfg->v2_record_path,
+					(const char *const *)cfg->record_redact,
+					cfg->n_record_redact, cfg->record_redact_defaults, err)))
+		return -1;
 	if (cfg->record_path) {
 		struct record_options ro;
 
@@ -589,6 +597,7 @@ static int cmd_serve(int argc, char **argv)
 					      .report = st.report,
 					      .shadow = st.shadow,
 					      .recorder = st.recorder,
+					      .v2_record = st.v2rec,
 					      .worker = i,
 					      .port = port,
 					      .reuseport = st.n_workers > 1,
@@ -666,6 +675,7 @@ out:
 		event_free(st.expire);
 	shadow_free(st.shadow);
 	recorder_close(st.recorder);
+	v2record_close(st.v2rec);
 	jsonl_close(st.report);
 	if (sigterm)
 		event_free(sigterm);

@@ -38,6 +38,7 @@
 #include "bridge/sign.h"
 #include "bridge/upstream.h"
 #include "bridge/v1.h"
+#include "bridge/v2record.h"
 
 
 struct exchange;
@@ -978,6 +979,19 @@ static void report_failure(const struct exchange *x, const struct bridge_error *
 	report_emit(x, line);
 }
 
+/* A capture that cannot be written is logged (rate-limited), never fatal. */ static void
+server_log_capture_failure(struct server *s, const struct bridge_error *err)
+{
+	struct log_line l;
+	unsigned long suppressed = 0;
+
+	if (log_ratelimit_allow(&s->rejected_log, &suppressed)) {
+		log_begin(&l, LOG_ERROR, "record_failed");
+		log_str(&l, "message", err->message);
+		log_end(&l);
+	}
+}
+
 /* Capture the inbound post (redacted) for replay; a failure to write is
  * logged and never fails the post. */
 static void record_post(struct exchange *x, const char *content_type, const char *body, size_t len)
@@ -991,19 +1005,12 @@ static void record_post(struct exchange *x, const char *content_type, const char
 		h[n++] = (struct record_header){ kv->key, kv->value };
 	bridge_error_clear(&err);
 	if (recorder_write(x->srv->opt.recorder, content_type, &x->start, h, n, body, len, &err) <
-	    0) {
-		struct log_line l;
-		unsigned long suppressed = 0;
-
-		if (log_ratelimit_allow(&x->srv->rejected_log, &suppressed)) {
-			log_begin(&l, LOG_ERROR, "record_failed");
-			log_str(&l, "message", err.message);
-			log_end(&l);
-		}
-	}
+	    0)
+		server_log_capture_failure(x->srv, &err);
 }
 
 /* ---- real v2 posts (dry_run.v2_path) ------------------------------------- */
+
 
 /* The fields the correlation needs from a real v2 document. */
 struct real_v2 {
@@ -1108,6 +1115,13 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 		free(text);
 		send_error(req, 401, "bad_signature", "the v2 post's signature does not verify");
 		return;
+	}
+	if (s->opt.v2_record) {
+		/* Captured once verified, for `learn`; a failed write never fails
+		 * the post. */
+		bridge_error_clear(&err);
+		if (v2record_write(s->opt.v2_record, text, len, &err) < 0)
+			server_log_capture_failure(s, &err);
 	}
 	memset(&res, 0, sizeof(res));
 	bridge_error_clear(&err);

@@ -108,6 +108,7 @@ struct bridge_config {
 	size_t n_record_headers;
 	char *report_path;         /* dry_run.report: JSON lines, one per translated post */
 	char *shadow_path;         /* dry_run.v2_path: real v2 posts are compared here */
+	char *v2_record_path;      /* dry_run.v2_record: capture of verified real v2 posts */
 	long shadow_window_ms;     /* dry_run.window_s */
 	size_t shadow_max_entries; /* dry_run.max_entries */
 	char **tls_files; /* distinct CA files used by https routes ("" = system default) */

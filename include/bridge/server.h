@@ -14,6 +14,7 @@ struct event_base;
 struct jsonl;
 struct metrics;
 struct recorder;
+struct v2record;
 struct server;
 struct shadow;
 
@@ -23,6 +24,7 @@ struct server_options {
 	struct jsonl *report;       /* dry-run report file */
 	struct shadow *shadow;      /* translated vs real v2 correlation (dry_run.v2_path) */
 	struct recorder *recorder;  /* capture of inbound v1 posts (record) */
+	struct v2record *v2_record; /* capture of verified real v2 posts (dry_run.v2_record) */
 	int worker;                 /* index of this worker, for per-worker gauges */
 	int port;                   /* -1: the config's port; else bind this one */
 	int reuseport;              /* SO_REUSEPORT, so several workers share the port */
