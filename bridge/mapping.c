@@ -2074,10 +2074,24 @@ static int parse_int(struct apply *a, const struct var_rule *r, const char *key,
 	return 0;
 }
 
+/* Extension `ext` (lower case) equals name[0..n) compared case-insensitively:
+ * no length limit, so every configured extension can match. */
+static bool ext_equal(const char *ext, const char *name, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+
+		if (c >= 'A' && c <= 'Z')
+			c = (char)(c - 'A' + 'a');
+		if (ext[i] != c)
+			return false;
+	}
+	return ext[n] == '\0';
+}
+
 static const char *mime_lookup(const struct mapping *m, const char *name, size_t len)
 {
 	const char *dot = NULL;
-	char ext[16];
 	size_t el;
 
 	for (size_t i = 0; i < len; i++)
@@ -2086,21 +2100,25 @@ static const char *mime_lookup(const struct mapping *m, const char *name, size_t
 	if (!dot)
 		return m->mime_default;
 	el = len - (size_t)(dot + 1 - name);
-	if (el == 0 || el >= sizeof(ext))
+	if (el == 0)
 		return m->mime_default;
-	for (size_t i = 0; i < el; i++) {
-		char c = dot[1 + i];
-
-		ext[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-	}
-	ext[el] = '\0';
 	for (size_t i = 0; i < m->n_mime; i++)
-		if (strcmp(m->mime[i].ext, ext) == 0)
+		if (ext_equal(m->mime[i].ext, dot + 1, el))
 			return m->mime[i].type;
 	for (size_t i = 0; i < sizeof(builtin_mime) / sizeof(builtin_mime[0]); i++)
-		if (strcmp(builtin_mime[i].ext, ext) == 0)
+		if (ext_equal(builtin_mime[i].ext, dot + 1, el))
 			return builtin_mime[i].type;
 	return m->mime_default;
+}
+
+/* Offset of the first control character (C0, DEL) or -1: a NUL would cut
+ * the name the type is guessed from, the others have no place in a URL. */
+static long first_control(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7F)
+			return (long)i;
+	return -1;
 }
 
 /* file{path, name, type}: name is the last segment of the URL's path (query
@@ -2293,6 +2311,13 @@ static int apply_answers(struct apply *a, const struct var_rule *r, struct v2_en
 			}
 		}
 		if (r->is_file) {
+			long bad = first_control(s, len);
+
+			if (bad >= 0)
+				return fail(a, r->file, r->line, r->from,
+					    "v1 key '%s': upload URL has control character 0x%02X "
+					    "at byte %ld",
+					    r->from, (unsigned char)s[bad], bad);
 			file_response(a->m, s, len, resp);
 			trace_add(a, from_default ? NULL : r->from, r->file, r->line,
 				  what_text(a, from_default ? "default file" : "file", r->conv,

@@ -745,6 +745,17 @@ static void json_syntax_error(struct json_ctx *c, size_t at)
 	fail(c->err, (long)at, NULL, "invalid JSON at byte %zu: %s", at, reason);
 }
 
+/* Offset of the first vertical tab or form feed, or len. */
+static size_t json_first_vt_ff(const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (s[i] == '\v' || s[i] == '\f')
+			break;
+	return i;
+}
+
 int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim, struct v1_doc **ret,
 		  struct bridge_error *err)
 {
@@ -753,6 +764,7 @@ int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim, str
 	struct json_ctx c;
 	const char *nul;
 	yajl_status st;
+	size_t stop;
 	int rc = -1;
 
 	*ret = NULL;
@@ -793,7 +805,18 @@ int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim, str
 		goto out;
 	}
 
-	st = yajl_parse(c.h, (const unsigned char *)c.body, len);
+	/* yajl's lexer also skips vertical tab and form feed between tokens; RFC
+	 * 8259 allows only space, tab, LF and CR.  Parse up to the first such byte
+	 * so an earlier error keeps its own offset, then refuse the byte itself. */
+	stop = json_first_vt_ff(c.body, len);
+	st = yajl_parse(c.h, (const unsigned char *)c.body, stop);
+	if (st == yajl_status_ok && stop < len) {
+		fail(err, (long)stop, NULL,
+		     "invalid JSON at byte %zu: stray %s (JSON whitespace is space, tab, LF and "
+		     "CR)",
+		     stop, c.body[stop] == '\v' ? "vertical tab (0x0B)" : "form feed (0x0C)");
+		goto out;
+	}
 	if (st == yajl_status_ok) {
 		c.finishing = 1;
 		st = yajl_complete_parse(c.h);
