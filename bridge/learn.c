@@ -963,10 +963,21 @@ static void pair_add(struct learn *L, const struct doc *v1, const struct doc *v2
 	v2_entries(L, p);
 }
 
-static void pairs_index_keys(struct learn *L)
+/* Which keys the pairs of this run have (the run may be a subset). */
+static void keys_count(struct learn *L)
 {
+	free(L->key_used);
+	free(L->key_seen);
 	L->key_used = xcalloc(L->keys.n, sizeof(long));
 	L->key_seen = xcalloc(L->keys.n, sizeof(long));
+	for (size_t i = 0; i < L->n_pairs; i++)
+		for (size_t k = 0; k < L->keys.n; k++)
+			L->key_seen[k] += L->pairs[i].kval[k] &&
+					  L->pairs[i].kval[k]->type != yajl_t_null;
+}
+
+static void pairs_index_keys(struct learn *L)
+{
 	for (size_t i = 0; i < L->n_pairs; i++) {
 		struct pair *p = &L->pairs[i];
 
@@ -977,10 +988,8 @@ static void pairs_index_keys(struct learn *L)
 			yajl_val v = p->v1->u.object.values[f];
 
 			/* null is kept: absent for field rules, "unanswered" for opt-ins. */
-			if (k >= 0 && v) {
+			if (k >= 0 && v)
 				p->kval[k] = v;
-				L->key_seen[k] += v->type != yajl_t_null;
-			}
 		}
 	}
 }
@@ -2012,10 +2021,25 @@ static void emit_value(struct sbuf *b, const char *name, const char *value, int 
 	sb_puts(b, ";");
 }
 
-static void emit_pairs(struct sbuf *b, const char *name, const struct tally *t, int majority_only)
+static int cell_from_cmp(const void *x, const void *y)
+{
+	const struct tally_cell *a = x, *b = y;
+
+	return strcmp(a->from, b->from);
+}
+
+/* Value tables are written sorted by their v1 value: the same evidence
+ * always gives the same text. */
+static void tally_sort_from(struct tally *t)
+{
+	qsort(t->cells, t->n, sizeof(*t->cells), cell_from_cmp);
+}
+
+static void emit_pairs(struct sbuf *b, const char *name, struct tally *t, int majority_only)
 {
 	int first = 1;
 
+	tally_sort_from(t);
 	sb_printf(b, " %s = ( ", name);
 	for (size_t c = 0; c < t->n; c++) {
 		if (majority_only && tally_top(t, t->cells[c].from, NULL) != &t->cells[c])
@@ -2118,6 +2142,7 @@ static void emit_fields(struct learn *L, struct sbuf *b, struct report *rp, cons
 				if (r->unknown_reject)
 					sb_puts(b, " unknown = \"reject\";");
 				sb_puts(b, "\n\t  map = ( ");
+				tally_sort_from(&L->rule[t].map);
 				for (size_t c = 0; c < r->map.n; c++) {
 					const struct tally_cell *cell = &r->map.cells[c];
 
@@ -2494,7 +2519,8 @@ static void tree_text(struct sbuf *b, yajl_val v)
 	}
 }
 
-static int self_check(struct learn *L, const char *rules, struct check *ck, struct sbuf *errs)
+static int self_check(struct learn *L, const char *rules, struct check *ck, struct sbuf *errs,
+		      unsigned char *ok)
 {
 	struct mapping *m = NULL;
 	struct diag d = { 0 };
@@ -2528,8 +2554,11 @@ static int self_check(struct learn *L, const char *rules, struct check *ck, stru
 				snprintf(ck->fail_msg, sizeof(ck->fail_msg), "%s", err.message);
 			}
 		} else if (jsondiff_compare(res.body, res.len, rt, rl, NULL, &df, &err) == 0) {
-			if (df.n_added + df.n_removed + df.n_changed == 0)
+			if (df.n_added + df.n_removed + df.n_changed == 0) {
 				ck->exact++;
+				if (ok)
+					ok[i] = 1;
+			}
 			for (size_t e = 0; e < df.n_entries; e++)
 				tally_bump(&ck->paths, NULL,
 					   arena_strndup(&L->a, df.entries[e].path,
@@ -2556,15 +2585,12 @@ static int tally_count_cmp(const void *x, const void *y)
 
 /* One line per rule of a file, as `map` reads it: rules by target/variable
  * with their settings in a fixed order, so two files compare line by line. */
-static void base_lines(const char *path, struct tally *out, struct arena *a)
+static void rule_lines(FILE *f, struct tally *out, struct arena *a)
 {
-	FILE *f = fopen(path, "r");
 	char line[4096];
 	struct sbuf cur = { 0 };
 	int depth = 0;
 
-	if (!f)
-		return;
 	while (fgets(line, sizeof(line), f)) {
 		char *hash = NULL;
 		int in_str = 0;
@@ -2611,19 +2637,28 @@ static void base_lines(const char *path, struct tally *out, struct arena *a)
 					   0);
 			cur.len = 0;
 			cur.s[0] = '\0';
-		} else if (depth == 0 && strchr(line, '=') && !strstr(line, "(")) {
+		} else if (depth == 0 && strchr(line, '=')) {
 			char *s = line, *e;
 
 			while (*s == ' ')
 				s++;
 			e = s + strlen(s);
-			while (e > s && (e[-1] == ' '))
+			while (e > s && (e[-1] == ' ' || e[-1] == ',' || e[-1] == ';'))
 				*--e = '\0';
-			if (*s)
+			if (*s && e[-1] != '(')
 				tally_bump(out, NULL, arena_strndup(a, s, strlen(s)), NULL, 0);
 		}
 	}
 	free(cur.s);
+}
+
+static void base_lines(const char *path, struct tally *out, struct arena *a)
+{
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return;
+	rule_lines(f, out, a);
 	fclose(f);
 }
 
@@ -2659,6 +2694,301 @@ static void base_diff(const char *base, const char *learned, struct arena *a, lo
 	fprintf(stderr, "# %ld rule(s) of %s confirmed by the evidence\n", kept, base);
 	tally_free(&bl);
 	tally_free(&ll);
+}
+
+/* ---- stages: websites or campaigns whose pairs follow other rules ------------ */
+
+static void learn_all(struct learn *L, struct zones *Z);
+
+#define LEARN_MAX_STAGES 16
+
+static void report_clear(struct report *rp)
+{
+	free(rp->conflicts.s);
+	free(rp->once.s);
+	free(rp->unexplained.s);
+	memset(rp, 0, sizeof(*rp));
+}
+
+/* The rule lines (one per field rule or variable, comments dropped) of a
+ * rendering of the current state. */
+static void state_rules(struct learn *L, struct tally *out)
+{
+	struct sbuf b = { 0 };
+	struct report rp = { 0 };
+	FILE *f;
+
+	render(L, &b, &rp);
+	f = fmemopen(b.s, b.len, "r");
+	if (f) {
+		rule_lines(f, out, &L->a);
+		fclose(f);
+	}
+	free(b.s);
+	report_clear(&rp);
+}
+
+static int rule_is_group(const char *line)
+{
+	return strncmp(line, "{ to =", 6) == 0 || strncmp(line, "{ section =", 11) == 0;
+}
+
+static int self_check(struct learn *L, const char *rules, struct check *ck, struct sbuf *errs,
+		      unsigned char *ok);
+static int write_text(const char *path, const struct sbuf *text);
+
+/* Pairs of L whose selector (website or campaign id) is gid, into sub. */
+static size_t subset_of(struct learn *L, const struct pair *all, size_t n_all, const int *group,
+			int g, struct pair *sub)
+{
+	size_t n = 0;
+
+	(void)L;
+	for (size_t i = 0; i < n_all; i++)
+		if (group[i] == g)
+			sub[n++] = all[i];
+	return n;
+}
+
+/* Stages: websites (else campaigns) whose own rules differ from those the
+ * other groups share and whose pairs the shared rules do not reproduce.
+ * Each group with enough pairs is learned on its own; a group holding a rule
+ * (or a zone) that groups with most of the pairs do not hold is a
+ * candidate; the base is learned from the other pairs and a candidate
+ * whose pairs it mostly fails becomes a stage with its differing rules.
+ * Leaves L holding the base rules over all pairs.  Returns the number of
+ * stages written into out. */
+static int stages_find(struct learn *L, struct zones *Z, const unsigned char *ok_all,
+		       struct sbuf *out)
+{
+	const char *sel_key[2], *sel_name[2] = { "websites", "campaigns" };
+	struct pair *all = L->pairs, *sub;
+	size_t n_all = L->n_pairs;
+	int *group = xcalloc(n_all + 1, sizeof(int));
+	unsigned char *ok = xcalloc(n_all + 1, 1);
+	char canon[32];
+	int n_stages = 0;
+
+	(void)ok_all;
+	sub = xcalloc(n_all + 1, sizeof(*sub));
+	sel_key[0] = L->rule[15].kind == 1 ? L->keys.names[L->rule[15].key] : "website_id";
+	sel_key[1] = L->rule[8].kind == 1 ? L->keys.names[L->rule[8].key] : "campaign_id";
+	for (int s = 0; s < 2 && !n_stages; s++) {
+		struct tally ids = { 0 }, lines[LEARN_MAX_STAGES], base = { 0 };
+		const char *gid[LEARN_MAX_STAGES], *gzone[LEARN_MAX_STAGES], *zone_major = NULL;
+		long gsize[LEARN_MAX_STAGES], total = 0, best_zone = 0;
+		int n_groups = 0, cand[LEARN_MAX_STAGES], stage[LEARN_MAX_STAGES], n_cand = 0;
+		char tmp[] = "/tmp/webhook-bridge-learn-stage-XXXXXX";
+		int fd;
+
+		for (size_t i = 0; i < n_all; i++) {
+			const char *x = scalar_text(obj_get(all[i].v1, sel_key[s]));
+
+			if (x && convert_integer(x, strlen(x), canon, sizeof(canon), NULL) == 0)
+				tally_bump(&ids, NULL, arena_strndup(&L->a, canon, strlen(canon)),
+					   NULL, 0);
+		}
+		for (size_t c = 0; c < ids.n && n_groups < LEARN_MAX_STAGES; c++)
+			if (ids.cells[c].count >= L->min_support && ids.cells[c].count >= 5) {
+				gid[n_groups] = ids.cells[c].to;
+				gsize[n_groups] = ids.cells[c].count;
+				total += gsize[n_groups];
+				n_groups++;
+			}
+		tally_free(&ids);
+		if (n_groups < 2)
+			continue;
+		for (size_t i = 0; i < n_all; i++) {
+			const char *x = scalar_text(obj_get(all[i].v1, sel_key[s]));
+
+			group[i] = -1;
+			if (!x || convert_integer(x, strlen(x), canon, sizeof(canon), NULL) < 0)
+				continue;
+			for (int g = 0; g < n_groups; g++)
+				if (strcmp(canon, gid[g]) == 0)
+					group[i] = g;
+		}
+		for (int g = 0; g < n_groups; g++) {
+			memset(&lines[g], 0, sizeof(lines[g]));
+			L->pairs = sub;
+			L->n_pairs = subset_of(L, all, n_all, group, g, sub);
+			learn_all(L, Z);
+			gzone[g] = top_zone(L);
+			state_rules(L, &lines[g]);
+		}
+		for (int g = 0; g < n_groups; g++) {
+			long w = 0;
+
+			for (int h = 0; h < n_groups; h++)
+				if (gzone[h] && gzone[g] && strcmp(gzone[h], gzone[g]) == 0)
+					w += gsize[h];
+			if (w > best_zone) {
+				best_zone = w;
+				zone_major = gzone[g];
+			}
+		}
+		for (int g = 0; g < n_groups; g++) {
+			int odd = gzone[g] && zone_major && strcmp(gzone[g], zone_major) != 0;
+
+			for (size_t c = 0; c < lines[g].n && !odd; c++) {
+				long w = 0;
+
+				if (!rule_is_group(lines[g].cells[c].to))
+					continue;
+				for (int h = 0; h < n_groups; h++)
+					for (size_t e = 0; e < lines[h].n; e++)
+						if (strcmp(lines[h].cells[e].to,
+							   lines[g].cells[c].to) == 0) {
+							w += gsize[h];
+							break;
+						}
+				odd = w * 2 <= total;
+			}
+			stage[g] = 0;
+			if (odd && gsize[g] * 2 < (long)n_all)
+				cand[n_cand++] = g;
+		}
+		{
+			long covered = 0;
+
+			for (int c = 0; c < n_cand; c++)
+				covered += gsize[cand[c]];
+			/* Stages are the exception: when most pairs would be in one,
+			 * the groups are too small to tell rules from chance. */
+			if (covered * 2 >= (long)n_all)
+				n_cand = 0;
+		}
+		if (!n_cand) {
+			for (int g = 0; g < n_groups; g++)
+				tally_free(&lines[g]);
+			continue;
+		}
+		/* The base without the candidates, tried on every pair. */
+		L->n_pairs = 0;
+		for (size_t i = 0; i < n_all; i++) {
+			int skip = 0;
+
+			for (int c = 0; c < n_cand; c++)
+				skip |= group[i] == cand[c];
+			if (!skip)
+				sub[L->n_pairs++] = all[i];
+		}
+		learn_all(L, Z);
+		fd = mkstemp(tmp);
+		if (fd >= 0) {
+			struct sbuf bt = { 0 }, errs = { 0 };
+			struct report rp = { 0 };
+			struct check ck = { 0 };
+			size_t n_base = L->n_pairs;
+
+			close(fd);
+			render(L, &bt, &rp);
+			L->pairs = all;
+			L->n_pairs = n_all;
+			memset(ok, 0, n_all);
+			if (write_text(tmp, &bt) == 0 && self_check(L, tmp, &ck, &errs, ok) == 0)
+				for (int c = 0; c < n_cand; c++) {
+					long good = 0;
+
+					for (size_t i = 0; i < n_all; i++)
+						good += group[i] == cand[c] && ok[i];
+					stage[cand[c]] = good * 2 < gsize[cand[c]];
+				}
+			unlink(tmp);
+			L->pairs = sub;
+			L->n_pairs = n_base;
+			free(bt.s);
+			free(errs.s);
+			report_clear(&rp);
+			tally_free(&ck.paths);
+		}
+		/* The final base: every pair outside the stages. */
+		L->n_pairs = 0;
+		for (size_t i = 0; i < n_all; i++)
+			if (group[i] < 0 || !stage[group[i]])
+				sub[L->n_pairs++] = all[i];
+		learn_all(L, Z);
+		state_rules(L, &base);
+		for (int g = 0; g < n_groups; g++)
+			n_stages += stage[g];
+		if (n_stages && strcmp(sel_key[s], s ? "campaign_id" : "website_id") != 0) {
+			sb_printf(out, "\n# the v1 key of the %s ids the stages select on\n%s = ",
+				  s ? "campaign" : "website", s ? "campaign_key" : "website_key");
+			sb_quoted(out, sel_key[s]);
+			sb_puts(out, ";\n");
+		}
+		if (n_stages)
+			sb_puts(out, "\nstages = (\n");
+		for (int g = 0, done = 0; g < n_groups; g++) {
+			const char *bz = top_zone(L);
+
+			if (!stage[g])
+				continue;
+			sb_printf(out,
+				  "\t# %s %s: %ld pairs, their own rules below; the others' rules "
+				  "reproduce fewer than half of them\n\t{ name = \"%s %s\"; %s = [ "
+				  "%s ];",
+				  s ? "campaign" : "website", gid[g], gsize[g],
+				  s ? "campaign" : "website", gid[g], sel_name[s], gid[g]);
+			if (gzone[g] && (!bz || strcmp(gzone[g], bz) != 0))
+				sb_printf(out, " timezone = \"%s\";", gzone[g]);
+			for (int part = 0; part < 2; part++) {
+				int first = 1;
+
+				for (size_t c = 0; c < lines[g].n; c++) {
+					const char *line = lines[g].cells[c].to;
+					int found = 0;
+
+					if (!rule_is_group(line) || (line[2] == 't') != (part == 0))
+						continue;
+					for (size_t e = 0; e < base.n && !found; e++)
+						found = strcmp(base.cells[e].to, line) == 0;
+					if (found)
+						continue;
+					sb_printf(out, "%s%s",
+						  first ? (part ? "\n\t  variables = (\n\t\t"
+								: "\n\t  fields = (\n\t\t")
+							: ",\n\t\t",
+						  line);
+					first = 0;
+				}
+				if (!first)
+					sb_puts(out, "\n\t  );");
+			}
+			done++;
+			sb_printf(out, " }%s\n", done < n_stages ? "," : "");
+		}
+		if (n_stages)
+			sb_puts(out, ");\n");
+		tally_free(&base);
+		for (int g = 0; g < n_groups; g++)
+			tally_free(&lines[g]);
+		if (!n_stages) {
+			/* Nothing to split: the rules of every pair. */
+			L->pairs = all;
+			L->n_pairs = n_all;
+			learn_all(L, Z);
+		}
+	}
+	L->pairs = all;
+	L->n_pairs = n_all;
+	if (!n_stages)
+		learn_all(L, Z);
+	free(sub);
+	free(group);
+	free(ok);
+	return n_stages;
+}
+
+static int write_text(const char *path, const struct sbuf *text)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f || fwrite(text->s, 1, text->len, f) != text->len || fclose(f) != 0) {
+		fprintf(stderr, "webhook-bridge learn: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 /* ---- the command ------------------------------------------------------------- */
@@ -2739,7 +3069,15 @@ static void learn_reset(struct learn *L)
 	free(L->key_used);
 	free(L->key_seen);
 	L->key_used = L->key_seen = NULL;
-	tally_free(&L->extra_paths);
+}
+
+/* Learn every rule from the pairs of L (all of them, or one stage's). */
+static void learn_all(struct learn *L, struct zones *Z)
+{
+	learn_reset(L);
+	keys_count(L);
+	learn_fields(L, Z);
+	learn_variables(L);
 }
 
 int cmd_learn(int argc, char **argv)
@@ -2769,6 +3107,7 @@ int cmd_learn(int argc, char **argv)
 	char tmp[] = "/tmp/webhook-bridge-learn-XXXXXX";
 	const char *rules_path;
 	int fd = -1;
+	unsigned char *ok = NULL;
 
 	L->min_support = 3;
 	for (int t = 0; t < N_FIXED; t++)
@@ -2843,6 +3182,7 @@ int cmd_learn(int argc, char **argv)
 			pair_add(L, &v1.docs[i], &v2.docs[match[i]]);
 		}
 	pairs_index_keys(L);
+	keys_count(L);
 	learn_fields(L, &Z);
 	{
 		/* Ids seen more than once: pair by the state the rule predicts,
@@ -2880,6 +3220,7 @@ int cmd_learn(int argc, char **argv)
 		if (added) {
 			learn_reset(L);
 			pairs_index_keys(L);
+			keys_count(L);
 			learn_fields(L, &Z);
 		}
 	}
@@ -2908,22 +3249,36 @@ int cmd_learn(int argc, char **argv)
 		close(fd);
 		rules_path = tmp;
 	}
-	{
-		FILE *f = fopen(rules_path, "w");
-
-		if (!f || fwrite(text.s, 1, text.len, f) != text.len) {
-			fprintf(stderr, "webhook-bridge learn: %s: %s\n", rules_path,
-				strerror(errno));
-			if (f)
-				fclose(f);
-			goto out;
-		}
-		fclose(f);
-	}
-	if (self_check(L, rules_path, &ck, &errs) < 0) {
+	ok = xcalloc(L->n_pairs + 1, 1);
+	if (write_text(rules_path, &text) < 0)
+		goto out;
+	if (self_check(L, rules_path, &ck, &errs, ok) < 0) {
 		fprintf(stderr, "webhook-bridge learn: the learned file does not load (a bug):\n%s",
 			errs.s ? errs.s : "");
 		goto out;
+	}
+	if (ck.exact < (long)L->n_pairs) {
+		struct sbuf stages = { 0 };
+
+		if (stages_find(L, &Z, ok, &stages) > 0) {
+			/* The base rules from the other pairs, then the stages. */
+			text.len = 0;
+			report_clear(&rp);
+			tally_free(&ck.paths);
+			memset(&ck, 0, sizeof(ck));
+			render(L, &text, &rp);
+			sb_add(&text, stages.s, stages.len);
+			if (write_text(rules_path, &text) < 0 ||
+			    self_check(L, rules_path, &ck, &errs, NULL) < 0) {
+				fprintf(stderr,
+					"webhook-bridge learn: the learned stages do not load "
+					"(a bug):\n%s",
+					errs.s ? errs.s : "");
+				free(stages.s);
+				goto out;
+			}
+		}
+		free(stages.s);
 	}
 	{
 		struct sbuf r = { 0 };
@@ -2994,7 +3349,7 @@ int cmd_learn(int argc, char **argv)
 		struct check bk = { 0 };
 		struct sbuf be = { 0 };
 
-		if (self_check(L, base, &bk, &be) < 0) {
+		if (self_check(L, base, &bk, &be, NULL) < 0) {
 			fprintf(stderr, "%s", be.s ? be.s : "");
 			free(be.s);
 			tally_free(&bk.paths);
@@ -3024,9 +3379,9 @@ out:
 	tally_free(&ck.paths);
 	free(text.s);
 	free(errs.s);
-	free(rp.conflicts.s);
-	free(rp.once.s);
-	free(rp.unexplained.s);
+	report_clear(&rp);
+	tally_free(&L->extra_paths);
+	free(ok);
 	free(v1p);
 	free(v2p);
 	arena_free(&L->a);

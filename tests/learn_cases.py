@@ -79,7 +79,17 @@ variables = (
 );
 '''
 
-CASES = {"new_york": CASE_NEW_YORK, "lord_howe": CASE_LORD_HOWE}
+# One website migrates with its own zone and its own label and id for a
+# form field: a stage.
+CASE_STAGED = CASE_NEW_YORK + r'''
+website_key = "site";
+stages = (
+  { name = "website 9"; websites = [ 9 ]; timezone = "Europe/Brussels";
+    variables = ( { section = "form"; variable = "lastname"; id = 901; label = "Nom"; type = "LASTNAME"; } ); }
+);
+'''
+
+CASES = {"new_york": CASE_NEW_YORK, "lord_howe": CASE_LORD_HOWE, "staged": CASE_STAGED}
 
 
 def _local(rng, zone, start_year=2023):
@@ -155,7 +165,7 @@ def v1_lord_howe(rng, i):
     return d
 
 
-GENERATORS = {"new_york": v1_new_york, "lord_howe": v1_lord_howe}
+GENERATORS = {"new_york": v1_new_york, "lord_howe": v1_lord_howe, "staged": v1_new_york}
 
 
 def make_v1(case, n, seed):
