@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -14,6 +15,7 @@
 #include <openssl/ssl.h>
 
 #include "bridge/access.h"
+#include "bridge/accesslog.h"
 #include "bridge/admin.h"
 #include "bridge/guard.h"
 #include "bridge/log.h"
@@ -28,6 +30,7 @@ struct admin {
 	SSL_CTX *tls;
 	struct guard *guard;
 	int port;
+	struct timespec started; /* of the request being answered (one thread) */
 };
 
 /* Every answer leaves through here.  libevent 2.1 writes a body even for
@@ -38,7 +41,11 @@ static void reply(struct admin *a, struct evhttp_request *req, int status, const
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	const char *phrase = status == 200 ? "OK" : status == 401 ? "Unauthorized" : "Error";
 
+	struct accesslog_entry e = { .status = status, .bytes_out = evbuffer_get_length(body) };
+	struct accesslog_request ar;
+
 	guard_request_end(a->guard, req);
+	accesslog_capture(&ar, req, NULL); /* before the answer, which may free req */
 	evhttp_add_header(h, "Content-Type", type);
 	evhttp_add_header(h, "Cache-Control", "no-store");
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
@@ -51,6 +58,15 @@ static void reply(struct admin *a, struct evhttp_request *req, int status, const
 		evhttp_send_reply(req, status, phrase, body);
 	}
 	evbuffer_free(body);
+	/* scrapes come every few seconds: their lines are for debugging */
+	{
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		e.duration_us = (long long)(now.tv_sec - a->started.tv_sec) * 1000000 +
+				(now.tv_nsec - a->started.tv_nsec) / 1000;
+	}
+	accesslog_write(&ar, &e, status >= 400 ? LOG_INFO : LOG_DEBUG);
 }
 
 /* {"error":code,"message":message}; both are the bridge's own text. */
@@ -132,6 +148,7 @@ static void handle(struct evhttp_request *req, void *arg)
 	ev_uint16_t peer_port = 0;
 	struct evbuffer *b;
 
+	clock_gettime(CLOCK_MONOTONIC, &a->started);
 	guard_request_begin(a->guard, req);
 	if (evcon)
 		evhttp_connection_get_peer(evcon, &peer, &peer_port);

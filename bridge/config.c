@@ -21,7 +21,7 @@ static const char *const record_keys[] = { "path",   "rotate_bytes",    "keep",
 static const char *const dry_run_keys[] = { "report",   "v2_path",     "v2_record",
 					    "window_s", "max_entries", NULL };
 static const char *const listen_keys[] = {
-	"address", "port", "path", "tls", "auth", "allow", NULL
+	"address", "port", "path", "tls", "auth", "allow", "trusted_proxies", NULL
 };
 static const char *const admin_keys[] = { "address", "port", "tls", "auth", "allow", NULL };
 static const char *const listen_tls_keys[] = { "cert_file", "key_file", NULL };
@@ -484,6 +484,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		c->listen_key_file = l.key_file;
 		c->auth = l.auth;
 		c->allow = l.allow;
+		access_list_load(config_setting_get_member(g, "trusted_proxies"), path,
+				 &c->trusted_proxies, d);
 		if (cfg_get_text(g, "path", &v, path, d) == 1) {
 			if (v[0] != '/' || strpbrk(v, "?# "))
 				diag_add(
@@ -695,6 +697,7 @@ void bridge_config_free(struct bridge_config *c)
 	free(c->listen_key_file);
 	access_auth_clear(&c->auth);
 	access_list_clear(&c->allow);
+	access_list_clear(&c->trusted_proxies);
 	free(c->admin.address);
 	free(c->admin.cert_file);
 	free(c->admin.key_file);

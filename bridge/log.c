@@ -1,5 +1,6 @@
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -12,6 +13,20 @@
 
 static enum log_level log_min = LOG_INFO;
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
+/* syslog priorities (debug 7, info 6, warning 4, err 3) */
+static const char level_priority[] = { '7', '6', '4', '3' };
+static int journal = -1; /* stderr is a journald stream: -1 not yet known */
+
+/* Under journald (systemd sets JOURNAL_STREAM for a unit's stderr) each line
+ * starts with its "<N>" priority, which journald strips and records, so that
+ * `journalctl -p err` finds the errors.  Only stderr lines: stdout keeps
+ * plain JSON for the tools that read it. */
+static int log_journal(void)
+{
+	if (journal < 0)
+		journal = getenv("JOURNAL_STREAM") != NULL;
+	return journal;
+}
 
 void log_set_level(enum log_level l)
 {
@@ -148,6 +163,8 @@ void log_begin(struct log_line *l, enum log_level level, const char *event)
 	if (!l->enabled)
 		return;
 	log_time_now(ts, sizeof(ts));
+	if (log_journal()) /* skipped again for lines that do not go to stderr */
+		log_append(l, (const char[]){ '<', level_priority[level], '>' }, 3);
 	n = snprintf(head, sizeof(head), "{\"time\":\"%s\",\"level\":\"%s\"", ts,
 		     level_names[level]);
 	log_append(l, head, (size_t)n);
@@ -208,6 +225,8 @@ void log_end_to(struct log_line *l, int fd)
 	}
 	l->buf[l->len++] = '}';
 	l->buf[l->len++] = '\n';
+	if (l->buf[0] == '<' && fd != STDERR_FILENO)
+		off = 3; /* the journald priority is for stderr only */
 	while (off < l->len) {
 		ssize_t w = write(fd, l->buf + off, l->len - off);
 

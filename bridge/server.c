@@ -23,6 +23,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "bridge/access.h"
+#include "bridge/accesslog.h"
 #include "bridge/cfg.h"
 #include "bridge/convert.h"
 #include "bridge/delivery.h"
@@ -52,6 +53,7 @@ struct generation {
 	struct upstream_tls **tls;           /* one per cfg->tls_files */
 	struct upstream_pool **pools;        /* one per route, NULL for dry-run routes */
 	struct upstream_pool **legacy_pools; /* v1 passthrough, one per route, or NULL */
+	long *pool_seen;                     /* connections at the last gauge refresh */
 	size_t pending;                      /* exchanges waiting on these pools */
 	int retired;
 	struct generation *next_retired;
@@ -98,8 +100,9 @@ struct exchange {
 	int answered;                       /* the sender has its answer */
 	char delivery_id[DELIVERY_ID_LEN + 1];
 	char *participation_id;
+	char *fail_rule, *fail_key; /* a mapping failure, for the access log */
 	struct timeval start;
-	size_t bytes_in, bytes_out;
+	size_t bytes_in, bytes_out; /* bytes_out: what went to an endpoint */
 };
 
 /* ---- answers ------------------------------------------------------------ */
@@ -161,6 +164,12 @@ static const char *status_phrase(int status)
 #define SERVER_RETRY_AFTER "5"
 
 static __thread struct guard *thread_guard_of_server; /* set per worker thread */
+static __thread struct server *thread_server;         /* the same thread's server */
+static __thread struct timeval thread_request_start;  /* of the request being handled */
+static __thread size_t thread_bytes_out;              /* body of the last answer sent */
+/* the last answered request as the access log tells it, captured before
+ * the answer (which may free the request) */
+static __thread struct accesslog_request thread_access;
 
 /* Every answer leaves through here.  libevent 2.1 writes a body even for
  * HEAD (without Content-Length, so the next answer on the connection would
@@ -169,6 +178,9 @@ static void send_reply(struct evhttp_request *req, int status, const char *phras
 		       struct evbuffer *body)
 {
 	guard_request_end(thread_guard_of_server, req);
+	thread_bytes_out = body ? evbuffer_get_length(body) : 0;
+	accesslog_capture(&thread_access, req,
+			  thread_server ? &thread_server->cfg->trusted_proxies : NULL);
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
 		char len[32];
 
@@ -203,14 +215,19 @@ static struct evbuffer *error_body(const char *code, const char *message)
 	return b;
 }
 
+static long long us_since(const struct timeval *start);
+static void access_plain(size_t bytes_in, int status, const char *error);
+
 /* For answers outside the webhook flow (health, 404, 405 ...). */
 static void send_error(struct evhttp_request *req, int status, const char *code,
 		       const char *message)
 {
 	struct evbuffer *b = error_body(code, message);
+	size_t in = evbuffer_get_length(evhttp_request_get_input_buffer(req));
 
 	send_json(req, status, b);
 	evbuffer_free(b);
+	access_plain(in, status, message);
 }
 
 /* RFC 9110 section 11.6.1: a 401 carries a challenge; without one,
@@ -231,14 +248,6 @@ static long long us_since(const struct timeval *start)
 	return (long long)(now.tv_sec - start->tv_sec) * 1000000 + (now.tv_usec - start->tv_usec);
 }
 
-static long ms_since(const struct timeval *start)
-{
-	struct timeval now;
-
-	gettimeofday(&now, NULL);
-	return (now.tv_sec - start->tv_sec) * 1000L + (now.tv_usec - start->tv_usec) / 1000L;
-}
-
 static void generation_free(struct generation *g)
 {
 	if (!g)
@@ -249,6 +258,7 @@ static void generation_free(struct generation *g)
 	for (size_t i = 0; g->legacy_pools && i < g->cfg->n_routes; i++)
 		upstream_pool_free(g->legacy_pools[i]);
 	free(g->legacy_pools);
+	free(g->pool_seen);
 	for (size_t i = 0; g->tls && i < g->cfg->n_tls_files; i++)
 		upstream_tls_free(g->tls[i]);
 	free(g->tls);
@@ -272,7 +282,8 @@ static struct generation *generation_new(struct server *s, const struct bridge_c
 	g->tls = calloc(cfg->n_tls_files + 1, sizeof(*g->tls));
 	g->pools = calloc(cfg->n_routes + 1, sizeof(*g->pools));
 	g->legacy_pools = calloc(cfg->n_routes + 1, sizeof(*g->legacy_pools));
-	if (!g->tls || !g->pools || !g->legacy_pools) {
+	g->pool_seen = calloc(cfg->n_routes + 1, sizeof(*g->pool_seen));
+	if (!g->tls || !g->pools || !g->legacy_pools || !g->pool_seen) {
 		generation_free(g);
 		bridge_error_set(err, "out of memory");
 		return NULL;
@@ -337,6 +348,8 @@ static void generation_reap(struct server *s)
 
 static void exchange_free(struct exchange *x)
 {
+	free(x->fail_rule);
+	free(x->fail_key);
 	free(x->participation_id);
 	free(x);
 }
@@ -403,7 +416,6 @@ static void exchange_answer(struct exchange *x, int status, enum metrics_outcome
 			    struct evbuffer *body, int upstream_status, const char *error)
 {
 	struct server *s = x->srv;
-	struct log_line l;
 	unsigned long suppressed = 0;
 
 	if (x->route)
@@ -419,20 +431,24 @@ static void exchange_answer(struct exchange *x, int status, enum metrics_outcome
 
 	/* access log; rejections a sender can repeat at will are rate-limited */
 	if (status < 400 || status >= 500 || log_ratelimit_allow(&s->rejected_log, &suppressed)) {
-		log_begin(&l, status >= 500 ? LOG_WARN : LOG_INFO, "request");
-		log_str(&l, "route", x->route ? x->route->name : NULL);
-		log_str(&l, "participation_id", x->participation_id);
-		log_str(&l, "delivery_id", x->delivery_id[0] ? x->delivery_id : NULL);
-		log_int(&l, "status", status);
-		if (upstream_status)
-			log_int(&l, "upstream_status", upstream_status);
-		log_int(&l, "latency_ms", ms_since(&x->start));
-		log_int(&l, "bytes_in", (long long)x->bytes_in);
-		log_int(&l, "bytes_out", (long long)x->bytes_out);
-		log_str(&l, "error", error);
-		if (suppressed)
-			log_int(&l, "suppressed_before", (long long)suppressed);
-		log_end(&l);
+		struct accesslog_entry e = {
+			.status = status,
+			.bytes_in = x->bytes_in,
+			.bytes_out = thread_bytes_out,
+			.upstream_bytes_out = x->route && ROUTE_SENDS_V2(x->route) ? x->bytes_out
+										   : 0,
+			.duration_us = us_since(&x->start),
+			.upstream_status = upstream_status,
+			.route = x->route ? x->route->name : NULL,
+			.participation_id = x->participation_id,
+			.delivery_id = x->delivery_id[0] ? x->delivery_id : NULL,
+			.rule = x->fail_rule,
+			.key = x->fail_key,
+			.error = error,
+			.suppressed = suppressed
+		};
+
+		accesslog_write(&thread_access, &e, status >= 500 ? LOG_WARN : LOG_INFO);
 	}
 	x->answered = 1;
 	exchange_release(x);
@@ -625,7 +641,6 @@ static void legacy_done(const struct upstream_response *r, void *arg)
 	if (r->outcome == UPSTREAM_RESPONSE) {
 		struct evkeyvalq *h = evhttp_request_get_output_headers(x->req);
 		struct evbuffer *b = evbuffer_new();
-		struct log_line l;
 
 		evhttp_add_header(h, "Content-Type",
 				  r->content_type ? r->content_type : "application/octet-stream");
@@ -640,15 +655,21 @@ static void legacy_done(const struct upstream_response *r, void *arg)
 		metrics_request(x->gen->metrics, x->route_index, outcome);
 		metrics_request_duration(x->gen->metrics, x->route_index, outcome,
 					 us_since(&x->start));
-		log_begin(&l, r->status < 500 ? LOG_INFO : LOG_WARN, "request");
-		log_str(&l, "route", x->route->name);
-		log_str(&l, "participation_id", x->participation_id);
-		log_str(&l, "delivery_id", x->delivery_id[0] ? x->delivery_id : NULL);
-		log_int(&l, "status", r->status);
-		log_str(&l, "answered_by", "legacy_endpoint");
-		log_int(&l, "latency_ms", ms_since(&x->start));
-		log_int(&l, "bytes_in", (long long)x->bytes_in);
-		log_end(&l);
+		{
+			struct accesslog_entry e = {
+				.status = r->status,
+				.bytes_in = x->bytes_in,
+				.bytes_out = thread_bytes_out,
+				.upstream_bytes_out = x->bytes_in,
+				.duration_us = us_since(&x->start),
+				.route = x->route->name,
+				.participation_id = x->participation_id,
+				.delivery_id = x->delivery_id[0] ? x->delivery_id : NULL,
+				.answered_by = "legacy_endpoint",
+			};
+
+			accesslog_write(&thread_access, &e, r->status < 500 ? LOG_INFO : LOG_WARN);
+		}
 		x->answered = 1;
 		exchange_release(x);
 		return;
@@ -1164,6 +1185,26 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 	}
 	send_json(req, 200, b);
 	evbuffer_free(b);
+	access_plain(len, 200, NULL);
+}
+
+/* log_level = "debug": why a post took its route. */
+static void log_routing(const struct exchange *x, const char *website, const char *campaign)
+{
+	const struct bridge_route *r = x->route;
+	struct log_line l;
+
+	log_begin(&l, LOG_DEBUG, "routed");
+	log_str(&l, "route", r->name);
+	log_str(&l, "website_id", website);
+	log_str(&l, "campaign_id", campaign);
+	log_str(&l, "matched_by",
+		r->n_campaign_ids  ? "campaign_id"
+		: r->n_website_ids ? "website_id"
+				   : "catch-all");
+	log_str(&l, "mode", route_mode_name(r->mode));
+	log_str(&l, "delivery", r->queued ? "queued" : "direct");
+	log_end(&l);
 }
 
 static void handle_webhook(struct server *s, struct evhttp_request *req)
@@ -1268,6 +1309,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		return;
 	}
 	x->route_index = x->route - c->routes;
+	log_routing(x, website, campaign);
 	if (!access_auth_check(&x->route->auth, req)) {
 		v1_doc_free(doc);
 		auth_challenge(req, &x->route->auth);
@@ -1312,6 +1354,8 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		}
 		struct evbuffer *b = error_body("mapping_failed", err.message);
 
+		x->fail_rule = rule_full[0] ? strdup(rule_full) : NULL;
+		x->fail_key = err.key[0] ? strdup(err.key) : NULL;
 		if (rule[0])
 			add_field(b, "rule", rule);
 		if (err.key[0])
@@ -1355,6 +1399,27 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	mapping_result_clear(&m);
 }
 
+/* The access line of an answer outside an exchange (health, shadow path,
+ * refusals before a post is read).  Refusals are rate-limited like the
+ * exchanges' ones; /healthz is logged at debug (probes are many). */
+static void access_plain(size_t bytes_in, int status, const char *error)
+{
+	struct server *s = thread_server;
+	struct accesslog_entry e = { .status = status, .error = error };
+	enum log_level level = status >= 500 ? LOG_WARN : LOG_INFO;
+
+	if (!s)
+		return;
+	if (status >= 400 && status < 500 && !log_ratelimit_allow(&s->rejected_log, &e.suppressed))
+		return;
+	if (status < 400 && strcmp(thread_access.path, "/healthz") == 0)
+		level = LOG_DEBUG;
+	e.bytes_in = bytes_in;
+	e.bytes_out = thread_bytes_out;
+	e.duration_us = us_since(&thread_request_start);
+	accesslog_write(&thread_access, &e, level);
+}
+
 /* ---- dispatch ------------------------------------------------------------ */
 
 static void handle_request(struct evhttp_request *req, void *arg)
@@ -1367,6 +1432,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
 
 	if (!path || !*path)
 		path = "/";
+	gettimeofday(&thread_request_start, NULL);
 	guard_request_begin(s->guard, req);
 	{
 		const char *problem = framing_problem(req);
@@ -1417,6 +1483,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		evbuffer_add_printf(b, "{\"status\":\"ok\"");
 		send_json(req, 200, b);
 		evbuffer_free(b);
+		access_plain(0, 200, NULL);
 		return;
 	}
 	if (s->opt.shadow && s->cfg->shadow_path && strcmp(path, s->cfg->shadow_path) == 0) {
@@ -1499,11 +1566,27 @@ static void apply_http_limits(struct server *s, const struct bridge_config *cfg)
 static void gauge_refresh(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *s = arg;
+	struct generation *g = s->gen;
 
-	for (size_t i = 0; i < s->cfg->n_routes; i++)
-		if (s->gen->pools[i])
-			metrics_pool_connections(s->gen->metrics, (long)i, s->opt.worker,
-						 (long)upstream_pool_connections(s->gen->pools[i]));
+	for (size_t i = 0; i < s->cfg->n_routes; i++) {
+		long open;
+		struct log_line l;
+
+		if (!g->pools[i])
+			continue;
+		open = (long)upstream_pool_connections(g->pools[i]);
+		metrics_pool_connections(g->metrics, (long)i, s->opt.worker, open);
+		if (open == g->pool_seen[i])
+			continue;
+		/* log_level = "debug": the pool opened or closed connections */
+		log_begin(&l, LOG_DEBUG, "pool");
+		log_str(&l, "route", s->cfg->routes[i].name);
+		log_int(&l, "worker", s->opt.worker);
+		log_int(&l, "connections", open);
+		log_int(&l, "before", g->pool_seen[i]);
+		log_end(&l);
+		g->pool_seen[i] = open;
+	}
 }
 
 /* server_free for a server_new that fails after taking the caller's config:
@@ -1611,6 +1694,7 @@ void server_thread_init(struct server *s)
 {
 	guard_bind_thread(s->guard);
 	thread_guard_of_server = s->guard;
+	thread_server = s;
 }
 
 int server_port(const struct server *s)

@@ -375,6 +375,10 @@ def route(name, mode="dry-run", **kw):
 # The bridge under test
 # --------------------------------------------------------------------------
 
+# "<6>" before a log line: the bridge's stderr under journald (JOURNAL_STREAM)
+JOURNAL_PRIORITY = re.compile(r"^<[0-7]>")
+
+
 def _reader(stream, sink, ev=None):
     for line in iter(stream.readline, b""):
         sink.append(line.decode("utf-8", "replace"))
@@ -399,6 +403,7 @@ class Bridge:
         self.terminated = False
         self.https_ca = None  # set to a CA file when the bridge listens with TLS
         self.preexec = None   # run in the child before exec (e.g. to set rlimits)
+        self.env = None       # the child's environment (None: this one's)
         self.args = []        # more `serve` options (e.g. --drain-ms)
 
     @property
@@ -417,7 +422,8 @@ class Bridge:
         argv = [BRIDGE_BIN, "serve", "--config", self.config_path] + self.args
         self.proc = subprocess.Popen(argv,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, preexec_fn=self.preexec)
+                                     stderr=subprocess.PIPE, preexec_fn=self.preexec,
+                                     env=self.env)
         ev = threading.Event()
         self._threads = [
             threading.Thread(target=_reader, args=(self.proc.stdout, self.out_lines), daemon=True),
@@ -444,7 +450,7 @@ class Bridge:
                 line = self.err_lines[seen]
                 seen += 1
                 try:
-                    rec = json.loads(line)
+                    rec = json.loads(JOURNAL_PRIORITY.sub("", line, 1))
                 except ValueError:
                     continue
                 if isinstance(rec, dict) and rec.get("event") == "admin_listening":
@@ -514,7 +520,7 @@ class Bridge:
         recs = []
         for line in list(self.err_lines):
             try:
-                recs.append(json.loads(line))
+                recs.append(json.loads(JOURNAL_PRIORITY.sub("", line, 1)))
             except ValueError:
                 pass
         return recs

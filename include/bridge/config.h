@@ -81,20 +81,22 @@ struct bridge_config {
 	char *listen_key_file;
 	struct access_auth auth;  /* listen.auth */
 	struct access_list allow; /* listen.allow; empty = anyone */
-	size_t max_body;          /* default 1 MiB */
-	size_t max_header_bytes;  /* default 64 KiB */
-	size_t max_json_depth;    /* default 8 */
-	size_t max_keys;          /* default 1000 */
-	size_t max_string;        /* bytes in one v1 key or value, default 65536 */
-	size_t max_headers;       /* request header lines, default 100 */
-	int request_timeout_ms;   /* inbound idle timeout, default 30000 */
-	int request_deadline_ms;  /* first byte to whole request, default 10000 */
-	char *ca_file;            /* tls.ca_file; NULL = system default trust */
-	int unrouted_accept;      /* unrouted = "accept" */
-	char *website_key;        /* match_keys.website_id, default "website_id" */
-	char *campaign_key;       /* match_keys.campaign_id, default "campaign_id" */
-	int log_level;            /* enum log_level, -1 when not set */
-	int workers;              /* event-loop threads sharing the port; 0 = one per core */
+	struct access_list
+		trusted_proxies; /* listen.trusted_proxies: their X-Forwarded-For is logged */
+	size_t max_body;         /* default 1 MiB */
+	size_t max_header_bytes; /* default 64 KiB */
+	size_t max_json_depth;   /* default 8 */
+	size_t max_keys;         /* default 1000 */
+	size_t max_string;       /* bytes in one v1 key or value, default 65536 */
+	size_t max_headers;      /* request header lines, default 100 */
+	int request_timeout_ms;  /* inbound idle timeout, default 30000 */
+	int request_deadline_ms; /* first byte to whole request, default 10000 */
+	char *ca_file;           /* tls.ca_file; NULL = system default trust */
+	int unrouted_accept;     /* unrouted = "accept" */
+	char *website_key;       /* match_keys.website_id, default "website_id" */
+	char *campaign_key;      /* match_keys.campaign_id, default "campaign_id" */
+	int log_level;           /* enum log_level, -1 when not set */
+	int workers;             /* event-loop threads sharing the port; 0 = one per core */
 	struct upstream_limits upstream;
 	struct bridge_route *routes;
 	size_t n_routes;
