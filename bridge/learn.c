@@ -3189,34 +3189,50 @@ int cmd_learn(int argc, char **argv)
 		 * then learn again from every pair. */
 		size_t added = 0;
 
+		long *head = xcalloc(ix.ids.n + 1, sizeof(long)),
+		     *next = xcalloc(v2.n + 1, sizeof(long));
+
+		/* v2 bodies by id: head[id] -> next[j] -> ... (-1 ends). */
+		for (size_t k = 0; k < ix.ids.n; k++)
+			head[k] = -1;
+		for (size_t j = v2.n; j-- > 0;) {
+			const char *id2 = scalar_text(obj_get(doc_body(&v2.docs[j]), "id"));
+			char up[512];
+			long k;
+
+			next[j] = -1;
+			if (!id2 || strlen(id2) >= sizeof(up))
+				continue;
+			snprintf(up, sizeof(up), "%s", id2);
+			ascii_upper(up);
+			k = intern_find(&ix.ids, up);
+			if (k >= 0) {
+				next[j] = head[k];
+				head[k] = (long)j;
+			}
+		}
 		for (size_t i = 0; i < v1.n; i++) {
 			const char *st;
+			int paired = 0;
 
 			if (match[i] > -2)
 				continue;
 			st = predict_state(L, doc_body(&v1.docs[i]), &Z);
-			for (size_t j = 0; st && j < v2.n; j++) {
-				const char *id1 = scalar_text(obj_get(doc_body(&v2.docs[j]), "id"));
+			for (long j = head[-2 - match[i]]; st && j >= 0 && !paired; j = next[j]) {
 				const char *s2 = scalar_text(
 					obj_get(doc_body(&v2.docs[j]), "state"));
-				char up[512];
 
-				if (ix.taken[j] || !id1 || !s2 || strcmp(s2, st) != 0 ||
-				    strlen(id1) >= sizeof(up))
-					continue;
-				snprintf(up, sizeof(up), "%s", id1);
-				ascii_upper(up);
-				if (intern_find(&ix.ids, up) != -2 - match[i])
+				if (ix.taken[j] || !s2 || strcmp(s2, st) != 0)
 					continue;
 				ix.taken[j] = 1;
 				pair_add(L, &v1.docs[i], &v2.docs[j]);
 				added++;
-				break;
+				paired = 1;
 			}
-			if (!st || !ix.taken[L->n_pairs ? 0 : 0] ||
-			    L->pairs[L->n_pairs - 1].v1 != doc_body(&v1.docs[i]))
-				L->ambiguous++;
+			L->ambiguous += !paired;
 		}
+		free(head);
+		free(next);
 		if (added) {
 			learn_reset(L);
 			pairs_index_keys(L);
