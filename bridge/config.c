@@ -211,6 +211,32 @@ static void load_strings(const config_setting_t *g, const char *name, char ***re
 	}
 }
 
+/* A capture is read by more people than the config: it must never hold
+ * the credential a sender presented to the bridge. */
+static void check_record_headers(const struct bridge_config *c, const config_setting_t *root,
+				 const char *file, struct diag *d)
+{
+	const config_setting_t *s = config_setting_lookup((config_setting_t *)root,
+							  "record.headers");
+
+	for (size_t i = 0; i < c->n_record_headers; i++) {
+		const char *h = c->record_headers[i];
+		int secret = strcasecmp(h, "Authorization") == 0 ||
+			     strcasecmp(h, "Proxy-Authorization") == 0 ||
+			     strcasecmp(h, "Cookie") == 0 ||
+			     (c->auth.header_name && strcasecmp(h, c->auth.header_name) == 0);
+
+		for (size_t k = 0; k < c->n_routes && !secret; k++)
+			secret = c->routes[k].auth.header_name &&
+				 strcasecmp(h, c->routes[k].auth.header_name) == 0;
+		if (secret)
+			diag_add(d, cfg_file(s, file), cfg_line(s),
+				 "record.headers names '%s', which carries an inbound credential: "
+				 "a capture never stores it",
+				 h);
+	}
+}
+
 static size_t tls_index_for(struct bridge_config *c, const char *ca_file)
 {
 	const char *key = ca_file ? ca_file : "";
@@ -632,6 +658,7 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 	    strcmp(c->admin.address, c->listen_address) == 0)
 		diag_add(d, path, 0, "admin and listen cannot share %s port %d", c->listen_address,
 			 c->listen_port);
+	check_record_headers(c, root, path, d);
 	queue_config_load(root, path, &c->queue, d);
 	for (size_t i = 0; i < c->n_routes; i++)
 		if (c->routes[i].queued && !c->queue.path)

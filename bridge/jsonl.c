@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bridge/jsonl.h"
@@ -20,9 +21,13 @@ struct jsonl *jsonl_open(const char *path, struct bridge_error *err)
 		bridge_error_set(err, "out of memory");
 		return NULL;
 	}
-	j->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-	if (j->fd < 0) {
+	/* the lines hold whole participations (names, e-mails): owner only,
+	 * also for a file an older version created more open */
+	j->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (j->fd < 0 || fchmod(j->fd, 0600) < 0) {
 		bridge_error_set(err, "cannot open %s: %s", path, strerror(errno));
+		if (j->fd >= 0)
+			close(j->fd);
 		free(j);
 		return NULL;
 	}
