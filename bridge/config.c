@@ -275,6 +275,18 @@ static void load_file(const config_setting_t *g, const char *name, char **ret, c
 	check_readable(config_setting_get_member(g, name), name, *ret, file, d);
 }
 
+/* The refusal quotes the URL with its password and query values masked:
+ * the error output reaches people the config's secrets do not. */
+static void endpoint_refused(const config_setting_t *g, const char *name, const char *url,
+			     const char *why, const char *file, struct diag *d)
+{
+	char shown[512];
+
+	upstream_url_redact(url, shown, sizeof(shown));
+	diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, name)), "%s '%s': %s",
+		 name, shown, why);
+}
+
 static void load_route(struct bridge_config *c, const config_setting_t *g, struct bridge_route *r,
 		       const char *file, struct diag *d)
 {
@@ -340,9 +352,7 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 
 	if (cfg_get_text(g, "endpoint", &v, file, d) == 1) {
 		if (upstream_url_parse(v, &r->url, &err) < 0)
-			diag_add(d, cfg_file(g, file),
-				 cfg_line(config_setting_get_member(g, "endpoint")),
-				 "endpoint '%s': %s", v, err.message);
+			endpoint_refused(g, "endpoint", v, err.message, file, d);
 		else
 			r->endpoint = strdup(v);
 	} else if (ROUTE_SENDS_V2(r) && !config_setting_get_member(g, "endpoint")) {
@@ -352,9 +362,7 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 	}
 	if (cfg_get_text(g, "legacy_endpoint", &v, file, d) == 1) {
 		if (upstream_url_parse(v, &r->legacy_url, &err) < 0)
-			diag_add(d, cfg_file(g, file),
-				 cfg_line(config_setting_get_member(g, "legacy_endpoint")),
-				 "legacy_endpoint '%s': %s", v, err.message);
+			endpoint_refused(g, "legacy_endpoint", v, err.message, file, d);
 		else
 			r->legacy_endpoint = strdup(v);
 		if (r->mode == ROUTE_FORWARD)

@@ -475,11 +475,13 @@ static void serve_log_start(const struct bridge_config *cfg, const char *config_
 	log_end(&l);
 	for (size_t i = 0; i < cfg->n_routes; i++) {
 		const struct bridge_route *r = &cfg->routes[i];
+		char endpoint[512];
 
+		upstream_url_redact(r->endpoint ? r->endpoint : "", endpoint, sizeof(endpoint));
 		log_begin(&l, LOG_INFO, "route");
 		log_str(&l, "name", r->name);
 		log_str(&l, "mode", route_mode_name(r->mode));
-		log_str(&l, "endpoint", r->endpoint);
+		log_str(&l, "endpoint", r->endpoint ? endpoint : NULL);
 		log_str(&l, "mapping", r->mapping_file);
 		log_end(&l);
 	}
@@ -726,12 +728,17 @@ static int cmd_check(int argc, char **argv)
 		rc = bridge_config_load(config_path, &cfg, &d);
 		if (rc == 0) {
 			printf("ok: %s: %zu route(s)\n", config_path, cfg->n_routes);
-			for (size_t i = 0; i < cfg->n_routes; i++)
+			for (size_t i = 0; i < cfg->n_routes; i++) {
+				char endpoint[512];
+
+				upstream_url_redact(
+					cfg->routes[i].endpoint ? cfg->routes[i].endpoint : "",
+					endpoint, sizeof(endpoint));
 				printf("  route %s: %s, mapping %s%s%s\n", cfg->routes[i].name,
 				       route_mode_name(cfg->routes[i].mode),
 				       cfg->routes[i].mapping_file,
-				       cfg->routes[i].endpoint ? ", endpoint " : "",
-				       cfg->routes[i].endpoint ? cfg->routes[i].endpoint : "");
+				       cfg->routes[i].endpoint ? ", endpoint " : "", endpoint);
+			}
 		}
 		bridge_config_free(cfg);
 	} else {

@@ -133,16 +133,21 @@ static void json_str(FILE *out, const char *s)
 	fputc('"', out);
 }
 
-/* Header values that are credentials: masked unless --reveal. */
-static int header_secret(const char *name)
+/* A stored header value shown without --reveal.  By name nothing tells a
+ * credential apart (an auth_header may be called X-Access-Code), so every
+ * value is masked except the headers the bridge itself writes: the body's
+ * type and length, the agent, and the delivery id (whatever the route names
+ * its header, its value is the row's delivery id) and the signature (an
+ * HMAC of the body shown beside it, "sha256=...", not a credential). */
+static int header_shown(const struct store_row *r, const struct upstream_header *h)
 {
-	static const char *const words[] = { "auth",   "token",    "key", "secret",
-					     "cookie", "password", NULL };
+	static const char *const plain[] = { "Content-Type", "Content-Length", "User-Agent", "Host",
+					     NULL };
 
-	for (int i = 0; words[i]; i++)
-		if (strcasestr(name, words[i]))
+	for (int i = 0; plain[i]; i++)
+		if (strcasecmp(h->name, plain[i]) == 0)
 			return 1;
-	return 0;
+	return strcmp(h->value, r->delivery_id) == 0 || strncmp(h->value, "sha256=", 7) == 0;
 }
 
 static const char *status_name(int status)
@@ -198,13 +203,21 @@ struct list_ctx {
 	long long n;
 };
 
+static const char *endpoint_shown(const char *url, char *buf, size_t cap)
+{
+	upstream_url_redact(url, buf, cap);
+	return buf;
+}
+
 static void row_json(FILE *out, const struct store_row *r, int with_body, int reveal)
 {
+	char shown[512];
+
 	fprintf(out, "{\"id\":%lld,\"status\":\"%s\",\"route\":", (long long)r->id,
 		status_name(r->status));
 	json_str(out, r->route);
 	fputs(",\"endpoint\":", out);
-	json_str(out, r->endpoint);
+	json_str(out, reveal ? r->endpoint : endpoint_shown(r->endpoint, shown, sizeof(shown)));
 	fputs(",\"delivery_id\":", out);
 	json_str(out, r->delivery_id);
 	fputs(",\"participation_id\":", out);
@@ -227,7 +240,7 @@ static void row_json(FILE *out, const struct store_row *r, int with_body, int re
 			fputs(i ? ",[" : "[", out);
 			json_str(out, r->headers[i].name);
 			fputc(',', out);
-			json_str(out, reveal || !header_secret(r->headers[i].name)
+			json_str(out, reveal || header_shown(r, &r->headers[i])
 					      ? r->headers[i].value
 					      : "***");
 			fputc(']', out);
@@ -304,7 +317,7 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 	struct store_row r;
 	struct bridge_error err;
 	int64_t id, now = now_ms();
-	char t[64], span[32];
+	char t[64], span[32], shown[512];
 	int rc;
 
 	if (n_ids != 1)
@@ -332,7 +345,8 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 	printf("id:               %lld\n", (long long)r.id);
 	printf("status:           %s\n", status_name(r.status));
 	printf("route:            %s\n", r.route);
-	printf("endpoint:         %s\n", r.endpoint);
+	printf("endpoint:         %s\n",
+	       o->reveal ? r.endpoint : endpoint_shown(r.endpoint, shown, sizeof(shown)));
 	printf("trust store:      %s\n", r.ca_file[0] ? r.ca_file : "system default");
 	printf("timeout:          %d ms per attempt\n", r.timeout_ms);
 	printf("delivery id:      %s\n", r.delivery_id);
@@ -361,8 +375,8 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 	printf("headers:\n");
 	for (size_t i = 0; i < r.n_headers; i++)
 		printf("  %s: %s\n", r.headers[i].name,
-		       o->reveal || !header_secret(r.headers[i].name) ? r.headers[i].value
-								      : "*** (--reveal shows it)");
+		       o->reveal || header_shown(&r, &r.headers[i]) ? r.headers[i].value
+								    : "*** (--reveal shows it)");
 	printf("body (%zu bytes):\n", r.len);
 	fwrite(r.body, 1, r.len, stdout);
 	putchar('\n');

@@ -216,6 +216,54 @@ static int url_hex(char c)
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
+static void put_bytes(char *out, size_t cap, size_t *o, const char *s, size_t n)
+{
+	while (n-- && *o + 1 < cap)
+		out[(*o)++] = *s++;
+	out[*o] = '\0';
+}
+
+void upstream_url_redact(const char *url, char *out, size_t cap)
+{
+	const char *scheme = strstr(url, "://");
+	const char *a = scheme ? scheme + 3 : url, *e = a + strcspn(a, "/?#"), *at = NULL, *p;
+	size_t o = 0;
+
+	if (cap == 0)
+		return;
+	out[0] = '\0';
+	for (p = a; p < e; p++)
+		if (*p == '@')
+			at = p;
+	if (at && (p = memchr(a, ':', (size_t)(at - a))) != NULL) {
+		put_bytes(out, cap, &o, url, (size_t)(p + 1 - url));
+		put_bytes(out, cap, &o, "***", 3);
+		put_bytes(out, cap, &o, at, (size_t)(e - at));
+	} else {
+		put_bytes(out, cap, &o, url, (size_t)(e - url));
+	}
+	p = e + strcspn(e, "?#");
+	put_bytes(out, cap, &o, e, (size_t)(p - e));
+	if (*p == '?') {
+		put_bytes(out, cap, &o, p, 1);
+		for (p++; *p && *p != '#';) {
+			size_t n = strcspn(p, "&#");
+			const char *eq = memchr(p, '=', n);
+
+			if (eq) {
+				put_bytes(out, cap, &o, p, (size_t)(eq + 1 - p));
+				put_bytes(out, cap, &o, "***", 3);
+			} else {
+				put_bytes(out, cap, &o, p, n);
+			}
+			p += n;
+			if (*p == '&')
+				put_bytes(out, cap, &o, p++, 1);
+		}
+	}
+	put_bytes(out, cap, &o, p, strlen(p));
+}
+
 int upstream_url_parse(const char *url, struct upstream_url *ret, struct bridge_error *err)
 {
 	const char *auth, *auth_end, *host, *host_end, *after, *rest;

@@ -3,7 +3,9 @@
 stores an inbound credential, the dry-run report is readable by its owner
 only."""
 
+import json
 import os
+import signal
 import stat
 import sys
 import uuid
@@ -87,9 +89,76 @@ def t_report_mode(_t):
             bt.stop_and_check(t, b)
 
 
+QUERY_SECRET = "q-s3cr3t-77"
+HEADER_SECRET = "hdr-s3cr3t-88"
+
+
+def queue_route_config(endpoint):
+    route = bt.route("q", "forward", endpoint=endpoint, secret="k", delivery="queued",
+                     auth_header={"name": "X-Access-Code", "value": HEADER_SECRET})
+    return bt.config_text([route], path="/hook",
+                          queue={"path": tmp.join("secrets.db"), "backoff_base_ms": 60000,
+                                 "backoff_max_ms": 60000})
+
+
+def t_masking(_t):
+    """2, 3: an auth header under any name and every query value of an
+    endpoint are masked in check, the route log line (start and reload),
+    queue list --json and queue show; --reveal shows them."""
+    endpoint = "http://127.0.0.1:%d/in?key=%s" % (bt.refused_port(), QUERY_SECRET)
+    cfg = queue_route_config(endpoint)
+    cfg_path = tmp.file("mask.conf", cfg)
+    r = bt.run_cli(["check", "--config", cfg_path], t=t)
+    t.is_(r.rc, 0, "check accepts the config", r)
+    t.ok(QUERY_SECRET not in r.stdout + r.stderr, "check does not print the query value", r)
+    t.like(r.stdout, r"endpoint http://127\.0\.0\.1:\d+/in\?key=\*\*\*",
+           "check shows the endpoint with its value masked", r)
+    b = start(cfg, "mask.conf")
+    try:
+        t.is_(bt.curl(b.url("/hook"), body()).status, 202, "post queued (endpoint down)")
+        b.proc.send_signal(signal.SIGHUP)
+        t.ok(bt.wait_for(lambda: any('"reloaded"' in x for x in b.err_lines), 10),
+             "reload logged")
+        routes = [x for x in b.err_lines if '"event":"route"' in x]
+        t.ok(len(routes) >= 1 and all("key=***" in x for x in routes),
+             "route log lines show the masked endpoint", routes)
+        t.ok(QUERY_SECRET not in b.stderr, "no log line holds the query value",
+             b.stderr[-2000:])
+        lst = bt.run_cli(["queue", "--config", cfg_path, "list", "--json"], t=t)
+        t.is_(lst.rc, 0, "queue list --json runs", lst)
+        t.ok(QUERY_SECRET not in lst.stdout, "queue list --json masks the query value", lst)
+        rows = [json.loads(x) for x in lst.stdout.splitlines() if x.strip()]
+        t.require(len(rows) == 1, "one queued row", lst)
+        qid = str(rows[0]["id"])
+        for args in (["show", qid], ["show", qid, "--json"]):
+            sh = bt.run_cli(["queue", "--config", cfg_path] + args, t=t)
+            t.is_(sh.rc, 0, "queue %s runs" % " ".join(args), sh)
+            t.ok(HEADER_SECRET not in sh.stdout,
+                 "queue %s masks the auth header X-Access-Code" % " ".join(args), sh)
+            t.ok(QUERY_SECRET not in sh.stdout,
+                 "queue %s masks the query value" % " ".join(args), sh)
+            t.ok("X-Access-Code" in sh.stdout, "queue %s still names the header"
+                 % " ".join(args), sh)
+        sh = bt.run_cli(["queue", "--config", cfg_path, "show", qid, "--reveal"], t=t)
+        t.ok(HEADER_SECRET in sh.stdout and QUERY_SECRET in sh.stdout,
+             "queue show --reveal shows both", sh)
+    finally:
+        bt.stop_and_check(t, b)
+
+    # an endpoint with user-info is refused without echoing the password
+    bad = bt.config_text([bt.route("f", "forward", endpoint="http://bob:hunter2pw@127.0.0.1/x",
+                                   secret="k")], path="/hook")
+    r = bt.run_cli(["check", "--config", tmp.file("userinfo.conf", bad)], t=t)
+    t.ok(r.rc != 0, "user-info in an endpoint is refused", r)
+    t.like(r.stderr, r"userinfo\.conf:\d+: endpoint 'http://bob:\*\*\*@127\.0\.0\.1/x'",
+           "the refusal quotes the URL with the password masked", r)
+    t.ok("hunter2pw" not in r.stderr + r.stdout, "the password is not echoed", r)
+
+
 def main():
     t.run("record.headers refuses credential headers (item 4)", t_record_headers)
     t.run("dry-run report is 0600 (item 5)", t_report_mode)
+    t.run("credentials masked (items 2, 3)", t_masking)
     tmp.cleanup()
     t.done()
 

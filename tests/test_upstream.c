@@ -681,6 +681,29 @@ struct url_case {
 	const char *error; /* substring of the message */
 };
 
+/* What logs, errors and listings show of an endpoint URL. */
+static void test_url_redact(void)
+{
+	static const char *const cases[][2] = {
+		{ "https://crm.example.com/in", "https://crm.example.com/in" },
+		{ "https://h/in?key=s3cr3t", "https://h/in?key=***" },
+		{ "https://h/in?key=s3cr3t&v=2&flag", "https://h/in?key=***&v=***&flag" },
+		{ "http://h:8080?token=abc#frag", "http://h:8080?token=***#frag" },
+		{ "http://user:p%40ss@h/x?a=b", "http://user:***@h/x?a=***" },
+		{ "http://user@h/x", "http://user@h/x" },
+		{ "http://h/a@b?c=d@e", "http://h/a@b?c=***" },
+		{ "", "" },
+	};
+	char out[128], small[12];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		upstream_url_redact(cases[i][0], out, sizeof(out));
+		is_str(out, cases[i][1], cases[i][0]);
+	}
+	upstream_url_redact("https://h/?key=s3cr3t", small, sizeof(small));
+	is_str(small, "https://h/?", "a truncated redaction never shows a value");
+}
+
 static void test_url_parse(void)
 {
 	static const struct url_case cases[] = {
@@ -1549,6 +1572,7 @@ int main(void)
 	}
 
 	test_url_parse();
+	test_url_redact();
 	test_misc();
 
 	/* resolver: hosts file, and an NXDOMAIN server for everything else */

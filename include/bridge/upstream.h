@@ -38,6 +38,11 @@ struct upstream_url {
  * 256 bytes), else 0. */
 int upstream_header_name_valid(const char *s);
 
+/* url with what a URL can carry as a credential masked, for logs, errors
+ * and listings: a user-info password and every query value become "***"
+ * (https://h/in?key=*** ); truncated to fit cap (always NUL-terminated). */
+void upstream_url_redact(const char *url, char *out, size_t cap);
+
 /* Parse an http:// or https:// URL. No user-info, no fragment. */
 int upstream_url_parse(const char *url, struct upstream_url *ret, struct bridge_error *err);
 
