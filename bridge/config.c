@@ -49,6 +49,7 @@ static const char *const route_keys[] = { "name",
 					  "ca_file",
 					  "auth",
 					  "legacy_endpoint",
+					  "legacy_auth_header",
 					  NULL };
 static const char *const auth_keys[] = { "name", "value", NULL };
 static const char *const match_keys[] = { "website_id", "campaign_id", NULL };
@@ -275,6 +276,29 @@ static void load_file(const config_setting_t *g, const char *name, char **ret, c
 	check_readable(config_setting_get_member(g, name), name, *ret, file, d);
 }
 
+/* `key = { name = "..."; value = "..."; };`: a header the bridge sends. */
+static void load_header_pair(const config_setting_t *g, const char *key, char **ret_name,
+			     char **ret_value, const char *file, struct diag *d)
+{
+	const config_setting_t *auth = cfg_get_group(g, key, file, d);
+	const char *an = NULL, *av = NULL;
+
+	if (!auth)
+		return;
+	cfg_check_keys(auth, auth_keys, file, d);
+	if (cfg_get_text(auth, "name", &an, file, d) == 1 && !upstream_header_name_valid(an))
+		diag_add(d, cfg_file(auth, file), cfg_line(auth),
+			 "%s name \"%s\" is not a valid HTTP header name", key, an);
+	if (cfg_get_string(auth, "value", &av, file, d) == 1 && !header_value_valid(av))
+		diag_add(d, cfg_file(auth, file), cfg_line(auth),
+			 "%s value must not contain control characters", key);
+	if (!an || !av)
+		diag_add(d, cfg_file(auth, file), cfg_line(auth),
+			 "%s needs both 'name' and 'value'", key);
+	*ret_name = xstrdup(an);
+	*ret_value = xstrdup(av);
+}
+
 /* The refusal quotes the URL with its password and query values masked:
  * the error output reaches people the config's secrets do not. */
 static void endpoint_refused(const config_setting_t *g, const char *name, const char *url,
@@ -290,7 +314,7 @@ static void endpoint_refused(const config_setting_t *g, const char *name, const 
 static void load_route(struct bridge_config *c, const config_setting_t *g, struct bridge_route *r,
 		       const char *file, struct diag *d)
 {
-	const config_setting_t *auth, *match;
+	const config_setting_t *match;
 	const char *v;
 	int mode = ROUTE_FORWARD, enc = SIGN_HEX;
 	long long timeout = 10000;
@@ -378,24 +402,9 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 			 r->name ? r->name : "?");
 	}
 
-	auth = cfg_get_group(g, "auth_header", file, d);
-	if (auth) {
-		const char *an = NULL, *av = NULL;
-
-		cfg_check_keys(auth, auth_keys, file, d);
-		if (cfg_get_text(auth, "name", &an, file, d) == 1 &&
-		    !upstream_header_name_valid(an))
-			diag_add(d, cfg_file(auth, file), cfg_line(auth),
-				 "auth_header name \"%s\" is not a valid HTTP header name", an);
-		if (cfg_get_string(auth, "value", &av, file, d) == 1 && !header_value_valid(av))
-			diag_add(d, cfg_file(auth, file), cfg_line(auth),
-				 "auth_header value must not contain control characters");
-		if (!an || !av)
-			diag_add(d, cfg_file(auth, file), cfg_line(auth),
-				 "auth_header needs both 'name' and 'value'");
-		r->auth_name = xstrdup(an);
-		r->auth_value = xstrdup(av);
-	}
+	load_header_pair(g, "auth_header", &r->auth_name, &r->auth_value, file, d);
+	load_header_pair(g, "legacy_auth_header", &r->legacy_auth_name, &r->legacy_auth_value, file,
+			 d);
 	load_secrets(g, r, file, d);
 	if (ROUTE_SENDS_V2(r) && r->n_secrets == 0 && !config_setting_get_member(g, "secret") &&
 	    !config_setting_get_member(g, "secrets"))
@@ -704,6 +713,8 @@ void bridge_config_free(struct bridge_config *c)
 		free(r->legacy_endpoint);
 		free(r->auth_name);
 		free(r->auth_value);
+		free(r->legacy_auth_name);
+		free(r->legacy_auth_value);
 		free_list(r->secrets, r->n_secrets);
 		free(r->secret_lens);
 		free(r->signature_header);

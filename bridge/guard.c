@@ -18,6 +18,7 @@
 
 #include "bridge/guard.h"
 #include "bridge/log.h"
+#include "bridge/reqhead.h"
 
 #define FD_TABLE_MAX (1 << 20) /* hard ceiling on the per-worker table */
 
@@ -26,6 +27,8 @@ struct slot {
 	ino_t ino;               /* the socket's inode: an fd number is reused, an inode is not */
 	long long request_start; /* ms, 0 when no request is being read */
 	int in_handler;          /* the handler has the request */
+	int head_checked;        /* the current request's head passed reqhead_check */
+	int refused;             /* answered from here: all further input is dropped */
 	int used;
 };
 
@@ -34,7 +37,9 @@ struct guard {
 	struct evhttp *http;
 	struct evconnlistener *listener;
 	int deadline_ms;
-	SSL_CTX *tls; /* listener TLS, or NULL */
+	struct reqhead_limits head_limits; /* max_body 0: heads are not checked */
+	size_t max_head;                   /* a longer head is evhttp's to refuse */
+	SSL_CTX *tls;                      /* listener TLS, or NULL */
 	struct slot *slots;
 	size_t n_slots;
 	unsigned long live, kills, pauses;
@@ -141,6 +146,64 @@ static void output_cb(struct evbuffer *out, const struct evbuffer_cb_info *info,
 	evbuffer_add(out, body, (size_t)bn);
 }
 
+/* ---- the raw request head ------------------------------------------------ */
+
+/* Answer a head reqhead_check refused, before evhttp reads it (so no "100
+ * Continue" and no wait for a body that will never be taken).  evhttp owns
+ * the bufferevent's write side, so the answer goes straight to the socket
+ * (through the connection's SSL on TLS), the sending side is shut, input is
+ * dropped from now on, and the sweep closes the connection. */
+static void head_refuse(struct guard *g, struct bufferevent *bev, struct slot *s,
+			struct evbuffer *in, const struct reqhead_verdict *v)
+{
+	char resp[512];
+	int fd = (int)bufferevent_getfd(bev), n;
+
+	n = snprintf(resp, sizeof(resp),
+		     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+		     "Cache-Control: no-store\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n"
+		     "{\"error\":\"%s\",\"message\":\"%s\"}\n",
+		     v->status, v->status == 413 ? "Payload Too Large" : "Bad Request",
+		     strlen(v->code) + strlen(v->message) + 26, v->code, v->message);
+	s->refused = 1;
+	evbuffer_drain(in, evbuffer_get_length(in));
+	if (n <= 0 || (size_t)n >= sizeof(resp))
+		return;
+	if (g->tls) {
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+
+		if (ssl)
+			(void)SSL_write(ssl, resp, n);
+	} else {
+		ssize_t w = send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		(void)w;
+	}
+	shutdown(fd, SHUT_WR);
+}
+
+static void head_check(struct guard *g, struct bufferevent *bev, struct slot *s,
+		       struct evbuffer *in)
+{
+	struct reqhead_verdict v;
+	size_t len = evbuffer_get_length(in);
+	const char *buf;
+	int rc;
+
+	/* one look per request: evhttp consumes a head line by line as it
+	 * arrives, so a head that did not come whole in its first read is left
+	 * to evhttp and the handler's framing check */
+	s->head_checked = 1;
+	if (len > g->max_head)
+		return;
+	buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+	if (!buf)
+		return;
+	rc = reqhead_check(buf, len, &g->head_limits, &v);
+	if (rc < 0)
+		head_refuse(g, bev, s, in, &v);
+}
+
 /* ---- per-connection deadline --------------------------------------------- */
 
 static void input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
@@ -170,6 +233,10 @@ static void input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, v
 	}
 	if (!s->in_handler && s->request_start == 0)
 		s->request_start = now_ms();
+	if (s->refused)
+		evbuffer_drain(in, evbuffer_get_length(in));
+	else if (!s->head_checked && !s->in_handler && g->head_limits.max_body)
+		head_check(g, bev, s, in);
 }
 
 static struct bufferevent *make_bev(struct event_base *base, void *arg)
@@ -242,7 +309,10 @@ static void sweep_cb(evutil_socket_t unused, short what, void *arg)
 			slot_release(g, s);
 			continue;
 		}
-		if (s->request_start && !s->in_handler && now - s->request_start > g->deadline_ms)
+		if (s->refused)
+			shutdown((int)fd, SHUT_RDWR); /* the refusal is out: evhttp sees the end */
+		else if (s->request_start && !s->in_handler &&
+			 now - s->request_start > g->deadline_ms)
 			kill_slow(g, (int)fd, s);
 	}
 }
@@ -270,8 +340,10 @@ void guard_request_end(struct guard *g, struct evhttp_request *req)
 {
 	struct slot *s = g ? slot_of_request(g, req) : NULL;
 
-	if (s)
+	if (s) {
 		s->in_handler = 0;
+		s->head_checked = 0; /* the next request on the connection gets its own check */
+	}
 }
 
 /* ---- accept errors -------------------------------------------------------- */
@@ -343,6 +415,14 @@ struct guard *guard_new(struct event_base *base, struct evhttp *http,
 	if (listener)
 		evconnlistener_set_error_cb(listener, accept_error_cb);
 	return g;
+}
+
+void guard_set_head_limits(struct guard *g, unsigned long long max_body, unsigned long long ceiling,
+			   size_t max_head)
+{
+	g->head_limits.max_body = max_body;
+	g->head_limits.ceiling = ceiling;
+	g->max_head = max_head;
 }
 
 void guard_bind_thread(struct guard *g)

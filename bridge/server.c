@@ -703,22 +703,55 @@ static int legacy_header_skipped(const char *name, const char *connection)
 	return 0;
 }
 
-/* Pass the original v1 post, byte for byte with its end-to-end headers. */
+/* 1 for a header carrying a credential the bridge itself checked (listen.auth
+ * or the route's auth): the legacy importer has its own, legacy_auth_header. */
+static int inbound_credential(const struct exchange *x, const char *name)
+{
+	const struct access_auth *a[] = { &x->gen->cfg->auth, &x->route->auth };
+
+	for (size_t i = 0; i < 2; i++) {
+		if (a[i]->basic_user && strcasecmp(name, "Authorization") == 0)
+			return 1;
+		if (a[i]->header_name && strcasecmp(name, a[i]->header_name) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Pass the original v1 post, byte for byte with all its end-to-end headers
+ * (at most limits.max_headers: more were refused 431), without the
+ * credentials meant for the bridge. */
 static int legacy_send(struct exchange *x, const char *body, size_t len)
 {
 	struct evkeyvalq *in = evhttp_request_get_input_headers(x->req);
 	const char *connection = evhttp_find_header(in, "Connection");
-	struct upstream_header h[64];
-	size_t nh = 0;
+	const struct bridge_route *r = x->route;
+	struct upstream_header *h;
+	size_t nh = 0, n_in = 0;
 	struct bridge_error err;
+	int rc;
 
-	for (struct evkeyval *kv = in->tqh_first; kv && nh < 63; kv = kv->next.tqe_next)
-		if (!legacy_header_skipped(kv->key, connection))
+	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
+		n_in++;
+	h = calloc(n_in + 1, sizeof(*h));
+	if (!h) {
+		exchange_fail(x, 503, OUTCOME_INTERNAL, "out_of_memory",
+			      "the bridge is out of memory; retry later");
+		return -1;
+	}
+	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
+		if (!legacy_header_skipped(kv->key, connection) &&
+		    !inbound_credential(x, kv->key) &&
+		    !(r->legacy_auth_name && strcasecmp(kv->key, r->legacy_auth_name) == 0))
 			h[nh++] = (struct upstream_header){ kv->key, kv->value };
+	if (r->legacy_auth_name)
+		h[nh++] = (struct upstream_header){ r->legacy_auth_name, r->legacy_auth_value };
 	exchange_track(x);
 	bridge_error_clear(&err);
-	if (upstream_post(x->gen->legacy_pools[x->route_index], h, nh, body, len,
-			  x->route->timeout_ms, legacy_done, x, &x->legacy_up, &err) < 0) {
+	rc = upstream_post(x->gen->legacy_pools[x->route_index], h, nh, body, len,
+			   x->route->timeout_ms, legacy_done, x, &x->legacy_up, &err);
+	free(h);
+	if (rc < 0) {
 		x->legacy_up = NULL;
 		exchange_answer(
 			x, 502, OUTCOME_UPSTREAM_UNREACHABLE,
@@ -1558,9 +1591,13 @@ static void apply_http_limits(struct server *s, const struct bridge_config *cfg)
 	struct timeval tv = { cfg->request_timeout_ms / 1000,
 			      (cfg->request_timeout_ms % 1000) * 1000 };
 
-	evhttp_set_max_body_size(s->http, (ev_ssize_t)(cfg->max_body * 2 + 65536));
+	unsigned long long ceiling = cfg->max_body * 2 + 65536;
+
+	evhttp_set_max_body_size(s->http, (ev_ssize_t)ceiling);
 	evhttp_set_max_headers_size(s->http, (ev_ssize_t)cfg->max_header_bytes);
 	evhttp_set_timeout_tv(s->http, &tv);
+	if (s->guard)
+		guard_set_head_limits(s->guard, cfg->max_body, ceiling, cfg->max_header_bytes + 4);
 }
 
 static void gauge_refresh(evutil_socket_t fd, short what, void *arg)
@@ -1662,6 +1699,7 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 		server_abort(s);
 		return bridge_error_set(err, "out of memory");
 	}
+	apply_http_limits(s, cfg);
 	{
 		struct timeval second = { 1, 0 };
 

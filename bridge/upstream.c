@@ -48,6 +48,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/keyvalq_struct.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -58,7 +59,7 @@
 #define UPSTREAM_REASON_MAX       320
 #define UPSTREAM_HEADER_NAME_MAX  256
 #define UPSTREAM_HEADER_VALUE_MAX 8192
-#define UPSTREAM_HEADERS_MAX      64
+#define UPSTREAM_HEADERS_MAX      10016 /* limits.max_headers (10000) and the bridge's own */
 /* evhttp's own timeouts trail our deadline by this much, so ours fires first */
 #define UPSTREAM_EVHTTP_SLACK_MS  1000
 
@@ -940,6 +941,22 @@ static void response_reason(struct upstream_request *r, struct evhttp_request *e
 	request_set_reason(r, "HTTP %d%s%s", code, n ? " " : "", clean);
 }
 
+/* 1 when an answer carries Content-Length headers that disagree. */
+static int content_length_ambiguous(struct evkeyvalq *h)
+{
+	const char *first = NULL;
+
+	for (struct evkeyval *kv = h ? h->tqh_first : NULL; kv; kv = kv->next.tqe_next) {
+		if (strcasecmp(kv->key, "Content-Length") != 0)
+			continue;
+		if (!first)
+			first = kv->value;
+		else if (strcmp(first, kv->value) != 0)
+			return 1;
+	}
+	return 0;
+}
+
 static void ereq_done_cb(struct evhttp_request *ereq, void *arg)
 {
 	struct upstream_request *r = arg;
@@ -969,6 +986,15 @@ static void ereq_done_cb(struct evhttp_request *ereq, void *arg)
 
 		c->established = 1;
 		r->conn = NULL;
+		if (content_length_ambiguous(evhttp_request_get_input_headers(ereq))) {
+			/* evhttp framed the body by the first one: where this
+			 * answer ends, and so whether it was ours, is unknown */
+			c->closed = 1;
+			conn_release(c);
+			request_set_reason(r, "two different Content-Length headers in the answer");
+			request_finish(r, UPSTREAM_PROTOCOL_ERROR, 0);
+			return;
+		}
 		conn_release(c);
 		if (n > r->pool->lim.max_response_body) {
 			request_set_reason(r, "response body larger than %zu bytes",

@@ -3,6 +3,7 @@
 stores an inbound credential, the dry-run report is readable by its owner
 only."""
 
+import base64
 import json
 import os
 import signal
@@ -155,10 +156,54 @@ def t_masking(_t):
     t.ok("hunter2pw" not in r.stderr + r.stdout, "the password is not echoed", r)
 
 
+def t_legacy_credentials(_t):
+    """1: the legacy passthrough never forwards the bridge's own inbound
+    credentials (Basic, header token, the route's auth header); it sends
+    legacy_auth_header instead, and every end-to-end header up to
+    limits.max_headers, not just 63."""
+    legacy = bt.Sink()
+    v2 = bt.Sink()
+    b = None
+    try:
+        routes = [bt.route("dual", "dual", endpoint=v2.url("/v2"), secret="k",
+                           legacy_endpoint=legacy.url("/v1"),
+                           auth={"header": {"name": "X-Route-Key", "value": "route-k"}},
+                           legacy_auth_header={"name": "Authorization",
+                                               "value": "Bearer legacy-own"})]
+        listen = ('auth = { basic = { user = "q"; password = "basic-pw"; };\n'
+                  '         header = { name = "X-Hook-Token"; value = "hook-t"; };\n'
+                  '         query = { name = "token"; value = "query-t"; }; };')
+        cfg = listen_config(listen, routes, extra="limits = { max_headers = 120; };")
+        b = start(cfg, "legacy.conf")
+        extra = ["X-Extra-%03d: v%d" % (i, i) for i in range(80)]
+        basic = "Basic " + base64.b64encode(b"q:basic-pw").decode()
+        r = bt.curl(b.url("/hook?token=query-t"), body(),
+                    headers=["Authorization: " + basic, "X-Hook-Token: hook-t",
+                             "X-Route-Key: route-k"] + extra)
+        t.is_(r.status, 200, "dual post with every credential answered", r)
+        t.require(legacy.wait_requests(1, 10), "the legacy importer got the post")
+        got = legacy.requests[-1]
+        t.is_(got.all("Authorization"), ["Bearer legacy-own"],
+              "legacy gets only its own legacy_auth_header, not the sender's Basic", got)
+        t.is_(got.header("X-Hook-Token"), None, "the listen.auth header token is stripped", got)
+        t.is_(got.header("X-Route-Key"), None, "the route's auth header is stripped", got)
+        t.ok("query-t" not in got.path, "the query token is not in the forwarded URL",
+             got.path)
+        kept = [h for h in extra if got.header(h.split(":")[0]) == h.split(": ")[1]]
+        t.is_(len(kept), len(extra), "all %d end-to-end headers forwarded (not just 63)"
+              % len(extra), got)
+    finally:
+        if b is not None:
+            bt.stop_and_check(t, b)
+        legacy.stop()
+        v2.stop()
+
+
 def main():
     t.run("record.headers refuses credential headers (item 4)", t_record_headers)
     t.run("dry-run report is 0600 (item 5)", t_report_mode)
     t.run("credentials masked (items 2, 3)", t_masking)
+    t.run("legacy passthrough credentials and headers (item 1)", t_legacy_credentials)
     tmp.cleanup()
     t.done()
 

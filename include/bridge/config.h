@@ -43,6 +43,8 @@ struct bridge_route {
 	size_t legacy_tls_index;
 	char *auth_name; /* NULL when no auth header */
 	char *auth_value;
+	char *legacy_auth_name; /* legacy_auth_header: sent to legacy_endpoint, or NULL */
+	char *legacy_auth_value;
 	char **secrets; /* secrets[0] signs; all verify */
 	size_t *secret_lens;
 	size_t n_secrets;

@@ -8,6 +8,9 @@
  *    closed when it passes the deadline;
  *  - accept errors (EMFILE/ENFILE) pause the listener for a moment instead
  *    of spinning;
+ *  - every request head is read strictly before evhttp parses it
+ *    (reqhead_check): a refused head is answered 400 or 413 at once, without
+ *    "100 Continue", and the connection closed;
  *  - libevent's own error pages (413 past the hard body ceiling, 400 for
  *    framing it refuses, 431-ish header overflows) are rewritten into the
  *    bridge's JSON error shape before they leave.
@@ -21,6 +24,8 @@
 #ifndef BRIDGE_GUARD_H
 #define BRIDGE_GUARD_H
 
+#include <stddef.h>
+
 struct event_base;
 struct evhttp;
 struct evhttp_request;
@@ -33,6 +38,12 @@ typedef struct ssl_ctx_st SSL_CTX;
 struct guard *guard_new(struct event_base *base, struct evhttp *http,
 			struct evconnlistener *listener, int request_deadline_ms, SSL_CTX *tls);
 void guard_free(struct guard *g); /* accepts NULL */
+
+/* Limits for the strict head check: a declared body over ceiling (or over
+ * max_body with "Expect: 100-continue") is refused; heads longer than
+ * max_head are left to evhttp.  Until called (max_body 0), no check. */
+void guard_set_head_limits(struct guard *g, unsigned long long max_body, unsigned long long ceiling,
+			   size_t max_head);
 
 /* Call on the worker thread that runs the guard's event_base, before it
  * dispatches: the buffer callbacks find their guard through it. */
