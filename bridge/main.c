@@ -116,7 +116,8 @@ struct worker {
 	struct server *server;
 	struct event *stop;
 	struct event *reload;
-	struct event *exited; /* on the main thread: this worker's loop ended */
+	struct event *exited;        /* on the main thread: this worker's loop ended */
+	struct metrics_store *store; /* its reload gauge, should this worker refuse one */
 	atomic_int *n_exited;
 	struct config_hold *_Atomic next; /* handed over by the main thread on SIGHUP */
 	int drain_ms;
@@ -168,6 +169,7 @@ static void worker_reload(evutil_socket_t fd, short what, void *arg)
 		log_int(&l, "worker", w->index);
 		log_str(&l, "message", err.message);
 		log_end(&l);
+		metrics_store_reload(w->store, 0);
 		config_hold_release(h);
 	}
 }
@@ -621,6 +623,7 @@ static int cmd_serve(int argc, char **argv)
 		w->stop = event_new(w->base, -1, 0, worker_stop, w);
 		w->reload = event_new(w->base, -1, 0, worker_reload, w);
 		w->exited = st.worker_exit;
+		w->store = st.store;
 		w->n_exited = &st.n_exited;
 	}
 	sigterm = evsignal_new(st.base, SIGTERM, on_signal, &st);

@@ -925,8 +925,11 @@ static void report_emit(const struct exchange *x, struct evbuffer *line)
 	evbuffer_free(line);
 }
 
-/* The provenance of every v2 value: [{"path","rule","from","what"}]. */
-static void provenance_json(struct evbuffer *out, const struct mapping_result *m)
+/* The provenance of every v2 value: [{"path","rule","from","what"}], rule
+ * files named relative to the config's folder (config_path), as the sender
+ * and the metrics see them: the report feeds /dry-run/summary. */
+static void provenance_json(struct evbuffer *out, const struct mapping_result *m,
+			    const char *config_path)
 {
 	char rule[600];
 
@@ -936,7 +939,8 @@ static void provenance_json(struct evbuffer *out, const struct mapping_result *m
 
 		evbuffer_add_printf(out, "%s{\"path\":", i ? "," : "");
 		add_json_str(out, t->path, strlen(t->path));
-		snprintf(rule, sizeof(rule), "%s:%d", t->file ? t->file : "", t->line);
+		snprintf(rule, sizeof(rule), "%s:%d",
+			 t->file ? cfg_relative_path(config_path, t->file) : "", t->line);
 		add_field(out, "rule", rule);
 		add_field(out, "from", t->from_key);
 		add_field(out, "what", t->what);
@@ -972,7 +976,7 @@ static void dry_run_record(struct exchange *x, const struct mapping_result *m)
 	char *comparison = NULL;
 	int matched = 0;
 
-	provenance_json(prov, m);
+	provenance_json(prov, m, x->gen->cfg->path);
 	evbuffer_add(prov, "", 1); /* NUL for the shadow store */
 	memset(&res, 0, sizeof(res));
 	if (s->opt.shadow && m->participation_id && x->route->mode == ROUTE_DRY_RUN) {

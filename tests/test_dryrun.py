@@ -5,6 +5,7 @@ command, and traffic recording (redacted) replayed back."""
 
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -89,6 +90,9 @@ def main():
         t.is_((s.get("expired") or {}).get("translated"), 1, "summary: 1 translation expired", s)
         paths = [p.get("path") for p in s.get("top_paths", [])]
         t.ok("campaign.name" in paths, "summary names the differing path", s)
+        rules = [p.get("rule") for p in s.get("top_paths", []) if p.get("rule")]
+        t.ok(rules and all(re.match(r"^[^/]+\.conf:\d+$", x) for x in rules),
+             "summary rules name no folder of the host", rules)
     finally:
         bt.stop_and_check(t, b, "dry-run bridge")
 
@@ -99,8 +103,8 @@ def main():
           p2_line)
     diffs = {d.get("path"): d for d in cmp.get("differences", [])}
     rule = (diffs.get("campaign.name") or {}).get("rule") or ""
-    t.like(rule, r"qualifio-v1-to-v2\.conf:\d+$", "report names the rule behind the difference",
-           diffs)
+    t.like(rule, r"^qualifio-v1-to-v2\.conf:\d+$",
+           "report names the rule behind the difference, without the host's folders", diffs)
     t.ok(any(x.get("event") == "compared" and x.get("participation_id") == p1.upper()
              for x in lines), "report: a later real v2 gives a 'compared' line")
     t.ok(any(x.get("event") == "expired" and x.get("participation_id") == p3.upper()
