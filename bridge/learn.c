@@ -677,6 +677,8 @@ struct var {
 	long *agree;          /* [n_keys * N_VCONV] */
 	long *score_agree, *max_agree, *rscore_agree, *correct_agree; /* [n_keys] */
 	long n_file, n_labeled, n_unlabeled, n_rscore, n_correct, n_score, n_max;
+	const char *def; /* response written when the key is absent */
+	long def_count;
 	/* outcome */
 	long key;
 	int vconv;
@@ -1879,6 +1881,46 @@ static void learn_variables(struct learn *L)
 			}
 		}
 		V->key_agree = ba;
+		if (V->key >= 0) {
+			/* A default: the response of the entries whose key is absent. */
+			struct tally tl = { 0 };
+			long without = 0;
+			const struct tally_cell *top;
+
+			for (size_t i = 0; i < L->n_pairs; i++) {
+				const struct pair *p = &L->pairs[i];
+				yajl_val x = p->kval[V->key];
+
+				if (x && (V->sec == SEC_OPTINS || x->type != yajl_t_null))
+					continue;
+				without++;
+				for (size_t j = 0; j < p->n_entries; j++)
+					if (p->entries[j].var == (long)v &&
+					    p->entries[j].n_resp == 1)
+						tally_bump(&tl, NULL, p->entries[j].resp[0].value,
+							   p->id, 0);
+			}
+			top = tally_top(&tl, NULL, NULL);
+			if (top && top->count >= L->min_support &&
+			    top->count >= without * (1 - LEARN_TOLERANCE)) {
+				V->def = top->to;
+				V->def_count = top->count;
+			}
+			tally_free(&tl);
+		}
+		if (V->key >= 0) {
+			/* The evidence of a key: the entries of pairs that carry it
+			 * (the others are its default's). */
+			nonempty = 0;
+			for (size_t i = 0; i < L->n_pairs; i++) {
+				yajl_val x = L->pairs[i].kval[V->key];
+
+				if (!x || (V->sec != SEC_OPTINS && x->type == yajl_t_null))
+					continue;
+				for (size_t j = 0; j < L->pairs[i].n_entries; j++)
+					nonempty += L->pairs[i].entries[j].var == (long)v;
+			}
+		}
 		V->key_seen = nonempty;
 		if (V->key >= 0 && ba >= L->min_support && ba >= nonempty * (1 - LEARN_TOLERANCE))
 			L->key_used[V->key]++;
@@ -2304,6 +2346,8 @@ static void emit_variables(struct learn *L, struct sbuf *b, struct report *rp,
 			emit_pairs(b, "map", &m, 0);
 			tally_free(&m);
 		}
+		if (V->def && V->key >= 0)
+			emit_value(b, "default", V->def, 0);
 		if (V->sec == SEC_OPTINS && (s = tally_major(&V->categories, &cnt, &total)) && *s)
 			sb_printf(b, "\n\t  categories = %s;", s);
 		sb_printf(b, " }%s\n", i + 1 < n ? "," : "");

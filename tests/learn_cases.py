@@ -40,6 +40,7 @@ variables = (
     choices = ( ["m", "Man"], ["w", "Woman"], ["x", "Other"] ); },
   { section = "form"; variable = "hobbies"; id = 504; label = "Hobbies"; type = "CHECKBOX"; separator = "|"; },
   { section = "form"; variable = "photo"; id = 505; label = "Photo"; type = "FILE UPLOAD"; file = true; },
+  { section = "form"; variable = "langs"; id = 506; label = "Languages"; type = "CHECKBOX"; },
   { section = "optins"; variable = "news"; id = 601; label = "Newsletter"; description = "Monthly news.";
     map = ( ["yes", "1"], ["no", "0"] );
     categories = ( { id = 9; label = "Marketing"; technical_name = "marketing"; } ); },
@@ -71,7 +72,7 @@ fields = (
 );
 variables = (
   { section = "form"; variable = "firstname"; from = "given"; id = 11; label = "First name"; type = "FIRSTNAME"; },
-  { section = "form"; variable = "city"; from = "town"; id = 12; label = "City"; type = "CITY"; convert = "upper"; },
+  { section = "form"; variable = "city"; from = "town"; id = 12; label = "City"; type = "CITY"; convert = "upper"; default = "UNKNOWN"; },
   { section = "form"; variable = "colors"; from = "fav_colors"; id = 13; label = "Colours"; type = "CHECKBOX"; separator = ","; },
   { section = "optins"; variable = "sms"; id = 21; label = "SMS offers"; },
   { section = "questionnaire"; variable = "guess"; from = "guess_answer"; id = 31; label = "How many?"; type = "NUMBER";
@@ -129,6 +130,7 @@ def v1_new_york(rng, i):
         "f_gender": rng.choice(["m", "w", "x"]),
         "f_hobbies": "|".join(rng.sample(["golf", "chess", "jazz", "yoga"], rng.randint(1, 3))),
         "f_photo": "https://files.example.com/u/%d/pic%d.%s" % (i, i, rng.choice(["jpg", "png"])),
+        "f_langs": rng.sample(["en", "fr", "es", "de"], rng.randint(1, 3)),
         "optin_news": rng.choice(["yes", "no"]),
         "optin_partners": rng.choice(["1", "0", ""]),
         "quiz_q7": rng.choice(["Paris", "Lyon"]),
@@ -154,7 +156,7 @@ def v1_lord_howe(rng, i):
         "theme": rng.choice(["SPORT", "Music", "news"]),
         "ptype": rng.choice(["w", "f", "m"]),
         "given": rng.choice(["Ann", "Bob", "Cleo", "Dev"]) + str(i % 97),
-        "town": rng.choice(["sydney", "Perth", "hobart"]),
+        "town": rng.choice(["sydney", "Perth", "hobart", None]),
         "fav_colors": ", ".join(rng.sample(["red", "green", "blue"], rng.randint(1, 3))),
         "consent_sms": rng.choice([True, False, None]),
         "guess_answer": str(rng.randint(1, 100)),
