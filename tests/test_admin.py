@@ -99,6 +99,19 @@ def t_admin_auth(_t):
               "admin.auth: a wrong password is 401")
         t.is_(bt.curl(b.url("/"), body()).status, 200,
               "admin.auth does not apply to the webhook port")
+        # admin.auth follows a reload (address, port and TLS need a restart)
+        with open(b.config_path, "w") as f:
+            f.write(bt.config_text(routes(), workers=1, admin={
+                "address": "127.0.0.1", "port": 0,
+                "auth": {"basic": {"user": "ops", "password": "rotated"}}}))
+        b.proc.send_signal(signal.SIGHUP)
+        t.ok(bt.wait_for(lambda: any(x.get("event") == "reloaded" for x in b.log_records()), 5),
+             "reloaded with a new admin password")
+        t.is_(bt.curl(b.admin_url("/metrics"), headers=[good]).status, 401,
+              "after the reload the old admin password is refused")
+        new = "Authorization: Basic " + base64.b64encode(b"ops:rotated").decode()
+        t.is_(bt.curl(b.admin_url("/metrics"), headers=[new]).status, 200,
+              "after the reload the new admin password is accepted")
     finally:
         bt.stop_and_check(t, b, "admin-auth bridge")
     admin = {"address": "127.0.0.1", "port": 0, "allow": ["10.0.0.0/8"]}

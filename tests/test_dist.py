@@ -83,6 +83,10 @@ def t_series_exist(_t):
     try:
         r = bt.curl(b.admin_url("/metrics"))
         t.is_(r.status, 200, "/metrics", r)
+        p = subprocess.run(["promtool", "check", "metrics"], input=r.body.decode(),
+                           capture_output=True, text=True)
+        t.is_(p.returncode, 0, "promtool check metrics: queue and shadow series included",
+              (p.stdout + p.stderr)[:3000])
         exported = set()
         for line in r.body.decode().splitlines():
             m = re.match(r"^# TYPE (\S+) (\S+)$", line)
