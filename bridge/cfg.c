@@ -58,7 +58,7 @@ const char *cfg_relative_path(const char *base_file, const char *path)
 /*
  * libconfig 1.5 stores an integer literal without an L suffix in 32 bits and
  * wraps silently (99999999999 reads as 1215752191), and saturates 64-bit
- * literals (pitfall C2): for ids that means a wrong route or a wrong value,
+ * literals: for ids that means a wrong route or a wrong value,
  * with no error.  So before libconfig reads a file we scan its integer
  * literals ourselves and reject every one that does not fit its type.
  */
@@ -205,7 +205,7 @@ static int scan_literals(const char *path, const char *top, struct scan_state *s
 				char *inc = strndup(q1 + 1, (size_t)(q2 - q1 - 1));
 				/* libconfig 1.5 resolves every include, nested ones too,
 				 * against the top file's folder, and prepends that folder
-				 * even to absolute names (pitfall C3) */
+				 * even to absolute names */
 				char *full = inc && inc[0] != '/' ? cfg_resolve_path(top, inc)
 								  : NULL;
 
@@ -318,7 +318,7 @@ int cfg_read(config_t *cfg, const char *path, struct diag *d)
 		config_set_include_dir(cfg, dirname(copy));
 	}
 	if (config_read_file(cfg, path) != CONFIG_TRUE) {
-		/* pitfall C1: an included file is named as written, relative to
+		/* libconfig names an included file as written, relative to
 		 * the include dir; there is no file for I/O errors */
 		const char *file = config_error_file(cfg);
 		char *full = NULL;

@@ -1625,8 +1625,8 @@ struct report {
 };
 
 /* yajl_tree is acceptable for report lines (trusted-ish local files) once
- * the two traps are closed: no embedded NUL (it would cut the line short,
- * pitfall B2) and bounded nesting (its free recurses, pitfall B3). */
+ * the two traps are closed: no embedded NUL (it would cut the line short:
+ * yajl_tree_parse uses strlen) and bounded nesting (yajl_tree_free recurses). */
 static const char *line_precheck(const char *s, size_t n)
 {
 	size_t depth = 0;

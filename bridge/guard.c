@@ -365,7 +365,8 @@ static void accept_error_cb(struct evconnlistener *lst, void *arg)
 	struct log_line l;
 
 	/* out of descriptors: the pending connection stays in the backlog;
-	 * retrying at once would spin the loop (pitfall A4) */
+	 * retrying at once would spin the loop (libevent 2.1 leaves the
+	 * listener enabled on EMFILE) */
 	if (!g)
 		return; /* no timer to resume it: never leave the listener off */
 	evconnlistener_disable(lst);

@@ -4,9 +4,11 @@
  *
  * Both documents are parsed with yajl's streaming API into a small tree
  * held in one arena per call: yajl_tree would stop at an embedded NUL,
- * accept comments and recurse without bound when freeing (pitfalls B2, B3).
- * Strings handed to callbacks are copied (B5); numbers keep their text from
- * the yajl_number callback, so no integer is ever parsed (B4).  The depth
+ * accept comments and recurse without bound when freeing.
+ * Strings handed to callbacks are copied (they point into yajl's
+ * buffer, valid only during the callback); numbers keep their text from
+ * the yajl_number callback, so no integer is ever parsed (yajl's long
+ * long would lose 64-bit ids).  The depth
  * limit is enforced in the start callbacks, before yajl's stack grows.
  */
 #include <errno.h>

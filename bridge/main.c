@@ -1,5 +1,6 @@
 /*
- * webhook-bridge: command line entry points (serve, map, check).
+ * webhook-bridge: command line entry points (serve, map, check, queue, diff,
+ * report, replay).
  * Exit codes: 0 success, 1 input or configuration that cannot be used,
  * 2 usage errors (and, for `map`, configuration errors).
  */
@@ -99,7 +100,8 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 /* ---- serve --------------------------------------------------------------- */
 
 /* One worker = one thread with its own event_base, evhttp, DNS base and
- * upstream pools, all sharing the port through SO_REUSEPORT (pitfall A14).
+ * upstream pools, all sharing the port through SO_REUSEPORT (evhttp is not
+ * thread-safe: one base per thread).
  * The main thread only waits for signals and tells each worker to drain. */
 /* A loaded config and its metrics, shared by the workers; freed when the
  * last worker (and the main thread) let go of it. */

@@ -3,8 +3,8 @@
  *
  * Loading reads the whole rule file once, validates everything and reports
  * every problem as "file:line: message"; it then copies what it needs out of
- * libconfig (pitfall C5) and precomputes, for the base rules and for every
- * stage, the ordered rule lists, the set of v1 keys they name and their
+ * libconfig (its strings die with config_destroy) and precomputes, for the
+ * base rules and for every stage, the ordered rule lists, the set of v1 keys they name and their
  * policies.  Applying does no libconfig work and no rule lookup by name: each
  * v1 key named by any rule gets a slot number at load, and one hash lookup
  * per v1 field fills the slots of a document.
@@ -1637,7 +1637,7 @@ int mapping_load(const char *path, struct mapping **ret, struct diag *d)
 		return -1;
 	}
 	load_rules(&L, &cfg);
-	config_destroy(&cfg); /* pitfall C5: every string was copied into the pool */
+	config_destroy(&cfg); /* every string was copied into the pool */
 	free(dir);
 	if (L.oom)
 		diag_add(d, path, 0,

@@ -417,7 +417,8 @@ static void item_problem(struct item *it, const char *key, int skip, const char 
 
 static int gen_value(yajl_gen g, yajl_val v);
 
-/* Re-emit a yajl tree as compact JSON; numbers from their text (B4). */
+/* Re-emit a yajl tree as compact JSON; numbers from their text
+ * (yajl's long long would lose 64-bit ids). */
 static int gen_value(yajl_gen g, yajl_val v)
 {
 	switch (v ? v->type : yajl_t_null) {

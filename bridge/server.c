@@ -84,7 +84,8 @@ struct server {
 	void *drain_arg;
 };
 
-/* One webhook post, from arrival to its single answer (pitfall A3): every
+/* One webhook post, from arrival to its single answer (evhttp stops reading
+ * the client while a request is unanswered, so each must be answered): every
  * path ends in exchange_answer(), which replies, logs, counts and frees. */
 struct exchange {
 	struct exchange *next, *prev; /* in server.pending while waiting upstream */
@@ -159,7 +160,8 @@ static const char *status_phrase(int status)
 }
 
 /* Close the JSON object in body and send it. The reason phrase is always
- * one of ours, never client data (pitfall A11). */
+ * one of ours, never client data (evhttp copies it onto
+ * the status line as given). */
 /* seconds a 503 asks the sender to wait before retrying */
 #define SERVER_RETRY_AFTER "5"
 
@@ -462,7 +464,9 @@ static void exchange_fail(struct exchange *x, int status, enum metrics_outcome o
 
 /* ---- request checks ----------------------------------------------------- */
 
-/* Our own framing checks, whatever the library let through (pitfall A10):
+/* Our own framing checks, whatever the library let through (libevent 2.1
+ * honours TE only when exactly "chunked" and takes the first of duplicate
+ * Content-Lengths):
  * anything a front proxy might read differently is refused, and the
  * connection closed, so no request can hide in another's body.  Webhook
  * senders use Content-Length: Transfer-Encoding is refused outright. */
@@ -679,7 +683,8 @@ static void legacy_done(const struct upstream_response *r, void *arg)
 	exchange_answer(x, status, outcome, error_body(code, msg), 0, detail);
 }
 
-/* Hop-by-hop and framing headers never go upstream (pitfall A11). */
+/* Hop-by-hop and framing headers never go upstream (evhttp copies every
+ * header it is given but Proxy-Connection). */
 static int legacy_header_skipped(const char *name, const char *connection)
 {
 	static const char *const skip[] = { "Host",       "Content-Length", "Transfer-Encoding",
@@ -1586,10 +1591,11 @@ static int bind_listener(struct server *s, struct bridge_error *err)
 	return 0;
 }
 
-/* evhttp answers over-size bodies itself (pitfall A1); its cap sits above
+/* evhttp answers over-size bodies itself, and every
+ * limit is unlimited until set; its cap sits above
  * ours so that the usual over-size post gets our own 413, while memory stays
  * bounded by the hard cap.  Incoming connections get an idle timeout only
- * when one is set (A2). */
+ * when one is set (evhttp applies its defaults to outgoing ones only). */
 static void apply_http_limits(struct server *s, const struct bridge_config *cfg)
 {
 	struct timeval tv = { cfg->request_timeout_ms / 1000,

@@ -419,7 +419,8 @@ void shadow_free(struct shadow *s)
 
 /* ------------------------------------------------------------------------ */
 /* Provenance trace: a JSON array of records, parsed strictly with yajl's
- * stream API on exactly its bytes (pitfall B2), depth-limited (B3). */
+ * stream API on exactly its bytes (yajl_tree_parse
+ * stops at a NUL and allows comments), depth-limited (yajl_tree_free recurses). */
 
 struct trace_parse {
 	struct mapping_trace *recs;

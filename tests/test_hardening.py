@@ -205,7 +205,7 @@ def cpu_seconds(pid):
 
 def t_emfile(_t):
     """Out of descriptors: the listener pauses instead of spinning, and the
-    bridge serves again once connections close (pitfall A4)."""
+    bridge serves again once connections close (libevent 2.1 would spin on EMFILE)."""
     import resource
     b = bt.Bridge(tmp, config(limits="request_timeout_ms = 60000;"), "emfile.conf")
     b.preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))

@@ -406,7 +406,7 @@ def t_framing(_t, b):
     body = fresh()
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
     # webhook senders use Content-Length; any Transfer-Encoding is refused
-    # (pitfall A10: libevent accepts 0x and + chunk sizes the bridge cannot see)
+    # (libevent accepts 0x and + chunk sizes the bridge cannot see)
     expect(b, "well-formed chunked post", post_req(chunked, headers=["Transfer-Encoding: chunked"]),
            400, "bad_framing")
 

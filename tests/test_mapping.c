@@ -184,7 +184,7 @@ static void test_load_errors(void)
 	has(t, "T/bad1.conf:10: duplicate target 'state' (first at T/bad1.conf:7)",
 	    "duplicate target");
 	has(t, "T/bad1.conf:11: integer 5000000000 does not fit in 32 bits",
-	    "C2: truncated literal caught");
+	    "over-32-bit literal caught (libconfig would wrap it)");
 	has(t, "T/bad1.conf:12: unknown setting 'extra' in a field rule",
 	    "unknown setting in a rule");
 	has(t, "T/bad1.conf:12: unknown v2 path 'device'", "second error on the same rule");
@@ -229,7 +229,7 @@ static void test_load_errors(void)
 		snprintf(path, sizeof(path), "%s/does-not-exist.conf", tmpdir);
 		ok(mapping_load(path, &m, &d) == -1 && m == NULL, "missing file fails");
 		has(d.text, "does-not-exist.conf: cannot read: No such file or directory",
-		    "missing file named (C1: no file/line from libconfig)");
+		    "missing file named (libconfig gives no file/line for I/O errors)");
 		diag_reset(&d);
 	}
 
@@ -334,7 +334,7 @@ static void test_include(void)
 			  "{" NO_CAMPAIGN "\"form\":[{\"label\":\"City\",\"variable\":\"city\","
 			  "\"responses\":[{\"value\":\"Namur\"}]}],"
 			  "\"optins\":[],\"questionnaire\":[]}",
-			  "C3: @include resolved against the rule file's folder");
+			  "@include resolved against the rule file's folder");
 	mapping_free(m);
 	t = load_err("withbad.conf", "version = 1;\n@include \"inc/bad.conf\"\n", &n);
 	has(t, "T/inc/bad.conf:2: unknown v2 path 'nowhere'",

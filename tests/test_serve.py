@@ -161,7 +161,7 @@ def t_far_too_large(t, b):
 
 
 def t_framing(t, b):
-    """Our own framing checks (pitfall A10): ambiguous bodies are refused."""
+    """Our own framing checks (libevent's framing is lax): ambiguous bodies are refused."""
     body = b'{"participation_id":"x"}'
     head = "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" % HOOK
     cases = [

@@ -3,7 +3,7 @@
  * and the mapping loader.  Every problem is added to a diag as
  * "file:line: message" and the caller carries on, so that one run reports
  * every error in a file.  Returned strings point into the config_t: copy them
- * before config_destroy (pitfall C5).
+ * before config_destroy.
  */
 #ifndef BRIDGE_CFG_H
 #define BRIDGE_CFG_H
@@ -12,9 +12,10 @@
 #include "bridge/diag.h"
 
 /* Read path into cfg with includes resolved against the file's folder
- * (pitfall C3).  Integer literals libconfig 1.5 would silently wrap are
- * reported (pitfall C2) but the file is still read, so callers go on and
- * report every other problem too: judge success by the diag count.  Returns
+ * (libconfig 1.5 resolves them against the working directory).
+ * Integer literals libconfig 1.5 would silently wrap are reported (a value
+ * over 32 bits reads as 0 or wrapped) but the file is still read, so callers
+ * go on and report every other problem too: judge success by the diag count.  Returns
  * -1 only when cfg is unusable (I/O or syntax error, an @include that is
  * not a readable file); cfg is initialised either way: config_destroy it. */
 int cfg_read(config_t *cfg, const char *path, struct diag *d);
@@ -30,7 +31,7 @@ int cfg_check_keys(const config_setting_t *group, const char *const *allowed, co
 
 /* Each lookup: returns 1 when found and valid (*ret set), 0 when absent,
  * -1 when present but wrong (error added).  Integers are read as int64 and
- * range-checked (pitfall C2); floats are not integers. */
+ * range-checked (libconfig 1.5 wraps what does not fit 32 bits); floats are not integers. */
 int cfg_get_string(const config_setting_t *group, const char *name, const char **ret,
 		   const char *file, struct diag *d);
 int cfg_get_int(const config_setting_t *group, const char *name, long long min, long long max,

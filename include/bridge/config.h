@@ -4,7 +4,7 @@
  * bridge_config_load reads and validates the whole file, loads every route's
  * mapping, and reports every problem as "file:line: message" in a diag.  The
  * loaded config is immutable and owns everything it points to (strings are
- * copied out of libconfig, pitfall C5); share it read-only.
+ * copied out of libconfig, whose strings die with config_destroy); share it read-only.
  */
 #ifndef BRIDGE_CONFIG_H
 #define BRIDGE_CONFIG_H

@@ -1,6 +1,7 @@
 /*
  * guard: per-connection protection around evhttp's inbound connections, for
- * what libevent 2.1 does not do itself (pitfalls A1, A2, A4, A11):
+ * what libevent 2.1 does not do itself (no default limits, no
+ * inbound timeout, no connection cap, an accept loop that spins on EMFILE):
  *
  *  - a wall-clock deadline per request: from the first byte of a request to
  *    the moment the whole request reached the handler.  A slow-drip client

@@ -73,7 +73,8 @@ enum v1_encoding { V1_ENC_JSON, V1_ENC_FORM, V1_ENC_OTHER };
 enum v1_encoding v1_encoding_of(const char *content_type);
 
 /* Deepest nesting of [ and { in raw JSON text, counted outside strings.
- * yajl_tree recurses without a limit (pitfall B3): callers that hand text to
+ * yajl_tree recurses without a limit (yajl_tree_free
+ * overflows the C stack on deep input): callers that hand text to
  * it check this first. */
 size_t v1_json_depth(const char *s, size_t n);
 
