@@ -158,6 +158,9 @@ int access_auth_check(const struct access_auth *a, struct evhttp_request *req)
 	return ok;
 }
 
+/* the ::ffff:0:0/96 prefix of IPv4-mapped IPv6 addresses */
+static const unsigned char v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
 int access_cidr_parse(const char *s, struct access_cidr *ret)
 {
 	char buf[64];
@@ -191,6 +194,15 @@ int access_cidr_parse(const char *s, struct access_cidr *ret)
 	for (int i = ret->bits; i < (ret->family == AF_INET ? 32 : 128); i++)
 		if (ret->addr[i / 8] & (0x80 >> (i % 8)))
 			return -1;
+	/* An IPv4-mapped range (::ffff:10.0.0.0/104) is stored as the IPv4
+	 * range it names: access_list_allows() compares mapped peers as IPv4,
+	 * so kept as IPv6 it would never match anything. */
+	if (ret->family == AF_INET6 && ret->bits >= 96 && memcmp(ret->addr, v4_mapped, 12) == 0) {
+		memmove(ret->addr, ret->addr + 12, 4);
+		memset(ret->addr + 4, 0, 12);
+		ret->family = AF_INET;
+		ret->bits -= 96;
+	}
 	return 0;
 }
 
@@ -253,12 +265,8 @@ int access_list_allows(const struct access_list *l, const char *addr)
 	if (inet_pton(AF_INET, addr, a) == 1) {
 		family = AF_INET;
 	} else if (inet_pton(AF_INET6, addr, a) == 1) {
-		static const unsigned char mapped[12] = {
-			0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
-		};
-
 		family = AF_INET6;
-		if (memcmp(a, mapped, 12) == 0) {
+		if (memcmp(a, v4_mapped, 12) == 0) {
 			memmove(a, a + 12, 4);
 			family = AF_INET;
 		}

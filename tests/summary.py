@@ -1,48 +1,155 @@
 """Totals the TAP checks of meson's test logs into one closing line.
 
-Usage: summary.py TESTLOG.json...  Prints one line per failing test, then
-"N passed, N failed".  A test that failed without printing any "not ok"
-(crash, timeout, sanitizer abort) counts as one failed check.  Exit status 1
-when anything failed or nothing ran.
+Usage: summary.py [--all] TESTLOG.json...
+
+Prints one line per failing test, the totals of each build (plain, sanitizers,
+valgrind), then "N passed, N failed".  A test program fails the run when:
+  - it failed without printing any "not ok" (crash, timeout, sanitizer abort:
+    one failed check);
+  - it printed no TAP plan ("1..N"), or a plan that does not match the
+    checks it printed (a program that stopped early);
+  - it skipped a check ("# SKIP") that ALLOWED_SKIPS does not name.
+With --all (the whole test command), every program tests/meson.build lists
+must appear in each log (in the valgrind log: the unit tests and fuzz
+harnesses), so a test that was renamed or dropped from the run is a failure,
+not a smaller total.  Exit status 1 when anything failed or nothing ran.
 """
 import json
+import os
 import re
 import sys
 
 OK = re.compile(r"^(not )?ok\b")
+PLAN = re.compile(r"^1\.\.(\d+)\b")
+SKIP = re.compile(r"#\s*SKIP\b", re.IGNORECASE)
+
+# Skips that are allowed, as "test name: check text" -> why.  None today: a
+# missing dependency is a failure, never a skip.
+ALLOWED_SKIPS = {}
+
+# Tests meson.build defines outside the three lists.
+LINT_TESTS = ["lint / format", "lint / elf", "integration / learn"]
 
 
-def main(paths):
-    passed = failed = 0
+def meson_list(text, name):
+    m = re.search(r"^%s\s*=\s*\[(.*?)\]" % re.escape(name), text, re.S | re.M)
+    if not m:
+        raise ValueError("tests/meson.build has no list %s" % name)
+    return re.findall(r"'([^']+)'", m.group(1))
+
+
+def expected_tests():
+    """(every test of a build, the tests of the valgrind pass) as "suite / name",
+    from tests/meson.build."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "meson.build")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    unit = ["unit / " + n for n in meson_list(text, "unit_tests")]
+    fuzz = ["fuzz / fuzz_" + n for n in meson_list(text, "fuzz_harnesses")]
+    integration = ["integration / " + n for n in meson_list(text, "integration_tests")]
+    everything = unit + integration + fuzz + LINT_TESTS
+    tsan = (["unit / " + n for n in meson_list(text, "tsan_unit")] +
+            ["integration / " + n for n in meson_list(text, "tsan_integration")])
+    return everything, unit + fuzz, tsan
+
+
+def build_name(path):
+    d = path.split("/")[0]
+    if "valgrind" in path:
+        return d + " (valgrind)"
+    return {"build": "build (plain)", "build-asan": "build-asan (ASan+UBSan)",
+            "build-tsan": "build-tsan (TSan)"}.get(d, d)
+
+
+def tally(rec):
+    """(passed, failed, skipped, problems) of one test record."""
+    out = rec.get("stdout") or ""
+    name = rec.get("name")
+    p = f = s = 0
+    plans = []
+    problems = []
+    for line in out.splitlines():
+        m = OK.match(line)
+        if m:
+            if m.group(1):
+                f += 1
+            elif SKIP.search(line):
+                s += 1
+                text = line.split("-", 1)[-1].split("#", 1)[0].strip()
+                if "%s: %s" % (name, text) not in ALLOWED_SKIPS:
+                    problems.append("skipped check not allowed: " + line.strip())
+            else:
+                p += 1
+            continue
+        m = PLAN.match(line)
+        if m:
+            plans.append(int(m.group(1)))
+    if rec.get("result") not in ("OK", "EXPECTEDFAIL") and f == 0:
+        f = 1
+        problems.append("result %s without a failed check" % rec.get("result"))
+    if not plans:
+        problems.append("no TAP plan (1..N)")
+    elif len(plans) > 1:
+        problems.append("%d TAP plans" % len(plans))
+    elif plans[0] != p + f + s and rec.get("result") in ("OK", "EXPECTEDFAIL"):
+        problems.append("plan 1..%d but %d checks" % (plans[0], p + f + s))
+    return p, f, s, problems
+
+
+def main(argv):
+    want_all = "--all" in argv
+    paths = [a for a in argv if a != "--all"]
+    everything, valgrind_tests, tsan_tests = expected_tests()
+    passed = failed = skipped = 0
+    lines = []
     for path in paths:
-        build = path.split("/")[0] + ("+valgrind" if "valgrind" in path else "")
+        build = build_name(path)
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
                 records = [json.loads(line) for line in f if line.strip()]
-        except OSError as e:
+        except (OSError, ValueError) as e:
             print(f"summary: {path}: {e}")
             failed += 1
             continue
+        bp = bf = bs = 0
+        seen = set()
         for rec in records:
-            out = rec.get("stdout") or ""
-            p = f = 0
-            for line in out.splitlines():
-                m = OK.match(line)
-                if m:
-                    if m.group(1):
-                        f += 1
-                    else:
-                        p += 1
-            if rec.get("result") not in ("OK", "EXPECTEDFAIL") and f == 0:
+            # "project:suite+suite / name"
+            suites, _, test = str(rec.get("name")).split(":", 1)[-1].partition(" / ")
+            seen.update(s + " / " + test for s in suites.split("+"))
+            p, f, s, problems = tally(rec)
+            if problems and not f:
                 f = 1
             if f:
-                print(f"FAILED {build}: {rec.get('name')} ({rec.get('result')}, {f} failed check(s))")
-            passed += p
-            failed += f
+                why = "; ".join(problems)
+                print(f"FAILED {build}: {rec.get('name')} ({rec.get('result')}, "
+                      f"{f} failed check(s){': ' + why if why else ''})")
+            bp += p
+            bf += f
+            bs += s
+        if want_all:
+            if "valgrind" in path:
+                want = valgrind_tests
+            elif path.startswith("build-tsan"):
+                want = tsan_tests
+            else:
+                want = everything
+            for name in want:
+                if name not in seen:
+                    print(f"FAILED {build}: {name} did not run (listed in tests/meson.build)")
+                    bf += 1
+        lines.append(f"  {build}: {len(records)} programs, {bp} passed, {bf} failed, "
+                     f"{bs} skipped")
+        passed += bp
+        failed += bf
+        skipped += bs
     if passed + failed == 0:
         print("summary: no test ran")
         failed = 1
-    print(f"{passed} passed, {failed} failed")
+    print("per build:")
+    for line in lines:
+        print(line)
+    print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
     return 1 if failed else 0
 
 

@@ -256,12 +256,7 @@ def t_graceful(t, b, sink):
 
 def main():
     sink = bt.Sink()
-    b = None
-    try:
-        b = bt.Bridge(tmp, make_config(sink), "forward.conf").start()
-        t.ok(True, "forward bridge starts on port %d" % b.port)
-    except Exception as e:  # noqa: BLE001
-        t.ok(False, "forward bridge starts", str(e))
+    b = t.start(bt.Bridge(tmp, make_config(sink), "forward.conf"), "forward bridge starts")
     try:
         if b is not None:
             t.run("exact body, headers, signature, delivery id", t_exact, b, sink)

@@ -19,6 +19,8 @@ from jsonschema import Draft7Validator
 BIN = os.environ["BRIDGE_BIN"]
 ROOT = os.environ["BRIDGE_SOURCE_ROOT"]
 SHIPPED = "mappings/qualifio-v1-to-v2.conf"
+# "no sanitizer report" is a check only where the binary is instrumented
+INSTRUMENTED = os.environ.get("BRIDGE_SANITIZE", "none") not in ("", "none")
 
 n = 0
 failed = 0
@@ -58,11 +60,12 @@ def rules_for(name):
 def main():
     with open(os.path.join(ROOT, "fixtures/schema/v2.schema.json"), encoding="utf-8") as f:
         schema = json.load(f)
+    problem = None
     try:
         Draft7Validator.check_schema(schema)
-        ok(True, "v2 schema is a valid draft 7 schema")
     except Exception as e:  # jsonschema.SchemaError
-        ok(False, "v2 schema is a valid draft 7 schema", e)
+        problem = e
+    ok(problem is None, "v2 schema is a valid draft 7 schema", problem)
     validator = Draft7Validator(schema)
 
     # The schema must have teeth: documents the bridge must never produce fail it.
@@ -111,12 +114,14 @@ def main():
                "got:  %r\nwant: %r" % (out, want))
             ok(err == b"", "%s: nothing on stderr" % name, err.decode("utf-8", "replace"))
             ok(out.endswith(b"}\n") and out.count(b"\n") == 1, "%s: one compact line" % name)
+            doc = problem = None
             try:
                 doc = json.loads(out.decode("utf-8"), object_pairs_hook=no_duplicate_keys)
             except Exception as e:
-                ok(False, "%s: output is UTF-8 JSON without duplicate keys" % name, e)
+                problem = e
+            if not ok(problem is None, "%s: output is UTF-8 JSON without duplicate keys" % name,
+                      problem):
                 continue
-            ok(True, "%s: output is UTF-8 JSON without duplicate keys" % name)
             errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
             ok(not errors, "%s: output validates against the v2 schema" % name,
                "\n".join("%s: %s" % ("/".join(map(str, e.path)), e.message) for e in errors[:5]))
@@ -130,7 +135,8 @@ def main():
             ok(needle in text, "%s: stderr names the problem" % name,
                "want substring: %s\nstderr: %s" % (needle, text))
             ok(out == b"", "%s: nothing on stdout" % name, out)
-            ok("Sanitizer" not in text, "%s: no sanitizer report" % name, text)
+            if INSTRUMENTED or "Sanitizer" in text:
+                ok("Sanitizer" not in text, "%s: no sanitizer report" % name, text)
             if code == 1:
                 ok(text.startswith("error: "), "%s: stderr starts with 'error: '" % name, text)
 

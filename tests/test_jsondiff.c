@@ -515,8 +515,7 @@ static void run_trace(void)
 	evbuffer_free(out);
 	jsondiff_clear(&d);
 	jsondiff_clear(&d);
-	jsondiff_clear(NULL);
-	ok(1, "jsondiff_clear twice and on NULL");
+	jsondiff_clear(NULL); /* twice and on NULL: a crash fails the program */
 
 	out = evbuffer_new();
 	memset(&d, 0, sizeof(d));

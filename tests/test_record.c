@@ -216,8 +216,7 @@ static void test_options(void)
 	record_options_default(&o);
 	r = recorder_open(&o, &err);
 	ok(!r, "a missing path is refused");
-	recorder_close(NULL);
-	ok(1, "recorder_close(NULL) is a no-op");
+	recorder_close(NULL); /* a no-op: a crash fails the program */
 }
 
 static void test_json_redaction(void)

@@ -439,8 +439,7 @@ def t_interrupt(t, sink, cfg):
     s = json.loads(out.decode())
     t.is_((s["interrupted"], s["sent"], s["delivered"]), (True, 1, 1),
           "the post in flight finishes, nothing more is sent")
-    t.ok(not bt.sanitizer_report(err), "no sanitizer report after SIGINT",
-         bt.sanitizer_report(err) or None)
+    bt.check_no_sanitizer_report(t, err, "no sanitizer report after SIGINT")
     t.like(err.decode(), r"interrupted; waiting for 1 post", "says what it waits for")
 
 

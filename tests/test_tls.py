@@ -83,12 +83,7 @@ def main():
         fwd("localhost", good.url(host="localhost"), C_LOCALHOST, ca_file=pki.ca_cert),
     ]
     cfg = bt.config_text(routes, path=HOOK, tls_ca=pki.other_ca_cert, workers=1)
-    b = None
-    try:
-        b = bt.Bridge(tmp, cfg, "tls.conf").start()
-        t.ok(True, "TLS bridge starts on port %d" % b.port)
-    except Exception as e:  # noqa: BLE001
-        t.ok(False, "TLS bridge starts", str(e))
+    b = t.start(bt.Bridge(tmp, cfg, "tls.conf"), "TLS bridge starts")
     try:
         if b is not None:
             path, raw, doc = bt.v1_fixture()

@@ -805,8 +805,7 @@ static void test_misc(void)
 	is_str(upstream_outcome_name(UPSTREAM_CANCELLED), "cancelled", "outcome name cancelled");
 	upstream_pool_free(NULL);
 	upstream_tls_free(NULL);
-	upstream_request_cancel(NULL);
-	ok(1, "NULL accepted by the destructors");
+	upstream_request_cancel(NULL); /* NULL accepted: a crash fails the program */
 }
 
 static void test_basic(struct sink *s)
@@ -1366,7 +1365,6 @@ static void test_ipv6(void)
 		upstream_pool_free(p);
 		return;
 	}
-	ok(1, "IPv6 sink on [::1]");
 	snprintf(url, sizeof(url), "http://[::1]:%d/created", s6.port);
 	p = pool_for(url, NULL, NULL, NULL);
 	post_wait(p, "x", 2000, &res);
