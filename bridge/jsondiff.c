@@ -926,15 +926,33 @@ static int keyed_labels(struct cmp *c, const struct node *arr, const char ***ret
 		snprintf(l + ix[i].len, 24, "#%zu", run);
 		labels[ix[i].index] = l;
 	}
-	if (ret_sorted) {
+	/* A made label can equal a variable of the same array ("country#2" or
+	 * "#0" written as such): the later of two equal labels gets one more "#"
+	 * until all differ, so no element is looked up in place of another. */
+	for (bool again = true; again;) {
+		again = false;
 		for (size_t i = 0; i < n; i++) {
 			ix[i].index = i;
 			ix[i].s = labels[i];
 			ix[i].len = strlen(labels[i]);
 		}
 		qsort(ix, n, sizeof(*ix), label_ix_cmp);
-		*ret_sorted = ix;
+		for (size_t i = 1; i < n; i++) {
+			char *l;
+
+			if (key_cmp(ix[i - 1].s, ix[i - 1].len, ix[i].s, ix[i].len) != 0)
+				continue;
+			l = arena_alloc(c->arena, ix[i].len + 2);
+			if (!l)
+				return -1;
+			memcpy(l, ix[i].s, ix[i].len);
+			memcpy(l + ix[i].len, "#", 2);
+			labels[ix[i].index] = l;
+			again = true;
+		}
 	}
+	if (ret_sorted)
+		*ret_sorted = ix;
 	*ret_labels = labels;
 	return 0;
 }

@@ -582,9 +582,37 @@ static void run_threads(void)
 	is_int(bad, 0, "4 threads x 200 comparisons agree");
 }
 
+/* A variable named like a made label ("country#2") beside two "country"
+ * elements (found by fuzz_jsondiff): each element keeps a label of its own,
+ * so a document equals itself and a change is found where it is. */
+static void run_label_collision(void)
+{
+	static const char a[] =
+		"{\"form\":[{\"variable\":\"country#2\",\"v\":1},"
+		"{\"variable\":\"country\",\"v\":2},{\"variable\":\"country\",\"v\":3},"
+		"{\"variable\":\"#0\",\"v\":4},{\"v\":5}]}";
+	static const char b[] =
+		"{\"form\":[{\"variable\":\"country#2\",\"v\":1},"
+		"{\"variable\":\"country\",\"v\":2},{\"variable\":\"country\",\"v\":9},"
+		"{\"variable\":\"#0\",\"v\":4},{\"v\":5}]}";
+	struct jsondiff d;
+	struct bridge_error err;
+
+	bridge_error_clear(&err);
+	ok(jsondiff_compare(a, strlen(a), a, strlen(a), NULL, &d, &err) == 0 &&
+		   d.n_added + d.n_removed + d.n_changed == 0,
+	   "label collision: a document equals itself");
+	jsondiff_clear(&d);
+	ok(jsondiff_compare(a, strlen(a), b, strlen(b), NULL, &d, &err) == 0 && d.n_changed == 1 &&
+		   d.n_added + d.n_removed == 0,
+	   "label collision: one change found");
+	jsondiff_clear(&d);
+}
+
 int main(void)
 {
 	run_cases();
+	run_label_collision();
 	run_errors();
 	run_limits();
 	run_trace();
