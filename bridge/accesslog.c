@@ -130,6 +130,8 @@ void accesslog_write(const struct accesslog_request *r, const struct accesslog_e
 	log_str(&l, "route", e->route);
 	log_str(&l, "participation_id", e->participation_id);
 	log_str(&l, "delivery_id", e->delivery_id);
+	log_str(&l, "traceparent", e->traceparent);
+	log_str(&l, "request_id", e->request_id);
 	log_str(&l, "rule", e->rule);
 	log_str(&l, "key", e->key);
 	log_str(&l, "answered_by", e->answered_by);

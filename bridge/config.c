@@ -50,6 +50,7 @@ static const char *const route_keys[] = { "name",
 					  "auth",
 					  "legacy_endpoint",
 					  "legacy_auth_header",
+					  "headers",
 					  NULL };
 static const char *const auth_keys[] = { "name", "value", NULL };
 static const char *const match_keys[] = { "website_id", "campaign_id", NULL };
@@ -299,6 +300,65 @@ static void load_header_pair(const config_setting_t *g, const char *key, char **
 	*ret_value = xstrdup(av);
 }
 
+/* `headers = ( { name = "X-Tenant"; value = "acme"; }, ... );`: static
+ * headers sent with every v2 delivery of the route.  Names the bridge sets
+ * itself (or that are hop-by-hop) are refused here rather than at every
+ * post. */
+static void load_route_headers(const config_setting_t *g, struct bridge_route *r, const char *file,
+			       struct diag *d)
+{
+	static const char *const own[] = {
+		"Host",       "Content-Length",    "Content-Type", "User-Agent",
+		"Connection", "Transfer-Encoding", "Keep-Alive",   "TE",
+		"Trailer",    "Upgrade",           "traceparent",  "X-Request-Id",
+		NULL
+	};
+	const config_setting_t *list = config_setting_get_member(g, "headers");
+	int len = list ? config_setting_length(list) : 0;
+
+	if (!list)
+		return;
+	if (!config_setting_is_list(list) || len > ROUTE_HEADERS_MAX) {
+		diag_add(d, cfg_file(list, file), cfg_line(list),
+			 "'headers' must be a list of at most %d { name; value; } groups",
+			 ROUTE_HEADERS_MAX);
+		return;
+	}
+	r->header_names = calloc((size_t)len + 1, sizeof(char *));
+	r->header_values = calloc((size_t)len + 1, sizeof(char *));
+	for (int i = 0; i < len && r->header_names && r->header_values; i++) {
+		const config_setting_t *h = config_setting_get_elem(list, (unsigned)i);
+		const char *name = NULL, *value = NULL;
+		int clash = 0;
+
+		if (!config_setting_is_group(h)) {
+			diag_add(d, cfg_file(list, file), cfg_line(h),
+				 "'headers' element %d must be a { name; value; } group", i);
+			continue;
+		}
+		cfg_check_keys(h, auth_keys, file, d);
+		if (cfg_get_text(h, "name", &name, file, d) != 1 ||
+		    cfg_get_string(h, "value", &value, file, d) != 1 ||
+		    !upstream_header_name_valid(name) || !header_value_valid(value)) {
+			diag_add(d, cfg_file(h, file), cfg_line(h),
+				 "'headers' element %d needs a header 'name' and a 'value' "
+				 "without control characters",
+				 i);
+			continue;
+		}
+		for (int k = 0; own[k]; k++)
+			clash |= strcasecmp(name, own[k]) == 0;
+		if (clash || strncasecmp(name, "Proxy-", 6) == 0) {
+			diag_add(d, cfg_file(h, file), cfg_line(h),
+				 "'headers': '%s' is set by the bridge itself or is hop-by-hop",
+				 name);
+			continue;
+		}
+		r->header_names[r->n_headers] = xstrdup(name);
+		r->header_values[r->n_headers++] = xstrdup(value);
+	}
+}
+
 /* The refusal quotes the URL with its password and query values masked:
  * the error output reaches people the config's secrets do not. */
 static void endpoint_refused(const config_setting_t *g, const char *name, const char *url,
@@ -403,6 +463,7 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 	}
 
 	load_header_pair(g, "auth_header", &r->auth_name, &r->auth_value, file, d);
+	load_route_headers(g, r, file, d);
 	load_header_pair(g, "legacy_auth_header", &r->legacy_auth_name, &r->legacy_auth_value, file,
 			 d);
 	load_secrets(g, r, file, d);
@@ -713,6 +774,8 @@ void bridge_config_free(struct bridge_config *c)
 		free(r->legacy_endpoint);
 		free(r->auth_name);
 		free(r->auth_value);
+		free_list(r->header_names, r->n_headers);
+		free_list(r->header_values, r->n_headers);
 		free(r->legacy_auth_name);
 		free(r->legacy_auth_value);
 		free_list(r->secrets, r->n_secrets);

@@ -48,5 +48,7 @@ int delivery_headers(const struct bridge_route *r, const void *body, size_t len,
 	}
 	h[n++] = (struct upstream_header){ r->delivery_id_header, delivery_id };
 	h[n++] = (struct upstream_header){ "User-Agent", "webhook-bridge/" BRIDGE_VERSION };
+	for (size_t i = 0; i < r->n_headers; i++)
+		h[n++] = (struct upstream_header){ r->header_names[i], r->header_values[i] };
 	return n;
 }

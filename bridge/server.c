@@ -1,4 +1,5 @@
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -100,6 +101,8 @@ struct exchange {
 	int queued;                         /* in server.pending */
 	int answered;                       /* the sender has its answer */
 	char delivery_id[DELIVERY_ID_LEN + 1];
+	char traceparent[56]; /* the sender's W3C trace context, "" when none or malformed */
+	char request_id[129]; /* the sender's X-Request-Id, "" when none or unusable */
 	char *participation_id;
 	char *fail_rule, *fail_key; /* a mapping failure, for the access log */
 	struct timeval start;
@@ -444,6 +447,8 @@ static void exchange_answer(struct exchange *x, int status, enum metrics_outcome
 			.route = x->route ? x->route->name : NULL,
 			.participation_id = x->participation_id,
 			.delivery_id = x->delivery_id[0] ? x->delivery_id : NULL,
+			.traceparent = x->traceparent[0] ? x->traceparent : NULL,
+			.request_id = x->request_id[0] ? x->request_id : NULL,
 			.rule = x->fail_rule,
 			.key = x->fail_key,
 			.error = error,
@@ -669,6 +674,8 @@ static void legacy_done(const struct upstream_response *r, void *arg)
 				.route = x->route->name,
 				.participation_id = x->participation_id,
 				.delivery_id = x->delivery_id[0] ? x->delivery_id : NULL,
+				.traceparent = x->traceparent[0] ? x->traceparent : NULL,
+				.request_id = x->request_id[0] ? x->request_id : NULL,
 				.answered_by = "legacy_endpoint",
 			};
 
@@ -846,6 +853,10 @@ static void forward(struct exchange *x, const struct mapping_result *m)
 			      "could not compute the signature");
 		return;
 	}
+	if (x->traceparent[0])
+		h[nh++] = (struct upstream_header){ "traceparent", x->traceparent };
+	if (x->request_id[0])
+		h[nh++] = (struct upstream_header){ "X-Request-Id", x->request_id };
 	if (route->queued && route->mode == ROUTE_FORWARD) {
 		enqueue_post(x, m, h, (size_t)nh);
 		return;
@@ -1249,6 +1260,76 @@ static void log_routing(const struct exchange *x, const char *website, const cha
 	log_end(&l);
 }
 
+/* The sender's trace context, kept when well-formed: a W3C traceparent
+ * ("00-" 32 hex "-" 16 hex "-" 2 hex) and an X-Request-Id of printable
+ * ASCII (at most 128 bytes); anything else is not passed on. */
+static void trace_context(struct exchange *x, struct evkeyvalq *in)
+{
+	const char *tp = evhttp_find_header(in, "traceparent");
+	const char *rid = evhttp_find_header(in, "X-Request-Id");
+	size_t n;
+
+	if (tp && strlen(tp) == 55 && tp[2] == '-' && tp[35] == '-' && tp[52] == '-' &&
+	    strspn(tp, "0123456789abcdef-") == 55)
+		memcpy(x->traceparent, tp, 56);
+	if (rid && (n = strlen(rid)) > 0 && n < sizeof(x->request_id)) {
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned char)rid[i] < 0x21 || (unsigned char)rid[i] > 0x7e)
+				return;
+		memcpy(x->request_id, rid, n + 1);
+	}
+}
+
+/* The charset parameter of a Content-Type, lower-cased, at most cap - 1
+ * bytes ("" when there is none). */
+static void content_charset(const char *ct, char *out, size_t cap)
+{
+	const char *p = ct ? strcasestr(ct, "charset=") : NULL;
+	size_t n = 0;
+
+	out[0] = '\0';
+	if (!p)
+		return;
+	p += 8;
+	if (*p == '"')
+		p++;
+	while (p[n] && p[n] != '"' && p[n] != ';' && p[n] != ' ' && p[n] != '\t' && n + 1 < cap) {
+		out[n] = (char)tolower((unsigned char)p[n]);
+		n++;
+	}
+	out[n] = '\0';
+}
+
+/* A body the parsers would misread is refused 415, never decoded as if it
+ * were plain UTF-8: a compressed body (Content-Encoding other than
+ * identity; the answer says Accept-Encoding: identity) and a charset other
+ * than UTF-8 (or its subset US-ASCII).  Returns -1 when x was answered. */
+static int body_encoding_refused(struct exchange *x, struct evkeyvalq *in)
+{
+	const char *ce = evhttp_find_header(in, "Content-Encoding");
+	char charset[64], msg[200];
+
+	if (ce && strcasecmp(ce, "identity") != 0) {
+		snprintf(msg, sizeof(msg),
+			 "Content-Encoding %.60s is not accepted: send the body uncompressed", ce);
+		evhttp_add_header(evhttp_request_get_output_headers(x->req), "Accept-Encoding",
+				  "identity");
+		exchange_fail(x, 415, OUTCOME_INVALID_INPUT, "unsupported_encoding", msg);
+		return -1;
+	}
+	content_charset(evhttp_find_header(in, "Content-Type"), charset, sizeof(charset));
+	if (charset[0] && strcmp(charset, "utf-8") != 0 && strcmp(charset, "utf8") != 0 &&
+	    strcmp(charset, "us-ascii") != 0) {
+		snprintf(msg, sizeof(msg),
+			 "charset %s is not accepted: the bridge reads UTF-8 only; send "
+			 "charset=utf-8",
+			 charset);
+		exchange_fail(x, 415, OUTCOME_INVALID_INPUT, "unsupported_charset", msg);
+		return -1;
+	}
+	return 0;
+}
+
 static void handle_webhook(struct server *s, struct evhttp_request *req)
 {
 	const struct bridge_config *c = s->cfg;
@@ -1275,6 +1356,7 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	x->route_index = -1;
 	x->bytes_in = evbuffer_get_length(body_buf);
 	gettimeofday(&x->start, NULL);
+	trace_context(x, in);
 
 	{
 		size_t n_headers = 0;
@@ -1301,6 +1383,8 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 			      "application/x-www-form-urlencoded");
 		return;
 	}
+	if (body_encoding_refused(x, in) < 0)
+		return;
 	if (x->bytes_in > c->max_body) {
 		snprintf(msg, sizeof(msg), "body of %zu bytes is over the limit of %zu bytes",
 			 x->bytes_in, c->max_body);
@@ -1636,6 +1720,30 @@ static void gauge_refresh(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* TLS 1.2 suites of the HTTPS listener: forward-secret AEAD only (no CBC,
+ * whose MAC-then-encrypt padding LUCKY13 attacks); TLS 1.3 suites are all
+ * AEAD already. */
+#define LISTEN_TLS12_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL"
+
+/* Plain HTTP sent to the HTTPS listener: OpenSSL recognises a request line
+ * where a ClientHello should be; answer it in plain HTTP (as nginx does), so
+ * the sender learns why, instead of a silent close. */
+static void tls_plain_http(const SSL *ssl, int where, int ret)
+{
+	static const char resp[] =
+		"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+		"Connection: close\r\nContent-Length: 99\r\n\r\n"
+		"{\"error\":\"plain_http_to_https\",\"message\":\"this port speaks HTTPS: send the "
+		"request with https://\"}\n";
+	ssize_t w;
+
+	if (!(where & SSL_CB_EXIT) || ret > 0 ||
+	    ERR_GET_REASON(ERR_peek_error()) != SSL_R_HTTP_REQUEST)
+		return;
+	w = send(SSL_get_fd(ssl), resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+}
+
 /* server_free for a server_new that fails after taking the caller's config:
  * the caller keeps its share, so the generation must not release it. */
 static void server_abort(struct server *s)
@@ -1692,6 +1800,7 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 		s->listen_tls = SSL_CTX_new(TLS_server_method());
 		if (!s->listen_tls ||
 		    SSL_CTX_set_min_proto_version(s->listen_tls, TLS1_2_VERSION) != 1 ||
+		    SSL_CTX_set_cipher_list(s->listen_tls, LISTEN_TLS12_CIPHERS) != 1 ||
 		    SSL_CTX_use_certificate_chain_file(s->listen_tls, cfg->listen_cert_file) != 1 ||
 		    SSL_CTX_use_PrivateKey_file(s->listen_tls, cfg->listen_key_file,
 						SSL_FILETYPE_PEM) != 1 ||
@@ -1703,6 +1812,11 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 			return bridge_error_set(err, "listen.tls: cannot use %s / %s: %s",
 						cfg->listen_cert_file, cfg->listen_key_file, e);
 		}
+		/* no session tickets: their key would live as long as the process
+		 * and break forward secrecy; sessions resume from the cache */
+		SSL_CTX_set_options(s->listen_tls,
+				    SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE);
+		SSL_CTX_set_info_callback(s->listen_tls, tls_plain_http);
 	}
 	s->guard = guard_new(base, s->http, s->listener, cfg->request_deadline_ms, s->listen_tls);
 	if (!s->guard) {

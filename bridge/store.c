@@ -401,6 +401,35 @@ static int schema_prepare(struct store *s, unsigned flags, struct bridge_error *
 	return 0;
 }
 
+/* A damaged page would make the bridge take posts it cannot keep, resend
+ * rows it cannot mark and send bodies that are not what was stored: the
+ * store is checked before serve uses it, and a damaged one refused with the
+ * way out. */
+static int integrity_check(struct store *s, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	char first[200] = "";
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK)
+		rc = SQLITE_ERROR;
+	else if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		snprintf(first, sizeof(first), "%s", (const char *)sqlite3_column_text(st, 0));
+	if (rc == SQLITE_ROW && strcmp(first, "ok") == 0) {
+		sqlite3_finalize(st);
+		return 0;
+	}
+	if (!first[0])
+		snprintf(first, sizeof(first), "%s", sqlite3_errmsg(s->db));
+	sqlite3_finalize(st);
+	return bridge_error_set(
+		err,
+		"queue store %s is damaged (quick_check: %s); not starting. Save "
+		"what is readable with: sqlite3 %s .recover | sqlite3 %s.recovered, "
+		"check it, then move it in place of the store",
+		s->path, first, s->path, s->path);
+}
+
 int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct store **ret,
 	       struct bridge_error *err)
 {
@@ -491,6 +520,7 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 	}
 	if (exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;", err) <
 		    0 ||
+	    ((flags & STORE_CREATE) && integrity_check(s, err) < 0) ||
 	    schema_prepare(s, flags, err) < 0 ||
 	    pragma_int(s, "PRAGMA data_version", &dv, err) < 0) {
 		store_close(s);

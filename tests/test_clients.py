@@ -4,6 +4,11 @@ challenge-driven clients answer, Retry-After on every 503, an honest
 "outcome unknown" when the bridge gives up on a post the endpoint may hold."""
 
 import base64
+import socket
+import ssl
+import gzip
+import json
+import zlib
 import os
 import subprocess
 import sys
@@ -174,10 +179,131 @@ def t_delivery_id(_t):
     t.ok(ids["alpha"] != ids["beta"], "a renamed route changes the delivery id", repr(ids))
 
 
+def t_encodings(_t):
+    """13, 16: a compressed body or a non-UTF-8 charset is refused 415 with
+    a reason, never parsed as if it were plain UTF-8 (no invalid_json)."""
+    b = start(listen_config(""), "enc.conf")
+    try:
+        raw = body()
+        for name, data in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw)),
+                           ("br", raw)):
+            r = bt.curl(b.url("/hook"), data, headers=["Content-Encoding: " + name])
+            d = bt.check_json_response(t, r, 415, "Content-Encoding %s" % name,
+                                       error="unsupported_encoding")
+            t.like((d or {}).get("message", ""), name, "the 415 names %s" % name, r)
+            t.is_(r.header("Accept-Encoding"), "identity",
+                  "the 415 says Accept-Encoding: identity (%s)" % name, r)
+        r = bt.curl(b.url("/hook"), raw, headers=["Content-Encoding: identity"])
+        t.is_(r.status, 200, "Content-Encoding: identity is plain", r)
+        form = bt.form_encode(json.loads(raw))
+        latin = form.replace(b"firstname=", b"firstname=Ren%E9%20", 1)
+        for ct in ("application/x-www-form-urlencoded; charset=iso-8859-1",
+                   'application/x-www-form-urlencoded; charset="windows-1252"',
+                   "application/json; charset=latin1"):
+            r = bt.curl(b.url("/hook"), latin if "form" in ct else raw, content_type=ct)
+            d = bt.check_json_response(t, r, 415, ct, error="unsupported_charset")
+            cs = ct.split("charset=")[1].strip('"')
+            t.like((d or {}).get("message", ""), "charset %s" % cs,
+                   "the 415 names the charset %s" % cs, r)
+        for ct in ("application/x-www-form-urlencoded; charset=utf-8",
+                   "application/x-www-form-urlencoded; charset=UTF-8",
+                   "application/x-www-form-urlencoded"):
+            r = bt.curl(b.url("/hook"), form, content_type=ct)
+            t.is_(r.status, 200, "form post with %s is taken" % ct, r)
+    finally:
+        bt.stop_and_check(t, b)
+
+
+def t_trace(_t):
+    """17: traceparent and X-Request-Id reach the endpoint and the request
+    log line; a route's static headers are sent with every delivery."""
+    sink = bt.Sink()
+    b = None
+    try:
+        route = bt.route("fwd", "forward", endpoint=sink.url("/in"), secret="k",
+                         headers=[{"name": "X-Tenant", "value": "acme"},
+                                  {"name": "X-Env", "value": "prod eu"}])
+        b = start(listen_config("", [route]), "trace.conf")
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        r = bt.curl(b.url("/hook"), body(), headers=["traceparent: " + tp,
+                                                    "X-Request-Id: req-42.a"])
+        t.is_(r.status, 200, "traced post delivered", r)
+        t.require(sink.wait_requests(1), "the endpoint got it")
+        got = sink.requests[-1]
+        t.is_(got.header("traceparent"), tp, "traceparent passed to the endpoint", got)
+        t.is_(got.header("X-Request-Id"), "req-42.a", "X-Request-Id passed to the endpoint",
+              got)
+        t.is_(got.header("X-Tenant"), "acme", "static route header sent", got)
+        t.is_(got.header("X-Env"), "prod eu", "second static route header sent", got)
+        lines = [json.loads(x) for x in b.err_lines if '"event":"request"' in x]
+        t.ok(any(x.get("traceparent") == tp and x.get("request_id") == "req-42.a"
+                 for x in lines), "the request log line carries both", lines[-1:])
+        r = bt.curl(b.url("/hook"), body(), headers=["traceparent: not-a-trace"])
+        t.is_(r.status, 200, "a malformed traceparent does not block the post", r)
+        t.require(sink.wait_requests(2), "the endpoint got the second post")
+        t.is_(sink.requests[-1].header("traceparent"), None,
+              "a malformed traceparent is not passed on", sink.requests[-1])
+    finally:
+        if b is not None:
+            bt.stop_and_check(t, b)
+        sink.stop()
+    bad = listen_config("", [bt.route("f", "forward", endpoint="http://127.0.0.1:9/x",
+                                      secret="k",
+                                      headers=[{"name": "Content-Length", "value": "1"}])])
+    r = bt.run_cli(["check", "--config", tmp.file("badhdr.conf", bad)], t=t)
+    t.ok(r.rc != 0 and "Content-Length" in r.stderr,
+         "a static header the bridge sets itself is refused at load", r)
+
+
+def t_https_listener(_t):
+    """11: plain HTTP to the HTTPS listener gets a plain-HTTP 400 saying so;
+    TLS 1.2 offers AEAD suites only; no session tickets."""
+    pki = bt.Pki(tmp)
+    cfg = listen_config('tls = { cert_file = "%s"; key_file = "%s"; };'
+                        % (pki.good_cert, pki.good_key))
+    b = bt.Bridge(tmp, cfg, "https.conf")
+    b.https_ca = pki.ca_cert
+    try:
+        b.start()
+    except bt.TestFailure as e:
+        t.ok(False, "HTTPS bridge starts", str(e))
+        raise
+    try:
+        r = bt.raw_request(b.port, bt.http_request("POST", "/hook", body()))
+        t.is_(r.status, 400, "plain HTTP to the HTTPS port: a plain-HTTP 400", r)
+        t.like(r.body.decode("utf-8", "replace"), "speaks HTTPS",
+               "the answer says the port speaks HTTPS", r)
+
+        def handshake(ciphers):
+            ctx = ssl.create_default_context(cafile=pki.ca_cert)
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            ctx.set_ciphers(ciphers)
+            with socket.create_connection(("127.0.0.1", b.port), timeout=5) as raw:
+                try:
+                    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                        return tls.cipher()[0], tls.session
+                except (ssl.SSLError, OSError):
+                    return None, None
+        for cbc in ("ECDHE+AES128+SHA", "ECDHE+AES256+SHA384", "AES128-SHA256"):
+            got, _ = handshake(cbc)
+            t.is_(got, None, "TLS 1.2 CBC suite %s refused" % cbc)
+        got, session = handshake("ECDHE+AESGCM")
+        t.like(got or "", r"GCM", "TLS 1.2 AEAD suite accepted")
+        t.ok(session is not None and not session.has_ticket, "no session ticket issued",
+             repr(session))
+        r = bt.curl(b.url("/hook"), body())
+        t.is_(r.status, 0, "curl without the CA fails verification (sanity)", r)
+    finally:
+        bt.stop_and_check(t, b)
+
+
 def main():
     t.run("401 challenge (item 12)", t_challenge)
     t.run("Retry-After, outcome unknown (item 14)", t_retry_after)
     t.run("v8 UUID delivery ids (item 15)", t_delivery_id)
+    t.run("compressed bodies and charsets (items 13, 16)", t_encodings)
+    t.run("trace context and static headers (item 17)", t_trace)
+    t.run("HTTPS listener (item 11)", t_https_listener)
     tmp.cleanup()
     t.done()
 

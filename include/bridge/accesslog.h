@@ -28,7 +28,8 @@ struct accesslog_entry {
 	long long duration_us;     /* arrival to answer */
 	int upstream_status;       /* 0: none */
 	const char *route, *participation_id, *delivery_id;
-	const char *rule, *key; /* a mapping failure's rule (file:line) and v1 key */
+	const char *traceparent, *request_id; /* the sender's trace context, passed on */
+	const char *rule, *key;               /* a mapping failure's rule (file:line) and v1 key */
 	const char *error; /* what went wrong, in full (the log may say more than the answer) */
 	const char *answered_by;  /* "legacy_endpoint" when the v1 importer answered */
 	unsigned long suppressed; /* lines the rate limit dropped before this one */

@@ -26,6 +26,7 @@ enum route_mode {
 };
 
 /* The route sends v2 to `endpoint`. */
+#define ROUTE_HEADERS_MAX 16 /* a route's static extra headers */
 #define ROUTE_SENDS_V2(r) ((r)->mode == ROUTE_FORWARD || (r)->mode == ROUTE_DUAL)
 
 const char *route_mode_name(enum route_mode m);
@@ -43,6 +44,8 @@ struct bridge_route {
 	size_t legacy_tls_index;
 	char *auth_name; /* NULL when no auth header */
 	char *auth_value;
+	char **header_names, **header_values; /* `headers`: static extra headers, in order */
+	size_t n_headers;                     /* at most ROUTE_HEADERS_MAX */
 	char *legacy_auth_name; /* legacy_auth_header: sent to legacy_endpoint, or NULL */
 	char *legacy_auth_value;
 	char **secrets; /* secrets[0] signs; all verify */

@@ -12,7 +12,8 @@
 #include "bridge/upstream.h"
 
 #define DELIVERY_ID_LEN      36 /* 8-4-4-4-12 lower-case hex */
-#define DELIVERY_HEADERS_MAX 6
+/* the bridge's own five, the route's static ones, traceparent, X-Request-Id */
+#define DELIVERY_HEADERS_MAX (5 + ROUTE_HEADERS_MAX + 2)
 
 /* Stable for the same route name and v2 body, so a sender's retry of the
  * same participation carries the same id (receivers dedupe on it).  It is an
@@ -24,7 +25,8 @@ void delivery_id_make(const char *route, const void *body, size_t len,
 
 /* Fill h with Content-Type, the route's auth header, the signature header
  * (computed into sig, SIGN_HEADER_MAX bytes, with the route's first secret)
- * and the delivery-id header, plus User-Agent.  The pointers in h point into
+ * and the delivery-id header, plus User-Agent and the route's static
+ * `headers`; h has room for two more (the sender's trace context).  The pointers in h point into
  * r, sig and delivery_id.  A route without a secret (dry-run) gets no
  * signature header.  Returns the number of headers, or -1 when the
  * signature cannot be computed. */
