@@ -1744,6 +1744,43 @@ static void tls_plain_http(const SSL *ssl, int where, int ret)
 	(void)w;
 }
 
+static int tls_pair_load(SSL_CTX *ctx, const struct bridge_config *cfg)
+{
+	return SSL_CTX_use_certificate_chain_file(ctx, cfg->listen_cert_file) == 1 &&
+			       SSL_CTX_use_PrivateKey_file(ctx, cfg->listen_key_file,
+							   SSL_FILETYPE_PEM) == 1 &&
+			       SSL_CTX_check_private_key(ctx) == 1
+		       ? 0
+		       : -1;
+}
+
+/* A renewed certificate and key (ACME) take effect at SIGHUP for new
+ * connections.  The pair is tried on a scratch context first, so a broken
+ * or half-written renewal keeps the running one. */
+static int listen_tls_reload(struct server *s, const struct bridge_config *cfg,
+			     struct bridge_error *err)
+{
+	SSL_CTX *probe;
+	char e[256] = "";
+	int rc;
+
+	if (!s->listen_tls || !cfg->listen_cert_file)
+		return 0;
+	probe = SSL_CTX_new(TLS_server_method());
+	rc = probe && tls_pair_load(probe, cfg) == 0 ? tls_pair_load(s->listen_tls, cfg) : -1;
+	if (rc < 0)
+		ERR_error_string_n(ERR_get_error(), e, sizeof(e));
+	SSL_CTX_free(probe);
+	ERR_clear_error();
+	if (rc < 0)
+		return bridge_error_set(
+			err,
+			"listen.tls: cannot use %s / %s: %s; the running certificate "
+			"stays",
+			cfg->listen_cert_file, cfg->listen_key_file, e);
+	return 0;
+}
+
 /* server_free for a server_new that fails after taking the caller's config:
  * the caller keeps its share, so the generation must not release it. */
 static void server_abort(struct server *s)
@@ -1801,10 +1838,7 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 		if (!s->listen_tls ||
 		    SSL_CTX_set_min_proto_version(s->listen_tls, TLS1_2_VERSION) != 1 ||
 		    SSL_CTX_set_cipher_list(s->listen_tls, LISTEN_TLS12_CIPHERS) != 1 ||
-		    SSL_CTX_use_certificate_chain_file(s->listen_tls, cfg->listen_cert_file) != 1 ||
-		    SSL_CTX_use_PrivateKey_file(s->listen_tls, cfg->listen_key_file,
-						SSL_FILETYPE_PEM) != 1 ||
-		    SSL_CTX_check_private_key(s->listen_tls) != 1) {
+		    tls_pair_load(s->listen_tls, cfg) < 0) {
 			char e[256];
 
 			ERR_error_string_n(ERR_get_error(), e, sizeof(e));
@@ -1838,8 +1872,11 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 int server_reload(struct server *s, const struct bridge_config *cfg, struct metrics *metrics,
 		  void (*release)(void *arg), void *release_arg, struct bridge_error *err)
 {
-	struct generation *g = generation_new(s, cfg, metrics, release, release_arg, err);
+	struct generation *g;
 
+	if (listen_tls_reload(s, cfg, err) < 0)
+		return -1;
+	g = generation_new(s, cfg, metrics, release, release_arg, err);
 	if (!g)
 		return -1;
 	s->gen->retired = 1;

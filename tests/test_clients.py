@@ -4,6 +4,8 @@ challenge-driven clients answer, Retry-After on every 503, an honest
 "outcome unknown" when the bridge gives up on a post the endpoint may hold."""
 
 import base64
+import shutil
+import signal
 import socket
 import ssl
 import gzip
@@ -255,19 +257,23 @@ def t_trace(_t):
          "a static header the bridge sets itself is refused at load", r)
 
 
+def start_https(pki, cert, key, name):
+    """A started bridge whose listener speaks HTTPS with cert/key."""
+    cfg = listen_config('tls = { cert_file = "%s"; key_file = "%s"; };' % (cert, key))
+    b = bt.Bridge(tmp, cfg, name)
+    b.https_ca = pki.ca_cert
+    try:
+        return b.start()
+    except bt.TestFailure as e:
+        t.ok(False, "HTTPS bridge %s starts" % name, str(e))
+        raise
+
+
 def t_https_listener(_t):
     """11: plain HTTP to the HTTPS listener gets a plain-HTTP 400 saying so;
     TLS 1.2 offers AEAD suites only; no session tickets."""
     pki = bt.Pki(tmp)
-    cfg = listen_config('tls = { cert_file = "%s"; key_file = "%s"; };'
-                        % (pki.good_cert, pki.good_key))
-    b = bt.Bridge(tmp, cfg, "https.conf")
-    b.https_ca = pki.ca_cert
-    try:
-        b.start()
-    except bt.TestFailure as e:
-        t.ok(False, "HTTPS bridge starts", str(e))
-        raise
+    b = start_https(pki, pki.good_cert, pki.good_key, "https.conf")
     try:
         r = bt.raw_request(b.port, bt.http_request("POST", "/hook", body()))
         t.is_(r.status, 400, "plain HTTP to the HTTPS port: a plain-HTTP 400", r)
@@ -297,6 +303,48 @@ def t_https_listener(_t):
         bt.stop_and_check(t, b)
 
 
+def t_cert_reload(_t):
+    """11: SIGHUP reloads the listener's certificate and key (ACME renewal);
+    a broken pair keeps the running one."""
+    pki = bt.Pki(tmp)
+    cert, key = tmp.join("live-cert.pem"), tmp.join("live-key.pem")
+    shutil.copy(pki.good_cert, cert)
+    shutil.copy(pki.good_key, key)
+    b = start_https(pki, cert, key, "renew.conf")
+
+    def served():
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", b.port), timeout=5) as raw:
+            with ctx.wrap_socket(raw) as tls:
+                return tls.getpeercert(binary_form=True)
+
+    def pem_der(path):
+        with open(path, encoding="ascii") as f:
+            return ssl.PEM_cert_to_DER_cert(f.read())
+    try:
+        t.is_(served(), pem_der(pki.good_cert), "the first certificate is served")
+        shutil.copy(pki.self_cert, cert)
+        shutil.copy(pki.self_key, key)
+        n = len(b.err_lines)
+        b.proc.send_signal(signal.SIGHUP)
+        t.ok(bt.wait_for(lambda: any('"reloaded"' in x for x in b.err_lines[n:]), 10),
+             "reload logged")
+        t.ok(bt.wait_for(lambda: served() == pem_der(pki.self_cert), 5),
+             "after SIGHUP new connections get the renewed certificate")
+        with open(key, "w", encoding="ascii") as f:
+            f.write("not a key\n")
+        n = len(b.err_lines)
+        b.proc.send_signal(signal.SIGHUP)
+        t.ok(bt.wait_for(lambda: any("the running certificate stays" in x
+                                     for x in b.err_lines[n:]), 10),
+             "a broken key is refused at reload, with the reason")
+        t.is_(served(), pem_der(pki.self_cert), "and the running certificate stays")
+    finally:
+        bt.stop_and_check(t, b)
+
+
 def main():
     t.run("401 challenge (item 12)", t_challenge)
     t.run("Retry-After, outcome unknown (item 14)", t_retry_after)
@@ -304,6 +352,7 @@ def main():
     t.run("compressed bodies and charsets (items 13, 16)", t_encodings)
     t.run("trace context and static headers (item 17)", t_trace)
     t.run("HTTPS listener (item 11)", t_https_listener)
+    t.run("certificate reload on SIGHUP (item 11)", t_cert_reload)
     tmp.cleanup()
     t.done()
 
