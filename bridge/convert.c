@@ -26,31 +26,7 @@
  * the input, the message stays valid UTF-8 for the JSON log). */
 static void text_render(char *dst, size_t cap, const char *s, size_t n)
 {
-	size_t i, o = 0;
-
-	for (i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		char tmp[8];
-		size_t tl;
-
-		if (ch < 0x20 || ch >= 0x7F || ch == '"' || ch == '\\')
-			tl = (size_t)snprintf(tmp, sizeof(tmp),
-					      ch == '"' || ch == '\\' ? "\\%c" : "\\x%02x", ch);
-		else {
-			tmp[0] = (char)ch;
-			tl = 1;
-		}
-		if (o + tl + 4 > cap || o + tl > 64) {
-			if (o + 4 <= cap) {
-				memcpy(dst + o, "...", 3);
-				o += 3;
-			}
-			break;
-		}
-		memcpy(dst + o, tmp, tl);
-		o += tl;
-	}
-	dst[o] = '\0';
+	diag_quote(dst, cap, s, n, 64, '"');
 }
 
 static int fail(struct bridge_error *err, long offset, const char *fmt, ...)

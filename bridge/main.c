@@ -773,6 +773,22 @@ static const struct command {
 	{ "replay", cmd_replay }, { "learn", cmd_learn },
 };
 
+/* Output that never reached stdout (a full disk, a closed descriptor) is a
+ * failure, not a success: say so and exit non-zero (2 unless the command
+ * already failed). */
+static int stdout_finish(const char *cmd, int rc)
+{
+	int flushed = fflush(stdout) == 0;
+	int e = errno;
+
+	if (flushed && !ferror(stdout))
+		return rc;
+	fprintf(stderr, "webhook-bridge %s: error: cannot write to stdout: %s\n", cmd,
+		flushed ? "an earlier write failed (full disk, closed pipe or descriptor)"
+			: strerror(e));
+	return rc ? rc : 2;
+}
+
 int main(int argc, char **argv)
 {
 	const char *cmd;
@@ -784,14 +800,14 @@ int main(int argc, char **argv)
 	cmd = argv[1];
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
 		fputs(usage_main, stdout);
-		return 0;
+		return stdout_finish("help", 0);
 	}
 	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
 		printf("webhook-bridge %s\n", BRIDGE_VERSION);
-		return 0;
+		return stdout_finish("version", 0);
 	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(cmd, commands[i].name) == 0)
-			return commands[i].run(argc - 1, argv + 1);
+			return stdout_finish(cmd, commands[i].run(argc - 1, argv + 1));
 	return usage_error(NULL, "unknown command '%s'", cmd);
 }

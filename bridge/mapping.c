@@ -863,6 +863,65 @@ static const char *const field_names[] = {
 	"map", "unknown", "timezone", "ambiguous", "gap",      NULL,
 };
 
+/* The v2 fields the schema types as date-time. */
+static bool is_datetime_target(const char *to)
+{
+	static const char *const paths[] = { "startedAt", "completedAt",
+					     "campaign.channel.dateStart",
+					     "campaign.channel.dateEnd", NULL };
+
+	for (int i = 0; to && paths[i]; i++)
+		if (strcmp(to, paths[i]) == 0)
+			return true;
+	return false;
+}
+
+/* A constant for a date-time target must already be the v2 form
+ * YYYY-MM-DDTHH:MM:SS.mmmZ: converting it as UTC gives it back unchanged. */
+static bool is_v2_datetime(const char *s)
+{
+	char out[32];
+
+	if (!s || strlen(s) != 24 || s[23] != 'Z')
+		return false;
+	return convert_datetime(s, 24, NULL, DT_AMBIGUOUS_REJECT, DT_GAP_REJECT, out, sizeof(out),
+				NULL) == 0 &&
+	       strcmp(out, s) == 0;
+}
+
+/* A rule writing startedAt, completedAt or a channel date must produce a
+ * schema date-time whatever the payload holds: integers are converted
+ * whatever the rule says, date-times cannot be guessed, so refuse the rule. */
+static void L_datetime_target(struct loader *L, const config_setting_t *g,
+			      const struct field_rule *r, bool has_value)
+{
+	if (!is_datetime_target(r->to))
+		return;
+	if (has_value) {
+		if (r->constant.kind == V2_STRING && !is_v2_datetime(r->constant.s))
+			L_err(L, config_setting_get_member(g, "value"),
+			      "'%s' is a date-time: a constant must be YYYY-MM-DDTHH:MM:SS.mmmZ, "
+			      "not \"%s\"",
+			      r->to, r->constant.s);
+		return;
+	}
+	if (r->conv != CONV_DATETIME)
+		L_err(L, g,
+		      "'%s' is a date-time: the rule needs convert = \"datetime\" (a copied v1 "
+		      "value is not YYYY-MM-DDTHH:MM:SS.mmmZ)",
+		      r->to);
+	if (r->def.kind == V2_STRING && !is_v2_datetime(r->def.s))
+		L_err(L, config_setting_get_member(g, "default"),
+		      "'%s' is a date-time: a default must be YYYY-MM-DDTHH:MM:SS.mmmZ, not \"%s\"",
+		      r->to, r->def.s);
+	for (size_t i = 0; i < r->n_map; i++)
+		if (!is_v2_datetime(r->map[i].to))
+			L_err(L, config_setting_get_member(g, "map"),
+			      "'%s' is a date-time: map value \"%s\" is not "
+			      "YYYY-MM-DDTHH:MM:SS.mmmZ",
+			      r->to, r->map[i].to);
+}
+
 static struct field_rule *L_field(struct loader *L, const config_setting_t *g)
 {
 	struct field_rule *r;
@@ -951,6 +1010,7 @@ static struct field_rule *L_field(struct loader *L, const config_setting_t *g)
 		L_err(L, config_setting_get_member(g, "unknown"), "'unknown' needs a 'map'");
 	if ((r->dt.zone || r->dt.amb >= 0 || r->dt.gap >= 0) && r->conv != CONV_DATETIME)
 		L_err(L, g, "'timezone', 'ambiguous' and 'gap' need convert = \"datetime\"");
+	L_datetime_target(L, g, r, has_value);
 	if (r->from)
 		r->key = key_intern(L, r->from);
 	return r;
@@ -1761,8 +1821,30 @@ static int fail_oom(struct apply *a)
 		    MAP_ARENA_MAX >> 20);
 }
 
-/* Quote a value for an error message: at most 60 bytes, stops at NUL. */
-#define QV(s, len) (int)((len) > 60 ? 60 : (len)), (s), ((len) > 60 ? "..." : "")
+/* A v1 value quoted in an error message: escaped and cut (diag_quote), so
+ * the message stays one line and shows what was sent, NUL bytes included. */
+#define QUOTED_CAP     96
+#define KEY_QUOTED_CAP 96
+
+static const char *quoted(char *buf, const char *s, size_t len)
+{
+	diag_quote(buf, QUOTED_CAP, s, len, 60, '"');
+	return buf;
+}
+
+/* An integer target given a list or a boolean: say what the value is
+ * rather than quoting the (empty or "true") text of it. */
+static int not_an_integer(struct apply *a, const char *file, int line, const char *key,
+			  const struct v1_value *v)
+{
+	if (v->type == V1_ARRAY)
+		return fail(a, file, line, key, "v1 key '%s': a list, not an integer", key);
+	if (v->type == V1_BOOL)
+		return fail(a, file, line, key, "v1 key '%s': a boolean (%s), not an integer", key,
+			    v->text);
+	return 0;
+}
+
 
 static void trace_add(struct apply *a, const char *from_key, const char *file, int line,
 		      const char *what, const char *path_fmt, ...)
@@ -1898,9 +1980,11 @@ static int transform(struct apply *a, enum conv c, const struct dt_opts *dt, con
 			len = p->to_len;
 			*ret_pair = p;
 		} else if (unknown == UNKNOWN_REJECT) {
+			char qb[QUOTED_CAP];
+
 			return fail(a, file, line, key,
-				    "v1 key '%s': value \"%.*s%s\" is not in the map", key,
-				    QV(s, len));
+				    "v1 key '%s': value \"%s\" is not in the map", key,
+				    quoted(qb, s, len));
 		}
 	}
 	*ret = s;
@@ -1945,6 +2029,9 @@ static int apply_field(struct apply *a, const struct field_rule *r)
 		return fail(a, r->file, r->line, r->from,
 			    "v1 key '%s': a list of %zu values where %s takes one", r->from,
 			    v->n_items, r->to);
+	if ((r->type == V2_T_INTEGER || r->conv == CONV_INTEGER) &&
+	    not_an_integer(a, r->file, r->line, r->from, v) < 0)
+		return -1;
 	scalar_text(v, &s, &len);
 	if (transform(a, r->conv, &r->dt, r->map, r->n_map, r->unknown, r->file, r->line, r->from,
 		      s, len, &s, &len, &mp) < 0)
@@ -2007,10 +2094,12 @@ static int apply_optin(struct apply *a, const struct var_rule *r, struct v2_entr
 			s = "0";
 			len = 1;
 		} else {
+			char qb[QUOTED_CAP];
+
 			return fail(a, r->file, r->line, r->from,
-				    "v1 key '%s': not an opt-in value: \"%.*s%s\" (expected 1, 0, "
+				    "v1 key '%s': not an opt-in value: \"%s\" (expected 1, 0, "
 				    "true, false, empty or null)",
-				    r->from, QV(s, len));
+				    r->from, quoted(qb, s, len));
 		}
 		what = what_text(a, "optin", r->conv, rule_zone(a, &r->dt), mp, wbuf, sizeof(wbuf));
 	}
@@ -2043,10 +2132,12 @@ static int parse_bool(struct apply *a, const struct var_rule *r, const struct v1
 	} else if ((len == 1 && s[0] == '0') || (len == 5 && memcmp(s, "false", 5) == 0)) {
 		ret->s = "false";
 	} else {
+		char qb[QUOTED_CAP];
+
 		return fail(a, r->file, r->line, r->correct_from,
-			    "v1 key '%s': not a correctness value: \"%.*s%s\" (expected 1, 0, "
+			    "v1 key '%s': not a correctness value: \"%s\" (expected 1, 0, "
 			    "true, false, empty or null)",
-			    r->correct_from, QV(s, len));
+			    r->correct_from, quoted(qb, s, len));
 	}
 	ret->len = strlen(ret->s);
 	return 0;
@@ -2062,6 +2153,8 @@ static int parse_int(struct apply *a, const struct var_rule *r, const char *key,
 	ret->kind = V2_ABSENT;
 	if (!v || v->type == V1_NULL)
 		return 0;
+	if (not_an_integer(a, r->file, r->line, key, v) < 0)
+		return -1;
 	scalar_text(v, &s, &len);
 	if (len == 0 && v->type == V1_STRING)
 		return 0;
@@ -2304,10 +2397,12 @@ static int apply_answers(struct apply *a, const struct var_rule *r, struct v2_en
 				resp->label.s = c->to;
 				resp->label.len = c->to_len;
 			} else if (r->unknown == UNKNOWN_REJECT) {
+				char qb[QUOTED_CAP];
+
 				return fail(a, r->file, r->line, r->from,
-					    "v1 key '%s': value \"%.*s%s\" is not one of the "
+					    "v1 key '%s': value \"%s\" is not one of the "
 					    "choices of '%s'",
-					    r->from, QV(s, len), r->variable);
+					    r->from, quoted(qb, s, len), r->variable);
 			}
 		}
 		if (r->is_file) {
@@ -2618,8 +2713,12 @@ static int apply_run(struct apply *a)
 			unmapped_entry(a, f);
 		} else if (rs->unmapped == MAPPING_UNMAPPED_REJECT &&
 			   res->n_unmapped <= MAP_ERROR_KEYS && list_len < sizeof(list)) {
-			int n = snprintf(list + list_len, sizeof(list) - list_len, "%s'%s'",
-					 list_len ? ", " : "", f->key);
+			char kb[KEY_QUOTED_CAP];
+			int n;
+
+			diag_quote(kb, sizeof(kb), f->key, f->key_len, 80, '\'');
+			n = snprintf(list + list_len, sizeof(list) - list_len, "%s'%s'",
+				     list_len ? ", " : "", kb);
 
 			if (n > 0)
 				list_len += (size_t)n;

@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -878,6 +879,21 @@ static void forward(struct exchange *x, const struct mapping_result *m)
 	}
 }
 
+/* A dry-run line that did not reach stdout is lost output: count it (per
+ * process) and log it, so an operator sees the failure. */
+static void dry_run_write_failed(const struct exchange *x, int e)
+{
+	static atomic_long failures;
+	struct log_line l;
+
+	log_begin(&l, LOG_ERROR, "dry_run_write_failed");
+	log_str(&l, "route", x->route->name);
+	log_str(&l, "delivery_id", x->delivery_id[0] ? x->delivery_id : NULL);
+	log_str(&l, "error", strerror(e));
+	log_int(&l, "failures", atomic_fetch_add(&failures, 1) + 1);
+	log_end(&l);
+}
+
 /* The payload it would send, on stdout, one JSON line per participation. */
 static void print_dry_run(const struct exchange *x, const struct mapping_result *m)
 {
@@ -897,6 +913,8 @@ static void print_dry_run(const struct exchange *x, const struct mapping_result 
 	while (evbuffer_get_length(line) > 0)
 		if (evbuffer_write(line, STDOUT_FILENO) <= 0 && errno != EINTR && errno != EAGAIN)
 			break;
+	if (evbuffer_get_length(line) > 0)
+		dry_run_write_failed(x, errno);
 	evbuffer_free(line);
 }
 

@@ -31,41 +31,6 @@ void v1_limits_default(struct v1_limits *l)
 /* ------------------------------------------------------------------------ */
 /* UTF-8 (Unicode 15, table 3-7): no overlongs, no surrogates, <= U+10FFFF. */
 
-/* Length of the well-formed sequence starting at s, or 0 if ill-formed. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	unsigned char lo = 0x80, hi = 0xBF;
-	size_t need, i;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF)
-		need = 1;
-	else if (c >= 0xE0 && c <= 0xEF) {
-		need = 2;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		need = 3;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else
-		return 0;
-	if (n < need + 1)
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i <= need; i++)
-		if (s[i] < 0x80 || s[i] > 0xBF)
-			return 0;
-	return need + 1;
-}
-
 /* Offset of the first ill-formed byte, or n when all of s is valid. */
 static size_t utf8_invalid_at(const char *s, size_t n)
 {
@@ -73,7 +38,7 @@ static size_t utf8_invalid_at(const char *s, size_t n)
 	size_t i = 0;
 
 	while (i < n) {
-		size_t k = utf8_seq_len(u + i, n - i);
+		size_t k = diag_utf8_len(u + i, n - i);
 
 		if (!k)
 			return i;
@@ -90,36 +55,7 @@ static size_t utf8_invalid_at(const char *s, size_t n)
 
 static void key_render(char *dst, size_t cap, const char *s, size_t n)
 {
-	const unsigned char *u = (const unsigned char *)s;
-	size_t i = 0, o = 0;
-
-	while (i < n) {
-		char tmp[8];
-		size_t k = utf8_seq_len(u + i, n - i), tl;
-
-		if (k == 1 && (u[i] < 0x20 || u[i] == 0x7F || u[i] == '\\' || u[i] == '\''))
-			tl = (size_t)snprintf(tmp, sizeof(tmp),
-					      u[i] == '\\' || u[i] == '\'' ? "\\%c" : "\\x%02x",
-					      u[i]);
-		else if (k == 0) {
-			tl = (size_t)snprintf(tmp, sizeof(tmp), "\\x%02x", u[i]);
-			k = 1;
-		} else {
-			memcpy(tmp, s + i, k);
-			tl = k;
-		}
-		if (o + tl + 4 > cap || o + tl > KEY_SHOWN_MAX) {
-			if (o + 4 <= cap) {
-				memcpy(dst + o, "...", 3);
-				o += 3;
-			}
-			break;
-		}
-		memcpy(dst + o, tmp, tl);
-		o += tl;
-		i += k;
-	}
-	dst[o] = '\0';
+	diag_quote(dst, cap, s, n, KEY_SHOWN_MAX, '\'');
 }
 
 /* Sets message, offset and key (already rendered, may be NULL); returns -1. */

@@ -84,10 +84,11 @@ static const struct reject_case json_rejects[] = {
 	  "a" },
 	{ "duplicate key via escape", "{\"\\u00e9\":1,\"\xc3\xa9\":2}", 0,
 	  "duplicate key '\xc3\xa9'", 12, "\xc3\xa9" },
-	{ "key containing NUL", "{\"a\\u0000b\":1}", 0, "contains a NUL character", 1, "a\\x00b" },
+	{ "key containing NUL", "{\"a\\u0000b\":1}", 0, "contains a NUL character", 1,
+	  "a\\u0000b" },
 	{ "key with quote is rendered escaped", "{\"q\\\"'\":{}}", 0, "key 'q\"\\''", NO_OFFSET,
 	  NULL },
-	{ "key control chars rendered", "{\"c\\n\":{}}", 0, "key 'c\\x0a'", NO_OFFSET, NULL },
+	{ "key control chars rendered", "{\"c\\n\":{}}", 0, "key 'c\\n'", NO_OFFSET, NULL },
 };
 
 static const struct reject_case form_rejects[] = {
@@ -102,7 +103,7 @@ static const struct reject_case form_rejects[] = {
 	{ "truncated sequence", "a=%e2%82", 0, "not valid UTF-8", 2, "a" },
 	{ "raw invalid byte", "a=x\xfe", 0, "not valid UTF-8", 2, "a" },
 	{ "invalid UTF-8 key", "x=1&%ff=1", 0, "at byte 4 is not valid UTF-8", 4, NULL },
-	{ "key containing NUL", "a%00b=1", 0, "contains a NUL character", 0, "a\\x00b" },
+	{ "key containing NUL", "a%00b=1", 0, "contains a NUL character", 0, "a\\u0000b" },
 	{ "raw NUL byte", "a=1&b=\0", 7, "invalid form data at byte 6: embedded NUL byte", 6,
 	  NULL },
 };
