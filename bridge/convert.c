@@ -45,9 +45,11 @@ static int fail(struct bridge_error *err, long offset, const char *fmt, ...)
 	return -1;
 }
 
+/* The JSON whitespace set: a form feed or vertical tab around a number is
+ * content, not padding, so "\f42" is not an integer. */
 static int is_space(char ch)
 {
-	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f' || ch == '\v';
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
 }
 
 static int is_digit(char ch)
@@ -837,7 +839,7 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum
 		return -1;
 
 	civil_from_days(floor_div(u, SECS_PER_DAY), &oy, &om, &od);
-	if (oy < 0 || oy > 9999)
+	if (oy < 1 || oy > 9999)
 		return fail(err, -1, "datetime \"%s\" is out of range once converted to UTC",
 			    shown);
 	if (cap < 25)

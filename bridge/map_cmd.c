@@ -82,6 +82,15 @@ static int read_all(FILE *f, char **ret, size_t *ret_len)
 	return 0;
 }
 
+/* A line of spaces and tabs carries no payload: skipped like an empty one. */
+static int blank(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (s[i] != ' ' && s[i] != '\t')
+			return 0;
+	return 1;
+}
+
 static void error_line(FILE *out, const char *input, long line_no, const struct bridge_error *err)
 {
 	fprintf(out, "error: %s", input);
@@ -187,7 +196,7 @@ static int map_ndjson(const struct mapping *m, FILE *f, const char *name, int fo
 			line_no++;
 			while (len && (lines[n][len - 1] == '\n' || lines[n][len - 1] == '\r'))
 				len--;
-			if (!len)
+			if (blank(lines[n], len))
 				continue;
 			lens[n] = len;
 			nos[n] = line_no;

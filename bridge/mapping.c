@@ -2232,7 +2232,14 @@ static void file_response(const struct mapping *m, const char *s, size_t len,
 			break;
 		}
 	}
-	for (size_t i = 0; i + 2 < end; i++) {
+	/* "//host/path" (protocol-relative) starts with an authority too. */
+	for (size_t i = 0; i + 2 < end || (i == 0 && end == 2); i++) {
+		if (i == 0 && s[0] == '/' && s[1] == '/') {
+			path_start = 2;
+			while (path_start < end && s[path_start] != '/')
+				path_start++;
+			break;
+		}
 		if (s[i] == ':' && s[i + 1] == '/' && s[i + 2] == '/') {
 			/* Skip the authority: no name unless a path follows it. */
 			path_start = i + 3;
@@ -2455,6 +2462,12 @@ static int apply_per_response(struct apply *a, const struct var_rule *r, struct 
 	} else {
 		items = v;
 		n_items = 1;
+		/* No response to attach it to: refuse rather than drop it (a score
+		 * is also the question's score, so only correctness is lost). */
+		if (!is_score && e->n_responses == 0 && v->type != V1_NULL && v->len > 0)
+			return fail(a, r->file, r->line, key_name,
+				    "v1 key '%s': a correctness value without an answer in '%s'",
+				    key_name, r->from);
 	}
 	for (size_t i = 0; i < e->n_responses; i++) {
 		const struct v1_value *it = n_items == 1 && v->type != V1_ARRAY ? items : &items[i];
@@ -2537,6 +2550,15 @@ static int apply_var(struct apply *a, const struct var_rule *r)
 	if (apply_per_response(a, r, e, r->response_score_key, r->response_score_from, true) < 0)
 		return -1;
 	return apply_per_response(a, r, e, r->correct_key, r->correct_from, false);
+}
+
+/* The variable rule writing `name`, in any section, or NULL. */
+static const struct var_rule *variable_named(const struct ruleset *rs, const char *name)
+{
+	for (size_t i = 0; i < rs->n_vars; i++)
+		if (strcmp(rs->vars[i]->variable, name) == 0)
+			return rs->vars[i];
+	return NULL;
 }
 
 static void unmapped_entry(struct apply *a, const struct v1_field *f)
@@ -2710,6 +2732,19 @@ static int apply_run(struct apply *a)
 		if (!first_unmapped)
 			first_unmapped = copy;
 		if (rs->unmapped == MAPPING_UNMAPPED_FORM) {
+			const struct var_rule *clash = variable_named(rs, f->key);
+
+			if (clash) {
+				char kb[KEY_QUOTED_CAP];
+
+				diag_quote(kb, sizeof(kb), f->key, f->key_len, 80, '\'');
+				return fail(
+					a, clash->file, clash->line, copy,
+					"unmapped v1 key '%s' would write a form entry with the "
+					"name of the %s variable of this rule: add it to 'ignore' "
+					"or give it a rule",
+					kb, sec_name[clash->section]);
+			}
 			unmapped_entry(a, f);
 		} else if (rs->unmapped == MAPPING_UNMAPPED_REJECT &&
 			   res->n_unmapped <= MAP_ERROR_KEYS && list_len < sizeof(list)) {

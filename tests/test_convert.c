@@ -44,7 +44,10 @@ static const struct int_case int_cases[] = {
 	{ "0", 0, "0", NULL },
 	{ "42", 0, "42", NULL },
 	{ " 42 ", 0, "42", NULL },
-	{ "\t\r\n42\f\v", 0, "42", NULL },
+	{ "\t\r\n42 \t", 0, "42", NULL },
+	/* only the JSON whitespace set is trimmed: form feed and vertical tab are content */
+	{ "42\f", 0, NULL, "unexpected character at byte 2" },
+	{ "\v42", 0, NULL, "unexpected character at byte 0" },
 	{ "+5", 0, "5", NULL },
 	{ "-5", 0, "-5", NULL },
 	{ "007", 0, "7", NULL },

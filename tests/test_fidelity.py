@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """Output that cannot be written is an error: every command whose result goes
 to stdout (map, diff, report, replay's summary, check, --help) exits non-zero
-with a one-line message when stdout is a full device or a closed descriptor,
-instead of reporting success for output nobody received."""
+with a one-line message when stdout is a full device or a closed descriptor;
+serve in dry-run mode logs and counts each lost dry-run line.  Also: a
+whitespace-only NDJSON line is skipped like an empty one."""
 
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +39,55 @@ def run_to(args, stdout):
     return p.returncode, p.stderr.decode("utf-8", "replace")
 
 
+def serve_dry_run_to_full():
+    """serve in dry-run mode with stdout on /dev/full: each lost line is an
+    error log line with the running count, the post is still answered."""
+    cfg = bt.config_text([bt.route("dry", "dry-run")], path="/hook")
+    b = bt.Bridge(tmp, cfg, "full.conf")
+
+    def to_full():
+        fd = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(fd, 1)
+
+    b.preexec = to_full
+    b.start()
+    try:
+        doc = bt.v1_fixture()[2]
+        for i in range(2):
+            r = bt.curl(b.url("/hook"), bt.v1_variant(doc, participation_id="full-%d" % i))
+            t.is_(r.status, 200, "dry-run post %d answered" % i, r)
+
+        def failures():
+            out = []
+            for line in list(b.err_lines):
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("event") == "dry_run_write_failed":
+                    out.append(rec)
+            return out
+
+        bt.wait_for(lambda: len(failures()) >= 2, timeout=10)
+        got = failures()
+        t.is_([r.get("failures") for r in got], [1, 2], "each lost dry-run line is logged and "
+              "counted", b.stderr[-2000:])
+        t.ok(all(r.get("level") == "error" and r.get("error") for r in got),
+             "the log line is an error naming the cause", got)
+    finally:
+        bt.stop_and_check(t, b)
+
+
+def ndjson_blank_lines():
+    """A line of spaces and tabs is skipped like an empty line."""
+    doc = bt.v1_fixture()[2]
+    one = bt.v1_variant(doc).decode()
+    src = tmp.file("blank.ndjson", one + "\n   \n\t\n \t \r\n\n" + one + "\n")
+    r = bt.run_cli(["map", "--mapping", bt.MAPPING, "--ndjson", src], t=t)
+    t.is_(r.rc, 0, "whitespace-only NDJSON lines are not errors", r)
+    t.is_(len(r.out.splitlines()), 2, "both payload lines mapped", r)
+
+
 def main():
     for name, args in COMMANDS:
         with open(os.devnull, "wb") as null:
@@ -60,6 +111,8 @@ def main():
                              "--mapping", bt.MAPPING, REP], stderr=subprocess.PIPE, timeout=60)
     t.is_(closed.returncode, 2, "map with stdout closed: exit 2",
           closed.stderr.decode("utf-8", "replace"))
+    ndjson_blank_lines()
+    serve_dry_run_to_full()
 
 
 try:
