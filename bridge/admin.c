@@ -190,7 +190,7 @@ static void handle(struct evhttp_request *req, void *arg)
 			metrics_render(a->view->metrics, b);
 		}
 		if (a->view->queue)
-			queue_metrics_render(a->view->queue, b);
+			queue_metrics_render(a->view->queue, a->view->cfg, b);
 		reply(a, req, 200, "text/plain; version=0.0.4", b);
 	} else {
 		b = evbuffer_new();

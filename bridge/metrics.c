@@ -333,8 +333,7 @@ void metrics_shadow_waiting(struct metrics *m, long long waiting)
 
 /* ---- exposition ------------------------------------------------------------ */
 
-/* Prometheus label values escape \, " and newline. */
-static void add_label(struct evbuffer *out, const char *v)
+void metrics_label_add(struct evbuffer *out, const char *v)
 {
 	for (; *v; v++) {
 		if (*v == '\\' || *v == '"')
@@ -356,7 +355,7 @@ static void route_line(struct evbuffer *out, const char *name, const char *route
 		       unsigned long long v)
 {
 	evbuffer_add_printf(out, "%s{route=\"", name);
-	add_label(out, route);
+	metrics_label_add(out, route);
 	evbuffer_add_printf(out, "\"%s%s} %llu\n", *extra ? "," : "", extra, v);
 }
 
@@ -375,15 +374,15 @@ static void render_histogram(struct evbuffer *out, const char *name, const char 
 			snprintf(labels, sizeof(labels), "%s%sle=\"+Inf\"", extra,
 				 *extra ? "," : "");
 		evbuffer_add_printf(out, "%s_bucket{route=\"", name);
-		add_label(out, route);
+		metrics_label_add(out, route);
 		evbuffer_add_printf(out, "\",%s} %llu\n", labels, (unsigned long long)cum);
 	}
 	evbuffer_add_printf(out, "%s_sum{route=\"", name);
-	add_label(out, route);
+	metrics_label_add(out, route);
 	evbuffer_add_printf(out, "\"%s%s} %.6f\n", *extra ? "," : "", extra,
 			    atomic_load(&h->sum_us) / 1e6);
 	evbuffer_add_printf(out, "%s_count{route=\"", name);
-	add_label(out, route);
+	metrics_label_add(out, route);
 	evbuffer_add_printf(out, "\"%s%s} %llu\n", *extra ? "," : "", extra,
 			    (unsigned long long)atomic_load(&h->count));
 }
@@ -405,9 +404,9 @@ static void render_table(struct metrics *m, struct evbuffer *out, struct label_t
 		if (!exported(m, t->routes[i]))
 			continue;
 		evbuffer_add_printf(out, "%s{route=\"", metric);
-		add_label(out, m->st->routes[t->routes[i]]->name);
+		metrics_label_add(out, m->st->routes[t->routes[i]]->name);
 		evbuffer_add_printf(out, "\",%s=\"", label);
-		add_label(out, t->names[i]);
+		metrics_label_add(out, t->names[i]);
 		evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)t->counts[i]);
 	}
 	if (t->other)
@@ -442,7 +441,8 @@ static void render_requests(struct metrics *m, struct evbuffer *out)
 		struct route_series *s = m->st->routes[m->slot[r]];
 
 		for (int o = 0; o < OUTCOME_COUNT; o++) {
-			if (!atomic_load(&s->duration[o].count))
+			/* like the counters: known routes x outcomes at zero */
+			if (!atomic_load(&s->duration[o].count) && r == 0)
 				continue;
 			snprintf(extra, sizeof(extra), "outcome=\"%s\"", outcome_names[o]);
 			render_histogram(out, "webhook_bridge_request_duration_seconds", s->name,

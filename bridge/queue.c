@@ -40,6 +40,8 @@
 #include <event2/thread.h>
 
 #include "bridge/cfg.h"
+#include "bridge/config.h"
+#include "bridge/metrics.h"
 #include "bridge/queue.h"
 
 #define QUEUE_BATCH_MAX         256   /* rows per enqueue transaction */
@@ -1578,11 +1580,95 @@ int queue_ready(struct queue *q, char *why, size_t cap)
 	return 0;
 }
 
-void queue_metrics_render(struct queue *q, struct evbuffer *out)
+/* The per-route families, filled side by side so each stays contiguous. */
+struct route_render {
+	struct evbuffer *depth, *age, *dead;
+	const struct bridge_config *cfg;
+	char *seen; /* cfg route index -> had rows in the store */
+	int64_t now;
+};
+
+static void route_sample(struct evbuffer *out, const char *name, const char *route)
+{
+	evbuffer_add_printf(out, "webhook_bridge_queue_route_%s{route=\"", name);
+	metrics_label_add(out, route);
+	evbuffer_add_printf(out, "\"} ");
+}
+
+static void route_render_add(struct route_render *r, const char *route, int64_t pending,
+			     int64_t dead, int64_t oldest_ms)
+{
+	int64_t age = oldest_ms > 0 && r->now > oldest_ms ? r->now - oldest_ms : 0;
+
+	route_sample(r->depth, "depth", route);
+	evbuffer_add_printf(r->depth, "%lld\n", (long long)pending);
+	route_sample(r->age, "oldest_age_seconds", route);
+	evbuffer_add_printf(r->age, "%lld.%03lld\n", (long long)(age / 1000),
+			    (long long)(age % 1000));
+	route_sample(r->dead, "dead_letters", route);
+	evbuffer_add_printf(r->dead, "%lld\n", (long long)dead);
+}
+
+static int route_render_cb(const struct store_route_counts *c, void *arg)
+{
+	struct route_render *r = arg;
+
+	for (size_t i = 0; r->cfg && r->seen && i < r->cfg->n_routes; i++)
+		if (strcmp(r->cfg->routes[i].name, c->route) == 0)
+			r->seen[i] = 1;
+	route_render_add(r, c->route, c->pending, c->dead, c->oldest_created_ms);
+	return 0;
+}
+
+/* Per route, from the store (rows of routes no longer configured included:
+ * they still wait for delivery); the config's queued routes at zero when the
+ * store has none of theirs. */
+static void render_routes(struct queue *q, const struct bridge_config *cfg, struct evbuffer *out)
+{
+	struct route_render r = { .cfg = cfg, .now = now_ms() };
+	struct bridge_error err;
+
+	r.depth = evbuffer_new();
+	r.age = evbuffer_new();
+	r.dead = evbuffer_new();
+	if (cfg && cfg->n_routes)
+		r.seen = calloc(cfg->n_routes, 1);
+	if (r.depth && r.age && r.dead &&
+	    store_count_routes(q->store, route_render_cb, &r, &err) == 0) {
+		for (size_t i = 0; r.seen && i < cfg->n_routes; i++)
+			if (cfg->routes[i].queued && !r.seen[i])
+				route_render_add(&r, cfg->routes[i].name, 0, 0, 0);
+		evbuffer_add_printf(out,
+				    "# HELP webhook_bridge_queue_route_depth Deliveries waiting "
+				    "in the queue per route, in flight included.\n# TYPE "
+				    "webhook_bridge_queue_route_depth gauge\n");
+		evbuffer_add_buffer(out, r.depth);
+		evbuffer_add_printf(out,
+				    "# HELP webhook_bridge_queue_route_oldest_age_seconds Age of "
+				    "the route's oldest waiting delivery (0 when none).\n# TYPE "
+				    "webhook_bridge_queue_route_oldest_age_seconds gauge\n");
+		evbuffer_add_buffer(out, r.age);
+		evbuffer_add_printf(out,
+				    "# HELP webhook_bridge_queue_route_dead_letters Dead letters "
+				    "in the store per route.\n# TYPE "
+				    "webhook_bridge_queue_route_dead_letters gauge\n");
+		evbuffer_add_buffer(out, r.dead);
+	}
+	free(r.seen);
+	if (r.depth)
+		evbuffer_free(r.depth);
+	if (r.age)
+		evbuffer_free(r.age);
+	if (r.dead)
+		evbuffer_free(r.dead);
+}
+
+void queue_metrics_render(struct queue *q, const struct bridge_config *cfg, struct evbuffer *out)
 {
 	struct queue_stats s;
 
 	queue_stats(q, &s);
+	render_routes(q, cfg, out);
 	metric(out, "depth", "gauge", "Deliveries waiting in the queue, in flight included.",
 	       s.depth);
 	evbuffer_add_printf(out,

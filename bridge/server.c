@@ -593,6 +593,17 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 	char msg[600], detail[800];
 
 	x->up = NULL;
+	if (r->retried) {
+		/* log_level = "debug": the pool's one retry on a new connection */
+		struct log_line l;
+
+		log_begin(&l, LOG_DEBUG, "retry");
+		log_str(&l, "route", x->route->name);
+		log_str(&l, "participation_id", x->participation_id);
+		log_str(&l, "delivery_id", x->delivery_id);
+		log_str(&l, "error", r->retried);
+		log_end(&l);
+	}
 	metrics_upstream_latency(x->gen->metrics, x->route_index, r->elapsed_us);
 	metrics_pool_connections(x->gen->metrics, x->route_index, x->srv->opt.worker,
 				 (long)upstream_pool_connections(x->gen->pools[x->route_index]));

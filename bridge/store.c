@@ -79,6 +79,7 @@ enum stmt_id {
 	ST_FAILED,
 	ST_DEAD,
 	ST_COUNT,
+	ST_COUNT_ROUTES,
 	ST_OLDEST,
 	ST_GET,
 	ST_RETRY_DEAD,
@@ -121,6 +122,9 @@ static const char *const stmt_sql[ST_N] = {
 		    " last_status = ?5, last_error = ?6"
 		    " WHERE id = ?1 AND status = 0 AND attempts = ?2",
 	[ST_COUNT] = "SELECT status, COUNT(*), MIN(created_ms) FROM deliveries GROUP BY status",
+	[ST_COUNT_ROUTES] = "SELECT route, status, COUNT(*), MIN(created_ms)"
+			    " FROM deliveries INDEXED BY deliveries_age"
+			    " GROUP BY route, status ORDER BY route, status",
 	[ST_OLDEST] = "SELECT MIN(created_ms) FROM deliveries INDEXED BY deliveries_age"
 		      " WHERE status = 0",
 	[ST_GET] = "SELECT " ROW_COLUMNS " FROM deliveries AS d WHERE d.id = ?1",
@@ -1002,6 +1006,59 @@ int store_count(struct store *s, struct store_counts *ret, struct bridge_error *
 	sqlite3_reset(st);
 	pthread_mutex_unlock(&s->mu);
 	return 0;
+}
+
+int store_count_routes(struct store *s, int (*cb)(const struct store_route_counts *c, void *arg),
+		       void *arg, struct bridge_error *err)
+{
+	struct store_route_counts c;
+	char *route = NULL;
+	sqlite3_stmt *st;
+	int rc, stop = 0;
+
+	memset(&c, 0, sizeof(c));
+	pthread_mutex_lock(&s->mu);
+	st = stmt(s, ST_COUNT_ROUTES, err);
+	if (!st) {
+		pthread_mutex_unlock(&s->mu);
+		return -1;
+	}
+	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *r = (const char *)sqlite3_column_text(st, 0);
+		int status = sqlite3_column_int(st, 1);
+
+		if (!r)
+			r = "";
+		/* rows come sorted by route: a new name closes the previous one */
+		if (route && strcmp(route, r) != 0) {
+			stop = cb(&c, arg);
+			free(route);
+			route = NULL;
+			memset(&c, 0, sizeof(c));
+		}
+		if (stop)
+			break;
+		if (!route && !(route = strdup(r))) {
+			stop = bridge_error_set(err, "out of memory");
+			break;
+		}
+		c.route = route;
+		if (status == STORE_PENDING) {
+			c.pending = sqlite3_column_int64(st, 2);
+			c.oldest_created_ms = sqlite3_column_int64(st, 3);
+		} else if (status == STORE_DEAD) {
+			c.dead = sqlite3_column_int64(st, 2);
+		}
+	}
+	if (!stop && rc != SQLITE_DONE)
+		stop = db_fail(s, err, "cannot count deliveries per route");
+	else if (!stop && route) {
+		stop = cb(&c, arg);
+	}
+	free(route);
+	sqlite3_reset(st);
+	pthread_mutex_unlock(&s->mu);
+	return stop;
 }
 
 int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err)

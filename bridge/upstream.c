@@ -123,9 +123,10 @@ struct upstream_request {
 	size_t n_headers;
 	char *body;
 	size_t len;
-	int retried;    /* the one retry on a fresh connection was used */
-	int fresh_only; /* the next attempt must open a new connection */
-	int delivering; /* callback running: cancel is a no-op */
+	int retried;                              /* the one retry on a fresh connection was used */
+	char retried_reason[UPSTREAM_REASON_MAX]; /* why the first attempt failed */
+	int fresh_only;                           /* the next attempt must open a new connection */
+	int delivering;                           /* callback running: cancel is a no-op */
 	/* current attempt */
 	int got_error;
 	enum evhttp_request_error error;
@@ -607,6 +608,7 @@ static void request_call(struct upstream_request *r)
 	resp.body_len = r->resp_len;
 	resp.retry_after = r->retry_after;
 	resp.content_type = r->content_type;
+	resp.retried = r->retried ? r->retried_reason : NULL;
 	resp.elapsed_ms = r->elapsed_ms;
 	resp.elapsed_us = r->elapsed_us;
 	r->delivering = 1;
@@ -905,6 +907,7 @@ static void attempt_failed(struct upstream_request *r, int refused_path, int sav
 		TAILQ_REMOVE(&p->running, r, link);
 		r->state = REQ_WAITING;
 		r->retried = 1;
+		snprintf(r->retried_reason, sizeof(r->retried_reason), "%s", r->reason);
 		r->fresh_only = 1;
 		TAILQ_INSERT_HEAD(&p->waiting, r, link);
 		event_active(p->dispatch_ev, EV_TIMEOUT, 1);

@@ -60,6 +60,10 @@ def t_dashboard(_t):
         t.ok(want in titles, "dashboard panel: %s" % want, titles)
     t.ok([v for v in d["templating"]["list"] if v["name"] == "route"],
          "dashboard is per route (a route variable)")
+    for title in ("Queue depth and oldest age", "Dead letters"):
+        qs = [e for p, e in exprs if p == title and "webhook_bridge_queue_route_" in e]
+        t.ok(qs and all('route=~"$route"' in e for e in qs),
+             "panel %s reads the per-route queue series of the chosen routes" % title, qs)
     # Grafana's variables replaced by what they expand to; then each query as
     # a recording rule, so that promtool parses the PromQL
     rules = ["groups:", "  - name: dashboard", "    rules:"]
@@ -99,6 +103,9 @@ def t_series_exist(_t):
         used |= {n for _, e in dashboard_exprs()[1] for n in SERIES_RE.findall(e)}
         t.ok(len(used) >= 10, "the rules and the dashboard read %d series" % len(used),
              sorted(used))
+        for f in ("depth", "oldest_age_seconds", "dead_letters"):
+            t.ok('webhook_bridge_queue_route_%s{route="q"} 0' % f in r.body.decode(),
+                 "the queued route's %s at zero from the start" % f)
         missing = sorted(used - exported)
         t.is_(missing, [], "every series the rules and dashboard read is exported",
               sorted(exported))

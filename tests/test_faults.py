@@ -263,6 +263,16 @@ def t_stale_race(_t, b, up, how):
               "stale (%s): the retry carries the same signature" % how)
         t.is_(d and d.get("delivery_id"), s2[1].header("X-Bridge-Delivery-Id"),
               "stale (%s): the answer's delivery_id is the one sent" % how, repr(r2))
+    # log_level = "debug" logs the retry and why the first attempt failed
+    retries = bt.wait_for(lambda: [x for x in b.log_records() if x.get("event") == "retry"
+                                   and x.get("participation_id") == pid2], 5) or []
+    t.ok(len(retries) == 1 and retries[0].get("route") == "raw" and
+         retries[0].get("level") == "debug" and
+         "before any response byte" in retries[0].get("error", ""),
+         "stale (%s): one debug retry line naming the route and the reason" % how, retries)
+    t.ok(not [x for x in b.log_records() if x.get("event") == "retry"
+              and x.get("participation_id") == pid1],
+         "stale (%s): no retry line for the post that was not retried" % how)
 
 
 def t_stale_twice(_t, b, up):
@@ -369,7 +379,7 @@ def main():
               fwd("tls", sink.url(), C_TLS, ca_file=pki.ca_cert)]
     cfg = bt.config_text(routes, path=HOOK, workers=1,
                          upstream={"max_response_body": MAX_RESPONSE,
-                                   "idle_timeout_ms": 30000})
+                                   "idle_timeout_ms": 30000}, log_level="debug")
     b = t.start(bt.Bridge(tmp, cfg, "faults.conf"), "bridge starts")
     try:
         if b is not None:

@@ -74,6 +74,15 @@ def main():
             for o in ("delivered", "dry_run", "mapping_failed", "upstream_status"):
                 t.is_(m0.get('webhook_bridge_requests_total{route="%s",outcome="%s"}' % (n, o)),
                       0.0, "route %s outcome %s present at zero from the start" % (n, o))
+            for o in ("delivered", "dry_run", "upstream_timeout"):
+                k = 'webhook_bridge_request_duration_seconds_%s{route="%s",outcome="%s"%s}'
+                t.is_(m0.get(k % ("count", n, o, "")), 0.0,
+                      "duration of route %s outcome %s present at zero from the start" % (n, o))
+                t.is_(m0.get(k % ("bucket", n, o, ',le="+Inf"')), 0.0,
+                      "its +Inf bucket at zero too")
+        t.ok(not [k for k in m0 if k.startswith('webhook_bridge_request_duration_seconds_count'
+                                                '{route="",')],
+             "before routing: only what happened")
         t.is_(m0.get('webhook_bridge_shadow_comparisons_total{route="a",result="identical"}'),
               0.0, "shadow comparisons at zero from the start")
         t.is_(m0.get('webhook_bridge_shadow_expired_total{route="a",side="real",reason="ttl"}'),

@@ -540,7 +540,7 @@ static void test_deliver(void)
 	   "stats: depth 0, delivered 1, enqueued 1");
 	is_int(ev_get(QUEUE_EV_DELIVERED), 1, "delivered event");
 	m = evbuffer_new();
-	queue_metrics_render(q, m);
+	queue_metrics_render(q, NULL, m);
 	evbuffer_add(m, "", 1);
 	text = (char *)evbuffer_pullup(m, -1);
 	ok(strstr(text, "\nwebhook_bridge_queue_delivered_total 1\n") &&

@@ -200,6 +200,86 @@ def t_cli_live(t, tmp, doc):
         sink.stop()
 
 
+def route_values(bridge):
+    """The per-route queue samples of /metrics, and the whole text."""
+    text = bt.curl(bridge.admin_url("/metrics"), method="GET").body.decode("utf-8", "replace")
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("webhook_bridge_queue_route_"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out, text
+
+
+def t_route_series(t, tmp, doc):
+    """Depth, oldest age and dead letters per route, counted in the store."""
+    sa, sb = bt.Sink(), bt.Sink()
+    sa.default = bt.Reply(503)
+    sb.default = bt.Reply(503)
+    try:
+        routes = [queued_route("qa", sa.url("/a"), match={"campaign_id": [9101]}),
+                  queued_route("qb", sb.url("/b"), match={"campaign_id": [9102]},
+                               timeout_ms=3000),
+                  queued_route("qc", sa.url("/c"), match={"campaign_id": [9103]})]
+        cfg = queue_config(tmp, routes, store="routes.db", max_attempts=2,
+                           backoff_base_ms=50, backoff_max_ms=50)
+        b = bt.Bridge(tmp, cfg, "routes.conf").start()
+
+        def post(campaign):
+            body = bt.v1_variant(doc, participation_id=str(uuid.uuid4()), status="complete",
+                                 campaign_id=campaign)
+            r = bt.curl(b.url("/"), body)
+            t.require(r.status == 202, "queued on campaign %d" % campaign, repr(r))
+
+        def dead(name):
+            return 'webhook_bridge_queue_route_dead_letters{route="%s"}' % name
+
+        try:
+            m0, _ = route_values(b)
+            for n in ("qa", "qb", "qc"):
+                for f in ("depth", "oldest_age_seconds", "dead_letters"):
+                    k = 'webhook_bridge_queue_route_%s{route="%s"}' % (f, n)
+                    t.is_(m0.get(k), 0.0, "%s at zero from the start" % k)
+            post(9101)
+            post(9101)
+            post(9102)
+            t.require(bt.wait_for(lambda: route_values(b)[0].get(dead("qa")) == 2 and
+                                  route_values(b)[0].get(dead("qb")) == 1, 10),
+                      "dead letters after max_attempts = 2", route_values(b)[0])
+            sb.default = bt.Reply(bt.NEVER)  # the next attempt on qb stays in flight
+            post(9102)
+            t.require(sb.wait_requests(3, 10), "qb's new post is being attempted")
+            time.sleep(0.05)  # so that its age is above the 1 ms resolution
+            m1, text = route_values(b)
+            want = {
+                'webhook_bridge_queue_route_depth{route="qa"}': 0,
+                'webhook_bridge_queue_route_depth{route="qb"}': 1,
+                'webhook_bridge_queue_route_depth{route="qc"}': 0,
+                dead("qa"): 2, dead("qb"): 1, dead("qc"): 0,
+                'webhook_bridge_queue_route_oldest_age_seconds{route="qa"}': 0,
+                'webhook_bridge_queue_route_oldest_age_seconds{route="qc"}': 0,
+            }
+            for k, v in want.items():
+                t.is_(m1.get(k), float(v), k)
+            age = m1.get('webhook_bridge_queue_route_oldest_age_seconds{route="qb"}', 0)
+            t.ok(0 < age < 10, "qb's oldest waiting delivery has an age (%g s)" % age)
+            t.is_(metric(b, "webhook_bridge_queue_dead_letters"), 3.0,
+                  "the process-wide gauge is the sum")
+            p = subprocess.run(["promtool", "check", "metrics"], input=text,
+                               capture_output=True, text=True)
+            t.is_(p.returncode, 0, "promtool check metrics with per-route queue series",
+                  (p.stdout + p.stderr)[:3000])
+            sb.default = bt.Reply(200)
+            t.ok(bt.wait_for(lambda: route_values(b)[0].get(
+                'webhook_bridge_queue_route_depth{route="qb"}') == 0, 15),
+                 "delivered after the timeout: qb depth back to 0")
+        finally:
+            bt.stop_and_check(t, b)
+    finally:
+        sa.stop()
+        sb.stop()
+
+
 def t_503(t, tmp, doc):
     # a full queue (max_depth)
     port = bt.refused_port()
@@ -573,6 +653,7 @@ def main():
                 t.run("basic", t_basic, tmp, doc)
                 t.run("duplicate", t_duplicate, tmp, doc)
                 t.run("cli while serving", t_cli_live, tmp, doc)
+                t.run("per-route series", t_route_series, tmp, doc)
                 t.run("503 when nothing can be stored", t_503, tmp, doc)
                 t.run("crash", t_crash, tmp, doc, 10.0, 3)
     finally:

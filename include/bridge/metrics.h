@@ -100,4 +100,7 @@ void metrics_shadow_waiting(struct metrics *m, long long waiting);
  * routes, the tables, process_* and build information. */
 void metrics_render(struct metrics *m, struct evbuffer *out);
 
+/* Append v to out as a Prometheus label value (backslash, " and newline escaped). */
+void metrics_label_add(struct evbuffer *out, const char *v);
+
 #endif

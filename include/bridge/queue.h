@@ -44,6 +44,8 @@
 #include "bridge/store.h"
 #include "bridge/upstream.h"
 
+struct bridge_config;
+
 struct evbuffer;
 struct event_base;
 
@@ -182,7 +184,10 @@ void queue_stats(struct queue *q, struct queue_stats *ret);
  * failed or the queue holds max_depth rows, with the reason in why. */
 int queue_ready(struct queue *q, char *why, size_t cap);
 
-/* Append the queue's lines (Prometheus text format 0.0.4) to out. */
-void queue_metrics_render(struct queue *q, struct evbuffer *out);
+/* Append the queue's lines (Prometheus text format 0.0.4) to out: the
+ * process-wide series and, per route (label route), depth, oldest age and
+ * dead letters counted in the store; cfg (may be NULL) names the queued
+ * routes shown at zero when the store holds none of their rows. */
+void queue_metrics_render(struct queue *q, const struct bridge_config *cfg, struct evbuffer *out);
 
 #endif

@@ -173,6 +173,18 @@ struct store_counts {
 	int64_t oldest_created_ms; /* of the pending rows, 0 when none */
 };
 int store_count(struct store *s, struct store_counts *ret, struct bridge_error *err);
+/* One route's rows, as store_count_routes reports them. */
+struct store_route_counts {
+	const char *route; /* valid during the callback */
+	int64_t pending;
+	int64_t dead;
+	int64_t oldest_created_ms; /* of the pending rows, 0 when none */
+};
+/* cb once per route that has rows, in route order; a non-zero return from cb
+ * stops the walk and is returned.  One pass over the age index (the route is
+ * read from each row's first page, never the body): for /metrics. */
+int store_count_routes(struct store *s, int (*cb)(const struct store_route_counts *c, void *arg),
+		       void *arg, struct bridge_error *err);
 /* Only oldest_created_ms: cheap (one index seek), for every /metrics scrape. */
 int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err);
 

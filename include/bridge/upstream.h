@@ -101,6 +101,9 @@ struct upstream_response {
 				  * valid during the callback only */
 	const char *content_type; /* the response's Content-Type (at most 128 bytes), or NULL;
 				   * valid during the callback only */
+	const char *retried;      /* when the first attempt met a keep-alive connection the
+			      * endpoint had closed and was retried on a new one: why it
+			      * failed; else NULL.  Valid during the callback only */
 };
 
 typedef void (*upstream_done_cb)(const struct upstream_response *r, void *arg);
