@@ -14,30 +14,40 @@
 #include "bridge/cfg.h"
 
 static const char *const auth_keys[] = { "basic", "query", "header", NULL };
-static const char *const basic_keys[] = { "user", "password", NULL };
-static const char *const pair_keys[] = { "name", "value", NULL };
+static const char *const basic_keys[] = { "user", "password", "password_file", NULL };
+static const char *const pair_keys[] = { "name", "value", "value_file", NULL };
 
 static int load_pair(const config_setting_t *g, const char *group, const char *k1, const char *k2,
 		     char **v1, char **v2, const char *file, struct diag *d)
 {
 	const config_setting_t *s = cfg_get_group(g, group, file, d);
-	const char *a = NULL, *b = NULL;
+	const char *a = NULL;
 	const char *const *keys = strcmp(group, "basic") == 0 ? basic_keys : pair_keys;
+	char *b = NULL;
+	size_t bn;
+	int rc;
 
 	if (!s)
 		return 0;
 	cfg_check_keys(s, keys, file, d);
 	cfg_get_text(s, k1, &a, file, d);
-	cfg_get_text(s, k2, &b, file, d);
-	if (!a || !b)
+	rc = cfg_get_secret(s, k2, &b, &bn, file, d);
+	if (rc < 0)
+		return -1;
+	if (!a || !b) {
+		free(b);
 		return diag_add(d, cfg_file(s, file), cfg_line(s),
-				"auth '%s' needs both '%s' and '%s'", group, k1, k2);
-	if (strcmp(group, "basic") == 0 && strchr(a, ':'))
+				"auth '%s' needs both '%s' and '%s' (or '%s_file')", group, k1, k2,
+				k2);
+	}
+	if (strcmp(group, "basic") == 0 && strchr(a, ':')) {
+		free(b);
 		return diag_add(d, cfg_file(s, file), cfg_line(s),
 				"auth basic 'user' must not contain ':'");
+	}
 	*v1 = strdup(a);
-	*v2 = strdup(b);
-	return 1;
+	*v2 = b;
+	return rc;
 }
 
 int access_auth_load(const config_setting_t *g, const char *file, struct access_auth *ret,
@@ -49,9 +59,12 @@ int access_auth_load(const config_setting_t *g, const char *file, struct access_
 	if (!g)
 		return 0;
 	cfg_check_keys(g, auth_keys, file, d);
-	load_pair(g, "basic", "user", "password", &ret->basic_user, &ret->basic_password, file, d);
-	load_pair(g, "query", "name", "value", &ret->query_name, &ret->query_value, file, d);
-	load_pair(g, "header", "name", "value", &ret->header_name, &ret->header_value, file, d);
+	ret->inline_secret |= load_pair(g, "basic", "user", "password", &ret->basic_user,
+					&ret->basic_password, file, d) == 2;
+	ret->inline_secret |= load_pair(g, "query", "name", "value", &ret->query_name,
+					&ret->query_value, file, d) == 2;
+	ret->inline_secret |= load_pair(g, "header", "name", "value", &ret->header_name,
+					&ret->header_value, file, d) == 2;
 	ret->enabled = ret->basic_user || ret->query_name || ret->header_name;
 	if (!ret->enabled && d->count == before)
 		diag_add(d, cfg_file(g, file), cfg_line(g),

@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "bridge/listen.h"
 #include "bridge/access.h"
 #include "bridge/accesslog.h"
 #include "bridge/admin.h"
@@ -237,17 +238,8 @@ static int admin_bind(struct admin *a, struct event_base *base, const struct bri
 
 static int admin_tls(struct admin *a, const struct bridge_admin *c, struct bridge_error *err)
 {
-	char e[256];
-
-	a->tls = SSL_CTX_new(TLS_server_method());
-	if (a->tls && SSL_CTX_set_min_proto_version(a->tls, TLS1_2_VERSION) == 1 &&
-	    SSL_CTX_use_certificate_chain_file(a->tls, c->cert_file) == 1 &&
-	    SSL_CTX_use_PrivateKey_file(a->tls, c->key_file, SSL_FILETYPE_PEM) == 1 &&
-	    SSL_CTX_check_private_key(a->tls) == 1)
-		return 0;
-	ERR_error_string_n(ERR_get_error(), e, sizeof(e));
-	return bridge_error_set(err, "admin.tls: cannot use %s / %s: %s", c->cert_file, c->key_file,
-				e);
+	a->tls = listen_tls_new("admin.tls", c->cert_file, c->key_file, err);
+	return a->tls ? 0 : -1;
 }
 
 int admin_new(struct event_base *base, const struct bridge_config *cfg,

@@ -42,6 +42,113 @@ char *cfg_resolve_path(const char *base_file, const char *path)
 	return out;
 }
 
+char *cfg_resolve_state_path(const char *base_file, const char *env, const char *path)
+{
+	const char *dir = getenv(env);
+	size_t n;
+	char *out;
+
+	if (path[0] == '/' || !dir || dir[0] != '/')
+		return cfg_resolve_path(base_file, path);
+	/* systemd may list several folders separated by ':'; the first is ours */
+	n = strcspn(dir, ":");
+	out = malloc(n + strlen(path) + 2);
+	if (out)
+		sprintf(out, "%.*s/%s", (int)n, dir, path);
+	return out;
+}
+
+/* Secrets are short: a file larger than this is the wrong file. */
+#define SECRET_FILE_MAX 65536
+
+static char *secret_path(const char *file, const char *v)
+{
+	const char *creds = getenv("CREDENTIALS_DIRECTORY");
+	char *out;
+
+	if (v[0] == '/' || !creds || !creds[0])
+		return cfg_resolve_path(file, v);
+	out = malloc(strlen(creds) + strlen(v) + 2);
+	if (out)
+		sprintf(out, "%s/%s", creds, v);
+	return out;
+}
+
+static int secret_read(const char *path, char **ret, size_t *ret_len, char *why, size_t cap)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	size_t n;
+
+	if (!f) {
+		snprintf(why, cap, "%s", strerror(errno));
+		return -1;
+	}
+	buf = malloc(SECRET_FILE_MAX + 1);
+	n = buf ? fread(buf, 1, SECRET_FILE_MAX + 1, f) : 0;
+	fclose(f);
+	if (!buf || n > SECRET_FILE_MAX) {
+		free(buf);
+		snprintf(why, cap, "larger than %d bytes", SECRET_FILE_MAX);
+		return -1;
+	}
+	if (n && buf[n - 1] == '\n')
+		n--;
+	if (n && buf[n - 1] == '\r')
+		n--;
+	buf[n] = '\0';
+	if (n == 0 || memchr(buf, '\0', n)) {
+		free(buf);
+		snprintf(why, cap, n ? "holds a NUL byte" : "is empty");
+		return -1;
+	}
+	*ret = buf;
+	*ret_len = n;
+	return 0;
+}
+
+int cfg_get_secret(const config_setting_t *group, const char *name, char **ret, size_t *ret_len,
+		   const char *file, struct diag *d)
+{
+	char fname[64], why[128], *path;
+	const config_setting_t *inl = config_setting_get_member(group, name), *fs;
+	const char *v;
+
+	snprintf(fname, sizeof(fname), "%s_file", name);
+	fs = config_setting_get_member(group, fname);
+	*ret = NULL;
+	*ret_len = 0;
+	if (inl && fs)
+		return diag_add(d, cfg_file(fs, file), cfg_line(fs), "set '%s' or '%s', not both",
+				name, fname);
+	if (inl) {
+		if (cfg_get_text(group, name, &v, file, d) != 1)
+			return -1;
+		if (strstr(v, "${"))
+			return diag_add(d, cfg_file(inl, file), cfg_line(inl),
+					"'%s' holds '${': nothing is expanded; put the secret "
+					"in a file and name it with '%s'",
+					name, fname);
+		*ret = strdup(v);
+		*ret_len = strlen(v);
+		return *ret ? 2 : diag_add(d, file, 0, "out of memory");
+	}
+	if (!fs)
+		return 0;
+	if (cfg_get_text(group, fname, &v, file, d) != 1)
+		return -1;
+	path = secret_path(file, v);
+	if (!path)
+		return diag_add(d, file, 0, "out of memory");
+	if (secret_read(path, ret, ret_len, why, sizeof(why)) < 0) {
+		diag_add(d, cfg_file(fs, file), cfg_line(fs), "%s '%s': %s", fname, path, why);
+		free(path);
+		return -1;
+	}
+	free(path);
+	return 1;
+}
+
 const char *cfg_relative_path(const char *base_file, const char *path)
 {
 	const char *slash = base_file ? strrchr(base_file, '/') : NULL;

@@ -13,15 +13,15 @@
 
 static const char *const top_keys[] = { "listen",     "limits",   "tls",       "unrouted",
 					"match_keys", "upstream", "log_level", "workers",
-					"dry_run",    "record",   "queue",     "routes",
-					"admin",      NULL };
+					"log_buffer", "dry_run",  "record",    "queue",
+					"routes",     "admin",    NULL };
 static const char *const record_keys[] = { "path",   "rotate_bytes",    "keep",
 					   "redact", "redact_defaults", "headers",
 					   NULL };
-static const char *const dry_run_keys[] = { "report",   "v2_path",     "v2_record",
+static const char *const dry_run_keys[] = { "report",   "stdout",      "v2_path", "v2_record",
 					    "window_s", "max_entries", NULL };
 static const char *const listen_keys[] = {
-	"address", "port", "path", "tls", "auth", "allow", "trusted_proxies", NULL
+	"address", "port", "path", "tls", "auth", "allow", "trusted_proxies", "reuseport", NULL
 };
 static const char *const admin_keys[] = { "address", "port", "tls", "auth", "allow", NULL };
 static const char *const listen_tls_keys[] = { "cert_file", "key_file", NULL };
@@ -40,7 +40,9 @@ static const char *const route_keys[] = { "name",
 					  "delivery",
 					  "auth_header",
 					  "secret",
+					  "secret_file",
 					  "secrets",
+					  "secrets_file",
 					  "signature_header",
 					  "signature_encoding",
 					  "delivery_id_header",
@@ -52,7 +54,7 @@ static const char *const route_keys[] = { "name",
 					  "legacy_auth_header",
 					  "headers",
 					  NULL };
-static const char *const auth_keys[] = { "name", "value", NULL };
+static const char *const auth_keys[] = { "name", "value", "value_file", NULL };
 static const char *const match_keys[] = { "website_id", "campaign_id", NULL };
 static const char *const delivery_names[] = { "forward", "queued", NULL };
 static const char *const mode_names[] = { "forward", "dry-run", "dual", NULL };
@@ -141,28 +143,56 @@ static void load_secrets(const config_setting_t *g, struct bridge_route *r, cons
 {
 	const config_setting_t *one = config_setting_get_member(g, "secret");
 	const config_setting_t *many = config_setting_get_member(g, "secrets");
+	const config_setting_t *one_file = config_setting_get_member(g, "secret_file");
+	const config_setting_t *many_file = config_setting_get_member(g, "secrets_file");
 	const char *v;
-	int n;
+	char *text, *line, *save;
+	size_t len;
+	int n, rc;
 
-	if (one && many) {
-		diag_add(d, cfg_file(many, file), cfg_line(many),
-			 "set 'secret' or 'secrets', not both");
+	if ((one || one_file) && (many || many_file)) {
+		diag_add(d, cfg_file(g, file), cfg_line(g),
+			 "set 'secret' or 'secrets' (or their _file forms), not both");
 		return;
 	}
-	if (one) {
-		if (cfg_get_text(g, "secret", &v, file, d) != 1)
+	if (one || one_file) {
+		rc = cfg_get_secret(g, "secret", &text, &len, file, d);
+		if (rc <= 0)
 			return;
+		r->inline_secret |= rc == 2;
 		r->secrets = calloc(1, sizeof(char *));
 		r->secret_lens = calloc(1, sizeof(size_t));
-		if (!r->secrets || !r->secret_lens)
+		if (!r->secrets || !r->secret_lens) {
+			free(text);
 			return;
-		r->secrets[0] = strdup(v);
-		r->secret_lens[0] = strlen(v);
+		}
+		r->secrets[0] = text;
+		r->secret_lens[0] = len;
 		r->n_secrets = 1;
+		return;
+	}
+	if (many_file && !many) {
+		/* one secret per line, the signing one first */
+		if (cfg_get_secret(g, "secrets", &text, &len, file, d) <= 0)
+			return;
+		r->secrets = calloc(len / 2 + 2, sizeof(char *));
+		r->secret_lens = calloc(len / 2 + 2, sizeof(size_t));
+		for (line = strtok_r(text, "\r\n", &save); line && r->secrets && r->secret_lens;
+		     line = strtok_r(NULL, "\r\n", &save)) {
+			r->secrets[r->n_secrets] = strdup(line);
+			r->secret_lens[r->n_secrets++] = strlen(line);
+		}
+		free(text);
 		return;
 	}
 	if (!many)
 		return;
+	r->inline_secret = 1;
+	if (many_file) {
+		diag_add(d, cfg_file(many_file, file), cfg_line(many_file),
+			 "set 'secrets' or 'secrets_file', not both");
+		return;
+	}
 	if (!config_setting_is_array(many) || config_setting_length(many) < 1) {
 		diag_add(d, cfg_file(many, file), cfg_line(many),
 			 "'secrets' must be a non-empty array of strings, the signing one first");
@@ -178,6 +208,13 @@ static void load_secrets(const config_setting_t *g, struct bridge_route *r, cons
 		if (!v || !*v) {
 			diag_add(d, cfg_file(many, file), cfg_line(many),
 				 "'secrets' element %d must be a non-empty string", i);
+			continue;
+		}
+		if (strstr(v, "${")) {
+			diag_add(d, cfg_file(many, file), cfg_line(many),
+				 "'secrets' element %d holds '${': nothing is expanded; use "
+				 "'secrets_file'",
+				 i);
 			continue;
 		}
 		r->secrets[r->n_secrets] = strdup(v);
@@ -278,26 +315,33 @@ static void load_file(const config_setting_t *g, const char *name, char **ret, c
 }
 
 /* `key = { name = "..."; value = "..."; };`: a header the bridge sends. */
-static void load_header_pair(const config_setting_t *g, const char *key, char **ret_name,
-			     char **ret_value, const char *file, struct diag *d)
+/* name and value (or value_file): 2 with the value inline, 1 from a file,
+ * 0 absent, -1 refused. */
+static int load_header_pair(const config_setting_t *g, const char *key, char **ret_name,
+			    char **ret_value, const char *file, struct diag *d)
 {
 	const config_setting_t *auth = cfg_get_group(g, key, file, d);
-	const char *an = NULL, *av = NULL;
+	const char *an = NULL;
+	char *av = NULL;
+	size_t avn;
+	int rc;
 
 	if (!auth)
-		return;
+		return 0;
 	cfg_check_keys(auth, auth_keys, file, d);
 	if (cfg_get_text(auth, "name", &an, file, d) == 1 && !upstream_header_name_valid(an))
 		diag_add(d, cfg_file(auth, file), cfg_line(auth),
 			 "%s name \"%s\" is not a valid HTTP header name", key, an);
-	if (cfg_get_string(auth, "value", &av, file, d) == 1 && !header_value_valid(av))
+	rc = cfg_get_secret(auth, "value", &av, &avn, file, d);
+	if (av && !header_value_valid(av))
 		diag_add(d, cfg_file(auth, file), cfg_line(auth),
 			 "%s value must not contain control characters", key);
-	if (!an || !av)
+	if (!an || (!av && rc == 0))
 		diag_add(d, cfg_file(auth, file), cfg_line(auth),
-			 "%s needs both 'name' and 'value'", key);
+			 "%s needs both 'name' and 'value' (or 'value_file')", key);
 	*ret_name = xstrdup(an);
-	*ret_value = xstrdup(av);
+	*ret_value = av;
+	return rc;
 }
 
 /* `headers = ( { name = "X-Tenant"; value = "acme"; }, ... );`: static
@@ -462,13 +506,16 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 			 r->name ? r->name : "?");
 	}
 
-	load_header_pair(g, "auth_header", &r->auth_name, &r->auth_value, file, d);
+	r->inline_secret |= load_header_pair(g, "auth_header", &r->auth_name, &r->auth_value, file,
+					     d) == 2;
 	load_route_headers(g, r, file, d);
-	load_header_pair(g, "legacy_auth_header", &r->legacy_auth_name, &r->legacy_auth_value, file,
-			 d);
+	r->inline_secret |= load_header_pair(g, "legacy_auth_header", &r->legacy_auth_name,
+					     &r->legacy_auth_value, file, d) == 2;
 	load_secrets(g, r, file, d);
 	if (ROUTE_SENDS_V2(r) && r->n_secrets == 0 && !config_setting_get_member(g, "secret") &&
-	    !config_setting_get_member(g, "secrets"))
+	    !config_setting_get_member(g, "secrets") &&
+	    !config_setting_get_member(g, "secret_file") &&
+	    !config_setting_get_member(g, "secrets_file"))
 		diag_add(d, cfg_file(g, file), cfg_line(g),
 			 "route '%s' is in %s mode but has no 'secret' to sign with",
 			 r->name ? r->name : "?", route_mode_name(r->mode));
@@ -586,6 +633,7 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		c->listen_port = l.port;
 		c->listen_cert_file = l.cert_file;
 		c->listen_key_file = l.key_file;
+		cfg_get_bool(g, "reuseport", &c->listen_reuseport, path, d);
 		c->auth = l.auth;
 		c->allow = l.allow;
 		access_list_load(config_setting_get_member(g, "trusted_proxies"), path,
@@ -642,6 +690,9 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 
 	if (cfg_get_int(root, "workers", 0, 256, &n, path, d) == 1)
 		c->workers = (int)n;
+	c->log_buffer = 4u << 20;
+	if (cfg_get_int(root, "log_buffer", 4096, 1 << 30, &n, path, d) == 1)
+		c->log_buffer = (size_t)n;
 	c->log_level = -1;
 	if (cfg_get_string(root, "log_level", &v, path, d) == 1) {
 		enum log_level lv;
@@ -661,7 +712,7 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 	if (g) {
 		cfg_check_keys(g, record_keys, path, d);
 		if (cfg_get_text(g, "path", &v, path, d) == 1)
-			c->record_path = cfg_resolve_path(path, v);
+			c->record_path = cfg_resolve_state_path(path, "LOGS_DIRECTORY", v);
 		else if (!config_setting_get_member(g, "path"))
 			diag_add(d, path, cfg_line(g),
 				 "'record' needs a 'path' for the capture file");
@@ -674,13 +725,15 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		load_strings(g, "headers", &c->record_headers, &c->n_record_headers, path, d);
 	}
 
+	c->dry_run_stdout = 1;
 	c->shadow_window_ms = 3600000;
 	c->shadow_max_entries = 100000;
 	g = cfg_get_group(root, "dry_run", path, d);
 	if (g) {
 		cfg_check_keys(g, dry_run_keys, path, d);
 		if (cfg_get_text(g, "report", &v, path, d) == 1)
-			c->report_path = cfg_resolve_path(path, v);
+			c->report_path = cfg_resolve_state_path(path, "LOGS_DIRECTORY", v);
+		cfg_get_bool(g, "stdout", &c->dry_run_stdout, path, d);
 		if (cfg_get_text(g, "v2_path", &v, path, d) == 1) {
 			if (v[0] != '/' || strpbrk(v, "?# "))
 				diag_add(d, path, cfg_line(config_setting_get_member(g, "v2_path")),

@@ -73,8 +73,8 @@ static const char usage_diff[] =
 	"                  member, '[*]' one element, '**' any number of segments:\n"
 	"                  --ignore 'form[*].id' --ignore 'campaign.channel.**'\n"
 	"  --json          one JSON object on stdout instead of text\n"
-	"  --color WHEN    auto (default: on a terminal, unless NO_COLOR is set),\n"
-	"                  always, never\n"
+	"  --color WHEN    auto (default: on a terminal, unless NO_COLOR is set or\n"
+	"                  TERM=dumb), always, never; --no-color = --color never\n"
 	"exit: provenance 0 mapped, 1 cannot be mapped; A/B and --against 0 no\n"
 	"      difference, 1 differences; 2 usage, configuration or input errors\n";
 
@@ -110,11 +110,12 @@ static void color(const struct style *st, enum color c)
 
 static int style_init(struct style *st, const char *when, FILE *out)
 {
-	const char *no_color = getenv("NO_COLOR");
+	const char *no_color = getenv("NO_COLOR"), *term = getenv("TERM");
 
 	st->out = out;
-	if (!when || strcmp(when, "auto") == 0)
-		st->color = isatty(fileno(out)) && !(no_color && *no_color);
+	if (!when || strcmp(when, "auto") == 0) /* a dumb terminal shows escapes as text */
+		st->color = isatty(fileno(out)) && !(no_color && *no_color) &&
+			    !(term && strcmp(term, "dumb") == 0);
 	else if (strcmp(when, "always") == 0)
 		st->color = true;
 	else if (strcmp(when, "never") == 0)
@@ -1467,6 +1468,7 @@ int cmd_diff(int argc, char **argv)
 		{ "form", no_argument, NULL, 'f' },
 		{ "color", required_argument, NULL, 'c' },
 		{ "colour", required_argument, NULL, 'c' },
+		{ "no-color", no_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1497,6 +1499,7 @@ int cmd_diff(int argc, char **argv)
 		case 'j': json = 1; break;
 		case 'f': form = 1; break;
 		case 'c': when = optarg; break;
+		case 'C': when = "never"; break;
 		case 'h':
 			free(ignore);
 			fputs(usage_diff, stdout);
@@ -2035,17 +2038,19 @@ int cmd_report(int argc, char **argv)
 		{ "top", required_argument, NULL, 't' },
 		{ "color", required_argument, NULL, 'c' },
 		{ "colour", required_argument, NULL, 'c' },
+		{ "no-color", no_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *when = NULL, *path;
 	int json = 0, c, rc = 2, rd;
 	long top = 10;
+	long long num;
 	struct style st;
 	struct report rp;
 	struct count_entry **paths = NULL, **unmapped = NULL;
 	FILE *f;
-	char *line = NULL, errbuf[256], *end;
+	char *line = NULL, errbuf[256];
 	size_t cap = 0, len, shown = 0;
 	bool too_long;
 	static char outbuf[1 << 16];
@@ -2055,13 +2060,13 @@ int cmd_report(int argc, char **argv)
 		switch (c) {
 		case 'j': json = 1; break;
 		case 't':
-			errno = 0;
-			top = strtol(optarg, &end, 10);
-			if (errno || *end || top < 1 || top > 100000)
+			if (cli_int_parse(optarg, 1, 100000, &num) < 0)
 				return usage_error("report", "--top must be 1..100000, not '%s'",
 						   optarg);
+			top = (long)num;
 			break;
 		case 'c': when = optarg; break;
+		case 'C': when = "never"; break;
 		case 'h': fputs(usage_report, stdout); return 0;
 		default: return usage_error("report", "%s", "invalid option");
 		}

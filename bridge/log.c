@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,6 +208,209 @@ void log_raw(struct log_line *l, const char *key, const char *json, size_t n)
 	log_append(l, json, n);
 }
 
+/* One output stream: a byte ring [head, head+len) that producers append
+ * whole lines to under `lock`; the writer thread writes straight out of the
+ * ring without the lock (producers never touch the used region). */
+struct stream {
+	int fd;
+	char *ring;
+	size_t cap, head, len;
+	unsigned long long dropped, lost_pending;
+	int started, stopping, dead;
+	pthread_t writer;
+	pthread_mutex_t lock;
+	pthread_cond_t more, drained;
+};
+
+static struct stream streams[LOG_STREAM_COUNT] = {
+	{ .fd = STDOUT_FILENO,
+	  .lock = PTHREAD_MUTEX_INITIALIZER,
+	  .more = PTHREAD_COND_INITIALIZER,
+	  .drained = PTHREAD_COND_INITIALIZER },
+	{ .fd = STDERR_FILENO,
+	  .lock = PTHREAD_MUTEX_INITIALIZER,
+	  .more = PTHREAD_COND_INITIALIZER,
+	  .drained = PTHREAD_COND_INITIALIZER },
+};
+
+const char *log_stream_name(enum log_stream s)
+{
+	return s == LOG_STREAM_STDOUT ? "stdout" : "stderr";
+}
+
+static void write_all(int fd, const char *buf, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, buf, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		buf += w;
+		n -= (size_t)w;
+	}
+}
+
+static void ring_put(struct stream *st, const char *p, size_t n)
+{
+	size_t tail = (st->head + st->len) % st->cap;
+	size_t first = n < st->cap - tail ? n : st->cap - tail;
+
+	memcpy(st->ring + tail, p, first);
+	memcpy(st->ring, p + first, n - first);
+	st->len += n;
+}
+
+static void unlock_cb(void *arg)
+{
+	pthread_mutex_unlock(arg);
+}
+
+static void *stream_writer(void *arg)
+{
+	struct stream *st = arg;
+
+	pthread_mutex_lock(&st->lock);
+	pthread_cleanup_push(unlock_cb, &st->lock);
+	for (;;) {
+		size_t n;
+		ssize_t w;
+
+		while (st->len == 0 && !st->stopping)
+			pthread_cond_wait(&st->more, &st->lock);
+		if (st->len == 0)
+			break;
+		n = st->len < st->cap - st->head ? st->len : st->cap - st->head;
+		pthread_mutex_unlock(&st->lock);
+		w = write(st->fd, st->ring + st->head, n); /* may block: nobody waits on us */
+		pthread_mutex_lock(&st->lock);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) { /* reader gone or device full: the chunk's lines are lost */
+			size_t lines = 0;
+
+			for (size_t i = 0; i < n; i++)
+				lines += st->ring[st->head + i] == '\n';
+			st->dropped += lines ? lines : 1;
+			w = (ssize_t)n;
+		}
+		st->head = (st->head + (size_t)w) % st->cap;
+		st->len -= (size_t)w;
+		if (st->len == 0)
+			pthread_cond_broadcast(&st->drained);
+	}
+	pthread_cleanup_pop(1);
+	return NULL;
+}
+
+int log_stream_start(size_t cap_bytes)
+{
+	for (int i = 0; i < LOG_STREAM_COUNT; i++) {
+		struct stream *st = &streams[i];
+		int rc;
+
+		st->ring = malloc(cap_bytes);
+		if (!st->ring)
+			return -ENOMEM;
+		st->cap = cap_bytes;
+		rc = pthread_create(&st->writer, NULL, stream_writer, st);
+		if (rc != 0) {
+			free(st->ring);
+			st->ring = NULL;
+			return -rc;
+		}
+		pthread_mutex_lock(&st->lock);
+		st->started = 1;
+		pthread_mutex_unlock(&st->lock);
+	}
+	return 0;
+}
+
+void log_stream_stop(long timeout_ms)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	for (int i = 0; i < LOG_STREAM_COUNT; i++) {
+		struct stream *st = &streams[i];
+		int stuck;
+
+		pthread_mutex_lock(&st->lock);
+		if (!st->started) {
+			pthread_mutex_unlock(&st->lock);
+			continue;
+		}
+		st->stopping = 1;
+		pthread_cond_broadcast(&st->more);
+		while (st->len > 0)
+			if (pthread_cond_timedwait(&st->drained, &st->lock, &deadline) == ETIMEDOUT)
+				break;
+		stuck = st->len > 0;
+		pthread_mutex_unlock(&st->lock);
+		if (stuck) /* blocked in write(2) on a reader that never reads */
+			pthread_cancel(st->writer);
+		pthread_join(st->writer, NULL);
+		pthread_mutex_lock(&st->lock);
+		st->started = 0;
+		st->dead = stuck;
+		free(st->ring);
+		st->ring = NULL;
+		st->len = st->head = 0;
+		pthread_mutex_unlock(&st->lock);
+	}
+}
+
+unsigned long long log_stream_dropped(enum log_stream s)
+{
+	unsigned long long n;
+
+	pthread_mutex_lock(&streams[s].lock);
+	n = streams[s].dropped;
+	pthread_mutex_unlock(&streams[s].lock);
+	return n;
+}
+
+void log_stream_write(enum log_stream s, const char *line, size_t n)
+{
+	struct stream *st = &streams[s];
+	char lost[48];
+	size_t nl = 0;
+
+	pthread_mutex_lock(&st->lock);
+	if (!st->started) {
+		int dead = st->dead;
+
+		pthread_mutex_unlock(&st->lock);
+		if (!dead)
+			write_all(st->fd, line, n);
+		return;
+	}
+	/* "{...}\n" becomes "{...,"lines_lost":N}\n" after a drop */
+	if (st->lost_pending && n >= 3 && line[n - 2] == '}')
+		nl = (size_t)snprintf(lost, sizeof(lost), ",\"lines_lost\":%llu}\n",
+				      st->lost_pending);
+	if ((nl ? n - 2 + nl : n) > st->cap - st->len) {
+		st->dropped++;
+		st->lost_pending++;
+	} else if (nl) {
+		ring_put(st, line, n - 2);
+		ring_put(st, lost, nl);
+		st->lost_pending = 0;
+		pthread_cond_signal(&st->more);
+	} else {
+		ring_put(st, line, n);
+		pthread_cond_signal(&st->more);
+	}
+	pthread_mutex_unlock(&st->lock);
+}
+
 void log_end_to(struct log_line *l, int fd)
 {
 	size_t off = 0;
@@ -227,13 +431,11 @@ void log_end_to(struct log_line *l, int fd)
 	l->buf[l->len++] = '\n';
 	if (l->buf[0] == '<' && fd != STDERR_FILENO)
 		off = 3; /* the journald priority is for stderr only */
-	while (off < l->len) {
-		ssize_t w = write(fd, l->buf + off, l->len - off);
-
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
+	if (fd == STDOUT_FILENO || fd == STDERR_FILENO)
+		log_stream_write(fd == STDOUT_FILENO ? LOG_STREAM_STDOUT : LOG_STREAM_STDERR,
+				 l->buf + off, l->len - off);
+	else
+		write_all(fd, l->buf + off, l->len - off);
 	l->enabled = 0;
 }
 

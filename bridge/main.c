@@ -15,8 +15,14 @@
 
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <libconfig.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+#include <sqlite3.h>
+#include <yajl/yajl_version.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,12 +31,14 @@
 #include "bridge/config.h"
 #include "bridge/guard.h"
 #include "bridge/jsonl.h"
+#include "bridge/listen.h"
 #include "bridge/record.h"
 #include "bridge/shadow.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
 #include "bridge/learn.h"
 #include "bridge/metrics.h"
+#include "bridge/notify.h"
 #include "bridge/queue.h"
 #include "bridge/server.h"
 #include "bridge/v1.h"
@@ -64,17 +72,23 @@ static const char usage_main[] =
 	"                                 infer a rule file from paired v1 and real v2 traffic\n"
 	"\n"
 	"  --help, -h                     this text (also: webhook-bridge <command> --help)\n"
-	"  --version                      print the version\n";
+	"  --version                      print the version (version --verbose, -V: and\n"
+	"                                 the libraries and build options)\n";
 
 static const char usage_serve[] =
 	"usage: webhook-bridge serve --config FILE [--log-level debug|info|warn|error]\n"
-	"                            [--workers N] [--drain-ms MS]\n"
+	"                            [--workers N] [--drain-ms MS] [--listen ADDR:PORT]\n"
 	"\n"
 	"Runs the proxy. Logs are JSON lines on stderr; in dry-run mode each v2\n"
 	"payload that would be sent is printed to stdout as one JSON line.\n"
 	"--workers: event-loop threads sharing the port (default: config, else cores).\n"
+	"--listen: listen here instead of listen.address and listen.port ([::1]:8080\n"
+	"for IPv6); another process already on that port is an error unless both set\n"
+	"listen.reuseport = true.\n"
 	"SIGTERM/SIGINT: stop accepting, finish in-flight requests (up to\n"
-	"--drain-ms, default 10000), answer the rest 503, exit 0.\n";
+	"--drain-ms, default 10000), answer the rest 503, exit 0.\n"
+	"SIGHUP: reload the config, reopen the report and capture; SIGUSR1: reopen only.\n"
+	"exit: 0 clean stop, 1 invalid config or the port cannot be bound, 2 usage error\n";
 
 static const char usage_check[] =
 	"usage: webhook-bridge check --config FILE\n"
@@ -99,9 +113,13 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 
 /* ---- serve --------------------------------------------------------------- */
 
+/* What a stuck stdout/stderr reader has not taken LOG_FLUSH_MS after the
+ * stop is lost, so that SIGTERM never waits on it. */
+#define LOG_FLUSH_MS 1000
+
 /* One worker = one thread with its own event_base, evhttp, DNS base and
- * upstream pools, all sharing the port through SO_REUSEPORT (evhttp is not
- * thread-safe: one base per thread).
+ * upstream pools, all watching one listening socket (listen.h), so that no
+ * other process can share the port unless listen.reuseport says so.
  * The main thread only waits for signals and tells each worker to drain. */
 /* A loaded config and its metrics, shared by the workers; freed when the
  * last worker (and the main thread) let go of it. */
@@ -143,6 +161,12 @@ struct serve_state {
 	struct admin_view view;      /* what it reports; updated on this thread */
 	int drain_ms;
 	int stopping;
+	const char *listen_address; /* --listen, applied to every config loaded; or NULL */
+	int listen_port;
+	int listen_fd;           /* the one listening socket, shared by the workers */
+	const char *last_reload; /* for STATUS=: NULL before the first SIGHUP */
+	char last_reload_text[128];
+	struct event *watchdog;
 };
 
 static void config_hold_release(void *arg)
@@ -202,6 +226,18 @@ static void *worker_run(void *arg)
 	return NULL;
 }
 
+/* serve --listen wins over the config's listen.address and listen.port. */
+static void listen_override(struct bridge_config *cfg, const char *address, int port)
+{
+	char *a;
+
+	if (!address || !(a = strdup(address)))
+		return;
+	free(cfg->listen_address);
+	cfg->listen_address = a;
+	cfg->listen_port = port;
+}
+
 static int same_str(const char *a, const char *b)
 {
 	return (!a && !b) || (a && b && strcmp(a, b) == 0);
@@ -209,9 +245,8 @@ static int same_str(const char *a, const char *b)
 
 /* SIGHUP: load and check the whole config again; hand it to every worker only
  * when it is valid, else keep the running one and say why (file:line). */
-static void on_reload(evutil_socket_t sig, short what, void *arg)
+static const char *reload_config(struct serve_state *st)
 {
-	struct serve_state *st = arg;
 	const struct bridge_config *old = st->current->cfg;
 	struct config_hold *h;
 	struct bridge_config *cfg = NULL;
@@ -219,8 +254,6 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	struct log_line l;
 	const char *fixed = NULL;
 
-	if (st->stopping)
-		return;
 	if (bridge_config_load(st->config_path, &cfg, &d) < 0) {
 		log_begin(&l, LOG_ERROR, "reload_failed");
 		log_str(&l, "config", st->config_path);
@@ -230,11 +263,12 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 		log_end(&l);
 		diag_reset(&d);
 		metrics_store_reload(st->store, 0);
-		return;
+		return "the config has errors";
 	}
+	listen_override(cfg, st->listen_address, st->listen_port);
 	if (strcmp(cfg->listen_address, old->listen_address) != 0 ||
-	    cfg->listen_port != old->listen_port)
-		fixed = "listen.address and listen.port";
+	    cfg->listen_port != old->listen_port || cfg->listen_reuseport != old->listen_reuseport)
+		fixed = "listen.address, listen.port and listen.reuseport";
 	else if ((cfg->listen_cert_file == NULL) != (old->listen_cert_file == NULL))
 		fixed = "listen.tls";
 	else if (cfg->workers != old->workers)
@@ -262,7 +296,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 		log_end(&l);
 		bridge_config_free(cfg);
 		metrics_store_reload(st->store, 0);
-		return;
+		return "a setting that needs a restart changed";
 	}
 	h = calloc(1, sizeof(*h));
 	if (h)
@@ -272,7 +306,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 			metrics_free(h->metrics);
 		free(h);
 		bridge_config_free(cfg);
-		return;
+		return "out of memory";
 	}
 	h->cfg = cfg;
 	atomic_store(&h->refs, st->n_workers + 1);
@@ -292,6 +326,77 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	log_str(&l, "config", st->config_path);
 	log_int(&l, "routes", (long long)cfg->n_routes);
 	log_end(&l);
+	return NULL;
+}
+
+/* What the service manager shows (systemctl status): routes, port and
+ * how the last reload went. */
+static void notify_status(struct serve_state *st, const char *state)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+	char when[32];
+
+	gmtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	notify_sendf("%sSTATUS=serving %zu route(s) on %s port %d; last reload: %s (%s)", state,
+		     st->current->cfg->n_routes, st->current->cfg->listen_address, st->view.port,
+		     st->last_reload ? st->last_reload : "none", when);
+}
+
+/* SIGHUP and SIGUSR1: the report and the capture are opened again, so
+ * logrotate can move them away without copytruncate. */
+static void reopen_files(struct serve_state *st)
+{
+	struct bridge_error err;
+	struct log_line l;
+
+	bridge_error_clear(&err);
+	if ((st->report && jsonl_reopen(st->report, &err) < 0) ||
+	    (st->recorder && recorder_reopen(st->recorder, &err) < 0)) {
+		log_begin(&l, LOG_ERROR, "reopen_failed");
+		log_str(&l, "message", err.message);
+		log_end(&l);
+		return;
+	}
+	if (st->report || st->recorder) {
+		log_begin(&l, LOG_INFO, "reopened");
+		log_str(&l, "files",
+			st->report && st->recorder ? "report, capture"
+			: st->report               ? "report"
+						   : "capture");
+		log_end(&l);
+	}
+}
+
+static void on_reopen(evutil_socket_t sig, short what, void *arg)
+{
+	reopen_files(arg);
+}
+
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+	struct serve_state *st = arg;
+	struct timespec ts;
+	const char *failed;
+
+	if (st->stopping)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	notify_sendf("RELOADING=1\nMONOTONIC_USEC=%lld",
+		     (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+	reopen_files(st);
+	failed = reload_config(st);
+	snprintf(st->last_reload_text, sizeof(st->last_reload_text), "%s%s",
+		 failed ? "failed, running config kept: " : "ok", failed ? failed : "");
+	st->last_reload = st->last_reload_text;
+	notify_status(st, "READY=1\n");
+}
+
+/* WatchdogSec=: the main loop is alive (it handles signals and reloads). */
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	notify_send("WATCHDOG=1");
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -307,6 +412,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	st->stopping = 1;
 	st->view.draining = 1;
+	notify_sendf("STOPPING=1\nSTATUS=draining (up to %d ms)", st->drain_ms);
 	log_begin(&l, LOG_INFO, "stopping");
 	log_str(&l, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	log_int(&l, "drain_ms", st->drain_ms);
@@ -498,14 +604,16 @@ static int cmd_serve(int argc, char **argv)
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "drain-ms", required_argument, NULL, 'd' },
 		{ "workers", required_argument, NULL, 'w' },
+		{ "listen", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = NULL;
-	struct serve_state st = { .drain_ms = 10000 };
+	char listen_address[64], bad[160];
+	struct serve_state st = { .drain_ms = 10000, .listen_fd = -1 };
 	struct bridge_config *cfg = NULL;
 	struct metrics *metrics = NULL;
-	struct event *sighup = NULL;
+	struct event *sighup = NULL, *sigusr1 = NULL;
 	struct queue *queue = NULL;
 	struct diag d = { 0 };
 	struct bridge_error err;
@@ -513,7 +621,9 @@ static int cmd_serve(int argc, char **argv)
 	struct log_line l;
 	enum log_level level;
 	int c, level_given = 0, workers_arg = -1, port = -1, rc = 1;
+	long long num;
 
+	opterr = 0; /* cli_option_error says it, in our style */
 	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': config_path = optarg; break;
@@ -524,19 +634,29 @@ static int cmd_serve(int argc, char **argv)
 			level_given = 1;
 			break;
 		case 'd':
-			st.drain_ms = atoi(optarg);
-			if (st.drain_ms < 0)
-				return usage_error("serve", "--drain-ms must be >= 0, not '%s'",
+			if (cli_int_parse(optarg, 0, 3600000, &num) < 0)
+				return usage_error("serve",
+						   "--drain-ms must be a whole number 0..3600000, "
+						   "not '%s'",
 						   optarg);
+			st.drain_ms = (int)num;
 			break;
 		case 'w':
-			workers_arg = atoi(optarg);
-			if (workers_arg < 1 || workers_arg > 256)
+			if (cli_int_parse(optarg, 1, 256, &num) < 0)
 				return usage_error("serve", "--workers must be 1..256, not '%s'",
 						   optarg);
+			workers_arg = (int)num;
+			break;
+		case 'L':
+			if (listen_spec_parse(optarg, listen_address, sizeof(listen_address),
+					      &st.listen_port, &err) < 0)
+				return usage_error("serve", "--listen %s", err.message);
+			st.listen_address = listen_address;
 			break;
 		case 'h': fputs(usage_serve, stdout); return 0;
-		default: return usage_error("serve", "%s", "invalid option");
+		default:
+			cli_option_error(opts, argc, argv, bad, sizeof(bad));
+			return usage_error("serve", "%s", bad);
 		}
 	}
 	if (!config_path)
@@ -550,9 +670,15 @@ static int cmd_serve(int argc, char **argv)
 		diag_reset(&d);
 		return 1;
 	}
+	listen_override(cfg, st.listen_address, st.listen_port);
 	if (!level_given && cfg->log_level >= 0)
 		log_set_level((enum log_level)cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	if (log_stream_start(cfg->log_buffer) < 0) {
+		fprintf(stderr, "webhook-bridge serve: cannot start the log writers\n");
+		bridge_config_free(cfg);
+		return 1;
+	}
 	/* bodies up to 2 x max_body pass through malloc: past 128 KiB they are
 	 * mapped and given back on free, so a burst of large posts does not keep
 	 * the resident size up (glibc otherwise raises the threshold itself) */
@@ -597,6 +723,9 @@ static int cmd_serve(int argc, char **argv)
 	}
 	if (admin_start(&st, queue, &err) < 0)
 		goto fail;
+	if (listen_socket_open(st.current->cfg->listen_address, st.current->cfg->listen_port,
+			       st.current->cfg->listen_reuseport, &st.listen_fd, &port, &err) < 0)
+		goto fail;
 	for (int i = 0; i < st.n_workers; i++) {
 		struct worker *w = &st.workers[i];
 		struct server_options opt = { .metrics = st.current->metrics,
@@ -605,8 +734,7 @@ static int cmd_serve(int argc, char **argv)
 					      .recorder = st.recorder,
 					      .v2_record = st.v2rec,
 					      .worker = i,
-					      .port = port,
-					      .reuseport = st.n_workers > 1,
+					      .listen_fd = st.listen_fd,
 					      .release = config_hold_release,
 					      .release_arg = st.current,
 					      .queue = queue };
@@ -620,8 +748,6 @@ static int cmd_serve(int argc, char **argv)
 		}
 		if (server_new(w->base, st.current->cfg, &opt, &w->server, &err) < 0)
 			goto fail;
-		/* the first worker settles the port (config port 0 = ephemeral) */
-		port = server_port(w->server);
 		w->stop = event_new(w->base, -1, 0, worker_stop, w);
 		w->reload = event_new(w->base, -1, 0, worker_reload, w);
 		w->exited = st.worker_exit;
@@ -631,15 +757,26 @@ static int cmd_serve(int argc, char **argv)
 	sigterm = evsignal_new(st.base, SIGTERM, on_signal, &st);
 	sigint = evsignal_new(st.base, SIGINT, on_signal, &st);
 	sighup = evsignal_new(st.base, SIGHUP, on_reload, &st);
+	sigusr1 = evsignal_new(st.base, SIGUSR1, on_reopen, &st);
+	event_add(sigusr1, NULL);
 	event_add(sigterm, NULL);
 	event_add(sigint, NULL);
 	event_add(sighup, NULL);
 	serve_log_start(st.current->cfg, config_path, port, st.n_workers);
 	st.view.port = port;
 	st.view.started = 1;
+	if (notify_watchdog_usec() > 0) {
+		long long half = notify_watchdog_usec() / 2;
+		struct timeval every = { (time_t)(half / 1000000), (suseconds_t)(half % 1000000) };
+
+		st.watchdog = event_new(st.base, -1, EV_PERSIST, on_watchdog, &st);
+		if (st.watchdog)
+			event_add(st.watchdog, &every);
+	}
 
 	for (int i = 0; i < st.n_workers; i++)
 		pthread_create(&st.workers[i].thread, NULL, worker_run, &st.workers[i]);
+	notify_status(&st, "READY=1\n");
 	event_base_dispatch(st.base);
 	for (int i = 0; i < st.n_workers; i++)
 		pthread_join(st.workers[i].thread, NULL);
@@ -670,6 +807,8 @@ out:
 			event_base_free(w->base);
 	}
 	free(st.workers);
+	if (st.listen_fd >= 0)
+		close(st.listen_fd);
 	admin_free(st.admin);
 	if (st.worker_exit)
 		event_free(st.worker_exit);
@@ -678,6 +817,10 @@ out:
 		config_hold_release(st.current); /* the main thread's share */
 	if (sighup)
 		event_free(sighup);
+	if (sigusr1)
+		event_free(sigusr1);
+	if (st.watchdog)
+		event_free(st.watchdog);
 	if (st.expire)
 		event_free(st.expire);
 	shadow_free(st.shadow);
@@ -697,10 +840,55 @@ out:
 		log_begin(&l, LOG_INFO, "stopped");
 		log_end(&l);
 	}
+	log_stream_stop(LOG_FLUSH_MS);
 	return rc;
 }
 
 /* ---- check --------------------------------------------------------------- */
+
+/* What serve refuses at start beyond the config file itself: listen and
+ * admin addresses that are not IP literals, TLS certificates and keys that
+ * cannot be loaded or do not match. */
+static int check_startup(const struct bridge_config *cfg, struct bridge_error *err)
+{
+	SSL_CTX *ctx;
+
+	if (listen_address_check("listen", cfg->listen_address, err) < 0)
+		return -1;
+	if (cfg->admin.enabled && listen_address_check("admin", cfg->admin.address, err) < 0)
+		return -1;
+	if (cfg->listen_cert_file) {
+		ctx = listen_tls_new("listen.tls", cfg->listen_cert_file, cfg->listen_key_file,
+				     err);
+		if (!ctx)
+			return -1;
+		SSL_CTX_free(ctx);
+	}
+	if (cfg->admin.enabled && cfg->admin.cert_file) {
+		ctx = listen_tls_new("admin.tls", cfg->admin.cert_file, cfg->admin.key_file, err);
+		if (!ctx)
+			return -1;
+		SSL_CTX_free(ctx);
+	}
+	return 0;
+}
+
+/* A config that holds secrets itself should be readable by its owner only
+ * (the *_file forms keep them out of it). */
+static void check_secret_mode(const struct bridge_config *cfg, const char *path)
+{
+	int inline_secret = cfg->auth.inline_secret || cfg->admin.auth.inline_secret;
+	struct stat st;
+
+	for (size_t i = 0; i < cfg->n_routes; i++)
+		inline_secret |= cfg->routes[i].inline_secret || cfg->routes[i].auth.inline_secret;
+	if (inline_secret && stat(path, &st) == 0 && (st.st_mode & 077))
+		fprintf(stderr,
+			"webhook-bridge check: warning: %s holds secrets and is readable by "
+			"%s (mode %04o); chmod 600 it, or move the secrets to *_file settings\n",
+			path, (st.st_mode & 007) ? "others" : "its group",
+			(unsigned)(st.st_mode & 07777));
+}
 
 static int cmd_check(int argc, char **argv)
 {
@@ -711,15 +899,20 @@ static int cmd_check(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = NULL, *mapping_path = NULL;
+	struct bridge_error err;
+	char bad[160];
 	struct diag d = { 0 };
 	int c, rc;
 
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "c:m:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': config_path = optarg; break;
 		case 'm': mapping_path = optarg; break;
 		case 'h': fputs(usage_check, stdout); return 0;
-		default: return usage_error("check", "%s", "invalid option");
+		default:
+			cli_option_error(opts, argc, argv, bad, sizeof(bad));
+			return usage_error("check", "%s", bad);
 		}
 	}
 	if (!config_path == !mapping_path)
@@ -731,6 +924,10 @@ static int cmd_check(int argc, char **argv)
 		struct bridge_config *cfg = NULL;
 
 		rc = bridge_config_load(config_path, &cfg, &d);
+		if (rc == 0 && check_startup(cfg, &err) < 0) {
+			diag_add(&d, config_path, 0, "%s", err.message);
+			rc = -1;
+		}
 		if (rc == 0) {
 			printf("ok: %s: %zu route(s)\n", config_path, cfg->n_routes);
 			for (size_t i = 0; i < cfg->n_routes; i++) {
@@ -744,6 +941,7 @@ static int cmd_check(int argc, char **argv)
 				       cfg->routes[i].mapping_file,
 				       cfg->routes[i].endpoint ? ", endpoint " : "", endpoint);
 			}
+			check_secret_mode(cfg, config_path);
 		}
 		bridge_config_free(cfg);
 	} else {
@@ -760,6 +958,29 @@ static int cmd_check(int argc, char **argv)
 	}
 	diag_reset(&d);
 	return rc < 0 ? 1 : 0;
+}
+
+/* --version: one line; version --verbose (or -V): the libraries it runs
+ * with and how it was built, for bug reports. */
+static int print_version(int argc, char **argv, int verbose)
+{
+	int y = yajl_version();
+
+	if (argc > 1 && (strcmp(argv[1], "--verbose") == 0 || strcmp(argv[1], "-v") == 0))
+		verbose = 1;
+	else if (argc > 1)
+		return usage_error("version", "unexpected argument '%s'", argv[1]);
+	printf("webhook-bridge %s\n", BRIDGE_VERSION);
+	if (!verbose)
+		return 0;
+	printf("libevent %s\n", event_get_version());
+	printf("OpenSSL %s\n", OpenSSL_version(OPENSSL_VERSION_STRING));
+	printf("yajl %d.%d.%d\n", y / 10000, y / 100 % 100, y % 100);
+	printf("libconfig %d.%d.%d\n", LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR,
+	       LIBCONFIG_VER_REVISION);
+	printf("SQLite %s\n", sqlite3_libversion());
+	printf("build %s\n", BRIDGE_BUILD_OPTIONS);
+	return 0;
 }
 
 /* One line per command; commands living in other files are declared in
@@ -802,10 +1023,9 @@ int main(int argc, char **argv)
 		fputs(usage_main, stdout);
 		return stdout_finish("help", 0);
 	}
-	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
-		printf("webhook-bridge %s\n", BRIDGE_VERSION);
-		return stdout_finish("version", 0);
-	}
+	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0 || strcmp(cmd, "-V") == 0)
+		return stdout_finish("version",
+				     print_version(argc - 1, argv + 1, strcmp(cmd, "-V") == 0));
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(cmd, commands[i].name) == 0)
 			return stdout_finish(cmd, commands[i].run(argc - 1, argv + 1));

@@ -271,6 +271,7 @@ int cmd_map(int argc, char **argv)
 	};
 	const char *mapping_path = NULL, *input = "-", *name;
 	int ndjson = 0, form = 0, c, failed = 0, jobs = 0;
+	long long num;
 	struct mapping *m = NULL;
 	struct diag d = { 0 };
 	struct bridge_error err;
@@ -283,9 +284,9 @@ int cmd_map(int argc, char **argv)
 		case 'n': ndjson = 1; break;
 		case 'f': form = 1; break;
 		case 'j':
-			jobs = atoi(optarg);
-			if (jobs < 1 || jobs > MAP_JOBS_MAX)
+			if (cli_int_parse(optarg, 1, MAP_JOBS_MAX, &num) < 0)
 				return map_usage("--jobs must be 1..16, not '%s'", optarg);
+			jobs = (int)num;
 			break;
 		case 'h': fputs(usage_map, stdout); return 0;
 		default: return map_usage("%s", "invalid option");

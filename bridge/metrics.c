@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 
 #include "bridge/config.h"
+#include "bridge/log.h"
 #include "bridge/metrics.h"
 
 static const char *const outcome_names[OUTCOME_COUNT] = {
@@ -612,6 +613,12 @@ void metrics_render(struct metrics *m, struct evbuffer *out)
 	       "Posts waiting for their endpoint.");
 	evbuffer_add_printf(out, "webhook_bridge_in_flight_requests %ld\n",
 			    atomic_load(&m->st->in_flight));
+	family(out, "webhook_bridge_log_dropped_total", "counter",
+	       "Log and dry-run lines dropped because their reader did not keep up.");
+	for (int i = 0; i < LOG_STREAM_COUNT; i++)
+		evbuffer_add_printf(out, "webhook_bridge_log_dropped_total{stream=\"%s\"} %llu\n",
+				    log_stream_name((enum log_stream)i),
+				    log_stream_dropped((enum log_stream)i));
 	family(out, "webhook_bridge_workers", "gauge", "Worker threads serving the port.");
 	evbuffer_add_printf(out, "webhook_bridge_workers %d\n", m->st->workers);
 	render_process(m, out);

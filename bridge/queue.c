@@ -96,7 +96,7 @@ int queue_config_load(const config_setting_t *root, const char *file, struct que
 		return d->count > before ? -1 : 0;
 	cfg_check_keys(g, keys, file, d);
 	if (cfg_get_text(g, "path", &v, file, d) == 1) {
-		ret->path = cfg_resolve_path(file, v);
+		ret->path = cfg_resolve_state_path(file, "STATE_DIRECTORY", v);
 		if (!ret->path)
 			diag_add(d, cfg_file(g, file), cfg_line(g), "out of memory");
 	} else if (!config_setting_get_member(g, "path")) {

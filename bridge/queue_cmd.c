@@ -3,6 +3,7 @@
  * the log lines serve writes for queue events.
  */
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,15 +67,7 @@ static int usage_fail(const char *fmt, ...)
 
 static int parse_count(const char *s, long long min, long long *ret)
 {
-	char *end;
-	long long v;
-
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno || end == s || *end || v < min)
-		return -1;
-	*ret = v;
-	return 0;
+	return cli_int_parse(s, min, LLONG_MAX, ret);
 }
 
 static int64_t now_ms(void)

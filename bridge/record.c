@@ -134,6 +134,21 @@ static int file_open(struct recorder *r, struct bridge_error *err)
 	return 0;
 }
 
+int recorder_reopen(struct recorder *r, struct bridge_error *err)
+{
+	int old, rc;
+
+	pthread_mutex_lock(&r->lock);
+	old = r->fd;
+	rc = file_open(r, err);
+	if (rc < 0)
+		r->fd = old; /* keep writing where we were */
+	else if (old >= 0)
+		close(old);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
 struct recorder *recorder_open(const struct record_options *opt, struct bridge_error *err)
 {
 	struct recorder *r;

@@ -22,6 +22,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <event2/dns.h>
@@ -777,6 +778,7 @@ struct replay {
 	size_t n_problems;
 	double started;
 	double last_draw;
+	double first_draw; /* start of the run, for the rate and the ETA */
 	int progress_drawn;
 };
 
@@ -815,33 +817,62 @@ static void progress_clear(struct replay *rp)
 	}
 }
 
+/* Columns of the terminal on stderr (80 when it cannot say). */
+static int progress_columns(void)
+{
+	struct winsize ws;
+
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
+		return ws.ws_col;
+	return 80;
+}
+
+/* [####....] done/total  R/s  ETA Ns  sent … failed …, cut to the width of
+ * the terminal: the counters first, the bar takes what is left. */
 static void progress_draw(struct replay *rp, int force)
 {
-	double t = now_s();
-	char bar[41];
+	double t = now_s(), rate;
+	char tail[160], head[64], bar[256];
+	int cols = progress_columns(), n, room, used;
 
 	if (!rp->progress || (!force && t - rp->last_draw < PROGRESS_EVERY_MS / 1000.0))
 		return;
 	rp->last_draw = t;
-	if (rp->total) {
-		size_t fill = rp->done * 40 / rp->total;
-
-		if (fill > 40)
-			fill = 40;
-		memset(bar, '#', fill);
-		memset(bar + fill, '.', 40 - fill);
-		bar[40] = '\0';
-		fprintf(stderr, "\r\033[K[%s] %zu/%zu", bar, rp->done, rp->total);
-	} else {
-		fprintf(stderr, "\r\033[K%zu done", rp->done);
-	}
+	rate = t > rp->first_draw ? rp->done / (t - rp->first_draw) : 0;
+	n = snprintf(tail, sizeof(tail), "  %.1f/s", rate);
+	if (rp->total && rate > 0 && rp->done < rp->total)
+		n += snprintf(tail + n, sizeof(tail) - (size_t)n, "  ETA %.0fs",
+			      (double)(rp->total - rp->done) / rate);
 	if (rp->dry_run)
-		fprintf(stderr, "  mapped %zu", rp->mapped);
+		n += snprintf(tail + n, sizeof(tail) - (size_t)n, "  mapped %zu", rp->mapped);
 	else
-		fprintf(stderr, "  sent %zu  2xx %zu", rp->sent, rp->delivered);
-	fprintf(stderr, "  failed %zu", rp->failed);
+		n += snprintf(tail + n, sizeof(tail) - (size_t)n, "  sent %zu  2xx %zu", rp->sent,
+			      rp->delivered);
+	n += snprintf(tail + n, sizeof(tail) - (size_t)n, "  failed %zu", rp->failed);
 	if (rp->expect_dir)
-		fprintf(stderr, "  mismatched %zu", rp->mismatched + rp->missing);
+		snprintf(tail + n, sizeof(tail) - (size_t)n, "  mismatched %zu",
+			 rp->mismatched + rp->missing);
+	if (rp->total)
+		snprintf(head, sizeof(head), " %zu/%zu", rp->done, rp->total);
+	else
+		snprintf(head, sizeof(head), "%zu done", rp->done);
+	/* one column spare: writing the last one makes some terminals wrap */
+	room = cols - 1 - (int)strlen(head) - (int)strlen(tail) - 2;
+	used = (int)strlen(head);
+	if (rp->total && room >= 10) {
+		size_t w = (size_t)(room > 60 ? 60 : room), fill = rp->done * w / rp->total;
+
+		if (fill > w)
+			fill = w;
+		memset(bar, '#', fill);
+		memset(bar + fill, '.', w - fill);
+		bar[w] = '\0';
+		fprintf(stderr, "\r\033[K[%s]%s", bar, head);
+		used += (int)w + 2;
+	} else {
+		fprintf(stderr, "\r\033[K%s", head);
+	}
+	fprintf(stderr, "%.*s", cols - 1 - used > 0 ? cols - 1 - used : 0, tail);
 	rp->progress_drawn = 1;
 }
 
@@ -1450,8 +1481,7 @@ int cmd_replay(int argc, char **argv)
 	struct stat st;
 	double rate = 0, elapsed;
 	int c, rc = 2;
-	char *end;
-	long n;
+	long long num;
 
 	memset(&rp, 0, sizeof(rp));
 	rp.concurrency = 1;
@@ -1468,12 +1498,10 @@ int cmd_replay(int argc, char **argv)
 						    optarg);
 			break;
 		case 'n':
-			errno = 0;
-			n = strtol(optarg, &end, 10);
-			if (errno || *end || n < 1 || n > CONCURRENCY_MAX)
+			if (cli_int_parse(optarg, 1, CONCURRENCY_MAX, &num) < 0)
 				return replay_usage("--concurrency must be 1..%d, not '%s'",
 						    CONCURRENCY_MAX, optarg);
-			rp.concurrency = (int)n;
+			rp.concurrency = (int)num;
 			break;
 		case 'e': rp.expect_dir = optarg; break;
 		case 'd': rp.dry_run = 1; break;
@@ -1527,7 +1555,9 @@ int cmd_replay(int argc, char **argv)
 	if (!rp.warned || feed_expand(&rp.feed, argv + optind, argc - optind) < 0)
 		goto out;
 	rp.interval = rate > 0 ? 1.0 / rate : 0;
-	rp.progress = isatty(STDERR_FILENO);
+	rp.progress = isatty(STDERR_FILENO) &&
+		      !(getenv("TERM") && strcmp(getenv("TERM"), "dumb") == 0);
+	rp.first_draw = now_s();
 	if (rp.progress)
 		rp.total = feed_count(&rp.feed);
 	signal(SIGPIPE, SIG_IGN);

@@ -1,6 +1,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include <openssl/ssl.h>
 #include <yajl/yajl_tree.h>
 
+#include "bridge/listen.h"
 #include "bridge/access.h"
 #include "bridge/accesslog.h"
 #include "bridge/cfg.h"
@@ -890,27 +892,17 @@ static void forward(struct exchange *x, const struct mapping_result *m)
 	}
 }
 
-/* A dry-run line that did not reach stdout is lost output: count it (per
- * process) and log it, so an operator sees the failure. */
-static void dry_run_write_failed(const struct exchange *x, int e)
-{
-	static atomic_long failures;
-	struct log_line l;
-
-	log_begin(&l, LOG_ERROR, "dry_run_write_failed");
-	log_str(&l, "route", x->route->name);
-	log_str(&l, "delivery_id", x->delivery_id[0] ? x->delivery_id : NULL);
-	log_str(&l, "error", strerror(e));
-	log_int(&l, "failures", atomic_fetch_add(&failures, 1) + 1);
-	log_end(&l);
-}
-
-/* The payload it would send, on stdout, one JSON line per participation. */
+/* The payload it would send, on stdout, one JSON line per participation
+ * (dry_run.stdout); through the log's bounded buffer, so a stdout nobody
+ * reads costs lines, never the event loop. */
 static void print_dry_run(const struct exchange *x, const struct mapping_result *m)
 {
-	struct evbuffer *line = evbuffer_new();
+	struct evbuffer *line;
 	char ts[32];
 
+	if (!x->gen->cfg->dry_run_stdout)
+		return;
+	line = evbuffer_new();
 	log_time_now(ts, sizeof(ts));
 	evbuffer_add_printf(line, "{\"event\":\"dry-run\",\"time\":\"%s\"", ts);
 	add_field(line, "route", x->route->name);
@@ -921,14 +913,10 @@ static void print_dry_run(const struct exchange *x, const struct mapping_result 
 	evbuffer_add_printf(line, ",\"v2\":");
 	evbuffer_add(line, m->body, m->len);
 	evbuffer_add(line, "}\n", 2);
-	while (evbuffer_get_length(line) > 0)
-		if (evbuffer_write(line, STDOUT_FILENO) <= 0 && errno != EINTR && errno != EAGAIN)
-			break;
-	if (evbuffer_get_length(line) > 0)
-		dry_run_write_failed(x, errno);
+	log_stream_write(LOG_STREAM_STDOUT, (const char *)evbuffer_pullup(line, -1),
+			 evbuffer_get_length(line));
 	evbuffer_free(line);
 }
-
 
 static void report_unmapped(struct exchange *x, const struct mapping_result *m)
 {
@@ -1359,6 +1347,16 @@ static int body_encoding_refused(struct exchange *x, struct evkeyvalq *in)
 	return 0;
 }
 
+/* The body is not NUL-terminated: scan at most n bytes. */
+static int looks_like_json(const char *body, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+		i++;
+	return i < n && body[i] == '{';
+}
+
 static void handle_webhook(struct server *s, struct evhttp_request *req)
 {
 	const struct bridge_config *c = s->cfg;
@@ -1424,6 +1422,15 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	if (s->opt.recorder)
 		record_post(x, evhttp_find_header(in, "Content-Type"), body ? body : "",
 			    x->bytes_in);
+	if (kind == V1_ENC_FORM && body && looks_like_json(body, x->bytes_in)) {
+		/* curl --data without -H sends JSON as a form: say so, not that a
+		 * required key is absent */
+		exchange_fail(x, 415, OUTCOME_INVALID_INPUT, "unsupported_media_type",
+			      "the body looks like JSON but Content-Type says "
+			      "application/x-www-form-urlencoded; send Content-Type: "
+			      "application/json");
+		return;
+	}
 	v1_limits_default(&lim);
 	lim.max_depth = c->max_json_depth;
 	lim.max_keys = c->max_keys;
@@ -1670,35 +1677,24 @@ static void handle_request(struct evhttp_request *req, void *arg)
 
 static int bind_listener(struct server *s, struct bridge_error *err)
 {
-	const struct bridge_config *c = s->cfg;
-	struct addrinfo hints, *ai = NULL;
-	char port[16];
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	int rc;
+	int fd = fcntl(s->opt.listen_fd, F_DUPFD_CLOEXEC, 0);
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
-	snprintf(port, sizeof(port), "%d", s->opt.port >= 0 ? s->opt.port : c->listen_port);
-	rc = getaddrinfo(c->listen_address, port, &hints, &ai);
-	if (rc != 0)
-		return bridge_error_set(err, "listen address '%s' is not an IP address: %s",
-					c->listen_address, gai_strerror(rc));
-	s->listener = evconnlistener_new_bind(
-		s->base, NULL, NULL,
-		LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE |
-			(s->opt.reuseport ? LEV_OPT_REUSEABLE_PORT : 0),
-		1024, ai->ai_addr, (int)ai->ai_addrlen);
-	freeaddrinfo(ai);
-	if (!s->listener)
-		return bridge_error_set(err, "cannot listen on %s port %d: %s", c->listen_address,
-					c->listen_port, strerror(errno));
+	if (fd < 0)
+		return bridge_error_set(err, "cannot share the listening socket: %s",
+					strerror(errno));
+	/* backlog 0: the socket already listens */
+	s->listener = evconnlistener_new(s->base, NULL, NULL,
+					 LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE, 0, fd);
+	if (!s->listener) {
+		close(fd);
+		return bridge_error_set(err, "cannot watch the listening socket");
+	}
 	s->bound = evhttp_bind_listener(s->http, s->listener);
 	if (!s->bound)
 		return bridge_error_set(err, "cannot attach the listener to the HTTP server");
-	if (getsockname(evconnlistener_get_fd(s->listener), (struct sockaddr *)&ss, &sl) == 0)
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
 		s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 							 : ((struct sockaddr_in *)&ss)->sin_port);
 	return 0;
@@ -1762,7 +1758,8 @@ static void tls_plain_http(const SSL *ssl, int where, int ret)
 	static const char resp[] =
 		"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
 		"Connection: close\r\nContent-Length: 99\r\n\r\n"
-		"{\"error\":\"plain_http_to_https\",\"message\":\"this port speaks HTTPS: send the "
+		"{\"error\":\"plain_http_to_https\",\"message\":\"this port speaks HTTPS: "
+		"send the "
 		"request with https://\"}\n";
 	ssize_t w;
 
@@ -1966,7 +1963,8 @@ static void cancel_pending(struct server *s)
 		x->up = x->legacy_up = NULL;
 		if (!x->answered)
 			exchange_fail(x, 503, OUTCOME_SHUTTING_DOWN, "shutting_down",
-				      sent ? "the bridge is shutting down and gave up waiting for "
+				      sent ? "the bridge is shutting down and gave up waiting "
+					     "for "
 					     "the endpoint, which may hold the participation: "
 					     "outcome unknown; retry is safe, the delivery id is "
 					     "stable"

@@ -957,6 +957,39 @@ def wait_for(cond, timeout=5.0, step=0.02):
         time.sleep(step)
 
 
+def pty_read_all(master):
+    """Everything written to a pseudo-terminal until its last writer closed it."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO once the other side is closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def run_on_pty(args, env=None, columns=None, stderr_too=False):
+    """The binary with stdout (and stderr when asked) on a pseudo-terminal of
+    `columns` columns; returns (exit code, everything it wrote there)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    if columns:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    p = subprocess.Popen([BRIDGE_BIN] + args, stdin=subprocess.DEVNULL, stdout=slave,
+                         stderr=slave if stderr_too else subprocess.PIPE, env=env)
+    os.close(slave)
+    out = pty_read_all(master)
+    p.communicate(timeout=60)
+    os.close(master)
+    return p.returncode, out
+
+
 def refused_port():
     """A loopback port nobody listens on (bound, then closed)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

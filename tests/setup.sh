@@ -1,13 +1,22 @@
 #!/bin/sh
 # Installs what is missing (Debian 12; run as root, or with sudo available),
-# then builds build/webhook-bridge.  Safe to run again: it only installs
-# packages that are absent and only reconfigures when needed.
+# then builds.  Safe to run again: it only installs packages that are absent
+# and only reconfigures when needed.
+#   sh tests/setup.sh run   what running the bridge needs: the compiler, the
+#                           libraries, build/webhook-bridge alone
+#   sh tests/setup.sh       everything the test command needs, and all targets
 set -eu
 cd "$(dirname "$0")/.."
 
-PKGS="gcc libc6-dev pkg-config meson ninja-build libevent-dev libyajl-dev libconfig-dev
-libssl-dev libsqlite3-dev tzdata ca-certificates curl openssl python3 python3-jsonschema
-valgrind clang-format git prometheus"
+RUN_PKGS="gcc libc6-dev pkg-config meson ninja-build libevent-dev libyajl-dev libconfig-dev
+libssl-dev libsqlite3-dev tzdata ca-certificates"
+TEST_PKGS="curl openssl python3 python3-jsonschema valgrind clang-format git prometheus mandoc
+systemd"
+case "${1:-test}" in
+run) PKGS=$RUN_PKGS ;;
+test) PKGS="$RUN_PKGS $TEST_PKGS" ;;
+*) echo "usage: sh tests/setup.sh [run | test]" >&2; exit 2 ;;
+esac
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -37,4 +46,8 @@ fi
 if [ ! -f build/build.ninja ]; then
 	meson setup build
 fi
-meson compile -C build
+if [ "${1:-test}" = run ]; then
+	meson compile -C build webhook-bridge
+else
+	meson compile -C build
+fi

@@ -9,7 +9,6 @@ of the documented path semantics (below).
 
 import json
 import os
-import pty
 import random
 import re
 import subprocess
@@ -207,33 +206,15 @@ def t_provenance(t):
     t.ok("\033[" in r.stdout, "--color always: colour", r)
 
 
-def run_on_pty(args, env):
-    master, slave = pty.openpty()
-    p = subprocess.Popen([bt.BRIDGE_BIN] + args, stdout=slave, stderr=subprocess.PIPE, env=env)
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    p.wait(timeout=20)
-    os.close(master)
-    return p.returncode, out
-
-
 def t_color_tty(t):
     fixture = bt.representative_fixture()
     args = ["diff", "--mapping", bt.MAPPING, fixture]
     env = dict(os.environ)
     env.pop("NO_COLOR", None)
-    rc, out = run_on_pty(args, env)
+    rc, out = bt.run_on_pty(args, env)
     t.ok(rc == 0 and b"\033[" in out, "terminal: colour")
     env["NO_COLOR"] = "1"
-    rc, out = run_on_pty(args, env)
+    rc, out = bt.run_on_pty(args, env)
     t.ok(rc == 0 and b"\033[" not in out and b"state" in out, "terminal with NO_COLOR: no colour")
 
 

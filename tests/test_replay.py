@@ -452,15 +452,7 @@ def t_progress(t, sink, cfg, fx_mapped):
         r, _ = replay(t, ["--config", cfg, fx_mapped], stderr_fd=slave)
         os.close(slave)
         slave = None
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
+        out = bt.pty_read_all(master)
     finally:
         if slave is not None:
             os.close(slave)

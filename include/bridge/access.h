@@ -23,6 +23,7 @@ struct access_auth {
 	char *basic_user, *basic_password; /* Authorization: Basic */
 	char *query_name, *query_value;    /* ?name=value in the request URI */
 	char *header_name, *header_value;  /* Name: value */
+	int inline_secret;                 /* a password or value written in the config */
 };
 
 /* Load `auth = { basic = { user; password; }; query = { name; value; };

@@ -52,8 +52,23 @@ const config_setting_t *cfg_get_list(const config_setting_t *group, const char *
 int cfg_get_text(const config_setting_t *group, const char *name, const char **ret,
 		 const char *file, struct diag *d);
 
+/* A secret setting `name` or its file form `name_file` (not both): the
+ * file's content without one final newline.  A relative file name resolves
+ * in $CREDENTIALS_DIRECTORY when set (systemd's LoadCredential=), else
+ * against the config's folder; absolute paths are taken as they are.  An
+ * inline value holding "${" is refused: nothing is expanded, and a secret
+ * that looks like a variable is a mistake.  *ret is malloc'd (*ret_len
+ * bytes).  Returns 2 inline, 1 from a file, 0 absent, -1 (with a diag). */
+int cfg_get_secret(const config_setting_t *group, const char *name, char **ret, size_t *ret_len,
+		   const char *file, struct diag *d);
+
 /* Resolve a path relative to the folder of `base_file`; malloc'd result. */
 char *cfg_resolve_path(const char *base_file, const char *path);
+/* A file the process writes (queue store, report, capture): a relative path
+ * resolves under the folder in environment variable `env` (systemd's
+ * STATE_DIRECTORY or LOGS_DIRECTORY) when it is set, so a config in /etc
+ * never writes beside itself; else as cfg_resolve_path.  Caller frees. */
+char *cfg_resolve_state_path(const char *base_file, const char *env, const char *path);
 
 /* How a file is named to the outside (answers, metric labels): relative to
  * the folder of `base_file` when it lies under it, else its last component,

@@ -9,10 +9,24 @@
 #ifndef BRIDGE_CLI_H
 #define BRIDGE_CLI_H
 
+#include <stddef.h>
+
 int cmd_map(int argc, char **argv);    /* bridge/map_cmd.c */
 int cmd_diff(int argc, char **argv);   /* bridge/diff.c */
 int cmd_report(int argc, char **argv); /* bridge/diff.c */
 int cmd_replay(int argc, char **argv); /* bridge/replay.c */
+
+/* A whole decimal integer in [min, max]: "abc", "1e3", " 7", "+7", "3x" and
+ * out-of-range values are refused.  0, or -1 (the caller reports a usage
+ * error, exit 2). */
+int cli_int_parse(const char *s, long long min, long long max, long long *ret);
+
+struct option;
+
+/* The message for an option getopt_long refused (call it with opterr = 0,
+ * from the '?' case): "unknown option '--confg'; did you mean --config?"
+ * when one of opts is at most two edits away, else the plain refusal. */
+void cli_option_error(const struct option *opts, int argc, char **argv, char *out, size_t cap);
 
 struct queue_event;
 

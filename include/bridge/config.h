@@ -42,7 +42,8 @@ struct bridge_route {
 	char *legacy_endpoint;   /* v1 passthrough: required in dual, optional in dry-run */
 	struct upstream_url legacy_url;
 	size_t legacy_tls_index;
-	char *auth_name; /* NULL when no auth header */
+	char *auth_name;   /* NULL when no auth header */
+	int inline_secret; /* a secret or auth value written in the config itself */
 	char *auth_value;
 	char **header_names, **header_values; /* `headers`: static extra headers, in order */
 	size_t n_headers;                     /* at most ROUTE_HEADERS_MAX */
@@ -81,6 +82,7 @@ struct bridge_config {
 	char *path;
 	char *listen_address;   /* default 127.0.0.1 */
 	int listen_port;        /* default 8080; 0 = ephemeral */
+	int listen_reuseport;   /* listen.reuseport: let other processes share the port */
 	char *listen_path;      /* default "/" */
 	char *listen_cert_file; /* listen.tls: the bridge is the HTTPS URL itself */
 	char *listen_key_file;
@@ -102,6 +104,7 @@ struct bridge_config {
 	char *campaign_key;      /* match_keys.campaign_id, default "campaign_id" */
 	int log_level;           /* enum log_level, -1 when not set */
 	int workers;             /* event-loop threads sharing the port; 0 = one per core */
+	size_t log_buffer;       /* log_buffer: bytes held per stream for a slow reader */
 	struct upstream_limits upstream;
 	struct bridge_route *routes;
 	size_t n_routes;
@@ -114,6 +117,7 @@ struct bridge_config {
 	char **record_headers; /* record.headers: NULL = the module's default list */
 	size_t n_record_headers;
 	char *report_path;         /* dry_run.report: JSON lines, one per translated post */
+	int dry_run_stdout;        /* dry_run.stdout: echo each v2 to stdout (default 1) */
 	char *shadow_path;         /* dry_run.v2_path: real v2 posts are compared here */
 	char *v2_record_path;      /* dry_run.v2_record: capture of verified real v2 posts */
 	long shadow_window_ms;     /* dry_run.window_s */

@@ -14,6 +14,9 @@ struct jsonl;
 
 struct jsonl *jsonl_open(const char *path, struct bridge_error *err);
 int jsonl_write(struct jsonl *j, const char *line, size_t len);
+/* Open the path again (after logrotate moved the file away); lines written
+ * meanwhile go to the old file.  On failure the old file stays in use. */
+int jsonl_reopen(struct jsonl *j, struct bridge_error *err);
 void jsonl_close(struct jsonl *j); /* accepts NULL */
 
 #endif

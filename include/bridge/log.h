@@ -3,6 +3,13 @@
  *   {"time":"2026-11-26T21:00:00.123Z","level":"info","event":"listening",...}
  * Only main and the request handler log (library modules never do).
  * Thread-safe (one write(2) per line).
+ *
+ * `serve` calls log_stream_start(): from then on stdout and stderr lines go
+ * into bounded in-memory buffers that one writer thread per stream drains,
+ * so a reader that stops reading never blocks an event loop.  A line that
+ * does not fit is dropped and counted; the next line that gets through
+ * carries "lines_lost":N.  Without log_stream_start() lines are written
+ * directly (the batch commands want back-pressure).
  */
 #ifndef BRIDGE_LOG_H
 #define BRIDGE_LOG_H
@@ -31,6 +38,21 @@ void log_raw(struct log_line *l, const char *key, const char *json,
 	     size_t n);                      /* already-valid JSON */
 void log_end(struct log_line *l);            /* writes to stderr */
 void log_end_to(struct log_line *l, int fd); /* writes to fd (stdout for dry-run lines) */
+
+enum log_stream { LOG_STREAM_STDOUT, LOG_STREAM_STDERR, LOG_STREAM_COUNT };
+
+/* Buffers of cap_bytes each and their writer threads; 0 or -errno. */
+int log_stream_start(size_t cap_bytes);
+/* Waits up to timeout_ms for both buffers to empty, then stops the writers
+ * (a writer stuck on a reader that never reads is cancelled); later lines
+ * to a stream that could not be emptied are dropped. */
+void log_stream_stop(long timeout_ms);
+/* A complete JSON object line ("{...}\n") to stdout or stderr, through the
+ * buffer when started. */
+void log_stream_write(enum log_stream s, const char *line, size_t n);
+/* Lines dropped on a full buffer (or a failed write) since the start. */
+unsigned long long log_stream_dropped(enum log_stream s);
+const char *log_stream_name(enum log_stream s);
 
 /* Rate limit for lines a peer can trigger (libinput's util-ratelimit idea):
  * at most `burst` lines per `interval_ms`; the first line after a suppressed

@@ -93,6 +93,8 @@ int recorder_write(struct recorder *r, const char *content_type, const struct ti
 /* Lines written since recorder_open, for metrics (thread-safe). */
 uint64_t recorder_lines(struct recorder *r);
 
+/* Open the capture path again (logrotate moved the file away). */
+int recorder_reopen(struct recorder *r, struct bridge_error *err);
 void recorder_close(struct recorder *r); /* accepts NULL */
 
 #endif

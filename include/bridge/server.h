@@ -27,14 +27,13 @@ struct server_options {
 	struct recorder *recorder;  /* capture of inbound v1 posts (record) */
 	struct v2record *v2_record; /* capture of verified real v2 posts (dry_run.v2_record) */
 	int worker;                 /* index of this worker, for per-worker gauges */
-	int port;                   /* -1: the config's port; else bind this one */
-	int reuseport;              /* SO_REUSEPORT, so several workers share the port */
+	int listen_fd; /* listening socket shared by the workers (listen.h); each dups it */
 	void (*release)(void *arg); /* called once the server no longer uses cfg/metrics */
 	void *release_arg;
 	struct queue *queue; /* queued delivery; NULL when no route uses it */
 };
 
-/* Bind the listener and create pools.  cfg and opt->metrics must outlive
+/* Watch opt->listen_fd and create pools.  cfg and opt->metrics must outlive
  * the server. */
 int server_new(struct event_base *base, const struct bridge_config *cfg,
 	       const struct server_options *opt, struct server **ret, struct bridge_error *err);
