@@ -46,6 +46,8 @@ def load(folder):
                 r["sink_posts"] = int(facts.get("%s.r%d.sink_posts" % (name, i), "0"))
                 r["proxy_cpu"] = facts.get("%s.r%d.proxy_cpu" % (name, i))
                 r["sink_cpu"] = facts.get("%s.r%d.sink_cpu" % (name, i))
+                r["proxy_us"] = cpu_us(facts, "%s.r%d.proxy_ticks" % (name, i), r["requests"])
+                r["sink_us"] = cpu_us(facts, "%s.r%d.sink_ticks" % (name, i), r["requests"])
                 rounds.append(r)
         if rounds:
             runs[name] = rounds
@@ -53,6 +55,18 @@ def load(folder):
     if os.path.exists(path) and bench_line(path):
         runs["mem"] = bench_line(path)
     return facts, runs
+
+
+def cpu_us(facts, key, requests):
+    """CPU microseconds per request from a tick count, or None when unknown."""
+    ticks, tck = facts.get(key), facts.get("clk_tck")
+    if ticks is None or tck is None or not requests:
+        return None
+    return int(ticks) / int(tck) * 1e6 / requests
+
+
+def us(value):
+    return "—" if value is None else "%.1f" % value
 
 
 def median_round(rounds):
@@ -114,14 +128,14 @@ def main():
                 f("rounds"), f("sink_threads"), f("workers"), f("workers"), f("log_level")))
     w.append("")
     w.append("| target | requests/s | p50 | p99 | non-2xx | posts the sink got | CPU proxy / sink "
-             "| peak RSS (VmHWM) | valid |")
-    w.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+             "| CPU µs/request proxy / sink | peak RSS (VmHWM) | valid |")
+    w.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     invalid = False
     med = {}
     for name, label in TARGETS:
         rounds = runs.get(name)
         if not rounds:
-            w.append("| %s | missing | | | | | | | INVALID: no wrk result |" % label)
+            w.append("| %s | missing | | | | | | | | INVALID: no wrk result |" % label)
             invalid = True
             continue
         bad = []
@@ -133,10 +147,11 @@ def main():
         if len(rounds) > 1:
             rps += " (rounds: %s)" % " / ".join("%.0f" % x["rps"] for x in rounds)
         rss = {"nginx": f("nginx.hwm_kb"), "bridge": f("bridge.hwm_kb")}.get(name)
-        w.append("| %s | %s | %s | %s | %d | %s | %s | %s | %s |" % (
+        w.append("| %s | %s | %s | %s | %d | %s | %s | %s | %s | %s |" % (
             label, rps, ms(r["p50_us"]), ms(r["p99_us"]), sum(x["non2xx"] for x in rounds),
             "—" if name == "ceiling" else "%d" % r["sink_posts"],
             "%s%% / %s%%" % (r["proxy_cpu"] or "—", r["sink_cpu"] or "?"),
+            "%s / %s" % (us(r.get("proxy_us")), us(r.get("sink_us"))),
             (mib(rss) + (" (master + workers)" if name == "nginx" else "")) if rss else "",
             "INVALID: " + "; ".join(bad) if bad else "yes"))
     if len(med) == 3:
@@ -147,6 +162,13 @@ def main():
                  "has %s warn/error lines."
                  % (b / n, b / c, n / c, mib(f("bridge_idle_rss_kb", "0")), mib(f("bridge.rss_after_kb", "0")),
                     f("bridge.log_problems", "?")))
+        bu, nu = med["bridge"].get("proxy_us"), med["nginx"].get("proxy_us")
+        if bu and nu:
+            w.append("")
+            w.append("Bridge/nginx, median rounds: CPU per request **%.2f×** (%.1f µs / %.1f µs; "
+                     "target ≤ 1.5×), requests/s **%.2f×** (target ≥ 0.8×), p99 **%.2f×** "
+                     "(target ≤ 1.5×)."
+                     % (bu / nu, bu, nu, b / n, med["bridge"]["p99_us"] / med["nginx"]["p99_us"]))
     m = runs.get("mem")
     w.append("")
     if m:
@@ -173,15 +195,29 @@ def main():
         w.append("| mapper | runs | median | payloads/s | MB/s |")
         w.append("|---|---:|---:|---:|---:|")
         rates = {}
-        for key, label in (("map_bridge", "`webhook-bridge map --ndjson`"),
+        for key, label in (("map_bridge", "`webhook-bridge map --ndjson --jobs 1`"),
                            ("map_jq", "`jq -c -f bench/v1-to-v2.jq`")):
             t = float(f(key + ".median_s"))
             rates[key] = count / t
             w.append("| %s | %s | %.2f s | %.0f | %.1f |" % (label, f(key + ".runs"), t, count / t,
                                                              size / t / 1e6))
         w.append("")
-        w.append("Ratio bridge/jq: **%.1f×**. Peak RSS of `map --ndjson` on this file: %s."
+        w.append("Ratio bridge/jq (one core each: `--jobs 1`): **%.1f×** (target ≥ 50×). Peak RSS "
+                 "of `map --ndjson` on this file: %s."
                  % (rates["map_bridge"] / rates["map_jq"], mib(f("map_bridge.peak_rss_kb", "0"))))
+    if f("ir_bridge.instructions") and f("ir_jq.instructions"):
+        n = int(f("callgrind.count"))
+        ib, ij = int(f("ir_bridge.instructions")), int(f("ir_jq.instructions"))
+        w.append("")
+        w.append("Instructions (Ir) under `valgrind --tool=callgrind` (%s) mapping the first %d of "
+                 "those payloads, start-up and exit included:" % (f("callgrind.version"), n))
+        w.append("")
+        w.append("| mapper | instructions | per payload |")
+        w.append("|---|---:|---:|")
+        w.append("| `webhook-bridge map --ndjson --jobs 1` | %d | %.0f |" % (ib, ib / n))
+        w.append("| `jq -c -f bench/v1-to-v2.jq` | %d | %.0f |" % (ij, ij / n))
+        w.append("")
+        w.append("Ratio jq/bridge in instructions per payload: **%.1f×** (target ≥ 50×)." % (ij / ib))
     if invalid:
         w.append("")
         w.append("**This run has INVALID figures (see the rows marked INVALID).**")

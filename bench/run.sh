@@ -25,6 +25,8 @@
 #   BENCH_MEM_DURATION    seconds of the memory run (10; --quick 5)
 #   BENCH_NDJSON_COUNT    payloads for the mapping run (100000)
 #   BENCH_MAP_RUNS        timed runs of each mapper, median kept (3; --quick: jq 1)
+#   BENCH_CALLGRIND_COUNT payloads mapped under callgrind by each mapper (2000;
+#                         0 skips the instruction counts)
 #   BENCH_LOG_LEVEL       the bridge's log_level (info: one access line per post)
 #   BENCH_PAYLOAD         the v1 post (fixtures/v1/representative.json)
 #   BENCH_RESULTS         where to append (bench/RESULTS.md)
@@ -71,6 +73,7 @@ SINK_THREADS=${BENCH_SINK_THREADS:-2}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
 MEM_CONNS=${BENCH_MEM_CONNECTIONS:-1000}
 NDJSON_COUNT=${BENCH_NDJSON_COUNT:-100000}
+CALLGRIND_COUNT=${BENCH_CALLGRIND_COUNT:-2000}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
 RESULTS=${BENCH_RESULTS:-$BENCH_ROOT/bench/RESULTS.md}
 PAYLOAD=$(bench_payload)
@@ -87,6 +90,9 @@ bench_tools_core
 bench_tools_nginx
 bench_have jq || bench_apt jq || exit 1
 bench_have hyperfine || bench_apt hyperfine || bench_log "no hyperfine: timing the mappers with date"
+if [ "$CALLGRIND_COUNT" -gt 0 ]; then
+	bench_have valgrind || bench_apt valgrind || exit 1
+fi
 bench_raise_nofile
 
 bench_log "building (release) in $BENCH_BUILD"
@@ -145,6 +151,7 @@ wrk_run() { # NAME URL CONNECTIONS SECONDS OUTPUT
 }
 
 TICK=$(getconf CLK_TCK)
+fact clk_tck "$TICK"
 cpu_pct() { # TICKS_BEFORE TICKS_AFTER NANOSECONDS
 	awk -v a="$1" -v b="$2" -v t="$TICK" -v ns="$3" 'BEGIN {printf "%.0f", (b - a) * 100 / t / (ns / 1e9)}'
 }
@@ -168,6 +175,10 @@ measure() { # NAME URL ROUND PROXY_PID (empty for the ceiling)
 	fact "$name.r$round.sink_posts" "$((after - before))"
 	[ -z "$proxy" ] || fact "$name.r$round.proxy_cpu" "$(cpu_pct "$p0" "$p1" $((t1 - t0)))"
 	fact "$name.r$round.sink_cpu" "$(cpu_pct "$s0" "$s1" $((t1 - t0)))"
+	# Raw CPU ticks of the measured run: report.py divides them by the
+	# requests wrk counted, giving CPU microseconds per request.
+	[ -z "$proxy" ] || fact "$name.r$round.proxy_ticks" "$((p1 - p0))"
+	fact "$name.r$round.sink_ticks" "$((s1 - s0))"
 }
 
 # The three targets in turn, ROUNDS times: the report keeps each target's
@@ -225,7 +236,8 @@ if cmp -s "$BENCH_TMP/sample.bridge" "$BENCH_TMP/sample.jq"; then
 else
 	fact map.same_output "NO: the outputs differ on the first 2000 payloads"
 fi
-BRIDGE_MAP_CMD="$BENCH_BRIDGE map --mapping $MAPPING --ndjson $NDJSON > /dev/null"
+# One core each: jq is single-threaded, so the bridge maps with one thread too.
+BRIDGE_MAP_CMD="$BENCH_BRIDGE map --mapping $MAPPING --ndjson --jobs 1 $NDJSON > /dev/null"
 JQ_MAP_CMD="jq -c -f $JQPROG $NDJSON > /dev/null"
 time_runs() { # NAME RUNS COMMAND: median seconds into facts
 	local name=$1 runs=$2 cmd=$3 t0 t1
@@ -255,6 +267,24 @@ import resource, subprocess, sys
 subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$BENCH_BRIDGE" map --mapping "$MAPPING" --ndjson "$NDJSON")"
 time_runs map_jq "$JQ_RUNS" "$JQ_MAP_CMD"
+
+# Instructions per payload under callgrind: a count that does not depend on
+# what else the machine is doing, unlike the wall-clock times above.
+callgrind_count() { # NAME COMMAND...: total instructions (Ir) into facts
+	local name=$1 log=$OUT/$1.callgrind.log
+	shift
+	bench_log "instructions: $name under callgrind, $CALLGRIND_COUNT payloads"
+	timeout 3600 valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.callgrind.out" \
+		"$@" >/dev/null 2>"$log" || bench_die "$name failed under callgrind (see $log)"
+	fact "$name.instructions" "$(awk '/Collected :/ {print $NF}' "$log" | tail -1)"
+}
+if [ "$CALLGRIND_COUNT" -gt 0 ]; then
+	head -n "$CALLGRIND_COUNT" "$NDJSON" >"$BENCH_TMP/callgrind.ndjson"
+	fact callgrind.count "$(wc -l <"$BENCH_TMP/callgrind.ndjson")"
+	fact callgrind.version "$(valgrind --version)"
+	callgrind_count ir_bridge "$BENCH_BRIDGE" map --mapping "$MAPPING" --ndjson --jobs 1 "$BENCH_TMP/callgrind.ndjson"
+	callgrind_count ir_jq jq -c -f "$JQPROG" "$BENCH_TMP/callgrind.ndjson"
+fi
 
 fact load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 "$BENCH_PY" "$BENCH_ROOT/bench/report.py" "$OUT" >"$BENCH_TMP/section.md"
