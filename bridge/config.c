@@ -18,8 +18,9 @@ static const char *const top_keys[] = { "listen",     "limits",   "tls",       "
 static const char *const record_keys[] = { "path",   "rotate_bytes",    "keep",
 					   "redact", "redact_defaults", "headers",
 					   NULL };
-static const char *const dry_run_keys[] = { "report",   "stdout",      "v2_path", "v2_record",
-					    "window_s", "max_entries", NULL };
+static const char *const dry_run_keys[] = { "report",   "rotate_bytes", "keep",
+					    "stdout",   "v2_path",      "v2_record",
+					    "window_s", "max_entries",  NULL };
 static const char *const listen_keys[] = {
 	"address", "port", "path", "tls", "auth", "allow", "trusted_proxies", "reuseport", NULL
 };
@@ -726,6 +727,8 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 	}
 
 	c->dry_run_stdout = 1;
+	c->report_rotate_bytes = 100ULL * 1024 * 1024;
+	c->report_keep = 5;
 	c->shadow_window_ms = 3600000;
 	c->shadow_max_entries = 100000;
 	g = cfg_get_group(root, "dry_run", path, d);
@@ -733,6 +736,10 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		cfg_check_keys(g, dry_run_keys, path, d);
 		if (cfg_get_text(g, "report", &v, path, d) == 1)
 			c->report_path = cfg_resolve_state_path(path, "LOGS_DIRECTORY", v);
+		if (cfg_get_int(g, "rotate_bytes", 0, 1LL << 40, &n, path, d) == 1)
+			c->report_rotate_bytes = (unsigned long long)n;
+		if (cfg_get_int(g, "keep", 1, 1000, &n, path, d) == 1)
+			c->report_keep = (unsigned)n;
 		cfg_get_bool(g, "stdout", &c->dry_run_stdout, path, d);
 		if (cfg_get_text(g, "v2_path", &v, path, d) == 1) {
 			if (v[0] != '/' || strpbrk(v, "?# "))

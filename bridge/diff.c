@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -94,6 +95,12 @@ static const char usage_report[] =
 struct style {
 	bool color;
 	FILE *out;
+	/* text on a terminal: its width (TIOCGWINSZ), and the text gathered in
+	 * out (a memory stream) to be cut to it line by line; 0: as written */
+	size_t columns;
+	FILE *term;
+	char *buf;
+	size_t len;
 };
 
 enum color { C_RESET, C_BOLD, C_DIM, C_RED, C_GREEN, C_YELLOW, C_CYAN };
@@ -112,6 +119,7 @@ static int style_init(struct style *st, const char *when, FILE *out)
 {
 	const char *no_color = getenv("NO_COLOR"), *term = getenv("TERM");
 
+	memset(st, 0, sizeof(*st));
 	st->out = out;
 	if (!when || strcmp(when, "auto") == 0) /* a dumb terminal shows escapes as text */
 		st->color = isatty(fileno(out)) && !(no_color && *no_color) &&
@@ -123,6 +131,86 @@ static int style_init(struct style *st, const char *when, FILE *out)
 	else
 		return -1;
 	return 0;
+}
+
+/* Text for a terminal is gathered, then each line cut to its width. */
+static void style_fit_terminal(struct style *st)
+{
+	struct winsize ws;
+	FILE *mem;
+
+	if (!isatty(fileno(st->out)) || ioctl(fileno(st->out), TIOCGWINSZ, &ws) < 0 ||
+	    ws.ws_col < 20)
+		return;
+	mem = open_memstream(&st->buf, &st->len);
+	if (!mem)
+		return; /* as written, then */
+	st->columns = ws.ws_col;
+	st->term = st->out;
+	st->out = mem;
+}
+
+/* Columns a line takes: colour escapes take none, a UTF-8 sequence one. */
+static size_t line_columns(const char *s, size_t n)
+{
+	size_t cols = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '\033') {
+			while (i + 1 < n && s[i + 1] != 'm')
+				i++;
+			i++;
+		} else if (((unsigned char)s[i] & 0xc0) != 0x80) {
+			cols++;
+		}
+	}
+	return cols;
+}
+
+/* Write what style_fit_terminal gathered, every line at most the terminal's
+ * width: a longer one ends in "..." (and a colour reset, its escapes kept
+ * up to the cut). */
+static void style_finish(struct style *st)
+{
+	const char *p, *end, *nl;
+
+	if (!st->term)
+		return;
+	fclose(st->out);
+	st->out = st->term;
+	st->term = NULL;
+	for (p = st->buf, end = st->buf + st->len; p < end; p = nl + 1) {
+		size_t n, cols = 0, i;
+
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl)
+			nl = end;
+		n = (size_t)(nl - p);
+		if (line_columns(p, n) <= st->columns) {
+			fwrite(p, 1, n, st->out);
+		} else {
+			for (i = 0; i < n; i++) {
+				if (p[i] == '\033') {
+					size_t k = i;
+
+					while (k + 1 < n && p[k] != 'm')
+						k++;
+					fwrite(p + i, 1, k + 1 - i, st->out);
+					i = k;
+					continue;
+				}
+				if (((unsigned char)p[i] & 0xc0) != 0x80 &&
+				    cols++ == st->columns - 3)
+					break;
+				fputc(p[i], st->out);
+			}
+			fputs(st->color ? "...\033[0m" : "...", st->out);
+		}
+		if (nl < end)
+			fputc('\n', st->out);
+	}
+	free(st->buf);
+	st->buf = NULL;
 }
 
 /* Print n bytes for a terminal: control bytes as \xNN, at most max bytes
@@ -180,6 +268,29 @@ static size_t text_width(const char *s, size_t max)
 	return max && cols > max ? max + 3 : cols;
 }
 
+/* A table cell: s in width columns ("..." at the end when cut), then the
+ * two spaces before the next one. */
+static void cell(FILE *f, const char *s, size_t width)
+{
+	size_t w = text_width(s, 0);
+
+	pad(f, print_str(f, s, w > width ? width - 3 : 0), width + 2);
+}
+
+/* The same, cut at the front: "...o-v2.conf:55". */
+static void cell_tail(FILE *f, const char *s, size_t width)
+{
+	if (text_width(s, 0) <= width) {
+		cell(f, s, width);
+		return;
+	}
+	fputs("...", f);
+	while (*s && text_width(s, 0) > width - 3)
+		for (s++; ((unsigned char)*s & 0xc0) == 0x80; s++)
+			;
+	pad(f, print_str(f, s, 0) + 3, width + 2);
+}
+
 /* A JSON string on f: quote, backslash and control bytes escaped. */
 static void json_string(FILE *f, const char *s, size_t n)
 {
@@ -223,19 +334,6 @@ static const char *policy_name(enum mapping_unmapped p)
 	return p == MAPPING_UNMAPPED_DROP     ? "drop"
 	       : p == MAPPING_UNMAPPED_REJECT ? "reject"
 					      : "form";
-}
-
-static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "webhook-bridge %s: ", cmd);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'webhook-bridge %s --help'.\n", cmd);
-	return 2;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -437,6 +535,21 @@ static void prov_text(const struct style *st, const char *input, const char *map
 			structure++;
 		}
 	}
+	/* a narrow terminal: rules (cut at the front: the line number stays),
+	 * then paths to 32, values to 10 and paths to 20 give way so that
+	 * FROM: WHAT keeps 16 columns (style_finish cuts what still overflows) */
+	if (st->columns) {
+		size_t *w[] = { &wr, &wp, &wv, &wp };
+		const size_t least[] = { 16, 32, 10, 20 };
+
+		for (size_t i = 0; i < 4 && wp + wv + wr + 6 + 16 > st->columns; i++) {
+			size_t over = wp + wv + wr + 6 + 16 - st->columns;
+
+			*w[i] = *w[i] > least[i] + over ? *w[i] - over
+				: *w[i] > least[i]      ? least[i]
+							: *w[i];
+		}
+	}
 	color(st, C_BOLD);
 	print_str(f, input, 0);
 	fputs(" -> v2 with ", f);
@@ -454,12 +567,12 @@ static void prov_text(const struct style *st, const char *input, const char *map
 		const struct prov_field *p = &fields[i];
 		const struct mapping_trace *t = p->t;
 
-		pad(f, print_str(f, p->e->path, 0), wp + 2);
+		cell(f, p->e->path, wp);
 		color(st, C_GREEN);
-		pad(f, print_str(f, p->e->b, 40), wv + 2);
+		cell(f, p->e->b, wv);
 		color(st, C_RESET);
 		color(st, t ? C_CYAN : C_DIM);
-		pad(f, print_str(f, t ? p->rule : "-", 0), wr + 2);
+		cell_tail(f, t ? p->rule : "-", wr);
 		color(st, C_RESET);
 		if (!t || p->m == JSONDIFF_TRACE_ENTRY) {
 			color(st, C_DIM);
@@ -712,7 +825,7 @@ static int diff_documents(const char *pa, const char *pb, const char *const *ign
 	int rc = 2;
 
 	if (strcmp(pa, "-") == 0 && strcmp(pb, "-") == 0)
-		return usage_error("diff", "%s", "only one of A and B can be stdin");
+		return cli_usage("diff", "%s", "only one of A and B can be stdin");
 	if (read_input(pa, DOC_MAX, &a, &alen) < 0 || read_input(pb, DOC_MAX, &b, &blen) < 0)
 		goto out;
 	if (jsondiff_compare(a, alen, b, blen, &opt, &d, &err) < 0) {
@@ -1480,15 +1593,15 @@ int cmd_diff(int argc, char **argv)
 	static char outbuf[1 << 16];
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
+	while ((c = cli_getopt("diff", argc, argv, "m:h", opts)) != -1) {
 		switch (c) {
 		case 'm': mapping = optarg; break;
 		case 'a': against = optarg; break;
 		case 'i':
 			if (n_ignore == JSONDIFF_MAX_PATTERNS) {
 				free(ignore);
-				return usage_error("diff", "more than %d --ignore patterns",
-						   JSONDIFF_MAX_PATTERNS);
+				return cli_usage("diff", "more than %d --ignore patterns",
+						 JSONDIFF_MAX_PATTERNS);
 			}
 			if (!ignore && !(ignore = calloc(JSONDIFF_MAX_PATTERNS, sizeof(*ignore)))) {
 				fprintf(stderr, "webhook-bridge diff: out of memory\n");
@@ -1504,36 +1617,39 @@ int cmd_diff(int argc, char **argv)
 			free(ignore);
 			fputs(usage_diff, stdout);
 			return 0;
-		default: free(ignore); return usage_error("diff", "%s", "invalid option");
+		default: free(ignore); return 2;
 		}
 	}
 	if (style_init(&st, when, stdout) < 0) {
 		free(ignore);
-		return usage_error("diff", "--color must be auto, always or never, not '%s'", when);
+		return cli_usage("diff", "--color must be auto, always or never, not '%s'", when);
 	}
 	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
+	if (!json)
+		style_fit_terminal(&st);
 	if (against && !mapping)
-		rc = usage_error("diff", "%s", "--against NEW needs --mapping OLD");
+		rc = cli_usage("diff", "%s", "--against NEW needs --mapping OLD");
 	else if (form && (against || !mapping))
-		rc = usage_error("diff", "%s",
-				 "--form applies to the provenance view (--mapping RULES V1)");
+		rc = cli_usage("diff", "%s",
+			       "--form applies to the provenance view (--mapping RULES V1)");
 	else if (against)
 		rc = optind < argc ? diff_against(mapping, against, argv + optind, argc - optind,
 						  ignore, n_ignore, json, &st)
-				   : usage_error("diff", "%s",
-						 "--against NEW needs FIXTURES (files or folders)");
+				   : cli_usage("diff", "%s",
+					       "--against NEW needs FIXTURES (files or folders)");
 	else if (mapping)
 		rc = argc - optind == 1 ? diff_provenance(mapping, argv[optind], form, json, ignore,
 							  n_ignore, &st)
-					: usage_error("diff", "%s",
-						      "--mapping RULES takes exactly one V1 input");
+					: cli_usage("diff", "%s",
+						    "--mapping RULES takes exactly one V1 input");
 	else
 		rc = argc - optind == 2
 			     ? diff_documents(argv[optind], argv[optind + 1], ignore, n_ignore,
 					      json, &st)
-			     : usage_error("diff", "%s",
-					   "give two v2 documents A B, or --mapping RULES V1, or "
-					   "--mapping OLD --against NEW FIXTURES");
+			     : cli_usage("diff", "%s",
+					 "give two v2 documents A B, or --mapping RULES V1, or "
+					 "--mapping OLD --against NEW FIXTURES");
+	style_finish(&st);
 	fflush(stdout);
 	free(ignore);
 	return rc;
@@ -2056,26 +2172,25 @@ int cmd_report(int argc, char **argv)
 	static char outbuf[1 << 16];
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = cli_getopt("report", argc, argv, "h", opts)) != -1) {
 		switch (c) {
 		case 'j': json = 1; break;
 		case 't':
 			if (cli_int_parse(optarg, 1, 100000, &num) < 0)
-				return usage_error("report", "--top must be 1..100000, not '%s'",
-						   optarg);
+				return cli_usage("report", "--top must be 1..100000, not '%s'",
+						 optarg);
 			top = (long)num;
 			break;
 		case 'c': when = optarg; break;
 		case 'C': when = "never"; break;
 		case 'h': fputs(usage_report, stdout); return 0;
-		default: return usage_error("report", "%s", "invalid option");
+		default: return 2;
 		}
 	}
 	if (style_init(&st, when, stdout) < 0)
-		return usage_error("report", "--color must be auto, always or never, not '%s'",
-				   when);
+		return cli_usage("report", "--color must be auto, always or never, not '%s'", when);
 	if (argc - optind != 1)
-		return usage_error("report", "%s", "give exactly one report FILE");
+		return cli_usage("report", "%s", "give exactly one report FILE");
 	path = argv[optind];
 	f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
 	if (!f) {
@@ -2083,6 +2198,8 @@ int cmd_report(int argc, char **argv)
 		return 2;
 	}
 	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
+	if (!json)
+		style_fit_terminal(&st);
 	memset(&rp, 0, sizeof(rp));
 	while ((rd = read_line(f, &line, &cap, REPORT_LINE_MAX, &len, &too_long)) == 1) {
 		const char *why = NULL;
@@ -2124,6 +2241,7 @@ int cmd_report(int argc, char **argv)
 			rp.invalid_lines);
 	rc = rp.invalid_lines ? 2 : rp.different ? 1 : 0;
 out:
+	style_finish(&st);
 	fflush(stdout);
 	free(paths);
 	free(unmapped);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <yajl/yajl_tree.h>
 
+#include "bridge/cli.h"
 #include "bridge/convert.h"
 #include "bridge/jsondiff.h"
 #include "bridge/learn.h"
@@ -51,8 +52,9 @@ static const char usage_learn[] =
 	"  -o RULES           write the rule file there (default: stdout)\n"
 	"\n"
 	"The rule file carries its evidence in comments and ends with a report;\n"
-	"a summary goes to stderr.  Exit 0 when every pair is reproduced exactly by\n"
-	"the learned rules, 1 when some are not, 2 on usage or input errors.\n";
+	"a summary goes to stderr.\n"
+	"exit: 0 every pair is reproduced exactly by the learned rules, 1 some are\n"
+	"      not, 2 usage or input error\n";
 
 /* ---- small tools ------------------------------------------------------ */
 
@@ -3037,20 +3039,6 @@ static int write_text(const char *path, const struct sbuf *text)
 
 /* ---- the command ------------------------------------------------------------- */
 
-static int learn_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int learn_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("webhook-bridge learn: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nTry 'webhook-bridge learn --help'.\n", stderr);
-	return 2;
-}
-
 /* State of a v1 body under the learned state rule, to pair ids seen more
  * than once; NULL when it cannot tell. */
 static const char *predict_state(const struct learn *L, yajl_val v1, const struct zones *Z)
@@ -3144,6 +3132,7 @@ int cmd_learn(int argc, char **argv)
 	char **v2p = xcalloc((size_t)argc + 1, sizeof(char *));
 	size_t n1 = 0, n2 = 0;
 	int side = 0, c, rc = 2;
+	long long num;
 	long *match = NULL;
 	struct sbuf text = { 0 }, errs = { 0 };
 	struct report rp = { { 0 }, { 0 }, { 0 }, 0 };
@@ -3163,7 +3152,7 @@ int cmd_learn(int argc, char **argv)
 			&L->a, "campaign.themes[%d].description", n);
 	}
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "-o:h", opts, NULL)) != -1) {
+	while ((c = cli_getopt("learn", argc, argv, "-o:h", opts)) != -1) {
 		switch (c) {
 		case '1':
 			side = 1;
@@ -3179,32 +3168,30 @@ int cmd_learn(int argc, char **argv)
 			else if (side == 2)
 				v2p[n2++] = optarg;
 			else {
-				rc = learn_usage("'%s': say --v1 or --v2 first", optarg);
+				rc = cli_usage("learn", "'%s': say --v1 or --v2 first", optarg);
 				goto out;
 			}
 			break;
 		case 'b': base = optarg; break;
-		case 'm': {
-			char *end;
-
-			L->min_support = strtol(optarg, &end, 10);
-			if (*end || L->min_support < 1) {
-				rc = learn_usage("--min-support: not a positive integer: '%s'",
-						 optarg);
+		case 'm':
+			if (cli_int_parse(optarg, 1, 1000000, &num) < 0) {
+				rc = cli_usage("learn",
+					       "--min-support must be 1..1000000, not '%s'",
+					       optarg);
 				goto out;
 			}
+			L->min_support = (long)num;
 			break;
-		}
 		case 'o': out = optarg; break;
 		case 'h':
 			fputs(usage_learn, stdout);
 			rc = 0;
 			goto out;
-		default: rc = learn_usage("unknown option"); goto out;
+		default: rc = 2; goto out;
 		}
 	}
 	if (!n1 || !n2) {
-		rc = learn_usage("needs --v1 FILE... and --v2 FILE...");
+		rc = cli_usage("learn", "needs --v1 FILE... and --v2 FILE...");
 		goto out;
 	}
 	for (size_t i = 0; i < n1; i++)

@@ -90,26 +90,20 @@ static const char usage_serve[] =
 	"SIGHUP: reload the config, reopen the report and capture; SIGUSR1: reopen only.\n"
 	"exit: 0 clean stop, 1 invalid config or the port cannot be bound, 2 usage error\n";
 
+static const char usage_version[] =
+	"usage: webhook-bridge version [--verbose]\n"
+	"       webhook-bridge --version | -V\n"
+	"\n"
+	"Prints the version; --verbose (-v, or -V alone): also the libraries it\n"
+	"runs with and the build options.\n"
+	"exit: 0, or 2 usage error\n";
+
 static const char usage_check[] =
 	"usage: webhook-bridge check --config FILE\n"
 	"       webhook-bridge check --mapping FILE\n"
 	"\n"
 	"Loads and validates; every problem is printed as file:line: message.\n"
 	"exit: 0 valid, 1 invalid, 2 usage error\n";
-
-static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "webhook-bridge%s%s: ", cmd ? " " : "", cmd ? cmd : "");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'webhook-bridge %s%s--help'.\n", cmd ? cmd : "", cmd ? " " : "");
-	return 2;
-}
 
 /* ---- serve --------------------------------------------------------------- */
 
@@ -503,7 +497,9 @@ static void shadow_expire_tick(evutil_socket_t fd, short what, void *arg)
 static int open_process_files(struct serve_state *st, const struct bridge_config *cfg,
 			      struct bridge_error *err)
 {
-	if (cfg->report_path && !(st->report = jsonl_open(cfg->report_path, err)))
+	if (cfg->report_path &&
+	    !(st->report = jsonl_open(cfg->report_path, cfg->report_rotate_bytes, cfg->report_keep,
+				      err)))
 		return -1;
 	if (cfg->shadow_path) {
 		struct shadow_limits lim = { .max_entries = cfg->shadow_max_entries,
@@ -609,7 +605,7 @@ static int cmd_serve(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = NULL;
-	char listen_address[64], bad[160];
+	char listen_address[64];
 	struct serve_state st = { .drain_ms = 10000, .listen_fd = -1 };
 	struct bridge_config *cfg = NULL;
 	struct metrics *metrics = NULL;
@@ -623,46 +619,43 @@ static int cmd_serve(int argc, char **argv)
 	int c, level_given = 0, workers_arg = -1, port = -1, rc = 1;
 	long long num;
 
-	opterr = 0; /* cli_option_error says it, in our style */
-	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+	while ((c = cli_getopt("serve", argc, argv, "c:h", opts)) != -1) {
 		switch (c) {
 		case 'c': config_path = optarg; break;
 		case 'l':
 			if (log_level_parse(optarg, &level) < 0)
-				return usage_error("serve", "unknown log level '%s'", optarg);
+				return cli_usage("serve", "unknown log level '%s'", optarg);
 			log_set_level(level);
 			level_given = 1;
 			break;
 		case 'd':
 			if (cli_int_parse(optarg, 0, 3600000, &num) < 0)
-				return usage_error("serve",
-						   "--drain-ms must be a whole number 0..3600000, "
-						   "not '%s'",
-						   optarg);
+				return cli_usage("serve",
+						 "--drain-ms must be a whole number 0..3600000, "
+						 "not '%s'",
+						 optarg);
 			st.drain_ms = (int)num;
 			break;
 		case 'w':
 			if (cli_int_parse(optarg, 1, 256, &num) < 0)
-				return usage_error("serve", "--workers must be 1..256, not '%s'",
-						   optarg);
+				return cli_usage("serve", "--workers must be 1..256, not '%s'",
+						 optarg);
 			workers_arg = (int)num;
 			break;
 		case 'L':
 			if (listen_spec_parse(optarg, listen_address, sizeof(listen_address),
 					      &st.listen_port, &err) < 0)
-				return usage_error("serve", "--listen %s", err.message);
+				return cli_usage("serve", "--listen %s", err.message);
 			st.listen_address = listen_address;
 			break;
 		case 'h': fputs(usage_serve, stdout); return 0;
-		default:
-			cli_option_error(opts, argc, argv, bad, sizeof(bad));
-			return usage_error("serve", "%s", bad);
+		default: return 2;
 		}
 	}
 	if (!config_path)
-		return usage_error("serve", "%s", "--config FILE is required");
+		return cli_usage("serve", "%s", "--config FILE is required");
 	if (optind < argc)
-		return usage_error("serve", "unexpected argument '%s'", argv[optind]);
+		return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
 	if (bridge_config_load(config_path, &cfg, &d) < 0) {
 		fputs(d.text ? d.text : "", stderr);
 		fprintf(stderr, "webhook-bridge: %s: %d error(s), not starting\n", config_path,
@@ -900,26 +893,22 @@ static int cmd_check(int argc, char **argv)
 	};
 	const char *config_path = NULL, *mapping_path = NULL;
 	struct bridge_error err;
-	char bad[160];
 	struct diag d = { 0 };
 	int c, rc;
 
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "c:m:h", opts, NULL)) != -1) {
+	while ((c = cli_getopt("check", argc, argv, "c:m:h", opts)) != -1) {
 		switch (c) {
 		case 'c': config_path = optarg; break;
 		case 'm': mapping_path = optarg; break;
 		case 'h': fputs(usage_check, stdout); return 0;
-		default:
-			cli_option_error(opts, argc, argv, bad, sizeof(bad));
-			return usage_error("check", "%s", bad);
+		default: return 2;
 		}
 	}
 	if (!config_path == !mapping_path)
-		return usage_error("check", "%s",
-				   "give exactly one of --config FILE or --mapping FILE");
+		return cli_usage("check", "%s",
+				 "give exactly one of --config FILE or --mapping FILE");
 	if (optind < argc)
-		return usage_error("check", "unexpected argument '%s'", argv[optind]);
+		return cli_usage("check", "unexpected argument '%s'", argv[optind]);
 	if (config_path) {
 		struct bridge_config *cfg = NULL;
 
@@ -964,12 +953,23 @@ static int cmd_check(int argc, char **argv)
  * with and how it was built, for bug reports. */
 static int print_version(int argc, char **argv, int verbose)
 {
-	int y = yajl_version();
+	static const struct option opts[] = {
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int y = yajl_version(), c;
 
-	if (argc > 1 && (strcmp(argv[1], "--verbose") == 0 || strcmp(argv[1], "-v") == 0))
-		verbose = 1;
-	else if (argc > 1)
-		return usage_error("version", "unexpected argument '%s'", argv[1]);
+	while ((c = cli_getopt("version", argc, argv, "vVh", opts)) != -1) {
+		switch (c) {
+		case 'v':
+		case 'V': verbose = 1; break;
+		case 'h': fputs(usage_version, stdout); return 0;
+		default: return 2;
+		}
+	}
+	if (optind < argc)
+		return cli_usage("version", "unexpected argument '%s'", argv[optind]);
 	printf("webhook-bridge %s\n", BRIDGE_VERSION);
 	if (!verbose)
 		return 0;
@@ -1029,5 +1029,5 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(cmd, commands[i].name) == 0)
 			return stdout_finish(cmd, commands[i].run(argc - 1, argv + 1));
-	return usage_error(NULL, "unknown command '%s'", cmd);
+	return cli_usage(NULL, "unknown command '%s'", cmd);
 }

@@ -32,20 +32,6 @@ static const char usage_map[] =
 	"exit: 0 mapped, 1 input cannot be mapped (nothing on stdout for it),\n"
 	"      2 usage or configuration error\n";
 
-static int map_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int map_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("webhook-bridge map: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nTry 'webhook-bridge map --help'.\n", stderr);
-	return 2;
-}
-
 static int read_all(FILE *f, char **ret, size_t *ret_len)
 {
 	size_t cap = 65536, len = 0;
@@ -278,26 +264,26 @@ int cmd_map(int argc, char **argv)
 	FILE *f;
 	static char outbuf[1 << 16];
 
-	while ((c = getopt_long(argc, argv, "m:j:h", opts, NULL)) != -1) {
+	while ((c = cli_getopt("map", argc, argv, "m:j:h", opts)) != -1) {
 		switch (c) {
 		case 'm': mapping_path = optarg; break;
 		case 'n': ndjson = 1; break;
 		case 'f': form = 1; break;
 		case 'j':
 			if (cli_int_parse(optarg, 1, MAP_JOBS_MAX, &num) < 0)
-				return map_usage("--jobs must be 1..16, not '%s'", optarg);
+				return cli_usage("map", "--jobs must be 1..16, not '%s'", optarg);
 			jobs = (int)num;
 			break;
 		case 'h': fputs(usage_map, stdout); return 0;
-		default: return map_usage("%s", "invalid option");
+		default: return 2;
 		}
 	}
 	if (!mapping_path)
-		return map_usage("%s", "--mapping FILE is required");
+		return cli_usage("map", "%s", "--mapping FILE is required");
 	if (optind < argc)
 		input = argv[optind++];
 	if (optind < argc)
-		return map_usage("unexpected argument '%s'", argv[optind]);
+		return cli_usage("map", "unexpected argument '%s'", argv[optind]);
 	if (jobs == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 

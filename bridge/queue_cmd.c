@@ -51,20 +51,6 @@ struct opts {
 	long long older_than_s;
 };
 
-static int usage_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "webhook-bridge queue: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n(webhook-bridge queue --help for usage)\n");
-	return 2;
-}
-
 static int parse_count(const char *s, long long min, long long *ret)
 {
 	return cli_int_parse(s, min, LLONG_MAX, ret);
@@ -314,9 +300,9 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 	int rc;
 
 	if (n_ids != 1)
-		return usage_fail("%s", "show takes exactly one ID");
+		return cli_usage("queue", "%s", "show takes exactly one ID");
 	if (parse_id(ids[0], &id) < 0)
-		return usage_fail("'%s' is not a delivery ID (a positive integer)", ids[0]);
+		return cli_usage("queue", "'%s' is not a delivery ID (a positive integer)", ids[0]);
 	bridge_error_clear(&err);
 	rc = store_get(s, id, &r, &err);
 	if (rc < 0) {
@@ -391,7 +377,7 @@ static int cmd_retry(struct store *s, const struct opts *o, char **ids, int n_id
 		int64_t n = 0, skipped = 0;
 
 		if (n_ids)
-			return usage_fail("%s", "retry takes IDs or --all, not both");
+			return cli_usage("queue", "%s", "retry takes IDs or --all, not both");
 		store_filter_init(&f);
 		f.route = o->route;
 		if (o->older_than_s >= 0)
@@ -408,15 +394,16 @@ static int cmd_retry(struct store *s, const struct opts *o, char **ids, int n_id
 		return 0;
 	}
 	if (n_ids == 0)
-		return usage_fail("%s", "retry needs IDs or --all");
+		return cli_usage("queue", "%s", "retry needs IDs or --all");
 	if (o->route || o->older_than_s >= 0)
-		return usage_fail("%s", "--route and --older-than go with --all");
+		return cli_usage("queue", "%s", "--route and --older-than go with --all");
 	for (int i = 0; i < n_ids; i++) {
 		int64_t id;
 		int rc;
 
 		if (parse_id(ids[i], &id) < 0)
-			return usage_fail("'%s' is not a delivery ID (a positive integer)", ids[i]);
+			return cli_usage("queue", "'%s' is not a delivery ID (a positive integer)",
+					 ids[i]);
 		rc = store_retry(s, id, now, &err);
 		if (rc < 0) {
 			fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
@@ -449,12 +436,13 @@ static int cmd_purge(struct store *s, const struct opts *o, char **ids, int n_id
 		int64_t n = 0;
 
 		if (n_ids)
-			return usage_fail("%s", "purge takes IDs, --dead or --all, not several");
+			return cli_usage("queue", "%s",
+					 "purge takes IDs, --dead or --all, not several");
 		if (o->dead && o->all)
-			return usage_fail("%s", "give --dead or --all, not both");
+			return cli_usage("queue", "%s", "give --dead or --all, not both");
 		if (o->all && !o->yes)
-			return usage_fail("%s",
-					  "purge --all deletes pending deliveries too: add --yes");
+			return cli_usage("queue", "%s",
+					 "purge --all deletes pending deliveries too: add --yes");
 		store_filter_init(&f);
 		f.status = o->dead ? STORE_DEAD : -1;
 		f.route = o->route;
@@ -468,15 +456,16 @@ static int cmd_purge(struct store *s, const struct opts *o, char **ids, int n_id
 		return 0;
 	}
 	if (n_ids == 0)
-		return usage_fail("%s", "purge needs IDs, --dead or --all --yes");
+		return cli_usage("queue", "%s", "purge needs IDs, --dead or --all --yes");
 	if (o->route || o->older_than_s >= 0)
-		return usage_fail("%s", "--route and --older-than go with --dead or --all");
+		return cli_usage("queue", "%s", "--route and --older-than go with --dead or --all");
 	for (int i = 0; i < n_ids; i++) {
 		int64_t id;
 		int rc;
 
 		if (parse_id(ids[i], &id) < 0)
-			return usage_fail("'%s' is not a delivery ID (a positive integer)", ids[i]);
+			return cli_usage("queue", "'%s' is not a delivery ID (a positive integer)",
+					 ids[i]);
 		rc = store_purge_id(s, id, &err);
 		if (rc < 0) {
 			fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
@@ -546,7 +535,7 @@ int cmd_queue(int argc, char **argv)
 	o.limit = 100;
 	o.older_than_s = -1;
 	optind = 0; /* glibc: a full rescan, also when called more than once */
-	while ((c = getopt_long(argc, argv, "c:s:h", longopts, NULL)) != -1) {
+	while ((c = cli_getopt("queue", argc, argv, "c:s:h", longopts)) != -1) {
 		switch (c) {
 		case 'c': o.config = optarg; break;
 		case 's': o.store = optarg; break;
@@ -560,36 +549,39 @@ int cmd_queue(int argc, char **argv)
 		case 'R': o.reveal = 1; break;
 		case 'l':
 			if (parse_count(optarg, 0, &o.limit) < 0)
-				return usage_fail("--limit must be a number >= 0, not '%s'",
-						  optarg);
+				return cli_usage("queue", "--limit must be a number >= 0, not '%s'",
+						 optarg);
 			break;
 		case 'o':
 			if (parse_count(optarg, 0, &o.older_than_s) < 0 ||
 			    o.older_than_s > 100LL * 365 * 86400)
-				return usage_fail("--older-than takes seconds, not '%s'", optarg);
+				return cli_usage("queue", "--older-than takes seconds, not '%s'",
+						 optarg);
 			break;
 		case 'h': fputs(usage_queue, stdout); return 0;
-		default: return usage_fail("%s", "invalid option");
+		default: return 2;
 		}
 	}
 	if (!o.config == !o.store)
-		return usage_fail("%s", "give exactly one of --config FILE or --store PATH");
+		return cli_usage("queue", "%s",
+				 "give exactly one of --config FILE or --store PATH");
 	if (optind >= argc)
-		return usage_fail("%s", "which command? list, show, retry, purge or stats");
+		return cli_usage("queue", "%s", "which command? list, show, retry, purge or stats");
 	cmd = argv[optind++];
 	if (strcmp(cmd, "list") && strcmp(cmd, "show") && strcmp(cmd, "retry") &&
 	    strcmp(cmd, "purge") && strcmp(cmd, "stats"))
-		return usage_fail("unknown command '%s' (list, show, retry, purge, stats)", cmd);
+		return cli_usage("queue", "unknown command '%s' (list, show, retry, purge, stats)",
+				 cmd);
 	if (o.pending && o.dead && strcmp(cmd, "list") == 0)
-		return usage_fail("%s", "give --pending or --dead, not both");
+		return cli_usage("queue", "%s", "give --pending or --dead, not both");
 	if ((o.pending && strcmp(cmd, "list")) ||
 	    (o.dead && strcmp(cmd, "list") && strcmp(cmd, "purge")) ||
 	    (o.all && strcmp(cmd, "retry") && strcmp(cmd, "purge")) ||
 	    (o.yes && strcmp(cmd, "purge")) || (o.reveal && strcmp(cmd, "show")) ||
 	    (o.newest && strcmp(cmd, "list")))
-		return usage_fail("an option does not apply to '%s'", cmd);
+		return cli_usage("queue", "an option does not apply to '%s'", cmd);
 	if ((strcmp(cmd, "list") == 0 || strcmp(cmd, "stats") == 0) && optind < argc)
-		return usage_fail("unexpected argument '%s'", argv[optind]);
+		return cli_usage("queue", "unexpected argument '%s'", argv[optind]);
 	rc = open_store(&o, &s);
 	if (rc)
 		return rc;

@@ -17,10 +17,9 @@
 
 #include <yajl/yajl_gen.h>
 
+#include "bridge/jsonl.h"
 #include "bridge/record.h"
 
-#define RECORD_KEEP_MAX 1000
-#define RECORD_PATH_MAX 4096
 
 /* The personal data of the representative v1 shape (webhook 1.0 form
  * answers and the address pseudonym).  "email*" and not "*email*": an
@@ -38,14 +37,8 @@ const char *const record_default_headers[] = {
 };
 
 struct recorder {
-	pthread_mutex_t lock;
-	int fd;
-	uint64_t size; /* bytes in the current file */
-	uint64_t lines;
-	char *path;
-	uint64_t rotate_bytes;
-	unsigned keep;
-	char **redact; /* defaults (when asked) then extras */
+	struct jsonl *out; /* the capture file: locking, rotation, reopening */
+	char **redact;     /* defaults (when asked) then extras */
 	size_t n_redact;
 	char **headers;
 	size_t n_headers;
@@ -115,38 +108,9 @@ static int list_add(char ***l, size_t *n, const char *s)
 	return 0;
 }
 
-static int file_open(struct recorder *r, struct bridge_error *err)
-{
-	struct stat st;
-
-	r->fd = open(r->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-	if (r->fd < 0)
-		return bridge_error_set(err, "cannot open capture file '%s': %s", r->path,
-					strerror(errno));
-	if (fstat(r->fd, &st) < 0) {
-		bridge_error_set(err, "cannot stat capture file '%s': %s", r->path,
-				 strerror(errno));
-		close(r->fd);
-		r->fd = -1;
-		return -1;
-	}
-	r->size = (uint64_t)st.st_size;
-	return 0;
-}
-
 int recorder_reopen(struct recorder *r, struct bridge_error *err)
 {
-	int old, rc;
-
-	pthread_mutex_lock(&r->lock);
-	old = r->fd;
-	rc = file_open(r, err);
-	if (rc < 0)
-		r->fd = old; /* keep writing where we were */
-	else if (old >= 0)
-		close(old);
-	pthread_mutex_unlock(&r->lock);
-	return rc;
+	return jsonl_reopen(r->out, err);
 }
 
 struct recorder *recorder_open(const struct record_options *opt, struct bridge_error *err)
@@ -156,15 +120,6 @@ struct recorder *recorder_open(const struct record_options *opt, struct bridge_e
 
 	if (!opt->path || !*opt->path) {
 		bridge_error_set(err, "record: a capture file path is required");
-		return NULL;
-	}
-	if (strlen(opt->path) > RECORD_PATH_MAX - 8) {
-		bridge_error_set(err, "record: capture file path is too long");
-		return NULL;
-	}
-	if (opt->keep < 1 || opt->keep > RECORD_KEEP_MAX) {
-		bridge_error_set(err, "record: keep must be 1..%d, not %u", RECORD_KEEP_MAX,
-				 opt->keep);
 		return NULL;
 	}
 	for (size_t i = 0; i < opt->n_redact; i++) {
@@ -186,16 +141,10 @@ struct recorder *recorder_open(const struct record_options *opt, struct bridge_e
 		bridge_error_set(err, "out of memory");
 		return NULL;
 	}
-	r->fd = -1;
-	pthread_mutex_init(&r->lock, NULL);
-	r->rotate_bytes = opt->rotate_bytes;
-	r->keep = opt->keep;
 	r->max_line = opt->max_line ? opt->max_line : 4u * 1024 * 1024;
 	r->limits = opt->limits;
 	if (!r->limits.max_depth)
 		v1_limits_default(&r->limits);
-	r->path = strdup(opt->path);
-	fail |= !r->path;
 	for (size_t i = 0; opt->redact_defaults && record_default_redact[i]; i++)
 		fail |= list_add(&r->redact, &r->n_redact, record_default_redact[i]);
 	for (size_t i = 0; i < opt->n_redact; i++)
@@ -212,7 +161,8 @@ struct recorder *recorder_open(const struct record_options *opt, struct bridge_e
 		recorder_close(r);
 		return NULL;
 	}
-	if (file_open(r, err) < 0) {
+	r->out = jsonl_open(opt->path, opt->rotate_bytes, opt->keep, err);
+	if (!r->out) {
 		recorder_close(r);
 		return NULL;
 	}
@@ -223,10 +173,7 @@ void recorder_close(struct recorder *r)
 {
 	if (!r)
 		return;
-	if (r->fd >= 0)
-		close(r->fd);
-	pthread_mutex_destroy(&r->lock);
-	free(r->path);
+	jsonl_close(r->out);
 	free_list(r->redact, r->n_redact);
 	free_list(r->headers, r->n_headers);
 	free(r);
@@ -234,12 +181,7 @@ void recorder_close(struct recorder *r)
 
 uint64_t recorder_lines(struct recorder *r)
 {
-	uint64_t n;
-
-	pthread_mutex_lock(&r->lock);
-	n = r->lines;
-	pthread_mutex_unlock(&r->lock);
-	return n;
+	return jsonl_lines(r->out);
 }
 
 /* ---- building one line --------------------------------------------------- */
@@ -524,52 +466,14 @@ static int build_line(const struct recorder *r, const char *content_type,
 
 /* ---- writing ------------------------------------------------------------- */
 
-/* Called with the lock held. */
-static int rotate(struct recorder *r, struct bridge_error *err)
-{
-	char from[RECORD_PATH_MAX], to[RECORD_PATH_MAX];
-
-	for (unsigned i = r->keep; i >= 1; i--) {
-		if (i == 1)
-			snprintf(from, sizeof(from), "%s", r->path);
-		else
-			snprintf(from, sizeof(from), "%s.%u", r->path, i - 1);
-		snprintf(to, sizeof(to), "%s.%u", r->path, i);
-		if (rename(from, to) < 0 && errno != ENOENT)
-			return bridge_error_set(err, "record: cannot rotate '%s' to '%s': %s", from,
-						to, strerror(errno));
-	}
-	close(r->fd);
-	r->fd = -1;
-	return file_open(r, err);
-}
-
-/* Returns the bytes written; fewer than n means errno says why. */
-static size_t write_all(int fd, const char *p, size_t n)
-{
-	size_t done = 0;
-
-	while (done < n) {
-		ssize_t w = write(fd, p + done, n - done);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		done += (size_t)w;
-	}
-	return done;
-}
-
 int recorder_write(struct recorder *r, const char *content_type, const struct timeval *arrival,
 		   const struct record_header *headers, size_t n_headers, const char *body,
 		   size_t len, struct bridge_error *err)
 {
 	struct timeval now;
 	char *line;
-	size_t line_len, done;
-	int rc = 0;
+	size_t line_len;
+	int rc;
 
 	if (!arrival) {
 		gettimeofday(&now, NULL);
@@ -578,31 +482,7 @@ int recorder_write(struct recorder *r, const char *content_type, const struct ti
 	if (build_line(r, content_type, arrival, headers, n_headers, body, len, &line, &line_len,
 		       err) < 0)
 		return -1;
-
-	pthread_mutex_lock(&r->lock);
-	if (r->fd < 0 && file_open(r, err) < 0) { /* a failed rotation left no file open */
-		rc = -1;
-		goto out;
-	}
-	if (r->rotate_bytes && r->size > 0 && r->size + line_len > r->rotate_bytes &&
-	    rotate(r, err) < 0) {
-		rc = -1;
-		goto out;
-	}
-	done = write_all(r->fd, line, line_len);
-	if (done < line_len) {
-		rc = bridge_error_set(err, "record: cannot write to '%s': %s", r->path,
-				      strerror(errno));
-		/* end a torn line, so the next record starts on its own line */
-		if (done > 0)
-			done += write_all(r->fd, "\n", 1);
-		r->size += done;
-		goto out;
-	}
-	r->size += line_len;
-	r->lines++;
-out:
-	pthread_mutex_unlock(&r->lock);
+	rc = jsonl_append(r->out, line, line_len, err);
 	free(line);
 	return rc;
 }

@@ -46,6 +46,7 @@
 #define PROBLEMS_KEPT     1000                /* problems listed in the --json summary */
 #define TALLY_MAX         64                  /* distinct failure reasons counted by name */
 #define CONCURRENCY_MAX   1024
+#define RATE_MAX          1000000.0 /* --rate, posts a second */
 #define PROGRESS_EVERY_MS 100
 
 static const char usage_replay[] =
@@ -76,20 +77,6 @@ static const char usage_replay[] =
 	"      mismatched, 2 usage or configuration error\n";
 
 /* ---- small helpers --------------------------------------------------------- */
-
-static int replay_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int replay_usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("webhook-bridge replay: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nTry 'webhook-bridge replay --help'.\n", stderr);
-	return 2;
-}
 
 static double now_s(void)
 {
@@ -1441,14 +1428,27 @@ minimal:
 
 /* ---- the command ----------------------------------------------------------- */
 
+/* N or N.N (no sign, exponent, hex or space: strtod alone takes them),
+ * then nothing, /s, /sec, /m or /min; at most RATE_MAX a second. */
 static int parse_rate(const char *s, double *ret)
 {
+	const char *p = s;
 	char *end;
 	double n;
 
+	if (*p < '0' || *p > '9')
+		return -1;
+	while (*p >= '0' && *p <= '9')
+		p++;
+	if (*p == '.') {
+		if (p[1] < '0' || p[1] > '9')
+			return -1;
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			;
+	}
 	errno = 0;
 	n = strtod(s, &end);
-	if (errno || end == s || !(n > 0) || !isfinite(n))
+	if (errno || end != p || !(n > 0) || !(n <= RATE_MAX))
 		return -1;
 	if (*end == '\0' || strcmp(end, "/s") == 0 || strcmp(end, "/sec") == 0)
 		*ret = n;
@@ -1486,41 +1486,42 @@ int cmd_replay(int argc, char **argv)
 	memset(&rp, 0, sizeof(rp));
 	rp.concurrency = 1;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+	while ((c = cli_getopt("replay", argc, argv, "c:h", opts)) != -1) {
 		switch (c) {
 		case 'c': config_path = optarg; break;
 		case 'r': route_name = optarg; break;
 		case 't': rp.to = optarg; break;
 		case 'R':
 			if (parse_rate(optarg, &rate) < 0)
-				return replay_usage("--rate must be a positive number of posts per "
-						    "second (N or N/s) or minute (N/m), not '%s'",
-						    optarg);
+				return cli_usage("replay",
+						 "--rate must be a positive number of posts per "
+						 "second (N or N/s) or minute (N/m), not '%s'",
+						 optarg);
 			break;
 		case 'n':
 			if (cli_int_parse(optarg, 1, CONCURRENCY_MAX, &num) < 0)
-				return replay_usage("--concurrency must be 1..%d, not '%s'",
-						    CONCURRENCY_MAX, optarg);
+				return cli_usage("replay", "--concurrency must be 1..%d, not '%s'",
+						 CONCURRENCY_MAX, optarg);
 			rp.concurrency = (int)num;
 			break;
 		case 'e': rp.expect_dir = optarg; break;
 		case 'd': rp.dry_run = 1; break;
 		case 'j': rp.json = 1; break;
 		case 'h': fputs(usage_replay, stdout); return 0;
-		default: return replay_usage("%s", "invalid option");
+		default: return 2;
 		}
 	}
 	if (!config_path)
-		return replay_usage("%s", "--config FILE is required");
+		return cli_usage("replay", "%s", "--config FILE is required");
 	if (optind >= argc)
-		return replay_usage(
-			"%s", "give at least one PATH (fixture file, folder or NDJSON capture)");
+		return cli_usage("replay", "%s",
+				 "give at least one PATH (fixture file, folder or NDJSON capture)");
 	if (rp.expect_dir && (stat(rp.expect_dir, &st) < 0 || !S_ISDIR(st.st_mode)))
-		return replay_usage("--expect %s: not a folder", rp.expect_dir);
+		return cli_usage("replay", "--expect %s: not a folder", rp.expect_dir);
 	if (rp.to) {
 		bridge_error_clear(&err);
 		if (upstream_url_parse(rp.to, &rp.to_url, &err) < 0)
-			return replay_usage("--to %s: %s", rp.to, err.message);
+			return cli_usage("replay", "--to %s: %s", rp.to, err.message);
 	}
 	if (bridge_config_load(config_path, &cfg, &d) < 0) {
 		fputs(d.text ? d.text : "", stderr);
@@ -1534,7 +1535,7 @@ int cmd_replay(int argc, char **argv)
 			if (strcmp(cfg->routes[i].name, route_name) == 0)
 				rp.only = &cfg->routes[i];
 		if (!rp.only) {
-			replay_usage("no route named '%s' in %s", route_name, config_path);
+			cli_usage("replay", "no route named '%s' in %s", route_name, config_path);
 			goto out;
 		}
 	}
@@ -1544,8 +1545,9 @@ int cmd_replay(int argc, char **argv)
 		for (size_t i = 0; i < cfg->n_routes; i++)
 			any |= (!rp.only || rp.only == &cfg->routes[i]) && cfg->routes[i].endpoint;
 		if (!any) {
-			replay_usage("%s has no endpoint to send to; give --to URL or --dry-run",
-				     rp.only ? "the route" : "no route of the config");
+			cli_usage("replay",
+				  "%s has no endpoint to send to; give --to URL or --dry-run",
+				  rp.only ? "the route" : "no route of the config");
 			goto out;
 		}
 	}

@@ -28,7 +28,6 @@ struct v2record *v2record_open(const char *path, const char *const *patterns, si
 {
 	struct v2record *r = calloc(1, sizeof(*r));
 	size_t n_def = 0;
-	int fd;
 
 	if (!r) {
 		bridge_error_set(err, "out of memory");
@@ -49,11 +48,7 @@ struct v2record *v2record_open(const char *path, const char *const *patterns, si
 		v2record_close(r);
 		return NULL;
 	}
-	/* Participation data: created 0600 before the shared appender opens it. */
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		close(fd);
-	r->out = jsonl_open(path, err);
+	r->out = jsonl_open(path, 0, 1, err);
 	if (!r->out) {
 		v2record_close(r);
 		return NULL;

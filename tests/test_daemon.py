@@ -386,10 +386,18 @@ def t_strict_numbers(t):
         (["serve", "--config", cfg, "--workers"], "serve"),
         (["map", "--mapping", bt.MAPPING, "--jobs"], "map"),
         (["replay", "--config", cfg, "--dry-run", "--concurrency"], "replay"),
+        (["replay", "--config", cfg, "--dry-run", "--rate"], "replay"),
+        (["report", "--top"], "report"),
+        (["learn", "--v1", fixture, "--v2", fixture, "--min-support"], "learn"),
+        (["queue", "--store", tmp.join("flags.db"), "list", "--limit"], "queue"),
+        (["queue", "--store", tmp.join("flags.db"), "purge", "--dead", "--older-than"], "queue"),
     ]
     for args, cmd in cases:
-        for bad in ("abc", "1e3", "99999999999", "3x", " 7", "+7", ""):
-            argv = args + [bad] + ([fixture] if cmd in ("map", "replay") else [])
+        for bad in ("abc", "1e3", "99999999999", "99999999999999999999", "3x", " 7", "+7", "",
+                    "0x10", "-"):
+            if bad == "99999999999" and args[-1] == "--limit":
+                continue  # a valid --limit (0 is all): the next value overflows
+            argv = args + [bad] + ([fixture] if cmd in ("map", "replay", "report") else [])
             r = bt.run_cli(argv)
             t.is_(r.rc, 2, "%s %s %r: exit 2" % (cmd, args[-1], bad), r)
             t.like(r.stderr, r"^webhook-bridge %s: .*\nTry 'webhook-bridge %s --help'\.\n" % (cmd, cmd),
@@ -556,15 +564,43 @@ def t_check_is_serve(t):
 
 
 def t_did_you_mean(t):
+    """Every command refuses a near-miss or abbreviated option in the one
+    error style, and names the option meant."""
     cases = [(["serve", "--confg", "x"], "serve", r"unknown option '--confg'; did you mean --config\?"),
              (["check", "--mapng", "x"], "check", r"unknown option '--mapng'; did you mean --mapping\?"),
              (["serve", "--config"], "serve", r"option '--config' needs an argument"),
+             (["serve", "-c"], "serve", r"option '-c' needs an argument"),
+             (["serve", "--help=x"], "serve", r"option '--help' takes no argument"),
+             (["serve", "-x"], "serve", r"unknown option '-x'"),
              (["serve", "--zzzzzz"], "serve", r"unknown option '--zzzzzz'\n")]
+    # every command: a typo (two edits) and an abbreviation getopt_long alone would take
+    for cmd, typo, abbrev, meant in [
+            ("serve", "--cofnig", "--conf", "config"),
+            ("check", "--confi", "--con", "config"),
+            ("map", "--mappin", "--map", "mapping"),
+            ("diff", "--agianst", "--again", "against"),
+            ("report", "--jsn", "--js", "json"),
+            ("replay", "--dryrun", "--dry", "dry-run"),
+            ("queue", "--stroe", "--sto", "store"),
+            ("learn", "--bse", "--ba", "base"),
+            ("version", "--verbos", "--verb", "verbose")]:
+        for opt in (typo, abbrev):
+            cases.append(([cmd, opt, "x"], cmd,
+                          r"unknown option '%s'; did you mean --%s\?\n" % (opt, meant)))
     for args, cmd, pattern in cases:
         r = bt.run_cli(args)
         t.is_(r.rc, 2, "%s: exit 2" % " ".join(args), r)
         t.like(r.stderr, r"^webhook-bridge %s: %s" % (cmd, pattern), "%s: says so" % " ".join(args))
         t.like(r.stderr, r"Try 'webhook-bridge %s --help'\.\n$" % cmd, "and where to look")
+        t.is_(r.stdout, "", "%s: nothing on stdout" % " ".join(args))
+    for cmd in ("serve", "check", "map", "diff", "report", "replay", "queue", "learn", "version"):
+        r = bt.run_cli([cmd, "--help"])
+        t.ok(r.rc == 0 and r.stdout.startswith("usage: webhook-bridge %s" % cmd)
+             and re.search(r"^exit: ", r.stdout, re.M),
+             "%s --help: usage and exit codes on stdout, exit 0" % cmd, r)
+    r = bt.run_cli(["serv"])
+    t.ok(r.rc == 2 and r.stderr == "webhook-bridge: unknown command 'serv'\n"
+         "Try 'webhook-bridge --help'.\n", "an unknown command: the same style", r)
 
 
 def t_version(t):
@@ -645,6 +681,45 @@ def t_reopen(t):
     bt.stop_and_check(t, b)
 
 
+def t_report_rotation(t):
+    """dry_run.rotate_bytes and dry_run.keep: the report rotates by size like
+    the capture (report.1 .. report.keep, the oldest dropped), every file
+    made of whole lines, new files 0600."""
+    rep = tmp.join("cap-report.jsonl")
+    b = bt.Bridge(tmp, bt.config_text([bt.route("r")], dry_run={
+        "report": rep, "rotate_bytes": 6000, "keep": 2, "stdout": False}),
+        name="cap.conf").start()
+    _, raw, _ = bt.v1_fixture()
+    posts = 12
+    for i in range(posts):
+        t.is_(bt.curl(b.url("/"), raw).status, 200, "post %d answered" % i)
+    names = [rep, rep + ".1", rep + ".2"]
+    t.ok(bt.wait_for(lambda: all(os.path.exists(n) for n in names)),
+         "report, report.1 and report.2 exist", os.listdir(tmp.join(".")))
+    t.ok(not os.path.exists(rep + ".3"), "keep = 2: no report.3 (the oldest is dropped)")
+    lines_total = 0
+    for n in names:
+        with open(n, "rb") as f:
+            data = f.read()
+        lines = data.split(b"\n")
+        t.is_(lines[-1], b"", "%s ends with a whole line" % os.path.basename(n))
+        lines = lines[:-1]
+        lines_total += len(lines)
+        t.ok(all(isinstance(json.loads(x), dict) for x in lines),
+             "%s: every line is a JSON object" % os.path.basename(n))
+        t.ok(len(data) <= 6000 or len(lines) == 1,
+             "%s: at most rotate_bytes, or one line larger than it" % os.path.basename(n),
+             len(data))
+        t.is_(oct(os.stat(n).st_mode & 0o777), "0o600", "%s is 0600" % os.path.basename(n))
+    t.ok(0 < lines_total < posts, "the oldest lines went with the dropped file (%d of %d kept)"
+         % (lines_total, posts))
+    bt.stop_and_check(t, b)
+    r = bt.run_cli(["check", "--config", tmp.file("cap-bad.conf", bt.config_text(
+        [bt.route("r")], dry_run={"report": rep, "keep": 0}))])
+    t.ok(r.rc == 1 and re.search(r"cap-bad\.conf:\d+: .*keep", r.stderr),
+         "dry_run.keep = 0 is refused with file:line", r)
+
+
 def on_pty(args, columns, term="xterm"):
     """Run with stdout and stderr on a terminal of `columns` columns."""
     env = dict(os.environ, TERM=term)
@@ -675,6 +750,33 @@ def t_terminal(t):
     t.ok("\x1b[" in on_pty(diff, 80), "diff on a terminal is coloured")
     t.ok("\x1b[" not in on_pty(diff + ["--no-color"], 80), "diff --no-color: no colour")
     t.ok("\x1b[" not in on_pty(diff, 80, term="dumb"), "diff with TERM=dumb: no colour")
+    # the diff table fits the terminal (TIOCGWINSZ), at two widths
+    piped = bt.run_cli(diff + ["--no-color"]).stdout.splitlines()
+    t.ok(max(len(x) for x in piped) > 120, "piped, the table is wider than 120 columns")
+    tables = {}
+    for cols in (60, 100):
+        out = re.sub(r"\x1b\[[0-9;]*m", "", on_pty(diff, cols)).replace("\r", "")
+        lines = out.split("\n")
+        tables[cols] = lines
+        t.ok(all(len(x) <= cols for x in lines), "%d columns: every diff line fits" % cols,
+             max(lines, key=len))
+        rows = [x for x in lines if re.search(r"\.conf:\d+  ", x)]
+        t.ok(len(rows) >= 20, "%d columns: the rows keep the rule's line number" % cols,
+             "\n".join(lines[:8]))
+        t.ok(any(x.startswith("PATH ") for x in lines), "%d columns: the header row" % cols)
+    t.ok(max(len(x) for x in tables[100]) > 60, "a wider terminal gets a wider table")
+    values = lambda lines: [x for x in lines if x.startswith("campaign.name ")]
+    t.ok(values(tables[100]) and '"Campaign title"' in values(tables[100])[0],
+         "100 columns: short values whole", values(tables[100]))
+    t.ok(values(tables[60]) and len(values(tables[60])[0]) <= 60, "60 columns: the row is cut")
+    long_a = tmp.file("wide-a.json", json.dumps({"k": "x" * 300}))
+    long_b = tmp.file("wide-b.json", json.dumps({"k": "y" * 300}))
+    out = on_pty(["diff", long_a, long_b], 60).replace("\r", "")
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out).split("\n")
+    t.ok(all(len(x) <= 60 for x in plain) and any(x.endswith("...") for x in plain),
+         "diff A B on 60 columns: long values cut with ...", plain)
+    t.ok(any(x.endswith("...\x1b[0m") for x in out.split("\n")),
+         "a line cut on a coloured terminal ends with a colour reset", out[-300:])
 
 
 t.run("unread pipes", t_unread_pipes)
@@ -690,6 +792,7 @@ t.run("version", t_version)
 t.run("did you mean", t_did_you_mean)
 t.run("README examples", t_readme_examples)
 t.run("reopen on SIGUSR1 and SIGHUP", t_reopen)
+t.run("report size cap", t_report_rotation)
 t.run("terminal", t_terminal)
 t.run("check is as strict as serve", t_check_is_serve)
 t.run("state directories", t_state_dirs)

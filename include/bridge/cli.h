@@ -23,10 +23,21 @@ int cli_int_parse(const char *s, long long min, long long max, long long *ret);
 
 struct option;
 
-/* The message for an option getopt_long refused (call it with opterr = 0,
- * from the '?' case): "unknown option '--confg'; did you mean --config?"
- * when one of opts is at most two edits away, else the plain refusal. */
-void cli_option_error(const struct option *opts, int argc, char **argv, char *out, size_t cap);
+/* "webhook-bridge CMD: message" and "Try 'webhook-bridge CMD --help'." on
+ * stderr (cmd NULL: the program itself).  Returns 2, the usage exit status,
+ * so that callers write `return cli_usage(...)`. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* getopt_long for every command, which does not guess: a long option is
+ * written in full ("--conf" is refused, not taken for --config), and every
+ * refusal is printed with cli_usage: "unknown option '--confg'; did you mean
+ * --config?" when an option is at most two edits away (or the written name
+ * is the start of one), "option '--config' needs an argument", "option
+ * '--help' takes no argument", "unknown option '-x'".  Returns what
+ * getopt_long returns, or '?' once the refusal is printed (the caller
+ * returns 2).  Set optind before the first call as with getopt_long. */
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
+	       const struct option *opts);
 
 struct queue_event;
 

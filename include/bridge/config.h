@@ -111,6 +111,8 @@ struct bridge_config {
 	char *record_path; /* record.path: capture of inbound v1 posts, or NULL */
 	unsigned long long record_rotate_bytes; /* record.rotate_bytes, default 100 MiB */
 	unsigned record_keep;                   /* record.keep, default 5 */
+	unsigned long long report_rotate_bytes; /* dry_run.rotate_bytes, default 100 MiB */
+	unsigned report_keep;                   /* dry_run.keep, default 5 */
 	int record_redact_defaults;             /* record.redact_defaults, default true */
 	char **record_redact;                   /* record.redact: extra patterns */
 	size_t n_record_redact;
