@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stdint.h>
 #include <libgen.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -6,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/buf.h"
 #include "bridge/cfg.h"
 
 static const char *type_name(int type)
@@ -247,29 +249,19 @@ static int scan_literals(const char *path, const char *top, struct scan_state *s
 	if (++st->files > SCAN_FILES_MAX)
 		return 0; /* reported once, by the caller that went over */
 	f = fopen(path, "rb");
-	char *text = NULL;
-	size_t len = 0, cap = 0, i = 0;
+	struct buf b = BUF_INIT(SIZE_MAX);
+	char *text;
+	size_t len = 0, i = 0;
 	int line = 1;
 
 	if (!f)
-		return 0; /* libconfig reports it itself */
-	for (;;) {
-		if (len + 4096 + 1 > cap) {
-			char *t = realloc(text, cap = cap ? cap * 2 : 8192);
-
-			if (!t)
-				break;
-			text = t;
-		}
-		size_t got = fread(text + len, 1, cap - len - 1, f);
-		len += got;
-		if (got == 0)
-			break;
-	}
+		return 0;     /* libconfig reports it itself */
+	buf_read_file(&b, f); /* a read error: scan what was read */
 	fclose(f);
+	text = b.s;
 	if (!text)
 		return 0;
-	text[len] = '\0';
+	len = b.len;
 	if (memchr(text, '\0', len)) {
 		/* libconfig would read up to the NUL, or exit() on an include name
 		 * holding one: never hand it such a file */

@@ -3,7 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/buf.h"
 #include "bridge/diag.h"
+#include "bridge/utf8.h"
 
 void bridge_error_clear(struct bridge_error *e)
 {
@@ -52,40 +54,6 @@ static void escape_controls(char *msg, size_t cap)
 	snprintf(msg, cap, "%s", out);
 }
 
-size_t diag_utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	unsigned char lo = 0x80, hi = 0xBF;
-	size_t need, i;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF)
-		need = 1;
-	else if (c >= 0xE0 && c <= 0xEF) {
-		need = 2;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		need = 3;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else
-		return 0;
-	if (n < need + 1)
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i <= need; i++)
-		if (s[i] < 0x80 || s[i] > 0xBF)
-			return 0;
-	return need + 1;
-}
-
 size_t diag_quote(char *dst, size_t cap, const char *s, size_t n, size_t max, char quote)
 {
 	static const char ellipsis[] = "\xE2\x80\xA6"; /* U+2026 */
@@ -98,7 +66,7 @@ size_t diag_quote(char *dst, size_t cap, const char *s, size_t n, size_t max, ch
 		max = cap - 1;
 	while (i < n) {
 		char tmp[8];
-		size_t k = diag_utf8_len(u + i, n - i), tl;
+		size_t k = utf8_decode(u + i, n - i, NULL), tl;
 
 		if (k == 1 && (u[i] == '\\' || (quote && u[i] == (unsigned char)quote)))
 			tl = (size_t)snprintf(tmp, sizeof(tmp), "\\%c", u[i]);
@@ -134,18 +102,11 @@ size_t diag_quote(char *dst, size_t cap, const char *s, size_t n, size_t max, ch
 
 static int diag_reserve(struct diag *d, size_t need)
 {
-	size_t cap = d->cap ? d->cap : 256;
-	char *t;
+	char *t = grow_array(d->text, &d->cap, need, 1, 256);
 
-	if (need <= d->cap)
-		return 0;
-	while (cap < need)
-		cap *= 2;
-	t = realloc(d->text, cap);
 	if (!t)
 		return -1;
 	d->text = t;
-	d->cap = cap;
 	return 0;
 }
 

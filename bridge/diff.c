@@ -33,6 +33,8 @@
 #include <yajl/yajl_parse.h>
 #include <yajl/yajl_tree.h>
 
+#include "bridge/buf.h"
+#include "bridge/json.h"
 #include "bridge/cli.h"
 #include "bridge/jsondiff.h"
 #include "bridge/mapping.h"
@@ -294,24 +296,7 @@ static void cell_tail(FILE *f, const char *s, size_t width)
 /* A JSON string on f: quote, backslash and control bytes escaped. */
 static void json_string(FILE *f, const char *s, size_t n)
 {
-	fputc('"', f);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (ch == '"' || ch == '\\')
-			fprintf(f, "\\%c", ch);
-		else if (ch == '\n')
-			fputs("\\n", f);
-		else if (ch == '\t')
-			fputs("\\t", f);
-		else if (ch == '\r')
-			fputs("\\r", f);
-		else if (ch < 0x20 || ch == 0x7f)
-			fprintf(f, "\\u%04x", ch);
-		else
-			fputc(ch, f);
-	}
-	fputc('"', f);
+	json_fput_quoted(f, s, n, JSON_ESC_LOG);
 }
 
 static void json_cstr(FILE *f, const char *s)
@@ -348,9 +333,8 @@ static const char *display_name(const char *path)
 static int read_input(const char *path, size_t max, char **ret, size_t *ret_len)
 {
 	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-	size_t cap = 65536, len = 0;
-	char *buf;
-	int rc = 0;
+	struct buf b = BUF_INIT(max);
+	int rc;
 
 	*ret = NULL;
 	*ret_len = 0;
@@ -358,49 +342,20 @@ static int read_input(const char *path, size_t max, char **ret, size_t *ret_len)
 		fprintf(stderr, "webhook-bridge: %s: %s\n", display_name(path), strerror(errno));
 		return -1;
 	}
-	buf = malloc(cap + 1);
-	while (buf) {
-		size_t n = fread(buf + len, 1, cap - len, f);
-		char *t;
-
-		len += n;
-		if (len < cap) {
-			if (ferror(f)) {
-				fprintf(stderr, "webhook-bridge: %s: read error\n",
-					display_name(path));
-				rc = -1;
-			}
-			break;
-		}
-		if (cap >= max) {
-			fprintf(stderr, "webhook-bridge: %s: larger than %zu MiB\n",
-				display_name(path), max >> 20);
-			rc = -1;
-			break;
-		}
-		cap = cap * 2 > max ? max : cap * 2;
-		t = realloc(buf, cap + 1);
-		if (!t) {
-			free(buf);
-			buf = NULL;
-			break;
-		}
-		buf = t;
-	}
+	rc = buf_read_file(&b, f);
 	if (f != stdin)
 		fclose(f);
-	if (!buf) {
+	if (rc == 0 && !(*ret = buf_take(&b, ret_len)))
+		rc = -ENOMEM;
+	if (rc == -EIO)
+		fprintf(stderr, "webhook-bridge: %s: read error\n", display_name(path));
+	else if (rc == -EFBIG)
+		fprintf(stderr, "webhook-bridge: %s: larger than %zu MiB\n", display_name(path),
+			max >> 20);
+	else if (rc < 0)
 		fprintf(stderr, "webhook-bridge: %s: out of memory\n", display_name(path));
-		return -1;
-	}
-	if (rc < 0) {
-		free(buf);
-		return -1;
-	}
-	buf[len] = '\0';
-	*ret = buf;
-	*ret_len = len;
-	return 0;
+	buf_free(&b);
+	return rc < 0 ? -1 : 0;
 }
 
 static struct mapping *load_mapping(const char *path)
@@ -949,6 +904,7 @@ static int table_grow(struct group_table *t)
 /* The group of path (created when new); NULL on out of memory. */
 static struct group *table_get(struct group_table *t, const char *path)
 {
+	struct group *v;
 	size_t h;
 
 	if (t->n_slots) {
@@ -964,15 +920,9 @@ static struct group *table_get(struct group_table *t, const char *path)
 	}
 	if ((t->n + 1) * 2 > t->n_slots && table_grow(t) < 0)
 		return NULL;
-	if (t->n == t->cap) {
-		size_t cap = t->cap ? t->cap * 2 : 32;
-		struct group *v = realloc(t->v, cap * sizeof(*v));
-
-		if (!v)
-			return NULL;
-		t->v = v;
-		t->cap = cap;
-	}
+	if (!(v = grow_array(t->v, &t->cap, t->n + 1, sizeof(*v), 32)))
+		return NULL;
+	t->v = v;
 	memset(&t->v[t->n], 0, sizeof(t->v[t->n]));
 	if (!(t->v[t->n].path = strdup(path)))
 		return NULL;
@@ -1231,7 +1181,7 @@ static int cmp_str(const void *a, const void *b)
 /* Expand FIXTURES into a sorted list of files per folder; -1 on error. */
 static int collect_inputs(char **args, int n_args, char ***ret, size_t *ret_n)
 {
-	char **list = NULL;
+	char **list = NULL, **t;
 	size_t n = 0, cap = 0;
 
 	for (int i = 0; i < n_args; i++) {
@@ -1245,13 +1195,9 @@ static int collect_inputs(char **args, int n_args, char ***ret, size_t *ret_n)
 			goto fail;
 		}
 		if (strcmp(args[i], "-") == 0 || !S_ISDIR(sb.st_mode)) {
-			if (n == cap) {
-				char **t = realloc(list, (cap = cap ? cap * 2 : 64) * sizeof(*t));
-
-				if (!t)
-					goto oom;
-				list = t;
-			}
+			if (!(t = grow_array(list, &cap, n + 1, sizeof(*t), 64)))
+				goto oom;
+			list = t;
 			if (!(list[n++] = strdup(args[i])))
 				goto oom;
 			continue;
@@ -1271,15 +1217,11 @@ static int collect_inputs(char **args, int n_args, char ***ret, size_t *ret_n)
 					MAX_INPUTS);
 				goto fail;
 			}
-			if (n == cap) {
-				char **t = realloc(list, (cap = cap ? cap * 2 : 64) * sizeof(*t));
-
-				if (!t) {
-					closedir(dir);
-					goto oom;
-				}
-				list = t;
+			if (!(t = grow_array(list, &cap, n + 1, sizeof(*t), 64))) {
+				closedir(dir);
+				goto oom;
 			}
+			list = t;
 			if (asprintf(&list[n], "%s%s%s", args[i],
 				     has_suffix(args[i], "/") ? "" : "/", de->d_name) < 0) {
 				closedir(dir);
@@ -1687,6 +1629,7 @@ static int ctable_grow(struct count_table *t)
 /* NULL past the ceiling (counted in t->dropped) or on out of memory (*oom). */
 static struct count_entry *ctable_get(struct count_table *t, const char *key, bool *oom)
 {
+	struct count_entry *v;
 	size_t h;
 
 	if (t->n_slots)
@@ -1700,15 +1643,9 @@ static struct count_entry *ctable_get(struct count_table *t, const char *key, bo
 	}
 	if ((t->n + 1) * 2 > t->n_slots && ctable_grow(t) < 0)
 		goto oom;
-	if (t->n == t->cap) {
-		size_t cap = t->cap ? t->cap * 2 : 32;
-		struct count_entry *v = realloc(t->v, cap * sizeof(*v));
-
-		if (!v)
-			goto oom;
-		t->v = v;
-		t->cap = cap;
-	}
+	if (!(v = grow_array(t->v, &t->cap, t->n + 1, sizeof(*v), 32)))
+		goto oom;
+	t->v = v;
 	memset(&t->v[t->n], 0, sizeof(t->v[t->n]));
 	if (!(t->v[t->n].key = strdup(key)))
 		goto oom;

@@ -16,6 +16,8 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
+#include "bridge/buf.h"
+#include "bridge/clock.h"
 #include "bridge/guard.h"
 #include "bridge/log.h"
 #include "bridge/reqhead.h"
@@ -50,14 +52,6 @@ struct guard {
  * the worker's guard comes from here (one guard per worker thread). */
 static __thread struct guard *thread_guard;
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static ino_t socket_ino(int fd)
 {
 	struct stat st;
@@ -70,19 +64,16 @@ static struct slot *slot_for(struct guard *g, int fd, int create)
 	if (fd < 0 || fd >= FD_TABLE_MAX)
 		return NULL;
 	if ((size_t)fd >= g->n_slots) {
-		size_t n = g->n_slots ? g->n_slots : 256;
+		size_t old = g->n_slots;
 		struct slot *t;
 
 		if (!create)
 			return NULL;
-		while (n <= (size_t)fd)
-			n *= 2;
-		t = realloc(g->slots, n * sizeof(*t));
+		t = grow_array(g->slots, &g->n_slots, (size_t)fd + 1, sizeof(*t), 256);
 		if (!t)
 			return NULL;
-		memset(t + g->n_slots, 0, (n - g->n_slots) * sizeof(*t));
+		memset(t + old, 0, (g->n_slots - old) * sizeof(*t));
 		g->slots = t;
-		g->n_slots = n;
 	}
 	return &g->slots[fd];
 }
@@ -232,7 +223,7 @@ static void input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, v
 		g->live++;
 	}
 	if (!s->in_handler && s->request_start == 0)
-		s->request_start = now_ms();
+		s->request_start = clock_mono_ms();
 	if (s->refused)
 		evbuffer_drain(in, evbuffer_get_length(in));
 	else if (!s->head_checked && !s->in_handler && g->head_limits.max_body)
@@ -298,7 +289,7 @@ static void kill_slow(struct guard *g, int fd, struct slot *s)
 static void sweep_cb(evutil_socket_t unused, short what, void *arg)
 {
 	struct guard *g = arg;
-	long long now = now_ms();
+	long long now = clock_mono_ms();
 
 	for (size_t fd = 0; fd < g->n_slots; fd++) {
 		struct slot *s = &g->slots[fd];

@@ -22,6 +22,8 @@
 #include <event2/buffer.h>
 #include <yajl/yajl_parse.h>
 
+#include "bridge/buf.h"
+#include "bridge/json.h"
 #include "bridge/jsondiff.h"
 #include "bridge/v1.h"
 #include "bridge/mapping.h"
@@ -99,91 +101,8 @@ static void arena_free(struct arena *a)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Growable text with a ceiling. */
-
-struct sbuf {
-	char *s;
-	size_t len;
-	size_t cap;
-	size_t max;
-	bool failed;
-};
-
-static bool sbuf_add(struct sbuf *b, const void *p, size_t n)
-{
-	if (b->failed)
-		return false;
-	if (n > b->max - b->len) {
-		b->failed = true;
-		return false;
-	}
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 64;
-		char *t;
-
-		while (cap < b->len + n + 1)
-			cap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
-		if (cap > b->max + 1)
-			cap = b->max + 1;
-		t = realloc(b->s, cap);
-		if (!t) {
-			b->failed = true;
-			return false;
-		}
-		b->s = t;
-		b->cap = cap;
-	}
-	memcpy(b->s + b->len, p, n);
-	b->len += n;
-	b->s[b->len] = '\0';
-	return true;
-}
-
-static bool sbuf_str(struct sbuf *b, const char *s)
-{
-	return sbuf_add(b, s, strlen(s));
-}
-
-/* JSON string body: quote, backslash and control bytes escaped; other bytes
- * (UTF-8 validated by the parser) copied. */
-static bool sbuf_escaped(struct sbuf *b, const char *s, size_t n)
-{
-	size_t run = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		char esc[8];
-		const char *e = NULL;
-
-		if (ch == '"')
-			e = "\\\"";
-		else if (ch == '\\')
-			e = "\\\\";
-		else if (ch == '\n')
-			e = "\\n";
-		else if (ch == '\r')
-			e = "\\r";
-		else if (ch == '\t')
-			e = "\\t";
-		else if (ch == '\b')
-			e = "\\b";
-		else if (ch == '\f')
-			e = "\\f";
-		else if (ch < 0x20) {
-			snprintf(esc, sizeof(esc), "\\u%04x", ch);
-			e = esc;
-		}
-		if (!e)
-			continue;
-		if (!sbuf_add(b, s + run, i - run) || !sbuf_str(b, e))
-			return false;
-		run = i + 1;
-	}
-	return sbuf_add(b, s + run, n - run);
-}
-
 /* A key or label inside a path: written as it is, except control bytes. */
-static bool sbuf_path_segment(struct sbuf *b, const char *s, size_t n)
+static bool sbuf_path_segment(struct buf *b, const char *s, size_t n)
 {
 	size_t run = 0;
 
@@ -193,16 +112,11 @@ static bool sbuf_path_segment(struct sbuf *b, const char *s, size_t n)
 		if ((unsigned char)s[i] >= 0x20)
 			continue;
 		snprintf(esc, sizeof(esc), "\\u%04x", (unsigned char)s[i]);
-		if (!sbuf_add(b, s + run, i - run) || !sbuf_str(b, esc))
+		if (!buf_add(b, s + run, i - run) || !buf_str(b, esc))
 			return false;
 		run = i + 1;
 	}
-	return sbuf_add(b, s + run, n - run);
-}
-
-static bool sbuf_quoted(struct sbuf *b, const char *s, size_t n)
-{
-	return sbuf_add(b, "\"", 1) && sbuf_escaped(b, s, n) && sbuf_add(b, "\"", 1);
+	return buf_add(b, s + run, n - run);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -522,12 +436,11 @@ static int parse_doc(const char *text, size_t len, const char *name, size_t max_
 	} else if (p.fail == PF_MEMORY) {
 		parse_error(err, name, -1, "out of memory (or over the memory limit)");
 	} else if (p.fail == PF_DUPLICATE) {
-		struct sbuf k = { .max = 200 };
+		char k[201];
 
-		sbuf_escaped(&k, p.dup_key, p.dup_len > 100 ? 100 : p.dup_len);
-		parse_error(err, name, (long)parse_offset(&p), "duplicate key \"%s\"",
-			    k.s ? k.s : "");
-		free(k.s);
+		json_escape_to(k, sizeof(k), p.dup_key, p.dup_len > 100 ? 100 : p.dup_len,
+			       JSON_ESC_YAJL, NULL);
+		parse_error(err, name, (long)parse_offset(&p), "duplicate key \"%s\"", k);
 	} else if (st == yajl_status_ok) {
 		parse_error(err, name, (long)len, "empty document");
 	} else {
@@ -730,19 +643,19 @@ static struct seg seg_index(size_t i, const char *label)
 
 static char *path_text(struct cmp *c)
 {
-	struct sbuf b = { .max = c->budget->limit - c->budget->used };
+	struct buf b = { .max = c->budget->limit - c->budget->used };
 
-	if (!sbuf_add(&b, "", 0))
+	if (!buf_add(&b, "", 0))
 		return NULL;
 	for (size_t i = 0; i < c->depth; i++) {
 		const struct seg *s = &c->segs[i];
 		const char *text = seg_text(s);
 
 		if (s->kind == SEG_INDEX) {
-			if (!sbuf_add(&b, "[", 1) || !sbuf_path_segment(&b, text, s->len) ||
-			    !sbuf_add(&b, "]", 1))
+			if (!buf_add(&b, "[", 1) || !sbuf_path_segment(&b, text, s->len) ||
+			    !buf_add(&b, "]", 1))
 				break;
-		} else if ((i && !sbuf_add(&b, ".", 1)) || !sbuf_path_segment(&b, text, s->len)) {
+		} else if ((i && !buf_add(&b, ".", 1)) || !sbuf_path_segment(&b, text, s->len)) {
 			break;
 		}
 	}
@@ -754,38 +667,39 @@ static char *path_text(struct cmp *c)
 	return b.s;
 }
 
-static bool write_value(struct sbuf *b, const struct node *n)
+static bool write_value(struct buf *b, const struct node *n)
 {
 	switch (n->type) {
 	case J_NULL:
 	case J_BOOL:
-	case J_NUMBER: return sbuf_add(b, n->s, n->len);
-	case J_STRING: return sbuf_quoted(b, n->s, n->len);
+	case J_NUMBER: return buf_add(b, n->s, n->len);
+	case J_STRING: return buf_json_quoted(b, n->s, n->len, JSON_ESC_YAJL);
 	case J_OBJECT:
-		if (!sbuf_add(b, "{", 1))
+		if (!buf_add(b, "{", 1))
 			return false;
 		for (size_t i = 0; i < n->n; i++) {
 			const struct node *k = n->kids[i];
 
-			if ((i && !sbuf_add(b, ",", 1)) || !sbuf_quoted(b, k->key, k->key_len) ||
-			    !sbuf_add(b, ":", 1) || !write_value(b, k))
+			if ((i && !buf_add(b, ",", 1)) ||
+			    !buf_json_quoted(b, k->key, k->key_len, JSON_ESC_YAJL) ||
+			    !buf_add(b, ":", 1) || !write_value(b, k))
 				return false;
 		}
-		return sbuf_add(b, "}", 1);
+		return buf_add(b, "}", 1);
 	case J_ARRAY:
-		if (!sbuf_add(b, "[", 1))
+		if (!buf_add(b, "[", 1))
 			return false;
 		for (size_t i = 0; i < n->n; i++)
-			if ((i && !sbuf_add(b, ",", 1)) || !write_value(b, n->kids[i]))
+			if ((i && !buf_add(b, ",", 1)) || !write_value(b, n->kids[i]))
 				return false;
-		return sbuf_add(b, "]", 1);
+		return buf_add(b, "]", 1);
 	}
 	return false;
 }
 
 static char *value_text(struct cmp *c, const struct node *n, size_t *ret_len)
 {
-	struct sbuf b = { .max = c->budget->limit - c->budget->used };
+	struct buf b = { .max = c->budget->limit - c->budget->used };
 
 	if (!write_value(&b, n)) {
 		free(b.s);
@@ -1341,29 +1255,29 @@ int jsondiff_attribute(struct jsondiff *d, const struct mapping_trace *ta, size_
 
 /* ------------------------------------------------------------------------ */
 
-static bool render_member(struct sbuf *b, const char *name, const char *s)
+static bool render_member(struct buf *b, const char *name, const char *s)
 {
-	return !s || (sbuf_add(b, ",\"", 2) && sbuf_str(b, name) && sbuf_add(b, "\":", 2) &&
-		      sbuf_quoted(b, s, strlen(s)));
+	return !s || (buf_add(b, ",\"", 2) && buf_str(b, name) && buf_add(b, "\":", 2) &&
+		      buf_json_quoted(b, s, strlen(s), JSON_ESC_YAJL));
 }
 
 int jsondiff_render_json(const struct jsondiff *d, struct evbuffer *out, struct bridge_error *err)
 {
-	struct sbuf b = { .max = SIZE_MAX / 2 };
-	bool ok = sbuf_add(&b, "[", 1);
+	struct buf b = { .max = SIZE_MAX / 2 };
+	bool ok = buf_add(&b, "[", 1);
 
 	for (size_t i = 0; ok && i < d->n_entries; i++) {
 		const struct jsondiff_entry *e = &d->entries[i];
 
-		ok = (!i || sbuf_add(&b, ",", 1)) && sbuf_str(&b, "{\"kind\":\"") &&
-		     sbuf_str(&b, jsondiff_kind_name(e->kind)) && sbuf_str(&b, "\",\"path\":") &&
-		     sbuf_quoted(&b, e->path, strlen(e->path)) &&
-		     (!e->a || (sbuf_str(&b, ",\"a\":") && sbuf_add(&b, e->a, e->a_len))) &&
-		     (!e->b || (sbuf_str(&b, ",\"b\":") && sbuf_add(&b, e->b, e->b_len))) &&
+		ok = (!i || buf_add(&b, ",", 1)) && buf_str(&b, "{\"kind\":\"") &&
+		     buf_str(&b, jsondiff_kind_name(e->kind)) && buf_str(&b, "\",\"path\":") &&
+		     buf_json_quoted(&b, e->path, strlen(e->path), JSON_ESC_YAJL) &&
+		     (!e->a || (buf_str(&b, ",\"a\":") && buf_add(&b, e->a, e->a_len))) &&
+		     (!e->b || (buf_str(&b, ",\"b\":") && buf_add(&b, e->b, e->b_len))) &&
 		     render_member(&b, "rule", e->rule) && render_member(&b, "from", e->from) &&
-		     render_member(&b, "what", e->what) && sbuf_add(&b, "}", 1);
+		     render_member(&b, "what", e->what) && buf_add(&b, "}", 1);
 	}
-	ok = ok && sbuf_add(&b, "]", 1);
+	ok = ok && buf_add(&b, "]", 1);
 	if (!ok || evbuffer_add(out, b.s, b.len) < 0) {
 		free(b.s);
 		return bridge_error_set(err, "out of memory while writing the differences");

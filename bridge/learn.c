@@ -20,7 +20,9 @@
 #include <unistd.h>
 #include <yajl/yajl_tree.h>
 
+#include "bridge/buf.h"
 #include "bridge/cli.h"
+#include "bridge/json.h"
 #include "bridge/convert.h"
 #include "bridge/jsondiff.h"
 #include "bridge/learn.h"
@@ -154,52 +156,50 @@ static void *xrealloc(void *p, size_t n)
 	return p;
 }
 
-/* A growable text buffer. */
-struct sbuf {
-	char *s;
-	size_t len, cap;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
+/* grow_array (buf.h), or the end of the command when out of memory. */
+static void *xgrow(void *p, size_t *cap, size_t need, size_t size, size_t first)
 {
-	if (b->len + n + 1 > b->cap) {
-		b->cap = (b->len + n + 1) * 2;
-		b->s = xrealloc(b->s, b->cap);
+	p = grow_array(p, cap, need, size, first);
+	if (!p) {
+		fputs("webhook-bridge learn: out of memory\n", stderr);
+		exit(2);
 	}
-	memcpy(b->s + b->len, s, n);
-	b->len += n;
-	b->s[b->len] = '\0';
+	return p;
 }
 
-static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
+/* Text is built in struct buf (buf.h).  learn's buffers start zeroed, often
+ * as members of calloc'd structs, and grow with inputs that were read under
+ * their own limits: a zeroed buffer is unbounded here, and running out of
+ * memory ends the command. */
+static struct buf *sb(struct buf *b)
 {
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n <= 0)
-		return;
-	if (b->len + (size_t)n + 1 > b->cap) {
-		b->cap = (b->len + (size_t)n + 1) * 2;
-		b->s = xrealloc(b->s, b->cap);
-	}
-	va_start(ap, fmt);
-	vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	b->len += (size_t)n;
+	if (!b->max && !b->cap)
+		b->max = SIZE_MAX;
+	return b;
 }
 
-static void sb_puts(struct sbuf *b, const char *s)
+static void sb_check(bool ok)
+{
+	if (!ok) {
+		fputs("webhook-bridge learn: out of memory\n", stderr);
+		exit(2);
+	}
+}
+
+static void sb_add(struct buf *b, const char *s, size_t n)
+{
+	sb_check(buf_add(sb(b), s, n));
+}
+
+#define sb_printf(b, ...) sb_check(buf_printf(sb(b), __VA_ARGS__))
+
+static void sb_puts(struct buf *b, const char *s)
 {
 	sb_add(b, s, strlen(s));
 }
 
 /* A libconfig string literal: quote, backslash and control bytes escaped. */
-static void sb_quoted(struct sbuf *b, const char *s)
+static void sb_quoted(struct buf *b, const char *s)
 {
 	sb_puts(b, "\"");
 	for (; *s; s++) {
@@ -269,10 +269,7 @@ static long intern_add(struct intern *t, struct arena *a, const char *s)
 			t->slots[i] = (long)k;
 		}
 	}
-	if (t->n == t->cap) {
-		t->cap = t->cap ? t->cap * 2 : 64;
-		t->names = xrealloc(t->names, t->cap * sizeof(char *));
-	}
+	t->names = xgrow(t->names, &t->cap, t->n + 1, sizeof(char *), 64);
 	t->names[t->n] = arena_strndup(a, s, strlen(s));
 	for (i = str_hash(s) & (t->n_slots - 1); t->slots[i] >= 0; i = (i + 1) & (t->n_slots - 1))
 		;
@@ -317,10 +314,7 @@ static struct tally_cell *tally_bump(struct tally *t, const char *from, const ch
 		t->overflow = 1;
 		return NULL;
 	}
-	if (t->n == t->cap) {
-		t->cap = t->cap ? t->cap * 2 : 8;
-		t->cells = xrealloc(t->cells, t->cap * sizeof(*t->cells));
-	}
+	t->cells = xgrow(t->cells, &t->cap, t->n + 1, sizeof(*t->cells), 8);
 	t->cells[t->n] = (struct tally_cell){ from, to, 1, example };
 	return &t->cells[t->n++];
 }
@@ -364,7 +358,7 @@ struct docset {
 	struct doc *docs;
 	size_t n, cap;
 	size_t invalid; /* lines that were no JSON object, capture lines marked invalid */
-	struct sbuf problems;
+	struct buf problems;
 };
 
 static void docset_problem(struct docset *ds, const char *where, const char *fmt, ...)
@@ -450,10 +444,7 @@ static void docset_add_text(struct docset *ds, struct arena *a, char *text, size
 	} else {
 		body = tree;
 	}
-	if (ds->n == ds->cap) {
-		ds->cap = ds->cap ? ds->cap * 2 : 1024;
-		ds->docs = xrealloc(ds->docs, ds->cap * sizeof(*ds->docs));
-	}
+	ds->docs = xgrow(ds->docs, &ds->cap, ds->n + 1, sizeof(*ds->docs), 1024);
 	ds->docs[ds->n].tree = tree;
 	/* Only the v2 side needs the text, and only of bodies read whole:
 	 * capture bodies are compared through their tree. */
@@ -728,13 +719,10 @@ static struct var *var_get(struct learn *L, enum section sec, const char *name)
 	long id = intern_add(&L->vars, &L->a, name);
 
 	if ((size_t)id >= L->var_cap) {
-		size_t cap = L->var_cap ? L->var_cap * 2 : 64;
+		size_t old = L->var_cap;
 
-		while (cap <= (size_t)id)
-			cap *= 2;
-		L->var = xrealloc(L->var, cap * sizeof(*L->var));
-		memset(L->var + L->var_cap, 0, (cap - L->var_cap) * sizeof(*L->var));
-		L->var_cap = cap;
+		L->var = xgrow(L->var, &L->var_cap, (size_t)id + 1, sizeof(*L->var), 64);
+		memset(L->var + old, 0, (L->var_cap - old) * sizeof(*L->var));
 	}
 	if (!L->var[id].name) {
 		L->var[id].name = L->vars.names[id];
@@ -1153,7 +1141,7 @@ static void rule_datetime(struct learn *L, struct zones *Z, int t, struct field_
 	long *obs = xcalloc(L->n_pairs, sizeof(long));
 	size_t n_obs = 0, step, n_sample;
 	long best = -1, best_agree = -1;
-	struct sbuf also = { 0 };
+	struct buf also = { 0 };
 	size_t n_also = 0, n_match = 0;
 
 	if (!Z->loaded)
@@ -1643,9 +1631,9 @@ static int entry_generic(const struct learn *L, const struct pair *p, const stru
 }
 
 /* Render an opt-in categories array as rule text. */
-static void categories_text(struct sbuf *b, yajl_val cats);
+static void categories_text(struct buf *b, yajl_val cats);
 
-static void category_text(struct sbuf *b, yajl_val c)
+static void category_text(struct buf *b, yajl_val c)
 {
 	static const char *const names[][2] = { { "id", "id" },
 						{ "label", "label" },
@@ -1672,7 +1660,7 @@ static void category_text(struct sbuf *b, yajl_val c)
 	sb_puts(b, "}");
 }
 
-static void categories_text(struct sbuf *b, yajl_val cats)
+static void categories_text(struct buf *b, yajl_val cats)
 {
 	sb_puts(b, "( ");
 	for (size_t i = 0; cats && cats->type == yajl_t_array && i < cats->u.array.len; i++) {
@@ -1736,7 +1724,7 @@ static void learn_variables(struct learn *L)
 			var_attr(L, &V->type, obj_get(e->obj, "type"), p->id);
 			var_attr(L, &V->description, obj_get(e->obj, "description"), p->id);
 			if (V->sec == SEC_OPTINS) {
-				struct sbuf b = { 0 };
+				struct buf b = { 0 };
 
 				if (obj_get(e->obj, "categories") &&
 				    obj_get(e->obj, "categories")->u.array.len) {
@@ -2046,7 +2034,7 @@ static const char *tally_major(const struct tally *t, long *ret_count, long *ret
 	return c ? c->to : NULL;
 }
 
-static void examples_text(struct sbuf *b, const char *const *ex, size_t n)
+static void examples_text(struct buf *b, const char *const *ex, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		sb_printf(b, "%s%s", i ? ", " : " (e.g. ", ex[i]);
@@ -2054,7 +2042,7 @@ static void examples_text(struct sbuf *b, const char *const *ex, size_t n)
 		sb_puts(b, ")");
 }
 
-static void emit_value(struct sbuf *b, const char *name, const char *value, int integer)
+static void emit_value(struct buf *b, const char *name, const char *value, int integer)
 {
 	sb_printf(b, " %s = ", name);
 	if (integer && value[0] && strspn(value, "0123456789") == strlen(value) &&
@@ -2079,7 +2067,7 @@ static void tally_sort_from(struct tally *t)
 	qsort(t->cells, t->n, sizeof(*t->cells), cell_from_cmp);
 }
 
-static void emit_pairs(struct sbuf *b, const char *name, struct tally *t, int majority_only)
+static void emit_pairs(struct buf *b, const char *name, struct tally *t, int majority_only)
 {
 	int first = 1;
 
@@ -2101,7 +2089,7 @@ static void emit_pairs(struct sbuf *b, const char *name, struct tally *t, int ma
 }
 
 struct report {
-	struct sbuf conflicts, once, unexplained;
+	struct buf conflicts, once, unexplained;
 	long n_conflicts;
 };
 
@@ -2126,7 +2114,7 @@ static const char *top_zone(const struct learn *L)
 	return zone;
 }
 
-static void emit_fields(struct learn *L, struct sbuf *b, struct report *rp, const char *zone,
+static void emit_fields(struct learn *L, struct buf *b, struct report *rp, const char *zone,
 			int amb_later, int gap_shift)
 {
 	int any = 0;
@@ -2254,7 +2242,7 @@ static const char *var_prefix(const struct learn *L, const struct var *V)
 	return NULL;
 }
 
-static void emit_variables(struct learn *L, struct sbuf *b, struct report *rp,
+static void emit_variables(struct learn *L, struct buf *b, struct report *rp,
 			   const char *prefix[N_SECTIONS])
 {
 	size_t nv = L->vars.n, n = 0;
@@ -2403,7 +2391,7 @@ static void learn_prefixes(struct learn *L, const char *prefix[N_SECTIONS])
 	}
 }
 
-static void render(struct learn *L, struct sbuf *b, struct report *rp)
+static void render(struct learn *L, struct buf *b, struct report *rp)
 {
 	const char *zone = top_zone(L);
 	const char *prefix[N_SECTIONS];
@@ -2517,24 +2505,12 @@ struct check {
 };
 
 /* Re-emit a yajl tree as compact JSON (capture bodies have no text of their own). */
-static void tree_text(struct sbuf *b, yajl_val v)
+static void tree_text(struct buf *b, yajl_val v)
 {
 	switch (v ? v->type : yajl_t_null) {
-	case yajl_t_string: {
-		const unsigned char *s = (const unsigned char *)v->u.string;
-
-		sb_puts(b, "\"");
-		for (; *s; s++) {
-			if (*s == '"' || *s == '\\')
-				sb_printf(b, "\\%c", *s);
-			else if (*s < 0x20)
-				sb_printf(b, "\\u%04x", *s);
-			else
-				sb_add(b, (const char *)s, 1);
-		}
-		sb_puts(b, "\"");
+	case yajl_t_string:
+		sb_check(buf_json_quoted(sb(b), v->u.string, strlen(v->u.string), 0));
 		break;
-	}
 	case yajl_t_number: sb_printf(b, "%s", v->u.number.r); break;
 	case yajl_t_true: sb_puts(b, "true"); break;
 	case yajl_t_false: sb_puts(b, "false"); break;
@@ -2565,7 +2541,7 @@ static void tree_text(struct sbuf *b, yajl_val v)
 	}
 }
 
-static int self_check(struct learn *L, const char *rules, struct check *ck, struct sbuf *errs,
+static int self_check(struct learn *L, const char *rules, struct check *ck, struct buf *errs,
 		      unsigned char *ok)
 {
 	struct mapping *m = NULL;
@@ -2583,7 +2559,7 @@ static int self_check(struct learn *L, const char *rules, struct check *ck, stru
 		struct mapping_result res = { 0 };
 		struct bridge_error err;
 		struct jsondiff df;
-		struct sbuf real = { 0 };
+		struct buf real = { 0 };
 		const char *rt = p->v2doc->raw;
 		size_t rl = p->v2doc->raw_len;
 
@@ -2634,7 +2610,7 @@ static int tally_count_cmp(const void *x, const void *y)
 static void rule_lines(FILE *f, struct tally *out, struct arena *a)
 {
 	char line[4096];
-	struct sbuf cur = { 0 };
+	struct buf cur = { 0 };
 	int depth = 0;
 
 	while (fgets(line, sizeof(line), f)) {
@@ -2760,7 +2736,7 @@ static void report_clear(struct report *rp)
  * rendering of the current state. */
 static void state_rules(struct learn *L, struct tally *out)
 {
-	struct sbuf b = { 0 };
+	struct buf b = { 0 };
 	struct report rp = { 0 };
 	FILE *f;
 
@@ -2779,9 +2755,9 @@ static int rule_is_group(const char *line)
 	return strncmp(line, "{ to =", 6) == 0 || strncmp(line, "{ section =", 11) == 0;
 }
 
-static int self_check(struct learn *L, const char *rules, struct check *ck, struct sbuf *errs,
+static int self_check(struct learn *L, const char *rules, struct check *ck, struct buf *errs,
 		      unsigned char *ok);
-static int write_text(const char *path, const struct sbuf *text);
+static int write_text(const char *path, const struct buf *text);
 
 /* Pairs of L whose selector (website or campaign id) is gid, into sub. */
 static size_t subset_of(struct learn *L, const struct pair *all, size_t n_all, const int *group,
@@ -2805,7 +2781,7 @@ static size_t subset_of(struct learn *L, const struct pair *all, size_t n_all, c
  * Leaves L holding the base rules over all pairs.  Returns the number of
  * stages written into out. */
 static int stages_find(struct learn *L, struct zones *Z, const unsigned char *ok_all,
-		       struct sbuf *out)
+		       struct buf *out)
 {
 	const char *sel_key[2], *sel_name[2] = { "websites", "campaigns" };
 	struct pair *all = L->pairs, *sub;
@@ -2922,7 +2898,7 @@ static int stages_find(struct learn *L, struct zones *Z, const unsigned char *ok
 		learn_all(L, Z);
 		fd = mkstemp(tmp);
 		if (fd >= 0) {
-			struct sbuf bt = { 0 }, errs = { 0 };
+			struct buf bt = { 0 }, errs = { 0 };
 			struct report rp = { 0 };
 			struct check ck = { 0 };
 			size_t n_base = L->n_pairs;
@@ -3026,7 +3002,7 @@ static int stages_find(struct learn *L, struct zones *Z, const unsigned char *ok
 	return n_stages;
 }
 
-static int write_text(const char *path, const struct sbuf *text)
+static int write_text(const char *path, const struct buf *text)
 {
 	FILE *f = fopen(path, "w");
 
@@ -3134,7 +3110,7 @@ int cmd_learn(int argc, char **argv)
 	int side = 0, c, rc = 2;
 	long long num;
 	long *match = NULL;
-	struct sbuf text = { 0 }, errs = { 0 };
+	struct buf text = { 0 }, errs = { 0 };
 	struct report rp = { { 0 }, { 0 }, { 0 }, 0 };
 	struct check ck = { 0 };
 	char tmp[] = "/tmp/webhook-bridge-learn-XXXXXX";
@@ -3305,7 +3281,7 @@ int cmd_learn(int argc, char **argv)
 		goto out;
 	}
 	if (ck.exact < (long)L->n_pairs) {
-		struct sbuf stages = { 0 };
+		struct buf stages = { 0 };
 
 		if (stages_find(L, &Z, ok, &stages) > 0) {
 			/* The base rules from the other pairs, then the stages. */
@@ -3328,7 +3304,7 @@ int cmd_learn(int argc, char **argv)
 		free(stages.s);
 	}
 	{
-		struct sbuf r = { 0 };
+		struct buf r = { 0 };
 
 		sb_printf(&r,
 			  "\n# ---- report ----\n# pairs: %zu (v1 without a v2: %zu, v2 without a "
@@ -3394,7 +3370,7 @@ int cmd_learn(int argc, char **argv)
 	}
 	if (base) {
 		struct check bk = { 0 };
-		struct sbuf be = { 0 };
+		struct buf be = { 0 };
 
 		if (self_check(L, base, &bk, &be, NULL) < 0) {
 			fprintf(stderr, "%s", be.s ? be.s : "");

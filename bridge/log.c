@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge/clock.h"
 #include "bridge/log.h"
 
 /* room kept at the end of every line for ,"truncated":true}\n */
@@ -43,71 +44,6 @@ int log_level_parse(const char *s, enum log_level *ret)
 		}
 	}
 	return -1;
-}
-
-size_t json_escape(char *dst, size_t cap, const char *s, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		char esc[7];
-		size_t el;
-
-		if (c == '"' || c == '\\') {
-			esc[0] = '\\';
-			esc[1] = (char)c;
-			el = 2;
-		} else if (c == '\n') {
-			memcpy(esc, "\\n", 2);
-			el = 2;
-		} else if (c == '\r') {
-			memcpy(esc, "\\r", 2);
-			el = 2;
-		} else if (c == '\t') {
-			memcpy(esc, "\\t", 2);
-			el = 2;
-		} else if (c < 0x20 || c == 0x7f) {
-			memcpy(esc, "\\u00", 4);
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 15];
-			el = 6;
-		} else {
-			esc[0] = (char)c;
-			el = 1;
-		}
-		if (o + el < cap)
-			memcpy(dst + o, esc, el);
-		o += el;
-	}
-	if (o < cap)
-		dst[o] = '\0';
-	else if (cap)
-		dst[cap - 1] = '\0';
-	return o;
-}
-
-size_t json_escape_quoted(char *dst, size_t cap, const char *s)
-{
-	size_t n;
-
-	if (!s) {
-		snprintf(dst, cap, "null");
-		return 4;
-	}
-	if (cap < 3) {
-		if (cap)
-			dst[0] = '\0';
-		return json_escape(NULL, 0, s, strlen(s)) + 2;
-	}
-	dst[0] = '"';
-	n = json_escape(dst + 1, cap - 2, s, strlen(s));
-	if (n + 2 < cap) {
-		dst[n + 1] = '"';
-		dst[n + 2] = '\0';
-	}
-	return n + 2;
 }
 
 static void log_append(struct log_line *l, const char *s, size_t n)
@@ -444,14 +380,6 @@ void log_end(struct log_line *l)
 	log_end_to(l, STDERR_FILENO);
 }
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void log_ratelimit_init(struct log_ratelimit *r, long interval_ms, unsigned burst)
 {
 	memset(r, 0, sizeof(*r));
@@ -461,7 +389,7 @@ void log_ratelimit_init(struct log_ratelimit *r, long interval_ms, unsigned burs
 
 int log_ratelimit_allow(struct log_ratelimit *r, unsigned long *ret_suppressed)
 {
-	long long now = now_ms();
+	long long now = clock_mono_ms();
 
 	if (now - r->window_start_ms >= r->interval_ms) {
 		r->window_start_ms = now;

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bridge/clock.h"
 #include "bridge/admin.h"
 #include "bridge/cli.h"
 #include "bridge/config.h"
@@ -486,11 +487,8 @@ static void shadow_expired_cb(const struct shadow_expired *e, void *arg)
 static void shadow_expire_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct serve_state *st = arg;
-	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	shadow_expire(st->shadow, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
-		      shadow_expired_cb, st);
+	shadow_expire(st->shadow, clock_mono_ms(), shadow_expired_cb, st);
 }
 
 /* Files and stores that live as long as the process (a reload keeps them). */

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bridge/buf.h"
 #include "bridge/cli.h"
 #include "bridge/mapping.h"
 #include "bridge/v1.h"
@@ -34,38 +35,15 @@ static const char usage_map[] =
 
 static int read_all(FILE *f, char **ret, size_t *ret_len)
 {
-	size_t cap = 65536, len = 0;
-	char *buf = malloc(cap + 1);
+	struct buf b = BUF_INIT(MAP_INPUT_MAX);
+	int rc = buf_read_file(&b, f);
 
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		size_t n = fread(buf + len, 1, cap - len, f);
-
-		len += n;
-		if (len < cap) {
-			if (ferror(f)) {
-				free(buf);
-				return -EIO;
-			}
-			break;
-		}
-		if (cap >= MAP_INPUT_MAX) {
-			free(buf);
-			return -EFBIG;
-		}
-		cap *= 2;
-		char *t = realloc(buf, cap + 1);
-		if (!t) {
-			free(buf);
-			return -ENOMEM;
-		}
-		buf = t;
+	if (rc < 0) {
+		buf_free(&b);
+		return rc;
 	}
-	buf[len] = '\0';
-	*ret = buf;
-	*ret_len = len;
-	return 0;
+	*ret = buf_take(&b, ret_len);
+	return *ret ? 0 : -ENOMEM;
 }
 
 /* A line of spaces and tabs carries no payload: skipped like an empty one. */

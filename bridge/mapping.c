@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/buf.h"
+#include "bridge/utf8.h"
 #include "bridge/convert.h"
 #include "bridge/cfg.h"
 #include "bridge/mapping.h"
@@ -215,41 +217,6 @@ static const struct mime builtin_mime[] = {
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static bool utf8_valid(const char *s, size_t len)
-{
-	const unsigned char *p = (const unsigned char *)s, *end = p + len;
-
-	while (p < end) {
-		unsigned c = *p;
-		size_t n;
-		unsigned cp, min;
-
-		if (c < 0x80) {
-			p++;
-			continue;
-		} else if ((c & 0xE0) == 0xC0) {
-			n = 1, cp = c & 0x1F, min = 0x80;
-		} else if ((c & 0xF0) == 0xE0) {
-			n = 2, cp = c & 0x0F, min = 0x800;
-		} else if ((c & 0xF8) == 0xF0) {
-			n = 3, cp = c & 0x07, min = 0x10000;
-		} else {
-			return false;
-		}
-		if ((size_t)(end - p) <= n)
-			return false;
-		for (size_t i = 1; i <= n; i++) {
-			if ((p[i] & 0xC0) != 0x80)
-				return false;
-			cp = (cp << 6) | (p[i] & 0x3F);
-		}
-		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-			return false;
-		p += n + 1;
-	}
-	return true;
-}
-
 static size_t key_hash(const char *s, size_t len)
 {
 	uint64_t h = 1469598103934665603ull;
@@ -330,23 +297,19 @@ struct loader {
 static void *pool_keep(struct loader *L, void *p)
 {
 	struct mapping *m = L->m;
+	void **np;
 
 	if (!p) {
 		L->oom = true;
 		return NULL;
 	}
-	if (m->n_pool == m->cap_pool) {
-		size_t cap = m->cap_pool ? m->cap_pool * 2 : 64;
-		void **np = realloc(m->pool, cap * sizeof(*np));
-
-		if (!np) {
-			free(p);
-			L->oom = true;
-			return NULL;
-		}
-		m->pool = np;
-		m->cap_pool = cap;
+	np = grow_array(m->pool, &m->cap_pool, m->n_pool + 1, sizeof(*np), 64);
+	if (!np) {
+		free(p);
+		L->oom = true;
+		return NULL;
 	}
+	m->pool = np;
 	m->pool[m->n_pool++] = p;
 	return p;
 }
@@ -1858,16 +1821,12 @@ static void trace_add(struct apply *a, const char *from_key, const char *file, i
 
 	if (!(a->flags & MAPPING_TRACE) || a->oom)
 		return;
-	if (r->n_trace == a->trace_cap) {
-		size_t cap = a->trace_cap ? a->trace_cap * 2 : 32;
-
-		if (cap > MAP_TRACE_MAX || !(t = realloc(r->trace, cap * sizeof(*t)))) {
-			a->oom = true;
-			return;
-		}
-		r->trace = t;
-		a->trace_cap = cap;
+	if (r->n_trace == MAP_TRACE_MAX ||
+	    !(t = grow_array(r->trace, &a->trace_cap, r->n_trace + 1, sizeof(*t), 32))) {
+		a->oom = true;
+		return;
 	}
+	r->trace = t;
 	t = &r->trace[r->n_trace];
 	memset(t, 0, sizeof(*t));
 	va_start(ap, path_fmt);

@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <openssl/crypto.h>
 
+#include "bridge/clock.h"
 #include "bridge/config.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
@@ -85,14 +86,6 @@ struct metrics {
 	size_t *slot; /* cfg route index + 1 -> st->routes index; slot[0] = 0 */
 };
 
-static long long wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct route_series *series_new(const char *name, int workers)
 {
 	struct route_series *r = calloc(1, sizeof(*r));
@@ -120,7 +113,7 @@ struct metrics_store *metrics_store_new(int workers)
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->mapping_errors.lock, NULL);
 	pthread_mutex_init(&st->unmapped.lock, NULL);
-	st->start_ms = wall_ms();
+	st->start_ms = clock_wall_ms();
 	atomic_store(&st->reload_ok, 1);
 	atomic_store(&st->reload_ok_at_ms, st->start_ms);
 	st->routes[0] = series_new("", st->workers);
@@ -158,7 +151,7 @@ void metrics_store_reload(struct metrics_store *st, int ok)
 {
 	atomic_store(&st->reload_ok, ok ? 1 : 0);
 	if (ok)
-		atomic_store(&st->reload_ok_at_ms, wall_ms());
+		atomic_store(&st->reload_ok_at_ms, clock_wall_ms());
 }
 
 /* The store's index of a route name, added when new; 0 when full. */

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
+#include <sys/queue.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +40,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "bridge/clock.h"
 #include "bridge/cfg.h"
 #include "bridge/config.h"
 #include "bridge/metrics.h"
@@ -311,7 +313,7 @@ struct lane {
 	struct upstream_pool *pool;
 	int in_flight;  /* requests under way to the endpoint */
 	int n_attempts; /* in `attempts`: under way, or settled and not stored yet */
-	struct attempt *attempts;
+	LIST_HEAD(, attempt) attempts;
 	struct lane *next;
 };
 
@@ -324,7 +326,7 @@ struct attempt {
 	int64_t since_ms;
 	int64_t created_ms;
 	char *route, *delivery_id, *participation_id, *state;
-	struct attempt *next, *prev; /* lane->attempts */
+	LIST_ENTRY(attempt) link; /* lane->attempts */
 	/* outcome, once settled, waiting for the next store write */
 	int settled;
 	enum store_outcome_kind kind;
@@ -391,14 +393,6 @@ struct queue {
 	atomic_int store_failing; /* the last store write failed */
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static uint64_t random_u64(void)
 {
 	uint64_t r = 0;
@@ -424,7 +418,7 @@ static void store_trouble(struct queue *q, const char *message)
 
 	atomic_fetch_add(&q->store_errors, 1);
 	atomic_store(&q->store_failing, 1);
-	q->store_pause_until = now_ms() + QUEUE_STORE_PAUSE_MS;
+	q->store_pause_until = clock_wall_ms() + QUEUE_STORE_PAUSE_MS;
 	memset(&ev, 0, sizeof(ev));
 	ev.type = QUEUE_EV_STORE_ERROR;
 	ev.route = ev.endpoint = ev.delivery_id = ev.participation_id = ev.state = "";
@@ -582,12 +576,7 @@ static void attempt_unlink(struct attempt *a)
 {
 	struct lane *l = a->lane;
 
-	if (a->prev)
-		a->prev->next = a->next;
-	else
-		l->attempts = a->next;
-	if (a->next)
-		a->next->prev = a->prev;
+	LIST_REMOVE(a, link);
 	l->n_attempts--;
 	if (!a->settled)
 		attempt_slot_free(a);
@@ -619,7 +608,7 @@ static void finish_check(struct queue *q)
 static void attempt_settle(struct queue *q, struct attempt *a)
 {
 	a->settled = 1;
-	a->done_ms = now_ms();
+	a->done_ms = clock_wall_ms();
 	attempt_slot_free(a);
 	a->settled_next = NULL;
 	*q->settled_tail = a;
@@ -640,7 +629,8 @@ static void attempt_settle(struct queue *q, struct attempt *a)
 static void attempt_failed(struct queue *q, struct attempt *a, int status, const char *outcome,
 			   const char *reason, const char *retry_after, long elapsed_ms)
 {
-	int64_t now = now_ms(), delay, ra, next, max_age_ms = (int64_t)q->cfg.max_age_s * 1000;
+	int64_t now = clock_wall_ms(), delay, ra, next,
+		max_age_ms = (int64_t)q->cfg.max_age_s * 1000;
 	int attempts = a->attempts_before + 1;
 
 	a->status = status;
@@ -788,7 +778,7 @@ static void refill_cb(evutil_socket_t fd, short what, void *arg)
 
 static int in_flight_on(const struct lane *l, int64_t id)
 {
-	for (const struct attempt *a = l->attempts; a; a = a->next)
+	for (const struct attempt *a = LIST_FIRST(&l->attempts); a; a = LIST_NEXT(a, link))
 		if (a->id == id)
 			return 1;
 	return 0;
@@ -817,10 +807,7 @@ static void attempt_start(struct queue *q, struct lane *l, const struct store_ro
 		attempt_free(a);
 		return;
 	}
-	a->next = l->attempts;
-	if (l->attempts)
-		l->attempts->prev = a;
-	l->attempts = a;
+	LIST_INSERT_HEAD(&l->attempts, a, link);
 	l->n_attempts++;
 	l->in_flight++;
 	q->in_flight++;
@@ -937,7 +924,7 @@ static void lane_fill(struct queue *q, struct lane *l, int64_t now)
 
 static void tick(struct queue *q)
 {
-	int64_t now = now_ms(), wake = now + QUEUE_POLL_MS;
+	int64_t now = clock_wall_ms(), wake = now + QUEUE_POLL_MS;
 	struct bridge_error err;
 	int changed;
 
@@ -975,7 +962,7 @@ static void tick(struct queue *q)
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct queue *q = arg;
-	int64_t now = now_ms();
+	int64_t now = clock_wall_ms();
 
 	/* merge bursts of wake-ups (every enqueue and completion sends one) */
 	if (now - q->last_tick_ms < QUEUE_TICK_MIN_MS && now >= q->last_tick_ms) {
@@ -1073,7 +1060,7 @@ static void batch_commit(struct queue *q, struct queue_pending *batch)
 			items[n++] = p->item;
 	bridge_error_clear(&err);
 	if (n) {
-		rc = store_insert(q->store, items, n, now_ms(), results, receipts, &err);
+		rc = store_insert(q->store, items, n, clock_wall_ms(), results, receipts, &err);
 		if (rc < 0)
 			atomic_fetch_add(&q->store_errors, 1);
 		atomic_store(&q->store_failing, rc < 0);
@@ -1536,7 +1523,7 @@ void queue_free(struct queue *q)
 
 void queue_stats(struct queue *q, struct queue_stats *ret)
 {
-	int64_t oldest = 0, now = now_ms();
+	int64_t oldest = 0, now = clock_wall_ms();
 	struct bridge_error err;
 
 	memset(ret, 0, sizeof(*ret));
@@ -1625,7 +1612,7 @@ static int route_render_cb(const struct store_route_counts *c, void *arg)
  * store has none of theirs. */
 static void render_routes(struct queue *q, const struct bridge_config *cfg, struct evbuffer *out)
 {
-	struct route_render r = { .cfg = cfg, .now = now_ms() };
+	struct route_render r = { .cfg = cfg, .now = clock_wall_ms() };
 	struct bridge_error err;
 
 	r.depth = evbuffer_new();

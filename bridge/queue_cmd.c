@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "bridge/clock.h"
 #include "bridge/cfg.h"
 #include "bridge/cli.h"
 #include "bridge/log.h"
@@ -56,14 +57,6 @@ static int parse_count(const char *s, long long min, long long *ret)
 	return cli_int_parse(s, min, LLONG_MAX, ret);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void time_text(int64_t ms, char *buf, size_t cap)
 {
 	time_t t = (time_t)(ms / 1000);
@@ -97,19 +90,7 @@ static void span_text(int64_t ms, char *buf, size_t cap)
 
 static void json_str(FILE *out, const char *s)
 {
-	size_t n = strlen(s), need;
-	char small[512], *big;
-
-	need = json_escape(small, sizeof(small), s, n);
-	fputc('"', out);
-	if (need < sizeof(small)) {
-		fwrite(small, 1, need, out);
-	} else if ((big = malloc(need + 1)) != NULL) {
-		json_escape(big, need + 1, s, n);
-		fwrite(big, 1, need, out);
-		free(big);
-	}
-	fputc('"', out);
+	json_fput_quoted(out, s, strlen(s), JSON_ESC_LOG);
 }
 
 /* A stored header value shown without --reveal.  By name nothing tells a
@@ -257,7 +238,7 @@ static int list_row(const struct store_row *r, void *arg)
 static int cmd_list(struct store *s, const struct opts *o)
 {
 	struct store_filter f;
-	struct list_ctx c = { o, now_ms(), 0 };
+	struct list_ctx c = { o, clock_wall_ms(), 0 };
 	struct bridge_error err;
 
 	store_filter_init(&f);
@@ -295,7 +276,7 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 {
 	struct store_row r;
 	struct bridge_error err;
-	int64_t id, now = now_ms();
+	int64_t id, now = clock_wall_ms();
 	char t[64], span[32], shown[512];
 	int rc;
 
@@ -368,7 +349,7 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 static int cmd_retry(struct store *s, const struct opts *o, char **ids, int n_ids)
 {
 	struct bridge_error err;
-	int64_t now = now_ms();
+	int64_t now = clock_wall_ms();
 	int status = 0;
 
 	bridge_error_clear(&err);
@@ -447,7 +428,7 @@ static int cmd_purge(struct store *s, const struct opts *o, char **ids, int n_id
 		f.status = o->dead ? STORE_DEAD : -1;
 		f.route = o->route;
 		if (o->older_than_s >= 0)
-			f.created_before = now_ms() - o->older_than_s * 1000;
+			f.created_before = clock_wall_ms() - o->older_than_s * 1000;
 		if (store_purge(s, &f, &n, &err) < 0) {
 			fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
 			return 2;
@@ -485,7 +466,7 @@ static int cmd_stats(struct store *s)
 {
 	struct store_counts c;
 	struct bridge_error err;
-	int64_t now = now_ms(), age;
+	int64_t now = clock_wall_ms(), age;
 
 	bridge_error_clear(&err);
 	if (store_count(s, &c, &err) < 0) {

@@ -18,6 +18,7 @@
 #include <yajl/yajl_gen.h>
 
 #include "bridge/jsonl.h"
+#include "bridge/utf8.h"
 #include "bridge/record.h"
 
 
@@ -227,39 +228,6 @@ static void g_scalar(struct gen *w, const struct v1_value *v)
 	}
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), 0 if invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	size_t k;
-	unsigned cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-		k = 2;
-		cp = s[0] & 0x1F;
-	} else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-		k = 3;
-		cp = s[0] & 0x0F;
-	} else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-		k = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (n < k)
-		return 0;
-	for (size_t i = 1; i < k; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3F);
-	}
-	if ((k == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-	    (k == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-		return 0;
-	return k;
-}
-
 /* Header values and reasons are not validated upstream: emit them as UTF-8,
  * each invalid byte replaced by U+FFFD. */
 static void g_text(struct gen *w, const char *s, size_t n)
@@ -269,7 +237,7 @@ static void g_text(struct gen *w, const char *s, size_t n)
 	size_t i = 0, o = 0;
 
 	while (i < n) {
-		size_t k = utf8_len(u + i, n - i);
+		size_t k = utf8_decode(u + i, n - i, NULL);
 
 		if (!k)
 			break;
@@ -285,7 +253,7 @@ static void g_text(struct gen *w, const char *s, size_t n)
 		return;
 	}
 	for (i = 0; i < n;) {
-		size_t k = utf8_len(u + i, n - i);
+		size_t k = utf8_decode(u + i, n - i, NULL);
 
 		if (k) {
 			memcpy(clean + o, s + i, k);

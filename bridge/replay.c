@@ -31,6 +31,7 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
+#include "bridge/buf.h"
 #include "bridge/cli.h"
 #include "bridge/config.h"
 #include "bridge/delivery.h"
@@ -132,47 +133,19 @@ static const char *path_shown(const char *file)
 static int file_read(const char *path, size_t max, char **ret, size_t *ret_len)
 {
 	FILE *f = fopen(path, "rb");
-	size_t cap = 4096, len = 0;
-	char *buf;
+	struct buf b = BUF_INIT(max);
+	int rc;
 
 	if (!f)
 		return -errno;
-	buf = malloc(cap + 1);
-	if (!buf) {
-		fclose(f);
-		return -ENOMEM;
-	}
-	for (;;) {
-		size_t n = fread(buf + len, 1, cap - len, f);
-
-		len += n;
-		if (len > max) {
-			free(buf);
-			fclose(f);
-			return -EFBIG;
-		}
-		if (len < cap) {
-			if (ferror(f)) {
-				free(buf);
-				fclose(f);
-				return -EIO;
-			}
-			break;
-		}
-		cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
-		char *t = realloc(buf, cap + 1);
-		if (!t) {
-			free(buf);
-			fclose(f);
-			return -ENOMEM;
-		}
-		buf = t;
-	}
+	rc = buf_read_file(&b, f);
 	fclose(f);
-	buf[len] = '\0';
-	*ret = buf;
-	*ret_len = len;
-	return 0;
+	if (rc < 0) {
+		buf_free(&b);
+		return rc;
+	}
+	*ret = buf_take(&b, ret_len);
+	return *ret ? 0 : -ENOMEM;
 }
 
 /* ---- the input stream ------------------------------------------------------ */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -25,6 +26,7 @@
 #include <openssl/ssl.h>
 #include <yajl/yajl_tree.h>
 
+#include "bridge/clock.h"
 #include "bridge/listen.h"
 #include "bridge/access.h"
 #include "bridge/accesslog.h"
@@ -75,9 +77,9 @@ struct server {
 	struct evconnlistener *listener;
 	struct evhttp_bound_socket *bound;
 	struct evdns_base *dns;
-	struct guard *guard;      /* deadlines, accept pauses, JSON error pages */
-	SSL_CTX *listen_tls;      /* HTTPS listener, or NULL */
-	struct exchange *pending; /* posts waiting for their endpoint */
+	struct guard *guard;           /* deadlines, accept pauses, JSON error pages */
+	SSL_CTX *listen_tls;           /* HTTPS listener, or NULL */
+	LIST_HEAD(, exchange) pending; /* posts waiting for their endpoint */
 	size_t n_pending;
 	struct log_ratelimit rejected_log; /* lines a sender can trigger at will */
 	int port;
@@ -92,7 +94,7 @@ struct server {
  * the client while a request is unanswered, so each must be answered): every
  * path ends in exchange_answer(), which replies, logs, counts and frees. */
 struct exchange {
-	struct exchange *next, *prev; /* in server.pending while waiting upstream */
+	LIST_ENTRY(exchange) link; /* in server.pending while waiting upstream */
 	struct server *srv;
 	struct generation *gen; /* the config this post was handled with */
 	struct evhttp_request *req;
@@ -366,13 +368,7 @@ static void pending_unlink(struct exchange *x)
 {
 	struct server *s = x->srv;
 
-	if (x->prev)
-		x->prev->next = x->next;
-	else
-		s->pending = x->next;
-	if (x->next)
-		x->next->prev = x->prev;
-	x->next = x->prev = NULL;
+	LIST_REMOVE(x, link);
 	s->n_pending--;
 	x->gen->pending--;
 	metrics_in_flight_add(x->gen->metrics, -1);
@@ -409,10 +405,7 @@ static void exchange_track(struct exchange *x)
 	if (x->queued)
 		return;
 	x->queued = 1;
-	x->next = s->pending;
-	if (s->pending)
-		s->pending->prev = x;
-	s->pending = x;
+	LIST_INSERT_HEAD(&s->pending, x, link);
 	s->n_pending++;
 	x->gen->pending++;
 	metrics_in_flight_add(x->gen->metrics, 1);
@@ -982,14 +975,6 @@ static void provenance_json(struct evbuffer *out, const struct mapping_result *m
 	evbuffer_add(out, "]", 1);
 }
 
-static long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A dry-run (or dual) translation: in dry-run offered to the shadow store (when a real v2 of
  * the same participation already waits there, the comparison is made now)
  * and written to the report with its provenance. */
@@ -1018,8 +1003,8 @@ static void dry_run_record(struct exchange *x, const struct mapping_result *m)
 		bridge_error_clear(&err);
 		matched = shadow_offer(s->opt.shadow, SHADOW_TRANSLATED, x->route->name,
 				       m->participation_id, m->state ? m->state : "", m->body,
-				       m->len, (const char *)evbuffer_pullup(prov, -1), mono_ms(),
-				       &res, &err);
+				       m->len, (const char *)evbuffer_pullup(prov, -1),
+				       clock_mono_ms(), &res, &err);
 		if (matched < 0) {
 			struct log_line l;
 
@@ -1217,7 +1202,7 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 	memset(&res, 0, sizeof(res));
 	bridge_error_clear(&err);
 	matched = shadow_offer(s->opt.shadow, SHADOW_REAL, route->name, r.id, r.state, text, len,
-			       NULL, mono_ms(), &res, &err);
+			       NULL, clock_mono_ms(), &res, &err);
 	free(text);
 	if (matched < 0) {
 		send_error(req, 422, "shadow_refused", err.message);
@@ -1950,8 +1935,8 @@ static void drain_check(struct server *s)
 
 static void cancel_pending(struct server *s)
 {
-	while (s->pending) {
-		struct exchange *x = s->pending;
+	while (!LIST_EMPTY(&s->pending)) {
+		struct exchange *x = LIST_FIRST(&s->pending);
 		int sent = x->up || x->legacy_up; /* the endpoint may have it */
 
 		if (x->up)

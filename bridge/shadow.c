@@ -16,15 +16,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
+#include <sys/queue.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <yajl/yajl_parse.h>
 
+#include "bridge/buf.h"
+#include "bridge/json.h"
 #include "bridge/mapping.h"
 #include "bridge/shadow.h"
+#include "bridge/siphash.h"
 
 #define MIN_BUCKETS     64
 #define MAX_BUCKETS     (1u << 24)
@@ -34,8 +37,8 @@
 #define OTHER_PATH      "_other"
 
 struct entry {
-	struct entry *hnext;         /* hash chain */
-	struct entry *older, *newer; /* arrival list */
+	struct entry *hnext;        /* hash chain */
+	TAILQ_ENTRY(entry) arrival; /* shadow.arrivals, oldest first */
 	uint64_t hash;
 	long long arrived_ms;
 	enum shadow_side side;
@@ -62,11 +65,11 @@ struct shadow {
 	struct jsondiff_options opt; /* patterns owned */
 	void (*on_expired)(const struct shadow_expired *e, void *arg);
 	void *on_expired_arg;
-	uint64_t k0, k1; /* SipHash key */
+	struct siphash_key key; /* per store: a sender cannot aim at one bucket */
 
 	struct entry **buckets;
 	size_t n_buckets, max_buckets, n_entries;
-	struct entry *oldest, *newest;
+	TAILQ_HEAD(, entry) arrivals;
 
 	size_t seen[2], waiting[2], expired_ttl[2], expired_capacity[2];
 	size_t matched, identical, different, not_compared, duplicates, rejected, trace_errors;
@@ -89,62 +92,6 @@ const char *shadow_status_name(enum shadow_status status)
 	case SHADOW_DIFFERENT: return "different";
 	default: return "not_compared";
 	}
-}
-
-/* ------------------------------------------------------------------------ */
-/* SipHash-2-4 */
-
-static uint64_t rotl64(uint64_t x, int b)
-{
-	return (x << b) | (x >> (64 - b));
-}
-
-#define SIPROUND                     \
-	do {                         \
-		v0 += v1;            \
-		v1 = rotl64(v1, 13); \
-		v1 ^= v0;            \
-		v0 = rotl64(v0, 32); \
-		v2 += v3;            \
-		v3 = rotl64(v3, 16); \
-		v3 ^= v2;            \
-		v0 += v3;            \
-		v3 = rotl64(v3, 21); \
-		v3 ^= v0;            \
-		v2 += v1;            \
-		v1 = rotl64(v1, 17); \
-		v1 ^= v2;            \
-		v2 = rotl64(v2, 32); \
-	} while (0)
-
-static uint64_t siphash(uint64_t k0, uint64_t k1, const unsigned char *p, size_t len)
-{
-	uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
-	uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
-	uint64_t m, b = (uint64_t)len << 56;
-	size_t i = 0;
-
-	for (; i + 8 <= len; i += 8) {
-		m = 0;
-		for (int k = 7; k >= 0; k--)
-			m = m << 8 | p[i + (size_t)k];
-		v3 ^= m;
-		SIPROUND;
-		SIPROUND;
-		v0 ^= m;
-	}
-	for (int k = (int)(len - i) - 1; k >= 0; k--)
-		b |= (uint64_t)p[i + (size_t)k] << (8 * k);
-	v3 ^= b;
-	SIPROUND;
-	SIPROUND;
-	v0 ^= b;
-	v2 ^= 0xff;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -229,13 +176,7 @@ static void entry_link(struct shadow *s, struct entry *e)
 	b = bucket_of(s, e->hash);
 	e->hnext = *b;
 	*b = e;
-	e->newer = NULL;
-	e->older = s->newest;
-	if (s->newest)
-		s->newest->newer = e;
-	else
-		s->oldest = e;
-	s->newest = e;
+	TAILQ_INSERT_TAIL(&s->arrivals, e, arrival);
 	s->n_entries++;
 	s->waiting[e->side]++;
 }
@@ -247,15 +188,8 @@ static void entry_unlink(struct shadow *s, struct entry *e)
 	while (*pp != e)
 		pp = &(*pp)->hnext;
 	*pp = e->hnext;
-	if (e->older)
-		e->older->newer = e->newer;
-	else
-		s->oldest = e->newer;
-	if (e->newer)
-		e->newer->older = e->older;
-	else
-		s->newest = e->older;
-	e->hnext = e->older = e->newer = NULL;
+	TAILQ_REMOVE(&s->arrivals, e, arrival);
+	e->hnext = NULL;
 	s->n_entries--;
 	s->waiting[e->side]--;
 }
@@ -321,21 +255,6 @@ static void options_free(struct jsondiff_options *o)
 	o->n_ignore = 0;
 }
 
-static void key_seed(struct shadow *s)
-{
-	uint64_t k[2];
-
-	if (getrandom(k, sizeof(k), GRND_NONBLOCK) != (ssize_t)sizeof(k)) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		k[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec;
-		k[1] = (uint64_t)getpid() * 0xbf58476d1ce4e5b9ULL ^ (uint64_t)(uintptr_t)s;
-	}
-	s->k0 = k[0];
-	s->k1 = k[1];
-}
-
 struct shadow *shadow_new(const struct shadow_limits *lim, const struct jsondiff_options *ignore,
 			  void (*on_expired)(const struct shadow_expired *e, void *arg), void *arg,
 			  struct bridge_error *err)
@@ -362,7 +281,8 @@ struct shadow *shadow_new(const struct shadow_limits *lim, const struct jsondiff
 		s->lim.max_body = SHADOW_DEFAULT_MAX_BODY;
 	s->on_expired = on_expired;
 	s->on_expired_arg = arg;
-	key_seed(s);
+	siphash_key_random(&s->key);
+	TAILQ_INIT(&s->arrivals);
 	pthread_mutex_init(&s->lock, NULL);
 	for (s->max_buckets = MIN_BUCKETS;
 	     s->max_buckets < s->lim.max_entries && s->max_buckets < MAX_BUCKETS;)
@@ -402,8 +322,8 @@ void shadow_free(struct shadow *s)
 
 	if (!s)
 		return;
-	for (e = s->oldest; e; e = next) {
-		next = e->newer;
+	for (e = TAILQ_FIRST(&s->arrivals); e; e = next) {
+		next = TAILQ_NEXT(e, arrival);
 		free(e);
 	}
 	free(s->buckets);
@@ -556,6 +476,7 @@ static bool trace_split_rule(struct trace_parse *p)
 
 static int tr_end_map(void *ctx)
 {
+	struct mapping_trace *r;
 	struct trace_parse *p = ctx;
 
 	if (p->depth-- != 2)
@@ -571,15 +492,9 @@ static int tr_end_map(void *ctx)
 		trace_rec_clear(&p->cur);
 		return 1;
 	}
-	if (p->n == p->cap) {
-		size_t cap = p->cap ? p->cap * 2 : 32;
-		struct mapping_trace *r = realloc(p->recs, cap * sizeof(*r));
-
-		if (!r)
-			goto oom;
-		p->recs = r;
-		p->cap = cap;
-	}
+	if (!(r = grow_array(p->recs, &p->cap, p->n + 1, sizeof(*r), 32)))
+		goto oom;
+	p->recs = r;
 	p->recs[p->n++] = p->cur;
 	memset(&p->cur, 0, sizeof(p->cur));
 	return 1;
@@ -690,7 +605,7 @@ static bool compare_docs(const struct shadow *s, const struct side_doc *tr,
 
 static struct path_stat *path_get(struct shadow *s, const char *path)
 {
-	uint64_t h = siphash(s->k0, s->k1, (const unsigned char *)path, strlen(path));
+	uint64_t h = siphash24(&s->key, path, strlen(path));
 	size_t i = h & (PATH_SLOTS - 1);
 	struct path_stat *p;
 
@@ -847,7 +762,7 @@ int shadow_offer(struct shadow *s, enum shadow_side side, const char *route,
 		return bridge_error_set(err, "shadow: NULL body of %zu bytes", len);
 	}
 	key_len = key_make(key, route, participation_id, state);
-	h = siphash(s->k0, s->k1, (const unsigned char *)key, key_len);
+	h = siphash24(&s->key, key, key_len);
 	/* Copied before locking; freed unused when it matches. */
 	mine = entry_new(s, side, key, key_len, route, participation_id, state, v2, len, trace_json,
 			 now_ms);
@@ -871,8 +786,8 @@ int shadow_offer(struct shadow *s, enum shadow_side side, const char *route,
 			other->hnext = NULL;
 			free(other); /* under the lock, but only a free */
 			other = NULL;
-		} else if (s->n_entries >= s->lim.max_entries && s->oldest) {
-			entry_retire(s, s->oldest, true, &gone_cap);
+		} else if (s->n_entries >= s->lim.max_entries && !TAILQ_EMPTY(&s->arrivals)) {
+			entry_retire(s, TAILQ_FIRST(&s->arrivals), true, &gone_cap);
 		}
 		entry_link(s, mine);
 		mine = NULL;
@@ -937,8 +852,9 @@ void shadow_expire(struct shadow *s, long long now_ms,
 
 	pthread_mutex_lock(&s->lock);
 	/* Oldest first: append, not push. */
-	while (s->oldest && age_of(s->oldest, now_ms) >= s->lim.ttl_ms) {
-		struct entry *e = s->oldest;
+	while (TAILQ_FIRST(&s->arrivals) &&
+	       age_of(TAILQ_FIRST(&s->arrivals), now_ms) >= s->lim.ttl_ms) {
+		struct entry *e = TAILQ_FIRST(&s->arrivals);
 
 		entry_unlink(s, e);
 		s->expired_ttl[e->side]++;
@@ -961,54 +877,16 @@ void shadow_result_clear(struct shadow_result *r)
 /* ------------------------------------------------------------------------ */
 /* JSON output */
 
-/* Length of the valid UTF-8 sequence at s, or 0. */
-static size_t utf8_len(const unsigned char *s)
-{
-	size_t n;
-	unsigned cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		n = 2, cp = s[0] & 0x1f;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		n = 3, cp = s[0] & 0x0f;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		n = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
 /* s as a JSON string; bytes that are not UTF-8 (a parser's message may
  * quote raw input) become U+FFFD. */
 static int json_str(struct evbuffer *b, const char *s)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	int rc = evbuffer_add(b, "\"", 1);
+	struct buf t = BUF_INIT(SIZE_MAX);
+	int rc = buf_json_quoted(&t, s, strlen(s), JSON_ESC_REPLACE) ? evbuffer_add(b, t.s, t.len)
+								     : -1;
 
-	while (rc == 0 && *p) {
-		size_t n = utf8_len(p);
-
-		if (*p == '"' || *p == '\\')
-			rc = evbuffer_add_printf(b, "\\%c", *p) < 0 ? -1 : 0;
-		else if (*p < 0x20)
-			rc = evbuffer_add_printf(b, "\\u%04x", *p) < 0 ? -1 : 0;
-		else if (n)
-			rc = evbuffer_add(b, p, n);
-		else
-			rc = evbuffer_add(b, "\xef\xbf\xbd", 3);
-		p += n ? n : 1;
-	}
-	return rc == 0 ? evbuffer_add(b, "\"", 1) : -1;
+	buf_free(&t);
+	return rc;
 }
 
 /* The buffer's bytes as a NUL-terminated malloc'd string, or NULL; frees b. */

@@ -18,6 +18,9 @@
 
 #include <yajl/yajl_parse.h>
 
+#include "bridge/buf.h"
+#include "bridge/siphash.h"
+#include "bridge/utf8.h"
 #include "bridge/v1.h"
 
 void v1_limits_default(struct v1_limits *l)
@@ -26,25 +29,6 @@ void v1_limits_default(struct v1_limits *l)
 	l->max_keys = 1000;
 	l->max_string = 65536;
 	l->max_items = 1000;
-}
-
-/* ------------------------------------------------------------------------ */
-/* UTF-8 (Unicode 15, table 3-7): no overlongs, no surrogates, <= U+10FFFF. */
-
-/* Offset of the first ill-formed byte, or n when all of s is valid. */
-static size_t utf8_invalid_at(const char *s, size_t n)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	size_t i = 0;
-
-	while (i < n) {
-		size_t k = diag_utf8_len(u + i, n - i);
-
-		if (!k)
-			return i;
-		i += k;
-	}
-	return n;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -187,16 +171,10 @@ struct builder {
 	const struct v1_limits *lim;
 };
 
+/* Keys are the sender's choice: keyed, so no set of keys is known to collide. */
 static uint64_t key_hash(const char *s, size_t n)
 {
-	uint64_t h = 14695981039346656037ULL;
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
+	return siphash24(siphash_process_key(), s, n);
 }
 
 static int builder_init(struct builder *b, const struct v1_limits *lim)
@@ -257,20 +235,11 @@ static void builder_slot_put(size_t *slots, size_t n_slots, const struct v1_fiel
 static int builder_add(struct builder *b, char *key, size_t key_len)
 {
 	struct v1_doc *d = b->doc;
-	struct v1_field *f;
+	struct v1_field *f, *t;
 
-	if (d->n_fields == b->cap_fields) {
-		size_t cap = b->cap_fields ? b->cap_fields * 2 : 16;
-		struct v1_field *t;
-
-		if (cap > SIZE_MAX / sizeof(*t))
-			goto oom;
-		t = realloc(d->fields, cap * sizeof(*t));
-		if (!t)
-			goto oom;
-		d->fields = t;
-		b->cap_fields = cap;
-	}
+	if (!(t = grow_array(d->fields, &b->cap_fields, d->n_fields + 1, sizeof(*t), 16)))
+		goto oom;
+	d->fields = t;
 	if ((d->n_fields + 1) * 2 > b->n_slots) {
 		size_t n = b->n_slots * 2, i;
 		size_t *s = calloc(n, sizeof(*s));

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/json.h"
 #include "bridge/v2out.h"
 
 struct target {
@@ -107,48 +108,15 @@ enum w_status { W_OK, W_INVALID_UTF8, W_TOO_DEEP };
 struct writer {
 	enum w_status st;  /* first failure, sticky */
 	const char *where; /* key being written when it failed */
-	char *buf;         /* the output */
-	size_t len, cap, max;
-	bool overflow; /* over max or out of memory */
+	struct buf out;    /* the output; failed: over max or out of memory */
 	int depth;
 	bool need_comma[W_MAX_DEPTH + 1];
 	bool after_key;
 };
 
-static bool w_reserve(struct writer *w, size_t len)
-{
-	size_t cap;
-	char *nb;
-
-	if (w->overflow)
-		return false;
-	if (len > w->max - w->len) {
-		w->overflow = true;
-		return false;
-	}
-	if (w->len + len + 1 <= w->cap)
-		return true;
-	cap = w->cap;
-	while (w->len + len + 1 > cap)
-		cap *= 2;
-	if (cap > w->max + 1)
-		cap = w->max + 1;
-	nb = realloc(w->buf, cap);
-	if (!nb) {
-		w->overflow = true;
-		return false;
-	}
-	w->buf = nb;
-	w->cap = cap;
-	return true;
-}
-
 static void w_raw(struct writer *w, const char *s, size_t len)
 {
-	if (!w_reserve(w, len))
-		return;
-	memcpy(w->buf + w->len, s, len);
-	w->len += len;
+	buf_add(&w->out, s, len);
 }
 
 static void w_fail(struct writer *w, enum w_status st, const char *where)
@@ -159,92 +127,11 @@ static void w_fail(struct writer *w, enum w_status st, const char *where)
 	}
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid:
- * no overlongs, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
+static void w_string(struct writer *w, const char *s, size_t len, const char *where)
 {
-	unsigned char c = s[0];
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF)
-		return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
-	if (c >= 0xE0 && c <= 0xEF) {
-		if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80)
-			return 0;
-		if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F))
-			return 0;
-		return 3;
-	}
-	if (c >= 0xF0 && c <= 0xF4) {
-		if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 ||
-		    (s[3] & 0xC0) != 0x80)
-			return 0;
-		if ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F))
-			return 0;
-		return 4;
-	}
-	return 0;
-}
-
-static void w_string(struct writer *w, const char *str, size_t len, const char *where)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	const unsigned char *s = (const unsigned char *)str;
-	size_t i = 0, run = 0;
-
-	/* worst case every byte becomes \u00XX: reserve once, write directly */
-	if (!w_reserve(w, len * 6 + 2))
-		return;
-	w->buf[w->len++] = '"';
-	while (i < len) {
-		unsigned char c = s[i];
-		const char *esc = NULL;
-		char u[6];
-		size_t k;
-
-		if (c >= 0x20 && c != '"' && c != '\\') {
-			if (c < 0x80) {
-				i++;
-				run++;
-				continue;
-			}
-			k = utf8_seq(s + i, len - i);
-			if (!k) {
-				w_fail(w, W_INVALID_UTF8, where);
-				return;
-			}
-			i += k;
-			run += k;
-			continue;
-		}
-		memcpy(w->buf + w->len, s + i - run, run);
-		w->len += run;
-		run = 0;
-		switch (c) {
-		case '"': esc = "\\\""; break;
-		case '\\': esc = "\\\\"; break;
-		case '\b': esc = "\\b"; break;
-		case '\f': esc = "\\f"; break;
-		case '\n': esc = "\\n"; break;
-		case '\r': esc = "\\r"; break;
-		case '\t': esc = "\\t"; break;
-		default:
-			memcpy(u, "\\u00", 4);
-			u[4] = hex[c >> 4];
-			u[5] = hex[c & 15];
-			memcpy(w->buf + w->len, u, 6);
-			w->len += 6;
-			i++;
-			continue;
-		}
-		memcpy(w->buf + w->len, esc, 2);
-		w->len += 2;
-		i++;
-	}
-	memcpy(w->buf + w->len, s + i - run, run);
-	w->len += run;
-	w->buf[w->len++] = '"';
+	if (!buf_json_quoted(&w->out, s, len, JSON_ESC_YAJL | JSON_ESC_UPPER | JSON_ESC_STRICT) &&
+	    !w->out.failed)
+		w_fail(w, W_INVALID_UTF8, where);
 }
 
 /* The comma before a member or an element, if it is not the first. */
@@ -496,10 +383,8 @@ int v2_doc_write(const struct v2_doc *d, size_t max_len, char **ret, size_t *ret
 
 	*ret = NULL;
 	*ret_len = 0;
-	w.max = max_len;
-	w.cap = 4096;
-	w.buf = malloc(w.cap);
-	if (!w.buf) {
+	buf_init(&w.out, max_len);
+	if (!buf_reserve(&w.out, max_len < 4095 ? max_len : 4095)) {
 		bridge_error_set(err, "v2 output: out of memory");
 		goto out;
 	}
@@ -530,16 +415,13 @@ int v2_doc_write(const struct v2_doc *d, size_t max_len, char **ret, size_t *ret
 				 w.where ? w.where : "?");
 		goto out;
 	}
-	if (w.overflow) {
+	if (w.out.failed) {
 		bridge_error_set(err, "v2 output: more than %zu bytes, or out of memory", max_len);
 		goto out;
 	}
-	w.buf[w.len] = '\0';
-	*ret = w.buf;
-	*ret_len = w.len;
-	w.buf = NULL;
-	rc = 0;
+	*ret = buf_take(&w.out, ret_len);
+	rc = *ret ? 0 : -1;
 out:
-	free(w.buf);
+	buf_free(&w.out);
 	return rc;
 }

@@ -49,10 +49,6 @@ void diag_reset(struct diag *d); /* frees text, zeroes the struct */
 /* Append every line of `from` to d (count included). */
 void diag_merge(struct diag *d, const struct diag *from);
 
-/* Length of the valid UTF-8 sequence at s (n > 0 bytes available), 0 when
- * the bytes there are not one (overlong forms and surrogates included). */
-size_t diag_utf8_len(const unsigned char *s, size_t n);
-
 /* Render n bytes of peer text for a message, so that a quote shows exactly
  * what was sent and stays on one line: backslash and `quote` (0: none) get a
  * backslash, LF/CR/tab are \n \r \t, other control characters and DEL

@@ -16,6 +16,8 @@
 
 #include <stddef.h>
 
+#include "bridge/json.h" /* json_escape: log fields are JSON strings */
+
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 void log_set_level(enum log_level l);
@@ -71,12 +73,5 @@ int log_ratelimit_allow(struct log_ratelimit *r, unsigned long *ret_suppressed);
 /* Current UTC time as "YYYY-MM-DDTHH:MM:SS.mmmZ" (cap >= 25). */
 void log_time_now(char *out, size_t cap);
 
-/* JSON string escaping into a buffer; returns bytes written (without NUL) or
- * the size needed when it does not fit.  Bytes >= 0x80 are copied as they
- * are: callers pass text that was UTF-8-validated on input. */
-size_t json_escape(char *dst, size_t cap, const char *s, size_t n);
-
-/* "s" as a quoted JSON string (s NULL: null); same return contract. */
-size_t json_escape_quoted(char *dst, size_t cap, const char *s);
 
 #endif

@@ -1,0 +1,66 @@
+/* The UTF-8 decoder (see utf8.h). */
+#include "bridge/utf8.h"
+
+size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *ret_cp)
+{
+	unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+	size_t need;
+	uint32_t cp;
+
+	if (c < 0x80) {
+		if (ret_cp)
+			*ret_cp = c;
+		return 1;
+	}
+	if (c >= 0xC2 && c <= 0xDF) {
+		need = 1;
+		cp = c & 0x1F;
+	} else if (c >= 0xE0 && c <= 0xEF) {
+		need = 2;
+		cp = c & 0x0F;
+		if (c == 0xE0)
+			lo = 0xA0; /* overlong */
+		else if (c == 0xED)
+			hi = 0x9F; /* surrogates */
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		need = 3;
+		cp = c & 0x07;
+		if (c == 0xF0)
+			lo = 0x90; /* overlong */
+		else if (c == 0xF4)
+			hi = 0x8F; /* above U+10FFFF */
+	} else {
+		return 0;
+	}
+	if (n < need + 1 || s[1] < lo || s[1] > hi)
+		return 0;
+	cp = cp << 6 | (s[1] & 0x3F);
+	for (size_t i = 2; i <= need; i++) {
+		if (s[i] < 0x80 || s[i] > 0xBF)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3F);
+	}
+	if (ret_cp)
+		*ret_cp = cp;
+	return need + 1;
+}
+
+size_t utf8_invalid_at(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0;
+
+	while (i < n) {
+		size_t k;
+
+		if (u[i] < 0x80) { /* ASCII runs are the common case */
+			i++;
+			continue;
+		}
+		k = utf8_decode(u + i, n - i, NULL);
+		if (!k)
+			return i;
+		i += k;
+	}
+	return n;
+}

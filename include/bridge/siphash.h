@@ -1,0 +1,23 @@
+/*
+ * siphash: the keyed hash for tables whose keys a peer chooses (SipHash-2-4),
+ * so a sender cannot pick keys that all land in one bucket.
+ */
+#ifndef BRIDGE_SIPHASH_H
+#define BRIDGE_SIPHASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct siphash_key {
+	uint64_t k0, k1;
+};
+
+uint64_t siphash24(const struct siphash_key *key, const void *p, size_t len);
+
+/* A fresh random key (getrandom; the clock and pid if that fails). */
+void siphash_key_random(struct siphash_key *ret);
+
+/* One random key per process, made on first use (thread-safe). */
+const struct siphash_key *siphash_process_key(void);
+
+#endif

@@ -1,0 +1,243 @@
+/* The base layer: buf (ceiling, growth), the JSON escaper in each of its
+ * forms, the UTF-8 decoder, SipHash-2-4 against the reference vectors, the
+ * two clocks. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/buf.h"
+#include "bridge/clock.h"
+#include "bridge/json.h"
+#include "bridge/siphash.h"
+#include "bridge/utf8.h"
+#include "tap.h"
+
+static char *esc(const char *s, size_t n, unsigned flags)
+{
+	static char out[256];
+
+	json_escape_to(out, sizeof(out), s, n, flags, NULL);
+	return out;
+}
+
+static void test_buf(void)
+{
+	struct buf b = BUF_INIT(10);
+	char *s;
+	size_t len;
+
+	ok(buf_str(&b, "hello") && b.len == 5 && strcmp(b.s, "hello") == 0, "buf appends");
+	ok(buf_printf(&b, "%d", 1234) && strcmp(b.s, "hello1234") == 0, "buf_printf appends");
+	ok(buf_char(&b, '!') && b.len == 10, "an append up to the ceiling is taken");
+	ok(!buf_char(&b, '?') && b.failed, "one byte over the ceiling fails");
+	ok(!buf_str(&b, "") && strcmp(b.s, "hello1234!") == 0, "a failed buffer stays failed");
+	ok(buf_take(&b, &len) == NULL && len == 0 && b.s == NULL, "a failed buffer gives nothing");
+
+	buf_init(&b, 8);
+	ok(!buf_printf(&b, "%s", "123456789") && b.failed, "buf_printf respects the ceiling");
+	buf_free(&b);
+	buf_init(&b, SIZE_MAX);
+	for (int i = 0; i < 1000; i++)
+		buf_printf(&b, "%03d,", i);
+	ok(!b.failed && b.len == 4000 && strncmp(b.s + 3996, "999,", 4) == 0,
+	   "buf grows past its first capacity");
+	s = buf_take(&b, &len);
+	ok(s && len == 4000 && b.s == NULL && b.len == 0, "buf_take hands the text over");
+	free(s);
+	s = buf_take(&b, &len);
+	is_str(s, "", "an empty buffer gives \"\"");
+	free(s);
+}
+
+static void test_read_file(void)
+{
+	FILE *f = tmpfile();
+	struct buf b = BUF_INIT(100000);
+
+	for (int i = 0; i < 100000; i++)
+		fputc('a' + i % 26, f);
+	rewind(f);
+	is_int(buf_read_file(&b, f), 0, "a file as large as the ceiling is read");
+	ok(b.len == 100000 && b.s[99999] == 'a' + 99999 % 26 && b.s[100000] == '\0',
+	   "every byte, NUL-terminated");
+	buf_free(&b);
+	buf_init(&b, 99999);
+	rewind(f);
+	is_int(buf_read_file(&b, f), -EFBIG, "one byte more than the ceiling is -EFBIG");
+	buf_free(&b);
+	fclose(f);
+}
+
+static void test_grow(void)
+{
+	size_t cap = 0;
+	int *a = grow_array(NULL, &cap, 1, sizeof(int), 16), *t;
+
+	ok(a && cap == 16, "first growth takes the first size");
+	t = grow_array(a, &cap, 16, sizeof(int), 16);
+	ok(t == a && cap == 16, "no growth while it fits");
+	a = grow_array(a, &cap, 100, sizeof(int), 16);
+	ok(a && cap == 128, "doubles until it fits");
+	a[99] = 7;
+	t = grow_array(a, &cap, SIZE_MAX / 2, sizeof(int), 16);
+	ok(!t && cap == 128 && a[99] == 7, "an overflowing size fails and keeps the array");
+	free(a);
+}
+
+static void test_escape(void)
+{
+	const char ctl[] = "a\"b\\c\nd\re\tf\bg\fh\x01i\x7fj";
+	size_t n = sizeof(ctl) - 1, bad;
+	char small[8];
+	struct buf b = BUF_INIT(SIZE_MAX);
+
+	is_str(esc(ctl, n, JSON_ESC_YAJL), "a\\\"b\\\\c\\nd\\re\\tf\\bg\\fh\\u0001i\x7fj",
+	       "yajl form: \\b \\f \\n \\r \\t named, DEL as it is");
+	is_str(esc(ctl, n, JSON_ESC_YAJL | JSON_ESC_UPPER),
+	       "a\\\"b\\\\c\\nd\\re\\tf\\bg\\fh\\u0001i\x7fj",
+	       "upper-case hex changes no named escape");
+	is_str(esc("\x1f", 1, JSON_ESC_UPPER), "\\u001F", "upper-case hex");
+	is_str(esc(ctl, n, JSON_ESC_LOG), "a\\\"b\\\\c\\nd\\re\\tf\\u0008g\\u000ch\\u0001i\\u007fj",
+	       "log form: \\n \\r \\t named, \\b \\f and DEL as \\u00xx");
+	is_str(esc(ctl, n, 0), "a\\\"b\\\\c\\u000ad\\u000de\\u0009f\\u0008g\\u000ch\\u0001i\x7fj",
+	       "plain form: only quote and backslash named");
+	is_str(esc("\0x", 2, 0), "\\u0000x", "NUL is escaped");
+	is_str(esc("caf\xc3\xa9 \xe2\x82\xac", 9, JSON_ESC_STRICT), "caf\xc3\xa9 \xe2\x82\xac",
+	       "UTF-8 copied under STRICT");
+	is_str(esc("a\xff"
+		   "b\xc3",
+		   4, JSON_ESC_REPLACE),
+	       "a\xef\xbf\xbd"
+	       "b\xef\xbf\xbd",
+	       "REPLACE: each ill-formed byte is U+FFFD");
+	is_str(esc("a\xff"
+		   "b",
+		   3, 0),
+	       "a\xff"
+	       "b",
+	       "unchecked: high bytes copied");
+	json_escape_to(small, sizeof(small), "ab\"cdef", 7, 0, &bad);
+	is_int(bad, 7, "ret_bad = n when all is well");
+	json_escape_to(small, sizeof(small), "abc\xc0\x80", 5, JSON_ESC_STRICT, &bad);
+	is_int(bad, 3, "STRICT names the first ill-formed byte");
+
+	is_int(json_escape_to(small, sizeof(small), "abcd\"ef", 7, 0, NULL), 8,
+	       "returns the whole length when cut");
+	is_str(small, "abcd\\\"e", "cut on the last piece that fits (snprintf)");
+	is_int(json_escape_to(small, sizeof(small), "abcde\nf", 7, 0, NULL), 12, "cut length");
+	is_str(small, "abcde", "an escape is never cut in half");
+	is_int(json_escape_to(NULL, 0, "\n", 1, JSON_ESC_LOG, NULL), 2, "cap 0: only the length");
+	is_int(json_escape(small, sizeof(small), "x\ty", 3), 4, "json_escape is the log form");
+	is_str(small, "x\\ty", "json_escape text");
+	json_escape_quoted(small, sizeof(small), NULL);
+	is_str(small, "null", "json_escape_quoted(NULL)");
+
+	ok(buf_json_quoted(&b, "k\"", 2, JSON_ESC_YAJL) && strcmp(b.s, "\"k\\\"\"") == 0,
+	   "buf_json_quoted");
+	ok(!buf_json_quoted(&b, "\xed\xa0\x80", 3, JSON_ESC_STRICT) && !b.failed &&
+		   strcmp(b.s, "\"k\\\"\"") == 0,
+	   "a surrogate under STRICT fails and leaves the buffer as it was");
+	buf_free(&b);
+	buf_init(&b, SIZE_MAX);
+	for (int i = 0; i < 3000; i++)
+		buf_json_escaped(&b, "\x01", 1, 0);
+	ok(!b.failed && b.len == 18000, "escapes longer than the room there was grow the buffer");
+	buf_free(&b);
+	buf_init(&b, 11);
+	ok(!buf_json_escaped(&b, "\n\n", 2, 0) && b.failed, "an escape over the ceiling fails");
+	buf_free(&b);
+}
+
+static void test_utf8(void)
+{
+	static const struct {
+		const char *s;
+		size_t len;
+		uint32_t cp;
+	} good[] = {
+		{ "A", 1, 0x41 },
+		{ "\xc2\x80", 2, 0x80 },
+		{ "\xdf\xbf", 2, 0x7ff },
+		{ "\xe0\xa0\x80", 3, 0x800 },
+		{ "\xed\x9f\xbf", 3, 0xd7ff },
+		{ "\xee\x80\x80", 3, 0xe000 },
+		{ "\xf0\x90\x80\x80", 4, 0x10000 },
+		{ "\xf4\x8f\xbf\xbf", 4, 0x10ffff },
+	};
+	static const char *const bad[] = {
+		"\x80",
+		"\xc0\x80",
+		"\xc1\xbf",
+		"\xe0\x9f\xbf",
+		"\xed\xa0\x80",
+		"\xed\xbf\xbf",
+		"\xf0\x8f\xbf\xbf",
+		"\xf4\x90\x80\x80",
+		"\xf5\x80\x80\x80",
+		"\xff",
+		"\xc3",
+		"\xe2\x82",
+	};
+	char name[64];
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		uint32_t cp = 0;
+
+		snprintf(name, sizeof(name), "U+%04X decodes", (unsigned)good[i].cp);
+		ok(utf8_decode((const unsigned char *)good[i].s, good[i].len, &cp) == good[i].len &&
+			   cp == good[i].cp,
+		   name);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(name, sizeof(name), "ill-formed sequence %zu refused", i);
+		ok(utf8_decode((const unsigned char *)bad[i], strlen(bad[i]), NULL) == 0, name);
+	}
+	is_int(utf8_invalid_at("ab\xc3\xa9z\xc0", 6), 5, "utf8_invalid_at names the offset");
+	ok(utf8_valid("caf\xc3\xa9", 5) && !utf8_valid("\xe2\x82", 2), "utf8_valid");
+}
+
+static void test_siphash(void)
+{
+	/* SipHash-2-4 reference: key 00..0f, message 00..(len-1) */
+	static const uint64_t want[] = { 0x726fdb47dd0e0e31ULL, 0x74f839c593dc67fdULL,
+					 0x0d6c8009d9a94f5aULL, 0x85676696d7fb7e2dULL };
+	struct siphash_key k = { 0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL };
+	unsigned char msg[64];
+	struct siphash_key r1, r2;
+	char name[64];
+
+	for (size_t i = 0; i < sizeof(msg); i++)
+		msg[i] = (unsigned char)i;
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		snprintf(name, sizeof(name), "SipHash-2-4 vector of %zu bytes", i);
+		ok(siphash24(&k, msg, i) == want[i], name);
+	}
+	ok(siphash24(&k, msg, 15) == 0xa129ca6149be45e5ULL, "SipHash-2-4 vector of 15 bytes");
+	siphash_key_random(&r1);
+	siphash_key_random(&r2);
+	ok(r1.k0 != r2.k0 || r1.k1 != r2.k1, "random keys differ");
+	ok(siphash_process_key() == siphash_process_key(), "one process key");
+}
+
+static void test_clock(void)
+{
+	int64_t w = clock_wall_ms(), m = clock_mono_ms();
+
+	ok(w > 1600000000000LL, "clock_wall_ms is milliseconds since the epoch");
+	ok(m >= 0 && m < w, "clock_mono_ms is another clock");
+	ok(clock_mono_ms() >= m, "clock_mono_ms does not go back");
+}
+
+int main(void)
+{
+	test_buf();
+	test_read_file();
+	test_grow();
+	test_escape();
+	test_utf8();
+	test_siphash();
+	test_clock();
+	return tap_done();
+}
