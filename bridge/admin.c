@@ -11,13 +11,17 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <yajl/yajl_tree.h>
 
 #include "bridge/listen.h"
 #include "bridge/access.h"
 #include "bridge/accesslog.h"
 #include "bridge/admin.h"
+#include "bridge/cutover.h"
 #include "bridge/guard.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
@@ -32,6 +36,7 @@ struct admin {
 	struct guard *guard;
 	int port;
 	struct timespec started; /* of the request being answered (one thread) */
+	char csrf[33];           /* X-Bridge-Token that state-changing calls carry */
 };
 
 /* Every answer leaves through here.  libevent 2.1 writes a body even for
@@ -137,6 +142,214 @@ static void serve_summary(struct admin *a, struct evhttp_request *req)
 	reply(a, req, 200, "application/json", b);
 }
 
+/* ---- cutover -------------------------------------------------------------- */
+
+static void reply_json(struct admin *a, struct evhttp_request *req, int status, char *json)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (!json) {
+		evbuffer_free(b);
+		reply_error(a, req, 503, "out_of_memory",
+			    "the bridge is out of memory; retry later");
+		return;
+	}
+	evbuffer_add(b, json, strlen(json));
+	evbuffer_add(b, "\n", 1);
+	free(json);
+	reply(a, req, status, "application/json", b);
+}
+
+/* GET /cutover: every dual route's state, and the token POSTs carry. */
+static void serve_cutover_state(struct admin *a, struct evhttp_request *req)
+{
+	char *state = cutover_state_json(a->view->cutover, a->view->cfg), *json = NULL;
+
+	if (state && asprintf(&json, "{\"csrf_token\":\"%s\",%s", a->csrf, state + 1) < 0)
+		json = NULL;
+	free(state);
+	reply_json(a, req, 200, json);
+}
+
+/* Why a state-changing call is refused as possibly cross-site, or NULL: a
+ * browser page of another site can make the browser POST here with the
+ * operator's credential; it cannot read the token (GET /cutover, no CORS)
+ * nor hide Sec-Fetch-Site and Origin. */
+static const char *cross_site(struct admin *a, struct evhttp_request *req)
+{
+	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	const char *site = evhttp_find_header(in, "Sec-Fetch-Site");
+	const char *origin = evhttp_find_header(in, "Origin");
+	const char *host = evhttp_find_header(in, "Host");
+	const char *token = evhttp_find_header(in, "X-Bridge-Token");
+	const char *type = evhttp_find_header(in, "Content-Type");
+
+	if (site && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0)
+		return "a cross-site request (Sec-Fetch-Site) may not change the cutover";
+	if (origin && strcmp(origin, "null") != 0) {
+		const char *p = strstr(origin, "://");
+
+		if (!p || !host || strcmp(p + 3, host) != 0)
+			return "a request from another origin may not change the cutover";
+	} else if (origin) {
+		return "a request from another origin may not change the cutover";
+	}
+	if (!token || strlen(token) != strlen(a->csrf) ||
+	    CRYPTO_memcmp(token, a->csrf, strlen(a->csrf)) != 0)
+		return "the X-Bridge-Token header is missing or wrong (GET /cutover gives it as "
+		       "csrf_token)";
+	if (!type || strncasecmp(type, "application/json", 16) != 0)
+		return "the body must be application/json";
+	return NULL;
+}
+
+/* "who, from where" of an admin change. */
+static void admin_who(const struct bridge_admin *conf, struct evhttp_request *req, const char *peer,
+		      char *out, size_t cap)
+{
+	const char *ua = evhttp_find_header(evhttp_request_get_input_headers(req), "User-Agent");
+	char esc[64];
+
+	json_escape(esc, sizeof(esc), ua ? ua : "", ua ? strnlen(ua, 40) : 0);
+	snprintf(out, cap, "%s (admin API from %s%s%s)",
+		 conf->auth.basic_user ? conf->auth.basic_user : "admin", peer ? peer : "?",
+		 ua ? ", " : "", ua ? esc : "");
+}
+
+/* POST /cutover/kill and POST /cutover/ROUTE {"ramp":N} | {"primary":"v1"|"v2"} |
+ * {"kill":true}. */
+static void serve_cutover_change(struct admin *a, struct evhttp_request *req, const char *path,
+				 const char *peer)
+{
+	static const char *k_ramp[] = { "ramp", NULL }, *k_primary[] = { "primary", NULL },
+			  *k_kill[] = { "kill", NULL };
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	struct cutover_change ch = { .ramp = -1 };
+	const char *why = cross_site(a, req);
+	char *route = NULL, *text, who[CUTOVER_BY_MAX], msg[600];
+	struct bridge_error err;
+	yajl_val root = NULL, v;
+	int n, given = 0;
+
+	if (why) {
+		reply_error(a, req, 403, "cross_site", why);
+		return;
+	}
+	if (strcmp(path, "/cutover/kill") == 0) {
+		ch.kill = 1;
+	} else {
+		route = evhttp_uridecode(path + strlen("/cutover/"), 0, NULL);
+		text = malloc(len + 1);
+		if (!route || !text) {
+			free(route);
+			free(text);
+			reply_error(a, req, 503, "out_of_memory", "out of memory; retry later");
+			return;
+		}
+		evbuffer_copyout(in, text, len);
+		text[len] = '\0';
+		if (!memchr(text, '\0', len))
+			root = yajl_tree_parse(text, NULL, 0);
+		free(text);
+		if (!root || !YAJL_IS_OBJECT(root)) {
+			yajl_tree_free(root);
+			free(route);
+			reply_error(a, req, 400, "invalid_json",
+				    "the body must be one JSON object: {\"ramp\":25}, "
+				    "{\"primary\":\"v1\"} or {\"kill\":true}");
+			return;
+		}
+		if ((v = yajl_tree_get(root, k_ramp, yajl_t_any)) != NULL) {
+			given++;
+			if (!YAJL_IS_INTEGER(v) || YAJL_GET_INTEGER(v) < 0 ||
+			    YAJL_GET_INTEGER(v) > 100)
+				given = 99;
+			else
+				ch.ramp = (int)YAJL_GET_INTEGER(v);
+		}
+		if ((v = yajl_tree_get(root, k_primary, yajl_t_any)) != NULL) {
+			given++;
+			const char *p = YAJL_IS_STRING(v) ? YAJL_GET_STRING(v) : NULL;
+
+			if (p && strcmp(p, "v1") == 0)
+				ch.ramp = 0;
+			else if (p && strcmp(p, "v2") == 0)
+				ch.ramp = 100;
+			else
+				given = 99;
+		}
+		if ((v = yajl_tree_get(root, k_kill, yajl_t_any)) != NULL) {
+			given++;
+			if (YAJL_IS_TRUE(v))
+				ch.kill = 1;
+			else
+				given = 99;
+		}
+		if (YAJL_GET_OBJECT(root)->len != 1)
+			given = 99;
+		yajl_tree_free(root);
+		if (given != 1) {
+			free(route);
+			reply_error(a, req, 400, "bad_request",
+				    "give exactly one of \"ramp\" (0..100), \"primary\" "
+				    "(\"v1\" or \"v2\") or \"kill\" (true)");
+			return;
+		}
+		ch.route = route;
+	}
+	admin_who(&a->view->cfg->admin, req, peer, who, sizeof(who));
+	ch.by = who;
+	bridge_error_clear(&err);
+	n = cutover_apply(a->view->cutover, &ch, &err);
+	free(route);
+	if (n < 0) {
+		snprintf(msg, sizeof(msg), "%s", err.message);
+		reply_error(a, req, strcmp(err.key, "route") == 0 ? 404 : 503,
+			    strcmp(err.key, "route") == 0 ? "no_such_route" : "store_failed", msg);
+		return;
+	}
+	{
+		char *state = cutover_state_json(a->view->cutover, a->view->cfg), *json = NULL;
+
+		if (state && asprintf(&json, "{\"changed\":%d,%s", n, state + 1) < 0)
+			json = NULL;
+		free(state);
+		reply_json(a, req, 200, json);
+	}
+}
+
+/* 1 when path is the cutover API's and the request was answered. */
+static int serve_cutover(struct admin *a, struct evhttp_request *req, const char *path,
+			 const char *peer)
+{
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+
+	if (!path || strncmp(path, "/cutover", 8) != 0 || (path[8] && path[8] != '/'))
+		return 0;
+	if (!a->view->cutover) {
+		reply_error(a, req, 404, "not_found", "no cutover state");
+		return 1;
+	}
+	if (!path[8]) {
+		if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+					  "GET, HEAD");
+			reply_error(a, req, 405, "method_not_allowed", "use GET");
+		} else {
+			serve_cutover_state(a, req);
+		}
+		return 1;
+	}
+	if (cmd != EVHTTP_REQ_POST) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+		reply_error(a, req, 405, "method_not_allowed", "a change is a POST");
+		return 1;
+	}
+	serve_cutover_change(a, req, path, peer);
+	return 1;
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
 	struct admin *a = arg;
@@ -166,11 +379,13 @@ static void handle(struct evhttp_request *req, void *arg)
 		reply_error(a, req, 401, "unauthorized", "authentication required");
 		return;
 	}
+	if (serve_cutover(a, req, path, peer))
+		return;
 	if (!path || (strcmp(path, "/metrics") != 0 && strcmp(path, "/readyz") != 0 &&
 		      strcmp(path, "/healthz") != 0 && strcmp(path, "/dry-run/summary") != 0)) {
 		reply_error(a, req, 404, "not_found",
-			    "no such path; the admin port serves /metrics, /readyz, /healthz and "
-			    "/dry-run/summary");
+			    "no such path; the admin port serves /metrics, /readyz, /healthz, "
+			    "/dry-run/summary and /cutover");
 		return;
 	}
 	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
@@ -192,6 +407,8 @@ static void handle(struct evhttp_request *req, void *arg)
 		}
 		if (a->view->queue)
 			queue_metrics_render(a->view->queue, a->view->cfg, b);
+		if (a->view->cutover)
+			cutover_metrics_render(a->view->cutover, a->view->cfg, b);
 		reply(a, req, 200, "text/plain; version=0.0.4", b);
 	} else {
 		b = evbuffer_new();
@@ -251,6 +468,16 @@ int admin_new(struct event_base *base, const struct bridge_config *cfg,
 	if (!a)
 		return bridge_error_set(err, "out of memory");
 	a->view = view;
+	{
+		unsigned char r[16];
+
+		if (RAND_bytes(r, sizeof(r)) != 1) {
+			admin_free(a);
+			return bridge_error_set(err, "cannot draw the admin token");
+		}
+		for (size_t i = 0; i < sizeof(r); i++)
+			snprintf(a->csrf + 2 * i, 3, "%02x", r[i]);
+	}
 	a->http = evhttp_new(base);
 	if (!a->http) {
 		admin_free(a);

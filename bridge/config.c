@@ -54,7 +54,10 @@ static const char *const route_keys[] = { "name",
 					  "legacy_endpoint",
 					  "legacy_auth_header",
 					  "headers",
+					  "cutover",
 					  NULL };
+static const char *const cutover_keys[] = { "ramp", "copy", "rollback", NULL };
+static const char *const rollback_keys[] = { "max_failure_rate", "window_s", "min_posts", NULL };
 static const char *const auth_keys[] = { "name", "value", "value_file", NULL };
 static const char *const match_keys[] = { "website_id", "campaign_id", NULL };
 static const char *const delivery_names[] = { "forward", "queued", NULL };
@@ -416,6 +419,65 @@ static void endpoint_refused(const config_setting_t *g, const char *name, const 
 		 name, shown, why);
 }
 
+/* A rate 0..1, written as a float (0.05) or an integer (0, 1). */
+static void load_rate(const config_setting_t *g, const char *name, double *out, const char *file,
+		      struct diag *d)
+{
+	const config_setting_t *s = config_setting_get_member(g, name);
+	double v;
+
+	if (!s)
+		return;
+	if (config_setting_type(s) == CONFIG_TYPE_FLOAT)
+		v = config_setting_get_float(s);
+	else if (config_setting_type(s) == CONFIG_TYPE_INT ||
+		 config_setting_type(s) == CONFIG_TYPE_INT64)
+		v = (double)config_setting_get_int64(s);
+	else {
+		diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' must be a number 0..1", name);
+		return;
+	}
+	if (!(v >= 0 && v <= 1)) {
+		diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' = %g is out of range [0, 1]",
+			 name, v);
+		return;
+	}
+	*out = v;
+}
+
+/* `cutover = { ramp; copy; rollback = { max_failure_rate; window_s; min_posts; }; }`:
+ * dual routes only (they have both importers). */
+static void load_cutover(const config_setting_t *g, struct bridge_route *r, const char *file,
+			 struct diag *d)
+{
+	const config_setting_t *cg = cfg_get_group(g, "cutover", file, d), *rb;
+	long long n;
+
+	cutover_route_config_default(&r->cutover);
+	if (!cg)
+		return;
+	if (r->mode != ROUTE_DUAL) {
+		diag_add(d, cfg_file(cg, file), cfg_line(cg),
+			 "route '%s': cutover needs mode = \"dual\" (both endpoint and "
+			 "legacy_endpoint)",
+			 r->name ? r->name : "?");
+		return;
+	}
+	cfg_check_keys(cg, cutover_keys, file, d);
+	if (cfg_get_int(cg, "ramp", 0, 100, &n, file, d) == 1)
+		r->cutover.ramp = (int)n;
+	cfg_get_bool(cg, "copy", &r->cutover.copy, file, d);
+	rb = cfg_get_group(cg, "rollback", file, d);
+	if (!rb)
+		return;
+	cfg_check_keys(rb, rollback_keys, file, d);
+	load_rate(rb, "max_failure_rate", &r->cutover.max_failure_rate, file, d);
+	if (cfg_get_int(rb, "window_s", 10, CUTOVER_WINDOW_MAX, &n, file, d) == 1)
+		r->cutover.window_s = (int)n;
+	if (cfg_get_int(rb, "min_posts", 1, 1000000, &n, file, d) == 1)
+		r->cutover.min_posts = (int)n;
+}
+
 static void load_route(struct bridge_config *c, const config_setting_t *g, struct bridge_route *r,
 		       const char *file, struct diag *d)
 {
@@ -551,6 +613,7 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 	if (r->legacy_endpoint && r->legacy_url.https)
 		r->legacy_tls_index = tls_index_for(c, r->ca_file ? r->ca_file : c->ca_file);
 	access_auth_load(cfg_get_group(g, "auth", file, d), file, &r->auth, d);
+	load_cutover(g, r, file, d);
 }
 
 static void load_size(const config_setting_t *g, const char *name, long long min, long long max,

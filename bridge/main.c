@@ -30,6 +30,7 @@
 #include "bridge/admin.h"
 #include "bridge/cli.h"
 #include "bridge/config.h"
+#include "bridge/cutover.h"
 #include "bridge/guard.h"
 #include "bridge/jsonl.h"
 #include "bridge/listen.h"
@@ -71,6 +72,8 @@ static const char usage_main[] =
 	"                                 send fixtures or captured traffic through a route\n"
 	"  learn --v1 FILE... --v2 FILE... [--base RULES] [-o RULES]\n"
 	"                                 infer a rule file from paired v1 and real v2 traffic\n"
+	"  cutover --config FILE [ROUTE [--ramp N | --kill]]\n"
+	"                                 show or steer which importer answers dual routes\n"
 	"\n"
 	"  --help, -h                     this text (also: webhook-bridge <command> --help)\n"
 	"  --version                      print the version (version --verbose, -V: and\n"
@@ -162,6 +165,8 @@ struct serve_state {
 	const char *last_reload; /* for STATUS=: NULL before the first SIGHUP */
 	char last_reload_text[128];
 	struct event *watchdog;
+	struct cutover *cutover; /* dual routes' state, for the whole run */
+	struct event *cutover_tick;
 };
 
 static void config_hold_release(void *arg)
@@ -247,6 +252,7 @@ static const char *reload_config(struct serve_state *st)
 	struct bridge_config *cfg = NULL;
 	struct diag d = { 0 };
 	struct log_line l;
+	struct bridge_error err;
 	const char *fixed = NULL;
 
 	if (bridge_config_load(st->config_path, &cfg, &d) < 0) {
@@ -304,6 +310,11 @@ static const char *reload_config(struct serve_state *st)
 		return "out of memory";
 	}
 	h->cfg = cfg;
+	if (st->cutover && cutover_configure(st->cutover, cfg, &err) < 0) {
+		log_begin(&l, LOG_ERROR, "cutover_store_error");
+		log_str(&l, "message", err.message);
+		log_end(&l);
+	}
 	atomic_store(&h->refs, st->n_workers + 1);
 	for (int i = 0; i < st->n_workers; i++) {
 		struct config_hold *prev = atomic_exchange(&st->workers[i].next, h);
@@ -482,6 +493,20 @@ static void shadow_expired_cb(const struct shadow_expired *e, void *arg)
 	n += snprintf(line + n, sizeof(line) - (size_t)n, "}\n");
 	if (n > 0 && (size_t)n < sizeof(line))
 		jsonl_write(st->report, line, (size_t)n);
+}
+
+/* Changes another writer stored (the cutover command, another instance). */
+static void cutover_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct serve_state *st = arg;
+	struct bridge_error err;
+	struct cutover_event ev = { .kind = CUTOVER_EVENT_STORE_ERROR };
+
+	bridge_error_clear(&err);
+	if (cutover_refresh(st->cutover, &err) < 0) {
+		ev.error = err.message;
+		cutover_event_log(&ev, NULL);
+	}
 }
 
 static void shadow_expire_tick(evutil_socket_t fd, short what, void *arg)
@@ -697,7 +722,8 @@ static int cmd_serve(int argc, char **argv)
 		st.current = NULL;
 		goto fail;
 	}
-	if (open_process_files(&st, cfg, &err) < 0) {
+	if (!(st.cutover = cutover_serve_open(cfg, &err)) ||
+	    open_process_files(&st, cfg, &err) < 0) {
 		free(st.current);
 		st.current = NULL;
 		goto fail;
@@ -711,6 +737,16 @@ static int cmd_serve(int argc, char **argv)
 	if (!st.worker_exit) {
 		bridge_error_set(&err, "out of memory");
 		goto fail;
+	}
+	st.view.cutover = st.cutover;
+	{
+		struct timeval second = { 1, 0 };
+
+		st.cutover_tick = event_new(st.base, -1, EV_PERSIST, cutover_tick, &st);
+		if (!st.cutover_tick || event_add(st.cutover_tick, &second) < 0) {
+			bridge_error_set(&err, "cannot start the cutover timer");
+			goto fail;
+		}
 	}
 	if (admin_start(&st, queue, &err) < 0)
 		goto fail;
@@ -728,7 +764,8 @@ static int cmd_serve(int argc, char **argv)
 					      .listen_fd = st.listen_fd,
 					      .release = config_hold_release,
 					      .release_arg = st.current,
-					      .queue = queue };
+					      .queue = queue,
+					      .cutover = st.cutover };
 
 		w->index = i;
 		w->drain_ms = st.drain_ms;
@@ -815,6 +852,9 @@ out:
 	if (st.expire)
 		event_free(st.expire);
 	shadow_free(st.shadow);
+	if (st.cutover_tick)
+		event_free(st.cutover_tick);
+	cutover_free(st.cutover); /* after the workers: they decide until they stop */
 	recorder_close(st.recorder);
 	v2record_close(st.v2rec);
 	jsonl_close(st.report);
@@ -989,7 +1029,7 @@ static const struct command {
 } commands[] = {
 	{ "serve", cmd_serve },   { "map", cmd_map },     { "check", cmd_check },
 	{ "queue", cmd_queue },   { "diff", cmd_diff },   { "report", cmd_report },
-	{ "replay", cmd_replay }, { "learn", cmd_learn },
+	{ "replay", cmd_replay }, { "learn", cmd_learn }, { "cutover", cmd_cutover },
 };
 
 /* Output that never reached stdout (a full disk, a closed descriptor) is a

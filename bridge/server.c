@@ -32,6 +32,7 @@
 #include "bridge/accesslog.h"
 #include "bridge/cfg.h"
 #include "bridge/convert.h"
+#include "bridge/cutover.h"
 #include "bridge/delivery.h"
 #include "bridge/guard.h"
 #include "bridge/jsonl.h"
@@ -112,6 +113,16 @@ struct exchange {
 	char *fail_rule, *fail_key; /* a mapping failure, for the access log */
 	struct timeval start;
 	size_t bytes_in, bytes_out; /* bytes_out: what went to an endpoint */
+	int v2_primary;             /* dual: v2 answers this participation (cutover.h) */
+	struct held_answer *held;   /* dual: v1's answer to its copy, should v1 take over */
+};
+
+/* What the legacy importer answered to a copy. */
+struct held_answer {
+	int status;
+	char *content_type;
+	char *body;
+	size_t len;
 };
 
 /* ---- answers ------------------------------------------------------------ */
@@ -358,6 +369,11 @@ static void generation_reap(struct server *s)
 
 static void exchange_free(struct exchange *x)
 {
+	if (x->held) {
+		free(x->held->content_type);
+		free(x->held->body);
+		free(x->held);
+	}
 	free(x->fail_rule);
 	free(x->fail_key);
 	free(x->participation_id);
@@ -578,6 +594,17 @@ static int describe_failure(const struct upstream_response *r, const char *who, 
 	return status;
 }
 
+/* One side's outcome, for the cutover's window and the console. */
+static void cutover_note(struct exchange *x, enum cutover_side side, int ok)
+{
+	int primary = side == CUTOVER_V2 ? x->route->mode != ROUTE_DUAL || x->v2_primary
+					 : !x->v2_primary;
+
+	cutover_observe(x->srv->opt.cutover, x->route->name, side, primary, ok, clock_wall_ms());
+}
+
+static void legacy_takeover(struct exchange *x);
+
 static void upstream_done(const struct upstream_response *r, void *arg)
 {
 	struct exchange *x = arg;
@@ -610,7 +637,17 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 		status = describe_failure(r, "endpoint", x->route->timeout_ms, &outcome, &code, msg,
 					  sizeof(msg), detail, sizeof(detail));
 	}
-	if (x->route->mode == ROUTE_DUAL) {
+	int takeover = 0;
+
+	cutover_note(x, CUTOVER_V2, outcome == OUTCOME_DELIVERED);
+	if (x->v2_primary &&
+	    !cutover_primary_v2(x->srv->opt.cutover, x->route->name, x->participation_id, NULL)) {
+		/* the ramp went down (kill switch, rollback) while v2 had the post:
+		 * from now on v1 answers it */
+		x->v2_primary = 0;
+		takeover = 1;
+	}
+	if (x->route->mode == ROUTE_DUAL && !x->v2_primary) {
 		/* the legacy importer answers the sender; v2 is only counted */
 		struct log_line l;
 
@@ -625,7 +662,10 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 		if (detail[0])
 			log_str(&l, "error", detail);
 		log_end(&l);
-		exchange_release(x);
+		if (takeover)
+			legacy_takeover(x);
+		else
+			exchange_release(x);
 		return;
 	}
 	if (outcome == OUTCOME_DELIVERED) {
@@ -645,6 +685,46 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 
 /* The legacy (v1) importer's answer is the sender's answer: relayed as it
  * is when it answered, a JSON 502/504 when it did not. */
+/* The legacy importer's answer, relayed to the sender as it is. */
+static void legacy_relay(struct exchange *x, int status, const char *content_type, const char *body,
+			 size_t body_len)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(x->req);
+	struct evbuffer *b = evbuffer_new();
+	enum metrics_outcome outcome = status >= 200 && status < 300 ? OUTCOME_LEGACY_DELIVERED
+								     : OUTCOME_UPSTREAM_STATUS;
+	struct accesslog_entry e = {
+		.status = status,
+		.bytes_in = x->bytes_in,
+		.upstream_bytes_out = x->bytes_in,
+		.route = x->route->name,
+		.participation_id = x->participation_id,
+		.delivery_id = x->delivery_id[0] ? x->delivery_id : NULL,
+		.traceparent = x->traceparent[0] ? x->traceparent : NULL,
+		.request_id = x->request_id[0] ? x->request_id : NULL,
+		.answered_by = "legacy_endpoint",
+	};
+
+	evhttp_add_header(h, "Content-Type",
+			  content_type ? content_type : "application/octet-stream");
+	if (x->delivery_id[0])
+		evhttp_add_header(h, "X-Bridge-Delivery-Id", x->delivery_id);
+	if (body_len)
+		evbuffer_add(b, body, body_len);
+	send_reply(x->req, status, status < 300 ? "OK" : "Legacy Answer", b);
+	evbuffer_free(b);
+	metrics_request(x->gen->metrics, x->route_index, outcome);
+	metrics_request_duration(x->gen->metrics, x->route_index, outcome, us_since(&x->start));
+	e.bytes_out = thread_bytes_out;
+	e.duration_us = us_since(&x->start);
+	accesslog_write(&thread_access, &e, status < 500 ? LOG_INFO : LOG_WARN);
+	x->answered = 1;
+	exchange_release(x);
+}
+
+/* The legacy (v1) importer's answer is the sender's answer: relayed as it
+ * is when it answered, a JSON 502/504 when it did not.  To a copy (v2
+ * primary) the answer is kept, should v1 take over. */
 static void legacy_done(const struct upstream_response *r, void *arg)
 {
 	struct exchange *x = arg;
@@ -654,42 +734,23 @@ static void legacy_done(const struct upstream_response *r, void *arg)
 	int status;
 
 	x->legacy_up = NULL;
-	if (r->outcome == UPSTREAM_RESPONSE) {
-		struct evkeyvalq *h = evhttp_request_get_output_headers(x->req);
-		struct evbuffer *b = evbuffer_new();
-
-		evhttp_add_header(h, "Content-Type",
-				  r->content_type ? r->content_type : "application/octet-stream");
-		if (x->delivery_id[0])
-			evhttp_add_header(h, "X-Bridge-Delivery-Id", x->delivery_id);
-		if (r->body_len)
-			evbuffer_add(b, r->body, r->body_len);
-		send_reply(x->req, r->status, r->status < 300 ? "OK" : "Legacy Answer", b);
-		evbuffer_free(b);
-		outcome = r->status >= 200 && r->status < 300 ? OUTCOME_LEGACY_DELIVERED
-							      : OUTCOME_UPSTREAM_STATUS;
-		metrics_request(x->gen->metrics, x->route_index, outcome);
-		metrics_request_duration(x->gen->metrics, x->route_index, outcome,
-					 us_since(&x->start));
-		{
-			struct accesslog_entry e = {
-				.status = r->status,
-				.bytes_in = x->bytes_in,
-				.bytes_out = thread_bytes_out,
-				.upstream_bytes_out = x->bytes_in,
-				.duration_us = us_since(&x->start),
-				.route = x->route->name,
-				.participation_id = x->participation_id,
-				.delivery_id = x->delivery_id[0] ? x->delivery_id : NULL,
-				.traceparent = x->traceparent[0] ? x->traceparent : NULL,
-				.request_id = x->request_id[0] ? x->request_id : NULL,
-				.answered_by = "legacy_endpoint",
-			};
-
-			accesslog_write(&thread_access, &e, r->status < 500 ? LOG_INFO : LOG_WARN);
+	cutover_note(x, CUTOVER_V1,
+		     r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300);
+	if (x->v2_primary) {
+		if (!x->answered && r->outcome == UPSTREAM_RESPONSE &&
+		    (x->held = calloc(1, sizeof(*x->held))) != NULL) {
+			x->held->status = r->status;
+			x->held->content_type = r->content_type ? strdup(r->content_type) : NULL;
+			x->held->body = r->body_len ? malloc(r->body_len) : NULL;
+			if (x->held->body)
+				memcpy(x->held->body, r->body, r->body_len);
+			x->held->len = x->held->body ? r->body_len : 0;
 		}
-		x->answered = 1;
 		exchange_release(x);
+		return;
+	}
+	if (r->outcome == UPSTREAM_RESPONSE) {
+		legacy_relay(x, r->status, r->content_type, r->body, r->body_len);
 		return;
 	}
 	status = describe_failure(r, "legacy endpoint", x->route->timeout_ms, &outcome, &code, msg,
@@ -772,6 +833,9 @@ static int legacy_send(struct exchange *x, const char *body, size_t len)
 	free(h);
 	if (rc < 0) {
 		x->legacy_up = NULL;
+		cutover_note(x, CUTOVER_V1, 0);
+		if (x->v2_primary)
+			return 0; /* a copy: v2 answers */
 		exchange_answer(
 			x, 502, OUTCOME_UPSTREAM_UNREACHABLE,
 			error_body("upstream_unreachable", "cannot connect to the legacy endpoint"),
@@ -779,6 +843,22 @@ static int legacy_send(struct exchange *x, const char *body, size_t len)
 		return -1;
 	}
 	return 0;
+}
+
+/* v1 answers a post v2 had (the ramp went down meanwhile): its copy's
+ * answer when it came, else it is sent to v1 now. */
+static void legacy_takeover(struct exchange *x)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(x->req);
+
+	if (x->legacy_up)
+		return; /* the copy's answer will be the sender's */
+	if (x->held) {
+		legacy_relay(x, x->held->status, x->held->content_type, x->held->body,
+			     x->held->len);
+		return;
+	}
+	legacy_send(x, (const char *)evbuffer_pullup(in, -1), x->bytes_in);
 }
 
 /* 503 queue_unavailable.  A store error may name the store's file: the
@@ -874,7 +954,8 @@ static void forward(struct exchange *x, const struct mapping_result *m)
 	if (upstream_post(x->gen->pools[x->route_index], h, (size_t)nh, m->body, m->len,
 			  route->timeout_ms, upstream_done, x, &x->up, &err) < 0) {
 		x->up = NULL;
-		if (route->mode == ROUTE_DUAL)
+		cutover_note(x, CUTOVER_V2, 0);
+		if (route->mode == ROUTE_DUAL && !x->v2_primary)
 			metrics_dual_v2(x->gen->metrics, x->route_index,
 					OUTCOME_UPSTREAM_UNREACHABLE);
 		else
@@ -1520,11 +1601,18 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 
 	switch (x->route->mode) {
 	case ROUTE_FORWARD: forward(x, &m); break;
-	case ROUTE_DUAL:
-		/* both importers at once; only the legacy one answers the sender */
-		if (legacy_send(x, body, x->bytes_in) == 0)
+	case ROUTE_DUAL: {
+		/* both importers at once (unless copy = false); the cutover says
+		 * which one answers the sender */
+		int copy = 1;
+
+		x->v2_primary = cutover_primary_v2(s->opt.cutover, x->route->name,
+						   m.participation_id, &copy);
+		if (x->v2_primary ? !copy || legacy_send(x, body, x->bytes_in) == 0
+				  : legacy_send(x, body, x->bytes_in) == 0 && copy)
 			forward(x, &m);
 		break;
+	}
 	case ROUTE_DRY_RUN:
 	default:
 		print_dry_run(x, &m);

@@ -20,6 +20,7 @@ struct event_base;
 struct metrics;
 struct queue;
 struct shadow;
+struct cutover;
 struct admin;
 
 struct admin_view {
@@ -27,6 +28,7 @@ struct admin_view {
 	struct metrics *metrics;         /* may be NULL */
 	struct queue *queue;             /* NULL when no route uses queued delivery */
 	struct shadow *shadow;           /* NULL when dry_run.v2_path is off */
+	struct cutover *cutover;         /* dual routes' state; may be NULL */
 	int started;                     /* every worker is listening */
 	int draining;                    /* SIGTERM/SIGINT: the workers are draining */
 	int port;                        /* the webhook listener's port */

@@ -46,4 +46,17 @@ int cmd_queue(int argc, char **argv);
 /* serve's log line for a queue event: pass it to queue_new() as the callback. */
 void queue_event_log(const struct queue_event *ev, void *arg);
 
+struct bridge_config;
+struct bridge_error;
+struct cutover;
+struct cutover_event;
+
+/* cutover: show or steer the cutover state of dual routes (bridge/cutover_cmd.c). */
+int cmd_cutover(int argc, char **argv);
+/* serve's log line for a cutover event: the callback of its struct cutover. */
+void cutover_event_log(const struct cutover_event *ev, void *arg);
+/* serve's cutover state: its store (cutover_store_path) opened, created
+ * when absent, and cfg's routes taken.  NULL with err. */
+struct cutover *cutover_serve_open(const struct bridge_config *cfg, struct bridge_error *err);
+
 #endif

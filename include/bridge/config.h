@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "bridge/access.h"
+#include "bridge/cutover.h"
 #include "bridge/diag.h"
 #include "bridge/sign.h"
 #include "bridge/upstream.h"
@@ -64,6 +65,9 @@ struct bridge_route {
 	size_t tls_index;        /* index into bridge_config.tls_files */
 	struct access_auth auth; /* required in addition to listen.auth */
 	int queued; /* delivery = "queued": stored, answered 202, delivered by the queue */
+	/* mode = "dual": both importers, the share answered by v2 steered at run
+	 * time (cutover.h); `cutover` group or its defaults */
+	struct cutover_route_config cutover;
 };
 
 /* The admin listener (admin = { … }): /metrics, /readyz, /healthz,

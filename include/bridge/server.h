@@ -18,6 +18,7 @@ struct recorder;
 struct v2record;
 struct server;
 struct shadow;
+struct cutover;
 
 struct server_options {
 	struct metrics *metrics; /* shared by every worker; may be NULL */
@@ -30,7 +31,8 @@ struct server_options {
 	int listen_fd; /* listening socket shared by the workers (listen.h); each dups it */
 	void (*release)(void *arg); /* called once the server no longer uses cfg/metrics */
 	void *release_arg;
-	struct queue *queue; /* queued delivery; NULL when no route uses it */
+	struct queue *queue;     /* queued delivery; NULL when no route uses it */
+	struct cutover *cutover; /* dual routes: who answers (cutover.h); may be NULL */
 };
 
 /* Watch opt->listen_fd and create pools.  cfg and opt->metrics must outlive
