@@ -21,6 +21,7 @@
 #include "bridge/access.h"
 #include "bridge/accesslog.h"
 #include "bridge/admin.h"
+#include "bridge/console.h"
 #include "bridge/cutover.h"
 #include "bridge/guard.h"
 #include "bridge/log.h"
@@ -350,6 +351,48 @@ static int serve_cutover(struct admin *a, struct evhttp_request *req, const char
 	return 1;
 }
 
+/* The console's page, style and script (no other site is ever named: the
+ * policy keeps it so, and no page may frame its buttons), and its data.
+ * 1 when answered. */
+static int serve_console(struct admin *a, struct evhttp_request *req, const char *path)
+{
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	const char *type, *body;
+	struct evbuffer *b;
+
+	if (!path)
+		return 0;
+	if (strcmp(path, "/console/data") == 0) {
+		if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+			evhttp_add_header(h, "Allow", "GET, HEAD");
+			reply_error(a, req, 405, "method_not_allowed", "use GET");
+		} else {
+			reply_json(a, req, 200, console_data_json(a->view));
+		}
+		return 1;
+	}
+	if (!console_asset(path, &type, &body))
+		return 0;
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(h, "Allow", "GET, HEAD");
+		reply_error(a, req, 405, "method_not_allowed", "use GET");
+		return 1;
+	}
+	evhttp_add_header(
+		h, "Content-Security-Policy",
+		"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+		"connect-src 'self'; frame-ancestors 'none'; form-action 'none'; "
+		"base-uri 'none'");
+	evhttp_add_header(h, "X-Frame-Options", "DENY");
+	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+	evhttp_add_header(h, "Referrer-Policy", "no-referrer");
+	b = evbuffer_new();
+	evbuffer_add_reference(b, body, strlen(body), NULL, NULL);
+	reply(a, req, 200, type, b);
+	return 1;
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
 	struct admin *a = arg;
@@ -379,12 +422,12 @@ static void handle(struct evhttp_request *req, void *arg)
 		reply_error(a, req, 401, "unauthorized", "authentication required");
 		return;
 	}
-	if (serve_cutover(a, req, path, peer))
+	if (serve_cutover(a, req, path, peer) || serve_console(a, req, path))
 		return;
 	if (!path || (strcmp(path, "/metrics") != 0 && strcmp(path, "/readyz") != 0 &&
 		      strcmp(path, "/healthz") != 0 && strcmp(path, "/dry-run/summary") != 0)) {
 		reply_error(a, req, 404, "not_found",
-			    "no such path; the admin port serves /metrics, /readyz, /healthz, "
+			    "no such path; the admin port serves /, /metrics, /readyz, /healthz, "
 			    "/dry-run/summary and /cutover");
 		return;
 	}

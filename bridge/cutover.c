@@ -237,6 +237,30 @@ struct cutover *cutover_new(struct cutover_backend *backend, cutover_event_cb cb
 	return c;
 }
 
+int cutover_set_backend(struct cutover *c, struct cutover_backend *backend)
+{
+	int rc = -1;
+
+	pthread_mutex_lock(&c->store_lock);
+	if (!c->backend.ops) {
+		c->backend = *backend;
+		memset(backend, 0, sizeof(*backend));
+		rc = 0;
+	}
+	pthread_mutex_unlock(&c->store_lock);
+	return rc;
+}
+
+int cutover_has_backend(struct cutover *c)
+{
+	int has;
+
+	pthread_mutex_lock(&c->store_lock);
+	has = c->backend.ops != NULL;
+	pthread_mutex_unlock(&c->store_lock);
+	return has;
+}
+
 void cutover_free(struct cutover *c)
 {
 	if (!c)
@@ -600,17 +624,6 @@ int cutover_apply(struct cutover *c, const struct cutover_change *ch, struct bri
 
 /* ---- reports -------------------------------------------------------------- */
 
-static void add_str(struct evbuffer *b, const char *s)
-{
-	char small[600];
-	size_t n = json_escape_quoted(small, sizeof(small), s);
-
-	if (n < sizeof(small))
-		evbuffer_add(b, small, n);
-	else
-		evbuffer_add(b, "\"\"", 2);
-}
-
 static const char *primary_name(int ramp)
 {
 	return ramp <= 0 ? "v1" : ramp >= 100 ? "v2" : "split";
@@ -648,14 +661,14 @@ char *cutover_state_json(struct cutover *c, const struct bridge_config *cfg)
 		window_sum(e, now / 1000, n, failed);
 		evbuffer_add_printf(b, "%s{\"route\":", first ? "" : ",");
 		first = 0;
-		add_str(b, e->name);
+		json_escape_add(b, e->name);
 		evbuffer_add_printf(b,
 				    ",\"ramp\":%d,\"primary\":\"%s\",\"status\":\"%s\","
 				    "\"copy\":%s,\"changed_at_ms\":%lld,\"by\":",
 				    e->row.ramp, primary_name(e->row.ramp),
 				    cutover_status_name(e->row.status),
 				    e->conf.copy ? "true" : "false", e->row.changed_ms);
-		add_str(b, e->row.by);
+		json_escape_add(b, e->row.by);
 		evbuffer_add_printf(b,
 				    ",\"rollback\":{\"max_failure_rate\":%g,\"window_s\":%d,"
 				    "\"min_posts\":%d,\"rollbacks\":%llu",
@@ -681,7 +694,7 @@ char *cutover_state_json(struct cutover *c, const struct bridge_config *cfg)
 	}
 	pthread_mutex_unlock(&c->lock);
 	evbuffer_add_printf(b, "],\"store\":");
-	add_str(b, c->backend.where ? c->backend.where : "memory");
+	json_escape_add(b, c->backend.where ? c->backend.where : "memory");
 	evbuffer_add_printf(b, "}");
 	return buffer_string(b);
 }
@@ -699,7 +712,7 @@ char *cutover_history_json(struct cutover *c, const struct bridge_config *cfg, l
 		struct entry *e = entry_find(c, cfg->routes[i].name);
 
 		evbuffer_add_printf(b, "%s{\"route\":", i ? "," : "");
-		add_str(b, cfg->routes[i].name);
+		json_escape_add(b, cfg->routes[i].name);
 		evbuffer_add_printf(b, ",\"minutes\":[");
 		for (long long m = now_min - CUTOVER_MINUTES + 1; m <= now_min; m++) {
 			const struct minute *x = e ? &e->minutes[m % CUTOVER_MINUTES] : NULL;

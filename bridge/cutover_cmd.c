@@ -103,26 +103,34 @@ static int open_backend(const struct bridge_config *cfg, int create, struct cuto
 	return rc;
 }
 
-struct cutover *cutover_serve_open(const struct bridge_config *cfg, struct bridge_error *err)
+int cutover_serve_configure(struct cutover *c, const struct bridge_config *cfg,
+			    struct bridge_error *err)
 {
 	struct cutover_backend b;
-	struct cutover *c;
 	int any = 0;
 
 	for (size_t i = 0; i < cfg->n_routes; i++)
 		any |= cfg->routes[i].mode == ROUTE_DUAL;
-	memset(&b, 0, sizeof(b));
-	/* a config without dual routes keeps its counts in memory: a reload that
-	 * adds one opens no store (say so by starting with one) */
-	if (any && open_backend(cfg, 1, &b, err) < 0)
-		return NULL;
-	c = cutover_new(&b, cutover_event_log, NULL);
+	/* the store is opened with the first dual route (at start or at a
+	 * reload): a config without one writes no state file */
+	if (any && !cutover_has_backend(c)) {
+		if (open_backend(cfg, 1, &b, err) < 0)
+			return -1;
+		cutover_set_backend(c, &b);
+		cutover_backend_close(&b); /* accepts the emptied one */
+	}
+	return cutover_configure(c, cfg, err);
+}
+
+struct cutover *cutover_serve_open(const struct bridge_config *cfg, struct bridge_error *err)
+{
+	struct cutover *c = cutover_new(NULL, cutover_event_log, NULL);
+
 	if (!c) {
-		cutover_backend_close(&b);
 		bridge_error_set(err, "out of memory");
 		return NULL;
 	}
-	if (cutover_configure(c, cfg, err) < 0) {
+	if (cutover_serve_configure(c, cfg, err) < 0) {
 		cutover_free(c);
 		return NULL;
 	}

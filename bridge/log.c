@@ -7,7 +7,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+
 #include "bridge/clock.h"
+#include "bridge/json.h"
 #include "bridge/log.h"
 
 /* room kept at the end of every line for ,"truncated":true}\n */
@@ -97,6 +100,7 @@ void log_begin(struct log_line *l, enum log_level level, const char *event)
 	l->len = 0;
 	l->truncated = 0;
 	l->enabled = level >= log_min;
+	l->level = (int)level;
 	if (!l->enabled)
 		return;
 	log_time_now(ts, sizeof(ts));
@@ -347,6 +351,59 @@ void log_stream_write(enum log_stream s, const char *line, size_t n)
 	pthread_mutex_unlock(&st->lock);
 }
 
+static pthread_mutex_t recent_lock = PTHREAD_MUTEX_INITIALIZER;
+static char recent[LOG_RECENT][LOG_RECENT_LINE];
+static size_t recent_len[LOG_RECENT], recent_next, recent_n;
+
+/* Keep a warn or error line (without its journald priority and newline). */
+static void recent_keep(const char *line, size_t n)
+{
+	if (n && line[0] == '<')
+		line += 3, n -= 3;
+	if (n && line[n - 1] == '\n')
+		n--;
+	if (!n || n >= LOG_RECENT_LINE)
+		return;
+	pthread_mutex_lock(&recent_lock);
+	memcpy(recent[recent_next], line, n);
+	recent_len[recent_next] = n;
+	recent_next = (recent_next + 1) % LOG_RECENT;
+	if (recent_n < LOG_RECENT)
+		recent_n++;
+	pthread_mutex_unlock(&recent_lock);
+}
+
+void json_escape_add(struct evbuffer *out, const char *s)
+{
+	char small[600], *big;
+	size_t n = json_escape_quoted(small, sizeof(small), s);
+
+	if (n < sizeof(small)) {
+		evbuffer_add(out, small, n);
+	} else if ((big = malloc(n + 1)) != NULL) {
+		json_escape_quoted(big, n + 1, s);
+		evbuffer_add(out, big, n);
+		free(big);
+	} else {
+		evbuffer_add(out, "\"\"", 2);
+	}
+}
+
+void log_recent_json(struct evbuffer *out)
+{
+	evbuffer_add(out, "[", 1);
+	pthread_mutex_lock(&recent_lock);
+	for (size_t i = 0; i < recent_n; i++) {
+		size_t k = (recent_next + LOG_RECENT - recent_n + i) % LOG_RECENT;
+
+		if (i)
+			evbuffer_add(out, ",", 1);
+		evbuffer_add(out, recent[k], recent_len[k]);
+	}
+	pthread_mutex_unlock(&recent_lock);
+	evbuffer_add(out, "]", 1);
+}
+
 void log_end_to(struct log_line *l, int fd)
 {
 	size_t off = 0;
@@ -367,6 +424,8 @@ void log_end_to(struct log_line *l, int fd)
 	l->buf[l->len++] = '\n';
 	if (l->buf[0] == '<' && fd != STDERR_FILENO)
 		off = 3; /* the journald priority is for stderr only */
+	if (fd == STDERR_FILENO && l->level >= LOG_WARN)
+		recent_keep(l->buf, l->len);
 	if (fd == STDOUT_FILENO || fd == STDERR_FILENO)
 		log_stream_write(fd == STDOUT_FILENO ? LOG_STREAM_STDOUT : LOG_STREAM_STDERR,
 				 l->buf + off, l->len - off);

@@ -310,7 +310,7 @@ static const char *reload_config(struct serve_state *st)
 		return "out of memory";
 	}
 	h->cfg = cfg;
-	if (st->cutover && cutover_configure(st->cutover, cfg, &err) < 0) {
+	if (st->cutover && cutover_serve_configure(st->cutover, cfg, &err) < 0) {
 		log_begin(&l, LOG_ERROR, "cutover_store_error");
 		log_str(&l, "message", err.message);
 		log_end(&l);

@@ -616,3 +616,48 @@ void metrics_render(struct metrics *m, struct evbuffer *out)
 	evbuffer_add_printf(out, "webhook_bridge_workers %d\n", m->st->workers);
 	render_process(m, out);
 }
+
+/* ---- JSON for the console ------------------------------------------------- */
+
+void metrics_requests_json(struct metrics *m, struct evbuffer *out)
+{
+	evbuffer_add(out, "[", 1);
+	for (size_t r = 0; m && r <= m->cfg->n_routes; r++) {
+		struct route_series *s = m->st->routes[m->slot[r]];
+
+		evbuffer_add_printf(out, "%s{\"route\":", r ? "," : "");
+		json_escape_add(out, s->name);
+		evbuffer_add_printf(out, ",\"mode\":");
+		json_escape_add(out, r ? route_mode_name(m->cfg->routes[r - 1].mode) : "");
+		evbuffer_add_printf(out, ",\"requests\":{");
+		for (int o = 0; o < OUTCOME_COUNT; o++)
+			evbuffer_add_printf(out, "%s\"%s\":%llu", o ? "," : "", outcome_names[o],
+					    (unsigned long long)atomic_load(&s->requests[o]));
+		evbuffer_add(out, "}}", 2);
+	}
+	evbuffer_add(out, "]", 1);
+}
+
+void metrics_unmapped_json(struct metrics *m, struct evbuffer *out)
+{
+	struct label_table *t = m ? &m->st->unmapped : NULL;
+	int first = 1;
+
+	evbuffer_add(out, "[", 1);
+	if (t) {
+		pthread_mutex_lock(&t->lock);
+		for (size_t i = 0; i < t->n; i++) {
+			if (!exported(m, t->routes[i]))
+				continue;
+			evbuffer_add_printf(out, "%s{\"route\":", first ? "" : ",");
+			first = 0;
+			json_escape_add(out, m->st->routes[t->routes[i]]->name);
+			evbuffer_add_printf(out, ",\"variable\":");
+			json_escape_add(out, t->names[i]);
+			evbuffer_add_printf(out, ",\"count\":%llu}",
+					    (unsigned long long)t->counts[i]);
+		}
+		pthread_mutex_unlock(&t->lock);
+	}
+	evbuffer_add(out, "]", 1);
+}

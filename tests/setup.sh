@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 RUN_PKGS="gcc libc6-dev pkg-config meson ninja-build libevent-dev libyajl-dev libconfig-dev
 libssl-dev libsqlite3-dev tzdata ca-certificates"
 TEST_PKGS="curl openssl python3 python3-jsonschema valgrind clang-format git prometheus mandoc
-systemd procps"
+systemd procps chromium chromium-driver"
 case "${1:-test}" in
 run) PKGS=$RUN_PKGS ;;
 test) PKGS="$RUN_PKGS $TEST_PKGS" ;;

@@ -416,6 +416,31 @@ def t_two_instances(_t):
         finish([a, b], "instance", legacy, v2)
 
 
+def t_reload_adds(_t):
+    legacy, v2 = sinks()
+    env = state_env("reload-adds")
+    store = os.path.join(env["STATE_DIRECTORY"], "cutover.db")
+    fwd = bt.config_text([bt.route("crm", "forward", endpoint=v2.url("/v2"), secret="s")],
+                         path="/hook", workers=1)
+    b = bridge(fwd, "reload-adds", env)
+    try:
+        t.ok(not os.path.exists(store), "a config without dual routes writes no state file")
+        with open(b.config_path, "w") as f:
+            f.write(bt.config_text([dual_route("crm", legacy, v2, {"ramp": 5})], path="/hook",
+                                   workers=1))
+        b.proc.send_signal(signal.SIGHUP)
+        t.ok(bt.wait_for(lambda: any(x.get("event") == "reloaded" for x in b.log_records()), 10),
+             "reloaded with a dual route")
+        t.ok(os.path.exists(store), "the reload opened the state store")
+        t.is_(state_of(b, "crm").get("ramp"), 5, "the dual route starts at its config's ramp")
+        t.is_(change(b, "crm", {"ramp": 15}).status, 200, "ramp 15")
+        r = subprocess.run([bt.BRIDGE_BIN, "cutover", "--config", b.config_path], env=env,
+                           capture_output=True, timeout=20)
+        t.like(r.stdout.decode(), r"crm: ramp 15%", "the change is in the store", r.stdout)
+    finally:
+        finish([b], "reload-adds", legacy, v2)
+
+
 def t_refusals(_t):
     legacy, v2 = sinks()
     cfg = bt.config_text([dual_route("crm", legacy, v2, {}),
@@ -477,7 +502,8 @@ def t_refusals(_t):
 try:
     for name, fn in [("sticky split", t_sticky), ("kill switch under load", t_kill),
                      ("automatic rollback", t_rollback), ("restart and SIGHUP", t_persist),
-                     ("two instances", t_two_instances), ("refusals", t_refusals)]:
+                     ("two instances", t_two_instances), ("reload adds a dual route", t_reload_adds),
+                     ("refusals", t_refusals)]:
         t.run(name, fn)
 finally:
     tmp.cleanup()

@@ -80,7 +80,9 @@ def t_dashboard(_t):
 def t_series_exist(_t):
     sink = bt.Sink()
     routes = [bt.route("dry", "dry-run", secret="s", match={"campaign_id": [1]}),
-              bt.route("q", "forward", endpoint=sink.url("/in"), secret="s", delivery="queued")]
+              bt.route("q", "forward", endpoint=sink.url("/in"), secret="s", delivery="queued"),
+              bt.route("d", "dual", endpoint=sink.url("/in"), legacy_endpoint=sink.url("/v1"),
+                       secret="s", match={"campaign_id": [2]})]
     cfg = bt.config_text(routes, workers=1, queue={"path": "q.db"},
                          dry_run={"v2_path": "/v2"})
     b = bt.Bridge(tmp, cfg, "dist.conf").start()

@@ -58,5 +58,8 @@ void cutover_event_log(const struct cutover_event *ev, void *arg);
 /* serve's cutover state: its store (cutover_store_path) opened, created
  * when absent, and cfg's routes taken.  NULL with err. */
 struct cutover *cutover_serve_open(const struct bridge_config *cfg, struct bridge_error *err);
+/* A reload's config: the store opened with the first dual route. */
+int cutover_serve_configure(struct cutover *c, const struct bridge_config *cfg,
+			    struct bridge_error *err);
 
 #endif

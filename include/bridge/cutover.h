@@ -128,6 +128,11 @@ struct cutover;
 struct cutover *cutover_new(struct cutover_backend *backend, cutover_event_cb cb, void *arg);
 void cutover_free(struct cutover *c); /* accepts NULL */
 
+/* Give a struct cutover made without backend its store (taken); -1 when it
+ * has one already. */
+int cutover_set_backend(struct cutover *c, struct cutover_backend *backend);
+int cutover_has_backend(struct cutover *c);
+
 /* Take a config's cutover routes (at start and at every reload): a route
  * seen for the first time gets its stored row, or the config's initial
  * state (stored).  Routes of older configs are kept (a later config may

@@ -30,6 +30,7 @@ struct log_line {
 	size_t len;
 	int truncated;
 	int enabled;
+	int level; /* enum log_level */
 };
 
 void log_begin(struct log_line *l, enum log_level level, const char *event);
@@ -70,8 +71,20 @@ void log_ratelimit_init(struct log_ratelimit *r, long interval_ms, unsigned burs
 /* 1: log this line (and *ret_suppressed = lines dropped before it), 0: drop it. */
 int log_ratelimit_allow(struct log_ratelimit *r, unsigned long *ret_suppressed);
 
+struct evbuffer;
+
+/* The last LOG_RECENT warn and error lines written to stderr (each under
+ * LOG_RECENT_LINE bytes), oldest first, as a JSON array of the line
+ * objects.  Thread-safe. */
+#define LOG_RECENT      20
+#define LOG_RECENT_LINE 2048
+void log_recent_json(struct evbuffer *out);
+
 /* Current UTC time as "YYYY-MM-DDTHH:MM:SS.mmmZ" (cap >= 25). */
 void log_time_now(char *out, size_t cap);
 
+/* "s" quoted as JSON (json.h's log form) appended to out, whatever its
+ * length (on out of memory: ""). */
+void json_escape_add(struct evbuffer *out, const char *s);
 
 #endif

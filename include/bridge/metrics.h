@@ -100,6 +100,12 @@ void metrics_shadow_waiting(struct metrics *m, long long waiting);
  * routes, the tables, process_* and build information. */
 void metrics_render(struct metrics *m, struct evbuffer *out);
 
+/* For the console: [{"route","mode","requests":{"OUTCOME":N,...}}] (route ""
+ * first: before a route was chosen) and [{"route","variable","count"}] of the
+ * unmapped keys, for the view's routes. */
+void metrics_requests_json(struct metrics *m, struct evbuffer *out);
+void metrics_unmapped_json(struct metrics *m, struct evbuffer *out);
+
 /* Append v to out as a Prometheus label value (backslash, " and newline escaped). */
 void metrics_label_add(struct evbuffer *out, const char *v);
 
