@@ -95,9 +95,8 @@ static int secret_equal(const char *got, size_t got_len, const char *want)
 	return CRYPTO_memcmp(a, b, al) == 0;
 }
 
-static int check_basic(const struct access_auth *a, struct evkeyvalq *h)
+static int check_basic(const struct access_auth *a, const char *v)
 {
-	const char *v = evhttp_find_header(h, "Authorization");
 	unsigned char decoded[512];
 	char *colon;
 	int n;
@@ -129,10 +128,8 @@ static int check_basic(const struct access_auth *a, struct evkeyvalq *h)
 	       secret_equal(colon + 1, (size_t)n - ulen - 1, a->basic_password);
 }
 
-static int check_query(const struct access_auth *a, struct evhttp_request *req)
+static int check_query(const struct access_auth *a, const char *q)
 {
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
 	struct evkeyvalq params;
 	const char *v;
 	int ok = 0;
@@ -151,24 +148,32 @@ static int check_query(const struct access_auth *a, struct evhttp_request *req)
 	return ok;
 }
 
-int access_auth_check(const struct access_auth *a, struct evhttp_request *req)
+int access_auth_check_parts(const struct access_auth *a, const char *authorization,
+			    const char *query, const char *header)
 {
-	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
 	int ok = 0;
 
 	if (!a || !a->enabled)
 		return 1;
-	if (a->basic_user)
-		ok |= check_basic(a, h);
-	if (a->query_name)
-		ok |= check_query(a, req);
-	if (a->header_name) {
-		const char *v = evhttp_find_header(h, a->header_name);
-
-		if (v)
-			ok |= secret_equal(v, strlen(v), a->header_value);
-	}
+	if (a->basic_user && authorization)
+		ok |= check_basic(a, authorization);
+	if (a->query_name && query)
+		ok |= check_query(a, query);
+	if (a->header_name && header)
+		ok |= secret_equal(header, strlen(header), a->header_value);
 	return ok;
+}
+
+int access_auth_check(const struct access_auth *a, struct evhttp_request *req)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+
+	if (!a || !a->enabled)
+		return 1;
+	return access_auth_check_parts(
+		a, evhttp_find_header(h, "Authorization"), uri ? evhttp_uri_get_query(uri) : NULL,
+		a->header_name ? evhttp_find_header(h, a->header_name) : NULL);
 }
 
 /* the ::ffff:0:0/96 prefix of IPv4-mapped IPv6 addresses */

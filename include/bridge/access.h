@@ -35,6 +35,12 @@ void access_auth_clear(struct access_auth *a);
 /* 1 when the request may pass (or auth is disabled), 0 otherwise. */
 int access_auth_check(const struct access_auth *a, struct evhttp_request *req);
 
+/* The same on the request's parts, each NULL when absent: the Authorization
+ * header's value, the query string (without '?') and the value of the
+ * configured header.  Pure: what access_auth_check and its fuzzer call. */
+int access_auth_check_parts(const struct access_auth *a, const char *authorization,
+			    const char *query, const char *header);
+
 struct access_cidr {
 	int family; /* AF_INET or AF_INET6 */
 	unsigned char addr[16];
