@@ -10,7 +10,7 @@
 #include "bridge/buf.h"
 #include "bridge/cfg.h"
 
-static const char *type_name(int type)
+const char *cfg_type_name(int type)
 {
 	switch (type) {
 	case CONFIG_TYPE_GROUP: return "a group { }";
@@ -446,6 +446,28 @@ int cfg_read(config_t *cfg, const char *path, struct diag *d)
 	return 0;
 }
 
+bool cfg_name_in(const char *const *names, const char *name)
+{
+	for (; *names; names++)
+		if (strcmp(*names, name) == 0)
+			return true;
+	return false;
+}
+
+void cfg_join_names(const char *const *names, char *buf, size_t cap)
+{
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (; *names && len < cap; names++) {
+		int n = snprintf(buf + len, cap - len, "%s%s", len ? ", " : "", *names);
+
+		if (n < 0)
+			break;
+		len += (size_t)n;
+	}
+}
+
 const char *cfg_file(const config_setting_t *s, const char *fallback)
 {
 	const char *f = s ? config_setting_source_file(s) : NULL;
@@ -462,7 +484,7 @@ static int cfg_error(const config_setting_t *s, const char *file, struct diag *d
 		     const char *want)
 {
 	return diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' must be %s, not %s", name, want,
-			type_name(config_setting_type(s)));
+			cfg_type_name(config_setting_type(s)));
 }
 
 int cfg_check_keys(const config_setting_t *group, const char *const *allowed, const char *file,

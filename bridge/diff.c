@@ -1,5 +1,5 @@
 /*
- * diff and report commands.
+ * The diff command.
  *
  *   diff --mapping RULES V1.json         provenance: every v2 value, the rule
  *                                        (file:line) behind it, and the v1 keys
@@ -8,7 +8,6 @@
  *   diff --mapping OLD --against NEW FIXTURES...
  *                                        what a rule change changes across a
  *                                        fixture set, grouped by path
- *   report FILE                          summary of a dry-run report
  *
  * Text output is for people (colour only on a terminal, never with
  * NO_COLOR); --json output is for tools.  Everything that came from an input
@@ -39,18 +38,17 @@
 #include "bridge/jsondiff.h"
 #include "bridge/mapping.h"
 #include "bridge/v1.h"
+#include "cmd_out.h"
 
-#define INPUT_MAX        (256u * 1024 * 1024) /* one input file */
-#define DOC_MAX          (64u * 1024 * 1024)  /* one v2 document for A/B */
-#define MAX_INPUTS       100000               /* fixture files */
-#define MAX_GROUPS       10000                /* distinct paths kept */
-#define MAX_LISTED       1000                 /* failures / keys listed one by one */
-#define MAX_EXAMPLES     3
-#define SAMPLE_MAX       4096 /* a sample value kept for a path */
-#define REPORT_LINE_MAX  (16u * 1024 * 1024)
-#define REPORT_DEPTH_MAX 64
-#define REPORT_RULES     4   /* distinct rules remembered per path */
-#define TEXT_VALUE_MAX   160 /* value width in text output */
+
+#define INPUT_MAX      (256u * 1024 * 1024) /* one input file */
+#define DOC_MAX        (64u * 1024 * 1024)  /* one v2 document for A/B */
+#define MAX_INPUTS     100000               /* fixture files */
+#define MAX_GROUPS     10000                /* distinct paths kept */
+#define MAX_LISTED     1000                 /* failures / keys listed one by one */
+#define MAX_EXAMPLES   3
+#define SAMPLE_MAX     4096 /* a sample value kept for a path */
+#define TEXT_VALUE_MAX 160  /* value width in text output */
 
 static const char usage_diff[] =
 	"usage: webhook-bridge diff --mapping RULES [--form] V1.json [--json]\n"
@@ -81,253 +79,10 @@ static const char usage_diff[] =
 	"exit: provenance 0 mapped, 1 cannot be mapped; A/B and --against 0 no\n"
 	"      difference, 1 differences; 2 usage, configuration or input errors\n";
 
-static const char usage_report[] =
-	"usage: webhook-bridge report FILE [--json] [--top N] [--color WHEN]\n"
-	"\n"
-	"Summarises a dry-run report (JSON lines written by serve in dry-run mode):\n"
-	"participations seen, matched with a real v2 (identical / different),\n"
-	"unmatched (expired on either side), the top N (default 10) differing paths\n"
-	"with counts and the rule behind each, and the unmapped v1 keys.\n"
-	"exit: 0 no participation differs, 1 some differ, 2 usage error, unreadable\n"
-	"      file or malformed lines (reported on stderr; the summary still prints)\n";
-
-/* ------------------------------------------------------------------------ */
-/* Output helpers */
-
-struct style {
-	bool color;
-	FILE *out;
-	/* text on a terminal: its width (TIOCGWINSZ), and the text gathered in
-	 * out (a memory stream) to be cut to it line by line; 0: as written */
-	size_t columns;
-	FILE *term;
-	char *buf;
-	size_t len;
-};
-
-enum color { C_RESET, C_BOLD, C_DIM, C_RED, C_GREEN, C_YELLOW, C_CYAN };
-
-static const char *const color_codes[] = {
-	"\033[0m", "\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[33m", "\033[36m",
-};
-
-static void color(const struct style *st, enum color c)
-{
-	if (st->color)
-		fputs(color_codes[c], st->out);
-}
-
-static int style_init(struct style *st, const char *when, FILE *out)
-{
-	const char *no_color = getenv("NO_COLOR"), *term = getenv("TERM");
-
-	memset(st, 0, sizeof(*st));
-	st->out = out;
-	if (!when || strcmp(when, "auto") == 0) /* a dumb terminal shows escapes as text */
-		st->color = isatty(fileno(out)) && !(no_color && *no_color) &&
-			    !(term && strcmp(term, "dumb") == 0);
-	else if (strcmp(when, "always") == 0)
-		st->color = true;
-	else if (strcmp(when, "never") == 0)
-		st->color = false;
-	else
-		return -1;
-	return 0;
-}
-
-/* Text for a terminal is gathered, then each line cut to its width. */
-static void style_fit_terminal(struct style *st)
-{
-	struct winsize ws;
-	FILE *mem;
-
-	if (!isatty(fileno(st->out)) || ioctl(fileno(st->out), TIOCGWINSZ, &ws) < 0 ||
-	    ws.ws_col < 20)
-		return;
-	mem = open_memstream(&st->buf, &st->len);
-	if (!mem)
-		return; /* as written, then */
-	st->columns = ws.ws_col;
-	st->term = st->out;
-	st->out = mem;
-}
-
-/* Columns a line takes: colour escapes take none, a UTF-8 sequence one. */
-static size_t line_columns(const char *s, size_t n)
-{
-	size_t cols = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '\033') {
-			while (i + 1 < n && s[i + 1] != 'm')
-				i++;
-			i++;
-		} else if (((unsigned char)s[i] & 0xc0) != 0x80) {
-			cols++;
-		}
-	}
-	return cols;
-}
-
-/* Write what style_fit_terminal gathered, every line at most the terminal's
- * width: a longer one ends in "..." (and a colour reset, its escapes kept
- * up to the cut). */
-static void style_finish(struct style *st)
-{
-	const char *p, *end, *nl;
-
-	if (!st->term)
-		return;
-	fclose(st->out);
-	st->out = st->term;
-	st->term = NULL;
-	for (p = st->buf, end = st->buf + st->len; p < end; p = nl + 1) {
-		size_t n, cols = 0, i;
-
-		nl = memchr(p, '\n', (size_t)(end - p));
-		if (!nl)
-			nl = end;
-		n = (size_t)(nl - p);
-		if (line_columns(p, n) <= st->columns) {
-			fwrite(p, 1, n, st->out);
-		} else {
-			for (i = 0; i < n; i++) {
-				if (p[i] == '\033') {
-					size_t k = i;
-
-					while (k + 1 < n && p[k] != 'm')
-						k++;
-					fwrite(p + i, 1, k + 1 - i, st->out);
-					i = k;
-					continue;
-				}
-				if (((unsigned char)p[i] & 0xc0) != 0x80 &&
-				    cols++ == st->columns - 3)
-					break;
-				fputc(p[i], st->out);
-			}
-			fputs(st->color ? "...\033[0m" : "...", st->out);
-		}
-		if (nl < end)
-			fputc('\n', st->out);
-	}
-	free(st->buf);
-	st->buf = NULL;
-}
-
-/* Print n bytes for a terminal: control bytes as \xNN, at most max bytes
- * (0: no limit) then "...", never cutting a UTF-8 sequence.  Returns the
- * number of columns printed (one per character, an approximation). */
-static size_t print_safe(FILE *f, const char *s, size_t n, size_t max)
-{
-	size_t cols = 0, i = 0;
-
-	while (i < n) {
-		unsigned char ch = (unsigned char)s[i];
-		size_t clen = 1;
-
-		if (ch >= 0xc0)
-			while (i + clen < n && ((unsigned char)s[i + clen] & 0xc0) == 0x80 &&
-			       clen < 4)
-				clen++;
-		if (max && cols >= max) {
-			fputs("...", f);
-			return cols + 3;
-		}
-		if (ch < 0x20 || ch == 0x7f) {
-			fprintf(f, "\\x%02x", ch);
-			cols += 4;
-		} else {
-			fwrite(s + i, 1, clen, f);
-			cols++;
-		}
-		i += clen;
-	}
-	return cols;
-}
-
-static size_t print_str(FILE *f, const char *s, size_t max)
-{
-	return s ? print_safe(f, s, strlen(s), max) : 0;
-}
-
-static void pad(FILE *f, size_t used, size_t width)
-{
-	for (size_t i = used; i < width; i++)
-		fputc(' ', f);
-}
-
-/* Width a string takes in print_safe (characters, control bytes as 4). */
-static size_t text_width(const char *s, size_t max)
-{
-	size_t cols = 0;
-
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if ((*p & 0xc0) == 0x80)
-			continue;
-		cols += *p < 0x20 || *p == 0x7f ? 4 : 1;
-	}
-	return max && cols > max ? max + 3 : cols;
-}
-
-/* A table cell: s in width columns ("..." at the end when cut), then the
- * two spaces before the next one. */
-static void cell(FILE *f, const char *s, size_t width)
-{
-	size_t w = text_width(s, 0);
-
-	pad(f, print_str(f, s, w > width ? width - 3 : 0), width + 2);
-}
-
-/* The same, cut at the front: "...o-v2.conf:55". */
-static void cell_tail(FILE *f, const char *s, size_t width)
-{
-	if (text_width(s, 0) <= width) {
-		cell(f, s, width);
-		return;
-	}
-	fputs("...", f);
-	while (*s && text_width(s, 0) > width - 3)
-		for (s++; ((unsigned char)*s & 0xc0) == 0x80; s++)
-			;
-	pad(f, print_str(f, s, 0) + 3, width + 2);
-}
-
-/* A JSON string on f: quote, backslash and control bytes escaped. */
-static void json_string(FILE *f, const char *s, size_t n)
-{
-	json_fput_quoted(f, s, n, JSON_ESC_LOG);
-}
-
-static void json_cstr(FILE *f, const char *s)
-{
-	if (s)
-		json_string(f, s, strlen(s));
-	else
-		fputs("null", f);
-}
-
-/* ,"name":"value" (null when value is NULL). */
-static void json_member(FILE *f, const char *name, const char *value)
-{
-	fprintf(f, ",\"%s\":", name);
-	json_cstr(f, value);
-}
-
-static const char *policy_name(enum mapping_unmapped p)
-{
-	return p == MAPPING_UNMAPPED_DROP     ? "drop"
-	       : p == MAPPING_UNMAPPED_REJECT ? "reject"
-					      : "form";
-}
 
 /* ------------------------------------------------------------------------ */
 /* Input */
 
-static const char *display_name(const char *path)
-{
-	return strcmp(path, "-") == 0 ? "<stdin>" : path;
-}
 
 /* Read a whole file ("-": stdin) of at most max bytes, NUL-terminated. */
 static int read_input(const char *path, size_t max, char **ret, size_t *ret_len)
@@ -339,7 +94,8 @@ static int read_input(const char *path, size_t max, char **ret, size_t *ret_len)
 	*ret = NULL;
 	*ret_len = 0;
 	if (!f) {
-		fprintf(stderr, "webhook-bridge: %s: %s\n", display_name(path), strerror(errno));
+		fprintf(stderr, "webhook-bridge: %s: %s\n", out_display_name(path),
+			strerror(errno));
 		return -1;
 	}
 	rc = buf_read_file(&b, f);
@@ -348,12 +104,12 @@ static int read_input(const char *path, size_t max, char **ret, size_t *ret_len)
 	if (rc == 0 && !(*ret = buf_take(&b, ret_len)))
 		rc = -ENOMEM;
 	if (rc == -EIO)
-		fprintf(stderr, "webhook-bridge: %s: read error\n", display_name(path));
+		fprintf(stderr, "webhook-bridge: %s: read error\n", out_display_name(path));
 	else if (rc == -EFBIG)
-		fprintf(stderr, "webhook-bridge: %s: larger than %zu MiB\n", display_name(path),
+		fprintf(stderr, "webhook-bridge: %s: larger than %zu MiB\n", out_display_name(path),
 			max >> 20);
 	else if (rc < 0)
-		fprintf(stderr, "webhook-bridge: %s: out of memory\n", display_name(path));
+		fprintf(stderr, "webhook-bridge: %s: out of memory\n", out_display_name(path));
 	buf_free(&b);
 	return rc < 0 ? -1 : 0;
 }
@@ -468,7 +224,7 @@ static void classify_keys(const struct v1_doc *doc, const struct mapping_result 
 	}
 }
 
-static void prov_text(const struct style *st, const char *input, const char *mapping_path,
+static void prov_text(const struct out_style *st, const char *input, const char *mapping_path,
 		      const struct mapping_result *r, const struct prov_field *fields,
 		      size_t n_fields, const struct prov_key *keys, size_t n_keys)
 {
@@ -477,12 +233,13 @@ static void prov_text(const struct style *st, const char *input, const char *map
 	       n_dropped = 0;
 
 	for (size_t i = 0; i < n_fields; i++) {
-		size_t p = text_width(fields[i].e->path, 0), v = text_width(fields[i].e->b, 40);
+		size_t p = out_text_width(fields[i].e->path, 0),
+		       v = out_text_width(fields[i].e->b, 40);
 
 		wp = p > wp ? p : wp;
 		wv = v > wv ? v : wv;
 		if (fields[i].t) {
-			size_t w = text_width(fields[i].rule, 0);
+			size_t w = out_text_width(fields[i].rule, 0);
 
 			wr = w > wr ? w : wr;
 			rules++;
@@ -492,7 +249,7 @@ static void prov_text(const struct style *st, const char *input, const char *map
 	}
 	/* a narrow terminal: rules (cut at the front: the line number stays),
 	 * then paths to 32, values to 10 and paths to 20 give way so that
-	 * FROM: WHAT keeps 16 columns (style_finish cuts what still overflows) */
+	 * FROM: WHAT keeps 16 columns (out_style_finish cuts what still overflows) */
 	if (st->columns) {
 		size_t *w[] = { &wr, &wp, &wv, &wp };
 		const size_t least[] = { 16, 32, 10, 20 };
@@ -505,40 +262,40 @@ static void prov_text(const struct style *st, const char *input, const char *map
 							: *w[i];
 		}
 	}
-	color(st, C_BOLD);
-	print_str(f, input, 0);
+	out_color(st, C_BOLD);
+	out_print_str(f, input, 0);
 	fputs(" -> v2 with ", f);
-	print_str(f, mapping_path, 0);
-	fprintf(f, " (unmapped = \"%s\")\n\n", policy_name(r->unmapped_policy));
+	out_print_str(f, mapping_path, 0);
+	fprintf(f, " (unmapped = \"%s\")\n\n", out_policy_name(r->unmapped_policy));
 	fputs("PATH", f);
-	pad(f, 4, wp + 2);
+	out_pad(f, 4, wp + 2);
 	fputs("VALUE", f);
-	pad(f, 5, wv + 2);
+	out_pad(f, 5, wv + 2);
 	fputs("RULE", f);
-	pad(f, 4, wr + 2);
+	out_pad(f, 4, wr + 2);
 	fputs("FROM: WHAT\n", f);
-	color(st, C_RESET);
+	out_color(st, C_RESET);
 	for (size_t i = 0; i < n_fields; i++) {
 		const struct prov_field *p = &fields[i];
 		const struct mapping_trace *t = p->t;
 
-		cell(f, p->e->path, wp);
-		color(st, C_GREEN);
-		cell(f, p->e->b, wv);
-		color(st, C_RESET);
-		color(st, t ? C_CYAN : C_DIM);
-		cell_tail(f, t ? p->rule : "-", wr);
-		color(st, C_RESET);
+		out_cell(f, p->e->path, wp);
+		out_color(st, C_GREEN);
+		out_cell(f, p->e->b, wv);
+		out_color(st, C_RESET);
+		out_color(st, t ? C_CYAN : C_DIM);
+		out_cell_tail(f, t ? p->rule : "-", wr);
+		out_color(st, C_RESET);
 		if (!t || p->m == JSONDIFF_TRACE_ENTRY) {
-			color(st, C_DIM);
+			out_color(st, C_DIM);
 			fprintf(f, "(%s)", field_what(t, p->m));
-			color(st, C_RESET);
+			out_color(st, C_RESET);
 		} else {
 			if (t->from_key) {
-				print_str(f, t->from_key, 0);
+				out_print_str(f, t->from_key, 0);
 				fputs(": ", f);
 			}
-			print_str(f, t->what, 0);
+			out_print_str(f, t->what, 0);
 		}
 		fputc('\n', f);
 	}
@@ -547,16 +304,16 @@ static void prov_text(const struct style *st, const char *input, const char *map
 		n_dropped += keys[i].fate == KEY_DROPPED;
 	}
 	for (size_t i = 0; i < n_keys; i++) {
-		size_t w = text_width(keys[i].f->key, 0);
+		size_t w = out_text_width(keys[i].f->key, 0);
 
 		if (keys[i].fate != KEY_WRITTEN && w > wk)
 			wk = w;
 	}
 	if (n_unmapped + n_dropped) {
 		fputc('\n', f);
-		color(st, C_BOLD);
+		out_color(st, C_BOLD);
 		fputs("v1 keys not written by a rule:\n", f);
-		color(st, C_RESET);
+		out_color(st, C_RESET);
 	}
 	for (size_t i = 0; i < n_keys; i++) {
 		const struct prov_key *k = &keys[i];
@@ -564,24 +321,24 @@ static void prov_text(const struct style *st, const char *input, const char *map
 		if (k->fate == KEY_WRITTEN)
 			continue;
 		fputs("  ", f);
-		color(st, C_YELLOW);
-		pad(f, print_str(f, k->f->key, 0), wk);
-		color(st, C_RESET);
+		out_color(st, C_YELLOW);
+		out_pad(f, out_print_str(f, k->f->key, 0), wk);
+		out_color(st, C_RESET);
 		if (k->fate == KEY_DROPPED) {
 			fputs("  dropped: ", f);
 			fputs(k->reason, f);
 		} else if (r->unmapped_policy == MAPPING_UNMAPPED_FORM) {
 			fputs("  unmapped -> form[", f);
-			print_str(f, k->f->key, 0);
+			out_print_str(f, k->f->key, 0);
 			fputs("]", f);
 			if (k->t) {
 				fputs(" (unmapped = \"form\", ", f);
-				print_str(f, k->t->file, 0);
+				out_print_str(f, k->t->file, 0);
 				fprintf(f, ":%d)", k->t->line);
 			}
 		} else {
 			fprintf(f, "  unmapped: dropped (unmapped = \"%s\")",
-				policy_name(r->unmapped_policy));
+				out_policy_name(r->unmapped_policy));
 		}
 		fputc('\n', f);
 	}
@@ -598,23 +355,23 @@ static void prov_json(FILE *f, const char *input, const char *mapping_path,
 	bool first = true;
 
 	fputs("{\"input\":", f);
-	json_cstr(f, input);
-	json_member(f, "mapping", mapping_path);
-	json_member(f, "participation_id", r->participation_id);
-	json_member(f, "unmapped_policy", policy_name(r->unmapped_policy));
+	out_json_cstr(f, input);
+	out_json_member(f, "mapping", mapping_path);
+	out_json_member(f, "participation_id", r->participation_id);
+	out_json_member(f, "unmapped_policy", out_policy_name(r->unmapped_policy));
 	fputs(",\"fields\":[", f);
 	for (size_t i = 0; i < n_fields; i++) {
 		const struct prov_field *p = &fields[i];
 		const struct mapping_trace *t = p->t;
 
 		fputs(i ? ",{\"path\":" : "{\"path\":", f);
-		json_cstr(f, p->e->path);
+		out_json_cstr(f, p->e->path);
 		fputs(",\"value\":", f);
 		fwrite(p->e->b, 1, p->e->b_len, f);
-		json_member(f, "rule", t ? p->rule : NULL);
-		json_member(f, "from", t && p->m != JSONDIFF_TRACE_ENTRY ? t->from_key : NULL);
-		json_member(f, "what", field_what(t, p->m));
-		json_member(f, "match", match_name(p->m));
+		out_json_member(f, "rule", t ? p->rule : NULL);
+		out_json_member(f, "from", t && p->m != JSONDIFF_TRACE_ENTRY ? t->from_key : NULL);
+		out_json_member(f, "what", field_what(t, p->m));
+		out_json_member(f, "match", match_name(p->m));
 		fputc('}', f);
 	}
 	fputs("],\"unmapped\":[", f);
@@ -625,11 +382,11 @@ static void prov_json(FILE *f, const char *input, const char *mapping_path,
 			continue;
 		fputs(first ? "{\"key\":" : ",{\"key\":", f);
 		first = false;
-		json_cstr(f, keys[i].f->key);
-		json_member(f, "policy", policy_name(r->unmapped_policy));
+		out_json_cstr(f, keys[i].f->key);
+		out_json_member(f, "policy", out_policy_name(r->unmapped_policy));
 		if (keys[i].t)
 			snprintf(rule, sizeof(rule), "%s:%d", keys[i].t->file, keys[i].t->line);
-		json_member(f, "rule", keys[i].t ? rule : NULL);
+		out_json_member(f, "rule", keys[i].t ? rule : NULL);
 		fputc('}', f);
 	}
 	fputs("],\"dropped\":[", f);
@@ -639,8 +396,8 @@ static void prov_json(FILE *f, const char *input, const char *mapping_path,
 			continue;
 		fputs(first ? "{\"key\":" : ",{\"key\":", f);
 		first = false;
-		json_cstr(f, keys[i].f->key);
-		json_member(f, "reason", keys[i].reason);
+		out_json_cstr(f, keys[i].f->key);
+		out_json_member(f, "reason", keys[i].reason);
 		fputc('}', f);
 	}
 	fputs("],\"v2\":", f);
@@ -649,7 +406,7 @@ static void prov_json(FILE *f, const char *input, const char *mapping_path,
 }
 
 static int diff_provenance(const char *mapping_path, const char *input, int form, int json,
-			   const char *const *ignore, size_t n_ignore, const struct style *st)
+			   const char *const *ignore, size_t n_ignore, const struct out_style *st)
 {
 	struct mapping *m = NULL;
 	struct v1_doc *doc = NULL;
@@ -674,21 +431,21 @@ static int diff_provenance(const char *mapping_path, const char *input, int form
 	if (parse_v1(text, len, form, &doc, &err) < 0 ||
 	    mapping_apply(m, doc, MAPPING_TRACE, &r, &err) < 0) {
 		error_text(&err, msg, sizeof(msg));
-		fprintf(stderr, "error: %s: ", display_name(input));
-		print_str(stderr, msg, 0);
+		fprintf(stderr, "error: %s: ", out_display_name(input));
+		out_print_str(stderr, msg, 0);
 		fputc('\n', stderr);
 		if (json) {
 			fputs("{\"input\":", st->out);
-			json_cstr(st->out, display_name(input));
-			json_member(st->out, "mapping", mapping_path);
+			out_json_cstr(st->out, out_display_name(input));
+			out_json_member(st->out, "mapping", mapping_path);
 			fputs(",\"error\":{\"message\":", st->out);
-			json_cstr(st->out, err.message);
+			out_json_cstr(st->out, err.message);
 			if (err.file) {
 				snprintf(msg, sizeof(msg), "%s:%d", err.file, err.line);
-				json_member(st->out, "rule", msg);
+				out_json_member(st->out, "rule", msg);
 			}
 			if (err.key[0])
-				json_member(st->out, "key", err.key);
+				out_json_member(st->out, "key", err.key);
 			if (err.offset >= 0)
 				fprintf(st->out, ",\"offset\":%ld", err.offset);
 			fputs("}}\n", st->out);
@@ -717,10 +474,10 @@ static int diff_provenance(const char *mapping_path, const char *input, int form
 	}
 	classify_keys(doc, &r, keys);
 	if (json)
-		prov_json(st->out, display_name(input), mapping_path, &r, fields, d.n_entries, keys,
-			  doc->n_fields);
+		prov_json(st->out, out_display_name(input), mapping_path, &r, fields, d.n_entries,
+			  keys, doc->n_fields);
 	else
-		prov_text(st, display_name(input), mapping_path, &r, fields, d.n_entries, keys,
+		prov_text(st, out_display_name(input), mapping_path, &r, fields, d.n_entries, keys,
 			  doc->n_fields);
 	rc = 0;
 out:
@@ -737,40 +494,40 @@ out:
 /* ------------------------------------------------------------------------ */
 /* diff A.json B.json */
 
-static void entry_text(const struct style *st, const struct jsondiff_entry *e)
+static void entry_text(const struct out_style *st, const struct jsondiff_entry *e)
 {
 	FILE *f = st->out;
 
-	color(st, e->kind == JSONDIFF_ADDED     ? C_GREEN
-		  : e->kind == JSONDIFF_REMOVED ? C_RED
-						: C_YELLOW);
+	out_color(st, e->kind == JSONDIFF_ADDED     ? C_GREEN
+		      : e->kind == JSONDIFF_REMOVED ? C_RED
+						    : C_YELLOW);
 	fputs(e->kind == JSONDIFF_ADDED ? "+ " : e->kind == JSONDIFF_REMOVED ? "- " : "~ ", f);
-	print_str(f, *e->path ? e->path : "(root)", 0);
-	color(st, C_RESET);
+	out_print_str(f, *e->path ? e->path : "(root)", 0);
+	out_color(st, C_RESET);
 	fputs(": ", f);
 	if (e->a)
-		print_safe(f, e->a, e->a_len, TEXT_VALUE_MAX);
+		out_print_safe(f, e->a, e->a_len, TEXT_VALUE_MAX);
 	if (e->a && e->b)
 		fputs(" -> ", f);
 	if (e->b)
-		print_safe(f, e->b, e->b_len, TEXT_VALUE_MAX);
+		out_print_safe(f, e->b, e->b_len, TEXT_VALUE_MAX);
 	if (e->rule) {
-		color(st, C_CYAN);
+		out_color(st, C_CYAN);
 		fputs("  [", f);
-		print_str(f, e->rule, 0);
+		out_print_str(f, e->rule, 0);
 		fputc(']', f);
-		color(st, C_RESET);
+		out_color(st, C_RESET);
 	}
 	fputc('\n', f);
 }
 
 static int diff_documents(const char *pa, const char *pb, const char *const *ignore,
-			  size_t n_ignore, int json, const struct style *st)
+			  size_t n_ignore, int json, const struct out_style *st)
 {
 	struct jsondiff_options opt = { .ignore = ignore,
 					.n_ignore = n_ignore,
-					.name_a = display_name(pa),
-					.name_b = display_name(pb),
+					.name_a = out_display_name(pa),
+					.name_b = out_display_name(pb),
 					.max_input = DOC_MAX };
 	struct jsondiff d;
 	struct bridge_error err;
@@ -785,7 +542,7 @@ static int diff_documents(const char *pa, const char *pb, const char *const *ign
 		goto out;
 	if (jsondiff_compare(a, alen, b, blen, &opt, &d, &err) < 0) {
 		fputs("webhook-bridge diff: ", stderr);
-		print_str(stderr, err.message, 0);
+		out_print_str(stderr, err.message, 0);
 		fputc('\n', stderr);
 		goto out;
 	}
@@ -800,8 +557,8 @@ static int diff_documents(const char *pa, const char *pb, const char *const *ign
 			goto out;
 		}
 		fputs("{\"a\":", f);
-		json_cstr(f, display_name(pa));
-		json_member(f, "b", display_name(pb));
+		out_json_cstr(f, out_display_name(pa));
+		out_json_member(f, "b", out_display_name(pb));
 		fprintf(f,
 			",\"equal\":%s,\"added\":%zu,\"removed\":%zu,\"changed\":%zu,\"truncated\":"
 			"%s,"
@@ -815,17 +572,17 @@ static int diff_documents(const char *pa, const char *pb, const char *const *ign
 			entry_text(st, &d.entries[i]);
 		if (d.truncated)
 			fprintf(st->out, "... %zu more not shown\n", n - d.n_entries);
-		color(st, C_BOLD);
-		print_str(st->out, display_name(pa), 0);
+		out_color(st, C_BOLD);
+		out_print_str(st->out, out_display_name(pa), 0);
 		fputs(" -> ", st->out);
-		print_str(st->out, display_name(pb), 0);
+		out_print_str(st->out, out_display_name(pb), 0);
 		if (n)
 			fprintf(st->out,
 				": %zu difference%s (%zu added, %zu removed, %zu changed)\n", n,
 				n == 1 ? "" : "s", d.n_added, d.n_removed, d.n_changed);
 		else
 			fputs(": no differences\n", st->out);
-		color(st, C_RESET);
+		out_color(st, C_RESET);
 	}
 	rc = n ? 1 : 0;
 	jsondiff_clear(&d);
@@ -859,37 +616,6 @@ struct group_table {
 	struct group other; /* paths past MAX_GROUPS */
 };
 
-static uint64_t hash_str(const char *s)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
-}
-
-/* Rebuild an open-addressing index of n string keys (slot = index + 1) at
- * twice its size; the tables below differ only in their element type. */
-static int index_grow(size_t **slots_io, size_t *n_slots_io, size_t n,
-		      const char *(*key_at)(const void *v, size_t i), const void *v)
-{
-	size_t n_slots = *n_slots_io ? *n_slots_io * 2 : 64;
-	size_t *slots = calloc(n_slots, sizeof(*slots));
-
-	if (!slots)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		size_t h = (size_t)hash_str(key_at(v, i)) & (n_slots - 1);
-
-		while (slots[h])
-			h = (h + 1) & (n_slots - 1);
-		slots[h] = i + 1;
-	}
-	free(*slots_io);
-	*slots_io = slots;
-	*n_slots_io = n_slots;
-	return 0;
-}
 
 static const char *group_key_at(const void *v, size_t i)
 {
@@ -898,7 +624,7 @@ static const char *group_key_at(const void *v, size_t i)
 
 static int table_grow(struct group_table *t)
 {
-	return index_grow(&t->slots, &t->n_slots, t->n, group_key_at, t);
+	return out_index_grow(&t->slots, &t->n_slots, t->n, group_key_at, t);
 }
 
 /* The group of path (created when new); NULL on out of memory. */
@@ -908,7 +634,7 @@ static struct group *table_get(struct group_table *t, const char *path)
 	size_t h;
 
 	if (t->n_slots) {
-		for (h = (size_t)hash_str(path) & (t->n_slots - 1); t->slots[h];
+		for (h = (size_t)out_hash_str(path) & (t->n_slots - 1); t->slots[h];
 		     h = (h + 1) & (t->n_slots - 1))
 			if (strcmp(t->v[t->slots[h] - 1].path, path) == 0)
 				return &t->v[t->slots[h] - 1];
@@ -926,7 +652,7 @@ static struct group *table_get(struct group_table *t, const char *path)
 	memset(&t->v[t->n], 0, sizeof(t->v[t->n]));
 	if (!(t->v[t->n].path = strdup(path)))
 		return NULL;
-	for (h = (size_t)hash_str(path) & (t->n_slots - 1); t->slots[h];
+	for (h = (size_t)out_hash_str(path) & (t->n_slots - 1); t->slots[h];
 	     h = (h + 1) & (t->n_slots - 1))
 		;
 	t->slots[h] = t->n + 1;
@@ -1139,11 +865,11 @@ static int against_file(struct against *ag, const char *path)
 		return -1;
 	ag->inputs++;
 	if (!looks_ndjson(path, text, len)) {
-		against_one(ag, text, len, display_name(path));
+		against_one(ag, text, len, out_display_name(path));
 	} else {
 		const char *p = text, *end = text + len;
 		long line_no = 0;
-		size_t llen = strlen(display_name(path)) + 24;
+		size_t llen = strlen(out_display_name(path)) + 24;
 
 		label = malloc(llen);
 		if (!label) {
@@ -1162,7 +888,7 @@ static int against_file(struct against *ag, const char *path)
 			while (k < n && strchr(" \t", p[k]))
 				k++;
 			if (k < n) {
-				snprintf(label, llen, "%s:%ld", display_name(path), line_no);
+				snprintf(label, llen, "%s:%ld", out_display_name(path), line_no);
 				against_one(ag, p, n, label);
 			}
 			p = nl ? nl + 1 : end;
@@ -1270,8 +996,8 @@ static void group_kinds_text(FILE *f, const struct group *g)
 		fprintf(f, "%s%zu removed", sep, g->removed);
 }
 
-static void against_text(const struct style *st, const struct against *ag, struct group **sorted,
-			 size_t n)
+static void against_text(const struct out_style *st, const struct against *ag,
+			 struct group **sorted, size_t n)
 {
 	FILE *f = st->out;
 	static const char *const titles[] = {
@@ -1280,12 +1006,12 @@ static void against_text(const struct style *st, const struct against *ag, struc
 		"fail under both, with another error:",
 	};
 
-	color(st, C_BOLD);
+	out_color(st, C_BOLD);
 	fputs("OLD ", f);
-	print_str(f, ag->old_path, 0);
+	out_print_str(f, ag->old_path, 0);
 	fputs("\nNEW ", f);
-	print_str(f, ag->new_path, 0);
-	color(st, C_RESET);
+	out_print_str(f, ag->new_path, 0);
+	out_color(st, C_RESET);
 	fprintf(f, "\n%zu payload%s from %zu input%s\n", ag->payloads, ag->payloads == 1 ? "" : "s",
 		ag->inputs, ag->inputs == 1 ? "" : "s");
 	fprintf(f, "  map under both     %6zu  (%zu identical, %zu changed)\n", ag->both,
@@ -1297,50 +1023,50 @@ static void against_text(const struct style *st, const struct against *ag, struc
 		ag->fail_both + ag->error_changed, ag->invalid, ag->error_changed);
 	if (n) {
 		fputc('\n', f);
-		color(st, C_BOLD);
+		out_color(st, C_BOLD);
 		fputs("changed paths (payloads affected):\n", f);
-		color(st, C_RESET);
+		out_color(st, C_RESET);
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct group *g = sorted[i];
 
 		fprintf(f, "  %5zu  ", g->payloads);
-		color(st, C_YELLOW);
-		print_str(f, g->path, 0);
-		color(st, C_RESET);
+		out_color(st, C_YELLOW);
+		out_print_str(f, g->path, 0);
+		out_color(st, C_RESET);
 		fputs("  (", f);
 		group_kinds_text(f, g);
 		fputc(')', f);
 		if (g->rule) {
-			color(st, C_CYAN);
+			out_color(st, C_CYAN);
 			fputs("  ", f);
-			print_str(f, g->rule, 0);
-			color(st, C_RESET);
+			out_print_str(f, g->rule, 0);
+			out_color(st, C_RESET);
 			fputc(' ', f);
 			if (g->from) {
-				print_str(f, g->from, 0);
+				out_print_str(f, g->from, 0);
 				fputs(": ", f);
 			}
-			print_str(f, g->what, 0);
+			out_print_str(f, g->what, 0);
 		}
 		fputs("\n         ", f);
 		if (g->sample_a)
-			print_str(f, g->sample_a, TEXT_VALUE_MAX / 2);
+			out_print_str(f, g->sample_a, TEXT_VALUE_MAX / 2);
 		else
 			fputs("(absent)", f);
 		fputs(" -> ", f);
 		if (g->sample_b)
-			print_str(f, g->sample_b, TEXT_VALUE_MAX / 2);
+			out_print_str(f, g->sample_b, TEXT_VALUE_MAX / 2);
 		else
 			fputs("(absent)", f);
-		color(st, C_DIM);
+		out_color(st, C_DIM);
 		fputs("   e.g. ", f);
 		for (size_t k = 0; k < g->n_examples; k++) {
 			if (k)
 				fputs(", ", f);
-			print_str(f, g->examples[k], 0);
+			out_print_str(f, g->examples[k], 0);
 		}
-		color(st, C_RESET);
+		out_color(st, C_RESET);
 		fputc('\n', f);
 	}
 	for (int kind = FAIL_ONLY_OLD; kind <= FAIL_CHANGED; kind++) {
@@ -1353,28 +1079,28 @@ static void against_text(const struct style *st, const struct against *ag, struc
 				continue;
 			if (!title) {
 				fputc('\n', f);
-				color(st, C_BOLD);
+				out_color(st, C_BOLD);
 				fputs(titles[kind], f);
-				color(st, C_RESET);
+				out_color(st, C_RESET);
 				fputc('\n', f);
 				title = true;
 			}
 			fputs("  ", f);
-			print_str(f, fl->input, 0);
+			out_print_str(f, fl->input, 0);
 			if (fl->participation_id) {
 				fputs(" (", f);
-				print_str(f, fl->participation_id, 0);
+				out_print_str(f, fl->participation_id, 0);
 				fputc(')', f);
 			}
 			fputs(": ", f);
-			color(st, C_RED);
+			out_color(st, C_RED);
 			if (fl->error_old) {
 				fputs("OLD: ", f);
-				print_str(f, fl->error_old, 0);
+				out_print_str(f, fl->error_old, 0);
 				fputs("; NEW: ", f);
 			}
-			print_str(f, fl->error, 0);
-			color(st, C_RESET);
+			out_print_str(f, fl->error, 0);
+			out_color(st, C_RESET);
 			fputc('\n', f);
 		}
 	}
@@ -1390,8 +1116,8 @@ static void against_json(FILE *f, const struct against *ag, struct group **sorte
 	static const char *const kinds[] = { "only_old", "only_new", "error_changed" };
 
 	fputs("{\"old\":", f);
-	json_cstr(f, ag->old_path);
-	json_member(f, "new", ag->new_path);
+	out_json_cstr(f, ag->old_path);
+	out_json_member(f, "new", ag->new_path);
 	fprintf(f,
 		",\"inputs\":%zu,\"payloads\":%zu,\"both\":%zu,\"identical\":%zu,\"changed\":%zu,"
 		"\"only_old\":%zu,\"only_new\":%zu,\"fail_both\":%zu,\"error_changed\":%zu,"
@@ -1403,12 +1129,12 @@ static void against_json(FILE *f, const struct against *ag, struct group **sorte
 		const struct group *g = sorted[i];
 
 		fputs(i ? ",{\"path\":" : "{\"path\":", f);
-		json_cstr(f, g->path);
+		out_json_cstr(f, g->path);
 		fprintf(f, ",\"payloads\":%zu,\"added\":%zu,\"removed\":%zu,\"changed\":%zu",
 			g->payloads, g->added, g->removed, g->changed);
-		json_member(f, "rule", g->rule);
-		json_member(f, "from", g->from);
-		json_member(f, "what", g->what);
+		out_json_member(f, "rule", g->rule);
+		out_json_member(f, "from", g->from);
+		out_json_member(f, "what", g->what);
 		if (g->sample_a)
 			fprintf(f, ",\"a\":%s", g->sample_a);
 		if (g->sample_b)
@@ -1417,7 +1143,7 @@ static void against_json(FILE *f, const struct against *ag, struct group **sorte
 		for (size_t k = 0; k < g->n_examples; k++) {
 			if (k)
 				fputc(',', f);
-			json_cstr(f, g->examples[k]);
+			out_json_cstr(f, g->examples[k]);
 		}
 		fputs("]}", f);
 	}
@@ -1426,12 +1152,12 @@ static void against_json(FILE *f, const struct against *ag, struct group **sorte
 		const struct failure *fl = &ag->failures[i];
 
 		fputs(i ? ",{\"kind\":" : "{\"kind\":", f);
-		json_cstr(f, kinds[fl->kind]);
-		json_member(f, "input", fl->input);
-		json_member(f, "participation_id", fl->participation_id);
-		json_member(f, "error", fl->error);
+		out_json_cstr(f, kinds[fl->kind]);
+		out_json_member(f, "input", fl->input);
+		out_json_member(f, "participation_id", fl->participation_id);
+		out_json_member(f, "error", fl->error);
 		if (fl->error_old)
-			json_member(f, "error_old", fl->error_old);
+			out_json_member(f, "error_old", fl->error_old);
 		fputc('}', f);
 	}
 	fprintf(f, "],\"failures_truncated\":%s}\n",
@@ -1441,7 +1167,7 @@ static void against_json(FILE *f, const struct against *ag, struct group **sorte
 
 static int diff_against(const char *old_path, const char *new_path, char **fixtures, int n_fixtures,
 			const char *const *ignore, size_t n_ignore, int json,
-			const struct style *st)
+			const struct out_style *st)
 {
 	struct against ag;
 	char **inputs = NULL;
@@ -1531,7 +1257,7 @@ int cmd_diff(int argc, char **argv)
 	const char **ignore = NULL;
 	size_t n_ignore = 0;
 	int json = 0, form = 0, c, rc;
-	struct style st;
+	struct out_style st;
 	static char outbuf[1 << 16];
 
 	optind = 1;
@@ -1562,13 +1288,13 @@ int cmd_diff(int argc, char **argv)
 		default: free(ignore); return 2;
 		}
 	}
-	if (style_init(&st, when, stdout) < 0) {
+	if (out_style_init(&st, when, stdout) < 0) {
 		free(ignore);
 		return cli_usage("diff", "--color must be auto, always or never, not '%s'", when);
 	}
 	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
 	if (!json)
-		style_fit_terminal(&st);
+		out_style_fit_terminal(&st);
 	if (against && !mapping)
 		rc = cli_usage("diff", "%s", "--against NEW needs --mapping OLD");
 	else if (form && (against || !mapping))
@@ -1591,600 +1317,8 @@ int cmd_diff(int argc, char **argv)
 			     : cli_usage("diff", "%s",
 					 "give two v2 documents A B, or --mapping RULES V1, or "
 					 "--mapping OLD --against NEW FIXTURES");
-	style_finish(&st);
+	out_style_finish(&st);
 	fflush(stdout);
 	free(ignore);
-	return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* report FILE */
-
-struct count_entry {
-	char *key;
-	size_t count;
-	size_t kinds[3];                  /* paths: by jsondiff kind */
-	char *rules[REPORT_RULES];        /* paths: distinct rules seen ... */
-	size_t rule_counts[REPORT_RULES]; /* ... and how often */
-};
-
-struct count_table {
-	struct count_entry *v;
-	size_t n, cap;
-	size_t *slots;
-	size_t n_slots;
-	size_t dropped; /* occurrences of keys past MAX_GROUPS */
-};
-
-static const char *count_key_at(const void *v, size_t i)
-{
-	return ((const struct count_table *)v)->v[i].key;
-}
-
-static int ctable_grow(struct count_table *t)
-{
-	return index_grow(&t->slots, &t->n_slots, t->n, count_key_at, t);
-}
-
-/* NULL past the ceiling (counted in t->dropped) or on out of memory (*oom). */
-static struct count_entry *ctable_get(struct count_table *t, const char *key, bool *oom)
-{
-	struct count_entry *v;
-	size_t h;
-
-	if (t->n_slots)
-		for (h = (size_t)hash_str(key) & (t->n_slots - 1); t->slots[h];
-		     h = (h + 1) & (t->n_slots - 1))
-			if (strcmp(t->v[t->slots[h] - 1].key, key) == 0)
-				return &t->v[t->slots[h] - 1];
-	if (t->n >= MAX_GROUPS) {
-		t->dropped++;
-		return NULL;
-	}
-	if ((t->n + 1) * 2 > t->n_slots && ctable_grow(t) < 0)
-		goto oom;
-	if (!(v = grow_array(t->v, &t->cap, t->n + 1, sizeof(*v), 32)))
-		goto oom;
-	t->v = v;
-	memset(&t->v[t->n], 0, sizeof(t->v[t->n]));
-	if (!(t->v[t->n].key = strdup(key)))
-		goto oom;
-	for (h = (size_t)hash_str(key) & (t->n_slots - 1); t->slots[h];
-	     h = (h + 1) & (t->n_slots - 1))
-		;
-	t->slots[h] = t->n + 1;
-	return &t->v[t->n++];
-oom:
-	*oom = true;
-	return NULL;
-}
-
-static void ctable_free(struct count_table *t)
-{
-	for (size_t i = 0; i < t->n; i++) {
-		free(t->v[i].key);
-		for (size_t k = 0; k < REPORT_RULES; k++)
-			free(t->v[i].rules[k]);
-	}
-	free(t->v);
-	free(t->slots);
-	memset(t, 0, sizeof(*t));
-}
-
-struct report {
-	size_t lines, participations, matched, identical, different, uncomparable,
-		expired_translated, expired_real, expired_other, other_lines, invalid_lines;
-	struct count_table paths;
-	struct count_table unmapped;
-	struct count_table routes;
-	bool oom;
-};
-
-/* yajl_tree is acceptable for report lines (trusted-ish local files) once
- * the two traps are closed: no embedded NUL (it would cut the line short:
- * yajl_tree_parse uses strlen) and bounded nesting (yajl_tree_free recurses). */
-static const char *line_precheck(const char *s, size_t n)
-{
-	size_t depth = 0;
-	bool in_str = false, esc = false;
-
-	if (memchr(s, '\0', n))
-		return "embedded NUL byte";
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-
-		if (in_str) {
-			if (esc)
-				esc = false;
-			else if (ch == '\\')
-				esc = true;
-			else if (ch == '"')
-				in_str = false;
-		} else if (ch == '"') {
-			in_str = true;
-		} else if (ch == '{' || ch == '[') {
-			if (++depth > REPORT_DEPTH_MAX)
-				return "nested deeper than 64";
-		} else if ((ch == '}' || ch == ']') && depth) {
-			depth--;
-		}
-	}
-	return NULL;
-}
-
-static const char *tree_str(yajl_val obj, const char *key)
-{
-	const char *path[] = { key, NULL };
-	yajl_val v = yajl_tree_get(obj, path, yajl_t_string);
-
-	return v ? YAJL_GET_STRING(v) : NULL;
-}
-
-static void count_rule(struct count_entry *e, const char *rule)
-{
-	for (size_t k = 0; k < REPORT_RULES; k++) {
-		if (e->rules[k] && strcmp(e->rules[k], rule) == 0) {
-			e->rule_counts[k]++;
-			return;
-		}
-		if (!e->rules[k]) {
-			if ((e->rules[k] = strdup(rule)))
-				e->rule_counts[k] = 1;
-			return;
-		}
-	}
-}
-
-static int kind_index(const char *kind)
-{
-	if (kind && strcmp(kind, "added") == 0)
-		return JSONDIFF_ADDED;
-	if (kind && strcmp(kind, "removed") == 0)
-		return JSONDIFF_REMOVED;
-	return JSONDIFF_CHANGED;
-}
-
-/* A translated post met its real v2: {"status", "differences":[...]}.  It
- * comes inside the participation's line when the real v2 arrived first, or
- * as its own {"event":"compared"} line when it arrived later. */
-static void report_comparison(struct report *rp, yajl_val cmp)
-{
-	const char *diff_path[] = { "differences", NULL };
-	const char *status = tree_str(cmp, "status");
-	yajl_val diffs = yajl_tree_get(cmp, diff_path, yajl_t_array);
-	struct count_entry *e;
-
-	rp->matched++;
-	if (status && strcmp(status, "identical") == 0) {
-		rp->identical++;
-		return;
-	}
-	if (status && strcmp(status, "not_compared") == 0) {
-		rp->uncomparable++;
-		return;
-	}
-	rp->different++;
-	for (size_t i = 0; diffs && i < diffs->u.array.len; i++) {
-		yajl_val dv = diffs->u.array.values[i];
-		const char *path = YAJL_IS_OBJECT(dv) ? tree_str(dv, "path") : NULL;
-		const char *rule;
-
-		if (!path || !(e = ctable_get(&rp->paths, path, &rp->oom)))
-			continue;
-		e->count++;
-		e->kinds[kind_index(tree_str(dv, "kind"))]++;
-		if ((rule = tree_str(dv, "rule")))
-			count_rule(e, rule);
-	}
-}
-
-static void report_participation(struct report *rp, yajl_val obj)
-{
-	const char *cmp_path[] = { "comparison", NULL };
-	const char *unm_path[] = { "unmapped", NULL };
-	yajl_val cmp = yajl_tree_get(obj, cmp_path, yajl_t_object);
-	yajl_val unm = yajl_tree_get(obj, unm_path, yajl_t_array);
-	const char *route = tree_str(obj, "route");
-	struct count_entry *e;
-
-	rp->participations++;
-	if (route && (e = ctable_get(&rp->routes, route, &rp->oom)))
-		e->count++;
-	for (size_t i = 0; unm && i < unm->u.array.len; i++) {
-		yajl_val k = unm->u.array.values[i];
-
-		if (YAJL_IS_STRING(k) &&
-		    (e = ctable_get(&rp->unmapped, YAJL_GET_STRING(k), &rp->oom)))
-			e->count++;
-	}
-	if (cmp)
-		report_comparison(rp, cmp);
-}
-
-/* Returns NULL or the reason the line is malformed. */
-static const char *report_line(struct report *rp, const char *line, size_t n, char *errbuf,
-			       size_t errcap)
-{
-	const char *why = line_precheck(line, n);
-	yajl_val obj;
-	const char *event;
-
-	if (why)
-		return why;
-	obj = yajl_tree_parse(line, errbuf, errcap);
-	if (!obj) {
-		size_t k = strlen(errbuf);
-
-		while (k && (errbuf[k - 1] == '\n' || errbuf[k - 1] == ' '))
-			errbuf[--k] = '\0';
-		return errbuf[0] ? errbuf : "invalid JSON";
-	}
-	if (!YAJL_IS_OBJECT(obj)) {
-		yajl_tree_free(obj);
-		return "not a JSON object";
-	}
-	event = tree_str(obj, "event");
-	if (event && strcmp(event, "compared") == 0) {
-		const char *cmp_path[] = { "comparison", NULL };
-		yajl_val cmp = yajl_tree_get(obj, cmp_path, yajl_t_object);
-
-		if (cmp)
-			report_comparison(rp, cmp);
-		else
-			rp->other_lines++;
-	} else if (event && strcmp(event, "expired") == 0) {
-		const char *side = tree_str(obj, "side");
-
-		if (side && strcmp(side, "translated") == 0)
-			rp->expired_translated++;
-		else if (side && strcmp(side, "real") == 0)
-			rp->expired_real++;
-		else
-			rp->expired_other++;
-	} else if (tree_str(obj, "participation_id") || tree_str(obj, "delivery_id")) {
-		report_participation(rp, obj);
-	} else {
-		rp->other_lines++;
-	}
-	yajl_tree_free(obj);
-	return NULL;
-}
-
-static int ctable_by_count(const void *x, const void *y)
-{
-	const struct count_entry *a = *(struct count_entry *const *)x,
-				 *b = *(struct count_entry *const *)y;
-
-	if (a->count != b->count)
-		return a->count > b->count ? -1 : 1;
-	return strcmp(a->key, b->key);
-}
-
-static struct count_entry **ctable_sorted(const struct count_table *t)
-{
-	struct count_entry **v = calloc(t->n ? t->n : 1, sizeof(*v));
-
-	if (!v)
-		return NULL;
-	for (size_t i = 0; i < t->n; i++)
-		v[i] = &t->v[i];
-	qsort(v, t->n, sizeof(*v), ctable_by_count);
-	return v;
-}
-
-/* The most frequent rule recorded for a path, or NULL. */
-static const char *top_rule(const struct count_entry *e)
-{
-	size_t best = 0;
-
-	for (size_t k = 1; k < REPORT_RULES && e->rules[k]; k++)
-		if (e->rule_counts[k] > e->rule_counts[best])
-			best = k;
-	return e->rules[best];
-}
-
-/* "2 changed, 1 added" into buf; returns its length. */
-static size_t kinds_text(const struct count_entry *e, char *buf, size_t cap)
-{
-	size_t len = 0;
-
-	buf[0] = '\0';
-	for (int k = 0; k < 3; k++) {
-		int n;
-
-		if (!e->kinds[k] || len >= cap)
-			continue;
-		n = snprintf(buf + len, cap - len, "%s%zu %s", len ? ", " : "", e->kinds[k],
-			     jsondiff_kind_name((enum jsondiff_kind)k));
-		if (n > 0)
-			len += (size_t)n;
-	}
-	return len < cap ? len : cap - 1;
-}
-
-static void report_text(const struct style *st, const char *path, const struct report *rp,
-			struct count_entry **paths, struct count_entry **unmapped, size_t top)
-{
-	FILE *f = st->out;
-	size_t unmatched = rp->expired_translated + rp->expired_real + rp->expired_other;
-	size_t n_paths = rp->paths.n < top ? rp->paths.n : top,
-	       n_unm = rp->unmapped.n < top ? rp->unmapped.n : top;
-	size_t w = 4, wk = 0;
-
-	color(st, C_BOLD);
-	print_str(f, path, 0);
-	color(st, C_RESET);
-	fprintf(f, "\n  participations  %zu\n", rp->participations);
-	fprintf(f, "  matched         %zu\n", rp->matched);
-	fprintf(f, "    identical     %zu\n", rp->identical);
-	fputs("    different     ", f);
-	color(st, rp->different ? C_RED : C_GREEN);
-	fprintf(f, "%zu", rp->different);
-	color(st, C_RESET);
-	fprintf(f,
-		"\n  unmatched       %zu (translated never matched: %zu, real never matched: "
-		"%zu)\n",
-		unmatched, rp->expired_translated, rp->expired_real);
-	if (rp->participations > rp->matched)
-		fprintf(f, "  not compared    %zu\n", rp->participations - rp->matched);
-	if (rp->uncomparable)
-		fprintf(f,
-			"  uncomparable    %zu (matched, but a side was too large or not JSON)\n",
-			rp->uncomparable);
-	if (rp->invalid_lines)
-		fprintf(f, "  invalid lines   %zu\n", rp->invalid_lines);
-	for (size_t i = 0; i < rp->routes.n; i++) {
-		if (i == 0)
-			fputs("  routes         ", f);
-		fputs(" ", f);
-		print_str(f, rp->routes.v[i].key, 0);
-		fprintf(f, " (%zu)", rp->routes.v[i].count);
-		if (i + 1 == rp->routes.n)
-			fputc('\n', f);
-	}
-	for (size_t i = 0; i < n_paths; i++) {
-		size_t pw = text_width(paths[i]->key, 0);
-
-		w = pw > w ? pw : w;
-	}
-	if (n_paths) {
-		fputc('\n', f);
-		color(st, C_BOLD);
-		fprintf(f, "top differing paths (participations):\n");
-		color(st, C_RESET);
-	}
-	for (size_t i = 0; i < n_paths; i++) {
-		char kinds[96];
-		size_t kw = kinds_text(paths[i], kinds, sizeof(kinds));
-
-		wk = kw > wk ? kw : wk;
-	}
-	for (size_t i = 0; i < n_paths; i++) {
-		const struct count_entry *e = paths[i];
-		const char *rule = top_rule(e);
-		char kinds[96];
-		size_t kw;
-
-		fprintf(f, "  %5zu  ", e->count);
-		color(st, C_YELLOW);
-		pad(f, print_str(f, e->key, 0), w + 2);
-		color(st, C_RESET);
-		kw = kinds_text(e, kinds, sizeof(kinds));
-		fputs(kinds, f);
-		pad(f, kw, wk + 2);
-		color(st, rule ? C_CYAN : C_DIM);
-		print_str(f, rule ? rule : "(no rule)", 0);
-		color(st, C_RESET);
-		fputc('\n', f);
-	}
-	if (rp->paths.n > n_paths)
-		fprintf(f, "  ... %zu more paths\n", rp->paths.n - n_paths);
-	if (n_unm) {
-		fputc('\n', f);
-		color(st, C_BOLD);
-		fputs("unmapped v1 keys (participations):\n", f);
-		color(st, C_RESET);
-	}
-	for (size_t i = 0; i < n_unm; i++) {
-		fprintf(f, "  %5zu  ", unmapped[i]->count);
-		print_str(f, unmapped[i]->key, 0);
-		fputc('\n', f);
-	}
-	if (rp->unmapped.n > n_unm)
-		fprintf(f, "  ... %zu more keys\n", rp->unmapped.n - n_unm);
-}
-
-static void report_json(FILE *f, const char *path, const struct report *rp,
-			struct count_entry **paths, struct count_entry **unmapped, size_t top)
-{
-	size_t n_paths = rp->paths.n < top ? rp->paths.n : top,
-	       n_unm = rp->unmapped.n < top ? rp->unmapped.n : top;
-
-	fputs("{\"file\":", f);
-	json_cstr(f, path);
-	fprintf(f,
-		",\"lines\":%zu,\"participations\":%zu,\"matched\":%zu,\"identical\":%zu,"
-		"\"different\":%zu,"
-		"\"unmatched\":%zu,\"unmatched_translated\":%zu,\"unmatched_real\":%zu,\"not_"
-		"compared\":%zu,"
-		"\"uncomparable\":%zu,\"invalid_lines\":%zu,\"distinct_paths\":%zu,\"paths\":[",
-		rp->lines, rp->participations, rp->matched, rp->identical, rp->different,
-		rp->expired_translated + rp->expired_real + rp->expired_other,
-		rp->expired_translated, rp->expired_real, rp->participations - rp->matched,
-		rp->uncomparable, rp->invalid_lines, rp->paths.n);
-	for (size_t i = 0; i < n_paths; i++) {
-		const struct count_entry *e = paths[i];
-
-		fputs(i ? ",{\"path\":" : "{\"path\":", f);
-		json_cstr(f, e->key);
-		fprintf(f, ",\"count\":%zu,\"added\":%zu,\"removed\":%zu,\"changed\":%zu", e->count,
-			e->kinds[JSONDIFF_ADDED], e->kinds[JSONDIFF_REMOVED],
-			e->kinds[JSONDIFF_CHANGED]);
-		json_member(f, "rule", top_rule(e));
-		fputs(",\"rules\":{", f);
-		for (size_t k = 0; k < REPORT_RULES && e->rules[k]; k++) {
-			if (k)
-				fputc(',', f);
-			json_cstr(f, e->rules[k]);
-			fprintf(f, ":%zu", e->rule_counts[k]);
-		}
-		fputs("}}", f);
-	}
-	fputs("],\"unmapped\":[", f);
-	for (size_t i = 0; i < n_unm; i++) {
-		fputs(i ? ",{\"key\":" : "{\"key\":", f);
-		json_cstr(f, unmapped[i]->key);
-		fprintf(f, ",\"count\":%zu}", unmapped[i]->count);
-	}
-	fputs("],\"routes\":{", f);
-	for (size_t i = 0; i < rp->routes.n; i++) {
-		if (i)
-			fputc(',', f);
-		json_cstr(f, rp->routes.v[i].key);
-		fprintf(f, ":%zu", rp->routes.v[i].count);
-	}
-	fputs("}}\n", f);
-}
-
-/* Read one line of at most max bytes into *buf (grown as needed, up to
- * max + 1).  Returns 1 with the line (no '\n'), 0 at EOF, -1 on read
- * error; *too_long when the line was longer (the rest is skipped). */
-static int read_line(FILE *f, char **buf, size_t *cap, size_t max, size_t *ret_len, bool *too_long)
-{
-	size_t len = 0;
-	int ch;
-
-	*too_long = false;
-	while ((ch = getc_unlocked(f)) != EOF && ch != '\n') {
-		if (len >= max) {
-			*too_long = true;
-			continue;
-		}
-		if (len + 1 >= *cap) {
-			size_t ncap = *cap ? *cap * 2 : 4096;
-			char *t;
-
-			if (ncap > max + 1)
-				ncap = max + 1;
-			if (!(t = realloc(*buf, ncap)))
-				return -1;
-			*buf = t;
-			*cap = ncap;
-		}
-		(*buf)[len++] = (char)ch;
-	}
-	if (ferror(f))
-		return -1;
-	if (ch == EOF && len == 0 && !*too_long)
-		return 0;
-	if (!*buf && !(*buf = malloc(*cap = 1)))
-		return -1;
-	(*buf)[len] = '\0';
-	*ret_len = len;
-	return 1;
-}
-
-int cmd_report(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "top", required_argument, NULL, 't' },
-		{ "color", required_argument, NULL, 'c' },
-		{ "colour", required_argument, NULL, 'c' },
-		{ "no-color", no_argument, NULL, 'C' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *when = NULL, *path;
-	int json = 0, c, rc = 2, rd;
-	long top = 10;
-	long long num;
-	struct style st;
-	struct report rp;
-	struct count_entry **paths = NULL, **unmapped = NULL;
-	FILE *f;
-	char *line = NULL, errbuf[256];
-	size_t cap = 0, len, shown = 0;
-	bool too_long;
-	static char outbuf[1 << 16];
-
-	optind = 1;
-	while ((c = cli_getopt("report", argc, argv, "h", opts)) != -1) {
-		switch (c) {
-		case 'j': json = 1; break;
-		case 't':
-			if (cli_int_parse(optarg, 1, 100000, &num) < 0)
-				return cli_usage("report", "--top must be 1..100000, not '%s'",
-						 optarg);
-			top = (long)num;
-			break;
-		case 'c': when = optarg; break;
-		case 'C': when = "never"; break;
-		case 'h': fputs(usage_report, stdout); return 0;
-		default: return 2;
-		}
-	}
-	if (style_init(&st, when, stdout) < 0)
-		return cli_usage("report", "--color must be auto, always or never, not '%s'", when);
-	if (argc - optind != 1)
-		return cli_usage("report", "%s", "give exactly one report FILE");
-	path = argv[optind];
-	f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-	if (!f) {
-		fprintf(stderr, "webhook-bridge report: %s: %s\n", path, strerror(errno));
-		return 2;
-	}
-	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
-	if (!json)
-		style_fit_terminal(&st);
-	memset(&rp, 0, sizeof(rp));
-	while ((rd = read_line(f, &line, &cap, REPORT_LINE_MAX, &len, &too_long)) == 1) {
-		const char *why = NULL;
-		size_t k = 0;
-
-		rp.lines++;
-		while (len && line[len - 1] == '\r')
-			line[--len] = '\0';
-		while (k < len && strchr(" \t", line[k]))
-			k++;
-		if (k == len && !too_long)
-			continue;
-		why = too_long ? "line longer than 16 MiB"
-			       : report_line(&rp, line, len, errbuf, sizeof(errbuf));
-		if (why) {
-			rp.invalid_lines++;
-			if (shown++ < 10)
-				fprintf(stderr, "webhook-bridge report: %s:%zu: %s\n",
-					display_name(path), rp.lines, why);
-		}
-	}
-	if (f != stdin)
-		fclose(f);
-	if (rd < 0) {
-		fprintf(stderr, "webhook-bridge report: %s: read error\n", display_name(path));
-		goto out;
-	}
-	if (rp.oom || !(paths = ctable_sorted(&rp.paths)) ||
-	    !(unmapped = ctable_sorted(&rp.unmapped))) {
-		fprintf(stderr, "webhook-bridge report: out of memory\n");
-		goto out;
-	}
-	if (json)
-		report_json(st.out, display_name(path), &rp, paths, unmapped, (size_t)top);
-	else
-		report_text(&st, display_name(path), &rp, paths, unmapped, (size_t)top);
-	if (rp.invalid_lines > 10)
-		fprintf(stderr, "webhook-bridge report: %zu malformed lines in all\n",
-			rp.invalid_lines);
-	rc = rp.invalid_lines ? 2 : rp.different ? 1 : 0;
-out:
-	style_finish(&st);
-	fflush(stdout);
-	free(paths);
-	free(unmapped);
-	free(line);
-	ctable_free(&rp.paths);
-	ctable_free(&rp.unmapped);
-	ctable_free(&rp.routes);
 	return rc;
 }

@@ -37,6 +37,7 @@
 #include "bridge/delivery.h"
 #include "bridge/convert.h"
 #include "bridge/jsondiff.h"
+#include "bridge/jsontree.h"
 #include "bridge/mapping.h"
 #include "bridge/sign.h"
 #include "bridge/upstream.h"
@@ -376,49 +377,6 @@ static void item_problem(struct item *it, const char *key, int skip, const char 
 	it->skip = skip;
 }
 
-static int gen_value(yajl_gen g, yajl_val v);
-
-/* Re-emit a yajl tree as compact JSON; numbers from their text
- * (yajl's long long would lose 64-bit ids). */
-static int gen_value(yajl_gen g, yajl_val v)
-{
-	switch (v ? v->type : yajl_t_null) {
-	case yajl_t_string:
-		return yajl_gen_string(g, (const unsigned char *)v->u.string,
-				       strlen(v->u.string)) == yajl_gen_status_ok
-			       ? 0
-			       : -1;
-	case yajl_t_number:
-		return yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r)) ==
-				       yajl_gen_status_ok
-			       ? 0
-			       : -1;
-	case yajl_t_true:
-	case yajl_t_false:
-		return yajl_gen_bool(g, v->type == yajl_t_true) == yajl_gen_status_ok ? 0 : -1;
-	case yajl_t_object:
-		if (yajl_gen_map_open(g) != yajl_gen_status_ok)
-			return -1;
-		for (size_t i = 0; i < v->u.object.len; i++) {
-			const char *k = v->u.object.keys[i];
-
-			if (yajl_gen_string(g, (const unsigned char *)k, strlen(k)) !=
-				    yajl_gen_status_ok ||
-			    gen_value(g, v->u.object.values[i]) < 0)
-				return -1;
-		}
-		return yajl_gen_map_close(g) == yajl_gen_status_ok ? 0 : -1;
-	case yajl_t_array:
-		if (yajl_gen_array_open(g) != yajl_gen_status_ok)
-			return -1;
-		for (size_t i = 0; i < v->u.array.len; i++)
-			if (gen_value(g, v->u.array.values[i]) < 0)
-				return -1;
-		return yajl_gen_array_close(g) == yajl_gen_status_ok ? 0 : -1;
-	default: return yajl_gen_null(g) == yajl_gen_status_ok ? 0 : -1;
-	}
-}
-
 /* Compact JSON text of v (malloc'd), or NULL. */
 static char *json_text(yajl_val v, size_t *ret_len)
 {
@@ -429,7 +387,8 @@ static char *json_text(yajl_val v, size_t *ret_len)
 
 	if (!g)
 		return NULL;
-	if (gen_value(g, v) == 0 && yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok &&
+	if (jsontree_gen(g, v, NULL) == 0 &&
+	    yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok &&
 	    (out = malloc(len + 1)) != NULL) {
 		memcpy(out, buf, len);
 		out[len] = '\0';

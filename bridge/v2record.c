@@ -10,6 +10,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "bridge/jsonl.h"
+#include "bridge/jsontree.h"
 #include "bridge/log.h"
 #include "bridge/record.h"
 #include "bridge/v1.h"
@@ -81,64 +82,38 @@ static int gen_str(yajl_gen g, const char *s)
 											     : -1;
 }
 
-/* Write v; hide = 1 turns every scalar below into "[redacted]", hide = 2
- * only response values and file paths/names (inside a redacted entry). */
-static int gen_tree(const struct v2record *r, yajl_gen g, yajl_val v, int hide, int depth)
+/* The capture's filter: state 1 turns every scalar below into "[redacted]",
+ * state 2 only response values and file paths/names (inside an entry whose
+ * variable is redacted). */
+static int capture_member(void *arg, yajl_val obj, const char *k, int depth, int hide)
 {
-	switch (v ? v->type : yajl_t_null) {
-	case yajl_t_object: {
-		yajl_val var = NULL;
+	const struct v2record *r = arg;
+	yajl_val var = NULL;
 
-		if (yajl_gen_map_open(g) != yajl_gen_status_ok)
-			return -1;
-		if (depth == 2)
-			for (size_t i = 0; i < v->u.object.len; i++)
-				if (strcmp(v->u.object.keys[i], "variable") == 0)
-					var = v->u.object.values[i];
-		for (size_t i = 0; i < v->u.object.len; i++) {
-			const char *k = v->u.object.keys[i];
-			int h = hide;
+	if (depth == 0 && redacted(r, k))
+		hide = 1;
+	if (depth == 2 && strcmp(k, "responses") == 0) {
+		for (size_t i = 0; i < obj->u.object.len; i++)
+			if (strcmp(obj->u.object.keys[i], "variable") == 0)
+				var = obj->u.object.values[i];
+		if (var && YAJL_IS_STRING(var) && redacted(r, var->u.string))
+			hide = 2;
+	}
+	if (hide == 2 &&
+	    (strcmp(k, "value") == 0 || strcmp(k, "path") == 0 || strcmp(k, "name") == 0))
+		hide = 1;
+	return hide;
+}
 
-			if (depth == 0 && redacted(r, k))
-				h = 1;
-			if (depth == 2 && var && YAJL_IS_STRING(var) &&
-			    redacted(r, var->u.string) && strcmp(k, "responses") == 0)
-				h = 2;
-			if (h == 2 && (strcmp(k, "value") == 0 || strcmp(k, "path") == 0 ||
-				       strcmp(k, "name") == 0))
-				h = 1;
-			if (gen_str(g, k) < 0 ||
-			    gen_tree(r, g, v->u.object.values[i], h, depth + 1) < 0)
-				return -1;
-		}
-		return yajl_gen_map_close(g) == yajl_gen_status_ok ? 0 : -1;
-	}
-	case yajl_t_array:
-		if (yajl_gen_array_open(g) != yajl_gen_status_ok)
-			return -1;
-		for (size_t i = 0; i < v->u.array.len; i++)
-			if (gen_tree(r, g, v->u.array.values[i], hide, depth + 1) < 0)
-				return -1;
-		return yajl_gen_array_close(g) == yajl_gen_status_ok ? 0 : -1;
-	default:
-		if (hide == 1)
-			return gen_str(g, RECORD_REDACTED);
-		if (YAJL_IS_STRING(v))
-			return gen_str(g, v->u.string);
-		if (YAJL_IS_NUMBER(v))
-			return yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r)) ==
-					       yajl_gen_status_ok
-				       ? 0
-				       : -1;
-		if (YAJL_IS_TRUE(v) || YAJL_IS_FALSE(v))
-			return yajl_gen_bool(g, YAJL_IS_TRUE(v)) == yajl_gen_status_ok ? 0 : -1;
-		return yajl_gen_null(g) == yajl_gen_status_ok ? 0 : -1;
-	}
+static const char *capture_scalar(void *arg, int hide)
+{
+	return hide == 1 ? RECORD_REDACTED : NULL;
 }
 
 int v2record_line(const struct v2record *r, const char *body, size_t len, char **ret,
 		  size_t *ret_len, struct bridge_error *err)
 {
+	struct jsontree_filter filter = { capture_member, capture_scalar, (void *)r };
 	char *text, ebuf[256], ts[32];
 	yajl_val root = NULL;
 	yajl_gen g;
@@ -164,7 +139,7 @@ int v2record_line(const struct v2record *r, const char *body, size_t len, char *
 		log_time_now(ts, sizeof(ts));
 		if (yajl_gen_map_open(g) == yajl_gen_status_ok && gen_str(g, "time") == 0 &&
 		    gen_str(g, ts) == 0 && gen_str(g, "body") == 0 &&
-		    gen_tree(r, g, root, 0, 0) == 0 &&
+		    jsontree_gen(g, root, &filter) == 0 &&
 		    yajl_gen_map_close(g) == yajl_gen_status_ok &&
 		    yajl_gen_get_buf(g, &buf, &blen) == yajl_gen_status_ok &&
 		    (*ret = malloc(blen + 2)) != NULL) {

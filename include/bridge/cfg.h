@@ -9,6 +9,9 @@
 #define BRIDGE_CFG_H
 
 #include <libconfig.h>
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "bridge/diag.h"
 
 /* Read path into cfg with includes resolved against the file's folder
@@ -19,6 +22,14 @@
  * -1 only when cfg is unusable (I/O or syntax error, an @include that is
  * not a readable file); cfg is initialised either way: config_destroy it. */
 int cfg_read(config_t *cfg, const char *path, struct diag *d);
+
+/* What a setting is, for messages: "a string", "a list ( )" ... ("nothing"
+ * for a missing one). */
+const char *cfg_type_name(int type);
+/* Whether name is in the NULL-terminated list; the list joined with ", "
+ * into buf (cut at cap). */
+bool cfg_name_in(const char *const *names, const char *name);
+void cfg_join_names(const char *const *names, char *buf, size_t cap);
 
 /* File and line of a setting (the included file when there is one). */
 const char *cfg_file(const config_setting_t *s, const char *fallback);

@@ -13,7 +13,7 @@
 
 int cmd_map(int argc, char **argv);    /* bridge/map_cmd.c */
 int cmd_diff(int argc, char **argv);   /* bridge/diff.c */
-int cmd_report(int argc, char **argv); /* bridge/diff.c */
+int cmd_report(int argc, char **argv); /* bridge/report.c */
 int cmd_replay(int argc, char **argv); /* bridge/replay.c */
 
 /* A whole decimal integer in [min, max]: "abc", "1e3", " 7", "+7", "3x" and

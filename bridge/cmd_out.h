@@ -1,0 +1,50 @@
+/*
+ * What the diff and report commands print with: colour and a terminal's
+ * width (struct out_style), cells and padding, JSON members on a FILE, and
+ * the string-keyed index of their counting tables.  Private to diff.c and
+ * report.c.
+ */
+#ifndef BRIDGE_CMD_OUT_H
+#define BRIDGE_CMD_OUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "bridge/mapping.h"
+
+struct out_style {
+	bool color;
+	FILE *out;
+	/* text on a terminal: its width (TIOCGWINSZ), and the text gathered in
+	 * out (a memory stream) to be cut to it line by line; 0: as written */
+	size_t columns;
+	FILE *term;
+	char *buf;
+	size_t len;
+};
+
+enum out_color { C_RESET, C_BOLD, C_DIM, C_RED, C_GREEN, C_YELLOW, C_CYAN };
+
+void out_color(const struct out_style *st, enum out_color c);
+int out_style_init(struct out_style *st, const char *when, FILE *out);
+void out_style_fit_terminal(struct out_style *st);
+void out_style_finish(struct out_style *st);
+size_t out_print_safe(FILE *f, const char *s, size_t n, size_t max);
+size_t out_print_str(FILE *f, const char *s, size_t max);
+void out_pad(FILE *f, size_t used, size_t width);
+size_t out_text_width(const char *s, size_t max);
+void out_cell(FILE *f, const char *s, size_t width);
+void out_cell_tail(FILE *f, const char *s, size_t width);
+void out_json_cstr(FILE *f, const char *s);
+void out_json_member(FILE *f, const char *name, const char *value);
+const char *out_policy_name(enum mapping_unmapped p);
+const char *out_display_name(const char *path);
+uint64_t out_hash_str(const char *s);
+/* Rebuild an open-addressing index of n string keys (slot = index + 1) at
+ * twice its size. */
+int out_index_grow(size_t **slots_io, size_t *n_slots_io, size_t n,
+		   const char *(*key_at)(const void *v, size_t i), const void *v);
+
+#endif
