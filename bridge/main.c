@@ -59,7 +59,7 @@ static const char usage_main[] =
 	"  check --config FILE | --mapping FILE\n"
 	"                                 load and validate, report every error as file:line\n"
 	"  queue (--config FILE | --store PATH) list | show ID | retry ID|--all | purge ... | "
-	"stats\n"
+	"stats | recover\n"
 	"                                 inspect and repair queued deliveries (while serve runs)\n"
 	"  diff --mapping FILE V1.json    provenance: every v2 value and the rule behind it\n"
 	"  diff A.json B.json             structural diff of two v2 documents (exit 1 if "
@@ -690,6 +690,9 @@ static int cmd_serve(int argc, char **argv)
 	if (!level_given && cfg->log_level >= 0)
 		log_set_level((enum log_level)cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	/* a file size limit (ulimit -f) makes a write fail with EFBIG, reported
+	 * like a full disk, instead of killing the bridge */
+	signal(SIGXFSZ, SIG_IGN);
 	if (log_stream_start(cfg->log_buffer) < 0) {
 		fprintf(stderr, "webhook-bridge serve: cannot start the log writers\n");
 		bridge_config_free(cfg);
@@ -900,6 +903,15 @@ static int check_startup(const struct bridge_config *cfg, struct bridge_error *e
 		if (!ctx)
 			return -1;
 		SSL_CTX_free(ctx);
+	}
+	/* a store serve would refuse (damaged, someone else's, newer); none yet
+	 * is fine: serve creates it */
+	if (cfg->queue.path && access(cfg->queue.path, F_OK) == 0) {
+		struct store *s = NULL;
+
+		if (store_open(cfg->queue.path, STORE_VERIFY, 5000, &s, err) < 0)
+			return -1;
+		store_close(s);
 	}
 	return 0;
 }

@@ -39,6 +39,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <yajl/yajl_parse.h>
 
 #include "bridge/clock.h"
 #include "bridge/cfg.h"
@@ -50,10 +51,11 @@
 #define QUEUE_WAITING_MAX       65536 /* enqueues waiting for the writer; more -> refused */
 #define QUEUE_WAITING_BYTES_MAX (256u * 1024 * 1024) /* and their bodies */
 #define QUEUE_OUTCOMES_MAX      64                   /* attempt outcomes per transaction */
-#define QUEUE_FLUSH_MS          5    /* an outcome waits at most this long for its transaction */
-#define QUEUE_LANES_MAX         1024 /* distinct endpoint + trust store pairs */
-#define QUEUE_TICK_MIN_MS       5    /* ticks closer than this are merged */
-#define QUEUE_STORE_PAUSE_MS    1000 /* after a store error, no attempt starts for this long */
+#define QUEUE_FLUSH_MS          5     /* an outcome waits at most this long for its transaction */
+#define QUEUE_LANES_MAX         1024  /* distinct endpoint + trust store pairs */
+#define QUEUE_TICK_MIN_MS       5     /* ticks closer than this are merged */
+#define QUEUE_STORE_PAUSE_MS    1000  /* after a store error, no attempt starts for this long */
+#define QUEUE_STORE_LOG_MS      60000 /* a store that keeps failing is logged this often */
 #define QUEUE_BUSY_TIMEOUT_MS   5000
 #define QUEUE_REASON_MAX        600
 #define QUEUE_RETRY_AFTER_MAX_S (366LL * 86400) /* longer would be dead-lettered anyway */
@@ -390,7 +392,13 @@ struct queue {
 	/* shared counters */
 	atomic_llong depth, dead, in_flight_gauge, oldest_ms;
 	atomic_llong enqueued, duplicates, delivered, failed_attempts, dead_lettered, store_errors;
+	atomic_llong corrupt;
 	atomic_int store_failing; /* the last store write failed */
+	/* outcomes of attempts cannot be stored: no attempt starts (it would be
+	 * sent again and again), no post is taken, the outcomes are written
+	 * again every QUEUE_STORE_PAUSE_MS */
+	atomic_int outcomes_failing;
+	int64_t outcomes_failing_since, store_log_at; /* scheduler thread */
 };
 
 static uint64_t random_u64(void)
@@ -412,18 +420,65 @@ static void emit(struct queue *q, const struct queue_event *ev)
 		q->cb(ev, q->cb_arg);
 }
 
-static void store_trouble(struct queue *q, const char *message)
+static void store_event(struct queue *q, enum queue_event_type type, const char *message)
 {
 	struct queue_event ev;
 
-	atomic_fetch_add(&q->store_errors, 1);
-	atomic_store(&q->store_failing, 1);
-	q->store_pause_until = clock_wall_ms() + QUEUE_STORE_PAUSE_MS;
 	memset(&ev, 0, sizeof(ev));
-	ev.type = QUEUE_EV_STORE_ERROR;
+	ev.type = type;
 	ev.route = ev.endpoint = ev.delivery_id = ev.participation_id = ev.state = "";
 	ev.reason = message;
 	emit(q, &ev);
+}
+
+static void store_trouble(struct queue *q, const char *message)
+{
+	atomic_fetch_add(&q->store_errors, 1);
+	atomic_store(&q->store_failing, 1);
+	q->store_pause_until = clock_wall_ms() + QUEUE_STORE_PAUSE_MS;
+	store_event(q, QUEUE_EV_STORE_ERROR, message);
+}
+
+/* Scheduler thread: the outcomes of attempts could not be stored.  Logged
+ * when it starts and then every QUEUE_STORE_LOG_MS, not at every retry. */
+static void outcomes_trouble(struct queue *q, const char *message)
+{
+	int64_t now = clock_wall_ms();
+	char text[sizeof(((struct bridge_error *)0)->message) + 200];
+
+	atomic_fetch_add(&q->store_errors, 1);
+	q->store_pause_until = now + QUEUE_STORE_PAUSE_MS;
+	if (!atomic_exchange(&q->outcomes_failing, 1)) {
+		q->outcomes_failing_since = now;
+		q->store_log_at = now;
+	}
+	if (now < q->store_log_at)
+		return;
+	q->store_log_at = now + QUEUE_STORE_LOG_MS;
+	snprintf(text, sizeof(text),
+		 "cannot record the outcome of delivery attempts, for %lld ms now; no "
+		 "delivery starts and no post is taken until it can (tried again every "
+		 "%d ms): %s",
+		 (long long)(now - q->outcomes_failing_since), QUEUE_STORE_PAUSE_MS, message);
+	store_event(q, QUEUE_EV_STORE_ERROR, text);
+}
+
+/* Scheduler thread: a write went through after outcomes_trouble or
+ * store_trouble. */
+static void store_recovered(struct queue *q, const char *what)
+{
+	int64_t now = clock_wall_ms();
+	char text[200];
+
+	atomic_store(&q->store_failing, 0);
+	if (!atomic_exchange(&q->outcomes_failing, 0))
+		snprintf(text, sizeof(text), "the queue store takes writes again (%s)", what);
+	else
+		snprintf(text, sizeof(text),
+			 "the queue store takes writes again (%s) after failing for %lld ms", what,
+			 (long long)(now - q->outcomes_failing_since));
+	q->store_pause_until = 0;
+	store_event(q, QUEUE_EV_STORE_RECOVERED, text);
 }
 
 /* ------------------------------------------------------------------ */
@@ -698,17 +753,19 @@ static void attempt_done(const struct upstream_response *r, void *arg)
 }
 
 /* Store the settled outcomes, QUEUE_OUTCOMES_MAX per transaction, then tell
- * about them and free their slots. */
+ * about them and free their slots.  When the write fails the outcomes stay
+ * where they are (their rows are not attempted again) and are written again
+ * after QUEUE_STORE_PAUSE_MS. */
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct queue *q = arg;
+	int failed = 0;
 
 	while (q->settled) {
 		struct store_outcome o[QUEUE_OUTCOMES_MAX];
 		struct attempt *batch = q->settled, *a, *next;
 		struct bridge_error err;
 		size_t n = 0;
-		int rc;
 
 		for (a = batch; a && n < QUEUE_OUTCOMES_MAX; a = a->settled_next, n++) {
 			memset(&o[n], 0, sizeof(o[n]));
@@ -721,46 +778,54 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 			o[n].last_status = a->status;
 			o[n].last_error = a->why;
 		}
+		bridge_error_clear(&err);
+		if (store_apply(q->store, o, n, &err) < 0) {
+			outcomes_trouble(q, err.message);
+			failed = 1;
+			break;
+		}
+		if (atomic_load(&q->outcomes_failing))
+			store_recovered(q, "attempt outcomes recorded");
 		q->settled = a; /* the rest, for the next round */
 		if (!a)
 			q->settled_tail = &q->settled;
 		q->n_settled -= n;
-		bridge_error_clear(&err);
-		rc = store_apply(q->store, o, n, &err);
-		if (rc < 0)
-			store_trouble(q, err.message); /* rows unchanged: retried after the pause */
 		for (a = batch; n > 0; a = next, n--) {
 			struct queue_event ev;
 
 			next = a->settled_next;
-			if (rc == 0) {
-				event_fill(&ev, a, QUEUE_EV_DELIVERED, a->done_ms);
-				ev.status = a->status;
-				ev.outcome = a->outcome;
-				ev.elapsed_ms = a->elapsed_ms;
-				if (a->kind == STORE_OUT_DELIVERED) {
-					atomic_fetch_sub(&q->depth, 1);
-					atomic_fetch_add(&q->delivered, 1);
-				} else if (a->kind == STORE_OUT_FAILED) {
-					atomic_fetch_add(&q->failed_attempts, 1);
-					ev.type = QUEUE_EV_ATTEMPT_FAILED;
-					ev.reason = a->reason;
-					ev.next_attempt_ms = a->next_attempt_ms;
-				} else {
-					atomic_fetch_add(&q->failed_attempts, 1);
-					atomic_fetch_sub(&q->depth, 1);
-					atomic_fetch_add(&q->dead, 1);
-					atomic_fetch_add(&q->dead_lettered, 1);
-					ev.type = QUEUE_EV_DEAD_LETTER;
-					ev.reason = a->why;
-				}
-				emit(q, &ev);
+			event_fill(&ev, a, QUEUE_EV_DELIVERED, a->done_ms);
+			ev.status = a->status;
+			ev.outcome = a->outcome;
+			ev.elapsed_ms = a->elapsed_ms;
+			if (a->kind == STORE_OUT_DELIVERED) {
+				atomic_fetch_sub(&q->depth, 1);
+				atomic_fetch_add(&q->delivered, 1);
+			} else if (a->kind == STORE_OUT_FAILED) {
+				atomic_fetch_add(&q->failed_attempts, 1);
+				ev.type = QUEUE_EV_ATTEMPT_FAILED;
+				ev.reason = a->reason;
+				ev.next_attempt_ms = a->next_attempt_ms;
+			} else {
+				atomic_fetch_add(&q->failed_attempts, 1);
+				atomic_fetch_sub(&q->depth, 1);
+				atomic_fetch_add(&q->dead, 1);
+				atomic_fetch_add(&q->dead_lettered, 1);
+				ev.type = QUEUE_EV_DEAD_LETTER;
+				ev.reason = a->why;
 			}
+			emit(q, &ev);
 			attempt_unlink(a);
 			attempt_free(a);
 		}
 	}
 	evtimer_del(q->flush_timer);
+	if (failed && !q->finished) {
+		struct timeval tv = { QUEUE_STORE_PAUSE_MS / 1000,
+				      QUEUE_STORE_PAUSE_MS % 1000 * 1000 };
+
+		evtimer_add(q->flush_timer, &tv);
+	}
 	finish_check(q);
 	/* lines may have moved on: the next row of a participation is due */
 	if (!q->finished)
@@ -853,18 +918,13 @@ static void timer_arm(struct queue *q, int64_t at_ms, int64_t now)
 	q->timer_at_ms = at_ms;
 }
 
-/* Too old to try again (the bridge was down longer than max_age_s). */
-static void expire(struct queue *q, struct lane *l, const struct store_row *row, int64_t now)
+/* A dead letter without an attempt: too old, or not fit to be sent. */
+static void dead_now(struct queue *q, struct lane *l, const struct store_row *row, int64_t now,
+		     const char *why, int corrupt)
 {
 	struct queue_event ev;
 	struct bridge_error err;
-	char why[QUEUE_REASON_MAX + 100];
 
-	snprintf(why, sizeof(why),
-		 "gave up after %d attempt%s: queued more than max_age_s (%d s) "
-		 "ago; last error: %s",
-		 row->attempts, row->attempts == 1 ? "" : "s", q->cfg.max_age_s,
-		 row->last_error[0] ? row->last_error : "none");
 	bridge_error_clear(&err);
 	if (store_dead(q->store, row->id, row->attempts, 0, now, row->last_status, why, &err) < 0) {
 		store_trouble(q, err.message);
@@ -873,6 +933,8 @@ static void expire(struct queue *q, struct lane *l, const struct store_row *row,
 	atomic_fetch_sub(&q->depth, 1);
 	atomic_fetch_add(&q->dead, 1);
 	atomic_fetch_add(&q->dead_lettered, 1);
+	if (corrupt)
+		atomic_fetch_add(&q->corrupt, 1);
 	memset(&ev, 0, sizeof(ev));
 	ev.type = QUEUE_EV_DEAD_LETTER;
 	ev.id = row->id;
@@ -888,6 +950,67 @@ static void expire(struct queue *q, struct lane *l, const struct store_row *row,
 	emit(q, &ev);
 }
 
+/* Too old to try again (the bridge was down longer than max_age_s). */
+static void expire(struct queue *q, struct lane *l, const struct store_row *row, int64_t now)
+{
+	char why[QUEUE_REASON_MAX + 100];
+
+	snprintf(why, sizeof(why),
+		 "gave up after %d attempt%s: queued more than max_age_s (%d s) "
+		 "ago; last error: %s",
+		 row->attempts, row->attempts == 1 ? "" : "s", q->cfg.max_age_s,
+		 row->last_error[0] ? row->last_error : "none");
+	dead_now(q, l, row, now, why, 0);
+}
+
+/* 1 when the body is one JSON object (and nothing else), 0 when not, -1
+ * out of memory. */
+static int body_is_json_object(const char *body, size_t len)
+{
+	yajl_handle h;
+	size_t i = 0;
+	int ok;
+
+	while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+		i++;
+	if (i == len || body[i] != '{')
+		return 0;
+	h = yajl_alloc(NULL, NULL, NULL);
+	if (!h)
+		return -1;
+	ok = yajl_parse(h, (const unsigned char *)body, len) == yajl_status_ok &&
+	     yajl_complete_parse(h) == yajl_status_ok;
+	yajl_free(h);
+	return ok;
+}
+
+/* Before every attempt: what the row would send must be what was stored.
+ * 1 and why when it is not (the row is never sent), 0 when it may go, -1
+ * when this cannot be told now. */
+static int row_unfit(const struct store_row *row, char *why, size_t cap)
+{
+	int json;
+
+	if (row->integrity == STORE_ROW_CORRUPT) {
+		snprintf(why, cap,
+			 "corrupt: what the row would send (endpoint, headers or body) does not "
+			 "match the checksum written with it; not sent");
+		return 1;
+	}
+	if (row->integrity == STORE_ROW_INTACT)
+		return 0;
+	/* written before checksums: the body at least must still be JSON */
+	json = body_is_json_object(row->body, row->len);
+	if (json < 0)
+		return -1;
+	if (json)
+		return 0;
+	snprintf(why, cap,
+		 "corrupt: the row was stored before checksums and its body is not a JSON "
+		 "object; not sent");
+	return 1;
+}
+
 static void lane_fill(struct queue *q, struct lane *l, int64_t now)
 {
 	int free_slots = q->cfg.per_endpoint_concurrency - l->in_flight, started = 0;
@@ -896,7 +1019,7 @@ static void lane_fill(struct queue *q, struct lane *l, int64_t now)
 	struct store_row *rows;
 	struct bridge_error err;
 
-	if (free_slots <= 0)
+	if (free_slots <= 0 || atomic_load(&q->outcomes_failing))
 		return;
 	rows = calloc(max, sizeof(*rows));
 	if (!rows)
@@ -908,9 +1031,15 @@ static void lane_fill(struct queue *q, struct lane *l, int64_t now)
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
+		char why[QUEUE_REASON_MAX];
+		int unfit;
+
 		if (started < free_slots && !in_flight_on(l, rows[i].id) &&
 		    now >= q->store_pause_until) {
-			if (rows[i].attempts > 0 && now - rows[i].since_ms >= max_age_ms) {
+			if ((unfit = row_unfit(&rows[i], why, sizeof(why))) != 0) {
+				if (unfit > 0)
+					dead_now(q, l, &rows[i], now, why, 1);
+			} else if (rows[i].attempts > 0 && now - rows[i].since_ms >= max_age_ms) {
 				expire(q, l, &rows[i], now);
 			} else {
 				attempt_start(q, l, &rows[i]);
@@ -932,6 +1061,17 @@ static void tick(struct queue *q)
 	if (q->stopping)
 		return;
 	bridge_error_clear(&err);
+	/* a failed write (a post's, or the scheduler's) made the queue unready:
+	 * try one that changes no delivery, so readiness comes back by itself
+	 * (the outcomes waiting for the store are their own probe) */
+	if (atomic_load(&q->store_failing) && !atomic_load(&q->outcomes_failing) &&
+	    now >= q->store_pause_until) {
+		if (store_probe(q->store, now, &err) == 0)
+			store_recovered(q, "a test write went through");
+		else
+			q->store_pause_until = now + QUEUE_STORE_PAUSE_MS;
+		bridge_error_clear(&err);
+	}
 	changed = store_changed_elsewhere(q->store, &err);
 	if (changed < 0) {
 		store_trouble(q, err.message);
@@ -995,6 +1135,17 @@ static void finish_cb(evutil_socket_t fd, short what, void *arg)
 		l->pool = NULL;
 	}
 	flush_cb(-1, 0, q);
+	/* outcomes the store would still not take: their rows stay pending and
+	 * are attempted again after the next start (at least once) */
+	while (q->settled) {
+		struct attempt *a = q->settled;
+
+		q->settled = a->settled_next;
+		q->n_settled--;
+		attempt_unlink(a);
+		attempt_free(a);
+	}
+	q->settled_tail = &q->settled;
 	event_del(q->timer_ev);
 	event_del(q->deadline_ev);
 	event_del(q->flush_timer);
@@ -1137,6 +1288,10 @@ static int waiting_add(struct queue *q, struct queue_pending *p, struct bridge_e
 {
 	if (q->writer_stop)
 		return bridge_error_set(err, "the queue is shutting down");
+	if (atomic_load(&q->outcomes_failing))
+		return bridge_error_set(
+			err, "the queue store fails its writes: deliveries cannot be "
+			     "recorded, so no post is taken until they can; retry later");
 	if (q->n_waiting >= QUEUE_WAITING_MAX ||
 	    q->waiting_bytes + p->item->len > QUEUE_WAITING_BYTES_MAX)
 		return bridge_error_set(err,
@@ -1382,7 +1537,8 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 		return bridge_error_set(err, "out of memory");
 	}
 	if (lock_take(q, q->cfg.path, err) < 0 ||
-	    store_open(q->cfg.path, STORE_CREATE, QUEUE_BUSY_TIMEOUT_MS, &q->store, err) < 0 ||
+	    store_open(q->cfg.path, STORE_CREATE | STORE_VERIFY, QUEUE_BUSY_TIMEOUT_MS, &q->store,
+		       err) < 0 ||
 	    store_count(q->store, &counts, err) < 0 || store_oldest(q->store, &oldest, err) < 0) {
 		queue_free(q);
 		return -1;
@@ -1541,6 +1697,7 @@ void queue_stats(struct queue *q, struct queue_stats *ret)
 	ret->failed_attempts = atomic_load(&q->failed_attempts);
 	ret->dead_lettered = atomic_load(&q->dead_lettered);
 	ret->store_errors = atomic_load(&q->store_errors);
+	ret->corrupt = atomic_load(&q->corrupt);
 	if (ret->depth < 0)
 		ret->depth = 0;
 }
@@ -1556,6 +1713,12 @@ static void metric(struct evbuffer *out, const char *name, const char *type, con
 
 int queue_ready(struct queue *q, char *why, size_t cap)
 {
+	if (atomic_load(&q->outcomes_failing)) {
+		snprintf(why, cap,
+			 "the queue store failed its last write: the outcomes of delivery "
+			 "attempts cannot be recorded");
+		return -1;
+	}
 	if (atomic_load(&q->store_failing)) {
 		snprintf(why, cap, "the queue store failed its last write");
 		return -1;
@@ -1679,4 +1842,8 @@ void queue_metrics_render(struct queue *q, const struct bridge_config *cfg, stru
 	       s.dead_lettered);
 	metric(out, "store_errors_total", "counter",
 	       "Store operations that failed (a post then gets 503).", s.store_errors);
+	metric(out, "corrupt_total", "counter",
+	       "Deliveries made dead letters without being sent: what they would send did not "
+	       "match the checksum stored with them.",
+	       s.corrupt);
 }

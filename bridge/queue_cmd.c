@@ -40,12 +40,18 @@ static const char usage_queue[] =
 	"              | purge --all --yes\n"
 	"         delete deliveries for good (--all includes pending ones)\n"
 	"  stats  depth, dead letters and oldest age, in the /metrics format\n"
+	"  recover [--output FILE]\n"
+	"         save every row SQLite can still read from a damaged store (it is\n"
+	"         only read) into a new store FILE (default: the store's path +\n"
+	"         \".recovered\"; must not exist), ids, headers, body and attempt\n"
+	"         state kept; says how many rows were saved and which ids were\n"
+	"         unreadable.  serve can start on FILE.\n"
 	"\n"
 	"exit: 0 done, 1 an ID was not found or could not be retried,\n"
 	"      2 usage, configuration or store error\n";
 
 struct opts {
-	const char *config, *store;
+	const char *config, *store, *output;
 	int pending, dead, all, yes, newest, json, reveal;
 	const char *route;
 	long long limit;
@@ -115,14 +121,14 @@ static const char *status_name(int status)
 	return status == STORE_DEAD ? "dead" : "pending";
 }
 
-static int open_store(const struct opts *o, struct store **ret)
+/* The store's path, from --store or the config's queue.path: 0 and *ret
+ * (malloc'd), or the exit status. */
+static int store_path_find(const struct opts *o, char **ret)
 {
-	struct bridge_error err;
 	struct queue_config qc;
 	const char *path = o->store;
-	int rc;
 
-	bridge_error_clear(&err);
+	*ret = NULL;
 	queue_config_default(&qc);
 	if (o->config) {
 		struct diag d = { 0 };
@@ -146,8 +152,27 @@ static int open_store(const struct opts *o, struct store **ret)
 		}
 		path = qc.path;
 	}
-	rc = store_open(path, 0, QUEUE_CMD_BUSY_MS, ret, &err);
+	*ret = strdup(path);
 	queue_config_clear(&qc);
+	if (!*ret) {
+		fprintf(stderr, "webhook-bridge queue: out of memory\n");
+		return 2;
+	}
+	return 0;
+}
+
+static int open_store(const struct opts *o, struct store **ret)
+{
+	struct bridge_error err;
+	char *path;
+	int rc;
+
+	bridge_error_clear(&err);
+	rc = store_path_find(o, &path);
+	if (rc)
+		return rc;
+	rc = store_open(path, 0, QUEUE_CMD_BUSY_MS, ret, &err);
+	free(path);
 	if (rc < 0) {
 		fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
 		return 2;
@@ -192,6 +217,7 @@ static void row_json(FILE *out, const struct store_row *r, int with_body, int re
 		r->status == STORE_PENDING ? (long long)r->next_attempt_ms : 0LL,
 		(long long)r->last_attempt_ms, r->last_status);
 	json_str(out, r->last_error);
+	fprintf(out, ",\"integrity\":\"%s\"", store_row_integrity_name(r->integrity));
 	if (with_body) {
 		fprintf(out, ",\"timeout_ms\":%d,\"ca_file\":", r->timeout_ms);
 		json_str(out, r->ca_file);
@@ -332,6 +358,12 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 	if (r.last_status)
 		printf("last status:      %d\n", r.last_status);
 	printf("last error:       %s\n", r.last_error[0] ? r.last_error : "-");
+	printf("integrity:        %s\n",
+	       r.integrity == STORE_ROW_INTACT ? "intact (matches its checksum)"
+	       : r.integrity == STORE_ROW_CORRUPT
+		       ? "CORRUPT: does not match its checksum; never sent"
+		       : "unchecked (stored before checksums; sent only if "
+			 "its body is a JSON object)");
 	printf("headers:\n");
 	for (size_t i = 0; i < r.n_headers; i++)
 		printf("  %s: %s\n", r.headers[i].name,
@@ -489,6 +521,49 @@ static int cmd_stats(struct store *s)
 	return 0;
 }
 
+static int cmd_recover(const struct opts *o)
+{
+	struct store_recover_report r;
+	struct bridge_error err;
+	char *path, *out = NULL;
+	int rc;
+
+	rc = store_path_find(o, &path);
+	if (rc)
+		return rc;
+	if (!o->output && asprintf(&out, "%s.recovered", path) < 0) {
+		free(path);
+		fprintf(stderr, "webhook-bridge queue: out of memory\n");
+		return 2;
+	}
+	bridge_error_clear(&err);
+	rc = store_recover(path, o->output ? o->output : out, &r, &err);
+	if (rc < 0) {
+		fprintf(stderr, "webhook-bridge queue: recover: %s\n", err.message);
+	} else {
+		printf("recovered %s into %s\n", path, o->output ? o->output : out);
+		printf("saved: %lld deliver%s (%lld pending, %lld dead letter%s",
+		       (long long)r.saved, r.saved == 1 ? "y" : "ies", (long long)r.pending,
+		       (long long)r.dead, r.dead == 1 ? "" : "s");
+		if (r.corrupt)
+			printf(", %lld of them made dead letters: they do not match their checksum",
+			       (long long)r.corrupt);
+		printf(")\n");
+		if (r.unreadable)
+			printf("unreadable: %lld id%s (%s): SQLite said \"%s\"; some may have been "
+			       "delivered before the damage\n",
+			       (long long)r.unreadable, r.unreadable == 1 ? "" : "s",
+			       r.unreadable_ids, r.first_error);
+		else
+			printf("unreadable: 0\n");
+		printf("ids given out: up to %lld (the new store goes on from there)\n",
+		       (long long)r.highest_id);
+	}
+	free(out);
+	free(path);
+	return rc < 0 ? 2 : 0;
+}
+
 int cmd_queue(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -504,6 +579,7 @@ int cmd_queue(int argc, char **argv)
 		{ "newest", no_argument, NULL, 'n' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "reveal", no_argument, NULL, 'R' },
+		{ "output", required_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -528,6 +604,7 @@ int cmd_queue(int argc, char **argv)
 		case 'n': o.newest = 1; break;
 		case 'j': o.json = 1; break;
 		case 'R': o.reveal = 1; break;
+		case 'O': o.output = optarg; break;
 		case 'l':
 			if (parse_count(optarg, 0, &o.limit) < 0)
 				return cli_usage("queue", "--limit must be a number >= 0, not '%s'",
@@ -547,11 +624,13 @@ int cmd_queue(int argc, char **argv)
 		return cli_usage("queue", "%s",
 				 "give exactly one of --config FILE or --store PATH");
 	if (optind >= argc)
-		return cli_usage("queue", "%s", "which command? list, show, retry, purge or stats");
+		return cli_usage("queue", "%s",
+				 "which command? list, show, retry, purge, stats or recover");
 	cmd = argv[optind++];
 	if (strcmp(cmd, "list") && strcmp(cmd, "show") && strcmp(cmd, "retry") &&
-	    strcmp(cmd, "purge") && strcmp(cmd, "stats"))
-		return cli_usage("queue", "unknown command '%s' (list, show, retry, purge, stats)",
+	    strcmp(cmd, "purge") && strcmp(cmd, "stats") && strcmp(cmd, "recover"))
+		return cli_usage("queue",
+				 "unknown command '%s' (list, show, retry, purge, stats, recover)",
 				 cmd);
 	if (o.pending && o.dead && strcmp(cmd, "list") == 0)
 		return cli_usage("queue", "%s", "give --pending or --dead, not both");
@@ -559,10 +638,14 @@ int cmd_queue(int argc, char **argv)
 	    (o.dead && strcmp(cmd, "list") && strcmp(cmd, "purge")) ||
 	    (o.all && strcmp(cmd, "retry") && strcmp(cmd, "purge")) ||
 	    (o.yes && strcmp(cmd, "purge")) || (o.reveal && strcmp(cmd, "show")) ||
-	    (o.newest && strcmp(cmd, "list")))
+	    (o.newest && strcmp(cmd, "list")) || (o.output && strcmp(cmd, "recover")))
 		return cli_usage("queue", "an option does not apply to '%s'", cmd);
-	if ((strcmp(cmd, "list") == 0 || strcmp(cmd, "stats") == 0) && optind < argc)
+	if ((strcmp(cmd, "list") == 0 || strcmp(cmd, "stats") == 0 ||
+	     strcmp(cmd, "recover") == 0) &&
+	    optind < argc)
 		return cli_usage("queue", "unexpected argument '%s'", argv[optind]);
+	if (strcmp(cmd, "recover") == 0)
+		return cmd_recover(&o);
 	rc = open_store(&o, &s);
 	if (rc)
 		return rc;
@@ -590,12 +673,12 @@ void queue_event_log(const struct queue_event *ev, void *arg)
 		[QUEUE_EV_ATTEMPT_FAILED] = "queue_attempt_failed",
 		[QUEUE_EV_DEAD_LETTER] = "queue_dead_letter",
 		[QUEUE_EV_STORE_ERROR] = "queue_store_error",
+		[QUEUE_EV_STORE_RECOVERED] = "queue_store_recovered",
 	};
 	static const enum log_level levels[] = {
-		[QUEUE_EV_DELIVERED] = LOG_INFO,
-		[QUEUE_EV_ATTEMPT_FAILED] = LOG_WARN,
-		[QUEUE_EV_DEAD_LETTER] = LOG_ERROR,
-		[QUEUE_EV_STORE_ERROR] = LOG_ERROR,
+		[QUEUE_EV_DELIVERED] = LOG_INFO,       [QUEUE_EV_ATTEMPT_FAILED] = LOG_WARN,
+		[QUEUE_EV_DEAD_LETTER] = LOG_ERROR,    [QUEUE_EV_STORE_ERROR] = LOG_ERROR,
+		[QUEUE_EV_STORE_RECOVERED] = LOG_WARN,
 	};
 	struct log_line l;
 
@@ -632,6 +715,6 @@ void queue_event_log(const struct queue_event *ev, void *arg)
 			log_str(&l, "next_attempt", t);
 		}
 	}
-	log_str(&l, "error", ev->reason);
+	log_str(&l, ev->type == QUEUE_EV_STORE_RECOVERED ? "message" : "error", ev->reason);
 	log_end(&l);
 }

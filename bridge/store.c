@@ -21,14 +21,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
+#include "bridge/diag.h"
 #include "bridge/store.h"
 
 #define STORE_APPLICATION_ID 0x57484251 /* "WHBQ" in the database header */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
-/* The schema of version 1.  Partial indexes serve the three questions asked
+/* The schema of version 2.  Partial indexes serve the three questions asked
  * all the time: what is due on a lane (due), is a row the head of its
  * participation's line and is an item a duplicate (line, unique), and how
  * old is the oldest pending row (age).  The statements name their index
@@ -54,17 +56,29 @@ static const char schema_sql[] =
 	" next_attempt_ms INTEGER NOT NULL,"
 	" last_attempt_ms INTEGER NOT NULL DEFAULT 0,"
 	" last_status INTEGER NOT NULL DEFAULT 0,"
-	" last_error TEXT NOT NULL DEFAULT '');"
+	" last_error TEXT NOT NULL DEFAULT '',"
+	" checksum BLOB NOT NULL DEFAULT x'');"
+	"CREATE TABLE store_probe (k INTEGER PRIMARY KEY CHECK (k = 1), at_ms INTEGER NOT NULL);"
 	"CREATE INDEX deliveries_due ON deliveries (endpoint, ca_file, next_attempt_ms)"
 	" WHERE status = 0;"
 	"CREATE UNIQUE INDEX deliveries_line ON deliveries (route, participation_id, state)"
 	" WHERE status = 0 AND participation_id <> '';"
 	"CREATE INDEX deliveries_age ON deliveries (status, created_ms);";
 
-#define ROW_COLUMNS                                                                              \
+/* Version 1 had no checksum: its rows keep an empty one (store.h says how
+ * they are checked instead), and no probe table. */
+static const char migrate_v1_sql[] =
+	"ALTER TABLE deliveries ADD COLUMN checksum BLOB NOT NULL DEFAULT x'';"
+	"CREATE TABLE store_probe (k INTEGER PRIMARY KEY CHECK (k = 1), at_ms INTEGER NOT NULL);";
+
+/* The columns row_read reads, in its order; store_recover writes them back
+ * in the same order. */
+#define ROW_COLUMNS_BASE                                                                         \
 	"d.id, d.status, d.route, d.endpoint, d.ca_file, d.timeout_ms, d.delivery_id,"           \
 	" d.participation_id, d.state, d.headers, d.body, d.attempts, d.created_ms, d.since_ms," \
 	" d.next_attempt_ms, d.last_attempt_ms, d.last_status, d.last_error"
+#define ROW_COLUMNS   ROW_COLUMNS_BASE ", d.checksum"
+#define ROW_N_COLUMNS 19
 
 enum stmt_id {
 	ST_BEGIN,
@@ -86,6 +100,7 @@ enum stmt_id {
 	ST_RETRY_PENDING,
 	ST_PURGE_ID,
 	ST_DATA_VERSION,
+	ST_PROBE,
 	ST_N
 };
 
@@ -96,10 +111,10 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_FIND_DUP] = "SELECT id, delivery_id FROM deliveries INDEXED BY deliveries_line"
 			" WHERE status = 0 AND participation_id <> '' AND route = ?1"
 			" AND participation_id = ?2 AND state = ?3",
-	[ST_INSERT] =
-		"INSERT INTO deliveries (route, endpoint, ca_file, timeout_ms, delivery_id,"
-		" participation_id, state, headers, body, created_ms, since_ms,"
-		" next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10)",
+	[ST_INSERT] = "INSERT INTO deliveries (route, endpoint, ca_file, timeout_ms, delivery_id,"
+		      " participation_id, state, headers, body, created_ms, since_ms,"
+		      " next_attempt_ms, checksum)"
+		      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11)",
 	[ST_LANES] = "SELECT DISTINCT endpoint, ca_file FROM deliveries INDEXED BY deliveries_due"
 		     " WHERE status = 0 LIMIT ?1",
 	/* the head of a line: no older pending row of the same participation */
@@ -134,6 +149,7 @@ static const char *const stmt_sql[ST_N] = {
 			     " WHERE id = ?1 AND status = 0",
 	[ST_PURGE_ID] = "DELETE FROM deliveries WHERE id = ?1",
 	[ST_DATA_VERSION] = "PRAGMA data_version",
+	[ST_PROBE] = "INSERT OR REPLACE INTO store_probe (k, at_ms) VALUES (1, ?1)",
 };
 
 struct store {
@@ -160,6 +176,9 @@ static int db_fail(struct store *s, struct bridge_error *err, const char *what)
 		hint = " (a write failed: full or failing disk, or a file size limit)";
 	else if (code == SQLITE_READONLY)
 		hint = " (no write permission on the store or its folder)";
+	else if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB)
+		hint = " (the store is damaged: `webhook-bridge queue recover` saves what is "
+		       "readable into a new store)";
 	return bridge_error_set(err, "queue store %s: %s: %s%s", s->path, what,
 				sqlite3_errmsg(s->db), hint);
 }
@@ -233,6 +252,48 @@ static char *col_text(sqlite3_stmt *st, int i)
 	return strdup(t ? (const char *)t : "");
 }
 
+static void digest_field(EVP_MD_CTX *ctx, const void *p, size_t n)
+{
+	unsigned char len[8];
+
+	for (int i = 0; i < 8; i++)
+		len[i] = (unsigned char)((uint64_t)n >> (8 * i));
+	EVP_DigestUpdate(ctx, len, sizeof(len));
+	if (n)
+		EVP_DigestUpdate(ctx, p, n);
+}
+
+/* SHA-256 over what an attempt sends and where: each field with its length
+ * in front, so that no two different rows share an encoding.  0 or -1 (out
+ * of memory). */
+static int row_checksum(const char *endpoint, const char *ca_file, int timeout_ms,
+			const char *delivery_id, const char *headers, const void *body, size_t len,
+			unsigned char out[STORE_CHECKSUM_LEN])
+{
+	static const char tag[] = "webhook-bridge row 2";
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	char timeout[16];
+	unsigned int n = 0;
+	int ok;
+
+	if (!ctx)
+		return -1;
+	snprintf(timeout, sizeof(timeout), "%d", timeout_ms);
+	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+	if (ok) {
+		digest_field(ctx, tag, sizeof(tag) - 1);
+		digest_field(ctx, endpoint, strlen(endpoint));
+		digest_field(ctx, ca_file, strlen(ca_file));
+		digest_field(ctx, timeout, strlen(timeout));
+		digest_field(ctx, delivery_id, strlen(delivery_id));
+		digest_field(ctx, headers, strlen(headers));
+		digest_field(ctx, body, len);
+		ok = EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == STORE_CHECKSUM_LEN;
+	}
+	EVP_MD_CTX_free(ctx);
+	return ok ? 0 : -1;
+}
+
 /* "Name: value\n" lines, in place: names and values point into text. */
 static int headers_parse(char *text, struct upstream_header **ret, size_t *ret_n)
 {
@@ -273,8 +334,8 @@ static int headers_parse(char *text, struct upstream_header **ret, size_t *ret_n
 
 static int row_read(sqlite3_stmt *st, struct store_row *r)
 {
-	const void *blob;
-	int len;
+	const void *blob, *sum;
+	int len, sum_len;
 
 	memset(r, 0, sizeof(*r));
 	r->id = sqlite3_column_int64(st, 0);
@@ -303,13 +364,34 @@ static int row_read(sqlite3_stmt *st, struct store_row *r)
 	r->last_attempt_ms = sqlite3_column_int64(st, 15);
 	r->last_status = sqlite3_column_int(st, 16);
 	r->last_error = col_text(st, 17);
+	sum = sqlite3_column_blob(st, 18);
+	sum_len = sqlite3_column_bytes(st, 18);
+	r->checksum_len = sum_len < STORE_CHECKSUM_LEN ? (size_t)sum_len : STORE_CHECKSUM_LEN;
+	if (sum && r->checksum_len)
+		memcpy(r->checksum, sum, r->checksum_len);
 	if (!r->route || !r->endpoint || !r->ca_file || !r->delivery_id || !r->participation_id ||
-	    !r->state || !r->headers_text || !r->body || !r->last_error ||
-	    headers_parse(r->headers_text, &r->headers, &r->n_headers) < 0) {
-		store_row_clear(r);
-		return -1;
+	    !r->state || !r->headers_text || !r->body || !r->last_error)
+		goto fail;
+	if (sum_len == 0) {
+		r->integrity = STORE_ROW_UNCHECKED;
+	} else {
+		unsigned char want[STORE_CHECKSUM_LEN];
+
+		/* before headers_parse, which cuts headers_text into its lines */
+		if (row_checksum(r->endpoint, r->ca_file, r->timeout_ms, r->delivery_id,
+				 r->headers_text, r->body, r->len, want) < 0)
+			goto fail;
+		r->integrity = sum_len == STORE_CHECKSUM_LEN &&
+					       memcmp(want, r->checksum, STORE_CHECKSUM_LEN) == 0
+				       ? STORE_ROW_INTACT
+				       : STORE_ROW_CORRUPT;
 	}
+	if (headers_parse(r->headers_text, &r->headers, &r->n_headers) < 0)
+		goto fail;
 	return 0;
+fail:
+	store_row_clear(r);
+	return -1;
 }
 
 void store_row_clear(struct store_row *r)
@@ -363,6 +445,31 @@ static int exec_sql(struct store *s, const char *sql, struct bridge_error *err)
 	return 0;
 }
 
+/* Bring an older schema up to this version, in one transaction (another
+ * process may be doing the same: the version is read again under the
+ * write lock). */
+static int schema_migrate(struct store *s, struct bridge_error *err)
+{
+	int64_t version = 0;
+	char sql[64];
+
+	if (tx_begin(s, err) < 0)
+		return -1;
+	if (pragma_int(s, "PRAGMA user_version", &version, err) < 0)
+		goto fail;
+	if (version == 1) {
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d;", STORE_SCHEMA_VERSION);
+		if (exec_sql(s, migrate_v1_sql, err) < 0 || exec_sql(s, sql, err) < 0)
+			goto fail;
+	}
+	if (tx_commit(s, err) < 0)
+		goto fail;
+	return 0;
+fail:
+	tx_abort(s);
+	return -1;
+}
+
 static int schema_prepare(struct store *s, unsigned flags, struct bridge_error *err)
 {
 	int64_t app = 0, version = 0, tables = 0;
@@ -381,7 +488,7 @@ static int schema_prepare(struct store *s, unsigned flags, struct bridge_error *
 		if (version < 1)
 			return bridge_error_set(err, "queue store %s has no schema version",
 						s->path);
-		return 0;
+		return version < STORE_SCHEMA_VERSION ? schema_migrate(s, err) : 0;
 	}
 	if (app != 0 || tables > 0)
 		return bridge_error_set(err,
@@ -405,14 +512,41 @@ static int schema_prepare(struct store *s, unsigned flags, struct bridge_error *
 	return 0;
 }
 
+/* path as one shell word: as it is when it holds only characters no shell
+ * treats specially, else in single quotes. */
+static void shell_word(char *dst, size_t cap, const char *path)
+{
+	size_t n = 0;
+
+	if (cap == 0)
+		return;
+	if (*path && strspn(path, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+				  "0123456789_./+-,:@%") == strlen(path)) {
+		snprintf(dst, cap, "%s", path);
+		return;
+	}
+	dst[n++] = '\'';
+	for (const char *p = path; *p && n + 5 < cap; p++) {
+		if (*p == '\'') {
+			memcpy(dst + n, "'\\''", 4);
+			n += 4;
+		} else {
+			dst[n++] = *p;
+		}
+	}
+	if (n < cap - 1)
+		dst[n++] = '\'';
+	dst[n] = '\0';
+}
+
 /* A damaged page would make the bridge take posts it cannot keep, resend
  * rows it cannot mark and send bodies that are not what was stored: the
- * store is checked before serve uses it, and a damaged one refused with the
- * way out. */
+ * store is checked before serve (or check) relies on it, and a damaged one
+ * refused with the way out. */
 static int integrity_check(struct store *s, struct bridge_error *err)
 {
 	sqlite3_stmt *st;
-	char first[200] = "";
+	char first[300] = "", said[400], word[1024];
 	int rc;
 
 	if (sqlite3_prepare_v2(s->db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK)
@@ -426,12 +560,17 @@ static int integrity_check(struct store *s, struct bridge_error *err)
 	if (!first[0])
 		snprintf(first, sizeof(first), "%s", sqlite3_errmsg(s->db));
 	sqlite3_finalize(st);
+	diag_quote(said, sizeof(said), first, strlen(first), 300, '"');
+	shell_word(word, sizeof(word), s->path);
 	return bridge_error_set(
 		err,
-		"queue store %s is damaged (quick_check: %s); not starting. Save "
-		"what is readable with: sqlite3 %s .recover | sqlite3 %s.recovered, "
-		"check it, then move it in place of the store",
-		s->path, first, s->path, s->path);
+		"queue store %s is damaged (SQLite's quick_check: \"%s\"): serve does not "
+		"start on it. "
+		"To save what is readable into a new store, run: webhook-bridge queue --store "
+		"%s recover --output %s.recovered (then point queue.path at the new store, or "
+		"move the damaged store and its -wal and -shm files away and the new one in "
+		"its place)",
+		s->path, said, word, word);
 }
 
 int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct store **ret,
@@ -524,7 +663,7 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 	}
 	if (exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;", err) <
 		    0 ||
-	    ((flags & STORE_CREATE) && integrity_check(s, err) < 0) ||
+	    ((flags & STORE_VERIFY) && integrity_check(s, err) < 0) ||
 	    schema_prepare(s, flags, err) < 0 ||
 	    pragma_int(s, "PRAGMA data_version", &dv, err) < 0) {
 		store_close(s);
@@ -666,14 +805,18 @@ static int insert_one(struct store *s, const struct store_item *it, int64_t now_
 		      struct store_receipt *rcpt, struct bridge_error *err)
 {
 	sqlite3_stmt *st = stmt(s, ST_INSERT, err);
+	unsigned char sum[STORE_CHECKSUM_LEN];
 	char *ht;
 	int rc;
 
 	if (!st)
 		return -1;
 	ht = headers_text(it);
-	if (!ht)
+	if (!ht || row_checksum(it->endpoint, nz(it->ca_file), it->timeout_ms, it->delivery_id, ht,
+				it->len ? it->body : "", it->len, sum) < 0) {
+		free(ht);
 		return bridge_error_set(err, "out of memory");
+	}
 	sqlite3_bind_text(st, 1, it->route, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, it->endpoint, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, nz(it->ca_file), -1, SQLITE_STATIC);
@@ -684,6 +827,7 @@ static int insert_one(struct store *s, const struct store_item *it, int64_t now_
 	sqlite3_bind_text(st, 8, ht, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 9, it->len ? it->body : "", (int)it->len, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 10, now_ms);
+	sqlite3_bind_blob(st, 11, sum, sizeof(sum), SQLITE_STATIC);
 	rc = step_done(s, st, err, "cannot store the delivery");
 	free(ht);
 	if (rc < 0)
@@ -1309,5 +1453,299 @@ int store_purge(struct store *s, const struct store_filter *f, int64_t *ret_n,
 	rc = write_one(s, st, err, "cannot purge deliveries", ret_n);
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int store_probe(struct store *s, int64_t now_ms, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	pthread_mutex_lock(&s->mu);
+	st = stmt(s, ST_PROBE, err);
+	if (st)
+		sqlite3_bind_int64(st, 1, now_ms);
+	rc = st ? step_done(s, st, err, "cannot write") : -1;
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+const char *store_row_integrity_name(int integrity)
+{
+	return integrity == STORE_ROW_INTACT    ? "intact"
+	       : integrity == STORE_ROW_CORRUPT ? "corrupt"
+						: "unchecked";
+}
+
+/* ------------------------------------------------------------------ */
+/* recovery */
+
+#define RECOVER_TX_ROWS 256 /* rows per transaction in the new store */
+
+static const char recover_insert_sql[] =
+	"INSERT INTO deliveries (id, status, route, endpoint, ca_file, timeout_ms, delivery_id,"
+	" participation_id, state, headers, body, attempts, created_ms, since_ms,"
+	" next_attempt_ms, last_attempt_ms, last_status, last_error, checksum)"
+	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
+	" ?18, ?19)";
+
+struct recover {
+	sqlite3 *src;
+	struct store *dst;
+	sqlite3_stmt *scan, *point, *ins;
+	struct store_recover_report *rep;
+	int64_t run_from, run_to; /* the run of unreadable ids not yet in rep->unreadable_ids */
+	int in_tx;
+	size_t tx_rows;
+};
+
+static void recover_flush_run(struct recover *r)
+{
+	char part[48];
+	size_t used = strlen(r->rep->unreadable_ids), cap = sizeof(r->rep->unreadable_ids);
+
+	if (!r->run_from)
+		return;
+	if (r->run_from == r->run_to)
+		snprintf(part, sizeof(part), "%s%lld", used ? ", " : "", (long long)r->run_from);
+	else
+		snprintf(part, sizeof(part), "%s%lld-%lld", used ? ", " : "",
+			 (long long)r->run_from, (long long)r->run_to);
+	if (used + strlen(part) + 5 < cap)
+		memcpy(r->rep->unreadable_ids + used, part, strlen(part) + 1);
+	else if (!strstr(r->rep->unreadable_ids, "..."))
+		snprintf(r->rep->unreadable_ids + used, cap - used, ", ...");
+	r->run_from = r->run_to = 0;
+}
+
+static void recover_unreadable(struct recover *r, int64_t id)
+{
+	if (!r->rep->first_error[0])
+		diag_quote(r->rep->first_error, sizeof(r->rep->first_error), sqlite3_errmsg(r->src),
+			   strlen(sqlite3_errmsg(r->src)), 200, '"');
+	r->rep->unreadable++;
+	if (r->run_from && id == r->run_to + 1) {
+		r->run_to = id;
+		return;
+	}
+	recover_flush_run(r);
+	r->run_from = r->run_to = id;
+}
+
+/* Write the row under src (a statement on the damaged store) into the new
+ * store. */
+static int recover_save(struct recover *r, sqlite3_stmt *src, struct bridge_error *err)
+{
+	static const char corrupt[] = "corrupt: recovered from a damaged store; what it would "
+				      "send does not match the checksum written with it";
+	static const char dup[] = "recovered from a damaged store as a dead letter: a pending "
+				  "delivery of the same participation and state was recovered too";
+	struct store_row row;
+	int status, rc, bad;
+
+	if (row_read(src, &row) < 0)
+		return bridge_error_set(err, "out of memory");
+	status = row.status == STORE_DEAD ? STORE_DEAD : STORE_PENDING;
+	bad = row.integrity == STORE_ROW_CORRUPT;
+	if (bad)
+		status = STORE_DEAD;
+	store_row_clear(&row);
+	if (!r->in_tx) {
+		if (tx_begin(r->dst, err) < 0)
+			return -1;
+		r->in_tx = 1;
+	}
+	sqlite3_reset(r->ins);
+	for (int i = 0; i < ROW_N_COLUMNS; i++)
+		sqlite3_bind_value(r->ins, i + 1, sqlite3_column_value(src, i));
+	sqlite3_bind_int(r->ins, 2, status);
+	if (bad)
+		sqlite3_bind_text(r->ins, 18, corrupt, -1, SQLITE_STATIC);
+	rc = sqlite3_step(r->ins);
+	if (rc == SQLITE_CONSTRAINT && status == STORE_PENDING) {
+		/* the line index of the damaged store no longer held the pair apart */
+		sqlite3_reset(r->ins);
+		status = STORE_DEAD;
+		sqlite3_bind_int(r->ins, 2, status);
+		sqlite3_bind_text(r->ins, 18, dup, -1, SQLITE_STATIC);
+		rc = sqlite3_step(r->ins);
+	}
+	sqlite3_reset(r->ins);
+	if (rc != SQLITE_DONE)
+		return db_fail(r->dst, err, "cannot write a recovered delivery");
+	r->rep->saved++;
+	r->rep->corrupt += bad;
+	if (status == STORE_DEAD)
+		r->rep->dead++;
+	else
+		r->rep->pending++;
+	if (++r->tx_rows >= RECOVER_TX_ROWS) {
+		r->tx_rows = 0;
+		r->in_tx = 0;
+		if (tx_commit(r->dst, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* One integer from the damaged store, or 0 when SQLite cannot read it. */
+static int64_t recover_int(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *st;
+	int64_t v = 0;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		return 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+/* Rows in id order; where SQLite stops with an error, each id after it is
+ * looked up on its own (a lookup reaches a row through other pages than
+ * the walk) until one reads again, and the walk goes on from there. */
+static int recover_walk(struct recover *r, struct bridge_error *err)
+{
+	int64_t last = 0, hi = r->rep->highest_id;
+	int rc;
+
+	for (;;) {
+		sqlite3_reset(r->scan);
+		sqlite3_bind_int64(r->scan, 1, last);
+		while ((rc = sqlite3_step(r->scan)) == SQLITE_ROW) {
+			if (recover_save(r, r->scan, err) < 0)
+				return -1;
+			last = sqlite3_column_int64(r->scan, 0);
+			if (last > hi)
+				hi = last;
+		}
+		if (rc == SQLITE_DONE)
+			break;
+		/* SQLITE_CORRUPT and kin: find the next id that reads */
+		sqlite3_reset(r->scan);
+		for (;;) {
+			if (last >= hi)
+				goto done;
+			last++;
+			sqlite3_reset(r->point);
+			sqlite3_bind_int64(r->point, 1, last);
+			rc = sqlite3_step(r->point);
+			if (rc == SQLITE_ROW) {
+				rc = recover_save(r, r->point, err);
+				sqlite3_reset(r->point);
+				if (rc < 0)
+					return -1;
+				break;
+			}
+			if (rc == SQLITE_DONE)
+				break; /* no such row (delivered before the damage) */
+			recover_unreadable(r, last);
+		}
+	}
+done:
+	recover_flush_run(r);
+	if (hi > r->rep->highest_id)
+		r->rep->highest_id = hi;
+	return 0;
+}
+
+int store_recover(const char *damaged, const char *out, struct store_recover_report *ret,
+		  struct bridge_error *err)
+{
+	static const char scan_sql[] =
+		"SELECT %s FROM deliveries AS d WHERE d.id > ?1 ORDER BY d.id";
+	static const char point_sql[] = "SELECT %s FROM deliveries AS d WHERE d.id = ?1";
+	struct recover r = { 0 };
+	struct stat sb;
+	char sql[1024];
+	const char *cols;
+	int64_t app, version;
+	int rc = -1;
+
+	memset(ret, 0, sizeof(*ret));
+	r.rep = ret;
+	if (stat(damaged, &sb) != 0)
+		return bridge_error_set(err, "queue store %s: %s", damaged, strerror(errno));
+	if (!S_ISREG(sb.st_mode))
+		return bridge_error_set(err, "queue store %s is not a regular file", damaged);
+	if (lstat(out, &sb) == 0 || errno != ENOENT)
+		return bridge_error_set(err,
+					"%s already exists: give --output a path that does not, "
+					"the recovered store is written there new",
+					out);
+	/* read only: what SQLite reads of the damaged file is all it does there */
+	if (sqlite3_open_v2(damaged, &r.src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+	    SQLITE_OK) {
+		bridge_error_set(err, "queue store %s: cannot open: %s", damaged,
+				 r.src ? sqlite3_errmsg(r.src) : "out of memory");
+		goto out;
+	}
+	app = recover_int(r.src, "PRAGMA application_id");
+	version = recover_int(r.src, "PRAGMA user_version");
+	if (app != STORE_APPLICATION_ID) {
+		bridge_error_set(err,
+				 "%s is not a webhook-bridge queue store, or its first page is "
+				 "damaged too (SQLite: %s): nothing can be read by row",
+				 damaged, sqlite3_errmsg(r.src));
+		goto out;
+	}
+	if (version > STORE_SCHEMA_VERSION) {
+		bridge_error_set(err,
+				 "queue store %s was written by a newer webhook-bridge "
+				 "(schema %lld, this one knows %d)",
+				 damaged, (long long)version, STORE_SCHEMA_VERSION);
+		goto out;
+	}
+	cols = version >= 2 ? ROW_COLUMNS : ROW_COLUMNS_BASE ", x''";
+	snprintf(sql, sizeof(sql), scan_sql, cols);
+	if (sqlite3_prepare_v2(r.src, sql, -1, &r.scan, NULL) != SQLITE_OK) {
+		bridge_error_set(err,
+				 "queue store %s: cannot read its table of deliveries (SQLite: "
+				 "%s): nothing can be read by row",
+				 damaged, sqlite3_errmsg(r.src));
+		goto out;
+	}
+	snprintf(sql, sizeof(sql), point_sql, cols);
+	if (sqlite3_prepare_v2(r.src, sql, -1, &r.point, NULL) != SQLITE_OK) {
+		bridge_error_set(err, "queue store %s: %s", damaged, sqlite3_errmsg(r.src));
+		goto out;
+	}
+	ret->highest_id = recover_int(r.src, "SELECT MAX(id) FROM deliveries");
+	app = recover_int(r.src, "SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'");
+	if (app > ret->highest_id)
+		ret->highest_id = app;
+
+	if (store_open(out, STORE_CREATE, 0, &r.dst, err) < 0)
+		goto out;
+	if (sqlite3_prepare_v2(r.dst->db, recover_insert_sql, -1, &r.ins, NULL) != SQLITE_OK) {
+		db_fail(r.dst, err, "cannot prepare a statement");
+		goto out;
+	}
+	if (recover_walk(&r, err) < 0)
+		goto out;
+	if (!r.in_tx && tx_begin(r.dst, err) < 0)
+		goto out;
+	r.in_tx = 1;
+	/* ids the damaged store gave out are not given again */
+	snprintf(sql, sizeof(sql),
+		 "DELETE FROM sqlite_sequence WHERE name = 'deliveries';"
+		 "INSERT INTO sqlite_sequence (name, seq) VALUES ('deliveries', %lld);",
+		 (long long)ret->highest_id);
+	if (exec_sql(r.dst, sql, err) < 0 || tx_commit(r.dst, err) < 0)
+		goto out;
+	r.in_tx = 0;
+	rc = 0;
+out:
+	if (r.in_tx)
+		tx_abort(r.dst);
+	sqlite3_finalize(r.scan);
+	sqlite3_finalize(r.point);
+	sqlite3_finalize(r.ins);
+	if (r.src)
+		sqlite3_close(r.src);
+	store_close(r.dst);
+	if (rc < 0 && r.dst)
+		unlink(out); /* half a store is worse than none: the command can run again */
 	return rc;
 }

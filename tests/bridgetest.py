@@ -566,6 +566,15 @@ class Bridge:
         return [l for l in list(self.out_lines) if l.strip()]
 
 
+def metric(bridge, name):
+    """The value of an unlabelled series on the bridge's /metrics, or None."""
+    r = curl(bridge.admin_url("/metrics"), method="GET")
+    for line in r.body.decode("utf-8", "replace").splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
 def stop_and_check(t, bridge, name="bridge"):
     """Stop with SIGTERM: exit code 0, no sanitizer report, stderr all JSON lines."""
     rc = bridge.stop()
@@ -720,10 +729,12 @@ def check_json_response(t, r, status, name, error=None):
 
 class Reply:
     """What the sink answers to one request. status None = never answer
-    (the connection is held open until the sink stops)."""
+    (the connection is held open until the sink stops); hold: a
+    threading.Event the answer waits for."""
 
     def __init__(self, status=200, body=b'{"ok":true}', delay=0.0,
-                 content_type="application/json"):
+                 content_type="application/json", hold=None):
+        self.hold = hold
         self.status = status
         self.body = body if isinstance(body, bytes) else body.encode()
         self.delay = delay
@@ -816,6 +827,8 @@ class _SinkHandler(http.server.BaseHTTPRequestHandler):
                 sink.stopping.wait(120)
                 self.close_connection = True
                 return
+            if reply.hold is not None:
+                reply.hold.wait(120)
             if reply.delay:
                 time.sleep(reply.delay)
             self.send_response(reply.status)
@@ -865,9 +878,10 @@ class _Server(http.server.ThreadingHTTPServer):
 
 class Sink:
     """Records every request; answers from `script` (a list of Reply, consumed
-    in order) then `default`.  With certfile/keyfile it speaks TLS."""
+    in order) then `default`.  With certfile/keyfile it speaks TLS; port 0:
+    an ephemeral one."""
 
-    def __init__(self, certfile=None, keyfile=None, also_ipv6=False):
+    def __init__(self, certfile=None, keyfile=None, also_ipv6=False, port=0):
         self.lock = threading.Lock()
         self.requests = []
         self.connections = []
@@ -888,7 +902,7 @@ class Sink:
                 sslobj.sni_name = name  # recorded per connection
             ctx.sni_callback = sni_cb
             self.ssl_context = ctx
-        self.servers = [_Server(("127.0.0.1", 0), self)]
+        self.servers = [_Server(("127.0.0.1", port), self)]
         self.port = self.servers[0].server_address[1]
         if also_ipv6:
             try:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import stat
-import subprocess
 import sys
 import uuid
 
@@ -200,55 +199,11 @@ def t_legacy_credentials(_t):
         v2.stop()
 
 
-def t_damaged_store(_t):
-    """6 (start): a store with a page overwritten in the middle is refused at
-    start with the command that saves what is readable."""
-    store = tmp.join("real.db")
-    endpoint = "http://127.0.0.1:%d/in" % bt.refused_port()
-    route = bt.route("q", "forward", endpoint=endpoint, secret="k", delivery="queued")
-
-    def cfg(path):
-        return bt.config_text([route], path="/hook",
-                              queue={"path": path, "backoff_base_ms": 60000,
-                                     "backoff_max_ms": 60000})
-    b = start(cfg(store), "store.conf")
-    try:
-        _, _, doc = bt.v1_fixture()
-        st = [bt.curl(b.url("/hook"), bt.v1_variant(doc, participation_id=str(uuid.uuid4()),
-                                                     comment="x" * 900)).status
-              for _ in range(60)]
-        t.is_(set(st), {202}, "60 posts stored (endpoint down)")
-    finally:
-        bt.stop_and_check(t, b)
-    size = os.path.getsize(store)
-    t.require(size >= 8 * 4096, "the store spans pages (%d bytes)" % size)
-    damaged = tmp.join("damaged.db")
-    with open(store, "rb") as f:
-        data = bytearray(f.read())
-    page = (size // 4096) // 2
-    data[page * 4096:(page + 1) * 4096] = bytes((i * 37) & 0xFF for i in range(4096))
-    with open(damaged, "wb") as f:
-        f.write(data)
-    os.chmod(damaged, 0o600)
-    path = tmp.file("damaged.conf", cfg(damaged))
-    p = subprocess.run([bt.BRIDGE_BIN, "serve", "--config", path], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=30)
-    err = p.stderr.decode("utf-8", "replace")
-    t.is_(p.returncode, 1, "serve refuses a damaged store (exit 1)", err[-2000:])
-    t.like(err, r"damaged \(quick_check", "the refusal says the store is damaged", err[-2000:])
-    t.like(err, r"sqlite3 \S*damaged\.db \.recover", "and gives the recovery command",
-           err[-2000:])
-    t.ok(not bt.sanitizer_report(err), "no sanitizer report", bt.sanitizer_report(err))
-    b = start(cfg(store), "store-again.conf")
-    bt.stop_and_check(t, b)
-
-
 def main():
     t.run("record.headers refuses credential headers (item 4)", t_record_headers)
     t.run("dry-run report is 0600 (item 5)", t_report_mode)
     t.run("credentials masked (items 2, 3)", t_masking)
     t.run("legacy passthrough credentials and headers (item 1)", t_legacy_credentials)
-    t.run("damaged queue store refused at start (item 6)", t_damaged_store)
     tmp.cleanup()
     t.done()
 

@@ -88,10 +88,11 @@ int64_t queue_retry_after_ms(const char *value, int64_t now_ms);
 /* ---- the queue ---- */
 
 enum queue_event_type {
-	QUEUE_EV_DELIVERED,      /* endpoint answered 2xx; the row is deleted */
-	QUEUE_EV_ATTEMPT_FAILED, /* another attempt at next_attempt_ms */
-	QUEUE_EV_DEAD_LETTER,    /* no more attempts */
-	QUEUE_EV_STORE_ERROR,    /* the scheduler could not read or update the store */
+	QUEUE_EV_DELIVERED,       /* endpoint answered 2xx; the row is deleted */
+	QUEUE_EV_ATTEMPT_FAILED,  /* another attempt at next_attempt_ms */
+	QUEUE_EV_DEAD_LETTER,     /* no more attempts */
+	QUEUE_EV_STORE_ERROR,     /* the scheduler could not read or update the store */
+	QUEUE_EV_STORE_RECOVERED, /* a write went through again after store errors */
 };
 
 struct queue_event {
@@ -177,11 +178,14 @@ struct queue_stats {
 	long long failed_attempts;
 	long long dead_lettered;
 	long long store_errors;
+	long long corrupt; /* dead letters made because a row failed its checksum */
 };
 void queue_stats(struct queue *q, struct queue_stats *ret);
 
 /* Whether a post could be stored now: 0 yes; -1 when the store's last write
- * failed or the queue holds max_depth rows, with the reason in why. */
+ * failed (a post's, or an attempt outcome's: then posts are refused until
+ * the outcomes are stored) or the queue holds max_depth rows, with the
+ * reason in why.  It comes back by itself once the store takes writes. */
 int queue_ready(struct queue *q, char *why, size_t cap);
 
 /* Append the queue's lines (Prometheus text format 0.0.4) to out: the

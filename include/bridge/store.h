@@ -17,6 +17,12 @@
  *    they are delivered in arrival order.
  *  - At most one pending row per (route, participation id, state): a second
  *    insert of the same is reported as a duplicate and not stored.
+ *  - A checksum (SHA-256) of what an attempt sends and where (endpoint,
+ *    trust store, timeout, delivery id, headers, body) is written with the
+ *    row and checked whenever the row is read (store_row.integrity): a row
+ *    changed by a damaged disk or page reads back CORRUPT.  Rows written by
+ *    schema 1 (before checksums; the column is added when such a store is
+ *    opened) read back UNCHECKED: the caller checks them otherwise.
  *
  * Thread-safety: every function locks the store, so one struct store may be
  * used from several threads.  Other processes (the `queue` command) may use
@@ -31,9 +37,10 @@
 #include "bridge/diag.h"
 #include "bridge/upstream.h"
 
-#define STORE_BODY_MAX    (16u * 1024 * 1024) /* one row's body */
-#define STORE_HEADERS_MAX 32                  /* headers of one row */
-#define STORE_TEXT_MAX    4096                /* route, endpoint, ids, one header value */
+#define STORE_BODY_MAX     (16u * 1024 * 1024) /* one row's body */
+#define STORE_HEADERS_MAX  32                  /* headers of one row */
+#define STORE_TEXT_MAX     4096                /* route, endpoint, ids, one header value */
+#define STORE_CHECKSUM_LEN 32                  /* SHA-256 */
 
 enum store_status {
 	STORE_PENDING = 0,
@@ -44,6 +51,8 @@ struct store;
 
 enum store_open_flags {
 	STORE_CREATE = 1u, /* create the file (mode 0600) and the schema if absent */
+	STORE_VERIFY = 2u, /* run SQLite's quick_check first: a damaged store is refused
+			    * with the command that saves what is readable */
 };
 
 /* busy_timeout_ms: how long a write waits for another process's lock. */
@@ -111,8 +120,18 @@ struct store_row {
 	int last_status;         /* HTTP status of the last attempt, 0 if none */
 	char *last_error;        /* "" when none */
 	char *headers_text;      /* storage behind headers */
+	int integrity;           /* enum store_row_integrity, checked when read */
+	unsigned char checksum[STORE_CHECKSUM_LEN]; /* as stored (checksum_len bytes) */
+	size_t checksum_len;
 };
-void store_row_clear(struct store_row *r); /* accepts a zeroed or cleared row */
+
+enum store_row_integrity {
+	STORE_ROW_INTACT = 0,    /* matches the checksum written with it */
+	STORE_ROW_CORRUPT = 1,   /* does not: never send it */
+	STORE_ROW_UNCHECKED = 2, /* written before checksums (schema 1) */
+};
+const char *store_row_integrity_name(int integrity); /* "intact", "corrupt", "unchecked" */
+void store_row_clear(struct store_row *r);           /* accepts a zeroed or cleared row */
 
 /* A lane is the (endpoint, trust store) pair deliveries go out through. */
 struct store_lane {
@@ -191,6 +210,34 @@ int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err);
 /* 1 when another process committed a change since the previous call (or
  * since opening), else 0; -1 on error. */
 int store_changed_elsewhere(struct store *s, struct bridge_error *err);
+
+/* One small durable write that changes no delivery: whether the store can
+ * be written again after a failure.  0 or -1. */
+int store_probe(struct store *s, int64_t now_ms, struct bridge_error *err);
+
+/* ---- recovery of a damaged store (the `queue recover` command) ---- */
+
+struct store_recover_report {
+	int64_t saved;      /* rows written to the new store */
+	int64_t pending;    /* of them */
+	int64_t dead;       /* of them, the corrupt ones included */
+	int64_t corrupt;    /* rows read whose checksum did not match: saved as dead letters */
+	int64_t unreadable; /* ids SQLite could not read (some may have been delivered
+			     * and deleted before the damage: nothing tells them apart) */
+	int64_t highest_id; /* the highest id the damaged store had given out */
+	char unreadable_ids[256]; /* "41-58, 77", cut with "..." */
+	char first_error[256];    /* what SQLite said at the first unreadable id */
+};
+
+/* Read every row of the store at `damaged` that SQLite can still read (the
+ * damaged file is only read) and write them with their ids, headers, body,
+ * checksum and attempt state into a new store at `out` (which must not
+ * exist; created 0600, the ids given out stay given out).  A row whose
+ * checksum does not match is saved as a dead letter saying so.  0 and the
+ * report, or -1 when nothing could be written (out exists, the damaged
+ * file's schema cannot be read...). */
+int store_recover(const char *damaged, const char *out, struct store_recover_report *ret,
+		  struct bridge_error *err);
 
 /* ---- operator commands (the `queue` command) ---- */
 
