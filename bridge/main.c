@@ -975,10 +975,19 @@ static int cmd_check(int argc, char **argv)
 				upstream_url_redact(
 					cfg->routes[i].endpoint ? cfg->routes[i].endpoint : "",
 					endpoint, sizeof(endpoint));
-				printf("  route %s: %s, mapping %s%s%s\n", cfg->routes[i].name,
+				printf("  route %s: %s, mapping %s%s%s", cfg->routes[i].name,
 				       route_mode_name(cfg->routes[i].mode),
 				       cfg->routes[i].mapping_file,
 				       cfg->routes[i].endpoint ? ", endpoint " : "", endpoint);
+				if (cfg->routes[i].mode == ROUTE_DUAL)
+					printf(", cutover: initial ramp %d%%, copy %s, rolls back "
+					       "over %g in %d s (at least %d posts)",
+					       cfg->routes[i].cutover.ramp,
+					       cfg->routes[i].cutover.copy ? "on" : "off",
+					       cfg->routes[i].cutover.max_failure_rate,
+					       cfg->routes[i].cutover.window_s,
+					       cfg->routes[i].cutover.min_posts);
+				printf("\n");
 			}
 			check_secret_mode(cfg, config_path);
 		}

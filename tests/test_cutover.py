@@ -484,6 +484,10 @@ def t_refusals(_t):
                                                        % b.admin_port,
                                                        "Sec-Fetch-Site: same-origin"])
         t.is_(r.status, 200, "same origin with the token: accepted", r)
+        r = bt.run_cli(["check", "--config", b.config_path])
+        t.like(r.stdout, r"route crm: dual, .*cutover: initial ramp 0%, copy on, rolls back over "
+               r"0\.05 in 300 s \(at least 20 posts\)", "check shows the cutover's settings",
+               r.stdout)
         bad = bt.config_text([bt.route("f", "forward", endpoint=v2.url("/v2"), secret="s",
                                        cutover={"ramp": 10})])
         r = bt.run_cli(["check", "--config", tmp.file("bad-cutover.conf", bad)])
