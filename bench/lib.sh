@@ -33,6 +33,11 @@ bench_cleanup() {
 		wait "$pid" 2>/dev/null || true
 	done
 	BENCH_PIDS=()
+	if [ -n "${BENCH_PG_STOP+x}" ]; then
+		"${BENCH_PG_STOP[@]}" >/dev/null 2>&1 || true
+		unset BENCH_PG_STOP
+		[ -n "${BENCH_KEEP_TMP:-}" ] || rm -rf "$BENCH_PG_DIR"
+	fi
 	if [ -n "$BENCH_TMP" ] && [ -z "${BENCH_KEEP_TMP:-}" ]; then
 		rm -rf "$BENCH_TMP"
 	fi
@@ -253,3 +258,33 @@ bench_tree_kb() { # PID FIELD
 bench_payload() { echo "${BENCH_PAYLOAD:-$BENCH_ROOT/fixtures/v1/representative.json}"; }
 
 bench_raise_nofile() { ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; }
+
+# A private PostgreSQL cluster in DIR (initdb, Unix socket in DIR, no TCP,
+# fsync on; as root the server runs as Debian's `postgres` user, which gets
+# DIR: its parent must let it through); stopped and removed by
+# bench_cleanup.  Sets BENCH_PG_DIR.
+bench_pg_start() { # DIR
+	local dir=$1 bin as=()
+	bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+	[ -x "$bin/initdb" ] || bench_die "no PostgreSQL server: apt-get install postgresql"
+	mkdir -p "$dir"
+	if [ "$(id -u)" -eq 0 ]; then
+		chown postgres: "$dir"
+		as=(runuser -u postgres --)
+	fi
+	"${as[@]}" "$bin/initdb" -D "$dir/data" -U bench -A trust -E UTF8 --locale=C \
+		--no-instructions >"$BENCH_TMP/initdb.log" 2>&1 || bench_die "initdb failed: $(tail -3 "$BENCH_TMP/initdb.log")"
+	printf "listen_addresses = ''\nunix_socket_directories = '%s'\nfsync = on\nmax_connections = 200\n" \
+		"$dir" | "${as[@]}" tee -a "$dir/data/postgresql.conf" >/dev/null
+	"${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null ||
+		bench_die "PostgreSQL did not start: $(tail -3 "$dir/server.log")"
+	BENCH_PG_DIR=$dir
+	BENCH_PG_STOP=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w stop)
+}
+
+bench_pg_database() { # NAME
+	psql -X -q -h "$BENCH_PG_DIR" -U bench -d postgres -c "CREATE DATABASE $1" >/dev/null ||
+		bench_die "cannot create database $1"
+}
+
+bench_pg_version() { psql -X -A -t -h "$BENCH_PG_DIR" -U bench -d postgres -c 'SHOW server_version'; }

@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# Queued against forward delivery: acknowledged posts per second (a
+# Queued against forward delivery, on SQLite and on PostgreSQL with one and
+# three bridges: acknowledged posts per second, p99 and the time to drain (a
 # benchmark, not a test).
 #
 #   bench/queue_bench.sh [--quick]
 #
-# Starts the benchmark sink (bench/sink.c) and one webhook-bridge serve per
-# mode, with the same route to the sink, and drives each with the same wrk
-# load; every request carries a new participation id, so queued mode stores
-# every post (no duplicate short cut):
-#   forward  the answer waits for the endpoint (200 after the sink's 200)
-#   queued   the answer waits for the store (202 after the fsync of the
-#            SQLite WAL, synchronous=FULL); delivery runs behind it
-# For queued mode it then waits until the queue is empty and checks with the
-# sink that every acknowledged post was delivered.  Prints a Markdown table
-# and the ratio queued / forward.
+# Starts the benchmark sink (bench/sink.c), a private PostgreSQL cluster
+# (initdb in the temporary folder, Unix socket, fsync on; as root it runs as
+# the `postgres` user) and, one mode after the other, webhook-bridge serve
+# with the same route to the sink, driven by the same wrk load; every
+# request carries a new participation id, so queued modes store every post
+# (no duplicate short cut):
+#   forward      the answer waits for the endpoint (200 after the sink's 200)
+#   queued-sqlite  the answer waits for the store (202 after the fsync of the
+#                SQLite WAL, synchronous=FULL); delivery runs behind it
+#   queued-pg-1  the same on PostgreSQL (202 after COMMIT), one bridge
+#   queued-pg-3  three bridges on one database, each driven by its own wrk
+#                with a third of the connections (posts/s summed, p99 the
+#                worst of the three)
+# For queued modes it then waits until the queue is empty and checks with
+# the sink that every acknowledged post was delivered.  Prints a Markdown
+# table.
 #
 # Settings (environment):
 #   BENCH_DURATION     seconds per measured run (20; --quick 8)
@@ -22,8 +29,9 @@
 #   BENCH_WRK_THREADS  wrk threads (1)
 #   BENCH_WORKERS      the bridge's worker threads (config `workers`; 0 = cores)
 #   BENCH_LOG_LEVEL    the bridge's log_level (info)
-#   BENCH_QUEUE_DIR    folder of the queue store (default: a temporary folder;
-#                      point it at the disk the bridge will use)
+#   BENCH_QUEUE_DIR    folder of the SQLite store and of the PostgreSQL cluster
+#                      (default: a temporary folder; point it at the disk the
+#                      bridge will use)
 #   BRIDGE_BIN         a webhook-bridge to measure instead of building one
 set -euo pipefail
 
@@ -69,8 +77,11 @@ fi
 QUEUE_DIR=${BENCH_QUEUE_DIR:-$BENCH_TMP}
 mkdir -p "$QUEUE_DIR"
 STORE=$QUEUE_DIR/queue-bench-$$.db
+# not under $BENCH_TMP (mode 0700): as root the server runs as `postgres`
+PG_DIR=$(mktemp -d "${BENCH_QUEUE_DIR:-${TMPDIR:-/tmp}}/webhook-bridge-pg.XXXXXX")
 bench_sink_build
 bench_sink_start 2
+bench_pg_start "$PG_DIR"
 
 # wrk: the payload with a new participation id on every request.
 cat >"$BENCH_TMP/unique.lua" <<'LUA'
@@ -103,19 +114,29 @@ function done(summary, latency, requests)
 end
 LUA
 
-write_config() { # FILE MODE(forward|queued)
-	local delivery="" queue=""
+write_config() { # FILE MODE(forward|sqlite|pg) [DATABASE INSTANCE]
+	local delivery="" queue="" shared=""
 	BRIDGE_PORT=$(bench_free_port)
-	if [ "$2" = queued ]; then
+	ADMIN_PORT=$(bench_free_port)
+	case $2 in
+	sqlite)
 		delivery='delivery = "queued";'
 		queue="queue = { path = \"$STORE\"; backoff_base_ms = 100; backoff_max_ms = 2000; };"
-	fi
+		;;
+	pg)
+		delivery='delivery = "queued";'
+		queue="queue = { backoff_base_ms = 100; backoff_max_ms = 2000; };"
+		shared="shared = { url = \"postgresql://bench@/$3?host=$PG_DIR\"; instance = \"$4\"; };"
+		;;
+	esac
 	cat >"$1" <<CONF
 # Written by bench/queue_bench.sh
 listen = { address = "127.0.0.1"; port = $BRIDGE_PORT; path = "$BENCH_HOOK_PATH"; };
+admin = { address = "127.0.0.1"; port = $ADMIN_PORT; };
 log_level = "$LOG_LEVEL";
 workers = $WORKERS;
 $queue
+$shared
 routes = (
   { name = "bench";
     mapping = "$BENCH_ROOT/mappings/qualifio-v1-to-v2.conf";
@@ -136,9 +157,9 @@ start_bridge() { # CONFIG LOG
 		{ tail -5 "$2" >&2; bench_die "webhook-bridge serve did not start"; }
 }
 
-run_wrk() { # SECONDS OUT: prints the BENCH json
-	timeout $(($1 + 60)) wrk -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${1}s" --timeout 10s \
-		--latency -s "$BENCH_TMP/unique.lua" "http://127.0.0.1:$BRIDGE_PORT$BENCH_HOOK_PATH" \
+run_wrk() { # SECONDS OUT PORT CONNECTIONS: prints the BENCH json
+	timeout $(($1 + 60)) wrk -t "$WRK_THREADS" -c "$4" -d "${1}s" --timeout 10s \
+		--latency -s "$BENCH_TMP/unique.lua" "http://127.0.0.1:$3$BENCH_HOOK_PATH" \
 		-- "$(bench_payload)" >"$2" 2>&1 || bench_die "wrk failed: $(tail -3 "$2")"
 	grep '^BENCH ' "$2" | sed 's/^BENCH //'
 }
@@ -147,60 +168,93 @@ field() { "$BENCH_PY" -c 'import json,sys; print(json.loads(sys.argv[1])[sys.arg
 
 calc() { "$BENCH_PY" -c "print($1)"; }
 
-metric() { # NAME: its value on /metrics
-	curl -s --max-time 5 "http://127.0.0.1:$BRIDGE_PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'
+metric() { # ADMIN_PORT NAME: its value on /metrics
+	curl -s --max-time 5 "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'
 }
 
-queue_empty() { [ "$(metric webhook_bridge_queue_depth)" = 0 ]; }
+queue_empty() { [ "$(metric "$1" webhook_bridge_queue_depth)" = 0 ]; }
 
-declare -A RESULT
-for mode in forward queued; do
-	write_config "$BENCH_TMP/$mode.conf" "$mode"
-	if ! "$BENCH_BRIDGE" check --config "$BENCH_TMP/$mode.conf" >/dev/null \
-		2>"$BENCH_TMP/check.err"; then
-		bench_die "$mode config refused: $(head -3 "$BENCH_TMP/check.err")"
-	fi
+# One measured run of MODE over N bridges: RESULT[MODE] = the summed BENCH
+# json, DRAIN[MODE], ACKED[MODE], DELIVERED[MODE].
+declare -A RESULT DRAIN ACKED DELIVERED
+measure() { # MODE KIND(forward|sqlite|pg) N
+	local mode=$1 kind=$2 n=$3 i pids=() ports=() admins=() conns outs=() posts_start
+	conns=$((CONNECTIONS / n))
+	[ "$kind" = pg ] && bench_pg_database "${mode//-/_}"
 	posts_start=$(bench_sink_posts)
-	start_bridge "$BENCH_TMP/$mode.conf" "$BENCH_TMP/$mode.log"
-	bench_log "$mode: warm-up ${WARMUP}s, then ${DURATION}s, $CONNECTIONS connections"
+	for i in $(seq "$n"); do
+		write_config "$BENCH_TMP/$mode-$i.conf" "$kind" "${mode//-/_}" "b$i"
+		"$BENCH_BRIDGE" check --config "$BENCH_TMP/$mode-$i.conf" >/dev/null \
+			2>"$BENCH_TMP/check.err" ||
+			bench_die "$mode config refused: $(head -3 "$BENCH_TMP/check.err")"
+		start_bridge "$BENCH_TMP/$mode-$i.conf" "$BENCH_TMP/$mode-$i.log"
+		pids+=("$BRIDGE_PID")
+		ports+=("$BRIDGE_PORT")
+		admins+=("$ADMIN_PORT")
+	done
+	bench_log "$mode: $n bridge(s), warm-up ${WARMUP}s, then ${DURATION}s, $CONNECTIONS connections"
 	if [ "$WARMUP" -gt 0 ]; then
-		run_wrk "$WARMUP" "$BENCH_TMP/$mode-warmup.out" >/dev/null
+		for i in $(seq 0 $((n - 1))); do
+			run_wrk "$WARMUP" "$BENCH_TMP/$mode-warmup-$i.out" "${ports[$i]}" "$conns" >/dev/null &
+		done
+		wait
 	fi
-	RESULT[$mode]=$(run_wrk "$DURATION" "$BENCH_TMP/$mode.out")
-	if [ "$mode" = queued ]; then
-		DEPTH_AT_END=$(metric webhook_bridge_queue_depth)
+	for i in $(seq 0 $((n - 1))); do
+		run_wrk "$DURATION" "$BENCH_TMP/$mode-$i.out" "${ports[$i]}" "$conns" \
+			>"$BENCH_TMP/$mode-$i.json" &
+	done
+	wait
+	for i in $(seq 0 $((n - 1))); do outs+=("$(cat "$BENCH_TMP/$mode-$i.json")"); done
+	RESULT[$mode]=$("$BENCH_PY" -c '
+import json, sys
+rs = [json.loads(a) for a in sys.argv[1:]]
+out = {k: sum(r[k] for r in rs) for k in rs[0]}
+out["seconds"] = max(r["seconds"] for r in rs)
+out["rps"] = round(sum(r["rps"] for r in rs), 1)
+out["p50_us"] = max(r["p50_us"] for r in rs)
+out["p99_us"] = max(r["p99_us"] for r in rs)
+print(json.dumps(out))' "${outs[@]}")
+	if [ "$kind" != forward ]; then
+		local t0
 		t0=$(date +%s.%N)
-		bench_wait_for 600 queue_empty || bench_die "the queue did not drain"
-		DRAIN=$(calc "'%.1f' % ($(date +%s.%N) - $t0)")
-		ACKED=$(metric webhook_bridge_queue_enqueued_total)
-		DELIVERED=$(($(bench_sink_posts) - posts_start))
-		STORE_BYTES=$(cat "$STORE" "$STORE-wal" 2>/dev/null | wc -c)
+		bench_wait_for 600 queue_empty "${admins[0]}" || bench_die "$mode: the queue did not drain"
+		DRAIN[$mode]=$(calc "'%.1f' % ($(date +%s.%N) - $t0)")
+		ACKED[$mode]=0
+		for i in $(seq 0 $((n - 1))); do
+			ACKED[$mode]=$((ACKED[$mode] + $(metric "${admins[$i]}" webhook_bridge_queue_enqueued_total)))
+		done
+		DELIVERED[$mode]=$(($(bench_sink_posts) - posts_start))
 	fi
-	bench_stop "$BRIDGE_PID"
-done
+	for i in "${pids[@]}"; do bench_stop "$i"; done
+	if [ "$kind" != forward ] && [ "${DELIVERED[$mode]}" -lt "${ACKED[$mode]}" ]; then
+		bench_die "$mode: only ${DELIVERED[$mode]} of ${ACKED[$mode]} acknowledged posts reached the sink"
+	fi
+}
 
-f=${RESULT[forward]}
-q=${RESULT[queued]}
-ratio=$(calc "'%.2f' % ($(field "$q" rps) / $(field "$f" rps))")
+MODES=(forward queued-sqlite queued-pg-1 queued-pg-3)
+measure forward forward 1
+measure queued-sqlite sqlite 1
+measure queued-pg-1 pg 1
+measure queued-pg-3 pg 3
+rm -f "$STORE" "$STORE-wal" "$STORE-shm" "$STORE.lock"
+
 echo
-echo "### Queued vs forward delivery ($(date -u +%Y-%m-%d), $(nproc) cores," \
-	"wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s, workers $WORKERS, log_level $LOG_LEVEL)"
+echo "### Queued delivery: forward, SQLite, PostgreSQL with 1 and 3 bridges ($(date -u +%Y-%m-%d)," \
+	"$(nproc) cores, wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s, workers $WORKERS," \
+	"log_level $LOG_LEVEL, PostgreSQL $(bench_pg_version))"
 echo
-echo "| mode | answered posts/s | p50 ms | p99 ms | non-2xx | socket errors |"
-echo "|---|---:|---:|---:|---:|---:|"
-for mode in forward queued; do
+echo "| mode | bridges | acknowledged posts/s | p50 ms | p99 ms | non-2xx | socket errors | drain s | acknowledged | delivered |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+for mode in "${MODES[@]}"; do
 	r=${RESULT[$mode]}
 	errors=$(($(field "$r" connect_errors) + $(field "$r" read_errors) + \
 		$(field "$r" write_errors) + $(field "$r" timeouts)))
-	echo "| $mode | $(field "$r" rps) | $(calc "'%.2f' % ($(field "$r" p50_us) / 1000)") |" \
-		"$(calc "'%.2f' % ($(field "$r" p99_us) / 1000)") | $(field "$r" non2xx) | $errors |"
+	echo "| $mode | $([ "$mode" = queued-pg-3 ] && echo 3 || echo 1) | $(field "$r" rps) |" \
+		"$(calc "'%.2f' % ($(field "$r" p50_us) / 1000)") |" \
+		"$(calc "'%.2f' % ($(field "$r" p99_us) / 1000)") | $(field "$r" non2xx) | $errors |" \
+		"${DRAIN[$mode]:--} | ${ACKED[$mode]:--} | ${DELIVERED[$mode]:--} |"
 done
 echo
-echo "queued / forward = $ratio.  Queued mode: $ACKED posts stored and answered 202 (warm-up"
-echo "included), $DELIVERED delivered to the sink; $DEPTH_AT_END were still queued when the load"
-echo "stopped and the queue drained in $DRAIN s.  Store on" \
-	"$(df -P "$QUEUE_DIR" | awk 'NR == 2 {print $1}') ($(stat -f -c %T "$QUEUE_DIR")):" \
-	"$STORE_BYTES bytes (database + WAL) at the end."
-rm -f "$STORE" "$STORE-wal" "$STORE-shm" "$STORE.lock"
-[ "$DELIVERED" -ge "$ACKED" ] ||
-	bench_die "only $DELIVERED of $ACKED acknowledged posts reached the sink"
+echo "Acknowledged counts the warm-up too; delivered is what the sink received (every"
+echo "acknowledged post reached it, or the run fails).  The drain is the time from the end of"
+echo "the load to an empty queue.  Three bridges: posts/s summed, p50/p99 the worst bridge's."

@@ -14,7 +14,7 @@
 static const char *const top_keys[] = { "listen",     "limits",   "tls",       "unrouted",
 					"match_keys", "upstream", "log_level", "workers",
 					"log_buffer", "dry_run",  "record",    "queue",
-					"routes",     "admin",    NULL };
+					"shared",     "routes",   "admin",     NULL };
 static const char *const record_keys[] = { "path",   "rotate_bytes",    "keep",
 					   "redact", "redact_defaults", "headers",
 					   NULL };
@@ -862,10 +862,10 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 	check_record_headers(c, root, path, d);
 	queue_config_load(root, path, &c->queue, d);
 	for (size_t i = 0; i < c->n_routes; i++)
-		if (c->routes[i].queued && !c->queue.path)
+		if (c->routes[i].queued && !queue_config_has_store(&c->queue))
 			diag_add(d, path, c->routes[i].line,
 				 "route '%s' has delivery = \"queued\" but there is no "
-				 "queue { path = \"...\"; } group",
+				 "queue { path = \"...\"; } group nor shared group",
 				 c->routes[i].name ? c->routes[i].name : "?");
 	config_destroy(&cfg);
 	if (d->count > errors_before) {

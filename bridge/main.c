@@ -18,6 +18,7 @@
 #include <libconfig.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <yajl/yajl_version.h>
 #include <pthread.h>
@@ -66,7 +67,7 @@ static const char usage_main[] =
 	"different)\n"
 	"  diff --mapping OLD --against NEW FIXTURES...\n"
 	"                                 what a rule change changes across a fixture set\n"
-	"  report FILE                    summarise a dry-run report (comparisons, top "
+	"  report FILE...                 summarise dry-run reports (comparisons, top "
 	"differences)\n"
 	"  replay --config FILE [--to URL] [--expect DIR] [--dry-run] PATH...\n"
 	"                                 send fixtures or captured traffic through a route\n"
@@ -145,10 +146,12 @@ struct serve_state {
 	struct event_base *base; /* main thread: signals and the shadow expiry timer */
 	const char *config_path;
 	struct config_hold *current;
-	struct jsonl *report;      /* dry_run.report, for the whole run */
-	struct shadow *shadow;     /* dry_run.v2_path correlation store, for the whole run */
-	struct recorder *recorder; /* record, for the whole run */
-	struct v2record *v2rec;    /* dry_run.v2_record, for the whole run */
+	struct jsonl *report;       /* dry_run.report, for the whole run */
+	struct shadow *shadow;      /* dry_run.v2_path correlation store, for the whole run */
+	struct store *shadow_store; /* shared: where the shadow entries and totals live */
+	char instance[80];          /* shared: this bridge's name in report lines */
+	struct recorder *recorder;  /* record, for the whole run */
+	struct v2record *v2rec;     /* dry_run.v2_record, for the whole run */
 	struct event *expire;
 	struct worker *workers;
 	int n_workers;
@@ -289,6 +292,9 @@ static const char *reload_config(struct serve_state *st)
 		fixed = "record";
 	else if (!same_str(cfg->queue.path, old->queue.path))
 		fixed = "queue";
+	else if (!same_str(cfg->queue.shared.url, old->queue.shared.url) ||
+		 !same_str(cfg->queue.shared.instance, old->queue.shared.instance))
+		fixed = "shared";
 	if (fixed) {
 		log_begin(&l, LOG_ERROR, "reload_failed");
 		log_str(&l, "config", st->config_path);
@@ -483,8 +489,14 @@ static void shadow_expired_cb(const struct shadow_expired *e, void *arg)
 	log_time_now(ts, sizeof(ts));
 	n = snprintf(line, sizeof(line),
 		     "{\"event\":\"expired\",\"time\":\"%s\",\"side\":\"%s\",\"age_ms\":%lld,"
-		     "\"reason\":\"%s\",\"route\":",
+		     "\"reason\":\"%s\",",
 		     ts, shadow_side_name(e->side), e->age_ms, e->reason);
+	if (st->shadow_store) {
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "\"instance\":");
+		n += (int)json_escape_quoted(line + n, sizeof(line) - (size_t)n, st->instance);
+		n += snprintf(line + n, sizeof(line) - (size_t)n, ",");
+	}
+	n += snprintf(line + n, sizeof(line) - (size_t)n, "\"route\":");
 	n += (int)json_escape_quoted(line + n, sizeof(line) - (size_t)n, e->route);
 	n += snprintf(line + n, sizeof(line) - (size_t)n, ",\"participation_id\":");
 	n += (int)json_escape_quoted(line + n, sizeof(line) - (size_t)n, e->participation_id);
@@ -532,6 +544,15 @@ static int open_process_files(struct serve_state *st, const struct bridge_config
 		st->shadow = shadow_new(&lim, NULL, shadow_expired_cb, st, err);
 		if (!st->shadow)
 			return -1;
+		if (cfg->queue.shared.url) {
+			/* correlated across the bridges, in their shared store */
+			if (store_open_shared(&cfg->queue.shared, STORE_CREATE, &st->shadow_store,
+					      err) < 0)
+				return -1;
+			shadow_use_store(st->shadow, st->shadow_store);
+			snprintf(st->instance, sizeof(st->instance), "%s",
+				 cfg->queue.shared.instance ? cfg->queue.shared.instance : "");
+		}
 		st->expire = event_new(st->base, -1, EV_PERSIST, shadow_expire_tick, st);
 		if (!st->expire || event_add(st->expire, &second) < 0)
 			return bridge_error_set(err, "cannot start the shadow expiry timer");
@@ -718,7 +739,7 @@ static int cmd_serve(int argc, char **argv)
 		goto fail;
 	}
 	st.config_path = config_path;
-	if (cfg->queue.path &&
+	if (queue_config_has_store(&cfg->queue) &&
 	    (queue_new(&cfg->queue, &cfg->upstream, queue_event_log, NULL, &queue, &err) < 0 ||
 	     queue_start(queue, &err) < 0)) {
 		free(st.current); /* cfg and metrics are still ours: freed below */
@@ -858,6 +879,7 @@ out:
 	if (st.cutover_tick)
 		event_free(st.cutover_tick);
 	cutover_free(st.cutover); /* after the workers: they decide until they stop */
+	store_close(st.shadow_store);
 	recorder_close(st.recorder);
 	v2record_close(st.v2rec);
 	jsonl_close(st.report);
@@ -933,6 +955,38 @@ static void check_secret_mode(const struct bridge_config *cfg, const char *path)
 			(unsigned)(st.st_mode & 07777));
 }
 
+/* The shared store: reachable, and at which schema version. */
+static int check_shared(const struct bridge_config *cfg, struct bridge_error *err)
+{
+	struct store *s = NULL;
+	int v;
+
+	if (store_open_shared(&cfg->queue.shared, 0, &s, err) < 0)
+		return -1;
+	v = store_schema_version(s, err);
+	if (v < 0) {
+		store_close(s);
+		return -1;
+	}
+	if (v > store_schema_known()) {
+		bridge_error_set(err,
+				 "shared store %s has schema version %d; this webhook-bridge "
+				 "knows %d: upgrade it",
+				 store_path(s), v, store_schema_known());
+		store_close(s);
+		return -1;
+	}
+	if (v == 0)
+		printf("  shared %s: reachable, no schema yet (serve creates version %d), "
+		       "instance %s\n",
+		       store_path(s), store_schema_known(), cfg->queue.shared.instance);
+	else
+		printf("  shared %s: reachable, schema version %d, instance %s\n", store_path(s), v,
+		       cfg->queue.shared.instance);
+	store_close(s);
+	return 0;
+}
+
 static int cmd_check(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -990,6 +1044,10 @@ static int cmd_check(int argc, char **argv)
 				printf("\n");
 			}
 			check_secret_mode(cfg, config_path);
+			if (cfg->queue.shared.url && check_shared(cfg, &err) < 0) {
+				diag_add(&d, config_path, 0, "%s", err.message);
+				rc = -1;
+			}
 		}
 		bridge_config_free(cfg);
 	} else {
@@ -1038,6 +1096,7 @@ static int print_version(int argc, char **argv, int verbose)
 	printf("libconfig %d.%d.%d\n", LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR,
 	       LIBCONFIG_VER_REVISION);
 	printf("SQLite %s\n", sqlite3_libversion());
+	printf("libpq %d.%d\n", PQlibVersion() / 10000, PQlibVersion() % 10000);
 	printf("build %s\n", BRIDGE_BUILD_OPTIONS);
 	return 0;
 }

@@ -56,6 +56,7 @@
 #define QUEUE_TICK_MIN_MS       5     /* ticks closer than this are merged */
 #define QUEUE_STORE_PAUSE_MS    1000  /* after a store error, no attempt starts for this long */
 #define QUEUE_STORE_LOG_MS      60000 /* a store that keeps failing is logged this often */
+#define QUEUE_RECOUNT_MS        100   /* shared: gauges recounted this soon after a wake-up */
 #define QUEUE_BUSY_TIMEOUT_MS   5000
 #define QUEUE_REASON_MAX        600
 #define QUEUE_RETRY_AFTER_MAX_S (366LL * 86400) /* longer would be dead-lettered anyway */
@@ -72,6 +73,12 @@ void queue_config_default(struct queue_config *c)
 	c->backoff_max_ms = 600000;
 	c->per_endpoint_concurrency = 4;
 	c->max_depth = 1000000;
+	shared_config_default(&c->shared);
+}
+
+int queue_config_has_store(const struct queue_config *c)
+{
+	return c->path || c->shared.url;
 }
 
 void queue_config_clear(struct queue_config *c)
@@ -80,6 +87,7 @@ void queue_config_clear(struct queue_config *c)
 		return;
 	free(c->path);
 	c->path = NULL;
+	shared_config_clear(&c->shared);
 }
 
 int queue_config_load(const config_setting_t *root, const char *file, struct queue_config *ret,
@@ -95,17 +103,25 @@ int queue_config_load(const config_setting_t *root, const char *file, struct que
 	int before = d->count;
 
 	queue_config_default(ret);
+	shared_config_load(root, file, &ret->shared, d);
 	g = cfg_get_group(root, "queue", file, d);
-	if (!g)
-		return d->count > before ? -1 : 0;
+	if (!g) {
+		if (d->count > before) {
+			queue_config_clear(ret);
+			return -1;
+		}
+		return 0;
+	}
 	cfg_check_keys(g, keys, file, d);
 	if (cfg_get_text(g, "path", &v, file, d) == 1) {
 		ret->path = cfg_resolve_state_path(file, "STATE_DIRECTORY", v);
 		if (!ret->path)
 			diag_add(d, cfg_file(g, file), cfg_line(g), "out of memory");
-	} else if (!config_setting_get_member(g, "path")) {
+	} else if (!config_setting_get_member(g, "path") && !ret->shared.url &&
+		   !config_setting_get_member(root, "shared")) {
 		diag_add(d, cfg_file(g, file), cfg_line(g),
-			 "'queue' needs a 'path' for its store, e.g. path = \"queue.db\"");
+			 "'queue' needs a 'path' for its store, e.g. path = \"queue.db\", "
+			 "or a 'shared' group");
 	}
 	if (cfg_get_int(g, "max_attempts", 1, 1000, &n, file, d) == 1)
 		ret->max_attempts = (int)n;
@@ -355,6 +371,7 @@ struct queue {
 	void *cb_arg;
 	struct store *store;
 	int lock_fd;
+	int shared; /* the store is shared with other bridges (leases, wake-ups) */
 
 	/* enqueues waiting for the writer thread */
 	pthread_mutex_t commit_mu;
@@ -388,6 +405,10 @@ struct queue {
 	int64_t last_tick_ms;
 	int64_t timer_at_ms;
 	int64_t store_pause_until;
+	struct event *watch_ev; /* shared: another bridge changed the store */
+	struct event *renew_ev; /* shared: leases of the attempts under way */
+	int64_t last_counts_ms;
+	int notified; /* a wake-up came since the last recount */
 
 	/* shared counters */
 	atomic_llong depth, dead, in_flight_gauge, oldest_ms;
@@ -1021,6 +1042,12 @@ static void lane_fill(struct queue *q, struct lane *l, int64_t now)
 
 	if (free_slots <= 0 || atomic_load(&q->outcomes_failing))
 		return;
+	if (q->shared) {
+		/* a claim is a lease: take only what starts now */
+		if (now < q->store_pause_until)
+			return;
+		max = (size_t)free_slots;
+	}
 	rows = calloc(max, sizeof(*rows));
 	if (!rows)
 		return;
@@ -1051,6 +1078,75 @@ static void lane_fill(struct queue *q, struct lane *l, int64_t now)
 	free(rows);
 }
 
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	int n = store_watch_drain(q->store);
+
+	if (n < 0) {
+		/* the wake-up connection broke: poll until tick reopens it */
+		event_free(q->watch_ev);
+		q->watch_ev = NULL;
+	}
+	if (n != 0) {
+		q->notified = 1;
+		tick_soon(q);
+	}
+}
+
+/* Keep every lease of this bridge's attempts (under way, or settled and
+ * not stored yet) alive. */
+static void renew_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	struct bridge_error err;
+	int64_t *ids;
+	size_t n = 0, cap = 0;
+
+	for (struct lane *l = q->lanes; l; l = l->next)
+		cap += (size_t)l->n_attempts;
+	if (cap == 0)
+		return;
+	ids = calloc(cap, sizeof(*ids));
+	if (!ids)
+		return;
+	for (struct lane *l = q->lanes; l; l = l->next)
+		for (struct attempt *a = LIST_FIRST(&l->attempts); a && n < cap;
+		     a = LIST_NEXT(a, link))
+			ids[n++] = a->id;
+	bridge_error_clear(&err);
+	if (store_renew(q->store, ids, n, NULL, &err) < 0)
+		store_trouble(q, err.message);
+	free(ids);
+}
+
+/* Shared store: wake-ups, and cluster-wide counts once per QUEUE_POLL_MS
+ * (soon after another bridge's change). */
+static void shared_tick(struct queue *q, int64_t now)
+{
+	struct bridge_error err;
+
+	if (!q->watch_ev) {
+		int fd = store_watch_fd(q->store);
+
+		if (fd >= 0) {
+			q->watch_ev = event_new(q->base, fd, EV_READ | EV_PERSIST, watch_cb, q);
+			if (q->watch_ev)
+				event_add(q->watch_ev, NULL);
+		}
+	}
+	/* another bridge's change recounts soon; without one, once per poll */
+	if (now - q->last_counts_ms >= (q->notified ? QUEUE_RECOUNT_MS : QUEUE_POLL_MS) ||
+	    now < q->last_counts_ms) {
+		q->last_counts_ms = now;
+		q->notified = 0;
+		counts_reload(q);
+		bridge_error_clear(&err);
+		if (lanes_load(q, &err) < 0)
+			store_trouble(q, err.message);
+	}
+}
+
 static void tick(struct queue *q)
 {
 	int64_t now = clock_wall_ms(), wake = now + QUEUE_POLL_MS;
@@ -1072,7 +1168,12 @@ static void tick(struct queue *q)
 			q->store_pause_until = now + QUEUE_STORE_PAUSE_MS;
 		bridge_error_clear(&err);
 	}
-	changed = store_changed_elsewhere(q->store, &err);
+	if (q->shared) {
+		shared_tick(q, now);
+		changed = 0;
+	} else {
+		changed = store_changed_elsewhere(q->store, &err);
+	}
 	if (changed < 0) {
 		store_trouble(q, err.message);
 	} else if (changed) {
@@ -1094,6 +1195,8 @@ static void tick(struct queue *q)
 		else if (at > 0 && at < wake)
 			wake = at;
 	}
+	if (q->notified && q->last_counts_ms + QUEUE_RECOUNT_MS < wake)
+		wake = q->last_counts_ms + QUEUE_RECOUNT_MS;
 	if (q->store_pause_until > now && q->store_pause_until < wake)
 		wake = q->store_pause_until;
 	timer_arm(q, wake, now);
@@ -1146,9 +1249,20 @@ static void finish_cb(evutil_socket_t fd, short what, void *arg)
 		attempt_free(a);
 	}
 	q->settled_tail = &q->settled;
+	if (q->shared) {
+		struct bridge_error err;
+
+		/* what was cancelled goes to the other bridges now, not after the lease */
+		bridge_error_clear(&err);
+		store_release(q->store, &err);
+	}
 	event_del(q->timer_ev);
 	event_del(q->deadline_ev);
 	event_del(q->flush_timer);
+	if (q->renew_ev)
+		event_del(q->renew_ev);
+	if (q->watch_ev)
+		event_del(q->watch_ev);
 	event_base_loopexit(q->base, NULL);
 }
 
@@ -1498,9 +1612,10 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 	int rc;
 
 	*ret = NULL;
-	if (!c || !c->path)
+	if (!c || !queue_config_has_store(c))
 		return bridge_error_set(err,
-					"queued delivery needs queue.path in the configuration");
+					"queued delivery needs queue.path or a shared group in the "
+					"configuration");
 	if (c->max_attempts < 1 || c->max_age_s < 1 || c->backoff_base_ms < 1 ||
 	    c->backoff_max_ms < c->backoff_base_ms || c->per_endpoint_concurrency < 1 ||
 	    c->max_depth < 1)
@@ -1514,7 +1629,12 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 		return bridge_error_set(err, "out of memory");
 	q->lock_fd = -1;
 	q->cfg = *c;
-	q->cfg.path = strdup(c->path);
+	q->cfg.path = c->path ? strdup(c->path) : NULL;
+	if (shared_config_copy(&q->cfg.shared, &c->shared) < 0) {
+		q->cfg.path = NULL;
+		free(q);
+		return bridge_error_set(err, "out of memory");
+	}
 	upstream_limits_default(&q->lim);
 	if (lim) {
 		if (lim->max_response_body)
@@ -1532,14 +1652,29 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 	pthread_mutex_init(&q->keys_mu, NULL);
 	q->waiting_tail = &q->waiting;
 	q->settled_tail = &q->settled;
-	if (!q->cfg.path) {
+	if (c->path && !q->cfg.path) {
 		queue_free(q);
 		return bridge_error_set(err, "out of memory");
 	}
-	if (lock_take(q, q->cfg.path, err) < 0 ||
-	    store_open(q->cfg.path, STORE_CREATE | STORE_VERIFY, QUEUE_BUSY_TIMEOUT_MS, &q->store,
-		       err) < 0 ||
-	    store_count(q->store, &counts, err) < 0 || store_oldest(q->store, &oldest, err) < 0) {
+	if (!q->cfg.path) {
+		struct bridge_error why;
+
+		/* shared: PostgreSQL may be down now and answer later */
+		q->shared = 1;
+		if (store_open_shared(&q->cfg.shared, STORE_CREATE, &q->store, err) < 0) {
+			queue_free(q);
+			return -1;
+		}
+		bridge_error_clear(&why);
+		memset(&counts, 0, sizeof(counts));
+		if (store_count(q->store, &counts, &why) < 0 ||
+		    store_oldest(q->store, &oldest, &why) < 0)
+			store_trouble(q, why.message);
+	} else if (lock_take(q, q->cfg.path, err) < 0 ||
+		   store_open(q->cfg.path, STORE_CREATE | STORE_VERIFY, QUEUE_BUSY_TIMEOUT_MS,
+			      &q->store, err) < 0 ||
+		   store_count(q->store, &counts, err) < 0 ||
+		   store_oldest(q->store, &oldest, err) < 0) {
 		queue_free(q);
 		return -1;
 	}
@@ -1563,12 +1698,24 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 	q->flush_ev = event_new(q->base, -1, 0, flush_cb, q);
 	q->flush_timer = evtimer_new(q->base, flush_cb, q);
 	q->refill_ev = event_new(q->base, -1, 0, refill_cb, q);
+	if (q->shared)
+		q->renew_ev = event_new(q->base, -1, EV_PERSIST, renew_cb, q);
 	if (!q->dns || !q->wake_ev || !q->timer_ev || !q->stop_ev || !q->deadline_ev ||
-	    !q->finish_ev || !q->flush_ev || !q->flush_timer || !q->refill_ev) {
+	    !q->finish_ev || !q->flush_ev || !q->flush_timer || !q->refill_ev ||
+	    (q->shared && !q->renew_ev)) {
 		queue_free(q);
 		return bridge_error_set(err, "cannot create the scheduler's events");
 	}
-	if (lanes_load(q, err) < 0) {
+	if (q->shared) {
+		int every = q->cfg.shared.lease_ms / 3;
+		struct timeval tv = { every / 1000, (every % 1000) * 1000 };
+		struct bridge_error why;
+
+		event_add(q->renew_ev, &tv);
+		bridge_error_clear(&why);
+		if (!atomic_load(&q->store_failing) && lanes_load(q, &why) < 0)
+			store_trouble(q, why.message);
+	} else if (lanes_load(q, err) < 0) {
 		queue_free(q);
 		return -1;
 	}
@@ -1655,6 +1802,10 @@ void queue_free(struct queue *q)
 		event_free(q->flush_timer);
 	if (q->refill_ev)
 		event_free(q->refill_ev);
+	if (q->watch_ev)
+		event_free(q->watch_ev);
+	if (q->renew_ev)
+		event_free(q->renew_ev);
 	if (q->dns)
 		evdns_base_free(q->dns, 0);
 	if (q->base)
@@ -1671,6 +1822,7 @@ void queue_free(struct queue *q)
 	pthread_cond_destroy(&q->done_cv);
 	pthread_mutex_destroy(&q->keys_mu);
 	free(q->cfg.path);
+	shared_config_clear(&q->cfg.shared);
 	free(q);
 }
 

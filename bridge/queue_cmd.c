@@ -25,7 +25,8 @@ static const char usage_queue[] =
 	"usage: webhook-bridge queue (--config FILE | --store PATH) COMMAND [options]\n"
 	"\n"
 	"Inspects and repairs the store of queued delivery; safe while serve runs.\n"
-	"--config FILE reads the store's path from the file's queue { path = ...; }.\n"
+	"--config FILE reads the store's path from the file's queue { path = ...; },\n"
+	"or its shared { url = ...; } group; --store takes a path or a postgresql:// URL.\n"
 	"\n"
 	"commands:\n"
 	"  list [--pending | --dead] [--route NAME] [--limit N] [--newest] [--json]\n"
@@ -121,14 +122,17 @@ static const char *status_name(int status)
 	return status == STORE_DEAD ? "dead" : "pending";
 }
 
-/* The store's path, from --store or the config's queue.path: 0 and *ret
- * (malloc'd), or the exit status. */
-static int store_path_find(const struct opts *o, char **ret)
+/* The store, from --store (a path or a postgresql:// URL) or the config's
+ * queue.path or shared group: 0 and *ret (the SQLite store's path,
+ * malloc'd) or *ret_shared (url set: the shared store), or the exit
+ * status. */
+static int store_path_find(const struct opts *o, char **ret, struct shared_config *ret_shared)
 {
 	struct queue_config qc;
 	const char *path = o->store;
 
 	*ret = NULL;
+	shared_config_default(ret_shared);
 	queue_config_default(&qc);
 	if (o->config) {
 		struct diag d = { 0 };
@@ -143,18 +147,30 @@ static int store_path_find(const struct opts *o, char **ret)
 		}
 		config_destroy(&cfg);
 		diag_reset(&d);
-		if (!qc.path) {
+		if (!queue_config_has_store(&qc)) {
 			fprintf(stderr,
 				"webhook-bridge queue: %s has no queue { path = \"...\"; } "
-				"group, so no store\n",
+				"group nor shared group, so no store\n",
 				o->config);
 			return 2;
 		}
 		path = qc.path;
 	}
-	*ret = strdup(path);
+	if (path &&
+	    (strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0)) {
+		shared_config_clear(&qc.shared);
+		qc.shared.url = strdup(path);
+		path = NULL;
+	}
+	if (path) {
+		*ret = strdup(path);
+	} else {
+		/* the shared store, with the bridges running on it */
+		*ret_shared = qc.shared;
+		shared_config_default(&qc.shared);
+	}
 	queue_config_clear(&qc);
-	if (!*ret) {
+	if (!*ret && !ret_shared->url) {
 		fprintf(stderr, "webhook-bridge queue: out of memory\n");
 		return 2;
 	}
@@ -163,16 +179,21 @@ static int store_path_find(const struct opts *o, char **ret)
 
 static int open_store(const struct opts *o, struct store **ret)
 {
+	struct shared_config shared;
 	struct bridge_error err;
 	char *path;
 	int rc;
 
 	bridge_error_clear(&err);
-	rc = store_path_find(o, &path);
+	rc = store_path_find(o, &path, &shared);
 	if (rc)
 		return rc;
-	rc = store_open(path, 0, QUEUE_CMD_BUSY_MS, ret, &err);
+	if (path)
+		rc = store_open(path, 0, QUEUE_CMD_BUSY_MS, ret, &err);
+	else
+		rc = store_open_shared(&shared, 0, ret, &err);
 	free(path);
+	shared_config_clear(&shared);
 	if (rc < 0) {
 		fprintf(stderr, "webhook-bridge queue: %s\n", err.message);
 		return 2;
@@ -525,12 +546,20 @@ static int cmd_recover(const struct opts *o)
 {
 	struct store_recover_report r;
 	struct bridge_error err;
+	struct shared_config shared;
 	char *path, *out = NULL;
 	int rc;
 
-	rc = store_path_find(o, &path);
+	rc = store_path_find(o, &path, &shared);
 	if (rc)
 		return rc;
+	if (!path) {
+		shared_config_clear(&shared);
+		fprintf(stderr,
+			"webhook-bridge queue: recover reads a damaged SQLite store; "
+			"PostgreSQL recovers its own (the shared store needs no recover)\n");
+		return 2;
+	}
 	if (!o->output && asprintf(&out, "%s.recovered", path) < 0) {
 		free(path);
 		fprintf(stderr, "webhook-bridge queue: out of memory\n");

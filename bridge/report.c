@@ -37,9 +37,10 @@
 
 
 static const char usage_report[] =
-	"usage: webhook-bridge report FILE [--json] [--top N] [--color WHEN]\n"
+	"usage: webhook-bridge report FILE... [--json] [--top N] [--color WHEN]\n"
 	"\n"
-	"Summarises a dry-run report (JSON lines written by serve in dry-run mode):\n"
+	"Summarises a dry-run report (JSON lines written by serve in dry-run mode;\n"
+	"several files, e.g. one per bridge, are read as one report):\n"
 	"participations seen, matched with a real v2 (identical / different),\n"
 	"unmatched (expired on either side), the top N (default 10) differing paths\n"
 	"with counts and the rule behind each, and the unmapped v1 keys.\n"
@@ -533,6 +534,15 @@ static int read_line(FILE *f, char **buf, size_t *cap, size_t max, size_t *ret_l
 	return 1;
 }
 
+/* How several report files are named in the summary. */
+static const char *reports_name(int n)
+{
+	static char name[32];
+
+	snprintf(name, sizeof(name), "%d files", n);
+	return name;
+}
+
 int cmd_report(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -544,8 +554,8 @@ int cmd_report(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *when = NULL, *path;
-	int json = 0, c, rc = 2, rd;
+	const char *when = NULL, *path = "-";
+	int json = 0, c, rc = 2, rd = 0;
 	long top = 10;
 	long long num;
 	struct out_style st;
@@ -575,44 +585,65 @@ int cmd_report(int argc, char **argv)
 	}
 	if (out_style_init(&st, when, stdout) < 0)
 		return cli_usage("report", "--color must be auto, always or never, not '%s'", when);
-	if (argc - optind != 1)
-		return cli_usage("report", "%s", "give exactly one report FILE");
-	path = argv[optind];
-	f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-	if (!f) {
-		fprintf(stderr, "webhook-bridge report: %s: %s\n", path, strerror(errno));
-		return 2;
+	if (argc - optind < 1)
+		return cli_usage("report", "%s", "give at least one report FILE");
+	/* every file opens before anything is read: a typo fails at once */
+	for (int i = optind; i < argc; i++) {
+		if (strcmp(argv[i], "-") == 0)
+			continue;
+		f = fopen(argv[i], "rb");
+		if (!f) {
+			fprintf(stderr, "webhook-bridge report: %s: %s\n", argv[i],
+				strerror(errno));
+			return 2;
+		}
+		fclose(f);
 	}
 	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
 	if (!json)
 		out_style_fit_terminal(&st);
 	memset(&rp, 0, sizeof(rp));
-	while ((rd = read_line(f, &line, &cap, REPORT_LINE_MAX, &len, &too_long)) == 1) {
-		const char *why = NULL;
-		size_t k = 0;
+	/* several files (one per bridge) are one report */
+	for (int i = optind; i < argc; i++) {
+		size_t file_line = 0;
 
-		rp.lines++;
-		while (len && line[len - 1] == '\r')
-			line[--len] = '\0';
-		while (k < len && strchr(" \t", line[k]))
-			k++;
-		if (k == len && !too_long)
-			continue;
-		why = too_long ? "line longer than 16 MiB"
-			       : report_line(&rp, line, len, errbuf, sizeof(errbuf));
-		if (why) {
-			rp.invalid_lines++;
-			if (shown++ < 10)
-				fprintf(stderr, "webhook-bridge report: %s:%zu: %s\n",
-					out_display_name(path), rp.lines, why);
+		path = argv[i];
+		f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+		if (!f) {
+			fprintf(stderr, "webhook-bridge report: %s: %s\n", path, strerror(errno));
+			goto out;
+		}
+		while ((rd = read_line(f, &line, &cap, REPORT_LINE_MAX, &len, &too_long)) == 1) {
+			const char *why = NULL;
+			size_t k = 0;
+
+			rp.lines++;
+			file_line++;
+			while (len && line[len - 1] == '\r')
+				line[--len] = '\0';
+			while (k < len && strchr(" \t", line[k]))
+				k++;
+			if (k == len && !too_long)
+				continue;
+			why = too_long ? "line longer than 16 MiB"
+				       : report_line(&rp, line, len, errbuf, sizeof(errbuf));
+			if (why) {
+				rp.invalid_lines++;
+				if (shown++ < 10)
+					fprintf(stderr, "webhook-bridge report: %s:%zu: %s\n",
+						out_display_name(path), file_line, why);
+			}
+		}
+		if (f != stdin)
+			fclose(f);
+		if (rd < 0) {
+			fprintf(stderr, "webhook-bridge report: %s: read error\n",
+				out_display_name(path));
+			goto out;
 		}
 	}
-	if (f != stdin)
-		fclose(f);
-	if (rd < 0) {
-		fprintf(stderr, "webhook-bridge report: %s: read error\n", out_display_name(path));
-		goto out;
-	}
+	if (argc - optind > 1)
+		path = reports_name(argc - optind);
 	if (rp.oom || !(paths = ctable_sorted(&rp.paths)) ||
 	    !(unmapped = ctable_sorted(&rp.unmapped))) {
 		fprintf(stderr, "webhook-bridge report: out of memory\n");

@@ -1019,6 +1019,8 @@ static void report_head(struct evbuffer *line, const struct exchange *x)
 
 	log_time_now(ts, sizeof(ts));
 	evbuffer_add_printf(line, "{\"time\":\"%s\"", ts);
+	/* several bridges: which one wrote the line */
+	add_field(line, "instance", x->gen->cfg->queue.shared.instance);
 	add_field(line, "route", x->route->name);
 	add_field(line, "mode", route_mode_name(x->route->mode));
 }
@@ -1307,6 +1309,7 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 				log_time_now(ts, sizeof(ts));
 				evbuffer_add_printf(line, "{\"event\":\"compared\",\"time\":\"%s\"",
 						    ts);
+				add_field(line, "instance", s->cfg->queue.shared.instance);
 				add_field(line, "route", route->name);
 				add_field(line, "participation_id", r.id);
 				add_field(line, "state", r.state);

@@ -28,6 +28,7 @@
 #include "bridge/mapping.h"
 #include "bridge/shadow.h"
 #include "bridge/siphash.h"
+#include "bridge/store.h"
 
 #define MIN_BUCKETS     64
 #define MAX_BUCKETS     (1u << 24)
@@ -78,6 +79,8 @@ struct shadow {
 	size_t n_paths;
 	int *path_slots; /* PATH_SLOTS indexes into paths, -1 free */
 	struct path_stat other;
+
+	struct store *shared; /* not owned: the waiting entries and the totals live there */
 };
 
 const char *shadow_side_name(enum shadow_side side)
@@ -652,6 +655,14 @@ static void path_count(struct shadow *s, const struct jsondiff_entry *e)
 /* ------------------------------------------------------------------------ */
 /* Offer */
 
+static int offer_shared(struct shadow *s, enum shadow_side side, const char *route, const char *id,
+			const char *state, const char *v2, size_t len, const char *trace_json,
+			const char *key, size_t key_len, struct shadow_result *ret,
+			struct bridge_error *err);
+static void count_rejected(struct shadow *s);
+static void expired_report(const struct store_shadow_entry *e, const char *reason,
+			   void (*cb)(const struct shadow_expired *e, void *arg), void *arg);
+
 static void report_gone(struct entry *gone, long long now_ms,
 			void (*cb)(const struct shadow_expired *e, void *arg), void *arg,
 			const char *reason)
@@ -742,6 +753,7 @@ int shadow_offer(struct shadow *s, enum shadow_side side, const char *route,
 		pthread_mutex_lock(&s->lock);
 		s->rejected++;
 		pthread_mutex_unlock(&s->lock);
+		count_rejected(s);
 		if (!participation_id || !*participation_id)
 			return bridge_error_set(err, "shadow: no participation id");
 		if (!field_ok(participation_id, SHADOW_MAX_ID, false))
@@ -762,6 +774,9 @@ int shadow_offer(struct shadow *s, enum shadow_side side, const char *route,
 		return bridge_error_set(err, "shadow: NULL body of %zu bytes", len);
 	}
 	key_len = key_make(key, route, participation_id, state);
+	if (s->shared)
+		return offer_shared(s, side, route, participation_id, state, v2, len, trace_json,
+				    key, key_len, ret, err);
 	h = siphash24(&s->key, key, key_len);
 	/* Copied before locking; freed unused when it matches. */
 	mine = entry_new(s, side, key, key_len, route, participation_id, state, v2, len, trace_json,
@@ -845,11 +860,33 @@ int shadow_offer(struct shadow *s, enum shadow_side side, const char *route,
 	return 1;
 }
 
+struct sweep_ctx {
+	void (*cb)(const struct shadow_expired *e, void *arg);
+	void *arg;
+};
+
+static void sweep_cb(const struct store_shadow_entry *e, const char *reason, void *arg)
+{
+	struct sweep_ctx *c = arg;
+
+	expired_report(e, reason, c->cb, c->arg);
+}
+
 void shadow_expire(struct shadow *s, long long now_ms,
 		   void (*cb)(const struct shadow_expired *e, void *arg), void *arg)
 {
 	struct entry *gone = NULL, **tail = &gone;
 
+	if (s->shared) {
+		struct sweep_ctx c = { cb, arg };
+		struct bridge_error err;
+		int swept;
+
+		/* one bridge at a time; the others skip this round */
+		store_shadow_sweep(s->shared, s->lim.ttl_ms, s->lim.max_entries, sweep_cb, &c,
+				   &swept, &err);
+		return;
+	}
 	pthread_mutex_lock(&s->lock);
 	/* Oldest first: append, not push. */
 	while (TAILQ_FIRST(&s->arrivals) &&
@@ -951,7 +988,7 @@ static const char *path_rule(const struct path_stat *p)
 	return p->unmapped ? "unmapped" : NULL;
 }
 
-char *shadow_summary_json(struct shadow *s, size_t top_n)
+static char *summary_render(struct shadow *s, size_t top_n)
 {
 	struct evbuffer *b = evbuffer_new();
 	struct path_stat **v;
@@ -1012,9 +1049,239 @@ char *shadow_summary_json(struct shadow *s, size_t top_n)
 	return buffer_take(b, ok);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Shared: the entries and the totals in the shared store */
+
+void shadow_use_store(struct shadow *s, struct store *st)
+{
+	s->shared = st;
+}
+
+/* FNV-1a: the key's advisory lock, the same on every bridge. */
+static unsigned key_lock_hash(const char *key, size_t n)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)key[i]) * 16777619u;
+	return h;
+}
+
+static void count_rejected(struct shadow *s)
+{
+	static const char *const name[1] = { "rejected" };
+	static const long long one[1] = { 1 };
+	struct bridge_error err;
+
+	if (s->shared)
+		store_shadow_count(s->shared, name, one, 1, NULL, 0, &err);
+}
+
+static void expired_report(const struct store_shadow_entry *e, const char *reason,
+			   void (*cb)(const struct shadow_expired *e, void *arg), void *arg)
+{
+	struct shadow_expired x = {
+		.route = e->route,
+		.side = e->side ? SHADOW_REAL : SHADOW_TRANSLATED,
+		.participation_id = e->participation_id,
+		.state = e->state,
+		.age_ms = e->age_ms,
+		.reason = reason,
+	};
+
+	if (cb)
+		cb(&x, arg);
+}
+
+/* shadow_offer on the shared store: key already checked and made. */
+static int offer_shared(struct shadow *s, enum shadow_side side, const char *route, const char *id,
+			const char *state, const char *v2, size_t len, const char *trace_json,
+			const char *key, size_t key_len, struct shadow_result *ret,
+			struct bridge_error *err)
+{
+	size_t rl = strlen(route), il = strlen(id), tl = trace_json ? strlen(trace_json) : 0;
+	struct store_shadow_offer o = {
+		.route = route,
+		.id_key = key + rl + 1,
+		.state_key = key + rl + 1 + il + 1,
+		.side = side == SHADOW_REAL,
+		.participation_id = id,
+		.state = state,
+		.too_large = len > s->lim.max_body,
+		.body_len = (long long)len,
+		.trace_dropped = trace_json && tl > s->lim.max_body,
+		.key_hash = key_lock_hash(key, key_len),
+	};
+	struct store_shadow_entry other, expired;
+	struct side_doc tr, real;
+	char keybuf[SHADOW_MAX_ROUTE + SHADOW_MAX_ID + SHADOW_MAX_STATE + 3];
+	const char *names[5];
+	long long n[5];
+	struct store_shadow_path *paths = NULL;
+	int dup = 0, rc;
+	bool trace_ok;
+	size_t k = 0;
+
+	/* the key's three parts, NUL-separated */
+	memcpy(keybuf, key, key_len + 1);
+	keybuf[rl] = keybuf[rl + 1 + il] = '\0';
+	o.id_key = keybuf + rl + 1;
+	o.state_key = keybuf + rl + 1 + il + 1;
+	o.body = o.too_large ? "" : v2;
+	o.len = o.too_large ? 0 : len;
+	o.trace = trace_json && !o.trace_dropped ? trace_json : NULL;
+	rc = store_shadow_offer(s->shared, &o, s->lim.ttl_ms, &other, &expired, &dup, err);
+	if (rc < 0)
+		return -1;
+	if (expired.present)
+		expired_report(&expired, "ttl", s->on_expired, s->on_expired_arg);
+	store_shadow_entry_clear(&expired);
+	if (rc == 0)
+		return 0;
+	{
+		struct side_doc waiting = {
+			.v2 = other.body,
+			.len = (size_t)other.body_len,
+			.too_large = other.too_large,
+			.trace = other.trace,
+			.trace_len = other.trace_len,
+			.trace_dropped = other.trace_dropped,
+		};
+		struct side_doc offered = {
+			.v2 = v2,
+			.len = len,
+			.too_large = o.too_large,
+			.trace = o.trace,
+			.trace_len = o.trace ? tl : 0,
+			.trace_dropped = o.trace_dropped,
+		};
+
+		tr = side == SHADOW_TRANSLATED ? offered : waiting;
+		real = side == SHADOW_TRANSLATED ? waiting : offered;
+	}
+	ret->first = other.side ? SHADOW_REAL : SHADOW_TRANSLATED;
+	ret->waited_ms = other.age_ms;
+	trace_ok = compare_docs(s, &tr, &real, ret);
+	store_shadow_entry_clear(&other);
+	names[k] = "matched";
+	n[k++] = 1;
+	names[k] = ret->status == SHADOW_IDENTICAL   ? "identical"
+		   : ret->status == SHADOW_DIFFERENT ? "different"
+						     : "not_compared";
+	n[k++] = 1;
+	if (!trace_ok) {
+		names[k] = "trace_errors";
+		n[k++] = 1;
+	}
+	if (ret->diff.n_entries)
+		paths = calloc(ret->diff.n_entries, sizeof(*paths));
+	for (size_t i = 0; paths && i < ret->diff.n_entries; i++) {
+		paths[i].path = ret->diff.entries[i].path;
+		paths[i].kind = (int)ret->diff.entries[i].kind;
+		paths[i].rule = ret->diff.entries[i].rule;
+	}
+	/* the comparison was made (and is the caller's): a failure here only
+	 * leaves it out of the totals */
+	store_shadow_count(s->shared, names, n, k, paths, paths ? ret->diff.n_entries : 0, err);
+	free(paths);
+	return 1;
+}
+
+static void snapshot_count_none(const char *name, long long n, void *arg)
+{
+}
+
+static void snapshot_count(const char *name, long long n, void *arg)
+{
+	struct shadow *x = arg;
+	static const struct {
+		const char *name;
+		size_t off;
+	} fields[] = {
+		{ "seen_translated", offsetof(struct shadow, seen[SHADOW_TRANSLATED]) },
+		{ "seen_real", offsetof(struct shadow, seen[SHADOW_REAL]) },
+		{ "matched", offsetof(struct shadow, matched) },
+		{ "identical", offsetof(struct shadow, identical) },
+		{ "different", offsetof(struct shadow, different) },
+		{ "not_compared", offsetof(struct shadow, not_compared) },
+		{ "duplicates", offsetof(struct shadow, duplicates) },
+		{ "rejected", offsetof(struct shadow, rejected) },
+		{ "trace_errors", offsetof(struct shadow, trace_errors) },
+		{ "expired_ttl_translated",
+		  offsetof(struct shadow, expired_ttl[SHADOW_TRANSLATED]) },
+		{ "expired_ttl_real", offsetof(struct shadow, expired_ttl[SHADOW_REAL]) },
+		{ "expired_capacity_translated",
+		  offsetof(struct shadow, expired_capacity[SHADOW_TRANSLATED]) },
+		{ "expired_capacity_real", offsetof(struct shadow, expired_capacity[SHADOW_REAL]) },
+	};
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (strcmp(fields[i].name, name) == 0)
+			*(size_t *)((char *)x + fields[i].off) = n > 0 ? (size_t)n : 0;
+}
+
+static void snapshot_path(const struct store_shadow_path_total *t, void *arg)
+{
+	struct shadow *x = arg;
+	struct path_stat *p;
+
+	if (x->n_paths >= SHADOW_MAX_PATHS || !(x->paths[x->n_paths].path = strdup(t->path)))
+		return;
+	p = &x->paths[x->n_paths++];
+	p->count = (size_t)t->count;
+	p->kinds[JSONDIFF_ADDED] = (size_t)t->added;
+	p->kinds[JSONDIFF_REMOVED] = (size_t)t->removed;
+	p->kinds[JSONDIFF_CHANGED] = (size_t)t->changed;
+	p->unmapped = (size_t)t->unmapped;
+	if (t->rule && (p->rules[0] = strdup(t->rule)))
+		p->rule_counts[0] = (size_t)t->rule_n;
+}
+
+/* The cluster's totals, rendered as the in-memory ones are. */
+static char *summary_shared(struct shadow *s, size_t top_n)
+{
+	struct shadow *x = calloc(1, sizeof(*x));
+	struct bridge_error err;
+	long long waiting[2] = { 0, 0 };
+	char *out = NULL;
+
+	if (!x || !(x->paths = calloc(SHADOW_MAX_PATHS, sizeof(*x->paths)))) {
+		free(x);
+		return NULL;
+	}
+	pthread_mutex_init(&x->lock, NULL);
+	x->lim = s->lim;
+	bridge_error_clear(&err);
+	if (store_shadow_totals(s->shared, SHADOW_MAX_PATHS, snapshot_count, snapshot_path, x,
+				waiting, &err) == 0) {
+		x->waiting[SHADOW_TRANSLATED] = (size_t)waiting[0];
+		x->waiting[SHADOW_REAL] = (size_t)waiting[1];
+		out = summary_render(x, top_n);
+	}
+	for (size_t i = 0; i < x->n_paths; i++)
+		path_stat_clear(&x->paths[i]);
+	free(x->paths);
+	pthread_mutex_destroy(&x->lock);
+	free(x);
+	return out;
+}
+
+char *shadow_summary_json(struct shadow *s, size_t top_n)
+{
+	return s->shared ? summary_shared(s, top_n) : summary_render(s, top_n);
+}
+
 size_t shadow_waiting(struct shadow *s)
 {
 	size_t n;
+
+	if (s->shared) {
+		long long waiting[2] = { 0, 0 };
+		struct bridge_error err;
+
+		store_shadow_totals(s->shared, 0, snapshot_count_none, NULL, NULL, waiting, &err);
+		return (size_t)(waiting[0] + waiting[1]);
+	}
 
 	pthread_mutex_lock(&s->lock);
 	n = s->n_entries;

@@ -26,6 +26,7 @@
 
 #include "bridge/diag.h"
 #include "bridge/store.h"
+#include "bridge/store_pg.h"
 
 #define STORE_APPLICATION_ID 0x57484251 /* "WHBQ" in the database header */
 #define STORE_SCHEMA_VERSION 2
@@ -153,6 +154,7 @@ static const char *const stmt_sql[ST_N] = {
 };
 
 struct store {
+	struct store_pg *pg; /* the PostgreSQL engine; NULL: SQLite (the rest) */
 	sqlite3 *db;
 	pthread_mutex_t mu;
 	char *path;
@@ -266,9 +268,9 @@ static void digest_field(EVP_MD_CTX *ctx, const void *p, size_t n)
 /* SHA-256 over what an attempt sends and where: each field with its length
  * in front, so that no two different rows share an encoding.  0 or -1 (out
  * of memory). */
-static int row_checksum(const char *endpoint, const char *ca_file, int timeout_ms,
-			const char *delivery_id, const char *headers, const void *body, size_t len,
-			unsigned char out[STORE_CHECKSUM_LEN])
+int store_row_checksum(const char *endpoint, const char *ca_file, int timeout_ms,
+		       const char *delivery_id, const char *headers, const void *body, size_t len,
+		       unsigned char out[STORE_CHECKSUM_LEN])
 {
 	static const char tag[] = "webhook-bridge row 2";
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -295,7 +297,7 @@ static int row_checksum(const char *endpoint, const char *ca_file, int timeout_m
 }
 
 /* "Name: value\n" lines, in place: names and values point into text. */
-static int headers_parse(char *text, struct upstream_header **ret, size_t *ret_n)
+int store_headers_parse(char *text, struct upstream_header **ret, size_t *ret_n)
 {
 	struct upstream_header *h;
 	size_t n = 0, cap = 0;
@@ -378,15 +380,15 @@ static int row_read(sqlite3_stmt *st, struct store_row *r)
 		unsigned char want[STORE_CHECKSUM_LEN];
 
 		/* before headers_parse, which cuts headers_text into its lines */
-		if (row_checksum(r->endpoint, r->ca_file, r->timeout_ms, r->delivery_id,
-				 r->headers_text, r->body, r->len, want) < 0)
+		if (store_row_checksum(r->endpoint, r->ca_file, r->timeout_ms, r->delivery_id,
+				       r->headers_text, r->body, r->len, want) < 0)
 			goto fail;
 		r->integrity = sum_len == STORE_CHECKSUM_LEN &&
 					       memcmp(want, r->checksum, STORE_CHECKSUM_LEN) == 0
 				       ? STORE_ROW_INTACT
 				       : STORE_ROW_CORRUPT;
 	}
-	if (headers_parse(r->headers_text, &r->headers, &r->n_headers) < 0)
+	if (store_headers_parse(r->headers_text, &r->headers, &r->n_headers) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -678,6 +680,7 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	store_pg_close(s->pg);
 	for (int i = 0; i < ST_N; i++)
 		sqlite3_finalize(s->st[i]);
 	if (s->db)
@@ -689,8 +692,134 @@ void store_close(struct store *s)
 
 const char *store_path(const struct store *s)
 {
-	return s ? s->path : NULL;
+	return !s ? NULL : s->pg ? store_pg_name(s->pg) : s->path;
 }
+
+int store_open_shared(const struct shared_config *c, unsigned flags, struct store **ret,
+		      struct bridge_error *err)
+{
+	struct store *s;
+
+	*ret = NULL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return bridge_error_set(err, "out of memory");
+	pthread_mutex_init(&s->mu, NULL);
+	if (store_pg_open(c, flags, &s->pg, err) < 0) {
+		store_close(s);
+		return -1;
+	}
+	*ret = s;
+	return 0;
+}
+
+int store_is_shared(const struct store *s)
+{
+	return s && s->pg;
+}
+
+const char *store_holder(const struct store *s)
+{
+	return s && s->pg ? store_pg_holder(s->pg) : "";
+}
+
+int store_schema_version(struct store *s, struct bridge_error *err)
+{
+	int64_t v = 0;
+
+	if (s->pg)
+		return store_pg_schema_version(s->pg, err);
+	pthread_mutex_lock(&s->mu);
+	if (pragma_int(s, "PRAGMA user_version", &v, err) < 0)
+		v = -1;
+	pthread_mutex_unlock(&s->mu);
+	return (int)v;
+}
+
+int store_schema_known(void)
+{
+	return store_pg_schema_known();
+}
+
+int store_renew(struct store *s, const int64_t *ids, size_t n, size_t *ret_renewed,
+		struct bridge_error *err)
+{
+	if (s->pg)
+		return store_pg_renew(s->pg, ids, n, ret_renewed, err);
+	if (ret_renewed) /* one process owns an SQLite store: nothing to renew */
+		*ret_renewed = n;
+	return 0;
+}
+
+int store_release(struct store *s, struct bridge_error *err)
+{
+	return s->pg ? store_pg_release(s->pg, err) : 0;
+}
+
+static int no_shadow(struct bridge_error *err)
+{
+	return bridge_error_set(err, "the shadow store is shared only on PostgreSQL");
+}
+
+int store_shadow_offer(struct store *s, const struct store_shadow_offer *o, long ttl_ms,
+		       struct store_shadow_entry *ret_other, struct store_shadow_entry *ret_expired,
+		       int *ret_duplicate, struct bridge_error *err)
+{
+	return s->pg ? store_pg_shadow_offer(s->pg, o, ttl_ms, ret_other, ret_expired,
+					     ret_duplicate, err)
+		     : no_shadow(err);
+}
+
+int store_shadow_count(struct store *s, const char *const *names, const long long *n, size_t k,
+		       const struct store_shadow_path *paths, size_t n_paths,
+		       struct bridge_error *err)
+{
+	return s->pg ? store_pg_shadow_count(s->pg, names, n, k, paths, n_paths, err)
+		     : no_shadow(err);
+}
+
+int store_shadow_totals(struct store *s, size_t max_paths,
+			void (*count_cb)(const char *name, long long n, void *arg),
+			void (*path_cb)(const struct store_shadow_path_total *t, void *arg),
+			void *arg, long long waiting[2], struct bridge_error *err)
+{
+	return s->pg ? store_pg_shadow_totals(s->pg, max_paths, count_cb, path_cb, arg, waiting,
+					      err)
+		     : no_shadow(err);
+}
+
+int store_shadow_sweep(struct store *s, long ttl_ms, size_t max_entries,
+		       void (*cb)(const struct store_shadow_entry *e, const char *reason,
+				  void *arg),
+		       void *arg, int *ret_swept, struct bridge_error *err)
+{
+	return s->pg ? store_pg_shadow_sweep(s->pg, ttl_ms, max_entries, cb, arg, ret_swept, err)
+		     : no_shadow(err);
+}
+
+void store_shadow_entry_clear(struct store_shadow_entry *e)
+{
+	if (!e)
+		return;
+	free(e->route);
+	free(e->participation_id);
+	free(e->state);
+	free(e->instance);
+	free(e->body);
+	free(e->trace);
+	memset(e, 0, sizeof(*e));
+}
+
+int store_watch_fd(struct store *s)
+{
+	return s->pg ? store_pg_watch_fd(s->pg) : -1;
+}
+
+int store_watch_drain(struct store *s)
+{
+	return s->pg ? store_pg_watch_drain(s->pg) : -1;
+}
+
 
 /* ------------------------------------------------------------------ */
 /* insert */
@@ -749,7 +878,7 @@ int store_item_check(const struct store_item *it, struct bridge_error *err)
 	return 0;
 }
 
-static char *headers_text(const struct store_item *it)
+char *store_headers_text(const struct store_item *it)
 {
 	size_t n = 1;
 	char *out, *p;
@@ -811,9 +940,10 @@ static int insert_one(struct store *s, const struct store_item *it, int64_t now_
 
 	if (!st)
 		return -1;
-	ht = headers_text(it);
-	if (!ht || row_checksum(it->endpoint, nz(it->ca_file), it->timeout_ms, it->delivery_id, ht,
-				it->len ? it->body : "", it->len, sum) < 0) {
+	ht = store_headers_text(it);
+	if (!ht ||
+	    store_row_checksum(it->endpoint, nz(it->ca_file), it->timeout_ms, it->delivery_id, ht,
+			       it->len ? it->body : "", it->len, sum) < 0) {
 		free(ht);
 		return bridge_error_set(err, "out of memory");
 	}
@@ -842,6 +972,8 @@ static int insert_one(struct store *s, const struct store_item *it, int64_t now_
 int store_insert(struct store *s, const struct store_item *const *items, size_t n, int64_t now_ms,
 		 int *ret_results, struct store_receipt *receipts, struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_insert(s->pg, items, n, now_ms, ret_results, receipts, err);
 	size_t i;
 
 	for (i = 0; i < n; i++)
@@ -877,6 +1009,8 @@ fail:
 int store_lanes(struct store *s, size_t max, struct store_lane **ret, size_t *ret_n,
 		struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_lanes(s->pg, max, ret, ret_n, err);
 	struct store_lane *l;
 	sqlite3_stmt *st;
 	size_t n = 0;
@@ -936,6 +1070,8 @@ void store_lanes_free(struct store_lane *l, size_t n)
 int store_due(struct store *s, const char *endpoint, const char *ca_file, int64_t now_ms,
 	      struct store_row *rows, size_t max, size_t *ret_n, struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_due(s->pg, endpoint, ca_file, now_ms, rows, max, ret_n, err);
 	sqlite3_stmt *st;
 	size_t n = 0;
 	int rc;
@@ -998,6 +1134,8 @@ static int step_int(struct store *s, sqlite3_stmt *st, int64_t *ret, struct brid
 int store_next_wake(struct store *s, const char *endpoint, const char *ca_file, int64_t after_ms,
 		    int64_t *ret, struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_next_wake(s->pg, endpoint, ca_file, after_ms, ret, err);
 	sqlite3_stmt *st;
 	int rc;
 
@@ -1099,6 +1237,8 @@ static int outcome_run(struct store *s, const struct store_outcome *o, struct br
 
 int store_apply(struct store *s, const struct store_outcome *o, size_t n, struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_apply(s->pg, o, n, err);
 	size_t i;
 
 	if (n == 0)
@@ -1121,6 +1261,8 @@ fail:
 
 int store_count(struct store *s, struct store_counts *ret, struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_count(s->pg, ret, err);
 	sqlite3_stmt *st;
 	int rc;
 
@@ -1155,6 +1297,8 @@ int store_count(struct store *s, struct store_counts *ret, struct bridge_error *
 int store_count_routes(struct store *s, int (*cb)(const struct store_route_counts *c, void *arg),
 		       void *arg, struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_count_routes(s->pg, cb, arg, err);
 	struct store_route_counts c;
 	char *route = NULL;
 	sqlite3_stmt *st;
@@ -1207,6 +1351,8 @@ int store_count_routes(struct store *s, int (*cb)(const struct store_route_count
 
 int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_oldest(s->pg, ret, err);
 	sqlite3_stmt *st;
 	int rc;
 
@@ -1219,6 +1365,8 @@ int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err)
 
 int store_changed_elsewhere(struct store *s, struct bridge_error *err)
 {
+	if (s->pg)
+		return 1; /* the queue reads the wake-ups and polls */
 	sqlite3_stmt *st;
 	int64_t v = 0;
 	int rc;
@@ -1261,6 +1409,8 @@ int store_list(struct store *s, const struct store_filter *f,
 	       int (*cb)(const struct store_row *row, void *arg), void *arg,
 	       struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_list(s->pg, f, cb, arg, err);
 	static const char asc[] = "SELECT " ROW_COLUMNS " FROM deliveries AS d" FILTER_WHERE
 				  " ORDER BY d.id LIMIT ?4";
 	static const char desc[] = "SELECT " ROW_COLUMNS " FROM deliveries AS d" FILTER_WHERE
@@ -1298,6 +1448,8 @@ int store_list(struct store *s, const struct store_filter *f,
 
 int store_get(struct store *s, int64_t id, struct store_row *ret, struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_get(s->pg, id, ret, err);
 	sqlite3_stmt *st;
 	int rc, out;
 
@@ -1323,6 +1475,8 @@ int store_get(struct store *s, int64_t id, struct store_row *ret, struct bridge_
 
 int store_retry(struct store *s, int64_t id, int64_t now_ms, struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_retry(s->pg, id, now_ms, err);
 	sqlite3_stmt *st;
 	int64_t changes = 0;
 	int rc;
@@ -1371,6 +1525,8 @@ fail:
 int store_retry_dead(struct store *s, const struct store_filter *f, int64_t now_ms, int64_t *ret_n,
 		     int64_t *ret_skipped, struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_retry_dead(s->pg, f, now_ms, ret_n, ret_skipped, err);
 	static const char count_sql[] = "SELECT COUNT(*) FROM deliveries AS d" FILTER_WHERE;
 	static const char retry_sql[] =
 		"UPDATE OR IGNORE deliveries AS d SET status = 0,"
@@ -1419,6 +1575,8 @@ fail:
 
 int store_purge_id(struct store *s, int64_t id, struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_purge_id(s->pg, id, err);
 	sqlite3_stmt *st;
 	int64_t changes = 0;
 	int rc;
@@ -1438,6 +1596,8 @@ int store_purge_id(struct store *s, int64_t id, struct bridge_error *err)
 int store_purge(struct store *s, const struct store_filter *f, int64_t *ret_n,
 		struct bridge_error *err)
 {
+	if (s->pg)
+		return store_pg_purge(s->pg, f, ret_n, err);
 	static const char sql[] = "DELETE FROM deliveries AS d" FILTER_WHERE;
 	sqlite3_stmt *st;
 	int rc;
@@ -1461,6 +1621,8 @@ int store_probe(struct store *s, int64_t now_ms, struct bridge_error *err)
 	sqlite3_stmt *st;
 	int rc;
 
+	if (s->pg)
+		return store_pg_probe(s->pg, now_ms, err);
 	pthread_mutex_lock(&s->mu);
 	st = stmt(s, ST_PROBE, err);
 	if (st)

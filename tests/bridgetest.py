@@ -1566,3 +1566,129 @@ def _sink_drop_connections(self, settle=0.2):
 
 
 Sink.drop_connections = _sink_drop_connections
+
+
+class PgCluster:
+    """A private PostgreSQL server for one test program: initdb into a
+    temporary folder, its Unix socket in that folder and no TCP listener,
+    fsync on (so an acknowledged commit survives an immediate shutdown).
+    initdb refuses root: as root (CI), the server runs as Debian's
+    `postgres` system user, which owns the folder.  A missing server is a
+    TestFailure, never a skip."""
+
+    USER = "bridge"      # the cluster's superuser, trusted on the socket only
+    DATABASE = "bridge"
+
+    def __init__(self):
+        self.bindir = self._find_bindir()
+        self.dir = tempfile.mkdtemp(prefix="bridgepg-")
+        self.data = os.path.join(self.dir, "data")
+        self.logfile = os.path.join(self.dir, "server.log")
+        self.as_user = []
+        if os.getuid() == 0:
+            try:
+                import pwd
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise TestFailure("running as root, and there is no 'postgres' user to run "
+                                  "PostgreSQL as (the postgresql package creates it)")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.running = False
+
+    @staticmethod
+    def _find_bindir():
+        base = "/usr/lib/postgresql"
+        versions = sorted(os.listdir(base), key=lambda v: int(v) if v.isdigit() else 0) \
+            if os.path.isdir(base) else []
+        for v in reversed(versions):
+            b = os.path.join(base, v, "bin")
+            if os.path.exists(os.path.join(b, "initdb")):
+                return b
+        raise TestFailure("PostgreSQL server not installed (no %s/*/bin/initdb): "
+                          "run sh tests/setup.sh (package postgresql)" % base)
+
+    def _run(self, tool, *args, timeout=60, check=True, tool_path=True):
+        exe = os.path.join(self.bindir, tool) if tool_path else tool
+        r = subprocess.run(self.as_user + [exe] + list(args),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=timeout, cwd=self.dir)
+        if check and r.returncode != 0:
+            raise TestFailure("%s failed (%d): %s\nserver log:\n%s"
+                              % (tool, r.returncode, r.stdout.decode(errors="replace"),
+                                 self.log_tail()))
+        return r
+
+    def log_tail(self, n=3000):
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+    @property
+    def url(self):
+        return self.db_url(self.DATABASE)
+
+    def db_url(self, db):
+        return "postgresql://%s@/%s?host=%s" % (self.USER, db, self.dir)
+
+    def database(self, name):
+        """A fresh database of its own (so that tests do not see each other's
+        rows); its URL."""
+        name = re.sub(r"[^a-z0-9_]", "_", name.lower())
+        self.psql("DROP DATABASE IF EXISTS %s" % name, db="postgres")
+        self.psql("CREATE DATABASE %s" % name, db="postgres")
+        return self.db_url(name)
+
+    @property
+    def conninfo(self):
+        return "host=%s user=%s dbname=%s" % (self.dir, self.USER, self.DATABASE)
+
+    def start(self):
+        if not os.path.exists(self.data):
+            self._run("initdb", "-D", self.data, "-U", self.USER, "-A", "trust", "-E", "UTF8",
+                      "--no-instructions", "--locale=C")
+            # in the cluster's own file, so that a plain `pg_ctl start` (the C
+            # tests restart it so) gets them too
+            conf = ("listen_addresses = ''\nunix_socket_directories = '%s'\nfsync = on\n"
+                    "synchronous_commit = on\nmax_connections = 200\n" % self.dir)
+            self._run("sh", "-c", "cat >> '%s/postgresql.conf' <<'EOF'\n%sEOF"
+                      % (self.data, conf), tool_path=False)
+        self._run("pg_ctl", "-D", self.data, "-l", self.logfile, "-w", "-t", "60", "start")
+        self.running = True
+        if self.psql("SELECT 1 FROM pg_database WHERE datname = '%s'" % self.DATABASE,
+                     db="postgres") != "1":
+            self.psql("CREATE DATABASE %s" % self.DATABASE, db="postgres")
+        return self
+
+    def stop(self, mode="fast"):
+        if self.running:
+            self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60", "stop",
+                      check=False)
+            self.running = False
+
+    def restart(self, mode="fast"):
+        self.stop(mode)
+        self.start()
+
+    def psql(self, sql, db=None):
+        """One statement through psql; its output, unaligned, without header."""
+        r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h",
+                            self.dir, "-U", self.USER, "-d", db or self.DATABASE, "-c", sql],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        if r.returncode != 0:
+            raise TestFailure("psql %r failed: %s" % (sql, r.stderr.decode(errors="replace")))
+        return r.stdout.decode().strip()
+
+    def cleanup(self):
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+        return False

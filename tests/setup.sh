@@ -9,9 +9,9 @@ set -eu
 cd "$(dirname "$0")/.."
 
 RUN_PKGS="gcc libc6-dev pkg-config meson ninja-build libevent-dev libyajl-dev libconfig-dev
-libssl-dev libsqlite3-dev tzdata ca-certificates"
+libssl-dev libsqlite3-dev libpq-dev tzdata ca-certificates"
 TEST_PKGS="curl openssl python3 python3-jsonschema valgrind clang-format git prometheus mandoc
-systemd procps chromium chromium-driver"
+systemd procps chromium chromium-driver postgresql"
 case "${1:-test}" in
 run) PKGS=$RUN_PKGS ;;
 test) PKGS="$RUN_PKGS $TEST_PKGS" ;;

@@ -47,7 +47,9 @@ def expected_tests():
     unit = ["unit / " + n for n in meson_list(text, "unit_tests")]
     fuzz = ["fuzz / fuzz_" + n for n in meson_list(text, "fuzz_harnesses")]
     integration = ["integration / " + n for n in meson_list(text, "integration_tests")]
-    everything = unit + integration + fuzz + LINT_TESTS
+    pg = (["pg / " + n for n in meson_list(text, "pg_unit_tests")] +
+          ["pg / %s_unit_pg" % n for n in meson_list(text, "pg_engine_tests")])
+    everything = unit + integration + fuzz + pg + LINT_TESTS
     tsan = (["unit / " + n for n in meson_list(text, "tsan_unit")] +
             ["integration / " + n for n in meson_list(text, "tsan_integration")])
     return everything, unit + fuzz, tsan

@@ -613,7 +613,7 @@ def t_version(t):
         r = bt.run_cli(args)
         lines = r.stdout.splitlines()
         t.is_(r.rc, 0, "%s exits 0" % " ".join(args), r)
-        for lib in ("libevent", "OpenSSL", "yajl", "libconfig", "SQLite", "build"):
+        for lib in ("libevent", "OpenSSL", "yajl", "libconfig", "SQLite", "libpq", "build"):
             t.ok(any(re.match(r"%s \S+" % lib, l) for l in lines),
                  "%s names %s and its version" % (" ".join(args), lib), r.stdout)
 

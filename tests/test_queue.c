@@ -8,6 +8,11 @@
  * restart, a SIGKILLed owner (in a child process), changes made through a
  * second connection as the `queue` command does, the `queue` command itself
  * and the log line of an event.
+ *
+ * Run through tests/with_pg.py (BRIDGE_TEST_PG_URL set), the same checks run
+ * on the PostgreSQL engine: every queue gets a database of its own, and the
+ * SIGKILLed owner's deliveries come back when their lease expires (a shared
+ * store has no lock file: several bridges use it at once).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,6 +33,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
+#include <libpq-fe.h>
 
 #include "bridge/cfg.h"
 #include "bridge/cli.h"
@@ -38,6 +44,7 @@
 
 static struct event_base *base;
 static char tmpdir[64];
+static char pg_host[80]; /* the cluster's socket folder: the PostgreSQL engine; "": SQLite */
 
 static int64_t wall_ms(void)
 {
@@ -254,13 +261,50 @@ static void ev_reset(void)
 
 static int store_seq;
 
+/* A database of its own for one queue of this test. */
+static void pg_database(int seq)
+{
+	char conninfo[400], sql[64];
+	PGconn *pc;
+	PGresult *r;
+
+	snprintf(conninfo, sizeof(conninfo), "host=%s user=bridge dbname=postgres", pg_host);
+	pc = PQconnectdb(conninfo);
+	snprintf(sql, sizeof(sql), "CREATE DATABASE q%d", seq);
+	r = PQexec(pc, sql);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		printf("# %s: %s", sql, PQerrorMessage(pc));
+	PQclear(r);
+	PQfinish(pc);
+}
+
 static void config_for_test(struct queue_config *c, char *path, size_t cap)
 {
 	queue_config_default(c);
-	snprintf(path, cap, "%s/q%d.db", tmpdir, ++store_seq);
-	c->path = path;
+	if (pg_host[0]) {
+		pg_database(++store_seq);
+		snprintf(path, cap, "postgresql://bridge@/q%d?host=%s", store_seq, pg_host);
+		c->shared.url = path;
+		c->shared.lease_ms = 1000;
+	} else {
+		snprintf(path, cap, "%s/q%d.db", tmpdir, ++store_seq);
+		c->path = path;
+	}
 	c->backoff_base_ms = 20;
 	c->backoff_max_ms = 100;
+}
+
+/* A second connection to the store of config_for_test, as the queue
+ * command opens it. */
+static int test_store_open(const char *path, struct store **ret, struct bridge_error *err)
+{
+	struct shared_config sc;
+
+	if (!pg_host[0])
+		return store_open(path, 0, 1000, ret, err);
+	shared_config_default(&sc);
+	sc.url = (char *)path;
+	return store_open_shared(&sc, 0, ret, err);
 }
 
 static struct queue *queue_open(const struct queue_config *c)
@@ -661,7 +705,7 @@ static void test_dead_letters(void)
 	is_int(ev_get(QUEUE_EV_DEAD_LETTER), 1, "one dead-letter event");
 	ok(wait_dead_reason("gave up after 4 attempts", 4000), "event says why");
 	queue_free(q);
-	ok(store_open(path, 0, 1000, &st, &err) == 0 && store_get(st, 1, &row, &err) == 0,
+	ok(test_store_open(path, &st, &err) == 0 && store_get(st, 1, &row, &err) == 0,
 	   "row still in the store");
 	is_int(row.status, STORE_DEAD, "status dead");
 	is_int(row.attempts, 4, "attempts 4");
@@ -949,9 +993,19 @@ static void test_kill(void)
 	ok(child > 0, "child started");
 	ok(wait_sink(&s, 4, 5000), "the child's attempts are in flight");
 	bridge_error_clear(&err);
-	ok(queue_new(&c, NULL, NULL, NULL, &q2, &err) < 0 && !q2, "store locked by the child");
-	ok(strstr(err.message, "in use by another webhook-bridge serve") != NULL,
-	   "message says the store is in use");
+	if (!pg_host[0]) {
+		ok(queue_new(&c, NULL, NULL, NULL, &q2, &err) < 0 && !q2,
+		   "store locked by the child");
+		ok(strstr(err.message, "in use by another webhook-bridge serve") != NULL,
+		   "message says the store is in use");
+	} else {
+		/* a shared store is meant for several bridges at once */
+		ok(queue_new(&c, NULL, NULL, NULL, &q2, &err) == 0 && q2,
+		   "a second queue on the shared store while the child runs");
+		queue_stats(q2, &st);
+		is_int(st.depth, 5, "it sees the child's rows");
+		queue_free(q2);
+	}
 	kill(child, SIGKILL);
 	waitpid(child, &status, 0);
 	ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child killed with SIGKILL");
@@ -964,7 +1018,8 @@ static void test_kill(void)
 	queue_stats(q, &st);
 	is_int(st.depth, 5, "every acknowledged row survived");
 	queue_start(q, NULL);
-	ok(wait_stats(q, 5, 0, 5000), "all delivered after restart");
+	/* shared: the killed owner's leases expire first */
+	ok(wait_stats(q, 5, 0, 5000 + c.shared.lease_ms), "all delivered after restart");
 	for (int i = 0; i < s.n; i++)
 		if (s.recs[i].delivery_id[0] == 'k')
 			seen[atoi(s.recs[i].delivery_id + 1) % 5]++;
@@ -973,6 +1028,14 @@ static void test_kill(void)
 	ok(all, "each of the five delivered (the in-flight ones retried)");
 	queue_free(q);
 	sink_stop(&s);
+}
+
+static int gauges_zero(void *arg)
+{
+	struct queue_stats st;
+
+	queue_stats(arg, &st);
+	return st.dead == 0 && st.depth == 0;
 }
 
 static void test_external(void)
@@ -1001,12 +1064,13 @@ static void test_external(void)
 	queue_start(q, NULL);
 	ok(wait_stats(q, 0, 1, 3000), "dead after one attempt");
 	s.fail_percent = 0;
-	ok(store_open(path, 0, 1000, &cli, &err) == 0, "a second connection, as the CLI has");
+	ok(test_store_open(path, &cli, &err) == 0, "a second connection, as the CLI has");
 	is_int(store_retry(cli, 1, wall_ms(), &err), STORE_RETRY_DONE,
 	       "retry the dead letter there");
 	ok(wait_stats(q, 1, 1, QUEUE_POLL_MS + 3000), "the running queue delivers it");
+	/* SQLite: recounted before the delivery; shared: within QUEUE_RECOUNT_MS */
+	ok(wait_for(gauges_zero, q, 1000), "gauges recounted after the outside change");
 	queue_stats(q, &st);
-	ok(st.dead == 0 && st.depth == 0, "gauges recounted after the outside change");
 
 	sink_url(&s2, "/new-lane", url2, sizeof(url2));
 	item_make(&b, url2, "r", "E2", "COMPLETED", "e2");
@@ -1100,7 +1164,7 @@ static void test_async(void)
 	ok(pthread_equal(res[0].thread, pthread_self()), "on the base's thread");
 	is_int(res[0].result, QUEUE_STORED, "stored");
 	is_str(res[0].delivery_id, "a0", "receipt delivery id");
-	store_open(path, 0, 1000, &st, &err);
+	test_store_open(path, &st, &err);
 	if (ok(store_get(st, res[0].id, &row, &err) == 0, "row in the store")) {
 		is_str(row.body, "{\"id\":\"A0\",\"state\":\"COMPLETED\"}",
 		       "body as it was at the call (copied)");
@@ -1302,7 +1366,7 @@ static void test_cli(void)
 	enqueue(q, url, "ra", "C1", "COMPLETED", "c1c", NULL);
 	enqueue(q, url, "rb", "C2", "COMPLETED", "c2", NULL);
 	queue_free(q); /* never started: rows stay pending */
-	store_open(path, 0, 1000, &st, &err);
+	test_store_open(path, &st, &err);
 	store_dead(st, 2, 0, 1, wall_ms(), 500, "gave up after 1 attempt: HTTP 500", &err);
 
 	is_int(cli("--store", path, "list", NULL), 0, "list: exit 0");
@@ -1364,7 +1428,10 @@ static void test_cli(void)
 
 	snprintf(conf, sizeof(conf), "%s/cli.conf", tmpdir);
 	f = fopen(conf, "w");
-	fprintf(f, "queue = { path = \"q%d.db\"; };\n", store_seq);
+	if (pg_host[0])
+		fprintf(f, "shared = { url = \"%s\"; };\n", path);
+	else
+		fprintf(f, "queue = { path = \"q%d.db\"; };\n", store_seq);
 	fclose(f);
 	is_int(cli("--config", conf, "stats", NULL), 0, "--config: relative path resolved");
 	ok(strstr(out_buf, "webhook_bridge_queue_depth 0") != NULL, "same store, now empty");
@@ -1423,6 +1490,13 @@ int main(void)
 	char cmd[128];
 
 	signal(SIGPIPE, SIG_IGN);
+	if (getenv("BRIDGE_TEST_PG_URL")) {
+		const char *h = strstr(getenv("BRIDGE_TEST_PG_URL"), "host=");
+
+		snprintf(pg_host, sizeof(pg_host), "%s", h ? h + 5 : "");
+		pg_host[strcspn(pg_host, "&")] = '\0';
+		printf("# engine: PostgreSQL (socket in %s)\n", pg_host);
+	}
 	evthread_use_pthreads();
 	base = event_base_new();
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_queue.XXXXXX");

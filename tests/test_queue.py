@@ -8,6 +8,9 @@ a 202 must have reached the endpoint (lost = 0).
 
     tests/test_queue.py                       the suite (short crash test: 10 s, 3 kills)
     tests/test_queue.py --soak SECONDS KILLS  only the crash test, longer (tests/crash.sh)
+
+tests/test_queue_pg.py runs the same suite on the PostgreSQL engine (a
+`shared` group instead of queue.path, one database per store name).
 """
 
 import http.client
@@ -38,11 +41,24 @@ def queued_route(name, endpoint, **kw):
     return r
 
 
+# The PostgreSQL cluster when the suite runs on the shared engine
+# (tests/test_queue_pg.py), else None: SQLite.
+PG = None
+_pg_urls = {}
+
+
 def queue_config(tmp, routes, port=0, store="queue.db", **queue):
     q = {"path": store}
     q.update(FAST_QUEUE)
     q.update(queue)
-    return bt.config_text(routes, port=port, queue=q, workers=2)
+    if PG is None:
+        return bt.config_text(routes, port=port, queue=q, workers=2)
+    del q["path"]
+    name = store.rsplit(".", 1)[0]
+    if name not in _pg_urls:
+        _pg_urls[name] = PG.database("q_" + name)
+    return bt.config_text(routes, port=port, queue=q, workers=2,
+                          shared={"url": _pg_urls[name], "lease_ms": 3000})
 
 
 def v1_post(doc, pid, state="complete"):
@@ -293,6 +309,53 @@ def t_503(t, tmp, doc):
     finally:
         bt.stop_and_check(t, b)
 
+    if PG is None:
+        t_503_disk(t, tmp, doc)
+    else:
+        t_503_pg_down(t, tmp, doc)
+
+
+def t_503_pg_down(t, tmp, doc):
+    """PostgreSQL stopped: 503 queue_unavailable with Retry-After, never 202,
+    /readyz 503; started again: the bridge recovers by itself."""
+    sink = bt.Sink()
+    try:
+        cfg = queue_config(tmp, [queued_route("q", sink.url("/pgdown"))], store="pgdown.db")
+        b = bt.Bridge(tmp, cfg, "pgdown.conf").start()
+        try:
+            r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+            t.is_(r.status, 202, "stored while PostgreSQL runs", repr(r))
+            acked = [r.json()["delivery_id"]] if r.status == 202 else []
+            PG.stop("fast")
+            statuses = []
+            for _ in range(5):
+                r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+                statuses.append(r.status)
+            t.is_(sorted(set(statuses)), [503], "PostgreSQL down: every post 503, never 202")
+            d = bt.check_json_response(t, r, 503, "PostgreSQL down", error="queue_unavailable")
+            t.ok(r.header("Retry-After") is not None, "503 with Retry-After", repr(r))
+            t.ok(bt.wait_for(lambda: bt.curl(b.admin_url("/readyz")).status == 503, 10),
+                 "/readyz 503 while PostgreSQL is down")
+            PG.start()
+            t.ok(bt.wait_for(lambda: bt.curl(b.admin_url("/readyz")).status == 200, 20,
+                             step=0.2), "/readyz 200 again once PostgreSQL is back (no restart)")
+            r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+            t.is_(r.status, 202, "stores again", "%r\nthe bridge's last store errors:\n%s" % (
+                r, "".join([x for x in b.err_lines if "queue_store_error" in x][-3:])))
+            if r.status == 202:
+                acked.append(r.json()["delivery_id"])
+            t.ok(bt.wait_for(lambda: set(acked) <= set(
+                x.header("X-Bridge-Delivery-Id") for x in sink.requests), 20),
+                "every 202 delivered (%d)" % len(acked))
+        finally:
+            if not PG.running:
+                PG.start()
+            bt.stop_and_check(t, b)
+    finally:
+        sink.stop()
+
+
+def t_503_disk(t, tmp, doc):
     # the store's file may not grow (RLIMIT_FSIZE, SIGXFSZ ignored): like a full disk
     sink = bt.Sink()
     try:
@@ -478,19 +541,23 @@ class CrashRun:
         b.start(timeout=30)
         self.bridge = b
 
-    def kill_bridge(self):
-        b = self.bridge
-        self.bridge = None
+    def kill_bridge(self, b=None):
+        """SIGKILL (this run's bridge, or b), keeping what it wrote."""
+        if b is None:
+            b, self.bridge = self.bridge, None
         b.kill()
         for th in b._threads:
             th.join(5)
         self.stderr.append(b.stderr)
         self.kills += 1
 
+    def target_port(self):
+        return self.port
+
     def post(self, body):
         """202 -> the JSON answer; anything else -> None."""
         try:
-            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            c = http.client.HTTPConnection("127.0.0.1", self.target_port(), timeout=5)
             c.request("POST", "/", body, {"Content-Type": "application/json"})
             r = c.getresponse()
             data = r.read()
@@ -504,6 +571,20 @@ class CrashRun:
                 self.other_status.append(r.status)
         return None
 
+    def post_until_acked(self, body, tries):
+        """Like a sender: post again until acknowledged (or told to stop)."""
+        got = None
+        for _ in range(tries):
+            with self.lock:
+                self.posted += 1
+            got = self.post(body)
+            if got or self.stop_posting.is_set():
+                break
+            with self.lock:
+                self.not_acked += 1
+            time.sleep(0.05)
+        return got
+
     def poster(self, seed):
         rnd = random.Random(seed)
         while not self.stop_posting.is_set():
@@ -513,16 +594,7 @@ class CrashRun:
             ids = []
             for st in states:
                 body = v1_post(self.doc, pid, st)
-                got = None
-                for _ in range(40):  # like a sender: retry until acknowledged
-                    with self.lock:
-                        self.posted += 1
-                    got = self.post(body)
-                    if got or self.stop_posting.is_set():
-                        break
-                    with self.lock:
-                        self.not_acked += 1
-                    time.sleep(0.05)
+                got = self.post_until_acked(body, 40)
                 if not got:
                     break
                 with self.lock:
@@ -571,6 +643,15 @@ class CrashRun:
             time.sleep(rnd.uniform(0.0, 0.3))
             self.start_bridge()
         time.sleep(max(0.0, t0 + self.duration - time.monotonic()))
+        elapsed, finished = self.drain(threads, t0)
+        stats = queue_cli(self.bridge.config_path, "stats").stdout
+        rc = self.bridge.stop()
+        self.stderr.append(self.bridge.stderr)
+        return self.report(t, elapsed, finished, stats, rc)
+
+    def drain(self, threads, t0, timeout=None):
+        """Stop the posters, bring the endpoint up and wait until every
+        acknowledged delivery was accepted: (elapsed, drained in time)."""
         self.stop_posting.set()
         for th in threads:
             th.join(30)
@@ -581,11 +662,9 @@ class CrashRun:
             with self.endpoint.lock:
                 ok = set(r[0] for r in self.endpoint.records if r[3] == 200)
             return set(self.acked) <= ok
-        finished = bt.wait_for(drained, 120 if self.duration > 30 else 60, step=0.2)
-        stats = queue_cli(self.bridge.config_path, "stats").stdout
-        rc = self.bridge.stop()
-        self.stderr.append(self.bridge.stderr)
-        return self.report(t, elapsed, finished, stats, rc)
+        if timeout is None:
+            timeout = 120 if self.duration > 30 else 60
+        return elapsed, bt.wait_for(drained, timeout, step=0.2)
 
     def report(self, t, elapsed, finished, stats, rc):
         with self.endpoint.lock:
@@ -636,8 +715,10 @@ def t_crash(t, tmp, doc, duration, kills):
     CrashRun(tmp, doc, duration, kills).run(t)
 
 
-def main():
+def main(engine_note=None):
     t = bt.Tap()
+    if engine_note:
+        t.diag(engine_note)
     tmp = bt.TempDir()
     _, _, doc = bt.v1_fixture()
     try:

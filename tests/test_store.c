@@ -18,46 +18,14 @@
 #include <sqlite3.h>
 
 #include "bridge/store.h"
+#include "store_items.h"
 #include "tap.h"
 
 static char tmpdir[64];
 static int64_t now = 1700000000000LL;
 
-static void item_init(struct store_item *it, const char *route, const char *pid, const char *state,
-		      const char *did, const char *body)
-{
-	static const struct upstream_header h[] = {
-		{ "Content-Type", "application/json" },
-		{ "Authorization", "Bearer tok" },
-		{ "X-Qualifio-Signature", "sha256=00ff" },
-	};
 
-	memset(it, 0, sizeof(*it));
-	it->route = route;
-	it->endpoint = "http://127.0.0.1:9/hook";
-	it->timeout_ms = 1000;
-	it->delivery_id = did;
-	it->participation_id = pid;
-	it->state = state;
-	it->body = body;
-	it->len = strlen(body);
-	it->headers = h;
-	it->n_headers = 3;
-}
-
-static int insert1(struct store *s, const struct store_item *it, struct store_receipt *r)
-{
-	const struct store_item *items[1] = { it };
-	struct bridge_error err;
-	int res = -7;
-
-	bridge_error_clear(&err);
-	if (store_insert(s, items, 1, now, &res, r, &err) < 0) {
-		printf("# insert failed: %s\n", err.message);
-		return -1;
-	}
-	return res;
-}
+#define insert1(s, it, r) store_insert1((s), (it), now, (r))
 
 static size_t due(struct store *s, const char *endpoint, int64_t at, struct store_row *rows,
 		  size_t max)

@@ -52,26 +52,31 @@ struct event_base;
 #define QUEUE_POLL_MS 1000 /* the scheduler looks at the store at least this often */
 
 struct queue_config {
-	char *path;                   /* the store; NULL when the config has no `queue` group */
-	int max_attempts;             /* 10 */
-	int max_age_s;                /* 86400 */
-	int backoff_base_ms;          /* 1000 */
-	int backoff_max_ms;           /* 600000 */
+	char *path; /* the SQLite store; NULL when the config names none */
+	struct shared_config
+		shared;      /* shared.url set: the store is PostgreSQL unless path is set */
+	int max_attempts;    /* 10 */
+	int max_age_s;       /* 86400 */
+	int backoff_base_ms; /* 1000 */
+	int backoff_max_ms;  /* 600000 */
 	int per_endpoint_concurrency; /* 4 */
 	long long max_depth;          /* 1000000 pending rows; beyond, enqueue fails (503) */
 };
 
-void queue_config_default(struct queue_config *c); /* path NULL */
-void queue_config_clear(struct queue_config *c);   /* frees path; accepts zeroed */
+void queue_config_default(struct queue_config *c); /* path NULL, no shared store */
+void queue_config_clear(struct queue_config *c);   /* frees path and shared; accepts zeroed */
+/* Whether queued delivery has a store: queue.path or a shared group. */
+int queue_config_has_store(const struct queue_config *c);
 
 /* Read the optional top-level group
  *   queue = { path = "queue.db"; max_attempts = 10; max_age_s = 86400;
  *             backoff_base_ms = 1000; backoff_max_ms = 600000;
  *             per_endpoint_concurrency = 4; max_depth = 1000000; };
- * into ret (defaults for what is absent; path resolved against the folder of
- * `file`; path is required when the group is present).  Every problem goes
- * to d as file:line; returns -1 if there was one.  Absent group: 0 with
- * ret->path NULL. */
+ * and the top-level `shared` group (shared.h) into ret (defaults for what is
+ * absent; path resolved against the folder of `file`; path is required when
+ * the group is present and there is no `shared` group).  Every problem goes
+ * to d as file:line; returns -1 if there was one.  Absent groups: 0 with
+ * ret->path and ret->shared.url NULL. */
 int queue_config_load(const config_setting_t *root, const char *file, struct queue_config *ret,
 		      struct diag *d);
 
@@ -113,7 +118,12 @@ typedef void (*queue_event_cb)(const struct queue_event *ev, void *arg);
 struct queue;
 
 /* Opens (creating on first use) the store at c->path and takes its lock
- * file (path + ".lock"): a second serve on the same store fails here.  lim
+ * file (path + ".lock"): a second serve on the same store fails here.
+ * Without c->path, the shared store of c->shared: several bridges use it at
+ * once; each attempt runs under a lease renewed every lease_ms / 3, and
+ * other bridges' changes wake the scheduler (LISTEN/NOTIFY, polling every
+ * QUEUE_POLL_MS as the fallback).  PostgreSQL unreachable at start is no
+ * error: enqueues fail (503) and queue_ready says so until it answers.  lim
  * (may be NULL) bounds responses; its max_connections is replaced by
  * per_endpoint_concurrency.  cb (may be NULL) hears about every attempt. */
 int queue_new(const struct queue_config *c, const struct upstream_limits *lim, queue_event_cb cb,

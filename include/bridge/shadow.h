@@ -164,6 +164,19 @@ char *shadow_result_json(const struct shadow_result *r);
 /* Free what r holds and zero it.  Accepts NULL and a zeroed struct. */
 void shadow_result_clear(struct shadow_result *r);
 
+/* Keep the waiting entries and the totals in a shared store (store.h, the
+ * PostgreSQL engine; not owned, it must outlive s) instead of this
+ * process's memory, so that several bridges correlate with each other:
+ * an offer meets the other side whichever bridge took it, each pair is
+ * compared once (by the bridge that took the second side), shadow_expire
+ * sweeps the whole store (one bridge at a time: the others skip), and
+ * shadow_summary_json and shadow_waiting give the cluster's figures
+ * ("paths.other" stays 0).  Offers then make database round trips on the
+ * calling thread; a store error refuses the offer (-1).  Call before any
+ * offer. */
+struct store;
+void shadow_use_store(struct shadow *s, struct store *st);
+
 /* Entries waiting for their other side now. */
 size_t shadow_waiting(struct shadow *s);
 

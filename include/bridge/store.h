@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "bridge/diag.h"
+#include "bridge/shared.h"
 #include "bridge/upstream.h"
 
 #define STORE_BODY_MAX     (16u * 1024 * 1024) /* one row's body */
@@ -59,7 +60,47 @@ enum store_open_flags {
 int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct store **ret,
 	       struct bridge_error *err);
 void store_close(struct store *s); /* accepts NULL */
+/* How the store is named in messages: the SQLite file, or the shared
+ * store's URL (any password masked). */
 const char *store_path(const struct store *s);
+
+/* The same store on PostgreSQL, shared by several bridges (store_pg.h says
+ * how; every function below works on both).  The connections open on first
+ * use, and a first connection with STORE_CREATE creates or migrates the
+ * schema; an unreachable database is an error of each call, not of this
+ * one, so a bridge started while PostgreSQL is down recovers when it
+ * returns.  Differences from the SQLite engine:
+ *  - store_due claims: each row it returns is leased to this store (its
+ *    holder, store_holder()) for shared_config.lease_ms, and no other
+ *    store's store_due returns it before the lease expires; store_renew
+ *    extends it while the attempt runs.
+ *  - store_apply applies an outcome only while this store holds the row's
+ *    lease, or no store does (a stale holder's outcome, once another store
+ *    claimed the row, changes nothing).
+ *  - store_changed_elsewhere always says 1; store_watch_fd is a socket that
+ *    becomes readable when another bridge changed the store (after
+ *    store_watch_drain returned > 0).
+ */
+int store_open_shared(const struct shared_config *c, unsigned flags, struct store **ret,
+		      struct bridge_error *err);
+int store_is_shared(const struct store *s);
+/* The lease holder of a shared store ("instance/pid/random"); "" for SQLite. */
+const char *store_holder(const struct store *s);
+/* The schema version in the store (0: none yet; never creates it); -1 on
+ * error.  store_schema_known: the version this build writes (shared). */
+int store_schema_version(struct store *s, struct bridge_error *err);
+int store_schema_known(void);
+/* Extend the leases of these rows (SQLite: nothing to do, *ret_renewed = n). */
+int store_renew(struct store *s, const int64_t *ids, size_t n, size_t *ret_renewed,
+		struct bridge_error *err);
+/* Give up every lease this store holds (a clean stop: other bridges take
+ * the rows at once instead of after the lease).  SQLite: nothing to do. */
+int store_release(struct store *s, struct bridge_error *err);
+/* The wake-up socket (scheduler thread only), -1 when there is none (SQLite,
+ * or the shared store is unreachable: poll).  drain: the number of wake-ups
+ * read, -1 when the socket broke (ask store_watch_fd again later). */
+int store_watch_fd(struct store *s);
+int store_watch_drain(struct store *s);
 
 /* What one delivery is made of; every string is copied. */
 struct store_item {
@@ -238,6 +279,89 @@ struct store_recover_report {
  * file's schema cannot be read...). */
 int store_recover(const char *damaged, const char *out, struct store_recover_report *ret,
 		  struct bridge_error *err);
+
+/* ---- the shared dry-run shadow store (PostgreSQL engine only) ----
+ *
+ * What shadow.c keeps in memory on one bridge, kept in the shared store so
+ * that the translated v2 and the real v2 of one participation meet
+ * whichever bridges took them.  Each key (route, upper-cased id, upper-cased
+ * state) is handled under its own advisory lock, so an offer either takes
+ * the other side (exactly once: it is deleted in the same transaction) or
+ * stores its own.  Ages are in the database's clock.  The SQLite engine has
+ * none of this (the shadow store stays in memory): -1. */
+
+struct store_shadow_offer {
+	const char *route, *id_key, *state_key; /* the key */
+	int side;                               /* enum shadow_side */
+	const char *participation_id, *state;   /* as offered */
+	const char *body;                       /* bytes kept (none when too_large) */
+	size_t len;
+	long long body_len; /* bytes offered */
+	int too_large;
+	const char *trace; /* NUL-terminated, or NULL */
+	int trace_dropped;
+	unsigned key_hash; /* the key's advisory lock */
+};
+
+/* An entry read back; every string malloc'd (store_shadow_entry_clear). */
+struct store_shadow_entry {
+	int present;
+	int side;
+	char *route, *participation_id, *state, *instance;
+	char *body; /* NUL-terminated; len bytes */
+	size_t len;
+	long long body_len;
+	int too_large;
+	char *trace; /* NULL when none */
+	size_t trace_len;
+	int trace_dropped;
+	long long age_ms;
+};
+void store_shadow_entry_clear(struct store_shadow_entry *e);
+
+/* Offer one side: 1 and *ret_other when the other side waited (younger
+ * than ttl_ms; it is gone from the store now), else 0 with the offer stored
+ * (*ret_duplicate 1 when it replaced a waiting entry of its side).  An entry
+ * of the key older than ttl_ms met on the way is removed and returned in
+ * *ret_expired.  Counts the offer ("seen_*", "duplicates", "expired_*"). */
+int store_shadow_offer(struct store *s, const struct store_shadow_offer *o, long ttl_ms,
+		       struct store_shadow_entry *ret_other, struct store_shadow_entry *ret_expired,
+		       int *ret_duplicate, struct bridge_error *err);
+
+/* One difference of a comparison, for the cluster's totals. */
+struct store_shadow_path {
+	const char *path;
+	int kind;         /* enum jsondiff_kind: 0 added, 1 removed, 2 changed */
+	const char *rule; /* "file:line", "unmapped" or NULL */
+};
+/* Add to the cluster's counters (names as shadow_summary_json's, e.g.
+ * "identical") and differing paths, in one transaction. */
+int store_shadow_count(struct store *s, const char *const *names, const long long *n, size_t k,
+		       const struct store_shadow_path *paths, size_t n_paths,
+		       struct bridge_error *err);
+
+/* The cluster's totals: count_cb per counter, path_cb per differing path
+ * (most counted first, at most max_paths; rule: the one most often named,
+ * or NULL), waiting[side] the entries waiting now. */
+struct store_shadow_path_total {
+	const char *path;
+	long long count, added, removed, changed, unmapped;
+	const char *rule;
+	long long rule_n;
+};
+int store_shadow_totals(struct store *s, size_t max_paths,
+			void (*count_cb)(const char *name, long long n, void *arg),
+			void (*path_cb)(const struct store_shadow_path_total *t, void *arg),
+			void *arg, long long waiting[2], struct bridge_error *err);
+
+/* Remove what waited ttl_ms or longer, then the oldest beyond max_entries,
+ * and pass each to cb with reason "ttl" or "capacity" (after the commit).
+ * One bridge at a time: when another holds the sweep's lock, nothing is
+ * done and *ret_swept is 0. */
+int store_shadow_sweep(struct store *s, long ttl_ms, size_t max_entries,
+		       void (*cb)(const struct store_shadow_entry *e, const char *reason,
+				  void *arg),
+		       void *arg, int *ret_swept, struct bridge_error *err);
 
 /* ---- operator commands (the `queue` command) ---- */
 

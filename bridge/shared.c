@@ -1,0 +1,167 @@
+/*
+ * shared: reading the `shared` group.  The URL is checked with libpq's own
+ * parser, so what `check` accepts is what the connection will understand.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "bridge/cfg.h"
+#include "bridge/shared.h"
+
+void shared_config_default(struct shared_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->connections = 4;
+	c->lease_ms = 30000;
+}
+
+void shared_config_clear(struct shared_config *c)
+{
+	if (!c)
+		return;
+	free(c->url);
+	if (c->password) {
+		explicit_bzero(c->password, strlen(c->password));
+		free(c->password);
+	}
+	free(c->instance);
+	shared_config_default(c);
+}
+
+static int dup_opt(char **dst, const char *src)
+{
+	*dst = NULL;
+	if (!src)
+		return 0;
+	*dst = strdup(src);
+	return *dst ? 0 : -1;
+}
+
+int shared_config_copy(struct shared_config *ret, const struct shared_config *c)
+{
+	*ret = *c;
+	if (dup_opt(&ret->url, c->url) < 0 || dup_opt(&ret->password, c->password) < 0 ||
+	    dup_opt(&ret->instance, c->instance) < 0) {
+		free(ret->url);
+		free(ret->password);
+		free(ret->instance);
+		shared_config_default(ret);
+		return -1;
+	}
+	return 0;
+}
+
+/* What libpq makes of the URL: an error text, or whether it holds a
+ * password. */
+static int url_check(const char *url, int *ret_has_password, char *why, size_t cap)
+{
+	char *msg = NULL;
+	PQconninfoOption *opts = PQconninfoParse(url, &msg);
+
+	*ret_has_password = 0;
+	if (!opts) {
+		size_t n;
+
+		snprintf(why, cap, "%s", msg ? msg : "out of memory");
+		n = strlen(why);
+		while (n && (why[n - 1] == '\n' || why[n - 1] == ' '))
+			why[--n] = '\0';
+		PQfreemem(msg);
+		return -1;
+	}
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+		if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
+			*ret_has_password = 1;
+	PQconninfoFree(opts);
+	return 0;
+}
+
+int shared_config_load(const config_setting_t *root, const char *file, struct shared_config *ret,
+		       struct diag *d)
+{
+	static const char *const keys[] = { "url",         "password", "password_file",
+					    "connections", "lease_ms", "instance",
+					    NULL };
+	const config_setting_t *g;
+	const char *v;
+	char why[300];
+	long long n;
+	size_t len;
+	int before = d->count, has_password;
+
+	shared_config_default(ret);
+	g = cfg_get_group(root, "shared", file, d);
+	if (!g)
+		return d->count > before ? -1 : 0;
+	cfg_check_keys(g, keys, file, d);
+	if (cfg_get_text(g, "url", &v, file, d) == 1) {
+		const config_setting_t *s = config_setting_get_member(g, "url");
+
+		if (url_check(v, &has_password, why, sizeof(why)) < 0)
+			diag_add(d, cfg_file(s, file), cfg_line(s),
+				 "'url' is not a PostgreSQL URL: %s", why);
+		else if (has_password)
+			diag_add(d, cfg_file(s, file), cfg_line(s),
+				 "'url' holds a password: put it in a file and name it with "
+				 "'password_file'");
+		else if (!(ret->url = strdup(v)))
+			diag_add(d, file, 0, "out of memory");
+	} else if (!config_setting_get_member(g, "url")) {
+		diag_add(d, cfg_file(g, file), cfg_line(g),
+			 "'shared' needs a 'url', e.g. url = "
+			 "\"postgresql://bridge@/bridge?host=/run/postgresql\"");
+	}
+	cfg_get_secret(g, "password", &ret->password, &len, file, d);
+	if (cfg_get_int(g, "connections", 2, 64, &n, file, d) == 1)
+		ret->connections = (int)n;
+	if (cfg_get_int(g, "lease_ms", 1000, 3600000, &n, file, d) == 1)
+		ret->lease_ms = (int)n;
+	if (cfg_get_text(g, "instance", &v, file, d) == 1) {
+		const config_setting_t *s = config_setting_get_member(g, "instance");
+
+		if (strlen(v) > SHARED_INSTANCE_MAX || strpbrk(v, "/ \t"))
+			diag_add(d, cfg_file(s, file), cfg_line(s),
+				 "'instance' must be at most %d characters, without '/' or "
+				 "spaces",
+				 SHARED_INSTANCE_MAX);
+		else if (!(ret->instance = strdup(v)))
+			diag_add(d, file, 0, "out of memory");
+	}
+	if (d->count == before && ret->url && !ret->instance) {
+		char host[SHARED_INSTANCE_MAX + 1] = "";
+
+		if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
+			snprintf(host, sizeof(host), "bridge");
+		host[strcspn(host, "/ \t")] = '\0';
+		if (!(ret->instance = strdup(host)))
+			diag_add(d, file, 0, "out of memory");
+	}
+	if (d->count > before) {
+		shared_config_clear(ret);
+		return -1;
+	}
+	return 0;
+}
+
+const char *shared_url_shown(const char *url, char *buf, size_t cap)
+{
+	const char *scheme = strstr(url, "://"), *at, *colon, *end;
+
+	if (!scheme) {
+		snprintf(buf, cap, "%s", url);
+		return buf;
+	}
+	end = scheme + 3 + strcspn(scheme + 3, "/?");
+	at = memchr(scheme + 3, '@', (size_t)(end - scheme - 3));
+	colon = at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
+	if (!colon) {
+		snprintf(buf, cap, "%s", url);
+		return buf;
+	}
+	snprintf(buf, cap, "%.*s:***%s", (int)(colon - url), url, at);
+	return buf;
+}
