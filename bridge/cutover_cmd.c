@@ -92,9 +92,13 @@ static int open_backend(const struct bridge_config *cfg, int create, struct cuto
 			struct bridge_error *err)
 {
 	int shared = 0;
-	char *path = cutover_store_path(cfg, &shared);
+	char *path;
 	int rc;
 
+	/* several bridges: the state is theirs, in the shared store */
+	if (cfg->queue.shared.url)
+		return cutover_shared_open(&cfg->queue.shared, create, b, err);
+	path = cutover_store_path(cfg, &shared);
 	if (!path)
 		return bridge_error_set(err, "out of memory");
 	/* the queue's store is the queue's to create */

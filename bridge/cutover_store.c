@@ -13,6 +13,7 @@
 #include "bridge/cfg.h"
 #include "bridge/config.h"
 #include "bridge/cutover.h"
+#include "bridge/store.h"
 
 #define QUEUE_APPLICATION_ID   0x57484251 /* the queue store's ("WHBQ") */
 #define CUTOVER_APPLICATION_ID 0x57484243 /* a state file of its own ("WHBC") */
@@ -239,6 +240,113 @@ int cutover_sqlite_open(const char *path, int create, struct cutover_backend *re
 	ret->ops = &sqlite_ops;
 	ret->impl = q;
 	if (asprintf(&ret->where, "sqlite:%s", path) < 0)
+		ret->where = NULL;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the shared engine: table cutover_state of the shared store (store.h) */
+
+struct pgc {
+	struct store *st;
+	long long version;
+};
+
+struct pgc_load {
+	int (*cb)(const struct cutover_row *r, void *arg);
+	void *arg;
+};
+
+static int pgc_row(const char *route, int ramp, int status, long long changed_ms, const char *by,
+		   void *arg)
+{
+	struct pgc_load *l = arg;
+	struct cutover_row r;
+
+	memset(&r, 0, sizeof(r));
+	snprintf(r.route, sizeof(r.route), "%s", route);
+	r.ramp = ramp;
+	r.status = (enum cutover_status)status;
+	r.changed_ms = changed_ms;
+	snprintf(r.by, sizeof(r.by), "%s", by);
+	return l->cb(&r, l->arg);
+}
+
+static int pgc_load_rows(void *impl, int (*cb)(const struct cutover_row *r, void *arg), void *arg,
+			 struct bridge_error *err)
+{
+	struct pgc *q = impl;
+	struct pgc_load l = { cb, arg };
+
+	return store_cutover_load(q->st, pgc_row, &l, err);
+}
+
+static int pgc_init(void *impl, const struct cutover_row *r, int *ret_inserted,
+		    struct bridge_error *err)
+{
+	struct pgc *q = impl;
+
+	return store_cutover_put(q->st, r->route, r->ramp, (int)r->status, r->changed_ms, r->by, 1,
+				 ret_inserted, err);
+}
+
+static int pgc_set(void *impl, const struct cutover_row *r, struct bridge_error *err)
+{
+	struct pgc *q = impl;
+
+	return store_cutover_put(q->st, r->route, r->ramp, (int)r->status, r->changed_ms, r->by, 0,
+				 NULL, err);
+}
+
+/* Every write takes the next number of a sequence: a higher highest one is
+ * another writer's change (or this one's: applying it again is harmless). */
+static int pgc_changed(void *impl, struct bridge_error *err)
+{
+	struct pgc *q = impl;
+	long long v;
+
+	if (store_cutover_version(q->st, &v, err) < 0)
+		return -1;
+	if (v == q->version)
+		return 0;
+	q->version = v;
+	return 1;
+}
+
+static void pgc_close(void *impl)
+{
+	struct pgc *q = impl;
+
+	if (!q)
+		return;
+	store_close(q->st);
+	free(q);
+}
+
+static const struct cutover_store_ops shared_ops = {
+	.load = pgc_load_rows,
+	.init = pgc_init,
+	.set = pgc_set,
+	.changed = pgc_changed,
+	.close = pgc_close,
+};
+
+int cutover_shared_open(const struct shared_config *c, int create, struct cutover_backend *ret,
+			struct bridge_error *err)
+{
+	struct pgc *q = calloc(1, sizeof(*q));
+
+	memset(ret, 0, sizeof(*ret));
+	if (!q)
+		return bridge_error_set(err, "out of memory");
+	if (store_open_shared(c, create ? STORE_CREATE : 0, &q->st, err) < 0 ||
+	    pgc_changed(q, err) < 0) {
+		pgc_close(q);
+		return -1;
+	}
+	ret->ops = &shared_ops;
+	ret->impl = q;
+	if (asprintf(&ret->where, "%s", store_path(q->st)) < 0)
 		ret->where = NULL;
 	return 0;
 }

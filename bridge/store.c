@@ -797,6 +797,33 @@ int store_shadow_sweep(struct store *s, long ttl_ms, size_t max_entries,
 		     : no_shadow(err);
 }
 
+int store_cutover_load(struct store *s,
+		       int (*cb)(const char *route, int ramp, int status, long long changed_ms,
+				 const char *by, void *arg),
+		       void *arg, struct bridge_error *err)
+{
+	return s->pg ? store_pg_cutover_load(s->pg, cb, arg, err)
+		     : bridge_error_set(err,
+					"the cutover state is in the SQLite store's own table");
+}
+
+int store_cutover_put(struct store *s, const char *route, int ramp, int status,
+		      long long changed_ms, const char *by, int only_if_absent, int *ret_inserted,
+		      struct bridge_error *err)
+{
+	return s->pg ? store_pg_cutover_put(s->pg, route, ramp, status, changed_ms, by,
+					    only_if_absent, ret_inserted, err)
+		     : bridge_error_set(err,
+					"the cutover state is in the SQLite store's own table");
+}
+
+int store_cutover_version(struct store *s, long long *ret, struct bridge_error *err)
+{
+	return s->pg ? store_pg_cutover_version(s->pg, ret, err)
+		     : bridge_error_set(err,
+					"the cutover state is in the SQLite store's own table");
+}
+
 void store_shadow_entry_clear(struct store_shadow_entry *e)
 {
 	if (!e)

@@ -33,7 +33,7 @@
 #include "bridge/clock.h"
 #include "bridge/store_pg.h"
 
-#define PG_SCHEMA_VERSION 3
+#define PG_SCHEMA_VERSION 4
 #define PG_SHADOW_LOCK    0x5748       /* advisory locks of the shadow keys: (this, key hash) */
 #define PG_LOCK_KEY       "5712368401" /* advisory lock of schema changes ("WHBQ") */
 #define PG_CHANNEL        "webhook_bridge_queue"
@@ -111,11 +111,21 @@ static const char *const schema_v3[] = {
 	NULL,
 };
 
+/* Version 4: the cutover state of dual routes, shared by the bridges. */
+static const char *const schema_v4[] = {
+	"CREATE SEQUENCE cutover_seq",
+	"CREATE TABLE cutover_state (route text PRIMARY KEY, ramp integer NOT NULL,"
+	" status integer NOT NULL, changed_ms bigint NOT NULL, changed_by text NOT NULL,"
+	" seq bigint NOT NULL)",
+	NULL,
+};
+
 /* migrations[v]: the statements that bring version v - 1 to v */
 static const char *const *const migrations[PG_SCHEMA_VERSION + 1] = {
 	[1] = schema_v1,
 	[2] = schema_v2,
 	[3] = schema_v3,
+	[4] = schema_v4,
 };
 
 #define ROW_COLUMNS                                                                              \
@@ -1744,5 +1754,69 @@ out:
 	PQclear(gone[0]);
 	PQclear(gone[1]);
 	conn_give(p, pc);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* the shared cutover state */
+
+int store_pg_cutover_load(struct store_pg *p,
+			  int (*cb)(const char *route, int ramp, int status, long long changed_ms,
+				    const char *by, void *arg),
+			  void *arg, struct bridge_error *err)
+{
+	PGresult *r = query(p,
+			    "SELECT route, ramp, status, changed_ms, changed_by FROM cutover_state",
+			    NULL, err, "cannot read the cutover state");
+	int rc = 0;
+
+	if (!r)
+		return -1;
+	for (int i = 0; i < PQntuples(r) && rc == 0; i++)
+		rc = cb(PQgetvalue(r, i, 0), (int)get_i64(r, i, 1), (int)get_i64(r, i, 2),
+			get_i64(r, i, 3), PQgetvalue(r, i, 4), arg);
+	PQclear(r);
+	return rc;
+}
+
+int store_pg_cutover_put(struct store_pg *p, const char *route, int ramp, int status,
+			 long long changed_ms, const char *by, int only_if_absent,
+			 int *ret_inserted, struct bridge_error *err)
+{
+	static const char put_sql[] =
+		"INSERT INTO cutover_state (route, ramp, status, changed_ms, changed_by, seq)"
+		" VALUES ($1, $2, $3, $4, $5, nextval('cutover_seq'))";
+	char sql[512];
+	struct params q = { 0 };
+	PGresult *r;
+
+	if (ret_inserted)
+		*ret_inserted = 0;
+	snprintf(sql, sizeof(sql), "%s %s RETURNING 1", put_sql,
+		 only_if_absent ? "ON CONFLICT (route) DO NOTHING"
+				: "ON CONFLICT (route) DO UPDATE SET ramp = EXCLUDED.ramp,"
+				  " status = EXCLUDED.status, changed_ms = EXCLUDED.changed_ms,"
+				  " changed_by = EXCLUDED.changed_by, seq = EXCLUDED.seq");
+	par_text(&q, route);
+	par_int(&q, ramp);
+	par_int(&q, status);
+	par_int(&q, changed_ms);
+	par_text(&q, by);
+	r = query(p, sql, &q, err, "cannot store the cutover state");
+	if (!r)
+		return -1;
+	if (ret_inserted)
+		*ret_inserted = PQntuples(r) > 0;
+	PQclear(r);
+	return 0;
+}
+
+int store_pg_cutover_version(struct store_pg *p, long long *ret, struct bridge_error *err)
+{
+	int64_t v = 0;
+	int rc = one_int(p, "SELECT COALESCE(MAX(seq), 0) FROM cutover_state", NULL, &v, err,
+			 "cannot read the cutover state's version");
+
+	*ret = v;
 	return rc;
 }

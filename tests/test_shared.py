@@ -31,7 +31,7 @@ import test_queue as tq  # noqa: E402
 
 PG = None
 LEASE_MS = 2000
-SCHEMA = 3  # the shared store's schema version this build writes
+SCHEMA = 4  # the shared store's schema version this build writes
 
 
 def shared_config(url, routes, instance, port=0, **queue):
@@ -299,6 +299,60 @@ def t_shadow(t, tmp, doc):
 
 
 # --------------------------------------------------------------------------
+# the cutover state of dual routes, shared
+# --------------------------------------------------------------------------
+
+def t_cutover(t, tmp, doc):
+    """A ramp changed on one bridge (admin API) is followed by the other; the
+    cutover command changes it for both; a bridge started later takes the
+    stored ramp, not its config's."""
+    url = PG.database("cutover")
+    legacy, v2 = bt.Sink(), bt.Sink()
+    legacy.default = bt.Reply(200, body=b'{"ok":"v1"}')
+    route = bt.route("crm", "dual", endpoint=v2.url("/v2"), legacy_endpoint=legacy.url("/v1"),
+                     secret="s", timeout_ms=5000, cutover={"ramp": 10})
+    bridges = {}
+
+    def state(b):
+        d = bt.curl(b.admin_url("/cutover")).json() or {}
+        return next((r for r in d.get("routes", []) if r.get("route") == "crm"), {})
+
+    def change(b, payload):
+        tok = (bt.curl(b.admin_url("/cutover")).json() or {}).get("csrf_token", "")
+        return bt.curl(b.admin_url("/cutover/crm"), json.dumps(payload).encode(), method="POST",
+                       headers=["X-Bridge-Token: " + tok])
+    try:
+        for name in "ab":
+            bridges[name] = bt.Bridge(tmp, bt.config_text(
+                [route], path="/hook", workers=1, shared={"url": url, "instance": name}),
+                "cut-%s.conf" % name).start()
+        a, b = bridges["a"], bridges["b"]
+        t.is_((state(a).get("ramp"), state(b).get("ramp")), (10, 10),
+              "both start at the config's ramp, stored once")
+        t.is_(change(a, {"ramp": 40}).status, 200, "ramp 40 through a's admin API")
+        t.ok(bt.wait_for(lambda: state(b).get("ramp") == 40, 5),
+             "b follows within a second or so", state(b))
+        t.ok(any(x.get("event") == "cutover_followed" and x.get("ramp") == 40
+                 for x in b.log_records()), "b logs cutover_followed")
+        r = bt.run_cli(["cutover", "--config", b.config_path, "crm", "--ramp", "70"], t=t)
+        t.is_(r.rc, 0, "the cutover command on the shared store", r)
+        t.ok(bt.wait_for(lambda: state(a).get("ramp") == 70 and state(b).get("ramp") == 70, 5),
+             "both bridges follow the command")
+        bridges["c"] = bt.Bridge(tmp, bt.config_text(
+            [route], path="/hook", workers=1, shared={"url": url, "instance": "c"}),
+            "cut-c.conf").start()
+        t.is_(state(bridges["c"]).get("ramp"), 70,
+              "a bridge started later takes the stored ramp (its config says 10)")
+        t.is_(PG.psql("SELECT ramp FROM cutover_state WHERE route = 'crm'", db="cutover"), "70",
+              "the state is one row of cutover_state")
+    finally:
+        for x in bridges.values():
+            bt.stop_and_check(t, x)
+        legacy.stop()
+        v2.stop()
+
+
+# --------------------------------------------------------------------------
 # the multi-instance crash test
 # --------------------------------------------------------------------------
 
@@ -475,6 +529,7 @@ def main():
             t.run("dedup and order across bridges", t_dedup_and_order, tmp, doc)
             t.run("a killed bridge's deliveries", t_killed_bridge, tmp, doc)
             t.run("shadow comparison across bridges", t_shadow, tmp, doc)
+            t.run("cutover state across bridges", t_cutover, tmp, doc)
             t.run("multi-instance crash", t_crash, tmp, doc, 20.0, 4)
     finally:
         tmp.cleanup()

@@ -92,6 +92,11 @@ struct cutover_backend {
  * mode 0600 when create is set). */
 int cutover_sqlite_open(const char *path, int create, struct cutover_backend *ret,
 			struct bridge_error *err);
+/* The shared store (store.h): table cutover_state in the PostgreSQL
+ * database of the config's `shared` group, for every bridge on it. */
+struct shared_config;
+int cutover_shared_open(const struct shared_config *c, int create, struct cutover_backend *ret,
+			struct bridge_error *err);
 void cutover_backend_close(struct cutover_backend *b); /* accepts a zeroed one */
 
 /* The state file of a config: its queue store when it has one, else

@@ -363,6 +363,22 @@ int store_shadow_sweep(struct store *s, long ttl_ms, size_t max_entries,
 				  void *arg),
 		       void *arg, int *ret_swept, struct bridge_error *err);
 
+/* ---- the shared cutover state (PostgreSQL engine only) ----
+ * The rows of cutover.h's store, one per dual route, in table
+ * cutover_state; every write takes the next number of a sequence, so a
+ * bridge tells another's change by the highest number (store_cutover_version).
+ * The SQLite engine keeps them itself (cutover_store.c): -1 here. */
+int store_cutover_load(struct store *s,
+		       int (*cb)(const char *route, int ramp, int status, long long changed_ms,
+				 const char *by, void *arg),
+		       void *arg, struct bridge_error *err);
+/* Store one route's row; only_if_absent: keep a row already there
+ * (*ret_inserted 0). */
+int store_cutover_put(struct store *s, const char *route, int ramp, int status,
+		      long long changed_ms, const char *by, int only_if_absent, int *ret_inserted,
+		      struct bridge_error *err);
+int store_cutover_version(struct store *s, long long *ret, struct bridge_error *err);
+
 /* ---- operator commands (the `queue` command) ---- */
 
 struct store_filter {

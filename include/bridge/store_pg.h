@@ -84,6 +84,15 @@ int store_pg_shadow_sweep(struct store_pg *p, long ttl_ms, size_t max_entries,
 				     void *arg),
 			  void *arg, int *ret_swept, struct bridge_error *err);
 
+int store_pg_cutover_load(struct store_pg *p,
+			  int (*cb)(const char *route, int ramp, int status, long long changed_ms,
+				    const char *by, void *arg),
+			  void *arg, struct bridge_error *err);
+int store_pg_cutover_put(struct store_pg *p, const char *route, int ramp, int status,
+			 long long changed_ms, const char *by, int only_if_absent,
+			 int *ret_inserted, struct bridge_error *err);
+int store_pg_cutover_version(struct store_pg *p, long long *ret, struct bridge_error *err);
+
 /* Shared by both engines (bridge/store.c). */
 int store_row_checksum(const char *endpoint, const char *ca_file, int timeout_ms,
 		       const char *delivery_id, const char *headers, const void *body, size_t len,
