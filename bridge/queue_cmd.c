@@ -587,6 +587,12 @@ static int cmd_recover(const struct opts *o)
 			printf("unreadable: 0\n");
 		printf("ids given out: up to %lld (the new store goes on from there)\n",
 		       (long long)r.highest_id);
+		if (r.other_tables[0])
+			printf("other tables: %s (%lld row%s copied)%s%s%s\n", r.other_tables,
+			       (long long)r.other_rows, r.other_rows == 1 ? "" : "s",
+			       r.other_damaged[0] ? "; stopped at a read error in " : "",
+			       r.other_damaged,
+			       r.other_damaged[0] ? ": the rest of it is lost" : "");
 	}
 	free(out);
 	free(path);

@@ -1839,6 +1839,105 @@ done:
 	return 0;
 }
 
+/* "name" with its double quotes doubled, for SQL text. */
+static void sql_ident(char *dst, size_t cap, const char *name)
+{
+	size_t n = 0;
+
+	dst[n++] = '"';
+	for (; *name && n + 3 < cap; name++) {
+		if (*name == '"')
+			dst[n++] = '"';
+		dst[n++] = *name;
+	}
+	dst[n++] = '"';
+	dst[n] = '\0';
+}
+
+/* Copy one table that is not the bridge's own (the cutover state may live
+ * in the queue's store): created in the new store as it was created, then
+ * its readable rows.  A read error ends the table; it is named in
+ * rep->other_damaged. */
+static int recover_table(struct recover *r, const char *name, const char *create,
+			 struct bridge_error *err)
+{
+	struct store_recover_report *rep = r->rep;
+	sqlite3_stmt *src = NULL, *dst = NULL;
+	char ident[300], sql[1200];
+	int rc, n, cols;
+	size_t used;
+
+	sql_ident(ident, sizeof(ident), name);
+	if (exec_sql(r->dst, create, err) < 0)
+		return -1;
+	snprintf(sql, sizeof(sql), "SELECT * FROM %s", ident);
+	if (sqlite3_prepare_v2(r->src, sql, -1, &src, NULL) != SQLITE_OK) {
+		rc = SQLITE_CORRUPT;
+		goto done;
+	}
+	cols = sqlite3_column_count(src);
+	n = snprintf(sql, sizeof(sql), "INSERT INTO %s VALUES (", ident);
+	for (int i = 0; i < cols && n < (int)sizeof(sql) - 8; i++)
+		n += snprintf(sql + n, sizeof(sql) - (size_t)n, "%s?", i ? ", " : "");
+	snprintf(sql + n, sizeof(sql) - (size_t)n, ")");
+	if (sqlite3_prepare_v2(r->dst->db, sql, -1, &dst, NULL) != SQLITE_OK) {
+		sqlite3_finalize(src);
+		return db_fail(r->dst, err, "cannot copy a table");
+	}
+	while ((rc = sqlite3_step(src)) == SQLITE_ROW) {
+		sqlite3_reset(dst);
+		for (int i = 0; i < cols; i++)
+			sqlite3_bind_value(dst, i + 1, sqlite3_column_value(src, i));
+		if (sqlite3_step(dst) != SQLITE_DONE) {
+			sqlite3_finalize(src);
+			sqlite3_finalize(dst);
+			return db_fail(r->dst, err, "cannot copy a table's row");
+		}
+		rep->other_rows++;
+	}
+done:
+	sqlite3_finalize(src);
+	sqlite3_finalize(dst);
+	used = strlen(rep->other_tables);
+	snprintf(rep->other_tables + used, sizeof(rep->other_tables) - used, "%s%s",
+		 used ? ", " : "", name);
+	if (rc != SQLITE_DONE) {
+		used = strlen(rep->other_damaged);
+		snprintf(rep->other_damaged + used, sizeof(rep->other_damaged) - used, "%s%s",
+			 used ? ", " : "", name);
+	}
+	return 0;
+}
+
+/* Every table of the damaged store that is not the bridge's own. */
+static int recover_tables(struct recover *r, struct bridge_error *err)
+{
+	sqlite3_stmt *list;
+	int rc = 0;
+
+	if (sqlite3_prepare_v2(r->src,
+			       "SELECT name, sql FROM sqlite_master WHERE type = 'table'"
+			       " AND name NOT IN ('deliveries', 'store_probe')"
+			       " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND sql IS NOT NULL",
+			       -1, &list, NULL) != SQLITE_OK)
+		return 0; /* the schema was read once already: nothing else to copy */
+	while (rc == 0 && sqlite3_step(list) == SQLITE_ROW)
+		rc = recover_table(r, (const char *)sqlite3_column_text(list, 0),
+				   (const char *)sqlite3_column_text(list, 1), err);
+	sqlite3_finalize(list);
+	/* and their indexes, built anew from the copied rows */
+	if (rc == 0 && sqlite3_prepare_v2(r->src,
+					  "SELECT sql FROM sqlite_master WHERE type = 'index'"
+					  " AND tbl_name NOT IN ('deliveries', 'store_probe')"
+					  " AND sql IS NOT NULL",
+					  -1, &list, NULL) == SQLITE_OK) {
+		while (rc == 0 && sqlite3_step(list) == SQLITE_ROW)
+			rc = exec_sql(r->dst, (const char *)sqlite3_column_text(list, 0), err);
+		sqlite3_finalize(list);
+	}
+	return rc;
+}
+
 int store_recover(const char *damaged, const char *out, struct store_recover_report *ret,
 		  struct bridge_error *err)
 {
@@ -1916,6 +2015,8 @@ int store_recover(const char *damaged, const char *out, struct store_recover_rep
 	if (!r.in_tx && tx_begin(r.dst, err) < 0)
 		goto out;
 	r.in_tx = 1;
+	if (recover_tables(&r, err) < 0)
+		goto out;
 	/* ids the damaged store gave out are not given again */
 	snprintf(sql, sizeof(sql),
 		 "DELETE FROM sqlite_sequence WHERE name = 'deliveries';"

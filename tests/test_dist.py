@@ -37,7 +37,8 @@ def t_rules(_t):
     with open(RULES) as f:
         text = f.read()
     for name in ("WebhookBridgeEndpointFailing", "WebhookBridgeQueueGrowing",
-                 "WebhookBridgeDeadLetters", "WebhookBridgeReloadFailed",
+                 "WebhookBridgeDeadLetters", "WebhookBridgeQueueStoreCorrupt",
+                 "WebhookBridgeReloadFailed",
                  "WebhookBridgeShadowIdenticalRateDropping"):
         t.ok("alert: %s\n" % name in text, "rule %s shipped" % name)
         with open(RULES_TEST) as f:

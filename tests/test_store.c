@@ -490,12 +490,17 @@ static void test_integrity(void)
 	   "intact again when put back");
 	store_row_clear(&row);
 	raw_sql(path, "UPDATE deliveries SET body = CAST('{\"a\":3}' AS BLOB) WHERE id = 2;"
-		      "DELETE FROM deliveries WHERE id = 3");
+		      "DELETE FROM deliveries WHERE id = 3;"
+		      "CREATE TABLE other (k TEXT PRIMARY KEY, v INTEGER);"
+		      "CREATE INDEX other_v ON other (v);"
+		      "INSERT INTO other VALUES ('a', 1), ('b', 2)");
 	store_close(s);
 	s = NULL;
 	ok(store_recover(path, out, &rep, &err) == 0 && rep.saved == 2 && rep.pending == 1 &&
 		   rep.dead == 1 && rep.corrupt == 1 && rep.unreadable == 0 && rep.highest_id == 3,
 	   "recover: 2 saved (1 corrupt, as a dead letter), none unreadable, ids up to 3");
+	ok(rep.other_rows == 2 && strcmp(rep.other_tables, "other") == 0 && !rep.other_damaged[0],
+	   "recover: another table of the store copied with its rows");
 	ok(store_recover(path, out, &rep, &err) < 0 && strstr(err.message, "already exists"),
 	   "recover never overwrites");
 	if (!ok(store_open(out, STORE_VERIFY, 100, &s, &err) == 0, "the recovered store opens"))
@@ -509,6 +514,9 @@ static void test_integrity(void)
 		   strcmp(row.delivery_id, "d1") == 0,
 	   "the intact row is kept as it was");
 	store_row_clear(&row);
+	ok(raw_sql(out, "INSERT INTO other VALUES ('c', 3)") == 0 &&
+		   raw_sql(out, "INSERT INTO other VALUES ('a', 4)") < 0,
+	   "the copied table keeps its key");
 	item_init(&it, "r", "p4", "", "d4", "{\"a\":1}");
 	ok(insert1(s, &it, &r[0]) == STORE_INSERTED && r[0].id == 4,
 	   "a new row gets an id the damaged store never gave out");

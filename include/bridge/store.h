@@ -268,12 +268,18 @@ struct store_recover_report {
 	int64_t highest_id; /* the highest id the damaged store had given out */
 	char unreadable_ids[256]; /* "41-58, 77", cut with "..." */
 	char first_error[256];    /* what SQLite said at the first unreadable id */
+	/* tables of the store that are not the bridge's deliveries (the cutover
+	 * state may live there), copied as they are */
+	int64_t other_rows;
+	char other_tables[256];  /* their names, "" when none */
+	char other_damaged[256]; /* those whose copy stopped at a read error */
 };
 
 /* Read every row of the store at `damaged` that SQLite can still read (the
  * damaged file is only read) and write them with their ids, headers, body,
  * checksum and attempt state into a new store at `out` (which must not
- * exist; created 0600, the ids given out stay given out).  A row whose
+ * exist; created 0600, the ids given out stay given out), and every other
+ * table of the store with its readable rows.  A row whose
  * checksum does not match is saved as a dead letter saying so.  0 and the
  * report, or -1 when nothing could be written (out exists, the damaged
  * file's schema cannot be read...). */
