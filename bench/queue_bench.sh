@@ -178,7 +178,7 @@ queue_empty() { [ "$(metric "$1" webhook_bridge_queue_depth)" = 0 ]; }
 # json, DRAIN[MODE], ACKED[MODE], DELIVERED[MODE].
 declare -A RESULT DRAIN ACKED DELIVERED
 measure() { # MODE KIND(forward|sqlite|pg) N
-	local mode=$1 kind=$2 n=$3 i pids=() ports=() admins=() conns outs=() posts_start
+	local mode=$1 kind=$2 n=$3 i pids=() ports=() admins=() conns outs=() posts_start wpids
 	conns=$((CONNECTIONS / n))
 	[ "$kind" = pg ] && bench_pg_database "${mode//-/_}"
 	posts_start=$(bench_sink_posts)
@@ -194,16 +194,20 @@ measure() { # MODE KIND(forward|sqlite|pg) N
 	done
 	bench_log "$mode: $n bridge(s), warm-up ${WARMUP}s, then ${DURATION}s, $CONNECTIONS connections"
 	if [ "$WARMUP" -gt 0 ]; then
+		wpids=()
 		for i in $(seq 0 $((n - 1))); do
 			run_wrk "$WARMUP" "$BENCH_TMP/$mode-warmup-$i.out" "${ports[$i]}" "$conns" >/dev/null &
+			wpids+=($!)
 		done
-		wait
+		wait "${wpids[@]}" # the load only: the bridges and the sink run on
 	fi
+	wpids=()
 	for i in $(seq 0 $((n - 1))); do
 		run_wrk "$DURATION" "$BENCH_TMP/$mode-$i.out" "${ports[$i]}" "$conns" \
 			>"$BENCH_TMP/$mode-$i.json" &
+		wpids+=($!)
 	done
-	wait
+	wait "${wpids[@]}"
 	for i in $(seq 0 $((n - 1))); do outs+=("$(cat "$BENCH_TMP/$mode-$i.json")"); done
 	RESULT[$mode]=$("$BENCH_PY" -c '
 import json, sys
