@@ -12,7 +12,27 @@
 
 #include "bridge/config.h"
 #include "bridge/cutover.h"
+#include "bridge/shared.h"
 #include "tap.h"
+
+/* The store under test: SQLite in a file, or, with BRIDGE_TEST_PG_URL set
+ * (tests/with_pg.py), the shared PostgreSQL store of that database. */
+static int state_open(const char *path, int create, struct cutover_backend *b,
+		      struct bridge_error *err)
+{
+	const char *url = getenv("BRIDGE_TEST_PG_URL");
+	struct shared_config sc;
+	int rc;
+
+	if (!url || !*url)
+		return cutover_sqlite_open(path, create, b, err);
+	shared_config_default(&sc);
+	free(sc.url);
+	sc.url = strdup(url);
+	rc = cutover_shared_open(&sc, create, b, err);
+	shared_config_clear(&sc);
+	return rc;
+}
 
 struct events {
 	pthread_mutex_t lock;
@@ -212,12 +232,17 @@ static void t_sqlite(void)
 	ok(mkdtemp(dir) != NULL, "temp dir");
 	snprintf(path, sizeof(path), "%s/cutover.db", dir);
 	bridge_error_clear(&err);
-	is_int(cutover_sqlite_open(path, 0, &b1, &err), -1, "without create a missing file fails");
-	is_int(cutover_sqlite_open(path, 1, &b1, &err), 0, "created");
-	is_int(access(path, R_OK | W_OK), 0, "the file exists");
+	if (!getenv("BRIDGE_TEST_PG_URL")) {
+		is_int(cutover_sqlite_open(path, 0, &b1, &err), -1,
+		       "without create a missing file fails");
+		is_int(cutover_sqlite_open(path, 1, &b1, &err), 0, "created");
+		is_int(access(path, R_OK | W_OK), 0, "the file exists");
+	} else {
+		is_int(state_open(path, 1, &b1, &err), 0, "PostgreSQL: the schema set up");
+	}
 	c1 = cutover_new(&b1, on_event, &ev1);
 	is_int(cutover_configure(c1, cfg, &err), 0, "instance 1 configured");
-	is_int(cutover_sqlite_open(path, 0, &b2, &err), 0, "instance 2 opens the same file");
+	is_int(state_open(path, 0, &b2, &err), 0, "instance 2 opens the same store");
 	c2 = cutover_new(&b2, on_event, &ev2);
 	is_int(cutover_configure(c2, cfg2, &err), 0, "instance 2 configured (its config says 70)");
 	is_int(ev2.n[CUTOVER_EVENT_INITIAL], 0, "the stored row wins over the config");
@@ -239,7 +264,7 @@ static void t_sqlite(void)
 	cutover_free(c1);
 	cutover_free(c2);
 	/* a restart */
-	is_int(cutover_sqlite_open(path, 0, &b1, &err), 0, "reopened");
+	is_int(state_open(path, 0, &b1, &err), 0, "reopened");
 	c1 = cutover_new(&b1, NULL, NULL);
 	cutover_configure(c1, cfg, &err);
 	json = cutover_state_json(c1, cfg);

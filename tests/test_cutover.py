@@ -393,27 +393,48 @@ def t_persist(_t):
         b.kill()
 
 
+def follow_each_other(a, b, store):
+    """A ramp change on bridge A is in force on B, B's kill on A."""
+    t.is_(change(a, "crm", {"ramp": 100}).status, 200, "bridge A (%s): ramp 100" % store)
+    t.ok(bt.wait_for(lambda: state_of(b, "crm").get("ramp") == 100, 5),
+         "bridge B on the same store follows the same ramp")
+    code, body = Poster(b.port).post(v1(str(uuid.uuid4())))
+    t.ok(answered_by_v2(body), "... and routes by it: v2 answers on B", body)
+    t.is_(change(b, None, {}).status, 200, "bridge B: kill")
+    t.ok(bt.wait_for(lambda: state_of(a, "crm").get("status") == "killed", 5),
+         "bridge A follows the kill")
+    code, body = Poster(a.port).post(v1(str(uuid.uuid4())))
+    t.is_(body, V1_BODY, "... and routes by it: v1 answers on A")
+
+
 def t_two_instances(_t):
     legacy, v2 = sinks()
     cfg = bt.config_text([dual_route("crm", legacy, v2, {"ramp": 0})], path="/hook",
-                         workers=1, listen={"address": "127.0.0.1", "port": 0,
-                                            "path": "/hook", "reuseport": True})
+                         workers=1)
     env = state_env("two")
     a = bridge(cfg, "two-a", env)
     b = bridge(cfg, "two-b", env)
     try:
         t.is_(admin_json(a, "/cutover").get("store"), admin_json(b, "/cutover").get("store"),
               "both instances use one state store")
-        t.is_(change(a, "crm", {"ramp": 100}).status, 200, "instance A: ramp 100")
-        t.ok(bt.wait_for(lambda: state_of(b, "crm").get("ramp") == 100, 5),
-             "instance B follows the same ramp")
-        code, body = Poster(b.port).post(v1(str(uuid.uuid4())))
-        t.ok(answered_by_v2(body), "... and routes by it: v2 answers on B", body)
-        t.is_(change(b, None, {}).status, 200, "instance B: kill")
-        t.ok(bt.wait_for(lambda: state_of(a, "crm").get("status") == "killed", 5),
-             "instance A follows the kill")
+        follow_each_other(a, b, "SQLite")
     finally:
         finish([a, b], "instance", legacy, v2)
+
+
+def t_shared_pg(_t):
+    pg = bt.PgCluster().start()
+    legacy, v2 = sinks()
+    a = b = None
+    try:
+        cfg = bt.config_text([dual_route("crm", legacy, v2, {"ramp": 0})], path="/hook",
+                             workers=1, shared={"url": pg.url})
+        a = bridge(cfg, "pg-a")
+        b = bridge(cfg, "pg-b")
+        follow_each_other(a, b, "PostgreSQL")
+    finally:
+        finish([x for x in (a, b) if x], "pg", legacy, v2)
+        pg.cleanup()
 
 
 def t_reload_adds(_t):
@@ -506,7 +527,8 @@ def t_refusals(_t):
 try:
     for name, fn in [("sticky split", t_sticky), ("kill switch under load", t_kill),
                      ("automatic rollback", t_rollback), ("restart and SIGHUP", t_persist),
-                     ("two instances", t_two_instances), ("reload adds a dual route", t_reload_adds),
+                     ("two instances", t_two_instances),
+                     ("two bridges on the shared PostgreSQL store", t_shared_pg), ("reload adds a dual route", t_reload_adds),
                      ("refusals", t_refusals)]:
         t.run(name, fn)
 finally:
