@@ -29,7 +29,10 @@ DEADLINE_MS = 2000
 SWEEP_S = 1.0                            # the guard checks deadlines once a second
 IDLE_CONNECTIONS = 2000
 WARMUP_POSTS = 200
-RSS_TOLERANCE = 0.10
+# glibc's per-thread arenas (two workers) move resident memory by up to about 10 %
+# between two quiet moments at ~20 MiB; a leak is caught exactly by LeakSanitizer
+# in the ASan build, so this check looks for growth, not for a few pages.
+RSS_TOLERANCE = 0.20
 
 _, RAW, DOC = bt.v1_fixture()
 
