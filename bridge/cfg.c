@@ -631,3 +631,30 @@ const config_setting_t *cfg_get_list(const config_setting_t *group, const char *
 	}
 	return s;
 }
+
+int cfg_path_writable(const char *path)
+{
+	struct stat st;
+	char *copy;
+	int rc, e;
+
+	if (stat(path, &st) == 0) {
+		if (S_ISDIR(st.st_mode)) {
+			errno = EISDIR;
+			return -1;
+		}
+		return access(path, W_OK);
+	}
+	if (errno != ENOENT)
+		return -1;
+	copy = strdup(path);
+	if (!copy) {
+		errno = ENOMEM;
+		return -1;
+	}
+	rc = access(dirname(copy), W_OK | X_OK);
+	e = errno;
+	free(copy);
+	errno = e;
+	return rc;
+}

@@ -38,6 +38,11 @@ void log_set_level(enum log_level l)
 	log_min = l;
 }
 
+const char *log_level_name(enum log_level l)
+{
+	return level_names[l <= LOG_ERROR ? l : LOG_ERROR];
+}
+
 int log_level_parse(const char *s, enum log_level *ret)
 {
 	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {

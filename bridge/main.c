@@ -23,12 +23,15 @@
 #include <yajl/yajl_version.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bridge/clock.h"
 #include "bridge/admin.h"
+#include "bridge/cfg.h"
 #include "bridge/cli.h"
 #include "bridge/config.h"
 #include "bridge/cutover.h"
@@ -104,10 +107,13 @@ static const char usage_version[] =
 	"exit: 0, or 2 usage error\n";
 
 static const char usage_check[] =
-	"usage: webhook-bridge check --config FILE\n"
+	"usage: webhook-bridge check --config FILE [--print-config]\n"
 	"       webhook-bridge check --mapping FILE\n"
 	"\n"
 	"Loads and validates; every problem is printed as file:line: message.\n"
+	"Refuses what serve refuses at start (nothing is created or bound).\n"
+	"--print-config: print the effective configuration instead of the summary:\n"
+	"every default filled in, secrets masked; check accepts it again.\n"
 	"exit: 0 valid, 1 invalid, 2 usage error\n";
 
 /* ---- serve --------------------------------------------------------------- */
@@ -528,6 +534,25 @@ static void shadow_expire_tick(evutil_socket_t fd, short what, void *arg)
 	shadow_expire(st->shadow, clock_mono_ms(), shadow_expired_cb, st);
 }
 
+/* The capture as the config describes it (record = { ... }). */
+static void record_options_from(const struct bridge_config *cfg, struct record_options *ro)
+{
+	record_options_default(ro);
+	ro->path = cfg->record_path;
+	ro->rotate_bytes = cfg->record_rotate_bytes;
+	ro->keep = cfg->record_keep;
+	ro->redact_defaults = cfg->record_redact_defaults;
+	ro->redact = (const char *const *)cfg->record_redact;
+	ro->n_redact = cfg->n_record_redact;
+	if (cfg->record_headers) {
+		ro->headers = (const char *const *)cfg->record_headers;
+		ro->n_headers = cfg->n_record_headers;
+	}
+	ro->limits.max_depth = cfg->max_json_depth;
+	ro->limits.max_keys = cfg->max_keys;
+	ro->limits.max_string = cfg->max_string;
+}
+
 /* Files and stores that live as long as the process (a reload keeps them). */
 static int open_process_files(struct serve_state *st, const struct bridge_config *cfg,
 			      struct bridge_error *err)
@@ -565,20 +590,7 @@ static int open_process_files(struct serve_state *st, const struct bridge_config
 	if (cfg->record_path) {
 		struct record_options ro;
 
-		record_options_default(&ro);
-		ro.path = cfg->record_path;
-		ro.rotate_bytes = cfg->record_rotate_bytes;
-		ro.keep = cfg->record_keep;
-		ro.redact_defaults = cfg->record_redact_defaults;
-		ro.redact = (const char *const *)cfg->record_redact;
-		ro.n_redact = cfg->n_record_redact;
-		if (cfg->record_headers) {
-			ro.headers = (const char *const *)cfg->record_headers;
-			ro.n_headers = cfg->n_record_headers;
-		}
-		ro.limits.max_depth = cfg->max_json_depth;
-		ro.limits.max_keys = cfg->max_keys;
-		ro.limits.max_string = cfg->max_string;
+		record_options_from(cfg, &ro);
 		st->recorder = recorder_open(&ro, err);
 		if (!st->recorder)
 			return -1;
@@ -902,17 +914,82 @@ out:
 
 /* ---- check --------------------------------------------------------------- */
 
+/* A file serve appends to (report, capture): can it be opened? */
+static int check_file(const char *path, struct bridge_error *err)
+{
+	if (path && cfg_path_writable(path) < 0)
+		return bridge_error_set(err, "cannot open %s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* Can serve bind there?  Taken by another process (or by this config's own
+ * running serve) is the host's state at this moment, not the config's: a
+ * note on stderr, not a refusal. */
+static int check_bind(const char *what, const char *address, int port, struct bridge_error *err)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV };
+	struct addrinfo *ai = NULL;
+	char service[16];
+	int fd, rc = 0, one = 1, e;
+
+	snprintf(service, sizeof(service), "%d", port);
+	if (getaddrinfo(address, service, &hints, &ai) != 0)
+		return 0; /* listen_address_check said it */
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0) {
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+			e = errno;
+			if (e == EADDRINUSE)
+				fprintf(stderr,
+					"webhook-bridge check: note: %s%s port %d is in use now "
+					"(serve cannot start while it is, unless it is its own "
+					"running serve)\n",
+					what, address, port);
+			else
+				rc = bridge_error_set(err, "cannot listen on %s%s port %d: %s",
+						      what, address, port, strerror(e));
+		}
+		close(fd);
+	}
+	freeaddrinfo(ai);
+	return rc;
+}
+
 /* What serve refuses at start beyond the config file itself: listen and
- * admin addresses that are not IP literals, TLS certificates and keys that
- * cannot be loaded or do not match. */
+ * admin addresses that are not IP literals or cannot be bound here, TLS
+ * certificates and keys that cannot be loaded or do not match, CA files
+ * that do not load, a queue store that cannot be opened, report and capture
+ * files that cannot be written.  Nothing is created or changed. */
 static int check_startup(const struct bridge_config *cfg, struct bridge_error *err)
 {
+	struct record_options ro;
 	SSL_CTX *ctx;
 
-	if (listen_address_check("listen", cfg->listen_address, err) < 0)
+	if (cfg->queue.path && queue_probe(&cfg->queue, err) < 0)
 		return -1;
-	if (cfg->admin.enabled && listen_address_check("admin", cfg->admin.address, err) < 0)
+	if (check_file(cfg->report_path, err) < 0 || check_file(cfg->v2_record_path, err) < 0)
 		return -1;
+	if (cfg->record_path) {
+		record_options_from(cfg, &ro);
+		if (record_options_check(&ro, err) < 0 || check_file(cfg->record_path, err) < 0)
+			return -1;
+	}
+	if (cfg->admin.enabled &&
+	    (listen_address_check("admin", cfg->admin.address, err) < 0 ||
+	     check_bind("admin ", cfg->admin.address, cfg->admin.port, err) < 0))
+		return -1;
+	if (listen_address_check("listen", cfg->listen_address, err) < 0 ||
+	    check_bind("", cfg->listen_address, cfg->listen_port, err) < 0)
+		return -1;
+	for (size_t i = 0; i < cfg->n_tls_files; i++) {
+		struct upstream_tls *t = NULL;
+
+		if (upstream_tls_new(cfg->tls_files[i][0] ? cfg->tls_files[i] : NULL, &t, err) < 0)
+			return -1;
+		upstream_tls_free(t);
+	}
 	if (cfg->listen_cert_file) {
 		ctx = listen_tls_new("listen.tls", cfg->listen_cert_file, cfg->listen_key_file,
 				     err);
@@ -992,10 +1069,12 @@ static int cmd_check(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "mapping", required_argument, NULL, 'm' },
+		{ "print-config", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = NULL, *mapping_path = NULL;
+	int print_config = 0;
 	struct bridge_error err;
 	struct diag d = { 0 };
 	int c, rc;
@@ -1004,6 +1083,7 @@ static int cmd_check(int argc, char **argv)
 		switch (c) {
 		case 'c': config_path = optarg; break;
 		case 'm': mapping_path = optarg; break;
+		case 'p': print_config = 1; break;
 		case 'h': fputs(usage_check, stdout); return 0;
 		default: return 2;
 		}
@@ -1013,6 +1093,8 @@ static int cmd_check(int argc, char **argv)
 				 "give exactly one of --config FILE or --mapping FILE");
 	if (optind < argc)
 		return cli_usage("check", "unexpected argument '%s'", argv[optind]);
+	if (print_config && !config_path)
+		return cli_usage("check", "%s", "--print-config needs --config FILE");
 	if (config_path) {
 		struct bridge_config *cfg = NULL;
 
@@ -1021,7 +1103,10 @@ static int cmd_check(int argc, char **argv)
 			diag_add(&d, config_path, 0, "%s", err.message);
 			rc = -1;
 		}
-		if (rc == 0) {
+		if (rc == 0 && print_config) {
+			bridge_config_print(cfg, stdout);
+			check_secret_mode(cfg, config_path);
+		} else if (rc == 0) {
 			printf("ok: %s: %zu route(s)\n", config_path, cfg->n_routes);
 			for (size_t i = 0; i < cfg->n_routes; i++) {
 				char endpoint[512];

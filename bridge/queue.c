@@ -1603,6 +1603,47 @@ static int lock_take(struct queue *q, const char *path, struct bridge_error *err
 	return 0;
 }
 
+static int settings_check(const struct queue_config *c, struct bridge_error *err)
+{
+	if (!c || !queue_config_has_store(c))
+		return bridge_error_set(err,
+					"queued delivery needs queue.path or a shared group in the "
+					"configuration");
+	if (c->max_attempts < 1 || c->max_age_s < 1 || c->backoff_base_ms < 1 ||
+	    c->backoff_max_ms < c->backoff_base_ms || c->per_endpoint_concurrency < 1 ||
+	    c->max_depth < 1)
+		return bridge_error_set(err, "invalid queue settings");
+	return 0;
+}
+
+int queue_probe(const struct queue_config *c, struct bridge_error *err)
+{
+	struct store_counts counts;
+	struct store *s = NULL;
+	int64_t oldest;
+	char *lp;
+	int rc;
+
+	if (settings_check(c, err) < 0)
+		return -1;
+	if (!c->path) /* the shared store: check asks PostgreSQL itself */
+		return 0;
+	if (asprintf(&lp, "%s.lock", c->path) < 0)
+		return bridge_error_set(err, "out of memory");
+	rc = cfg_path_writable(lp);
+	if (rc < 0)
+		bridge_error_set(err, "queue store lock %s: %s", lp, strerror(errno));
+	free(lp);
+	if (rc < 0 || access(c->path, F_OK) != 0) /* absent: serve creates it */
+		return rc;
+	rc = store_open(c->path, 0, QUEUE_BUSY_TIMEOUT_MS, &s, err) < 0 ||
+			     store_count(s, &counts, err) < 0 || store_oldest(s, &oldest, err) < 0
+		     ? -1
+		     : 0;
+	store_close(s);
+	return rc;
+}
+
 int queue_new(const struct queue_config *c, const struct upstream_limits *lim, queue_event_cb cb,
 	      void *cb_arg, struct queue **ret, struct bridge_error *err)
 {
@@ -1612,14 +1653,8 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 	int rc;
 
 	*ret = NULL;
-	if (!c || !queue_config_has_store(c))
-		return bridge_error_set(err,
-					"queued delivery needs queue.path or a shared group in the "
-					"configuration");
-	if (c->max_attempts < 1 || c->max_age_s < 1 || c->backoff_base_ms < 1 ||
-	    c->backoff_max_ms < c->backoff_base_ms || c->per_endpoint_concurrency < 1 ||
-	    c->max_depth < 1)
-		return bridge_error_set(err, "invalid queue settings");
+	if (settings_check(c, err) < 0)
+		return -1;
 	/* wake_ev, stop_ev and the enqueue callbacks are activated from other
 	 * threads */
 	if (evthread_use_pthreads() < 0)

@@ -114,29 +114,32 @@ int recorder_reopen(struct recorder *r, struct bridge_error *err)
 	return jsonl_reopen(r->out, err);
 }
 
-struct recorder *recorder_open(const struct record_options *opt, struct bridge_error *err)
+int record_options_check(const struct record_options *opt, struct bridge_error *err)
 {
-	struct recorder *r;
-	int fail = 0;
-
-	if (!opt->path || !*opt->path) {
-		bridge_error_set(err, "record: a capture file path is required");
-		return NULL;
-	}
+	if (!opt->path || !*opt->path)
+		return bridge_error_set(err, "record: a capture file path is required");
 	for (size_t i = 0; i < opt->n_redact; i++) {
 		const char *p = opt->redact[i];
 		size_t pl = p ? strlen(p) : 0;
 
 		if (pl == 0 || (pl == 1 && p[0] == '*') ||
 		    (pl == 2 && p[0] == '*' && p[1] == '*') ||
-		    (pl > 2 && memchr(p + 1, '*', pl - 2))) {
-			bridge_error_set(err,
-					 "record: redact pattern '%s' must be a key, 'prefix*', "
-					 "'*suffix' or '*part*'",
-					 p ? p : "");
-			return NULL;
-		}
+		    (pl > 2 && memchr(p + 1, '*', pl - 2)))
+			return bridge_error_set(err,
+						"record: redact pattern '%s' must be a key, "
+						"'prefix*', '*suffix' or '*part*'",
+						p ? p : "");
 	}
+	return 0;
+}
+
+struct recorder *recorder_open(const struct record_options *opt, struct bridge_error *err)
+{
+	struct recorder *r;
+	int fail = 0;
+
+	if (record_options_check(opt, err) < 0)
+		return NULL;
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		bridge_error_set(err, "out of memory");

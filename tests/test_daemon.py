@@ -523,44 +523,272 @@ def make_cert(name):
     return crt, key
 
 
-def t_check_is_serve(t):
-    """Every start-up refusal of serve is a check refusal too."""
+def serve_refusal(path):
+    """serve's exit code and the messages it gave: the file:line lines of the
+    loader, or the message of its start_failed log line."""
+    p = subprocess.run([bt.BRIDGE_BIN, "serve", "--config", path], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+    err = p.stderr.decode("utf-8", "replace")
+    msgs = []
+    for line in err.splitlines():
+        if line.startswith("{"):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == "start_failed":
+                msgs.append(rec.get("message", ""))
+        elif not line.startswith("webhook-bridge:") and line.strip():
+            msgs.append(line)
+    return p.returncode, msgs, err
+
+
+def refusal_cases():
+    """Every kind of start-up refusal serve has, one config each: what the
+    loader refuses, then what serve refuses only when it starts (addresses,
+    TLS, trust stores, the queue store, the files it appends to)."""
     crt_a, key_a = make_cert("a")
-    _, key_b = make_cert("b")
+    crt_b, key_b = make_cert("b")
+    notpem = tmp.file("not-a-cert.pem", "not a certificate\n")
+    broken_rules = tmp.file("broken-rules.conf", "rules = ( { target = ; } );\n")
+    garbage_db = tmp.file("garbage.db", "this is not an SQLite database\n" * 200)
+    os.chmod(garbage_db, 0o600)
+    adir = tmp.join("a-folder")
+    os.makedirs(adir, exist_ok=True)
+    fwd = dict(bt.route("f", mode="forward"), endpoint="http://127.0.0.1:9/", secret="s3")
+    https = dict(fwd, endpoint="https://127.0.0.1:9/")
     base = {"address": "127.0.0.1", "port": 0, "path": HOOK}
-    cases = [
-        ("listen address not an IP", {"listen": dict(base, address="nothost")}, "not an IP"),
-        ("admin address not an IP", {"admin": {"address": "localhost", "port": 0}},
-         "not an IP"),
-        ("TLS key of another certificate",
+    missing = "/nonexistent-folder/x"
+    C = []
+
+    def case(name, change, pattern):
+        C.append((name, change, pattern))
+    # the loader: the config file and its mappings
+    case("unknown setting", {"bogus": 1}, r"unknown setting 'bogus'")
+    case("port out of range", {"listen": dict(base, port=70000)}, r"port")
+    case("path without /", {"listen": dict(base, path="hook")}, r"'path' must start with '/'")
+    case("mapping file missing", {"routes": [dict(bt.route("r"), mapping="/nonexistent.conf")]},
+         r"nonexistent\.conf")
+    case("mapping that does not load", {"routes": [dict(bt.route("r"), mapping=broken_rules)]},
+         r"did not load")
+    case("forward without endpoint", {"routes": [dict(fwd, endpoint=None)]},
+         r"has no 'endpoint'")
+    case("forward without secret", {"routes": [dict(fwd, secret=None)]}, r"no 'secret'")
+    case("${ in a secret", {"routes": [dict(fwd, secret="${X}")]}, r"nothing is expanded")
+    case("secret_file missing", {"routes": [dict(fwd, secret=None, secret_file=missing)]},
+         r"secret_file")
+    case("secret and secrets", {"routes": [dict(fwd, secrets=["a", "b"])]}, r"not both")
+    case("endpoint not http", {"routes": [dict(fwd, endpoint="ftp://127.0.0.1/")]},
+         r"endpoint")
+    case("auth_header name", {"routes": [dict(fwd, auth_header={"name": "Bad Name",
+                                                                   "value": "v"})]},
+         r"not a valid HTTP header name")
+    case("route name twice", {"routes": [fwd, fwd]}, r"already used")
+    case("unrouted value", {"unrouted": "maybe"}, r"unrouted")
+    case("log_level value", {"log_level": "loud"}, r"log_level")
+    case("admin and listen share a port", {"listen": dict(base, port=18556),
+                                           "admin": {"address": "127.0.0.1", "port": 18556}},
+         r"cannot share")
+    case("record.headers with a credential", {"record": {"path": tmp.join("c.ndjson"),
+                                                         "headers": ["Authorization"]}},
+         r"inbound credential")
+    case("queued route without a queue", {"routes": [dict(fwd, delivery="queued")]},
+         r"no queue")
+    case("queued in dry-run", {"routes": [dict(bt.route("r"), delivery="queued")],
+                               "queue": {"path": tmp.join("q1.db")}}, r"needs mode")
+    case("allow-list with host bits", {"listen": dict(base, allow=["10.0.0.1/8"])}, r"allow")
+    case("listen.tls file missing", {"listen": dict(base, tls={"cert_file": missing,
+                                                               "key_file": key_a})},
+         r"cert_file")
+    case("listen.auth without a method", {"listen": dict(base, auth={})}, r"names no method")
+    case("v2_path equal to listen.path", {"dry_run": {"v2_path": HOOK}}, r"must differ")
+    case("dry_run.keep = 0", {"dry_run": {"keep": 0}}, r"keep")
+    case("route header set by the bridge", {"routes": [dict(fwd, headers=[
+        {"name": "Host", "value": "x"}])]}, r"set by the bridge")
+    case("empty match list", {"routes": [dict(bt.route("r"), match={"campaign_id": []})]},
+         r"empty")
+    # serve at start, beyond the loader
+    case("listen address not an IP", {"listen": dict(base, address="nothost")}, r"not an IP")
+    case("admin address not an IP", {"admin": {"address": "localhost", "port": 0}},
+         r"not an IP")
+    case("listen address not on this host", {"listen": dict(base, address="192.0.2.1")},
+         r"cannot listen on 192\.0\.2\.1 port 0")
+    case("admin address not on this host", {"admin": {"address": "192.0.2.1", "port": 0}},
+         r"cannot listen on admin 192\.0\.2\.1 port 0")
+    case("listen TLS key of another certificate",
          {"listen": dict(base, tls={"cert_file": crt_a, "key_file": key_b})},
-         "listen.tls: cannot use"),
-        ("TLS key that is not a key",
+         r"listen\.tls: cannot use")
+    case("listen TLS key that is not a key",
          {"listen": dict(base, tls={"cert_file": crt_a, "key_file": crt_a})},
-         "listen.tls: cannot use"),
-        ("unknown setting", {"bogus": 1}, "bogus"),
-        ("mapping file missing", {"routes": [dict(bt.route("r"), mapping="/nonexistent.conf")]},
-         "nonexistent"),
-    ]
+         r"listen\.tls: cannot use")
+    case("admin TLS key of another certificate",
+         {"admin": {"address": "127.0.0.1", "port": 0,
+                    "tls": {"cert_file": crt_b, "key_file": key_a}}}, r"admin\.tls: cannot use")
+    case("tls.ca_file not a certificate", {"tls": {"ca_file": notpem}, "routes": [https]},
+         r"not-a-cert\.pem")
+    case("route ca_file not a certificate", {"routes": [dict(https, ca_file=notpem)]},
+         r"not-a-cert\.pem")
+    case("queue store in a missing folder", {"queue": {"path": missing + "/q.db"},
+                                             "routes": [dict(fwd, delivery="queued")]},
+         r"queue store lock")
+    case("queue store that is not SQLite", {"queue": {"path": garbage_db},
+                                            "routes": [dict(fwd, delivery="queued")]},
+         r"garbage\.db")
+    case("queue store that is a folder", {"queue": {"path": adir},
+                                          "routes": [dict(fwd, delivery="queued")]},
+         r"not a regular file")
+    case("report in a missing folder", {"dry_run": {"report": missing + "/r.jsonl"}},
+         r"cannot open /nonexistent-folder/x/r\.jsonl: No such file")
+    case("report that is a folder", {"dry_run": {"report": adir}}, r"Is a directory")
+    case("v2_record in a missing folder", {"dry_run": {"v2_path": "/v2",
+                                                       "v2_record": missing + "/v.ndjson"}},
+         r"cannot open /nonexistent-folder/x/v\.ndjson")
+    case("capture in a missing folder", {"record": {"path": missing + "/c.ndjson"}},
+         r"cannot open /nonexistent-folder/x/c\.ndjson")
+    case("capture redact pattern", {"record": {"path": tmp.join("c2.ndjson"),
+                                               "redact": ["a*b"]}}, r"redact pattern 'a\*b'")
+    return C
+
+
+def t_check_is_serve(t):
+    """check is serve's start without the start: every kind of start-up
+    refusal serve has (a table, one config each) makes serve exit 1 and
+    check exit 1 with the same message; nothing is created on the way."""
+    cases = refusal_cases()
+    t.diag("%d start-up refusals" % len(cases))
     for name, change, pattern in cases:
-        cfg = {"listen": base, "admin": {"address": "127.0.0.1", "port": 0},
-               "routes": [bt.route("r")]}
+        cfg = {"listen": {"address": "127.0.0.1", "port": 0, "path": HOOK},
+               "admin": {"address": "127.0.0.1", "port": 0}, "routes": [bt.route("r")]}
         cfg.update(change)
+        for r in cfg["routes"]:
+            for k in [k for k, v in r.items() if v is None]:
+                del r[k]
         text = "".join("%s = %s;\n" % (k, bt.cfg_value(v)) for k, v in cfg.items())
         path = tmp.file("refuse.conf", text)
-        serve = subprocess.run([bt.BRIDGE_BIN, "serve", "--config", path],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, timeout=20)
-        t.is_(serve.returncode, 1, "%s: serve refuses to start (exit 1)" % name,
-              serve.stderr.decode()[-800:])
+        before = sorted(os.listdir(tmp.join(".")))
+        rc, msgs, err = serve_refusal(path)
+        t.is_(rc, 1, "%s: serve refuses to start (exit 1)" % name, err[-800:])
+        t.ok(any(re.search(pattern, m) for m in msgs), "%s: serve says why" % name, msgs)
+        for leftover in set(os.listdir(tmp.join("."))) - set(before):
+            p = tmp.join(leftover)
+            os.remove(p) if os.path.isfile(p) else None
+        before = sorted(os.listdir(tmp.join(".")))
         r = bt.run_cli(["check", "--config", path])
         t.is_(r.rc, 1, "%s: check refuses it too (exit 1)" % name, r)
-        t.like(r.stderr, pattern, "%s: check says why" % name)
-    ok = {"listen": dict(base, tls={"cert_file": crt_a, "key_file": key_a}),
+        t.ok(msgs and all(m in r.stderr for m in msgs),
+             "%s: with the same message" % name, "serve: %r\ncheck: %r" % (msgs, r.stderr))
+        t.is_(sorted(os.listdir(tmp.join("."))), before, "%s: check created nothing" % name)
+    ok = {"listen": {"address": "127.0.0.1", "port": 0, "path": HOOK,
+                     "tls": {"cert_file": tmp.join("a.crt"), "key_file": tmp.join("a.key")}},
           "routes": [bt.route("r")]}
     text = "".join("%s = %s;\n" % (k, bt.cfg_value(v)) for k, v in ok.items())
     r = bt.run_cli(["check", "--config", tmp.file("tls-ok.conf", text)])
     t.is_(r.rc, 0, "a matching certificate and key pass check", r)
+    # a port taken by another process is the host's state, not the config's
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    try:
+        busy = bt.config_text([bt.route("r")], port=s.getsockname()[1], admin=None)
+        r = bt.run_cli(["check", "--config", tmp.file("busy.conf", busy)])
+        t.ok(r.rc == 0 and "is in use now" in r.stderr,
+             "a port in use now: check passes with a note (serve may be running)", r)
+    finally:
+        s.close()
+
+
+def t_print_config(t):
+    """check --print-config: the effective configuration, every default
+    filled in (the README's defaults), every secret masked, in a form check
+    accepts again (and that prints the same)."""
+    creds = tmp.join("pc-creds")
+    os.makedirs(creds, exist_ok=True)
+    with open(os.path.join(creds, "sig"), "w") as f:
+        f.write("FILE-SECRET-4711\n")
+    secrets = ["INLINE-SECRET-1", "OLD-SECRET-2", "BEARER-SECRET-3", "LEGACY-SECRET-4",
+               "BASIC-PASSWORD-5", "QUERY-TOKEN-6", "ADMIN-PASSWORD-7", "URL-PASSWORD-8",
+               "URL-TOKEN-9", "FILE-SECRET-4711", "HEADER-TOKEN-10"]
+    full = bt.config_text(
+        [dict(bt.route("one", mode="forward"),
+              endpoint="https://127.0.0.1:9/in?key=URL-TOKEN-9&k2=URL-PASSWORD-8",
+              secrets=["INLINE-SECRET-1", "OLD-SECRET-2"],
+              auth_header={"name": "Authorization", "value": "BEARER-SECRET-3"},
+              headers=[{"name": "X-Tenant", "value": "acme"}],
+              match={"campaign_id": [123456]}, timeout_ms=5000,
+              auth={"header": {"name": "X-Hook-Token", "value": "HEADER-TOKEN-10"}}),
+         dict(bt.route("two", mode="dual"), endpoint="http://127.0.0.1:9/two",
+              legacy_endpoint="http://127.0.0.1:9/legacy", secret_file="sig",
+              legacy_auth_header={"name": "X-Legacy", "value": "LEGACY-SECRET-4"},
+              signature_encoding="base64")],
+        path=HOOK,
+        admin={"address": "127.0.0.1", "port": 0,
+               "auth": {"basic": {"user": "ops", "password": "ADMIN-PASSWORD-7"}}},
+        dry_run={"report": tmp.join("pc-report.jsonl"), "v2_path": "/v2"},
+        record={"path": tmp.join("pc-capture.ndjson"), "redact": ["secret_*"]},
+        queue={"path": tmp.join("pc-queue.db")})
+    full = full.replace('path = "%s";' % HOOK, 'path = "%s";\n  auth = { basic = { user = '
+                        '"q"; password = "BASIC-PASSWORD-5"; }; query = { name = "t"; value '
+                        '= "QUERY-TOKEN-6"; }; };\n  allow = [ "127.0.0.0/8", "::1" ];' % HOOK, 1)
+    env = dict(os.environ, CREDENTIALS_DIRECTORY=creds)
+    p = subprocess.run([bt.BRIDGE_BIN, "check", "--config", tmp.file("pc-full.conf", full),
+                        "--print-config"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=env, timeout=20)
+    out = p.stdout.decode()
+    t.is_(p.returncode, 0, "check --print-config exits 0", p.stderr.decode())
+    leaked = [x for x in secrets if x in out]
+    t.is_(leaked, [], "no secret value in the printed config")
+    t.ok(out.count('"********"') >= 9, "each secret shows as \"********\"", out)
+    t.like(out, r'endpoint = "https://127\.0\.0\.1:9/in\?key=\*\*\*&k2=\*\*\*";',
+           "the endpoint's query values masked")
+    for want in (r'allow = \[ "127\.0\.0\.0/8", "::1/128" \];', r'website_id = "website_id";',
+                 r'campaign_id = \[ "123456" \];', r'signature_encoding = "base64";',
+                 r'X-Tenant', r'user = "ops";', r'name = "X-Hook-Token";'):
+        t.like(out, want, "printed: %s" % want)
+    again = tmp.file("pc-again.conf", out)
+    os.chmod(again, 0o600)
+    r = bt.run_cli(["check", "--config", again])
+    t.is_(r.rc, 0, "check accepts the printed config", r)
+    r2 = bt.run_cli(["check", "--config", again, "--print-config"])
+    strip = lambda s: "\n".join(s.splitlines()[1:])
+    t.is_(strip(r2.stdout), strip(out), "printed again, it prints the same (a fixed point)")
+    # every documented default, from the README's settings tables
+    minimal = tmp.file("pc-min.conf", bt.config_text(
+        [dict(bt.route("m", mode="forward"), endpoint="http://127.0.0.1:9/", secret="x")],
+        port=8080, admin={"address": "127.0.0.1", "port": 9180},
+        record={"path": tmp.join("m.ndjson")}))
+    r = bt.run_cli(["check", "--config", minimal, "--print-config"])
+    printed = {}
+    stack = []
+    for line in r.stdout.splitlines():
+        s = line.strip()
+        m = re.match(r"^(\w+) = (.*);$", s)
+        if m and m.group(2) not in ("{", "("):
+            printed[".".join([x for x in stack if x] + [m.group(1)])] = m.group(2)
+        elif re.match(r"^\w+ = [{(]$", s):
+            stack.append(s.split()[0] if s.endswith("{") else "")
+        elif s == "{":
+            stack.append("")
+        elif s in ("};", "}", "},", ");"):
+            stack.pop()
+    with open(os.path.join(bt.SOURCE_ROOT, "README.md")) as f:
+        readme = f.read()
+    rows = re.findall(r"^\| (`[^|]+`) \| (`[^|]+`) \|", readme, re.M)
+    checked = 0
+    for names, defaults in rows:
+        names = re.findall(r"`([\w.]+)`", names)
+        values = re.findall(r"`([^`]+)`", defaults)
+        if len(names) != len(values):
+            continue
+        for n, v in zip(names, values):
+            if not re.match(r'^(-?\d+|true|false|"[^"]*")$', v):
+                continue
+            key = n if "." in n or n in printed else "routes." + n
+            t.is_(printed.get(key), v, "default of %s printed as documented" % n)
+            checked += 1
+    t.ok(checked >= 30, "%d documented defaults compared" % checked)
+    r = bt.run_cli(["check", "--mapping", bt.MAPPING, "--print-config"])
+    t.ok(r.rc == 2 and "--print-config needs --config" in r.stderr, "--print-config needs "
+         "--config", r)
 
 
 def t_did_you_mean(t):
@@ -795,6 +1023,7 @@ t.run("reopen on SIGUSR1 and SIGHUP", t_reopen)
 t.run("report size cap", t_report_rotation)
 t.run("terminal", t_terminal)
 t.run("check is as strict as serve", t_check_is_serve)
+t.run("check --print-config", t_print_config)
 t.run("state directories", t_state_dirs)
 t.run("sd_notify watchdog pid", t_notify_pid)
 tmp.cleanup()

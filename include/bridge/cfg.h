@@ -80,6 +80,10 @@ char *cfg_resolve_path(const char *base_file, const char *path);
  * STATE_DIRECTORY or LOGS_DIRECTORY) when it is set, so a config in /etc
  * never writes beside itself; else as cfg_resolve_path.  Caller frees. */
 char *cfg_resolve_state_path(const char *base_file, const char *env, const char *path);
+/* Whether the process could open such a file for writing, creating it when
+ * absent, without touching it: 0, or -1 with errno as open(2) would set it
+ * (ENOENT: its folder is missing; EACCES: no write permission; EISDIR). */
+int cfg_path_writable(const char *path);
 
 /* How a file is named to the outside (answers, metric labels): relative to
  * the folder of `base_file` when it lies under it, else its last component,

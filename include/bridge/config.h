@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "bridge/access.h"
 #include "bridge/cutover.h"
 #include "bridge/diag.h"
@@ -136,6 +137,13 @@ struct bridge_config {
 
 int bridge_config_load(const char *path, struct bridge_config **ret, struct diag *d);
 void bridge_config_free(struct bridge_config *c); /* accepts NULL */
+
+/* The effective configuration as libconfig text on f (bridge/config_print.c):
+ * every setting with the default the loader filled in, resolved paths, every
+ * secret as CONFIG_PRINT_MASK and endpoint URLs with their credentials
+ * masked.  The text loads again as it is (check passes it). */
+#define CONFIG_PRINT_MASK "********"
+void bridge_config_print(const struct bridge_config *c, FILE *f);
 
 struct v1_doc;
 

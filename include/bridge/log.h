@@ -22,6 +22,7 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 void log_set_level(enum log_level l);
 int log_level_parse(const char *s, enum log_level *ret);
+const char *log_level_name(enum log_level l); /* "debug", "info", "warn", "error" */
 
 /* A line under construction: start, add fields, emit. Fixed-size buffer
  * (16 KiB); fields that would overflow are cut and the line says so. */

@@ -129,6 +129,11 @@ struct queue;
 int queue_new(const struct queue_config *c, const struct upstream_limits *lim, queue_event_cb cb,
 	      void *cb_arg, struct queue **ret, struct bridge_error *err);
 
+/* What queue_new would refuse, with its message, for `check`: the settings,
+ * the lock file's folder, and an existing store (opened, counted, never
+ * created).  A lock held by a running serve is not a refusal. */
+int queue_probe(const struct queue_config *c, struct bridge_error *err);
+
 /* Start the scheduler thread. */
 int queue_start(struct queue *q, struct bridge_error *err);
 

@@ -93,6 +93,10 @@ int recorder_write(struct recorder *r, const char *content_type, const struct ti
 /* Lines written since recorder_open, for metrics (thread-safe). */
 uint64_t recorder_lines(struct recorder *r);
 
+/* The options recorder_open would refuse (path missing, a bad redact
+ * pattern), with its message; the file is not touched. */
+int record_options_check(const struct record_options *opt, struct bridge_error *err);
+
 /* Open the capture path again (logrotate moved the file away). */
 int recorder_reopen(struct recorder *r, struct bridge_error *err);
 void recorder_close(struct recorder *r); /* accepts NULL */
