@@ -103,5 +103,11 @@ t.is_(found, modes, "one example per mode")
 for name in sorted(found):
     r = bt.run_cli(["check", "--config", os.path.join(ex, name + ".conf")])
     t.is_(r.rc, 0, "example %s.conf passes check" % name, r)
+    # dry_run.stdout: off in the production examples that have a dry-run route
+    r = bt.run_cli(["check", "--config", os.path.join(ex, name + ".conf"), "--print-config"])
+    if 'mode = "dry-run";' in r.stdout:
+        t.like(r.stdout, r"\n  stdout = false;\n", "example %s.conf: dry_run.stdout = false" % name)
+r = bt.run_cli(["check", "--config", moved, "--print-config"])
+t.like(r.stdout, r"\n  stdout = true;\n", "the quick-start bridge.conf echoes v2 to stdout")
 tmp.cleanup()
 t.done()
