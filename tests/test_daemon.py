@@ -772,7 +772,10 @@ def t_print_config(t):
             stack.pop()
     with open(os.path.join(bt.SOURCE_ROOT, "README.md")) as f:
         readme = f.read()
-    rows = re.findall(r"^\| (`[^|]+`) \| (`[^|]+`) \|", readme, re.M)
+    # the settings tables: from a "| setting | default |" head to the blank line
+    tables = re.findall(r"^\| setting \| default \|.*?\n\n", readme, re.M | re.S)
+    t.ok(len(tables) >= 2, "the README's two settings tables found")
+    rows = re.findall(r"^\| (`[^|]+`) \| (`[^|]+`) \|", "".join(tables), re.M)
     checked = 0
     for names, defaults in rows:
         names = re.findall(r"`([\w.]+)`", names)
