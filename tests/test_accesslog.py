@@ -82,6 +82,7 @@ def t_lines(_t):
         t.ok(rec and rec.get("delivery_id") and rec.get("bytes_out", 0) > 0,
              "webhook post: delivery id and bytes out", rec)
         t.ok("q-secret-77" not in b.stderr, "the query string (a token) is never logged")
+        bt.wait_for(lambda: any(x.get("event") == "routed" for x in b.log_records()))
         routed = [x for x in b.log_records() if x.get("event") == "routed"]
         t.ok(routed and routed[-1].get("matched_by") == "campaign_id"
              and routed[-1].get("level") == "debug",

@@ -237,9 +237,13 @@ def t_trace(_t):
               got)
         t.is_(got.header("X-Tenant"), "acme", "static route header sent", got)
         t.is_(got.header("X-Env"), "prod eu", "second static route header sent", got)
-        lines = [json.loads(x) for x in b.err_lines if '"event":"request"' in x]
-        t.ok(any(x.get("traceparent") == tp and x.get("request_id") == "req-42.a"
-                 for x in lines), "the request log line carries both", lines[-1:])
+        def traced():
+            lines = [json.loads(x) for x in list(b.err_lines) if '"event":"request"' in x]
+            return [x for x in lines if x.get("traceparent") == tp
+                    and x.get("request_id") == "req-42.a"]
+        # the log line goes out through the writer thread: wait for it
+        t.ok(bt.wait_for(traced), "the request log line carries both",
+             [x for x in list(b.err_lines) if '"event":"request"' in x][-1:])
         r = bt.curl(b.url("/hook"), body(), headers=["traceparent: not-a-trace"])
         t.is_(r.status, 200, "a malformed traceparent does not block the post", r)
         t.require(sink.wait_requests(2), "the endpoint got the second post")

@@ -180,8 +180,8 @@ def t_limits(_t):
                "slow drip answered 408 request_timeout", data)
         r = bt.curl(b.url("/healthz"))
         t.is_(r.status, 200, "bridge still answers after the drip", r)
-        t.ok(any('"request_deadline"' in line for line in b.err_lines),
-             "deadline logged")
+        t.ok(bt.wait_for(lambda: any('"request_deadline"' in line
+                                     for line in list(b.err_lines))), "deadline logged")
     finally:
         bt.stop_and_check(t, b, "limits bridge")
 
