@@ -191,6 +191,20 @@ static void route(FILE *f, const struct bridge_route *r, int last)
 		fprintf(f, "%s};\n", ind);
 	}
 	kv_int(f, ind, "timeout_ms", r->timeout_ms);
+	if (r->mode == ROUTE_DUAL) {
+		fprintf(f, "%scutover = {\n", ind);
+		kv_int(f, "      ", "ramp", r->cutover.ramp);
+		kv_bool(f, "      ", "copy", r->cutover.copy);
+		fprintf(f, "      rollback = {\n        max_failure_rate = %.15g%s;\n",
+			r->cutover.max_failure_rate,
+			r->cutover.max_failure_rate ==
+					(double)(long long)r->cutover.max_failure_rate
+				? ".0"
+				: "");
+		kv_int(f, "        ", "window_s", r->cutover.window_s);
+		kv_int(f, "        ", "min_posts", r->cutover.min_posts);
+		fprintf(f, "      };\n%s};\n", ind);
+	}
 	if (r->ca_file)
 		kv_path(f, ind, "ca_file", r->ca_file);
 	auth(f, ind, &r->auth);

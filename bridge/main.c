@@ -957,6 +957,31 @@ static int check_bind(const char *what, const char *address, int port, struct br
 	return rc;
 }
 
+/* serve opens (or creates) the cutover state with its first dual route. */
+static int check_cutover_store(const struct bridge_config *cfg, struct bridge_error *err)
+{
+	struct cutover_backend b;
+	char *path;
+	int any = 0, shared = 0, rc = 0;
+
+	for (size_t i = 0; i < cfg->n_routes; i++)
+		any |= cfg->routes[i].mode == ROUTE_DUAL;
+	if (!any)
+		return 0;
+	if (!(path = cutover_store_path(cfg, &shared)))
+		return bridge_error_set(err, "out of memory");
+	if (access(path, F_OK) == 0) {
+		rc = cutover_sqlite_open(path, 0, &b, err);
+		if (rc == 0)
+			cutover_backend_close(&b);
+	} else if (!shared && cfg_path_writable(path) < 0) { /* the queue creates its own */
+		rc = bridge_error_set(err, "cannot create cutover state %s: %s", path,
+				      strerror(errno));
+	}
+	free(path);
+	return rc;
+}
+
 /* What serve refuses at start beyond the config file itself: listen and
  * admin addresses that are not IP literals or cannot be bound here, TLS
  * certificates and keys that cannot be loaded or do not match, CA files
@@ -968,6 +993,8 @@ static int check_startup(const struct bridge_config *cfg, struct bridge_error *e
 	SSL_CTX *ctx;
 
 	if (cfg->queue.path && queue_probe(&cfg->queue, err) < 0)
+		return -1;
+	if (check_cutover_store(cfg, err) < 0)
 		return -1;
 	if (check_file(cfg->report_path, err) < 0 || check_file(cfg->v2_record_path, err) < 0)
 		return -1;

@@ -391,6 +391,7 @@ def t_strict_numbers(t):
         (["learn", "--v1", fixture, "--v2", fixture, "--min-support"], "learn"),
         (["queue", "--store", tmp.join("flags.db"), "list", "--limit"], "queue"),
         (["queue", "--store", tmp.join("flags.db"), "purge", "--dead", "--older-than"], "queue"),
+        (["cutover", "--config", cfg, "r", "--ramp"], "cutover"),
     ]
     for args, cmd in cases:
         for bad in ("abc", "1e3", "99999999999", "99999999999999999999", "3x", " 7", "+7", "",
@@ -523,11 +524,12 @@ def make_cert(name):
     return crt, key
 
 
-def serve_refusal(path):
+def serve_refusal(path, env=None):
     """serve's exit code and the messages it gave: the file:line lines of the
     loader, or the message of its start_failed log line."""
     p = subprocess.run([bt.BRIDGE_BIN, "serve", "--config", path], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20,
+                       env=dict(os.environ, **(env or {})))
     err = p.stderr.decode("utf-8", "replace")
     msgs = []
     for line in err.splitlines():
@@ -552,6 +554,8 @@ def refusal_cases():
     notpem = tmp.file("not-a-cert.pem", "not a certificate\n")
     broken_rules = tmp.file("broken-rules.conf", "rules = ( { target = ; } );\n")
     garbage_db = tmp.file("garbage.db", "this is not an SQLite database\n" * 200)
+    os.makedirs(tmp.join("garbage-state"), exist_ok=True)
+    garbage_state = tmp.file("garbage-state/cutover.db", "not SQLite either\n" * 200)
     os.chmod(garbage_db, 0o600)
     adir = tmp.join("a-folder")
     os.makedirs(adir, exist_ok=True)
@@ -561,8 +565,8 @@ def refusal_cases():
     missing = "/nonexistent-folder/x"
     C = []
 
-    def case(name, change, pattern):
-        C.append((name, change, pattern))
+    def case(name, change, pattern, env=None):
+        C.append((name, change, pattern, env))
     # the loader: the config file and its mappings
     case("unknown setting", {"bogus": 1}, r"unknown setting 'bogus'")
     case("port out of range", {"listen": dict(base, port=70000)}, r"port")
@@ -645,6 +649,15 @@ def refusal_cases():
          r"cannot open /nonexistent-folder/x/v\.ndjson")
     case("capture in a missing folder", {"record": {"path": missing + "/c.ndjson"}},
          r"cannot open /nonexistent-folder/x/c\.ndjson")
+    dual = dict(bt.route("d", mode="dual"), endpoint="http://127.0.0.1:9/v2",
+                legacy_endpoint="http://127.0.0.1:9/v1", secret="s3")
+    case("cutover state in a missing folder", {"routes": [dual]},
+         r"cannot create cutover state /nonexistent-folder/x/cutover\.db",
+         env={"STATE_DIRECTORY": missing})
+    case("cutover state that is not SQLite", {"routes": [dual]}, r"garbage-state",
+         env={"STATE_DIRECTORY": os.path.dirname(garbage_state)})
+    case("cutover ramp out of range", {"routes": [dict(dual, cutover={"ramp": 101})]},
+         r"ramp")
     case("capture redact pattern", {"record": {"path": tmp.join("c2.ndjson"),
                                                "redact": ["a*b"]}}, r"redact pattern 'a\*b'")
     return C
@@ -656,7 +669,7 @@ def t_check_is_serve(t):
     check exit 1 with the same message; nothing is created on the way."""
     cases = refusal_cases()
     t.diag("%d start-up refusals" % len(cases))
-    for name, change, pattern in cases:
+    for name, change, pattern, env in cases:
         cfg = {"listen": {"address": "127.0.0.1", "port": 0, "path": HOOK},
                "admin": {"address": "127.0.0.1", "port": 0}, "routes": [bt.route("r")]}
         cfg.update(change)
@@ -666,14 +679,17 @@ def t_check_is_serve(t):
         text = "".join("%s = %s;\n" % (k, bt.cfg_value(v)) for k, v in cfg.items())
         path = tmp.file("refuse.conf", text)
         before = sorted(os.listdir(tmp.join(".")))
-        rc, msgs, err = serve_refusal(path)
+        rc, msgs, err = serve_refusal(path, env)
         t.is_(rc, 1, "%s: serve refuses to start (exit 1)" % name, err[-800:])
         t.ok(any(re.search(pattern, m) for m in msgs), "%s: serve says why" % name, msgs)
         for leftover in set(os.listdir(tmp.join("."))) - set(before):
             p = tmp.join(leftover)
             os.remove(p) if os.path.isfile(p) else None
         before = sorted(os.listdir(tmp.join(".")))
-        r = bt.run_cli(["check", "--config", path])
+        p = subprocess.run([bt.BRIDGE_BIN, "check", "--config", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=dict(os.environ, **(env or {})),
+                           timeout=20)
+        r = bt.Result(p.returncode, p.stdout, p.stderr)
         t.is_(r.rc, 1, "%s: check refuses it too (exit 1)" % name, r)
         t.ok(msgs and all(m in r.stderr for m in msgs),
              "%s: with the same message" % name, "serve: %r\ncheck: %r" % (msgs, r.stderr))
@@ -814,7 +830,8 @@ def t_did_you_mean(t):
             ("replay", "--dryrun", "--dry", "dry-run"),
             ("queue", "--stroe", "--sto", "store"),
             ("learn", "--bse", "--ba", "base"),
-            ("version", "--verbos", "--verb", "verbose")]:
+            ("version", "--verbos", "--verb", "verbose"),
+            ("cutover", "--rmap", "--ra", "ramp")]:
         for opt in (typo, abbrev):
             cases.append(([cmd, opt, "x"], cmd,
                           r"unknown option '%s'; did you mean --%s\?\n" % (opt, meant)))
@@ -824,7 +841,8 @@ def t_did_you_mean(t):
         t.like(r.stderr, r"^webhook-bridge %s: %s" % (cmd, pattern), "%s: says so" % " ".join(args))
         t.like(r.stderr, r"Try 'webhook-bridge %s --help'\.\n$" % cmd, "and where to look")
         t.is_(r.stdout, "", "%s: nothing on stdout" % " ".join(args))
-    for cmd in ("serve", "check", "map", "diff", "report", "replay", "queue", "learn", "version"):
+    for cmd in ("serve", "check", "map", "diff", "report", "replay", "queue", "learn", "version",
+                "cutover"):
         r = bt.run_cli([cmd, "--help"])
         t.ok(r.rc == 0 and r.stdout.startswith("usage: webhook-bridge %s" % cmd)
              and re.search(r"^exit: ", r.stdout, re.M),
