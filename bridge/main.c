@@ -1030,15 +1030,6 @@ static int check_startup(const struct bridge_config *cfg, struct bridge_error *e
 			return -1;
 		SSL_CTX_free(ctx);
 	}
-	/* a store serve would refuse (damaged, someone else's, newer); none yet
-	 * is fine: serve creates it */
-	if (cfg->queue.path && access(cfg->queue.path, F_OK) == 0) {
-		struct store *s = NULL;
-
-		if (store_open(cfg->queue.path, STORE_VERIFY, 5000, &s, err) < 0)
-			return -1;
-		store_close(s);
-	}
 	return 0;
 }
 

@@ -1636,7 +1636,7 @@ int queue_probe(const struct queue_config *c, struct bridge_error *err)
 	free(lp);
 	if (rc < 0 || access(c->path, F_OK) != 0) /* absent: serve creates it */
 		return rc;
-	rc = store_open(c->path, 0, QUEUE_BUSY_TIMEOUT_MS, &s, err) < 0 ||
+	rc = store_open(c->path, STORE_VERIFY, QUEUE_BUSY_TIMEOUT_MS, &s, err) < 0 ||
 			     store_count(s, &counts, err) < 0 || store_oldest(s, &oldest, err) < 0
 		     ? -1
 		     : 0;

@@ -130,8 +130,9 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 	      void *cb_arg, struct queue **ret, struct bridge_error *err);
 
 /* What queue_new would refuse, with its message, for `check`: the settings,
- * the lock file's folder, and an existing store (opened, counted, never
- * created).  A lock held by a running serve is not a refusal. */
+ * the lock file's folder, and a store serve would refuse (damaged: the
+ * quick_check, someone else's, newer; opened and counted, never created).
+ * A lock held by a running serve is not a refusal. */
 int queue_probe(const struct queue_config *c, struct bridge_error *err);
 
 /* Start the scheduler thread. */
