@@ -17,6 +17,7 @@
 
 #include "bridge/config.h"
 #include "bridge/log.h"
+#include "bridge/shared.h"
 
 /* A libconfig string: quote, backslash and control bytes escaped. */
 static void str(FILE *f, const char *s)
@@ -293,6 +294,21 @@ void bridge_config_print(const struct bridge_config *c, FILE *f)
 			kv_list(f, ind, "redact", c->record_redact, c->n_record_redact);
 		if (c->n_record_headers)
 			kv_list(f, ind, "headers", c->record_headers, c->n_record_headers);
+		fputs("};\n", f);
+	}
+	if (c->queue.shared.url) {
+		char shown[2048];
+
+		fputs("shared = {\n", f);
+		kv_str(f, ind, "url", shared_url_shown(c->queue.shared.url, shown, sizeof(shown)));
+		if (c->queue.shared.password)
+			kv_str(f, ind, "password", CONFIG_PRINT_MASK);
+		kv_int(f, ind, "connections", c->queue.shared.connections);
+		kv_int(f, ind, "lease_ms", c->queue.shared.lease_ms);
+		if (c->queue.shared.instance)
+			kv_str(f, ind, "instance", c->queue.shared.instance);
+		else
+			fputs("  # instance: not set, the host name\n", f);
 		fputs("};\n", f);
 	}
 	if (c->queue.path) {

@@ -966,7 +966,7 @@ static int check_cutover_store(const struct bridge_config *cfg, struct bridge_er
 
 	for (size_t i = 0; i < cfg->n_routes; i++)
 		any |= cfg->routes[i].mode == ROUTE_DUAL;
-	if (!any)
+	if (!any || cfg->queue.shared.url) /* the shared store: checked with it */
 		return 0;
 	if (!(path = cutover_store_path(cfg, &shared)))
 		return bridge_error_set(err, "out of memory");
