@@ -553,6 +553,26 @@ class Bridge:
     def stdout(self):
         return "".join(self.out_lines)
 
+    def connections_to(self, port):
+        """TCP connections the bridge process holds to 127.0.0.1:port (any
+        state but TIME_WAIT, which no process owns), from /proc."""
+        return tcp_connections_to(self.proc.pid, port)
+
+    def wait_no_connections_to(self, port, timeout=5.0):
+        """Wait until the bridge holds no connection to port (its pool dropped
+        a connection the peer closed)."""
+        return wait_for(lambda: self.connections_to(port) == 0, timeout)
+
+    def wait_log(self, pred, timeout=5.0):
+        """Wait for a log record for which pred(record) is true; returns it or None."""
+        found = []
+
+        def seen():
+            found[:] = [r for r in self.log_records() if isinstance(r, dict) and pred(r)]
+            return bool(found)
+        wait_for(seen, timeout)
+        return found[0] if found else None
+
     def log_records(self):
         recs = []
         for line in list(self.err_lines):
@@ -867,6 +887,8 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def get_request(self):
         sock, addr = super().get_request()
+        with self.sink.lock:
+            self.sink.accepted.append(addr[1])  # in accept order, on the server's thread
         if self.sink.ssl_context is not None:
             sock = self.sink.ssl_context.wrap_socket(sock, server_side=True,
                                                      do_handshake_on_connect=False)
@@ -888,6 +910,7 @@ class Sink:
         self.client_ports = []
         self.tls_errors = []
         self.inflight = 0
+        self.accepted = []      # client port of every connection, in accept order
         self.max_inflight = 0   # most requests held at once (before answering)
         self.script = []
         self.default = Reply(200)
@@ -940,6 +963,21 @@ class Sink:
             time.sleep(0.02)
         return False
 
+    def connections_since(self, accepted_before):
+        """Connections accepted after the first `accepted_before` (a length of
+        self.accepted), known for sure once a marker connection of our own is
+        accepted: the listener accepts in arrival order, so every connection
+        opened before the marker has been accepted by then.  The marker is not
+        counted; None when it was not accepted within 5 s."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as m:
+            port = m.getsockname()[1]
+
+            def marker_at():
+                with self.lock:
+                    return self.accepted.index(port) + 1 if port in self.accepted else 0
+            at = wait_for(marker_at, 5)
+        return at - 1 - accepted_before if at else None
+
     def stop(self):
         self.stopping.set()
         for s in self.servers:
@@ -961,6 +999,33 @@ def close_sockets(socks):
             c.close()
         except OSError:
             pass
+
+
+def tcp_connections_to(pid, port):
+    """Sockets of process pid connected to remote port `port` (IPv4 or IPv6)."""
+    inodes = set()
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return 0
+    n = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, table)) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if int(cols[2].rsplit(":", 1)[1], 16) == port and cols[9] in inodes:
+                        n += 1
+        except OSError:
+            pass
+    return n
 
 
 def wait_for(cond, timeout=5.0, step=0.02):
@@ -1446,6 +1511,7 @@ class RawUpstream:
         self.script = []
         self.default = upstream_ok()
         self.connections = 0
+        self.closed = 0  # connections this upstream has closed (or seen closed)
         self.stopping = threading.Event()
         self._socks = []
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -1468,6 +1534,10 @@ class RawUpstream:
 
     def wait_requests(self, n, timeout=5.0):
         return wait_for(lambda: self.count() >= n, timeout)
+
+    def wait_closed(self, n, timeout=5.0):
+        """Wait until this upstream has closed (or seen closed) n connections."""
+        return wait_for(lambda: self.closed >= n, timeout)
 
     @staticmethod
     def reset(conn):
@@ -1537,6 +1607,8 @@ class RawUpstream:
                 conn.close()
             except OSError:
                 pass
+            with self.lock:
+                self.closed += 1
 
     def stop(self):
         self.stopping.set()

@@ -200,7 +200,8 @@ def t_closed_fresh(_t, b, up):
     keep-alive connections are retried)."""
     up.behave(bt.upstream_ok(close=True), bt.upstream_raw(b"", then="close"))
     post(b, C_RAW)                         # leaves no idle connection behind
-    time.sleep(0.2)
+    t.ok(b.wait_no_connections_to(up.port), "closed fresh: the pool dropped the closed "
+         "connection")
     r, pid = post(b, C_RAW)
     failed(b, r, "closed before answering (fresh connection)", 502, "upstream_protocol",
            r"(?i)closed before any response byte", "raw")
@@ -219,11 +220,12 @@ def t_stale_idle(_t, b, up):
     """The upstream closes the idle keep-alive connection between two posts."""
     up.behave(bt.upstream_ok(close=True))  # start from an empty pool
     post(b, C_RAW)
-    time.sleep(0.2)
+    t.ok(b.wait_no_connections_to(up.port), "stale idle: the pool starts empty")
+    closed = up.closed
     up.behave(bt.upstream_ok_then_idle_close(0.2))
     r1, pid1 = post(b, C_RAW)
     t.is_(r1.status, 200, "stale idle: first post delivered", r1)
-    time.sleep(0.6)                        # the upstream has closed it by now
+    t.ok(up.wait_closed(closed + 1), "stale idle: the upstream closed the idle connection")
     r2, pid2 = post(b, C_RAW)
     d = bt.check_json_response(t, r2, 200, "stale idle: second post")
     t.is_(d and d.get("status"), "delivered", "stale idle: second post delivered", repr(r2))
@@ -240,7 +242,7 @@ def t_stale_race(_t, b, up, how):
     bridge retries once on a fresh connection with the same delivery id."""
     up.behave(bt.upstream_ok(close=True))
     post(b, C_RAW)
-    time.sleep(0.2)
+    t.ok(b.wait_no_connections_to(up.port), "the pool starts empty")
     up.behave(bt.upstream_ok(), bt.upstream_raw(b"", then=how))
     r1, pid1 = post(b, C_RAW)
     t.is_(r1.status, 200, "stale (%s): first post delivered" % how, r1)
@@ -279,7 +281,7 @@ def t_stale_twice(_t, b, up):
     """Only one retry: a reused connection closes, and so does the fresh one."""
     up.behave(bt.upstream_ok(close=True))
     post(b, C_RAW)
-    time.sleep(0.2)
+    t.ok(b.wait_no_connections_to(up.port), "the pool starts empty")
     up.behave(bt.upstream_ok(), bt.upstream_raw(b"", then="close"),
               bt.upstream_raw(b"", then="close"))
     post(b, C_RAW)
@@ -329,7 +331,9 @@ def t_client_gone(_t, b, up):
     c.send(bt.http_request("POST", HOOK, body))
     t.ok(gate.wait(5), "vanishing sender: the delivery reached the upstream")
     bt.RawUpstream.reset(c.sock)
-    time.sleep(0.8)
+    t.ok(b.wait_log(lambda r: r.get("event") == "request" and
+                    (r.get("participation_id") or "").upper() == pid.upper()),
+         "vanishing sender: the exchange ended (its request line)")
     t.is_(len(copies(up, pid.upper())), 1, "vanishing sender: delivered once")
     t.ok(b.proc.poll() is None, "vanishing sender: the bridge is still running")
     h = bt.curl(b.url("/healthz"))
