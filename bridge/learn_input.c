@@ -107,29 +107,22 @@ static int has_suffix(const char *s, const char *suf)
 	return n >= m && strcmp(s + n - m, suf) == 0;
 }
 
+/* A whole file, NUL-terminated: 0, or a negative errno (-EFBIG over the
+ * ceiling, which used to cut the file silently). */
 static int file_slurp(const char *path, char **ret, size_t *ret_len)
 {
 	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	size_t len = 0, cap = 0, n;
+	struct buf b = BUF_INIT(LEARN_MAX_LINE * 4u);
+	int rc;
 
 	if (!f)
-		return -1;
-	for (;;) {
-		if (len + 65536 + 1 > cap) {
-			cap = (len + 65536 + 1) * 2;
-			buf = learn_xrealloc(buf, cap);
-		}
-		n = fread(buf + len, 1, cap - len - 1, f);
-		len += n;
-		if (n == 0 || len > LEARN_MAX_LINE * 4u)
-			break;
-	}
-	buf[len] = '\0';
+		return -errno;
+	rc = buf_read_file(&b, f);
 	fclose(f);
-	*ret = buf;
-	*ret_len = len;
-	return 0;
+	if (rc == 0 && !(*ret = buf_take(&b, ret_len)))
+		rc = -ENOMEM;
+	buf_free(&b);
+	return rc;
 }
 
 static int name_cmp(const void *x, const void *y)
@@ -140,9 +133,10 @@ static int name_cmp(const void *x, const void *y)
 int learn_docset_add_path(struct docset *ds, struct arena *a, const char *path, int depth)
 {
 	struct stat st;
-	char *buf;
+	char *buf = NULL;
 	size_t len;
 	char where[4096];
+	int got;
 
 	if (stat(path, &st) < 0) {
 		fprintf(stderr, "webhook-bridge learn: %s: %s\n", path, strerror(errno));
@@ -175,8 +169,12 @@ int learn_docset_add_path(struct docset *ds, struct arena *a, const char *path, 
 		free(names);
 		return rc;
 	}
-	if (file_slurp(path, &buf, &len) < 0) {
-		fprintf(stderr, "webhook-bridge learn: %s: %s\n", path, strerror(errno));
+	if ((got = file_slurp(path, &buf, &len)) < 0) {
+		if (got == -EFBIG)
+			fprintf(stderr, "webhook-bridge learn: %s: larger than %u MiB\n", path,
+				(LEARN_MAX_LINE * 4u) >> 20);
+		else
+			fprintf(stderr, "webhook-bridge learn: %s: %s\n", path, strerror(-got));
 		return -1;
 	}
 	if (has_suffix(path, ".json")) {

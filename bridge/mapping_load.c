@@ -493,9 +493,9 @@ static int key_intern(struct loader *L, const char *k)
 		L->oom = true;
 		return -1;
 	}
-	if (m->n_keys == m->cap_keys) {
-		size_t cap = m->cap_keys ? m->cap_keys * 2 : 64;
-		const char **nk = realloc(m->keys, cap * sizeof(*nk));
+	if (m->n_keys == m->cap_keys) { /* two arrays of one capacity */
+		size_t cap = m->cap_keys;
+		const char **nk = grow_array(m->keys, &cap, m->n_keys + 1, sizeof(*nk), 64);
 		size_t *nl;
 
 		if (!nk) {
@@ -503,13 +503,12 @@ static int key_intern(struct loader *L, const char *k)
 			return -1;
 		}
 		m->keys = nk;
-		nl = realloc(m->key_lens, cap * sizeof(*nl));
+		nl = grow_array(m->key_lens, &m->cap_keys, m->n_keys + 1, sizeof(*nl), 64);
 		if (!nl) {
 			L->oom = true;
 			return -1;
 		}
 		m->key_lens = nl;
-		m->cap_keys = cap;
 	}
 	if ((m->n_keys + 1) * 2 > m->hcap) {
 		size_t cap = m->hcap ? m->hcap * 2 : 128;
