@@ -278,3 +278,30 @@ int out_index_grow(size_t **slots_io, size_t *n_slots_io, size_t n,
 	*n_slots_io = n_slots;
 	return 0;
 }
+
+long out_index_find(const size_t *slots, size_t n_slots, const char *key,
+		    const char *(*key_at)(const void *v, size_t i), const void *v)
+{
+	if (!n_slots)
+		return -1;
+	for (size_t h = (size_t)out_hash_str(key) & (n_slots - 1); slots[h];
+	     h = (h + 1) & (n_slots - 1))
+		if (strcmp(key_at(v, slots[h] - 1), key) == 0)
+			return (long)(slots[h] - 1);
+	return -1;
+}
+
+int out_index_add(size_t **slots_io, size_t *n_slots_io, size_t i,
+		  const char *(*key_at)(const void *v, size_t i), const void *v)
+{
+	size_t h, n_slots;
+
+	if ((i + 1) * 2 > *n_slots_io) /* keep the load at most 1/2 */
+		return out_index_grow(slots_io, n_slots_io, i + 1, key_at, v);
+	n_slots = *n_slots_io;
+	for (h = (size_t)out_hash_str(key_at(v, i)) & (n_slots - 1); (*slots_io)[h];
+	     h = (h + 1) & (n_slots - 1))
+		;
+	(*slots_io)[h] = i + 1;
+	return 0;
+}

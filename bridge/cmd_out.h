@@ -42,6 +42,14 @@ void out_json_member(FILE *f, const char *name, const char *value);
 const char *out_policy_name(enum mapping_unmapped p);
 const char *out_display_name(const char *path);
 uint64_t out_hash_str(const char *s);
+/* The string index of the diff and report tables: open addressing over the
+ * keys of elements 0..n-1 of a table (key_at gives the key of element i),
+ * slot = index + 1.  out_index_find: the element whose key is key, or -1;
+ * out_index_add: index element i, whose key is set (growing the slots). */
+long out_index_find(const size_t *slots, size_t n_slots, const char *key,
+		    const char *(*key_at)(const void *v, size_t i), const void *v);
+int out_index_add(size_t **slots_io, size_t *n_slots_io, size_t i,
+		  const char *(*key_at)(const void *v, size_t i), const void *v);
 /* Rebuild an open-addressing index of n string keys (slot = index + 1) at
  * twice its size. */
 int out_index_grow(size_t **slots_io, size_t *n_slots_io, size_t n,

@@ -622,40 +622,30 @@ static const char *group_key_at(const void *v, size_t i)
 	return ((const struct group_table *)v)->v[i].path;
 }
 
-static int table_grow(struct group_table *t)
-{
-	return out_index_grow(&t->slots, &t->n_slots, t->n, group_key_at, t);
-}
-
 /* The group of path (created when new); NULL on out of memory. */
 static struct group *table_get(struct group_table *t, const char *path)
 {
+	long at = out_index_find(t->slots, t->n_slots, path, group_key_at, t);
 	struct group *v;
-	size_t h;
 
-	if (t->n_slots) {
-		for (h = (size_t)out_hash_str(path) & (t->n_slots - 1); t->slots[h];
-		     h = (h + 1) & (t->n_slots - 1))
-			if (strcmp(t->v[t->slots[h] - 1].path, path) == 0)
-				return &t->v[t->slots[h] - 1];
-	}
+	if (at >= 0)
+		return &t->v[at];
 	if (t->n >= MAX_GROUPS) {
 		if (!t->other.path && !(t->other.path = strdup("(other paths)")))
 			return NULL;
 		return &t->other;
 	}
-	if ((t->n + 1) * 2 > t->n_slots && table_grow(t) < 0)
-		return NULL;
 	if (!(v = grow_array(t->v, &t->cap, t->n + 1, sizeof(*v), 32)))
 		return NULL;
 	t->v = v;
 	memset(&t->v[t->n], 0, sizeof(t->v[t->n]));
 	if (!(t->v[t->n].path = strdup(path)))
 		return NULL;
-	for (h = (size_t)out_hash_str(path) & (t->n_slots - 1); t->slots[h];
-	     h = (h + 1) & (t->n_slots - 1))
-		;
-	t->slots[h] = t->n + 1;
+	if (out_index_add(&t->slots, &t->n_slots, t->n, group_key_at, t) < 0) {
+		free(t->v[t->n].path);
+		t->v[t->n].path = NULL;
+		return NULL;
+	}
 	return &t->v[t->n++];
 }
 

@@ -71,38 +71,29 @@ static const char *count_key_at(const void *v, size_t i)
 	return ((const struct count_table *)v)->v[i].key;
 }
 
-static int ctable_grow(struct count_table *t)
-{
-	return out_index_grow(&t->slots, &t->n_slots, t->n, count_key_at, t);
-}
-
 /* NULL past the ceiling (counted in t->dropped) or on out of memory (*oom). */
 static struct count_entry *ctable_get(struct count_table *t, const char *key, bool *oom)
 {
+	long at = out_index_find(t->slots, t->n_slots, key, count_key_at, t);
 	struct count_entry *v;
-	size_t h;
 
-	if (t->n_slots)
-		for (h = (size_t)out_hash_str(key) & (t->n_slots - 1); t->slots[h];
-		     h = (h + 1) & (t->n_slots - 1))
-			if (strcmp(t->v[t->slots[h] - 1].key, key) == 0)
-				return &t->v[t->slots[h] - 1];
+	if (at >= 0)
+		return &t->v[at];
 	if (t->n >= MAX_GROUPS) {
 		t->dropped++;
 		return NULL;
 	}
-	if ((t->n + 1) * 2 > t->n_slots && ctable_grow(t) < 0)
-		goto oom;
 	if (!(v = grow_array(t->v, &t->cap, t->n + 1, sizeof(*v), 32)))
 		goto oom;
 	t->v = v;
 	memset(&t->v[t->n], 0, sizeof(t->v[t->n]));
 	if (!(t->v[t->n].key = strdup(key)))
 		goto oom;
-	for (h = (size_t)out_hash_str(key) & (t->n_slots - 1); t->slots[h];
-	     h = (h + 1) & (t->n_slots - 1))
-		;
-	t->slots[h] = t->n + 1;
+	if (out_index_add(&t->slots, &t->n_slots, t->n, count_key_at, t) < 0) {
+		free(t->v[t->n].key);
+		t->v[t->n].key = NULL;
+		goto oom;
+	}
 	return &t->v[t->n++];
 oom:
 	*oom = true;
