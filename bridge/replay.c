@@ -10,46 +10,15 @@
  * file order; with --concurrency 1 (the default) deliveries keep that order,
  * which matters to importers that upsert by participation id.
  */
-#include <dirent.h>
-#include <errno.h>
-#include <getopt.h>
-#include <math.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
 
-#include <event2/dns.h>
-#include <event2/event.h>
-#include <openssl/evp.h>
-#include <yajl/yajl_gen.h>
-#include <yajl/yajl_tree.h>
+#include "replay_types.h"
 
-#include "bridge/buf.h"
-#include "bridge/cli.h"
-#include "bridge/config.h"
-#include "bridge/delivery.h"
-#include "bridge/convert.h"
-#include "bridge/jsondiff.h"
-#include "bridge/jsontree.h"
-#include "bridge/mapping.h"
-#include "bridge/sign.h"
-#include "bridge/upstream.h"
-#include "bridge/v1.h"
-
-#define EXPECT_MAX        (16u * 1024 * 1024) /* ceiling for one expected file */
-#define CAPTURE_DEPTH_MAX 16                  /* capture lines: line > body > array */
-#define PROBLEMS_KEPT     1000                /* problems listed in the --json summary */
-#define TALLY_MAX         64                  /* distinct failure reasons counted by name */
+#define PROBLEMS_KEPT     1000 /* problems listed in the --json summary */
+#define TALLY_MAX         64   /* distinct failure reasons counted by name */
 #define CONCURRENCY_MAX   1024
 #define RATE_MAX          1000000.0 /* --rate, posts a second */
 #define PROGRESS_EVERY_MS 100
+
 
 static const char usage_replay[] =
 	"usage: webhook-bridge replay --config FILE [--route NAME] [--to URL]\n"
@@ -78,7 +47,9 @@ static const char usage_replay[] =
 	"exit: 0 every payload delivered (2xx) and matched, 1 anything failed or\n"
 	"      mismatched, 2 usage or configuration error\n";
 
+
 /* ---- small helpers --------------------------------------------------------- */
+
 
 static double now_s(void)
 {
@@ -88,30 +59,6 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int has_suffix(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), k = strlen(suffix);
-
-	return n >= k && strcasecmp(s + n - k, suffix) == 0;
-}
-
-static int is_ndjson_name(const char *p)
-{
-	return has_suffix(p, ".ndjson") || has_suffix(p, ".jsonl");
-}
-
-/* "dir/NAME.ext" -> "NAME" (malloc'd). */
-static char *base_name(const char *path)
-{
-	const char *b = strrchr(path, '/');
-	const char *dot;
-	char *r;
-
-	b = b ? b + 1 : path;
-	dot = strrchr(b, '.');
-	r = dot && dot != b ? strndup(b, (size_t)(dot - b)) : strdup(b);
-	return r;
-}
 
 /* A rule file as `map` run from the working directory names it: relative
  * when it lies below it, so .error expectations quote one form. */
@@ -129,539 +76,21 @@ static const char *path_shown(const char *file)
 }
 
 
-/* Read a whole file of at most max bytes into a NUL-terminated buffer.
- * -EFBIG when larger. */
-static int file_read(const char *path, size_t max, char **ret, size_t *ret_len)
-{
-	FILE *f = fopen(path, "rb");
-	struct buf b = BUF_INIT(max);
-	int rc;
-
-	if (!f)
-		return -errno;
-	rc = buf_read_file(&b, f);
-	fclose(f);
-	if (rc < 0) {
-		buf_free(&b);
-		return rc;
-	}
-	*ret = buf_take(&b, ret_len);
-	return *ret ? 0 : -ENOMEM;
-}
-
-/* ---- the input stream ------------------------------------------------------ */
-
-/* Bounded line reader: a line longer than max is reported once and skipped. */
-struct line_reader {
-	FILE *f;
-	char *buf;
-	size_t cap, start, end;
-	int eof;
-};
-
-enum line_status { LINE_OK, LINE_TOO_LONG, LINE_EOF, LINE_ERROR };
-
-static enum line_status line_next(struct line_reader *lr, size_t max, char **ret, size_t *ret_len)
-{
-	int skipping = 0;
-
-	for (;;) {
-		char *nl = lr->end > lr->start
-				   ? memchr(lr->buf + lr->start, '\n', lr->end - lr->start)
-				   : NULL;
-
-		if (nl || (lr->eof && lr->end > lr->start)) {
-			size_t n = nl ? (size_t)(nl - (lr->buf + lr->start)) : lr->end - lr->start;
-
-			*ret = lr->buf + lr->start;
-			*ret_len = n;
-			lr->start += n + (nl ? 1 : 0);
-			if (skipping)
-				return LINE_TOO_LONG;
-			return n > max ? LINE_TOO_LONG : LINE_OK;
-		}
-		if (lr->eof) {
-			*ret = lr->buf;
-			*ret_len = 0;
-			return skipping ? LINE_TOO_LONG : LINE_EOF;
-		}
-		if (lr->end - lr->start > max) { /* drop what we have, keep looking for its end */
-			skipping = 1;
-			lr->start = lr->end = 0;
-		}
-		if (lr->start > 0) {
-			memmove(lr->buf, lr->buf + lr->start, lr->end - lr->start);
-			lr->end -= lr->start;
-			lr->start = 0;
-		}
-		if (lr->end == lr->cap) {
-			size_t ncap = lr->cap ? lr->cap * 2 : 65536;
-			char *t = realloc(lr->buf, ncap + 1);
-
-			if (!t)
-				return LINE_ERROR;
-			lr->buf = t;
-			lr->cap = ncap;
-		}
-		size_t n = fread(lr->buf + lr->end, 1, lr->cap - lr->end, lr->f);
-
-		lr->end += n;
-		if (n == 0) {
-			if (ferror(lr->f))
-				return LINE_ERROR;
-			lr->eof = 1;
-		}
-	}
-}
-
-/* One payload to replay.  body is v1 JSON, or NULL when `problem` says why
- * the item cannot be replayed (`skip`: not counted as a failure). */
-struct item {
-	char *label; /* "path" or "path:line", for messages */
-	char *name;  /* expected-file name: NAME or NAME.LINE */
-	char *body;
-	size_t len;
-	char *problem;
-	const char *problem_key; /* tally key of the problem */
-	int skip;
-};
-
-static void item_clear(struct item *it)
-{
-	free(it->label);
-	free(it->name);
-	free(it->body);
-	free(it->problem);
-	memset(it, 0, sizeof(*it));
-}
-
-struct feed {
-	char **files; /* expanded inputs in order */
-	size_t n_files, next;
-	struct line_reader lr; /* current NDJSON file, when lr.f */
-	const char *cur;
-	char *cur_base;
-	long line_no;
-	size_t max_body; /* as the server's limits.max_body */
-	size_t max_line;
-};
-
-static int feed_add(struct feed *fd, const char *path)
-{
-	char **t = realloc(fd->files, (fd->n_files + 1) * sizeof(*t));
-
-	if (!t || !(t[fd->n_files] = strdup(path)))
-		return -1;
-	fd->files = t;
-	fd->n_files++;
-	return 0;
-}
-
-static int name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Expand PATH arguments; a folder contributes its *.json / *.ndjson / *.jsonl
- * files in name order.  Errors are usage errors (exit 2). */
-static int feed_expand(struct feed *fd, char **paths, int n)
-{
-	for (int i = 0; i < n; i++) {
-		struct stat st;
-
-		if (stat(paths[i], &st) < 0) {
-			fprintf(stderr, "webhook-bridge replay: %s: %s\n", paths[i],
-				strerror(errno));
-			return -1;
-		}
-		if (S_ISDIR(st.st_mode)) {
-			DIR *d = opendir(paths[i]);
-			struct dirent *e;
-			size_t first = fd->n_files;
-
-			if (!d) {
-				fprintf(stderr, "webhook-bridge replay: %s: %s\n", paths[i],
-					strerror(errno));
-				return -1;
-			}
-			while ((e = readdir(d)) != NULL) {
-				char p[4096];
-
-				if (e->d_name[0] == '.' ||
-				    !(has_suffix(e->d_name, ".json") || is_ndjson_name(e->d_name)))
-					continue;
-				snprintf(p, sizeof(p), "%s%s%s", paths[i],
-					 has_suffix(paths[i], "/") ? "" : "/", e->d_name);
-				if (feed_add(fd, p) < 0) {
-					closedir(d);
-					return -1;
-				}
-			}
-			closedir(d);
-			qsort(fd->files + first, fd->n_files - first, sizeof(char *), name_cmp);
-		} else if (feed_add(fd, paths[i]) < 0) {
-			return -1;
-		}
-	}
-	return 0;
-}
-
-static void feed_close_file(struct feed *fd)
-{
-	if (fd->lr.f)
-		fclose(fd->lr.f);
-	fd->lr.f = NULL;
-	fd->lr.start = fd->lr.end = 0;
-	fd->lr.eof = 0;
-	free(fd->cur_base);
-	fd->cur_base = NULL;
-}
-
-static void feed_free(struct feed *fd)
-{
-	feed_close_file(fd);
-	free(fd->lr.buf);
-	for (size_t i = 0; i < fd->n_files; i++)
-		free(fd->files[i]);
-	free(fd->files);
-}
-
-/* Payloads the inputs hold, for the progress bar (NDJSON: non-blank lines). */
-static size_t feed_count(const struct feed *fd)
-{
-	size_t total = 0;
-
-	for (size_t i = 0; i < fd->n_files; i++) {
-		FILE *f;
-		char buf[65536];
-		size_t n;
-		int blank = 1;
-
-		if (!is_ndjson_name(fd->files[i])) {
-			total++;
-			continue;
-		}
-		f = fopen(fd->files[i], "rb");
-		while (f && (n = fread(buf, 1, sizeof(buf), f)) > 0) {
-			for (size_t k = 0; k < n; k++) {
-				if (buf[k] == '\n') {
-					total += !blank;
-					blank = 1;
-				} else if (buf[k] != ' ' && buf[k] != '\t' && buf[k] != '\r') {
-					blank = 0;
-				}
-			}
-		}
-		total += !blank;
-		if (f)
-			fclose(f);
-	}
-	return total;
-}
-
-static void item_problem(struct item *it, const char *key, int skip, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static void item_problem(struct item *it, const char *key, int skip, const char *fmt, ...)
-{
-	va_list ap;
-	char msg[1024];
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	free(it->body);
-	it->body = NULL;
-	it->problem = strdup(msg);
-	it->problem_key = key;
-	it->skip = skip;
-}
-
-/* Compact JSON text of v (malloc'd), or NULL. */
-static char *json_text(yajl_val v, size_t *ret_len)
-{
-	yajl_gen g = yajl_gen_alloc(NULL);
-	const unsigned char *buf;
-	size_t len;
-	char *out = NULL;
-
-	if (!g)
-		return NULL;
-	if (jsontree_gen(g, v, NULL) == 0 &&
-	    yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok &&
-	    (out = malloc(len + 1)) != NULL) {
-		memcpy(out, buf, len);
-		out[len] = '\0';
-		if (ret_len)
-			*ret_len = len;
-	}
-	yajl_gen_free(g);
-	return out;
-}
-
-/* An NDJSON line: a v1 body as is, or a capture record (an object whose
- * "body" is an object, or that is marked "invalid"). */
-static void item_from_line(struct item *it, const char *line, size_t n, size_t max_body)
-{
-	const char *body_path[] = { "body", NULL };
-	const char *invalid_path[] = { "invalid", NULL };
-	const char *reason_path[] = { "reason", NULL };
-	char ebuf[256];
-	char *text;
-	yajl_val root, body, invalid;
-
-	if (memchr(line, '\0', n)) {
-		item_problem(it, "invalid_line", 0, "the line contains a NUL byte");
-		return;
-	}
-	if (v1_json_depth(line, n) > CAPTURE_DEPTH_MAX) {
-		item_problem(it, "invalid_line", 0, "the line nests deeper than %d",
-			     CAPTURE_DEPTH_MAX);
-		return;
-	}
-	text = strndup(line, n);
-	if (!text) {
-		item_problem(it, "invalid_line", 0, "out of memory");
-		return;
-	}
-	root = yajl_tree_parse(text, ebuf, sizeof(ebuf));
-	if (!root || !YAJL_IS_OBJECT(root)) {
-		/* leave it to the v1 parser: it says where and why */
-		yajl_tree_free(root);
-		it->body = text;
-		it->len = n;
-		return;
-	}
-	body = yajl_tree_get(root, body_path, yajl_t_any);
-	invalid = yajl_tree_get(root, invalid_path, yajl_t_any);
-	if (invalid && YAJL_IS_TRUE(invalid) && !body) {
-		yajl_val reason = yajl_tree_get(root, reason_path, yajl_t_string);
-
-		item_problem(it, "recorded_invalid", 1, "recorded as invalid: %s",
-			     reason ? YAJL_GET_STRING(reason) : "no reason given");
-		free(text);
-	} else if (body && YAJL_IS_OBJECT(body)) {
-		size_t len = 0;
-		char *v1 = json_text(body, &len);
-
-		free(text);
-		if (!v1)
-			item_problem(it, "invalid_line", 0, "cannot re-emit the captured body");
-		else if (len > max_body) {
-			free(v1);
-			item_problem(it, "too_large", 0,
-				     "captured body of %zu bytes is over limits.max_body (%zu)",
-				     len, max_body);
-		} else {
-			it->body = v1;
-			it->len = len;
-		}
-	} else {
-		it->body = text;
-		it->len = n;
-	}
-	yajl_tree_free(root);
-}
-
-/* Next payload, or 0 at the end of the inputs. */
-static int feed_next(struct feed *fd, struct item *it)
-{
-	memset(it, 0, sizeof(*it));
-	for (;;) {
-		if (fd->lr.f) {
-			char *line;
-			size_t n;
-			enum line_status st = line_next(&fd->lr, fd->max_line, &line, &n);
-			char lbl[4200];
-
-			if (st == LINE_EOF || st == LINE_ERROR) {
-				int err = st == LINE_ERROR;
-
-				if (err) {
-					snprintf(lbl, sizeof(lbl), "%s:%ld", fd->cur,
-						 fd->line_no + 1);
-					it->label = strdup(lbl);
-					it->name = strdup(lbl);
-					item_problem(it, "read_error", 0, "cannot read: %s",
-						     strerror(errno ? errno : EIO));
-				}
-				feed_close_file(fd);
-				if (err)
-					return 1;
-				continue;
-			}
-			fd->line_no++;
-			while (n &&
-			       (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
-				n--;
-			if (st == LINE_OK && n == 0)
-				continue; /* blank line */
-			snprintf(lbl, sizeof(lbl), "%s:%ld", fd->cur, fd->line_no);
-			it->label = strdup(lbl);
-			snprintf(lbl, sizeof(lbl), "%s.%ld", fd->cur_base, fd->line_no);
-			it->name = strdup(lbl);
-			if (st == LINE_TOO_LONG)
-				item_problem(it, "too_large", 0, "line longer than %zu bytes",
-					     fd->max_line);
-			else
-				item_from_line(it, line, n, fd->max_body);
-			return 1;
-		}
-		if (fd->next >= fd->n_files)
-			return 0;
-		fd->cur = fd->files[fd->next++];
-		if (is_ndjson_name(fd->cur)) {
-			fd->lr.f = fopen(fd->cur, "rb");
-			fd->line_no = 0;
-			fd->cur_base = base_name(fd->cur);
-			if (!fd->lr.f) {
-				it->label = strdup(fd->cur);
-				it->name = base_name(fd->cur);
-				item_problem(it, "read_error", 0, "cannot open: %s",
-					     strerror(errno));
-				free(fd->cur_base);
-				fd->cur_base = NULL;
-				return 1;
-			}
-			continue;
-		}
-		it->label = strdup(fd->cur);
-		it->name = base_name(fd->cur);
-		{
-			int rc = file_read(fd->cur, fd->max_body, &it->body, &it->len);
-
-			if (rc == -EFBIG)
-				item_problem(it, "too_large", 0, "over limits.max_body (%zu bytes)",
-					     fd->max_body);
-			else if (rc < 0)
-				item_problem(it, "read_error", 0, "cannot read: %s", strerror(-rc));
-		}
-		return 1;
-	}
-}
-
-/* ---- expected output ------------------------------------------------------- */
-
-/* "form[email].responses[0].value: expected \"a\", got \"b\"" for up to
- * three differences. */
-static void diff_message(const struct jsondiff *df, char *msg, size_t cap)
-{
-	size_t total = df->n_added + df->n_removed + df->n_changed, o;
-
-	o = (size_t)snprintf(msg, cap, "%zu difference(s)", total);
-	for (size_t i = 0; i < df->n_entries && i < 3 && o < cap; i++) {
-		const struct jsondiff_entry *e = &df->entries[i];
-		const char *path = e->path[0] ? e->path : "(root)";
-		int n;
-
-		if (e->kind == JSONDIFF_ADDED)
-			n = snprintf(msg + o, cap - o, "%s %s: unexpected, got %.*s", i ? ";" : ":",
-				     path, (int)(e->b_len > 120 ? 120 : e->b_len), e->b);
-		else if (e->kind == JSONDIFF_REMOVED)
-			n = snprintf(msg + o, cap - o, "%s %s: missing, expected %.*s",
-				     i ? ";" : ":", path, (int)(e->a_len > 120 ? 120 : e->a_len),
-				     e->a);
-		else
-			n = snprintf(msg + o, cap - o, "%s %s: expected %.*s, got %.*s",
-				     i ? ";" : ":", path, (int)(e->a_len > 120 ? 120 : e->a_len),
-				     e->a, (int)(e->b_len > 120 ? 120 : e->b_len), e->b);
-		if (n < 0)
-			break;
-		o += (size_t)n;
-	}
-	if (total > 3 && o < cap)
-		snprintf(msg + o, cap - o, "; ...");
-}
-
-enum expect_result { EXPECT_NONE, EXPECT_MATCH, EXPECT_MISMATCH, EXPECT_MISSING };
-
-/* Compare with DIR/NAME.json (or DIR/NAME.error).  `v2` is the output, or
- * NULL when the payload was refused with `refusal`. */
-static enum expect_result expect_check(const char *dir, const char *name, const char *v2,
-				       size_t v2_len, const char *refusal, char *msg, size_t cap)
-{
-	char path[4200];
-	char *text = NULL;
-	size_t len;
-	int rc;
-
-	snprintf(path, sizeof(path), "%s/%s.error", dir, name);
-	if (access(path, F_OK) == 0) {
-		char *line2, *end;
-
-		if (file_read(path, 65536, &text, &len) < 0) {
-			snprintf(msg, cap, "cannot read %s", path);
-			return EXPECT_MISMATCH;
-		}
-		line2 = strchr(text, '\n');
-		line2 = line2 ? line2 + 1 : text + len;
-		end = line2 + strcspn(line2, "\r\n");
-		*end = '\0';
-		if (v2) {
-			snprintf(msg, cap, "%s says the payload is refused (%s), but it mapped",
-				 path, line2);
-			rc = EXPECT_MISMATCH;
-		} else if (!strstr(refusal, line2)) {
-			snprintf(msg, cap, "refused as %s expects, but the message lacks \"%s\"",
-				 path, line2);
-			rc = EXPECT_MISMATCH;
-		} else {
-			rc = EXPECT_MATCH;
-		}
-		free(text);
-		return (enum expect_result)rc;
-	}
-	snprintf(path, sizeof(path), "%s/%s.json", dir, name);
-	rc = file_read(path, EXPECT_MAX, &text, &len);
-	if (rc == -ENOENT) {
-		snprintf(msg, cap, "no expected file %s", path);
-		return EXPECT_MISSING;
-	}
-	if (rc < 0) {
-		snprintf(msg, cap, "cannot read %s: %s", path,
-			 rc == -EFBIG ? "larger than 16 MiB" : strerror(-rc));
-		return EXPECT_MISMATCH;
-	}
-	if (!v2) {
-		free(text);
-		snprintf(msg, cap, "%s expects a v2 document, but the payload was refused", path);
-		return EXPECT_MISMATCH;
-	}
-	{
-		struct jsondiff_options o = { .name_a = path,
-					      .name_b = "the v2 output",
-					      .max_input = EXPECT_MAX };
-		struct jsondiff df;
-		struct bridge_error err;
-
-		bridge_error_clear(&err);
-		if (jsondiff_compare(text, len, v2, v2_len, &o, &df, &err) < 0) {
-			snprintf(msg, cap, "cannot compare: %s", err.message);
-			rc = EXPECT_MISMATCH;
-		} else if (df.n_added + df.n_removed + df.n_changed) {
-			diff_message(&df, msg, cap);
-			rc = EXPECT_MISMATCH;
-		} else {
-			rc = EXPECT_MATCH;
-		}
-		jsondiff_clear(&df);
-	}
-	free(text);
-	return (enum expect_result)rc;
-}
-
 /* ---- run state ------------------------------------------------------------- */
+
 
 struct tally {
 	char key[48];
 	long count;
 };
 
+
 struct problem {
 	char *input;
 	char *outcome;
 	char *message;
 };
+
 
 struct replay {
 	const struct bridge_config *cfg;
@@ -701,6 +130,7 @@ struct replay {
 	int progress_drawn;
 };
 
+
 struct job {
 	struct replay *rp;
 	char *label;
@@ -709,6 +139,7 @@ struct job {
 	const struct bridge_route *route;
 	struct upstream_request *up;
 };
+
 
 /* Count by key; past TALLY_MAX - 1 distinct keys the rest go to "other". */
 static void tally_add(struct tally *t, size_t *n, const char *key)
@@ -728,6 +159,7 @@ static void tally_add(struct tally *t, size_t *n, const char *key)
 	t[(*n)++].count = 1;
 }
 
+
 static void progress_clear(struct replay *rp)
 {
 	if (rp->progress && rp->progress_drawn) {
@@ -735,6 +167,7 @@ static void progress_clear(struct replay *rp)
 		rp->progress_drawn = 0;
 	}
 }
+
 
 /* Columns of the terminal on stderr (80 when it cannot say). */
 static int progress_columns(void)
@@ -745,6 +178,7 @@ static int progress_columns(void)
 		return ws.ws_col;
 	return 80;
 }
+
 
 /* [####....] done/total  R/s  ETA Ns  sent … failed …, cut to the width of
  * the terminal: the counters first, the bar takes what is left. */
@@ -795,10 +229,12 @@ static void progress_draw(struct replay *rp, int force)
 	rp->progress_drawn = 1;
 }
 
+
 /* One line on stderr per payload that went wrong, and one entry in the
  * --json summary's problem list. */
 static void report(struct replay *rp, const char *input, const char *outcome, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+
 
 static void report(struct replay *rp, const char *input, const char *outcome, const char *fmt, ...)
 {
@@ -824,6 +260,7 @@ static void report(struct replay *rp, const char *input, const char *outcome, co
 	}
 }
 
+
 static void count_failure(struct replay *rp, const char *input, const char *key, const char *msg)
 {
 	rp->failed++;
@@ -831,12 +268,14 @@ static void count_failure(struct replay *rp, const char *input, const char *key,
 	report(rp, input, key, "%s", msg);
 }
 
+
 static void count_skip(struct replay *rp, const char *input, const char *key, const char *msg)
 {
 	rp->skipped++;
 	tally_add(rp->skips, &rp->n_skips, key);
 	report(rp, input, "skipped", "%s", msg);
 }
+
 
 static void count_expect(struct replay *rp, const char *input, enum expect_result r,
 			 const char *msg)
@@ -855,7 +294,9 @@ static void count_expect(struct replay *rp, const char *input, enum expect_resul
 	}
 }
 
+
 /* ---- mapping one payload ------------------------------------------------- */
+
 
 /* A payload refused before sending: a failure, unless DIR/NAME.error
  * expects exactly this refusal. */
@@ -865,7 +306,8 @@ static void refuse(struct replay *rp, const struct item *it, const char *key, co
 	char emsg[8192];
 
 	if (rp->expect_dir) {
-		er = expect_check(rp->expect_dir, it->name, NULL, 0, msg, emsg, sizeof(emsg));
+		er = replay_expect_check(rp->expect_dir, it->name, NULL, 0, msg, emsg,
+					 sizeof(emsg));
 		count_expect(rp, it->label, er, emsg);
 	}
 	if (er == EXPECT_MATCH)
@@ -873,6 +315,7 @@ static void refuse(struct replay *rp, const struct item *it, const char *key, co
 	else
 		count_failure(rp, it->label, key, msg);
 }
+
 
 /* Route, map, compare.  Returns a job to send, or NULL when the payload is
  * finished here (refused, skipped, or --dry-run). */
@@ -940,8 +383,8 @@ static struct job *prepare(struct replay *rp, struct item *it)
 	rp->mapped++;
 	if (rp->expect_dir)
 		count_expect(rp, it->label,
-			     expect_check(rp->expect_dir, it->name, m.body, m.len, NULL, emsg,
-					  sizeof(emsg)),
+			     replay_expect_check(rp->expect_dir, it->name, m.body, m.len, NULL,
+						 emsg, sizeof(emsg)),
 			     emsg);
 	if (rp->dry_run) {
 		mapping_result_clear(&m);
@@ -970,6 +413,7 @@ static struct job *prepare(struct replay *rp, struct item *it)
 	return j;
 }
 
+
 static void job_free(struct job *j)
 {
 	if (!j)
@@ -979,18 +423,22 @@ static void job_free(struct job *j)
 	free(j);
 }
 
+
 /* ---- sending ------------------------------------------------------------- */
+
 
 static void pump_soon(struct replay *rp)
 {
 	event_active(rp->pump_ev, EV_READ, 0);
 }
 
+
 static void finish_if_done(struct replay *rp)
 {
 	if ((rp->input_done || rp->interrupted) && rp->in_flight == 0 && !rp->ready_job)
 		event_base_loopexit(rp->base, NULL);
 }
+
 
 static void job_done(const struct upstream_response *r, void *arg)
 {
@@ -1018,6 +466,7 @@ static void job_done(const struct upstream_response *r, void *arg)
 	finish_if_done(rp);
 }
 
+
 static struct upstream_pool *pool_for(struct replay *rp, const struct bridge_route *route,
 				      struct bridge_error *err)
 {
@@ -1042,6 +491,7 @@ static struct upstream_pool *pool_for(struct replay *rp, const struct bridge_rou
 		bridge_error_set(err, "cannot create a connection pool");
 	return rp->pools[idx];
 }
+
 
 /* Post one job: the same headers as bridge/server.c forward(). */
 static void job_send(struct replay *rp, struct job *j)
@@ -1089,6 +539,7 @@ static void job_send(struct replay *rp, struct job *j)
 	}
 }
 
+
 static void pump(struct replay *rp)
 {
 	while (!rp->interrupted && rp->in_flight < rp->concurrency) {
@@ -1099,12 +550,12 @@ static void pump(struct replay *rp)
 
 			if (rp->input_done)
 				break;
-			if (!feed_next(&rp->feed, &it)) {
+			if (!replay_feed_next(&rp->feed, &it)) {
 				rp->input_done = 1;
 				break;
 			}
 			j = prepare(rp, &it);
-			item_clear(&it);
+			replay_item_clear(&it);
 			if (!j) {
 				rp->done++;
 				progress_draw(rp, 0);
@@ -1134,15 +585,18 @@ static void pump(struct replay *rp)
 	finish_if_done(rp);
 }
 
+
 static void pump_cb(evutil_socket_t fd, short what, void *arg)
 {
 	pump(arg);
 }
 
+
 static void progress_cb(evutil_socket_t fd, short what, void *arg)
 {
 	progress_draw(arg, 1);
 }
+
 
 static void sigint_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1165,6 +619,7 @@ static void sigint_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	finish_if_done(rp);
 }
+
 
 static int run_loop(struct replay *rp)
 {
@@ -1194,6 +649,7 @@ static int run_loop(struct replay *rp)
 	return 0;
 }
 
+
 static void loop_free(struct replay *rp)
 {
 	const struct bridge_config *c = rp->cfg;
@@ -1222,7 +678,9 @@ static void loop_free(struct replay *rp)
 		event_base_free(rp->base);
 }
 
+
 /* ---- summary --------------------------------------------------------------- */
+
 
 static void summary_text(struct replay *rp, double elapsed)
 {
@@ -1267,6 +725,7 @@ static void summary_text(struct replay *rp, double elapsed)
 	printf("\n");
 }
 
+
 static void g_kv_str(yajl_gen g, const char *k, const char *v)
 {
 	yajl_gen_string(g, (const unsigned char *)k, strlen(k));
@@ -1276,11 +735,13 @@ static void g_kv_str(yajl_gen g, const char *k, const char *v)
 		yajl_gen_null(g);
 }
 
+
 static void g_kv_int(yajl_gen g, const char *k, long long v)
 {
 	yajl_gen_string(g, (const unsigned char *)k, strlen(k));
 	yajl_gen_integer(g, v);
 }
+
 
 static void g_tally(yajl_gen g, const char *k, const struct tally *t, size_t n)
 {
@@ -1290,6 +751,7 @@ static void g_tally(yajl_gen g, const char *k, const struct tally *t, size_t n)
 		g_kv_int(g, t[i].key, t[i].count);
 	yajl_gen_map_close(g);
 }
+
 
 /* The --json summary.  Inputs come from the user's files, so the
  * generator is told to validate UTF-8; on failure a minimal object that
@@ -1358,7 +820,9 @@ minimal:
 	       rp->missing);
 }
 
+
 /* ---- the command ----------------------------------------------------------- */
+
 
 /* N or N.N (no sign, exponent, hex or space: strtod alone takes them),
  * then nothing, /s, /sec, /m or /min; at most RATE_MAX a second. */
@@ -1390,6 +854,7 @@ static int parse_rate(const char *s, double *ret)
 		return -1;
 	return 0;
 }
+
 
 int cmd_replay(int argc, char **argv)
 {
@@ -1486,14 +951,14 @@ int cmd_replay(int argc, char **argv)
 	rp.warned = calloc(cfg->n_routes + 1, 1);
 	rp.feed.max_body = cfg->max_body;
 	rp.feed.max_line = cfg->max_body * 4 + 65536; /* escaping, headers of a capture */
-	if (!rp.warned || feed_expand(&rp.feed, argv + optind, argc - optind) < 0)
+	if (!rp.warned || replay_feed_expand(&rp.feed, argv + optind, argc - optind) < 0)
 		goto out;
 	rp.interval = rate > 0 ? 1.0 / rate : 0;
 	rp.progress = isatty(STDERR_FILENO) &&
 		      !(getenv("TERM") && strcmp(getenv("TERM"), "dumb") == 0);
 	rp.first_draw = now_s();
 	if (rp.progress)
-		rp.total = feed_count(&rp.feed);
+		rp.total = replay_feed_count(&rp.feed);
 	signal(SIGPIPE, SIG_IGN);
 	rp.started = now_s();
 	rp.next_slot = rp.started;
@@ -1501,9 +966,9 @@ int cmd_replay(int argc, char **argv)
 	if (rp.dry_run) {
 		struct item it;
 
-		while (feed_next(&rp.feed, &it)) {
+		while (replay_feed_next(&rp.feed, &it)) {
 			prepare(&rp, &it); /* never returns a job in a dry run */
-			item_clear(&it);
+			replay_item_clear(&it);
 			rp.done++;
 			progress_draw(&rp, 0);
 		}
@@ -1523,7 +988,7 @@ int cmd_replay(int argc, char **argv)
 	fflush(stdout);
 	rc = rp.failed || rp.mismatched || rp.missing || rp.interrupted ? 1 : 0;
 out:
-	feed_free(&rp.feed);
+	replay_feed_free(&rp.feed);
 	for (size_t i = 0; i < rp.n_problems; i++) {
 		free(rp.problems[i].input);
 		free(rp.problems[i].outcome);

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The house drawn from its includes: which module includes which.
 
-A module is a header include/bridge/NAME.h with the files that implement it
-(bridge/NAME.c, bridge/NAME_*.c but NAME_cmd.c, bridge/NAME_types.h), or a
-private header of bridge/ with its .c.  Three floors:
+A module is NAME: include/bridge/NAME.h and bridge/NAME.c when they are
+there, bridge/NAME_*.c (but NAME_cmd.c, a command of its own) and the
+private bridge/NAME_types.h.  Three floors:
   base      buf, json, utf8, siphash, clock, diag: include no other module
             of a higher floor;
   library   everything else but the commands;
@@ -44,15 +44,17 @@ def module_names():
 
 
 def owner(stem, hdrs, priv):
-    """The module a file stem (without extension) belongs to."""
-    if stem in hdrs or stem in priv:
-        if stem.endswith("_types") and stem[:-6] in hdrs:
-            return stem[:-6]
-        return stem
+    """The module a file stem (without extension) belongs to: NAME_types.h
+    and NAME_*.c belong to NAME when NAME has a header or a .c of its own;
+    NAME_cmd.c is a command of its own (queue_cmd.c is not the queue)."""
+    cs = {f[:-2] for f in os.listdir(os.path.join(ROOT, "bridge")) if f.endswith(".c")}
+    names = hdrs | cs
+    if stem.endswith("_types") and stem[:-6] in names:
+        return owner(stem[:-6], hdrs, priv)
     if stem.endswith("_cmd"):
-        return stem  # a command of its own (queue_cmd.c is not the queue)
+        return stem
     best = None
-    for h in hdrs:
+    for h in names:
         if stem.startswith(h + "_") and (best is None or len(h) > len(best)):
             best = h
     return best or stem
