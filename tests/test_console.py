@@ -231,6 +231,14 @@ def t_page(_t):
 
         inp = wd.find("tr[data-route='crm'] .ramp-input")
         wd.s("POST", "/element/%s/clear" % inp, {})
+        wd.s("POST", "/element/%s/value" % inp, {"text": "42"})
+        shown = wd.js("return document.getElementById('updated').textContent")
+        t.ok(wd.wait("return document.getElementById('updated').textContent !== %s"
+                     % json.dumps(shown), 10), "the page refreshes itself")
+        t.is_(wd.js("return document.querySelector(\"tr[data-route='crm'] .ramp-input\").value"),
+              "42",
+              "a ramp being typed survives the refresh (the row is updated in place)")
+        wd.s("POST", "/element/%s/clear" % inp, {})
         wd.s("POST", "/element/%s/value" % inp, {"text": "100"})
         wd.s("POST", "/element/%s/click" % wd.find("tr[data-route='crm'] .set-ramp"), {})
         t.like(wd.alert_text(), r"Set the ramp of crm to 100 %\?", "the page asks first")
