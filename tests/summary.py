@@ -51,7 +51,8 @@ def expected_tests():
           ["pg / %s_unit_pg" % n for n in meson_list(text, "pg_engine_tests")])
     everything = unit + integration + fuzz + pg + LINT_TESTS
     tsan = (["unit / " + n for n in meson_list(text, "tsan_unit")] +
-            ["integration / " + n for n in meson_list(text, "tsan_integration")])
+            ["integration / " + n for n in meson_list(text, "tsan_integration")] +
+            ["pg / " + n for n in meson_list(text, "tsan_pg")])
     return everything, unit + fuzz, tsan
 
 
