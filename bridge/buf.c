@@ -60,7 +60,7 @@ bool buf_reserve(struct buf *b, size_t n)
 	return true;
 }
 
-bool buf_add(struct buf *b, const void *p, size_t n)
+bool buf_add_slow(struct buf *b, const void *p, size_t n)
 {
 	if (!buf_reserve(b, n))
 		return false;
@@ -69,16 +69,6 @@ bool buf_add(struct buf *b, const void *p, size_t n)
 	b->len += n;
 	b->s[b->len] = '\0';
 	return true;
-}
-
-bool buf_str(struct buf *b, const char *s)
-{
-	return buf_add(b, s, strlen(s));
-}
-
-bool buf_char(struct buf *b, char c)
-{
-	return buf_add(b, &c, 1);
 }
 
 bool buf_printf(struct buf *b, const char *fmt, ...)

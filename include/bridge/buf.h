@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 
 struct buf {
 	char *s;
@@ -34,9 +35,31 @@ void buf_reset(struct buf *b); /* empties the content, keeps the memory */
 
 /* Room for n more bytes (and the NUL) without a reallocation. */
 bool buf_reserve(struct buf *b, size_t n);
-bool buf_add(struct buf *b, const void *p, size_t n);
-bool buf_str(struct buf *b, const char *s);
-bool buf_char(struct buf *b, char c);
+bool buf_add_slow(struct buf *b, const void *p, size_t n);
+
+/* Appends are the writers' innermost step: the common case (room already
+   there, under the ceiling) is inline; growth and failure go out of line. */
+static inline bool buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (!b->failed && n < b->cap - b->len && n <= b->max - b->len) {
+		if (n)
+			memcpy(b->s + b->len, p, n);
+		b->len += n;
+		b->s[b->len] = '\0';
+		return true;
+	}
+	return buf_add_slow(b, p, n);
+}
+
+static inline bool buf_str(struct buf *b, const char *s)
+{
+	return buf_add(b, s, strlen(s));
+}
+
+static inline bool buf_char(struct buf *b, char c)
+{
+	return buf_add(b, &c, 1);
+}
 bool buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The content as a malloc'd NUL-terminated string ("" when empty; NULL when
