@@ -9,7 +9,6 @@
 #include "bridge/convert.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
-#include "bridge/v1.h"
 
 static const char *const top_keys[] = { "listen",     "limits",   "tls",       "unrouted",
 					"match_keys", "upstream", "log_level", "workers",
@@ -936,50 +935,4 @@ void bridge_config_free(struct bridge_config *c)
 	access_auth_clear(&c->admin.auth);
 	access_list_clear(&c->admin.allow);
 	free(c);
-}
-
-static int id_in(char *const *ids, size_t n, const char *id)
-{
-	if (!id)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(ids[i], id) == 0)
-			return 1;
-	return 0;
-}
-
-const char *bridge_config_v1_id(const struct v1_doc *doc, const char *key, char *buf, size_t cap)
-{
-	const struct v1_field *f = v1_doc_get(doc, key);
-	struct bridge_error err;
-
-	if (!f || (f->value.type != V1_NUMBER && f->value.type != V1_STRING))
-		return NULL;
-	if (convert_integer(f->value.text, f->value.len, buf, cap, &err) < 0)
-		return NULL;
-	return buf;
-}
-
-const struct bridge_route *bridge_config_route_for(const struct bridge_config *c,
-						   const char *website_id, const char *campaign_id)
-{
-	const struct bridge_route *best = NULL;
-	int best_rank = 0;
-
-	for (size_t i = 0; i < c->n_routes; i++) {
-		const struct bridge_route *r = &c->routes[i];
-		int rank;
-
-		/* a route matches only if every list it has matches */
-		if (r->n_campaign_ids && !id_in(r->campaign_ids, r->n_campaign_ids, campaign_id))
-			continue;
-		if (r->n_website_ids && !id_in(r->website_ids, r->n_website_ids, website_id))
-			continue;
-		rank = r->n_campaign_ids ? 3 : r->n_website_ids ? 2 : 1;
-		if (rank > best_rank) {
-			best = r;
-			best_rank = rank;
-		}
-	}
-	return best;
 }

@@ -37,6 +37,7 @@
 #include "bridge/cli.h"
 #include "bridge/jsondiff.h"
 #include "bridge/mapping.h"
+#include "bridge/translate.h"
 #include "bridge/v1.h"
 #include "cmd_out.h"
 
@@ -133,9 +134,8 @@ static int parse_v1(const char *text, size_t len, int form, struct v1_doc **ret,
 {
 	struct v1_limits lim;
 
-	v1_limits_default(&lim);
-	return form ? v1_parse_form(text, len, &lim, ret, err)
-		    : v1_parse_json(text, len, &lim, ret, err);
+	translate_limits(NULL, &lim);
+	return translate_parse(form ? V1_ENC_FORM : V1_ENC_JSON, text, len, &lim, ret, err);
 }
 
 /* "message (rule file:line)" into buf. */
@@ -429,7 +429,7 @@ static int diff_provenance(const char *mapping_path, const char *input, int form
 	if (read_input(input, INPUT_MAX, &text, &len) < 0)
 		goto out;
 	if (parse_v1(text, len, form, &doc, &err) < 0 ||
-	    mapping_apply(m, doc, MAPPING_TRACE, &r, &err) < 0) {
+	    translate_map(m, NULL, doc, MAPPING_TRACE, &r, NULL, &err) < 0) {
 		error_text(&err, msg, sizeof(msg));
 		fprintf(stderr, "error: %s: ", out_display_name(input));
 		out_print_str(stderr, msg, 0);
@@ -758,8 +758,8 @@ static void against_one(struct against *ag, const char *text, size_t len, const 
 		ag->fail_both++;
 		return;
 	}
-	ok_old = mapping_apply(ag->old, doc, MAPPING_TRACE, &ro, &eo) == 0;
-	ok_new = mapping_apply(ag->new, doc, MAPPING_TRACE, &rn, &en) == 0;
+	ok_old = translate_map(ag->old, NULL, doc, MAPPING_TRACE, &ro, NULL, &eo) == 0;
+	ok_new = translate_map(ag->new, NULL, doc, MAPPING_TRACE, &rn, NULL, &en) == 0;
 	if (!ok_old)
 		error_text(&eo, mo, sizeof(mo));
 	if (!ok_new)

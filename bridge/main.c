@@ -47,6 +47,7 @@
 #include "bridge/notify.h"
 #include "bridge/queue.h"
 #include "bridge/server.h"
+#include "bridge/translate.h"
 #include "bridge/v1.h"
 #include "bridge/v2record.h"
 
@@ -548,9 +549,7 @@ static void record_options_from(const struct bridge_config *cfg, struct record_o
 		ro->headers = (const char *const *)cfg->record_headers;
 		ro->n_headers = cfg->n_record_headers;
 	}
-	ro->limits.max_depth = cfg->max_json_depth;
-	ro->limits.max_keys = cfg->max_keys;
-	ro->limits.max_string = cfg->max_string;
+	translate_limits(cfg, &ro->limits);
 }
 
 /* Files and stores that live as long as the process (a reload keeps them). */

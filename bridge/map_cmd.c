@@ -15,6 +15,7 @@
 #include "bridge/buf.h"
 #include "bridge/cli.h"
 #include "bridge/mapping.h"
+#include "bridge/translate.h"
 #include "bridge/v1.h"
 
 #define MAP_INPUT_MAX   (256u * 1024 * 1024) /* ceiling for one non-NDJSON input */
@@ -75,14 +76,10 @@ static int map_one(const struct mapping *m, const char *text, size_t len, int fo
 	struct mapping_result r;
 	int rc;
 
-	v1_limits_default(&lim);
-	bridge_error_clear(err);
-	rc = form ? v1_parse_form(text, len, &lim, &doc, err)
-		  : v1_parse_json(text, len, &lim, &doc, err);
-	if (rc < 0)
+	translate_limits(NULL, &lim);
+	if (translate_parse(form ? V1_ENC_FORM : V1_ENC_JSON, text, len, &lim, &doc, err) < 0)
 		return -1;
-	memset(&r, 0, sizeof(r));
-	rc = mapping_apply(m, doc, 0, &r, err);
+	rc = translate_map(m, NULL, doc, 0, &r, NULL, err);
 	v1_doc_free(doc);
 	if (rc < 0)
 		return -1;

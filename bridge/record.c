@@ -20,6 +20,7 @@
 #include "bridge/jsonl.h"
 #include "bridge/utf8.h"
 #include "bridge/record.h"
+#include "bridge/translate.h"
 
 
 /* The personal data of the representative v1 shape (webhook 1.0 form
@@ -365,11 +366,7 @@ static int build_line(const struct recorder *r, const char *content_type,
 
 	bridge_error_clear(&perr);
 	reason[0] = '\0';
-	if (kind == V1_ENC_OTHER)
-		snprintf(reason, sizeof(reason), "unsupported content type");
-	else if ((kind == V1_ENC_JSON
-			  ? v1_parse_json(body ? body : "", len, &r->limits, &doc, &perr)
-			  : v1_parse_form(body ? body : "", len, &r->limits, &doc, &perr)) < 0)
+	if (translate_parse(kind, body, len, &r->limits, &doc, &perr) < 0)
 		snprintf(reason, sizeof(reason), "%s", perr.message);
 
 	/* attempt 0: the body; attempt 1: the invalid form, when the body

@@ -328,7 +328,7 @@ static struct job *prepare(struct replay *rp, struct item *it)
 	struct bridge_error err;
 	struct mapping_result m;
 	struct job *j;
-	char msg[1200], emsg[8192], wid[32], cid[32];
+	char msg[1200], emsg[8192];
 
 	if (it->problem) {
 		if (it->skip)
@@ -343,23 +343,17 @@ static struct job *prepare(struct replay *rp, struct item *it)
 		refuse(rp, it, "too_large", msg);
 		return NULL;
 	}
-	v1_limits_default(&lim);
-	lim.max_depth = c->max_json_depth;
-	lim.max_keys = c->max_keys;
-	bridge_error_clear(&err);
-	if (v1_parse_json(it->body, it->len, &lim, &doc, &err) < 0) {
+	translate_limits(c, &lim);
+	if (translate_parse(V1_ENC_JSON, it->body, it->len, &lim, &doc, &err) < 0) {
 		refuse(rp, it, "invalid_v1", err.message);
 		return NULL;
 	}
 	if (!route) {
-		const char *website = bridge_config_v1_id(doc, c->website_key, wid, sizeof(wid));
-		const char *campaign = bridge_config_v1_id(doc, c->campaign_key, cid, sizeof(cid));
+		struct translate_ids ids;
 
-		route = bridge_config_route_for(c, website, campaign);
+		route = translate_route(c, doc, &ids);
 		if (!route) {
-			snprintf(msg, sizeof(msg),
-				 "no route matches website_id %s and campaign_id %s",
-				 website ? website : "(absent)", campaign ? campaign : "(absent)");
+			translate_no_route(&ids, msg, sizeof(msg));
 			v1_doc_free(doc);
 			if (c->unrouted_accept) /* the server answers 202 and drops it */
 				count_skip(rp, it->label, "unrouted", msg);
@@ -368,8 +362,7 @@ static struct job *prepare(struct replay *rp, struct item *it)
 			return NULL;
 		}
 	}
-	memset(&m, 0, sizeof(m));
-	if (mapping_apply(route->mapping, doc, 0, &m, &err) < 0) {
+	if (translate_map(route->mapping, NULL, doc, 0, &m, NULL, &err) < 0) {
 		v1_doc_free(doc);
 		if (err.file)
 			snprintf(msg, sizeof(msg), "%s (rule %s:%d)", err.message,

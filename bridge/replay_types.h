@@ -36,6 +36,7 @@
 #include "bridge/jsontree.h"
 #include "bridge/mapping.h"
 #include "bridge/sign.h"
+#include "bridge/translate.h"
 #include "bridge/upstream.h"
 #include "bridge/v1.h"
 

@@ -44,6 +44,7 @@
 #include "bridge/server.h"
 #include "bridge/shadow.h"
 #include "bridge/sign.h"
+#include "bridge/translate.h"
 #include "bridge/upstream.h"
 #include "bridge/v1.h"
 #include "bridge/v2record.h"
@@ -1254,8 +1255,8 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 		send_error(req, 422, "missing_id", "the v2 post has no participation id");
 		return;
 	}
-	route = bridge_config_route_for(s->cfg, r.has_website ? r.website : NULL,
-					r.has_campaign ? r.campaign : NULL);
+	route = translate_route_for(s->cfg, r.has_website ? r.website : NULL,
+				    r.has_campaign ? r.campaign : NULL);
 	if (!route || route->mode != ROUTE_DRY_RUN) {
 		free(text);
 		snprintf(msg, sizeof(msg),
@@ -1438,7 +1439,8 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	struct v1_doc *doc = NULL;
 	struct bridge_error err;
 	struct mapping_result m;
-	char wid[32], cid[32], msg[700];
+	struct translate_ids ids;
+	char msg[700];
 	int rc, legacy, trace;
 
 	x = calloc(1, sizeof(*x));
@@ -1500,14 +1502,8 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 			      "application/json");
 		return;
 	}
-	v1_limits_default(&lim);
-	lim.max_depth = c->max_json_depth;
-	lim.max_keys = c->max_keys;
-	lim.max_string = c->max_string;
-	bridge_error_clear(&err);
-	rc = kind == V1_ENC_JSON ? v1_parse_json(body ? body : "", x->bytes_in, &lim, &doc, &err)
-				 : v1_parse_form(body ? body : "", x->bytes_in, &lim, &doc, &err);
-	if (rc < 0) {
+	translate_limits(c, &lim);
+	if (translate_parse(kind, body, x->bytes_in, &lim, &doc, &err) < 0) {
 		struct evbuffer *b = error_body(
 			kind == V1_ENC_JSON ? "invalid_json" : "invalid_form", err.message);
 
@@ -1517,14 +1513,13 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		return;
 	}
 
-	website = bridge_config_v1_id(doc, c->website_key, wid, sizeof(wid));
-	campaign = bridge_config_v1_id(doc, c->campaign_key, cid, sizeof(cid));
-	x->route = bridge_config_route_for(c, website, campaign);
+	x->route = translate_route(c, doc, &ids);
+	website = ids.website;
+	campaign = ids.campaign;
 	if (!x->route) {
 		struct evbuffer *b;
 
-		snprintf(msg, sizeof(msg), "no route matches website_id %s and campaign_id %s",
-			 website ? website : "(absent)", campaign ? campaign : "(absent)");
+		translate_no_route(&ids, msg, sizeof(msg));
 		if (c->unrouted_accept) {
 			b = evbuffer_new();
 			evbuffer_add_printf(b, "{\"status\":\"dropped\",\"message\":");
@@ -1551,10 +1546,10 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		return;
 	}
 
-	memset(&m, 0, sizeof(m));
 	legacy = x->route->legacy_endpoint != NULL;
 	trace = (s->opt.report || s->opt.shadow) && x->route->mode != ROUTE_FORWARD;
-	rc = mapping_apply(x->route->mapping, doc, trace ? MAPPING_TRACE : 0, &m, &err);
+	rc = translate_map(x->route->mapping, x->route->name, doc, trace ? MAPPING_TRACE : 0, &m,
+			   x->delivery_id, &err);
 	v1_doc_free(doc);
 	if (rc < 0) {
 		char rule[600] = "", rule_full[600] = "";
@@ -1594,7 +1589,6 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 		exchange_answer(x, 422, OUTCOME_MAPPING_FAILED, b, 0, err.message);
 		return;
 	}
-	delivery_id_make(x->route->name, m.body, m.len, x->delivery_id);
 	x->participation_id = m.participation_id ? strdup(m.participation_id) : NULL;
 	x->bytes_out = m.len;
 	if (m.n_unmapped)

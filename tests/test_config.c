@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "bridge/config.h"
+#include "bridge/translate.h"
 #include "tap.h"
 
 static char dir[] = "/tmp/bridge-test-config-XXXXXX";
@@ -171,18 +172,18 @@ int main(void)
 	out = load(text, &c);
 	is_str(out, "", "route config loads");
 	if (c) {
-		r = bridge_config_route_for(c, "1234", "5678");
+		r = translate_route_for(c, "1234", "5678");
 		is_str(r ? r->name : NULL, "camp", "campaign match wins over website match");
-		r = bridge_config_route_for(c, "1234", "1");
+		r = translate_route_for(c, "1234", "1");
 		is_str(r ? r->name : NULL, "site", "website match wins over catch-all");
-		r = bridge_config_route_for(c, "7", "1");
+		r = translate_route_for(c, "7", "1");
 		is_str(r ? r->name : NULL, "all", "catch-all: first in file order");
-		r = bridge_config_route_for(c, NULL, NULL);
+		r = translate_route_for(c, NULL, NULL);
 		is_str(r ? r->name : NULL, "all", "absent ids reach the catch-all");
-		r = bridge_config_route_for(c, "1", "18446744073709551615");
+		r = translate_route_for(c, "1", "18446744073709551615");
 		is_str(r ? r->name : NULL, "big",
 		       "64-bit campaign id given as a string matches exactly");
-		r = bridge_config_route_for(c, "1", "5678");
+		r = translate_route_for(c, "1", "5678");
 		is_str(r ? r->name : NULL, "camp", "campaign route ignores the website");
 		bridge_config_free(c);
 	}
@@ -192,11 +193,10 @@ int main(void)
 		 mapping_abs);
 	out = load(text, &c);
 	if (c) {
-		ok(bridge_config_route_for(c, "1", "2") != NULL,
-		   "route with both lists: both match");
-		ok(bridge_config_route_for(c, "1", "3") == NULL,
+		ok(translate_route_for(c, "1", "2") != NULL, "route with both lists: both match");
+		ok(translate_route_for(c, "1", "3") == NULL,
 		   "route with both lists: campaign must match too");
-		ok(bridge_config_route_for(c, NULL, "2") == NULL,
+		ok(translate_route_for(c, NULL, "2") == NULL,
 		   "route with both lists: website must match too");
 		bridge_config_free(c);
 	} else {

@@ -145,17 +145,4 @@ void bridge_config_free(struct bridge_config *c); /* accepts NULL */
 #define CONFIG_PRINT_MASK "********"
 void bridge_config_print(const struct bridge_config *c, FILE *f);
 
-struct v1_doc;
-
-/* The id a v1 document carries under key (cfg->website_key or
- * campaign_key), as canonical decimal text in buf; NULL when it is absent
- * or not an integer. */
-const char *bridge_config_v1_id(const struct v1_doc *doc, const char *key, char *buf, size_t cap);
-
-/* Pick the route for a post: campaign match beats website match beats
- * catch-all; ties go to the first in file order.  Ids are canonical decimal
- * text or NULL when the post lacks them.  NULL when nothing matches. */
-const struct bridge_route *bridge_config_route_for(const struct bridge_config *c,
-						   const char *website_id, const char *campaign_id);
-
 #endif
