@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 
 SOURCE_ROOT = os.environ.get(
     "BRIDGE_SOURCE_ROOT",
@@ -255,6 +256,12 @@ def v1_variant(doc, **changes):
     return dumps_exact(d).encode("utf-8")
 
 
+def fresh_v1_body():
+    """The representative fixture under a new participation id, as JSON bytes."""
+    _, _, doc = v1_fixture()
+    return v1_variant(doc, participation_id=str(uuid.uuid4()))
+
+
 def form_encode(doc):
     """application/x-www-form-urlencoded form of a flat v1 dict: numbers by
     their text, arrays as repeated keys, true/false as text, null as empty."""
@@ -400,6 +407,16 @@ def config_text(routes, port=0, path="/", limits=None, tls_ca=None, unrouted=Non
         cfg["match_keys"] = match_keys
     cfg["routes"] = routes
     return "".join("%s = %s;\n" % (k, cfg_value(v)) for k, v in cfg.items())
+
+
+def listen_config(listen_extra="", routes=None, extra=None):
+    """A listener on 127.0.0.1 (ephemeral port, path /hook) with listen_extra
+    inside its group, the top-level text extra (when given) and routes (one
+    dry-run route by default)."""
+    routes = routes or [route("dry")]
+    return ('listen = { address = "127.0.0.1"; port = 0; path = "/hook"; %s };\n'
+            '%sroutes = %s;\n' % (listen_extra, "" if extra is None else extra + "\n",
+                                   cfg_value(routes)))
 
 
 def route(name, mode="dry-run", **kw):
@@ -584,6 +601,32 @@ class Bridge:
 
     def dry_run_lines(self):
         return [l for l in list(self.out_lines) if l.strip()]
+
+
+def start_bridge(t, tmp, cfg, name, preexec=None, https_ca=None):
+    """A started bridge from config text cfg; one that does not start is a
+    "not ok" naming it, and the TestFailure goes on to end the test."""
+    b = Bridge(tmp, cfg, name)
+    b.preexec = preexec
+    if https_ca is not None:
+        b.https_ca = https_ca
+    try:
+        return b.start()
+    except TestFailure as e:
+        t.ok(False, "%sbridge %s starts" % ("HTTPS " if https_ca else "", name), str(e))
+        raise
+
+
+def soak_args(duration, kills):
+    """(seconds, kills, rest of argv) when the program was run as
+    `PROG --soak [SECONDS [KILLS ...]]` (duration and kills the defaults),
+    else None."""
+    argv = sys.argv[1:]
+    if not argv or argv[0] != "--soak":
+        return None
+    seconds = float(argv[1]) if len(argv) > 1 else duration
+    n = int(argv[2]) if len(argv) > 2 else kills
+    return seconds, n, argv[3:]
 
 
 def metric(bridge, name):

@@ -27,24 +27,12 @@ tmp = bt.TempDir()
 USER, PASSWORD = "qualifio", "s3cret:pw"
 
 
-def body():
-    _, _, doc = bt.v1_fixture()
-    return bt.v1_variant(doc, participation_id=str(uuid.uuid4()))
-
-
-def listen_config(listen_extra, routes=None):
-    routes = routes or [bt.route("dry")]
-    return ('listen = { address = "127.0.0.1"; port = 0; path = "/hook"; %s };\n'
-            'routes = %s;\n' % (listen_extra, bt.cfg_value(routes)))
+body = bt.fresh_v1_body
+listen_config = bt.listen_config
 
 
 def start(cfg, name):
-    """A started bridge; a bridge that does not start is a failed test."""
-    try:
-        return bt.Bridge(tmp, cfg, name).start()
-    except bt.TestFailure as e:
-        t.ok(False, "bridge %s starts" % name, str(e))
-        raise
+    return bt.start_bridge(t, tmp, cfg, name)
 
 
 def t_challenge(_t):
@@ -264,13 +252,7 @@ def t_trace(_t):
 def start_https(pki, cert, key, name):
     """A started bridge whose listener speaks HTTPS with cert/key."""
     cfg = listen_config('tls = { cert_file = "%s"; key_file = "%s"; };' % (cert, key))
-    b = bt.Bridge(tmp, cfg, name)
-    b.https_ca = pki.ca_cert
-    try:
-        return b.start()
-    except bt.TestFailure as e:
-        t.ok(False, "HTTPS bridge %s starts" % name, str(e))
-        raise
+    return bt.start_bridge(t, tmp, cfg, name, https_ca=pki.ca_cert)
 
 
 def t_https_listener(_t):

@@ -29,13 +29,7 @@ PAGE = 4096
 
 
 def start(cfg, name):
-    """A started bridge; a bridge that does not start is a failed test."""
-    b = bt.Bridge(tmp, cfg, name)
-    try:
-        return b.start()
-    except bt.TestFailure as e:
-        t.ok(False, "bridge %s starts" % name, str(e))
-        raise
+    return bt.start_bridge(t, tmp, cfg, name)
 
 
 def config(store, endpoint, **queue):

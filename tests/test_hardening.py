@@ -10,7 +10,6 @@ import ssl
 import subprocess
 import sys
 import time
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bridgetest as bt  # noqa: E402
@@ -28,9 +27,7 @@ def config(listen_extra="", limits="", route_extra=""):
             % (listen_extra, limits, MAPPING, route_extra))
 
 
-def body():
-    path, raw, doc = bt.v1_fixture()
-    return bt.v1_variant(doc, participation_id=str(uuid.uuid4()))
+body = bt.fresh_v1_body
 
 
 def t_auth(_t):

@@ -731,10 +731,9 @@ def main(engine_note=None):
     tmp = bt.TempDir()
     _, _, doc = bt.v1_fixture()
     try:
-        if len(sys.argv) >= 2 and sys.argv[1] == "--soak":
-            duration = float(sys.argv[2]) if len(sys.argv) > 2 else 75.0
-            kills = int(sys.argv[3]) if len(sys.argv) > 3 else 6
-            t.run("soak", t_crash, tmp, doc, duration, kills)
+        soak = bt.soak_args(75.0, 6)
+        if soak:
+            t.run("soak", t_crash, tmp, doc, soak[0], soak[1])
         else:
             t.run("wired", t_wired, tmp)
             if t.failed == 0:

@@ -9,7 +9,6 @@ import os
 import signal
 import stat
 import sys
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bridgetest as bt  # noqa: E402
@@ -18,26 +17,15 @@ t = bt.Tap()
 tmp = bt.TempDir()
 
 
-def body():
-    _, _, doc = bt.v1_fixture()
-    return bt.v1_variant(doc, participation_id=str(uuid.uuid4()))
+body = bt.fresh_v1_body
 
 
 def listen_config(listen_extra="", routes=None, extra=""):
-    routes = routes or [bt.route("dry")]
-    return ('listen = { address = "127.0.0.1"; port = 0; path = "/hook"; %s };\n'
-            '%s\nroutes = %s;\n' % (listen_extra, extra, bt.cfg_value(routes)))
+    return bt.listen_config(listen_extra, routes, extra)
 
 
 def start(cfg, name, preexec=None):
-    """A started bridge; a bridge that does not start is a failed test."""
-    b = bt.Bridge(tmp, cfg, name)
-    b.preexec = preexec
-    try:
-        return b.start()
-    except bt.TestFailure as e:
-        t.ok(False, "bridge %s starts" % name, str(e))
-        raise
+    return bt.start_bridge(t, tmp, cfg, name, preexec)
 
 
 def t_record_headers(_t):

@@ -518,11 +518,11 @@ def main():
     tmp = bt.TempDir()
     _, _, doc = bt.v1_fixture()
     try:
-        if len(sys.argv) >= 2 and sys.argv[1] == "--soak":
-            duration = float(sys.argv[2]) if len(sys.argv) > 2 else 120.0
-            kills = int(sys.argv[3]) if len(sys.argv) > 3 else 12
-            burst = len(sys.argv) > 4 and sys.argv[4] == "1"
-            t.run("multi-instance crash soak", t_crash, tmp, doc, duration, kills, burst)
+        soak = bt.soak_args(120.0, 12)
+        if soak:
+            duration, kills, rest = soak
+            t.run("multi-instance crash soak", t_crash, tmp, doc, duration, kills,
+                  rest[:1] == ["1"])
         else:
             t.run("check and config", t_check, tmp)
             t.run("bridges starting together", t_start_together, tmp, doc)
