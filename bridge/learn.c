@@ -8,6 +8,8 @@
  * in the pairs times the keys of a document.
  */
 
+#include <limits.h>
+
 #include "learn_types.h"
 
 static const char usage_learn[] =
@@ -328,6 +330,7 @@ static int self_check(struct learn *L, const char *rules, struct check *ck, stru
 		      unsigned char *ok);
 
 static int write_text(const char *path, const struct buf *text);
+static int temp_file(char *path, size_t size, const char *name);
 
 /* Pairs of L whose selector (website or campaign id) is gid, into sub. */
 static size_t subset_of(struct learn *L, const struct pair *all, size_t n_all, const int *group,
@@ -370,8 +373,7 @@ static int stages_find(struct learn *L, struct zones *Z, const unsigned char *ok
 		const char *gid[LEARN_MAX_STAGES], *gzone[LEARN_MAX_STAGES], *zone_major = NULL;
 		long gsize[LEARN_MAX_STAGES], total = 0, best_zone = 0;
 		int n_groups = 0, cand[LEARN_MAX_STAGES], stage[LEARN_MAX_STAGES], n_cand = 0;
-		char tmp[] = "/tmp/webhook-bridge-learn-stage-XXXXXX";
-		int fd;
+		char tmp[PATH_MAX];
 
 		for (size_t i = 0; i < n_all; i++) {
 			const char *x = learn_scalar_text(learn_obj_get(all[i].v1, sel_key[s]));
@@ -467,14 +469,12 @@ static int stages_find(struct learn *L, struct zones *Z, const unsigned char *ok
 				sub[L->n_pairs++] = all[i];
 		}
 		learn_all(L, Z);
-		fd = mkstemp(tmp);
-		if (fd >= 0) {
+		if (temp_file(tmp, sizeof(tmp), "stage-") == 0) {
 			struct buf bt = { 0 }, errs = { 0 };
 			struct report rp = { 0 };
 			struct check ck = { 0 };
 			size_t n_base = L->n_pairs;
 
-			close(fd);
 			learn_render(L, &bt, &rp);
 			L->pairs = all;
 			L->n_pairs = n_all;
@@ -584,6 +584,31 @@ static int write_text(const char *path, const struct buf *text)
 	return 0;
 }
 
+/* A new empty file $TMPDIR/webhook-bridge-learn-<name>XXXXXX (under /tmp when
+ * TMPDIR is unset or empty), its path written into path: 0, or -1 with errno
+ * set and path "". */
+static int temp_file(char *path, size_t size, const char *name)
+{
+	const char *dir = getenv("TMPDIR");
+	int fd, n;
+
+	if (!dir || !*dir)
+		dir = "/tmp";
+	n = snprintf(path, size, "%s/webhook-bridge-learn-%sXXXXXX", dir, name);
+	if (n < 0 || (size_t)n >= size) {
+		path[0] = '\0';
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	fd = mkstemp(path);
+	if (fd < 0) {
+		path[0] = '\0';
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
 /* ---- the command ------------------------------------------------------------- */
 
 /* State of a v1 body under the learned state rule, to pair ids seen more
@@ -684,9 +709,8 @@ int cmd_learn(int argc, char **argv)
 	struct buf text = { 0 }, errs = { 0 };
 	struct report rp = { { 0 }, { 0 }, { 0 }, 0 };
 	struct check ck = { 0 };
-	char tmp[] = "/tmp/webhook-bridge-learn-XXXXXX";
+	char tmp[PATH_MAX] = "";
 	const char *rules_path;
-	int fd = -1;
 	unsigned char *ok = NULL;
 
 	L->min_support = 3;
@@ -835,13 +859,11 @@ int cmd_learn(int argc, char **argv)
 	if (out) {
 		rules_path = out;
 	} else {
-		fd = mkstemp(tmp);
-		if (fd < 0) {
+		if (temp_file(tmp, sizeof(tmp), "") < 0) {
 			fprintf(stderr, "webhook-bridge learn: temporary file: %s\n",
 				strerror(errno));
 			goto out;
 		}
-		close(fd);
 		rules_path = tmp;
 	}
 	ok = learn_xcalloc(L->n_pairs + 1, 1);
@@ -956,7 +978,7 @@ int cmd_learn(int argc, char **argv)
 	}
 	rc = ck.exact == (long)L->n_pairs ? 0 : 1;
 out:
-	if (fd >= 0 || (!out && tmp[sizeof(tmp) - 2] != 'X'))
+	if (tmp[0])
 		unlink(tmp);
 	learn_reset(L);
 	free(L->var);

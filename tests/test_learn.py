@@ -2,11 +2,14 @@
 """`learn` against hidden rule files: pairs made by `map` under rules the
 learner never sees, learned from 200 pairs, checked on 1,000 others; the
 learned file compared with the hidden one; 2 % noisy pairs; captures as
-input; --base."""
+input; --base; temporary files under $TMPDIR."""
 
+import ctypes
 import json
 import os
 import re
+import struct
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -218,6 +221,68 @@ def captures_and_base(name, hidden, train, v2_lines):
     t.ok(re.search(r"confirmed by the evidence", br.stderr), "%s: --base counts what it keeps" % name)
 
 
+IN_CREATE = 0x100
+
+
+class Created:
+    """The names created in one folder while it is watched (inotify)."""
+
+    def __init__(self, path):
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0 or self.libc.inotify_add_watch(self.fd, path.encode(), IN_CREATE) < 0:
+            raise OSError(ctypes.get_errno(), "inotify on %s" % path)
+
+    def names(self):
+        out = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            i = 0
+            while i + 16 <= len(data):
+                _, mask, _, n = struct.unpack_from("iIII", data, i)
+                if mask & IN_CREATE:
+                    out.append(data[i + 16:i + 16 + n].rstrip(b"\0").decode())
+                i += 16 + n
+        os.close(self.fd)
+        return out
+
+
+def temp_files(name, v1_train, v2_train):
+    """learn without -o self-checks a temporary rule file and tries each
+    stage from one: both under $TMPDIR, under /tmp only when it is unset or
+    empty, removed at the end; a TMPDIR that does not exist is an error, not
+    a silent /tmp."""
+    learned = open(tmp.join(name + ".learned.conf")).read()
+
+    def run(tmpdir):
+        env = dict(os.environ, TMPDIR=tmpdir)
+        p = subprocess.run([bt.BRIDGE_BIN, "learn", "--v1", v1_train, "--v2", v2_train],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        bt.check_no_sanitizer_report(t, p.stderr, "TMPDIR=%s: no sanitizer report" % tmpdir)
+        return p
+
+    folder = tmp.join("tmpdir")
+    os.makedirs(folder, exist_ok=True)
+    for tmpdir, watched in ((folder, folder), ("", "/tmp")):
+        w = Created(watched)
+        p = run(tmpdir)
+        made = [n for n in w.names() if n.startswith("webhook-bridge-learn-")]
+        t.is_(p.returncode, 0, "TMPDIR=%s: learn exits 0" % tmpdir, p.stderr[-500:])
+        t.is_(p.stdout.decode(), learned, "TMPDIR=%s: the rules on stdout are those of -o" % tmpdir)
+        t.ok(any(n.startswith("webhook-bridge-learn-stage-") for n in made),
+             "TMPDIR=%s: stage files are made in %s" % (tmpdir, watched), made)
+        t.ok(any(not n.startswith("webhook-bridge-learn-stage-") for n in made),
+             "TMPDIR=%s: the rule file checked is made in %s" % (tmpdir, watched), made)
+    t.is_(os.listdir(folder), [], "no temporary file is left in TMPDIR")
+    p = run(tmp.join("no-such-folder"))
+    t.is_(p.returncode, 2, "a TMPDIR that does not exist: exit 2", p.stderr[-500:])
+    t.like(p.stderr.decode(), r"learn: temporary file: No such file or directory",
+           "with the reason", p.stderr)
+
+
 def errors():
     r = bt.run_cli(["learn", "--v1", tmp.join("missing.ndjson"), "--v2", tmp.join("x")])
     t.is_(r.rc, 2, "a missing input file: exit 2", r.stderr)
@@ -308,6 +373,8 @@ try:
         noisy(name, hidden, train, v2_lines, v1_train)
         if name == "new_york":
             captures_and_base(name, hidden, train, v2_lines)
+        if name == "staged":
+            temp_files(name, v1_train, tmp.join(name + ".train.v2.ndjson"))
     errors()
 finally:
     tmp.cleanup()
