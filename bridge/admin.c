@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -463,36 +464,25 @@ static void handle(struct evhttp_request *req, void *arg)
 static int admin_bind(struct admin *a, struct event_base *base, const struct bridge_admin *c,
 		      struct bridge_error *err)
 {
-	struct addrinfo hints, *ai = NULL;
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char port[16];
-	int rc;
+	int fd, port, e;
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
-	snprintf(port, sizeof(port), "%d", c->port);
-	rc = getaddrinfo(c->address, port, &hints, &ai);
-	if (rc != 0)
-		return bridge_error_set(err, "admin address '%s' is not an IP address: %s",
-					c->address, gai_strerror(rc));
-	a->listener = evconnlistener_new_bind(
-		base, NULL, NULL, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE,
-		64, ai->ai_addr, (int)ai->ai_addrlen);
-	freeaddrinfo(ai);
-	if (!a->listener)
+	if (listen_socket_open_named("admin", c->address, c->port, 64, &fd, &port, err) < 0)
+		return -1;
+	/* backlog 0: the socket listens already */
+	a->listener = evconnlistener_new(base, NULL, NULL,
+					 LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE, 0, fd);
+	if (!a->listener) {
+		e = errno;
+		close(fd);
 		return bridge_error_set(err, "cannot listen on admin %s port %d: %s", c->address,
-					c->port, strerror(errno));
+					c->port, strerror(e));
+	}
 	if (!evhttp_bind_listener(a->http, a->listener)) {
 		evconnlistener_free(a->listener);
 		a->listener = NULL;
 		return bridge_error_set(err, "cannot attach the admin listener");
 	}
-	if (getsockname(evconnlistener_get_fd(a->listener), (struct sockaddr *)&ss, &sl) == 0)
-		a->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-							 : ((struct sockaddr_in *)&ss)->sin_port);
+	a->port = port;
 	return 0;
 }
 

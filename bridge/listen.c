@@ -13,8 +13,12 @@
 
 #include "bridge/listen.h"
 
-int listen_socket_open(const char *address, int port, int reuseport, int *ret_fd, int *ret_port,
-		       struct bridge_error *err)
+/* The one way a listening socket is made.  what == NULL: serve's listener
+ * (its messages say "listen address", "cannot create a socket", and "address
+ * in use" names listen.reuseport); otherwise the listener `what` names, whose
+ * failures all read "cannot listen on WHAT ADDR port N: reason". */
+static int socket_open(const char *what, const char *address, int port, int reuseport, int backlog,
+		       int *ret_fd, int *ret_port, struct bridge_error *err)
 {
 	struct addrinfo hints, *ai = NULL;
 	struct sockaddr_storage ss;
@@ -29,9 +33,13 @@ int listen_socket_open(const char *address, int port, int reuseport, int *ret_fd
 	snprintf(service, sizeof(service), "%d", port);
 	rc = getaddrinfo(address, service, &hints, &ai);
 	if (rc != 0)
-		return bridge_error_set(err, "listen address '%s' is not an IP address: %s",
-					address, gai_strerror(rc));
+		return bridge_error_set(err, "%s address '%s' is not an IP address: %s",
+					what ? what : "listen", address, gai_strerror(rc));
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 && what) {
+		e = errno;
+		goto fail;
+	}
 	if (fd < 0) {
 		e = errno;
 		freeaddrinfo(ai);
@@ -45,7 +53,7 @@ int listen_socket_open(const char *address, int port, int reuseport, int *ret_fd
 		e = errno;
 		goto fail;
 	}
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
 		e = errno;
 		goto fail;
 	}
@@ -58,13 +66,29 @@ int listen_socket_open(const char *address, int port, int reuseport, int *ret_fd
 	return 0;
 fail:
 	freeaddrinfo(ai);
-	close(fd);
+	if (fd >= 0)
+		close(fd);
+	if (what)
+		return bridge_error_set(err, "cannot listen on %s %s port %d: %s", what, address,
+					port, strerror(e));
 	if (e == EADDRINUSE)
 		return bridge_error_set(err,
 					"cannot listen on %s port %d: address in use (another "
 					"process listens there; listen.reuseport = true shares it)",
 					address, port);
 	return bridge_error_set(err, "cannot listen on %s port %d: %s", address, port, strerror(e));
+}
+
+int listen_socket_open(const char *address, int port, int reuseport, int *ret_fd, int *ret_port,
+		       struct bridge_error *err)
+{
+	return socket_open(NULL, address, port, reuseport, 1024, ret_fd, ret_port, err);
+}
+
+int listen_socket_open_named(const char *what, const char *address, int port, int backlog,
+			     int *ret_fd, int *ret_port, struct bridge_error *err)
+{
+	return socket_open(what, address, port, 0, backlog, ret_fd, ret_port, err);
 }
 
 int listen_address_check(const char *what, const char *address, struct bridge_error *err)

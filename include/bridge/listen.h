@@ -18,6 +18,13 @@
 int listen_socket_open(const char *address, int port, int reuseport, int *ret_fd, int *ret_port,
 		       struct bridge_error *err);
 
+/* listen_socket_open for another listener (the admin one): never
+ * SO_REUSEPORT, `backlog` pending connections, and every failure says
+ * "cannot listen on WHAT ADDR port N: reason" ("WHAT address '...' is not
+ * an IP address" for a bad literal). */
+int listen_socket_open_named(const char *what, const char *address, int port, int backlog,
+			     int *ret_fd, int *ret_port, struct bridge_error *err);
+
 /* 0 when `address` is an IP literal a listener can bind, else -1 and err. */
 int listen_address_check(const char *what, const char *address, struct bridge_error *err);
 
