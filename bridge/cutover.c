@@ -642,10 +642,17 @@ static char *buffer_string(struct evbuffer *b)
 	return s;
 }
 
-char *cutover_state_json(struct cutover *c, const struct bridge_config *cfg)
+/* {"routes":[ITEM,...]: under the lock, one {"route":NAME,...} per
+ * configured route (only those with a cutover when cutover_only), the
+ * members after the name written by item (e is NULL for a route the
+ * cutover does not know).  The caller closes the object; NULL on out of
+ * memory. */
+static struct evbuffer *routes_json(struct cutover *c, const struct bridge_config *cfg,
+				    int cutover_only, long long now,
+				    void (*item)(struct evbuffer *b, const struct entry *e,
+						 long long now))
 {
 	struct evbuffer *b = evbuffer_new();
-	long long now = clock_wall_ms();
 	int first = 1;
 
 	if (!b)
@@ -653,82 +660,96 @@ char *cutover_state_json(struct cutover *c, const struct bridge_config *cfg)
 	evbuffer_add_printf(b, "{\"routes\":[");
 	pthread_mutex_lock(&c->lock);
 	for (size_t i = 0; i < cfg->n_routes; i++) {
-		struct entry *e = entry_find(c, cfg->routes[i].name);
-		long long n[2], failed[2];
+		const struct entry *e = entry_find(c, cfg->routes[i].name);
 
-		if (!e || !e->cutover)
+		if (cutover_only && (!e || !e->cutover))
 			continue;
-		window_sum(e, now / 1000, n, failed);
 		evbuffer_add_printf(b, "%s{\"route\":", first ? "" : ",");
 		first = 0;
-		json_escape_add(b, e->name);
-		evbuffer_add_printf(b,
-				    ",\"ramp\":%d,\"primary\":\"%s\",\"status\":\"%s\","
-				    "\"copy\":%s,\"changed_at_ms\":%lld,\"by\":",
-				    e->row.ramp, primary_name(e->row.ramp),
-				    cutover_status_name(e->row.status),
-				    e->conf.copy ? "true" : "false", e->row.changed_ms);
-		json_escape_add(b, e->row.by);
-		evbuffer_add_printf(b,
-				    ",\"rollback\":{\"max_failure_rate\":%g,\"window_s\":%d,"
-				    "\"min_posts\":%d,\"rollbacks\":%llu",
-				    e->conf.max_failure_rate, e->conf.window_s, e->conf.min_posts,
-				    e->rollbacks);
-		if (e->last_rollback_ms)
-			evbuffer_add_printf(b,
-					    ",\"last\":{\"at_ms\":%lld,\"v2_posts\":%lld,"
-					    "\"v2_failed\":%lld,\"v2_failure_rate\":%.4f,"
-					    "\"v1_posts\":%lld,\"v1_failed\":%lld,"
-					    "\"v1_failure_rate\":%.4f,\"ramp_before\":%d}",
-					    e->last_rollback_ms, e->last_rollback.v2_posts,
-					    e->last_rollback.v2_failed, e->last_rollback.v2_rate,
-					    e->last_rollback.v1_posts, e->last_rollback.v1_failed,
-					    e->last_rollback.v1_rate, e->last_rollback.old_ramp);
-		evbuffer_add_printf(b,
-				    "},\"window\":{\"v1_posts\":%lld,\"v1_failed\":%lld,"
-				    "\"v2_posts\":%lld,\"v2_failed\":%lld},"
-				    "\"posts\":{\"v1_ok\":%llu,\"v1_failed\":%llu,\"v2_ok\":%llu,"
-				    "\"v2_failed\":%llu}}",
-				    n[0], failed[0], n[1], failed[1], e->posts[0][0],
-				    e->posts[0][1], e->posts[1][0], e->posts[1][1]);
+		json_escape_add(b, cfg->routes[i].name);
+		item(b, e, now);
+		evbuffer_add_printf(b, "}");
 	}
 	pthread_mutex_unlock(&c->lock);
-	evbuffer_add_printf(b, "],\"store\":");
+	evbuffer_add_printf(b, "]");
+	return b;
+}
+
+static void state_item(struct evbuffer *b, const struct entry *e, long long now)
+{
+	long long n[2], failed[2];
+
+	window_sum(e, now / 1000, n, failed);
+	evbuffer_add_printf(b,
+			    ",\"ramp\":%d,\"primary\":\"%s\",\"status\":\"%s\","
+			    "\"copy\":%s,\"changed_at_ms\":%lld,\"by\":",
+			    e->row.ramp, primary_name(e->row.ramp),
+			    cutover_status_name(e->row.status), e->conf.copy ? "true" : "false",
+			    e->row.changed_ms);
+	json_escape_add(b, e->row.by);
+	evbuffer_add_printf(b,
+			    ",\"rollback\":{\"max_failure_rate\":%g,\"window_s\":%d,"
+			    "\"min_posts\":%d,\"rollbacks\":%llu",
+			    e->conf.max_failure_rate, e->conf.window_s, e->conf.min_posts,
+			    e->rollbacks);
+	if (e->last_rollback_ms)
+		evbuffer_add_printf(b,
+				    ",\"last\":{\"at_ms\":%lld,\"v2_posts\":%lld,"
+				    "\"v2_failed\":%lld,\"v2_failure_rate\":%.4f,"
+				    "\"v1_posts\":%lld,\"v1_failed\":%lld,"
+				    "\"v1_failure_rate\":%.4f,\"ramp_before\":%d}",
+				    e->last_rollback_ms, e->last_rollback.v2_posts,
+				    e->last_rollback.v2_failed, e->last_rollback.v2_rate,
+				    e->last_rollback.v1_posts, e->last_rollback.v1_failed,
+				    e->last_rollback.v1_rate, e->last_rollback.old_ramp);
+	evbuffer_add_printf(b,
+			    "},\"window\":{\"v1_posts\":%lld,\"v1_failed\":%lld,"
+			    "\"v2_posts\":%lld,\"v2_failed\":%lld},"
+			    "\"posts\":{\"v1_ok\":%llu,\"v1_failed\":%llu,\"v2_ok\":%llu,"
+			    "\"v2_failed\":%llu}",
+			    n[0], failed[0], n[1], failed[1], e->posts[0][0], e->posts[0][1],
+			    e->posts[1][0], e->posts[1][1]);
+}
+
+char *cutover_state_json(struct cutover *c, const struct bridge_config *cfg)
+{
+	struct evbuffer *b = routes_json(c, cfg, 1, clock_wall_ms(), state_item);
+
+	if (!b)
+		return NULL;
+	evbuffer_add_printf(b, ",\"store\":");
 	json_escape_add(b, c->backend.where ? c->backend.where : "memory");
 	evbuffer_add_printf(b, "}");
 	return buffer_string(b);
 }
 
+/* the last CUTOVER_MINUTES minutes up to now_ms, oldest first */
+static void history_item(struct evbuffer *b, const struct entry *e, long long now_ms)
+{
+	long long now_min = now_ms / 60000;
+
+	evbuffer_add_printf(b, ",\"minutes\":[");
+	for (long long m = now_min - CUTOVER_MINUTES + 1; m <= now_min; m++) {
+		const struct minute *x = e ? &e->minutes[m % CUTOVER_MINUTES] : NULL;
+		int here = x && x->min == m;
+
+		evbuffer_add_printf(b,
+				    "%s{\"t\":%lld,\"v1_ok\":%u,\"v1_failed\":%u,"
+				    "\"v2_ok\":%u,\"v2_failed\":%u}",
+				    m == now_min - CUTOVER_MINUTES + 1 ? "" : ",", m * 60,
+				    here ? x->ok[0] : 0, here ? x->failed[0] : 0,
+				    here ? x->ok[1] : 0, here ? x->failed[1] : 0);
+	}
+	evbuffer_add_printf(b, "]");
+}
+
 char *cutover_history_json(struct cutover *c, const struct bridge_config *cfg, long long now_ms)
 {
-	struct evbuffer *b = evbuffer_new();
-	long long now_min = now_ms / 60000;
+	struct evbuffer *b = routes_json(c, cfg, 0, now_ms, history_item);
 
 	if (!b)
 		return NULL;
-	evbuffer_add_printf(b, "{\"routes\":[");
-	pthread_mutex_lock(&c->lock);
-	for (size_t i = 0; i < cfg->n_routes; i++) {
-		struct entry *e = entry_find(c, cfg->routes[i].name);
-
-		evbuffer_add_printf(b, "%s{\"route\":", i ? "," : "");
-		json_escape_add(b, cfg->routes[i].name);
-		evbuffer_add_printf(b, ",\"minutes\":[");
-		for (long long m = now_min - CUTOVER_MINUTES + 1; m <= now_min; m++) {
-			const struct minute *x = e ? &e->minutes[m % CUTOVER_MINUTES] : NULL;
-			int here = x && x->min == m;
-
-			evbuffer_add_printf(b,
-					    "%s{\"t\":%lld,\"v1_ok\":%u,\"v1_failed\":%u,"
-					    "\"v2_ok\":%u,\"v2_failed\":%u}",
-					    m == now_min - CUTOVER_MINUTES + 1 ? "" : ",", m * 60,
-					    here ? x->ok[0] : 0, here ? x->failed[0] : 0,
-					    here ? x->ok[1] : 0, here ? x->failed[1] : 0);
-		}
-		evbuffer_add_printf(b, "]}");
-	}
-	pthread_mutex_unlock(&c->lock);
-	evbuffer_add_printf(b, "]}");
+	evbuffer_add_printf(b, "}");
 	return buffer_string(b);
 }
 
