@@ -53,6 +53,36 @@ static int sq_int(struct sq *q, const char *sql, long long *ret, struct bridge_e
 	return 0;
 }
 
+/* What both engines' changed() answer once they read the store's counter
+ * now: 1 when it moved since *seen (now remembered), else 0. */
+static int counter_moved(long long *seen, long long now)
+{
+	if (now == *seen)
+		return 0;
+	*seen = now;
+	return 1;
+}
+
+/* One stored row handed to cb as either engine reads it: a ramp outside
+ * 0..100 clamped, a status the bridge does not know read as killed.  0, or
+ * -1 with err set when cb fails (out of memory). */
+static int row_load(int (*cb)(const struct cutover_row *r, void *arg), void *arg, const char *route,
+		    long long ramp, long long status, long long changed_ms, const char *by,
+		    struct bridge_error *err)
+{
+	struct cutover_row r;
+
+	memset(&r, 0, sizeof(r));
+	snprintf(r.route, sizeof(r.route), "%s", route ? route : "");
+	snprintf(r.by, sizeof(r.by), "%s", by ? by : "");
+	r.ramp = ramp < 0 ? 0 : ramp > 100 ? 100 : (int)ramp;
+	r.status = status >= 0 && status <= 2 ? (enum cutover_status)status : CUTOVER_KILLED;
+	r.changed_ms = changed_ms;
+	if (cb(&r, arg) < 0)
+		return bridge_error_set(err, "out of memory");
+	return 0;
+}
+
 static int sq_load(void *impl, int (*cb)(const struct cutover_row *r, void *arg), void *arg,
 		   struct bridge_error *err)
 {
@@ -65,24 +95,14 @@ static int sq_load(void *impl, int (*cb)(const struct cutover_row *r, void *arg)
 			       "cutover_state",
 			       -1, &st, NULL) != SQLITE_OK)
 		return sq_error(q, err, "cannot read");
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct cutover_row r;
-		const unsigned char *route = sqlite3_column_text(st, 0);
-		const unsigned char *by = sqlite3_column_text(st, 4);
-		long long ramp = sqlite3_column_int64(st, 1), status = sqlite3_column_int64(st, 2);
-
-		memset(&r, 0, sizeof(r));
-		snprintf(r.route, sizeof(r.route), "%s", route ? (const char *)route : "");
-		snprintf(r.by, sizeof(r.by), "%s", by ? (const char *)by : "");
-		r.ramp = ramp < 0 ? 0 : ramp > 100 ? 100 : (int)ramp;
-		r.status = status >= 0 && status <= 2 ? (enum cutover_status)status
-						      : CUTOVER_KILLED;
-		r.changed_ms = sqlite3_column_int64(st, 3);
-		if (cb(&r, arg) < 0) {
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if (row_load(cb, arg, (const char *)sqlite3_column_text(st, 0),
+			     sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2),
+			     sqlite3_column_int64(st, 3), (const char *)sqlite3_column_text(st, 4),
+			     err) < 0) {
 			sqlite3_finalize(st);
-			return bridge_error_set(err, "out of memory");
+			return -1;
 		}
-	}
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE)
 		return sq_error(q, err, "cannot read");
@@ -139,10 +159,7 @@ static int sq_changed(void *impl, struct bridge_error *err)
 
 	if (sq_int(q, "PRAGMA data_version", &v, err) < 0)
 		return -1;
-	if (v == q->data_version)
-		return 0;
-	q->data_version = v;
-	return 1;
+	return counter_moved(&q->data_version, v);
 }
 
 static void sq_close(void *impl)
@@ -255,28 +272,22 @@ struct pgc {
 struct pgc_load {
 	int (*cb)(const struct cutover_row *r, void *arg);
 	void *arg;
+	struct bridge_error *err;
 };
 
 static int pgc_row(const char *route, int ramp, int status, long long changed_ms, const char *by,
 		   void *arg)
 {
 	struct pgc_load *l = arg;
-	struct cutover_row r;
 
-	memset(&r, 0, sizeof(r));
-	snprintf(r.route, sizeof(r.route), "%s", route);
-	r.ramp = ramp;
-	r.status = (enum cutover_status)status;
-	r.changed_ms = changed_ms;
-	snprintf(r.by, sizeof(r.by), "%s", by);
-	return l->cb(&r, l->arg);
+	return row_load(l->cb, l->arg, route, ramp, status, changed_ms, by, l->err);
 }
 
 static int pgc_load_rows(void *impl, int (*cb)(const struct cutover_row *r, void *arg), void *arg,
 			 struct bridge_error *err)
 {
 	struct pgc *q = impl;
-	struct pgc_load l = { cb, arg };
+	struct pgc_load l = { cb, arg, err };
 
 	return store_cutover_load(q->st, pgc_row, &l, err);
 }
@@ -307,10 +318,7 @@ static int pgc_changed(void *impl, struct bridge_error *err)
 
 	if (store_cutover_version(q->st, &v, err) < 0)
 		return -1;
-	if (v == q->version)
-		return 0;
-	q->version = v;
-	return 1;
+	return counter_moved(&q->version, v);
 }
 
 static void pgc_close(void *impl)

@@ -2,7 +2,8 @@
  * cutover: the bucket's spread and stickiness, the ramp's share, kill of
  * every route as one event, the rollback rule (min posts, the v1
  * comparison, once), the SQLite store shared by two instances (initial row
- * kept, a change followed), and decisions racing changes on 4 threads.
+ * kept, a change followed, rows out of range read alike by both engines),
+ * and decisions racing changes on 4 threads.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -218,6 +219,48 @@ static void t_rollback(void)
 	config_free(cfg);
 }
 
+static int keep_odd(const struct cutover_row *r, void *arg)
+{
+	if (strcmp(r->route, "odd") == 0)
+		*(struct cutover_row *)arg = *r;
+	return 0;
+}
+
+/* Rows the bridge did not write (edited by hand) read the same from either
+ * engine: the ramp clamped to 0..100, an unknown status as killed. */
+static void t_rows_out_of_range(const char *path)
+{
+	static const struct {
+		int ramp, status, want_ramp, want_status;
+	} rows[] = {
+		{ 150, 7, 100, CUTOVER_KILLED },
+		{ -5, -1, 0, CUTOVER_KILLED },
+		{ 30, CUTOVER_RAMPING, 30, CUTOVER_RAMPING },
+	};
+	struct cutover_backend b;
+	struct bridge_error err;
+
+	bridge_error_clear(&err);
+	if (state_open(path, 0, &b, &err) < 0) {
+		ok(0, "the store opens for rows written by hand");
+		return;
+	}
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct cutover_row w = { .route = "odd", .changed_ms = 1, .by = "hand" };
+		struct cutover_row got = { .ramp = -99 };
+		char name[128];
+
+		w.ramp = rows[i].ramp;
+		w.status = (enum cutover_status)rows[i].status;
+		is_int(b.ops->set(b.impl, &w, &err), 0, "the row is stored as written");
+		is_int(b.ops->load(b.impl, keep_odd, &got, &err), 0, "the rows load");
+		snprintf(name, sizeof(name), "ramp %d, status %d: read as ramp %d, status %d",
+			 rows[i].ramp, rows[i].status, rows[i].want_ramp, rows[i].want_status);
+		ok(got.ramp == rows[i].want_ramp && (int)got.status == rows[i].want_status, name);
+	}
+	cutover_backend_close(&b);
+}
+
 static void t_sqlite(void)
 {
 	char dir[] = "/tmp/cutover-test-XXXXXX", path[600];
@@ -284,6 +327,7 @@ static void t_sqlite(void)
 		is_int(cutover_sqlite_open(other, 0, &b2, &err), -1, "a file of something else");
 		unlink(other);
 	}
+	t_rows_out_of_range(path);
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/cutover.db-wal", dir);
 	unlink(path);
