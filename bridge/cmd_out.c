@@ -56,6 +56,20 @@ int out_style_init(struct out_style *st, const char *when, FILE *out)
 	return 0;
 }
 
+int out_style_stdout(struct out_style *st, const char *cmd, const char *when)
+{
+	if (out_style_init(st, when, stdout) < 0)
+		return cli_usage(cmd, "--color must be auto, always or never, not '%s'", when);
+	return 0;
+}
+
+void out_style_begin(struct out_style *st, bool json, char *buf, size_t size)
+{
+	setvbuf(stdout, buf, _IOFBF, size);
+	if (!json)
+		out_style_fit_terminal(st);
+}
+
 /* Text for a terminal is gathered, then each line cut to its width. */
 void out_style_fit_terminal(struct out_style *st)
 {

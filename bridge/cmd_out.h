@@ -27,8 +27,27 @@ struct out_style {
 
 enum out_color { C_RESET, C_BOLD, C_DIM, C_RED, C_GREEN, C_YELLOW, C_CYAN };
 
+/* The options diff and report share, for their struct option tables (in
+ * the order the "did you mean" hint walks): --json ('j'); and closing the
+ * table, --color / --colour WHEN ('c'), --no-color ('C') and --help ('h'). */
+/* clang-format off */
+#define OUT_OPTION_JSON { "json", no_argument, NULL, 'j' }
+#define OUT_OPTIONS_STYLE                            \
+	{ "color", required_argument, NULL, 'c' },   \
+	{ "colour", required_argument, NULL, 'c' },  \
+	{ "no-color", no_argument, NULL, 'C' },      \
+	{ "help", no_argument, NULL, 'h' },          \
+	{ NULL, 0, NULL, 0 }
+/* clang-format on */
+
 void out_color(const struct out_style *st, enum out_color c);
 int out_style_init(struct out_style *st, const char *when, FILE *out);
+/* out_style_init on stdout for the command cmd: 0, or, for a WHEN other
+ * than auto, always or never, the usage error's exit status (2). */
+int out_style_stdout(struct out_style *st, const char *cmd, const char *when);
+/* stdout fully buffered in buf[size], and text (not json) for a terminal
+ * gathered to be cut to its width by out_style_finish. */
+void out_style_begin(struct out_style *st, bool json, char *buf, size_t size);
 void out_style_fit_terminal(struct out_style *st);
 void out_style_finish(struct out_style *st);
 size_t out_print_safe(FILE *f, const char *s, size_t n, size_t max);

@@ -1235,13 +1235,9 @@ int cmd_diff(int argc, char **argv)
 		{ "mapping", required_argument, NULL, 'm' },
 		{ "against", required_argument, NULL, 'a' },
 		{ "ignore", required_argument, NULL, 'i' },
-		{ "json", no_argument, NULL, 'j' },
+		OUT_OPTION_JSON,
 		{ "form", no_argument, NULL, 'f' },
-		{ "color", required_argument, NULL, 'c' },
-		{ "colour", required_argument, NULL, 'c' },
-		{ "no-color", no_argument, NULL, 'C' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		OUT_OPTIONS_STYLE,
 	};
 	const char *mapping = NULL, *against = NULL, *when = NULL;
 	const char **ignore = NULL;
@@ -1278,13 +1274,11 @@ int cmd_diff(int argc, char **argv)
 		default: free(ignore); return 2;
 		}
 	}
-	if (out_style_init(&st, when, stdout) < 0) {
+	if ((rc = out_style_stdout(&st, "diff", when)) != 0) {
 		free(ignore);
-		return cli_usage("diff", "--color must be auto, always or never, not '%s'", when);
+		return rc;
 	}
-	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
-	if (!json)
-		out_style_fit_terminal(&st);
+	out_style_begin(&st, json, outbuf, sizeof(outbuf));
 	if (against && !mapping)
 		rc = cli_usage("diff", "%s", "--against NEW needs --mapping OLD");
 	else if (form && (against || !mapping))

@@ -537,13 +537,9 @@ static const char *reports_name(int n)
 int cmd_report(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
+		OUT_OPTION_JSON,
 		{ "top", required_argument, NULL, 't' },
-		{ "color", required_argument, NULL, 'c' },
-		{ "colour", required_argument, NULL, 'c' },
-		{ "no-color", no_argument, NULL, 'C' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		OUT_OPTIONS_STYLE,
 	};
 	const char *when = NULL, *path = "-";
 	int json = 0, c, rc = 2, rd = 0;
@@ -574,8 +570,8 @@ int cmd_report(int argc, char **argv)
 		default: return 2;
 		}
 	}
-	if (out_style_init(&st, when, stdout) < 0)
-		return cli_usage("report", "--color must be auto, always or never, not '%s'", when);
+	if ((c = out_style_stdout(&st, "report", when)) != 0)
+		return c;
 	if (argc - optind < 1)
 		return cli_usage("report", "%s", "give at least one report FILE");
 	/* every file opens before anything is read: a typo fails at once */
@@ -590,9 +586,7 @@ int cmd_report(int argc, char **argv)
 		}
 		fclose(f);
 	}
-	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
-	if (!json)
-		out_style_fit_terminal(&st);
+	out_style_begin(&st, json, outbuf, sizeof(outbuf));
 	memset(&rp, 0, sizeof(rp));
 	/* several files (one per bridge) are one report */
 	for (int i = optind; i < argc; i++) {
