@@ -12,7 +12,10 @@ valgrind), then "N passed, N failed".  A test program fails the run when:
 With --all (the whole test command), every program tests/meson.build lists
 must appear in each log (in the valgrind log: the unit tests and fuzz
 harnesses), so a test that was renamed or dropped from the run is a failure,
-not a smaller total.  Exit status 1 when anything failed or nothing ran.
+not a smaller total; and every tests/test_*.c, test_*.py and fuzz_*.c must be
+named by those lists (configuring checks this too, but a build folder set up
+before the file was added is not configured again).  Exit status 1 when
+anything failed or nothing ran.
 """
 import json
 import os
@@ -38,12 +41,33 @@ def meson_list(text, name):
     return re.findall(r"'([^']+)'", m.group(1))
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def meson_text():
+    with open(os.path.join(HERE, "meson.build"), encoding="utf-8") as f:
+        return f.read()
+
+
+def unlisted_files():
+    """The test files in tests/ that no list of tests/meson.build names."""
+    text = meson_text()
+    listed = set(meson_list(text, "listed"))
+    for name in meson_list(text, "unit_tests") + meson_list(text, "pg_unit_tests"):
+        listed.add("test_%s.c" % name)
+    for name in meson_list(text, "integration_tests"):
+        listed.add("test_%s.py" % name)
+    for name in meson_list(text, "fuzz_harnesses"):
+        listed.add("fuzz_%s.c" % name)
+    found = [f for f in os.listdir(HERE)
+             if re.match(r"^(test_.*\.(c|py)|fuzz_.*\.c)$", f)]
+    return sorted(f for f in found if f not in listed)
+
+
 def expected_tests():
     """(every test of a build, the tests of the valgrind pass) as "suite / name",
     from tests/meson.build."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "meson.build")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = meson_text()
     unit = ["unit / " + n for n in meson_list(text, "unit_tests")]
     fuzz = ["fuzz / fuzz_" + n for n in meson_list(text, "fuzz_harnesses")]
     integration = ["integration / " + n for n in meson_list(text, "integration_tests")]
@@ -146,6 +170,10 @@ def main(argv):
         passed += bp
         failed += bf
         skipped += bs
+    if want_all:
+        for f in unlisted_files():
+            print(f"FAILED: tests/{f} is not named in tests/meson.build, so it never ran")
+            failed += 1
     if passed + failed == 0:
         print("summary: no test ran")
         failed = 1
