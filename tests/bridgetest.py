@@ -494,7 +494,7 @@ class Bridge:
                 raise TestFailure("no 'listening' log line within %.0fs; stderr:\n%s"
                                   % (timeout, self.stderr))
             if self.proc.poll() is not None and seen >= len(self.err_lines):
-                time.sleep(0.1)
+                self._threads[1].join(5)  # its last lines: the reader ends at EOF
                 if seen >= len(self.err_lines):
                     raise TestFailure("bridge exited with %s before listening; stderr:\n%s"
                                       % (self.proc.returncode, self.stderr))
@@ -1664,10 +1664,10 @@ class RawUpstream:
         close_sockets(socks)
 
 
-def _sink_drop_connections(self, settle=0.2):
+def _sink_drop_connections(self, bridge, timeout=5.0):
     """Close every connection the sink holds (the bridge's pooled ones too), so
-    the next delivery opens a new one; waits `settle` seconds for the peer
-    to notice."""
+    the next delivery opens a new one; True once bridge holds none to the
+    sink (its pool dropped them)."""
     with self.lock:
         conns = list(self.connections)
         self.connections.clear()
@@ -1676,8 +1676,7 @@ def _sink_drop_connections(self, settle=0.2):
             c.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-    if settle:
-        time.sleep(settle)
+    return bridge.wait_no_connections_to(self.port, timeout)
 
 
 Sink.drop_connections = _sink_drop_connections

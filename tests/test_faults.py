@@ -359,7 +359,8 @@ def t_tls(_t, b, sink, pki):
     del r
     for name, (cert, key), reason in cases:
         sink.use_tls(cert, key)
-        sink.drop_connections()
+        t.ok(sink.drop_connections(b), "%s: the bridge dropped its connections to the sink"
+             % name)
         n = len(sink.requests)
         r, _ = post(b, C_TLS)
         failed(b, r, name, 502, "upstream_tls", reason, "tls")

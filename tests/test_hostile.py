@@ -642,8 +642,10 @@ def t_deadline_reused_fd(_t):
     waiting = []
     try:
         for _ in range(16):
+            base = bt.proc_socket_count(b2.proc.pid)
             exchange(b2, post_req(b"{"))          # answered 400, keep-alive; then closed
-            time.sleep(0.05)                      # let the bridge free that connection
+            # the bridge freed that connection's descriptor, so the next one may reuse it
+            bt.wait_for(lambda: bt.proc_socket_count(b2.proc.pid) <= base, 5)
             c = bt.RawClient(b2.port, 5)
             c.send(post_req(None, headers=["Content-Type: application/json",
                                            "Content-Length: 100"]))
