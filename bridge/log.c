@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -153,15 +154,25 @@ void log_raw(struct log_line *l, const char *key, const char *json, size_t n)
 	log_append(l, json, n);
 }
 
+/* The writer writes at most once per LOG_BATCH_MS: a line that comes after
+ * a quiet spell goes out at once, lines that follow a write closely gather
+ * until LOG_BATCH_MS after it (or until a batch's worth is there) and go out
+ * in one write.  Under load a producer wakes the writer about once per
+ * batch, where a wake per line cost a context switch per request. */
+#define LOG_BATCH_MS 10
+
 /* One output stream: a byte ring [head, head+len) that producers append
  * whole lines to under `lock`; the writer thread writes straight out of the
  * ring without the lock (producers never touch the used region). */
 struct stream {
 	int fd;
 	char *ring;
-	size_t cap, head, len;
+	size_t cap, head, len, batch;
 	unsigned long long dropped, lost_pending;
 	int started, stopping, dead;
+	int idle;              /* the writer waits for a first line */
+	int gathering;         /* the writer waits for a batch or its deadline */
+	struct timespec wrote; /* the writer's last write (CLOCK_REALTIME) */
 	pthread_t writer;
 	pthread_mutex_t lock;
 	pthread_cond_t more, drained;
@@ -212,6 +223,59 @@ static void unlock_cb(void *arg)
 	pthread_mutex_unlock(arg);
 }
 
+/* ts + ms */
+static void timespec_add_ms(struct timespec *ts, long ms)
+{
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/* Deadline now + ms on CLOCK_REALTIME (the condition variables' clock). */
+static void deadline_in(struct timespec *ts, long ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	timespec_add_ms(ts, ms);
+}
+
+/* Lines written by a write(2) that failed: counted as dropped. */
+static size_t lines_in(const struct stream *st, size_t n)
+{
+	size_t lines = 0;
+
+	for (size_t i = 0; i < n; i++)
+		lines += st->ring[(st->head + i) % st->cap] == '\n';
+	return lines ? lines : 1;
+}
+
+/* Called with the lock held: wait for a line, then, when the last write was
+ * under LOG_BATCH_MS ago, for the rest of that time or a batch (or the stop). */
+static void writer_gather(struct stream *st)
+{
+	struct timespec deadline = st->wrote, now;
+
+	while (st->len == 0 && !st->stopping) {
+		st->idle = 1;
+		pthread_cond_wait(&st->more, &st->lock);
+		st->idle = 0;
+	}
+	if (st->len == 0 || st->stopping || st->len >= st->batch)
+		return;
+	timespec_add_ms(&deadline, LOG_BATCH_MS);
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (now.tv_sec > deadline.tv_sec ||
+	    (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec))
+		return;
+	st->gathering = 1;
+	while (!st->stopping && st->len < st->batch)
+		if (pthread_cond_timedwait(&st->more, &st->lock, &deadline) == ETIMEDOUT)
+			break;
+	st->gathering = 0;
+}
+
 static void *stream_writer(void *arg)
 {
 	struct stream *st = arg;
@@ -219,25 +283,26 @@ static void *stream_writer(void *arg)
 	pthread_mutex_lock(&st->lock);
 	pthread_cleanup_push(unlock_cb, &st->lock);
 	for (;;) {
-		size_t n;
+		struct iovec iov[2];
+		size_t n, first;
 		ssize_t w;
 
-		while (st->len == 0 && !st->stopping)
-			pthread_cond_wait(&st->more, &st->lock);
+		writer_gather(st);
 		if (st->len == 0)
 			break;
-		n = st->len < st->cap - st->head ? st->len : st->cap - st->head;
+		/* everything gathered, in one writev even when it wraps */
+		n = st->len;
+		first = n < st->cap - st->head ? n : st->cap - st->head;
+		iov[0] = (struct iovec){ st->ring + st->head, first };
+		iov[1] = (struct iovec){ st->ring, n - first };
 		pthread_mutex_unlock(&st->lock);
-		w = write(st->fd, st->ring + st->head, n); /* may block: nobody waits on us */
+		w = writev(st->fd, iov, n > first ? 2 : 1); /* may block: nobody waits on us */
 		pthread_mutex_lock(&st->lock);
+		clock_gettime(CLOCK_REALTIME, &st->wrote);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) { /* reader gone or device full: the chunk's lines are lost */
-			size_t lines = 0;
-
-			for (size_t i = 0; i < n; i++)
-				lines += st->ring[st->head + i] == '\n';
-			st->dropped += lines ? lines : 1;
+			st->dropped += lines_in(st, n);
 			w = (ssize_t)n;
 		}
 		st->head = (st->head + (size_t)w) % st->cap;
@@ -259,6 +324,7 @@ int log_stream_start(size_t cap_bytes)
 		if (!st->ring)
 			return -ENOMEM;
 		st->cap = cap_bytes;
+		st->batch = cap_bytes / 4;
 		rc = pthread_create(&st->writer, NULL, stream_writer, st);
 		if (rc != 0) {
 			free(st->ring);
@@ -276,13 +342,7 @@ void log_stream_stop(long timeout_ms)
 {
 	struct timespec deadline;
 
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += timeout_ms / 1000;
-	deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	deadline_in(&deadline, timeout_ms);
 	for (int i = 0; i < LOG_STREAM_COUNT; i++) {
 		struct stream *st = &streams[i];
 		int stuck;
@@ -344,14 +404,21 @@ void log_stream_write(enum log_stream s, const char *line, size_t n)
 	if ((nl ? n - 2 + nl : n) > st->cap - st->len) {
 		st->dropped++;
 		st->lost_pending++;
-	} else if (nl) {
-		ring_put(st, line, n - 2);
-		ring_put(st, lost, nl);
-		st->lost_pending = 0;
-		pthread_cond_signal(&st->more);
 	} else {
-		ring_put(st, line, n);
-		pthread_cond_signal(&st->more);
+		size_t before = st->len;
+
+		if (nl) {
+			ring_put(st, line, n - 2);
+			ring_put(st, lost, nl);
+			st->lost_pending = 0;
+		} else {
+			ring_put(st, line, n);
+		}
+		/* wake the writer for a first line, or once when a batch is there */
+		if (st->idle || (st->gathering && before < st->batch && st->len >= st->batch)) {
+			st->idle = 0;
+			pthread_cond_signal(&st->more);
+		}
 	}
 	pthread_mutex_unlock(&st->lock);
 }

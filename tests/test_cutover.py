@@ -195,7 +195,9 @@ def t_sticky(_t):
         share = len(now_v2) / len(pids)
         t.ok(0.57 <= share <= 0.63, "ramp 60: %.1f%% on v2" % (share * 100))
         t.ok(len(before) == len(pids), "first waves covered every participation")
-        recs = [x for x in b.log_records() if x.get("event") == "cutover_changed"]
+        recs = bt.wait_for(lambda: [x for x in b.log_records()
+                                    if x.get("event") == "cutover_changed" and x.get("ramp") == 60],
+                           5) or []
         t.ok(recs and recs[-1].get("old_ramp") == 30 and recs[-1].get("ramp") == 60 and
              "admin API from 127.0.0.1" in (recs[-1].get("by") or ""),
              "the change is logged: who, from where, old -> new", recs[-1:])
@@ -282,7 +284,8 @@ def t_kill(_t):
              % len(after), [x for x in after if x[2]][:5])
         st = state_of(b, "other")
         t.is_((st.get("ramp"), st.get("status")), (0, "killed"), "every route is killed", st)
-        lines = [x for x in b.log_records() if x.get("event") == "cutover_changed"]
+        lines = bt.wait_for(lambda: [x for x in b.log_records()
+                                     if x.get("event") == "cutover_changed"], 5) or []
         t.is_(len(lines), 1, "one call, one log line", lines)
         t.ok(lines and lines[0].get("routes") == 2 and lines[0].get("level") == "warn",
              "... naming how many routes were killed", lines)
@@ -320,7 +323,8 @@ def t_rollback(_t):
         t.is_((st.get("ramp"), st.get("status")), (0, "rolled_back"), "ramp 0, rolled_back", st)
         t.is_(((st.get("rollback") or {}).get("last") or {}).get("v2_posts"), 10,
               "the console's state carries the figures", st)
-        recs = [x for x in b.log_records() if x.get("event") == "cutover_rollback"]
+        recs = bt.wait_for(lambda: [x for x in b.log_records()
+                                    if x.get("event") == "cutover_rollback"], 5) or []
         t.ok(len(recs) == 1 and recs[0].get("level") == "error" and
              recs[0].get("v2_failed") == 9 and recs[0].get("v2_posts") == 10 and
              recs[0].get("old_ramp") == 100 and "v1_failure_rate" in recs[0],
@@ -366,7 +370,9 @@ def t_persist(_t):
         t.like(r.stdout.decode(), r"crm: ramp 42 -> 55", "it says old -> new", r.stdout)
         t.ok(bt.wait_for(lambda: state_of(b, "crm").get("ramp") == 55, 5),
              "the running bridge follows the command within a second or so")
-        recs = [x for x in b.log_records() if x.get("event") == "cutover_followed"]
+        recs = bt.wait_for(lambda: [x for x in b.log_records()
+                                    if x.get("event") == "cutover_followed" and x.get("ramp") == 55],
+                           5) or []
         t.ok(recs and recs[-1].get("ramp") == 55 and "cutover command" in recs[-1].get("by", ""),
              "... and logs who changed it", recs[-1:])
         r = subprocess.run([bt.BRIDGE_BIN, "cutover", "--config", b.config_path, "nope",

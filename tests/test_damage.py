@@ -328,7 +328,8 @@ def t_write_failure(_t):
                          (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         t.ok(bt.wait_for(lambda: bt.curl(b.admin_url("/readyz")).status == 200, 10),
              "/readyz 200 again by itself")
-        t.ok(any(x.get("event") == "queue_store_recovered" for x in b.log_records()),
+        t.ok(bt.wait_for(lambda: any(x.get("event") == "queue_store_recovered"
+                                     for x in b.log_records()), 5),
              "the recovery is logged")
         t.ok(bt.wait_for(lambda: metric(b, "webhook_bridge_queue_depth") == 0, 5),
              "the delivery is recorded (depth 0)")

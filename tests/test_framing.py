@@ -130,6 +130,7 @@ def t_upstream_lengths(_t):
         r = bt.curl(b.url("/hook"), bt.v1_variant(doc, participation_id="P-next"))
         t.is_(r.status, 200, "the next post is delivered", r)
         t.is_(up.connections, before + 1, "on a new connection: the ambiguous one was closed")
+        bt.wait_for(lambda: "two different Content-Length headers" in b.stderr, 5)
         t.like(b.stderr, r"two different Content-Length headers",
                "the log names the protocol error")
     finally:

@@ -2,11 +2,13 @@
  * log: JSON-lines logging to stderr, one object per line:
  *   {"time":"2026-11-26T21:00:00.123Z","level":"info","event":"listening",...}
  * Only main and the request handler log (library modules never do).
- * Thread-safe (one write(2) per line).
+ * Thread-safe (a line is written whole, never torn).
  *
  * `serve` calls log_stream_start(): from then on stdout and stderr lines go
  * into bounded in-memory buffers that one writer thread per stream drains,
- * so a reader that stops reading never blocks an event loop.  A line that
+ * so a reader that stops reading never blocks an event loop.  The writer
+ * writes what has gathered in one write(2), at most once per 10 ms under
+ * load (a line after a quiet spell goes out at once).  A line that
  * does not fit is dropped and counted; the next line that gets through
  * carries "lines_lost":N.  Without log_stream_start() lines are written
  * directly (the batch commands want back-pressure).
