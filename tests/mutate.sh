@@ -24,7 +24,7 @@ dst_policy|bridge/convert.c|s/if (sol\[i\] > sol\[j\])/if (sol[i] < sol[j])/|amb
 queue_order|bridge/store.c|s/ORDER BY d.next_attempt_ms, d.id LIMIT/ORDER BY d.next_attempt_ms, d.id DESC LIMIT/|due deliveries taken newest first
 redaction|bridge/record.c|s/if (record_pattern_match(r->redact\[i\], key, key_len))/if (record_pattern_match(r->redact[i], key, key_len) \&\& 0)/|captures no longer redact
 auth|bridge/access.c|s/return CRYPTO_memcmp(a, b, al) == 0;/return al == bl;/|any credential accepted
-serve_start|bridge/main.c|s/^\tif (!level_given \&\& cfg->log_level >= 0)$/\tif (cfg->allow.n)\n\t\treturn 1;\n&/|serve exits at start whenever an allow list is configured'
+serve_start|bridge/serve.c|s/^\tif (!a\.level_given \&\& cfg->log_level >= 0)$/\tif (cfg->allow.n)\n\t\treturn 1;\n&/|serve exits at start whenever an allow list is configured'
 
 want="$*"
 scratch=${MUTATE_DIR:-}

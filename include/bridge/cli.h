@@ -1,5 +1,5 @@
 /*
- * cli: commands implemented outside main.c.  Each takes argv with argv[0]
+ * cli: the commands of the table in bridge/main.c.  Each takes argv with argv[0]
  * = the command name, parses its own options (getopt_long, --help on
  * stdout, exit 0) and returns the process exit status: 0 success, 1 the
  * input/outcome was bad (documented per command), 2 usage or configuration
@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+int cmd_serve(int argc, char **argv);  /* bridge/serve.c */
+int cmd_check(int argc, char **argv);  /* bridge/check_cmd.c */
 int cmd_map(int argc, char **argv);    /* bridge/map_cmd.c */
 int cmd_diff(int argc, char **argv);   /* bridge/diff.c */
 int cmd_report(int argc, char **argv); /* bridge/report.c */
@@ -61,5 +63,11 @@ struct cutover *cutover_serve_open(const struct bridge_config *cfg, struct bridg
 /* A reload's config: the store opened with the first dual route. */
 int cutover_serve_configure(struct cutover *c, const struct bridge_config *cfg,
 			    struct bridge_error *err);
+
+struct record_options;
+
+/* The capture as cfg's record group describes it (serve opens it, check
+ * checks it); ro's strings stay cfg's. */
+void record_options_from(const struct bridge_config *cfg, struct record_options *ro);
 
 #endif
