@@ -1,5 +1,5 @@
 /*
- * fuzz_retry_after: queue_retry_after_ms, which reads an endpoint's
+ * fuzz_retry_after: retry_after_ms, which reads an endpoint's
  * Retry-After header (delta-seconds or an HTTP date in RFC 9110's three
  * formats).  Invariants (abort on violation): the result is -1 (unparseable)
  * or a wait >= 0; the same text gives the same wait whatever the clock,
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/queue.h"
+#include "bridge/retry_after.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -24,11 +24,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(s, data, size);
 	s[size] = '\0';
-	a = queue_retry_after_ms(s, now);
-	b = queue_retry_after_ms(s, now);
+	a = retry_after_ms(s, now);
+	b = retry_after_ms(s, now);
 	if (a < -1 || a != b)
 		abort();
-	b = queue_retry_after_ms(s, later);
+	b = retry_after_ms(s, later);
 	if ((a == -1) != (b == -1) || b < -1 || b > a)
 		abort();
 	free(s);

@@ -38,6 +38,7 @@
 #include "bridge/cfg.h"
 #include "bridge/cli.h"
 #include "bridge/queue.h"
+#include "bridge/retry_after.h"
 #include "bridge/sign.h"
 #include "bridge/store.h"
 #include "tap.h"
@@ -465,26 +466,24 @@ static void test_retry_after(void)
 {
 	int64_t now = 784111777000LL; /* Sun, 06 Nov 1994 08:49:37 GMT */
 
-	is_int(queue_retry_after_ms("120", now), 120000, "delta-seconds");
-	is_int(queue_retry_after_ms("  7 ", now), 7000, "delta-seconds with spaces");
-	is_int(queue_retry_after_ms("0", now), 0, "zero");
-	is_int(queue_retry_after_ms("Sun, 06 Nov 1994 08:50:37 GMT", now), 60000, "IMF-fixdate");
-	is_int(queue_retry_after_ms("Sunday, 06-Nov-94 08:49:47 GMT", now), 10000, "RFC 850 date");
-	is_int(queue_retry_after_ms("Sun Nov  6 08:49:57 1994", now), 20000, "asctime date");
-	is_int(queue_retry_after_ms("Sun Nov 16 08:49:37 1994", now), 10LL * 86400000,
+	is_int(retry_after_ms("120", now), 120000, "delta-seconds");
+	is_int(retry_after_ms("  7 ", now), 7000, "delta-seconds with spaces");
+	is_int(retry_after_ms("0", now), 0, "zero");
+	is_int(retry_after_ms("Sun, 06 Nov 1994 08:50:37 GMT", now), 60000, "IMF-fixdate");
+	is_int(retry_after_ms("Sunday, 06-Nov-94 08:49:47 GMT", now), 10000, "RFC 850 date");
+	is_int(retry_after_ms("Sun Nov  6 08:49:57 1994", now), 20000, "asctime date");
+	is_int(retry_after_ms("Sun Nov 16 08:49:37 1994", now), 10LL * 86400000,
 	       "asctime with a two-digit day");
-	is_int(queue_retry_after_ms("Sun, 06 Nov 1994 08:00:00 GMT", now), 0,
-	       "date in the past: 0");
-	is_int(queue_retry_after_ms("Sun, 06 Nov 1994 08:49:37 UTC", now), -1, "not GMT: ignored");
-	is_int(queue_retry_after_ms("soon", now), -1, "garbage: ignored");
-	is_int(queue_retry_after_ms("-5", now), -1, "negative: ignored");
-	is_int(queue_retry_after_ms("1.5", now), -1, "fraction: ignored");
-	is_int(queue_retry_after_ms("", now), -1, "empty: ignored");
-	is_int(queue_retry_after_ms(NULL, now), -1, "absent: ignored");
-	is_int(queue_retry_after_ms("Sun, 06 Foo 1994 08:49:37 GMT", now), -1,
-	       "bad month: ignored");
-	is_int(queue_retry_after_ms("Sun, 06 Nov 1994 25:49:37 GMT", now), -1, "bad hour: ignored");
-	is_int(queue_retry_after_ms("99999999999999999999", now), 366LL * 86400 * 1000,
+	is_int(retry_after_ms("Sun, 06 Nov 1994 08:00:00 GMT", now), 0, "date in the past: 0");
+	is_int(retry_after_ms("Sun, 06 Nov 1994 08:49:37 UTC", now), -1, "not GMT: ignored");
+	is_int(retry_after_ms("soon", now), -1, "garbage: ignored");
+	is_int(retry_after_ms("-5", now), -1, "negative: ignored");
+	is_int(retry_after_ms("1.5", now), -1, "fraction: ignored");
+	is_int(retry_after_ms("", now), -1, "empty: ignored");
+	is_int(retry_after_ms(NULL, now), -1, "absent: ignored");
+	is_int(retry_after_ms("Sun, 06 Foo 1994 08:49:37 GMT", now), -1, "bad month: ignored");
+	is_int(retry_after_ms("Sun, 06 Nov 1994 25:49:37 GMT", now), -1, "bad hour: ignored");
+	is_int(retry_after_ms("99999999999999999999", now), 366LL * 86400 * 1000,
 	       "huge delta clamped, no overflow");
 }
 

@@ -86,9 +86,6 @@ int queue_config_load(const config_setting_t *root, const char *file, struct que
 int64_t queue_backoff_cap_ms(const struct queue_config *c, int failures);
 /* Full jitter: rnd mapped into [0, cap]. */
 int64_t queue_backoff_ms(const struct queue_config *c, int failures, uint64_t rnd);
-/* Retry-After value -> milliseconds from now (>= 0): delta-seconds, or an
- * HTTP date in any of RFC 9110's three formats.  -1 when unparseable. */
-int64_t queue_retry_after_ms(const char *value, int64_t now_ms);
 
 /* ---- the queue ---- */
 
