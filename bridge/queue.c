@@ -1,12 +1,6 @@
 /*
- * queue: a writer thread for enqueues, a scheduler thread for delivery.
- *
- * Enqueue: callers (server workers) append to one list; the writer thread
- * takes everything waiting (up to QUEUE_BATCH_MAX) and stores it in one
- * transaction, so the posts of every connection that arrived during one
- * fsync share the next fsync.  Nobody is answered before the commit that
- * holds their row returned: a synchronous caller waits on a condition, an
- * asynchronous one gets its callback on its own event_base afterwards.
+ * queue: a writer thread for enqueues (queue_writer.c), a scheduler thread
+ * for delivery (here), and what the queue reports (queue_metrics.c).
  *
  * Delivery: the scheduler thread owns everything below `base`: lanes (one
  * upstream pool per endpoint + trust store), attempts, timers.  The store is
@@ -47,19 +41,15 @@
 #include "bridge/metrics.h"
 #include "bridge/queue.h"
 #include "bridge/retry_after.h"
+#include "queue_types.h"
 
-#define QUEUE_BATCH_MAX         256   /* rows per enqueue transaction */
-#define QUEUE_WAITING_MAX       65536 /* enqueues waiting for the writer; more -> refused */
-#define QUEUE_WAITING_BYTES_MAX (256u * 1024 * 1024) /* and their bodies */
-#define QUEUE_OUTCOMES_MAX      64                   /* attempt outcomes per transaction */
-#define QUEUE_FLUSH_MS          5     /* an outcome waits at most this long for its transaction */
-#define QUEUE_LANES_MAX         1024  /* distinct endpoint + trust store pairs */
-#define QUEUE_TICK_MIN_MS       5     /* ticks closer than this are merged */
-#define QUEUE_STORE_PAUSE_MS    1000  /* after a store error, no attempt starts for this long */
-#define QUEUE_STORE_LOG_MS      60000 /* a store that keeps failing is logged this often */
-#define QUEUE_RECOUNT_MS        100   /* shared: gauges recounted this soon after a wake-up */
-#define QUEUE_BUSY_TIMEOUT_MS   5000
-#define QUEUE_REASON_MAX        600
+#define QUEUE_OUTCOMES_MAX    64    /* attempt outcomes per transaction */
+#define QUEUE_FLUSH_MS        5     /* an outcome waits at most this long for its transaction */
+#define QUEUE_TICK_MIN_MS     5     /* ticks closer than this are merged */
+#define QUEUE_STORE_PAUSE_MS  1000  /* after a store error, no attempt starts for this long */
+#define QUEUE_STORE_LOG_MS    60000 /* a store that keeps failing is logged this often */
+#define QUEUE_RECOUNT_MS      100   /* shared: gauges recounted this soon after a wake-up */
+#define QUEUE_BUSY_TIMEOUT_MS 5000
 
 /* ------------------------------------------------------------------ */
 /* configuration */
@@ -166,136 +156,6 @@ int64_t queue_backoff_ms(const struct queue_config *c, int failures, uint64_t rn
 	return (int64_t)(rnd % (uint64_t)(queue_backoff_cap_ms(c, failures) + 1));
 }
 
-/* ------------------------------------------------------------------ */
-/* state */
-
-/* One enqueue on its way to the writer thread.  A synchronous one lives on
- * the caller's stack and points at the caller's item; an asynchronous one
- * owns a copy of the item and an event on the caller's base. */
-struct queue_pending {
-	struct queue *q;
-	const struct store_item *item;
-	struct store_item own;
-	struct upstream_header *own_headers;
-	char *own_data;
-	int sync;
-	struct event *ev;
-	queue_enqueue_cb cb;
-	void *arg;
-	int cancelled;
-	int done;
-	int result;
-	struct store_receipt receipt;
-	char error[sizeof(((struct bridge_error *)0)->message)];
-	struct queue_pending *next;
-};
-
-struct lane_key {
-	char *endpoint;
-	char *ca_file;
-};
-
-struct attempt;
-
-struct lane {
-	char *endpoint;
-	char *ca_file;
-	struct upstream_url url;
-	char url_error[600]; /* "" when url is valid */
-	struct upstream_pool *pool;
-	int in_flight;  /* requests under way to the endpoint */
-	int n_attempts; /* in `attempts`: under way, or settled and not stored yet */
-	LIST_HEAD(, attempt) attempts;
-	struct lane *next;
-};
-
-struct attempt {
-	struct queue *q;
-	struct lane *lane;
-	struct upstream_request *req;
-	int64_t id;
-	int attempts_before;
-	int64_t since_ms;
-	int64_t created_ms;
-	char *route, *delivery_id, *participation_id, *state;
-	LIST_ENTRY(attempt) link; /* lane->attempts */
-	/* outcome, once settled, waiting for the next store write */
-	int settled;
-	enum store_outcome_kind kind;
-	int status;
-	const char *outcome;
-	long elapsed_ms;
-	int64_t done_ms;
-	int64_t next_attempt_ms;
-	char reason[QUEUE_REASON_MAX];    /* what went wrong with this attempt */
-	char why[QUEUE_REASON_MAX + 200]; /* last_error as stored */
-	struct attempt *settled_next;
-};
-
-struct tls_entry {
-	char *ca_file;
-	struct upstream_tls *tls;
-	struct tls_entry *next;
-};
-
-struct queue {
-	struct queue_config cfg;
-	struct upstream_limits lim;
-	queue_event_cb cb;
-	void *cb_arg;
-	struct store *store;
-	int lock_fd;
-	int shared; /* the store is shared with other bridges (leases, wake-ups) */
-
-	/* enqueues waiting for the writer thread */
-	pthread_mutex_t commit_mu;
-	pthread_cond_t writer_cv; /* the writer waits for work */
-	pthread_cond_t done_cv;   /* synchronous callers wait for their result */
-	struct queue_pending *waiting, **waiting_tail;
-	size_t n_waiting, waiting_bytes;
-	pthread_t writer;
-	int writer_started, writer_stop;
-
-	/* lanes seen by enqueue, turned into struct lane by the scheduler */
-	pthread_mutex_t keys_mu;
-	struct lane_key keys[QUEUE_LANES_MAX];
-	size_t n_keys;
-
-	/* scheduler thread */
-	struct event_base *base;
-	struct evdns_base *dns;
-	struct event *wake_ev, *timer_ev, *stop_ev, *deadline_ev, *finish_ev, *flush_ev;
-	struct event *flush_timer, *refill_ev;
-	pthread_t thread;
-	int started;
-	atomic_int stop_deadline_ms;
-	int stopping, finished;
-	struct lane *lanes;
-	size_t n_lanes, n_keys_seen;
-	struct tls_entry *tls;
-	int in_flight;
-	struct attempt *settled, **settled_tail; /* in the order the outcomes came */
-	size_t n_settled;
-	int64_t last_tick_ms;
-	int64_t timer_at_ms;
-	int64_t store_pause_until;
-	struct event *watch_ev; /* shared: another bridge changed the store */
-	struct event *renew_ev; /* shared: leases of the attempts under way */
-	int64_t last_counts_ms;
-	int notified; /* a wake-up came since the last recount */
-
-	/* shared counters */
-	atomic_llong depth, dead, in_flight_gauge, oldest_ms;
-	atomic_llong enqueued, duplicates, delivered, failed_attempts, dead_lettered, store_errors;
-	atomic_llong corrupt;
-	atomic_int store_failing; /* the last store write failed */
-	/* outcomes of attempts cannot be stored: no attempt starts (it would be
-	 * sent again and again), no post is taken, the outcomes are written
-	 * again every QUEUE_STORE_PAUSE_MS */
-	atomic_int outcomes_failing;
-	int64_t outcomes_failing_since, store_log_at; /* scheduler thread */
-};
-
 static uint64_t random_u64(void)
 {
 	uint64_t r = 0;
@@ -389,7 +249,7 @@ static int key_known(struct queue *q, const char *endpoint, const char *ca_file)
 }
 
 /* Any thread. */
-static void key_add(struct queue *q, const char *endpoint, const char *ca_file)
+void queue_key_add(struct queue *q, const char *endpoint, const char *ca_file)
 {
 	pthread_mutex_lock(&q->keys_mu);
 	if (!key_known(q, endpoint, ca_file) && q->n_keys < QUEUE_LANES_MAX) {
@@ -447,7 +307,7 @@ static int lanes_load(struct queue *q, struct bridge_error *err)
 	if (store_lanes(q->store, QUEUE_LANES_MAX, &l, &n, err) < 0)
 		return -1;
 	for (size_t i = 0; i < n; i++)
-		key_add(q, l[i].endpoint, l[i].ca_file);
+		queue_key_add(q, l[i].endpoint, l[i].ca_file);
 	store_lanes_free(l, n);
 	return 0;
 }
@@ -500,7 +360,7 @@ static struct upstream_pool *lane_pool(struct queue *q, struct lane *l, struct b
 
 static void tick(struct queue *q);
 
-static void tick_soon(struct queue *q)
+void queue_tick_soon(struct queue *q)
 {
 	event_active(q->wake_ev, EV_READ, 0);
 }
@@ -964,7 +824,7 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (n != 0) {
 		q->notified = 1;
-		tick_soon(q);
+		queue_tick_soon(q);
 	}
 }
 
@@ -1167,271 +1027,6 @@ static void *scheduler_run(void *arg)
 }
 
 /* ------------------------------------------------------------------ */
-/* the writer thread */
-
-static void pending_free(struct queue_pending *p)
-{
-	free(p->own_headers);
-	free(p->own_data);
-	free(p);
-}
-
-/* One transaction for the batch; results into every pending enqueue.  Past
- * max_depth, the late comers of the batch are refused, not the whole batch. */
-static void batch_commit(struct queue *q, struct queue_pending *batch)
-{
-	const struct store_item *items[QUEUE_BATCH_MAX];
-	struct store_receipt receipts[QUEUE_BATCH_MAX];
-	int results[QUEUE_BATCH_MAX];
-	struct queue_pending *p;
-	struct bridge_error err, full;
-	long long room = q->cfg.max_depth - atomic_load(&q->depth);
-	size_t n = 0, k = 0, stored = 0, dups = 0;
-	int rc = 0;
-
-	bridge_error_clear(&full);
-	bridge_error_set(&full,
-			 "the queue is full (max_depth = %lld pending deliveries); the "
-			 "endpoint is probably down",
-			 q->cfg.max_depth);
-	for (p = batch; p; p = p->next)
-		if ((long long)n < room)
-			items[n++] = p->item;
-	bridge_error_clear(&err);
-	if (n) {
-		rc = store_insert(q->store, items, n, clock_wall_ms(), results, receipts, &err);
-		if (rc < 0)
-			atomic_fetch_add(&q->store_errors, 1);
-		atomic_store(&q->store_failing, rc < 0);
-	}
-	for (p = batch; p; p = p->next, k++) {
-		if (k >= n || rc < 0) {
-			p->result = -1;
-			snprintf(p->error, sizeof(p->error), "%s",
-				 k >= n ? full.message : err.message);
-			continue;
-		}
-		p->result = results[k] == STORE_DUPLICATE ? QUEUE_DUPLICATE : QUEUE_STORED;
-		p->receipt = receipts[k];
-		if (results[k] == STORE_INSERTED) {
-			stored++;
-			key_add(q, p->item->endpoint, p->item->ca_file ? p->item->ca_file : "");
-		} else {
-			dups++;
-		}
-	}
-	atomic_fetch_add(&q->depth, (long long)stored);
-	atomic_fetch_add(&q->enqueued, (long long)stored);
-	atomic_fetch_add(&q->duplicates, (long long)dups);
-	if (stored)
-		tick_soon(q);
-}
-
-static void *writer_run(void *arg)
-{
-	struct queue *q = arg;
-
-	pthread_mutex_lock(&q->commit_mu);
-	for (;;) {
-		struct queue_pending *batch, *last, *p, *next;
-		size_t n = 1;
-
-		while (!q->waiting && !q->writer_stop)
-			pthread_cond_wait(&q->writer_cv, &q->commit_mu);
-		if (!q->waiting)
-			break; /* stopping, nothing left */
-		batch = last = q->waiting;
-		while (last->next && n < QUEUE_BATCH_MAX) {
-			last = last->next;
-			n++;
-		}
-		q->waiting = last->next;
-		if (!q->waiting)
-			q->waiting_tail = &q->waiting;
-		q->n_waiting -= n;
-		last->next = NULL;
-		for (p = batch; p; p = p->next)
-			q->waiting_bytes -= p->item->len;
-		pthread_mutex_unlock(&q->commit_mu);
-		batch_commit(q, batch);
-		pthread_mutex_lock(&q->commit_mu);
-		for (p = batch; p; p = next) {
-			next = p->next;
-			p->done = 1;
-			if (p->sync)
-				continue;
-			if (p->cancelled)
-				pending_free(p); /* its event went with the cancel */
-			else
-				event_active(p->ev, EV_READ, 0);
-		}
-		pthread_cond_broadcast(&q->done_cv);
-	}
-	pthread_mutex_unlock(&q->commit_mu);
-	return NULL;
-}
-
-/* The caller holds commit_mu. */
-static int waiting_add(struct queue *q, struct queue_pending *p, struct bridge_error *err)
-{
-	if (q->writer_stop)
-		return bridge_error_set(err, "the queue is shutting down");
-	if (atomic_load(&q->outcomes_failing))
-		return bridge_error_set(
-			err, "the queue store fails its writes: deliveries cannot be "
-			     "recorded, so no post is taken until they can; retry later");
-	if (q->n_waiting >= QUEUE_WAITING_MAX ||
-	    q->waiting_bytes + p->item->len > QUEUE_WAITING_BYTES_MAX)
-		return bridge_error_set(err,
-					"%zu posts (%zu bytes) are already waiting for the "
-					"store",
-					q->n_waiting, q->waiting_bytes);
-	p->next = NULL;
-	*q->waiting_tail = p;
-	q->waiting_tail = &p->next;
-	q->n_waiting++;
-	q->waiting_bytes += p->item->len;
-	pthread_cond_signal(&q->writer_cv);
-	return 0;
-}
-
-int queue_enqueue(struct queue *q, const struct store_item *item, struct store_receipt *ret,
-		  struct bridge_error *err)
-{
-	struct queue_pending p;
-
-	memset(&p, 0, sizeof(p));
-	p.q = q;
-	p.item = item;
-	p.sync = 1;
-	/* checked alone, so that a bad item cannot fail the batch it would join */
-	if (store_item_check(item, err) < 0)
-		return -1;
-	pthread_mutex_lock(&q->commit_mu);
-	if (waiting_add(q, &p, err) < 0) {
-		pthread_mutex_unlock(&q->commit_mu);
-		return -1;
-	}
-	while (!p.done)
-		pthread_cond_wait(&q->done_cv, &q->commit_mu);
-	pthread_mutex_unlock(&q->commit_mu);
-	if (p.result < 0)
-		return bridge_error_set(err, "%s", p.error);
-	if (ret)
-		*ret = p.receipt;
-	return p.result;
-}
-
-static void pending_done_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct queue_pending *p = arg;
-
-	p->cb(p->result, p->result >= 0 ? &p->receipt : NULL, p->result < 0 ? p->error : NULL,
-	      p->arg);
-	event_free(p->ev);
-	pending_free(p);
-}
-
-/* Copy the item into one allocation owned by p. */
-static int pending_copy(struct queue_pending *p, const struct store_item *it)
-{
-	const char *strs[] = { it->route,       it->endpoint,         it->ca_file,
-			       it->delivery_id, it->participation_id, it->state };
-	const char **outs[] = { &p->own.route,       &p->own.endpoint,         &p->own.ca_file,
-				&p->own.delivery_id, &p->own.participation_id, &p->own.state };
-	size_t total = it->len + 1, i;
-	char *w;
-
-	for (i = 0; i < 6; i++)
-		total += strlen(strs[i] ? strs[i] : "") + 1;
-	for (i = 0; i < it->n_headers; i++)
-		total += strlen(it->headers[i].name) + strlen(it->headers[i].value) + 2;
-	p->own_data = malloc(total);
-	p->own_headers = calloc(it->n_headers ? it->n_headers : 1, sizeof(*p->own_headers));
-	if (!p->own_data || !p->own_headers)
-		return -1;
-	w = p->own_data;
-	for (i = 0; i < 6; i++) {
-		size_t n = strlen(strs[i] ? strs[i] : "") + 1;
-
-		memcpy(w, strs[i] ? strs[i] : "", n);
-		*outs[i] = w;
-		w += n;
-	}
-	for (i = 0; i < it->n_headers; i++) {
-		size_t nn = strlen(it->headers[i].name) + 1, vn = strlen(it->headers[i].value) + 1;
-
-		memcpy(w, it->headers[i].name, nn);
-		p->own_headers[i].name = w;
-		w += nn;
-		memcpy(w, it->headers[i].value, vn);
-		p->own_headers[i].value = w;
-		w += vn;
-	}
-	if (it->len)
-		memcpy(w, it->body, it->len);
-	p->own.body = w;
-	p->own.len = it->len;
-	p->own.timeout_ms = it->timeout_ms;
-	p->own.headers = p->own_headers;
-	p->own.n_headers = it->n_headers;
-	p->item = &p->own;
-	return 0;
-}
-
-int queue_enqueue_async(struct queue *q, struct event_base *base, const struct store_item *item,
-			queue_enqueue_cb cb, void *arg, struct queue_pending **ret,
-			struct bridge_error *err)
-{
-	struct queue_pending *p;
-
-	*ret = NULL;
-	if (!base || !cb)
-		return bridge_error_set(err, "queue_enqueue_async: base and callback are required");
-	if (store_item_check(item, err) < 0)
-		return -1;
-	p = calloc(1, sizeof(*p));
-	if (!p || pending_copy(p, item) < 0 ||
-	    !(p->ev = event_new(base, -1, 0, pending_done_cb, p))) {
-		if (p)
-			pending_free(p);
-		return bridge_error_set(err, "out of memory");
-	}
-	p->q = q;
-	p->cb = cb;
-	p->arg = arg;
-	pthread_mutex_lock(&q->commit_mu);
-	if (waiting_add(q, p, err) < 0) {
-		pthread_mutex_unlock(&q->commit_mu);
-		event_free(p->ev);
-		pending_free(p);
-		return -1;
-	}
-	pthread_mutex_unlock(&q->commit_mu);
-	*ret = p;
-	return 0;
-}
-
-void queue_enqueue_cancel(struct queue_pending *p)
-{
-	struct queue *q;
-
-	if (!p)
-		return;
-	q = p->q;
-	pthread_mutex_lock(&q->commit_mu);
-	event_free(p->ev); /* also takes it off the active list if the writer was done */
-	p->ev = NULL;
-	if (!p->done) {
-		p->cancelled = 1; /* the writer frees it */
-		pthread_mutex_unlock(&q->commit_mu);
-		return;
-	}
-	pthread_mutex_unlock(&q->commit_mu);
-	pending_free(p);
-}
-
-/* ------------------------------------------------------------------ */
 /* lifecycle */
 
 static int lock_take(struct queue *q, const char *path, struct bridge_error *err)
@@ -1628,7 +1223,7 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 		queue_free(q);
 		return -1;
 	}
-	rc = pthread_create(&q->writer, NULL, writer_run, q);
+	rc = pthread_create(&q->writer, NULL, queue_writer_run, q);
 	if (rc != 0) {
 		queue_free(q);
 		return bridge_error_set(err, "cannot start the store's writer thread: %s",
@@ -1733,178 +1328,4 @@ void queue_free(struct queue *q)
 	free(q->cfg.path);
 	shared_config_clear(&q->cfg.shared);
 	free(q);
-}
-
-/* ------------------------------------------------------------------ */
-/* numbers */
-
-void queue_stats(struct queue *q, struct queue_stats *ret)
-{
-	int64_t oldest = 0, now = clock_wall_ms();
-	struct bridge_error err;
-
-	memset(ret, 0, sizeof(*ret));
-	if (store_oldest(q->store, &oldest, &err) == 0)
-		atomic_store(&q->oldest_ms, oldest);
-	else
-		oldest = atomic_load(&q->oldest_ms);
-	ret->depth = atomic_load(&q->depth);
-	ret->dead = atomic_load(&q->dead);
-	ret->in_flight = atomic_load(&q->in_flight_gauge);
-	ret->oldest_age_ms = oldest > 0 && now > oldest ? now - oldest : 0;
-	ret->enqueued = atomic_load(&q->enqueued);
-	ret->duplicates = atomic_load(&q->duplicates);
-	ret->delivered = atomic_load(&q->delivered);
-	ret->failed_attempts = atomic_load(&q->failed_attempts);
-	ret->dead_lettered = atomic_load(&q->dead_lettered);
-	ret->store_errors = atomic_load(&q->store_errors);
-	ret->corrupt = atomic_load(&q->corrupt);
-	if (ret->depth < 0)
-		ret->depth = 0;
-}
-
-static void metric(struct evbuffer *out, const char *name, const char *type, const char *help,
-		   long long v)
-{
-	evbuffer_add_printf(out,
-			    "# HELP webhook_bridge_queue_%s %s\n# TYPE webhook_bridge_queue_%s "
-			    "%s\nwebhook_bridge_queue_%s %lld\n",
-			    name, help, name, type, name, v);
-}
-
-int queue_ready(struct queue *q, char *why, size_t cap)
-{
-	if (atomic_load(&q->outcomes_failing)) {
-		snprintf(why, cap,
-			 "the queue store failed its last write: the outcomes of delivery "
-			 "attempts cannot be recorded");
-		return -1;
-	}
-	if (atomic_load(&q->store_failing)) {
-		snprintf(why, cap, "the queue store failed its last write");
-		return -1;
-	}
-	if (atomic_load(&q->depth) >= q->cfg.max_depth) {
-		snprintf(why, cap, "the queue is full (max_depth = %lld)", q->cfg.max_depth);
-		return -1;
-	}
-	return 0;
-}
-
-/* The per-route families, filled side by side so each stays contiguous. */
-struct route_render {
-	struct evbuffer *depth, *age, *dead;
-	const struct bridge_config *cfg;
-	char *seen; /* cfg route index -> had rows in the store */
-	int64_t now;
-};
-
-static void route_sample(struct evbuffer *out, const char *name, const char *route)
-{
-	evbuffer_add_printf(out, "webhook_bridge_queue_route_%s{route=\"", name);
-	metrics_label_add(out, route);
-	evbuffer_add_printf(out, "\"} ");
-}
-
-static void route_render_add(struct route_render *r, const char *route, int64_t pending,
-			     int64_t dead, int64_t oldest_ms)
-{
-	int64_t age = oldest_ms > 0 && r->now > oldest_ms ? r->now - oldest_ms : 0;
-
-	route_sample(r->depth, "depth", route);
-	evbuffer_add_printf(r->depth, "%lld\n", (long long)pending);
-	route_sample(r->age, "oldest_age_seconds", route);
-	evbuffer_add_printf(r->age, "%lld.%03lld\n", (long long)(age / 1000),
-			    (long long)(age % 1000));
-	route_sample(r->dead, "dead_letters", route);
-	evbuffer_add_printf(r->dead, "%lld\n", (long long)dead);
-}
-
-static int route_render_cb(const struct store_route_counts *c, void *arg)
-{
-	struct route_render *r = arg;
-
-	for (size_t i = 0; r->cfg && r->seen && i < r->cfg->n_routes; i++)
-		if (strcmp(r->cfg->routes[i].name, c->route) == 0)
-			r->seen[i] = 1;
-	route_render_add(r, c->route, c->pending, c->dead, c->oldest_created_ms);
-	return 0;
-}
-
-/* Per route, from the store (rows of routes no longer configured included:
- * they still wait for delivery); the config's queued routes at zero when the
- * store has none of theirs. */
-static void render_routes(struct queue *q, const struct bridge_config *cfg, struct evbuffer *out)
-{
-	struct route_render r = { .cfg = cfg, .now = clock_wall_ms() };
-	struct bridge_error err;
-
-	r.depth = evbuffer_new();
-	r.age = evbuffer_new();
-	r.dead = evbuffer_new();
-	if (cfg && cfg->n_routes)
-		r.seen = calloc(cfg->n_routes, 1);
-	if (r.depth && r.age && r.dead &&
-	    store_count_routes(q->store, route_render_cb, &r, &err) == 0) {
-		for (size_t i = 0; r.seen && i < cfg->n_routes; i++)
-			if (cfg->routes[i].queued && !r.seen[i])
-				route_render_add(&r, cfg->routes[i].name, 0, 0, 0);
-		evbuffer_add_printf(out,
-				    "# HELP webhook_bridge_queue_route_depth Deliveries waiting "
-				    "in the queue per route, in flight included.\n# TYPE "
-				    "webhook_bridge_queue_route_depth gauge\n");
-		evbuffer_add_buffer(out, r.depth);
-		evbuffer_add_printf(out,
-				    "# HELP webhook_bridge_queue_route_oldest_age_seconds Age of "
-				    "the route's oldest waiting delivery (0 when none).\n# TYPE "
-				    "webhook_bridge_queue_route_oldest_age_seconds gauge\n");
-		evbuffer_add_buffer(out, r.age);
-		evbuffer_add_printf(out,
-				    "# HELP webhook_bridge_queue_route_dead_letters Dead letters "
-				    "in the store per route.\n# TYPE "
-				    "webhook_bridge_queue_route_dead_letters gauge\n");
-		evbuffer_add_buffer(out, r.dead);
-	}
-	free(r.seen);
-	if (r.depth)
-		evbuffer_free(r.depth);
-	if (r.age)
-		evbuffer_free(r.age);
-	if (r.dead)
-		evbuffer_free(r.dead);
-}
-
-void queue_metrics_render(struct queue *q, const struct bridge_config *cfg, struct evbuffer *out)
-{
-	struct queue_stats s;
-
-	queue_stats(q, &s);
-	render_routes(q, cfg, out);
-	metric(out, "depth", "gauge", "Deliveries waiting in the queue, in flight included.",
-	       s.depth);
-	evbuffer_add_printf(out,
-			    "# HELP webhook_bridge_queue_oldest_age_seconds Age of the oldest "
-			    "waiting delivery (0 when none).\n# TYPE "
-			    "webhook_bridge_queue_oldest_age_seconds gauge\n"
-			    "webhook_bridge_queue_oldest_age_seconds %lld.%03lld\n",
-			    s.oldest_age_ms / 1000, s.oldest_age_ms % 1000);
-	metric(out, "dead_letters", "gauge",
-	       "Dead letters in the store, waiting for `queue retry` or `queue purge`.", s.dead);
-	metric(out, "in_flight", "gauge", "Delivery attempts under way.", s.in_flight);
-	metric(out, "enqueued_total", "counter", "Posts stored for delivery.", s.enqueued);
-	metric(out, "duplicates_total", "counter",
-	       "Posts not stored again: the same participation and state was already queued.",
-	       s.duplicates);
-	metric(out, "delivered_total", "counter", "Deliveries the endpoint accepted (2xx).",
-	       s.delivered);
-	metric(out, "failed_attempts_total", "counter", "Delivery attempts that got no 2xx.",
-	       s.failed_attempts);
-	metric(out, "dead_lettered_total", "counter", "Deliveries that became dead letters.",
-	       s.dead_lettered);
-	metric(out, "store_errors_total", "counter",
-	       "Store operations that failed (a post then gets 503).", s.store_errors);
-	metric(out, "corrupt_total", "counter",
-	       "Deliveries made dead letters without being sent: what they would send did not "
-	       "match the checksum stored with them.",
-	       s.corrupt);
 }

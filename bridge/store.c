@@ -27,9 +27,8 @@
 #include "bridge/diag.h"
 #include "bridge/store.h"
 #include "bridge/store_pg.h"
+#include "store_types.h"
 
-#define STORE_APPLICATION_ID 0x57484251 /* "WHBQ" in the database header */
-#define STORE_SCHEMA_VERSION 2
 
 /* The schema of version 2.  Partial indexes serve the three questions asked
  * all the time: what is due on a lane (due), is a row the head of its
@@ -72,38 +71,6 @@ static const char migrate_v1_sql[] =
 	"ALTER TABLE deliveries ADD COLUMN checksum BLOB NOT NULL DEFAULT x'';"
 	"CREATE TABLE store_probe (k INTEGER PRIMARY KEY CHECK (k = 1), at_ms INTEGER NOT NULL);";
 
-/* The columns row_read reads, in its order; store_recover writes them back
- * in the same order. */
-#define ROW_COLUMNS_BASE                                                                         \
-	"d.id, d.status, d.route, d.endpoint, d.ca_file, d.timeout_ms, d.delivery_id,"           \
-	" d.participation_id, d.state, d.headers, d.body, d.attempts, d.created_ms, d.since_ms," \
-	" d.next_attempt_ms, d.last_attempt_ms, d.last_status, d.last_error"
-#define ROW_COLUMNS   ROW_COLUMNS_BASE ", d.checksum"
-#define ROW_N_COLUMNS 19
-
-enum stmt_id {
-	ST_BEGIN,
-	ST_COMMIT,
-	ST_ROLLBACK,
-	ST_FIND_DUP,
-	ST_INSERT,
-	ST_LANES,
-	ST_DUE,
-	ST_NEXT_WAKE,
-	ST_DELIVERED,
-	ST_FAILED,
-	ST_DEAD,
-	ST_COUNT,
-	ST_COUNT_ROUTES,
-	ST_OLDEST,
-	ST_GET,
-	ST_RETRY_DEAD,
-	ST_RETRY_PENDING,
-	ST_PURGE_ID,
-	ST_DATA_VERSION,
-	ST_PROBE,
-	ST_N
-};
 
 static const char *const stmt_sql[ST_N] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -153,19 +120,11 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_PROBE] = "INSERT OR REPLACE INTO store_probe (k, at_ms) VALUES (1, ?1)",
 };
 
-struct store {
-	struct store_pg *pg; /* the PostgreSQL engine; NULL: SQLite (the rest) */
-	sqlite3 *db;
-	pthread_mutex_t mu;
-	char *path;
-	sqlite3_stmt *st[ST_N];
-	int64_t data_version;
-};
 
 /* ------------------------------------------------------------------ */
 /* helpers */
 
-static int db_fail(struct store *s, struct bridge_error *err, const char *what)
+int store_sql_fail(struct store *s, struct bridge_error *err, const char *what)
 {
 	int code = sqlite3_errcode(s->db);
 	const char *hint = "";
@@ -186,14 +145,14 @@ static int db_fail(struct store *s, struct bridge_error *err, const char *what)
 }
 
 /* A prepared statement, reset and unbound, or NULL with err set. */
-static sqlite3_stmt *stmt(struct store *s, enum stmt_id id, struct bridge_error *err)
+sqlite3_stmt *store_stmt(struct store *s, enum stmt_id id, struct bridge_error *err)
 {
 	sqlite3_stmt *st = s->st[id];
 
 	if (!st) {
 		if (sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st,
 				       NULL) != SQLITE_OK) {
-			db_fail(s, err, "cannot prepare a statement");
+			store_sql_fail(s, err, "cannot prepare a statement");
 			return NULL;
 		}
 		s->st[id] = st;
@@ -205,12 +164,12 @@ static sqlite3_stmt *stmt(struct store *s, enum stmt_id id, struct bridge_error 
 }
 
 /* Run a statement that returns no rows.  0 or -1. */
-static int step_done(struct store *s, sqlite3_stmt *st, struct bridge_error *err, const char *what)
+int store_step_done(struct store *s, sqlite3_stmt *st, struct bridge_error *err, const char *what)
 {
 	int rc = sqlite3_step(st);
 
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		db_fail(s, err, what);
+		store_sql_fail(s, err, what);
 		sqlite3_reset(st);
 		return -1;
 	}
@@ -220,23 +179,23 @@ static int step_done(struct store *s, sqlite3_stmt *st, struct bridge_error *err
 
 static int exec_id(struct store *s, enum stmt_id id, struct bridge_error *err, const char *what)
 {
-	sqlite3_stmt *st = stmt(s, id, err);
+	sqlite3_stmt *st = store_stmt(s, id, err);
 
-	return st ? step_done(s, st, err, what) : -1;
+	return st ? store_step_done(s, st, err, what) : -1;
 }
 
-static int tx_begin(struct store *s, struct bridge_error *err)
+int store_tx_begin(struct store *s, struct bridge_error *err)
 {
 	return exec_id(s, ST_BEGIN, err, "cannot start a transaction");
 }
 
-static int tx_commit(struct store *s, struct bridge_error *err)
+int store_tx_commit(struct store *s, struct bridge_error *err)
 {
 	return exec_id(s, ST_COMMIT, err, "cannot commit");
 }
 
 /* After a failure: a failed COMMIT may already have rolled back. */
-static void tx_abort(struct store *s)
+void store_tx_abort(struct store *s)
 {
 	if (!sqlite3_get_autocommit(s->db))
 		exec_id(s, ST_ROLLBACK, NULL, "rollback");
@@ -334,7 +293,7 @@ int store_headers_parse(char *text, struct upstream_header **ret, size_t *ret_n)
 	return 0;
 }
 
-static int row_read(sqlite3_stmt *st, struct store_row *r)
+int store_row_read(sqlite3_stmt *st, struct store_row *r)
 {
 	const void *blob, *sum;
 	int len, sum_len;
@@ -422,12 +381,12 @@ static int pragma_int(struct store *s, const char *sql, int64_t *ret, struct bri
 	int rc;
 
 	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return db_fail(s, err, sql);
+		return store_sql_fail(s, err, sql);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		*ret = sqlite3_column_int64(st, 0);
 	} else if (rc != SQLITE_DONE) {
-		db_fail(s, err, sql);
+		store_sql_fail(s, err, sql);
 		sqlite3_finalize(st);
 		return -1;
 	}
@@ -435,7 +394,7 @@ static int pragma_int(struct store *s, const char *sql, int64_t *ret, struct bri
 	return 0;
 }
 
-static int exec_sql(struct store *s, const char *sql, struct bridge_error *err)
+int store_exec_sql(struct store *s, const char *sql, struct bridge_error *err)
 {
 	char *msg = NULL;
 
@@ -455,20 +414,20 @@ static int schema_migrate(struct store *s, struct bridge_error *err)
 	int64_t version = 0;
 	char sql[64];
 
-	if (tx_begin(s, err) < 0)
+	if (store_tx_begin(s, err) < 0)
 		return -1;
 	if (pragma_int(s, "PRAGMA user_version", &version, err) < 0)
 		goto fail;
 	if (version == 1) {
 		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d;", STORE_SCHEMA_VERSION);
-		if (exec_sql(s, migrate_v1_sql, err) < 0 || exec_sql(s, sql, err) < 0)
+		if (store_exec_sql(s, migrate_v1_sql, err) < 0 || store_exec_sql(s, sql, err) < 0)
 			goto fail;
 	}
-	if (tx_commit(s, err) < 0)
+	if (store_tx_commit(s, err) < 0)
 		goto fail;
 	return 0;
 fail:
-	tx_abort(s);
+	store_tx_abort(s);
 	return -1;
 }
 
@@ -502,13 +461,13 @@ static int schema_prepare(struct store *s, unsigned flags, struct bridge_error *
 					"queue store %s is empty: serve creates it when it "
 					"starts with a queued route",
 					s->path);
-	if (tx_begin(s, err) < 0)
+	if (store_tx_begin(s, err) < 0)
 		return -1;
 	snprintf(sql, sizeof(sql), "PRAGMA application_id = %d; PRAGMA user_version = %d;",
 		 STORE_APPLICATION_ID, STORE_SCHEMA_VERSION);
-	if (exec_sql(s, schema_sql, err) < 0 || exec_sql(s, sql, err) < 0 ||
-	    tx_commit(s, err) < 0) {
-		tx_abort(s);
+	if (store_exec_sql(s, schema_sql, err) < 0 || store_exec_sql(s, sql, err) < 0 ||
+	    store_tx_commit(s, err) < 0) {
+		store_tx_abort(s);
 		return -1;
 	}
 	return 0;
@@ -634,7 +593,7 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 	}
 	if (sqlite3_open_v2(path, &s->db, oflags, NULL) != SQLITE_OK) {
 		if (s->db)
-			db_fail(s, err, "cannot open");
+			store_sql_fail(s, err, "cannot open");
 		else
 			bridge_error_set(err, "queue store %s: cannot open (out of memory)", path);
 		store_close(s);
@@ -645,7 +604,7 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 
 	/* WAL is a property of the file: whoever opens first sets it */
 	if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL) != SQLITE_OK) {
-		db_fail(s, err, "cannot set WAL mode");
+		store_sql_fail(s, err, "cannot set WAL mode");
 		store_close(s);
 		return -1;
 	}
@@ -659,12 +618,12 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 					 "SQLite's WAL mode (journal_mode stays '%s')",
 					 path, mode);
 		else
-			db_fail(s, err, "cannot set WAL mode");
+			store_sql_fail(s, err, "cannot set WAL mode");
 		store_close(s);
 		return -1;
 	}
-	if (exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;", err) <
-		    0 ||
+	if (store_exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;",
+			   err) < 0 ||
 	    ((flags & STORE_VERIFY) && integrity_check(s, err) < 0) ||
 	    schema_prepare(s, flags, err) < 0 ||
 	    pragma_int(s, "PRAGMA data_version", &dv, err) < 0) {
@@ -932,7 +891,7 @@ static int find_dup(struct store *s, const struct store_item *it, struct store_r
 
 	if (!it->participation_id || !*it->participation_id)
 		return 0;
-	st = stmt(s, ST_FIND_DUP, err);
+	st = store_stmt(s, ST_FIND_DUP, err);
 	if (!st)
 		return -1;
 	sqlite3_bind_text(st, 1, it->route, -1, SQLITE_STATIC);
@@ -949,7 +908,7 @@ static int find_dup(struct store *s, const struct store_item *it, struct store_r
 		return 1;
 	}
 	if (rc != SQLITE_DONE) {
-		db_fail(s, err, "cannot look for a duplicate");
+		store_sql_fail(s, err, "cannot look for a duplicate");
 		sqlite3_reset(st);
 		return -1;
 	}
@@ -960,7 +919,7 @@ static int find_dup(struct store *s, const struct store_item *it, struct store_r
 static int insert_one(struct store *s, const struct store_item *it, int64_t now_ms,
 		      struct store_receipt *rcpt, struct bridge_error *err)
 {
-	sqlite3_stmt *st = stmt(s, ST_INSERT, err);
+	sqlite3_stmt *st = store_stmt(s, ST_INSERT, err);
 	unsigned char sum[STORE_CHECKSUM_LEN];
 	char *ht;
 	int rc;
@@ -985,7 +944,7 @@ static int insert_one(struct store *s, const struct store_item *it, int64_t now_
 	sqlite3_bind_blob(st, 9, it->len ? it->body : "", (int)it->len, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 10, now_ms);
 	sqlite3_bind_blob(st, 11, sum, sizeof(sum), SQLITE_STATIC);
-	rc = step_done(s, st, err, "cannot store the delivery");
+	rc = store_step_done(s, st, err, "cannot store the delivery");
 	free(ht);
 	if (rc < 0)
 		return -1;
@@ -1007,7 +966,7 @@ int store_insert(struct store *s, const struct store_item *const *items, size_t 
 		if (store_item_check(items[i], err) < 0)
 			return -1;
 	pthread_mutex_lock(&s->mu);
-	if (tx_begin(s, err) < 0)
+	if (store_tx_begin(s, err) < 0)
 		goto fail;
 	for (i = 0; i < n; i++) {
 		struct store_receipt *rcpt = receipts ? &receipts[i] : NULL;
@@ -1020,12 +979,12 @@ int store_insert(struct store *s, const struct store_item *const *items, size_t 
 		if (ret_results)
 			ret_results[i] = dup ? STORE_DUPLICATE : STORE_INSERTED;
 	}
-	if (tx_commit(s, err) < 0)
+	if (store_tx_commit(s, err) < 0)
 		goto fail;
 	pthread_mutex_unlock(&s->mu);
 	return 0;
 fail:
-	tx_abort(s);
+	store_tx_abort(s);
 	pthread_mutex_unlock(&s->mu);
 	return -1;
 }
@@ -1049,7 +1008,7 @@ int store_lanes(struct store *s, size_t max, struct store_lane **ret, size_t *re
 	if (!l)
 		return bridge_error_set(err, "out of memory");
 	pthread_mutex_lock(&s->mu);
-	st = stmt(s, ST_LANES, err);
+	st = store_stmt(s, ST_LANES, err);
 	if (!st) {
 		pthread_mutex_unlock(&s->mu);
 		free(l);
@@ -1070,7 +1029,7 @@ int store_lanes(struct store *s, size_t max, struct store_lane **ret, size_t *re
 		if (rc == SQLITE_NOMEM)
 			bridge_error_set(err, "out of memory");
 		else
-			db_fail(s, err, "cannot list lanes");
+			store_sql_fail(s, err, "cannot list lanes");
 		sqlite3_reset(st);
 		pthread_mutex_unlock(&s->mu);
 		store_lanes_free(l, n);
@@ -1107,7 +1066,7 @@ int store_due(struct store *s, const char *endpoint, const char *ca_file, int64_
 	if (max == 0)
 		return 0;
 	pthread_mutex_lock(&s->mu);
-	st = stmt(s, ST_DUE, err);
+	st = store_stmt(s, ST_DUE, err);
 	if (!st) {
 		pthread_mutex_unlock(&s->mu);
 		return -1;
@@ -1117,7 +1076,7 @@ int store_due(struct store *s, const char *endpoint, const char *ca_file, int64_
 	sqlite3_bind_int64(st, 3, now_ms);
 	sqlite3_bind_int64(st, 4, (sqlite3_int64)max);
 	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (row_read(st, &rows[n]) < 0) {
+		if (store_row_read(st, &rows[n]) < 0) {
 			rc = SQLITE_NOMEM;
 			break;
 		}
@@ -1127,7 +1086,7 @@ int store_due(struct store *s, const char *endpoint, const char *ca_file, int64_
 		if (rc == SQLITE_NOMEM)
 			bridge_error_set(err, "out of memory");
 		else
-			db_fail(s, err, "cannot read due deliveries");
+			store_sql_fail(s, err, "cannot read due deliveries");
 		sqlite3_reset(st);
 		pthread_mutex_unlock(&s->mu);
 		for (size_t i = 0; i < n; i++)
@@ -1141,8 +1100,8 @@ int store_due(struct store *s, const char *endpoint, const char *ca_file, int64_
 }
 
 /* One integer (or 0 for NULL) from a statement with bound parameters. */
-static int step_int(struct store *s, sqlite3_stmt *st, int64_t *ret, struct bridge_error *err,
-		    const char *what)
+int store_step_int(struct store *s, sqlite3_stmt *st, int64_t *ret, struct bridge_error *err,
+		   const char *what)
 {
 	int rc = sqlite3_step(st);
 
@@ -1150,7 +1109,7 @@ static int step_int(struct store *s, sqlite3_stmt *st, int64_t *ret, struct brid
 	if (rc == SQLITE_ROW)
 		*ret = sqlite3_column_int64(st, 0);
 	else if (rc != SQLITE_DONE) {
-		db_fail(s, err, what);
+		store_sql_fail(s, err, what);
 		sqlite3_reset(st);
 		return -1;
 	}
@@ -1167,7 +1126,7 @@ int store_next_wake(struct store *s, const char *endpoint, const char *ca_file, 
 	int rc;
 
 	pthread_mutex_lock(&s->mu);
-	st = stmt(s, ST_NEXT_WAKE, err);
+	st = store_stmt(s, ST_NEXT_WAKE, err);
 	if (!st) {
 		pthread_mutex_unlock(&s->mu);
 		return -1;
@@ -1175,16 +1134,16 @@ int store_next_wake(struct store *s, const char *endpoint, const char *ca_file, 
 	sqlite3_bind_text(st, 1, endpoint, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, nz(ca_file), -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, after_ms);
-	rc = step_int(s, st, ret, err, "cannot read the next attempt time");
+	rc = store_step_int(s, st, ret, err, "cannot read the next attempt time");
 	pthread_mutex_unlock(&s->mu);
 	return rc;
 }
 
 /* A one-statement write: autocommit makes it its own durable transaction. */
-static int write_one(struct store *s, sqlite3_stmt *st, struct bridge_error *err, const char *what,
-		     int64_t *ret_changes)
+int store_write_one(struct store *s, sqlite3_stmt *st, struct bridge_error *err, const char *what,
+		    int64_t *ret_changes)
 {
-	int rc = step_done(s, st, err, what);
+	int rc = store_step_done(s, st, err, what);
 
 	if (rc == 0 && ret_changes)
 		*ret_changes = sqlite3_changes(s->db);
@@ -1234,12 +1193,12 @@ static int outcome_run(struct store *s, const struct store_outcome *o, struct br
 
 	switch (o->kind) {
 	case STORE_OUT_DELIVERED:
-		if (!(st = stmt(s, ST_DELIVERED, err)))
+		if (!(st = store_stmt(s, ST_DELIVERED, err)))
 			return -1;
 		sqlite3_bind_int64(st, 1, o->id);
-		return step_done(s, st, err, "cannot record a delivery");
+		return store_step_done(s, st, err, "cannot record a delivery");
 	case STORE_OUT_FAILED:
-		if (!(st = stmt(s, ST_FAILED, err)))
+		if (!(st = store_stmt(s, ST_FAILED, err)))
 			return -1;
 		sqlite3_bind_int64(st, 1, o->id);
 		sqlite3_bind_int(st, 2, o->attempts_before);
@@ -1247,9 +1206,9 @@ static int outcome_run(struct store *s, const struct store_outcome *o, struct br
 		sqlite3_bind_int64(st, 4, o->next_attempt_ms);
 		sqlite3_bind_int(st, 5, o->last_status);
 		sqlite3_bind_text(st, 6, nz(o->last_error), -1, SQLITE_STATIC);
-		return step_done(s, st, err, "cannot record a failed attempt");
+		return store_step_done(s, st, err, "cannot record a failed attempt");
 	case STORE_OUT_DEAD:
-		if (!(st = stmt(s, ST_DEAD, err)))
+		if (!(st = store_stmt(s, ST_DEAD, err)))
 			return -1;
 		sqlite3_bind_int64(st, 1, o->id);
 		sqlite3_bind_int(st, 2, o->attempts_before);
@@ -1257,7 +1216,7 @@ static int outcome_run(struct store *s, const struct store_outcome *o, struct br
 		sqlite3_bind_int64(st, 4, o->now_ms);
 		sqlite3_bind_int(st, 5, o->last_status);
 		sqlite3_bind_text(st, 6, nz(o->last_error), -1, SQLITE_STATIC);
-		return step_done(s, st, err, "cannot record a dead letter");
+		return store_step_done(s, st, err, "cannot record a dead letter");
 	}
 	return bridge_error_set(err, "unknown outcome");
 }
@@ -1271,17 +1230,17 @@ int store_apply(struct store *s, const struct store_outcome *o, size_t n, struct
 	if (n == 0)
 		return 0;
 	pthread_mutex_lock(&s->mu);
-	if (n > 1 && tx_begin(s, err) < 0)
+	if (n > 1 && store_tx_begin(s, err) < 0)
 		goto fail;
 	for (i = 0; i < n; i++)
 		if (outcome_run(s, &o[i], err) < 0)
 			goto fail;
-	if (n > 1 && tx_commit(s, err) < 0)
+	if (n > 1 && store_tx_commit(s, err) < 0)
 		goto fail;
 	pthread_mutex_unlock(&s->mu);
 	return 0;
 fail:
-	tx_abort(s);
+	store_tx_abort(s);
 	pthread_mutex_unlock(&s->mu);
 	return -1;
 }
@@ -1295,7 +1254,7 @@ int store_count(struct store *s, struct store_counts *ret, struct bridge_error *
 
 	memset(ret, 0, sizeof(*ret));
 	pthread_mutex_lock(&s->mu);
-	st = stmt(s, ST_COUNT, err);
+	st = store_stmt(s, ST_COUNT, err);
 	if (!st) {
 		pthread_mutex_unlock(&s->mu);
 		return -1;
@@ -1311,7 +1270,7 @@ int store_count(struct store *s, struct store_counts *ret, struct bridge_error *
 		}
 	}
 	if (rc != SQLITE_DONE) {
-		db_fail(s, err, "cannot count deliveries");
+		store_sql_fail(s, err, "cannot count deliveries");
 		sqlite3_reset(st);
 		pthread_mutex_unlock(&s->mu);
 		return -1;
@@ -1333,7 +1292,7 @@ int store_count_routes(struct store *s, int (*cb)(const struct store_route_count
 
 	memset(&c, 0, sizeof(c));
 	pthread_mutex_lock(&s->mu);
-	st = stmt(s, ST_COUNT_ROUTES, err);
+	st = store_stmt(s, ST_COUNT_ROUTES, err);
 	if (!st) {
 		pthread_mutex_unlock(&s->mu);
 		return -1;
@@ -1366,7 +1325,7 @@ int store_count_routes(struct store *s, int (*cb)(const struct store_route_count
 		}
 	}
 	if (!stop && rc != SQLITE_DONE)
-		stop = db_fail(s, err, "cannot count deliveries per route");
+		stop = store_sql_fail(s, err, "cannot count deliveries per route");
 	else if (!stop && route) {
 		stop = cb(&c, arg);
 	}
@@ -1384,8 +1343,8 @@ int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err)
 	int rc;
 
 	pthread_mutex_lock(&s->mu);
-	st = stmt(s, ST_OLDEST, err);
-	rc = st ? step_int(s, st, ret, err, "cannot read the oldest delivery") : -1;
+	st = store_stmt(s, ST_OLDEST, err);
+	rc = st ? store_step_int(s, st, ret, err, "cannot read the oldest delivery") : -1;
 	pthread_mutex_unlock(&s->mu);
 	return rc;
 }
@@ -1399,246 +1358,12 @@ int store_changed_elsewhere(struct store *s, struct bridge_error *err)
 	int rc;
 
 	pthread_mutex_lock(&s->mu);
-	st = stmt(s, ST_DATA_VERSION, err);
-	rc = st ? step_int(s, st, &v, err, "cannot read the data version") : -1;
+	st = store_stmt(s, ST_DATA_VERSION, err);
+	rc = st ? store_step_int(s, st, &v, err, "cannot read the data version") : -1;
 	if (rc == 0) {
 		rc = v != s->data_version;
 		s->data_version = v;
 	}
-	pthread_mutex_unlock(&s->mu);
-	return rc;
-}
-
-/* ------------------------------------------------------------------ */
-/* operator commands */
-
-void store_filter_init(struct store_filter *f)
-{
-	memset(f, 0, sizeof(*f));
-	f->status = -1;
-}
-
-#define FILTER_WHERE                                                        \
-	" WHERE (?1 < 0 OR d.status = ?1) AND (?2 IS NULL OR d.route = ?2)" \
-	" AND (?3 = 0 OR d.created_ms < ?3)"
-
-static void filter_bind(sqlite3_stmt *st, const struct store_filter *f)
-{
-	sqlite3_bind_int(st, 1, f->status);
-	if (f->route)
-		sqlite3_bind_text(st, 2, f->route, -1, SQLITE_STATIC);
-	else
-		sqlite3_bind_null(st, 2);
-	sqlite3_bind_int64(st, 3, f->created_before);
-}
-
-int store_list(struct store *s, const struct store_filter *f,
-	       int (*cb)(const struct store_row *row, void *arg), void *arg,
-	       struct bridge_error *err)
-{
-	if (s->pg)
-		return store_pg_list(s->pg, f, cb, arg, err);
-	static const char asc[] = "SELECT " ROW_COLUMNS " FROM deliveries AS d" FILTER_WHERE
-				  " ORDER BY d.id LIMIT ?4";
-	static const char desc[] = "SELECT " ROW_COLUMNS " FROM deliveries AS d" FILTER_WHERE
-				   " ORDER BY d.id DESC LIMIT ?4";
-	sqlite3_stmt *st;
-	struct store_row row;
-	int rc, ret = 0;
-
-	pthread_mutex_lock(&s->mu);
-	if (sqlite3_prepare_v2(s->db, f->newest_first ? desc : asc, -1, &st, NULL) != SQLITE_OK) {
-		db_fail(s, err, "cannot list deliveries");
-		pthread_mutex_unlock(&s->mu);
-		return -1;
-	}
-	filter_bind(st, f);
-	sqlite3_bind_int64(st, 4, f->limit > 0 ? f->limit : -1);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (row_read(st, &row) < 0) {
-			ret = bridge_error_set(err, "out of memory");
-			break;
-		}
-		rc = cb(&row, arg);
-		store_row_clear(&row);
-		if (rc) {
-			rc = SQLITE_DONE;
-			break;
-		}
-	}
-	if (ret == 0 && rc != SQLITE_DONE)
-		ret = db_fail(s, err, "cannot list deliveries");
-	sqlite3_finalize(st);
-	pthread_mutex_unlock(&s->mu);
-	return ret;
-}
-
-int store_get(struct store *s, int64_t id, struct store_row *ret, struct bridge_error *err)
-{
-	if (s->pg)
-		return store_pg_get(s->pg, id, ret, err);
-	sqlite3_stmt *st;
-	int rc, out;
-
-	memset(ret, 0, sizeof(*ret));
-	pthread_mutex_lock(&s->mu);
-	st = stmt(s, ST_GET, err);
-	if (!st) {
-		pthread_mutex_unlock(&s->mu);
-		return -1;
-	}
-	sqlite3_bind_int64(st, 1, id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		out = row_read(st, ret) < 0 ? bridge_error_set(err, "out of memory") : 0;
-	else if (rc == SQLITE_DONE)
-		out = 1;
-	else
-		out = db_fail(s, err, "cannot read a delivery");
-	sqlite3_reset(st);
-	pthread_mutex_unlock(&s->mu);
-	return out;
-}
-
-int store_retry(struct store *s, int64_t id, int64_t now_ms, struct bridge_error *err)
-{
-	if (s->pg)
-		return store_pg_retry(s->pg, id, now_ms, err);
-	sqlite3_stmt *st;
-	int64_t changes = 0;
-	int rc;
-
-	pthread_mutex_lock(&s->mu);
-	if (tx_begin(s, err) < 0)
-		goto fail;
-	st = stmt(s, ST_RETRY_DEAD, err);
-	if (!st)
-		goto fail;
-	sqlite3_bind_int64(st, 1, id);
-	sqlite3_bind_int64(st, 2, now_ms);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_CONSTRAINT) {
-		sqlite3_reset(st);
-		tx_abort(s);
-		pthread_mutex_unlock(&s->mu);
-		return STORE_RETRY_DUPLICATE;
-	}
-	if (rc != SQLITE_DONE) {
-		db_fail(s, err, "cannot retry a dead letter");
-		sqlite3_reset(st);
-		goto fail;
-	}
-	sqlite3_reset(st);
-	changes = sqlite3_changes(s->db);
-	if (changes == 0) {
-		st = stmt(s, ST_RETRY_PENDING, err);
-		if (!st)
-			goto fail;
-		sqlite3_bind_int64(st, 1, id);
-		sqlite3_bind_int64(st, 2, now_ms);
-		if (write_one(s, st, err, "cannot reschedule a delivery", &changes) < 0)
-			goto fail;
-	}
-	if (tx_commit(s, err) < 0)
-		goto fail;
-	pthread_mutex_unlock(&s->mu);
-	return changes ? STORE_RETRY_DONE : STORE_RETRY_NOT_FOUND;
-fail:
-	tx_abort(s);
-	pthread_mutex_unlock(&s->mu);
-	return -1;
-}
-
-int store_retry_dead(struct store *s, const struct store_filter *f, int64_t now_ms, int64_t *ret_n,
-		     int64_t *ret_skipped, struct bridge_error *err)
-{
-	if (s->pg)
-		return store_pg_retry_dead(s->pg, f, now_ms, ret_n, ret_skipped, err);
-	static const char count_sql[] = "SELECT COUNT(*) FROM deliveries AS d" FILTER_WHERE;
-	static const char retry_sql[] =
-		"UPDATE OR IGNORE deliveries AS d SET status = 0,"
-		" attempts = 0, since_ms = ?4, next_attempt_ms = ?4" FILTER_WHERE;
-	struct store_filter dead = *f;
-	sqlite3_stmt *st = NULL;
-	int64_t before = 0, changes = 0;
-
-	*ret_n = 0;
-	*ret_skipped = 0;
-	dead.status = STORE_DEAD;
-	pthread_mutex_lock(&s->mu);
-	if (tx_begin(s, err) < 0)
-		goto fail;
-	if (sqlite3_prepare_v2(s->db, count_sql, -1, &st, NULL) != SQLITE_OK) {
-		db_fail(s, err, "cannot count dead letters");
-		goto fail;
-	}
-	filter_bind(st, &dead);
-	if (step_int(s, st, &before, err, "cannot count dead letters") < 0)
-		goto fail;
-	sqlite3_finalize(st);
-	st = NULL;
-	if (sqlite3_prepare_v2(s->db, retry_sql, -1, &st, NULL) != SQLITE_OK) {
-		db_fail(s, err, "cannot retry dead letters");
-		goto fail;
-	}
-	filter_bind(st, &dead);
-	sqlite3_bind_int64(st, 4, now_ms);
-	if (write_one(s, st, err, "cannot retry dead letters", &changes) < 0)
-		goto fail;
-	sqlite3_finalize(st);
-	st = NULL;
-	if (tx_commit(s, err) < 0)
-		goto fail;
-	pthread_mutex_unlock(&s->mu);
-	*ret_n = changes;
-	*ret_skipped = before - changes;
-	return 0;
-fail:
-	sqlite3_finalize(st);
-	tx_abort(s);
-	pthread_mutex_unlock(&s->mu);
-	return -1;
-}
-
-int store_purge_id(struct store *s, int64_t id, struct bridge_error *err)
-{
-	if (s->pg)
-		return store_pg_purge_id(s->pg, id, err);
-	sqlite3_stmt *st;
-	int64_t changes = 0;
-	int rc;
-
-	pthread_mutex_lock(&s->mu);
-	st = stmt(s, ST_PURGE_ID, err);
-	if (!st) {
-		pthread_mutex_unlock(&s->mu);
-		return -1;
-	}
-	sqlite3_bind_int64(st, 1, id);
-	rc = write_one(s, st, err, "cannot purge a delivery", &changes);
-	pthread_mutex_unlock(&s->mu);
-	return rc < 0 ? -1 : changes ? 0 : 1;
-}
-
-int store_purge(struct store *s, const struct store_filter *f, int64_t *ret_n,
-		struct bridge_error *err)
-{
-	if (s->pg)
-		return store_pg_purge(s->pg, f, ret_n, err);
-	static const char sql[] = "DELETE FROM deliveries AS d" FILTER_WHERE;
-	sqlite3_stmt *st;
-	int rc;
-
-	*ret_n = 0;
-	pthread_mutex_lock(&s->mu);
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-		db_fail(s, err, "cannot purge deliveries");
-		pthread_mutex_unlock(&s->mu);
-		return -1;
-	}
-	filter_bind(st, f);
-	rc = write_one(s, st, err, "cannot purge deliveries", ret_n);
-	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->mu);
 	return rc;
 }
@@ -1651,391 +1376,10 @@ int store_probe(struct store *s, int64_t now_ms, struct bridge_error *err)
 	if (s->pg)
 		return store_pg_probe(s->pg, now_ms, err);
 	pthread_mutex_lock(&s->mu);
-	st = stmt(s, ST_PROBE, err);
+	st = store_stmt(s, ST_PROBE, err);
 	if (st)
 		sqlite3_bind_int64(st, 1, now_ms);
-	rc = st ? step_done(s, st, err, "cannot write") : -1;
+	rc = st ? store_step_done(s, st, err, "cannot write") : -1;
 	pthread_mutex_unlock(&s->mu);
-	return rc;
-}
-
-const char *store_row_integrity_name(int integrity)
-{
-	return integrity == STORE_ROW_INTACT    ? "intact"
-	       : integrity == STORE_ROW_CORRUPT ? "corrupt"
-						: "unchecked";
-}
-
-/* ------------------------------------------------------------------ */
-/* recovery */
-
-#define RECOVER_TX_ROWS 256 /* rows per transaction in the new store */
-
-static const char recover_insert_sql[] =
-	"INSERT INTO deliveries (id, status, route, endpoint, ca_file, timeout_ms, delivery_id,"
-	" participation_id, state, headers, body, attempts, created_ms, since_ms,"
-	" next_attempt_ms, last_attempt_ms, last_status, last_error, checksum)"
-	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-	" ?18, ?19)";
-
-struct recover {
-	sqlite3 *src;
-	struct store *dst;
-	sqlite3_stmt *scan, *point, *ins;
-	struct store_recover_report *rep;
-	int64_t run_from, run_to; /* the run of unreadable ids not yet in rep->unreadable_ids */
-	int in_tx;
-	size_t tx_rows;
-};
-
-static void recover_flush_run(struct recover *r)
-{
-	char part[48];
-	size_t used = strlen(r->rep->unreadable_ids), cap = sizeof(r->rep->unreadable_ids);
-
-	if (!r->run_from)
-		return;
-	if (r->run_from == r->run_to)
-		snprintf(part, sizeof(part), "%s%lld", used ? ", " : "", (long long)r->run_from);
-	else
-		snprintf(part, sizeof(part), "%s%lld-%lld", used ? ", " : "",
-			 (long long)r->run_from, (long long)r->run_to);
-	if (used + strlen(part) + 5 < cap)
-		memcpy(r->rep->unreadable_ids + used, part, strlen(part) + 1);
-	else if (!strstr(r->rep->unreadable_ids, "..."))
-		snprintf(r->rep->unreadable_ids + used, cap - used, ", ...");
-	r->run_from = r->run_to = 0;
-}
-
-static void recover_unreadable(struct recover *r, int64_t id)
-{
-	if (!r->rep->first_error[0])
-		diag_quote(r->rep->first_error, sizeof(r->rep->first_error), sqlite3_errmsg(r->src),
-			   strlen(sqlite3_errmsg(r->src)), 200, '"');
-	r->rep->unreadable++;
-	if (r->run_from && id == r->run_to + 1) {
-		r->run_to = id;
-		return;
-	}
-	recover_flush_run(r);
-	r->run_from = r->run_to = id;
-}
-
-/* Write the row under src (a statement on the damaged store) into the new
- * store. */
-static int recover_save(struct recover *r, sqlite3_stmt *src, struct bridge_error *err)
-{
-	static const char corrupt[] = "corrupt: recovered from a damaged store; what it would "
-				      "send does not match the checksum written with it";
-	static const char dup[] = "recovered from a damaged store as a dead letter: a pending "
-				  "delivery of the same participation and state was recovered too";
-	struct store_row row;
-	int status, rc, bad;
-
-	if (row_read(src, &row) < 0)
-		return bridge_error_set(err, "out of memory");
-	status = row.status == STORE_DEAD ? STORE_DEAD : STORE_PENDING;
-	bad = row.integrity == STORE_ROW_CORRUPT;
-	if (bad)
-		status = STORE_DEAD;
-	store_row_clear(&row);
-	if (!r->in_tx) {
-		if (tx_begin(r->dst, err) < 0)
-			return -1;
-		r->in_tx = 1;
-	}
-	sqlite3_reset(r->ins);
-	for (int i = 0; i < ROW_N_COLUMNS; i++)
-		sqlite3_bind_value(r->ins, i + 1, sqlite3_column_value(src, i));
-	sqlite3_bind_int(r->ins, 2, status);
-	if (bad)
-		sqlite3_bind_text(r->ins, 18, corrupt, -1, SQLITE_STATIC);
-	rc = sqlite3_step(r->ins);
-	if (rc == SQLITE_CONSTRAINT && status == STORE_PENDING) {
-		/* the line index of the damaged store no longer held the pair apart */
-		sqlite3_reset(r->ins);
-		status = STORE_DEAD;
-		sqlite3_bind_int(r->ins, 2, status);
-		sqlite3_bind_text(r->ins, 18, dup, -1, SQLITE_STATIC);
-		rc = sqlite3_step(r->ins);
-	}
-	sqlite3_reset(r->ins);
-	if (rc != SQLITE_DONE)
-		return db_fail(r->dst, err, "cannot write a recovered delivery");
-	r->rep->saved++;
-	r->rep->corrupt += bad;
-	if (status == STORE_DEAD)
-		r->rep->dead++;
-	else
-		r->rep->pending++;
-	if (++r->tx_rows >= RECOVER_TX_ROWS) {
-		r->tx_rows = 0;
-		r->in_tx = 0;
-		if (tx_commit(r->dst, err) < 0)
-			return -1;
-	}
-	return 0;
-}
-
-/* One integer from the damaged store, or 0 when SQLite cannot read it. */
-static int64_t recover_int(sqlite3 *db, const char *sql)
-{
-	sqlite3_stmt *st;
-	int64_t v = 0;
-
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		return 0;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return v;
-}
-
-/* Rows in id order; where SQLite stops with an error, each id after it is
- * looked up on its own (a lookup reaches a row through other pages than
- * the walk) until one reads again, and the walk goes on from there. */
-static int recover_walk(struct recover *r, struct bridge_error *err)
-{
-	int64_t last = 0, hi = r->rep->highest_id;
-	int rc;
-
-	for (;;) {
-		sqlite3_reset(r->scan);
-		sqlite3_bind_int64(r->scan, 1, last);
-		while ((rc = sqlite3_step(r->scan)) == SQLITE_ROW) {
-			if (recover_save(r, r->scan, err) < 0)
-				return -1;
-			last = sqlite3_column_int64(r->scan, 0);
-			if (last > hi)
-				hi = last;
-		}
-		if (rc == SQLITE_DONE)
-			break;
-		/* SQLITE_CORRUPT and kin: find the next id that reads */
-		sqlite3_reset(r->scan);
-		for (;;) {
-			if (last >= hi)
-				goto done;
-			last++;
-			sqlite3_reset(r->point);
-			sqlite3_bind_int64(r->point, 1, last);
-			rc = sqlite3_step(r->point);
-			if (rc == SQLITE_ROW) {
-				rc = recover_save(r, r->point, err);
-				sqlite3_reset(r->point);
-				if (rc < 0)
-					return -1;
-				break;
-			}
-			if (rc == SQLITE_DONE)
-				break; /* no such row (delivered before the damage) */
-			recover_unreadable(r, last);
-		}
-	}
-done:
-	recover_flush_run(r);
-	if (hi > r->rep->highest_id)
-		r->rep->highest_id = hi;
-	return 0;
-}
-
-/* "name" with its double quotes doubled, for SQL text. */
-static void sql_ident(char *dst, size_t cap, const char *name)
-{
-	size_t n = 0;
-
-	dst[n++] = '"';
-	for (; *name && n + 3 < cap; name++) {
-		if (*name == '"')
-			dst[n++] = '"';
-		dst[n++] = *name;
-	}
-	dst[n++] = '"';
-	dst[n] = '\0';
-}
-
-/* Copy one table that is not the bridge's own (the cutover state may live
- * in the queue's store): created in the new store as it was created, then
- * its readable rows.  A read error ends the table; it is named in
- * rep->other_damaged. */
-static int recover_table(struct recover *r, const char *name, const char *create,
-			 struct bridge_error *err)
-{
-	struct store_recover_report *rep = r->rep;
-	sqlite3_stmt *src = NULL, *dst = NULL;
-	char ident[300], sql[1200];
-	int rc, n, cols;
-	size_t used;
-
-	sql_ident(ident, sizeof(ident), name);
-	if (exec_sql(r->dst, create, err) < 0)
-		return -1;
-	snprintf(sql, sizeof(sql), "SELECT * FROM %s", ident);
-	if (sqlite3_prepare_v2(r->src, sql, -1, &src, NULL) != SQLITE_OK) {
-		rc = SQLITE_CORRUPT;
-		goto done;
-	}
-	cols = sqlite3_column_count(src);
-	n = snprintf(sql, sizeof(sql), "INSERT INTO %s VALUES (", ident);
-	for (int i = 0; i < cols && n < (int)sizeof(sql) - 8; i++)
-		n += snprintf(sql + n, sizeof(sql) - (size_t)n, "%s?", i ? ", " : "");
-	snprintf(sql + n, sizeof(sql) - (size_t)n, ")");
-	if (sqlite3_prepare_v2(r->dst->db, sql, -1, &dst, NULL) != SQLITE_OK) {
-		sqlite3_finalize(src);
-		return db_fail(r->dst, err, "cannot copy a table");
-	}
-	while ((rc = sqlite3_step(src)) == SQLITE_ROW) {
-		sqlite3_reset(dst);
-		for (int i = 0; i < cols; i++)
-			sqlite3_bind_value(dst, i + 1, sqlite3_column_value(src, i));
-		if (sqlite3_step(dst) != SQLITE_DONE) {
-			sqlite3_finalize(src);
-			sqlite3_finalize(dst);
-			return db_fail(r->dst, err, "cannot copy a table's row");
-		}
-		rep->other_rows++;
-	}
-done:
-	sqlite3_finalize(src);
-	sqlite3_finalize(dst);
-	used = strlen(rep->other_tables);
-	snprintf(rep->other_tables + used, sizeof(rep->other_tables) - used, "%s%s",
-		 used ? ", " : "", name);
-	if (rc != SQLITE_DONE) {
-		used = strlen(rep->other_damaged);
-		snprintf(rep->other_damaged + used, sizeof(rep->other_damaged) - used, "%s%s",
-			 used ? ", " : "", name);
-	}
-	return 0;
-}
-
-/* Every table of the damaged store that is not the bridge's own. */
-static int recover_tables(struct recover *r, struct bridge_error *err)
-{
-	sqlite3_stmt *list;
-	int rc = 0;
-
-	if (sqlite3_prepare_v2(r->src,
-			       "SELECT name, sql FROM sqlite_master WHERE type = 'table'"
-			       " AND name NOT IN ('deliveries', 'store_probe')"
-			       " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND sql IS NOT NULL",
-			       -1, &list, NULL) != SQLITE_OK)
-		return 0; /* the schema was read once already: nothing else to copy */
-	while (rc == 0 && sqlite3_step(list) == SQLITE_ROW)
-		rc = recover_table(r, (const char *)sqlite3_column_text(list, 0),
-				   (const char *)sqlite3_column_text(list, 1), err);
-	sqlite3_finalize(list);
-	/* and their indexes, built anew from the copied rows */
-	if (rc == 0 && sqlite3_prepare_v2(r->src,
-					  "SELECT sql FROM sqlite_master WHERE type = 'index'"
-					  " AND tbl_name NOT IN ('deliveries', 'store_probe')"
-					  " AND sql IS NOT NULL",
-					  -1, &list, NULL) == SQLITE_OK) {
-		while (rc == 0 && sqlite3_step(list) == SQLITE_ROW)
-			rc = exec_sql(r->dst, (const char *)sqlite3_column_text(list, 0), err);
-		sqlite3_finalize(list);
-	}
-	return rc;
-}
-
-int store_recover(const char *damaged, const char *out, struct store_recover_report *ret,
-		  struct bridge_error *err)
-{
-	static const char scan_sql[] =
-		"SELECT %s FROM deliveries AS d WHERE d.id > ?1 ORDER BY d.id";
-	static const char point_sql[] = "SELECT %s FROM deliveries AS d WHERE d.id = ?1";
-	struct recover r = { 0 };
-	struct stat sb;
-	char sql[1024];
-	const char *cols;
-	int64_t app, version;
-	int rc = -1;
-
-	memset(ret, 0, sizeof(*ret));
-	r.rep = ret;
-	if (stat(damaged, &sb) != 0)
-		return bridge_error_set(err, "queue store %s: %s", damaged, strerror(errno));
-	if (!S_ISREG(sb.st_mode))
-		return bridge_error_set(err, "queue store %s is not a regular file", damaged);
-	if (lstat(out, &sb) == 0 || errno != ENOENT)
-		return bridge_error_set(err,
-					"%s already exists: give --output a path that does not, "
-					"the recovered store is written there new",
-					out);
-	/* read only: what SQLite reads of the damaged file is all it does there */
-	if (sqlite3_open_v2(damaged, &r.src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
-	    SQLITE_OK) {
-		bridge_error_set(err, "queue store %s: cannot open: %s", damaged,
-				 r.src ? sqlite3_errmsg(r.src) : "out of memory");
-		goto out;
-	}
-	app = recover_int(r.src, "PRAGMA application_id");
-	version = recover_int(r.src, "PRAGMA user_version");
-	if (app != STORE_APPLICATION_ID) {
-		bridge_error_set(err,
-				 "%s is not a webhook-bridge queue store, or its first page is "
-				 "damaged too (SQLite: %s): nothing can be read by row",
-				 damaged, sqlite3_errmsg(r.src));
-		goto out;
-	}
-	if (version > STORE_SCHEMA_VERSION) {
-		bridge_error_set(err,
-				 "queue store %s was written by a newer webhook-bridge "
-				 "(schema %lld, this one knows %d)",
-				 damaged, (long long)version, STORE_SCHEMA_VERSION);
-		goto out;
-	}
-	cols = version >= 2 ? ROW_COLUMNS : ROW_COLUMNS_BASE ", x''";
-	snprintf(sql, sizeof(sql), scan_sql, cols);
-	if (sqlite3_prepare_v2(r.src, sql, -1, &r.scan, NULL) != SQLITE_OK) {
-		bridge_error_set(err,
-				 "queue store %s: cannot read its table of deliveries (SQLite: "
-				 "%s): nothing can be read by row",
-				 damaged, sqlite3_errmsg(r.src));
-		goto out;
-	}
-	snprintf(sql, sizeof(sql), point_sql, cols);
-	if (sqlite3_prepare_v2(r.src, sql, -1, &r.point, NULL) != SQLITE_OK) {
-		bridge_error_set(err, "queue store %s: %s", damaged, sqlite3_errmsg(r.src));
-		goto out;
-	}
-	ret->highest_id = recover_int(r.src, "SELECT MAX(id) FROM deliveries");
-	app = recover_int(r.src, "SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'");
-	if (app > ret->highest_id)
-		ret->highest_id = app;
-
-	if (store_open(out, STORE_CREATE, 0, &r.dst, err) < 0)
-		goto out;
-	if (sqlite3_prepare_v2(r.dst->db, recover_insert_sql, -1, &r.ins, NULL) != SQLITE_OK) {
-		db_fail(r.dst, err, "cannot prepare a statement");
-		goto out;
-	}
-	if (recover_walk(&r, err) < 0)
-		goto out;
-	if (!r.in_tx && tx_begin(r.dst, err) < 0)
-		goto out;
-	r.in_tx = 1;
-	if (recover_tables(&r, err) < 0)
-		goto out;
-	/* ids the damaged store gave out are not given again */
-	snprintf(sql, sizeof(sql),
-		 "DELETE FROM sqlite_sequence WHERE name = 'deliveries';"
-		 "INSERT INTO sqlite_sequence (name, seq) VALUES ('deliveries', %lld);",
-		 (long long)ret->highest_id);
-	if (exec_sql(r.dst, sql, err) < 0 || tx_commit(r.dst, err) < 0)
-		goto out;
-	r.in_tx = 0;
-	rc = 0;
-out:
-	if (r.in_tx)
-		tx_abort(r.dst);
-	sqlite3_finalize(r.scan);
-	sqlite3_finalize(r.point);
-	sqlite3_finalize(r.ins);
-	if (r.src)
-		sqlite3_close(r.src);
-	store_close(r.dst);
-	if (rc < 0 && r.dst)
-		unlink(out); /* half a store is worse than none: the command can run again */
 	return rc;
 }

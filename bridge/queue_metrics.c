@@ -1,0 +1,189 @@
+/*
+ * queue_metrics: what the queue tells about itself: its numbers (the
+ * `queue stats` command, the admin summary), readiness (/readyz) and the
+ * Prometheus metrics, per route.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "bridge/clock.h"
+#include "bridge/config.h"
+#include "bridge/metrics.h"
+#include "bridge/queue.h"
+#include "bridge/store.h"
+#include "queue_types.h"
+
+void queue_stats(struct queue *q, struct queue_stats *ret)
+{
+	int64_t oldest = 0, now = clock_wall_ms();
+	struct bridge_error err;
+
+	memset(ret, 0, sizeof(*ret));
+	if (store_oldest(q->store, &oldest, &err) == 0)
+		atomic_store(&q->oldest_ms, oldest);
+	else
+		oldest = atomic_load(&q->oldest_ms);
+	ret->depth = atomic_load(&q->depth);
+	ret->dead = atomic_load(&q->dead);
+	ret->in_flight = atomic_load(&q->in_flight_gauge);
+	ret->oldest_age_ms = oldest > 0 && now > oldest ? now - oldest : 0;
+	ret->enqueued = atomic_load(&q->enqueued);
+	ret->duplicates = atomic_load(&q->duplicates);
+	ret->delivered = atomic_load(&q->delivered);
+	ret->failed_attempts = atomic_load(&q->failed_attempts);
+	ret->dead_lettered = atomic_load(&q->dead_lettered);
+	ret->store_errors = atomic_load(&q->store_errors);
+	ret->corrupt = atomic_load(&q->corrupt);
+	if (ret->depth < 0)
+		ret->depth = 0;
+}
+
+static void metric(struct evbuffer *out, const char *name, const char *type, const char *help,
+		   long long v)
+{
+	evbuffer_add_printf(out,
+			    "# HELP webhook_bridge_queue_%s %s\n# TYPE webhook_bridge_queue_%s "
+			    "%s\nwebhook_bridge_queue_%s %lld\n",
+			    name, help, name, type, name, v);
+}
+
+int queue_ready(struct queue *q, char *why, size_t cap)
+{
+	if (atomic_load(&q->outcomes_failing)) {
+		snprintf(why, cap,
+			 "the queue store failed its last write: the outcomes of delivery "
+			 "attempts cannot be recorded");
+		return -1;
+	}
+	if (atomic_load(&q->store_failing)) {
+		snprintf(why, cap, "the queue store failed its last write");
+		return -1;
+	}
+	if (atomic_load(&q->depth) >= q->cfg.max_depth) {
+		snprintf(why, cap, "the queue is full (max_depth = %lld)", q->cfg.max_depth);
+		return -1;
+	}
+	return 0;
+}
+
+/* The per-route families, filled side by side so each stays contiguous. */
+struct route_render {
+	struct evbuffer *depth, *age, *dead;
+	const struct bridge_config *cfg;
+	char *seen; /* cfg route index -> had rows in the store */
+	int64_t now;
+};
+
+static void route_sample(struct evbuffer *out, const char *name, const char *route)
+{
+	evbuffer_add_printf(out, "webhook_bridge_queue_route_%s{route=\"", name);
+	metrics_label_add(out, route);
+	evbuffer_add_printf(out, "\"} ");
+}
+
+static void route_render_add(struct route_render *r, const char *route, int64_t pending,
+			     int64_t dead, int64_t oldest_ms)
+{
+	int64_t age = oldest_ms > 0 && r->now > oldest_ms ? r->now - oldest_ms : 0;
+
+	route_sample(r->depth, "depth", route);
+	evbuffer_add_printf(r->depth, "%lld\n", (long long)pending);
+	route_sample(r->age, "oldest_age_seconds", route);
+	evbuffer_add_printf(r->age, "%lld.%03lld\n", (long long)(age / 1000),
+			    (long long)(age % 1000));
+	route_sample(r->dead, "dead_letters", route);
+	evbuffer_add_printf(r->dead, "%lld\n", (long long)dead);
+}
+
+static int route_render_cb(const struct store_route_counts *c, void *arg)
+{
+	struct route_render *r = arg;
+
+	for (size_t i = 0; r->cfg && r->seen && i < r->cfg->n_routes; i++)
+		if (strcmp(r->cfg->routes[i].name, c->route) == 0)
+			r->seen[i] = 1;
+	route_render_add(r, c->route, c->pending, c->dead, c->oldest_created_ms);
+	return 0;
+}
+
+/* Per route, from the store (rows of routes no longer configured included:
+ * they still wait for delivery); the config's queued routes at zero when the
+ * store has none of theirs. */
+static void render_routes(struct queue *q, const struct bridge_config *cfg, struct evbuffer *out)
+{
+	struct route_render r = { .cfg = cfg, .now = clock_wall_ms() };
+	struct bridge_error err;
+
+	r.depth = evbuffer_new();
+	r.age = evbuffer_new();
+	r.dead = evbuffer_new();
+	if (cfg && cfg->n_routes)
+		r.seen = calloc(cfg->n_routes, 1);
+	if (r.depth && r.age && r.dead &&
+	    store_count_routes(q->store, route_render_cb, &r, &err) == 0) {
+		for (size_t i = 0; r.seen && i < cfg->n_routes; i++)
+			if (cfg->routes[i].queued && !r.seen[i])
+				route_render_add(&r, cfg->routes[i].name, 0, 0, 0);
+		evbuffer_add_printf(out,
+				    "# HELP webhook_bridge_queue_route_depth Deliveries waiting "
+				    "in the queue per route, in flight included.\n# TYPE "
+				    "webhook_bridge_queue_route_depth gauge\n");
+		evbuffer_add_buffer(out, r.depth);
+		evbuffer_add_printf(out,
+				    "# HELP webhook_bridge_queue_route_oldest_age_seconds Age of "
+				    "the route's oldest waiting delivery (0 when none).\n# TYPE "
+				    "webhook_bridge_queue_route_oldest_age_seconds gauge\n");
+		evbuffer_add_buffer(out, r.age);
+		evbuffer_add_printf(out,
+				    "# HELP webhook_bridge_queue_route_dead_letters Dead letters "
+				    "in the store per route.\n# TYPE "
+				    "webhook_bridge_queue_route_dead_letters gauge\n");
+		evbuffer_add_buffer(out, r.dead);
+	}
+	free(r.seen);
+	if (r.depth)
+		evbuffer_free(r.depth);
+	if (r.age)
+		evbuffer_free(r.age);
+	if (r.dead)
+		evbuffer_free(r.dead);
+}
+
+void queue_metrics_render(struct queue *q, const struct bridge_config *cfg, struct evbuffer *out)
+{
+	struct queue_stats s;
+
+	queue_stats(q, &s);
+	render_routes(q, cfg, out);
+	metric(out, "depth", "gauge", "Deliveries waiting in the queue, in flight included.",
+	       s.depth);
+	evbuffer_add_printf(out,
+			    "# HELP webhook_bridge_queue_oldest_age_seconds Age of the oldest "
+			    "waiting delivery (0 when none).\n# TYPE "
+			    "webhook_bridge_queue_oldest_age_seconds gauge\n"
+			    "webhook_bridge_queue_oldest_age_seconds %lld.%03lld\n",
+			    s.oldest_age_ms / 1000, s.oldest_age_ms % 1000);
+	metric(out, "dead_letters", "gauge",
+	       "Dead letters in the store, waiting for `queue retry` or `queue purge`.", s.dead);
+	metric(out, "in_flight", "gauge", "Delivery attempts under way.", s.in_flight);
+	metric(out, "enqueued_total", "counter", "Posts stored for delivery.", s.enqueued);
+	metric(out, "duplicates_total", "counter",
+	       "Posts not stored again: the same participation and state was already queued.",
+	       s.duplicates);
+	metric(out, "delivered_total", "counter", "Deliveries the endpoint accepted (2xx).",
+	       s.delivered);
+	metric(out, "failed_attempts_total", "counter", "Delivery attempts that got no 2xx.",
+	       s.failed_attempts);
+	metric(out, "dead_lettered_total", "counter", "Deliveries that became dead letters.",
+	       s.dead_lettered);
+	metric(out, "store_errors_total", "counter",
+	       "Store operations that failed (a post then gets 503).", s.store_errors);
+	metric(out, "corrupt_total", "counter",
+	       "Deliveries made dead letters without being sent: what they would send did not "
+	       "match the checksum stored with them.",
+	       s.corrupt);
+}

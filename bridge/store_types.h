@@ -1,0 +1,89 @@
+/*
+ * The SQLite engine of the store, shared by its files: store.c (schema,
+ * open, insert, the scheduler's queries, the helpers below),
+ * store_operator.c (the queue command's list, show, retry and purge) and
+ * store_recover.c (queue recover).  Private to them; everyone else sees
+ * include/bridge/store.h.  The helpers take no lock: a caller that shares s
+ * with other threads holds s->mu around them.
+ */
+#ifndef BRIDGE_STORE_TYPES_H
+#define BRIDGE_STORE_TYPES_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "bridge/diag.h"
+#include "bridge/store.h"
+
+#define STORE_APPLICATION_ID 0x57484251 /* "WHBQ" in the database header */
+#define STORE_SCHEMA_VERSION 2
+
+/* The columns store_row_read reads, in its order; store_recover writes them back
+ * in the same order. */
+#define ROW_COLUMNS_BASE                                                                         \
+	"d.id, d.status, d.route, d.endpoint, d.ca_file, d.timeout_ms, d.delivery_id,"           \
+	" d.participation_id, d.state, d.headers, d.body, d.attempts, d.created_ms, d.since_ms," \
+	" d.next_attempt_ms, d.last_attempt_ms, d.last_status, d.last_error"
+#define ROW_COLUMNS   ROW_COLUMNS_BASE ", d.checksum"
+#define ROW_N_COLUMNS 19
+
+enum stmt_id {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_FIND_DUP,
+	ST_INSERT,
+	ST_LANES,
+	ST_DUE,
+	ST_NEXT_WAKE,
+	ST_DELIVERED,
+	ST_FAILED,
+	ST_DEAD,
+	ST_COUNT,
+	ST_COUNT_ROUTES,
+	ST_OLDEST,
+	ST_GET,
+	ST_RETRY_DEAD,
+	ST_RETRY_PENDING,
+	ST_PURGE_ID,
+	ST_DATA_VERSION,
+	ST_PROBE,
+	ST_N
+};
+
+struct store {
+	struct store_pg *pg; /* the PostgreSQL engine; NULL: SQLite (the rest) */
+	sqlite3 *db;
+	pthread_mutex_t mu;
+	char *path;
+	sqlite3_stmt *st[ST_N];
+	int64_t data_version;
+};
+
+/* "queue store PATH: what: SQLite's message (a hint)" into err; -1. */
+int store_sql_fail(struct store *s, struct bridge_error *err, const char *what);
+/* A prepared statement, reset and unbound, or NULL with err set. */
+sqlite3_stmt *store_stmt(struct store *s, enum stmt_id id, struct bridge_error *err);
+/* Run a statement that returns no rows.  0 or -1. */
+int store_step_done(struct store *s, sqlite3_stmt *st, struct bridge_error *err, const char *what);
+/* One integer (or 0 for NULL) from a statement with bound parameters. */
+int store_step_int(struct store *s, sqlite3_stmt *st, int64_t *ret, struct bridge_error *err,
+		   const char *what);
+/* A one-statement write: autocommit makes it its own durable transaction;
+ * the rows it changed into *ret_changes (may be NULL). */
+int store_write_one(struct store *s, sqlite3_stmt *st, struct bridge_error *err, const char *what,
+		    int64_t *ret_changes);
+/* SQL text run as it is (schema, pragmas).  0 or -1. */
+int store_exec_sql(struct store *s, const char *sql, struct bridge_error *err);
+int store_tx_begin(struct store *s, struct bridge_error *err);
+int store_tx_commit(struct store *s, struct bridge_error *err);
+/* After a failure: a failed COMMIT may already have rolled back. */
+void store_tx_abort(struct store *s);
+/* The current row of a statement selecting ROW_COLUMNS into r (owned by r:
+ * store_row_clear), r->integrity set from its checksum.  0, or -1 (out of
+ * memory, or headers that do not parse) with r cleared. */
+int store_row_read(sqlite3_stmt *st, struct store_row *r);
+
+#endif
