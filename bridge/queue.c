@@ -885,6 +885,7 @@ static void tick(struct queue *q)
 {
 	int64_t now = clock_wall_ms(), wake = now + QUEUE_POLL_MS;
 	struct bridge_error err;
+	size_t refused;
 	int changed;
 
 	q->last_tick_ms = now;
@@ -892,14 +893,19 @@ static void tick(struct queue *q)
 		return;
 	bridge_error_clear(&err);
 	/* a failed write (a post's, or the scheduler's) made the queue unready:
-	 * try one that changes no delivery, so readiness comes back by itself
-	 * (the outcomes waiting for the store are their own probe) */
-	if (atomic_load(&q->store_failing) && !atomic_load(&q->outcomes_failing) &&
+	 * try one that changes no delivery, as large as the largest post refused,
+	 * so readiness comes back by itself when a post would be taken again (the
+	 * outcomes waiting for the store are their own probe) */
+	refused = (size_t)atomic_load(&q->refused_bytes);
+	if ((atomic_load(&q->store_failing) || refused) && !atomic_load(&q->outcomes_failing) &&
 	    now >= q->store_pause_until) {
-		if (store_probe(q->store, now, &err) == 0)
-			store_recovered(q, "a test write went through");
-		else
+		if (store_probe(q->store, now, refused, &err) == 0) {
+			queue_refused_note(q, 0, refused);
+			if (atomic_load(&q->store_failing))
+				store_recovered(q, "a test write went through");
+		} else {
 			q->store_pause_until = now + QUEUE_STORE_PAUSE_MS;
+		}
 		bridge_error_clear(&err);
 	}
 	if (q->shared) {

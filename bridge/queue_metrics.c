@@ -59,6 +59,13 @@ int queue_ready(struct queue *q, char *why, size_t cap)
 			 "attempts cannot be recorded");
 		return -1;
 	}
+	if (atomic_load(&q->refused_bytes) > 0) {
+		snprintf(why, cap,
+			 "the queue store failed to take a post of %lld bytes and has not "
+			 "taken a write that large since",
+			 (long long)atomic_load(&q->refused_bytes));
+		return -1;
+	}
 	if (atomic_load(&q->store_failing)) {
 		snprintf(why, cap, "the queue store failed its last write");
 		return -1;

@@ -144,6 +144,11 @@ struct queue {
 	atomic_llong enqueued, duplicates, delivered, failed_attempts, dead_lettered, store_errors;
 	atomic_llong corrupt;
 	atomic_int store_failing; /* the last store write failed */
+	/* the largest post (store_item_bytes) whose write the store refused
+	 * since one as large went through; 0: none.  The queue is not ready
+	 * while it is set: a smaller write (the probe, an outcome) going
+	 * through says nothing about the next post. */
+	atomic_llong refused_bytes;
 	/* outcomes of attempts cannot be stored: no attempt starts (it would be
 	 * sent again and again), no post is taken, the outcomes are written
 	 * again every QUEUE_STORE_PAUSE_MS */
@@ -155,6 +160,9 @@ struct queue {
  * (any thread); a tick of the scheduler soon (any thread). */
 void queue_key_add(struct queue *q, const char *endpoint, const char *ca_file);
 void queue_tick_soon(struct queue *q);
+/* queue_writer.c: a write of `bytes` (a post's, or the probe's) refused
+ * or gone through, for refused_bytes (any thread). */
+void queue_refused_note(struct queue *q, int refused, size_t bytes);
 /* queue_writer.c: the writer thread's loop (arg: the queue). */
 void *queue_writer_run(void *arg);
 

@@ -27,6 +27,23 @@ static void pending_free(struct queue_pending *p)
 	free(p);
 }
 
+void queue_refused_note(struct queue *q, int refused, size_t bytes)
+{
+	long long seen = atomic_load(&q->refused_bytes);
+
+	if (refused) {
+		while ((long long)bytes > seen &&
+		       !atomic_compare_exchange_weak(&q->refused_bytes, &seen, (long long)bytes))
+			;
+		return;
+	}
+	/* one as large as every refused one went through; a larger refusal
+	 * noted since (seen changed) stays */
+	while (seen > 0 && (long long)bytes >= seen &&
+	       !atomic_compare_exchange_weak(&q->refused_bytes, &seen, 0))
+		;
+}
+
 /* One transaction for the batch; results into every pending enqueue.  Past
  * max_depth, the late comers of the batch are refused, not the whole batch. */
 static void batch_commit(struct queue *q, struct queue_pending *batch)
@@ -37,7 +54,7 @@ static void batch_commit(struct queue *q, struct queue_pending *batch)
 	struct queue_pending *p;
 	struct bridge_error err, full;
 	long long room = q->cfg.max_depth - atomic_load(&q->depth);
-	size_t n = 0, k = 0, stored = 0, dups = 0;
+	size_t n = 0, k = 0, stored = 0, dups = 0, largest = 0;
 	int rc = 0;
 
 	bridge_error_clear(&full);
@@ -45,15 +62,18 @@ static void batch_commit(struct queue *q, struct queue_pending *batch)
 			 "the queue is full (max_depth = %lld pending deliveries); the "
 			 "endpoint is probably down",
 			 q->cfg.max_depth);
-	for (p = batch; p; p = p->next)
-		if ((long long)n < room)
-			items[n++] = p->item;
+	for (p = batch; p && (long long)n < room; p = p->next) {
+		items[n++] = p->item;
+		if (store_item_bytes(p->item) > largest)
+			largest = store_item_bytes(p->item);
+	}
 	bridge_error_clear(&err);
 	if (n) {
 		rc = store_insert(q->store, items, n, clock_wall_ms(), results, receipts, &err);
 		if (rc < 0)
 			atomic_fetch_add(&q->store_errors, 1);
 		atomic_store(&q->store_failing, rc < 0);
+		queue_refused_note(q, rc < 0, largest);
 	}
 	for (p = batch; p; p = p->next, k++) {
 		if (k >= n || rc < 0) {

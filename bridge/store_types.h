@@ -50,6 +50,7 @@ enum stmt_id {
 	ST_PURGE_ID,
 	ST_DATA_VERSION,
 	ST_PROBE,
+	ST_PROBE_PAD,
 	ST_N
 };
 

@@ -312,6 +312,7 @@ def t_503(t, tmp, doc):
 
     if PG is None:
         t_503_disk(t, tmp, doc)
+        t_ready_after_refused_post(t, tmp, doc)
     else:
         t_503_pg_down(t, tmp, doc)
 
@@ -394,19 +395,13 @@ def t_503_disk(t, tmp, doc):
             t.ok(503 in statuses, "a post the store cannot hold gets 503",
                  "statuses: %s" % sorted(set(statuses)))
             t.ok(set(statuses) <= {202, 503}, "never anything but 202 or 503")
-            # the once-a-second probe row may fit where a post does not, and
-            # then makes the queue ready again for a moment: look right after a
-            # refused post, a few times
-            for _ in range(5):
-                r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
-                if r.status != 503:
-                    break
-                ready = bt.curl(b.admin_url("/readyz"))
-                if ready.status == 503:
-                    break
+            # a refused post keeps the queue unready until a write of its size
+            # goes through (t_ready_after_refused_post), so the probe's small
+            # row cannot make it ready for a moment
+            r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
             if r.status == 503:
                 t.like(r.json().get("message", ""), "queue store", "the 503 names the store")
-                r = ready
+                r = bt.curl(b.admin_url("/readyz"))
                 d = bt.check_json_response(t, r, 503, "/readyz while the store cannot write",
                                            error="not_ready")
                 t.like((d or {}).get("message", ""), "queue store failed",
@@ -428,6 +423,65 @@ def t_503_disk(t, tmp, doc):
                           if x.header("X-Bridge-Delivery-Id"))
                 return set(acked) <= got and metric(b, "webhook_bridge_queue_depth") == 0
             t.ok(bt.wait_for(all_delivered, 30), "every 202 of the run delivered (%d)" % len(acked))
+        finally:
+            bt.stop_and_check(t, b)
+    finally:
+        sink.stop()
+
+
+def t_ready_after_refused_post(t, tmp, doc):
+    """Readiness comes back only when a post as large as the refused one
+    would be taken: the store's files may grow by 40 KiB, a post of 60 KiB
+    is refused, and the once-a-second probe, whose small row fits, must not
+    make /readyz say 200 while the same post is still refused."""
+    sink = bt.Sink()
+    try:
+        cfg = queue_config(tmp, [queued_route("q", sink.url("/big"))], store="ready.db")
+        b = bt.Bridge(tmp, cfg, "ready.conf").start()
+        try:
+            big = dict(doc)
+            big["address"] = "x" * 60000
+            acked = []
+            r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+            t.is_(r.status, 202, "a small post is stored", repr(r))
+            if r.status == 202:
+                acked.append(r.json()["delivery_id"])
+            t.ok(bt.wait_for(lambda: metric(b, "webhook_bridge_queue_depth") == 0, 20),
+                 "and delivered")
+            files = [tmp.join("ready.db" + x) for x in ("", "-wal", "-shm")]
+            grown = max(os.path.getsize(f) for f in files if os.path.exists(f))
+            resource.prlimit(b.proc.pid, resource.RLIMIT_FSIZE,
+                             (grown + 40 * 1024, resource.RLIM_INFINITY))
+            r = bt.curl(b.url("/"), v1_post(big, str(uuid.uuid4())))
+            t.is_(r.status, 503, "a 60 KiB post that the store's 40 KiB of room cannot hold: 503",
+                  repr(r))
+            # the probe runs once a second: three of its turns
+            seen = []
+            deadline = time.time() + 3.5
+            while time.time() < deadline:
+                seen.append(bt.curl(b.admin_url("/readyz")).status)
+                time.sleep(0.25)
+            t.ok(seen and set(seen) == {503},
+                 "/readyz stays 503 while a post that large is refused (the probe's "
+                 "small row fits)", "statuses: %s" % seen)
+            r = bt.curl(b.admin_url("/readyz"))
+            t.like(r.body.decode("utf-8", "replace"), "failed to take a post of",
+                   "/readyz names the refused post")
+            r = bt.curl(b.url("/"), v1_post(big, str(uuid.uuid4())))
+            t.is_(r.status, 503, "the same post is still refused", repr(r))
+            resource.prlimit(b.proc.pid, resource.RLIMIT_FSIZE,
+                             (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            t.ok(bt.wait_for(lambda: bt.curl(b.admin_url("/readyz")).status == 200, 10,
+                             step=0.2),
+                 "/readyz 200 again once the files may grow (the probe of its size went "
+                 "through)")
+            r = bt.curl(b.url("/"), v1_post(big, str(uuid.uuid4())))
+            t.is_(r.status, 202, "and the large post is stored", repr(r))
+            if r.status == 202:
+                acked.append(r.json()["delivery_id"])
+            t.ok(bt.wait_for(lambda: set(acked) <= set(
+                x.header("X-Bridge-Delivery-Id") for x in list(sink.requests)), 20),
+                "every 202 delivered (%d)" % len(acked))
         finally:
             bt.stop_and_check(t, b)
     finally:

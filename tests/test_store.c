@@ -473,7 +473,9 @@ static void test_integrity(void)
 		   row.checksum_len == STORE_CHECKSUM_LEN,
 	   "a row reads back intact, with its checksum");
 	store_row_clear(&row);
-	ok(store_probe(s, now, &err) == 0, "the probe write");
+	ok(store_probe(s, now, 0, &err) == 0, "the probe write");
+	ok(store_probe(s, now, 200000, &err) == 0 && store_probe(s, now, 0, &err) == 0,
+	   "the probe of a post's size, and the small one after it");
 	for (size_t i = 0; i < sizeof(changes) / sizeof(changes[0]); i++) {
 		char name[160];
 

@@ -538,7 +538,7 @@ static void test_checksum(void)
 		       "no checksum (an older schema's row): unchecked");
 		store_row_clear(&row);
 	}
-	ok(store_probe(s, now, &err) == 0, "store_probe: a small write goes through");
+	ok(store_probe(s, now, 0, &err) == 0, "store_probe: a small write goes through");
 	purge_all(s);
 	store_close(s);
 }

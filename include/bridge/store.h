@@ -252,9 +252,17 @@ int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err);
  * since opening), else 0; -1 on error. */
 int store_changed_elsewhere(struct store *s, struct bridge_error *err);
 
-/* One small durable write that changes no delivery: whether the store can
- * be written again after a failure.  0 or -1. */
-int store_probe(struct store *s, int64_t now_ms, struct bridge_error *err);
+/* About what the row of an item takes in the store: its body, header lines
+ * and texts. */
+size_t store_item_bytes(const struct store_item *it);
+
+/* One durable write that changes no delivery: whether the store can be
+ * written again after a failure.  bytes > 0: the write is at least as large
+ * as the insert of an item of that many bytes (store_item_bytes) with its
+ * index entries would be, so that it goes through only where such a post
+ * would (SQLite; PostgreSQL writes its one small row, its refusals being of
+ * the server, not of a row's size).  0 or -1. */
+int store_probe(struct store *s, int64_t now_ms, size_t bytes, struct bridge_error *err);
 
 /* ---- recovery of a damaged store (the `queue recover` command) ---- */
 
