@@ -179,9 +179,6 @@ static const char *status_phrase(int status)
 	}
 }
 
-/* Close the JSON object in body and send it. The reason phrase is always
- * one of ours, never client data (evhttp copies it onto
- * the status line as given). */
 /* seconds a 503 asks the sender to wait before retrying */
 #define SERVER_RETRY_AFTER "5"
 
@@ -193,28 +190,69 @@ static __thread size_t thread_bytes_out;              /* body of the last answer
  * the answer (which may free the request) */
 static __thread struct accesslog_request thread_access;
 
-/* Every answer leaves through here.  libevent 2.1 writes a body even for
- * HEAD (without Content-Length, so the next answer on the connection would
- * be misread): a HEAD answer gets the length and no body. */
-static void send_reply(struct evhttp_request *req, int status, const char *phrase,
-		       struct evbuffer *body)
+/* What an answer is counted and logged as, besides its status. */
+struct answer_note {
+	enum metrics_outcome outcome; /* ANSWER_UNCOUNTED: neither a post nor a refusal */
+	int upstream_status;
+	const char *error;       /* the reason, for the access log; NULL on success */
+	const char *answered_by; /* "legacy_endpoint": its answer relayed as it is */
+};
+
+/* a /healthz answer, a real v2 post taken: not a webhook post, not a refusal */
+#define ANSWER_UNCOUNTED OUTCOME_COUNT
+
+static long long us_since(const struct timeval *start);
+static void access_plain(size_t bytes_in, int status, const char *error);
+static void access_exchange(const struct exchange *x, int status, const struct answer_note *n);
+static void exchange_release(struct exchange *x);
+
+/* Every answer leaves through here: sent, counted in the requests total
+ * (route "" outside an exchange), written to the access log, and the
+ * exchange x (NULL for an answer outside one) closed.  body is sent as it
+ * is and freed.  libevent 2.1 writes a body even for HEAD (without
+ * Content-Length, so the next answer on the connection would be misread):
+ * a HEAD answer gets the length and no body. */
+static void answer(struct evhttp_request *req, struct exchange *x, int status, const char *phrase,
+		   struct evbuffer *body, const struct answer_note *n)
 {
+	struct server *s = thread_server;
+	struct metrics *metrics = x ? x->gen->metrics : s ? s->gen->metrics : NULL;
+	/* the request may be freed once answered */
+	size_t in = x ? x->bytes_in : evbuffer_get_length(evhttp_request_get_input_buffer(req));
+
 	guard_request_end(thread_guard_of_server, req);
-	thread_bytes_out = body ? evbuffer_get_length(body) : 0;
-	accesslog_capture(&thread_access, req,
-			  thread_server ? &thread_server->cfg->trusted_proxies : NULL);
+	thread_bytes_out = evbuffer_get_length(body);
+	accesslog_capture(&thread_access, req, s ? &s->cfg->trusted_proxies : NULL);
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
 		char len[32];
 
-		snprintf(len, sizeof(len), "%zu", body ? evbuffer_get_length(body) : (size_t)0);
+		snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", len);
 		evhttp_send_reply(req, status, phrase, NULL);
+	} else {
+		evhttp_send_reply(req, status, phrase, body);
+	}
+	evbuffer_free(body);
+	if (n->outcome != ANSWER_UNCOUNTED) {
+		metrics_request(metrics, x ? x->route_index : -1, n->outcome);
+		if (x)
+			metrics_request_duration(metrics, x->route_index, n->outcome,
+						 us_since(&x->start));
+	}
+	if (!x) {
+		access_plain(in, status, n->error);
 		return;
 	}
-	evhttp_send_reply(req, status, phrase, body);
+	access_exchange(x, status, n);
+	x->answered = 1;
+	exchange_release(x);
 }
 
-static void send_json(struct evhttp_request *req, int status, struct evbuffer *body)
+/* Close the JSON object in body and answer with it.  The reason phrase is
+ * always one of ours, never client data (evhttp copies it onto the status
+ * line as given). */
+static void answer_json(struct evhttp_request *req, struct exchange *x, int status,
+			struct evbuffer *body, const struct answer_note *n)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 
@@ -224,7 +262,7 @@ static void send_json(struct evhttp_request *req, int status, struct evbuffer *b
 	if (status == 503 && !evhttp_find_header(h, "Retry-After"))
 		evhttp_add_header(h, "Retry-After", SERVER_RETRY_AFTER);
 	evbuffer_add(body, "}\n", 2);
-	send_reply(req, status, status_phrase(status), body);
+	answer(req, x, status, status_phrase(status), body, n);
 }
 
 /* Start an error body {"error":code,"message":msg; callers add fields. */
@@ -237,19 +275,14 @@ static struct evbuffer *error_body(const char *code, const char *message)
 	return b;
 }
 
-static long long us_since(const struct timeval *start);
-static void access_plain(size_t bytes_in, int status, const char *error);
-
-/* For answers outside the webhook flow (health, 404, 405 ...). */
-static void send_error(struct evhttp_request *req, int status, const char *code,
-		       const char *message)
+/* A refusal outside the webhook exchange (health, 404, 405, the v2 path
+ * ...), counted under route "" as outcome. */
+static void send_error(struct evhttp_request *req, int status, enum metrics_outcome outcome,
+		       const char *code, const char *message)
 {
-	struct evbuffer *b = error_body(code, message);
-	size_t in = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+	struct answer_note n = { .outcome = outcome, .error = message };
 
-	send_json(req, status, b);
-	evbuffer_free(b);
-	access_plain(in, status, message);
+	answer_json(req, NULL, status, error_body(code, message), &n);
 }
 
 /* RFC 9110 section 11.6.1: a 401 carries a challenge; without one,
@@ -433,8 +466,9 @@ static void exchange_track(struct exchange *x)
 static void exchange_answer(struct exchange *x, int status, enum metrics_outcome outcome,
 			    struct evbuffer *body, int upstream_status, const char *error)
 {
-	struct server *s = x->srv;
-	unsigned long suppressed = 0;
+	struct answer_note n = { .outcome = outcome,
+				 .upstream_status = upstream_status,
+				 .error = error };
 
 	if (x->route)
 		add_field(body, "route", x->route->name);
@@ -442,36 +476,39 @@ static void exchange_answer(struct exchange *x, int status, enum metrics_outcome
 		add_field(body, "delivery_id", x->delivery_id);
 	if (status >= 400)
 		add_field(body, "participation_id", x->participation_id);
-	send_json(x->req, status, body);
-	evbuffer_free(body);
-	metrics_request(x->gen->metrics, x->route_index, outcome);
-	metrics_request_duration(x->gen->metrics, x->route_index, outcome, us_since(&x->start));
+	answer_json(x->req, x, status, body, &n);
+}
 
-	/* access log; rejections a sender can repeat at will are rate-limited */
-	if (status < 400 || status >= 500 || log_ratelimit_allow(&s->rejected_log, &suppressed)) {
-		struct accesslog_entry e = {
-			.status = status,
-			.bytes_in = x->bytes_in,
-			.bytes_out = thread_bytes_out,
-			.upstream_bytes_out = x->route && ROUTE_SENDS_V2(x->route) ? x->bytes_out
-										   : 0,
-			.duration_us = us_since(&x->start),
-			.upstream_status = upstream_status,
-			.route = x->route ? x->route->name : NULL,
-			.participation_id = x->participation_id,
-			.delivery_id = x->delivery_id[0] ? x->delivery_id : NULL,
-			.traceparent = x->traceparent[0] ? x->traceparent : NULL,
-			.request_id = x->request_id[0] ? x->request_id : NULL,
-			.rule = x->fail_rule,
-			.key = x->fail_key,
-			.error = error,
-			.suppressed = suppressed
-		};
+/* The access line of an exchange's answer.  Refusals a sender can repeat
+ * at will are rate-limited; the legacy importer's answers are its own. */
+static void access_exchange(const struct exchange *x, int status, const struct answer_note *n)
+{
+	unsigned long suppressed = 0;
+	size_t up_out = n->answered_by                         ? x->bytes_in
+			: x->route && ROUTE_SENDS_V2(x->route) ? x->bytes_out
+							       : 0;
 
-		accesslog_write(&thread_access, &e, status >= 500 ? LOG_WARN : LOG_INFO);
-	}
-	x->answered = 1;
-	exchange_release(x);
+	if (!n->answered_by && status >= 400 && status < 500 &&
+	    !log_ratelimit_allow(&x->srv->rejected_log, &suppressed))
+		return;
+	struct accesslog_entry e = { .status = status,
+				     .bytes_in = x->bytes_in,
+				     .bytes_out = thread_bytes_out,
+				     .upstream_bytes_out = up_out,
+				     .duration_us = us_since(&x->start),
+				     .upstream_status = n->upstream_status,
+				     .route = x->route ? x->route->name : NULL,
+				     .participation_id = x->participation_id,
+				     .delivery_id = x->delivery_id[0] ? x->delivery_id : NULL,
+				     .traceparent = x->traceparent[0] ? x->traceparent : NULL,
+				     .request_id = x->request_id[0] ? x->request_id : NULL,
+				     .rule = x->fail_rule,
+				     .key = x->fail_key,
+				     .error = n->error,
+				     .answered_by = n->answered_by,
+				     .suppressed = suppressed };
+
+	accesslog_write(&thread_access, &e, status >= 500 ? LOG_WARN : LOG_INFO);
 }
 
 static void exchange_fail(struct exchange *x, int status, enum metrics_outcome outcome,
@@ -692,19 +729,9 @@ static void legacy_relay(struct exchange *x, int status, const char *content_typ
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(x->req);
 	struct evbuffer *b = evbuffer_new();
-	enum metrics_outcome outcome = status >= 200 && status < 300 ? OUTCOME_LEGACY_DELIVERED
-								     : OUTCOME_UPSTREAM_STATUS;
-	struct accesslog_entry e = {
-		.status = status,
-		.bytes_in = x->bytes_in,
-		.upstream_bytes_out = x->bytes_in,
-		.route = x->route->name,
-		.participation_id = x->participation_id,
-		.delivery_id = x->delivery_id[0] ? x->delivery_id : NULL,
-		.traceparent = x->traceparent[0] ? x->traceparent : NULL,
-		.request_id = x->request_id[0] ? x->request_id : NULL,
-		.answered_by = "legacy_endpoint",
-	};
+	struct answer_note n = { .outcome = status >= 200 && status < 300 ? OUTCOME_LEGACY_DELIVERED
+									  : OUTCOME_UPSTREAM_STATUS,
+				 .answered_by = "legacy_endpoint" };
 
 	evhttp_add_header(h, "Content-Type",
 			  content_type ? content_type : "application/octet-stream");
@@ -712,15 +739,7 @@ static void legacy_relay(struct exchange *x, int status, const char *content_typ
 		evhttp_add_header(h, "X-Bridge-Delivery-Id", x->delivery_id);
 	if (body_len)
 		evbuffer_add(b, body, body_len);
-	send_reply(x->req, status, status < 300 ? "OK" : "Legacy Answer", b);
-	evbuffer_free(b);
-	metrics_request(x->gen->metrics, x->route_index, outcome);
-	metrics_request_duration(x->gen->metrics, x->route_index, outcome, us_since(&x->start));
-	e.bytes_out = thread_bytes_out;
-	e.duration_us = us_since(&x->start);
-	accesslog_write(&thread_access, &e, status < 500 ? LOG_INFO : LOG_WARN);
-	x->answered = 1;
-	exchange_release(x);
+	answer(x->req, x, status, status < 300 ? "OK" : "Legacy Answer", b, &n);
 }
 
 /* The legacy (v1) importer's answer is the sender's answer: relayed as it
@@ -1221,17 +1240,26 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 	yajl_val root = NULL;
 	int matched;
 
+	if (!access_auth_check(&s->cfg->auth, req)) {
+		auth_challenge(req, &s->cfg->auth);
+		send_error(req, 401, OUTCOME_UNAUTHORIZED, "unauthorized",
+			   "authentication required");
+		return;
+	}
 	if (v1_encoding_of(evhttp_find_header(in, "Content-Type")) != V1_ENC_JSON) {
-		send_error(req, 415, "unsupported_media_type", "a v2 post is application/json");
+		send_error(req, 415, OUTCOME_INVALID_INPUT, "unsupported_media_type",
+			   "a v2 post is application/json");
 		return;
 	}
 	if (len > s->cfg->max_body) {
-		send_error(req, 413, "body_too_large", "the v2 post is over limits.max_body");
+		send_error(req, 413, OUTCOME_INVALID_INPUT, "body_too_large",
+			   "the v2 post is over limits.max_body");
 		return;
 	}
 	text = malloc(len + 1);
 	if (!text) {
-		send_error(req, 503, "out_of_memory", "the bridge is out of memory; retry later");
+		send_error(req, 503, OUTCOME_INTERNAL, "out_of_memory",
+			   "the bridge is out of memory; retry later");
 		return;
 	}
 	evbuffer_copyout(buf, text, len);
@@ -1241,7 +1269,8 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 		if (root && !YAJL_IS_OBJECT(root))
 			yajl_tree_free(root);
 		free(text);
-		send_error(req, 400, "invalid_json", "the v2 post is not one JSON object");
+		send_error(req, 400, OUTCOME_INVALID_INPUT, "invalid_json",
+			   "the v2 post is not one JSON object");
 		return;
 	}
 	memset(&r, 0, sizeof(r));
@@ -1252,7 +1281,8 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 	yajl_tree_free(root);
 	if (!r.id[0]) {
 		free(text);
-		send_error(req, 422, "missing_id", "the v2 post has no participation id");
+		send_error(req, 422, OUTCOME_INVALID_INPUT, "missing_id",
+			   "the v2 post has no participation id");
 		return;
 	}
 	route = translate_route_for(s->cfg, r.has_website ? r.website : NULL,
@@ -1263,7 +1293,7 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 			 "no dry-run route takes website_id %s and campaign_id %s",
 			 r.has_website ? r.website : "(absent)",
 			 r.has_campaign ? r.campaign : "(absent)");
-		send_error(req, 422, "no_route", msg);
+		send_error(req, 422, OUTCOME_NO_ROUTE, "no_route", msg);
 		return;
 	}
 	/* Qualifio signs real v2 posts: verify with the route's secrets (a
@@ -1273,7 +1303,8 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 	    sign_verify((const char *const *)route->secrets, route->secret_lens, route->n_secrets,
 			text, len, route->signature_encoding, sig, strlen(sig)) < 0) {
 		free(text);
-		send_error(req, 401, "bad_signature", "the v2 post's signature does not verify");
+		send_error(req, 401, OUTCOME_UNAUTHORIZED, "bad_signature",
+			   "the v2 post's signature does not verify");
 		return;
 	}
 	if (s->opt.v2_record) {
@@ -1289,7 +1320,7 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 			       NULL, clock_mono_ms(), &res, &err);
 	free(text);
 	if (matched < 0) {
-		send_error(req, 422, "shadow_refused", err.message);
+		send_error(req, 422, OUTCOME_INVALID_INPUT, "shadow_refused", err.message);
 		return;
 	}
 	if (matched)
@@ -1323,9 +1354,7 @@ static void handle_real_v2(struct server *s, struct evhttp_request *req)
 		}
 		shadow_result_clear(&res);
 	}
-	send_json(req, 200, b);
-	evbuffer_free(b);
-	access_plain(len, 200, NULL);
+	answer_json(req, NULL, 200, b, &(struct answer_note){ .outcome = ANSWER_UNCOUNTED });
 }
 
 /* log_level = "debug": why a post took its route. */
@@ -1445,7 +1474,8 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 
 	x = calloc(1, sizeof(*x));
 	if (!x) {
-		send_error(req, 503, "out_of_memory", "the bridge is out of memory; retry later");
+		send_error(req, 503, OUTCOME_INTERNAL, "out_of_memory",
+			   "the bridge is out of memory; retry later");
 		return;
 	}
 	x->srv = s;
@@ -1654,95 +1684,130 @@ static void access_plain(size_t bytes_in, int status, const char *error)
 
 /* ---- dispatch ------------------------------------------------------------ */
 
+static void handle_healthz(struct server *s, struct evhttp_request *req)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	(void)s;
+	evbuffer_add_printf(b, "{\"status\":\"ok\"");
+	answer_json(req, NULL, 200, b, &(struct answer_note){ .outcome = ANSWER_UNCOUNTED });
+}
+
+static const char *healthz_path(const struct server *s)
+{
+	(void)s;
+	return "/healthz";
+}
+
+static const char *real_v2_path(const struct server *s)
+{
+	return s->opt.shadow ? s->cfg->shadow_path : NULL;
+}
+
+static const char *webhook_path(const struct server *s)
+{
+	return s->cfg->listen_path;
+}
+
+/* The paths the internet side answers: liveness for load balancers, the
+ * real v2 posts of a dry run, the webhook.  Metrics, readiness and the
+ * dry-run summary live on the admin listener.  First match wins. */
+static const struct endpoint {
+	const char *(*path)(const struct server *s); /* NULL: the endpoint is off */
+	int methods;                                 /* EVHTTP_REQ_* bits */
+	const char *allow;                           /* a 405's Allow header */
+	const char *use;                             /* a 405's message */
+	int open; /* answered whatever listen.allow says (probes) */
+	void (*handler)(struct server *s, struct evhttp_request *req);
+} endpoints[] = {
+	{ healthz_path, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "use GET", 1,
+	  handle_healthz },
+	{ real_v2_path, EVHTTP_REQ_POST, "POST", "the v2 path accepts POST only", 0,
+	  handle_real_v2 },
+	{ webhook_path, EVHTTP_REQ_POST, "POST", "the webhook path accepts POST only", 0,
+	  handle_webhook },
+};
+
+static const struct endpoint *endpoint_find(const struct server *s, const char *path)
+{
+	for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
+		const char *p = endpoints[i].path(s);
+
+		if (p && strcmp(p, path) == 0)
+			return &endpoints[i];
+	}
+	return NULL;
+}
+
+/* Our framing checks (framing_problem) failed: 400, or 505 for a version
+ * we do not speak, and the connection closed. */
+static int framing_refused(struct evhttp_request *req)
+{
+	const char *problem = framing_problem(req);
+	int version;
+
+	if (!problem)
+		return 0;
+	version = req->major != 1 || (req->minor != 0 && req->minor != 1);
+	/* libevent answers in the request's version: an overflowed one (#1541)
+	 * would make the status line unreadable */
+	req->major = 1;
+	req->minor = 1;
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+	send_error(req, version ? 505 : 400, OUTCOME_INVALID_INPUT,
+		   version ? "http_version" : "bad_framing", problem);
+	return 1;
+}
+
+/* listen.allow: 403 to any other source address. */
+static int source_refused(struct server *s, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	char *peer = NULL;
+	ev_uint16_t peer_port = 0;
+
+	if (!s->cfg->allow.n)
+		return 0;
+	if (evcon)
+		evhttp_connection_get_peer(evcon, &peer, &peer_port);
+	if (access_list_allows(&s->cfg->allow, peer))
+		return 0;
+	send_error(req, 403, OUTCOME_FORBIDDEN, "forbidden",
+		   "this source address may not post here");
+	return 1;
+}
+
 static void handle_request(struct evhttp_request *req, void *arg)
 {
 	struct server *s = arg;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	const struct endpoint *e;
 
 	if (!path || !*path)
 		path = "/";
+	e = endpoint_find(s, path);
 	gettimeofday(&thread_request_start, NULL);
 	guard_request_begin(s->guard, req);
-	{
-		const char *problem = framing_problem(req);
-
-		if (problem) {
-			int version = req->major != 1 || (req->minor != 0 && req->minor != 1);
-
-			/* libevent answers in the request's version: an overflowed
-			 * one (#1541) would make the status line unreadable */
-			req->major = 1;
-			req->minor = 1;
-			evhttp_add_header(out, "Connection", "close");
-			metrics_request(s->gen->metrics, -1, OUTCOME_INVALID_INPUT);
-			send_error(req, version ? 505 : 400,
-				   version ? "http_version" : "bad_framing", problem);
-			return;
-		}
-	}
-	if (s->cfg->allow.n && strcmp(path, "/healthz") != 0) {
-		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-		char *peer = NULL;
-		ev_uint16_t peer_port = 0;
-
-		if (evcon)
-			evhttp_connection_get_peer(evcon, &peer, &peer_port);
-		if (!access_list_allows(&s->cfg->allow, peer)) {
-			metrics_request(s->gen->metrics, -1, OUTCOME_FORBIDDEN);
-			send_error(req, 403, "forbidden", "this source address may not post here");
-			return;
-		}
-	}
+	if (framing_refused(req) || (!(e && e->open) && source_refused(s, req)))
+		return;
 	if (s->draining) {
 		evhttp_add_header(out, "Connection", "close");
-		send_error(req, 503, "shutting_down", "the bridge is shutting down; retry later");
+		send_error(req, 503, OUTCOME_SHUTTING_DOWN, "shutting_down",
+			   "the bridge is shutting down; retry later");
 		return;
 	}
-	/* the internet side: liveness for load balancers; metrics, readiness and
-	 * the dry-run summary live on the admin listener */
-	if (strcmp(path, "/healthz") == 0) {
-		struct evbuffer *b;
-
-		if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-			evhttp_add_header(out, "Allow", "GET, HEAD");
-			send_error(req, 405, "method_not_allowed", "use GET");
-			return;
-		}
-		b = evbuffer_new();
-		evbuffer_add_printf(b, "{\"status\":\"ok\"");
-		send_json(req, 200, b);
-		evbuffer_free(b);
-		access_plain(0, 200, NULL);
+	if (!e) {
+		send_error(req, 404, OUTCOME_INVALID_INPUT, "not_found", "no such path");
 		return;
 	}
-	if (s->opt.shadow && s->cfg->shadow_path && strcmp(path, s->cfg->shadow_path) == 0) {
-		if (cmd != EVHTTP_REQ_POST) {
-			evhttp_add_header(out, "Allow", "POST");
-			send_error(req, 405, "method_not_allowed", "the v2 path accepts POST only");
-			return;
-		}
-		if (!access_auth_check(&s->cfg->auth, req)) {
-			auth_challenge(req, &s->cfg->auth);
-			send_error(req, 401, "unauthorized", "authentication required");
-			return;
-		}
-		handle_real_v2(s, req);
+	if (!(evhttp_request_get_command(req) & e->methods)) {
+		evhttp_add_header(out, "Allow", e->allow);
+		send_error(req, 405, OUTCOME_INVALID_INPUT, "method_not_allowed", e->use);
 		return;
 	}
-	if (strcmp(path, s->cfg->listen_path) == 0) {
-		if (cmd != EVHTTP_REQ_POST) {
-			evhttp_add_header(out, "Allow", "POST");
-			send_error(req, 405, "method_not_allowed",
-				   "the webhook path accepts POST only");
-			return;
-		}
-		handle_webhook(s, req);
-		return;
-	}
-	send_error(req, 404, "not_found", "no such path");
+	e->handler(s, req);
 }
 
 static int bind_listener(struct server *s, struct bridge_error *err)

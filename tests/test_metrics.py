@@ -191,6 +191,42 @@ def main():
         sink.stop()
 
 
+def t_refusals(_t):
+    """Every refusal before a post is read (a 404, a 405 on the webhook or
+    the v2 path, a 401 on the v2 path, a 503 while stopping aside) is
+    counted under route "" and has its access line."""
+    cfg = config([bt.route("a", secret=SECRET, match={"campaign_id": [C_A]})])
+    cfg = cfg.replace('path = "/hook";', 'path = "/hook";\n  auth = %s;'
+                      % bt.cfg_value({"header": {"name": "X-Key", "value": "k1"}}), 1)
+    b = t.start(bt.Bridge(tmp, cfg, "refusals.conf"), "bridge with listen.auth and a v2 path")
+    if not b:
+        return
+    try:
+        cases = [("GET /v2", "/v2", None, [], 405), ("POST /v2 without the key", "/v2", b"{}",
+                                                      [], 401),
+                 ("GET /hook", "/hook", None, ["X-Key: k1"], 405),
+                 ("GET /nope", "/nope", None, ["X-Key: k1"], 404)]
+        for name, path, data, headers, status in cases:
+            r = bt.curl(b.url(path), data, headers=headers)
+            t.is_(r.status, status, "%s: %d" % (name, status), r)
+            recs = bt.wait_for(lambda: [x for x in b.log_records()
+                                        if x.get("event") == "request"
+                                        and x.get("path") == path
+                                        and x.get("status") == status], 5)
+            t.ok(recs, "%s: an access line" % name, b.stderr[-2000:])
+        t.is_(bt.curl(b.url("/healthz")).status, 200, "/healthz")
+        m = values(scrape(b))
+        t.is_(m.get('webhook_bridge_requests_total{route="",outcome="invalid_input"}'), 3.0,
+              "the 405s and the 404 are counted", sorted(m.items()))
+        t.is_(m.get('webhook_bridge_requests_total{route="",outcome="unauthorized"}'), 1.0,
+              "the 401 on the v2 path is counted", sorted(m.items()))
+        total = sum(v for k, v in m.items() if k.startswith("webhook_bridge_requests_total"))
+        t.is_(total, 4.0, "/healthz is not a post: not counted", sorted(m.items()))
+    finally:
+        bt.stop_and_check(t, b, "refusals bridge")
+
+
 t.run("metrics", lambda _t: main())
+t.run("refusals", t_refusals)
 tmp.cleanup()
 t.done()
