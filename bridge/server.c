@@ -1,134 +1,8 @@
-#include <arpa/inet.h>
-#include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <stdatomic.h>
-#include <string.h>
-#include <sys/queue.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <event2/buffer.h>
-#include <event2/dns.h>
-#include <event2/event.h>
-#include <event2/http.h>
-#include <event2/http_struct.h> /* the request's HTTP version */
-#include <event2/keyvalq_struct.h>
-#include <event2/listener.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/ssl.h>
-#include <yajl/yajl_tree.h>
-
-#include "bridge/clock.h"
-#include "bridge/listen.h"
-#include "bridge/access.h"
-#include "bridge/accesslog.h"
-#include "bridge/cfg.h"
-#include "bridge/convert.h"
-#include "bridge/cutover.h"
-#include "bridge/delivery.h"
-#include "bridge/guard.h"
-#include "bridge/jsonl.h"
-#include "bridge/log.h"
-#include "bridge/mapping.h"
-#include "bridge/queue.h"
-#include "bridge/metrics.h"
-#include "bridge/record.h"
-#include "bridge/server.h"
-#include "bridge/shadow.h"
-#include "bridge/sign.h"
-#include "bridge/translate.h"
-#include "bridge/upstream.h"
-#include "bridge/v1.h"
-#include "bridge/v2record.h"
-
-
-struct exchange;
-
-/* What one config load owns on this worker.  A reload (SIGHUP) makes a new
- * generation; the old one is retired and freed when the last exchange that
- * still waits on its pools is answered. */
-struct generation {
-	const struct bridge_config *cfg;
-	struct metrics *metrics;
-	struct upstream_tls **tls;           /* one per cfg->tls_files */
-	struct upstream_pool **pools;        /* one per route, NULL for dry-run routes */
-	struct upstream_pool **legacy_pools; /* v1 passthrough, one per route, or NULL */
-	long *pool_seen;                     /* connections at the last gauge refresh */
-	size_t pending;                      /* exchanges waiting on these pools */
-	int retired;
-	struct generation *next_retired;
-	void (*release)(void *arg); /* this worker no longer uses cfg/metrics */
-	void *release_arg;
-};
-
-struct server {
-	struct event_base *base;
-	const struct bridge_config *cfg; /* == gen->cfg */
-	struct generation *gen;
-	struct generation *retired;
-	struct server_options opt;
-	struct evhttp *http;
-	struct evconnlistener *listener;
-	struct evhttp_bound_socket *bound;
-	struct evdns_base *dns;
-	struct guard *guard;           /* deadlines, accept pauses, JSON error pages */
-	SSL_CTX *listen_tls;           /* HTTPS listener, or NULL */
-	LIST_HEAD(, exchange) pending; /* posts waiting for their endpoint */
-	size_t n_pending;
-	struct log_ratelimit rejected_log; /* lines a sender can trigger at will */
-	int port;
-	int draining;
-	struct event *drain_timer;
-	struct event *gauge_timer; /* refreshes this worker's pool gauges */
-	void (*drain_done)(void *);
-	void *drain_arg;
-};
-
-/* One webhook post, from arrival to its single answer (evhttp stops reading
- * the client while a request is unanswered, so each must be answered): every
- * path ends in exchange_answer(), which replies, logs, counts and frees. */
-struct exchange {
-	LIST_ENTRY(exchange) link; /* in server.pending while waiting upstream */
-	struct server *srv;
-	struct generation *gen; /* the config this post was handled with */
-	struct evhttp_request *req;
-	const struct bridge_route *route;
-	long route_index;                   /* -1 until routed */
-	struct upstream_request *up;        /* v2 delivery */
-	struct upstream_request *legacy_up; /* v1 passthrough (dry-run with legacy, dual) */
-	struct queue_pending *qp;           /* queued delivery: waiting for the store */
-	int queued;                         /* in server.pending */
-	int answered;                       /* the sender has its answer */
-	char delivery_id[DELIVERY_ID_LEN + 1];
-	char traceparent[56]; /* the sender's W3C trace context, "" when none or malformed */
-	char request_id[129]; /* the sender's X-Request-Id, "" when none or unusable */
-	char *participation_id;
-	char *fail_rule, *fail_key; /* a mapping failure, for the access log */
-	struct timeval start;
-	size_t bytes_in, bytes_out; /* bytes_out: what went to an endpoint */
-	int v2_primary;             /* dual: v2 answers this participation (cutover.h) */
-	struct held_answer *held;   /* dual: v1's answer to its copy, should v1 take over */
-};
-
-/* What the legacy importer answered to a copy. */
-struct held_answer {
-	int status;
-	char *content_type;
-	char *body;
-	size_t len;
-};
+#include "server_types.h"
 
 /* ---- answers ------------------------------------------------------------ */
 
-static void add_json_str(struct evbuffer *b, const char *s, size_t n)
+void server_json_str(struct evbuffer *b, const char *s, size_t n)
 {
 	char small[512];
 	size_t need = json_escape(small, sizeof(small), s, n);
@@ -145,7 +19,7 @@ static void add_json_str(struct evbuffer *b, const char *s, size_t n)
 	evbuffer_add(b, "\"", 1);
 }
 
-static void add_field(struct evbuffer *b, const char *key, const char *value)
+void server_json_field(struct evbuffer *b, const char *key, const char *value)
 {
 	if (!value)
 		return;
@@ -153,7 +27,7 @@ static void add_field(struct evbuffer *b, const char *key, const char *value)
 	evbuffer_add(b, ",\"", 2);
 	evbuffer_add(b, key, strlen(key));
 	evbuffer_add(b, "\":", 2);
-	add_json_str(b, value, strlen(value));
+	server_json_str(b, value, strlen(value));
 }
 
 static const char *status_phrase(int status)
@@ -190,21 +64,10 @@ static __thread size_t thread_bytes_out;              /* body of the last answer
  * the answer (which may free the request) */
 static __thread struct accesslog_request thread_access;
 
-/* What an answer is counted and logged as, besides its status. */
-struct answer_note {
-	enum metrics_outcome outcome; /* ANSWER_UNCOUNTED: neither a post nor a refusal */
-	int upstream_status;
-	const char *error;       /* the reason, for the access log; NULL on success */
-	const char *answered_by; /* "legacy_endpoint": its answer relayed as it is */
-};
-
-/* a /healthz answer, a real v2 post taken: not a webhook post, not a refusal */
-#define ANSWER_UNCOUNTED OUTCOME_COUNT
-
 static long long us_since(const struct timeval *start);
 static void access_plain(size_t bytes_in, int status, const char *error);
 static void access_exchange(const struct exchange *x, int status, const struct answer_note *n);
-static void exchange_release(struct exchange *x);
+void exchange_release(struct exchange *x);
 
 /* Every answer leaves through here: sent, counted in the requests total
  * (route "" outside an exchange), written to the access log, and the
@@ -212,7 +75,7 @@ static void exchange_release(struct exchange *x);
  * is and freed.  libevent 2.1 writes a body even for HEAD (without
  * Content-Length, so the next answer on the connection would be misread):
  * a HEAD answer gets the length and no body. */
-static void answer(struct evhttp_request *req, struct exchange *x, int status, const char *phrase,
+void server_answer(struct evhttp_request *req, struct exchange *x, int status, const char *phrase,
 		   struct evbuffer *body, const struct answer_note *n)
 {
 	struct server *s = thread_server;
@@ -251,7 +114,7 @@ static void answer(struct evhttp_request *req, struct exchange *x, int status, c
 /* Close the JSON object in body and answer with it.  The reason phrase is
  * always one of ours, never client data (evhttp copies it onto the status
  * line as given). */
-static void answer_json(struct evhttp_request *req, struct exchange *x, int status,
+void server_answer_json(struct evhttp_request *req, struct exchange *x, int status,
 			struct evbuffer *body, const struct answer_note *n)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
@@ -262,33 +125,33 @@ static void answer_json(struct evhttp_request *req, struct exchange *x, int stat
 	if (status == 503 && !evhttp_find_header(h, "Retry-After"))
 		evhttp_add_header(h, "Retry-After", SERVER_RETRY_AFTER);
 	evbuffer_add(body, "}\n", 2);
-	answer(req, x, status, status_phrase(status), body, n);
+	server_answer(req, x, status, status_phrase(status), body, n);
 }
 
 /* Start an error body {"error":code,"message":msg; callers add fields. */
-static struct evbuffer *error_body(const char *code, const char *message)
+struct evbuffer *server_error_body(const char *code, const char *message)
 {
 	struct evbuffer *b = evbuffer_new();
 
 	evbuffer_add_printf(b, "{\"error\":\"%s\",\"message\":", code);
-	add_json_str(b, message, strlen(message));
+	server_json_str(b, message, strlen(message));
 	return b;
 }
 
 /* A refusal outside the webhook exchange (health, 404, 405, the v2 path
  * ...), counted under route "" as outcome. */
-static void send_error(struct evhttp_request *req, int status, enum metrics_outcome outcome,
-		       const char *code, const char *message)
+void server_refuse(struct evhttp_request *req, int status, enum metrics_outcome outcome,
+		   const char *code, const char *message)
 {
 	struct answer_note n = { .outcome = outcome, .error = message };
 
-	answer_json(req, NULL, status, error_body(code, message), &n);
+	server_answer_json(req, NULL, status, server_error_body(code, message), &n);
 }
 
 /* RFC 9110 section 11.6.1: a 401 carries a challenge; without one,
  * challenge-driven clients (curl --anyauth, Python's HTTPBasicAuthHandler)
  * never send the credential they hold.  Only Basic has a scheme to name. */
-static void auth_challenge(struct evhttp_request *req, const struct access_auth *a)
+void server_auth_challenge(struct evhttp_request *req, const struct access_auth *a)
 {
 	if (a->basic_user)
 		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
@@ -431,7 +294,7 @@ static void drain_check(struct server *s);
 /* Free the exchange once the sender has its answer and no upstream request
  * of it is outstanding (in dual mode the v2 delivery may end after the
  * legacy answer). */
-static void exchange_release(struct exchange *x)
+void exchange_release(struct exchange *x)
 {
 	struct server *s = x->srv;
 
@@ -448,7 +311,7 @@ static void exchange_release(struct exchange *x)
 }
 
 /* Put x on the pending list before its first upstream request. */
-static void exchange_track(struct exchange *x)
+void exchange_track(struct exchange *x)
 {
 	struct server *s = x->srv;
 
@@ -463,20 +326,20 @@ static void exchange_track(struct exchange *x)
 
 /* The one way a webhook post is answered: body is an open JSON object
  * (consumed), `error` the human reason for the log (NULL on success). */
-static void exchange_answer(struct exchange *x, int status, enum metrics_outcome outcome,
-			    struct evbuffer *body, int upstream_status, const char *error)
+void exchange_answer(struct exchange *x, int status, enum metrics_outcome outcome,
+		     struct evbuffer *body, int upstream_status, const char *error)
 {
 	struct answer_note n = { .outcome = outcome,
 				 .upstream_status = upstream_status,
 				 .error = error };
 
 	if (x->route)
-		add_field(body, "route", x->route->name);
+		server_json_field(body, "route", x->route->name);
 	if (x->delivery_id[0])
-		add_field(body, "delivery_id", x->delivery_id);
+		server_json_field(body, "delivery_id", x->delivery_id);
 	if (status >= 400)
-		add_field(body, "participation_id", x->participation_id);
-	answer_json(x->req, x, status, body, &n);
+		server_json_field(body, "participation_id", x->participation_id);
+	server_answer_json(x->req, x, status, body, &n);
 }
 
 /* The access line of an exchange's answer.  Refusals a sender can repeat
@@ -511,10 +374,10 @@ static void access_exchange(const struct exchange *x, int status, const struct a
 	accesslog_write(&thread_access, &e, status >= 500 ? LOG_WARN : LOG_INFO);
 }
 
-static void exchange_fail(struct exchange *x, int status, enum metrics_outcome outcome,
-			  const char *code, const char *message)
+void exchange_fail(struct exchange *x, int status, enum metrics_outcome outcome, const char *code,
+		   const char *message)
 {
-	exchange_answer(x, status, outcome, error_body(code, message), 0, message);
+	exchange_answer(x, status, outcome, server_error_body(code, message), 0, message);
 }
 
 /* ---- request checks ----------------------------------------------------- */
@@ -555,611 +418,20 @@ static const char *framing_problem(struct evhttp_request *req)
 
 /* ---- delivery ----------------------------------------------------------- */
 
-static void unmapped_json(struct evbuffer *b, const struct mapping_result *m)
+void server_unmapped_json(struct evbuffer *b, const struct mapping_result *m)
 {
 	evbuffer_add(b, "[", 1);
 	for (size_t i = 0; i < m->n_unmapped; i++) {
 		if (i)
 			evbuffer_add(b, ",", 1);
-		add_json_str(b, m->unmapped[i], strlen(m->unmapped[i]));
+		server_json_str(b, m->unmapped[i], strlen(m->unmapped[i]));
 	}
 	evbuffer_add(b, "]", 1);
 }
 
 
-/* How a failed exchange with an endpoint is reported: status, outcome,
- * error code and a message naming `who` ("endpoint", "legacy endpoint").
- * msg goes to the sender and says nothing of the inside (no host, port or
- * library text); detail, for the log, adds the reason. */
-static int describe_failure(const struct upstream_response *r, const char *who, int timeout_ms,
-			    enum metrics_outcome *outcome, const char **code, char *msg, size_t cap,
-			    char *detail, size_t dcap)
-{
-	int status = 502;
-
-	switch (r->outcome) {
-	case UPSTREAM_RESPONSE:
-		*outcome = OUTCOME_UPSTREAM_STATUS;
-		*code = "upstream_status";
-		snprintf(msg, cap, "%s answered %d; the participation was not delivered", who,
-			 r->status);
-		break;
-	case UPSTREAM_TIMEOUT:
-		status = 504;
-		*outcome = OUTCOME_UPSTREAM_TIMEOUT;
-		*code = "upstream_timeout";
-		snprintf(msg, cap,
-			 "%s did not answer within %d ms; it may hold the participation: "
-			 "outcome unknown; retry is safe, the delivery id is stable",
-			 who, timeout_ms);
-		break;
-	case UPSTREAM_CONNECT_FAILED:
-		*outcome = OUTCOME_UPSTREAM_UNREACHABLE;
-		*code = "upstream_unreachable";
-		snprintf(msg, cap, "cannot connect to the %s", who);
-		break;
-	case UPSTREAM_TLS_FAILED:
-		*outcome = OUTCOME_UPSTREAM_TLS;
-		*code = "upstream_tls";
-		snprintf(msg, cap, "TLS with the %s failed", who);
-		break;
-	case UPSTREAM_TOO_LARGE:
-		*outcome = OUTCOME_UPSTREAM_TOO_LARGE;
-		*code = "upstream_too_large";
-		snprintf(msg, cap, "the %s's response is too large", who);
-		break;
-	case UPSTREAM_CANCELLED:
-		status = 503;
-		*outcome = OUTCOME_SHUTTING_DOWN;
-		*code = "shutting_down";
-		snprintf(msg, cap,
-			 "the bridge is shutting down and gave up waiting for %s, which may hold "
-			 "the participation: outcome unknown; retry is safe, the delivery id is "
-			 "stable",
-			 who);
-		break;
-	case UPSTREAM_PROTOCOL_ERROR:
-	default:
-		*outcome = OUTCOME_UPSTREAM_PROTOCOL;
-		*code = "upstream_protocol";
-		snprintf(msg, cap, "the %s broke the HTTP exchange", who);
-		break;
-	}
-	if (r->reason && r->reason[0])
-		snprintf(detail, dcap, "%s: %s", msg, r->reason);
-	else
-		snprintf(detail, dcap, "%s", msg);
-	return status;
-}
-
-/* One side's outcome, for the cutover's window and the console. */
-static void cutover_note(struct exchange *x, enum cutover_side side, int ok)
-{
-	int primary = side == CUTOVER_V2 ? x->route->mode != ROUTE_DUAL || x->v2_primary
-					 : !x->v2_primary;
-
-	cutover_observe(x->srv->opt.cutover, x->route->name, side, primary, ok, clock_wall_ms());
-}
-
-static void legacy_takeover(struct exchange *x);
-
-static void upstream_done(const struct upstream_response *r, void *arg)
-{
-	struct exchange *x = arg;
-	struct evbuffer *b;
-	enum metrics_outcome outcome;
-	int status;
-	const char *code;
-	char msg[600], detail[800];
-
-	x->up = NULL;
-	if (r->retried) {
-		/* log_level = "debug": the pool's one retry on a new connection */
-		struct log_line l;
-
-		log_begin(&l, LOG_DEBUG, "retry");
-		log_str(&l, "route", x->route->name);
-		log_str(&l, "participation_id", x->participation_id);
-		log_str(&l, "delivery_id", x->delivery_id);
-		log_str(&l, "error", r->retried);
-		log_end(&l);
-	}
-	metrics_upstream_latency(x->gen->metrics, x->route_index, r->elapsed_us);
-	metrics_pool_connections(x->gen->metrics, x->route_index, x->srv->opt.worker,
-				 (long)upstream_pool_connections(x->gen->pools[x->route_index]));
-	if (r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300) {
-		outcome = OUTCOME_DELIVERED;
-		status = 200;
-		msg[0] = detail[0] = '\0';
-	} else {
-		status = describe_failure(r, "endpoint", x->route->timeout_ms, &outcome, &code, msg,
-					  sizeof(msg), detail, sizeof(detail));
-	}
-	int takeover = 0;
-
-	cutover_note(x, CUTOVER_V2, outcome == OUTCOME_DELIVERED);
-	if (x->v2_primary &&
-	    !cutover_primary_v2(x->srv->opt.cutover, x->route->name, x->participation_id, NULL)) {
-		/* the ramp went down (kill switch, rollback) while v2 had the post:
-		 * from now on v1 answers it */
-		x->v2_primary = 0;
-		takeover = 1;
-	}
-	if (x->route->mode == ROUTE_DUAL && !x->v2_primary) {
-		/* the legacy importer answers the sender; v2 is only counted */
-		struct log_line l;
-
-		metrics_dual_v2(x->gen->metrics, x->route_index, outcome);
-		log_begin(&l, outcome == OUTCOME_DELIVERED ? LOG_INFO : LOG_WARN, "dual_v2");
-		log_str(&l, "route", x->route->name);
-		log_str(&l, "participation_id", x->participation_id);
-		log_str(&l, "delivery_id", x->delivery_id);
-		if (r->outcome == UPSTREAM_RESPONSE)
-			log_int(&l, "upstream_status", r->status);
-		log_int(&l, "latency_ms", r->elapsed_ms);
-		if (detail[0])
-			log_str(&l, "error", detail);
-		log_end(&l);
-		if (takeover)
-			legacy_takeover(x);
-		else
-			exchange_release(x);
-		return;
-	}
-	if (outcome == OUTCOME_DELIVERED) {
-		b = evbuffer_new();
-		evbuffer_add_printf(b, "{\"status\":\"delivered\"");
-		add_field(b, "participation_id", x->participation_id);
-		evbuffer_add_printf(b, ",\"upstream_status\":%d", r->status);
-		exchange_answer(x, 200, OUTCOME_DELIVERED, b, r->status, NULL);
-		return;
-	}
-	b = error_body(code, msg);
-	if (r->outcome == UPSTREAM_RESPONSE)
-		evbuffer_add_printf(b, ",\"upstream_status\":%d", r->status);
-	exchange_answer(x, status, outcome, b, r->outcome == UPSTREAM_RESPONSE ? r->status : 0,
-			detail);
-}
-
-/* The legacy (v1) importer's answer is the sender's answer: relayed as it
- * is when it answered, a JSON 502/504 when it did not. */
-/* The legacy importer's answer, relayed to the sender as it is. */
-static void legacy_relay(struct exchange *x, int status, const char *content_type, const char *body,
-			 size_t body_len)
-{
-	struct evkeyvalq *h = evhttp_request_get_output_headers(x->req);
-	struct evbuffer *b = evbuffer_new();
-	struct answer_note n = { .outcome = status >= 200 && status < 300 ? OUTCOME_LEGACY_DELIVERED
-									  : OUTCOME_UPSTREAM_STATUS,
-				 .answered_by = "legacy_endpoint" };
-
-	evhttp_add_header(h, "Content-Type",
-			  content_type ? content_type : "application/octet-stream");
-	if (x->delivery_id[0])
-		evhttp_add_header(h, "X-Bridge-Delivery-Id", x->delivery_id);
-	if (body_len)
-		evbuffer_add(b, body, body_len);
-	answer(x->req, x, status, status < 300 ? "OK" : "Legacy Answer", b, &n);
-}
-
-/* The legacy (v1) importer's answer is the sender's answer: relayed as it
- * is when it answered, a JSON 502/504 when it did not.  To a copy (v2
- * primary) the answer is kept, should v1 take over. */
-static void legacy_done(const struct upstream_response *r, void *arg)
-{
-	struct exchange *x = arg;
-	enum metrics_outcome outcome;
-	const char *code;
-	char msg[600], detail[800];
-	int status;
-
-	x->legacy_up = NULL;
-	cutover_note(x, CUTOVER_V1,
-		     r->outcome == UPSTREAM_RESPONSE && r->status >= 200 && r->status < 300);
-	if (x->v2_primary) {
-		if (!x->answered && r->outcome == UPSTREAM_RESPONSE &&
-		    (x->held = calloc(1, sizeof(*x->held))) != NULL) {
-			x->held->status = r->status;
-			x->held->content_type = r->content_type ? strdup(r->content_type) : NULL;
-			x->held->body = r->body_len ? malloc(r->body_len) : NULL;
-			if (x->held->body)
-				memcpy(x->held->body, r->body, r->body_len);
-			x->held->len = x->held->body ? r->body_len : 0;
-		}
-		exchange_release(x);
-		return;
-	}
-	if (r->outcome == UPSTREAM_RESPONSE) {
-		legacy_relay(x, r->status, r->content_type, r->body, r->body_len);
-		return;
-	}
-	status = describe_failure(r, "legacy endpoint", x->route->timeout_ms, &outcome, &code, msg,
-				  sizeof(msg), detail, sizeof(detail));
-	exchange_answer(x, status, outcome, error_body(code, msg), 0, detail);
-}
-
-/* Hop-by-hop and framing headers never go upstream (evhttp copies every
- * header it is given but Proxy-Connection). */
-static int legacy_header_skipped(const char *name, const char *connection)
-{
-	static const char *const skip[] = { "Host",       "Content-Length", "Transfer-Encoding",
-					    "Connection", "Keep-Alive",     "TE",
-					    "Trailer",    "Upgrade",        "Expect",
-					    NULL };
-
-	for (const char *const *k = skip; *k; k++)
-		if (strcasecmp(name, *k) == 0)
-			return 1;
-	if (strncasecmp(name, "Proxy-", 6) == 0)
-		return 1;
-	if (connection) { /* headers the Connection header names are hop-by-hop too */
-		size_t n = strlen(name);
-
-		for (const char *p = connection; (p = strcasestr(p, name)) != NULL; p += n)
-			if ((p == connection || p[-1] == ',' || p[-1] == ' ') &&
-			    (p[n] == '\0' || p[n] == ',' || p[n] == ' '))
-				return 1;
-	}
-	return 0;
-}
-
-/* 1 for a header carrying a credential the bridge itself checked (listen.auth
- * or the route's auth): the legacy importer has its own, legacy_auth_header. */
-static int inbound_credential(const struct exchange *x, const char *name)
-{
-	const struct access_auth *a[] = { &x->gen->cfg->auth, &x->route->auth };
-
-	for (size_t i = 0; i < 2; i++) {
-		if (a[i]->basic_user && strcasecmp(name, "Authorization") == 0)
-			return 1;
-		if (a[i]->header_name && strcasecmp(name, a[i]->header_name) == 0)
-			return 1;
-	}
-	return 0;
-}
-
-/* Pass the original v1 post, byte for byte with all its end-to-end headers
- * (at most limits.max_headers: more were refused 431), without the
- * credentials meant for the bridge. */
-static int legacy_send(struct exchange *x, const char *body, size_t len)
-{
-	struct evkeyvalq *in = evhttp_request_get_input_headers(x->req);
-	const char *connection = evhttp_find_header(in, "Connection");
-	const struct bridge_route *r = x->route;
-	struct upstream_header *h;
-	size_t nh = 0, n_in = 0;
-	struct bridge_error err;
-	int rc;
-
-	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
-		n_in++;
-	h = calloc(n_in + 1, sizeof(*h));
-	if (!h) {
-		exchange_fail(x, 503, OUTCOME_INTERNAL, "out_of_memory",
-			      "the bridge is out of memory; retry later");
-		return -1;
-	}
-	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
-		if (!legacy_header_skipped(kv->key, connection) &&
-		    !inbound_credential(x, kv->key) &&
-		    !(r->legacy_auth_name && strcasecmp(kv->key, r->legacy_auth_name) == 0))
-			h[nh++] = (struct upstream_header){ kv->key, kv->value };
-	if (r->legacy_auth_name)
-		h[nh++] = (struct upstream_header){ r->legacy_auth_name, r->legacy_auth_value };
-	exchange_track(x);
-	bridge_error_clear(&err);
-	rc = upstream_post(x->gen->legacy_pools[x->route_index], h, nh, body, len,
-			   x->route->timeout_ms, legacy_done, x, &x->legacy_up, &err);
-	free(h);
-	if (rc < 0) {
-		x->legacy_up = NULL;
-		cutover_note(x, CUTOVER_V1, 0);
-		if (x->v2_primary)
-			return 0; /* a copy: v2 answers */
-		exchange_answer(
-			x, 502, OUTCOME_UPSTREAM_UNREACHABLE,
-			error_body("upstream_unreachable", "cannot connect to the legacy endpoint"),
-			0, err.message);
-		return -1;
-	}
-	return 0;
-}
-
-/* v1 answers a post v2 had (the ramp went down meanwhile): its copy's
- * answer when it came, else it is sent to v1 now. */
-static void legacy_takeover(struct exchange *x)
-{
-	struct evbuffer *in = evhttp_request_get_input_buffer(x->req);
-
-	if (x->legacy_up)
-		return; /* the copy's answer will be the sender's */
-	if (x->held) {
-		legacy_relay(x, x->held->status, x->held->content_type, x->held->body,
-			     x->held->len);
-		return;
-	}
-	legacy_send(x, (const char *)evbuffer_pullup(in, -1), x->bytes_in);
-}
-
-/* 503 queue_unavailable.  A store error may name the store's file: the
- * sender gets a message without it, the log the whole error. */
-static void queue_refuse(struct exchange *x, const char *error)
-{
-	const char *pub = strchr(error, '/') ? "the queue store cannot take the participation "
-					       "now; retry later"
-					     : error;
-
-	exchange_answer(x, 503, OUTCOME_INTERNAL, error_body("queue_unavailable", pub), 0, error);
-}
-
-/* Queued delivery: 202 once the row is on disk, 503 when it cannot be. */
-static void enqueued(int result, const struct store_receipt *rcpt, const char *error, void *arg)
-{
-	struct exchange *x = arg;
-	struct evbuffer *b;
-
-	x->qp = NULL;
-	if (result < 0) {
-		queue_refuse(x, error);
-		return;
-	}
-	b = evbuffer_new();
-	evbuffer_add_printf(b, "{\"status\":\"%s\",\"queue_id\":%lld",
-			    result == QUEUE_DUPLICATE ? "duplicate" : "queued",
-			    (long long)rcpt->id);
-	add_field(b, "participation_id", x->participation_id);
-	if (result == QUEUE_DUPLICATE)
-		snprintf(x->delivery_id, sizeof(x->delivery_id), "%.36s", rcpt->delivery_id);
-	exchange_answer(x, 202, OUTCOME_QUEUED, b, 0, NULL);
-}
-
-static void enqueue_post(struct exchange *x, const struct mapping_result *m,
-			 const struct upstream_header *h, size_t nh)
-{
-	const struct bridge_route *route = x->route;
-	const struct bridge_config *c = x->srv->cfg;
-	struct store_item it;
-	struct bridge_error err;
-
-	memset(&it, 0, sizeof(it));
-	it.route = route->name;
-	it.endpoint = route->endpoint;
-	it.ca_file = route->ca_file ? route->ca_file : c->ca_file;
-	it.timeout_ms = route->timeout_ms;
-	it.delivery_id = x->delivery_id;
-	it.participation_id = m->participation_id;
-	it.state = m->state;
-	it.body = m->body;
-	it.len = m->len;
-	it.headers = h;
-	it.n_headers = nh;
-	bridge_error_clear(&err);
-	exchange_track(x);
-	if (!x->srv->opt.queue) {
-		exchange_fail(x, 503, OUTCOME_INTERNAL, "queue_unavailable",
-			      "queued delivery is not running");
-		return;
-	}
-	if (queue_enqueue_async(x->srv->opt.queue, x->srv->base, &it, enqueued, x, &x->qp, &err) <
-	    0) {
-		x->qp = NULL;
-		queue_refuse(x, err.message);
-	}
-}
-
-static void forward(struct exchange *x, const struct mapping_result *m)
-{
-	const struct bridge_route *route = x->route;
-	struct upstream_header h[DELIVERY_HEADERS_MAX];
-	char sig[SIGN_HEADER_MAX];
-	struct bridge_error err;
-	int nh = delivery_headers(route, m->body, m->len, x->delivery_id, sig, h);
-
-	if (nh < 0) {
-		exchange_fail(x, 500, OUTCOME_INTERNAL, "internal",
-			      "could not compute the signature");
-		return;
-	}
-	if (x->traceparent[0])
-		h[nh++] = (struct upstream_header){ "traceparent", x->traceparent };
-	if (x->request_id[0])
-		h[nh++] = (struct upstream_header){ "X-Request-Id", x->request_id };
-	if (route->queued && route->mode == ROUTE_FORWARD) {
-		enqueue_post(x, m, h, (size_t)nh);
-		return;
-	}
-
-	exchange_track(x);
-	bridge_error_clear(&err);
-	if (upstream_post(x->gen->pools[x->route_index], h, (size_t)nh, m->body, m->len,
-			  route->timeout_ms, upstream_done, x, &x->up, &err) < 0) {
-		x->up = NULL;
-		cutover_note(x, CUTOVER_V2, 0);
-		if (route->mode == ROUTE_DUAL && !x->v2_primary)
-			metrics_dual_v2(x->gen->metrics, x->route_index,
-					OUTCOME_UPSTREAM_UNREACHABLE);
-		else
-			exchange_answer(x, 502, OUTCOME_UPSTREAM_UNREACHABLE,
-					error_body("upstream_unreachable",
-						   "cannot connect to the endpoint"),
-					0, err.message);
-	}
-}
-
-/* The payload it would send, on stdout, one JSON line per participation
- * (dry_run.stdout); through the log's bounded buffer, so a stdout nobody
- * reads costs lines, never the event loop. */
-static void print_dry_run(const struct exchange *x, const struct mapping_result *m)
-{
-	struct evbuffer *line;
-	char ts[32];
-
-	if (!x->gen->cfg->dry_run_stdout)
-		return;
-	line = evbuffer_new();
-	log_time_now(ts, sizeof(ts));
-	evbuffer_add_printf(line, "{\"event\":\"dry-run\",\"time\":\"%s\"", ts);
-	add_field(line, "route", x->route->name);
-	add_field(line, "delivery_id", x->delivery_id);
-	add_field(line, "participation_id", m->participation_id);
-	evbuffer_add_printf(line, ",\"unmapped\":");
-	unmapped_json(line, m);
-	evbuffer_add_printf(line, ",\"v2\":");
-	evbuffer_add(line, m->body, m->len);
-	evbuffer_add(line, "}\n", 2);
-	log_stream_write(LOG_STREAM_STDOUT, (const char *)evbuffer_pullup(line, -1),
-			 evbuffer_get_length(line));
-	evbuffer_free(line);
-}
-
-static void report_unmapped(struct exchange *x, const struct mapping_result *m)
-{
-	static const char *const policy[] = { "form", "drop", "reject" };
-	struct evbuffer *keys = evbuffer_new();
-	struct log_line l;
-
-	for (size_t i = 0; i < m->n_unmapped; i++)
-		metrics_unmapped(x->gen->metrics, x->route_index, m->unmapped[i]);
-	unmapped_json(keys, m);
-	log_begin(&l, LOG_WARN, "unmapped");
-	log_str(&l, "route", x->route->name);
-	log_str(&l, "participation_id", m->participation_id);
-	log_str(&l, "delivery_id", x->delivery_id[0] ? x->delivery_id : NULL);
-	log_str(&l, "policy", policy[m->unmapped_policy]);
-	log_raw(&l, "keys", (const char *)evbuffer_pullup(keys, -1), evbuffer_get_length(keys));
-	log_end(&l);
-	evbuffer_free(keys);
-}
-
-/* ---- dry-run report ------------------------------------------------------ */
-
-static void report_head(struct evbuffer *line, const struct exchange *x)
-{
-	char ts[32];
-
-	log_time_now(ts, sizeof(ts));
-	evbuffer_add_printf(line, "{\"time\":\"%s\"", ts);
-	/* several bridges: which one wrote the line */
-	add_field(line, "instance", x->gen->cfg->queue.shared.instance);
-	add_field(line, "route", x->route->name);
-	add_field(line, "mode", route_mode_name(x->route->mode));
-}
-
-static void report_emit(const struct exchange *x, struct evbuffer *line)
-{
-	evbuffer_add(line, "}\n", 2);
-	if (x->srv->opt.report)
-		jsonl_write(x->srv->opt.report, (const char *)evbuffer_pullup(line, -1),
-			    evbuffer_get_length(line));
-	evbuffer_free(line);
-}
-
-/* The provenance of every v2 value: [{"path","rule","from","what"}], rule
- * files named relative to the config's folder (config_path), as the sender
- * and the metrics see them: the report feeds /dry-run/summary. */
-static void provenance_json(struct evbuffer *out, const struct mapping_result *m,
-			    const char *config_path)
-{
-	char rule[600];
-
-	evbuffer_add(out, "[", 1);
-	for (size_t i = 0; i < m->n_trace; i++) {
-		const struct mapping_trace *t = &m->trace[i];
-
-		evbuffer_add_printf(out, "%s{\"path\":", i ? "," : "");
-		add_json_str(out, t->path, strlen(t->path));
-		snprintf(rule, sizeof(rule), "%s:%d",
-			 t->file ? cfg_relative_path(config_path, t->file) : "", t->line);
-		add_field(out, "rule", rule);
-		add_field(out, "from", t->from_key);
-		add_field(out, "what", t->what);
-		evbuffer_add(out, "}", 1);
-	}
-	evbuffer_add(out, "]", 1);
-}
-
-/* A dry-run (or dual) translation: in dry-run offered to the shadow store (when a real v2 of
- * the same participation already waits there, the comparison is made now)
- * and written to the report with its provenance. */
-static void count_comparison(struct metrics *m, const char *route, const struct shadow_result *r)
-{
-	metrics_shadow_compared(m, route,
-				r->status == SHADOW_IDENTICAL   ? SHADOW_RESULT_IDENTICAL
-				: r->status == SHADOW_DIFFERENT ? SHADOW_RESULT_DIFFERENT
-								: SHADOW_RESULT_NOT_COMPARED);
-}
-
-static void dry_run_record(struct exchange *x, const struct mapping_result *m)
-{
-	struct server *s = x->srv;
-	struct evbuffer *prov = evbuffer_new();
-	struct shadow_result res;
-	char *comparison = NULL;
-	int matched = 0;
-
-	provenance_json(prov, m, x->gen->cfg->path);
-	evbuffer_add(prov, "", 1); /* NUL for the shadow store */
-	memset(&res, 0, sizeof(res));
-	if (s->opt.shadow && m->participation_id && x->route->mode == ROUTE_DRY_RUN) {
-		struct bridge_error err;
-
-		bridge_error_clear(&err);
-		matched = shadow_offer(s->opt.shadow, SHADOW_TRANSLATED, x->route->name,
-				       m->participation_id, m->state ? m->state : "", m->body,
-				       m->len, (const char *)evbuffer_pullup(prov, -1),
-				       clock_mono_ms(), &res, &err);
-		if (matched < 0) {
-			struct log_line l;
-
-			log_begin(&l, LOG_WARN, "shadow_refused");
-			log_str(&l, "route", x->route->name);
-			log_str(&l, "message", err.message);
-			log_end(&l);
-		} else if (matched == 1) {
-			count_comparison(x->gen->metrics, x->route->name, &res);
-			comparison = shadow_result_json(&res);
-		}
-		shadow_result_clear(&res);
-	}
-	if (s->opt.report) {
-		struct evbuffer *line = evbuffer_new();
-
-		report_head(line, x);
-		add_field(line, "delivery_id", x->delivery_id);
-		add_field(line, "participation_id", m->participation_id);
-		add_field(line, "state", m->state);
-		evbuffer_add_printf(line, ",\"v2\":");
-		evbuffer_add(line, m->body, m->len);
-		evbuffer_add_printf(line, ",\"provenance\":");
-		evbuffer_add(line, evbuffer_pullup(prov, -1), evbuffer_get_length(prov) - 1);
-		evbuffer_add_printf(line, ",\"unmapped\":");
-		unmapped_json(line, m);
-		if (comparison)
-			evbuffer_add_printf(line, ",\"comparison\":%s", comparison);
-		report_emit(x, line);
-	}
-	free(comparison);
-	evbuffer_free(prov);
-}
-
-static void report_failure(const struct exchange *x, const struct bridge_error *err,
-			   const char *rule)
-{
-	struct evbuffer *line = evbuffer_new();
-
-	report_head(line, x);
-	evbuffer_add_printf(line, ",\"error\":{\"message\":");
-	add_json_str(line, err->message, strlen(err->message));
-	if (rule[0])
-		add_field(line, "rule", rule);
-	if (err->key[0])
-		add_field(line, "key", err->key);
-	evbuffer_add(line, "}", 1);
-	report_emit(x, line);
-}
-
-/* A capture that cannot be written is logged (rate-limited), never fatal. */ static void
-server_log_capture_failure(struct server *s, const struct bridge_error *err)
+/* A capture that cannot be written is logged (rate-limited), never fatal. */
+void server_log_capture_failure(struct server *s, const struct bridge_error *err)
 {
 	struct log_line l;
 	unsigned long suppressed = 0;
@@ -1186,175 +458,6 @@ static void record_post(struct exchange *x, const char *content_type, const char
 	if (recorder_write(x->srv->opt.recorder, content_type, &x->start, h, n, body, len, &err) <
 	    0)
 		server_log_capture_failure(x->srv, &err);
-}
-
-/* ---- real v2 posts (dry_run.v2_path) ------------------------------------- */
-
-
-/* The fields the correlation needs from a real v2 document. */
-struct real_v2 {
-	char id[160], state[80], website[32], campaign[32];
-	int has_website, has_campaign;
-};
-
-static void tree_text(yajl_val root, const char **path, char *out, size_t cap, int *found)
-{
-	yajl_val v = yajl_tree_get(root, path, yajl_t_any);
-	const char *t = NULL;
-	char canon[32];
-	struct bridge_error err;
-
-	out[0] = '\0';
-	if (!v)
-		return;
-	if (YAJL_IS_STRING(v))
-		t = YAJL_GET_STRING(v);
-	else if (YAJL_IS_NUMBER(v))
-		t = YAJL_GET_NUMBER(v);
-	if (!t)
-		return;
-	if (found) { /* an id to route on: canonical integer text */
-		if (convert_integer(t, strlen(t), canon, sizeof(canon), &err) < 0)
-			return;
-		t = canon;
-		*found = 1;
-	}
-	snprintf(out, cap, "%s", t);
-}
-
-static void handle_real_v2(struct server *s, struct evhttp_request *req)
-{
-	static const char *id_path[] = { "id", NULL }, *state_path[] = { "state", NULL };
-	static const char *cid_path[] = { "campaign", "id", NULL };
-	static const char *wid_path[] = { "campaign", "channel", "website", "id", NULL };
-	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-	struct evbuffer *buf = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(buf);
-	const struct bridge_route *route;
-	struct real_v2 r;
-	struct shadow_result res;
-	struct bridge_error err;
-	struct evbuffer *b;
-	const char *sig;
-	char *text, ebuf[256], msg[600];
-	yajl_val root = NULL;
-	int matched;
-
-	if (!access_auth_check(&s->cfg->auth, req)) {
-		auth_challenge(req, &s->cfg->auth);
-		send_error(req, 401, OUTCOME_UNAUTHORIZED, "unauthorized",
-			   "authentication required");
-		return;
-	}
-	if (v1_encoding_of(evhttp_find_header(in, "Content-Type")) != V1_ENC_JSON) {
-		send_error(req, 415, OUTCOME_INVALID_INPUT, "unsupported_media_type",
-			   "a v2 post is application/json");
-		return;
-	}
-	if (len > s->cfg->max_body) {
-		send_error(req, 413, OUTCOME_INVALID_INPUT, "body_too_large",
-			   "the v2 post is over limits.max_body");
-		return;
-	}
-	text = malloc(len + 1);
-	if (!text) {
-		send_error(req, 503, OUTCOME_INTERNAL, "out_of_memory",
-			   "the bridge is out of memory; retry later");
-		return;
-	}
-	evbuffer_copyout(buf, text, len);
-	text[len] = '\0';
-	if (memchr(text, '\0', len) || v1_json_depth(text, len) > 32 ||
-	    !(root = yajl_tree_parse(text, ebuf, sizeof(ebuf))) || !YAJL_IS_OBJECT(root)) {
-		if (root && !YAJL_IS_OBJECT(root))
-			yajl_tree_free(root);
-		free(text);
-		send_error(req, 400, OUTCOME_INVALID_INPUT, "invalid_json",
-			   "the v2 post is not one JSON object");
-		return;
-	}
-	memset(&r, 0, sizeof(r));
-	tree_text(root, id_path, r.id, sizeof(r.id), NULL);
-	tree_text(root, state_path, r.state, sizeof(r.state), NULL);
-	tree_text(root, cid_path, r.campaign, sizeof(r.campaign), &r.has_campaign);
-	tree_text(root, wid_path, r.website, sizeof(r.website), &r.has_website);
-	yajl_tree_free(root);
-	if (!r.id[0]) {
-		free(text);
-		send_error(req, 422, OUTCOME_INVALID_INPUT, "missing_id",
-			   "the v2 post has no participation id");
-		return;
-	}
-	route = translate_route_for(s->cfg, r.has_website ? r.website : NULL,
-				    r.has_campaign ? r.campaign : NULL);
-	if (!route || route->mode != ROUTE_DRY_RUN) {
-		free(text);
-		snprintf(msg, sizeof(msg),
-			 "no dry-run route takes website_id %s and campaign_id %s",
-			 r.has_website ? r.website : "(absent)",
-			 r.has_campaign ? r.campaign : "(absent)");
-		send_error(req, 422, OUTCOME_NO_ROUTE, "no_route", msg);
-		return;
-	}
-	/* Qualifio signs real v2 posts: verify with the route's secrets (a
-	 * rotation may have either one in force) */
-	sig = evhttp_find_header(in, route->signature_header);
-	if (!route->n_secrets || !sig ||
-	    sign_verify((const char *const *)route->secrets, route->secret_lens, route->n_secrets,
-			text, len, route->signature_encoding, sig, strlen(sig)) < 0) {
-		free(text);
-		send_error(req, 401, OUTCOME_UNAUTHORIZED, "bad_signature",
-			   "the v2 post's signature does not verify");
-		return;
-	}
-	if (s->opt.v2_record) {
-		/* Captured once verified, for `learn`; a failed write never fails
-		 * the post. */
-		bridge_error_clear(&err);
-		if (v2record_write(s->opt.v2_record, text, len, &err) < 0)
-			server_log_capture_failure(s, &err);
-	}
-	memset(&res, 0, sizeof(res));
-	bridge_error_clear(&err);
-	matched = shadow_offer(s->opt.shadow, SHADOW_REAL, route->name, r.id, r.state, text, len,
-			       NULL, clock_mono_ms(), &res, &err);
-	free(text);
-	if (matched < 0) {
-		send_error(req, 422, OUTCOME_INVALID_INPUT, "shadow_refused", err.message);
-		return;
-	}
-	if (matched)
-		count_comparison(s->gen->metrics, route->name, &res);
-	b = evbuffer_new();
-	evbuffer_add_printf(b, "{\"status\":\"%s\"", matched ? "compared" : "waiting");
-	add_field(b, "route", route->name);
-	add_field(b, "participation_id", r.id);
-	if (matched) {
-		char *cmp = shadow_result_json(&res);
-
-		if (cmp) {
-			evbuffer_add_printf(b, ",\"comparison\":%s", cmp);
-			if (s->opt.report) {
-				struct evbuffer *line = evbuffer_new();
-				char ts[32];
-
-				log_time_now(ts, sizeof(ts));
-				evbuffer_add_printf(line, "{\"event\":\"compared\",\"time\":\"%s\"",
-						    ts);
-				add_field(line, "instance", s->cfg->queue.shared.instance);
-				add_field(line, "route", route->name);
-				add_field(line, "participation_id", r.id);
-				add_field(line, "state", r.state);
-				evbuffer_add_printf(line, ",\"comparison\":%s}\n", cmp);
-				jsonl_write(s->opt.report, (const char *)evbuffer_pullup(line, -1),
-					    evbuffer_get_length(line));
-				evbuffer_free(line);
-			}
-			free(cmp);
-		}
-		shadow_result_clear(&res);
-	}
-	answer_json(req, NULL, 200, b, &(struct answer_note){ .outcome = ANSWER_UNCOUNTED });
 }
 
 /* log_level = "debug": why a post took its route. */
@@ -1456,73 +559,75 @@ static int looks_like_json(const char *body, size_t n)
 	return i < n && body[i] == '{';
 }
 
-static void handle_webhook(struct server *s, struct evhttp_request *req)
+/* A new exchange for req; NULL when out of memory (req answered 503). */
+static struct exchange *exchange_new(struct server *s, struct evhttp_request *req)
 {
-	const struct bridge_config *c = s->cfg;
-	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-	struct evbuffer *body_buf = evhttp_request_get_input_buffer(req);
-	struct exchange *x;
-	const char *website, *campaign, *body;
-	enum v1_encoding kind;
-	struct v1_limits lim;
-	struct v1_doc *doc = NULL;
-	struct bridge_error err;
-	struct mapping_result m;
-	struct translate_ids ids;
-	char msg[700];
-	int rc, legacy, trace;
+	struct exchange *x = calloc(1, sizeof(*x));
 
-	x = calloc(1, sizeof(*x));
 	if (!x) {
-		send_error(req, 503, OUTCOME_INTERNAL, "out_of_memory",
-			   "the bridge is out of memory; retry later");
-		return;
+		server_refuse(req, 503, OUTCOME_INTERNAL, "out_of_memory",
+			      "the bridge is out of memory; retry later");
+		return NULL;
 	}
 	x->srv = s;
 	x->gen = s->gen;
 	x->req = req;
 	x->route_index = -1;
-	x->bytes_in = evbuffer_get_length(body_buf);
+	x->bytes_in = evbuffer_get_length(evhttp_request_get_input_buffer(req));
 	gettimeofday(&x->start, NULL);
-	trace_context(x, in);
+	trace_context(x, evhttp_request_get_input_headers(req));
+	return x;
+}
 
-	{
-		size_t n_headers = 0;
+/* The checks before the body is read: header count, listen.auth,
+ * Content-Type (its parser into *kind), encodings, size.  -1 when x was
+ * answered. */
+static int webhook_refused(struct exchange *x, struct evkeyvalq *in, enum v1_encoding *kind)
+{
+	const struct bridge_config *c = x->gen->cfg;
+	size_t n_headers = 0;
+	char msg[200];
 
-		for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
-			n_headers++;
-		if (n_headers > c->max_headers) {
-			snprintf(msg, sizeof(msg), "%zu header lines, over the limit of %zu",
-				 n_headers, c->max_headers);
-			exchange_fail(x, 431, OUTCOME_INVALID_INPUT, "too_many_headers", msg);
-			return;
-		}
+	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
+		n_headers++;
+	if (n_headers > c->max_headers) {
+		snprintf(msg, sizeof(msg), "%zu header lines, over the limit of %zu", n_headers,
+			 c->max_headers);
+		exchange_fail(x, 431, OUTCOME_INVALID_INPUT, "too_many_headers", msg);
+		return -1;
 	}
-	if (!access_auth_check(&c->auth, req)) {
-		auth_challenge(req, &c->auth);
+	if (!access_auth_check(&c->auth, x->req)) {
+		server_auth_challenge(x->req, &c->auth);
 		exchange_fail(x, 401, OUTCOME_UNAUTHORIZED, "unauthorized",
 			      "authentication required");
-		return;
+		return -1;
 	}
-	kind = v1_encoding_of(evhttp_find_header(in, "Content-Type"));
-	if (kind == V1_ENC_OTHER) {
+	*kind = v1_encoding_of(evhttp_find_header(in, "Content-Type"));
+	if (*kind == V1_ENC_OTHER) {
 		exchange_fail(x, 415, OUTCOME_INVALID_INPUT, "unsupported_media_type",
 			      "Content-Type must be application/json or "
 			      "application/x-www-form-urlencoded");
-		return;
+		return -1;
 	}
 	if (body_encoding_refused(x, in) < 0)
-		return;
+		return -1;
 	if (x->bytes_in > c->max_body) {
 		snprintf(msg, sizeof(msg), "body of %zu bytes is over the limit of %zu bytes",
 			 x->bytes_in, c->max_body);
 		exchange_fail(x, 413, OUTCOME_INVALID_INPUT, "body_too_large", msg);
-		return;
+		return -1;
 	}
-	body = (const char *)evbuffer_pullup(body_buf, -1);
-	if (s->opt.recorder)
-		record_post(x, evhttp_find_header(in, "Content-Type"), body ? body : "",
-			    x->bytes_in);
+	return 0;
+}
+
+/* The body parsed as kind says into *doc; -1 when x was answered. */
+static int webhook_parse(struct exchange *x, enum v1_encoding kind, const char *body,
+			 struct v1_doc **doc)
+{
+	struct v1_limits lim;
+	struct bridge_error err;
+	struct evbuffer *b;
+
 	if (kind == V1_ENC_FORM && body && looks_like_json(body, x->bytes_in)) {
 		/* curl --data without -H sends JSON as a form: say so, not that a
 		 * required key is absent */
@@ -1530,134 +635,173 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 			      "the body looks like JSON but Content-Type says "
 			      "application/x-www-form-urlencoded; send Content-Type: "
 			      "application/json");
-		return;
+		return -1;
 	}
-	translate_limits(c, &lim);
-	if (translate_parse(kind, body, x->bytes_in, &lim, &doc, &err) < 0) {
-		struct evbuffer *b = error_body(
-			kind == V1_ENC_JSON ? "invalid_json" : "invalid_form", err.message);
+	translate_limits(x->gen->cfg, &lim);
+	if (translate_parse(kind, body, x->bytes_in, &lim, doc, &err) == 0)
+		return 0;
+	b = server_error_body(kind == V1_ENC_JSON ? "invalid_json" : "invalid_form", err.message);
+	if (err.offset >= 0)
+		evbuffer_add_printf(b, ",\"offset\":%ld", err.offset);
+	exchange_answer(x, 400, OUTCOME_INVALID_INPUT, b, 0, err.message);
+	return -1;
+}
 
-		if (err.offset >= 0)
-			evbuffer_add_printf(b, ",\"offset\":%ld", err.offset);
-		exchange_answer(x, 400, OUTCOME_INVALID_INPUT, b, 0, err.message);
-		return;
-	}
+/* x->route for doc, and the route's own authentication; -1 when x was
+ * answered (no route, or the sender may not post to it) and doc freed. */
+static int webhook_route(struct exchange *x, struct v1_doc *doc)
+{
+	const struct bridge_config *c = x->gen->cfg;
+	struct translate_ids ids;
+	struct evbuffer *b;
+	char msg[200];
 
 	x->route = translate_route(c, doc, &ids);
-	website = ids.website;
-	campaign = ids.campaign;
 	if (!x->route) {
-		struct evbuffer *b;
-
 		translate_no_route(&ids, msg, sizeof(msg));
 		if (c->unrouted_accept) {
 			b = evbuffer_new();
 			evbuffer_add_printf(b, "{\"status\":\"dropped\",\"message\":");
-			add_json_str(b, msg, strlen(msg));
+			server_json_str(b, msg, strlen(msg));
 		} else {
-			b = error_body("no_route", msg);
+			b = server_error_body("no_route", msg);
 		}
-		add_field(b, "website_id", website);
-		add_field(b, "campaign_id", campaign);
+		server_json_field(b, "website_id", ids.website);
+		server_json_field(b, "campaign_id", ids.campaign);
 		v1_doc_free(doc);
 		exchange_answer(x, c->unrouted_accept ? 202 : 422,
 				c->unrouted_accept ? OUTCOME_DROPPED : OUTCOME_NO_ROUTE, b, 0, msg);
-		return;
+		return -1;
 	}
 	x->route_index = x->route - c->routes;
-	log_routing(x, website, campaign);
-	if (!access_auth_check(&x->route->auth, req)) {
+	log_routing(x, ids.website, ids.campaign);
+	if (!access_auth_check(&x->route->auth, x->req)) {
 		v1_doc_free(doc);
-		auth_challenge(req, &x->route->auth);
+		server_auth_challenge(x->req, &x->route->auth);
 		x->route = NULL; /* say nothing about the route to an unauthenticated sender */
 		x->route_index = -1;
 		exchange_fail(x, 401, OUTCOME_UNAUTHORIZED, "unauthorized",
 			      "authentication required");
+		return -1;
+	}
+	return 0;
+}
+
+/* The route's rules refused the post: counted, reported, and answered 422,
+ * or the post passed on to the legacy importer, which stays authoritative. */
+static void webhook_mapping_failed(struct exchange *x, const struct bridge_error *err, int trace,
+				   const char *body)
+{
+	char rule[600] = "", rule_full[600] = "";
+	struct evbuffer *b;
+
+	/* the sender and the metrics see the file relative to the config's
+	 * folder, the log the whole path */
+	if (err->file) {
+		snprintf(rule, sizeof(rule), "%s:%d",
+			 cfg_relative_path(x->gen->cfg->path, err->file), err->line);
+		snprintf(rule_full, sizeof(rule_full), "%s:%d", err->file, err->line);
+	}
+	metrics_mapping_error(x->gen->metrics, x->route_index, rule);
+	if (trace && x->srv->opt.report)
+		server_report_failure(x, err, rule);
+	if (x->route->legacy_endpoint) {
+		/* the translation failure is logged, counted and reported */
+		struct log_line l;
+
+		log_begin(&l, LOG_WARN, "mapping_failed");
+		log_str(&l, "route", x->route->name);
+		log_str(&l, "rule", rule_full[0] ? rule_full : NULL);
+		log_str(&l, "key", err->key[0] ? err->key : NULL);
+		log_str(&l, "message", err->message);
+		log_end(&l);
+		server_legacy_send(x, body, x->bytes_in);
 		return;
 	}
+	b = server_error_body("mapping_failed", err->message);
+	x->fail_rule = rule_full[0] ? strdup(rule_full) : NULL;
+	x->fail_key = err->key[0] ? strdup(err->key) : NULL;
+	if (rule[0])
+		server_json_field(b, "rule", rule);
+	if (err->key[0])
+		server_json_field(b, "key", err->key);
+	exchange_answer(x, 422, OUTCOME_MAPPING_FAILED, b, 0, err->message);
+}
 
-	legacy = x->route->legacy_endpoint != NULL;
-	trace = (s->opt.report || s->opt.shadow) && x->route->mode != ROUTE_FORWARD;
-	rc = translate_map(x->route->mapping, x->route->name, doc, trace ? MAPPING_TRACE : 0, &m,
-			   x->delivery_id, &err);
-	v1_doc_free(doc);
-	if (rc < 0) {
-		char rule[600] = "", rule_full[600] = "";
-
-		/* the sender and the metrics see the file relative to the config's
-		 * folder, the log the whole path */
-		if (err.file) {
-			snprintf(rule, sizeof(rule), "%s:%d",
-				 cfg_relative_path(x->gen->cfg->path, err.file), err.line);
-			snprintf(rule_full, sizeof(rule_full), "%s:%d", err.file, err.line);
-		}
-		metrics_mapping_error(x->gen->metrics, x->route_index, rule);
-		if (trace && s->opt.report)
-			report_failure(x, &err, rule);
-		if (legacy) {
-			/* the legacy importer stays authoritative: the post goes on to it
-			 * and the translation failure is logged, counted and reported */
-			struct log_line l;
-
-			log_begin(&l, LOG_WARN, "mapping_failed");
-			log_str(&l, "route", x->route->name);
-			log_str(&l, "rule", rule_full[0] ? rule_full : NULL);
-			log_str(&l, "key", err.key[0] ? err.key : NULL);
-			log_str(&l, "message", err.message);
-			log_end(&l);
-			legacy_send(x, body, x->bytes_in);
-			return;
-		}
-		struct evbuffer *b = error_body("mapping_failed", err.message);
-
-		x->fail_rule = rule_full[0] ? strdup(rule_full) : NULL;
-		x->fail_key = err.key[0] ? strdup(err.key) : NULL;
-		if (rule[0])
-			add_field(b, "rule", rule);
-		if (err.key[0])
-			add_field(b, "key", err.key);
-		exchange_answer(x, 422, OUTCOME_MAPPING_FAILED, b, 0, err.message);
-		return;
-	}
-	x->participation_id = m.participation_id ? strdup(m.participation_id) : NULL;
-	x->bytes_out = m.len;
-	if (m.n_unmapped)
-		report_unmapped(x, &m);
-	if (trace)
-		dry_run_record(x, &m);
+/* The translated post m on its way, as the route's mode says. */
+static void webhook_send(struct exchange *x, const struct mapping_result *m, const char *body)
+{
+	int legacy = x->route->legacy_endpoint != NULL;
+	struct evbuffer *b;
 
 	switch (x->route->mode) {
-	case ROUTE_FORWARD: forward(x, &m); break;
+	case ROUTE_FORWARD: server_forward(x, m); break;
 	case ROUTE_DUAL: {
 		/* both importers at once (unless copy = false); the cutover says
 		 * which one answers the sender */
 		int copy = 1;
 
-		x->v2_primary = cutover_primary_v2(s->opt.cutover, x->route->name,
-						   m.participation_id, &copy);
-		if (x->v2_primary ? !copy || legacy_send(x, body, x->bytes_in) == 0
-				  : legacy_send(x, body, x->bytes_in) == 0 && copy)
-			forward(x, &m);
+		x->v2_primary = cutover_primary_v2(x->srv->opt.cutover, x->route->name,
+						   m->participation_id, &copy);
+		if (x->v2_primary ? !copy || server_legacy_send(x, body, x->bytes_in) == 0
+				  : server_legacy_send(x, body, x->bytes_in) == 0 && copy)
+			server_forward(x, m);
 		break;
 	}
 	case ROUTE_DRY_RUN:
 	default:
-		print_dry_run(x, &m);
+		server_dry_run_print(x, m);
 		if (legacy) {
-			legacy_send(x, body, x->bytes_in);
-		} else {
-			struct evbuffer *b = evbuffer_new();
-
-			evbuffer_add_printf(b, "{\"status\":\"dry-run\"");
-			add_field(b, "participation_id", m.participation_id);
-			evbuffer_add_printf(b, ",\"unmapped\":");
-			unmapped_json(b, &m);
-			evbuffer_add_printf(b, ",\"v2\":");
-			evbuffer_add(b, m.body, m.len);
-			exchange_answer(x, 200, OUTCOME_DRY_RUN, b, 0, NULL);
+			server_legacy_send(x, body, x->bytes_in);
+			break;
 		}
+		b = evbuffer_new();
+		evbuffer_add_printf(b, "{\"status\":\"dry-run\"");
+		server_json_field(b, "participation_id", m->participation_id);
+		evbuffer_add_printf(b, ",\"unmapped\":");
+		server_unmapped_json(b, m);
+		evbuffer_add_printf(b, ",\"v2\":");
+		evbuffer_add(b, m->body, m->len);
+		exchange_answer(x, 200, OUTCOME_DRY_RUN, b, 0, NULL);
 		break;
 	}
+}
+
+/* A v1 post: checked, parsed, routed, translated, and sent on its way. */
+static void handle_webhook(struct server *s, struct evhttp_request *req)
+{
+	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	struct exchange *x = exchange_new(s, req);
+	struct v1_doc *doc = NULL;
+	struct bridge_error err;
+	struct mapping_result m;
+	enum v1_encoding kind;
+	const char *body;
+	int rc, trace;
+
+	if (!x || webhook_refused(x, in, &kind) < 0)
+		return;
+	body = (const char *)evbuffer_pullup(evhttp_request_get_input_buffer(req), -1);
+	if (s->opt.recorder)
+		record_post(x, evhttp_find_header(in, "Content-Type"), body ? body : "",
+			    x->bytes_in);
+	if (webhook_parse(x, kind, body, &doc) < 0 || webhook_route(x, doc) < 0)
+		return;
+	trace = (s->opt.report || s->opt.shadow) && x->route->mode != ROUTE_FORWARD;
+	rc = translate_map(x->route->mapping, x->route->name, doc, trace ? MAPPING_TRACE : 0, &m,
+			   x->delivery_id, &err);
+	v1_doc_free(doc);
+	if (rc < 0) {
+		webhook_mapping_failed(x, &err, trace, body);
+		return;
+	}
+	x->participation_id = m.participation_id ? strdup(m.participation_id) : NULL;
+	x->bytes_out = m.len;
+	if (m.n_unmapped)
+		server_report_unmapped(x, &m);
+	if (trace)
+		server_dry_run_record(x, &m);
+	webhook_send(x, &m, body);
 	mapping_result_clear(&m);
 }
 
@@ -1690,7 +834,7 @@ static void handle_healthz(struct server *s, struct evhttp_request *req)
 
 	(void)s;
 	evbuffer_add_printf(b, "{\"status\":\"ok\"");
-	answer_json(req, NULL, 200, b, &(struct answer_note){ .outcome = ANSWER_UNCOUNTED });
+	server_answer_json(req, NULL, 200, b, &(struct answer_note){ .outcome = ANSWER_UNCOUNTED });
 }
 
 static const char *healthz_path(const struct server *s)
@@ -1723,7 +867,7 @@ static const struct endpoint {
 	{ healthz_path, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "use GET", 1,
 	  handle_healthz },
 	{ real_v2_path, EVHTTP_REQ_POST, "POST", "the v2 path accepts POST only", 0,
-	  handle_real_v2 },
+	  server_real_v2 },
 	{ webhook_path, EVHTTP_REQ_POST, "POST", "the webhook path accepts POST only", 0,
 	  handle_webhook },
 };
@@ -1754,8 +898,8 @@ static int framing_refused(struct evhttp_request *req)
 	req->major = 1;
 	req->minor = 1;
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-	send_error(req, version ? 505 : 400, OUTCOME_INVALID_INPUT,
-		   version ? "http_version" : "bad_framing", problem);
+	server_refuse(req, version ? 505 : 400, OUTCOME_INVALID_INPUT,
+		      version ? "http_version" : "bad_framing", problem);
 	return 1;
 }
 
@@ -1772,8 +916,8 @@ static int source_refused(struct server *s, struct evhttp_request *req)
 		evhttp_connection_get_peer(evcon, &peer, &peer_port);
 	if (access_list_allows(&s->cfg->allow, peer))
 		return 0;
-	send_error(req, 403, OUTCOME_FORBIDDEN, "forbidden",
-		   "this source address may not post here");
+	server_refuse(req, 403, OUTCOME_FORBIDDEN, "forbidden",
+		      "this source address may not post here");
 	return 1;
 }
 
@@ -1794,17 +938,17 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		return;
 	if (s->draining) {
 		evhttp_add_header(out, "Connection", "close");
-		send_error(req, 503, OUTCOME_SHUTTING_DOWN, "shutting_down",
-			   "the bridge is shutting down; retry later");
+		server_refuse(req, 503, OUTCOME_SHUTTING_DOWN, "shutting_down",
+			      "the bridge is shutting down; retry later");
 		return;
 	}
 	if (!e) {
-		send_error(req, 404, OUTCOME_INVALID_INPUT, "not_found", "no such path");
+		server_refuse(req, 404, OUTCOME_INVALID_INPUT, "not_found", "no such path");
 		return;
 	}
 	if (!(evhttp_request_get_command(req) & e->methods)) {
 		evhttp_add_header(out, "Allow", e->allow);
-		send_error(req, 405, OUTCOME_INVALID_INPUT, "method_not_allowed", e->use);
+		server_refuse(req, 405, OUTCOME_INVALID_INPUT, "method_not_allowed", e->use);
 		return;
 	}
 	e->handler(s, req);
