@@ -67,7 +67,6 @@ static __thread struct accesslog_request thread_access;
 static long long us_since(const struct timeval *start);
 static void access_plain(size_t bytes_in, int status, const char *error);
 static void access_exchange(const struct exchange *x, int status, const struct answer_note *n);
-void exchange_release(struct exchange *x);
 
 /* Every answer leaves through here: sent, counted in the requests total
  * (route "" outside an exchange), written to the access log, and the
