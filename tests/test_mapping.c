@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bridge/mapping.h"
+#include "bridge/translate.h"
 #include "tap.h"
 
 static char tmpdir[256];
@@ -93,8 +94,8 @@ static char *map_flags(const struct mapping *m, const char *json, unsigned flags
 
 	if (!e)
 		e = &local;
-	v1_limits_default(&lim);
-	if (v1_parse_json(json, strlen(json), &lim, &doc, e) < 0) {
+	translate_limits(NULL, &lim);
+	if (translate_parse(V1_ENC_JSON, json, strlen(json), &lim, &doc, e) < 0) {
 		if (asprintf(&out, "PARSE: %s", e->message) < 0)
 			out = NULL;
 		return out;
