@@ -172,7 +172,7 @@ struct stream {
 	int started, stopping, dead;
 	int idle;              /* the writer waits for a first line */
 	int gathering;         /* the writer waits for a batch or its deadline */
-	struct timespec wrote; /* the writer's last write (CLOCK_REALTIME) */
+	struct timespec wrote; /* the writer's last write (CLOCK_MONOTONIC) */
 	pthread_t writer;
 	pthread_mutex_t lock;
 	pthread_cond_t more, drained;
@@ -234,10 +234,12 @@ static void timespec_add_ms(struct timespec *ts, long ms)
 	}
 }
 
-/* Deadline now + ms on CLOCK_REALTIME (the condition variables' clock). */
+/* Deadline now + ms on CLOCK_MONOTONIC, the clock log_stream_start gives
+ * the condition variables: a step of the wall clock neither holds gathered
+ * lines back nor cuts the stop's wait short. */
 static void deadline_in(struct timespec *ts, long ms)
 {
-	clock_gettime(CLOCK_REALTIME, ts);
+	clock_gettime(CLOCK_MONOTONIC, ts);
 	timespec_add_ms(ts, ms);
 }
 
@@ -265,7 +267,7 @@ static void writer_gather(struct stream *st)
 	if (st->len == 0 || st->stopping || st->len >= st->batch)
 		return;
 	timespec_add_ms(&deadline, LOG_BATCH_MS);
-	clock_gettime(CLOCK_REALTIME, &now);
+	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (now.tv_sec > deadline.tv_sec ||
 	    (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec))
 		return;
@@ -298,7 +300,7 @@ static void *stream_writer(void *arg)
 		pthread_mutex_unlock(&st->lock);
 		w = writev(st->fd, iov, n > first ? 2 : 1); /* may block: nobody waits on us */
 		pthread_mutex_lock(&st->lock);
-		clock_gettime(CLOCK_REALTIME, &st->wrote);
+		clock_gettime(CLOCK_MONOTONIC, &st->wrote);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) { /* reader gone or device full: the chunk's lines are lost */
@@ -314,12 +316,28 @@ static void *stream_writer(void *arg)
 	return NULL;
 }
 
+/* The stream's condition variables on CLOCK_MONOTONIC, before its writer
+ * starts (nothing waits on them or signals them while it is not started). */
+static void stream_conds_monotonic(struct stream *st)
+{
+	pthread_condattr_t a;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_destroy(&st->more);
+	pthread_cond_destroy(&st->drained);
+	pthread_cond_init(&st->more, &a);
+	pthread_cond_init(&st->drained, &a);
+	pthread_condattr_destroy(&a);
+}
+
 int log_stream_start(size_t cap_bytes)
 {
 	for (int i = 0; i < LOG_STREAM_COUNT; i++) {
 		struct stream *st = &streams[i];
 		int rc;
 
+		stream_conds_monotonic(st);
 		st->ring = malloc(cap_bytes);
 		if (!st->ring)
 			return -ENOMEM;
