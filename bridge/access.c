@@ -11,7 +11,7 @@
 #include <openssl/evp.h>
 
 #include "bridge/access.h"
-#include "bridge/cfg.h"
+#include "bridge/confread.h"
 
 static const char *const auth_keys[] = { "basic", "query", "header", NULL };
 static const char *const basic_keys[] = { "user", "password", "password_file", NULL };

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bridge/cfg.h"
+#include "bridge/confread.h"
 #include "bridge/cli.h"
 #include "bridge/config.h"
 #include "bridge/cutover.h"

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bridge/cfg.h"
+#include "bridge/confread.h"
 #include "bridge/config.h"
 #include "bridge/convert.h"
 #include "bridge/log.h"

@@ -10,7 +10,7 @@
 
 #include <sqlite3.h>
 
-#include "bridge/cfg.h"
+#include "bridge/confread.h"
 #include "bridge/config.h"
 #include "bridge/cutover.h"
 #include "bridge/store.h"

@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "bridge/buf.h"
-#include "bridge/cfg.h"
+#include "bridge/confread.h"
 #include "bridge/utf8.h"
 #include "mapping_types.h"
 

@@ -36,7 +36,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "bridge/clock.h"
-#include "bridge/cfg.h"
+#include "bridge/confread.h"
 #include "bridge/config.h"
 #include "bridge/metrics.h"
 #include "bridge/queue.h"

@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "bridge/clock.h"
-#include "bridge/cfg.h"
+#include "bridge/confread.h"
 #include "bridge/cli.h"
 #include "bridge/log.h"
 #include "bridge/queue.h"

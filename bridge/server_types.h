@@ -39,7 +39,7 @@
 #include "bridge/listen.h"
 #include "bridge/access.h"
 #include "bridge/accesslog.h"
-#include "bridge/cfg.h"
+#include "bridge/confread.h"
 #include "bridge/convert.h"
 #include "bridge/cutover.h"
 #include "bridge/delivery.h"

@@ -9,7 +9,7 @@
 
 #include <libpq-fe.h>
 
-#include "bridge/cfg.h"
+#include "bridge/confread.h"
 #include "bridge/shared.h"
 
 void shared_config_default(struct shared_config *c)

@@ -35,7 +35,7 @@
 #include <event2/thread.h>
 #include <libpq-fe.h>
 
-#include "bridge/cfg.h"
+#include "bridge/confread.h"
 #include "bridge/cli.h"
 #include "bridge/queue.h"
 #include "bridge/retry_after.h"

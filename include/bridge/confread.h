@@ -1,12 +1,12 @@
 /*
- * cfg: checked access to libconfig 1.5 settings, shared by the server config
+ * confread: checked access to libconfig 1.5 settings, shared by the server config
  * and the mapping loader.  Every problem is added to a diag as
  * "file:line: message" and the caller carries on, so that one run reports
  * every error in a file.  Returned strings point into the config_t: copy them
  * before config_destroy.
  */
-#ifndef BRIDGE_CFG_H
-#define BRIDGE_CFG_H
+#ifndef BRIDGE_CONFREAD_H
+#define BRIDGE_CONFREAD_H
 
 #include <libconfig.h>
 #include <stdbool.h>

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "bridge/buf.h"
-#include "bridge/cfg.h"
+#include "bridge/confread.h"
 
 const char *cfg_type_name(int type)
 {
