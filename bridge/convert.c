@@ -29,6 +29,10 @@ static void text_render(char *dst, size_t cap, const char *s, size_t n)
 	diag_quote(dst, cap, s, n, 64, '"');
 }
 
+/* The input (text, len) rendered into the caller's shown[], only once a
+ * message needs it: a successful conversion never pays for it. */
+#define SHOWN (text_render(shown, sizeof(shown), text, len), shown)
+
 static int fail(struct bridge_error *err, long offset, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -71,19 +75,18 @@ int convert_integer(const char *text, size_t len, char *ret, size_t cap, struct 
 
 	if (cap)
 		ret[0] = '\0';
-	text_render(shown, sizeof(shown), text, len);
 	while (b < e && is_space(text[b]))
 		b++;
 	while (e > b && is_space(text[e - 1]))
 		e--;
 	if (b == e)
-		return fail(err, (long)b, "not an integer: empty value \"%s\"", shown);
+		return fail(err, (long)b, "not an integer: empty value \"%s\"", SHOWN);
 	if (text[b] == '-' || text[b] == '+') {
 		neg = text[b] == '-';
 		b++;
 	}
 	if (b == e)
-		return fail(err, (long)b, "not an integer: \"%s\" has no digits", shown);
+		return fail(err, (long)b, "not an integer: \"%s\" has no digits", SHOWN);
 	for (i = b; i < e; i++) {
 		if (is_digit(text[i]))
 			continue;
@@ -91,9 +94,9 @@ int convert_integer(const char *text, size_t len, char *ret, size_t cap, struct 
 			return fail(err, (long)i,
 				    "not an integer: \"%s\" (fractions and exponents are not "
 				    "allowed, byte %zu)",
-				    shown, i);
+				    SHOWN, i);
 		return fail(err, (long)i,
-			    "not an integer: \"%s\" (unexpected character at byte %zu)", shown, i);
+			    "not an integer: \"%s\" (unexpected character at byte %zu)", SHOWN, i);
 	}
 	first = b;
 	while (first + 1 < e && text[first] == '0')
@@ -106,7 +109,7 @@ int convert_integer(const char *text, size_t len, char *ret, size_t cap, struct 
 		return fail(
 			err, (long)b,
 			"integer out of range [-9223372036854775808, 18446744073709551615]: \"%s\"",
-			shown);
+			SHOWN);
 	if (cap < n + (size_t)neg + 1)
 		return fail(err, -1, "integer output buffer too small");
 	i = 0;
@@ -674,8 +677,9 @@ static void offset_format(char *dst, size_t cap, int32_t off)
  * really has offset off at t0 - off.  No solution = gap, two = ambiguous.
  */
 static int tz_resolve(const struct tz_zone *z, int64_t t0, enum dt_ambiguous amb, enum dt_gap gap,
-		      const char *shown, int64_t *ret, struct bridge_error *err)
+		      const char *text, size_t len, int64_t *ret, struct bridge_error *err)
 {
+	char shown[96];
 	int32_t cand[3] = { 0 }, sol[3] = { 0 };
 	size_t nc = 0, ns = 0, i, j;
 	int64_t probe[3] = { t0 - SECS_PER_DAY, t0, t0 + SECS_PER_DAY };
@@ -699,7 +703,7 @@ static int tz_resolve(const struct tz_zone *z, int64_t t0, enum dt_ambiguous amb
 		}
 		return fail(err, -1,
 			    "local time \"%s\" does not exist in %s (skipped by a clock change)",
-			    shown, z->name);
+			    SHOWN, z->name);
 	}
 	if (ns == 1) {
 		*ret = t0 - sol[0];
@@ -723,7 +727,17 @@ static int tz_resolve(const struct tz_zone *z, int64_t t0, enum dt_ambiguous amb
 	offset_format(a, sizeof(a), sol[0]);
 	offset_format(b, sizeof(b), sol[1]);
 	return fail(err, -1, "local time \"%s\" is ambiguous in %s (it occurs at %s and at %s)",
-		    shown, z->name, a, b);
+		    SHOWN, z->name, a, b);
+}
+
+/* v (0 <= v < 10^n) as exactly n decimal digits, zero-padded: the
+ * printf-free "%0*d" of the datetime output. */
+static void put_digits(char *p, int v, int n)
+{
+	while (n-- > 0) {
+		p[n] = (char)('0' + v % 10);
+		v /= 10;
+	}
 }
 
 int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum dt_ambiguous amb,
@@ -739,7 +753,6 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum
 
 	if (cap)
 		ret[0] = '\0';
-	text_render(shown, sizeof(shown), text, len);
 	for (i = 0; i < sizeof(shape) - 1; i++) {
 		char want = shape[i];
 		int good = i >= len      ? 0
@@ -751,7 +764,7 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum
 			return fail(
 				err, (long)i,
 				"invalid datetime \"%s\" at byte %zu: expected YYYY-MM-DD HH:MM:SS",
-				shown, i);
+				SHOWN, i);
 	}
 	digits(text, 4, &y);
 	digits(text + 5, 2, &mo);
@@ -760,20 +773,20 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum
 	digits(text + 14, 2, &mi);
 	digits(text + 17, 2, &s);
 	if (mo < 1 || mo > 12)
-		return fail(err, 5, "invalid datetime \"%s\": month %02d out of range", shown, mo);
+		return fail(err, 5, "invalid datetime \"%s\": month %02d out of range", SHOWN, mo);
 	if (d < 1 || d > days_in_month(y, mo))
 		return fail(err, 8, "invalid datetime \"%s\": day %02d does not exist in %04d-%02d",
-			    shown, d, y, mo);
+			    SHOWN, d, y, mo);
 	if (h > 23)
-		return fail(err, 11, "invalid datetime \"%s\": hour %02d out of range", shown, h);
+		return fail(err, 11, "invalid datetime \"%s\": hour %02d out of range", SHOWN, h);
 	if (mi > 59)
-		return fail(err, 14, "invalid datetime \"%s\": minute %02d out of range", shown,
+		return fail(err, 14, "invalid datetime \"%s\": minute %02d out of range", SHOWN,
 			    mi);
 	if (s == 60)
 		return fail(err, 17, "invalid datetime \"%s\": leap second 60 is not supported",
-			    shown);
+			    SHOWN);
 	if (s > 59)
-		return fail(err, 17, "invalid datetime \"%s\": second %02d out of range", shown, s);
+		return fail(err, 17, "invalid datetime \"%s\": second %02d out of range", SHOWN, s);
 
 	p = 19;
 	if (p < len && text[p] == '.') {
@@ -786,7 +799,7 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum
 			return fail(err, (long)p,
 				    "invalid datetime \"%s\" at byte %zu: fraction must have 1 to "
 				    "9 digits",
-				    shown, p);
+				    SHOWN, p);
 		for (i = 0; i < 3; i++)
 			ms = ms * 10 + (i < nd ? text[p + i] - '0' : 0);
 		p += nd;
@@ -802,7 +815,7 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum
 			return fail(err, (long)q,
 				    "invalid datetime \"%s\" at byte %zu: offset must be +HH, "
 				    "+HHMM or +HH:MM",
-				    shown, q);
+				    SHOWN, q);
 		q += 2;
 		if (q < len && text[q] == ':')
 			q++;
@@ -811,15 +824,15 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum
 				return fail(err, (long)q,
 					    "invalid datetime \"%s\" at byte %zu: offset must be "
 					    "+HH, +HHMM or +HH:MM",
-					    shown, q);
+					    SHOWN, q);
 			q += 2;
 		} else if (text[q - 1] == ':')
 			return fail(err, (long)q,
 				    "invalid datetime \"%s\" at byte %zu: offset minutes missing",
-				    shown, q);
+				    SHOWN, q);
 		if (oh > 23 || omi > 59)
 			return fail(err, (long)p, "invalid datetime \"%s\": offset out of range",
-				    shown);
+				    SHOWN);
 		off = (oh * 3600 + omi * 60) * (text[p] == '-' ? -1 : 1);
 		has_off = 1;
 		p = q;
@@ -827,25 +840,39 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum
 	if (p != len)
 		return fail(err, (long)p,
 			    "invalid datetime \"%s\" at byte %zu: unexpected trailing characters",
-			    shown, p);
+			    SHOWN, p);
 
 	t0 = days_from_civil(y, mo, d) * SECS_PER_DAY + h * 3600 + mi * 60 + s;
 	if (has_off)
 		u = t0 - off;
 	else if (!z)
 		return fail(err, -1, "datetime \"%s\" has no UTC offset and no time zone is set",
-			    shown);
-	else if (tz_resolve(z, t0, amb, gap, shown, &u, err) < 0)
+			    SHOWN);
+	else if (tz_resolve(z, t0, amb, gap, text, len, &u, err) < 0)
 		return -1;
 
 	civil_from_days(floor_div(u, SECS_PER_DAY), &oy, &om, &od);
 	if (oy < 1 || oy > 9999)
 		return fail(err, -1, "datetime \"%s\" is out of range once converted to UTC",
-			    shown);
+			    SHOWN);
 	if (cap < 25)
 		return fail(err, -1, "datetime output buffer too small");
 	u -= floor_div(u, SECS_PER_DAY) * SECS_PER_DAY;
-	snprintf(ret, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (int)oy, om, od, (int)(u / 3600),
-		 (int)(u / 60 % 60), (int)(u % 60), ms);
+	/* YYYY-MM-DDTHH:MM:SS.mmmZ: every field has its fixed width here */
+	put_digits(ret, (int)oy, 4);
+	ret[4] = '-';
+	put_digits(ret + 5, om, 2);
+	ret[7] = '-';
+	put_digits(ret + 8, od, 2);
+	ret[10] = 'T';
+	put_digits(ret + 11, (int)(u / 3600), 2);
+	ret[13] = ':';
+	put_digits(ret + 14, (int)(u / 60 % 60), 2);
+	ret[16] = ':';
+	put_digits(ret + 17, (int)(u % 60), 2);
+	ret[19] = '.';
+	put_digits(ret + 20, ms, 3);
+	ret[23] = 'Z';
+	ret[24] = '\0';
 	return 0;
 }

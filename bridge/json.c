@@ -8,11 +8,29 @@
 
 #include "bridge/utf8.h"
 
-/* Bytes that are never copied as they are: controls, quote, backslash. DEL
- * and bytes >= 0x80 depend on the flags. */
+/* Bytes that are never copied as they are: controls, quote, backslash (1).
+ * DEL (2) and bytes >= 0x80 (4) depend on the flags. */
 static const unsigned char special[256] = {
-	[0x00 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x7f] = 2, [0x80 ... 0xff] = 3,
+	[0x00 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x7f] = 2, [0x80 ... 0xff] = 4,
 };
+
+#define ONES  0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Whether a byte of the 8 in x may need work: >= 0x80, < 0x20, '"', '\\'
+ * or, when del, 0x7f.  Exact on ASCII (the zero-byte and less-than tests
+ * hold for bytes below 0x80), and any byte >= 0x80 answers yes. */
+static bool word_special(uint64_t x, bool del)
+{
+	uint64_t q = x ^ (ONES * '"'), b = x ^ (ONES * '\\'), d = x ^ (ONES * 0x7f);
+	uint64_t hit = x | ((x - ONES * 0x20) & ~x);
+
+	hit |= (q - ONES) & ~q;
+	hit |= (b - ONES) & ~b;
+	if (del)
+		hit |= (d - ONES) & ~d;
+	return (hit & HIGHS) != 0;
+}
 
 /* The escape of byte c into e (at least 6 bytes); its length. */
 static size_t escape_of(unsigned char c, unsigned flags, char *e)
@@ -37,9 +55,11 @@ static size_t escape_of(unsigned char c, unsigned flags, char *e)
 	return 6;
 }
 
-/* Write piece p (el bytes) at *w unless the output is already cut; a run of
- * plain bytes (whole == false) may be cut inside, an escape is not. */
-static void put(char *dst, size_t cap, size_t *w, bool *cut, const char *p, size_t el, bool whole)
+/* Write piece p (el bytes) at *w unless the output is already cut.  A run
+ * of plain bytes (whole == false) may be cut inside, between two UTF-8
+ * sequences when seq (a checked run); an escape is not. */
+static void put(char *dst, size_t cap, size_t *w, bool *cut, const char *p, size_t el, bool whole,
+		bool seq)
 {
 	size_t room;
 
@@ -52,6 +72,8 @@ static void put(char *dst, size_t cap, size_t *w, bool *cut, const char *p, size
 		return;
 	}
 	if (!whole) {
+		while (seq && room > 0 && ((unsigned char)p[room] & 0xC0) == 0x80)
+			room--;
 		memcpy(dst + *w, p, room);
 		*w += room;
 	}
@@ -62,8 +84,9 @@ size_t json_escape_to(char *dst, size_t cap, const char *s, size_t n, unsigned f
 		      size_t *ret_bad)
 {
 	const unsigned char *u = (const unsigned char *)s;
-	/* which classes of special[] need work under these flags */
 	const bool del = flags & JSON_ESC_DEL, check = flags & (JSON_ESC_STRICT | JSON_ESC_REPLACE);
+	/* the classes of special[] that stop a run under these flags */
+	const unsigned char stop = (unsigned char)(1 | (del ? 2 : 0) | (check ? 4 : 0));
 	size_t o = 0, w = 0, i = 0, bad = n;
 	bool cut = cap == 0;
 
@@ -71,24 +94,38 @@ size_t json_escape_to(char *dst, size_t cap, const char *s, size_t n, unsigned f
 		size_t run = i, el;
 		char e[8];
 
-		while (i < n && (special[u[i]] == 0 || (special[u[i]] == 2 && !del) ||
-				 (special[u[i]] == 3 && !check)))
-			i++;
+		/* A run of bytes copied as they are, whole UTF-8 sequences included:
+		 * 8 bytes at a time while none needs a look, then byte by byte. */
+		for (;;) {
+			uint64_t x;
+
+			while (i + 8 <= n && (memcpy(&x, u + i, 8), !word_special(x, del)))
+				i += 8;
+			while (i < n && special[u[i]] == 0)
+				i++;
+			if (i == n || (special[u[i]] & stop) == 0) {
+				if (i == n)
+					break;
+				i++; /* DEL or >= 0x80 copied as it is */
+				continue;
+			}
+			if (special[u[i]] == 4) { /* >= 0x80, checked */
+				size_t k = utf8_decode(u + i, n - i, NULL);
+
+				if (k) {
+					i += k;
+					continue;
+				}
+			}
+			break;
+		}
 		if (i > run) {
-			put(dst, cap, &w, &cut, s + run, i - run, false);
+			put(dst, cap, &w, &cut, s + run, i - run, false, check);
 			o += i - run;
 		}
 		if (i == n)
 			break;
-		if (special[u[i]] == 3) { /* >= 0x80, checked */
-			size_t k = utf8_decode(u + i, n - i, NULL);
-
-			if (k) {
-				put(dst, cap, &w, &cut, s + i, k, true);
-				o += k;
-				i += k;
-				continue;
-			}
+		if (special[u[i]] == 4) { /* >= 0x80, checked, not UTF-8 */
 			if (flags & JSON_ESC_STRICT) {
 				bad = i;
 				break;
@@ -99,7 +136,7 @@ size_t json_escape_to(char *dst, size_t cap, const char *s, size_t n, unsigned f
 		} else {
 			el = escape_of(u[i++], flags, e);
 		}
-		put(dst, cap, &w, &cut, e, el, true);
+		put(dst, cap, &w, &cut, e, el, true, false);
 		o += el;
 	}
 	if (cap)

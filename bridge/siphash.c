@@ -1,4 +1,4 @@
-/* SipHash-2-4 and the process's random key (see siphash.h). */
+/* SipHash-2-4, SipHash-1-3 and the process's random key (see siphash.h). */
 #include "bridge/siphash.h"
 
 #include <pthread.h>
@@ -30,7 +30,11 @@ static uint64_t rotl64(uint64_t x, int b)
 		v2 = rotl64(v2, 32); \
 	} while (0)
 
-uint64_t siphash24(const struct siphash_key *key, const void *data, size_t len)
+/* SipHash-c-d: c rounds per 8-byte block, d to finish; inlined into the two
+ * variants below so the round counts are constants. */
+static inline __attribute__((always_inline)) uint64_t sip(const struct siphash_key *key,
+							  const void *data, size_t len, int c,
+							  int d)
 {
 	const unsigned char *p = data;
 	uint64_t k0 = key->k0, k1 = key->k1;
@@ -38,28 +42,37 @@ uint64_t siphash24(const struct siphash_key *key, const void *data, size_t len)
 	uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
 	uint64_t m, b = (uint64_t)len << 56;
 	size_t i = 0;
+	int r;
 
 	for (; i + 8 <= len; i += 8) {
 		m = 0;
 		for (int k = 7; k >= 0; k--)
 			m = m << 8 | p[i + (size_t)k];
 		v3 ^= m;
-		SIPROUND;
-		SIPROUND;
+		for (r = 0; r < c; r++)
+			SIPROUND;
 		v0 ^= m;
 	}
 	for (int k = (int)(len - i) - 1; k >= 0; k--)
 		b |= (uint64_t)p[i + (size_t)k] << (8 * k);
 	v3 ^= b;
-	SIPROUND;
-	SIPROUND;
+	for (r = 0; r < c; r++)
+		SIPROUND;
 	v0 ^= b;
 	v2 ^= 0xff;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
+	for (r = 0; r < d; r++)
+		SIPROUND;
 	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint64_t siphash24(const struct siphash_key *key, const void *data, size_t len)
+{
+	return sip(key, data, len, 2, 4);
+}
+
+uint64_t siphash13(const struct siphash_key *key, const void *data, size_t len)
+{
+	return sip(key, data, len, 1, 3);
 }
 
 void siphash_key_random(struct siphash_key *ret)

@@ -1,6 +1,8 @@
 /* The UTF-8 decoder (see utf8.h). */
 #include "bridge/utf8.h"
 
+#include <string.h>
+
 size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *ret_cp)
 {
 	unsigned char c = s[0], lo = 0x80, hi = 0xBF;
@@ -52,8 +54,14 @@ size_t utf8_invalid_at(const char *s, size_t n)
 
 	while (i < n) {
 		size_t k;
+		uint64_t x;
 
-		if (u[i] < 0x80) { /* ASCII runs are the common case */
+		/* ASCII runs are the common case: 8 bytes at a time */
+		while (i + 8 <= n && (memcpy(&x, u + i, 8), (x & 0x8080808080808080ULL) == 0))
+			i += 8;
+		if (i == n)
+			break;
+		if (u[i] < 0x80) {
 			i++;
 			continue;
 		}

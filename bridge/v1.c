@@ -10,6 +10,7 @@
  * and array items are attached to the document the moment they are created.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,13 +161,19 @@ static int value_make_array(struct v1_value *v)
 
 /*
  * The builder owns the document under construction and a private hash index
- * of its keys (open addressing, slots hold index + 1), so duplicate detection
- * and form key merging stay linear in the body size.
+ * of its keys (open addressing; a slot holds the field's index + 1 and its
+ * key's hash, so a key is hashed once, growth included), so duplicate
+ * detection and form key merging stay linear in the body size.
  */
+struct slot {
+	uint32_t idx1; /* field index + 1; 0 = empty */
+	uint32_t hash; /* low bits: the index never has 2^32 slots */
+};
+
 struct builder {
 	struct v1_doc *doc;
 	size_t cap_fields;
-	size_t *slots;
+	struct slot *slots;
 	size_t n_slots; /* power of two */
 	const struct v1_limits *lim;
 };
@@ -174,15 +181,18 @@ struct builder {
 /* Keys are the sender's choice: keyed, so no set of keys is known to collide. */
 static uint64_t key_hash(const char *s, size_t n)
 {
-	return siphash24(siphash_process_key(), s, n);
+	return siphash13(siphash_process_key(), s, n);
 }
+
+/* A typical payload's keys fit without growing the index. */
+#define SLOTS_FIRST 64
 
 static int builder_init(struct builder *b, const struct v1_limits *lim)
 {
 	memset(b, 0, sizeof(*b));
 	b->lim = lim;
 	b->doc = calloc(1, sizeof(*b->doc));
-	b->n_slots = 16;
+	b->n_slots = SLOTS_FIRST;
 	b->slots = calloc(b->n_slots, sizeof(*b->slots));
 	if (!b->doc || !b->slots) {
 		free(b->doc);
@@ -206,33 +216,37 @@ static void builder_finish(struct builder *b, struct v1_doc **ret)
 	b->doc = NULL;
 }
 
-static long builder_find(const struct builder *b, const char *key, size_t len)
+/* The field with this key (h = key_hash(key, len)), or -1. */
+static long builder_find(const struct builder *b, const char *key, size_t len, uint64_t h)
 {
 	size_t mask = b->n_slots - 1;
-	size_t i = (size_t)key_hash(key, len) & mask;
+	size_t i = (size_t)h & mask;
 
-	while (b->slots[i]) {
-		const struct v1_field *f = &b->doc->fields[b->slots[i] - 1];
+	while (b->slots[i].idx1) {
+		const struct v1_field *f = &b->doc->fields[b->slots[i].idx1 - 1];
 
-		if (f->key_len == len && memcmp(f->key, key, len) == 0)
-			return (long)(b->slots[i] - 1);
+		if (b->slots[i].hash == (uint32_t)h && f->key_len == len &&
+		    memcmp(f->key, key, len) == 0)
+			return (long)(b->slots[i].idx1 - 1);
 		i = (i + 1) & mask;
 	}
 	return -1;
 }
 
-static void builder_slot_put(size_t *slots, size_t n_slots, const struct v1_field *f, size_t idx)
+static void builder_slot_put(struct slot *slots, size_t n_slots, uint64_t h, size_t idx1)
 {
 	size_t mask = n_slots - 1;
-	size_t i = (size_t)key_hash(f->key, f->key_len) & mask;
+	size_t i = (size_t)h & mask;
 
-	while (slots[i])
+	while (slots[i].idx1)
 		i = (i + 1) & mask;
-	slots[i] = idx + 1;
+	slots[i].idx1 = (uint32_t)idx1;
+	slots[i].hash = (uint32_t)h;
 }
 
-/* Append a field whose value is still unset; takes ownership of key always. */
-static int builder_add(struct builder *b, char *key, size_t key_len)
+/* Append a field whose value is still unset (h = key_hash(key, key_len));
+ * takes ownership of key always. */
+static int builder_add(struct builder *b, char *key, size_t key_len, uint64_t h)
 {
 	struct v1_doc *d = b->doc;
 	struct v1_field *f, *t;
@@ -242,12 +256,13 @@ static int builder_add(struct builder *b, char *key, size_t key_len)
 	d->fields = t;
 	if ((d->n_fields + 1) * 2 > b->n_slots) {
 		size_t n = b->n_slots * 2, i;
-		size_t *s = calloc(n, sizeof(*s));
+		struct slot *s = calloc(n, sizeof(*s));
 
 		if (!s)
 			goto oom;
-		for (i = 0; i < d->n_fields; i++)
-			builder_slot_put(s, n, &d->fields[i], i);
+		for (i = 0; i < b->n_slots; i++)
+			if (b->slots[i].idx1)
+				builder_slot_put(s, n, b->slots[i].hash, b->slots[i].idx1);
 		free(b->slots);
 		b->slots = s;
 		b->n_slots = n;
@@ -257,7 +272,7 @@ static int builder_add(struct builder *b, char *key, size_t key_len)
 	f->key = key;
 	f->key_len = key_len;
 	f->value.type = V1_NULL;
-	builder_slot_put(b->slots, b->n_slots, f, d->n_fields);
+	builder_slot_put(b->slots, b->n_slots, h, d->n_fields + 1);
 	d->n_fields++;
 	return 0;
 oom:
@@ -391,6 +406,24 @@ static long json_bad_surrogate(const struct json_ctx *c, size_t open)
 	return -1;
 }
 
+/*
+ * Whether yajl handed the string s (n bytes) straight out of the body: then
+ * the token had no escape to check and *ret_open is its opening quote.  A
+ * string with escapes comes decoded from yajl's own buffer instead.
+ */
+static bool json_raw_token(const struct json_ctx *c, const unsigned char *s, size_t n,
+			   size_t *ret_open)
+{
+	const char *p = (const char *)s;
+	size_t end = json_pos(c);
+
+	if (p <= c->body || p > c->body + c->len || end < n + 2 ||
+	    (size_t)(p - c->body) != end - 1 - n)
+		return false;
+	*ret_open = end - n - 2;
+	return true;
+}
+
 static const char *json_field_key(const struct json_ctx *c, char *buf, size_t cap)
 {
 	const struct v1_field *f = &c->b.doc->fields[c->field];
@@ -480,10 +513,13 @@ static int json_on_number(void *ctx, const char *s, size_t n)
 static int json_on_string(void *ctx, const unsigned char *s, size_t n)
 {
 	struct json_ctx *c = ctx;
-	size_t start = json_string_start(c);
+	size_t start;
 	char k[KEY_SHOWN_MAX + 8];
 	long bad;
 
+	if (json_raw_token(c, s, n, &start))
+		return json_scalar(c, V1_STRING, (const char *)s, n, start);
+	start = json_string_start(c);
 	if (c->depth > 0 && (bad = json_bad_surrogate(c, start)) >= 0) {
 		fail(c->err, bad, json_field_key(c, k, sizeof(k)),
 		     "value of key '%s' has an unpaired UTF-16 surrogate escape at byte %ld", k,
@@ -498,15 +534,17 @@ static int json_on_map_key(void *ctx, const unsigned char *s, size_t n)
 	struct json_ctx *c = ctx;
 	const struct v1_limits *lim = c->b.lim;
 	const char *key = (const char *)s;
-	size_t start = json_string_start(c);
+	size_t start;
 	char k[KEY_SHOWN_MAX + 8];
 	size_t bad;
 	long at;
 	char *copy;
+	uint64_t h;
 
 	/* the key is rendered for messages only when there is one (hot path) */
 #define K (key_render(k, sizeof(k), key, n), k)
-	if ((at = json_bad_surrogate(c, start)) >= 0) {
+	if (!json_raw_token(c, s, n, &start) &&
+	    (at = json_bad_surrogate(c, start = json_string_start(c))) >= 0) {
 		fail(c->err, at, K, "key '%s' has an unpaired UTF-16 surrogate escape at byte %ld",
 		     k, at);
 		return 0;
@@ -525,7 +563,8 @@ static int json_on_map_key(void *ctx, const unsigned char *s, size_t n)
 		fail(c->err, (long)start, K, "key '%s' at byte %zu is not valid UTF-8", k, start);
 		return 0;
 	}
-	if (builder_find(&c->b, key, n) >= 0) {
+	h = key_hash(key, n);
+	if (builder_find(&c->b, key, n, h) >= 0) {
 		fail(c->err, (long)start, K, "duplicate key '%s' at byte %zu", k, start);
 		return 0;
 	}
@@ -537,7 +576,7 @@ static int json_on_map_key(void *ctx, const unsigned char *s, size_t n)
 	}
 #undef K
 	copy = bytes_dup(key, n);
-	if (!copy || builder_add(&c->b, copy, n) < 0)
+	if (!copy || builder_add(&c->b, copy, n, h) < 0)
 		return json_oom(c);
 	c->field = (long)c->b.doc->n_fields - 1;
 	return 1;
@@ -801,6 +840,7 @@ static int form_segment(struct builder *b, const char *body, size_t start, size_
 	char k[KEY_SHOWN_MAX + 8];
 	struct v1_value *v;
 	long idx;
+	uint64_t h;
 
 	if (form_decode(body + start, key_end - start, start, &key, &key_len, err) < 0)
 		return -1;
@@ -834,7 +874,8 @@ static int form_segment(struct builder *b, const char *body, size_t start, size_
 		goto bad;
 	}
 
-	idx = builder_find(b, key, key_len);
+	h = key_hash(key, key_len);
+	idx = builder_find(b, key, key_len, h);
 	if (idx < 0) {
 		if (b->doc->n_fields >= lim->max_keys) {
 			fail(err, (long)start, k,
@@ -842,7 +883,7 @@ static int form_segment(struct builder *b, const char *body, size_t start, size_
 			     k, start);
 			goto bad;
 		}
-		if (builder_add(b, key, key_len) < 0) {
+		if (builder_add(b, key, key_len, h) < 0) {
 			key = NULL;
 			goto oom;
 		}

@@ -146,11 +146,13 @@ static void w_sep(struct writer *w)
 	w->need_comma[w->depth] = true;
 }
 
+/* Keys are this file's own ASCII literals: nothing in them to escape. */
 static int w_key(struct writer *w, const char *k)
 {
 	w_sep(w);
-	w_string(w, k, strlen(k), k);
-	w_raw(w, ":", 1);
+	w_raw(w, "\"", 1);
+	w_raw(w, k, strlen(k));
+	w_raw(w, "\":", 2);
 	w->after_key = true;
 	return w->st == W_OK ? 0 : -1;
 }

@@ -215,6 +215,12 @@ static void test_siphash(void)
 		ok(siphash24(&k, msg, i) == want[i], name);
 	}
 	ok(siphash24(&k, msg, 15) == 0xa129ca6149be45e5ULL, "SipHash-2-4 vector of 15 bytes");
+	/* SipHash-1-3, same key and messages: one partial block, one full, two */
+	ok(siphash13(&k, msg, 0) == 0xabac0158050fc4dcULL, "SipHash-1-3 vector of 0 bytes");
+	ok(siphash13(&k, msg, 7) == 0xd3927d989bb11140ULL, "SipHash-1-3 vector of 7 bytes");
+	ok(siphash13(&k, msg, 8) == 0x369095118d299a8eULL, "SipHash-1-3 vector of 8 bytes");
+	ok(siphash13(&k, msg, 15) == 0xd320d86d2a519956ULL, "SipHash-1-3 vector of 15 bytes");
+	ok(siphash13(&k, msg, 63) == 0x9d199062b7bbb3a8ULL, "SipHash-1-3 vector of 63 bytes");
 	siphash_key_random(&r1);
 	siphash_key_random(&r2);
 	ok(r1.k0 != r2.k0 || r1.k1 != r2.k1, "random keys differ");
