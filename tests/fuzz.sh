@@ -61,12 +61,12 @@ CFLAGS="-std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
 $(pkg-config --cflags $pkgs)" || exit 1
 LIBS="$(pkg-config --libs $pkgs) -lpthread" || exit 1
 
-# The core, instrumented for coverage, as an archive so that each harness
-# links only the modules it uses.  A module that does not compile is left out
-# with a warning: only the harnesses that need it fail to link.
+# The core (bridge/*.c, not the commands of bridge/cmd/), instrumented for
+# coverage, as an archive so that each harness links only the modules it
+# uses.  A module that does not compile is left out with a warning: only the
+# harnesses that need it fail to link.
 rm -f "$out/obj/"*.o "$out/libcore.a"
 for src in bridge/*.c; do
-	[ "$src" = bridge/main.c ] && continue
 	o="$out/obj/$(basename "$src" .c).o"
 	$CC $CFLAGS -fsanitize=fuzzer-no-link -c "$src" -o "$o" ||
 		echo "fuzz: warning: $src does not compile; left out" >&2

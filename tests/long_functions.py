@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Functions of bridge/*.c longer than a limit (default 100 lines), longest
+"""Functions of bridge/*.c and bridge/cmd/*.c longer than a limit (default 100 lines), longest
 first: file:line, name, lines.  Not a test: the list the code review reads.
 
   python3 tests/long_functions.py [LIMIT]
@@ -37,12 +37,13 @@ def functions(path):
 def main():
     limit = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     found = []
-    d = os.path.join(ROOT, "bridge")
-    for f in sorted(os.listdir(d)):
-        if f.endswith(".c"):
-            for name, line, n in functions(os.path.join(d, f)):
-                if n > limit:
-                    found.append((n, "bridge/%s:%d" % (f, line), name))
+    for sub in ("bridge", "bridge/cmd"):
+        d = os.path.join(ROOT, sub)
+        for f in sorted(os.listdir(d)):
+            if f.endswith(".c"):
+                for name, line, n in functions(os.path.join(d, f)):
+                    if n > limit:
+                        found.append((n, "%s/%s:%d" % (sub, f, line), name))
     for n, where, name in sorted(found, reverse=True):
         print("%4d  %-32s %s" % (n, where, name))
     print("%d functions over %d lines" % (len(found), limit))

@@ -19,12 +19,12 @@ src=$(pwd)
 # name|file|sed expression (applied once; the text must occur exactly once)|the bug
 MUTANTS='signature_key|bridge/sign.c|s/HMAC(EVP_sha256(), key, (int)key_len,/HMAC(EVP_sha256(), key, (int)key_len \/ 2,/|HMAC over half the secret
 body_byte|bridge/upstream.c|s/r->body, r->len) < 0)/r->body, r->len - (r->len > 1)) < 0)/|the last byte of the delivered body dropped
-upstream_500_as_200|bridge/server.c|s/r->status >= 200 \&\& r->status < 300) {/r->status >= 200 \&\& r->status < 600) {/|an endpoint 5xx answered as delivered
+upstream_500_as_200|bridge/server_deliver.c|s/r->status >= 200 \&\& r->status < 300) {/r->status >= 200 \&\& r->status < 600) {/|an endpoint 5xx answered as delivered
 dst_policy|bridge/convert.c|s/if (sol\[i\] > sol\[j\])/if (sol[i] < sol[j])/|ambiguous local time: "earlier" picks the later instant
 queue_order|bridge/store.c|s/ORDER BY d.next_attempt_ms, d.id LIMIT/ORDER BY d.next_attempt_ms, d.id DESC LIMIT/|due deliveries taken newest first
 redaction|bridge/record.c|s/if (record_pattern_match(r->redact\[i\], key, key_len))/if (record_pattern_match(r->redact[i], key, key_len) \&\& 0)/|captures no longer redact
 auth|bridge/access.c|s/return CRYPTO_memcmp(a, b, al) == 0;/return al == bl;/|any credential accepted
-serve_start|bridge/serve.c|s/^\tif (!a\.level_given \&\& cfg->log_level >= 0)$/\tif (cfg->allow.n)\n\t\treturn 1;\n&/|serve exits at start whenever an allow list is configured'
+serve_start|bridge/cmd/serve.c|s/^\tif (!a\.level_given \&\& cfg->log_level >= 0)$/\tif (cfg->allow.n)\n\t\treturn 1;\n&/|serve exits at start whenever an allow list is configured'
 
 want="$*"
 scratch=${MUTATE_DIR:-}

@@ -19,7 +19,6 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +35,6 @@
 #include <libpq-fe.h>
 
 #include "bridge/confread.h"
-#include "bridge/cli.h"
 #include "bridge/queue.h"
 #include "bridge/retry_after.h"
 #include "bridge/sign.h"
@@ -1282,9 +1280,10 @@ static void test_threads(void)
 }
 
 /* ------------------------------------------------------------------ */
-/* the queue command */
+/* serve's log line of a queue event (the queue command itself is tested
+ * through the binary, tests/test_queue.py) */
 
-static char out_buf[65536], err_buf[8192];
+static char err_buf[8192];
 
 static int read_file(const char *path, char *buf, size_t cap)
 {
@@ -1297,153 +1296,6 @@ static int read_file(const char *path, char *buf, size_t cap)
 	}
 	buf[n] = '\0';
 	return (int)n;
-}
-
-/* Runs `webhook-bridge queue ARGS...` in-process; stdout and stderr land in
- * out_buf / err_buf. */
-static int cli(const char *a0, ...)
-{
-	char *argv[16], outp[128], errp[128];
-	va_list ap;
-	int argc = 0, saved_out, saved_err, fo, fe, rc;
-	const char *a;
-
-	argv[argc++] = (char *)"queue";
-	va_start(ap, a0);
-	for (a = a0; a && argc < 15; a = va_arg(ap, const char *))
-		argv[argc++] = (char *)a;
-	va_end(ap);
-	argv[argc] = NULL;
-	snprintf(outp, sizeof(outp), "%s/cli.out", tmpdir);
-	snprintf(errp, sizeof(errp), "%s/cli.err", tmpdir);
-	fflush(stdout);
-	fflush(stderr);
-	saved_out = dup(1);
-	saved_err = dup(2);
-	fo = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	fe = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	dup2(fo, 1);
-	dup2(fe, 2);
-	rc = cmd_queue(argc, argv);
-	fflush(stdout);
-	fflush(stderr);
-	dup2(saved_out, 1);
-	dup2(saved_err, 2);
-	close(saved_out);
-	close(saved_err);
-	close(fo);
-	close(fe);
-	read_file(outp, out_buf, sizeof(out_buf));
-	read_file(errp, err_buf, sizeof(err_buf));
-	return rc;
-}
-
-static int count_lines(const char *s)
-{
-	int n = 0;
-
-	for (; *s; s++)
-		n += *s == '\n';
-	return n;
-}
-
-static void test_cli(void)
-{
-	char path[128], conf[128], url[64] = "http://127.0.0.1:9/x";
-	struct queue_config c;
-	struct queue *q;
-	struct store *st;
-	struct store_row row;
-	struct bridge_error err;
-	FILE *f;
-
-	config_for_test(&c, path, sizeof(path));
-	q = queue_open(&c);
-	if (!q)
-		return;
-	enqueue(q, url, "ra", "C1", "INCOMPLETE", "c1", NULL);
-	enqueue(q, url, "ra", "C1", "COMPLETED", "c1c", NULL);
-	enqueue(q, url, "rb", "C2", "COMPLETED", "c2", NULL);
-	queue_free(q); /* never started: rows stay pending */
-	test_store_open(path, &st, &err);
-	store_dead(st, 2, 0, 1, wall_ms(), 500, "gave up after 1 attempt: HTTP 500", &err);
-
-	is_int(cli("--store", path, "list", NULL), 0, "list: exit 0");
-	is_int(count_lines(out_buf), 4, "list: header + 3 rows");
-	ok(strstr(out_buf, "ID") == out_buf && strstr(out_buf, "dead") &&
-		   strstr(out_buf, "HTTP 500"),
-	   "list shows status and last error");
-	is_int(cli("list", "--dead", "--json", "--store", path, NULL), 0, "list --dead --json");
-	ok(count_lines(out_buf) == 1 && strstr(out_buf, "\"id\":2,\"status\":\"dead\""),
-	   "one JSON line, the dead letter");
-	is_int(cli("--store", path, "list", "--route", "rb", "--json", NULL), 0, "list --route");
-	ok(count_lines(out_buf) == 1 && strstr(out_buf, "\"route\":\"rb\""), "only route rb");
-	is_int(cli("--store", path, "list", "--limit", "1", "--newest", "--json", NULL), 0,
-	       "list --limit --newest");
-	ok(count_lines(out_buf) == 1 && strstr(out_buf, "\"id\":3,"), "newest only");
-
-	is_int(cli("--store", path, "show", "1", NULL), 0, "show: exit 0");
-	ok(strstr(out_buf, "participation id: C1") &&
-		   strstr(out_buf, "state:            INCOMPLETE"),
-	   "show: fields");
-	ok(strstr(out_buf, "Authorization: *** (--reveal shows it)") &&
-		   !strstr(out_buf, "Bearer tok"),
-	   "show masks the credential");
-	ok(strstr(out_buf, "X-Qualifio-Signature: sha256=") != NULL, "signature shown");
-	ok(strstr(out_buf, "{\"id\":\"C1\",\"state\":\"INCOMPLETE\"}") != NULL, "body shown");
-	is_int(cli("--store", path, "show", "1", "--reveal", NULL), 0, "show --reveal");
-	ok(strstr(out_buf, "Authorization: Bearer tok") != NULL, "--reveal shows it");
-	is_int(cli("--store", path, "show", "1", "--json", NULL), 0, "show --json");
-	ok(strstr(out_buf, "[\"Authorization\",\"***\"]") && strstr(out_buf, "\"body\":"),
-	   "JSON: masked header, body");
-	is_int(cli("--store", path, "show", "42", NULL), 1, "show unknown id: exit 1");
-	ok(strstr(err_buf, "no delivery 42") != NULL, "and says so");
-
-	is_int(cli("--store", path, "retry", "2", NULL), 0, "retry the dead letter");
-	store_get(st, 2, &row, &err);
-	ok(row.status == STORE_PENDING && row.attempts == 0, "it is pending again, 0 attempts");
-	store_row_clear(&row);
-	is_int(cli("--store", path, "retry", "42", NULL), 1, "retry unknown id: exit 1");
-	store_dead(st, 3, 0, 1, wall_ms(), 0, "x", &err);
-	is_int(cli("--store", path, "retry", "--all", "--route", "ra", NULL), 0,
-	       "retry --all --route ra");
-	ok(strstr(out_buf, "retried 0 dead letters") != NULL, "none on route ra");
-	is_int(cli("--store", path, "retry", "--all", NULL), 0, "retry --all");
-	ok(strstr(out_buf, "retried 1 dead letter\n") != NULL, "one retried");
-
-	is_int(cli("--store", path, "purge", "3", NULL), 0, "purge one");
-	is_int(store_get(st, 3, &row, &err), 1, "gone from the store");
-	is_int(cli("--store", path, "purge", "3", NULL), 1, "purge it again: exit 1");
-	is_int(cli("--store", path, "purge", "--all", NULL), 2, "purge --all needs --yes");
-	ok(strstr(err_buf, "--yes") != NULL, "and says so");
-	is_int(cli("--store", path, "stats", NULL), 0, "stats");
-	ok(strstr(out_buf, "\nwebhook_bridge_queue_depth 2\n") &&
-		   strstr(out_buf, "\nwebhook_bridge_queue_dead_letters 0\n"),
-	   "stats: depth 2, no dead letters");
-	is_int(cli("--store", path, "purge", "--dead", NULL), 0, "purge --dead");
-	ok(strstr(out_buf, "purged 0 deliveries") != NULL, "nothing dead to purge");
-	is_int(cli("--store", path, "purge", "--all", "--yes", NULL), 0, "purge --all --yes");
-	ok(strstr(out_buf, "purged 2 deliveries") != NULL, "both pending ones");
-
-	snprintf(conf, sizeof(conf), "%s/cli.conf", tmpdir);
-	f = fopen(conf, "w");
-	if (pg_host[0])
-		fprintf(f, "shared = { url = \"%s\"; };\n", path);
-	else
-		fprintf(f, "queue = { path = \"q%d.db\"; };\n", store_seq);
-	fclose(f);
-	is_int(cli("--config", conf, "stats", NULL), 0, "--config: relative path resolved");
-	ok(strstr(out_buf, "webhook_bridge_queue_depth 0") != NULL, "same store, now empty");
-
-	is_int(cli("list", NULL), 2, "no store given: exit 2");
-	is_int(cli("--store", path, "frobnicate", NULL), 2, "unknown command: exit 2");
-	is_int(cli("--store", path, "list", "--reveal", NULL), 2, "option of another command: 2");
-	is_int(cli("--store", path, "show", "x1", NULL), 2, "bad id: exit 2");
-	is_int(cli("--store", "/nonexistent/q.db", "list", NULL), 2, "missing store: exit 2");
-	ok(strstr(err_buf, "no queue store at") != NULL, "missing store: message");
-	is_int(cli("--help", NULL), 0, "--help: exit 0");
-	ok(strstr(out_buf, "usage: webhook-bridge queue") != NULL, "--help prints the usage");
-	store_close(st);
 }
 
 static void test_event_log(void)
@@ -1517,7 +1369,6 @@ int main(void)
 	test_external();
 	test_async();
 	test_threads();
-	test_cli();
 	test_event_log();
 	event_base_free(base);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);

@@ -212,6 +212,117 @@ def t_cli_live(t, tmp, doc):
         sink.stop()
 
 
+def t_cli_offline(t, tmp, doc):
+    """The `queue` command on a store no bridge serves: three dead letters
+    made by a live run against an endpoint answering 500, then every
+    command, its output formats, exit statuses and refusals."""
+    sink = bt.Sink()
+    sink.default = bt.Reply(500, body=b'{"error":"no"}')
+    pids = [str(uuid.uuid4()) for _ in range(2)]
+    try:
+        cfg = queue_config(tmp, [queued_route("rb", sink.url("/b"), match={"campaign_id": [9202]}),
+                                 queued_route("ra", sink.url("/a"))],
+                           store="clioff.db", max_attempts=1)
+        b = bt.Bridge(tmp, cfg, "clioff.conf").start()
+        ids = []
+        try:
+            for body in (v1_post(doc, pids[0], "incomplete"), v1_post(doc, pids[0]),
+                         bt.v1_variant(doc, participation_id=pids[1], status="complete",
+                                       campaign_id=9202)):
+                r = bt.curl(b.url("/"), body)
+                t.require(r.status == 202, "queued", repr(r))
+                ids.append(str(r.json()["queue_id"]))
+            t.require(bt.wait_for(lambda: metric(b, "webhook_bridge_queue_dead_letters") == 3,
+                                  10), "three dead letters after max_attempts = 1")
+        finally:
+            bt.stop_and_check(t, b)
+    finally:
+        sink.stop()
+    store = (_pg_urls["clioff"] if PG is not None
+             else os.path.join(os.path.dirname(b.config_path), "clioff.db"))
+
+    def q(*args):
+        return queue_cli(b.config_path, *args, t=t)
+
+    def lines(r):
+        return r.stdout.splitlines()
+
+    def rows(r):
+        return [json.loads(x) for x in lines(r)]
+
+    t.is_(q("retry", ids[0]).rc, 0, "retry a dead letter while no bridge runs")
+    lst = q("list")
+    t.is_(lst.rc, 0, "list: exit 0", repr(lst))
+    t.is_(len(lines(lst)), 4, "list: header + 3 rows", lst.stdout)
+    t.ok(lst.stdout.startswith("ID") and "dead" in lst.stdout and "HTTP 500" in lst.stdout,
+         "list shows status and last error", lst.stdout)
+    r = q("list", "--dead", "--json")
+    t.is_([(x["id"], x["status"]) for x in rows(r)], [(int(ids[1]), "dead"), (int(ids[2]), "dead")],
+          "list --dead --json: one JSON line per dead letter", r.stdout)
+    r = q("list", "--route", "rb", "--json")
+    t.is_([x["route"] for x in rows(r)], ["rb"], "list --route: only route rb", r.stdout)
+    r = q("list", "--limit", "1", "--newest", "--json")
+    t.is_([x["id"] for x in rows(r)], [int(ids[2])], "list --limit 1 --newest: newest only",
+          r.stdout)
+
+    show = q("show", ids[0])
+    t.is_(show.rc, 0, "show: exit 0", repr(show))
+    t.ok("participation id: " + pids[0].upper() in show.stdout and
+         "state:            INCOMPLETE" in show.stdout, "show: fields", show.stdout)
+    t.ok("Authorization: *** (--reveal shows it)" in show.stdout and
+         "Bearer tok-queued" not in show.stdout, "show masks the credential", show.stdout)
+    t.ok("X-Qualifio-Signature: sha256=" in show.stdout, "signature shown", show.stdout)
+    sent = [x.body.decode() for x in sink.requests if x.path == "/a"]
+    t.ok(any(x in show.stdout for x in sent), "body shown: the one delivered", show.stdout)
+    r = q("show", ids[0], "--reveal")
+    t.ok(r.rc == 0 and "Authorization: Bearer tok-queued" in r.stdout, "--reveal shows it",
+         repr(r))
+    r = q("show", ids[0], "--json")
+    t.ok(r.rc == 0 and '["Authorization","***"]' in r.stdout and '"body":' in r.stdout,
+         "show --json: masked header, body", repr(r))
+    r = q("show", "4242")
+    t.ok(r.rc == 1 and "no delivery 4242" in r.stderr, "show unknown id: exit 1, says so",
+         repr(r))
+
+    t.is_(q("retry", ids[1]).rc, 0, "retry the second dead letter")
+    got = [x for x in rows(q("list", "--json")) if x["id"] == int(ids[1])]
+    t.ok(len(got) == 1 and got[0]["status"] == "pending" and got[0]["attempts"] == 0,
+         "it is pending again, 0 attempts", got)
+    t.is_(q("retry", "4242").rc, 1, "retry unknown id: exit 1")
+    r = q("retry", "--all", "--route", "ra")
+    t.ok(r.rc == 0 and "retried 0 dead letters" in r.stdout, "retry --all --route ra: none",
+         repr(r))
+    r = q("retry", "--all")
+    t.ok(r.rc == 0 and "retried 1 dead letter\n" in r.stdout, "retry --all: one retried",
+         repr(r))
+
+    t.is_(q("purge", ids[2]).rc, 0, "purge one")
+    t.is_(q("show", ids[2]).rc, 1, "gone from the store")
+    t.is_(q("purge", ids[2]).rc, 1, "purge it again: exit 1")
+    r = q("purge", "--all")
+    t.ok(r.rc == 2 and "--yes" in r.stderr, "purge --all needs --yes, and says so", repr(r))
+    r = bt.run_cli(["queue", "--store", store, "stats"], t=t)
+    t.ok(r.rc == 0 and "\nwebhook_bridge_queue_depth 2\n" in r.stdout and
+         "\nwebhook_bridge_queue_dead_letters 0\n" in r.stdout,
+         "stats through --store: depth 2, no dead letters", repr(r))
+    r = q("purge", "--dead")
+    t.ok(r.rc == 0 and "purged 0 deliveries" in r.stdout, "purge --dead: nothing dead", repr(r))
+    r = q("purge", "--all", "--yes")
+    t.ok(r.rc == 0 and "purged 2 deliveries" in r.stdout, "purge --all --yes: both pending",
+         repr(r))
+
+    t.is_(bt.run_cli(["queue", "list"], t=t).rc, 2, "no store given: exit 2")
+    t.is_(q("frobnicate").rc, 2, "unknown command: exit 2")
+    t.is_(q("list", "--reveal").rc, 2, "option of another command: exit 2")
+    t.is_(q("show", "x1").rc, 2, "bad id: exit 2")
+    r = bt.run_cli(["queue", "--store", "/nonexistent/q.db", "list"], t=t)
+    t.ok(r.rc == 2 and "no queue store at" in r.stderr, "missing store: exit 2, says so",
+         repr(r))
+    r = bt.run_cli(["queue", "--help"], t=t)
+    t.ok(r.rc == 0 and "usage: webhook-bridge queue" in r.stdout, "--help prints the usage",
+         repr(r))
+
+
 def route_values(bridge):
     """The per-route queue samples of /metrics, and the whole text."""
     text = bt.curl(bridge.admin_url("/metrics"), method="GET").body.decode("utf-8", "replace")
@@ -795,6 +906,7 @@ def main(engine_note=None):
                 t.run("basic", t_basic, tmp, doc)
                 t.run("duplicate", t_duplicate, tmp, doc)
                 t.run("cli while serving", t_cli_live, tmp, doc)
+                t.run("cli on a store no bridge serves", t_cli_offline, tmp, doc)
                 t.run("per-route series", t_route_series, tmp, doc)
                 t.run("503 when nothing can be stored", t_503, tmp, doc)
                 t.run("crash", t_crash, tmp, doc, 10.0, 3)

@@ -112,6 +112,9 @@ struct queue_event {
 
 typedef void (*queue_event_cb)(const struct queue_event *ev, void *arg);
 
+/* serve's log line for a queue event: pass it to queue_new() as the callback. */
+void queue_event_log(const struct queue_event *ev, void *arg);
+
 struct queue;
 
 /* Opens (creating on first use) the store at c->path and takes its lock

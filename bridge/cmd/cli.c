@@ -5,7 +5,7 @@
 #include <string.h>
 #include <stdlib.h>
 
-#include "bridge/cli.h"
+#include "cli.h"
 
 int cli_int_parse(const char *s, long long min, long long max, long long *ret)
 {

@@ -1,9 +1,9 @@
 /*
- * cli: the commands of the table in bridge/main.c.  Each takes argv with argv[0]
+ * cli: the commands of the table in bridge/cmd/main.c.  Each takes argv with argv[0]
  * = the command name, parses its own options (getopt_long, --help on
  * stdout, exit 0) and returns the process exit status: 0 success, 1 the
  * input/outcome was bad (documented per command), 2 usage or configuration
- * errors.  Add the command to the table at the end of bridge/main.c and to
+ * errors.  Add the command to the table at the end of bridge/cmd/main.c and to
  * its usage text.
  */
 #ifndef BRIDGE_CLI_H
@@ -11,12 +11,12 @@
 
 #include <stddef.h>
 
-int cmd_serve(int argc, char **argv);  /* bridge/serve.c */
-int cmd_check(int argc, char **argv);  /* bridge/check_cmd.c */
-int cmd_map(int argc, char **argv);    /* bridge/map_cmd.c */
-int cmd_diff(int argc, char **argv);   /* bridge/diff.c */
-int cmd_report(int argc, char **argv); /* bridge/report.c */
-int cmd_replay(int argc, char **argv); /* bridge/replay.c */
+int cmd_serve(int argc, char **argv);  /* bridge/cmd/serve.c */
+int cmd_check(int argc, char **argv);  /* bridge/cmd/check_cmd.c */
+int cmd_map(int argc, char **argv);    /* bridge/cmd/map_cmd.c */
+int cmd_diff(int argc, char **argv);   /* bridge/cmd/diff.c */
+int cmd_report(int argc, char **argv); /* bridge/cmd/report.c */
+int cmd_replay(int argc, char **argv); /* bridge/cmd/replay.c */
 
 /* A whole decimal integer in [min, max]: "abc", "1e3", " 7", "+7", "3x" and
  * out-of-range values are refused.  0, or -1 (the caller reports a usage
@@ -41,19 +41,15 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
 	       const struct option *opts);
 
-struct queue_event;
-
-/* queue: inspect and repair the store of queued delivery (bridge/queue_cmd.c). */
+/* queue: inspect and repair the store of queued delivery (bridge/cmd/queue_cmd.c). */
 int cmd_queue(int argc, char **argv);
-/* serve's log line for a queue event: pass it to queue_new() as the callback. */
-void queue_event_log(const struct queue_event *ev, void *arg);
 
 struct bridge_config;
 struct bridge_error;
 struct cutover;
 struct cutover_event;
 
-/* cutover: show or steer the cutover state of dual routes (bridge/cutover_cmd.c). */
+/* cutover: show or steer the cutover state of dual routes (bridge/cmd/cutover_cmd.c). */
 int cmd_cutover(int argc, char **argv);
 /* serve's log line for a cutover event: the callback of its struct cutover. */
 void cutover_event_log(const struct cutover_event *ev, void *arg);

@@ -19,8 +19,8 @@
 #include <sqlite3.h>
 #include <yajl/yajl_version.h>
 
-#include "bridge/cli.h"
-#include "bridge/learn.h"
+#include "cli.h"
+#include "learn.h"
 
 static const char usage_main[] =
 	"usage: webhook-bridge <command> [options]\n"
@@ -98,7 +98,7 @@ static int print_version(int argc, char **argv, int verbose)
 }
 
 /* One line per command; commands living in other files are declared in
- * include/bridge/cli.h. */
+ * cli.h. */
 static const struct command {
 	const char *name;
 	int (*run)(int argc, char **argv);

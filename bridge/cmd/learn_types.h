@@ -22,11 +22,11 @@
 #include <yajl/yajl_tree.h>
 
 #include "bridge/buf.h"
-#include "bridge/cli.h"
+#include "cli.h"
 #include "bridge/json.h"
 #include "bridge/convert.h"
 #include "bridge/jsondiff.h"
-#include "bridge/learn.h"
+#include "learn.h"
 #include "bridge/mapping.h"
 #include "bridge/v1.h"
 

@@ -9,7 +9,7 @@
 
 #include <yajl/yajl_tree.h>
 
-#include "bridge/cli.h"
+#include "cli.h"
 #include "bridge/config.h"
 #include "bridge/cutover.h"
 #include "bridge/log.h"

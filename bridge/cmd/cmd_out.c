@@ -18,7 +18,7 @@
 
 #include "bridge/buf.h"
 #include "bridge/json.h"
-#include "bridge/cli.h"
+#include "cli.h"
 #include "bridge/jsondiff.h"
 #include "bridge/mapping.h"
 #include "bridge/v1.h"

@@ -34,6 +34,6 @@
 #ifndef BRIDGE_LEARN_H
 #define BRIDGE_LEARN_H
 
-int cmd_learn(int argc, char **argv); /* bridge/learn.c */
+int cmd_learn(int argc, char **argv); /* bridge/cmd/learn.c */
 
 #endif

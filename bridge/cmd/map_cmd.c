@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "bridge/buf.h"
-#include "bridge/cli.h"
+#include "cli.h"
 #include "bridge/mapping.h"
 #include "bridge/translate.h"
 #include "bridge/v1.h"

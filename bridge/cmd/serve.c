@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "bridge/admin.h"
-#include "bridge/cli.h"
+#include "cli.h"
 #include "bridge/clock.h"
 #include "bridge/config.h"
 #include "bridge/cutover.h"

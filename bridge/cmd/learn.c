@@ -1,6 +1,6 @@
 /*
  * learn: infer a rule file from paired v1 / v2 traffic (see
- * include/bridge/learn.h for the contract).
+ * bridge/cmd/learn.h for the contract).
  *
  * Every document of a run lives until the end of it; strings the learner
  * makes are kept in one arena, freed in one place.  Evidence is counted per

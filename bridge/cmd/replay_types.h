@@ -28,7 +28,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "bridge/buf.h"
-#include "bridge/cli.h"
+#include "cli.h"
 #include "bridge/config.h"
 #include "bridge/delivery.h"
 #include "bridge/convert.h"

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "bridge/confread.h"
-#include "bridge/cli.h"
+#include "cli.h"
 #include "bridge/config.h"
 #include "bridge/cutover.h"
 #include "bridge/diag.h"
