@@ -63,9 +63,11 @@ static void batch_commit(struct queue *q, struct queue_pending *batch)
 			 "endpoint is probably down",
 			 q->cfg.max_depth);
 	for (p = batch; p && (long long)n < room; p = p->next) {
+		size_t bytes = store_item_bytes(p->item);
+
 		items[n++] = p->item;
-		if (store_item_bytes(p->item) > largest)
-			largest = store_item_bytes(p->item);
+		if (bytes > largest)
+			largest = bytes;
 	}
 	bridge_error_clear(&err);
 	if (n) {
