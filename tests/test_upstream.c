@@ -131,6 +131,10 @@ static struct upstream_request *post(struct upstream_pool *p, const struct upstr
 }
 
 /* Post one request and wait for its outcome. */
+/* TLS exchanges expected to finish, with a bound generous enough for a handshake under
+ * valgrind on a loaded machine: the checks are on the outcome, never on the time. */
+#define TLS_WAIT_MS 20000
+
 static void post_wait(struct upstream_pool *p, const char *body, int timeout_ms, struct result *res)
 {
 	post(p, NULL, 0, body, body ? strlen(body) : 0, timeout_ms, res);
@@ -1415,14 +1419,14 @@ static void test_tls(int refused, struct sink *plain)
 	/* IP literal: certificate checked against the IP SAN, no SNI. */
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/ok", good.port);
 	p = pool_for(url, tls, NULL, NULL);
-	post_wait(p, "secret", 3000, &res);
+	post_wait(p, "secret", TLS_WAIT_MS, &res);
 	ok(res.outcome == UPSTREAM_RESPONSE && res.status == 200, "HTTPS to 127.0.0.1");
 	if (res.outcome != UPSTREAM_RESPONSE)
 		printf("# reason: %s\n", res.reason);
 	is_str(good.body, "secret", "body arrived over TLS");
 	is_str(good.sni, "", "no SNI for an IP literal");
 	for (i = n = 0; i < 5; i++) {
-		post_wait(p, "again", 3000, &res);
+		post_wait(p, "again", TLS_WAIT_MS, &res);
 		n += res.status == 200;
 	}
 	is_int(n, 5, "five more HTTPS requests");
@@ -1432,14 +1436,14 @@ static void test_tls(int refused, struct sink *plain)
 	/* Host name: SNI sent and checked against the DNS SAN. */
 	snprintf(url, sizeof(url), "https://localhost:%d/ok", good.port);
 	p = pool_for(url, tls, NULL, dns);
-	post_wait(p, "x", 3000, &res);
+	post_wait(p, "x", TLS_WAIT_MS, &res);
 	ok(res.outcome == UPSTREAM_RESPONSE && res.status == 200, "HTTPS to localhost");
 	is_str(good.sni, "localhost", "SNI carries the host name");
 	upstream_pool_free(p);
 
 	snprintf(url, sizeof(url), "https://localhost:%d/ok", wrong.port);
 	p = pool_for(url, tls, NULL, dns);
-	post_wait(p, "x", 3000, &res);
+	post_wait(p, "x", TLS_WAIT_MS, &res);
 	is_int(res.outcome, UPSTREAM_TLS_FAILED, "certificate for another name: tls_failed");
 	ok(starts_with(res.reason, "certificate verify failed: hostname mismatch"),
 	   "reason: hostname mismatch");
@@ -1449,7 +1453,7 @@ static void test_tls(int refused, struct sink *plain)
 
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/ok", wrong.port);
 	p = pool_for(url, tls, NULL, NULL);
-	post_wait(p, "x", 3000, &res);
+	post_wait(p, "x", TLS_WAIT_MS, &res);
 	is_int(res.outcome, UPSTREAM_TLS_FAILED, "certificate without the IP: tls_failed");
 	ok(starts_with(res.reason, "certificate verify failed: IP address mismatch"),
 	   "reason: IP address mismatch");
@@ -1457,7 +1461,7 @@ static void test_tls(int refused, struct sink *plain)
 
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/ok", rogue.port);
 	p = pool_for(url, tls, NULL, NULL);
-	post_wait(p, "x", 3000, &res);
+	post_wait(p, "x", TLS_WAIT_MS, &res);
 	is_int(res.outcome, UPSTREAM_TLS_FAILED, "untrusted CA: tls_failed");
 	ok(starts_with(res.reason, "certificate verify failed: unable to get local issuer "
 				   "certificate"),
@@ -1468,14 +1472,14 @@ static void test_tls(int refused, struct sink *plain)
 
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/ok", good.port);
 	p = pool_for(url, sys, NULL, NULL);
-	post_wait(p, "x", 3000, &res);
+	post_wait(p, "x", TLS_WAIT_MS, &res);
 	ok(res.outcome == UPSTREAM_TLS_FAILED && strstr(res.reason, "certificate verify failed"),
 	   "system trust store does not trust the test CA");
 	upstream_pool_free(p);
 
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/ok", plain->port);
 	p = pool_for(url, tls, NULL, NULL);
-	post_wait(p, "x", 3000, &res);
+	post_wait(p, "x", TLS_WAIT_MS, &res);
 	is_int(res.outcome, UPSTREAM_TLS_FAILED, "HTTPS to a plain HTTP server: tls_failed");
 	ok(starts_with(res.reason, "TLS handshake failed: "), "reason: TLS handshake failed");
 	printf("# reason: %s\n", res.reason);
@@ -1487,7 +1491,7 @@ static void test_tls(int refused, struct sink *plain)
 	rs.tls = good_ctx;
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/ok", rs.port);
 	p = pool_for(url, tls, NULL, NULL);
-	post_wait(p, "x", 3000, &res);
+	post_wait(p, "x", TLS_WAIT_MS, &res);
 	ok(res.outcome == UPSTREAM_RESPONSE && res.status == 200,
 	   "TLS body delimited by a close without close_notify");
 	if (res.outcome != UPSTREAM_RESPONSE)
@@ -1499,7 +1503,7 @@ static void test_tls(int refused, struct sink *plain)
 	raw_start(&rs, RAW_ACCEPT_CLOSE);
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/ok", rs.port);
 	p = pool_for(url, tls, NULL, NULL);
-	post_wait(p, "x", 3000, &res);
+	post_wait(p, "x", TLS_WAIT_MS, &res);
 	is_int(res.outcome, UPSTREAM_TLS_FAILED, "peer closes during the handshake: tls_failed");
 	printf("# reason: %s\n", res.reason);
 	upstream_pool_free(p);
@@ -1507,7 +1511,7 @@ static void test_tls(int refused, struct sink *plain)
 
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d/ok", refused);
 	p = pool_for(url, tls, NULL, NULL);
-	post_wait(p, "x", 3000, &res);
+	post_wait(p, "x", TLS_WAIT_MS, &res);
 	is_int(res.outcome, UPSTREAM_CONNECT_FAILED, "HTTPS to a refused port: connect_failed");
 	ok(starts_with(res.reason, "connection refused"), "reason: connection refused");
 	printf("# reason: %s\n", res.reason);
@@ -1516,15 +1520,16 @@ static void test_tls(int refused, struct sink *plain)
 	/* A TLS server that drops idle keep-alive connections without
 	 * close_notify: the pool notices and the next request reconnects. */
 	if (ok(sink_start(&idle, "127.0.0.1", good_ctx) == 0, "TLS sink with idle timeout")) {
-		struct timeval tv = { 0, 200 * 1000 };
+		/* long enough for a handshake and a request under valgrind */
+		struct timeval tv = { 1, 0 };
 
 		evhttp_set_timeout_tv(idle.http, &tv);
 		snprintf(url, sizeof(url), "https://127.0.0.1:%d/ok", idle.port);
 		p = pool_for(url, tls, NULL, NULL);
-		post_wait(p, "x", 3000, &res);
+		post_wait(p, "x", TLS_WAIT_MS, &res);
 		ok(res.status == 200, "first request");
-		run_for(500);
-		post_wait(p, "x", 3000, &res);
+		run_for(2000);
+		post_wait(p, "x", TLS_WAIT_MS, &res);
 		ok(res.outcome == UPSTREAM_RESPONSE && res.status == 200,
 		   "request after the server closed the idle TLS connection");
 		is_int(idle.n_ports, 2, "it used a new connection");
