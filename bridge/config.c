@@ -10,63 +10,267 @@
 #include "bridge/log.h"
 #include "bridge/mapping.h"
 
-static const char *const top_keys[] = { "listen",     "limits",   "tls",       "unrouted",
-					"match_keys", "upstream", "log_level", "workers",
-					"log_buffer", "dry_run",  "record",    "queue",
-					"shared",     "routes",   "admin",     NULL };
-static const char *const record_keys[] = { "path",   "rotate_bytes",    "keep",
-					   "redact", "redact_defaults", "headers",
-					   NULL };
-static const char *const dry_run_keys[] = { "report",   "rotate_bytes", "keep",
-					    "stdout",   "v2_path",      "v2_record",
-					    "window_s", "max_entries",  NULL };
-static const char *const listen_keys[] = {
-	"address", "port", "path", "tls", "auth", "allow", "trusted_proxies", "reuseport", NULL
+static const char *const delivery_names[] = { "forward", "queued", NULL };
+static const char *const mode_names[] = { "forward", "dry-run", "dual", NULL };
+static const char *const encoding_names[] = { "hex", "base64", NULL }; /* enum sign_encoding */
+static const char *const unrouted_names[] = { "reject", "accept", NULL };
+static const char *const log_level_names[] = { "debug", "info", "warn", "error", NULL };
+
+/* A URL path the listener serves: a rule of listen.path and dry_run.v2_path. */
+static int url_path_check(const char *name, const char *v, char *why, size_t cap)
+{
+	if (v[0] == '/' && !strpbrk(v, "?# "))
+		return 0;
+	snprintf(why, cap, "'%s' must start with '/' and hold no '?', '#' or space", name);
+	return -1;
+}
+
+static int header_name_check(const char *name, const char *v, char *why, size_t cap)
+{
+	if (upstream_header_name_valid(v))
+		return 0;
+	snprintf(why, cap, "'%s' = \"%s\" is not a valid HTTP header name", name, v);
+	return -1;
+}
+
+#define C(member) CFG_FIELD(struct bridge_config, member)
+static const struct cfg_setting top_settings[] = {
+	{ .name = "listen", .type = CFG_CUSTOM },
+	{ .name = "admin", .type = CFG_CUSTOM },
+	{ .name = "limits", .type = CFG_CUSTOM },
+	{ .name = "tls", .type = CFG_CUSTOM },
+	{ .name = "unrouted", .type = CFG_ENUM, C(unrouted_accept), .choices = unrouted_names },
+	{ .name = "match_keys", .type = CFG_CUSTOM },
+	{ .name = "upstream", .type = CFG_CUSTOM },
+	/* -1: not set, so that --log-level and the built-in info apply */
+	{ .name = "log_level",
+	  .type = CFG_ENUM,
+	  C(log_level),
+	  .def = -1,
+	  .choices = log_level_names,
+	  .shown = "\"info\"" },
+	{ .name = "workers", .type = CFG_INT, C(workers), .max = 256, .shown = "number of cores" },
+	{ .name = "log_buffer",
+	  .type = CFG_INT,
+	  C(log_buffer),
+	  .min = 4096,
+	  .max = 1 << 30,
+	  .def = 4 << 20 },
+	{ .name = "dry_run", .type = CFG_CUSTOM },
+	{ .name = "record", .type = CFG_CUSTOM },
+	{ .name = "queue", .type = CFG_CUSTOM },
+	{ .name = "shared", .type = CFG_CUSTOM },
+	{ .name = "routes", .type = CFG_CUSTOM },
+	{ .name = NULL },
 };
-static const char *const admin_keys[] = { "address", "port", "tls", "auth", "allow", NULL };
-static const char *const listen_tls_keys[] = { "cert_file", "key_file", NULL };
-static const char *const limits_keys[] = {
-	"max_body",    "max_header_bytes",   "max_json_depth",      "max_keys", "max_string",
-	"max_headers", "request_timeout_ms", "request_deadline_ms", NULL
+
+static const struct cfg_setting listen_settings[] = {
+	{ .name = "address", .type = CFG_TEXT, C(listen_address), .text = "127.0.0.1" },
+	{ .name = "port", .type = CFG_INT, C(listen_port), .max = 65535, .def = 8080 },
+	{ .name = "path", .type = CFG_TEXT, C(listen_path), .text = "/", .check = url_path_check },
+	{ .name = "reuseport", .type = CFG_BOOL, C(listen_reuseport) },
+	{ .name = "tls", .type = CFG_CUSTOM },
+	{ .name = "auth", .type = CFG_CUSTOM },
+	{ .name = "allow", .type = CFG_CUSTOM },
+	{ .name = "trusted_proxies", .type = CFG_CUSTOM },
+	{ .name = NULL },
 };
-static const char *const tls_keys[] = { "ca_file", NULL };
-static const char *const match_key_keys[] = { "website_id", "campaign_id", NULL };
-static const char *const upstream_keys[] = { "max_connections", "max_response_body",
-					     "idle_timeout_ms", NULL };
-static const char *const route_keys[] = { "name",
-					  "mapping",
-					  "endpoint",
-					  "mode",
-					  "delivery",
-					  "auth_header",
-					  "secret",
-					  "secret_file",
-					  "secrets",
-					  "secrets_file",
-					  "signature_header",
-					  "signature_encoding",
-					  "delivery_id_header",
-					  "match",
-					  "timeout_ms",
-					  "ca_file",
-					  "auth",
-					  "legacy_endpoint",
-					  "legacy_auth_header",
-					  "headers",
-					  "cutover",
-					  NULL };
+
+static const struct cfg_setting admin_settings[] = {
+	{ .name = "address",
+	  .type = CFG_TEXT,
+	  CFG_FIELD(struct bridge_admin, address),
+	  .text = "127.0.0.1" },
+	{ .name = "port",
+	  .type = CFG_INT,
+	  CFG_FIELD(struct bridge_admin, port),
+	  .max = 65535,
+	  .def = 9180 },
+	{ .name = "tls", .type = CFG_CUSTOM },
+	{ .name = "auth", .type = CFG_CUSTOM },
+	{ .name = "allow", .type = CFG_CUSTOM },
+	{ .name = NULL },
+};
+
+/* listen.tls and admin.tls */
+struct listener_tls {
+	char *cert_file, *key_file;
+};
+static const struct cfg_setting listener_tls_settings[] = {
+	{ .name = "cert_file", .type = CFG_FILE, CFG_FIELD(struct listener_tls, cert_file) },
+	{ .name = "key_file", .type = CFG_FILE, CFG_FIELD(struct listener_tls, key_file) },
+	{ .name = NULL },
+};
+
+static const struct cfg_setting limits_settings[] = {
+	{ .name = "max_body",
+	  .type = CFG_INT,
+	  C(max_body),
+	  .min = 64,
+	  .max = 64LL << 20,
+	  .def = 1 << 20 },
+	{ .name = "max_header_bytes",
+	  .type = CFG_INT,
+	  C(max_header_bytes),
+	  .min = 1024,
+	  .max = 1 << 20,
+	  .def = 64 << 10 },
+	{ .name = "max_json_depth",
+	  .type = CFG_INT,
+	  C(max_json_depth),
+	  .min = 2,
+	  .max = 64,
+	  .def = 8 },
+	{ .name = "max_keys", .type = CFG_INT, C(max_keys), .min = 1, .max = 100000, .def = 1000 },
+	{ .name = "max_string",
+	  .type = CFG_INT,
+	  C(max_string),
+	  .min = 16,
+	  .max = 16LL << 20,
+	  .def = 65536 },
+	{ .name = "max_headers",
+	  .type = CFG_INT,
+	  C(max_headers),
+	  .min = 8,
+	  .max = 10000,
+	  .def = 100 },
+	{ .name = "request_timeout_ms",
+	  .type = CFG_INT,
+	  C(request_timeout_ms),
+	  .min = 100,
+	  .max = 3600000,
+	  .def = 30000 },
+	{ .name = "request_deadline_ms",
+	  .type = CFG_INT,
+	  C(request_deadline_ms),
+	  .min = 100,
+	  .max = 3600000,
+	  .def = 10000 },
+	{ .name = NULL },
+};
+
+static const struct cfg_setting tls_settings[] = {
+	{ .name = "ca_file", .type = CFG_FILE, C(ca_file), .shown = "system trust store" },
+	{ .name = NULL },
+};
+
+static const struct cfg_setting match_keys_settings[] = {
+	{ .name = "website_id", .type = CFG_TEXT, C(website_key), .text = "website_id" },
+	{ .name = "campaign_id", .type = CFG_TEXT, C(campaign_key), .text = "campaign_id" },
+	{ .name = NULL },
+};
+
+static const struct cfg_setting record_settings[] = {
+	{ .name = "path", .type = CFG_OUTPUT, C(record_path), .text = "LOGS_DIRECTORY" },
+	{ .name = "rotate_bytes",
+	  .type = CFG_INT,
+	  C(record_rotate_bytes),
+	  .max = 1LL << 40,
+	  .def = 100 << 20 },
+	{ .name = "keep", .type = CFG_INT, C(record_keep), .min = 1, .max = 1000, .def = 5 },
+	{ .name = "redact", .type = CFG_CUSTOM },
+	{ .name = "redact_defaults", .type = CFG_BOOL, C(record_redact_defaults), .def = 1 },
+	{ .name = "headers", .type = CFG_CUSTOM },
+	{ .name = NULL },
+};
+
+static const struct cfg_setting dry_run_settings[] = {
+	{ .name = "report", .type = CFG_OUTPUT, C(report_path), .text = "LOGS_DIRECTORY" },
+	{ .name = "rotate_bytes",
+	  .type = CFG_INT,
+	  C(report_rotate_bytes),
+	  .max = 1LL << 40,
+	  .def = 100 << 20 },
+	{ .name = "keep", .type = CFG_INT, C(report_keep), .min = 1, .max = 1000, .def = 5 },
+	{ .name = "stdout", .type = CFG_BOOL, C(dry_run_stdout), .def = 1 },
+	{ .name = "v2_path", .type = CFG_TEXT, C(shadow_path), .check = url_path_check },
+	{ .name = "v2_record", .type = CFG_OUTPUT, C(v2_record_path) },
+	{ .name = "window_s",
+	  .type = CFG_INT,
+	  C(shadow_window_ms),
+	  .min = 1,
+	  .max = 7 * 86400,
+	  .def = 3600,
+	  .scale = 1000 },
+	{ .name = "max_entries",
+	  .type = CFG_INT,
+	  C(shadow_max_entries),
+	  .min = 1,
+	  .max = 10000000,
+	  .def = 100000 },
+	{ .name = NULL },
+};
+#undef C
+
+#define R(member) CFG_FIELD(struct bridge_route, member)
+static const struct cfg_setting route_settings[] = {
+	{ .name = "name", .type = CFG_TEXT, R(name) },
+	{ .name = "mapping", .type = CFG_CUSTOM },
+	{ .name = "endpoint", .type = CFG_CUSTOM },
+	{ .name = "mode", .type = CFG_ENUM, R(mode), .choices = mode_names },
+	{ .name = "delivery", .type = CFG_ENUM, R(queued), .choices = delivery_names },
+	{ .name = "auth_header", .type = CFG_CUSTOM },
+	{ .name = "secret", .type = CFG_CUSTOM },
+	{ .name = "secret_file", .type = CFG_CUSTOM },
+	{ .name = "secrets", .type = CFG_CUSTOM },
+	{ .name = "secrets_file", .type = CFG_CUSTOM },
+	{ .name = "signature_header",
+	  .type = CFG_TEXT,
+	  R(signature_header),
+	  .text = "X-Qualifio-Signature",
+	  .check = header_name_check },
+	{ .name = "signature_encoding",
+	  .type = CFG_ENUM,
+	  R(signature_encoding),
+	  .choices = encoding_names },
+	{ .name = "delivery_id_header",
+	  .type = CFG_TEXT,
+	  R(delivery_id_header),
+	  .text = "X-Bridge-Delivery-Id",
+	  .check = header_name_check },
+	{ .name = "match", .type = CFG_CUSTOM },
+	{ .name = "timeout_ms",
+	  .type = CFG_INT,
+	  R(timeout_ms),
+	  .min = 1,
+	  .max = 600000,
+	  .def = 10000 },
+	{ .name = "ca_file", .type = CFG_FILE, R(ca_file), .shown = "tls.ca_file" },
+	{ .name = "auth", .type = CFG_CUSTOM },
+	{ .name = "legacy_endpoint", .type = CFG_CUSTOM },
+	{ .name = "legacy_auth_header", .type = CFG_CUSTOM },
+	{ .name = "headers", .type = CFG_CUSTOM },
+	{ .name = "cutover", .type = CFG_CUSTOM },
+	{ .name = NULL },
+};
+#undef R
+
+const struct cfg_table bridge_config_tables[] = {
+	{ "", top_settings },
+	{ "listen.", listen_settings },
+	{ "listen.tls.", listener_tls_settings }, /* admin.tls too */
+	{ "admin.", admin_settings },
+	{ "limits.", limits_settings },
+	{ "upstream.", upstream_limits_settings },
+	{ "tls.", tls_settings },
+	{ "match_keys.", match_keys_settings },
+	{ "record.", record_settings },
+	{ "dry_run.", dry_run_settings },
+	{ "queue.", queue_settings },
+	{ "shared.", shared_settings },
+	{ "routes.", route_settings },
+	{ NULL, NULL },
+};
+
 static const char *const cutover_keys[] = { "ramp", "copy", "rollback", NULL };
 static const char *const rollback_keys[] = { "max_failure_rate", "window_s", "min_posts", NULL };
 static const char *const auth_keys[] = { "name", "value", "value_file", NULL };
 static const char *const match_keys[] = { "website_id", "campaign_id", NULL };
-static const char *const delivery_names[] = { "forward", "queued", NULL };
-static const char *const mode_names[] = { "forward", "dry-run", "dual", NULL };
 
 const char *route_mode_name(enum route_mode m)
 {
 	return m <= ROUTE_DUAL ? mode_names[m] : "?";
 }
-static const char *const unrouted_names[] = { "reject", "accept", NULL };
 
 static char *xstrdup(const char *s)
 {
@@ -79,19 +283,6 @@ static int header_value_valid(const char *s)
 		if ((unsigned char)*s < 0x20 && *s != '\t')
 			return 0;
 	return 1;
-}
-
-static void get_header_name(const config_setting_t *g, const char *name, char **out,
-			    const char *deflt, const char *file, struct diag *d)
-{
-	const char *v = deflt;
-
-	if (cfg_get_text(g, name, &v, file, d) == 1 && !upstream_header_name_valid(v)) {
-		diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, name)),
-			 "'%s' = \"%s\" is not a valid HTTP header name", name, v);
-		v = deflt;
-	}
-	*out = xstrdup(v);
 }
 
 /* An id list: array of integers or of numeric strings, kept as canonical text. */
@@ -295,28 +486,6 @@ static size_t tls_index_for(struct bridge_config *c, const char *ca_file)
 	return c->n_tls_files++;
 }
 
-static void check_readable(const config_setting_t *s, const char *what, const char *path,
-			   const char *file, struct diag *d)
-{
-	if (access(path, R_OK) != 0)
-		diag_add(d, cfg_file(s, file), cfg_line(s), "%s '%s': %s", what, path,
-			 strerror(errno));
-}
-
-/* A file setting: resolved against the config's folder and checked readable;
- * *ret stays as it is when the setting is absent. */
-static void load_file(const config_setting_t *g, const char *name, char **ret, const char *file,
-		      struct diag *d)
-{
-	const char *v;
-
-	if (cfg_get_text(g, name, &v, file, d) != 1)
-		return;
-	free(*ret);
-	*ret = cfg_resolve_path(file, v);
-	check_readable(config_setting_get_member(g, name), name, *ret, file, d);
-}
-
 /* `key = { name = "..."; value = "..."; };`: a header the bridge sends. */
 /* name and value (or value_file): 2 with the value inline, 1 from a file,
  * 0 absent, -1 refused. */
@@ -477,68 +646,40 @@ static void load_cutover(const config_setting_t *g, struct bridge_route *r, cons
 		r->cutover.min_posts = (int)n;
 }
 
-static void load_route(struct bridge_config *c, const config_setting_t *g, struct bridge_route *r,
-		       const char *file, struct diag *d)
+/* The route's rule file, loaded (its own errors merged into d). */
+static void load_route_mapping(const config_setting_t *g, struct bridge_route *r, const char *file,
+			       struct diag *d)
 {
-	const config_setting_t *match;
-	const char *v;
-	int mode = ROUTE_FORWARD, enc = SIGN_HEX;
-	long long timeout = 10000;
-	struct bridge_error err;
+	const config_setting_t *s = config_setting_get_member(g, "mapping");
+	const char *v, *name = r->name ? r->name : "?";
+	struct diag md = { 0 };
 
-	r->line = cfg_line(g);
-	r->timeout_ms = 10000;
-	if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-		diag_add(d, cfg_file(g, file), cfg_line(g), "each route must be a group { ... }");
+	if (cfg_get_text(g, "mapping", &v, file, d) != 1) {
+		if (!s)
+			diag_add(d, cfg_file(g, file), cfg_line(g), "route '%s' has no 'mapping'",
+				 name);
 		return;
 	}
-	cfg_check_keys(g, route_keys, file, d);
-	if (cfg_get_text(g, "name", &v, file, d) == 1)
-		r->name = strdup(v);
-	else if (!config_setting_get_member(g, "name"))
-		diag_add(d, cfg_file(g, file), cfg_line(g), "route has no 'name'");
-	for (struct bridge_route *o = c->routes; o < r; o++)
-		if (r->name && o->name && strcmp(o->name, r->name) == 0)
-			diag_add(d, cfg_file(g, file), cfg_line(g),
-				 "route name '%s' is already used at line %d", r->name, o->line);
-
-	if (cfg_get_enum(g, "mode", mode_names, &mode, file, d) < 0)
-		mode = ROUTE_DRY_RUN; /* already reported: do not add forward-only complaints */
-	r->mode = (enum route_mode)mode;
-	{
-		int delivery = 0;
-
-		if (cfg_get_enum(g, "delivery", delivery_names, &delivery, file, d) == 1 &&
-		    delivery == 1) {
-			if (r->mode != ROUTE_FORWARD)
-				diag_add(d, cfg_file(g, file),
-					 cfg_line(config_setting_get_member(g, "delivery")),
-					 "delivery = \"queued\" needs mode = \"forward\"");
-			r->queued = 1;
-		}
+	r->mapping_file = cfg_resolve_path(file, v);
+	if (access(r->mapping_file, R_OK) != 0) {
+		diag_add(d, cfg_file(g, file), cfg_line(s), "route '%s': mapping '%s': %s", name,
+			 r->mapping_file, strerror(errno));
+	} else if (mapping_load(r->mapping_file, &r->mapping, &md) < 0) {
+		diag_merge(d, &md);
+		diag_add(d, cfg_file(g, file), cfg_line(s),
+			 "route '%s': mapping '%s' did not load (%d error(s) above)", name,
+			 r->mapping_file, md.count);
 	}
+	diag_reset(&md);
+}
 
-	if (cfg_get_text(g, "mapping", &v, file, d) == 1) {
-		struct diag md = { 0 };
-
-		r->mapping_file = cfg_resolve_path(file, v);
-		if (access(r->mapping_file, R_OK) != 0) {
-			diag_add(d, cfg_file(g, file),
-				 cfg_line(config_setting_get_member(g, "mapping")),
-				 "route '%s': mapping '%s': %s", r->name ? r->name : "?",
-				 r->mapping_file, strerror(errno));
-		} else if (mapping_load(r->mapping_file, &r->mapping, &md) < 0) {
-			diag_merge(d, &md);
-			diag_add(d, cfg_file(g, file),
-				 cfg_line(config_setting_get_member(g, "mapping")),
-				 "route '%s': mapping '%s' did not load (%d error(s) above)",
-				 r->name ? r->name : "?", r->mapping_file, md.count);
-		}
-		diag_reset(&md);
-	} else if (!config_setting_get_member(g, "mapping")) {
-		diag_add(d, cfg_file(g, file), cfg_line(g), "route '%s' has no 'mapping'",
-			 r->name ? r->name : "?");
-	}
+/* endpoint (v2) and legacy_endpoint (v1), each required where the mode
+ * sends there. */
+static void load_route_endpoints(const config_setting_t *g, struct bridge_route *r,
+				 const char *file, struct diag *d)
+{
+	const char *v, *name = r->name ? r->name : "?";
+	struct bridge_error err;
 
 	if (cfg_get_text(g, "endpoint", &v, file, d) == 1) {
 		if (upstream_url_parse(v, &r->url, &err) < 0)
@@ -547,7 +688,7 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 			r->endpoint = strdup(v);
 	} else if (ROUTE_SENDS_V2(r) && !config_setting_get_member(g, "endpoint")) {
 		diag_add(d, cfg_file(g, file), cfg_line(g),
-			 "route '%s' is in %s mode but has no 'endpoint'", r->name ? r->name : "?",
+			 "route '%s' is in %s mode but has no 'endpoint'", name,
 			 route_mode_name(r->mode));
 	}
 	if (cfg_get_text(g, "legacy_endpoint", &v, file, d) == 1) {
@@ -560,13 +701,53 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 				 cfg_line(config_setting_get_member(g, "legacy_endpoint")),
 				 "route '%s': legacy_endpoint is for dry-run and dual modes, not "
 				 "forward",
-				 r->name ? r->name : "?");
+				 name);
 	} else if (r->mode == ROUTE_DUAL && !config_setting_get_member(g, "legacy_endpoint")) {
 		diag_add(d, cfg_file(g, file), cfg_line(g),
 			 "route '%s' is in dual mode but has no 'legacy_endpoint' (the "
 			 "authoritative v1 importer)",
-			 r->name ? r->name : "?");
+			 name);
 	}
+}
+
+/* Whether the route's mode was refused (the table reported it): the route
+ * is then taken as dry-run, which adds no forward-only complaints. */
+static int mode_refused(const config_setting_t *g)
+{
+	const config_setting_t *s = config_setting_get_member(g, "mode");
+
+	return s && (config_setting_type(s) != CONFIG_TYPE_STRING ||
+		     !cfg_name_in(mode_names, config_setting_get_string(s)));
+}
+
+static void load_route(struct bridge_config *c, const config_setting_t *g, struct bridge_route *r,
+		       const char *file, struct diag *d)
+{
+	static const char *const secret_names[] = { "secret", "secrets", "secret_file",
+						    "secrets_file", NULL };
+	const config_setting_t *match;
+	int has_secret = 0;
+
+	r->line = cfg_line(g);
+	cfg_table_defaults(route_settings, r);
+	if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+		diag_add(d, cfg_file(g, file), cfg_line(g), "each route must be a group { ... }");
+		return;
+	}
+	cfg_table_load(g, route_settings, r, file, d);
+	if (!config_setting_get_member(g, "name"))
+		diag_add(d, cfg_file(g, file), cfg_line(g), "route has no 'name'");
+	for (struct bridge_route *o = c->routes; o < r; o++)
+		if (r->name && o->name && strcmp(o->name, r->name) == 0)
+			diag_add(d, cfg_file(g, file), cfg_line(g),
+				 "route name '%s' is already used at line %d", r->name, o->line);
+	if (mode_refused(g))
+		r->mode = ROUTE_DRY_RUN;
+	if (r->queued && r->mode != ROUTE_FORWARD)
+		diag_add(d, cfg_file(g, file), cfg_line(config_setting_get_member(g, "delivery")),
+			 "delivery = \"queued\" needs mode = \"forward\"");
+	load_route_mapping(g, r, file, d);
+	load_route_endpoints(g, r, file, d);
 
 	r->inline_secret |= load_header_pair(g, "auth_header", &r->auth_name, &r->auth_value, file,
 					     d) == 2;
@@ -574,29 +755,12 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 	r->inline_secret |= load_header_pair(g, "legacy_auth_header", &r->legacy_auth_name,
 					     &r->legacy_auth_value, file, d) == 2;
 	load_secrets(g, r, file, d);
-	if (ROUTE_SENDS_V2(r) && r->n_secrets == 0 && !config_setting_get_member(g, "secret") &&
-	    !config_setting_get_member(g, "secrets") &&
-	    !config_setting_get_member(g, "secret_file") &&
-	    !config_setting_get_member(g, "secrets_file"))
+	for (const char *const *n = secret_names; *n; n++)
+		has_secret |= config_setting_get_member(g, *n) != NULL;
+	if (ROUTE_SENDS_V2(r) && r->n_secrets == 0 && !has_secret)
 		diag_add(d, cfg_file(g, file), cfg_line(g),
 			 "route '%s' is in %s mode but has no 'secret' to sign with",
 			 r->name ? r->name : "?", route_mode_name(r->mode));
-
-	get_header_name(g, "signature_header", &r->signature_header, "X-Qualifio-Signature", file,
-			d);
-	get_header_name(g, "delivery_id_header", &r->delivery_id_header, "X-Bridge-Delivery-Id",
-			file, d);
-	if (cfg_get_string(g, "signature_encoding", &v, file, d) == 1) {
-		enum sign_encoding e;
-
-		if (sign_encoding_parse(v, &e) < 0)
-			diag_add(d, cfg_file(g, file),
-				 cfg_line(config_setting_get_member(g, "signature_encoding")),
-				 "'signature_encoding' = \"%s\" is not one of: hex | base64", v);
-		else
-			enc = (int)e;
-	}
-	r->signature_encoding = (enum sign_encoding)enc;
 
 	match = cfg_get_group(g, "match", file, d);
 	if (match) {
@@ -604,9 +768,6 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 		load_ids(match, "website_id", &r->website_ids, &r->n_website_ids, file, d);
 		load_ids(match, "campaign_id", &r->campaign_ids, &r->n_campaign_ids, file, d);
 	}
-	if (cfg_get_int(g, "timeout_ms", 1, 600000, &timeout, file, d) == 1)
-		r->timeout_ms = (int)timeout;
-	load_file(g, "ca_file", &r->ca_file, file, d);
 	if (r->endpoint && r->url.https)
 		r->tls_index = tls_index_for(c, r->ca_file ? r->ca_file : c->ca_file);
 	if (r->legacy_endpoint && r->legacy_url.https)
@@ -615,243 +776,78 @@ static void load_route(struct bridge_config *c, const config_setting_t *g, struc
 	load_cutover(g, r, file, d);
 }
 
-static void load_size(const config_setting_t *g, const char *name, long long min, long long max,
-		      size_t *out, const char *file, struct diag *d)
+/* What `listen` and `admin` share besides their tables: tls, auth, allow. */
+static void load_listener(const config_setting_t *g, const char *name, char **cert, char **key,
+			  struct access_auth *auth, struct access_list *allow, const char *path,
+			  struct diag *d)
 {
-	long long v;
+	const config_setting_t *lt = cfg_get_group(g, "tls", path, d);
+	struct listener_tls tls = { 0 };
 
-	if (g && cfg_get_int(g, name, min, max, &v, file, d) == 1)
-		*out = (size_t)v;
-}
-
-/* What `listen` and `admin` share: address, port, tls, auth, allow.  l holds
- * the defaults on entry. */
-static void load_listener(const config_setting_t *g, const char *name, struct bridge_admin *l,
-			  const char *path, struct diag *d)
-{
-	const config_setting_t *lt;
-	const char *v;
-	long long n;
-
-	if (cfg_get_text(g, "address", &v, path, d) == 1) {
-		free(l->address);
-		l->address = strdup(v);
-	}
-	if (cfg_get_int(g, "port", 0, 65535, &n, path, d) == 1)
-		l->port = (int)n;
-	lt = cfg_get_group(g, "tls", path, d);
 	if (lt) {
-		cfg_check_keys(lt, listen_tls_keys, path, d);
-		load_file(lt, "cert_file", &l->cert_file, path, d);
-		load_file(lt, "key_file", &l->key_file, path, d);
-		if (!l->cert_file || !l->key_file)
+		cfg_table_load(lt, listener_tls_settings, &tls, path, d);
+		*cert = tls.cert_file;
+		*key = tls.key_file;
+		if (!tls.cert_file || !tls.key_file)
 			diag_add(d, path, cfg_line(lt), "%s.tls needs 'cert_file' and 'key_file'",
 				 name);
 	}
-	access_auth_load(cfg_get_group(g, "auth", path, d), path, &l->auth, d);
-	access_list_load(config_setting_get_member(g, "allow"), path, &l->allow, d);
+	access_auth_load(cfg_get_group(g, "auth", path, d), path, auth, d);
+	access_list_load(config_setting_get_member(g, "allow"), path, allow, d);
 }
 
-int bridge_config_load(const char *path, struct bridge_config **ret, struct diag *d)
+/* What the groups' own code reads (their CFG_CUSTOM rows), after their
+ * tables, when the group is present. */
+static void listen_rest(const config_setting_t *g, struct bridge_config *c, const char *path,
+			struct diag *d)
 {
-	struct bridge_config *c = calloc(1, sizeof(*c));
-	const config_setting_t *root, *g, *routes;
-	config_t cfg;
-	const char *v;
-	int errors_before = d->count, unrouted = 0;
-	long long n;
+	load_listener(g, "listen", &c->listen_cert_file, &c->listen_key_file, &c->auth, &c->allow,
+		      path, d);
+	access_list_load(config_setting_get_member(g, "trusted_proxies"), path, &c->trusted_proxies,
+			 d);
+}
 
-	*ret = NULL;
-	if (!c)
-		return diag_add(d, path, 0, "out of memory");
-	c->path = strdup(path);
-	c->listen_port = 8080;
-	c->max_body = 1024 * 1024;
-	c->max_header_bytes = 64 * 1024;
-	c->max_json_depth = 8;
-	c->max_keys = 1000;
-	c->max_string = 65536;
-	c->max_headers = 100;
-	c->request_timeout_ms = 30000;
-	c->request_deadline_ms = 10000;
-	upstream_limits_default(&c->upstream);
+static void admin_rest(const config_setting_t *g, struct bridge_config *c, const char *path,
+		       struct diag *d)
+{
+	c->admin.enabled = 1;
+	load_listener(g, "admin", &c->admin.cert_file, &c->admin.key_file, &c->admin.auth,
+		      &c->admin.allow, path, d);
+}
 
-	if (cfg_read(&cfg, path, d) < 0) {
-		config_destroy(&cfg);
-		bridge_config_free(c);
-		return -1;
+static void record_rest(const config_setting_t *g, struct bridge_config *c, const char *path,
+			struct diag *d)
+{
+	if (!config_setting_get_member(g, "path"))
+		diag_add(d, path, cfg_line(g), "'record' needs a 'path' for the capture file");
+	load_strings(g, "redact", &c->record_redact, &c->n_record_redact, path, d);
+	load_strings(g, "headers", &c->record_headers, &c->n_record_headers, path, d);
+}
+
+static void load_routes(const config_setting_t *root, struct bridge_config *c, const char *path,
+			struct diag *d)
+{
+	const config_setting_t *routes = cfg_get_list(root, "routes", path, d);
+	int len = routes ? config_setting_length(routes) : 0;
+
+	if (!routes) {
+		if (!config_setting_get_member(root, "routes"))
+			diag_add(d, path, 0, "no 'routes' list: add at least one route");
+		return;
 	}
-	root = config_root_setting(&cfg);
-	cfg_check_keys(root, top_keys, path, d);
-
-	c->listen_address = strdup("127.0.0.1");
-	c->listen_path = strdup("/");
-	g = cfg_get_group(root, "listen", path, d);
-	if (g) {
-		struct bridge_admin l = { .address = c->listen_address, .port = c->listen_port };
-
-		cfg_check_keys(g, listen_keys, path, d);
-		load_listener(g, "listen", &l, path, d);
-		c->listen_address = l.address;
-		c->listen_port = l.port;
-		c->listen_cert_file = l.cert_file;
-		c->listen_key_file = l.key_file;
-		cfg_get_bool(g, "reuseport", &c->listen_reuseport, path, d);
-		c->auth = l.auth;
-		c->allow = l.allow;
-		access_list_load(config_setting_get_member(g, "trusted_proxies"), path,
-				 &c->trusted_proxies, d);
-		if (cfg_get_text(g, "path", &v, path, d) == 1) {
-			if (v[0] != '/' || strpbrk(v, "?# "))
-				diag_add(
-					d, cfg_file(g, path),
-					cfg_line(config_setting_get_member(g, "path")),
-					"'path' must start with '/' and hold no '?', '#' or space");
-			free(c->listen_path);
-			c->listen_path = strdup(v);
-		}
+	c->routes = calloc(len ? (size_t)len : 1, sizeof(*c->routes));
+	for (int i = 0; i < len && c->routes; i++) {
+		load_route(c, config_setting_get_elem(routes, (unsigned)i), &c->routes[i], path, d);
+		c->n_routes++;
 	}
-	g = cfg_get_group(root, "admin", path, d);
-	if (g) {
-		c->admin.enabled = 1;
-		c->admin.address = strdup("127.0.0.1");
-		c->admin.port = 9180;
-		cfg_check_keys(g, admin_keys, path, d);
-		load_listener(g, "admin", &c->admin, path, d);
-	}
+	if (len == 0)
+		diag_add(d, path, cfg_line(routes), "'routes' is empty: add at least one route");
+}
 
-	g = cfg_get_group(root, "limits", path, d);
-	if (g) {
-		cfg_check_keys(g, limits_keys, path, d);
-		load_size(g, "max_body", 64, 64LL * 1024 * 1024, &c->max_body, path, d);
-		load_size(g, "max_header_bytes", 1024, 1024 * 1024, &c->max_header_bytes, path, d);
-		load_size(g, "max_json_depth", 2, 64, &c->max_json_depth, path, d);
-		load_size(g, "max_keys", 1, 100000, &c->max_keys, path, d);
-		load_size(g, "max_string", 16, 16LL * 1024 * 1024, &c->max_string, path, d);
-		load_size(g, "max_headers", 8, 10000, &c->max_headers, path, d);
-		if (cfg_get_int(g, "request_timeout_ms", 100, 3600000, &n, path, d) == 1)
-			c->request_timeout_ms = (int)n;
-		if (cfg_get_int(g, "request_deadline_ms", 100, 3600000, &n, path, d) == 1)
-			c->request_deadline_ms = (int)n;
-	}
-
-	g = cfg_get_group(root, "upstream", path, d);
-	if (g) {
-		cfg_check_keys(g, upstream_keys, path, d);
-		load_size(g, "max_connections", 1, 10000, &c->upstream.max_connections, path, d);
-		load_size(g, "max_response_body", 1024, 64LL * 1024 * 1024,
-			  &c->upstream.max_response_body, path, d);
-		if (cfg_get_int(g, "idle_timeout_ms", 100, 3600000, &n, path, d) == 1)
-			c->upstream.idle_timeout_ms = (int)n;
-	}
-
-	g = cfg_get_group(root, "tls", path, d);
-	if (g) {
-		cfg_check_keys(g, tls_keys, path, d);
-		load_file(g, "ca_file", &c->ca_file, path, d);
-	}
-
-	if (cfg_get_int(root, "workers", 0, 256, &n, path, d) == 1)
-		c->workers = (int)n;
-	c->log_buffer = 4u << 20;
-	if (cfg_get_int(root, "log_buffer", 4096, 1 << 30, &n, path, d) == 1)
-		c->log_buffer = (size_t)n;
-	c->log_level = -1;
-	if (cfg_get_string(root, "log_level", &v, path, d) == 1) {
-		enum log_level lv;
-
-		if (log_level_parse(v, &lv) < 0)
-			diag_add(d, path, cfg_line(config_setting_get_member(root, "log_level")),
-				 "'log_level' = \"%s\" is not one of: debug | info | warn | error",
-				 v);
-		else
-			c->log_level = (int)lv;
-	}
-
-	c->record_rotate_bytes = 100ULL * 1024 * 1024;
-	c->record_keep = 5;
-	c->record_redact_defaults = 1;
-	g = cfg_get_group(root, "record", path, d);
-	if (g) {
-		cfg_check_keys(g, record_keys, path, d);
-		if (cfg_get_text(g, "path", &v, path, d) == 1)
-			c->record_path = cfg_resolve_state_path(path, "LOGS_DIRECTORY", v);
-		else if (!config_setting_get_member(g, "path"))
-			diag_add(d, path, cfg_line(g),
-				 "'record' needs a 'path' for the capture file");
-		if (cfg_get_int(g, "rotate_bytes", 0, 1LL << 40, &n, path, d) == 1)
-			c->record_rotate_bytes = (unsigned long long)n;
-		if (cfg_get_int(g, "keep", 1, 1000, &n, path, d) == 1)
-			c->record_keep = (unsigned)n;
-		cfg_get_bool(g, "redact_defaults", &c->record_redact_defaults, path, d);
-		load_strings(g, "redact", &c->record_redact, &c->n_record_redact, path, d);
-		load_strings(g, "headers", &c->record_headers, &c->n_record_headers, path, d);
-	}
-
-	c->dry_run_stdout = 1;
-	c->report_rotate_bytes = 100ULL * 1024 * 1024;
-	c->report_keep = 5;
-	c->shadow_window_ms = 3600000;
-	c->shadow_max_entries = 100000;
-	g = cfg_get_group(root, "dry_run", path, d);
-	if (g) {
-		cfg_check_keys(g, dry_run_keys, path, d);
-		if (cfg_get_text(g, "report", &v, path, d) == 1)
-			c->report_path = cfg_resolve_state_path(path, "LOGS_DIRECTORY", v);
-		if (cfg_get_int(g, "rotate_bytes", 0, 1LL << 40, &n, path, d) == 1)
-			c->report_rotate_bytes = (unsigned long long)n;
-		if (cfg_get_int(g, "keep", 1, 1000, &n, path, d) == 1)
-			c->report_keep = (unsigned)n;
-		cfg_get_bool(g, "stdout", &c->dry_run_stdout, path, d);
-		if (cfg_get_text(g, "v2_path", &v, path, d) == 1) {
-			if (v[0] != '/' || strpbrk(v, "?# "))
-				diag_add(d, path, cfg_line(config_setting_get_member(g, "v2_path")),
-					 "'v2_path' must start with '/' and hold no '?', '#' or "
-					 "space");
-			c->shadow_path = strdup(v);
-		}
-		if (cfg_get_text(g, "v2_record", &v, path, d) == 1)
-			c->v2_record_path = cfg_resolve_path(path, v);
-		if (cfg_get_int(g, "window_s", 1, 7 * 86400, &n, path, d) == 1)
-			c->shadow_window_ms = (long)n * 1000;
-		load_size(g, "max_entries", 1, 10000000, &c->shadow_max_entries, path, d);
-	}
-
-	cfg_get_enum(root, "unrouted", unrouted_names, &unrouted, path, d);
-	c->unrouted_accept = unrouted == 1;
-
-	c->website_key = strdup("website_id");
-	c->campaign_key = strdup("campaign_id");
-	g = cfg_get_group(root, "match_keys", path, d);
-	if (g) {
-		cfg_check_keys(g, match_key_keys, path, d);
-		if (cfg_get_text(g, "website_id", &v, path, d) == 1) {
-			free(c->website_key);
-			c->website_key = strdup(v);
-		}
-		if (cfg_get_text(g, "campaign_id", &v, path, d) == 1) {
-			free(c->campaign_key);
-			c->campaign_key = strdup(v);
-		}
-	}
-
-	routes = cfg_get_list(root, "routes", path, d);
-	if (routes) {
-		int len = config_setting_length(routes);
-
-		c->routes = calloc(len ? (size_t)len : 1, sizeof(*c->routes));
-		for (int i = 0; i < len && c->routes; i++) {
-			load_route(c, config_setting_get_elem(routes, (unsigned)i), &c->routes[i],
-				   path, d);
-			c->n_routes++;
-		}
-		if (len == 0)
-			diag_add(d, path, cfg_line(routes),
-				 "'routes' is empty: add at least one route");
-	} else if (!config_setting_get_member(root, "routes")) {
-		diag_add(d, path, 0, "no 'routes' list: add at least one route");
-	}
-
+/* What no one group can check alone. */
+static void check_across(const config_setting_t *root, struct bridge_config *c, const char *path,
+			 struct diag *d)
+{
 	if (c->shadow_path && strcmp(c->shadow_path, c->listen_path) == 0)
 		diag_add(d, path, 0, "dry_run.v2_path must differ from listen.path");
 	if (c->admin.enabled && c->admin.port && c->admin.port == c->listen_port &&
@@ -859,13 +855,70 @@ int bridge_config_load(const char *path, struct bridge_config **ret, struct diag
 		diag_add(d, path, 0, "admin and listen cannot share %s port %d", c->listen_address,
 			 c->listen_port);
 	check_record_headers(c, root, path, d);
-	queue_config_load(root, path, &c->queue, d);
 	for (size_t i = 0; i < c->n_routes; i++)
 		if (c->routes[i].queued && !queue_config_has_store(&c->queue))
 			diag_add(d, path, c->routes[i].line,
 				 "route '%s' has delivery = \"queued\" but there is no "
 				 "queue { path = \"...\"; } group nor shared group",
 				 c->routes[i].name ? c->routes[i].name : "?");
+}
+
+/* The groups read by their tables, in the order they are read: where each
+ * one's struct lies in bridge_config and what its own code reads. */
+static const struct {
+	const char *name; /* NULL: the top level */
+	const struct cfg_setting *settings;
+	size_t at;
+	void (*rest)(const config_setting_t *g, struct bridge_config *c, const char *path,
+		     struct diag *d);
+	int defaults_if_present; /* admin: no address nor port without the group */
+} groups[] = {
+	{ NULL, top_settings, 0, NULL, 0 },
+	{ "listen", listen_settings, 0, listen_rest, 0 },
+	{ "admin", admin_settings, offsetof(struct bridge_config, admin), admin_rest, 1 },
+	{ "limits", limits_settings, 0, NULL, 0 },
+	{ "upstream", upstream_limits_settings, offsetof(struct bridge_config, upstream), NULL, 0 },
+	{ "tls", tls_settings, 0, NULL, 0 },
+	{ "record", record_settings, 0, record_rest, 0 },
+	{ "dry_run", dry_run_settings, 0, NULL, 0 },
+	{ "match_keys", match_keys_settings, 0, NULL, 0 },
+};
+#define N_GROUPS (sizeof(groups) / sizeof(groups[0]))
+
+int bridge_config_load(const char *path, struct bridge_config **ret, struct diag *d)
+{
+	struct bridge_config *c = calloc(1, sizeof(*c));
+	const config_setting_t *root, *g;
+	config_t cfg;
+	int errors_before = d->count;
+
+	*ret = NULL;
+	if (!c)
+		return diag_add(d, path, 0, "out of memory");
+	c->path = strdup(path);
+	upstream_limits_default(&c->upstream);
+	for (size_t i = 0; i < N_GROUPS; i++)
+		if (!groups[i].defaults_if_present)
+			cfg_table_defaults(groups[i].settings, (char *)c + groups[i].at);
+	if (cfg_read(&cfg, path, d) < 0) {
+		config_destroy(&cfg);
+		bridge_config_free(c);
+		return -1;
+	}
+	root = config_root_setting(&cfg);
+	for (size_t i = 0; i < N_GROUPS; i++) {
+		g = groups[i].name ? cfg_get_group(root, groups[i].name, path, d) : root;
+		if (!g)
+			continue;
+		if (groups[i].defaults_if_present)
+			cfg_table_defaults(groups[i].settings, (char *)c + groups[i].at);
+		cfg_table_load(g, groups[i].settings, (char *)c + groups[i].at, path, d);
+		if (groups[i].rest)
+			groups[i].rest(g, c, path, d);
+	}
+	load_routes(root, c, path, d);
+	queue_config_load(root, path, &c->queue, d);
+	check_across(root, c, path, d);
 	config_destroy(&cfg);
 	if (d->count > errors_before) {
 		bridge_config_free(c);

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <libgen.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 
 #include "bridge/buf.h"
 #include "bridge/confread.h"
+#include "bridge/utf8.h"
 
 const char *cfg_type_name(int type)
 {
@@ -480,78 +482,132 @@ int cfg_line(const config_setting_t *s)
 	return s ? (int)config_setting_source_line(s) : 0;
 }
 
-static int cfg_error(const config_setting_t *s, const char *file, struct diag *d, const char *name,
-		     const char *want)
+static const char *reader_file(const struct cfg_reader *r, const config_setting_t *s)
 {
-	return diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' must be %s, not %s", name, want,
-			cfg_type_name(config_setting_type(s)));
+	if (s && r->file_of)
+		return r->file_of(r->arg, s);
+	return cfg_file(s, r->file);
+}
+
+int cfg_reader_error(const struct cfg_reader *r, const config_setting_t *s, const char *fmt, ...)
+{
+	char msg[900];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return diag_add(r->d, reader_file(r, s), cfg_line(s), "%s", msg);
+}
+
+static int type_error(const struct cfg_reader *r, const config_setting_t *s, const char *name,
+		      const char *want)
+{
+	return cfg_reader_error(r, s, "'%s' must be %s, not %s", name, want,
+				cfg_type_name(config_setting_type(s)));
+}
+
+/* The known name nearest to a typo, when it is at most two edits away and
+ * the typo is not mostly edits. */
+static const char *nearest_name(const char *name, const char *const *names)
+{
+	const char *best = NULL;
+	size_t n = strlen(name);
+	int best_d = 3;
+
+	for (; *names; names++) {
+		int dist = diag_edit_distance(name, n, *names, strlen(*names));
+
+		if (dist < best_d && (size_t)dist < n) {
+			best_d = dist;
+			best = *names;
+		}
+	}
+	return best;
+}
+
+int cfg_reader_check_keys(const struct cfg_reader *r, const config_setting_t *group,
+			  const char *const *allowed, const char *where)
+{
+	const char *parent = config_setting_name(group);
+	char in[120] = "", hint[700] = "";
+	int unknown = 0, n = config_setting_length(group);
+
+	if (where)
+		snprintf(in, sizeof(in), " in %s", where);
+	else if (parent)
+		snprintf(in, sizeof(in), " in '%s'", parent);
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
+		const char *name = config_setting_name(s), *near;
+
+		if (!name || cfg_name_in(allowed, name))
+			continue;
+		unknown++;
+		if (r->listing) {
+			memcpy(hint, " (known: ", 10);
+			cfg_join_names(allowed, hint + 9, sizeof(hint) - 10);
+			strcat(hint, ")");
+		} else if ((near = nearest_name(name, allowed)) != NULL) {
+			snprintf(hint, sizeof(hint), "; did you mean '%s'?", near);
+		}
+		cfg_reader_error(r, s, "unknown setting '%s'%s%s", name, in, hint);
+	}
+	return unknown;
 }
 
 int cfg_check_keys(const config_setting_t *group, const char *const *allowed, const char *file,
 		   struct diag *d)
 {
-	int unknown = 0;
-	int n = config_setting_length(group);
+	struct cfg_reader r = { .d = d, .file = file };
 
-	for (int i = 0; i < n; i++) {
-		const config_setting_t *s = config_setting_get_elem(group, (unsigned)i);
-		const char *name = config_setting_name(s);
-		const char *parent = config_setting_name(group);
-		int found = 0;
+	return cfg_reader_check_keys(&r, group, allowed, NULL);
+}
 
-		if (!name)
-			continue;
-		for (const char *const *a = allowed; *a; a++)
-			if (strcmp(*a, name) == 0)
-				found = 1;
-		if (!found) {
-			unknown++;
-			if (parent)
-				diag_add(d, cfg_file(s, file), cfg_line(s),
-					 "unknown setting '%s' in '%s'", name, parent);
-			else
-				diag_add(d, cfg_file(s, file), cfg_line(s), "unknown setting '%s'",
-					 name);
-		}
-	}
-	return unknown;
+int cfg_reader_string(const struct cfg_reader *r, const config_setting_t *group, const char *name,
+		      unsigned flags, const char **ret)
+{
+	const config_setting_t *s = config_setting_get_member(group, name);
+	const char *v;
+
+	if (!s)
+		return 0;
+	if (config_setting_type(s) != CONFIG_TYPE_STRING)
+		return type_error(r, s, name, "a string");
+	v = config_setting_get_string(s);
+	if (r->utf8 && !utf8_valid(v, strlen(v)))
+		return cfg_reader_error(r, s, "'%s' is not valid UTF-8", name);
+	if ((flags & CFG_NONEMPTY) && !*v)
+		return cfg_reader_error(r, s, "'%s' must not be empty", name);
+	if (flags & CFG_NO_CONTROLS)
+		for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+			if (*p < 0x20 || *p == 0x7f)
+				return cfg_reader_error(
+					r, s, "'%s' must not contain control characters", name);
+	*ret = v;
+	return 1;
 }
 
 int cfg_get_string(const config_setting_t *group, const char *name, const char **ret,
 		   const char *file, struct diag *d)
 {
-	const config_setting_t *s = config_setting_get_member(group, name);
+	struct cfg_reader r = { .d = d, .file = file };
 
-	if (!s)
-		return 0;
-	if (config_setting_type(s) != CONFIG_TYPE_STRING)
-		return cfg_error(s, file, d, name, "a string");
-	*ret = config_setting_get_string(s);
-	return 1;
+	return cfg_reader_string(&r, group, name, 0, ret);
 }
 
 int cfg_get_text(const config_setting_t *group, const char *name, const char **ret,
 		 const char *file, struct diag *d)
 {
-	const char *v;
-	int r = cfg_get_string(group, name, &v, file, d);
-	const config_setting_t *s = config_setting_get_member(group, name);
+	struct cfg_reader r = { .d = d, .file = file };
 
-	if (r != 1)
-		return r;
-	if (!*v)
-		return diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' must not be empty", name);
-	for (const unsigned char *p = (const unsigned char *)v; *p; p++)
-		if (*p < 0x20 || *p == 0x7f)
-			return diag_add(d, cfg_file(s, file), cfg_line(s),
-					"'%s' must not contain control characters", name);
-	*ret = v;
-	return 1;
+	return cfg_reader_string(&r, group, name, CFG_NONEMPTY | CFG_NO_CONTROLS, ret);
 }
 
 int cfg_get_int(const config_setting_t *group, const char *name, long long min, long long max,
 		long long *ret, const char *file, struct diag *d)
 {
+	struct cfg_reader r = { .d = d, .file = file };
 	const config_setting_t *s = config_setting_get_member(group, name);
 	long long v;
 
@@ -559,49 +615,71 @@ int cfg_get_int(const config_setting_t *group, const char *name, long long min, 
 		return 0;
 	if (config_setting_type(s) != CONFIG_TYPE_INT &&
 	    config_setting_type(s) != CONFIG_TYPE_INT64)
-		return cfg_error(s, file, d, name, "an integer");
+		return type_error(&r, s, name, "an integer");
 	v = config_setting_get_int64(s);
 	if (v < min || v > max)
-		return diag_add(d, cfg_file(s, file), cfg_line(s),
-				"'%s' = %lld is out of range [%lld, %lld]", name, v, min, max);
+		return cfg_reader_error(&r, s, "'%s' = %lld is out of range [%lld, %lld]", name, v,
+					min, max);
 	*ret = v;
 	return 1;
 }
 
-int cfg_get_bool(const config_setting_t *group, const char *name, int *ret, const char *file,
-		 struct diag *d)
+int cfg_reader_bool(const struct cfg_reader *r, const config_setting_t *group, const char *name,
+		    int *ret)
 {
 	const config_setting_t *s = config_setting_get_member(group, name);
 
 	if (!s)
 		return 0;
 	if (config_setting_type(s) != CONFIG_TYPE_BOOL)
-		return cfg_error(s, file, d, name, "true or false");
-	*ret = config_setting_get_bool(s);
+		return type_error(r, s, name, "true or false");
+	*ret = config_setting_get_bool(s) != 0;
 	return 1;
 }
 
-int cfg_get_enum(const config_setting_t *group, const char *name, const char *const *choices,
-		 int *ret, const char *file, struct diag *d)
+int cfg_get_bool(const config_setting_t *group, const char *name, int *ret, const char *file,
+		 struct diag *d)
 {
-	const config_setting_t *s = config_setting_get_member(group, name);
+	struct cfg_reader r = { .d = d, .file = file };
+
+	return cfg_reader_bool(&r, group, name, ret);
+}
+
+int cfg_reader_enum(const struct cfg_reader *r, const config_setting_t *group, const char *name,
+		    const char *const *choices, int *ret)
+{
 	const char *v;
 	char list[256] = "";
-	int r = cfg_get_string(group, name, &v, file, d);
+	int rc = cfg_reader_string(r, group, name, 0, &v);
 
-	if (r != 1)
-		return r;
+	if (rc != 1)
+		return rc;
 	for (int i = 0; choices[i]; i++) {
 		if (strcmp(choices[i], v) == 0) {
 			*ret = i;
 			return 1;
 		}
-		if (i)
-			strncat(list, " | ", sizeof(list) - strlen(list) - 1);
-		strncat(list, choices[i], sizeof(list) - strlen(list) - 1);
+		if (!r->listing) {
+			if (i)
+				strncat(list, " | ", sizeof(list) - strlen(list) - 1);
+			strncat(list, choices[i], sizeof(list) - strlen(list) - 1);
+		}
 	}
-	return diag_add(d, cfg_file(s, file), cfg_line(s), "'%s' = \"%s\" is not one of: %s", name,
-			v, list);
+	if (r->listing) {
+		cfg_join_names(choices, list, 200);
+		return cfg_reader_error(r, config_setting_get_member(group, name),
+					"'%s' must be one of %s, not \"%s\"", name, list, v);
+	}
+	return cfg_reader_error(r, config_setting_get_member(group, name),
+				"'%s' = \"%s\" is not one of: %s", name, v, list);
+}
+
+int cfg_get_enum(const config_setting_t *group, const char *name, const char *const *choices,
+		 int *ret, const char *file, struct diag *d)
+{
+	struct cfg_reader r = { .d = d, .file = file };
+
+	return cfg_reader_enum(&r, group, name, choices, ret);
 }
 
 const config_setting_t *cfg_get_group(const config_setting_t *group, const char *name,
@@ -612,7 +690,9 @@ const config_setting_t *cfg_get_group(const config_setting_t *group, const char 
 	if (!s)
 		return NULL;
 	if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
-		cfg_error(s, file, d, name, "a group { }");
+		struct cfg_reader r = { .d = d, .file = file };
+
+		type_error(&r, s, name, "a group { }");
 		return NULL;
 	}
 	return s;
@@ -626,7 +706,9 @@ const config_setting_t *cfg_get_list(const config_setting_t *group, const char *
 	if (!s)
 		return NULL;
 	if (config_setting_type(s) != CONFIG_TYPE_LIST) {
-		cfg_error(s, file, d, name, "a list ( )");
+		struct cfg_reader r = { .d = d, .file = file };
+
+		type_error(&r, s, name, "a list ( )");
 		return NULL;
 	}
 	return s;
@@ -657,4 +739,141 @@ int cfg_path_writable(const char *path)
 	free(copy);
 	errno = e;
 	return rc;
+}
+
+/* ---- settings as tables ---- */
+
+static void store_int(void *field, size_t size, long long v)
+{
+	int8_t i8 = (int8_t)v;
+	int16_t i16 = (int16_t)v;
+	int32_t i32 = (int32_t)v;
+	int64_t i64 = v;
+
+	switch (size) {
+	case 1: memcpy(field, &i8, 1); break;
+	case 2: memcpy(field, &i16, 2); break;
+	case 4: memcpy(field, &i32, 4); break;
+	default: memcpy(field, &i64, 8); break;
+	}
+}
+
+/* The char * field takes v (owned), the text it held is freed. */
+static void store_text(void *field, char *v)
+{
+	char *old;
+
+	memcpy(&old, field, sizeof(old));
+	free(old);
+	memcpy(field, &v, sizeof(v));
+}
+
+void cfg_table_defaults(const struct cfg_setting *t, void *base)
+{
+	for (; t->name; t++) {
+		char *field = (char *)base + t->offset;
+
+		if (t->type == CFG_INT || t->type == CFG_BOOL || t->type == CFG_ENUM)
+			store_int(field, t->size, t->def * (t->scale ? t->scale : 1));
+		else if (t->type == CFG_TEXT && t->text)
+			store_text(field, strdup(t->text));
+	}
+}
+
+const struct cfg_setting *cfg_table_find(const struct cfg_setting *t, const char *name)
+{
+	for (; t->name; t++)
+		if (strcmp(t->name, name) == 0)
+			return t;
+	return NULL;
+}
+
+/* A text setting: checked by the row's rule; a path resolved (and, for a
+ * file the bridge reads, found readable). */
+static void load_text_row(const config_setting_t *g, const struct cfg_setting *t, void *field,
+			  const char *file, struct diag *d)
+{
+	const config_setting_t *s = config_setting_get_member(g, t->name);
+	const char *v;
+	char why[400], *out;
+
+	if (cfg_get_text(g, t->name, &v, file, d) != 1)
+		return;
+	if (t->check && t->check(t->name, v, why, sizeof(why)) < 0) {
+		diag_add(d, cfg_file(s, file), cfg_line(s), "%s", why);
+		return;
+	}
+	if (t->type == CFG_TEXT)
+		out = strdup(v);
+	else if (t->type == CFG_OUTPUT && t->text)
+		out = cfg_resolve_state_path(file, t->text, v);
+	else
+		out = cfg_resolve_path(file, v);
+	if (!out) {
+		diag_add(d, cfg_file(s, file), cfg_line(s), "out of memory");
+		return;
+	}
+	store_text(field, out);
+	if (t->type == CFG_FILE && access(out, R_OK) != 0)
+		diag_add(d, cfg_file(s, file), cfg_line(s), "%s '%s': %s", t->name, out,
+			 strerror(errno));
+}
+
+void cfg_table_load(const config_setting_t *g, const struct cfg_setting *t, void *base,
+		    const char *file, struct diag *d)
+{
+	const char *names[64];
+	size_t n = 0;
+
+	if (!g)
+		return;
+	for (const struct cfg_setting *r = t; r->name && n < 63; r++)
+		names[n++] = r->name;
+	names[n] = NULL;
+	cfg_check_keys(g, names, file, d);
+	for (; t->name; t++) {
+		char *field = (char *)base + t->offset;
+		long long v;
+		int i;
+
+		switch (t->type) {
+		case CFG_INT:
+			if (cfg_get_int(g, t->name, t->min, t->max, &v, file, d) == 1)
+				store_int(field, t->size, v * (t->scale ? t->scale : 1));
+			break;
+		case CFG_BOOL:
+			if (cfg_get_bool(g, t->name, &i, file, d) == 1)
+				store_int(field, t->size, i);
+			break;
+		case CFG_ENUM:
+			if (cfg_get_enum(g, t->name, t->choices, &i, file, d) == 1)
+				store_int(field, t->size, i);
+			break;
+		case CFG_TEXT:
+		case CFG_FILE:
+		case CFG_OUTPUT: load_text_row(g, t, field, file, d); break;
+		case CFG_CUSTOM: break;
+		}
+	}
+}
+
+const char *cfg_setting_default_text(const struct cfg_setting *s, char *buf, size_t cap)
+{
+	if (s->shown)
+		return s->shown;
+	switch (s->type) {
+	case CFG_INT: snprintf(buf, cap, "%lld", s->def); return buf;
+	case CFG_BOOL: return s->def ? "true" : "false";
+	case CFG_ENUM:
+		if (s->def < 0)
+			return NULL;
+		snprintf(buf, cap, "\"%s\"", s->choices[s->def]);
+		return buf;
+	case CFG_TEXT:
+		if (!s->text)
+			return NULL;
+		snprintf(buf, cap, "\"%s\"", s->text);
+		return buf;
+	default: return NULL;
+	}
 }

@@ -152,3 +152,31 @@ void diag_reset(struct diag *d)
 	free(d->text);
 	memset(d, 0, sizeof(*d));
 }
+
+int diag_edit_distance(const char *a, size_t na, const char *b, size_t nb)
+{
+	int rows[3][64]; /* row i of the table is rows[(i + 1) % 3] */
+
+	if (na >= 63 || nb >= 63)
+		return 9;
+	for (size_t j = 0; j <= nb; j++)
+		rows[1][j] = (int)j;
+	for (size_t i = 1; i <= na; i++) {
+		int *two = rows[(i + 2) % 3], *prev = rows[i % 3], *row = rows[(i + 1) % 3];
+
+		row[0] = (int)i;
+		for (size_t j = 1; j <= nb; j++) {
+			int best = prev[j - 1] + (a[i - 1] != b[j - 1]);
+
+			if (prev[j] + 1 < best)
+				best = prev[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    two[j - 2] + 1 < best)
+				best = two[j - 2] + 1;
+			row[j] = best;
+		}
+	}
+	return rows[(na + 1) % 3][nb];
+}

@@ -12,11 +12,40 @@
 #include "bridge/confread.h"
 #include "bridge/shared.h"
 
+static int instance_check(const char *name, const char *v, char *why, size_t cap)
+{
+	if (strlen(v) <= SHARED_INSTANCE_MAX && !strpbrk(v, "/ \t"))
+		return 0;
+	snprintf(why, cap, "'%s' must be at most %d characters, without '/' or spaces", name,
+		 SHARED_INSTANCE_MAX);
+	return -1;
+}
+
+#define S(member) CFG_FIELD(struct shared_config, member)
+const struct cfg_setting shared_settings[] = {
+	{ .name = "url", .type = CFG_CUSTOM },
+	{ .name = "password", .type = CFG_CUSTOM },
+	{ .name = "password_file", .type = CFG_CUSTOM },
+	{ .name = "connections", .type = CFG_INT, S(connections), .min = 2, .max = 64, .def = 4 },
+	{ .name = "lease_ms",
+	  .type = CFG_INT,
+	  S(lease_ms),
+	  .min = 1000,
+	  .max = 3600000,
+	  .def = 30000 },
+	{ .name = "instance",
+	  .type = CFG_TEXT,
+	  S(instance),
+	  .check = instance_check,
+	  .shown = "the host name" },
+	{ .name = NULL },
+};
+#undef S
+
 void shared_config_default(struct shared_config *c)
 {
 	memset(c, 0, sizeof(*c));
-	c->connections = 4;
-	c->lease_ms = 30000;
+	cfg_table_defaults(shared_settings, c);
 }
 
 void shared_config_clear(struct shared_config *c)
@@ -83,13 +112,9 @@ static int url_check(const char *url, int *ret_has_password, char *why, size_t c
 int shared_config_load(const config_setting_t *root, const char *file, struct shared_config *ret,
 		       struct diag *d)
 {
-	static const char *const keys[] = { "url",         "password", "password_file",
-					    "connections", "lease_ms", "instance",
-					    NULL };
 	const config_setting_t *g;
 	const char *v;
 	char why[300];
-	long long n;
 	size_t len;
 	int before = d->count, has_password;
 
@@ -97,7 +122,7 @@ int shared_config_load(const config_setting_t *root, const char *file, struct sh
 	g = cfg_get_group(root, "shared", file, d);
 	if (!g)
 		return d->count > before ? -1 : 0;
-	cfg_check_keys(g, keys, file, d);
+	cfg_table_load(g, shared_settings, ret, file, d);
 	if (cfg_get_text(g, "url", &v, file, d) == 1) {
 		const config_setting_t *s = config_setting_get_member(g, "url");
 
@@ -116,21 +141,6 @@ int shared_config_load(const config_setting_t *root, const char *file, struct sh
 			 "\"postgresql://bridge@/bridge?host=/run/postgresql\"");
 	}
 	cfg_get_secret(g, "password", &ret->password, &len, file, d);
-	if (cfg_get_int(g, "connections", 2, 64, &n, file, d) == 1)
-		ret->connections = (int)n;
-	if (cfg_get_int(g, "lease_ms", 1000, 3600000, &n, file, d) == 1)
-		ret->lease_ms = (int)n;
-	if (cfg_get_text(g, "instance", &v, file, d) == 1) {
-		const config_setting_t *s = config_setting_get_member(g, "instance");
-
-		if (strlen(v) > SHARED_INSTANCE_MAX || strpbrk(v, "/ \t"))
-			diag_add(d, cfg_file(s, file), cfg_line(s),
-				 "'instance' must be at most %d characters, without '/' or "
-				 "spaces",
-				 SHARED_INSTANCE_MAX);
-		else if (!(ret->instance = strdup(v)))
-			diag_add(d, file, 0, "out of memory");
-	}
 	if (d->count == before && ret->url && !ret->instance) {
 		char host[SHARED_INSTANCE_MAX + 1] = "";
 

@@ -254,14 +254,36 @@ void upstream_tls_free(struct upstream_tls *t)
 /* ------------------------------------------------------------------ */
 /* small helpers */
 
+#define L(member) CFG_FIELD(struct upstream_limits, member)
+const struct cfg_setting upstream_limits_settings[] = {
+	{ .name = "max_connections",
+	  .type = CFG_INT,
+	  L(max_connections),
+	  .min = 1,
+	  .max = 10000,
+	  .def = 64 },
+	{ .name = "max_response_body",
+	  .type = CFG_INT,
+	  L(max_response_body),
+	  .min = 1024,
+	  .max = 64LL << 20,
+	  .def = 1 << 20 },
+	{ .name = "idle_timeout_ms",
+	  .type = CFG_INT,
+	  L(idle_timeout_ms),
+	  .min = 100,
+	  .max = 3600000,
+	  .def = 30000 },
+	{ .name = NULL },
+};
+#undef L
+
 void upstream_limits_default(struct upstream_limits *l)
 {
 	if (!l)
 		return;
-	l->max_connections = 64;
-	l->max_response_body = 1024 * 1024;
+	cfg_table_defaults(upstream_limits_settings, l);
 	l->max_response_headers = 64 * 1024;
-	l->idle_timeout_ms = 30000;
 }
 
 const char *upstream_outcome_name(enum upstream_outcome o)

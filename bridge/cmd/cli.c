@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "cli.h"
+#include "bridge/diag.h"
 
 int cli_int_parse(const char *s, long long min, long long max, long long *ret)
 {
@@ -22,33 +23,6 @@ int cli_int_parse(const char *s, long long min, long long max, long long *ret)
 		return -1;
 	*ret = v;
 	return 0;
-}
-
-/* Edit distance of two short strings (option names), capped at 9. */
-static int distance(const char *a, size_t na, const char *b, size_t nb)
-{
-	int row[64], prev, tmp;
-
-	if (na >= 63 || nb >= 63)
-		return 9;
-	for (size_t j = 0; j <= nb; j++)
-		row[j] = (int)j;
-	for (size_t i = 1; i <= na; i++) {
-		prev = row[0];
-		row[0] = (int)i;
-		for (size_t j = 1; j <= nb; j++) {
-			int best = prev + (a[i - 1] != b[j - 1]);
-
-			if (row[j] + 1 < best)
-				best = row[j] + 1;
-			if (row[j - 1] + 1 < best)
-				best = row[j - 1] + 1;
-			tmp = row[j];
-			row[j] = best;
-			prev = tmp;
-		}
-	}
-	return row[nb];
 }
 
 int cli_usage(const char *cmd, const char *fmt, ...)
@@ -91,7 +65,7 @@ static void option_error(const char *shortopts, const struct option *opts, int a
 	}
 	name = written_name(arg, &n);
 	for (const struct option *o = opts; o->name; o++) {
-		int d = distance(name, n, o->name, strlen(o->name));
+		int d = diag_edit_distance(name, n, o->name, strlen(o->name));
 
 		if (d == 0) { /* known: its argument was missing, or one was given to a flag */
 			snprintf(out, cap, "option '--%s' %s", o->name,

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "bridge/access.h"
+#include "bridge/confread.h"
 #include "bridge/cutover.h"
 #include "bridge/diag.h"
 #include "bridge/sign.h"
@@ -136,6 +137,10 @@ struct bridge_config {
 };
 
 int bridge_config_load(const char *path, struct bridge_config **ret, struct diag *d);
+/* Every settings table of the file, with the prefix of its names (the
+ * README's configuration tables are checked against them); ends with a
+ * NULL prefix. */
+extern const struct cfg_table bridge_config_tables[];
 void bridge_config_free(struct bridge_config *c); /* accepts NULL */
 
 /* The effective configuration as libconfig text on f (bridge/config_print.c):

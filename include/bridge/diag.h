@@ -58,4 +58,10 @@ void diag_merge(struct diag *d, const struct diag *from);
  * always NUL-terminated (cap > 0).  Returns the bytes written. */
 size_t diag_quote(char *dst, size_t cap, const char *s, size_t n, size_t max, char quote);
 
+/* For "did you mean" hints: the edit distance of two short names, an
+ * insertion, a deletion, a substitution or a swap of two neighbours counting
+ * one edit each (Damerau-Levenshtein, optimal string alignment); 9 for names
+ * of 63 bytes or more. */
+int diag_edit_distance(const char *a, size_t na, const char *b, size_t nb);
+
 #endif

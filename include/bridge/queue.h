@@ -40,6 +40,7 @@
 #include <stdint.h>
 #include <libconfig.h>
 
+#include "bridge/confread.h"
 #include "bridge/diag.h"
 #include "bridge/store.h"
 #include "bridge/upstream.h"
@@ -67,6 +68,8 @@ void queue_config_default(struct queue_config *c); /* path NULL, no shared store
 void queue_config_clear(struct queue_config *c);   /* frees path and shared; accepts zeroed */
 /* Whether queued delivery has a store: queue.path or a shared group. */
 int queue_config_has_store(const struct queue_config *c);
+/* The `queue` group's settings (bridge/queue_config.c). */
+extern const struct cfg_setting queue_settings[];
 
 /* Read the optional top-level group
  *   queue = { path = "queue.db"; max_attempts = 10; max_age_s = 86400;

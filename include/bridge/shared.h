@@ -16,6 +16,7 @@
 #include <libconfig.h>
 #include <stddef.h>
 
+#include "bridge/confread.h"
 #include "bridge/diag.h"
 
 #define SHARED_INSTANCE_MAX 64
@@ -29,6 +30,8 @@ struct shared_config {
 };
 
 void shared_config_default(struct shared_config *c);
+/* The `shared` group's settings. */
+extern const struct cfg_setting shared_settings[];
 void shared_config_clear(struct shared_config *c); /* accepts zeroed */
 /* Deep copy; -1 out of memory (ret cleared). */
 int shared_config_copy(struct shared_config *ret, const struct shared_config *c);

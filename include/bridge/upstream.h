@@ -21,6 +21,7 @@
 #define BRIDGE_UPSTREAM_H
 
 #include <stddef.h>
+#include "bridge/confread.h"
 #include "bridge/diag.h"
 
 struct event_base;
@@ -59,6 +60,9 @@ struct upstream_limits {
 	int idle_timeout_ms;         /* keep-alive idle connections closed after; default 30000 */
 };
 void upstream_limits_default(struct upstream_limits *l);
+/* The config's `upstream` group: max_connections, max_response_body,
+ * idle_timeout_ms (their defaults are upstream_limits_default's). */
+extern const struct cfg_setting upstream_limits_settings[];
 
 struct upstream_pool;
 /* tls must be non-NULL for https URLs; it must outlive the pool. */
