@@ -544,6 +544,7 @@ int cfg_reader_check_keys(const struct cfg_reader *r, const config_setting_t *gr
 		if (!name || cfg_name_in(allowed, name))
 			continue;
 		unknown++;
+		hint[0] = '\0';
 		if (r->listing) {
 			memcpy(hint, " (known: ", 10);
 			cfg_join_names(allowed, hint + 9, sizeof(hint) - 10);

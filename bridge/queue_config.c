@@ -8,49 +8,21 @@
 #include "bridge/confread.h"
 #include "bridge/queue.h"
 
-#define Q(member) CFG_FIELD(struct queue_config, member)
+#define Q(member)                   CFG_FIELD(struct queue_config, member)
+#define Q_INT(n, member, lo, hi, d) CFG_INT_ROW(n, struct queue_config, member, lo, hi, d)
 const struct cfg_setting queue_settings[] = {
 	/* required unless a shared group holds the queue */
 	{ .name = "path", .type = CFG_OUTPUT, Q(path), .text = "STATE_DIRECTORY" },
-	{ .name = "max_attempts",
-	  .type = CFG_INT,
-	  Q(max_attempts),
-	  .min = 1,
-	  .max = 1000,
-	  .def = 10 },
-	{ .name = "max_age_s",
-	  .type = CFG_INT,
-	  Q(max_age_s),
-	  .min = 1,
-	  .max = 366LL * 86400,
-	  .def = 86400 },
-	{ .name = "backoff_base_ms",
-	  .type = CFG_INT,
-	  Q(backoff_base_ms),
-	  .min = 1,
-	  .max = 3600000,
-	  .def = 1000 },
-	{ .name = "backoff_max_ms",
-	  .type = CFG_INT,
-	  Q(backoff_max_ms),
-	  .min = 1,
-	  .max = 86400000,
-	  .def = 600000 },
-	{ .name = "per_endpoint_concurrency",
-	  .type = CFG_INT,
-	  Q(per_endpoint_concurrency),
-	  .min = 1,
-	  .max = 1024,
-	  .def = 4 },
-	{ .name = "max_depth",
-	  .type = CFG_INT,
-	  Q(max_depth),
-	  .min = 1,
-	  .max = 1000000000,
-	  .def = 1000000 },
+	Q_INT("max_attempts", max_attempts, 1, 1000, 10),
+	Q_INT("max_age_s", max_age_s, 1, 366LL * 86400, 86400),
+	Q_INT("backoff_base_ms", backoff_base_ms, 1, 3600000, 1000),
+	Q_INT("backoff_max_ms", backoff_max_ms, 1, 86400000, 600000),
+	Q_INT("per_endpoint_concurrency", per_endpoint_concurrency, 1, 1024, 4),
+	Q_INT("max_depth", max_depth, 1, 1000000000, 1000000),
 	{ .name = NULL },
 };
 #undef Q
+#undef Q_INT
 
 void queue_config_default(struct queue_config *c)
 {

@@ -21,18 +21,14 @@ static int instance_check(const char *name, const char *v, char *why, size_t cap
 	return -1;
 }
 
-#define S(member) CFG_FIELD(struct shared_config, member)
+#define S(member)                   CFG_FIELD(struct shared_config, member)
+#define S_INT(n, member, lo, hi, d) CFG_INT_ROW(n, struct shared_config, member, lo, hi, d)
 const struct cfg_setting shared_settings[] = {
-	{ .name = "url", .type = CFG_CUSTOM },
-	{ .name = "password", .type = CFG_CUSTOM },
-	{ .name = "password_file", .type = CFG_CUSTOM },
-	{ .name = "connections", .type = CFG_INT, S(connections), .min = 2, .max = 64, .def = 4 },
-	{ .name = "lease_ms",
-	  .type = CFG_INT,
-	  S(lease_ms),
-	  .min = 1000,
-	  .max = 3600000,
-	  .def = 30000 },
+	CFG_CUSTOM_ROW("url"),
+	CFG_CUSTOM_ROW("password"),
+	CFG_CUSTOM_ROW("password_file"),
+	S_INT("connections", connections, 2, 64, 4),
+	S_INT("lease_ms", lease_ms, 1000, 3600000, 30000),
 	{ .name = "instance",
 	  .type = CFG_TEXT,
 	  S(instance),
@@ -41,6 +37,7 @@ const struct cfg_setting shared_settings[] = {
 	{ .name = NULL },
 };
 #undef S
+#undef S_INT
 
 void shared_config_default(struct shared_config *c)
 {

@@ -254,29 +254,16 @@ void upstream_tls_free(struct upstream_tls *t)
 /* ------------------------------------------------------------------ */
 /* small helpers */
 
-#define L(member) CFG_FIELD(struct upstream_limits, member)
+#define L(member)                   CFG_FIELD(struct upstream_limits, member)
+#define L_INT(n, member, lo, hi, d) CFG_INT_ROW(n, struct upstream_limits, member, lo, hi, d)
 const struct cfg_setting upstream_limits_settings[] = {
-	{ .name = "max_connections",
-	  .type = CFG_INT,
-	  L(max_connections),
-	  .min = 1,
-	  .max = 10000,
-	  .def = 64 },
-	{ .name = "max_response_body",
-	  .type = CFG_INT,
-	  L(max_response_body),
-	  .min = 1024,
-	  .max = 64LL << 20,
-	  .def = 1 << 20 },
-	{ .name = "idle_timeout_ms",
-	  .type = CFG_INT,
-	  L(idle_timeout_ms),
-	  .min = 100,
-	  .max = 3600000,
-	  .def = 30000 },
+	L_INT("max_connections", max_connections, 1, 10000, 64),
+	L_INT("max_response_body", max_response_body, 1024, 64LL << 20, 1 << 20),
+	L_INT("idle_timeout_ms", idle_timeout_ms, 100, 3600000, 30000),
 	{ .name = NULL },
 };
 #undef L
+#undef L_INT
 
 void upstream_limits_default(struct upstream_limits *l)
 {

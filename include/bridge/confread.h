@@ -168,6 +168,16 @@ struct cfg_setting {
 
 #define CFG_FIELD(type, member) \
 	.offset = offsetof(type, member), .size = sizeof(((type *)0)->member)
+/* The common rows, one a line (the struct of the field first). */
+#define CFG_INT_ROW(n, st, member, lo, hi, d)                                                  \
+	{                                                                                      \
+		.name = (n), .type = CFG_INT, CFG_FIELD(st, member), .min = (lo), .max = (hi), \
+		.def = (d)                                                                     \
+	}
+#define CFG_CUSTOM_ROW(n)                       \
+	{                                       \
+		.name = (n), .type = CFG_CUSTOM \
+	}
 
 /* Set every row's default into base (texts strdup'd, over NULL fields). */
 void cfg_table_defaults(const struct cfg_setting *t, void *base);
