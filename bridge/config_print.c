@@ -305,6 +305,7 @@ void bridge_config_print(const struct bridge_config *c, FILE *f)
 			kv_str(f, ind, "password", CONFIG_PRINT_MASK);
 		kv_int(f, ind, "connections", c->queue.shared.connections);
 		kv_int(f, ind, "lease_ms", c->queue.shared.lease_ms);
+		kv_int(f, ind, "poll_ms", c->queue.shared.poll_ms);
 		if (c->queue.shared.instance)
 			kv_str(f, ind, "instance", c->queue.shared.instance);
 		else

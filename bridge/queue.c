@@ -766,7 +766,7 @@ static void renew_cb(evutil_socket_t fd, short what, void *arg)
 	free(ids);
 }
 
-/* Shared store: wake-ups, and cluster-wide counts once per QUEUE_POLL_MS
+/* Shared store: wake-ups, and cluster-wide counts once per shared.poll_ms
  * (soon after another bridge's change). */
 static void shared_tick(struct queue *q, int64_t now)
 {
@@ -782,7 +782,7 @@ static void shared_tick(struct queue *q, int64_t now)
 		}
 	}
 	/* another bridge's change recounts soon; without one, once per poll */
-	if (now - q->last_counts_ms >= (q->notified ? QUEUE_RECOUNT_MS : QUEUE_POLL_MS) ||
+	if (now - q->last_counts_ms >= (q->notified ? QUEUE_RECOUNT_MS : q->cfg.shared.poll_ms) ||
 	    now < q->last_counts_ms) {
 		q->last_counts_ms = now;
 		q->notified = 0;
@@ -795,7 +795,9 @@ static void shared_tick(struct queue *q, int64_t now)
 
 static void tick(struct queue *q)
 {
-	int64_t now = clock_wall_ms(), wake = now + QUEUE_POLL_MS;
+	int64_t now = clock_wall_ms();
+	/* shared: NOTIFY wakes it, polling is the fallback */
+	int64_t wake = now + (q->shared ? q->cfg.shared.poll_ms : QUEUE_POLL_MS);
 	struct bridge_error err;
 	size_t refused;
 	int changed;

@@ -29,6 +29,7 @@ const struct cfg_setting shared_settings[] = {
 	CFG_CUSTOM_ROW("password_file"),
 	S_INT("connections", connections, 2, 64, 4),
 	S_INT("lease_ms", lease_ms, 1000, 3600000, 30000),
+	S_INT("poll_ms", poll_ms, 100, 3600000, 1000),
 	{ .name = "instance",
 	  .type = CFG_TEXT,
 	  S(instance),

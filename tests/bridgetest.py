@@ -1806,3 +1806,12 @@ class PgCluster:
     def __exit__(self, *exc):
         self.cleanup()
         return False
+
+
+def pg_started(t):
+    """A started PgCluster; without one, a failing TAP line ends the program."""
+    try:
+        return PgCluster().start()
+    except TestFailure as e:
+        t.ok(False, "a PostgreSQL server for the test", str(e))
+        t.done()

@@ -521,11 +521,7 @@ def t_crash(t, tmp, doc, duration, kills, burst=False):
 def main():
     global PG
     t = bt.Tap()
-    try:
-        PG = bt.PgCluster().start()
-    except bt.TestFailure as e:
-        t.ok(False, "a PostgreSQL server for the test", str(e))
-        t.done()
+    PG = bt.pg_started(t)
     tq.PG = PG
     tmp = bt.TempDir()
     _, _, doc = bt.v1_fixture()

@@ -17,6 +17,7 @@
 #include "bridge/log.h"
 #include "bridge/queue.h"
 #include "bridge/store.h"
+#include "cmd_out.h"
 
 #define QUEUE_CMD_BUSY_MS 5000
 
@@ -257,10 +258,25 @@ static void row_json(FILE *out, const struct store_row *r, int with_body, int re
 	fputs("}\n", out);
 }
 
+/* s with its control bytes escaped (a row may hold what a sender or another
+ * program wrote), cut to cap - 1 bytes. */
+static const char *text_safe(const char *s, char *buf, size_t cap)
+{
+	FILE *f = fmemopen(buf, cap, "w");
+
+	buf[0] = '\0';
+	if (!f)
+		return "?";
+	out_print_str(f, s, 0);
+	fclose(f);
+	buf[cap - 1] = '\0';
+	return buf;
+}
+
 static int list_row(const struct store_row *r, void *arg)
 {
 	struct list_ctx *c = arg;
-	char age[32], next[32];
+	char age[32], next[32], route[80], pid[160], state[48], did[160], error[400];
 
 	c->n++;
 	if (c->o->json) {
@@ -275,9 +291,12 @@ static int list_row(const struct store_row *r, void *arg)
 	else
 		span_text(r->next_attempt_ms - c->now, next, sizeof(next));
 	printf("%-8lld %-7s %8d %7s %7s  %-16.16s %-36.36s %-10.10s %.36s  %.80s\n",
-	       (long long)r->id, status_name(r->status), r->attempts, age, next, r->route,
-	       r->participation_id[0] ? r->participation_id : "-", r->state[0] ? r->state : "-",
-	       r->delivery_id, r->last_error);
+	       (long long)r->id, status_name(r->status), r->attempts, age, next,
+	       text_safe(r->route, route, sizeof(route)),
+	       r->participation_id[0] ? text_safe(r->participation_id, pid, sizeof(pid)) : "-",
+	       r->state[0] ? text_safe(r->state, state, sizeof(state)) : "-",
+	       text_safe(r->delivery_id, did, sizeof(did)),
+	       text_safe(r->last_error, error, sizeof(error)));
 	return 0;
 }
 
@@ -323,7 +342,7 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 	struct store_row r;
 	struct bridge_error err;
 	int64_t id, now = clock_wall_ms();
-	char t[64], span[32], shown[512];
+	char t[64], span[32], shown[512], safe[1024];
 	int rc;
 
 	if (n_ids != 1)
@@ -350,14 +369,15 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 	}
 	printf("id:               %lld\n", (long long)r.id);
 	printf("status:           %s\n", status_name(r.status));
-	printf("route:            %s\n", r.route);
+	printf("route:            %s\n", text_safe(r.route, safe, sizeof(safe)));
 	printf("endpoint:         %s\n",
 	       o->reveal ? r.endpoint : endpoint_shown(r.endpoint, shown, sizeof(shown)));
 	printf("trust store:      %s\n", r.ca_file[0] ? r.ca_file : "system default");
 	printf("timeout:          %d ms per attempt\n", r.timeout_ms);
-	printf("delivery id:      %s\n", r.delivery_id);
-	printf("participation id: %s\n", r.participation_id[0] ? r.participation_id : "-");
-	printf("state:            %s\n", r.state[0] ? r.state : "-");
+	printf("delivery id:      %s\n", text_safe(r.delivery_id, safe, sizeof(safe)));
+	printf("participation id: %s\n",
+	       r.participation_id[0] ? text_safe(r.participation_id, safe, sizeof(safe)) : "-");
+	printf("state:            %s\n", r.state[0] ? text_safe(r.state, safe, sizeof(safe)) : "-");
 	printf("attempts:         %d\n", r.attempts);
 	time_text(r.created_ms, t, sizeof(t));
 	span_text(now - r.created_ms, span, sizeof(span));
@@ -377,7 +397,8 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 	printf("last attempt:     %s\n", t);
 	if (r.last_status)
 		printf("last status:      %d\n", r.last_status);
-	printf("last error:       %s\n", r.last_error[0] ? r.last_error : "-");
+	printf("last error:       %s\n",
+	       r.last_error[0] ? text_safe(r.last_error, safe, sizeof(safe)) : "-");
 	printf("integrity:        %s\n",
 	       r.integrity == STORE_ROW_INTACT ? "intact (matches its checksum)"
 	       : r.integrity == STORE_ROW_CORRUPT
@@ -386,9 +407,10 @@ static int cmd_show(struct store *s, const struct opts *o, char **ids, int n_ids
 			 "its body is a JSON object)");
 	printf("headers:\n");
 	for (size_t i = 0; i < r.n_headers; i++)
-		printf("  %s: %s\n", r.headers[i].name,
-		       o->reveal || header_shown(&r, &r.headers[i]) ? r.headers[i].value
-								    : "*** (--reveal shows it)");
+		printf("  %s: %s\n", text_safe(r.headers[i].name, shown, sizeof(shown)),
+		       o->reveal || header_shown(&r, &r.headers[i])
+			       ? text_safe(r.headers[i].value, safe, sizeof(safe))
+			       : "*** (--reveal shows it)");
 	printf("body (%zu bytes):\n", r.len);
 	fwrite(r.body, 1, r.len, stdout);
 	putchar('\n');

@@ -125,7 +125,7 @@ struct queue;
  * Without c->path, the shared store of c->shared: several bridges use it at
  * once; each attempt runs under a lease renewed every lease_ms / 3, and
  * other bridges' changes wake the scheduler (LISTEN/NOTIFY, polling every
- * QUEUE_POLL_MS as the fallback).  PostgreSQL unreachable at start is no
+ * shared.poll_ms as the fallback).  PostgreSQL unreachable at start is no
  * error: enqueues fail (503) and queue_ready says so until it answers.  lim
  * (may be NULL) bounds responses; its max_connections is replaced by
  * per_endpoint_concurrency.  cb (may be NULL) hears about every attempt. */

@@ -4,7 +4,7 @@
  *
  *   shared = { url = "postgresql://bridge@/bridge?host=/run/postgresql";
  *              password_file = "pg.password"; connections = 4;
- *              lease_ms = 30000; instance = "bridge-a"; };
+ *              lease_ms = 30000; poll_ms = 1000; instance = "bridge-a"; };
  *
  * When it is set, the state that spans instances lives there: the queue's
  * store (unless queue.path names a local one) and its dedup keys.  Without
@@ -26,7 +26,8 @@ struct shared_config {
 	char *password;  /* password or password_file; NULL when none */
 	int connections; /* 4: connections each bridge keeps (plus one for wake-ups) */
 	int lease_ms;    /* 30000: how long a claimed delivery stays with its bridge unrenewed */
-	char *instance;  /* this bridge's name in leases and report lines; host name by default */
+	int poll_ms;    /* 1000 (QUEUE_POLL_MS): the store looked at this often without a wake-up */
+	char *instance; /* this bridge's name in leases and report lines; host name by default */
 };
 
 void shared_config_default(struct shared_config *c);
