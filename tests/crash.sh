@@ -10,7 +10,9 @@
 #       INCOMPLETE-then-COMPLETE participations over them, a random bridge
 #       SIGKILLed and restarted every few seconds, PostgreSQL restarted once
 #       (immediate shutdown) mid-run, then a burst of 10 s at 100x the steady
-#       rate; prints the same figures plus out of order (must be 0).
+#       rate (800 posts/s offered by build/tests/loadgen, an open-loop C
+#       client; BRIDGE_LOADGEN names another); prints the same figures plus
+#       out of order (must be 0).
 #
 # For SECONDS, three clients post v1 participations (some incomplete then
 # complete, some posted twice) to `serve` with a route in delivery =
