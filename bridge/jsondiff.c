@@ -62,12 +62,12 @@ struct chunk {
 	max_align_t data[];
 };
 
-struct arena {
+struct diff_arena {
 	struct chunk *head;
 	struct budget *budget;
 };
 
-static void *arena_alloc(struct arena *a, size_t n)
+static void *diff_arena_alloc(struct diff_arena *a, size_t n)
 {
 	const size_t align = sizeof(max_align_t);
 	struct chunk *c = a->head;
@@ -90,7 +90,7 @@ static void *arena_alloc(struct arena *a, size_t n)
 	return (char *)c->data + c->used - n;
 }
 
-static void arena_free(struct arena *a)
+static void diff_arena_free(struct diff_arena *a)
 {
 	while (a->head) {
 		struct chunk *c = a->head;
@@ -177,7 +177,7 @@ static const struct node *object_get(const struct node *o, const char *key, size
 enum parse_fail { PF_NONE, PF_DEPTH, PF_MEMORY, PF_DUPLICATE };
 
 struct parse {
-	struct arena *arena;
+	struct diff_arena *arena;
 	yajl_handle h;
 	const char *text;
 	size_t len;
@@ -192,9 +192,9 @@ struct parse {
 	size_t dup_len;
 };
 
-static char *arena_copy(struct arena *a, const void *s, size_t n)
+static char *diff_arena_copy(struct diff_arena *a, const void *s, size_t n)
 {
-	char *p = arena_alloc(a, n + 1);
+	char *p = diff_arena_alloc(a, n + 1);
 
 	if (!p)
 		return NULL;
@@ -205,7 +205,7 @@ static char *arena_copy(struct arena *a, const void *s, size_t n)
 
 static struct node *parse_add(struct parse *p, enum jtype type)
 {
-	struct node *n = arena_alloc(p->arena, sizeof(*n));
+	struct node *n = diff_arena_alloc(p->arena, sizeof(*n));
 	struct node *parent = p->depth ? p->stack[p->depth - 1] : NULL;
 
 	if (!n) {
@@ -237,7 +237,7 @@ static int parse_scalar(struct parse *p, enum jtype type, const char *s, size_t 
 
 	if (!n)
 		return 0;
-	n->s = arena_copy(p->arena, s, len);
+	n->s = diff_arena_copy(p->arena, s, len);
 	n->len = len;
 	if (!n->s) {
 		p->fail = PF_MEMORY;
@@ -295,7 +295,7 @@ static int on_map_key(void *ctx, const unsigned char *s, size_t len)
 {
 	struct parse *p = ctx;
 
-	p->key = arena_copy(p->arena, s, len);
+	p->key = diff_arena_copy(p->arena, s, len);
 	p->key_len = len;
 	if (!p->key) {
 		p->fail = PF_MEMORY;
@@ -309,7 +309,7 @@ static int on_end(struct parse *p)
 	struct node *n = p->stack[--p->depth];
 	size_t i = 0;
 
-	n->kids = arena_alloc(p->arena, (n->n ? n->n : 1) * sizeof(*n->kids));
+	n->kids = diff_arena_alloc(p->arena, (n->n ? n->n : 1) * sizeof(*n->kids));
 	if (!n->kids) {
 		p->fail = PF_MEMORY;
 		return 0;
@@ -318,7 +318,7 @@ static int on_end(struct parse *p)
 		n->kids[i++] = k;
 	if (n->type != J_OBJECT)
 		return 1;
-	n->sorted = arena_alloc(p->arena, (n->n ? n->n : 1) * sizeof(*n->sorted));
+	n->sorted = diff_arena_alloc(p->arena, (n->n ? n->n : 1) * sizeof(*n->sorted));
 	if (!n->sorted) {
 		p->fail = PF_MEMORY;
 		return 0;
@@ -394,7 +394,7 @@ static void parse_syntax_error(struct parse *p, const char *name, struct bridge_
 }
 
 static int parse_doc(const char *text, size_t len, const char *name, size_t max_depth,
-		     struct arena *arena, struct node **ret, struct bridge_error *err)
+		     struct diff_arena *arena, struct node **ret, struct bridge_error *err)
 {
 	struct parse p;
 	const char *nul;
@@ -410,7 +410,7 @@ static int parse_doc(const char *text, size_t len, const char *name, size_t max_
 	p.text = text ? text : "";
 	p.len = len;
 	p.max_depth = max_depth;
-	p.stack = arena_alloc(arena, max_depth * sizeof(*p.stack));
+	p.stack = diff_arena_alloc(arena, max_depth * sizeof(*p.stack));
 	if (!p.stack)
 		return parse_error(err, name, -1, "out of memory (or over the memory limit)");
 	p.h = yajl_alloc(&parse_callbacks, NULL, &p);
@@ -588,7 +588,7 @@ static uint64_t pattern_step(const struct pattern *pt, uint64_t set, const struc
 struct cmp {
 	const struct jsondiff_options *opt;
 	struct jsondiff *out;
-	struct arena *arena;
+	struct diff_arena *arena;
 	struct budget *budget;
 	struct bridge_error *err;
 	struct pattern *pats;
@@ -793,8 +793,8 @@ static int keyed_labels(struct cmp *c, const struct node *arr, const char ***ret
 			struct label_ix **ret_sorted)
 {
 	size_t n = arr->n, unkeyed = 0;
-	struct label_ix *ix = arena_alloc(c->arena, (n ? n : 1) * sizeof(*ix));
-	const char **labels = arena_alloc(c->arena, (n ? n : 1) * sizeof(*labels));
+	struct label_ix *ix = diff_arena_alloc(c->arena, (n ? n : 1) * sizeof(*ix));
+	const char **labels = diff_arena_alloc(c->arena, (n ? n : 1) * sizeof(*labels));
 
 	if (!ix || !labels)
 		return -1;
@@ -814,7 +814,7 @@ static int keyed_labels(struct cmp *c, const struct node *arr, const char ***ret
 		if (ix[i].keyed)
 			continue;
 		snprintf(num, sizeof(num), "#%zu", unkeyed++);
-		labels[i] = arena_copy(c->arena, num, strlen(num));
+		labels[i] = diff_arena_copy(c->arena, num, strlen(num));
 		if (!labels[i])
 			return -1;
 	}
@@ -833,7 +833,7 @@ static int keyed_labels(struct cmp *c, const struct node *arr, const char ***ret
 			labels[ix[i].index] = ix[i].s;
 			continue;
 		}
-		l = arena_alloc(c->arena, ix[i].len + 24);
+		l = diff_arena_alloc(c->arena, ix[i].len + 24);
 		if (!l)
 			return -1;
 		memcpy(l, ix[i].s, ix[i].len);
@@ -856,7 +856,7 @@ static int keyed_labels(struct cmp *c, const struct node *arr, const char ***ret
 
 			if (key_cmp(ix[i - 1].s, ix[i - 1].len, ix[i].s, ix[i].len) != 0)
 				continue;
-			l = arena_alloc(c->arena, ix[i].len + 2);
+			l = diff_arena_alloc(c->arena, ix[i].len + 2);
 			if (!l)
 				return -1;
 			memcpy(l, ix[i].s, ix[i].len);
@@ -946,7 +946,7 @@ static void compare_keyed(struct cmp *c, const struct node *a, const struct node
 	bool *used;
 
 	if (keyed_labels(c, a, &la, &sa) < 0 || keyed_labels(c, b, &lb, NULL) < 0 ||
-	    !(used = arena_alloc(c->arena, (a->n ? a->n : 1) * sizeof(*used)))) {
+	    !(used = diff_arena_alloc(c->arena, (a->n ? a->n : 1) * sizeof(*used)))) {
 		c->failed = true;
 		return;
 	}
@@ -1053,7 +1053,7 @@ int jsondiff_compare(const char *a, size_t alen, const char *b, size_t blen,
 {
 	struct jsondiff_options opt = { 0 };
 	struct budget budget;
-	struct arena arena = { .budget = &budget };
+	struct diff_arena arena = { .budget = &budget };
 	struct node *ra = NULL, *rb = NULL;
 	struct cmp c;
 	int rc = -1;
@@ -1094,10 +1094,10 @@ int jsondiff_compare(const char *a, size_t alen, const char *b, size_t blen,
 	c.budget = &budget;
 	c.err = err;
 	c.n_pats = opt.n_ignore;
-	c.pats = arena_alloc(&arena, (c.n_pats ? c.n_pats : 1) * sizeof(*c.pats));
-	c.sets = arena_alloc(&arena,
-			     (opt.max_depth + 1) * (c.n_pats ? c.n_pats : 1) * sizeof(*c.sets));
-	c.segs = arena_alloc(&arena, (opt.max_depth + 1) * sizeof(*c.segs));
+	c.pats = diff_arena_alloc(&arena, (c.n_pats ? c.n_pats : 1) * sizeof(*c.pats));
+	c.sets = diff_arena_alloc(&arena, (opt.max_depth + 1) * (c.n_pats ? c.n_pats : 1) *
+						  sizeof(*c.sets));
+	c.segs = diff_arena_alloc(&arena, (opt.max_depth + 1) * sizeof(*c.segs));
 	if (!c.pats || !c.sets || !c.segs) {
 		bridge_error_set(err, "out of memory (or over the memory limit)");
 		goto out;
@@ -1128,7 +1128,7 @@ int jsondiff_compare(const char *a, size_t alen, const char *b, size_t blen,
 	}
 	rc = 0;
 out:
-	arena_free(&arena);
+	diff_arena_free(&arena);
 	if (rc < 0)
 		jsondiff_clear(ret);
 	return rc;

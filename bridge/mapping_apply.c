@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/arena.h"
 #include "bridge/buf.h"
 #include "bridge/diag.h"
 #include "mapping_types.h"
@@ -73,54 +74,6 @@ static const struct pair *pair_find(const struct pair *p, size_t n, const char *
 }
 
 /* ---- apply --------------------------------------------------------------- */
-
-struct arena_block {
-	struct arena_block *next;
-	size_t used, cap;
-	max_align_t data[];
-};
-
-struct arena {
-	struct arena_block *head;
-	size_t total;
-};
-
-static void *arena_alloc(struct arena *a, size_t n)
-{
-	struct arena_block *b = a->head;
-	size_t align = sizeof(max_align_t);
-
-	n = (n + align - 1) / align * align;
-	if (!n)
-		n = align;
-	if (!b || b->cap - b->used < n) {
-		size_t cap = n > 16384 ? n : 16384;
-
-		if (a->total + cap > MAP_ARENA_MAX)
-			return NULL;
-		b = malloc(sizeof(*b) + cap);
-		if (!b)
-			return NULL;
-		b->next = a->head;
-		b->used = 0;
-		b->cap = cap;
-		a->head = b;
-		a->total += cap;
-	}
-	b->used += n;
-	return (char *)b->data + b->used - n;
-}
-
-static void arena_free(struct arena *a)
-{
-	while (a->head) {
-		struct arena_block *n = a->head->next;
-
-		free(a->head);
-		a->head = n;
-	}
-	a->total = 0;
-}
 
 struct apply {
 	const struct mapping *m;
@@ -1133,6 +1086,7 @@ int mapping_apply(const struct mapping *m, const struct v1_doc *in, unsigned fla
 	a.flags = flags;
 	a.err = err;
 	a.res = ret;
+	arena_init(&a.arena, ARENA_BLOCK, MAP_ARENA_MAX);
 	rc = apply_run(&a);
 	arena_free(&a.arena);
 	if (rc < 0)

@@ -6,8 +6,8 @@
  * and has no depth limit.  Every callback copies what it receives because
  * yajl hands out pointers into the input or into its own scratch buffer.
  *
- * Every error path frees what was built so far through v1_doc_free(): fields
- * and array items are attached to the document the moment they are created.
+ * Everything the document holds comes from its arena, so every error path
+ * frees what was built so far with the one v1_doc_free().
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -63,48 +63,35 @@ static int fail(struct bridge_error *err, long offset, const char *key, const ch
 /* ------------------------------------------------------------------------ */
 /* Document building. */
 
-static void value_clear(struct v1_value *v)
-{
-	size_t i;
+/* The first block holds a typical payload's document whole. */
+#define DOC_BLOCK 8192
 
-	free(v->text);
-	for (i = 0; i < v->n_items; i++)
-		free(v->items[i].text);
-	free(v->items);
-	memset(v, 0, sizeof(*v));
+struct v1_doc *v1_doc_new(void)
+{
+	struct arena a;
+	struct v1_doc *d;
+
+	arena_init(&a, DOC_BLOCK, 0);
+	d = arena_alloc(&a, sizeof(*d));
+	if (!d)
+		return NULL;
+	memset(d, 0, sizeof(*d));
+	d->arena = a; /* from here on the document's own copy is used */
+	return d;
 }
 
 void v1_doc_free(struct v1_doc *d)
 {
-	size_t i;
+	struct arena a;
 
 	if (!d)
 		return;
-	for (i = 0; i < d->n_fields; i++) {
-		free(d->fields[i].key);
-		value_clear(&d->fields[i].value);
-	}
-	free(d->fields);
-	free(d);
-}
-
-static char *bytes_dup(const char *s, size_t n)
-{
-	char *p;
-
-	if (n == SIZE_MAX)
-		return NULL;
-	p = malloc(n + 1);
-	if (!p)
-		return NULL;
-	if (n)
-		memcpy(p, s, n);
-	p[n] = '\0';
-	return p;
+	a = d->arena; /* the document is in it */
+	arena_free(&a);
 }
 
 /* Item arrays grow by doubling from 4; the capacity is implied by n_items. */
-static int items_reserve(struct v1_value *arr)
+static int items_reserve(struct v1_doc *d, struct v1_value *arr)
 {
 	size_t n = arr->n_items;
 	struct v1_value *t;
@@ -113,22 +100,25 @@ static int items_reserve(struct v1_value *arr)
 		return 0;
 	if (n > SIZE_MAX / 2 / sizeof(*t))
 		return -1;
-	t = realloc(arr->items, (n ? n * 2 : 4) * sizeof(*t));
+	t = arena_alloc(&d->arena, (n ? n * 2 : 4) * sizeof(*t));
 	if (!t)
 		return -1;
+	if (n)
+		memcpy(t, arr->items, n * sizeof(*t));
 	arr->items = t;
 	return 0;
 }
 
 /* Append a copy of s as a scalar item. */
-static int items_push(struct v1_value *arr, enum v1_type type, const char *s, size_t n)
+static int items_push(struct v1_doc *d, struct v1_value *arr, enum v1_type type, const char *s,
+		      size_t n)
 {
 	struct v1_value *it;
 	char *text;
 
-	if (items_reserve(arr) < 0)
+	if (items_reserve(d, arr) < 0)
 		return -1;
-	text = bytes_dup(s, n);
+	text = arena_strndup(&d->arena, s, n);
 	if (!text)
 		return -1;
 	it = &arr->items[arr->n_items++];
@@ -140,16 +130,13 @@ static int items_push(struct v1_value *arr, enum v1_type type, const char *s, si
 }
 
 /* Turn a scalar into a one-item array holding it. */
-static int value_make_array(struct v1_value *v)
+static int value_make_array(struct v1_doc *d, struct v1_value *v)
 {
-	char *empty = bytes_dup("", 0);
-	struct v1_value *items = malloc(4 * sizeof(*items));
+	char *empty = arena_strndup(&d->arena, "", 0);
+	struct v1_value *items = arena_alloc(&d->arena, 4 * sizeof(*items));
 
-	if (!empty || !items) {
-		free(empty);
-		free(items);
+	if (!empty || !items)
 		return -1;
-	}
 	items[0] = *v;
 	memset(v, 0, sizeof(*v));
 	v->type = V1_ARRAY;
@@ -184,30 +171,30 @@ static uint64_t key_hash(const char *s, size_t n)
 	return siphash13(siphash_process_key(), s, n);
 }
 
-/* A typical payload's keys fit without growing the index. */
-#define SLOTS_FIRST 64
+/* A typical payload's keys fit without growing the index or the fields. */
+#define SLOTS_FIRST  64
+#define FIELDS_FIRST 48
 
 static int builder_init(struct builder *b, const struct v1_limits *lim)
 {
 	memset(b, 0, sizeof(*b));
 	b->lim = lim;
-	b->doc = calloc(1, sizeof(*b->doc));
+	b->doc = v1_doc_new();
 	b->n_slots = SLOTS_FIRST;
-	b->slots = calloc(b->n_slots, sizeof(*b->slots));
-	if (!b->doc || !b->slots) {
-		free(b->doc);
-		free(b->slots);
+	b->slots = b->doc ? arena_alloc(&b->doc->arena, b->n_slots * sizeof(*b->slots)) : NULL;
+	if (!b->slots) {
+		v1_doc_free(b->doc);
 		b->doc = NULL;
-		b->slots = NULL;
 		return -1;
 	}
+	memset(b->slots, 0, b->n_slots * sizeof(*b->slots));
 	return 0;
 }
 
-/* Releases the index; the document goes to *ret, or is freed when ret is NULL. */
+/* The document goes to *ret, or is freed when ret is NULL (the index with
+ * it: it is in the document's arena). */
 static void builder_finish(struct builder *b, struct v1_doc **ret)
 {
-	free(b->slots);
 	b->slots = NULL;
 	if (ret)
 		*ret = b->doc;
@@ -245,25 +232,33 @@ static void builder_slot_put(struct slot *slots, size_t n_slots, uint64_t h, siz
 }
 
 /* Append a field whose value is still unset (h = key_hash(key, key_len));
- * takes ownership of key always. */
+ * key is in the document's arena. */
 static int builder_add(struct builder *b, char *key, size_t key_len, uint64_t h)
 {
 	struct v1_doc *d = b->doc;
-	struct v1_field *f, *t;
+	struct v1_field *f;
 
-	if (!(t = grow_array(d->fields, &b->cap_fields, d->n_fields + 1, sizeof(*t), 16)))
-		goto oom;
-	d->fields = t;
-	if ((d->n_fields + 1) * 2 > b->n_slots) {
+	if (d->n_fields == b->cap_fields) {
+		size_t cap = b->cap_fields ? b->cap_fields * 2 : FIELDS_FIRST;
+		struct v1_field *t = arena_alloc(&d->arena, cap * sizeof(*t));
+
+		if (!t)
+			return -1;
+		if (d->n_fields)
+			memcpy(t, d->fields, d->n_fields * sizeof(*t));
+		d->fields = t;
+		b->cap_fields = cap;
+	}
+	if ((d->n_fields + 1) * 4 > b->n_slots * 3) { /* at most 3/4 full */
 		size_t n = b->n_slots * 2, i;
-		struct slot *s = calloc(n, sizeof(*s));
+		struct slot *s = arena_alloc(&d->arena, n * sizeof(*s));
 
 		if (!s)
-			goto oom;
+			return -1;
+		memset(s, 0, n * sizeof(*s));
 		for (i = 0; i < b->n_slots; i++)
 			if (b->slots[i].idx1)
 				builder_slot_put(s, n, b->slots[i].hash, b->slots[i].idx1);
-		free(b->slots);
 		b->slots = s;
 		b->n_slots = n;
 	}
@@ -275,9 +270,6 @@ static int builder_add(struct builder *b, char *key, size_t key_len, uint64_t h)
 	builder_slot_put(b->slots, b->n_slots, h, d->n_fields + 1);
 	d->n_fields++;
 	return 0;
-oom:
-	free(key);
-	return -1;
 }
 
 const struct v1_field *v1_doc_get(const struct v1_doc *d, const char *key)
@@ -475,11 +467,11 @@ static int json_scalar(struct json_ctx *c, enum v1_type type, const char *s, siz
 			     lim->max_items, start);
 			return 0;
 		}
-		if (items_push(v, type, s, n) < 0)
+		if (items_push(c->b.doc, v, type, s, n) < 0)
 			return json_oom(c);
 		return 1;
 	}
-	v->text = bytes_dup(s, n);
+	v->text = arena_strndup(&c->b.doc->arena, s, n);
 	if (!v->text)
 		return json_oom(c);
 	v->type = type;
@@ -575,7 +567,7 @@ static int json_on_map_key(void *ctx, const unsigned char *s, size_t n)
 		return 0;
 	}
 #undef K
-	copy = bytes_dup(key, n);
+	copy = arena_strndup(&c->b.doc->arena, key, n);
 	if (!copy || builder_add(&c->b, copy, n, h) < 0)
 		return json_oom(c);
 	c->field = (long)c->b.doc->n_fields - 1;
@@ -614,7 +606,7 @@ static int json_open(struct json_ctx *c, int is_map)
 		     k, at);
 		return 0;
 	}
-	if (!(c->b.doc->fields[c->field].value.text = bytes_dup("", 0)))
+	if (!(c->b.doc->fields[c->field].value.text = arena_strndup(&c->b.doc->arena, "", 0)))
 		return json_oom(c);
 	c->b.doc->fields[c->field].value.type = V1_ARRAY;
 	c->in_array = 1;
@@ -792,11 +784,11 @@ static int hex_val(char ch)
 }
 
 /* Decode raw[0..n) (at byte base of the body) into a fresh NUL-terminated
- * buffer; '+' is a space, %XX a byte. */
-static int form_decode(const char *raw, size_t n, size_t base, char **ret, size_t *ret_len,
-		       struct bridge_error *err)
+ * buffer from d's arena; '+' is a space, %XX a byte. */
+static int form_decode(struct v1_doc *d, const char *raw, size_t n, size_t base, char **ret,
+		       size_t *ret_len, struct bridge_error *err)
 {
-	char *out = malloc(n + 1);
+	char *out = n < SIZE_MAX ? arena_alloc(&d->arena, n + 1) : NULL;
 	size_t i, o = 0;
 
 	*ret = NULL;
@@ -809,13 +801,11 @@ static int form_decode(const char *raw, size_t n, size_t base, char **ret, size_
 			int hi = i + 1 < n ? hex_val(raw[i + 1]) : -1;
 			int lo = i + 2 < n ? hex_val(raw[i + 2]) : -1;
 
-			if (hi < 0 || lo < 0) {
-				free(out);
+			if (hi < 0 || lo < 0)
 				return fail(err, (long)(base + i), NULL,
 					    "invalid form data at byte %zu: '%%' must be followed "
 					    "by two hex digits",
 					    base + i);
-			}
 			out[o++] = (char)(hi << 4 | lo);
 			i += 2;
 		} else
@@ -835,76 +825,59 @@ static int form_segment(struct builder *b, const char *body, size_t start, size_
 	const char *eq = memchr(body + start, '=', end - start);
 	size_t key_end = eq ? (size_t)(eq - body) : end;
 	size_t val_start = eq ? key_end + 1 : end;
-	char *key = NULL, *val = NULL;
+	char *key, *val;
 	size_t key_len, val_len, bad;
 	char k[KEY_SHOWN_MAX + 8];
 	struct v1_value *v;
 	long idx;
 	uint64_t h;
 
-	if (form_decode(body + start, key_end - start, start, &key, &key_len, err) < 0)
+	if (form_decode(b->doc, body + start, key_end - start, start, &key, &key_len, err) < 0)
 		return -1;
 	key_render(k, sizeof(k), key, key_len);
-	if (key_len > lim->max_string) {
-		fail(err, (long)start, k, "key '%s' at byte %zu is longer than %zu bytes", k, start,
-		     lim->max_string);
-		goto bad;
-	}
-	if (memchr(key, '\0', key_len)) {
-		fail(err, (long)start, k, "key '%s' at byte %zu contains a NUL character", k,
-		     start);
-		goto bad;
-	}
-	if ((bad = utf8_invalid_at(key, key_len)) < key_len) {
-		fail(err, (long)start, k, "key '%s' at byte %zu is not valid UTF-8", k, start);
-		goto bad;
-	}
-	if (form_decode(body + val_start, end - val_start, val_start, &val, &val_len, err) < 0)
-		goto bad;
-	if (val_len > lim->max_string) {
-		fail(err, (long)val_start, k,
-		     "value of key '%s' at byte %zu is longer than %zu bytes", k, val_start,
-		     lim->max_string);
-		goto bad;
-	}
-	if ((bad = utf8_invalid_at(val, val_len)) < val_len) {
-		fail(err, (long)val_start, k,
-		     "value of key '%s' at byte %zu is not valid UTF-8 (decoded byte %zu)", k,
-		     val_start, bad);
-		goto bad;
-	}
+	if (key_len > lim->max_string)
+		return fail(err, (long)start, k, "key '%s' at byte %zu is longer than %zu bytes", k,
+			    start, lim->max_string);
+	if (memchr(key, '\0', key_len))
+		return fail(err, (long)start, k, "key '%s' at byte %zu contains a NUL character", k,
+			    start);
+	if ((bad = utf8_invalid_at(key, key_len)) < key_len)
+		return fail(err, (long)start, k, "key '%s' at byte %zu is not valid UTF-8", k,
+			    start);
+	if (form_decode(b->doc, body + val_start, end - val_start, val_start, &val, &val_len, err) <
+	    0)
+		return -1;
+	if (val_len > lim->max_string)
+		return fail(err, (long)val_start, k,
+			    "value of key '%s' at byte %zu is longer than %zu bytes", k, val_start,
+			    lim->max_string);
+	if ((bad = utf8_invalid_at(val, val_len)) < val_len)
+		return fail(err, (long)val_start, k,
+			    "value of key '%s' at byte %zu is not valid UTF-8 (decoded byte %zu)",
+			    k, val_start, bad);
 
 	h = key_hash(key, key_len);
 	idx = builder_find(b, key, key_len, h);
 	if (idx < 0) {
-		if (b->doc->n_fields >= lim->max_keys) {
-			fail(err, (long)start, k,
-			     "more than %zu keys in the form (key '%s' at byte %zu)", lim->max_keys,
-			     k, start);
-			goto bad;
-		}
-		if (builder_add(b, key, key_len, h) < 0) {
-			key = NULL;
+		if (b->doc->n_fields >= lim->max_keys)
+			return fail(err, (long)start, k,
+				    "more than %zu keys in the form (key '%s' at byte %zu)",
+				    lim->max_keys, k, start);
+		if (builder_add(b, key, key_len, h) < 0)
 			goto oom;
-		}
-		key = NULL;
 		v = &b->doc->fields[b->doc->n_fields - 1].value;
 		v->type = V1_STRING;
 		v->text = val;
 		v->len = val_len;
 		return 0;
 	}
-	free(key);
-	key = NULL;
 	v = &b->doc->fields[idx].value;
-	if (v->type != V1_ARRAY && value_make_array(v) < 0)
+	if (v->type != V1_ARRAY && value_make_array(b->doc, v) < 0)
 		goto oom;
-	if (v->n_items >= lim->max_items) {
-		fail(err, (long)start, k, "key '%s' repeated more than %zu times (byte %zu)", k,
-		     lim->max_items, start);
-		goto bad;
-	}
-	if (items_reserve(v) < 0)
+	if (v->n_items >= lim->max_items)
+		return fail(err, (long)start, k, "key '%s' repeated more than %zu times (byte %zu)",
+			    k, lim->max_items, start);
+	if (items_reserve(b->doc, v) < 0)
 		goto oom;
 	memset(&v->items[v->n_items], 0, sizeof(v->items[0]));
 	v->items[v->n_items].type = V1_STRING;
@@ -913,11 +886,7 @@ static int form_segment(struct builder *b, const char *body, size_t start, size_
 	v->n_items++;
 	return 0;
 oom:
-	fail(err, (long)start, NULL, "out of memory while parsing form data");
-bad:
-	free(key);
-	free(val);
-	return -1;
+	return fail(err, (long)start, NULL, "out of memory while parsing form data");
 }
 
 int v1_parse_form(const char *body, size_t len, const struct v1_limits *lim, struct v1_doc **ret,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/arena.h"
 #include "bridge/buf.h"
 #include "bridge/clock.h"
 #include "bridge/json.h"
@@ -227,6 +228,34 @@ static void test_siphash(void)
 	ok(siphash_process_key() == siphash_process_key(), "one process key");
 }
 
+static void test_arena(void)
+{
+	struct arena a = { 0 };
+	char *s, *t;
+	void *big, *p;
+
+	s = arena_strndup(&a, "ab\0cd", 5);
+	ok(s && memcmp(s, "ab\0cd", 6) == 0, "arena_strndup copies NULs and terminates");
+	p = arena_alloc(&a, 3);
+	ok(p && (uintptr_t)p % sizeof(max_align_t) == 0, "arena_alloc is aligned for any type");
+	ok(arena_alloc(&a, 0) != arena_alloc(&a, 0), "empty allocations are distinct");
+	big = arena_alloc(&a, 3 * ARENA_BLOCK);
+	ok(big && a.total == 4 * ARENA_BLOCK, "an allocation over a block gets its own");
+	memset(big, 1, 3 * ARENA_BLOCK);
+	arena_free(&a);
+	ok(a.head == NULL && a.total == 0, "arena_free releases every block");
+
+	arena_init(&a, 64, 128);
+	ok(arena_alloc(&a, 60) && arena_alloc(&a, 60), "two blocks under the ceiling");
+	ok(arena_alloc(&a, 60) == NULL && arena_strndup(&a, "x", 1) != NULL,
+	   "a third block crosses the ceiling; room left in a block is still used");
+	t = arena_strndup(&a, "0123456789", 10);
+	ok(t == NULL && a.total == 128, "the ceiling holds for copies too");
+	arena_free(&a);
+	arena_free(NULL);
+	ok(a.max == 128 && a.block == 64, "arena_free keeps the settings");
+}
+
 static void test_clock(void)
 {
 	int64_t w = clock_wall_ms(), m = clock_mono_ms();
@@ -244,6 +273,7 @@ int main(void)
 	test_escape();
 	test_utf8();
 	test_siphash();
+	test_arena();
 	test_clock();
 	return tap_done();
 }

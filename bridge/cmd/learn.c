@@ -35,40 +35,58 @@ static const char usage_learn[] =
 
 /* ---- self-check: the learned file under the real engine ---------------------- */
 
+/* The text of a scalar as a v1 document holds it, from d's arena. */
+static char *doc_text(struct v1_doc *d, yajl_val v, size_t *ret_len)
+{
+	const char *t = learn_scalar_text(v) ? learn_scalar_text(v) : "";
+
+	*ret_len = strlen(t);
+	return learn_arena_strndup(&d->arena, t, *ret_len);
+}
+
+static enum v1_type doc_type(yajl_val v)
+{
+	return v->type == yajl_t_string   ? V1_STRING
+	       : v->type == yajl_t_number ? V1_NUMBER
+	       : learn_scalar_text(v)     ? V1_BOOL
+					  : V1_NULL;
+}
+
 static struct v1_doc *v1_from_tree(yajl_val o)
 {
-	struct v1_doc *d = learn_xcalloc(1, sizeof(*d));
+	struct v1_doc *d = v1_doc_new();
+	size_t len;
 
-	d->fields = learn_xcalloc(o->u.object.len + 1, sizeof(*d->fields));
+	if (!d) {
+		fputs("webhook-bridge learn: out of memory\n", stderr);
+		exit(2);
+	}
+	d->fields = learn_arena_alloc(&d->arena, (o->u.object.len + 1) * sizeof(*d->fields));
 	for (size_t i = 0; i < o->u.object.len; i++) {
 		struct v1_field *f = &d->fields[d->n_fields];
 		yajl_val v = o->u.object.values[i];
 
-		f->key = strdup(o->u.object.keys[i]);
-		f->key_len = strlen(f->key);
+		memset(f, 0, sizeof(*f));
+		f->key_len = strlen(o->u.object.keys[i]);
+		f->key = learn_arena_strndup(&d->arena, o->u.object.keys[i], f->key_len);
 		if (v->type == yajl_t_array) {
 			f->value.type = V1_ARRAY;
-			f->value.text = strdup("");
-			f->value.items = learn_xcalloc(v->u.array.len + 1, sizeof(struct v1_value));
+			f->value.text = learn_arena_strndup(&d->arena, "", 0);
+			f->value.items = learn_arena_alloc(
+				&d->arena, (v->u.array.len + 1) * sizeof(struct v1_value));
 			for (size_t j = 0; j < v->u.array.len; j++) {
 				yajl_val it = v->u.array.values[j];
 				struct v1_value *iv = &f->value.items[f->value.n_items++];
 
-				iv->type = it->type == yajl_t_string   ? V1_STRING
-					   : it->type == yajl_t_number ? V1_NUMBER
-					   : learn_scalar_text(it)     ? V1_BOOL
-								       : V1_NULL;
-				iv->text = strdup(learn_scalar_text(it) ? learn_scalar_text(it)
-									: "");
-				iv->len = strlen(iv->text);
+				memset(iv, 0, sizeof(*iv));
+				iv->type = doc_type(it);
+				iv->text = doc_text(d, it, &len);
+				iv->len = len;
 			}
 		} else {
-			f->value.type = v->type == yajl_t_string   ? V1_STRING
-					: v->type == yajl_t_number ? V1_NUMBER
-					: learn_scalar_text(v)     ? V1_BOOL
-								   : V1_NULL;
-			f->value.text = strdup(learn_scalar_text(v) ? learn_scalar_text(v) : "");
-			f->value.len = strlen(f->value.text);
+			f->value.type = doc_type(v);
+			f->value.text = doc_text(d, v, &len);
+			f->value.len = len;
 		}
 		d->n_fields++;
 	}

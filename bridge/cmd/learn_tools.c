@@ -6,33 +6,23 @@
 
 /* ---- small tools ------------------------------------------------------ */
 
+static void *learn_arena_check(void *p)
+{
+	if (!p) {
+		fputs("webhook-bridge learn: out of memory\n", stderr);
+		exit(2);
+	}
+	return p;
+}
+
 void *learn_arena_alloc(struct arena *a, size_t n)
 {
-	n = (n + 15) & ~(size_t)15;
-	if (!a->head || a->used + n > a->cap) {
-		size_t cap = n > 65536 ? n : 65536;
-		struct arena_block *b = malloc(sizeof(*b) + cap);
-
-		if (!b) {
-			fputs("webhook-bridge learn: out of memory\n", stderr);
-			exit(2);
-		}
-		b->next = a->head;
-		a->head = b;
-		a->used = 0;
-		a->cap = cap;
-	}
-	a->used += n;
-	return a->head->data + a->used - n;
+	return learn_arena_check(arena_alloc(a, n));
 }
 
 char *learn_arena_strndup(struct arena *a, const char *s, size_t n)
 {
-	char *p = learn_arena_alloc(a, n + 1);
-
-	memcpy(p, s, n);
-	p[n] = '\0';
-	return p;
+	return learn_arena_check(arena_strndup(a, s, n));
 }
 
 char *learn_arena_printf(struct arena *a, const char *fmt, ...)
@@ -60,12 +50,7 @@ char *learn_arena_printf(struct arena *a, const char *fmt, ...)
 
 void learn_arena_free(struct arena *a)
 {
-	while (a->head) {
-		struct arena_block *b = a->head;
-
-		a->head = b->next;
-		free(b);
-	}
+	arena_free(a);
 }
 
 void *learn_xcalloc(size_t n, size_t size)

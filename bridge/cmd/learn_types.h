@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <yajl/yajl_tree.h>
 
+#include "bridge/arena.h"
 #include "bridge/buf.h"
 #include "cli.h"
 #include "bridge/json.h"
@@ -37,16 +38,6 @@
 #define LEARN_TOLERANCE  0.10        /* share of disagreeing pairs a rule tolerates */
 #define LEARN_EXAMPLES   3           /* participation ids quoted per conflict */
 #define LEARN_DT_SAMPLE  400         /* observations used to tell time zones apart */
-
-struct arena_block {
-	struct arena_block *next;
-	char data[];
-};
-
-struct arena {
-	struct arena_block *head;
-	size_t used, cap;
-};
 
 #define sb_printf(b, ...) learn_sb_check(buf_printf(learn_sb(b), __VA_ARGS__))
 

@@ -10,13 +10,15 @@
  * '+' is a space, %XX decoded, result must be valid UTF-8).
  *
  * Numbers keep the exact text the sender wrote (never a double round trip).
- * The document owns every byte it points to; v1_doc_free() releases all.
+ * The document owns every byte it points to, all in its own arena (the
+ * document itself included); v1_doc_free() releases all at once.
  * Parsing is reentrant and thread-safe.
  */
 #ifndef BRIDGE_V1_H
 #define BRIDGE_V1_H
 
 #include <stddef.h>
+#include "bridge/arena.h"
 #include "bridge/diag.h"
 
 enum v1_type {
@@ -44,7 +46,12 @@ struct v1_field {
 struct v1_doc {
 	struct v1_field *fields; /* in arrival order */
 	size_t n_fields;
+	struct arena arena; /* holds the document, its fields, keys and texts */
 };
+
+/* An empty document in an arena of its own (NULL without memory): a caller
+ * that builds one fills fields, keys and texts from d->arena. */
+struct v1_doc *v1_doc_new(void);
 
 struct v1_limits {
 	size_t max_depth;  /* nesting of [ and {; the top object counts 1; default 8 */

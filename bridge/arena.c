@@ -1,0 +1,92 @@
+/* The block arena (see arena.h). */
+#include "bridge/arena.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct arena_block {
+	struct arena_block *next;
+	max_align_t data[];
+};
+
+#define ALIGN sizeof(max_align_t)
+
+void arena_init(struct arena *a, size_t block, size_t max)
+{
+	memset(a, 0, sizeof(*a));
+	a->block = block;
+	a->max = max;
+}
+
+/* A new head block with room for n bytes; NULL past the ceiling. */
+static int arena_grow(struct arena *a, size_t n)
+{
+	size_t cap = a->block ? a->block : ARENA_BLOCK;
+	struct arena_block *b;
+
+	if (n > SIZE_MAX - sizeof(*b) - ALIGN)
+		return -1;
+	if (cap < n)
+		cap = n;
+	if (a->max && (cap > a->max || a->total > a->max - cap))
+		return -1;
+	b = malloc(sizeof(*b) + cap);
+	if (!b)
+		return -1;
+	b->next = a->head;
+	a->head = b;
+	a->p = (char *)b->data;
+	a->end = a->p + cap;
+	a->total += cap;
+	return 0;
+}
+
+void *arena_alloc(struct arena *a, size_t n)
+{
+	size_t pad = (size_t)(-(uintptr_t)a->p & (ALIGN - 1));
+	char *p;
+
+	if (!n)
+		n = 1;
+	if (!a->p || pad > (size_t)(a->end - a->p) || n > (size_t)(a->end - a->p) - pad) {
+		if (arena_grow(a, n) < 0)
+			return NULL;
+		pad = 0; /* a block's data is aligned */
+	}
+	p = a->p + pad;
+	a->p = p + n;
+	return p;
+}
+
+char *arena_strndup(struct arena *a, const char *s, size_t n)
+{
+	char *p;
+
+	if (n == SIZE_MAX)
+		return NULL;
+	if (!a->p || n + 1 > (size_t)(a->end - a->p)) {
+		if (arena_grow(a, n + 1) < 0)
+			return NULL;
+	}
+	p = a->p;
+	a->p += n + 1;
+	if (n)
+		memcpy(p, s, n);
+	p[n] = '\0';
+	return p;
+}
+
+void arena_free(struct arena *a)
+{
+	if (!a)
+		return;
+	while (a->head) {
+		struct arena_block *b = a->head;
+
+		a->head = b->next;
+		free(b);
+	}
+	a->p = a->end = NULL;
+	a->total = 0;
+}

@@ -1,0 +1,43 @@
+/*
+ * arena: one memory owner for the short-lived pieces of one job (a parsed
+ * document, one mapping run), torn down in one place (h2o's per-request
+ * pool).  Allocations come from malloc'd blocks in order and are never freed
+ * one by one; arena_free() releases every block at once.
+ *
+ * A zeroed struct arena is ready: blocks of ARENA_BLOCK bytes, no ceiling.
+ * arena_init() sets another block size and a ceiling on the bytes taken from
+ * malloc (an allocation that would cross it fails, as one without memory).
+ * One allocation larger than a block gets a block of its own size.
+ */
+#ifndef BRIDGE_ARENA_H
+#define BRIDGE_ARENA_H
+
+#include <stddef.h>
+
+#define ARENA_BLOCK 16384
+
+struct arena_block;
+
+struct arena {
+	struct arena_block *head; /* newest block, where allocations come from */
+	char *p, *end;            /* its free room */
+	size_t block;             /* bytes per block (0: ARENA_BLOCK) */
+	size_t total;             /* bytes taken from malloc */
+	size_t max;               /* ceiling on total (0: none) */
+};
+
+void arena_init(struct arena *a, size_t block, size_t max);
+
+/* n bytes (uninitialised) aligned for any type; NULL past the ceiling or
+ * without memory.  n == 0 still gives a distinct pointer. */
+void *arena_alloc(struct arena *a, size_t n);
+
+/* A NUL-terminated copy of s[0..n) (s may hold NULs; not aligned); NULL as
+ * arena_alloc. */
+char *arena_strndup(struct arena *a, const char *s, size_t n);
+
+/* Every block released; the arena is empty and ready again (block size and
+ * ceiling kept).  Accepts NULL. */
+void arena_free(struct arena *a);
+
+#endif
