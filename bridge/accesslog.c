@@ -78,6 +78,15 @@ int accesslog_forwarded_for(struct evhttp_request *req, const struct access_list
 	return -1;
 }
 
+/* s cut to what dst[cap] holds, as snprintf("%s") would, without printf. */
+static void copy_cut(char *dst, size_t cap, const char *s)
+{
+	size_t n = strnlen(s, cap - 1);
+
+	memcpy(dst, s, n);
+	dst[n] = '\0';
+}
+
 void accesslog_capture(struct accesslog_request *r, struct evhttp_request *req,
 		       const struct access_list *trusted)
 {
@@ -86,34 +95,95 @@ void accesslog_capture(struct accesslog_request *r, struct evhttp_request *req,
 	const char *ua = evhttp_find_header(evhttp_request_get_input_headers(req), "User-Agent");
 	const char *peer = peer_of(req, &r->client_port);
 
-	snprintf(r->client, sizeof(r->client), "%s", peer ? peer : "");
+	copy_cut(r->client, sizeof(r->client), peer ? peer : "");
 	if (accesslog_forwarded_for(req, trusted, r->forwarded_for, sizeof(r->forwarded_for)) < 0)
 		r->forwarded_for[0] = '\0';
 	r->method = method_name(evhttp_request_get_command(req));
-	snprintf(r->path, sizeof(r->path), "%s", path && *path ? path : "/");
-	snprintf(r->http_version, sizeof(r->http_version), "%d.%d", req->major % 10,
-		 req->minor % 10); /* libevent may hold an overflowed version */
+	copy_cut(r->path, sizeof(r->path), path && *path ? path : "/");
+	if (req->major >= 0 && req->minor >= 0) { /* libevent may hold an overflowed version */
+		r->http_version[0] = (char)('0' + req->major % 10);
+		r->http_version[1] = '.';
+		r->http_version[2] = (char)('0' + req->minor % 10);
+		r->http_version[3] = '\0';
+	} else {
+		snprintf(r->http_version, sizeof(r->http_version), "%d.%d", req->major % 10,
+			 req->minor % 10);
+	}
 	r->has_user_agent = ua != NULL;
-	snprintf(r->user_agent, sizeof(r->user_agent), "%s", ua ? ua : "");
+	copy_cut(r->user_agent, sizeof(r->user_agent), ua ? ua : "");
+}
+
+/* The message is built from pieces, printf-free (one per request): each
+ * piece at most max bytes of s, the whole cut to what msg holds. */
+struct msg {
+	char s[600];
+	size_t n;
+};
+
+static void msg_add(struct msg *m, const char *s, size_t max)
+{
+	size_t k = strnlen(s, max);
+
+	if (k > sizeof(m->s) - 1 - m->n)
+		k = sizeof(m->s) - 1 - m->n;
+	memcpy(m->s + m->n, s, k);
+	m->n += k;
+	m->s[m->n] = '\0';
+}
+
+static void msg_int(struct msg *m, long long v)
+{
+	char num[24];
+	size_t i = sizeof(num) - 1;
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+	num[i] = '\0';
+	do
+		num[--i] = (char)('0' + u % 10);
+	while (u /= 10);
+	if (v < 0)
+		num[--i] = '-';
+	msg_add(m, num + i, sizeof(num));
 }
 
 void accesslog_write(const struct accesslog_request *r, const struct accesslog_entry *e,
 		     enum log_level level)
 {
-	char msg[600];
+	struct msg m = { .n = 0 };
 	struct log_line l;
-	int n;
+	char frac[4];
 
-	n = snprintf(msg, sizeof(msg), "%s %.200s answered %d", r->method, r->path, e->status);
-	if (e->route && n > 0 && (size_t)n < sizeof(msg))
-		n += snprintf(msg + n, sizeof(msg) - (size_t)n, " for route %.100s", e->route);
-	if (e->answered_by && n > 0 && (size_t)n < sizeof(msg))
-		n += snprintf(msg + n, sizeof(msg) - (size_t)n, " (the legacy endpoint's answer)");
-	if (n > 0 && (size_t)n < sizeof(msg))
-		n += snprintf(msg + n, sizeof(msg) - (size_t)n, " in %.3f ms",
-			      e->duration_us / 1000.0);
-	if (e->error && n > 0 && (size_t)n < sizeof(msg))
-		snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s", e->error);
+	m.s[0] = '\0';
+	msg_add(&m, r->method, sizeof(m.s));
+	msg_add(&m, " ", 1);
+	msg_add(&m, r->path, 200);
+	msg_add(&m, " answered ", sizeof(m.s));
+	msg_int(&m, e->status);
+	if (e->route) {
+		msg_add(&m, " for route ", sizeof(m.s));
+		msg_add(&m, e->route, 100);
+	}
+	if (e->answered_by)
+		msg_add(&m, " (the legacy endpoint's answer)", sizeof(m.s));
+	msg_add(&m, " in ", sizeof(m.s));
+	if (e->duration_us >= 0) { /* microseconds as milliseconds with 3 decimals */
+		msg_int(&m, e->duration_us / 1000);
+		frac[0] = '.';
+		frac[1] = (char)('0' + e->duration_us / 100 % 10);
+		frac[2] = (char)('0' + e->duration_us / 10 % 10);
+		frac[3] = (char)('0' + e->duration_us % 10);
+		msg_add(&m, frac, sizeof(frac));
+	} else {
+		char ms[32];
+
+		snprintf(ms, sizeof(ms), "%.3f", e->duration_us / 1000.0);
+		msg_add(&m, ms, sizeof(ms));
+	}
+	msg_add(&m, " ms", sizeof(m.s));
+	if (e->error) {
+		msg_add(&m, ": ", sizeof(m.s));
+		msg_add(&m, e->error, sizeof(m.s));
+	}
 
 	log_begin(&l, level, "request");
 	log_str(&l, "client", r->client[0] ? r->client : NULL);
@@ -142,7 +212,7 @@ void accesslog_write(const struct accesslog_request *r, const struct accesslog_e
 	log_int(&l, "duration_us", e->duration_us);
 	log_int(&l, "latency_ms", e->duration_us / 1000);
 	log_str(&l, "error", e->error);
-	log_str(&l, "message", msg);
+	log_str(&l, "message", m.s);
 	if (e->suppressed)
 		log_int(&l, "suppressed_before", (long long)e->suppressed);
 	log_end(&l);

@@ -87,21 +87,58 @@ static void log_key(struct log_line *l, const char *key)
 	log_append(l, "\":", 2);
 }
 
+/* v (0 <= v < 10^n) as exactly n decimal digits. */
+static void put_digits(char *p, unsigned v, int n)
+{
+	while (n-- > 0) {
+		p[n] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
 void log_time_now(char *out, size_t cap)
 {
+	/* the date and time to the second, made again only when the second
+	 * changes (per thread: the workers log at once) */
+	static __thread time_t cached_sec = -1;
+	static __thread char cached[20];
 	struct timeval tv;
-	struct tm tm;
+	char ts[25];
 
 	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
+	if (tv.tv_sec != cached_sec) {
+		struct tm tm;
+
+		gmtime_r(&tv.tv_sec, &tm);
+		put_digits(cached, (unsigned)(tm.tm_year + 1900) % 10000, 4);
+		cached[4] = '-';
+		put_digits(cached + 5, (unsigned)tm.tm_mon + 1, 2);
+		cached[7] = '-';
+		put_digits(cached + 8, (unsigned)tm.tm_mday, 2);
+		cached[10] = 'T';
+		put_digits(cached + 11, (unsigned)tm.tm_hour, 2);
+		cached[13] = ':';
+		put_digits(cached + 14, (unsigned)tm.tm_min, 2);
+		cached[16] = ':';
+		put_digits(cached + 17, (unsigned)tm.tm_sec, 2);
+		cached_sec = tv.tv_sec;
+	}
+	memcpy(ts, cached, 19);
+	ts[19] = '.';
+	put_digits(ts + 20, (unsigned)(tv.tv_usec / 1000), 3);
+	ts[23] = 'Z';
+	ts[24] = '\0';
+	if (cap) {
+		size_t n = cap - 1 < 24 ? cap - 1 : 24;
+
+		memcpy(out, ts, n);
+		out[n] = '\0';
+	}
 }
 
 void log_begin(struct log_line *l, enum log_level level, const char *event)
 {
-	char ts[32], head[96];
-	int n;
+	char ts[32];
 
 	l->len = 0;
 	l->truncated = 0;
@@ -112,9 +149,11 @@ void log_begin(struct log_line *l, enum log_level level, const char *event)
 	log_time_now(ts, sizeof(ts));
 	if (log_journal()) /* skipped again for lines that do not go to stderr */
 		log_append(l, (const char[]){ '<', level_priority[level], '>' }, 3);
-	n = snprintf(head, sizeof(head), "{\"time\":\"%s\",\"level\":\"%s\"", ts,
-		     level_names[level]);
-	log_append(l, head, (size_t)n);
+	log_append(l, "{\"time\":\"", 9);
+	log_append(l, ts, strlen(ts));
+	log_append(l, "\",\"level\":\"", 11);
+	log_append(l, level_names[level], strlen(level_names[level]));
+	log_append(l, "\"", 1);
 	log_str(l, "event", event);
 }
 
@@ -136,14 +175,20 @@ void log_str(struct log_line *l, const char *key, const char *value)
 
 void log_int(struct log_line *l, const char *key, long long value)
 {
-	char num[32];
-	int n;
+	char num[24];
+	size_t i = sizeof(num);
+	unsigned long long u = value < 0 ? 0ULL - (unsigned long long)value
+					 : (unsigned long long)value;
 
 	if (!l->enabled)
 		return;
-	n = snprintf(num, sizeof(num), "%lld", value);
+	do /* printf-free: a line's numbers are its hot path */
+		num[--i] = (char)('0' + u % 10);
+	while (u /= 10);
+	if (value < 0)
+		num[--i] = '-';
 	log_key(l, key);
-	log_append(l, num, (size_t)n);
+	log_append(l, num + i, sizeof(num) - i);
 }
 
 void log_raw(struct log_line *l, const char *key, const char *json, size_t n)
