@@ -67,8 +67,9 @@ static void error_line(FILE *out, const char *input, long line_no, const struct 
 	fputc('\n', out);
 }
 
-/* Map one payload; on success append the v2 line to out. */
-static int map_one(const struct mapping *m, const char *text, size_t len, int form, FILE *out,
+/* Map one payload; on success append the v2 line to out (out->failed when
+ * it could not take it). */
+static int map_one(const struct mapping *m, const char *text, size_t len, int form, struct buf *out,
 		   struct bridge_error *err)
 {
 	struct v1_limits lim;
@@ -83,14 +84,15 @@ static int map_one(const struct mapping *m, const char *text, size_t len, int fo
 	v1_doc_free(doc);
 	if (rc < 0)
 		return -1;
-	fwrite(r.body, 1, r.len, out);
-	fputc('\n', out);
+	buf_add(out, r.body, r.len);
+	buf_char(out, '\n');
 	mapping_result_clear(&r);
 	return 0;
 }
 
 /* One thread's share of a round: lines in, v2 lines and error lines out
- * (each into its own memory stream, written by the main thread in order). */
+ * (the v2 lines into a buffer kept from round to round, the error lines into
+ * a memory stream; the main thread writes both in order). */
 struct chunk {
 	const struct mapping *m;
 	const char *input;
@@ -99,34 +101,32 @@ struct chunk {
 	size_t *lens;
 	long *line_nos;
 	size_t n;
-	char *out, *errs;
-	size_t out_len, errs_len;
+	struct buf *out;
+	char *errs;
+	size_t errs_len;
 	int failed;
 };
 
 static void *chunk_run(void *arg)
 {
 	struct chunk *c = arg;
-	FILE *out = open_memstream(&c->out, &c->out_len);
 	FILE *errs = open_memstream(&c->errs, &c->errs_len);
 	struct bridge_error err;
 
-	if (!out || !errs) {
-		if (out)
-			fclose(out);
-		if (errs)
-			fclose(errs);
+	buf_reset(c->out);
+	if (!errs) {
 		c->failed = -1;
 		return NULL;
 	}
 	for (size_t i = 0; i < c->n; i++) {
-		if (map_one(c->m, c->lines[i], c->lens[i], c->form, out, &err) < 0) {
+		if (map_one(c->m, c->lines[i], c->lens[i], c->form, c->out, &err) < 0) {
 			error_line(errs, c->input, c->line_nos[i], &err);
 			c->failed++;
 		}
 	}
-	fclose(out);
 	fclose(errs);
+	if (c->out->failed)
+		c->failed = -1;
 	return NULL;
 }
 
@@ -137,10 +137,13 @@ static int map_ndjson(const struct mapping *m, FILE *f, const char *name, int fo
 	size_t *lens = calloc(per_round, sizeof(*lens)), *caps = calloc(per_round, sizeof(*caps));
 	long *nos = calloc(per_round, sizeof(*nos));
 	struct chunk chunks[MAP_JOBS_MAX];
+	struct buf outs[MAP_JOBS_MAX];
 	pthread_t threads[MAP_JOBS_MAX];
 	long line_no = 0;
 	int failed = 0, eof = 0;
 
+	for (int j = 0; j < MAP_JOBS_MAX; j++)
+		buf_init(&outs[j], SIZE_MAX);
 	if (!lines || !lens || !caps || !nos) {
 		fputs("webhook-bridge map: out of memory\n", stderr);
 		failed = 1;
@@ -181,7 +184,8 @@ static int map_ndjson(const struct mapping *m, FILE *f, const char *name, int fo
 							    .lines = lines + from,
 							    .lens = lens + from,
 							    .line_nos = nos + from,
-							    .n = cnt };
+							    .n = cnt,
+							    .out = &outs[j] };
 				if (used == 0 ||
 				    pthread_create(&threads[j], NULL, chunk_run, &chunks[j]) != 0)
 					threads[j] = 0; /* the first chunk runs on this thread */
@@ -197,7 +201,7 @@ static int map_ndjson(const struct mapping *m, FILE *f, const char *name, int fo
 					fputs("webhook-bridge map: out of memory\n", stderr);
 					failed++;
 				} else {
-					fwrite(chunks[j].out, 1, chunks[j].out_len, stdout);
+					fwrite(chunks[j].out->s, 1, chunks[j].out->len, stdout);
 					if (chunks[j].errs_len) {
 						fflush(stdout);
 						fwrite(chunks[j].errs, 1, chunks[j].errs_len,
@@ -205,7 +209,6 @@ static int map_ndjson(const struct mapping *m, FILE *f, const char *name, int fo
 					}
 					failed += chunks[j].failed;
 				}
-				free(chunks[j].out);
 				free(chunks[j].errs);
 			}
 		}
@@ -216,6 +219,8 @@ static int map_ndjson(const struct mapping *m, FILE *f, const char *name, int fo
 	}
 	for (size_t i = 0; lines && i < per_round; i++)
 		free(lines[i]);
+	for (int j = 0; j < MAP_JOBS_MAX; j++)
+		buf_free(&outs[j]);
 	free(lines);
 	free(lens);
 	free(caps);
@@ -292,11 +297,18 @@ int cmd_map(int argc, char **argv)
 			mapping_free(m);
 			return 2;
 		}
-		if (map_one(m, text, len, form, stdout, &err) < 0) {
+		struct buf out = BUF_INIT(SIZE_MAX);
+
+		if (map_one(m, text, len, form, &out, &err) < 0) {
 			fflush(stdout);
 			error_line(stderr, name, 0, &err);
 			failed = 1;
-		}
+		} else if (out.failed) {
+			fputs("webhook-bridge map: out of memory\n", stderr);
+			failed = 1;
+		} else
+			fwrite(out.s, 1, out.len, stdout);
+		buf_free(&out);
 		free(text);
 	}
 	if (f != stdin)
