@@ -53,6 +53,7 @@ struct loader {
 		const char *full; /* interned */
 	} includes[16];
 	size_t n_includes;
+	struct cfg_reader r; /* included files by their path, UTF-8, the rule files' wording */
 };
 
 static void *pool_keep(struct loader *L, void *p)
@@ -150,107 +151,23 @@ static const char *setting_file(struct loader *L, const config_setting_t *s)
 	return r;
 }
 
-static void load_error(struct loader *L, const config_setting_t *s, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void load_error(struct loader *L, const config_setting_t *s, const char *fmt, ...)
+static const char *reader_file_of(void *arg, const config_setting_t *s)
 {
-	char msg[900];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	diag_add(L->d, setting_file(L, s), cfg_line(s), "%s", msg);
+	return setting_file(arg, s);
 }
 
-static void load_check_names(struct loader *L, const config_setting_t *g,
-			     const char *const *allowed, const char *where)
+/* A string setting (cfg_reader_string: 0 absent, 1 valid, -1 refused),
+ * copied into the pool. */
+static int pool_string(struct loader *L, const config_setting_t *g, const char *name,
+		       unsigned flags, const char **ret)
 {
-	int n = config_setting_length(g);
-
-	for (int i = 0; i < n; i++) {
-		const config_setting_t *c = config_setting_get_elem(g, (unsigned)i);
-		const char *name = config_setting_name(c);
-		char list[600];
-
-		if (name && cfg_name_in(allowed, name))
-			continue;
-		cfg_join_names(allowed, list, sizeof(list));
-		load_error(L, c, "unknown setting '%s' in %s (known: %s)", name ? name : "?", where,
-			   list);
-	}
-}
-
-/* Getters: 0 absent, 1 present and valid, -1 present and invalid (reported). */
-
-static int load_string(struct loader *L, const config_setting_t *g, const char *name,
-		       const char **ret)
-{
-	const config_setting_t *s = config_setting_get_member(g, name);
 	const char *v;
-
-	if (!s)
-		return 0;
-	if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-		load_error(L, s, "'%s' must be a string, not %s", name,
-			   cfg_type_name(config_setting_type(s)));
-		return -1;
-	}
-	v = config_setting_get_string(s);
-	if (!utf8_valid(v, strlen(v))) {
-		load_error(L, s, "'%s' is not valid UTF-8", name);
-		return -1;
-	}
-	*ret = pool_dup(L, v);
-	return *ret ? 1 : -1;
-}
-
-static int load_nonempty(struct loader *L, const config_setting_t *g, const char *name,
-			 const char **ret)
-{
-	int rc = load_string(L, g, name, ret);
-
-	if (rc == 1 && !**ret) {
-		load_error(L, config_setting_get_member(g, name), "'%s' must not be empty", name);
-		return -1;
-	}
-	return rc;
-}
-
-static int load_bool(struct loader *L, const config_setting_t *g, const char *name, bool *ret)
-{
-	const config_setting_t *s = config_setting_get_member(g, name);
-
-	if (!s)
-		return 0;
-	if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
-		load_error(L, s, "'%s' must be true or false, not %s", name,
-			   cfg_type_name(config_setting_type(s)));
-		return -1;
-	}
-	*ret = config_setting_get_bool(s) != 0;
-	return 1;
-}
-
-static int load_enum(struct loader *L, const config_setting_t *g, const char *name,
-		     const char *const *names, int *ret)
-{
-	const char *v = NULL;
-	int rc = load_string(L, g, name, &v);
-	char list[200];
+	int rc = cfg_reader_string(&L->r, g, name, flags, &v);
 
 	if (rc != 1)
 		return rc;
-	for (int i = 0; names[i]; i++) {
-		if (strcmp(names[i], v) == 0) {
-			*ret = i;
-			return 1;
-		}
-	}
-	cfg_join_names(names, list, sizeof(list));
-	load_error(L, config_setting_get_member(g, name), "'%s' must be one of %s, not \"%s\"",
-		   name, list, v);
-	return -1;
+	*ret = pool_dup(L, v);
+	return *ret ? 1 : -1;
 }
 
 /* An integer given as a libconfig integer or as a string of digits, returned
@@ -270,12 +187,13 @@ static int load_integer_setting(struct loader *L, const config_setting_t *s, con
 
 		bridge_error_clear(&e);
 		if (convert_integer(v, strlen(v), buf, sizeof(buf), &e) < 0) {
-			load_error(L, s, "'%s': %s", name, e.message);
+			cfg_reader_error(&L->r, s, "'%s': %s", name, e.message);
 			return -1;
 		}
 	} else {
-		load_error(L, s, "'%s' must be an integer (or a string of digits), not %s", name,
-			   cfg_type_name(config_setting_type(s)));
+		cfg_reader_error(&L->r, s,
+				 "'%s' must be an integer (or a string of digits), not %s", name,
+				 cfg_type_name(config_setting_type(s)));
 		return -1;
 	}
 	*ret = pool_dup(L, buf);
@@ -310,7 +228,7 @@ static int load_vstring(struct loader *L, const config_setting_t *g, const char 
 			struct v2_val *ret)
 {
 	const char *s = NULL;
-	int rc = load_string(L, g, name, &s);
+	int rc = pool_string(L, g, name, 0, &s);
 
 	if (rc == 1)
 		*ret = vstr(s);
@@ -347,8 +265,9 @@ static int load_pairs(struct loader *L, const config_setting_t *g, const char *n
 	if (!s)
 		return 0;
 	if (!is_list(s)) {
-		load_error(L, s, "'%s' must be a list of [\"from\", \"to\"] pairs, not %s", name,
-			   cfg_type_name(config_setting_type(s)));
+		cfg_reader_error(&L->r, s,
+				 "'%s' must be a list of [\"from\", \"to\"] pairs, not %s", name,
+				 cfg_type_name(config_setting_type(s)));
 		return -1;
 	}
 	n = config_setting_length(s);
@@ -363,8 +282,8 @@ static int load_pairs(struct loader *L, const config_setting_t *g, const char *n
 		if (!is_list(e) || config_setting_length(e) != 2 ||
 		    config_setting_type(a = config_setting_get_elem(e, 0)) != CONFIG_TYPE_STRING ||
 		    config_setting_type(b = config_setting_get_elem(e, 1)) != CONFIG_TYPE_STRING) {
-			load_error(
-				L, e,
+			cfg_reader_error(
+				&L->r, e,
 				"each entry of '%s' must be a pair of strings [\"from\", \"to\"]",
 				name);
 			bad = 1;
@@ -373,7 +292,7 @@ static int load_pairs(struct loader *L, const config_setting_t *g, const char *n
 		from = config_setting_get_string(a);
 		to = config_setting_get_string(b);
 		if (!utf8_valid(from, strlen(from)) || !utf8_valid(to, strlen(to))) {
-			load_error(L, e, "entry of '%s' is not valid UTF-8", name);
+			cfg_reader_error(&L->r, e, "entry of '%s' is not valid UTF-8", name);
 			bad = 1;
 			continue;
 		}
@@ -412,8 +331,8 @@ static int load_strings(struct loader *L, const config_setting_t *g, const char 
 	if (!s)
 		return 0;
 	if (!is_list(s)) {
-		load_error(L, s, "'%s' must be an array of strings, not %s", name,
-			   cfg_type_name(config_setting_type(s)));
+		cfg_reader_error(&L->r, s, "'%s' must be an array of strings, not %s", name,
+				 cfg_type_name(config_setting_type(s)));
 		return -1;
 	}
 	n = config_setting_length(s);
@@ -425,7 +344,8 @@ static int load_strings(struct loader *L, const config_setting_t *g, const char 
 
 		if (config_setting_type(e) != CONFIG_TYPE_STRING ||
 		    !*config_setting_get_string(e)) {
-			load_error(L, e, "each entry of '%s' must be a non-empty string", name);
+			cfg_reader_error(&L->r, e, "each entry of '%s' must be a non-empty string",
+					 name);
 			bad = 1;
 			continue;
 		}
@@ -443,7 +363,7 @@ static int load_zone(struct loader *L, const config_setting_t *g, const struct t
 	struct bridge_error e;
 	struct tz_zone *z = NULL, **nz;
 	struct mapping *m = L->m;
-	int rc = load_nonempty(L, g, "timezone", &name);
+	int rc = pool_string(L, g, "timezone", CFG_NONEMPTY, &name);
 
 	if (rc != 1)
 		return rc;
@@ -455,7 +375,8 @@ static int load_zone(struct loader *L, const config_setting_t *g, const struct t
 	}
 	bridge_error_clear(&e);
 	if (tz_zone_load(name, &z, &e) < 0) {
-		load_error(L, s, "'timezone': %s", e.message[0] ? e.message : "unknown time zone");
+		cfg_reader_error(&L->r, s, "'timezone': %s",
+				 e.message[0] ? e.message : "unknown time zone");
 		return -1;
 	}
 	nz = realloc(m->zones, (m->n_zones + 1) * sizeof(*nz));
@@ -476,8 +397,8 @@ static void load_dt(struct loader *L, const config_setting_t *g, struct dt_opts 
 	dt->amb = -1;
 	dt->gap = -1;
 	load_zone(L, g, &dt->zone);
-	load_enum(L, g, "ambiguous", ambiguous_names, &dt->amb);
-	load_enum(L, g, "gap", gap_names, &dt->gap);
+	cfg_reader_enum(&L->r, g, "ambiguous", ambiguous_names, &dt->amb);
+	cfg_reader_enum(&L->r, g, "gap", gap_names, &dt->gap);
 }
 
 /* Assign (or find) the slot of a v1 key. */
@@ -582,30 +503,31 @@ static void load_datetime_target(struct loader *L, const config_setting_t *g,
 		return;
 	if (has_value) {
 		if (r->constant.kind == V2_STRING && !is_v2_datetime(r->constant.s))
-			load_error(
-				L, config_setting_get_member(g, "value"),
+			cfg_reader_error(
+				&L->r, config_setting_get_member(g, "value"),
 				"'%s' is a date-time: a constant must be YYYY-MM-DDTHH:MM:SS.mmmZ, "
 				"not \"%s\"",
 				r->to, r->constant.s);
 		return;
 	}
 	if (r->conv != CONV_DATETIME)
-		load_error(
-			L, g,
+		cfg_reader_error(
+			&L->r, g,
 			"'%s' is a date-time: the rule needs convert = \"datetime\" (a copied v1 "
 			"value is not YYYY-MM-DDTHH:MM:SS.mmmZ)",
 			r->to);
 	if (r->def.kind == V2_STRING && !is_v2_datetime(r->def.s))
-		load_error(L, config_setting_get_member(g, "default"),
-			   "'%s' is a date-time: a default must be YYYY-MM-DDTHH:MM:SS.mmmZ, not "
-			   "\"%s\"",
-			   r->to, r->def.s);
+		cfg_reader_error(
+			&L->r, config_setting_get_member(g, "default"),
+			"'%s' is a date-time: a default must be YYYY-MM-DDTHH:MM:SS.mmmZ, not "
+			"\"%s\"",
+			r->to, r->def.s);
 	for (size_t i = 0; i < r->n_map; i++)
 		if (!is_v2_datetime(r->map[i].to))
-			load_error(L, config_setting_get_member(g, "map"),
-				   "'%s' is a date-time: map value \"%s\" is not "
-				   "YYYY-MM-DDTHH:MM:SS.mmmZ",
-				   r->to, r->map[i].to);
+			cfg_reader_error(&L->r, config_setting_get_member(g, "map"),
+					 "'%s' is a date-time: map value \"%s\" is not "
+					 "YYYY-MM-DDTHH:MM:SS.mmmZ",
+					 r->to, r->map[i].to);
 }
 
 static struct field_rule *load_field(struct loader *L, const config_setting_t *g)
@@ -617,8 +539,9 @@ static struct field_rule *load_field(struct loader *L, const config_setting_t *g
 	bool has_value = false;
 
 	if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-		load_error(L, g, "each entry of 'fields' must be a group { to = ...; ... }, not %s",
-			   cfg_type_name(config_setting_type(g)));
+		cfg_reader_error(&L->r, g,
+				 "each entry of 'fields' must be a group { to = ...; ... }, not %s",
+				 cfg_type_name(config_setting_type(g)));
 		return NULL;
 	}
 	r = pool_alloc(L, 1, sizeof(*r));
@@ -627,29 +550,30 @@ static struct field_rule *load_field(struct loader *L, const config_setting_t *g
 	r->file = setting_file(L, g);
 	r->line = cfg_line(g);
 	r->key = -1;
-	load_check_names(L, g, field_names, "a field rule");
+	cfg_reader_check_keys(&L->r, g, field_names, "a field rule");
 
-	if (load_nonempty(L, g, "to", &r->to) == 0) {
-		load_error(L, g, "field rule without 'to' (the v2 path it writes)");
+	if (pool_string(L, g, "to", CFG_NONEMPTY, &r->to) == 0) {
+		cfg_reader_error(&L->r, g, "field rule without 'to' (the v2 path it writes)");
 	} else if (r->to && v2_target_lookup(r->to, &r->slot, &r->type) < 0) {
 		if (strncmp(r->to, "form", 4) == 0 || strncmp(r->to, "optins", 6) == 0 ||
 		    strncmp(r->to, "questionnaire", 13) == 0)
-			load_error(
-				L, config_setting_get_member(g, "to"),
+			cfg_reader_error(
+				&L->r, config_setting_get_member(g, "to"),
 				"unknown v2 path '%s': form, optins and questionnaire entries come "
 				"from 'variables'",
 				r->to);
 		else
-			load_error(L, config_setting_get_member(g, "to"),
-				   "unknown v2 path '%s' (known: %s)", r->to, v2_target_list());
+			cfg_reader_error(&L->r, config_setting_get_member(g, "to"),
+					 "unknown v2 path '%s' (known: %s)", r->to,
+					 v2_target_list());
 		r->to = NULL;
 	}
-	load_nonempty(L, g, "from", &r->from);
-	load_bool(L, g, "required", &r->required);
-	if (load_enum(L, g, "convert", conv_names, &conv) == 1)
+	pool_string(L, g, "from", CFG_NONEMPTY, &r->from);
+	cfg_reader_bool(&L->r, g, "required", &r->required);
+	if (cfg_reader_enum(&L->r, g, "convert", conv_names, &conv) == 1)
 		r->conv = (enum conv)(conv + 1);
 	load_pairs(L, g, "map", &r->map, &r->n_map);
-	load_enum(L, g, "unknown", unknown_names, &unknown);
+	cfg_reader_enum(&L->r, g, "unknown", unknown_names, &unknown);
 	r->unknown = (enum unknown_policy)unknown;
 	load_dt(L, g, &r->dt);
 
@@ -659,7 +583,7 @@ static struct field_rule *load_field(struct loader *L, const config_setting_t *g
 		if (r->to && r->type == V2_T_INTEGER) {
 			if (load_integer_setting(L, s, "value", &value) == 1)
 				r->constant = vnum(value);
-		} else if (load_string(L, g, "value", &value) == 1) {
+		} else if (pool_string(L, g, "value", 0, &value) == 1) {
 			r->constant = vstr(value);
 		}
 	}
@@ -667,15 +591,17 @@ static struct field_rule *load_field(struct loader *L, const config_setting_t *g
 		if (r->to && r->type == V2_T_INTEGER) {
 			if (load_integer_setting(L, s, "default", &def) == 1)
 				r->def = vnum(def);
-		} else if (load_string(L, g, "default", &def) == 1) {
+		} else if (pool_string(L, g, "default", 0, &def) == 1) {
 			r->def = vstr(def);
 		}
 	}
 
 	if (has_value && config_setting_get_member(g, "from"))
-		load_error(L, g, "field rule has both 'value' (a constant) and 'from' (a v1 key)");
+		cfg_reader_error(&L->r, g,
+				 "field rule has both 'value' (a constant) and 'from' (a v1 key)");
 	else if (!has_value && !config_setting_get_member(g, "from"))
-		load_error(L, g, "field rule needs 'from' (a v1 key) or 'value' (a constant)");
+		cfg_reader_error(&L->r, g,
+				 "field rule needs 'from' (a v1 key) or 'value' (a constant)");
 	if (has_value) {
 		static const char *const only_from[] = { "default",   "required", "convert",
 							 "map",       "unknown",  "timezone",
@@ -683,20 +609,23 @@ static struct field_rule *load_field(struct loader *L, const config_setting_t *g
 
 		for (int i = 0; only_from[i]; i++)
 			if (config_setting_get_member(g, only_from[i]))
-				load_error(L, config_setting_get_member(g, only_from[i]),
-					   "'%s' needs 'from': a constant is written as is",
-					   only_from[i]);
+				cfg_reader_error(&L->r, config_setting_get_member(g, only_from[i]),
+						 "'%s' needs 'from': a constant is written as is",
+						 only_from[i]);
 	}
 	if (r->required && config_setting_get_member(g, "default"))
-		load_error(L, g, "field rule is both 'required' and has a 'default'");
+		cfg_reader_error(&L->r, g, "field rule is both 'required' and has a 'default'");
 	if (r->to && r->type == V2_T_INTEGER && r->conv != CONV_NONE && r->conv != CONV_INTEGER)
-		load_error(L, config_setting_get_member(g, "convert"),
-			   "'%s' is an integer: convert must be \"integer\" or absent, not \"%s\"",
-			   r->to, conv_names[r->conv - 1]);
+		cfg_reader_error(
+			&L->r, config_setting_get_member(g, "convert"),
+			"'%s' is an integer: convert must be \"integer\" or absent, not \"%s\"",
+			r->to, conv_names[r->conv - 1]);
 	if (config_setting_get_member(g, "unknown") && !config_setting_get_member(g, "map"))
-		load_error(L, config_setting_get_member(g, "unknown"), "'unknown' needs a 'map'");
+		cfg_reader_error(&L->r, config_setting_get_member(g, "unknown"),
+				 "'unknown' needs a 'map'");
 	if ((r->dt.zone || r->dt.amb >= 0 || r->dt.gap >= 0) && r->conv != CONV_DATETIME)
-		load_error(L, g, "'timezone', 'ambiguous' and 'gap' need convert = \"datetime\"");
+		cfg_reader_error(&L->r, g,
+				 "'timezone', 'ambiguous' and 'gap' need convert = \"datetime\"");
 	load_datetime_target(L, g, r, has_value);
 	if (r->from)
 		r->key = key_intern(L, r->from);
@@ -760,8 +689,8 @@ static void load_categories(struct loader *L, const config_setting_t *g, struct 
 		return;
 	if (config_setting_type(s) != CONFIG_TYPE_LIST &&
 	    !(config_setting_type(s) == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0)) {
-		load_error(
-			L, s,
+		cfg_reader_error(
+			&L->r, s,
 			"'categories' must be a list ( { id = ...; label = ...; technical_name = "
 			"...; } ), not %s",
 			cfg_type_name(config_setting_type(s)));
@@ -775,23 +704,26 @@ static void load_categories(struct loader *L, const config_setting_t *g, struct 
 		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i), *p;
 
 		if (config_setting_type(e) != CONFIG_TYPE_GROUP) {
-			load_error(L, e, "each entry of 'categories' must be a group { }");
+			cfg_reader_error(&L->r, e,
+					 "each entry of 'categories' must be a group { }");
 			continue;
 		}
-		load_check_names(L, e, category_names, "a category");
+		cfg_reader_check_keys(&L->r, e, category_names, "a category");
 		load_category_ref(L, e, &c[i].id, &c[i].label, &c[i].technical_name);
 		if (!config_setting_get_member(e, "id") && !config_setting_get_member(e, "label") &&
 		    !config_setting_get_member(e, "technical_name"))
-			load_error(L, e,
-				   "a category needs at least one of id, label, technical_name");
+			cfg_reader_error(
+				&L->r, e,
+				"a category needs at least one of id, label, technical_name");
 		if ((p = config_setting_get_member(e, "parent")) != NULL) {
 			if (config_setting_type(p) != CONFIG_TYPE_GROUP) {
-				load_error(L, p,
-					   "'parent' must be a group { id = ...; label = ...; "
-					   "technical_name = ...; }");
+				cfg_reader_error(
+					&L->r, p,
+					"'parent' must be a group { id = ...; label = ...; "
+					"technical_name = ...; }");
 				continue;
 			}
-			load_check_names(L, p, parent_names, "a category parent");
+			cfg_reader_check_keys(&L->r, p, parent_names, "a category parent");
 			load_category_ref(L, p, &c[i].parent.id, &c[i].parent.label,
 					  &c[i].parent.technical_name);
 		}
@@ -803,7 +735,7 @@ static void load_categories(struct loader *L, const config_setting_t *g, struct 
 static int load_helper_key(struct loader *L, const config_setting_t *g, const char *name,
 			   const char **ret)
 {
-	if (load_nonempty(L, g, name, ret) == 1)
+	if (pool_string(L, g, name, CFG_NONEMPTY, ret) == 1)
 		return key_intern(L, *ret);
 	return -1;
 }
@@ -816,11 +748,12 @@ static struct var_rule *load_var(struct loader *L, const config_setting_t *g,
 	const char *id = NULL;
 
 	if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-		load_error(L, g,
-			   "each entry of 'variables' must be a group { section = ...; variable = "
-			   "...; "
-			   "}, not %s",
-			   cfg_type_name(config_setting_type(g)));
+		cfg_reader_error(
+			&L->r, g,
+			"each entry of 'variables' must be a group { section = ...; variable = "
+			"...; "
+			"}, not %s",
+			cfg_type_name(config_setting_type(g)));
 		return NULL;
 	}
 	r = pool_alloc(L, 1, sizeof(*r));
@@ -830,8 +763,9 @@ static struct var_rule *load_var(struct loader *L, const config_setting_t *g,
 	r->line = cfg_line(g);
 	r->key = r->score_key = r->max_score_key = r->correct_key = r->response_score_key = -1;
 
-	if (load_enum(L, g, "section", section_names, &section) == 0)
-		load_error(L, g, "variable without 'section' (form, optins or questionnaire)");
+	if (cfg_reader_enum(&L->r, g, "section", section_names, &section) == 0)
+		cfg_reader_error(&L->r, g,
+				 "variable without 'section' (form, optins or questionnaire)");
 	r->section = section >= 0 ? (enum v2_section)section : V2_FORM;
 	n = config_setting_length(g);
 	for (int i = 0; i < n; i++) {
@@ -843,17 +777,18 @@ static struct var_rule *load_var(struct loader *L, const config_setting_t *g,
 			if (name && strcmp(var_settings[k].name, name) == 0)
 				break;
 		if (k == nk)
-			load_error(L, c, "unknown setting '%s' in a variable", name ? name : "?");
+			cfg_reader_error(&L->r, c, "unknown setting '%s' in a variable",
+					 name ? name : "?");
 		else if (section >= 0 && !(var_settings[k].sections & (1u << section)))
-			load_error(L, c, "'%s' does not apply to %s variables", name,
-				   section_names[section]);
+			cfg_reader_error(&L->r, c, "'%s' does not apply to %s variables", name,
+					 section_names[section]);
 	}
 
-	if (load_nonempty(L, g, "variable", &r->variable) == 0)
-		load_error(L, g, "variable without 'variable' (its technical name)");
+	if (pool_string(L, g, "variable", CFG_NONEMPTY, &r->variable) == 0)
+		cfg_reader_error(&L->r, g, "variable without 'variable' (its technical name)");
 	if (r->variable)
 		r->variable_val = vstr(r->variable);
-	if (load_nonempty(L, g, "from", &r->from) == 0 && r->variable)
+	if (pool_string(L, g, "from", CFG_NONEMPTY, &r->from) == 0 && r->variable)
 		r->from = pool_printf(L, "%s%s", prefix[r->section] ? prefix[r->section] : "",
 				      r->variable);
 	if (r->from)
@@ -863,37 +798,38 @@ static struct var_rule *load_var(struct loader *L, const config_setting_t *g,
 	load_vstring(L, g, "label", &r->label);
 	load_vstring(L, g, "type", &r->type);
 	load_vstring(L, g, "description", &r->description);
-	load_bool(L, g, "required", &r->required);
-	if (load_string(L, g, "default", &r->def) == 1) {
+	cfg_reader_bool(&L->r, g, "required", &r->required);
+	if (pool_string(L, g, "default", 0, &r->def) == 1) {
 		r->has_def = true;
 		r->def_len = strlen(r->def);
 		if (r->section == V2_OPTINS && strcmp(r->def, "1") && strcmp(r->def, "0") &&
 		    *r->def)
-			load_error(L, config_setting_get_member(g, "default"),
-				   "an opt-in default must be \"1\", \"0\" or \"\", not \"%s\"",
-				   r->def);
+			cfg_reader_error(
+				&L->r, config_setting_get_member(g, "default"),
+				"an opt-in default must be \"1\", \"0\" or \"\", not \"%s\"",
+				r->def);
 	}
 	if (r->required && r->has_def)
-		load_error(L, g, "variable '%s' is both 'required' and has a 'default'",
-			   r->variable ? r->variable : "?");
-	if (load_enum(L, g, "convert", conv_names, &conv) == 1)
+		cfg_reader_error(&L->r, g, "variable '%s' is both 'required' and has a 'default'",
+				 r->variable ? r->variable : "?");
+	if (cfg_reader_enum(&L->r, g, "convert", conv_names, &conv) == 1)
 		r->conv = (enum conv)(conv + 1);
 	load_pairs(L, g, "map", &r->map, &r->n_map);
 	load_pairs(L, g, "choices", &r->choices, &r->n_choices);
-	load_enum(L, g, "unknown", unknown_names, &unknown);
+	cfg_reader_enum(&L->r, g, "unknown", unknown_names, &unknown);
 	r->unknown = (enum unknown_policy)unknown;
 	if (config_setting_get_member(g, "unknown") && !config_setting_get_member(g, "map") &&
 	    !config_setting_get_member(g, "choices"))
-		load_error(L, config_setting_get_member(g, "unknown"),
-			   "'unknown' needs a 'map' or 'choices'");
-	load_bool(L, g, "file", &r->is_file);
+		cfg_reader_error(&L->r, config_setting_get_member(g, "unknown"),
+				 "'unknown' needs a 'map' or 'choices'");
+	cfg_reader_bool(&L->r, g, "file", &r->is_file);
 	if (r->is_file && config_setting_get_member(g, "choices"))
-		load_error(L, g, "a file variable cannot have 'choices'");
-	if (load_string(L, g, "separator", &r->separator) == 1) {
+		cfg_reader_error(&L->r, g, "a file variable cannot have 'choices'");
+	if (pool_string(L, g, "separator", 0, &r->separator) == 1) {
 		r->sep_len = strlen(r->separator);
 		if (!r->sep_len) {
-			load_error(L, config_setting_get_member(g, "separator"),
-				   "'separator' must not be empty");
+			cfg_reader_error(&L->r, config_setting_get_member(g, "separator"),
+					 "'separator' must not be empty");
 			r->separator = NULL;
 		}
 	}
@@ -904,11 +840,12 @@ static struct var_rule *load_var(struct loader *L, const config_setting_t *g,
 						&r->response_score_from);
 	load_vinteger(L, g, "max_score", &r->max_score);
 	if (r->max_score.kind != V2_ABSENT && r->max_score_from)
-		load_error(L, g, "variable has both 'max_score' and 'max_score_from'");
+		cfg_reader_error(&L->r, g, "variable has both 'max_score' and 'max_score_from'");
 	load_categories(L, g, r);
 	load_dt(L, g, &r->dt);
 	if ((r->dt.zone || r->dt.amb >= 0 || r->dt.gap >= 0) && r->conv != CONV_DATETIME)
-		load_error(L, g, "'timezone', 'ambiguous' and 'gap' need convert = \"datetime\"");
+		cfg_reader_error(&L->r, g,
+				 "'timezone', 'ambiguous' and 'gap' need convert = \"datetime\"");
 	return r;
 }
 
@@ -926,14 +863,14 @@ static void load_fields(struct loader *L, const config_setting_t *g, const struc
 		return;
 	if (config_setting_type(s) != CONFIG_TYPE_LIST &&
 	    !(config_setting_type(s) == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0)) {
-		load_error(L, s, "'fields' must be a list ( { ... }, { ... } ), not %s",
-			   cfg_type_name(config_setting_type(s)));
+		cfg_reader_error(&L->r, s, "'fields' must be a list ( { ... }, { ... } ), not %s",
+				 cfg_type_name(config_setting_type(s)));
 		return;
 	}
 	n = config_setting_length(s);
 	if (n > MAP_RULES_MAX) {
-		load_error(L, s, "'fields' has %d rules, more than the limit of %d", n,
-			   MAP_RULES_MAX);
+		cfg_reader_error(&L->r, s, "'fields' has %d rules, more than the limit of %d", n,
+				 MAP_RULES_MAX);
 		return;
 	}
 	v = pool_alloc(L, (size_t)n, sizeof(*v));
@@ -972,14 +909,15 @@ static void load_vars(struct loader *L, const config_setting_t *g, const char *c
 		return;
 	if (config_setting_type(s) != CONFIG_TYPE_LIST &&
 	    !(config_setting_type(s) == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0)) {
-		load_error(L, s, "'variables' must be a list ( { ... }, { ... } ), not %s",
-			   cfg_type_name(config_setting_type(s)));
+		cfg_reader_error(&L->r, s,
+				 "'variables' must be a list ( { ... }, { ... } ), not %s",
+				 cfg_type_name(config_setting_type(s)));
 		return;
 	}
 	n = config_setting_length(s);
 	if (n > MAP_RULES_MAX) {
-		load_error(L, s, "'variables' has %d rules, more than the limit of %d", n,
-			   MAP_RULES_MAX);
+		cfg_reader_error(&L->r, s, "'variables' has %d rules, more than the limit of %d", n,
+				 MAP_RULES_MAX);
 		return;
 	}
 	v = pool_alloc(L, (size_t)n, sizeof(*v));
@@ -1016,13 +954,14 @@ static int load_ids(struct loader *L, const config_setting_t *g, const char *nam
 	if (!s)
 		return 0;
 	if (!is_list(s)) {
-		load_error(L, s, "'%s' must be an array of ids [1, 2] or [\"1\", \"2\"], not %s",
-			   name, cfg_type_name(config_setting_type(s)));
+		cfg_reader_error(&L->r, s,
+				 "'%s' must be an array of ids [1, 2] or [\"1\", \"2\"], not %s",
+				 name, cfg_type_name(config_setting_type(s)));
 		return -1;
 	}
 	n = config_setting_length(s);
 	if (n == 0) {
-		load_error(L, s, "'%s' must not be empty", name);
+		cfg_reader_error(&L->r, s, "'%s' must not be empty", name);
 		return -1;
 	}
 	v = pool_alloc(L, (size_t)n, sizeof(*v));
@@ -1075,7 +1014,7 @@ struct stage_src {
 	size_t n_vars;
 	const char **ignore;
 	size_t n_ignore;
-	bool replace;
+	int replace;
 };
 
 /* Effective rule lists of a stage: the stage's rules replace base rules with
@@ -1178,8 +1117,8 @@ static void load_stages(struct loader *L, const config_setting_t *root, const ch
 		return;
 	if (config_setting_type(s) != CONFIG_TYPE_LIST &&
 	    !(config_setting_type(s) == CONFIG_TYPE_ARRAY && config_setting_length(s) == 0)) {
-		load_error(L, s, "'stages' must be a list ( { ... }, { ... } ), not %s",
-			   cfg_type_name(config_setting_type(s)));
+		cfg_reader_error(&L->r, s, "'stages' must be a list ( { ... }, { ... } ), not %s",
+				 cfg_type_name(config_setting_type(s)));
 		return;
 	}
 	n = config_setting_length(s);
@@ -1194,28 +1133,29 @@ static void load_stages(struct loader *L, const config_setting_t *root, const ch
 		const struct tz_zone *zone = NULL;
 
 		if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-			load_error(
-				L, g,
+			cfg_reader_error(
+				&L->r, g,
 				"each entry of 'stages' must be a group { websites = [...]; ... }");
 			continue;
 		}
-		load_check_names(L, g, stage_names, "a stage");
+		cfg_reader_check_keys(&L->r, g, stage_names, "a stage");
 		rs->file = setting_file(L, g);
 		rs->line = cfg_line(g);
-		if (load_nonempty(L, g, "name", &rs->name) != 1)
+		if (pool_string(L, g, "name", CFG_NONEMPTY, &rs->name) != 1)
 			rs->name = pool_printf(L, "stage at line %d", rs->line);
 		load_ids(L, g, "websites", &rs->websites, &rs->n_websites);
 		load_ids(L, g, "campaigns", &rs->campaigns, &rs->n_campaigns);
 		if (!config_setting_get_member(g, "websites") &&
 		    !config_setting_get_member(g, "campaigns"))
-			load_error(L, g,
-				   "stage needs 'websites' or 'campaigns' (the ids it applies to)");
+			cfg_reader_error(
+				&L->r, g,
+				"stage needs 'websites' or 'campaigns' (the ids it applies to)");
 		rs->specificity = (rs->n_websites ? 1 : 0) + (rs->n_campaigns ? 2 : 0);
-		load_bool(L, g, "replace", &src.replace);
-		load_enum(L, g, "unmapped", unmapped_names, &unmapped);
+		cfg_reader_bool(&L->r, g, "replace", &src.replace);
+		cfg_reader_enum(&L->r, g, "unmapped", unmapped_names, &unmapped);
 		load_zone(L, g, &zone);
-		load_enum(L, g, "ambiguous", ambiguous_names, &amb);
-		load_enum(L, g, "gap", gap_names, &gap);
+		cfg_reader_enum(&L->r, g, "ambiguous", ambiguous_names, &amb);
+		cfg_reader_enum(&L->r, g, "gap", gap_names, &gap);
 		if (unmapped >= 0) {
 			rs->unmapped = (enum mapping_unmapped)unmapped;
 			rs->unmapped_file = rs->file;
@@ -1278,7 +1218,7 @@ static void load_mime(struct loader *L, const config_setting_t *root)
 		m->n_mime = n;
 	}
 	m->mime_default = DEFAULT_MIME;
-	if (load_string(L, root, "mime_default", &def) == 1)
+	if (pool_string(L, root, "mime_default", 0, &def) == 1)
 		m->mime_default = *def ? def : NULL;
 }
 
@@ -1293,15 +1233,16 @@ static void load_rules(struct loader *L, config_t *cfg)
 	int unmapped = MAPPING_UNMAPPED_FORM, amb = DT_AMBIGUOUS_EARLIER, gap = DT_GAP_REJECT;
 	const char *version = NULL;
 
-	load_check_names(L, root, top_names, "the mapping");
+	cfg_reader_check_keys(&L->r, root, top_names, "the mapping");
 	if (load_integer(L, root, "version", &version) == 1 && strcmp(version, "1") != 0)
-		load_error(L, config_setting_get_member(root, "version"),
-			   "unsupported rule language version %s (this bridge reads version 1)",
-			   version);
+		cfg_reader_error(
+			&L->r, config_setting_get_member(root, "version"),
+			"unsupported rule language version %s (this bridge reads version 1)",
+			version);
 	load_zone(L, root, &m->base.zone);
-	load_enum(L, root, "ambiguous", ambiguous_names, &amb);
-	load_enum(L, root, "gap", gap_names, &gap);
-	load_enum(L, root, "unmapped", unmapped_names, &unmapped);
+	cfg_reader_enum(&L->r, root, "ambiguous", ambiguous_names, &amb);
+	cfg_reader_enum(&L->r, root, "gap", gap_names, &gap);
+	cfg_reader_enum(&L->r, root, "unmapped", unmapped_names, &unmapped);
 	m->base.amb = (enum dt_ambiguous)amb;
 	m->base.gap = (enum dt_gap)gap;
 	m->base.unmapped = (enum mapping_unmapped)unmapped;
@@ -1312,17 +1253,18 @@ static void load_rules(struct loader *L, config_t *cfg)
 	}
 	m->website_key_name = "website_id";
 	m->campaign_key_name = "campaign_id";
-	load_nonempty(L, root, "website_key", &m->website_key_name);
-	load_nonempty(L, root, "campaign_key", &m->campaign_key_name);
+	pool_string(L, root, "website_key", CFG_NONEMPTY, &m->website_key_name);
+	pool_string(L, root, "campaign_key", CFG_NONEMPTY, &m->campaign_key_name);
 	if ((s = config_setting_get_member(root, "prefixes")) != NULL) {
 		if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
-			load_error(L, s,
-				   "'prefixes' must be a group { form = \"\"; optins = \"optin_\"; "
-				   "questionnaire = \"\"; }");
+			cfg_reader_error(
+				&L->r, s,
+				"'prefixes' must be a group { form = \"\"; optins = \"optin_\"; "
+				"questionnaire = \"\"; }");
 		} else {
-			load_check_names(L, s, section_names, "'prefixes'");
+			cfg_reader_check_keys(&L->r, s, section_names, "'prefixes'");
 			for (int i = 0; i < V2_N_SECTIONS; i++)
-				load_string(L, s, section_names[i], &prefix[i]);
+				pool_string(L, s, section_names[i], 0, &prefix[i]);
 		}
 	}
 	load_mime(L, root);
@@ -1385,6 +1327,12 @@ int mapping_load(const char *path, struct mapping **ret, struct diag *d)
 		return diag_add(d, path, 0, "out of memory");
 	}
 	L.dir = dir;
+	L.r = (struct cfg_reader){ .d = d,
+				   .file = path,
+				   .file_of = reader_file_of,
+				   .arg = &L,
+				   .utf8 = true,
+				   .listing = true };
 	if (cfg_read(&cfg, path, d) < 0) { /* literal and include checks included */
 		config_destroy(&cfg);
 		free(dir);

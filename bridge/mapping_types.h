@@ -67,7 +67,7 @@ struct field_rule {
 	int key;          /* key slot of `from`, -1 for a constant */
 	struct v2_val constant;
 	struct v2_val def; /* V2_ABSENT when no default */
-	bool required;
+	int required;
 	enum conv conv;
 	struct dt_opts dt;
 	const struct pair *map;
@@ -83,7 +83,7 @@ struct var_rule {
 	const char *from;
 	int key;
 	struct v2_val id, label, type, description, variable_val;
-	bool required;
+	int required;
 	bool has_def;
 	const char *def;
 	size_t def_len;
@@ -94,7 +94,7 @@ struct var_rule {
 	const struct pair *choices;
 	size_t n_choices;
 	enum unknown_policy unknown;
-	bool is_file;
+	int is_file;
 	const char *separator;
 	size_t sep_len;
 	const char *score_from;
