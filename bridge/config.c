@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bridge/buf.h"
 #include "bridge/confread.h"
 #include "bridge/config.h"
 #include "bridge/convert.h"
@@ -420,7 +421,7 @@ static size_t tls_index_for(struct bridge_config *c, const char *ca_file)
 	for (size_t i = 0; i < c->n_tls_files; i++)
 		if (strcmp(c->tls_files[i], key) == 0)
 			return i;
-	grown = realloc(c->tls_files, (c->n_tls_files + 1) * sizeof(char *));
+	grown = grow_array(c->tls_files, &c->cap_tls_files, c->n_tls_files + 1, sizeof(char *), 4);
 	if (!grown)
 		return 0;
 	c->tls_files = grown;

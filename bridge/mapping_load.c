@@ -114,7 +114,7 @@ static const char *intern_file(struct loader *L, const char *f)
 	c = pool_dup(L, f);
 	if (!c)
 		return m->path;
-	nf = realloc(m->files, (m->n_files + 1) * sizeof(*nf));
+	nf = grow_array(m->files, &m->cap_files, m->n_files + 1, sizeof(*nf), 8);
 	if (!nf) {
 		L->oom = true;
 		return m->path;
@@ -379,7 +379,7 @@ static int load_zone(struct loader *L, const config_setting_t *g, const struct t
 				 e.message[0] ? e.message : "unknown time zone");
 		return -1;
 	}
-	nz = realloc(m->zones, (m->n_zones + 1) * sizeof(*nz));
+	nz = grow_array(m->zones, &m->cap_zones, m->n_zones + 1, sizeof(*nz), 8);
 	if (!nz) {
 		tz_zone_free(z);
 		L->oom = true;

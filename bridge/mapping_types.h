@@ -144,9 +144,9 @@ struct mapping {
 	void **pool; /* every allocation of the loader */
 	size_t n_pool, cap_pool;
 	const char **files; /* interned rule file names */
-	size_t n_files;
+	size_t n_files, cap_files;
 	struct tz_zone **zones;
-	size_t n_zones;
+	size_t n_zones, cap_zones;
 	const char **keys; /* key slot -> v1 key */
 	size_t *key_lens;
 	size_t n_keys, cap_keys;

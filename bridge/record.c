@@ -17,6 +17,7 @@
 
 #include <yajl/yajl_gen.h>
 
+#include "bridge/buf.h"
 #include "bridge/jsonl.h"
 #include "bridge/utf8.h"
 #include "bridge/record.h"
@@ -41,9 +42,9 @@ const char *const record_default_headers[] = {
 struct recorder {
 	struct jsonl *out; /* the capture file: locking, rotation, reopening */
 	char **redact;     /* defaults (when asked) then extras */
-	size_t n_redact;
+	size_t n_redact, cap_redact;
 	char **headers;
-	size_t n_headers;
+	size_t n_headers, cap_headers;
 	size_t max_line;
 	struct v1_limits limits;
 };
@@ -97,9 +98,9 @@ static void free_list(char **l, size_t n)
 	free(l);
 }
 
-static int list_add(char ***l, size_t *n, const char *s)
+static int list_add(char ***l, size_t *n, size_t *cap, const char *s)
 {
-	char **t = realloc(*l, (*n + 1) * sizeof(**l));
+	char **t = grow_array(*l, cap, *n + 1, sizeof(**l), 8);
 
 	if (!t)
 		return -1;
@@ -151,15 +152,18 @@ struct recorder *recorder_open(const struct record_options *opt, struct bridge_e
 	if (!r->limits.max_depth)
 		v1_limits_default(&r->limits);
 	for (size_t i = 0; opt->redact_defaults && record_default_redact[i]; i++)
-		fail |= list_add(&r->redact, &r->n_redact, record_default_redact[i]);
+		fail |= list_add(&r->redact, &r->n_redact, &r->cap_redact,
+				 record_default_redact[i]);
 	for (size_t i = 0; i < opt->n_redact; i++)
-		fail |= list_add(&r->redact, &r->n_redact, opt->redact[i]);
+		fail |= list_add(&r->redact, &r->n_redact, &r->cap_redact, opt->redact[i]);
 	if (opt->headers) {
 		for (size_t i = 0; i < opt->n_headers; i++)
-			fail |= list_add(&r->headers, &r->n_headers, opt->headers[i]);
+			fail |= list_add(&r->headers, &r->n_headers, &r->cap_headers,
+					 opt->headers[i]);
 	} else {
 		for (size_t i = 0; record_default_headers[i]; i++)
-			fail |= list_add(&r->headers, &r->n_headers, record_default_headers[i]);
+			fail |= list_add(&r->headers, &r->n_headers, &r->cap_headers,
+					 record_default_headers[i]);
 	}
 	if (fail) {
 		bridge_error_set(err, "out of memory");

@@ -59,7 +59,7 @@ static void zones_load(struct zones *Z)
 		struct tz_zone *z;
 
 		if (tz_zone_load(zone_preferred[i], &z, NULL) == 0) {
-			Z->z = learn_xrealloc(Z->z, (Z->n + 1) * sizeof(*Z->z));
+			Z->z = learn_xgrow(Z->z, &Z->cap, Z->n + 1, sizeof(*Z->z), 16);
 			Z->z[Z->n++] = z;
 		}
 	}
@@ -82,7 +82,7 @@ static void zones_load(struct zones *Z)
 			dup |= strcmp(zone_preferred[i], name) == 0;
 		if (dup || tz_zone_load(name, &z, NULL) < 0)
 			continue;
-		Z->z = learn_xrealloc(Z->z, (Z->n + 1) * sizeof(*Z->z));
+		Z->z = learn_xgrow(Z->z, &Z->cap, Z->n + 1, sizeof(*Z->z), 16);
 		Z->z[Z->n++] = z;
 	}
 	fclose(f);

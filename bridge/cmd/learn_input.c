@@ -146,7 +146,7 @@ int learn_docset_add_path(struct docset *ds, struct arena *a, const char *path, 
 		DIR *d = opendir(path);
 		struct dirent *e;
 		char **names = NULL;
-		size_t n = 0;
+		size_t n = 0, cap = 0;
 		int rc = 0;
 
 		if (!d || depth > 8) {
@@ -159,7 +159,7 @@ int learn_docset_add_path(struct docset *ds, struct arena *a, const char *path, 
 			if (!has_suffix(e->d_name, ".json") && !has_suffix(e->d_name, ".ndjson") &&
 			    !has_suffix(e->d_name, ".jsonl"))
 				continue;
-			names = learn_xrealloc(names, (n + 1) * sizeof(char *));
+			names = learn_xgrow(names, &cap, n + 1, sizeof(char *), 16);
 			names[n++] = learn_arena_printf(a, "%s/%s", path, e->d_name);
 		}
 		closedir(d);

@@ -220,7 +220,7 @@ struct v2_index {
 /* The zones of the tz database, loaded once per run on first use. */
 struct zones {
 	struct tz_zone **z;
-	size_t n;
+	size_t n, cap;
 	int loaded;
 };
 

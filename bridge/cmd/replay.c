@@ -123,7 +123,7 @@ struct replay {
 	struct tally fails[TALLY_MAX], skips[TALLY_MAX];
 	size_t n_fails, n_skips;
 	struct problem *problems;
-	size_t n_problems;
+	size_t n_problems, cap_problems;
 	double started;
 	double last_draw;
 	double first_draw; /* start of the run, for the rate and the ETA */
@@ -248,7 +248,8 @@ static void report(struct replay *rp, const char *input, const char *outcome, co
 	fprintf(stderr, "%s: %s: %s\n", input, outcome, msg);
 	progress_draw(rp, 1);
 	if (rp->n_problems < PROBLEMS_KEPT) {
-		struct problem *t = realloc(rp->problems, (rp->n_problems + 1) * sizeof(*t));
+		struct problem *t = grow_array(rp->problems, &rp->cap_problems, rp->n_problems + 1,
+					       sizeof(*t), 16);
 
 		if (t) {
 			rp->problems = t;

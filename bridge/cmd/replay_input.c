@@ -119,7 +119,7 @@ void replay_item_clear(struct item *it)
 
 static int feed_add(struct feed *fd, const char *path)
 {
-	char **t = realloc(fd->files, (fd->n_files + 1) * sizeof(*t));
+	char **t = grow_array(fd->files, &fd->cap_files, fd->n_files + 1, sizeof(*t), 16);
 
 	if (!t || !(t[fd->n_files] = strdup(path)))
 		return -1;

@@ -67,7 +67,7 @@ struct item {
 
 struct feed {
 	char **files; /* expanded inputs in order */
-	size_t n_files, next;
+	size_t n_files, cap_files, next;
 	struct line_reader lr; /* current NDJSON file, when lr.f */
 	const char *cur;
 	char *cur_base;

@@ -131,7 +131,7 @@ struct bridge_config {
 	long shadow_window_ms;     /* dry_run.window_s */
 	size_t shadow_max_entries; /* dry_run.max_entries */
 	char **tls_files; /* distinct CA files used by https routes ("" = system default) */
-	size_t n_tls_files;
+	size_t n_tls_files, cap_tls_files;
 	struct queue_config queue; /* queue.path NULL when there is no queue group */
 	struct bridge_admin admin;
 };
