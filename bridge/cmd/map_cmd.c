@@ -201,7 +201,9 @@ static int map_ndjson(const struct mapping *m, FILE *f, const char *name, int fo
 					fputs("webhook-bridge map: out of memory\n", stderr);
 					failed++;
 				} else {
-					fwrite(chunks[j].out->s, 1, chunks[j].out->len, stdout);
+					if (chunks[j].out->len) /* s is NULL until a line is kept */
+						fwrite(chunks[j].out->s, 1, chunks[j].out->len,
+						       stdout);
 					if (chunks[j].errs_len) {
 						fflush(stdout);
 						fwrite(chunks[j].errs, 1, chunks[j].errs_len,
