@@ -1808,10 +1808,21 @@ class PgCluster:
         return False
 
 
-def pg_started(t):
-    """A started PgCluster; without one, a failing TAP line ends the program."""
+def pg_main(body):
+    """body(t, pg, tmp, doc) beside a started PgCluster, a TempDir and the v1
+    fixture, all cleaned up after it; without a server, a failing TAP line."""
+    t = Tap()
     try:
-        return PgCluster().start()
+        pg = PgCluster().start()
     except TestFailure as e:
         t.ok(False, "a PostgreSQL server for the test", str(e))
         t.done()
+        return
+    tmp = TempDir()
+    _, _, doc = v1_fixture()
+    try:
+        body(t, pg, tmp, doc)
+    finally:
+        tmp.cleanup()
+        pg.cleanup()
+    t.done()

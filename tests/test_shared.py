@@ -520,32 +520,23 @@ def t_crash(t, tmp, doc, duration, kills, burst=False):
     MultiCrashRun(tmp, doc, duration, kills, burst).run(t)
 
 
-def main():
+def run(t, pg, tmp, doc):
     global PG
-    t = bt.Tap()
-    PG = bt.pg_started(t)
-    tq.PG = PG
-    tmp = bt.TempDir()
-    _, _, doc = bt.v1_fixture()
-    try:
-        soak = bt.soak_args(120.0, 12)
-        if soak:
-            duration, kills, rest = soak
-            t.run("multi-instance crash soak", t_crash, tmp, doc, duration, kills,
-                  rest[:1] == ["1"])
-        else:
-            t.run("check and config", t_check, tmp)
-            t.run("bridges starting together", t_start_together, tmp, doc)
-            t.run("dedup and order across bridges", t_dedup_and_order, tmp, doc)
-            t.run("a killed bridge's deliveries", t_killed_bridge, tmp, doc)
-            t.run("shadow comparison across bridges", t_shadow, tmp, doc)
-            t.run("cutover state across bridges", t_cutover, tmp, doc)
-            t.run("multi-instance crash", t_crash, tmp, doc, 20.0, 4)
-    finally:
-        tmp.cleanup()
-        PG.cleanup()
-    t.done()
+    PG = tq.PG = pg
+    soak = bt.soak_args(120.0, 12)
+    if soak:
+        duration, kills, rest = soak
+        t.run("multi-instance crash soak", t_crash, tmp, doc, duration, kills,
+              rest[:1] == ["1"])
+        return
+    t.run("check and config", t_check, tmp)
+    t.run("bridges starting together", t_start_together, tmp, doc)
+    t.run("dedup and order across bridges", t_dedup_and_order, tmp, doc)
+    t.run("a killed bridge's deliveries", t_killed_bridge, tmp, doc)
+    t.run("shadow comparison across bridges", t_shadow, tmp, doc)
+    t.run("cutover state across bridges", t_cutover, tmp, doc)
+    t.run("multi-instance crash", t_crash, tmp, doc, 20.0, 4)
 
 
 if __name__ == "__main__":
-    main()
+    bt.pg_main(run)

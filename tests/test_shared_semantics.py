@@ -340,22 +340,14 @@ def t_corrupt_rows(t, tmp, doc):
         sink.stop()
 
 
-def main():
+def run(t, pg, tmp, doc):
     global PG
-    t = bt.Tap()
-    PG = bt.pg_started(t)
-    tmp = bt.TempDir()
-    _, _, doc = bt.v1_fixture()
-    try:
-        t.run("concurrent posts share one commit", t_group_commit, tmp, doc)
-        t.run("no transaction open across an attempt", t_no_open_transaction, tmp, doc)
-        t.run("wake-ups by NOTIFY", t_wakeup, tmp, doc)
-        t.run("corrupt and foreign rows", t_corrupt_rows, tmp, doc)
-    finally:
-        tmp.cleanup()
-        PG.cleanup()
-    t.done()
+    PG = pg
+    t.run("concurrent posts share one commit", t_group_commit, tmp, doc)
+    t.run("no transaction open across an attempt", t_no_open_transaction, tmp, doc)
+    t.run("wake-ups by NOTIFY", t_wakeup, tmp, doc)
+    t.run("corrupt and foreign rows", t_corrupt_rows, tmp, doc)
 
 
 if __name__ == "__main__":
-    main()
+    bt.pg_main(run)
