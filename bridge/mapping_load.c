@@ -530,11 +530,29 @@ static void load_datetime_target(struct loader *L, const config_setting_t *g,
 					 r->to, r->map[i].to);
 }
 
+/* A constant or a default of a field rule: a v2 value, typed by the target
+ * (an integer target reads an integer or a string of digits).  Whether the
+ * setting is there, valid or not. */
+static bool load_typed(struct loader *L, const config_setting_t *g, const char *name,
+		       const struct field_rule *r, struct v2_val *ret)
+{
+	const config_setting_t *s = config_setting_get_member(g, name);
+	const char *v = NULL;
+
+	if (!s)
+		return false;
+	if (r->to && r->type == V2_T_INTEGER) {
+		if (load_integer_setting(L, s, name, &v) == 1)
+			*ret = vnum(v);
+	} else if (pool_string(L, g, name, 0, &v) == 1) {
+		*ret = vstr(v);
+	}
+	return true;
+}
+
 static struct field_rule *load_field(struct loader *L, const config_setting_t *g)
 {
 	struct field_rule *r;
-	const char *value = NULL, *def = NULL;
-	const config_setting_t *s;
 	int conv = -1, unknown = UNKNOWN_KEEP;
 	bool has_value = false;
 
@@ -577,24 +595,8 @@ static struct field_rule *load_field(struct loader *L, const config_setting_t *g
 	r->unknown = (enum unknown_policy)unknown;
 	load_dt(L, g, &r->dt);
 
-	/* Constants and defaults are v2 values: typed by the target. */
-	if ((s = config_setting_get_member(g, "value")) != NULL) {
-		has_value = true;
-		if (r->to && r->type == V2_T_INTEGER) {
-			if (load_integer_setting(L, s, "value", &value) == 1)
-				r->constant = vnum(value);
-		} else if (pool_string(L, g, "value", 0, &value) == 1) {
-			r->constant = vstr(value);
-		}
-	}
-	if ((s = config_setting_get_member(g, "default")) != NULL) {
-		if (r->to && r->type == V2_T_INTEGER) {
-			if (load_integer_setting(L, s, "default", &def) == 1)
-				r->def = vnum(def);
-		} else if (pool_string(L, g, "default", 0, &def) == 1) {
-			r->def = vstr(def);
-		}
-	}
+	has_value = load_typed(L, g, "value", r, &r->constant);
+	load_typed(L, g, "default", r, &r->def);
 
 	if (has_value && config_setting_get_member(g, "from"))
 		cfg_reader_error(&L->r, g,
