@@ -3,7 +3,7 @@
 # formatter is the style's single source of truth; run `clang-format -i` on
 # a file this reports).
 cd "${BRIDGE_SOURCE_ROOT:-$(dirname "$0")/..}" || exit 1
-files=$(git ls-files 'bridge/*.c' 'bridge/**/*.c' 'include/*.h' 'include/**/*.h' 'tests/*.c' 'bench/*.c' 2>/dev/null | sort -u)
+files=$(git ls-files 'bridge/*.c' 'bridge/**/*.c' 'bridge/*.h' 'bridge/**/*.h' 'include/*.h' 'include/**/*.h' 'tests/*.c' 'bench/*.c' 2>/dev/null | sort -u)
 [ -n "$files" ] || files=$(find bridge include tests bench -name '*.[ch]' | sort)
 n=$(echo "$files" | wc -l)
 echo "1..$n"

@@ -92,7 +92,8 @@ int cfg_get_bool(const config_setting_t *group, const char *name, int *ret, cons
 int cfg_get_enum(const config_setting_t *group, const char *name, const char *const *choices,
 		 int *ret, const char *file, struct diag *d);
 
-/* A setting that must be a group / list / array: NULL when absent or wrong (error added when wrong). */
+/* A setting that must be a group / list / array: NULL when absent or wrong
+ * (error added when wrong). */
 const config_setting_t *cfg_get_group(const config_setting_t *group, const char *name,
 				      const char *file, struct diag *d);
 const config_setting_t *cfg_get_list(const config_setting_t *group, const char *name,

@@ -40,7 +40,9 @@ struct mapping_trace {
 	char *from_key;   /* v1 key it came from, NULL for constants/defaults */
 	const char *file; /* rule file (owned by the mapping) */
 	int line;         /* rule line */
-	char *what; /* short description: "copy", "constant", "default", "datetime Europe/Brussels", "map complete->COMPLETED", "unmapped:form" ... */
+	/* short description: "copy", "constant", "default", "datetime Europe/Brussels",
+	 * "map complete->COMPLETED", "unmapped:form" ... */
+	char *what;
 };
 
 struct mapping_result {

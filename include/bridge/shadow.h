@@ -147,7 +147,8 @@ void shadow_expire(struct shadow *s, long long now_ms,
  * identical + different + not_compared; unmatched counts entries waiting
  * now; rejected, offers refused with -1; trace_errors, differing
  * comparisons whose translated trace could not be read (malformed, or over
- * max_body), their differences then carrying no rule.  top_paths: the top_n paths by count (ties by path), "_other"
+ * max_body), their differences then carrying no rule.  top_paths: the top_n
+ * paths by count (ties by path), "_other"
  * holding the differences past SHADOW_MAX_PATHS; rule is the rule most
  * often named for the path, "unmapped", or null (no trace). */
 char *shadow_summary_json(struct shadow *s, size_t top_n);
