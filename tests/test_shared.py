@@ -444,20 +444,7 @@ class MultiCrashRun(tq.CrashRun):
         if self.burst:
             self.burst_phase(t)
         elapsed, finished = self.drain(threads, t0, 180 if self.duration > 30 else 90)
-        any_bridge = self.bridges["a"]
-        # Rows the acknowledged set does not cover drain after it: a post committed whose 202
-        # was lost with its bridge, or a row leased by the bridge killed last (its lease
-        # expires after lease_ms). Wait for the store to empty, within a bound.
-        last = {}
-
-        def store_empty():
-            last["stats"] = tq.queue_cli(any_bridge.config_path, "stats").stdout
-            return "webhook_bridge_queue_depth 0" in last["stats"]
-        waited = time.monotonic()
-        bt.wait_for(store_empty, 30, step=0.5)
-        t.diag("store empty %.1f s after the acknowledged set was delivered"
-               % (time.monotonic() - waited))
-        stats = last["stats"]
+        stats = tq.wait_store_empty(t, self.bridges["a"].config_path)
         rcs = []
         for n in self.NAMES:
             b = self.bridges[n]
