@@ -109,17 +109,13 @@ static int items_reserve(struct v1_doc *d, struct v1_value *arr)
 	return 0;
 }
 
-/* Append a copy of s as a scalar item. */
-static int items_push(struct v1_doc *d, struct v1_value *arr, enum v1_type type, const char *s,
-		      size_t n)
+/* Append a scalar item whose text (n bytes) is already in d's arena. */
+static int items_append(struct v1_doc *d, struct v1_value *arr, enum v1_type type, char *text,
+			size_t n)
 {
 	struct v1_value *it;
-	char *text;
 
 	if (items_reserve(d, arr) < 0)
-		return -1;
-	text = arena_strndup(&d->arena, s, n);
-	if (!text)
 		return -1;
 	it = &arr->items[arr->n_items++];
 	memset(it, 0, sizeof(*it));
@@ -127,6 +123,15 @@ static int items_push(struct v1_doc *d, struct v1_value *arr, enum v1_type type,
 	it->text = text;
 	it->len = n;
 	return 0;
+}
+
+/* Append a copy of s as a scalar item. */
+static int items_push(struct v1_doc *d, struct v1_value *arr, enum v1_type type, const char *s,
+		      size_t n)
+{
+	char *text = arena_strndup(&d->arena, s, n);
+
+	return text ? items_append(d, arr, type, text, n) : -1;
 }
 
 /* Turn a scalar into a one-item array holding it. */
@@ -163,12 +168,13 @@ struct builder {
 	struct slot *slots;
 	size_t n_slots; /* power of two */
 	const struct v1_limits *lim;
+	const struct siphash_key *hkey; /* siphash_process_key(), fetched once */
 };
 
 /* Keys are the sender's choice: keyed, so no set of keys is known to collide. */
-static uint64_t key_hash(const char *s, size_t n)
+static uint64_t key_hash(const struct builder *b, const char *s, size_t n)
 {
-	return siphash13(siphash_process_key(), s, n);
+	return siphash13(b->hkey, s, n);
 }
 
 /* A typical payload's keys fit without growing the index or the fields. */
@@ -179,6 +185,7 @@ static int builder_init(struct builder *b, const struct v1_limits *lim)
 {
 	memset(b, 0, sizeof(*b));
 	b->lim = lim;
+	b->hkey = siphash_process_key();
 	b->doc = v1_doc_new();
 	b->n_slots = SLOTS_FIRST;
 	b->slots = b->doc ? arena_alloc(&b->doc->arena, b->n_slots * sizeof(*b->slots)) : NULL;
@@ -203,7 +210,7 @@ static void builder_finish(struct builder *b, struct v1_doc **ret)
 	b->doc = NULL;
 }
 
-/* The field with this key (h = key_hash(key, len)), or -1. */
+/* The field with this key (h = key_hash(b, key, len)), or -1. */
 static long builder_find(const struct builder *b, const char *key, size_t len, uint64_t h)
 {
 	size_t mask = b->n_slots - 1;
@@ -231,7 +238,7 @@ static void builder_slot_put(struct slot *slots, size_t n_slots, uint64_t h, siz
 	slots[i].hash = (uint32_t)h;
 }
 
-/* Append a field whose value is still unset (h = key_hash(key, key_len));
+/* Append a field whose value is still unset (h = key_hash(b, key, key_len));
  * key is in the document's arena. */
 static int builder_add(struct builder *b, char *key, size_t key_len, uint64_t h)
 {
@@ -555,7 +562,7 @@ static int json_on_map_key(void *ctx, const unsigned char *s, size_t n)
 		fail(c->err, (long)start, K, "key '%s' at byte %zu is not valid UTF-8", k, start);
 		return 0;
 	}
-	h = key_hash(key, n);
+	h = key_hash(&c->b, key, n);
 	if (builder_find(&c->b, key, n, h) >= 0) {
 		fail(c->err, (long)start, K, "duplicate key '%s' at byte %zu", k, start);
 		return 0;
@@ -692,8 +699,351 @@ static size_t json_first_vt_ff(const char *s, size_t len)
 	return i;
 }
 
-int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim, struct v1_doc **ret,
-		  struct bridge_error *err)
+/* ------------------------------------------------------------------------ */
+/*
+ * JSON in one pass, for the common body: strict RFC 8259, the flat v1 shape,
+ * built with the same builder as the yajl path.  It accepts only what the
+ * yajl path accepts, into the same document; at anything else (any error or
+ * limit, a lone surrogate escape) it gives up and the yajl path parses the
+ * body again from the start, so every message still comes from there.
+ */
+
+struct fast {
+	struct builder b;
+	const unsigned char *p, *end;
+	char *w; /* next free byte of the text region (see v1_parse_json_fast) */
+};
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+
+#define SCAN_BLOCK 16
+
+/* Copy the 16 bytes at q to w; the index of the first that ends a run of
+ * plain string content ('"', '\\', below 0x20), 16 if none; *high gets the
+ * high bits of the bytes before it. */
+static inline size_t scan_block(const unsigned char *q, char *w, unsigned *high)
+{
+	__m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+	__m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+						 _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+				    _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v));
+	size_t i = (size_t)__builtin_ctz((unsigned)_mm_movemask_epi8(stop) | 0x10000u);
+
+	_mm_storeu_si128((__m128i *)(void *)w, v);
+	*high |= (unsigned)_mm_movemask_epi8(v) & ((1u << i) - 1);
+	return i;
+}
+#else
+#define SCAN_BLOCK 8
+#define ONES       0x0101010101010101ULL
+#define HIGHS      0x8080808080808080ULL
+
+/* scan_block of 8 bytes in a word: the borrows of the byte tests flag the
+ * first such byte exactly, later ones maybe falsely. */
+static inline size_t scan_block(const unsigned char *q, char *w, unsigned *high)
+{
+	uint64_t x, m, qx, bx;
+	size_t i;
+
+	memcpy(&x, q, 8);
+	memcpy(w, q, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	x = __builtin_bswap64(x);
+#endif
+	qx = x ^ (ONES * '"');
+	bx = x ^ (ONES * '\\');
+	m = (((qx - ONES) & ~qx) | ((bx - ONES) & ~bx) | ((x - ONES * 0x20) & ~x)) & HIGHS;
+	i = m ? (size_t)__builtin_ctzll(m) / 8 : 8;
+	if (i < 8)
+		x &= (1ULL << (8 * i)) - 1;
+	*high |= (x & HIGHS) != 0;
+	return i;
+}
+#endif
+
+static void fast_ws_run(struct fast *f)
+{
+	while (f->p < f->end && (*f->p == ' ' || *f->p == '\n' || *f->p == '\r' || *f->p == '\t'))
+		f->p++;
+}
+
+static inline void fast_ws(struct fast *f)
+{
+	if (f->p < f->end && *f->p <= ' ')
+		fast_ws_run(f);
+}
+
+/* The escape at *qp (a backslash) decoded to *wp; -1 for one left to the
+ * yajl path (a bad one, a lone surrogate). */
+static int fast_escape(const unsigned char **qp, const unsigned char *end, char **wp)
+{
+	static const char simple[128] = {
+		['"'] = '"',  ['\\'] = '\\', ['/'] = '/',  ['b'] = '\b',
+		['f'] = '\f', ['n'] = '\n',  ['r'] = '\r', ['t'] = '\t',
+	};
+	const unsigned char *q = *qp;
+	unsigned cp, lo;
+
+	if (end - q < 2)
+		return -1;
+	if (q[1] < 128 && simple[q[1]]) {
+		*(*wp)++ = simple[q[1]];
+		*qp = q + 2;
+		return 0;
+	}
+	if (q[1] != 'u' || end - q < 6 || hex4((const char *)q + 2, &cp) < 0 ||
+	    (cp >= 0xDC00 && cp <= 0xDFFF))
+		return -1;
+	q += 6;
+	if (cp >= 0xD800 && cp <= 0xDBFF) {
+		if (end - q < 6 || q[0] != '\\' || q[1] != 'u' ||
+		    hex4((const char *)q + 2, &lo) < 0 || lo < 0xDC00 || lo > 0xDFFF)
+			return -1;
+		cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+		q += 6;
+	}
+	*wp += utf8_encode(cp, *wp);
+	*qp = q;
+	return 0;
+}
+
+/* The string whose content starts at f->p, decoded into the text region;
+ * -1 to give up.  A key holding NUL (only an escape makes one) gives up. */
+static int fast_string(struct fast *f, bool key, char **ret, size_t *ret_len)
+{
+	const unsigned char *q = f->p, *end = f->end;
+	char *t = f->w, *w = t;
+	unsigned high = 0;
+	bool esc = false;
+	size_t n;
+
+	for (;;) {
+		if (end - q >= SCAN_BLOCK) {
+			size_t i = scan_block(q, w, &high);
+
+			q += i;
+			w += i;
+			if (i == SCAN_BLOCK)
+				continue;
+		} else {
+			while (q < end && *q != '"' && *q != '\\' && *q >= 0x20) {
+				high |= *q & 0x80;
+				*w++ = (char)*q++;
+			}
+			if (q == end)
+				return -1;
+		}
+		if (*q == '"')
+			break;
+		if (*q != '\\' || fast_escape(&q, end, &w) < 0)
+			return -1;
+		esc = true;
+	}
+	n = (size_t)(w - t);
+	*w++ = '\0';
+	f->w = w;
+	f->p = q + 1;
+	if (n > f->b.lim->max_string || (high && !utf8_valid(t, n)) ||
+	    (key && esc && memchr(t, '\0', n)))
+		return -1;
+	*ret = t;
+	*ret_len = n;
+	return 0;
+}
+
+/* A copy of s[0..n) in the text region. */
+static char *fast_copy(struct fast *f, const unsigned char *s, size_t n)
+{
+	char *t = f->w;
+
+	memcpy(t, s, n);
+	t[n] = '\0';
+	f->w += n + 1;
+	return t;
+}
+
+static inline bool is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* The end of the number at p (RFC 8259's grammar, yajl's too), or NULL. */
+static const unsigned char *fast_number(const unsigned char *p, const unsigned char *end)
+{
+	if (p < end && *p == '-')
+		p++;
+	if (p == end || !is_digit(*p))
+		return NULL;
+	if (*p++ != '0')
+		while (p < end && is_digit(*p))
+			p++;
+	if (p < end && *p == '.') {
+		if (++p == end || !is_digit(*p))
+			return NULL;
+		while (p < end && is_digit(*p))
+			p++;
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		if (++p < end && (*p == '+' || *p == '-'))
+			p++;
+		if (p == end || !is_digit(*p))
+			return NULL;
+		while (p < end && is_digit(*p))
+			p++;
+	}
+	return p;
+}
+
+/* One scalar at f->p (f->p < f->end) into type, text, len; -1 to give up. */
+static int fast_scalar(struct fast *f, enum v1_type *type, char **text, size_t *len)
+{
+	const unsigned char *p = f->p, *e;
+	enum v1_type t;
+	size_t n;
+
+	if (*p == '"') {
+		f->p++;
+		*type = V1_STRING;
+		return fast_string(f, false, text, len);
+	}
+	if (*p == 't' || *p == 'f' || *p == 'n') {
+		const char *word = *p == 't' ? "true" : *p == 'f' ? "false" : "null";
+
+		n = strlen(word);
+		if ((size_t)(f->end - p) < n || memcmp(p, word, n) != 0)
+			return -1;
+		t = *p == 'n' ? V1_NULL : V1_BOOL;
+		e = p + n;
+		if (t == V1_NULL)
+			n = 0;
+	} else {
+		if (!(e = fast_number(p, f->end)))
+			return -1;
+		t = V1_NUMBER;
+		n = (size_t)(e - p);
+	}
+	if (n > f->b.lim->max_string)
+		return -1;
+	*text = fast_copy(f, p, n);
+	*type = t;
+	*len = n;
+	f->p = e;
+	return 0;
+}
+
+/* A field's value at f->p (f->p < f->end): a scalar or an array of them. */
+static int fast_value(struct fast *f, struct v1_value *v)
+{
+	const struct v1_limits *lim = f->b.lim;
+	enum v1_type t;
+	char *text;
+	size_t n;
+
+	if (*f->p != '[')
+		return fast_scalar(f, &v->type, &v->text, &v->len);
+	if (lim->max_depth < 2)
+		return -1;
+	v->text = fast_copy(f, f->p, 0);
+	v->type = V1_ARRAY;
+	f->p++;
+	fast_ws(f);
+	if (f->p < f->end && *f->p == ']') {
+		f->p++;
+		return 0;
+	}
+	for (;;) {
+		if (f->p == f->end || v->n_items >= lim->max_items ||
+		    fast_scalar(f, &t, &text, &n) < 0 || items_append(f->b.doc, v, t, text, n) < 0)
+			return -1;
+		fast_ws(f);
+		if (f->p == f->end || (*f->p != ',' && *f->p != ']'))
+			return -1;
+		if (*f->p++ == ']')
+			return 0;
+		fast_ws(f);
+	}
+}
+
+/* "key": value at f->p, the opening quote passed. */
+static int fast_member(struct fast *f)
+{
+	struct v1_doc *d = f->b.doc;
+	char *key;
+	size_t n;
+	uint64_t h;
+
+	if (fast_string(f, true, &key, &n) < 0)
+		return -1;
+	h = key_hash(&f->b, key, n);
+	if (d->n_fields >= f->b.lim->max_keys || builder_find(&f->b, key, n, h) >= 0 ||
+	    builder_add(&f->b, key, n, h) < 0)
+		return -1;
+	fast_ws(f);
+	if (f->p == f->end || *f->p != ':')
+		return -1;
+	f->p++;
+	fast_ws(f);
+	if (f->p == f->end)
+		return -1;
+	return fast_value(f, &d->fields[d->n_fields - 1].value);
+}
+
+int v1_parse_json_fast(const char *body, size_t len, const struct v1_limits *lim,
+		       struct v1_doc **ret)
+{
+	struct v1_limits dflt;
+	struct fast f;
+
+	*ret = NULL;
+	if (!lim) {
+		v1_limits_default(&dflt);
+		lim = &dflt;
+	}
+	if (!body || lim->max_depth < 1)
+		return 0;
+	f.p = (const unsigned char *)body;
+	f.end = f.p + len;
+	fast_ws(&f);
+	if (f.p == f.end || *f.p != '{' || builder_init(&f.b, lim) < 0)
+		return 0;
+	/* Every text of the document, NULs included, is at most as long as
+	 * the bytes it comes from (a NUL takes a quote's or a separator's
+	 * place), so one region of len bytes plus a block's overrun holds
+	 * them all. */
+	if (len > SIZE_MAX - SCAN_BLOCK - 1 ||
+	    !(f.w = arena_alloc(&f.b.doc->arena, len + SCAN_BLOCK + 1)))
+		goto give_up;
+	f.p++;
+	fast_ws(&f);
+	if (f.p < f.end && *f.p == '}')
+		f.p++;
+	else
+		for (;;) {
+			if (f.p == f.end || *f.p != '"')
+				goto give_up;
+			f.p++;
+			if (fast_member(&f) < 0)
+				goto give_up;
+			fast_ws(&f);
+			if (f.p == f.end || (*f.p != ',' && *f.p != '}'))
+				goto give_up;
+			if (*f.p++ == '}')
+				break;
+			fast_ws(&f);
+		}
+	fast_ws(&f);
+	if (f.p != f.end)
+		goto give_up;
+	builder_finish(&f.b, ret);
+	return 1;
+give_up:
+	builder_finish(&f.b, NULL);
+	return 0;
+}
+
+int v1_parse_json_yajl(const char *body, size_t len, const struct v1_limits *lim,
+		       struct v1_doc **ret, struct bridge_error *err)
 {
 	struct bridge_error scratch;
 	struct v1_limits dflt;
@@ -767,6 +1117,17 @@ out:
 		yajl_free(c.h);
 	builder_finish(&c.b, rc == 0 ? ret : NULL);
 	return rc;
+}
+
+int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim, struct v1_doc **ret,
+		  struct bridge_error *err)
+{
+	if (v1_parse_json_fast(body, len, lim, ret)) {
+		if (err)
+			bridge_error_clear(err);
+		return 0;
+	}
+	return v1_parse_json_yajl(body, len, lim, ret, err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -856,7 +1217,7 @@ static int form_segment(struct builder *b, const char *body, size_t start, size_
 			    "value of key '%s' at byte %zu is not valid UTF-8 (decoded byte %zu)",
 			    k, val_start, bad);
 
-	h = key_hash(key, key_len);
+	h = key_hash(b, key, key_len);
 	idx = builder_find(b, key, key_len, h);
 	if (idx < 0) {
 		if (b->doc->n_fields >= lim->max_keys)
@@ -877,13 +1238,8 @@ static int form_segment(struct builder *b, const char *body, size_t start, size_
 	if (v->n_items >= lim->max_items)
 		return fail(err, (long)start, k, "key '%s' repeated more than %zu times (byte %zu)",
 			    k, lim->max_items, start);
-	if (items_reserve(b->doc, v) < 0)
+	if (items_append(b->doc, v, V1_STRING, val, val_len) < 0)
 		goto oom;
-	memset(&v->items[v->n_items], 0, sizeof(v->items[0]));
-	v->items[v->n_items].type = V1_STRING;
-	v->items[v->n_items].text = val;
-	v->items[v->n_items].len = val_len;
-	v->n_items++;
 	return 0;
 oom:
 	return fail(err, (long)start, NULL, "out of memory while parsing form data");

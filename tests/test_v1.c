@@ -9,6 +9,7 @@
 
 #include "bridge/v1.h"
 #include "tap.h"
+#include "v1_same.h"
 
 #define NO_OFFSET (-2) /* do not check err.offset */
 
@@ -417,6 +418,161 @@ static void test_json_limits(void)
 	ok(v1_parse_json("{\"a\":{}}", 8, NULL, &d, NULL) == -1 && !d, "NULL err on failure");
 }
 
+/* The one-pass JSON path: what it must take itself, what it must leave to
+ * the yajl path; whatever it takes, yajl takes into the same document. */
+struct fast_case {
+	const char *name;
+	const char *body;
+	size_t len;                  /* 0: strlen(body) */
+	int fast;                    /* 1: the one-pass path accepts, 0: it gives up */
+	int yajl;                    /* 1: the yajl path accepts */
+	const struct v1_limits *lim; /* NULL: defaults */
+	const char *a;               /* expected bytes of field "a" (a scalar), or NULL */
+	size_t a_len;
+};
+
+static const struct v1_limits lim_str4 = { 8, 1000, 4, 1000 };
+static const struct v1_limits lim_keys2 = { 8, 2, 65536, 1000 };
+static const struct v1_limits lim_items2 = { 8, 1000, 65536, 2 };
+static const struct v1_limits lim_depth1 = { 1, 1000, 65536, 1000 };
+static const struct v1_limits lim_depth0 = { 0, 1000, 65536, 1000 };
+
+/* A body both paths refuse: the one-pass path gives up, yajl rejects it. */
+#define REFUSED(name, body, lim)                  \
+	{                                         \
+		name, body, 0, 0, 0, lim, NULL, 0 \
+	}
+
+static const struct fast_case fast_cases[] = {
+	{ "-0", "{\"a\":-0}", 0, 1, 1, NULL, "-0", 2 },
+	{ "1E+2", "{\"a\":1E+2}", 0, 1, 1, NULL, "1E+2", 4 },
+	{ "fraction and exponent", "{\"a\":-0.5e-3}", 0, 1, 1, NULL, "-0.5e-3", 7 },
+	{ "zero", "{\"a\":0}", 0, 1, 1, NULL, "0", 1 },
+	REFUSED("01", "{\"a\":01}", NULL),
+	REFUSED("1.", "{\"a\":1.}", NULL),
+	REFUSED("-", "{\"a\":-}", NULL),
+	REFUSED("1e", "{\"a\":1e}", NULL),
+	REFUSED("1e+", "{\"a\":1e+}", NULL),
+	REFUSED(".5", "{\"a\":.5}", NULL),
+	REFUSED("+1", "{\"a\":+1}", NULL),
+	REFUSED("-01", "{\"a\":-01}", NULL),
+	{ "true false null", "{\"a\":true,\"b\":false,\"c\":null}", 0, 1, 1, NULL, "true", 4 },
+	REFUSED("truncated literal", "{\"a\":tru}", NULL),
+	REFUSED("literal run on", "{\"a\":truex}", NULL),
+	{ "simple escapes", "{\"a\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}", 0, 1, 1, NULL,
+	  "\"\\/\b\f\n\r\t", 8 },
+	{ "\\u00e9", "{\"a\":\"caf\\u00e9\"}", 0, 1, 1, NULL, "caf\xc3\xa9", 5 },
+	{ "\\u20AC upper-case hex", "{\"a\":\"\\u20AC\"}", 0, 1, 1, NULL, "\xe2\x82\xac", 3 },
+	{ "surrogate pair", "{\"a\":\"\\ud83d\\ude00\"}", 0, 1, 1, NULL, "\xf0\x9f\x98\x80", 4 },
+	{ "NUL escape in a value", "{\"a\":\"x\\u0000y\"}", 0, 1, 1, NULL, "x\0y", 3 },
+	REFUSED("NUL escape in a key", "{\"a\\u0000b\":1}", NULL),
+	REFUSED("lone high surrogate", "{\"a\":\"\\ud800\"}", NULL),
+	REFUSED("lone low surrogate", "{\"a\":\"\\udc00x\"}", NULL),
+	REFUSED("high surrogate + \\u0041", "{\"a\":\"\\ud83d\\u0041\"}", NULL),
+	REFUSED("bad escape", "{\"a\":\"\\x\"}", NULL),
+	REFUSED("short \\u", "{\"a\":\"\\u12\"}", NULL),
+	{ "raw UTF-8 and DEL", "{\"a\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\x7f\"}", 0, 1, 1,
+	  NULL, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\x7f", 10 },
+	{ "long string over blocks", "{\"a\":\"0123456789abcdef0123456789abcdef\\n0123456789\"}", 0,
+	  1, 1, NULL, "0123456789abcdef0123456789abcdef\n0123456789", 43 },
+	REFUSED("overlong UTF-8", "{\"a\":\"\xc0\xaf\"}", NULL),
+	REFUSED("UTF-8 cut by an escape", "{\"a\":\"\xc3\\n\"}", NULL),
+	REFUSED("invalid UTF-8 in a key", "{\"\xff\":1}", NULL),
+	REFUSED("raw tab in a string", "{\"a\":\"x\ty\"}", NULL),
+	{ "raw NUL in a string", "{\"a\":\"x\0y\"}", 11, 0, 0, NULL, NULL, 0 },
+	{ "JSON whitespace", " \t\r\n{ \"a\" :\n[ 1 ,\t\"x\" ] , \"b\":2 }\r\n", 0, 1, 1, NULL,
+	  NULL, 0 },
+	REFUSED("vertical tab", "{\"a\":1}\v", NULL),
+	REFUSED("form feed", "{\"a\":\f1}", NULL),
+	{ "empty object", "{}", 0, 1, 1, NULL, NULL, 0 },
+	{ "empty array", "{\"a\":[]}", 0, 1, 1, NULL, NULL, 0 },
+	REFUSED("empty body", "", NULL),
+	REFUSED("top-level array", "[1]", NULL),
+	REFUSED("nested array", "{\"a\":[[1]]}", NULL),
+	REFUSED("nested object", "{\"a\":{}}", NULL),
+	REFUSED("deep nesting", "{\"a\":[[[[[[[[[[1]]]]]]]]]]}", NULL),
+	REFUSED("duplicate key", "{\"a\":1,\"a\":2}", NULL),
+	REFUSED("duplicate key via escape", "{\"\\u00e9\":1,\"\xc3\xa9\":2}", NULL),
+	REFUSED("trailing comma", "{\"a\":1,}", NULL),
+	REFUSED("trailing comma in array", "{\"a\":[1,]}", NULL),
+	REFUSED("trailing garbage", "{\"a\":1} x", NULL),
+	REFUSED("truncated", "{\"a\":\"abc", NULL),
+	REFUSED("BOM", "\xef\xbb\xbf{}", NULL),
+	{ "max_string: 4 bytes", "{\"a\":\"ab\\u00e9\"}", 0, 1, 1, &lim_str4, "ab\xc3\xa9", 4 },
+	REFUSED("max_string: 5 bytes", "{\"a\":\"abcde\"}", &lim_str4),
+	REFUSED("max_string: a number", "{\"a\":12345}", &lim_str4),
+	REFUSED("max_string: false", "{\"a\":false}", &lim_str4),
+	REFUSED("max_string: a key", "{\"abcde\":1}", &lim_str4),
+	{ "max_keys: 2 keys", "{\"a\":1,\"b\":2}", 0, 1, 1, &lim_keys2, "1", 1 },
+	REFUSED("max_keys: 3 keys", "{\"a\":1,\"b\":2,\"c\":3}", &lim_keys2),
+	{ "max_items: 2 items", "{\"a\":[1,2]}", 0, 1, 1, &lim_items2, NULL, 0 },
+	REFUSED("max_items: 3 items", "{\"a\":[1,2,3]}", &lim_items2),
+	{ "max_depth 1: a scalar", "{\"a\":1}", 0, 1, 1, &lim_depth1, "1", 1 },
+	REFUSED("max_depth 1: an array", "{\"a\":[]}", &lim_depth1),
+	REFUSED("max_depth 0", "{}", &lim_depth0),
+};
+
+static void check_fast(const struct fast_case *c)
+{
+	size_t len = c->len ? c->len : strlen(c->body);
+	struct v1_doc *fast = (struct v1_doc *)1, *ref = NULL, *doc = NULL;
+	struct bridge_error err;
+	int got, rc;
+	char name[256];
+
+	got = v1_parse_json_fast(c->body, len, c->lim, &fast);
+	rc = v1_parse_json_yajl(c->body, len, c->lim, &ref, &err);
+	snprintf(name, sizeof(name), "fast %s: %s", c->name, c->fast ? "accepted" : "gave up");
+	ok(got == c->fast && (got ? fast != NULL : fast == NULL), name);
+	snprintf(name, sizeof(name), "fast %s: yajl %s", c->name, c->yajl ? "accepts" : "rejects");
+	ok((rc == 0) == c->yajl, name);
+	if (got == 1) {
+		snprintf(name, sizeof(name), "fast %s: the same document as yajl's", c->name);
+		ok(v1_doc_same(fast, ref), name);
+	}
+	if (got == 1 && c->a) {
+		snprintf(name, sizeof(name), "fast %s: the bytes of a", c->name);
+		ok(fast->n_fields && value_is(&fast->fields[0].value, fast->fields[0].value.type,
+					      c->a, c->a_len),
+		   name);
+	}
+	snprintf(name, sizeof(name), "fast %s: v1_parse_json gives yajl's outcome", c->name);
+	rc = v1_parse_json(c->body, len, c->lim, &doc, &err);
+	ok(ref ? rc == 0 && v1_doc_same(doc, ref) : rc == -1 && doc == NULL, name);
+	v1_doc_free(doc);
+	v1_doc_free(ref);
+	if (got == 1)
+		v1_doc_free(fast);
+}
+
+/* The bench's payload and the fixtures' common shape go the one-pass way. */
+static void test_json_fast_fixture(void)
+{
+	FILE *f = fopen("fixtures/v1/representative.json", "rb");
+	char buf[16384];
+	size_t n = f ? fread(buf, 1, sizeof(buf), f) : 0;
+	struct v1_doc *fast = NULL, *ref = NULL;
+	struct bridge_error err;
+
+	if (f)
+		fclose(f);
+	ok(n > 0 && n < sizeof(buf), "representative.json read");
+	ok(v1_parse_json_fast(buf, n, NULL, &fast) == 1, "representative.json: the one-pass path");
+	ok(v1_parse_json_yajl(buf, n, NULL, &ref, &err) == 0 && v1_doc_same(fast, ref),
+	   "representative.json: the same document as yajl's");
+	v1_doc_free(fast);
+	v1_doc_free(ref);
+}
+
+static void test_json_fast(void)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(fast_cases) / sizeof(fast_cases[0]); i++)
+		check_fast(&fast_cases[i]);
+	test_json_fast_fixture();
+}
+
 static void test_form(void)
 {
 	static const char body[] = "a=1&&b=hello+world&c=%C3%A9&d=%e2%82%AC&flag&e=&"
@@ -617,6 +773,7 @@ int main(void)
 	test_json_numbers();
 	test_json_depth();
 	test_json_limits();
+	test_json_fast();
 	test_form();
 	test_form_limits();
 	test_mutations(1);

@@ -14,6 +14,10 @@
  * point. */
 size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *ret_cp);
 
+/* The UTF-8 form of code point cp (below 0x110000, not a surrogate) into
+ * out (4 bytes of room); returns its length. */
+size_t utf8_encode(uint32_t cp, char *out);
+
 /* Offset of the first ill-formed byte of s, or n when all of it is UTF-8. */
 size_t utf8_invalid_at(const char *s, size_t n);
 

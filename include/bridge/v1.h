@@ -69,6 +69,16 @@ void v1_limits_default(struct v1_limits *l);
 int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim, struct v1_doc **ret,
 		  struct bridge_error *err);
 
+/* For tests, v1_parse_json's two paths alone.  The one-pass path returns 1
+ * with *ret when it accepted the body (the yajl path must then accept it
+ * too, into the same document), 0 when it gave up (*ret NULL): any error, any
+ * limit, or something it leaves to the yajl path.  The yajl path, the
+ * reference, has v1_parse_json's contract and gives every error message. */
+int v1_parse_json_fast(const char *body, size_t len, const struct v1_limits *lim,
+		       struct v1_doc **ret);
+int v1_parse_json_yajl(const char *body, size_t len, const struct v1_limits *lim,
+		       struct v1_doc **ret, struct bridge_error *err);
+
 /* Parse an application/x-www-form-urlencoded body. Values are V1_STRING
  * (V1_ARRAY of strings for repeated keys). Same error contract. */
 int v1_parse_form(const char *body, size_t len, const struct v1_limits *lim, struct v1_doc **ret,
