@@ -1,23 +1,17 @@
 #include <string.h>
 
-#include <openssl/evp.h>
-
 #include "bridge/delivery.h"
 
 void delivery_id_make(const char *route, const void *body, size_t len,
 		      char out[DELIVERY_ID_LEN + 1])
 {
 	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	const struct sign_part parts[] = { { route, strlen(route) }, { "\n", 1 }, { body, len } };
+	unsigned char md[SIGN_SHA256_LEN];
 	int o = 0;
 
-	memset(md, 0, sizeof(md));
-	if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-	    EVP_DigestUpdate(ctx, route, strlen(route)) == 1 &&
-	    EVP_DigestUpdate(ctx, "\n", 1) == 1 && EVP_DigestUpdate(ctx, body, len) == 1)
-		EVP_DigestFinal_ex(ctx, md, NULL);
-	EVP_MD_CTX_free(ctx);
+	if (sign_sha256(parts, 3, md) < 0)
+		memset(md, 0, sizeof(md));
 	/* an RFC 9562 version-8 (custom) UUID: the hash, with the version and
 	 * variant bits set so UUID parsers accept it */
 	md[6] = (unsigned char)((md[6] & 0x0f) | 0x80);

@@ -2,10 +2,14 @@
  * sign: RFC 4231 HMAC-SHA256 vectors, a cross-check against the openssl
  * command line, and the verification rules (prefix, encodings, rotation).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "bridge/sign.h"
 #include "tap.h"
@@ -278,11 +282,73 @@ static void test_verify(void)
 	       "base64 without padding refused");
 }
 
+/* sign_body with OpenSSL's one-shot HMAC, the reference for the kept states. */
+static void one_shot(const char *key, const char *body, char *ret)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[32];
+	unsigned int n = 0;
+
+	HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)body, strlen(body), md,
+	     &n);
+	memcpy(ret, "sha256=", 7);
+	for (unsigned i = 0; i < 32; i++) {
+		ret[7 + 2 * i] = hex[md[i] >> 4];
+		ret[8 + 2 * i] = hex[md[i] & 15];
+	}
+	ret[71] = '\0';
+}
+
+/* Six keys (more than a thread keeps keyed) used in turn, twice, each
+ * digest checked against the one-shot HMAC; returns the mismatches. */
+static void *keyed_rounds(void *arg)
+{
+	static const char *const keys[] = { "k1", "second-key", "", "k4", "a-fifth-secret", "k6" };
+	const char *body = arg;
+	char got[SIGN_HEADER_MAX], want[SIGN_HEADER_MAX];
+	long bad = 0;
+
+	for (int round = 0; round < 2; round++)
+		for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++) {
+			if (sign_body(keys[i], strlen(keys[i]), body, strlen(body), SIGN_HEX, got,
+				      sizeof(got)) < 0)
+				bad++;
+			one_shot(keys[i], body, want);
+			bad += strcmp(got, want) != 0;
+		}
+	return (void *)bad;
+}
+
+static void test_kept_states(void)
+{
+	const struct sign_part parts[] = { { "route", 5 }, { "\n", 1 }, { "{\"a\":1}", 7 } };
+	unsigned char md[SIGN_SHA256_LEN], want[EVP_MAX_MD_SIZE];
+	unsigned int wn = 0;
+	pthread_t th;
+	void *bad = (void *)-1;
+
+	is_int((int)(long)keyed_rounds("{\"id\":\"A1\"}"), 0,
+	       "six keys in turn, twice: every digest is the one-shot HMAC's");
+	ok(pthread_create(&th, NULL, keyed_rounds, "another body") == 0 &&
+		   pthread_join(th, &bad) == 0 && bad == NULL,
+	   "the same in a second thread, with states of its own");
+	is_int((int)(long)keyed_rounds("{\"id\":\"A1\"}"), 0, "and again in the first thread");
+
+	EVP_Digest("route\n{\"a\":1}", 13, want, &wn, EVP_sha256(), NULL);
+	is_int(sign_sha256(parts, 3, md), 0, "sign_sha256 succeeds");
+	ok(wn == SIGN_SHA256_LEN && memcmp(md, want, wn) == 0,
+	   "sign_sha256 of three parts is the digest of their concatenation");
+	is_int(sign_sha256(parts, 0, md), 0, "no parts: the empty digest");
+	EVP_Digest("", 0, want, &wn, EVP_sha256(), NULL);
+	ok(memcmp(md, want, SIGN_SHA256_LEN) == 0, "which is SHA-256 of nothing");
+}
+
 int main(void)
 {
 	test_rfc4231();
 	test_encodings();
 	test_cli();
 	test_verify();
+	test_kept_states();
 	return tap_done();
 }

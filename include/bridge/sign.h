@@ -1,7 +1,7 @@
 /*
  * sign: the X-Qualifio-Signature of webhook 2.0: HMAC-SHA256 keyed by the
  * route's secret over the exact body bytes sent, written "sha256=<digest>".
- * Pure functions (OpenSSL underneath), thread-safe.
+ * Pure functions (OpenSSL underneath, with per-thread contexts), thread-safe.
  */
 #ifndef BRIDGE_SIGN_H
 #define BRIDGE_SIGN_H
@@ -25,6 +25,17 @@ int sign_body(const void *key, size_t key_len, const void *body, size_t len, enu
  * matching key, or -1. */
 int sign_verify(const char *const *keys, const size_t *key_lens, size_t n, const void *body,
 		size_t len, enum sign_encoding enc, const char *header_value, size_t header_len);
+
+#define SIGN_SHA256_LEN 32
+
+struct sign_part {
+	const void *data;
+	size_t len;
+};
+
+/* SHA-256 of the n parts one after the other into md.  Returns 0, or -1 if
+ * OpenSSL fails. */
+int sign_sha256(const struct sign_part *parts, size_t n, unsigned char md[SIGN_SHA256_LEN]);
 
 /* Parse "hex" / "base64"; -1 if neither. */
 int sign_encoding_parse(const char *s, enum sign_encoding *ret);
