@@ -81,6 +81,22 @@ static void cutover_note(struct exchange *x, enum cutover_side side, int ok)
 
 static void legacy_takeover(struct exchange *x);
 
+/* ,"upstream_status":DDD without printf (a status is three digits). */
+static void add_upstream_status(struct evbuffer *b, int status)
+{
+	char t[] = ",\"upstream_status\":000";
+	size_t n = sizeof(t) - 1;
+
+	if (status < 100 || status > 999) {
+		evbuffer_add_printf(b, ",\"upstream_status\":%d", status);
+		return;
+	}
+	t[n - 3] = (char)('0' + status / 100);
+	t[n - 2] = (char)('0' + status / 10 % 10);
+	t[n - 1] = (char)('0' + status % 10);
+	evbuffer_add(b, t, n);
+}
+
 static void upstream_done(const struct upstream_response *r, void *arg)
 {
 	struct exchange *x = arg;
@@ -145,16 +161,18 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 		return;
 	}
 	if (outcome == OUTCOME_DELIVERED) {
+		static const char head[] = "{\"status\":\"delivered\"";
+
 		b = evbuffer_new();
-		evbuffer_add_printf(b, "{\"status\":\"delivered\"");
+		evbuffer_add(b, head, sizeof(head) - 1);
 		server_json_field(b, "participation_id", x->participation_id);
-		evbuffer_add_printf(b, ",\"upstream_status\":%d", r->status);
+		add_upstream_status(b, r->status);
 		exchange_answer(x, 200, OUTCOME_DELIVERED, b, r->status, NULL);
 		return;
 	}
 	b = server_error_body(code, msg);
 	if (r->outcome == UPSTREAM_RESPONSE)
-		evbuffer_add_printf(b, ",\"upstream_status\":%d", r->status);
+		add_upstream_status(b, r->status);
 	exchange_answer(x, status, outcome, b, r->outcome == UPSTREAM_RESPONSE ? r->status : 0,
 			detail);
 }

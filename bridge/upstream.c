@@ -366,17 +366,9 @@ static void request_finish(struct upstream_request *r, enum upstream_outcome o, 
 
 static void request_free(struct upstream_request *r)
 {
-	size_t i;
-
 	if (r->deadline)
 		event_free(r->deadline);
-	for (i = 0; i < r->n_headers; i++) {
-		free(r->names[i]);
-		free(r->values[i]);
-	}
-	free(r->names);
-	free(r->values);
-	free(r->body);
+	free(r->names); /* the header names, values and body are in its block */
 	free(r->resp_body);
 	free(r->retry_after);
 	free(r->content_type);
@@ -722,14 +714,21 @@ static void ereq_error_cb(enum evhttp_request_error error, void *arg)
 static void response_reason(struct upstream_request *r, struct evhttp_request *ereq, int code)
 {
 	const char *line = evhttp_request_get_response_code_line(ereq);
-	char clean[65];
+	char clean[65]; /* the reason holds "HTTP DDD " and all of it */
 	size_t i, n = 0;
 
+	_Static_assert(UPSTREAM_REASON_MAX >= 9 + sizeof(clean), "reason too small");
 	for (i = 0; line && line[i] && n < sizeof(clean) - 1; i++)
 		if ((unsigned char)line[i] >= 0x20 && (unsigned char)line[i] < 0x7f)
 			clean[n++] = line[i];
-	clean[n] = '\0';
-	request_set_reason(r, "HTTP %d%s%s", code, n ? " " : "", clean);
+	/* "HTTP DDD[ phrase]" in pieces: this runs for every answer */
+	memcpy(r->reason, "HTTP ", 5);
+	r->reason[5] = (char)('0' + code / 100 % 10);
+	r->reason[6] = (char)('0' + code / 10 % 10);
+	r->reason[7] = (char)('0' + code % 10);
+	r->reason[8] = ' ';
+	memcpy(r->reason + 9, clean, n);
+	r->reason[n ? 9 + n : 8] = '\0';
 }
 
 /* 1 when an answer carries Content-Length headers that disagree. */
@@ -1264,6 +1263,8 @@ static int header_name_reserved(const char *s)
 	};
 	size_t i;
 
+	if (!strchr("CcEeHhKkPpTtUu", s[0]))
+		return 0; /* no reserved name starts so (s[0] is not NUL: a valid name) */
 	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (strcasecmp(s, names[i]) == 0)
 			return 1;
@@ -1276,7 +1277,8 @@ int upstream_post(struct upstream_pool *p, const struct upstream_header *headers
 {
 	struct upstream_request *r;
 	struct timeval tv;
-	size_t i;
+	size_t i, size;
+	char *at;
 
 	if (ret)
 		*ret = NULL;
@@ -1316,26 +1318,26 @@ int upstream_post(struct upstream_pool *p, const struct upstream_header *headers
 	r->cb = cb;
 	r->arg = arg;
 	clock_gettime(CLOCK_MONOTONIC, &r->started);
-	if (n_headers) {
-		r->names = calloc(n_headers, sizeof(char *));
-		r->values = calloc(n_headers, sizeof(char *));
-		if (!r->names || !r->values)
-			goto oom;
-		for (i = 0; i < n_headers; i++) {
-			r->names[i] = strdup(headers[i].name);
-			r->values[i] = strdup(headers[i].value);
-			r->n_headers = i + 1;
-			if (!r->names[i] || !r->values[i])
-				goto oom;
-		}
+	/* the header pointers, their texts and the body in one block */
+	size = 2 * n_headers * sizeof(char *) + len + 1;
+	for (i = 0; i < n_headers; i++)
+		size += strlen(headers[i].name) + strlen(headers[i].value) + 2;
+	r->names = malloc(size);
+	if (!r->names)
+		goto oom;
+	r->values = r->names + n_headers;
+	at = (char *)(r->values + n_headers);
+	for (i = 0; i < n_headers; i++) {
+		r->names[i] = at;
+		at = stpcpy(at, headers[i].name) + 1;
+		r->values[i] = at;
+		at = stpcpy(at, headers[i].value) + 1;
 	}
-	if (len) {
-		r->body = malloc(len);
-		if (!r->body)
-			goto oom;
+	r->n_headers = n_headers;
+	r->body = at;
+	if (len)
 		memcpy(r->body, body, len);
-		r->len = len;
-	}
+	r->len = len;
 	r->deadline = evtimer_new(p->base, request_deadline_cb, r);
 	ms_to_tv(timeout_ms, &tv);
 	if (!r->deadline || evtimer_add(r->deadline, &tv) < 0)
