@@ -60,6 +60,7 @@ static __thread struct guard *thread_guard_of_server; /* set per worker thread *
 static __thread struct server *thread_server;         /* the same thread's server */
 static __thread struct timeval thread_request_start;  /* of the request being handled */
 static __thread size_t thread_bytes_out;              /* body of the last answer sent */
+static __thread int thread_in_handler;                /* inside evhttp's request callback */
 /* the last answered request as the access log tells it, captured before
  * the answer (which may free the request) */
 static __thread struct accesslog_request thread_access;
@@ -81,6 +82,13 @@ void server_answer(struct evhttp_request *req, struct exchange *x, int status, c
 	struct metrics *metrics = x ? x->gen->metrics : s ? s->gen->metrics : NULL;
 	/* the request may be freed once answered */
 	size_t in = x ? x->bytes_in : evbuffer_get_length(evhttp_request_get_input_buffer(req));
+	/* an answer given later than the request's own callback (the endpoint's
+	 * answer came) is written at once; inside the callback evhttp must not
+	 * finish the request under its own feet */
+	struct evhttp_connection *evcon = x && !thread_in_handler
+						  ? evhttp_request_get_connection(req)
+						  : NULL;
+	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
 
 	guard_request_end(thread_guard_of_server, req);
 	thread_bytes_out = evbuffer_get_length(body);
@@ -106,6 +114,8 @@ void server_answer(struct evhttp_request *req, struct exchange *x, int status, c
 		return;
 	}
 	access_exchange(x, status, n);
+	if (bev)
+		upstream_bev_write_now(bev); /* may free req: nothing below uses it */
 	x->answered = 1;
 	exchange_release(x);
 }
@@ -920,7 +930,7 @@ static int source_refused(struct server *s, struct evhttp_request *req)
 	return 1;
 }
 
-static void handle_request(struct evhttp_request *req, void *arg)
+static void handle_request_in(struct evhttp_request *req, void *arg)
 {
 	struct server *s = arg;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
@@ -951,6 +961,13 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		return;
 	}
 	e->handler(s, req);
+}
+
+static void handle_request(struct evhttp_request *req, void *arg)
+{
+	thread_in_handler = 1;
+	handle_request_in(req, arg);
+	thread_in_handler = 0;
 }
 
 static int bind_listener(struct server *s, struct bridge_error *err)

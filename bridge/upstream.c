@@ -831,6 +831,28 @@ static void attempt_abort(struct upstream_request *r, enum upstream_outcome o, c
 	request_finish(r, o, 0);
 }
 
+int upstream_bev_write_now(struct bufferevent *bev)
+{
+	struct evbuffer *out = bufferevent_get_output(bev);
+	evutil_socket_t fd = bufferevent_getfd(bev);
+	bufferevent_data_cb writecb = NULL;
+	void *cbarg = NULL;
+	int e = errno, n;
+
+	if (fd < 0 || bufferevent_openssl_get_ssl(bev) || evbuffer_get_length(out) == 0)
+		return 0;
+	evbuffer_unfreeze(out, 1); /* the bufferevent keeps its front frozen */
+	n = evbuffer_write(out, fd);
+	evbuffer_freeze(out, 1);
+	errno = e;
+	if (n <= 0 || evbuffer_get_length(out) > 0)
+		return 0;
+	bufferevent_getcb(bev, NULL, &writecb, NULL, &cbarg);
+	if (writecb)
+		writecb(bev, cbarg);
+	return 1;
+}
+
 static void request_send(struct upstream_request *r)
 {
 	struct upstream_conn *c = r->conn;
@@ -873,7 +895,12 @@ static void request_send(struct upstream_request *r)
 			r->ereq = NULL;
 			attempt_abort(r, UPSTREAM_CONNECT_FAILED, "cannot start the request");
 		}
+		return;
 	}
+	/* a kept-alive connection (never while connecting) */
+	if (r->state == REQ_RUNNING && r->ereq == ereq && r->conn == c && c->established &&
+	    !c->closed)
+		upstream_bev_write_now(c->bev);
 	return;
 fail:
 	evhttp_request_free(ereq);

@@ -884,9 +884,12 @@ static void test_statuses(struct sink *s)
 	run_for(20);
 }
 
+#define BIG_BODY 900000
+
 static void test_keepalive(struct sink *s)
 {
 	struct upstream_limits lim;
+	char *big;
 	struct upstream_pool *p;
 	struct result res;
 	char url[128];
@@ -902,6 +905,20 @@ static void test_keepalive(struct sink *s)
 	is_int(good, 20, "20 sequential requests succeed");
 	is_int(s->n_requests, 20, "sink received 20 requests");
 	is_int(s->n_ports, 1, "all 20 went over one keep-alive connection");
+	/* a large body on the kept-alive connection, which gets the request
+	 * written without waiting for the loop: every byte arrives in order */
+	big = malloc(BIG_BODY);
+	for (i = 0; big && i < BIG_BODY; i++)
+		big[i] = (char)('a' + i % 26);
+	post(p, NULL, 0, big, big ? BIG_BODY : 0, 5000, &res);
+	ok(run_until(&res.calls, 1, 6000) && res.outcome == UPSTREAM_RESPONSE && res.status == 200,
+	   "a 900,000-byte body on the kept-alive connection is answered");
+	ok(big && s->body_len == sizeof(s->body) && memcmp(s->body, big, sizeof(s->body)) == 0,
+	   "  its first bytes arrived as sent");
+	free(big);
+	post_wait(p, "x", 2000, &res);
+	is_int(res.status, 200, "the connection serves the next request");
+	is_int(s->n_ports, 1, "  still the one connection");
 	upstream_pool_free(p);
 
 	/* The server says Connection: close: that connection is not reused. */

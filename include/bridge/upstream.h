@@ -39,6 +39,18 @@ struct upstream_url {
  * 256 bytes), else 0. */
 int upstream_header_name_valid(const char *s);
 
+struct bufferevent;
+
+/* What evhttp queued on a plain connection's bufferevent, written to the
+ * socket now instead of after a loop round for EPOLLOUT (and the epoll_ctl
+ * calls turning write interest on and off); when all of it is out, evhttp is
+ * told as the bufferevent would tell it (its write callback: the answer is
+ * read next, or the answered request freed).  Whatever the socket does not
+ * take at once, errors included, is left to the bufferevent.  Only outside
+ * evhttp's own callbacks, on a connection evhttp is not connecting.
+ * Returns 1 when everything went out. */
+int upstream_bev_write_now(struct bufferevent *bev);
+
 /* url with what a URL can carry as a credential masked, for logs, errors
  * and listings: a user-info password and every query value become "***"
  * (https://h/in?key=*** ); truncated to fit cap (always NUL-terminated). */
