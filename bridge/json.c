@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bridge/utf8.h"
+#include "strscan.h"
 
 /* Bytes that are never copied as they are: controls, quote, backslash (1).
  * DEL (2) and bytes >= 0x80 (4) depend on the flags. */
@@ -144,6 +145,22 @@ size_t json_escape_to(char *dst, size_t cap, const char *s, size_t n, unsigned f
 	if (ret_bad)
 		*ret_bad = bad;
 	return o;
+}
+
+char *json_put_quoted(char *p, const char *s, size_t n, unsigned flags)
+{
+	const unsigned char *q = (const unsigned char *)s, *end = q + n;
+	unsigned high = 0;
+
+	*p++ = '"';
+	for (;;) {
+		q = scan_copy(q, end, &p, &high);
+		if (q == end)
+			break;
+		p += escape_of(*q++, flags, p);
+	}
+	*p++ = '"';
+	return high && !utf8_valid(s, n) ? NULL : p;
 }
 
 bool buf_json_escaped(struct buf *b, const char *s, size_t n, unsigned flags)

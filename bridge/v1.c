@@ -23,6 +23,7 @@
 #include "bridge/siphash.h"
 #include "bridge/utf8.h"
 #include "bridge/v1.h"
+#include "strscan.h"
 
 void v1_limits_default(struct v1_limits *l)
 {
@@ -714,54 +715,6 @@ struct fast {
 	char *w; /* next free byte of the text region (see v1_parse_json_fast) */
 };
 
-#ifdef __SSE2__
-#include <emmintrin.h>
-
-#define SCAN_BLOCK 16
-
-/* Copy the 16 bytes at q to w; the index of the first that ends a run of
- * plain string content ('"', '\\', below 0x20), 16 if none; *high gets the
- * high bits of the bytes before it. */
-static inline size_t scan_block(const unsigned char *q, char *w, unsigned *high)
-{
-	__m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
-	__m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-						 _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
-				    _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v));
-	size_t i = (size_t)__builtin_ctz((unsigned)_mm_movemask_epi8(stop) | 0x10000u);
-
-	_mm_storeu_si128((__m128i *)(void *)w, v);
-	*high |= (unsigned)_mm_movemask_epi8(v) & ((1u << i) - 1);
-	return i;
-}
-#else
-#define SCAN_BLOCK 8
-#define ONES       0x0101010101010101ULL
-#define HIGHS      0x8080808080808080ULL
-
-/* scan_block of 8 bytes in a word: the borrows of the byte tests flag the
- * first such byte exactly, later ones maybe falsely. */
-static inline size_t scan_block(const unsigned char *q, char *w, unsigned *high)
-{
-	uint64_t x, m, qx, bx;
-	size_t i;
-
-	memcpy(&x, q, 8);
-	memcpy(w, q, 8);
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-	x = __builtin_bswap64(x);
-#endif
-	qx = x ^ (ONES * '"');
-	bx = x ^ (ONES * '\\');
-	m = (((qx - ONES) & ~qx) | ((bx - ONES) & ~bx) | ((x - ONES * 0x20) & ~x)) & HIGHS;
-	i = m ? (size_t)__builtin_ctzll(m) / 8 : 8;
-	if (i < 8)
-		x &= (1ULL << (8 * i)) - 1;
-	*high |= (x & HIGHS) != 0;
-	return i;
-}
-#endif
-
 static void fast_ws_run(struct fast *f)
 {
 	while (f->p < f->end && (*f->p == ' ' || *f->p == '\n' || *f->p == '\r' || *f->p == '\t'))
@@ -819,21 +772,9 @@ static int fast_string(struct fast *f, bool key, char **ret, size_t *ret_len)
 	size_t n;
 
 	for (;;) {
-		if (end - q >= SCAN_BLOCK) {
-			size_t i = scan_block(q, w, &high);
-
-			q += i;
-			w += i;
-			if (i == SCAN_BLOCK)
-				continue;
-		} else {
-			while (q < end && *q != '"' && *q != '\\' && *q >= 0x20) {
-				high |= *q & 0x80;
-				*w++ = (char)*q++;
-			}
-			if (q == end)
-				return -1;
-		}
+		q = scan_copy(q, end, &w, &high);
+		if (q == end)
+			return -1;
 		if (*q == '"')
 			break;
 		if (*q != '\\' || fast_escape(&q, end, &w) < 0)

@@ -4,6 +4,7 @@
  * as UTF-8 and escaped as yajl_gen escapes them.
  */
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,8 @@ const char *v2_target_list(void)
 
 enum w_status { W_OK, W_INVALID_UTF8, W_TOO_DEEP };
 
+#define W_ESC (JSON_ESC_YAJL | JSON_ESC_UPPER | JSON_ESC_STRICT)
+
 struct writer {
 	enum w_status st;  /* first failure, sticky */
 	const char *where; /* key being written when it failed */
@@ -129,8 +132,7 @@ static void w_fail(struct writer *w, enum w_status st, const char *where)
 
 static void w_string(struct writer *w, const char *s, size_t len, const char *where)
 {
-	if (!buf_json_quoted(&w->out, s, len, JSON_ESC_YAJL | JSON_ESC_UPPER | JSON_ESC_STRICT) &&
-	    !w->out.failed)
+	if (!buf_json_quoted(&w->out, s, len, W_ESC) && !w->out.failed)
 		w_fail(w, W_INVALID_UTF8, where);
 }
 
@@ -146,13 +148,80 @@ static void w_sep(struct writer *w)
 	w->need_comma[w->depth] = true;
 }
 
-/* Keys are this file's own ASCII literals: nothing in them to escape. */
-static int w_key(struct writer *w, const char *k)
+/*
+ * The hot path: room for a whole piece reserved with one check, then
+ * written with no check per byte.  NULL when the piece may not fit under the
+ * ceiling (or the buffer failed, or a key waits for its value): the exact
+ * path, one append at a time, then writes it and fails as the ceiling says.
+ */
+static char *w_room(struct writer *w, size_t n)
 {
-	w_sep(w);
-	w_raw(w, "\"", 1);
-	w_raw(w, k, strlen(k));
-	w_raw(w, "\":", 2);
+	struct buf *b = &w->out;
+
+	if (b->failed || w->after_key || n > b->max - b->len)
+		return NULL;
+	if (n >= b->cap - b->len && !buf_reserve(b, n))
+		return NULL;
+	return b->s + b->len;
+}
+
+/* The content now ends at p (inside the reserved room). */
+static void w_end(struct writer *w, char *p)
+{
+	w->out.len = (size_t)(p - w->out.s);
+	*p = '\0';
+}
+
+/* w_sep at p, in reserved room, when no key waits (w_room made sure). */
+static char *w_comma(struct writer *w, char *p)
+{
+	if (w->need_comma[w->depth])
+		*p++ = ',';
+	w->need_comma[w->depth] = true;
+	return p;
+}
+
+/* n bytes from s at p (in reserved room); the end.  Keys and numbers are
+ * short: two overlapping word moves instead of a call. */
+static inline char *w_copy(char *p, const char *s, size_t n)
+{
+	uint64_t a, b;
+	uint32_t c, d;
+
+	if (n > 16) {
+		memcpy(p, s, n);
+	} else if (n >= 8) {
+		memcpy(&a, s, 8);
+		memcpy(&b, s + n - 8, 8);
+		memcpy(p, &a, 8);
+		memcpy(p + n - 8, &b, 8);
+	} else if (n >= 4) {
+		memcpy(&c, s, 4);
+		memcpy(&d, s + n - 4, 4);
+		memcpy(p, &c, 4);
+		memcpy(p + n - 4, &d, 4);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			p[i] = s[i];
+	}
+	return p + n;
+}
+
+/* A key as written, "k": with its quotes and colon, and its length, from the
+ * literal k: keys are this file's own ASCII literals, nothing to escape. */
+#define QK(k) "\"" k "\":", sizeof(k) + 2
+
+static int w_key(struct writer *w, const char *qk, size_t qklen)
+{
+	char *p = w_room(w, qklen + 1);
+
+	if (p) {
+		p = w_comma(w, p);
+		w_end(w, w_copy(p, qk, qklen));
+	} else {
+		w_sep(w);
+		w_raw(w, qk, qklen);
+	}
 	w->after_key = true;
 	return w->st == W_OK ? 0 : -1;
 }
@@ -180,9 +249,21 @@ static int w_val(struct writer *w, const struct v2_val *v, const char *where)
 	return w->st == W_OK ? 0 : -1;
 }
 
-static int w_push(struct writer *w, const char *k, const char *open)
+/* Open { or [ (open), as the member k (qk, qklen: QK(k)) unless k is NULL. */
+static int w_push(struct writer *w, const char *k, const char *qk, size_t qklen, const char *open)
 {
-	if (k && w_key(w, k) < 0)
+	char *p;
+
+	if (w->st == W_OK && w->depth < W_MAX_DEPTH && (p = w_room(w, qklen + 2))) {
+		p = w_comma(w, p);
+		if (k)
+			p = w_copy(p, qk, qklen);
+		*p++ = *open;
+		w_end(w, p);
+		w->need_comma[++w->depth] = false;
+		return 0;
+	}
+	if (k && w_key(w, qk, qklen) < 0)
 		return -1;
 	w_sep(w);
 	if (w->depth >= W_MAX_DEPTH) {
@@ -202,18 +283,50 @@ static int w_pop(struct writer *w, const char *close)
 	return w->st == W_OK ? 0 : -1;
 }
 
-static int w_member(struct writer *w, const char *k, const struct v2_val *v)
+/* A member: a comma, "k": and the value, escaped into room reserved once
+ * (6 bytes a byte at most, the quotes, "false"). */
+static int w_member_q(struct writer *w, const char *k, const char *qk, size_t qklen,
+		      const struct v2_val *v)
 {
+	char *p;
+
 	if (v->kind == V2_ABSENT)
 		return 0;
-	if (w_key(w, k) < 0)
-		return -1;
-	return w_val(w, v, k);
+	if (w->st != W_OK)
+		return -1; /* the document is an error already */
+	if (v->len > SIZE_MAX / 8 || !(p = w_room(w, 1 + qklen + JSON_QUOTED_MAX(v->len) + 5))) {
+		if (w_key(w, qk, qklen) < 0)
+			return -1;
+		return w_val(w, v, k);
+	}
+	p = w_comma(w, p);
+	p = w_copy(p, qk, qklen);
+	switch (v->kind) {
+	case V2_STRING:
+		if (!(p = json_put_quoted(p, v->s, v->len, W_ESC))) {
+			w->out.s[w->out.len] = '\0';
+			w_fail(w, W_INVALID_UTF8, k);
+			return -1;
+		}
+		break;
+	case V2_NUMBER: p = w_copy(p, v->s, v->len); break; /* exact text, never a double */
+	case V2_BOOL:
+		if (v->s && v->s[0] == 't')
+			p = (char *)memcpy(p, "true", 4) + 4;
+		else
+			p = (char *)memcpy(p, "false", 5) + 5;
+		break;
+	case V2_ABSENT: break;
+	}
+	w_end(w, p);
+	return 0;
 }
 
-static int w_open(struct writer *w, const char *k)
+#define w_member(w, k, v) w_member_q(w, k, QK(k), v)
+
+static int w_open(struct writer *w, const char *k, const char *qk, size_t qklen)
 {
-	return w_push(w, k, "{");
+	return w_push(w, k, qk, qklen, "{");
 }
 
 static int w_close(struct writer *w)
@@ -221,10 +334,15 @@ static int w_close(struct writer *w)
 	return w_pop(w, "}");
 }
 
-static int w_aopen(struct writer *w, const char *k)
+static int w_aopen(struct writer *w, const char *k, const char *qk, size_t qklen)
 {
-	return w_push(w, k, "[");
+	return w_push(w, k, qk, qklen, "[");
 }
+
+/* Opening a member k (a literal), or an anonymous element. */
+#define W_OPEN(w, k)  w_open(w, k, QK(k))
+#define W_OPEN0(w)    w_open(w, NULL, NULL, 0)
+#define W_AOPEN(w, k) w_aopen(w, k, QK(k))
 
 static int w_aclose(struct writer *w)
 {
@@ -245,14 +363,14 @@ static void w_themes(struct writer *w, const struct v2_val *s)
 {
 	int i;
 
-	w_aopen(w, "themes");
+	W_AOPEN(w, "themes");
 	for (i = 0; i < V2_MAX_THEMES; i++) {
 		const struct v2_val *code = &s[V2_F_THEMES + 2 * i];
 		const struct v2_val *desc = &s[V2_F_THEMES + 2 * i + 1];
 
 		if (code->kind == V2_ABSENT && desc->kind == V2_ABSENT)
 			continue;
-		w_open(w, NULL);
+		W_OPEN0(w);
 		w_member(w, "code", code);
 		w_member(w, "description", desc);
 		w_close(w);
@@ -263,19 +381,19 @@ static void w_themes(struct writer *w, const struct v2_val *s)
 static void w_campaign(struct writer *w, const struct v2_val *s)
 {
 	/* themes is always written, so campaign is never empty. */
-	w_open(w, "campaign");
+	W_OPEN(w, "campaign");
 	w_member(w, "id", &s[V2_F_CAMPAIGN_ID]);
 	w_member(w, "name", &s[V2_F_CAMPAIGN_NAME]);
 	w_member(w, "type", &s[V2_F_CAMPAIGN_TYPE]);
 	w_themes(w, s);
 	if (any_present(s, V2_F_CHANNEL_UUID, V2_F_THEMES)) {
-		w_open(w, "channel");
+		W_OPEN(w, "channel");
 		w_member(w, "uuid", &s[V2_F_CHANNEL_UUID]);
 		w_member(w, "publishType", &s[V2_F_CHANNEL_PUBLISH_TYPE]);
 		w_member(w, "dateStart", &s[V2_F_CHANNEL_DATE_START]);
 		w_member(w, "dateEnd", &s[V2_F_CHANNEL_DATE_END]);
 		if (any_present(s, V2_F_WEBSITE_ID, V2_F_THEMES)) {
-			w_open(w, "website");
+			W_OPEN(w, "website");
 			w_member(w, "id", &s[V2_F_WEBSITE_ID]);
 			w_member(w, "name", &s[V2_F_WEBSITE_NAME]);
 			w_member(w, "domain", &s[V2_F_WEBSITE_DOMAIN]);
@@ -291,16 +409,16 @@ static void w_responses(struct writer *w, const struct v2_entry *e)
 {
 	size_t i;
 
-	w_aopen(w, "responses");
+	W_AOPEN(w, "responses");
 	for (i = 0; i < e->n_responses; i++) {
 		const struct v2_response *r = &e->responses[i];
 
-		w_open(w, NULL);
+		W_OPEN0(w);
 		w_member(w, "label", &r->label);
 		w_member(w, "value", &r->value);
 		if (r->file_path.kind != V2_ABSENT || r->file_name.kind != V2_ABSENT ||
 		    r->file_type.kind != V2_ABSENT) {
-			w_open(w, "file");
+			W_OPEN(w, "file");
 			w_member(w, "path", &r->file_path);
 			w_member(w, "name", &r->file_name);
 			w_member(w, "type", &r->file_type);
@@ -317,17 +435,17 @@ static void w_categories(struct writer *w, const struct v2_entry *e)
 {
 	size_t i;
 
-	w_aopen(w, "categories");
+	W_AOPEN(w, "categories");
 	for (i = 0; i < e->n_categories; i++) {
 		const struct v2_category *c = &e->categories[i];
 
-		w_open(w, NULL);
+		W_OPEN0(w);
 		w_member(w, "id", &c->id);
 		w_member(w, "label", &c->label);
 		w_member(w, "technicalName", &c->technical_name);
 		if (c->parent.id.kind != V2_ABSENT || c->parent.label.kind != V2_ABSENT ||
 		    c->parent.technical_name.kind != V2_ABSENT) {
-			w_open(w, "parent");
+			W_OPEN(w, "parent");
 			w_member(w, "id", &c->parent.id);
 			w_member(w, "label", &c->parent.label);
 			w_member(w, "technicalName", &c->parent.technical_name);
@@ -340,14 +458,19 @@ static void w_categories(struct writer *w, const struct v2_entry *e)
 
 static void w_section(struct writer *w, const struct v2_doc *d, enum v2_section sec)
 {
-	static const char *const names[V2_N_SECTIONS] = { "form", "optins", "questionnaire" };
+	static const struct {
+		const char *k, *qk;
+		size_t qklen;
+	} names[V2_N_SECTIONS] = { { "form", QK("form") },
+				   { "optins", QK("optins") },
+				   { "questionnaire", QK("questionnaire") } };
 	size_t i;
 
-	w_aopen(w, names[sec]);
+	w_aopen(w, names[sec].k, names[sec].qk, names[sec].qklen);
 	for (i = 0; i < d->n_entries[sec]; i++) {
 		const struct v2_entry *e = &d->entries[sec][i];
 
-		w_open(w, NULL);
+		W_OPEN0(w);
 		w_member(w, "id", &e->id);
 		w_member(w, "label", &e->label);
 		switch (sec) {
@@ -391,7 +514,7 @@ int v2_doc_write(const struct v2_doc *d, size_t max_len, char **ret, size_t *ret
 		goto out;
 	}
 
-	w_open(&w, NULL);
+	W_OPEN0(&w);
 	w_member(&w, "id", &s[V2_F_ID]);
 	w_member(&w, "ip", &s[V2_F_IP]);
 	w_member(&w, "url", &s[V2_F_URL]);
@@ -399,7 +522,7 @@ int v2_doc_write(const struct v2_doc *d, size_t max_len, char **ret, size_t *ret
 	w_member(&w, "completedAt", &s[V2_F_COMPLETED_AT]);
 	w_member(&w, "state", &s[V2_F_STATE]);
 	if (any_present(s, V2_F_BROWSER_DEVICE, V2_F_CAMPAIGN_ID)) {
-		w_open(&w, "browser");
+		W_OPEN(&w, "browser");
 		w_member(&w, "device", &s[V2_F_BROWSER_DEVICE]);
 		w_member(&w, "userAgent", &s[V2_F_BROWSER_USER_AGENT]);
 		w_close(&w);

@@ -151,6 +151,66 @@ static void test_escape(void)
 	buf_free(&b);
 }
 
+/* json_put_quoted writes what buf_json_quoted writes with the same flags,
+ * within JSON_QUOTED_MAX: random strings of every length around the block
+ * sizes, in buffers of their exact size (sanitizers see any overrun). */
+static void test_put_quoted(void)
+{
+	/* whole pieces: escapes, UTF-8 sequences, then ill-formed ones (rarer) */
+	static const char *const piece[] = {
+		"\"",   "\\",       "\n",           "\r",           "\t",
+		"\b",   "\f",       "\x01",         "\x1f",         "\x7f",
+		"/",    " ",        "\xc3\xa9",     "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+		"\xff", "\xc0\x80", "\xed\xa0\x80",
+	};
+	static const unsigned flags[] = { JSON_ESC_YAJL | JSON_ESC_UPPER | JSON_ESC_STRICT,
+					  JSON_ESC_STRICT, JSON_ESC_NRT | JSON_ESC_STRICT };
+	unsigned long long rng = 0x9E3779B97F4A7C15ULL;
+	int same = 0, refused = 0, cases = 0;
+
+	for (int i = 0; i < 20000; i++) {
+		size_t want_n = (size_t)(i % 70), n = 0;
+		unsigned f = flags[i % 3];
+		char *s = malloc(want_n + 4), *out, *end;
+		struct buf b = BUF_INIT(SIZE_MAX);
+		bool want;
+
+		while (n < want_n) {
+			unsigned r;
+
+			rng ^= rng << 13;
+			rng ^= rng >> 7;
+			rng ^= rng << 17;
+			r = (unsigned)(rng >> 32) % 400;
+			if (r >= 60) { /* mostly plain bytes, so runs cross whole blocks */
+				s[n++] = (char)('c' + r % 20);
+			} else {
+				const char *p = piece[r < 3 ? 15 + r : r % 15];
+
+				memcpy(s + n, p, strlen(p));
+				n += strlen(p);
+			}
+		}
+		s = realloc(s, n ? n : 1); /* exactly n bytes: over-reads show */
+		out = malloc(JSON_QUOTED_MAX(n));
+		want = buf_json_quoted(&b, s, n, f);
+		end = json_put_quoted(out, s, n, f);
+		cases++;
+		refused += !want;
+		if (!want && !end)
+			same++;
+		else if (want && end && (size_t)(end - out) == b.len &&
+			 memcmp(out, b.s, b.len) == 0)
+			same++;
+		buf_free(&b);
+		free(out);
+		free(s);
+	}
+	printf("# json_put_quoted: %d strings, %d not UTF-8\n", cases, refused);
+	is_int(same, cases, "json_put_quoted: the bytes of buf_json_quoted, 20000 strings");
+	ok(refused > 100 && refused < cases - 100, "json_put_quoted: both outcomes reached");
+}
+
 static void test_utf8(void)
 {
 	static const struct {
@@ -271,6 +331,7 @@ int main(void)
 	test_read_file();
 	test_grow();
 	test_escape();
+	test_put_quoted();
 	test_utf8();
 	test_siphash();
 	test_arena();

@@ -51,6 +51,17 @@ bool buf_json_escaped(struct buf *b, const char *s, size_t n, unsigned flags);
 /* Between quotes. */
 bool buf_json_quoted(struct buf *b, const char *s, size_t n, unsigned flags);
 
+/*
+ * The writers' hot step: "s" (n bytes) quoted at p, which has room for
+ * JSON_QUOTED_MAX(n) bytes (6 a byte, the quotes, a block copy's overrun),
+ * with the escapes flags asks for, UTF-8 checked as JSON_ESC_STRICT does and
+ * DEL copied: the bytes buf_json_quoted writes with those flags.  Returns the
+ * end of what it wrote (no NUL), or NULL when s is not UTF-8.  Any of the room
+ * may be written.
+ */
+char *json_put_quoted(char *p, const char *s, size_t n, unsigned flags);
+#define JSON_QUOTED_MAX(n) (6 * (n) + 2 + 16)
+
 /* "s" quoted onto f; 0, or -1 when out of memory or f failed. */
 int json_fput_quoted(FILE *f, const char *s, size_t n, unsigned flags);
 
