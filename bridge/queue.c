@@ -681,28 +681,38 @@ static int row_unfit(const struct store_row *row, char *why, size_t cap)
 static void lane_fill(struct queue *q, struct lane *l, int64_t now)
 {
 	int free_slots = q->cfg.per_endpoint_concurrency - l->in_flight, started = 0;
-	size_t max = (size_t)free_slots + (size_t)l->n_attempts, n = 0;
+	size_t max = (size_t)free_slots, n = 0, n_skip = 0;
 	int64_t max_age_ms = (int64_t)q->cfg.max_age_s * 1000;
 	struct store_row *rows;
 	struct bridge_error err;
+	int64_t *skip;
 
 	if (free_slots <= 0 || atomic_load(&q->outcomes_failing))
 		return;
-	if (q->shared) {
-		/* a claim is a lease: take only what starts now */
-		if (now < q->store_pause_until)
-			return;
-		max = (size_t)free_slots;
-	}
-	rows = calloc(max, sizeof(*rows));
-	if (!rows)
+	/* a claim is a lease: take only what starts now */
+	if (q->shared && now < q->store_pause_until)
 		return;
+	rows = calloc(max, sizeof(*rows));
+	/* this lane's attempts (under way, or settled and not stored yet) are still
+	 * pending rows: passed over unread */
+	skip = calloc((size_t)l->n_attempts + 1, sizeof(*skip));
+	if (!rows || !skip) {
+		free(rows);
+		free(skip);
+		return;
+	}
+	for (struct attempt *a = LIST_FIRST(&l->attempts); a && n_skip < (size_t)l->n_attempts;
+	     a = LIST_NEXT(a, link))
+		skip[n_skip++] = a->id;
 	bridge_error_clear(&err);
-	if (store_due(q->store, l->endpoint, l->ca_file, now, rows, max, &n, &err) < 0) {
+	if (store_due_except(q->store, l->endpoint, l->ca_file, now, skip, n_skip, rows, max, &n,
+			     &err) < 0) {
 		store_trouble(q, err.message);
 		free(rows);
+		free(skip);
 		return;
 	}
+	free(skip);
 	for (size_t i = 0; i < n; i++) {
 		char why[QUEUE_REASON_MAX];
 		int unfit;

@@ -116,6 +116,8 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_RETRY_PENDING] = "UPDATE deliveries SET next_attempt_ms = ?2"
 			     " WHERE id = ?1 AND status = 0",
 	[ST_PURGE_ID] = "DELETE FROM deliveries WHERE id = ?1",
+	[ST_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+	[ST_SYNC_FULL] = "PRAGMA synchronous = FULL",
 	[ST_DATA_VERSION] = "PRAGMA data_version",
 	[ST_PROBE] = "INSERT OR REPLACE INTO store_probe (k, at_ms) VALUES (1, ?1)",
 	/* the probe of a post's size: the pad takes at_ms's place (nobody reads
@@ -189,8 +191,21 @@ static int exec_id(struct store *s, enum stmt_id id, struct bridge_error *err, c
 	return st ? store_step_done(s, st, err, what) : -1;
 }
 
+/* Back to synchronous=FULL, which every write but an outcome's relies on. */
+static int sync_full(struct store *s, struct bridge_error *err)
+{
+	if (exec_id(s, ST_SYNC_FULL, err, "cannot set synchronous = FULL") < 0) {
+		s->sync_relaxed = 1;
+		return -1;
+	}
+	s->sync_relaxed = 0;
+	return 0;
+}
+
 int store_tx_begin(struct store *s, struct bridge_error *err)
 {
+	if (s->sync_relaxed && sync_full(s, err) < 0)
+		return -1;
 	return exec_id(s, ST_BEGIN, err, "cannot start a transaction");
 }
 
@@ -232,6 +247,14 @@ static void digest_field(EVP_MD_CTX *ctx, const void *p, size_t n)
 /* SHA-256 over what an attempt sends and where: each field with its length
  * in front, so that no two different rows share an encoding.  0 or -1 (out
  * of memory). */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 int store_row_checksum(const char *endpoint, const char *ca_file, int timeout_ms,
 		       const char *delivery_id, const char *headers, const void *body, size_t len,
 		       unsigned char out[STORE_CHECKSUM_LEN])
@@ -242,10 +265,15 @@ int store_row_checksum(const char *endpoint, const char *ca_file, int timeout_ms
 	unsigned int n = 0;
 	int ok;
 
-	if (!ctx)
+	/* fetched once: EVP_sha256() makes OpenSSL 3 look the digest up in its
+	 * providers again on every init, a cost the size of hashing the row */
+	pthread_once(&sha256_once, sha256_fetch);
+	if (!ctx || !sha256_md) {
+		EVP_MD_CTX_free(ctx);
 		return -1;
+	}
 	snprintf(timeout, sizeof(timeout), "%d", timeout_ms);
-	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+	ok = EVP_DigestInit_ex(ctx, sha256_md, NULL) == 1;
 	if (ok) {
 		digest_field(ctx, tag, sizeof(tag) - 1);
 		digest_field(ctx, endpoint, strlen(endpoint));
@@ -1069,6 +1097,21 @@ void store_lanes_free(struct store_lane *l, size_t n)
 int store_due(struct store *s, const char *endpoint, const char *ca_file, int64_t now_ms,
 	      struct store_row *rows, size_t max, size_t *ret_n, struct bridge_error *err)
 {
+	return store_due_except(s, endpoint, ca_file, now_ms, NULL, 0, rows, max, ret_n, err);
+}
+
+static int id_in(const int64_t *ids, size_t n, int64_t id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] == id)
+			return 1;
+	return 0;
+}
+
+int store_due_except(struct store *s, const char *endpoint, const char *ca_file, int64_t now_ms,
+		     const int64_t *skip, size_t n_skip, struct store_row *rows, size_t max,
+		     size_t *ret_n, struct bridge_error *err)
+{
 	if (s->pg)
 		return store_pg_due(s->pg, endpoint, ca_file, now_ms, rows, max, ret_n, err);
 	sqlite3_stmt *st;
@@ -1087,8 +1130,10 @@ int store_due(struct store *s, const char *endpoint, const char *ca_file, int64_
 	sqlite3_bind_text(st, 1, endpoint, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, nz(ca_file), -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, now_ms);
-	sqlite3_bind_int64(st, 4, (sqlite3_int64)max);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)(max + n_skip));
 	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n_skip && id_in(skip, n_skip, sqlite3_column_int64(st, 0)))
+			continue;
 		if (store_row_read(st, &rows[n]) < 0) {
 			rc = SQLITE_NOMEM;
 			break;
@@ -1243,17 +1288,27 @@ int store_apply(struct store *s, const struct store_outcome *o, size_t n, struct
 	if (n == 0)
 		return 0;
 	pthread_mutex_lock(&s->mu);
-	if (n > 1 && store_tx_begin(s, err) < 0)
+	/* Outcomes commit without their own WAL sync: the next insert's commit
+	 * (synchronous=FULL) syncs the WAL and every frame before it.  A power
+	 * loss in between can only make a row pending again, so it is sent once
+	 * more (the receiver already dedups by delivery id); the WAL keeps the
+	 * commits in order, so a participation's line is never reordered. */
+	s->sync_relaxed = 1;
+	if (exec_id(s, ST_SYNC_NORMAL, err, "cannot set synchronous = NORMAL") < 0)
+		goto fail;
+	if (n > 1 && exec_id(s, ST_BEGIN, err, "cannot start a transaction") < 0)
 		goto fail;
 	for (i = 0; i < n; i++)
 		if (outcome_run(s, &o[i], err) < 0)
 			goto fail;
 	if (n > 1 && store_tx_commit(s, err) < 0)
 		goto fail;
+	sync_full(s, NULL);
 	pthread_mutex_unlock(&s->mu);
 	return 0;
 fail:
 	store_tx_abort(s);
+	sync_full(s, NULL);
 	pthread_mutex_unlock(&s->mu);
 	return -1;
 }

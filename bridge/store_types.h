@@ -51,6 +51,8 @@ enum stmt_id {
 	ST_DATA_VERSION,
 	ST_PROBE,
 	ST_PROBE_PAD,
+	ST_SYNC_NORMAL,
+	ST_SYNC_FULL,
 	ST_N
 };
 
@@ -61,6 +63,7 @@ struct store {
 	char *path;
 	sqlite3_stmt *st[ST_N];
 	int64_t data_version;
+	int sync_relaxed; /* synchronous=NORMAL left set: the next transaction restores FULL */
 };
 
 /* "queue store PATH: what: SQLite's message (a hint)" into err; -1. */

@@ -194,6 +194,27 @@ static void test_rows(void)
 		ok(rows[i].id != 3, "P1/COMPLETED waits behind P1/INCOMPLETE");
 	rows_clear(rows, n);
 	is_int(due(s, "http://other/", now, rows, 8), 0, "another lane has nothing");
+	{
+		/* the attempts under way are passed over, and do not count towards max */
+		static const int64_t skip[] = { 1, 99 };
+
+		n = 0;
+		ok(store_due_except(s, "http://127.0.0.1:9/hook", "", now, skip, 2, rows, 2, &n,
+				    &err) == 0,
+		   "due, passing over ids 1 and 99");
+		is_int(n, 2, "max rows still filled with skipped ones in front");
+		ok(n == 2 && rows[0].id == 2 && rows[1].id != 1 && rows[1].id != 3,
+		   "skipped row 1 not returned, 3 still waits behind it");
+		ok(n == 2 && rows[0].integrity == STORE_ROW_INTACT &&
+			   rows[1].integrity == STORE_ROW_INTACT,
+		   "rows read after the skip are checked");
+		rows_clear(rows, n);
+		n = 9;
+		ok(store_due_except(s, "http://127.0.0.1:9/hook", "", now, skip, 2, rows, 0, &n,
+				    &err) == 0 &&
+			   n == 0,
+		   "max 0: nothing read");
+	}
 
 	/* a failed attempt pushes the head back; the line waits with it */
 	ok(store_failed(s, 1, 0, now, now + 5000, 500, "HTTP 500", &err) == 0, "failed recorded");

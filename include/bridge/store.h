@@ -190,6 +190,14 @@ void store_lanes_free(struct store_lane *l, size_t n);
  * most max.  rows must have room for max; *ret_n rows are filled. */
 int store_due(struct store *s, const char *endpoint, const char *ca_file, int64_t now_ms,
 	      struct store_row *rows, size_t max, size_t *ret_n, struct bridge_error *err);
+/* The same, passing over the rows whose id is in skip (n_skip of them: the
+ * attempts under way, which stay pending on SQLite until their outcome is
+ * stored) before reading them, so they neither count towards max nor cost a
+ * read and a checksum.  A shared store's claims never return a row leased to
+ * anyone, so skip changes nothing there. */
+int store_due_except(struct store *s, const char *endpoint, const char *ca_file, int64_t now_ms,
+		     const int64_t *skip, size_t n_skip, struct store_row *rows, size_t max,
+		     size_t *ret_n, struct bridge_error *err);
 
 /* Earliest next_attempt_ms > after_ms among the lane's pending rows; 0 when
  * none. */
