@@ -495,8 +495,19 @@ static const char *mime_lookup(const struct mapping *m, const char *name, size_t
  * the name the type is guessed from, the others have no place in a URL. */
 static long first_control(const char *s, size_t len)
 {
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7F)
+	const unsigned char *u = (const unsigned char *)s;
+	const uint64_t ones = 0x0101010101010101ULL;
+	size_t i = 0;
+
+	/* 8 bytes at a time while none is one (the tests are exact on ASCII) */
+	for (; i + 8 <= len; i += 8) {
+		uint64_t x = load_le64(u + i), d = x ^ (ones * 0x7F);
+
+		if ((((x - ones * 0x20) & ~x) | ((d - ones) & ~d)) & (ones * 0x80))
+			break;
+	}
+	for (; i < len; i++)
+		if (u[i] < 0x20 || u[i] == 0x7F)
 			return (long)i;
 	return -1;
 }
@@ -507,18 +518,15 @@ static long first_control(const char *s, size_t len)
 static void file_response(const struct mapping *m, const char *s, size_t len,
 			  struct v2_response *resp)
 {
-	size_t end = len, start = 0, path_start = 0;
-	const char *type;
+	const char *query = memchr(s, '?', len);
+	const char *frag = memchr(s, '#', query ? (size_t)(query - s) : len);
+	size_t end = frag ? (size_t)(frag - s) : query ? (size_t)(query - s) : len;
+	size_t start = 0, path_start = 0;
+	const char *type, *slash;
 
 	resp->file_path.kind = V2_STRING;
 	resp->file_path.s = s;
 	resp->file_path.len = len;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] == '?' || s[i] == '#') {
-			end = i;
-			break;
-		}
-	}
 	/* "//host/path" (protocol-relative) starts with an authority too. */
 	for (size_t i = 0; i + 2 < end || (i == 0 && end == 2); i++) {
 		if (i == 0 && s[0] == '/' && s[1] == '/') {
@@ -537,10 +545,8 @@ static void file_response(const struct mapping *m, const char *s, size_t len,
 		if (s[i] == '/')
 			break;
 	}
-	start = path_start;
-	for (size_t i = path_start; i < end; i++)
-		if (s[i] == '/')
-			start = i + 1;
+	slash = memrchr(s + path_start, '/', end - path_start);
+	start = slash ? (size_t)(slash - s) + 1 : path_start;
 	if (start < end) {
 		resp->file_name.kind = V2_STRING;
 		resp->file_name.s = s + start;

@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "wordload.h"
+
 static uint64_t rotl64(uint64_t x, int b)
 {
 	return (x << b) | (x >> (64 - b));
@@ -45,16 +47,13 @@ static inline __attribute__((always_inline)) uint64_t sip(const struct siphash_k
 	int r;
 
 	for (; i + 8 <= len; i += 8) {
-		m = 0;
-		for (int k = 7; k >= 0; k--)
-			m = m << 8 | p[i + (size_t)k];
+		m = load_le64(p + i);
 		v3 ^= m;
 		for (r = 0; r < c; r++)
 			SIPROUND;
 		v0 ^= m;
 	}
-	for (int k = (int)(len - i) - 1; k >= 0; k--)
-		b |= (uint64_t)p[i + (size_t)k] << (8 * k);
+	b |= load_tail64(p + i, len - i);
 	v3 ^= b;
 	for (r = 0; r < c; r++)
 		SIPROUND;

@@ -4,8 +4,8 @@
 A module is NAME: include/bridge/NAME.h and bridge/NAME.c when they are
 there, bridge/NAME_*.c (but NAME_cmd.c, a command of its own) and the
 private bridge/NAME_types.h; the same within bridge/cmd/.  Three floors:
-  base      buf, arena, json, utf8, siphash, clock, diag, strscan: include no
-            other module of a higher floor;
+  base      buf, arena, json, utf8, siphash, clock, diag, strscan, wordload:
+            include no other module of a higher floor;
   library   everything else of include/bridge/ and bridge/ (the core);
   commands  everything of bridge/cmd/: the files that define a cmd_* entry
             point, main.c (the command table), cli (their shared option
@@ -23,7 +23,7 @@ import re
 import sys
 
 ROOT = os.environ.get("BRIDGE_SOURCE_ROOT") or os.path.join(os.path.dirname(__file__), "..")
-BASE = {"buf", "arena", "json", "utf8", "siphash", "clock", "diag", "strscan"}
+BASE = {"buf", "arena", "json", "utf8", "siphash", "clock", "diag", "strscan", "wordload"}
 CMD_DIR = os.path.join("bridge", "cmd")
 # A command module's name: "cmd/" and its stem, apart from the library's.
 CMD = "cmd/"

@@ -566,6 +566,22 @@ static void test_variables(void)
 		  "{\"variable\":\"lang\",\"responses\":[{\"value\":\"fr\"}]}]," OPT_TOS
 		  ",\"questionnaire\":[]}",
 		  "file uploads: name, configured MIME types, default type, empty skipped");
+	/* the first control byte is found at any offset, past whole words too,
+	 * and UTF-8 is not one */
+	for (size_t at = 0; at < 24; at += 5) {
+		char body[160], want[160], name[64];
+
+		snprintf(body, sizeof(body),
+			 "{\"terms\":1,\"cv_url\":\"%.*s\\u007f\xc3\xa9/x\\u0001y\"}", (int)at,
+			 "https://files.example.com/");
+		snprintf(want, sizeof(want),
+			 "ERR: v1 key 'cv_url': upload URL has control character 0x7F at byte %zu",
+			 at);
+		snprintf(name, sizeof(name), "upload URL: DEL at byte %zu", at);
+		got = map_flags(m, body, 0, NULL, &e);
+		is_str(got, want, name);
+		free(got);
+	}
 
 	check_map(m, "{\"terms\":1,\"hobbies\":\" chess ; go;;\\u00e9checs \",\"language\":null}",
 		  "{" NO_CAMPAIGN "\"form\":[{\"variable\":\"hobbies\",\"responses\":[{\"value\":"
