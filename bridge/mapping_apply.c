@@ -137,11 +137,11 @@ static int not_an_integer(struct apply *a, const char *file, int line, const cha
 }
 
 
-static void trace_add(struct apply *a, const char *from_key, const char *file, int line,
-		      const char *what, const char *path_fmt, ...)
+static void trace_entry(struct apply *a, const char *from_key, const char *file, int line,
+			const char *what, const char *path_fmt, ...)
 	__attribute__((format(printf, 6, 7)));
-static void trace_add(struct apply *a, const char *from_key, const char *file, int line,
-		      const char *what, const char *path_fmt, ...)
+static void trace_entry(struct apply *a, const char *from_key, const char *file, int line,
+			const char *what, const char *path_fmt, ...)
 {
 	struct mapping_result *r = a->res;
 	struct mapping_trace *t;
@@ -169,6 +169,14 @@ static void trace_add(struct apply *a, const char *from_key, const char *file, i
 	if (!t->path || !t->what || (from_key && !t->from_key))
 		a->oom = true;
 }
+
+/* Tracing is off on the hot path: the flag is tested before the call (and
+ * its varargs) is made. */
+#define trace_add(a, ...)                              \
+	do {                                           \
+		if ((a)->flags & MAPPING_TRACE)        \
+			trace_entry((a), __VA_ARGS__); \
+	} while (0)
 
 static const char *conv_what(enum conv c)
 {
