@@ -30,6 +30,7 @@ struct slot {
 	long long request_start; /* ms, 0 when no request is being read */
 	int in_handler;          /* the handler has the request */
 	int head_checked;        /* the current request's head passed reqhead_check */
+	unsigned long made;      /* thread_made when bev and ino were last checked */
 	int refused;             /* answered from here: all further input is dropped */
 	int used;
 };
@@ -51,6 +52,8 @@ struct guard {
 /* evbuffer callbacks carry one pointer; the bufferevent is that pointer and
  * the worker's guard comes from here (one guard per worker thread). */
 static __thread struct guard *thread_guard;
+/* bufferevents made on this thread: a new one may take a freed one's address */
+static __thread unsigned long thread_made;
 
 static ino_t socket_ino(int fd)
 {
@@ -212,15 +215,20 @@ static void input_cb(struct evbuffer *in, const struct evbuffer_cb_info *info, v
 	if (!s)
 		return;
 	/* a closed connection may leave the same fd and even the same buffer
-	 * address to a new one: the socket's inode tells them apart */
-	ino = socket_ino(fd);
-	if (!s->used || s->bev != bev || s->ino != ino) {
-		if (s->used)
-			slot_release(g, s); /* the fd's previous socket is gone */
-		s->used = 1;
-		s->bev = bev;
-		s->ino = ino;
-		g->live++;
+	 * address to a new one: the socket's inode tells them apart.  Only a
+	 * bufferevent made on this thread since the last look can be such a new
+	 * one, so a kept-alive connection is not asked again */
+	if (!s->used || s->bev != bev || s->made != thread_made) {
+		ino = socket_ino(fd);
+		if (!s->used || s->bev != bev || s->ino != ino) {
+			if (s->used)
+				slot_release(g, s); /* the fd's previous socket is gone */
+			s->used = 1;
+			s->bev = bev;
+			s->ino = ino;
+			g->live++;
+		}
+		s->made = thread_made;
 	}
 	if (!s->in_handler && s->request_start == 0)
 		s->request_start = clock_mono_ms();
@@ -253,6 +261,7 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
 
 	if (!bev)
 		return NULL;
+	thread_made++;
 	evbuffer_add_cb(bufferevent_get_input(bev), input_cb, bev);
 	evbuffer_add_cb(bufferevent_get_output(bev), output_cb, bev);
 	return bev;
