@@ -75,6 +75,62 @@ static void access_exchange(const struct exchange *x, int status, const struct a
  * is and freed.  libevent 2.1 writes a body even for HEAD (without
  * Content-Length, so the next answer on the connection would be misread):
  * a HEAD answer gets the length and no body. */
+/* The Date and Content-Length evhttp adds to an HTTP/1.1 answer with a body,
+ * added first and in its order, so the bytes are the same without its
+ * formatted output; the date is made once a second per thread. */
+static void framing_headers(struct evhttp_request *req, int status, size_t len)
+{
+	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	static __thread time_t cached_sec = -1;
+	static __thread char date[32];
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	char cl[24], *p = cl + sizeof(cl) - 1;
+	time_t now = time(NULL);
+
+	if (req->major != 1 || req->minor < 1 || status < 200 || status == 204 || status == 304)
+		return;
+	if (!evhttp_find_header(h, "Date")) {
+		if (now != cached_sec) {
+			struct tm tm;
+
+			if (!gmtime_r(&now, &tm) || tm.tm_year + 1900 > 9999 ||
+			    tm.tm_year + 1900 < 1000)
+				return; /* evhttp writes its own */
+			/* "%s, %02d %s %4d %02d:%02d:%02d GMT", as evhttp has it */
+			unsigned y = (unsigned)(1900 + tm.tm_year);
+
+			memcpy(date, days[tm.tm_wday % 7], 3);
+			memcpy(date + 3, ", 00 ", 5);
+			date[5] = (char)('0' + tm.tm_mday / 10);
+			date[6] = (char)('0' + tm.tm_mday % 10);
+			memcpy(date + 8, months[tm.tm_mon % 12], 3);
+			date[11] = ' ';
+			date[12] = (char)('0' + y / 1000);
+			date[13] = (char)('0' + y / 100 % 10);
+			date[14] = (char)('0' + y / 10 % 10);
+			date[15] = (char)('0' + y % 10);
+			memcpy(date + 16, " 00:00:00 GMT", 14);
+			date[17] = (char)('0' + tm.tm_hour / 10);
+			date[18] = (char)('0' + tm.tm_hour % 10);
+			date[20] = (char)('0' + tm.tm_min / 10);
+			date[21] = (char)('0' + tm.tm_min % 10);
+			date[23] = (char)('0' + tm.tm_sec / 10);
+			date[24] = (char)('0' + tm.tm_sec % 10);
+			cached_sec = now;
+		}
+		evhttp_add_header(h, "Date", date);
+	}
+	if (evhttp_find_header(h, "Content-Length") || evhttp_find_header(h, "Transfer-Encoding"))
+		return;
+	*p = '\0';
+	do
+		*--p = (char)('0' + len % 10);
+	while ((len /= 10) > 0);
+	evhttp_add_header(h, "Content-Length", p);
+}
+
 void server_answer(struct evhttp_request *req, struct exchange *x, int status, const char *phrase,
 		   struct evbuffer *body, const struct answer_note *n)
 {
@@ -100,6 +156,7 @@ void server_answer(struct evhttp_request *req, struct exchange *x, int status, c
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", len);
 		evhttp_send_reply(req, status, phrase, NULL);
 	} else {
+		framing_headers(req, status, evbuffer_get_length(body));
 		evhttp_send_reply(req, status, phrase, body);
 	}
 	evbuffer_free(body);
