@@ -93,7 +93,10 @@ def t_unread_pipes(t):
         t.is_(answered, 1000, "1,000 posts all answered 200 with stdout and stderr unread")
         t.ok(probe["n"] > 0 and probe["bad"] == 0, "/healthz answered 200 every time",
              "%d probes, %d failed" % (probe["n"], probe["bad"]))
-        t.ok(probe["max"] < 0.1, "/healthz within 100 ms throughout",
+        # a loop blocked on a full pipe never answers (the probe's 2 s
+        # timeout counts it as failed); 500 ms leaves room for a loaded
+        # machine's scheduling under the sanitizers
+        t.ok(probe["max"] < 0.5, "/healthz within 500 ms throughout",
              "slowest %.3fs over %d probes" % (probe["max"], probe["n"]))
         st, body, _ = get(admin, "/metrics")
         text = body.decode()
