@@ -123,6 +123,26 @@ def tally(rec):
     return p, f, s, problems
 
 
+def failed_lines(out, most=8, diag=3, width=300):
+    """The first `most` "not ok" lines of a TAP stream, each with the first
+    `diag` diagnostic lines after it, cut to `width` characters: so the end of
+    a run names what failed, not only how many."""
+    shown = []
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("not ok"):
+            continue
+        if len(shown) >= most * (diag + 1):
+            shown.append("... (more failed checks in the test log)")
+            break
+        shown.append(line[:width])
+        for d in lines[i + 1:i + 1 + diag]:
+            if not d.startswith("#"):
+                break
+            shown.append("  " + d[:width])
+    return shown
+
+
 def main(argv):
     want_all = "--all" in argv
     paths = [a for a in argv if a != "--all"]
@@ -151,6 +171,8 @@ def main(argv):
                 why = "; ".join(problems)
                 print(f"FAILED {build}: {rec.get('name')} ({rec.get('result')}, "
                       f"{f} failed check(s){': ' + why if why else ''})")
+                for line in failed_lines(rec.get("stdout") or ""):
+                    print("    " + line)
             bp += p
             bf += f
             bs += s
