@@ -1,32 +1,39 @@
 /*
- * upstream: outbound POSTs over a keep-alive pool of evhttp_connections.
+ * upstream: outbound POSTs over a keep-alive pool of bufferevents, with an
+ * HTTP/1.1 client of our own: the request is written whole into the
+ * bufferevent's output, the answer read by upstream_resp (strict,
+ * incremental, no header lists).
  *
- * Ownership and the rules evhttp 2.1.12 imposes on us:
+ * Ownership and the rules it keeps:
  *  - A request (struct upstream_request) lives from upstream_post() until its
  *    callback has returned (or it is cancelled).  It sits in exactly one of
  *    the pool's lists: waiting (FIFO), running (on a connection) or done
- *    (outcome known, callback not yet run).
- *  - User callbacks never run inside libevent's evhttp callbacks: outcomes are
+ *    (outcome known, callback not yet run).  Its wire bytes (request line,
+ *    Host, the caller's headers, Content-Length, body) are built once there
+ *    and copied into a connection's output for each attempt.
+ *  - User callbacks never run inside bufferevent callbacks: outcomes are
  *    queued on `done` and delivered from the pool's own deliver event, so a
- *    callback may free the pool, post, or cancel without freeing an
- *    evhttp_connection from inside its own callback.
+ *    callback may free the pool, post, or cancel at will.
  *  - A connection that closed or failed is never reused: it moves to `dead`
- *    and is freed from the pool's reap event (never from inside its own
- *    callbacks).  Freeing the evhttp_connection frees its bufferevent, which
- *    frees the SSL (BEV_OPT_CLOSE_ON_FREE); we never SSL_free ourselves.
- *  - evhttp frees its request before calling our callbacks; the completion
- *    callback gets NULL on most failures but a request with status 0 when the
- *    TCP connect was refused (evhttp_connection_cb_cleanup path, which skips
- *    the error callback).  evhttp_cancel_request calls no completion callback;
- *    some versions still call the error callback with
- *    EVREQ_HTTP_REQUEST_CANCEL, which we ignore.
- *  - evhttp's own connect/read/write timeouts are set 1 s beyond our deadline
- *    while a request runs, and to idle_timeout_ms while the connection idles
- *    (evhttp then closes it and its close callback drops it from the pool).
- *  - Names are resolved here with evdns_getaddrinfo and evhttp is handed a
- *    numeric address: no blocking resolver in the loop, DNS errors are told
- *    apart from connect errors, and an IPv4 address is preferred over IPv6
- *    (evhttp would try only the first address returned).
+ *    (its callbacks cleared) and is freed from the pool's reap event, never
+ *    from inside its own callbacks.  Freeing the bufferevent frees the SSL
+ *    with it (BEV_OPT_CLOSE_ON_FREE); we never SSL_free ourselves.
+ *  - One request per connection at a time.  Reading stays enabled for the
+ *    connection's whole life: while it idles, an EOF or any byte kills it.
+ *    The bufferevent's read timeout is idle_timeout_ms: an idle connection
+ *    that hears nothing for that long is closed; while a request runs the
+ *    timeout is ignored (reading enabled again) and the request's own
+ *    deadline decides.
+ *  - On a plain connection the output's write interest is off between
+ *    requests: a request goes out with upstream_bev_write_now(), and only
+ *    what the socket did not take turns it on until the output drains.
+ *  - An answer is reused only when it said so (HTTP/1.1 without
+ *    Connection: close, HTTP/1.0 with keep-alive), was framed by a length or
+ *    chunks, and nothing more arrived after it.
+ *  - Names are resolved here with evdns_getaddrinfo and the connection made
+ *    to a numeric address: no blocking resolver in the loop, DNS errors are
+ *    told apart from connect errors, and an IPv4 address is preferred over
+ *    IPv6.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,27 +55,24 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
-#include <event2/keyvalq_struct.h>
 #include <event2/dns.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <event2/util.h>
 
 #include "bridge/upstream.h"
+#include "bridge/upstream_resp.h"
 
 #define UPSTREAM_REASON_MAX       320
 #define UPSTREAM_HEADER_NAME_MAX  256
 #define UPSTREAM_HEADER_VALUE_MAX 8192
 #define UPSTREAM_HEADERS_MAX      10016 /* limits.max_headers (10000) and the bridge's own */
-/* evhttp's own timeouts trail our deadline by this much, so ours fires first */
-#define UPSTREAM_EVHTTP_SLACK_MS  1000
 
 struct upstream_tls {
 	SSL_CTX *ctx;
 };
 
 enum conn_state {
-	CONN_RESOLVING, /* evdns lookup pending, no evhttp_connection yet */
+	CONN_RESOLVING, /* evdns lookup pending, no bufferevent yet */
 	CONN_BUSY,      /* one request on it: connecting, sending or receiving */
 	CONN_IDLE,      /* keep-alive, in pool->idle */
 	CONN_DEAD,      /* closed or failed, in pool->dead until reaped */
@@ -88,18 +92,15 @@ struct upstream_conn {
 	struct upstream_pool *pool;
 	enum conn_state state;
 	TAILQ_ENTRY(upstream_conn) link; /* idle, active or dead list */
-	struct evhttp_connection *evcon;
 	struct bufferevent *bev;
-	struct evbuffer_cb_entry *in_cb;
 	struct upstream_lookup *lookup;
 	struct upstream_request *req; /* while RESOLVING or BUSY */
 	char addr[256];               /* numeric address connected to */
 	unsigned uses;                /* requests sent on it */
 	int established;              /* connect (and TLS handshake) completed */
-	int closed;                   /* evhttp reset it */
+	int eof;                      /* the peer closed, or the connection failed */
 	uint64_t bytes_in;            /* response bytes received over its lifetime */
-	int status_pending;           /* the current response's status line is not checked yet */
-	int bad_status;               /* ... and it was not "HTTP/1.x DDD" */
+	size_t in_seen;               /* of the input's bytes, those counted already */
 };
 
 enum req_state {
@@ -113,33 +114,23 @@ struct upstream_request {
 	enum req_state state;
 	TAILQ_ENTRY(upstream_request) link; /* waiting, running or done list */
 	struct upstream_conn *conn;
-	struct evhttp_request *ereq;
 	struct event *deadline;
 	struct timespec started;
 	int timeout_ms;
 	upstream_done_cb cb;
 	void *arg;
-	char **names, **values;
-	size_t n_headers;
-	char *body;
-	size_t len;
+	char *wire; /* the whole request as sent */
+	size_t wire_len;
 	int retried;                              /* the one retry on a fresh connection was used */
 	char retried_reason[UPSTREAM_REASON_MAX]; /* why the first attempt failed */
 	int fresh_only;                           /* the next attempt must open a new connection */
 	int delivering;                           /* callback running: cancel is a no-op */
-	/* current attempt */
-	int got_error;
-	enum evhttp_request_error error;
-	int error_errno;
-	uint64_t bytes_start;
+	uint64_t bytes_start;                     /* the connection's bytes_in when sent */
+	struct upstream_resp resp;                /* the current attempt's answer */
 	/* outcome */
 	enum upstream_outcome outcome;
 	int status;
 	char reason[UPSTREAM_REASON_MAX];
-	char *resp_body;
-	size_t resp_len;
-	char *retry_after;  /* the response's Retry-After value, or NULL */
-	char *content_type; /* the response's Content-Type, or NULL */
 	long elapsed_ms;
 	long long elapsed_us;
 };
@@ -295,14 +286,6 @@ static long long us_since(const struct timespec *t0)
 	return (long long)(now.tv_sec - t0->tv_sec) * 1000000 + (now.tv_nsec - t0->tv_nsec) / 1000;
 }
 
-static long ms_since(const struct timespec *t0)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (long)(now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000;
-}
-
 static void ms_to_tv(long ms, struct timeval *tv)
 {
 	if (ms < 0)
@@ -368,10 +351,8 @@ static void request_free(struct upstream_request *r)
 {
 	if (r->deadline)
 		event_free(r->deadline);
-	free(r->names); /* the header names, values and body are in its block */
-	free(r->resp_body);
-	free(r->retry_after);
-	free(r->content_type);
+	free(r->wire);
+	upstream_resp_free(&r->resp);
 	free(r);
 }
 
@@ -384,10 +365,12 @@ static void request_call(struct upstream_request *r)
 	resp.outcome = r->outcome;
 	resp.status = r->status;
 	resp.reason = r->reason;
-	resp.body = r->resp_body;
-	resp.body_len = r->resp_len;
-	resp.retry_after = r->retry_after;
-	resp.content_type = r->content_type;
+	if (r->outcome == UPSTREAM_RESPONSE) {
+		resp.body = r->resp.body;
+		resp.body_len = r->resp.body_len;
+		resp.retry_after = r->resp.has_retry_after ? r->resp.retry_after : NULL;
+		resp.content_type = r->resp.has_content_type ? r->resp.content_type : NULL;
+	}
 	resp.retried = r->retried ? r->retried_reason : NULL;
 	resp.elapsed_ms = r->elapsed_ms;
 	resp.elapsed_us = r->elapsed_us;
@@ -413,38 +396,6 @@ static void pool_deliver_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ------------------------------------------------------------------ */
 /* connections */
-
-/* libevent reads the status code with atoi, so "200abc", "0200" or "+200"
- * would pass as 200: the raw status line is checked here, before evhttp
- * parses it (status-code = 3DIGIT, RFC 9112 section 4). */
-static void status_line_check(struct upstream_conn *c, struct evbuffer *buf)
-{
-	char line[16];
-	size_t len = evbuffer_get_length(buf);
-	ev_ssize_t n;
-
-	if (len < 13) {
-		struct evbuffer_ptr eol = evbuffer_search_eol(buf, NULL, NULL, EVBUFFER_EOL_CRLF);
-
-		if (eol.pos < 0)
-			return; /* not complete yet */
-	}
-	c->status_pending = 0;
-	n = evbuffer_copyout(buf, line, sizeof(line));
-	if (n < 13 || memcmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' && line[7] != '1') ||
-	    line[8] != ' ' || line[9] < '1' || line[9] > '5' || line[10] < '0' || line[10] > '9' ||
-	    line[11] < '0' || line[11] > '9' || (line[12] != ' ' && line[12] != '\r'))
-		c->bad_status = 1;
-}
-
-static void conn_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-	struct upstream_conn *c = arg;
-
-	c->bytes_in += info->n_added;
-	if (c->status_pending && info->n_added)
-		status_line_check(c, buf);
-}
 
 static void conn_orphan_lookup(struct upstream_conn *c)
 {
@@ -472,6 +423,8 @@ static void conn_kill(struct upstream_conn *c)
 	p->n_live--;
 	c->state = CONN_DEAD;
 	conn_orphan_lookup(c);
+	if (c->bev)
+		bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
 	TAILQ_INSERT_TAIL(&p->dead, c, link);
 	event_active(p->reap_ev, EV_TIMEOUT, 1);
 	if (!TAILQ_EMPTY(&p->waiting))
@@ -480,12 +433,8 @@ static void conn_kill(struct upstream_conn *c)
 
 static void conn_free(struct upstream_conn *c)
 {
-	if (c->evcon) {
-		if (c->in_cb)
-			evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->in_cb);
-		evhttp_connection_set_closecb(c->evcon, NULL, NULL);
-		evhttp_connection_free(c->evcon); /* frees bev, and the SSL with it */
-	}
+	if (c->bev)
+		bufferevent_free(c->bev); /* closes the socket, frees the SSL */
 	free(c);
 }
 
@@ -500,35 +449,20 @@ static void pool_reap_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* evhttp calls this from evhttp_connection_reset_ only for a connection that
- * was established, i.e. the TCP connect and the TLS handshake completed. */
-static void conn_close_cb(struct evhttp_connection *evcon, void *arg)
-{
-	struct upstream_conn *c = arg;
-
-	c->established = 1;
-	c->closed = 1;
-	if (c->state == CONN_IDLE)
-		conn_kill(c);
-}
-
-/* A finished request hands its connection back: to the idle list if evhttp
- * kept it open, else it is discarded. */
-static void conn_release(struct upstream_conn *c)
+/* A finished request hands its connection back: to the idle list when it
+ * can carry another request, else it is discarded. */
+static void conn_release(struct upstream_conn *c, int reusable)
 {
 	struct upstream_pool *p = c->pool;
-	struct timeval tv;
 
 	c->req = NULL;
-	if (c->closed || c->state != CONN_BUSY) {
+	if (!reusable || c->state != CONN_BUSY) {
 		conn_kill(c);
 		return;
 	}
 	TAILQ_REMOVE(&p->active, c, link);
 	c->state = CONN_IDLE;
 	TAILQ_INSERT_HEAD(&p->idle, c, link);
-	ms_to_tv(p->lim.idle_timeout_ms, &tv);
-	evhttp_connection_set_timeout_tv(c->evcon, &tv);
 	if (!TAILQ_EMPTY(&p->waiting))
 		event_active(p->dispatch_ev, EV_TIMEOUT, 1);
 }
@@ -593,17 +527,49 @@ static int conn_tls_errors(struct upstream_conn *c, char *buf, size_t cap)
 	return 1;
 }
 
-/* The current attempt failed without a response.  `refused_path` is set when
- * evhttp reported it through the connect-cleanup path (completion callback
- * with a status-0 request, no error callback). */
-static void attempt_failed(struct upstream_request *r, int refused_path, int saved_errno)
+/* Why a connection that never completed its connect (and TLS handshake)
+ * failed, e being the socket error (0 for a close). */
+static enum upstream_outcome connect_failed(struct upstream_request *r, int e, const char *tls,
+					    const char *peer)
+{
+	struct upstream_conn *c = r->conn;
+	SSL *ssl = r->pool->url.https && c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+	long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+
+	if (vr != X509_V_OK) {
+		request_set_reason(r, "certificate verify failed: %s (%s)",
+				   X509_verify_cert_error_string(vr), peer);
+		return UPSTREAM_TLS_FAILED;
+	}
+	if (tls[0]) {
+		request_set_reason(r, "TLS handshake failed: %s (%s)", tls, peer);
+		return UPSTREAM_TLS_FAILED;
+	}
+	if (e == ECONNREFUSED) {
+		request_set_reason(r, "connection refused (%s)", peer);
+		return UPSTREAM_CONNECT_FAILED;
+	}
+	if (errno_is_connect_failure(e)) {
+		request_set_reason(r, "connect failed: %s (%s)", strerror(e), peer);
+		return UPSTREAM_CONNECT_FAILED;
+	}
+	if (r->pool->url.https) {
+		request_set_reason(r, "TLS handshake failed: connection closed by peer (%s)", peer);
+		return UPSTREAM_TLS_FAILED;
+	}
+	request_set_reason(r, "connect failed%s%s (%s)", e ? ": " : "", e ? strerror(e) : "", peer);
+	return UPSTREAM_CONNECT_FAILED;
+}
+
+/* The current attempt failed without a complete answer: the connection
+ * closed (eof) or failed, e being the socket error then. */
+static void attempt_failed(struct upstream_request *r, int e, int eof)
 {
 	struct upstream_conn *c = r->conn;
 	struct upstream_pool *p = r->pool;
 	enum upstream_outcome o = UPSTREAM_PROTOCOL_ERROR;
 	uint64_t got = c->bytes_in - r->bytes_start;
 	char peer[300], tls[200];
-	int e = r->got_error ? r->error_errno : saved_errno;
 	int has_tls = conn_tls_errors(c, tls, sizeof(tls));
 	int retry = 0;
 
@@ -612,56 +578,10 @@ static void attempt_failed(struct upstream_request *r, int refused_path, int sav
 		c->established = 1;
 
 	if (!c->established) {
-		SSL *ssl = p->url.https && c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
-		long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-
-		if (vr != X509_V_OK) {
-			o = UPSTREAM_TLS_FAILED;
-			request_set_reason(r, "certificate verify failed: %s (%s)",
-					   X509_verify_cert_error_string(vr), peer);
-		} else if (has_tls) {
-			o = UPSTREAM_TLS_FAILED;
-			request_set_reason(r, "TLS handshake failed: %s (%s)", tls, peer);
-		} else if (refused_path || e == ECONNREFUSED) {
-			/* evhttp closed the socket before calling us: errno then
-			 * holds ENOTCONN from its shutdown(), not the connect error. */
-			o = UPSTREAM_CONNECT_FAILED;
-			if (!refused_path || e == ECONNREFUSED || e == ENOTCONN || e == 0)
-				request_set_reason(r, "connection refused (%s)", peer);
-			else
-				request_set_reason(r, "connect failed: %s (%s)", strerror(e), peer);
-		} else if (errno_is_connect_failure(e)) {
-			o = UPSTREAM_CONNECT_FAILED;
-			request_set_reason(r, "connect failed: %s (%s)", strerror(e), peer);
-		} else if (p->url.https) {
-			o = UPSTREAM_TLS_FAILED;
-			request_set_reason(
-				r, "TLS handshake failed: connection closed by peer (%s)", peer);
-		} else {
-			o = UPSTREAM_CONNECT_FAILED;
-			request_set_reason(r, "connect failed%s%s (%s)", e ? ": " : "",
-					   e ? strerror(e) : "", peer);
-		}
-	} else if (r->got_error && r->error == EVREQ_HTTP_TIMEOUT) {
-		o = UPSTREAM_TIMEOUT;
-		request_set_reason(r, "upstream stopped sending or reading data (I/O timeout, %s)",
-				   peer);
-	} else if (r->got_error && r->error == EVREQ_HTTP_DATA_TOO_LONG) {
-		o = UPSTREAM_TOO_LARGE;
-		request_set_reason(r, "response body larger than %zu bytes",
-				   p->lim.max_response_body);
-	} else if (r->got_error && r->error == EVREQ_HTTP_INVALID_HEADER) {
-		/* evhttp reports over-size headers as INVALID_HEADER too */
-		if (got > p->lim.max_response_headers) {
-			o = UPSTREAM_TOO_LARGE;
-			request_set_reason(r, "response headers larger than %zu bytes",
-					   p->lim.max_response_headers);
-		} else {
-			request_set_reason(r, "malformed response status line or headers (%s)",
-					   peer);
-		}
+		/* a refused TLS connect comes as an EOF with errno still telling */
+		o = connect_failed(r, eof && !errno_is_connect_failure(e) ? 0 : e, tls, peer);
 	} else {
-		const char *how = e == ECONNRESET ? "reset" : "closed";
+		const char *how = !eof && e == ECONNRESET ? "reset" : "closed";
 
 		if (got == 0) {
 			request_set_reason(r, "connection %s before any response byte%s%s (%s)",
@@ -680,7 +600,6 @@ static void attempt_failed(struct upstream_request *r, int refused_path, int sav
 	}
 
 	r->conn = NULL;
-	r->ereq = NULL;
 	c->req = NULL;
 	conn_kill(c);
 	if (retry) {
@@ -697,122 +616,132 @@ static void attempt_failed(struct upstream_request *r, int refused_path, int sav
 }
 
 /* ------------------------------------------------------------------ */
-/* evhttp callbacks */
+/* answers */
 
-static void ereq_error_cb(enum evhttp_request_error error, void *arg)
+/* "HTTP DDD[ phrase]" in pieces: this runs for every answer */
+static void response_reason(struct upstream_request *r)
 {
-	struct upstream_request *r = arg;
-	int e = EVUTIL_SOCKET_ERROR();
+	size_t n = strlen(r->resp.phrase);
+	int code = r->resp.status;
 
-	if (error == EVREQ_HTTP_REQUEST_CANCEL)
-		return; /* we cancelled it and already moved on */
-	r->got_error = 1;
-	r->error = error;
-	r->error_errno = e;
-}
-
-static void response_reason(struct upstream_request *r, struct evhttp_request *ereq, int code)
-{
-	const char *line = evhttp_request_get_response_code_line(ereq);
-	char clean[65]; /* the reason holds "HTTP DDD " and all of it */
-	size_t i, n = 0;
-
-	_Static_assert(UPSTREAM_REASON_MAX >= 9 + sizeof(clean), "reason too small");
-	for (i = 0; line && line[i] && n < sizeof(clean) - 1; i++)
-		if ((unsigned char)line[i] >= 0x20 && (unsigned char)line[i] < 0x7f)
-			clean[n++] = line[i];
-	/* "HTTP DDD[ phrase]" in pieces: this runs for every answer */
+	_Static_assert(UPSTREAM_REASON_MAX >= 9 + sizeof(r->resp.phrase), "reason too small");
 	memcpy(r->reason, "HTTP ", 5);
 	r->reason[5] = (char)('0' + code / 100 % 10);
 	r->reason[6] = (char)('0' + code / 10 % 10);
 	r->reason[7] = (char)('0' + code % 10);
 	r->reason[8] = ' ';
-	memcpy(r->reason + 9, clean, n);
+	memcpy(r->reason + 9, r->resp.phrase, n);
 	r->reason[n ? 9 + n : 8] = '\0';
 }
 
-/* 1 when an answer carries Content-Length headers that disagree. */
-static int content_length_ambiguous(struct evkeyvalq *h)
+/* An answer upstream_resp refused: not HTTP as we read it, or too large.
+ * Where it ends, and so whether the connection could go on, is unknown. */
+static void response_refused(struct upstream_request *r, enum upstream_resp_rc rc)
 {
-	const char *first = NULL;
+	struct upstream_conn *c = r->conn;
+	struct upstream_pool *p = r->pool;
+	char peer[300];
 
-	for (struct evkeyval *kv = h ? h->tqh_first : NULL; kv; kv = kv->next.tqe_next) {
-		if (strcasecmp(kv->key, "Content-Length") != 0)
-			continue;
-		if (!first)
-			first = kv->value;
-		else if (strcmp(first, kv->value) != 0)
-			return 1;
+	if (r->resp.error == UPSTREAM_RESP_E_HEAD_LIMIT) {
+		request_set_reason(r, "response headers larger than %zu bytes",
+				   p->lim.max_response_headers);
+	} else if (r->resp.error == UPSTREAM_RESP_E_BODY_LIMIT) {
+		request_set_reason(r, "response body larger than %zu bytes",
+				   p->lim.max_response_body);
+	} else if (r->resp.error == UPSTREAM_RESP_E_LENGTHS) {
+		request_set_reason(r, "%s", upstream_resp_error_text(r->resp.error));
+	} else {
+		conn_peer(c, peer, sizeof(peer));
+		request_set_reason(r, "%s (%s)", upstream_resp_error_text(r->resp.error), peer);
 	}
-	return 0;
+	r->conn = NULL;
+	c->req = NULL;
+	conn_kill(c);
+	request_finish(
+		r, rc == UPSTREAM_RESP_TOO_LARGE ? UPSTREAM_TOO_LARGE : UPSTREAM_PROTOCOL_ERROR, 0);
 }
 
-static void ereq_done_cb(struct evhttp_request *ereq, void *arg)
+/* What upstream_resp said of the bytes read so far. */
+static void conn_answer(struct upstream_conn *c, enum upstream_resp_rc rc)
 {
-	struct upstream_request *r = arg;
-	int saved_errno = EVUTIL_SOCKET_ERROR();
-	struct upstream_conn *c = r->conn;
-	int code = ereq ? evhttp_request_get_response_code(ereq) : 0;
+	struct upstream_request *r = c->req;
+	int reusable;
 
-	if (r->state != REQ_RUNNING || !c)
-		return; /* not ours any more; cannot happen while evhttp keeps its contract */
-	r->ereq = NULL;
-	if (code > 0 && (c->bad_status || code < 100 || code > 599)) {
-		c->closed = 1; /* a peer that garbles its status line is not reused */
-		r->conn = NULL;
-		conn_release(c);
-		request_set_reason(r, "malformed status line (status code %d as libevent read it)",
-				   code);
-		request_finish(r, UPSTREAM_PROTOCOL_ERROR, 0);
+	if (rc == UPSTREAM_RESP_MORE)
+		return;
+	c->established = 1;
+	if (rc != UPSTREAM_RESP_DONE) {
+		response_refused(r, rc);
 		return;
 	}
-	if (code > 0) {
-		struct evbuffer *in = evhttp_request_get_input_buffer(ereq);
-		size_t n = in ? evbuffer_get_length(in) : 0;
-		const char *ra = evhttp_find_header(evhttp_request_get_input_headers(ereq),
-						    "Retry-After");
-		const char *ct = evhttp_find_header(evhttp_request_get_input_headers(ereq),
-						    "Content-Type");
+	/* more bytes after the answer: not ours to guess what they are */
+	reusable = r->resp.keep_alive && !c->eof &&
+		   evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+		   evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+	r->conn = NULL;
+	conn_release(c, reusable);
+	response_reason(r);
+	request_finish(r, UPSTREAM_RESPONSE, r->resp.status);
+}
 
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct upstream_conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	c->bytes_in += evbuffer_get_length(in) - c->in_seen;
+	if (c->state != CONN_BUSY || !c->req) {
+		conn_kill(c); /* a byte on an idle connection: nobody asked */
+		return;
+	}
+	conn_answer(c, upstream_resp_parse(&c->req->resp, in));
+	c->in_seen = evbuffer_get_length(in);
+}
+
+/* Plain connections only: the output drained, write interest goes off. */
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	bufferevent_disable(bev, EV_WRITE);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct upstream_conn *c = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	struct upstream_request *r = c->req;
+
+	if (what & BEV_EVENT_CONNECTED) {
 		c->established = 1;
-		r->conn = NULL;
-		if (content_length_ambiguous(evhttp_request_get_input_headers(ereq))) {
-			/* evhttp framed the body by the first one: where this
-			 * answer ends, and so whether it was ours, is unknown */
-			c->closed = 1;
-			conn_release(c);
-			request_set_reason(r, "two different Content-Length headers in the answer");
-			request_finish(r, UPSTREAM_PROTOCOL_ERROR, 0);
-			return;
-		}
-		conn_release(c);
-		if (n > r->pool->lim.max_response_body) {
-			request_set_reason(r, "response body larger than %zu bytes",
-					   r->pool->lim.max_response_body);
-			request_finish(r, UPSTREAM_TOO_LARGE, 0);
-			return;
-		}
-		if (n) {
-			r->resp_body = malloc(n + 1);
-			if (!r->resp_body ||
-			    evbuffer_copyout(in, r->resp_body, n) != (ev_ssize_t)n) {
-				free(r->resp_body);
-				r->resp_body = NULL;
-				n = 0;
-			} else {
-				r->resp_body[n] = '\0';
-			}
-		}
-		r->resp_len = n;
-		if (ra)
-			r->retry_after = strndup(ra, 64);
-		if (ct)
-			r->content_type = strndup(ct, 128);
-		response_reason(r, ereq, code);
-		request_finish(r, UPSTREAM_RESPONSE, code);
+		bufferevent_enable(bev, EV_READ);
 		return;
 	}
-	attempt_failed(r, ereq != NULL, saved_errno);
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (c->state == CONN_BUSY)
+			bufferevent_enable(bev, EV_READ); /* the request's deadline decides */
+		else
+			conn_kill(c); /* idle for idle_timeout_ms */
+		return;
+	}
+	if (c->state != CONN_BUSY || !r) {
+		conn_kill(c);
+		return;
+	}
+	c->eof = 1;
+	if (what & BEV_EVENT_EOF) {
+		enum upstream_resp_rc rc;
+
+		if (evbuffer_get_length(bufferevent_get_input(bev)) > 0) {
+			conn_read_cb(bev, c);
+			if (c->req != r)
+				return;
+		}
+		rc = upstream_resp_eof(&r->resp);
+		if (rc == UPSTREAM_RESP_DONE || r->resp.error != UPSTREAM_RESP_E_CLOSED) {
+			conn_answer(c, rc);
+			return;
+		}
+	}
+	attempt_failed(r, e, what & BEV_EVENT_EOF);
 }
 
 /* ------------------------------------------------------------------ */
@@ -857,107 +786,104 @@ static void request_send(struct upstream_request *r)
 {
 	struct upstream_conn *c = r->conn;
 	struct upstream_pool *p = r->pool;
-	struct evhttp_request *ereq;
-	struct evkeyvalq *out;
-	struct timeval tv;
-	size_t i;
 
-	ereq = evhttp_request_new(ereq_done_cb, r);
-	if (!ereq) {
-		attempt_abort(r, UPSTREAM_CONNECT_FAILED, "out of memory");
-		return;
-	}
-	evhttp_request_set_error_cb(ereq, ereq_error_cb);
-	out = evhttp_request_get_output_headers(ereq);
-	if (evhttp_add_header(out, "Host", p->url.host_header) < 0)
-		goto fail;
-	for (i = 0; i < r->n_headers; i++)
-		if (evhttp_add_header(out, r->names[i], r->values[i]) < 0)
-			goto fail;
-	/* evhttp adds Content-Length itself for POST */
-	if (r->len && evbuffer_add(evhttp_request_get_output_buffer(ereq), r->body, r->len) < 0)
-		goto fail;
-
-	r->got_error = 0;
-	r->error_errno = 0;
+	upstream_resp_init(&r->resp, p->lim.max_response_headers, p->lim.max_response_body);
 	r->bytes_start = c->bytes_in;
-	c->status_pending = 1;
-	c->bad_status = 0;
 	c->uses++;
 	c->state = CONN_BUSY;
-	ms_to_tv(r->timeout_ms - ms_since(&r->started) + UPSTREAM_EVHTTP_SLACK_MS, &tv);
-	evhttp_connection_set_timeout_tv(c->evcon, &tv);
-	r->ereq = ereq;
-	/* May call ereq_done_cb before returning (immediate connect failure). */
-	if (evhttp_make_request(c->evcon, ereq, EVHTTP_REQ_POST, p->url.path) < 0) {
-		/* evhttp has released the request */
-		if (r->state == REQ_RUNNING && r->ereq == ereq) {
-			r->ereq = NULL;
-			attempt_abort(r, UPSTREAM_CONNECT_FAILED, "cannot start the request");
-		}
+	if (evbuffer_add(bufferevent_get_output(c->bev), r->wire, r->wire_len) < 0) {
+		attempt_abort(r, UPSTREAM_CONNECT_FAILED, "out of memory building the request");
 		return;
 	}
-	/* a kept-alive connection (never while connecting) */
-	if (r->state == REQ_RUNNING && r->ereq == ereq && r->conn == c && c->established &&
-	    !c->closed)
-		upstream_bev_write_now(c->bev);
-	return;
-fail:
-	evhttp_request_free(ereq);
-	attempt_abort(r, UPSTREAM_CONNECT_FAILED, "out of memory building the request");
+	/* a kept-alive plain connection: out now, the rest when the socket takes it */
+	if (c->established && !p->url.https && !upstream_bev_write_now(c->bev))
+		bufferevent_enable(c->bev, EV_WRITE);
+}
+
+/* c->addr and the port as a socket address. */
+static int conn_sockaddr(const struct upstream_conn *c, struct sockaddr_storage *ss, int *len)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, c->addr, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)c->pool->url.port);
+		*len = (int)sizeof(*s4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, c->addr, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)c->pool->url.port);
+		*len = (int)sizeof(*s6);
+		return 0;
+	}
+	return -1;
+}
+
+/* A bufferevent for a new connection: plain, or TLS with SNI and the name
+ * (or IP) checked. */
+static struct bufferevent *conn_bev_new(struct upstream_conn *c)
+{
+	struct upstream_pool *p = c->pool;
+	const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+	struct bufferevent *bev;
+	SSL *ssl;
+	int okay;
+
+	if (!p->url.https)
+		return bufferevent_socket_new(p->base, -1, opts);
+	ssl = SSL_new(p->tls->ctx);
+	okay = ssl != NULL;
+	if (okay && p->host_family == 0) {
+		okay = SSL_set_tlsext_host_name(ssl, p->url.host) == 1 &&
+		       SSL_set1_host(ssl, p->url.host) == 1;
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	} else if (okay) {
+		okay = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), p->url.host) == 1;
+	}
+	if (!okay) {
+		SSL_free(ssl);
+		ERR_clear_error();
+		attempt_abort(c->req, UPSTREAM_TLS_FAILED, "cannot set up TLS for the connection");
+		return NULL;
+	}
+	/* On failure libevent may or may not have freed the SSL already;
+	 * leaking it on this out-of-memory path beats a double free. */
+	bev = bufferevent_openssl_socket_new(p->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
+	if (bev)
+		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
 }
 
 static void conn_connect(struct upstream_conn *c)
 {
 	struct upstream_pool *p = c->pool;
 	struct upstream_request *r = c->req;
-	const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
-	struct bufferevent *bev;
+	struct sockaddr_storage ss;
+	struct timeval idle;
+	int len;
 
-	if (p->url.https) {
-		SSL *ssl = SSL_new(p->tls->ctx);
-		int okay = ssl != NULL;
-
-		if (okay && p->host_family == 0) {
-			okay = SSL_set_tlsext_host_name(ssl, p->url.host) == 1 &&
-			       SSL_set1_host(ssl, p->url.host) == 1;
-			SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-		} else if (okay) {
-			okay = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), p->url.host) == 1;
-		}
-		if (!okay) {
-			SSL_free(ssl);
-			ERR_clear_error();
-			attempt_abort(r, UPSTREAM_TLS_FAILED,
-				      "cannot set up TLS for the connection");
-			return;
-		}
-		/* On failure libevent may or may not have freed the SSL already;
-		 * leaking it on this out-of-memory path beats a double free. */
-		bev = bufferevent_openssl_socket_new(p->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-						     opts);
-		if (bev)
-			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-	} else {
-		bev = bufferevent_socket_new(p->base, -1, opts);
-	}
-	if (!bev) {
-		attempt_abort(r, UPSTREAM_CONNECT_FAILED, "cannot create a socket buffer");
+	if (conn_sockaddr(c, &ss, &len) < 0) {
+		attempt_abort(r, UPSTREAM_CONNECT_FAILED, "cannot read the resolved address");
 		return;
 	}
-	c->evcon = evhttp_connection_base_bufferevent_new(p->base, NULL, bev, c->addr,
-							  (ev_uint16_t)p->url.port);
-	if (!c->evcon) {
-		bufferevent_free(bev);
-		attempt_abort(r, UPSTREAM_CONNECT_FAILED, "cannot create an HTTP connection");
+	c->bev = conn_bev_new(c);
+	if (!c->bev) {
+		if (r->state == REQ_RUNNING) /* not aborted for TLS already */
+			attempt_abort(r, UPSTREAM_CONNECT_FAILED, "cannot create a socket buffer");
 		return;
 	}
-	c->bev = bev;
-	c->in_cb = evbuffer_add_cb(bufferevent_get_input(bev), conn_input_cb, c);
-	evhttp_connection_set_max_body_size(c->evcon, (ev_ssize_t)p->lim.max_response_body);
-	evhttp_connection_set_max_headers_size(c->evcon, (ev_ssize_t)p->lim.max_response_headers);
-	evhttp_connection_set_retries(c->evcon, 0);
-	evhttp_connection_set_closecb(c->evcon, conn_close_cb, c);
+	bufferevent_setcb(c->bev, conn_read_cb, p->url.https ? NULL : conn_write_cb, conn_event_cb,
+			  c);
+	ms_to_tv(p->lim.idle_timeout_ms, &idle);
+	bufferevent_set_timeouts(c->bev, &idle, NULL);
+	/* an immediate failure is reported through conn_event_cb, from the loop */
+	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, len) < 0) {
+		attempt_failed(r, EVUTIL_SOCKET_ERROR(), 0);
+		return;
+	}
 	request_send(r);
 }
 
@@ -1035,7 +961,7 @@ static void request_start(struct upstream_request *r, struct upstream_conn *c)
 	TAILQ_INSERT_TAIL(&p->running, r, link);
 	r->conn = c;
 	c->req = r;
-	if (c->evcon) {
+	if (c->bev) {
 		request_send(r);
 	} else if (p->host_family) {
 		snprintf(c->addr, sizeof(c->addr), "%s", p->url.host);
@@ -1087,12 +1013,8 @@ static void pool_dispatch_cb(evutil_socket_t fd, short what, void *arg)
 static void request_detach(struct upstream_request *r)
 {
 	struct upstream_conn *c = r->conn;
-	struct evhttp_request *ereq = r->ereq;
 
 	r->conn = NULL;
-	r->ereq = NULL;
-	if (ereq)
-		evhttp_cancel_request(ereq); /* calls no completion callback */
 	if (c) {
 		c->req = NULL;
 		conn_kill(c);
@@ -1255,16 +1177,9 @@ void upstream_pool_free(struct upstream_pool *p)
 
 int upstream_header_name_valid(const char *s)
 {
-	size_t n = 0;
+	size_t n = strlen(s);
 
-	for (; *s; s++, n++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		      (ch >= '0' && ch <= '9') || strchr("!#$%&'*+-.^_`|~", ch)))
-			return 0;
-	}
-	return n > 0 && n <= UPSTREAM_HEADER_NAME_MAX;
+	return n > 0 && n <= UPSTREAM_HEADER_NAME_MAX && upstream_token_len(s, n) == n;
 }
 
 static int header_value_valid(const char *s)
@@ -1298,14 +1213,59 @@ static int header_name_reserved(const char *s)
 	return strncasecmp(s, "Proxy-", 6) == 0;
 }
 
+static char *put(char *at, const char *s, size_t n)
+{
+	memcpy(at, s, n);
+	return at + n;
+}
+
+/* The request as it goes on the wire, built once: request line, Host, the
+ * caller's headers in their order, Content-Length, blank line, body. */
+static int request_wire(struct upstream_request *r, const struct upstream_header *headers,
+			size_t n_headers, const void *body, size_t len)
+{
+	const struct upstream_url *u = &r->pool->url;
+	size_t i, size, path = strlen(u->path), host = strlen(u->host_header);
+	char digits[24], *at;
+	int nd = 0;
+
+	size = 5 + path + 17 + host + 2 + 16 + sizeof(digits) + 4 + len;
+	for (i = 0; i < n_headers; i++)
+		size += strlen(headers[i].name) + 2 + strlen(headers[i].value) + 2;
+	r->wire = malloc(size);
+	if (!r->wire)
+		return -1;
+	at = put(r->wire, "POST ", 5);
+	at = put(at, u->path, path);
+	at = put(at, " HTTP/1.1\r\nHost: ", 17);
+	at = put(at, u->host_header, host);
+	at = put(at, "\r\n", 2);
+	for (i = 0; i < n_headers; i++) {
+		at = put(at, headers[i].name, strlen(headers[i].name));
+		at = put(at, ": ", 2);
+		at = put(at, headers[i].value, strlen(headers[i].value));
+		at = put(at, "\r\n", 2);
+	}
+	i = len;
+	do
+		digits[sizeof(digits) - 1 - nd++] = (char)('0' + i % 10);
+	while ((i /= 10) != 0);
+	at = put(at, "Content-Length: ", 16);
+	at = put(at, digits + sizeof(digits) - nd, (size_t)nd);
+	at = put(at, "\r\n\r\n", 4);
+	if (len)
+		at = put(at, body, len);
+	r->wire_len = (size_t)(at - r->wire);
+	return 0;
+}
+
 int upstream_post(struct upstream_pool *p, const struct upstream_header *headers, size_t n_headers,
 		  const void *body, size_t len, int timeout_ms, upstream_done_cb cb, void *arg,
 		  struct upstream_request **ret, struct bridge_error *err)
 {
 	struct upstream_request *r;
 	struct timeval tv;
-	size_t i, size;
-	char *at;
+	size_t i;
 
 	if (ret)
 		*ret = NULL;
@@ -1345,26 +1305,8 @@ int upstream_post(struct upstream_pool *p, const struct upstream_header *headers
 	r->cb = cb;
 	r->arg = arg;
 	clock_gettime(CLOCK_MONOTONIC, &r->started);
-	/* the header pointers, their texts and the body in one block */
-	size = 2 * n_headers * sizeof(char *) + len + 1;
-	for (i = 0; i < n_headers; i++)
-		size += strlen(headers[i].name) + strlen(headers[i].value) + 2;
-	r->names = malloc(size);
-	if (!r->names)
+	if (request_wire(r, headers, n_headers, body, len) < 0)
 		goto oom;
-	r->values = r->names + n_headers;
-	at = (char *)(r->values + n_headers);
-	for (i = 0; i < n_headers; i++) {
-		r->names[i] = at;
-		at = stpcpy(at, headers[i].name) + 1;
-		r->values[i] = at;
-		at = stpcpy(at, headers[i].value) + 1;
-	}
-	r->n_headers = n_headers;
-	r->body = at;
-	if (len)
-		memcpy(r->body, body, len);
-	r->len = len;
 	r->deadline = evtimer_new(p->base, request_deadline_cb, r);
 	ms_to_tv(timeout_ms, &tv);
 	if (!r->deadline || evtimer_add(r->deadline, &tv) < 0)

@@ -11,8 +11,10 @@
  *    it fires the outcome is UPSTREAM_TIMEOUT and the connection is discarded.
  *  - HTTPS: TLS 1.2+, certificate chain verified against the pool's trust
  *    store, host name checked (SSL_set1_host, or the IP for IP literals), SNI
- *    sent for names.  One fresh SSL + bufferevent + evhttp_connection per TCP
- *    connection, discarded when it closes.
+ *    sent for names.  One fresh SSL + bufferevent per TCP connection,
+ *    discarded when it closes.
+ *  - HTTP/1.1 of our own on the bufferevent (no evhttp client): the request
+ *    written whole, the answer read strictly (upstream_resp.h).
  *  - A request that fails with no response byte on a reused keep-alive
  *    connection is retried once on a fresh connection.
  *  - Names are resolved with evdns (never a blocking getaddrinfo in the loop).
@@ -41,13 +43,14 @@ int upstream_header_name_valid(const char *s);
 
 struct bufferevent;
 
-/* What evhttp queued on a plain connection's bufferevent, written to the
- * socket now instead of after a loop round for EPOLLOUT (and the epoll_ctl
- * calls turning write interest on and off); when all of it is out, evhttp is
- * told as the bufferevent would tell it (its write callback: the answer is
- * read next, or the answered request freed).  Whatever the socket does not
- * take at once, errors included, is left to the bufferevent.  Only outside
- * evhttp's own callbacks, on a connection evhttp is not connecting.
+/* What is queued on a plain connection's bufferevent (by evhttp's server or
+ * by the upstream pool), written to the socket now instead of after a loop
+ * round for EPOLLOUT (and the epoll_ctl calls turning write interest on and
+ * off); when all of it is out, the owner is told as the bufferevent would
+ * tell it (its write callback: for evhttp, the answer is read next, or the
+ * answered request freed).  Whatever the socket does not take at once,
+ * errors included, is left to the bufferevent.  Only outside evhttp's own
+ * callbacks, on a connection that is not connecting.
  * Returns 1 when everything went out. */
 int upstream_bev_write_now(struct bufferevent *bev);
 
