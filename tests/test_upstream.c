@@ -89,6 +89,7 @@ struct result {
 	size_t body_len;
 	long elapsed_ms;
 	int order;
+	char retry_after[80], content_type[160]; /* "" when absent */
 };
 
 static int in_post, done_seq, done_count;
@@ -109,6 +110,10 @@ static void on_done(const struct upstream_response *r, void *arg)
 	} else {
 		res->body[0] = '\0';
 	}
+	snprintf(res->retry_after, sizeof(res->retry_after), "%s",
+		 r->retry_after ? r->retry_after : "");
+	snprintf(res->content_type, sizeof(res->content_type), "%s",
+		 r->content_type ? r->content_type : "");
 	res->elapsed_ms = r->elapsed_ms;
 	res->order = ++done_seq;
 	done_count++;
@@ -389,6 +394,7 @@ enum raw_mode {
 	RAW_KEEPALIVE_CLOSER, /* answers the first request of a connection, closes on the next */
 	RAW_ACCEPT_CLOSE,     /* closes right after accept */
 	RAW_CLOSE_DELIMITED,  /* body delimited by closing the connection */
+	RAW_SCRIPT,           /* answers every request with `script` (see raw_server) */
 };
 
 #define RAW_MAX_CONNS 32
@@ -398,6 +404,7 @@ struct raw_conn {
 	struct bufferevent *bev;
 	struct event *timer;
 	int requests;
+	size_t sent; /* RAW_SCRIPT with trickle: of the script, the bytes sent */
 };
 
 struct raw_server {
@@ -408,6 +415,11 @@ struct raw_server {
 	SSL_CTX *tls; /* speak TLS, and close without close_notify */
 	struct raw_conn *conns[RAW_MAX_CONNS];
 	int n;
+	/* RAW_SCRIPT: the answer's bytes, then a close or not; trickle sends
+	 * them that many bytes a millisecond (a read each for the client) */
+	const char *script;
+	size_t script_len;
+	int close_after, trickle;
 };
 
 static void raw_close(struct raw_conn *rc, int reset)
@@ -437,6 +449,45 @@ static void raw_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
 		raw_close(arg, 0);
+}
+
+static void raw_script_done(struct raw_conn *rc)
+{
+	if (rc->s->close_after)
+		bufferevent_setcb(rc->bev, NULL, raw_written_cb, raw_event_cb, rc);
+}
+
+static void raw_trickle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct raw_conn *rc = arg;
+	struct timeval tv = { 0, 1000 };
+	size_t n = rc->s->script_len - rc->sent;
+
+	if (!rc->bev)
+		return;
+	if (n > (size_t)rc->s->trickle)
+		n = (size_t)rc->s->trickle;
+	bufferevent_write(rc->bev, rc->s->script + rc->sent, n);
+	rc->sent += n;
+	if (rc->sent < rc->s->script_len)
+		evtimer_add(rc->timer, &tv);
+	else
+		raw_script_done(rc);
+}
+
+static void raw_script(struct raw_conn *rc)
+{
+	struct raw_server *s = rc->s;
+
+	if (!s->trickle) {
+		bufferevent_write(rc->bev, s->script, s->script_len);
+		raw_script_done(rc);
+		return;
+	}
+	if (!rc->timer)
+		rc->timer = evtimer_new(base, raw_trickle_cb, rc);
+	rc->sent = 0;
+	raw_trickle_cb(-1, 0, rc);
 }
 
 static const char raw_partial[] = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc";
@@ -472,6 +523,7 @@ static void raw_request(struct raw_conn *rc)
 					 "close-delimited body");
 		bufferevent_setcb(rc->bev, NULL, raw_written_cb, raw_event_cb, rc);
 		break;
+	case RAW_SCRIPT: raw_script(rc); break;
 	case RAW_ACCEPT_CLOSE: break;
 	}
 }
@@ -1321,6 +1373,217 @@ static void test_misbehaving(void)
 	run_for(20);
 }
 
+/* ------------------------------------------------------------------ */
+/* the response reader against scripted answers */
+
+struct answer_case {
+	const char *name;
+	const char *script;
+	int close_after, trickle;
+	enum upstream_outcome outcome;
+	int status;
+	const char *body;    /* for a response */
+	const char *reason;  /* how the reason starts */
+	int conns;           /* the connections two posts took: 1 when reused */
+	const char *capture; /* "Retry-After|Content-Type" as captured, or NULL */
+};
+
+#define CHUNKED_OK                                                                          \
+	"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n" \
+	"5;name=value\r\nhello\r\n6 ; x ; y=\"z\"\r\n world\r\n0\r\nX-Trailer: t\r\n"       \
+	"Server-Timing: 1\r\n\r\n"
+#define OK_2 "Content-Length: 2\r\n\r\nok"
+
+static const struct answer_case answer_cases[] = {
+	{ "chunked, extensions and trailers", CHUNKED_OK, 0, 0, UPSTREAM_RESPONSE, 200,
+	  "hello world", "HTTP 200 OK", 1, "|text/plain" },
+	{ "chunked, one byte a read", CHUNKED_OK, 0, 1, UPSTREAM_RESPONSE, 200, "hello world",
+	  "HTTP 200 OK", 1, "|text/plain" },
+	{ "1xx interim answers skipped",
+	  "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\nRetry-After: 1\r\n\r\n"
+	  "HTTP/1.1 201 Created\r\nRetry-After: 7\r\n" OK_2,
+	  0, 0, UPSTREAM_RESPONSE, 201, "ok", "HTTP 201 Created", 1, "7|" },
+	{ "1xx, one byte a read", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\n" OK_2, 0,
+	  1, UPSTREAM_RESPONSE, 202, "ok", "HTTP 202 Accepted", 1, NULL },
+	{ "204 has no body", "HTTP/1.1 204 No Content\r\n\r\n", 0, 0, UPSTREAM_RESPONSE, 204, "",
+	  "HTTP 204 No Content", 1, "|" },
+	{ "304 has no body", "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", 0, 0,
+	  UPSTREAM_RESPONSE, 304, "", "HTTP 304 Not Modified", 1, NULL },
+	{ "no length: the body runs until the close",
+	  "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close", 1, 0,
+	  UPSTREAM_RESPONSE, 200, "until the close", "HTTP 200 OK", 2, NULL },
+	{ "until the close, one byte a read", "HTTP/1.1 200 Fine\r\n\r\nuntil the close", 1, 1,
+	  UPSTREAM_RESPONSE, 200, "until the close", "HTTP 200 Fine", 2, NULL },
+	{ "Connection: close is not reused",
+	  "HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\n" OK_2, 0, 0, UPSTREAM_RESPONSE, 200,
+	  "ok", "HTTP 200 OK", 2, NULL },
+	{ "HTTP/1.0 is not reused", "HTTP/1.0 200 OK\r\n" OK_2, 0, 0, UPSTREAM_RESPONSE, 200, "ok",
+	  "HTTP 200 OK", 2, NULL },
+	{ "HTTP/1.0 with keep-alive is reused",
+	  "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n" OK_2, 0, 0, UPSTREAM_RESPONSE, 200, "ok",
+	  "HTTP 200 OK", 1, NULL },
+	{ "an empty phrase", "HTTP/1.1 200 \r\n" OK_2, 0, 0, UPSTREAM_RESPONSE, 200, "ok",
+	  "HTTP 200", 1, NULL },
+	{ "the same Content-Length twice",
+	  "HTTP/1.1 200 OK\r\n"
+	  "Content-Length: 2\r\n" OK_2,
+	  0, 0, UPSTREAM_RESPONSE, 200, "ok", "HTTP 200 OK", 1, NULL },
+	{ "bytes after the answer: not reused", "HTTP/1.1 200 OK\r\n" OK_2 "HTTP/1.1 200 OK\r\n", 0,
+	  0, UPSTREAM_RESPONSE, 200, "ok", "HTTP 200 OK", 2, NULL },
+	{ "chunk size 0x2",
+	  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nok\r\n0\r\n\r\n", 0, 0,
+	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response chunk", 2, NULL },
+	{ "chunk size +2",
+	  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\nok\r\n0\r\n\r\n", 0, 0,
+	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response chunk", 2, NULL },
+	{ "a chunk longer than its size",
+	  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX\r\n0\r\n\r\n", 0, 0,
+	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response chunk", 2, NULL },
+	{ "chunks over the body limit",
+	  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n300\r\n", 0, 0, UPSTREAM_TOO_LARGE,
+	  0, NULL, "response body larger than 700 bytes", 2, NULL },
+	{ "Content-Length over the body limit", "HTTP/1.1 200 OK\r\nContent-Length: 701\r\n\r\n", 0,
+	  0, UPSTREAM_TOO_LARGE, 0, NULL, "response body larger than 700 bytes", 2, NULL },
+	{ "status line garbage", "HTTP/1.1 2OO OK\r\n" OK_2, 0, 0, UPSTREAM_PROTOCOL_ERROR, 0, NULL,
+	  "malformed response status line", 2, NULL },
+	{ "status code 200abc", "HTTP/1.1 200abc OK\r\n" OK_2, 0, 0, UPSTREAM_PROTOCOL_ERROR, 0,
+	  NULL, "malformed response status line", 2, NULL },
+	{ "status code 600", "HTTP/1.1 600 Big\r\n" OK_2, 0, 0, UPSTREAM_PROTOCOL_ERROR, 0, NULL,
+	  "malformed response status line", 2, NULL },
+	{ "HTTP/1.2", "HTTP/1.2 200 OK\r\n" OK_2, 0, 0, UPSTREAM_PROTOCOL_ERROR, 0, NULL,
+	  "malformed response status line", 2, NULL },
+	{ "a bare LF", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 0, 0, UPSTREAM_PROTOCOL_ERROR, 0,
+	  NULL, "malformed response status line", 2, NULL },
+	{ "a bare LF in the headers", "HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok", 0, 0,
+	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response header line", 2, NULL },
+	{ "an obs-fold continuation line", "HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\n" OK_2, 0, 0,
+	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response header line", 2, NULL },
+	{ "a space before the colon", "HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok", 0, 0,
+	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response header line", 2, NULL },
+	{ "a NUL in a value", "HTTP/1.1 200 OK\r\nX-A: a\001b\r\n" OK_2, 0, 0,
+	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response header line", 2, NULL },
+	{ "Content-Length +2", "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", 0, 0,
+	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response Content-Length", 2, NULL },
+	{ "two different Content-Lengths", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n" OK_2, 0, 0,
+	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "two different Content-Length headers in the answer", 2,
+	  NULL },
+	{ "Transfer-Encoding with a Content-Length",
+	  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n" OK_2, 0, 0, UPSTREAM_PROTOCOL_ERROR,
+	  0, NULL, "malformed response framing", 2, NULL },
+	{ "a coding other than chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", 1,
+	  0, UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response framing", 2, NULL },
+	{ "closed inside a chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+	  1, 0, UPSTREAM_PROTOCOL_ERROR, 0, NULL, "connection closed mid-response after", 2, NULL },
+};
+
+static void answer_check(const struct answer_case *c, const struct result *res)
+{
+	char name[160], got[256];
+
+	snprintf(name, sizeof(name), "%s: %s", c->name,
+		 c->outcome == UPSTREAM_RESPONSE ? "response" : upstream_outcome_name(c->outcome));
+	if (!ok(res->outcome == c->outcome && res->status == c->status &&
+			starts_with(res->reason, c->reason) &&
+			(!c->body || strcmp(res->body, c->body) == 0),
+		name))
+		printf("#   got %s %d, reason '%s', body '%s'\n",
+		       upstream_outcome_name(res->outcome), res->status, res->reason, res->body);
+	if (c->capture) {
+		snprintf(got, sizeof(got), "%s|%s", res->retry_after, res->content_type);
+		snprintf(name, sizeof(name), "%s: Retry-After and Content-Type", c->name);
+		is_str(got, c->capture, name);
+	}
+}
+
+static void test_answers(void)
+{
+	struct upstream_limits lim;
+	struct raw_server rs;
+	struct result res, res2;
+	char url[128], name[160];
+	size_t i;
+
+	upstream_limits_default(&lim);
+	lim.max_response_body = 700;
+	lim.max_response_headers = 4096;
+	for (i = 0; i < sizeof(answer_cases) / sizeof(answer_cases[0]); i++) {
+		const struct answer_case *c = &answer_cases[i];
+		struct upstream_pool *p;
+
+		raw_start(&rs, RAW_SCRIPT);
+		rs.script = c->script;
+		rs.script_len = strlen(c->script);
+		rs.close_after = c->close_after;
+		rs.trickle = c->trickle;
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/", rs.port);
+		p = pool_for(url, NULL, &lim, NULL);
+		post_wait(p, "x", 3000, &res);
+		answer_check(c, &res);
+		post_wait(p, "x", 3000, &res2);
+		snprintf(name, sizeof(name), "%s: the next post %s", c->name,
+			 c->conns == 1 ? "on the same connection" : "on a new connection");
+		ok(res2.outcome == res.outcome && rs.n_conns == c->conns, name);
+		upstream_pool_free(p);
+		raw_stop(&rs);
+	}
+	run_for(20);
+}
+
+/* A header line past max_response_headers, whole or a byte a read; and one
+ * that fits exactly. */
+static void test_answer_head_limit(void)
+{
+	static char big[4200];
+	struct upstream_limits lim;
+	struct raw_server rs;
+	struct result res;
+	char url[128];
+	int trickle;
+	size_t n;
+
+	upstream_limits_default(&lim);
+	lim.max_response_headers = 4096;
+	for (trickle = 0; trickle < 2; trickle++) {
+		struct upstream_pool *p;
+
+		n = (size_t)snprintf(big, sizeof(big), "HTTP/1.1 200 OK\r\nX-Big: ");
+		memset(big + n, 'h', 4100 - n);
+		memcpy(big + 4100, "\r\n" OK_2, sizeof("\r\n" OK_2));
+		raw_start(&rs, RAW_SCRIPT);
+		rs.script = big;
+		rs.script_len = strlen(big);
+		rs.trickle = trickle * 61;
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/", rs.port);
+		p = pool_for(url, NULL, &lim, NULL);
+		post_wait(p, "x", 8000, &res);
+		is_int(res.outcome, UPSTREAM_TOO_LARGE,
+		       trickle ? "headers over the limit, 61 bytes a read: too_large"
+			       : "headers over the limit: too_large");
+		is_str(res.reason, "response headers larger than 4096 bytes",
+		       "  the reason names the limit");
+		upstream_pool_free(p);
+		raw_stop(&rs);
+	}
+	/* status line and headers of exactly 4096 bytes, blank line included */
+	n = (size_t)snprintf(big, sizeof(big), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Big: ");
+	memset(big + n, 'h', 4096 - 4 - n);
+	memcpy(big + 4096 - 4, "\r\n\r\nok", sizeof("\r\n\r\nok"));
+	raw_start(&rs, RAW_SCRIPT);
+	rs.script = big;
+	rs.script_len = strlen(big);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", rs.port);
+	{
+		struct upstream_pool *p = pool_for(url, NULL, &lim, NULL);
+
+		post_wait(p, "x", 3000, &res);
+		ok(res.outcome == UPSTREAM_RESPONSE && strcmp(res.body, "ok") == 0,
+		   "a head of exactly max_response_headers bytes is accepted");
+		upstream_pool_free(p);
+	}
+	raw_stop(&rs);
+	run_for(20);
+}
+
 static void test_too_large(struct sink *s)
 {
 	struct upstream_limits lim;
@@ -1625,6 +1888,8 @@ int main(void)
 	test_connect_failures(refused, silent_dns);
 	test_names(&plain);
 	test_misbehaving();
+	test_answers();
+	test_answer_head_limit();
 	test_too_large(&plain);
 	test_ipv6();
 	test_tls(refused, &plain);
