@@ -827,7 +827,7 @@ static int conn_sockaddr(const struct upstream_conn *c, struct sockaddr_storage 
 static struct bufferevent *conn_bev_new(struct upstream_conn *c)
 {
 	struct upstream_pool *p = c->pool;
-	const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+	const int opts = BEV_OPT_CLOSE_ON_FREE;
 	struct bufferevent *bev;
 	SSL *ssl;
 	int okay;
@@ -1177,9 +1177,11 @@ void upstream_pool_free(struct upstream_pool *p)
 
 int upstream_header_name_valid(const char *s)
 {
-	size_t n = strlen(s);
+	const char *e = s;
 
-	return n > 0 && n <= UPSTREAM_HEADER_NAME_MAX && upstream_token_len(s, n) == n;
+	while (upstream_tchar[(unsigned char)*e])
+		e++;
+	return *e == '\0' && e > s && e - s <= UPSTREAM_HEADER_NAME_MAX;
 }
 
 static int header_value_valid(const char *s)

@@ -80,7 +80,9 @@ enum upstream_resp_rc upstream_resp_parse(struct upstream_resp *r, struct evbuff
  * with UPSTREAM_RESP_E_CLOSED. */
 enum upstream_resp_rc upstream_resp_eof(struct upstream_resp *r);
 
-/* How many of s's first n bytes are RFC 9110 token characters (tchar). */
+/* 1 for the RFC 9110 token characters (tchar), else 0 (NUL included). */
+extern const unsigned char upstream_tchar[256];
+/* How many of s's first n bytes are token characters. */
 size_t upstream_token_len(const char *s, size_t n);
 
 /* "malformed response status line", ... for an error (not the limits'). */
