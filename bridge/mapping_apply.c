@@ -807,6 +807,10 @@ static int apply_var(struct apply *a, const struct var_rule *r)
 		e->label = r->label;
 		e->description = r->description;
 		e->variable = r->variable_val;
+		e->head = r->head;
+		e->head_len = r->head_len;
+		e->tail = r->tail;
+		e->tail_len = r->tail_len;
 		return apply_optin(a, r, e);
 	}
 	if (r->section == V2_QUESTIONNAIRE)
@@ -827,6 +831,8 @@ static int apply_var(struct apply *a, const struct var_rule *r)
 	e->label = r->label;
 	e->type = r->type;
 	e->variable = r->variable_val;
+	e->head = r->head;
+	e->head_len = r->head_len;
 	if (apply_answers(a, r, e, v, from_default) < 0)
 		return -1;
 	if (r->section != V2_QUESTIONNAIRE)

@@ -742,6 +742,28 @@ static int load_helper_key(struct loader *L, const config_setting_t *g, const ch
 	return -1;
 }
 
+/* The constant parts of the rule's entries written once (see struct
+ * v2_entry); without them (a string that is not UTF-8) the writer writes
+ * the values, and fails on them, as it would.  Returns r. */
+static struct var_rule *rule_parts(struct loader *L, struct var_rule *r)
+{
+	struct v2_entry e = { 0 };
+	char *head, *tail;
+
+	e.id = r->id;
+	e.label = r->label;
+	e.type = r->type;
+	e.description = r->description;
+	e.variable = r->variable_val;
+	e.categories = r->categories;
+	e.n_categories = r->n_categories;
+	if (v2_entry_parts(r->section, &e, &head, &r->head_len, &tail, &r->tail_len) < 0)
+		return r;
+	r->head = pool_keep(L, head);
+	r->tail = tail ? pool_keep(L, tail) : NULL;
+	return r;
+}
+
 static struct var_rule *load_var(struct loader *L, const config_setting_t *g,
 				 const char *const *prefix)
 {
@@ -848,7 +870,7 @@ static struct var_rule *load_var(struct loader *L, const config_setting_t *g,
 	if ((r->dt.zone || r->dt.amb >= 0 || r->dt.gap >= 0) && r->conv != CONV_DATETIME)
 		cfg_reader_error(&L->r, g,
 				 "'timezone', 'ambiguous' and 'gap' need convert = \"datetime\"");
-	return r;
+	return rule_parts(L, r);
 }
 
 static void load_fields(struct loader *L, const config_setting_t *g, const struct field_rule ***ret,

@@ -109,6 +109,8 @@ struct var_rule {
 	int response_score_key;
 	const struct v2_category *categories;
 	size_t n_categories;
+	const char *head, *tail; /* the entry's constant parts (v2_entry_parts), or NULL */
+	size_t head_len, tail_len;
 };
 
 struct ruleset {

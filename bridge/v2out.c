@@ -108,6 +108,8 @@ enum w_status { W_OK, W_INVALID_UTF8, W_TOO_DEEP };
 
 #define W_ESC (JSON_ESC_YAJL | JSON_ESC_UPPER | JSON_ESC_STRICT)
 
+#define PARTS_MAX ((size_t)64 << 20) /* an entry's parts: as long as a document */
+
 struct writer {
 	enum w_status st;  /* first failure, sticky */
 	const char *where; /* key being written when it failed */
@@ -456,6 +458,48 @@ static void w_categories(struct writer *w, const struct v2_entry *e)
 	w_aclose(w);
 }
 
+/* The members of an entry before the first one a payload fills (see
+ * struct v2_entry's head). */
+static void w_entry_head(struct writer *w, enum v2_section sec, const struct v2_entry *e)
+{
+	w_member(w, "id", &e->id);
+	w_member(w, "label", &e->label);
+	if (sec == V2_OPTINS) {
+		w_member(w, "description", &e->description);
+		return;
+	}
+	w_member(w, "type", &e->type);
+	if (sec == V2_FORM)
+		w_member(w, "variable", &e->variable);
+}
+
+/* An opt-in's members after its response (see struct v2_entry's tail). */
+static void w_entry_tail(struct writer *w, const struct v2_entry *e)
+{
+	w_member(w, "variable", &e->variable);
+	w_categories(w, e);
+}
+
+/*
+ * Text rendered by v2_entry_parts copied whole: the head opens the entry's
+ * object ("{" and its members), a tail holds members of the open one.
+ * false (nothing written) when there is none or the fast path cannot take
+ * it (see w_room): the caller then writes the same from the values.
+ */
+static bool w_parts(struct writer *w, const char *s, size_t len, bool opens)
+{
+	char *p;
+
+	if (!s || !len || w->st != W_OK || (opens && w->depth >= W_MAX_DEPTH) ||
+	    !(p = w_room(w, len + 1)))
+		return false;
+	p = w_comma(w, p);
+	w_end(w, w_copy(p, s, len));
+	if (opens)
+		w->need_comma[++w->depth] = len > 1;
+	return true;
+}
+
 static void w_section(struct writer *w, const struct v2_doc *d, enum v2_section sec)
 {
 	static const struct {
@@ -470,23 +514,18 @@ static void w_section(struct writer *w, const struct v2_doc *d, enum v2_section 
 	for (i = 0; i < d->n_entries[sec]; i++) {
 		const struct v2_entry *e = &d->entries[sec][i];
 
-		W_OPEN0(w);
-		w_member(w, "id", &e->id);
-		w_member(w, "label", &e->label);
+		if (!w_parts(w, e->head, e->head_len, true)) {
+			W_OPEN0(w);
+			w_entry_head(w, sec, e);
+		}
 		switch (sec) {
-		case V2_FORM:
-			w_member(w, "type", &e->type);
-			w_member(w, "variable", &e->variable);
-			w_responses(w, e);
-			break;
+		case V2_FORM: w_responses(w, e); break;
 		case V2_OPTINS:
-			w_member(w, "description", &e->description);
 			w_member(w, "response", &e->response);
-			w_member(w, "variable", &e->variable);
-			w_categories(w, e);
+			if (!w_parts(w, e->tail, e->tail_len, false))
+				w_entry_tail(w, e);
 			break;
 		case V2_QUESTIONNAIRE:
-			w_member(w, "type", &e->type);
 			w_member(w, "score", &e->score);
 			w_member(w, "maxScore", &e->max_score);
 			w_member(w, "variable", &e->variable);
@@ -497,6 +536,41 @@ static void w_section(struct writer *w, const struct v2_doc *d, enum v2_section 
 		w_close(w);
 	}
 	w_aclose(w);
+}
+
+/* What a writer wrote, in a new malloc'd string, or NULL when it failed. */
+static char *w_take(struct writer *w, size_t *ret_len)
+{
+	char *s = w->st == W_OK && !w->out.failed ? buf_take(&w->out, ret_len) : NULL;
+
+	buf_free(&w->out);
+	return s;
+}
+
+int v2_entry_parts(enum v2_section sec, const struct v2_entry *e, char **head, size_t *head_len,
+		   char **tail, size_t *tail_len)
+{
+	struct writer w = { 0 };
+
+	*tail = NULL;
+	*tail_len = 0;
+	buf_init(&w.out, PARTS_MAX);
+	W_OPEN0(&w);
+	w_entry_head(&w, sec, e);
+	*head = w_take(&w, head_len);
+	if (!*head)
+		return -1;
+	if (sec != V2_OPTINS)
+		return 0;
+	memset(&w, 0, sizeof(w));
+	buf_init(&w.out, PARTS_MAX);
+	w_entry_tail(&w, e);
+	if ((*tail = w_take(&w, tail_len)))
+		return 0;
+	free(*head);
+	*head = NULL;
+	*head_len = 0;
+	return -1;
 }
 
 int v2_doc_write(const struct v2_doc *d, size_t max_len, char **ret, size_t *ret_len,

@@ -4,6 +4,7 @@
  * Rule files are written to a fresh temporary directory.
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include "bridge/mapping.h"
 #include "bridge/translate.h"
+#include "bridge/v2out.h"
 #include "tap.h"
 
 static char tmpdir[256];
@@ -343,6 +345,154 @@ static void test_include(void)
 	free(t);
 	if (cwd[0] && chdir(cwd) != 0)
 		perror("chdir");
+}
+
+/* ---- entries' constant parts ---------------------------------------------- */
+
+static struct v2_val sval(const char *s)
+{
+	struct v2_val v = { V2_STRING, s, strlen(s) };
+
+	return v;
+}
+
+/* The document with one entry e in section sec, written from its values
+ * or, when parts, with its head and tail rendered by v2_entry_parts. */
+static char *write_entry(enum v2_section sec, const struct v2_entry *e, bool parts, size_t max,
+			 int *ret_parts_rc)
+{
+	struct v2_doc d;
+	struct v2_entry copy = *e;
+	struct bridge_error err;
+	char *head = NULL, *tail = NULL, *out = NULL, *body;
+	size_t len;
+
+	memset(&d, 0, sizeof(d));
+	if (parts) {
+		*ret_parts_rc = v2_entry_parts(sec, e, &head, &copy.head_len, &tail,
+					       &copy.tail_len);
+		copy.head = head;
+		copy.tail = tail;
+	}
+	d.entries[sec] = &copy;
+	d.n_entries[sec] = 1;
+	if (v2_doc_write(&d, max, &body, &len, &err) == 0) {
+		out = body;
+	} else if (asprintf(&out, "ERR: %s", err.message) < 0) {
+		out = NULL;
+	}
+	free(head);
+	free(tail);
+	return out;
+}
+
+/* Written with and without the parts: the same bytes, or the same error. */
+static void same_with_parts(enum v2_section sec, const struct v2_entry *e, size_t max, int want_rc,
+			    const char *name)
+{
+	int rc = 99;
+	char *plain = write_entry(sec, e, false, max, NULL);
+	char *fast = write_entry(sec, e, true, max, &rc);
+
+	is_int(rc, want_rc, name);
+	is_str(fast, plain, name);
+	free(plain);
+	free(fast);
+}
+
+static void test_entry_parts(void)
+{
+	static const struct v2_category cats[] = {
+		{ .id = { V2_NUMBER, "118", 3 },
+		  .label = { V2_STRING, "News & \"more\"", 13 },
+		  .parent = { .technical_name = { V2_STRING, "tab\there", 8 } } },
+	};
+	struct v2_entry e = { 0 };
+	char *head, *tail, *full;
+	size_t hl, tl;
+
+	e.id = (struct v2_val){ V2_NUMBER, "1001", 4 };
+	e.label = sval("Say \"hi\"\\ \n\r\t\b\f \x01\x1f\x7f / caf\xc3\xa9 \xe2\x80\xa8");
+	e.type = sval("LAST\"NAME");
+	e.description = sval("line\nbreak");
+	e.variable = sval("var\\iable");
+	e.response = sval("1");
+	e.score = (struct v2_val){ V2_NUMBER, "5", 1 };
+	e.categories = cats;
+	e.n_categories = 1;
+
+	ok(v2_entry_parts(V2_FORM, &e, &head, &hl, &tail, &tl) == 0 && tail == NULL,
+	   "a form entry has a head and no tail");
+	is_str(head,
+	       "{\"id\":1001,\"label\":\"Say \\\"hi\\\"\\\\ \\n\\r\\t\\b\\f \\u0001\\u001F\x7f / "
+	       "caf\xc3\xa9 \xe2\x80\xa8\",\"type\":\"LAST\\\"NAME\",\"variable\":\"var\\\\iable\"",
+	       "the head is escaped as the writer escapes (quote, backslash, controls; DEL, '/' "
+	       "and UTF-8 as they are)");
+	is_int(hl, head ? strlen(head) : 0, "the head's length");
+	free(head);
+	ok(v2_entry_parts(V2_OPTINS, &e, &head, &hl, &tail, &tl) == 0, "an opt-in's parts");
+	is_str(tail,
+	       "\"variable\":\"var\\\\iable\",\"categories\":[{\"id\":118,\"label\":\"News & "
+	       "\\\"more\\\"\",\"parent\":{\"technicalName\":\"tab\\there\"}}]",
+	       "an opt-in's tail: variable and categories, escaped");
+	free(head);
+	free(tail);
+
+	for (int sec = 0; sec < V2_N_SECTIONS; sec++)
+		same_with_parts(
+			(enum v2_section)sec, &e, 1 << 20, 0,
+			"an entry with strings to escape: the same document with its parts");
+
+	/* The ceiling: the parts are copied only when they fit, else written
+	 * piece by piece, which fails where the values fail. */
+	full = write_entry(V2_OPTINS, &e, false, 1 << 20, NULL);
+	for (size_t max = 40; full && max <= strlen(full) + 1; max++)
+		same_with_parts(V2_OPTINS, &e, max, 0,
+				"the same output or error under each ceiling");
+	free(full);
+
+	/* An opt-in without head members or response: the tail opens the object. */
+	memset(&e, 0, sizeof(e));
+	e.variable = sval("v");
+	same_with_parts(V2_OPTINS, &e, 1 << 20, 0, "an empty head: no comma before the tail");
+	same_with_parts(V2_FORM, &e, 1 << 20, 0, "a form head of the variable alone");
+
+	/* Not UTF-8: no parts, and the document fails as it does without them. */
+	e.label = sval("bad \xff byte");
+	ok(v2_entry_parts(V2_FORM, &e, &head, &hl, &tail, &tl) == -1 && !head && !tail,
+	   "a label that is not UTF-8 has no parts");
+	same_with_parts(V2_FORM, &e, 1 << 20, -1, "a label that is not UTF-8: the same error");
+	e.label = sval("ok");
+	e.variable = sval("bad \xc3 var");
+	ok(v2_entry_parts(V2_OPTINS, &e, &head, &hl, &tail, &tl) == -1 && !head && !tail,
+	   "an opt-in variable that is not UTF-8: no head, no tail");
+}
+
+/* A rule file's labels with characters to escape, through a loaded mapping. */
+static void test_rule_parts(void)
+{
+	struct mapping *m = load_ok(
+		"parts.conf", "version = 1;\nunmapped = \"drop\";\n"
+			      "variables = (\n"
+			      "  { section = \"form\"; variable = \"a\\\"b\"; id = 7; label = "
+			      "\"Say \\\"hi\\\"\\t\\\\\";"
+			      " type = \"T\\n\"; },\n"
+			      "  { section = \"optins\"; variable = \"o\"; label = \"caf\xc3\xa9\";"
+			      " description = \"\\x01\";"
+			      "    categories = ( { id = 3; technical_name = \"t\\\"n\"; } ); }\n"
+			      ");\n");
+
+	if (!m)
+		return;
+	check_map(m, "{\"a\\\"b\":\"x\",\"optin_o\":\"true\"}",
+		  "{\"campaign\":{\"themes\":[]},\"form\":[{\"id\":7,\"label\":\"Say "
+		  "\\\"hi\\\"\\t\\\\\",\"type\":\"T\\n\",\"variable\":\"a\\\"b\","
+		  "\"responses\":[{\"value\":\"x\"}]}],\"optins\":[{\"label\":\"caf\xc3\xa9\","
+		  "\"description\":\"\\u0001\",\"response\":\"1\",\"variable\":\"o\","
+		  "\"categories\":[{\"id\":3,\"technicalName\":\"t\\\"n\"}]}],"
+		  "\"questionnaire\":[]}",
+		  "a rule's constants with quotes, backslashes and controls, escaped once");
+	mapping_free(m);
 }
 
 /* ---- operations ---------------------------------------------------------- */
@@ -1050,6 +1200,8 @@ int main(void)
 	test_trace();
 	test_result_fields();
 	test_threads();
+	test_entry_parts();
+	test_rule_parts();
 	{
 		char cmd[600];
 

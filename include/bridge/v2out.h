@@ -102,7 +102,15 @@ struct v2_category {
  *   optins:        id, label, description, response, variable, categories
  *   questionnaire: id, label, type, score, maxScore, variable, responses
  * `responses` (form, questionnaire) and `categories` (optins) are always
- * written, possibly empty. */
+ * written, possibly empty.
+ *
+ * head and tail (NULL: none) are the members that come from a rule, not
+ * from the payload, written once by v2_entry_parts() and copied whole:
+ * head is "{" and the members before the first one a payload fills (form:
+ * id, label, type, variable; optins: id, label, description;
+ * questionnaire: id, label, type), tail an opt-in's variable and
+ * categories.  They replace those values in the output, which is the same
+ * either way. */
 struct v2_entry {
 	struct v2_val id;
 	struct v2_val label;
@@ -116,6 +124,8 @@ struct v2_entry {
 	size_t n_categories;
 	struct v2_response *responses;
 	size_t n_responses;
+	const char *head, *tail;
+	size_t head_len, tail_len;
 };
 
 struct v2_doc {
@@ -132,6 +142,13 @@ int v2_target_lookup(const char *path, int *ret_slot, enum v2_type *ret_type);
 /* The comma-separated list of every path v2_target_lookup accepts (themes
  * shown as campaign.themes[N].code), for error messages.  Static storage. */
 const char *v2_target_list(void);
+
+/* An entry's head and tail (see struct v2_entry) from its values, written
+ * as v2_doc_write writes them, in new malloc'd strings (tail NULL but for
+ * opt-ins).  Returns 0, or -1 with both NULL: out of memory, or a string that
+ * is not UTF-8 (v2_doc_write then fails on the values as it would). */
+int v2_entry_parts(enum v2_section sec, const struct v2_entry *e, char **head, size_t *head_len,
+		   char **tail, size_t *tail_len);
 
 /* Write d as one compact JSON object (no trailing newline) into a new
  * malloc'd buffer.  Strings are validated as UTF-8.  Returns 0, or -1 with
