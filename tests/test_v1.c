@@ -573,6 +573,45 @@ static void test_json_fast(void)
 	test_json_fast_fixture();
 }
 
+/* Keys of every length around the hash's word sizes (8, 16): keys that
+ * differ in one byte are told apart, a repeated key is found (a duplicate in
+ * JSON, merged into a list in a form). */
+static void test_key_lengths(void)
+{
+	int bad_split = 0, bad_dup = 0, bad_form = 0;
+
+	for (size_t n = 1; n <= 40; n++) {
+		char a[48], b[48], c[48], body[256];
+		struct v1_doc *d = NULL;
+		struct bridge_error err;
+
+		memset(a, 'k', n);
+		a[n] = '\0';
+		memcpy(b, a, n + 1);
+		memcpy(c, a, n + 1);
+		b[n - 1] = 'x';
+		c[n / 2] = 'y';
+		snprintf(body, sizeof(body), "{\"%s\":1,\"%s\":2,\"%s\":3}", a, b, n > 1 ? c : "z");
+		if (v1_parse_json_fast(body, strlen(body), NULL, &d) != 1 || d->n_fields != 3)
+			bad_split++;
+		v1_doc_free(d);
+		d = NULL;
+		snprintf(body, sizeof(body), "{\"%s\":1,\"%s\":2,\"%s\":3}", a, b, a);
+		if (v1_parse_json_fast(body, strlen(body), NULL, &d) != 0 ||
+		    v1_parse_json(body, strlen(body), NULL, &d, &err) != -1 ||
+		    !strstr(err.message, "duplicate key"))
+			bad_dup++;
+		snprintf(body, sizeof(body), "%s=1&%s=2&%s=3", a, b, a);
+		if (v1_parse_form(body, strlen(body), NULL, &d, &err) != 0 || d->n_fields != 2 ||
+		    d->fields[0].value.type != V1_ARRAY || d->fields[0].value.n_items != 2)
+			bad_form++;
+		v1_doc_free(d);
+	}
+	is_int(bad_split, 0, "keys of 1 to 40 bytes one byte apart are distinct keys");
+	is_int(bad_dup, 0, "a repeated key of 1 to 40 bytes is a duplicate");
+	is_int(bad_form, 0, "a repeated form key of 1 to 40 bytes becomes a list");
+}
+
 static void test_form(void)
 {
 	static const char body[] = "a=1&&b=hello+world&c=%C3%A9&d=%e2%82%AC&flag&e=&"
@@ -774,6 +813,7 @@ int main(void)
 	test_json_depth();
 	test_json_limits();
 	test_json_fast();
+	test_key_lengths();
 	test_form();
 	test_form_limits();
 	test_mutations(1);
