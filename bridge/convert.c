@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -398,18 +399,11 @@ static int32_t tz_rule_offset(const struct tz_rule *r, int64_t t)
 	return dst ? r->dst_off : r->std_off;
 }
 
-/* Offset (seconds east of UTC) in force at UTC instant t. */
-static int32_t tz_offset_at(const struct tz_zone *z, int64_t t)
+/* The last transition at or before t (trans[0] <= t). */
+static size_t tz_index(const struct tz_zone *z, int64_t t)
 {
-	size_t lo = 0, hi;
+	size_t lo = 0, hi = z->n_trans;
 
-	if (z->n_trans == 0)
-		return z->rule.present ? tz_rule_offset(&z->rule, t) : z->utoff[0];
-	if (t < z->trans[0])
-		return z->utoff[0];
-	if (t >= z->trans[z->n_trans - 1] && z->rule.present)
-		return tz_rule_offset(&z->rule, t);
-	hi = z->n_trans;
 	while (hi - lo > 1) { /* invariant: trans[lo] <= t < trans[hi] */
 		size_t mid = lo + (hi - lo) / 2;
 
@@ -418,7 +412,39 @@ static int32_t tz_offset_at(const struct tz_zone *z, int64_t t)
 		else
 			hi = mid;
 	}
-	return z->utoff[z->idx[lo]];
+	return lo;
+}
+
+/* Offset (seconds east of UTC) in force at UTC instant t. */
+static int32_t tz_offset_at(const struct tz_zone *z, int64_t t)
+{
+	if (z->n_trans == 0)
+		return z->rule.present ? tz_rule_offset(&z->rule, t) : z->utoff[0];
+	if (t < z->trans[0])
+		return z->utoff[0];
+	if (t >= z->trans[z->n_trans - 1] && z->rule.present)
+		return tz_rule_offset(&z->rule, t);
+	return z->utoff[z->idx[tz_index(z, t)]];
+}
+
+/* The offset of local time t0 when every instant tz_resolve looks at (a day
+ * either side, and t0 less the offset) lies between the same two
+ * transitions of the table: the one answer there is, found with one search.
+ * false near a transition or outside the table. */
+static bool tz_quiet(const struct tz_zone *z, int64_t t0, int32_t *ret)
+{
+	size_t i;
+	int32_t off;
+
+	if (z->n_trans < 2 || t0 < z->trans[0] || t0 >= z->trans[z->n_trans - 1])
+		return false;
+	i = tz_index(z, t0);
+	off = z->utoff[z->idx[i]];
+	if (t0 - SECS_PER_DAY < z->trans[i] || t0 - off < z->trans[i] ||
+	    t0 + SECS_PER_DAY >= z->trans[i + 1] || t0 - off >= z->trans[i + 1])
+		return false;
+	*ret = off;
+	return true;
 }
 
 static uint32_t be32(const unsigned char *p)
@@ -685,6 +711,10 @@ static int tz_resolve(const struct tz_zone *z, int64_t t0, enum dt_ambiguous amb
 	int64_t probe[3] = { t0 - SECS_PER_DAY, t0, t0 + SECS_PER_DAY };
 	char a[16], b[16];
 
+	if (tz_quiet(z, t0, &sol[0])) {
+		*ret = t0 - sol[0];
+		return 0;
+	}
 	for (i = 0; i < 3; i++) {
 		int32_t off = tz_offset_at(z, probe[i]);
 
@@ -731,28 +761,40 @@ static int tz_resolve(const struct tz_zone *z, int64_t t0, enum dt_ambiguous amb
 }
 
 /* v (0 <= v < 10^n) as exactly n decimal digits, zero-padded: the
- * printf-free "%0*d" of the datetime output. */
+ * printf-free "%0*d" of the datetime output, two digits a step. */
 static void put_digits(char *p, int v, int n)
 {
-	while (n-- > 0) {
-		p[n] = (char)('0' + v % 10);
-		v /= 10;
+	for (; n >= 2; n -= 2, v /= 100) {
+		p[n - 2] = (char)('0' + v % 100 / 10);
+		p[n - 1] = (char)('0' + v % 10);
 	}
+	if (n)
+		p[0] = (char)('0' + v % 10);
 }
 
-int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum dt_ambiguous amb,
-		     enum dt_gap gap, char *ret, size_t cap, struct bridge_error *err)
+/* The two digits at s (checked) as a number. */
+static int two_digits(const char *s)
+{
+	return (s[0] - '0') * 10 + (s[1] - '0');
+}
+
+/* YYYY-MM-DD HH:MM:SS (or with a T) at the start of text: the common case
+ * at once, else byte by byte to name the first byte out of shape. */
+static int datetime_shape(const char *text, size_t len, struct bridge_error *err)
 {
 	static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+	static const unsigned char at[] = { 0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18 };
 	char shown[96];
-	int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0, ms = 0, has_off = 0;
-	int32_t off = 0;
-	size_t i, p;
-	int64_t t0, u = 0, oy;
-	int om, od;
+	unsigned bad = 0;
+	size_t i;
 
-	if (cap)
-		ret[0] = '\0';
+	if (len >= sizeof(shape) - 1) {
+		for (i = 0; i < sizeof(at); i++)
+			bad |= (unsigned)(unsigned char)(text[at[i]] - '0') > 9;
+		if (!bad && text[4] == '-' && text[7] == '-' &&
+		    (text[10] == 'T' || text[10] == ' ') && text[13] == ':' && text[16] == ':')
+			return 0;
+	}
 	for (i = 0; i < sizeof(shape) - 1; i++) {
 		char want = shape[i];
 		int good = i >= len      ? 0
@@ -766,12 +808,29 @@ int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum
 				"invalid datetime \"%s\" at byte %zu: expected YYYY-MM-DD HH:MM:SS",
 				SHOWN, i);
 	}
-	digits(text, 4, &y);
-	digits(text + 5, 2, &mo);
-	digits(text + 8, 2, &d);
-	digits(text + 11, 2, &h);
-	digits(text + 14, 2, &mi);
-	digits(text + 17, 2, &s);
+	return 0;
+}
+
+int convert_datetime(const char *text, size_t len, const struct tz_zone *z, enum dt_ambiguous amb,
+		     enum dt_gap gap, char *ret, size_t cap, struct bridge_error *err)
+{
+	char shown[96];
+	int y, mo, d, h, mi, s, ms = 0, has_off = 0;
+	int32_t off = 0;
+	size_t i, p;
+	int64_t t0, u = 0, oy;
+	int om, od;
+
+	if (cap)
+		ret[0] = '\0';
+	if (datetime_shape(text, len, err) < 0)
+		return -1;
+	y = two_digits(text) * 100 + two_digits(text + 2);
+	mo = two_digits(text + 5);
+	d = two_digits(text + 8);
+	h = two_digits(text + 11);
+	mi = two_digits(text + 14);
+	s = two_digits(text + 17);
 	if (mo < 1 || mo > 12)
 		return fail(err, 5, "invalid datetime \"%s\": month %02d out of range", SHOWN, mo);
 	if (d < 1 || d > days_in_month(y, mo))

@@ -651,6 +651,53 @@ static void test_cross_check(void)
 	tzset();
 }
 
+/* Wall times within a few days of a transition, where the probes' window
+ * starts or stops straddling it (tz_resolve answers with one search when it
+ * does not): every ten minutes (an hour under valgrind) from 3 days before
+ * to 3 days after each transition of 2019-2026, against localtime_r. */
+static void test_near_transitions(void)
+{
+	static const char *const zones[] = { "Europe/Brussels", "Australia/Sydney",
+					     "Australia/Lord_Howe", "America/St_Johns" };
+	const long long from = 1546300800LL /* 2019 */, to = 1798761600LL /* 2027 */;
+	const long step = getenv("BRIDGE_UNDER_VALGRIND") ? 3593 : 599; /* as test_cross_check */
+
+	for (size_t i = 0; i < sizeof(zones) / sizeof(zones[0]); i++) {
+		struct tz_zone *z = zone(zones[i]);
+		char tzvar[80], why[400] = "", name[160];
+		int bad = 0, transitions = 0;
+		long prev;
+
+		if (!ok(z != NULL, zones[i]))
+			continue;
+		snprintf(tzvar, sizeof(tzvar), ":%s", zones[i]);
+		setenv("TZ", tzvar, 1);
+		tzset();
+		prev = gmtoff((time_t)from);
+		for (long long u = from; u < to && !bad; u += 3600) {
+			long off = gmtoff((time_t)u);
+			time_t t;
+
+			if (off == prev)
+				continue;
+			prev = off;
+			transitions++;
+			t = transition_find((time_t)(u - 3600), (time_t)u);
+			for (long d = -3 * 86400; d <= 3 * 86400 && !bad; d += step)
+				bad = cross_one(z, t + d, why, sizeof(why));
+		}
+		snprintf(name, sizeof(name),
+			 "%s: wall times around its %d transitions of 2019-2026 agree with "
+			 "localtime_r",
+			 zones[i], transitions);
+		if (!ok(!bad && transitions >= 14, name))
+			printf("#   %s\n", why);
+		tz_zone_free(z);
+	}
+	unsetenv("TZ");
+	tzset();
+}
+
 /* ------------------------------------------------------------------------ */
 
 struct worker {
@@ -718,6 +765,7 @@ int main(void)
 	test_zone_load();
 	test_datetimes();
 	test_cross_check();
+	test_near_transitions();
 	test_threads();
 	return tap_done();
 }
