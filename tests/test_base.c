@@ -1,6 +1,6 @@
 /* The base layer: buf (ceiling, growth), the JSON escaper in each of its
  * forms, the UTF-8 decoder, SipHash-2-4 against the reference vectors, the
- * two clocks. */
+ * two clocks, the log line's keys. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 #include "bridge/buf.h"
 #include "bridge/clock.h"
 #include "bridge/json.h"
+#include "bridge/log.h"
 #include "bridge/siphash.h"
 #include "bridge/utf8.h"
 #include "tap.h"
@@ -325,6 +326,66 @@ static void test_clock(void)
 	ok(clock_mono_ms() >= m, "clock_mono_ms does not go back");
 }
 
+/* The text of l after its first n bytes. */
+static const char *log_tail(const struct log_line *l, size_t n)
+{
+	static char out[256];
+	size_t k = l->len > n ? l->len - n : 0;
+
+	snprintf(out, sizeof(out), "%.*s", (int)(k < sizeof(out) ? k : sizeof(out) - 1),
+		 l->buf + n);
+	return out;
+}
+
+/* ,"key":1 after a value that fills the line up to fill bytes; whether it
+ * was written whole. */
+static int log_key_fits(const char *key, size_t fill)
+{
+	static char filler[sizeof(((struct log_line *)0)->buf)];
+	static struct log_line l;
+	size_t base;
+
+	memset(filler, 'x', sizeof(filler));
+	log_begin(&l, LOG_ERROR, "e");
+	base = l.len + strlen(",\"v\":\"\"");
+	log_strn(&l, "v", filler, fill > base ? fill - base : 0);
+	log_int(&l, key, 1);
+	return !l.truncated && l.len > 3 && memcmp(l.buf + l.len - 3, "\":1", 3) == 0;
+}
+
+static void test_log_keys(void)
+{
+	static struct log_line l;
+	size_t n, first_plain = 0, first_escaped = 0;
+	int same = 1;
+
+	log_begin(&l, LOG_ERROR, "e");
+	n = l.len;
+	log_int(&l, "status", 200);
+	log_str(&l, "a\"b\\c", "v");
+	log_int(&l, "new\nline\x01\x7f", 1);
+	log_str(&l, "caf\xc3\xa9", "x");
+	is_str(log_tail(&l, n),
+	       ",\"status\":200,\"a\\\"b\\\\c\":\"v\",\"new\\nline\\u0001\\u007f\":1,"
+	       "\"caf\xc3\xa9\":\"x\"",
+	       "log keys: plain ones as they are, the others escaped as values are");
+
+	/* A plain key of 4 bytes and one that escapes to 4 (k\"y) are cut at
+	 * the same place near the end of the line. */
+	for (size_t fill = sizeof(l.buf) - 80; fill < sizeof(l.buf); fill++) {
+		int p = log_key_fits("kyyy", fill), e = log_key_fits("k\"y", fill);
+
+		if (p != e)
+			same = 0;
+		if (!p && !first_plain)
+			first_plain = fill;
+		if (!e && !first_escaped)
+			first_escaped = fill;
+	}
+	ok(same && first_plain && first_plain == first_escaped,
+	   "log keys: a plain key is cut where an escaped one of its length is");
+}
+
 int main(void)
 {
 	test_buf();
@@ -336,5 +397,6 @@ int main(void)
 	test_siphash();
 	test_arena();
 	test_clock();
+	test_log_keys();
 	return tap_done();
 }
