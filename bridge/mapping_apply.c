@@ -220,12 +220,11 @@ static const struct tz_zone *rule_zone(const struct apply *a, const struct dt_op
 	return dt->zone ? dt->zone : a->rs->zone;
 }
 
-/* Run a value through conversion and map; the result may point into the
- * input, the mapping or the arena. */
-static int transform(struct apply *a, enum conv c, const struct dt_opts *dt, const struct pair *map,
-		     size_t n_map, enum unknown_policy unknown, const char *file, int line,
-		     const char *key, const char *s, size_t len, const char **ret, size_t *ret_len,
-		     const struct pair **ret_pair)
+/* transform() of a value that a conversion or a map changes. */
+static int transform_slow(struct apply *a, enum conv c, const struct dt_opts *dt,
+			  const struct pair *map, size_t n_map, enum unknown_policy unknown,
+			  const char *file, int line, const char *key, const char *s, size_t len,
+			  const char **ret, size_t *ret_len, const struct pair **ret_pair)
 {
 	struct bridge_error e;
 	char *buf;
@@ -285,6 +284,24 @@ static int transform(struct apply *a, enum conv c, const struct dt_opts *dt, con
 	*ret = s;
 	*ret_len = len;
 	return 0;
+}
+
+/* Run a value through conversion and map; the result may point into the
+ * input, the mapping or the arena.  A plain copy (most rules) is decided
+ * here, inline, without the call. */
+static inline int transform(struct apply *a, enum conv c, const struct dt_opts *dt,
+			    const struct pair *map, size_t n_map, enum unknown_policy unknown,
+			    const char *file, int line, const char *key, const char *s, size_t len,
+			    const char **ret, size_t *ret_len, const struct pair **ret_pair)
+{
+	if ((c == CONV_NONE || c == CONV_STRING) && !n_map) {
+		*ret = s;
+		*ret_len = len;
+		*ret_pair = NULL;
+		return 0;
+	}
+	return transform_slow(a, c, dt, map, n_map, unknown, file, line, key, s, len, ret, ret_len,
+			      ret_pair);
 }
 
 static const struct v1_value *present(const struct apply *a, int key)
