@@ -184,20 +184,26 @@ static inline uint64_t key_mix(uint64_t a, uint64_t b)
 #endif
 
 /* Keys are the sender's choice: keyed, so no set of keys is known to collide.
- * A key of up to 16 bytes (nearly all of them) is its two words mixed with
- * the random key, as wyhash (and Go's maps, seeded per process) hash short
- * input: a few multiplies where SipHash-1-3 takes five rounds. */
+ * A key of up to 32 bytes (nearly all of them) is its words mixed with the
+ * random key, as wyhash (and Go's maps, seeded per process) hash short
+ * input: a few multiplies where SipHash-1-3 takes five rounds or more. */
 static inline uint64_t key_hash(const struct builder *b, const char *s, size_t n)
 {
 #ifdef __SIZEOF_INT128__
 	const unsigned char *p = (const unsigned char *)s;
+	const uint64_t k0 = b->hkey->k0, k1 = b->hkey->k1;
+	uint64_t seed = k1, lo, hi;
 
-	if (n <= 16) {
-		uint64_t lo = n >= 8 ? load_le64(p) : load_tail64(p, n);
-		uint64_t hi = n > 8 ? load_le64(p + n - 8) : 0;
-
-		return key_mix(b->hkey->k1 ^ 0xe7037ed1a0b428dbULL ^ n,
-			       key_mix(lo ^ b->hkey->k0, hi ^ b->hkey->k1));
+	if (n <= 32) {
+		if (n > 16) { /* the first 16 bytes, then the last 16 */
+			seed = key_mix(load_le64(p) ^ k0, load_le64(p + 8) ^ seed);
+			lo = load_le64(p + n - 16);
+			hi = load_le64(p + n - 8);
+		} else {
+			lo = n >= 8 ? load_le64(p) : load_tail64(p, n);
+			hi = n > 8 ? load_le64(p + n - 8) : 0;
+		}
+		return key_mix(k1 ^ 0xe7037ed1a0b428dbULL ^ n, key_mix(lo ^ k0, hi ^ seed));
 	}
 #endif
 	return siphash13(b->hkey, s, n);

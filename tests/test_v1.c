@@ -573,7 +573,7 @@ static void test_json_fast(void)
 	test_json_fast_fixture();
 }
 
-/* Keys of every length around the hash's word sizes (8, 16): keys that
+/* Keys of every length around the hash's word sizes (8, 16, 32): keys that
  * differ in one byte are told apart, a repeated key is found (a duplicate in
  * JSON, merged into a list in a form). */
 static void test_key_lengths(void)
