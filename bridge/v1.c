@@ -793,8 +793,11 @@ static int fast_escape(const unsigned char **qp, const unsigned char *end, char 
 }
 
 /* The string whose content starts at f->p, decoded into the text region;
- * -1 to give up.  A key holding NUL (only an escape makes one) gives up. */
-static int fast_string(struct fast *f, bool key, char **ret, size_t *ret_len)
+ * -1 to give up.  A key holding NUL (only an escape makes one) gives up.
+ * Inlined into its two callers: a call per key and value cost more than the
+ * scan of a short one. */
+static inline __attribute__((always_inline)) int fast_string(struct fast *f, bool key, char **ret,
+							     size_t *ret_len)
 {
 	const unsigned char *q = f->p, *end = f->end;
 	char *t = f->w, *w = t;
