@@ -407,6 +407,33 @@ static void w_campaign(struct writer *w, const struct v2_val *s)
 	w_close(w);
 }
 
+/* A response that is a string value alone, {"value":"..."}, written into
+ * room reserved once; false (nothing written) when it is more than that or
+ * the room is not there: then member by member, which fails the same way. */
+static bool w_value_only(struct writer *w, const struct v2_response *r)
+{
+	static const char open[] = "{\"value\":";
+	char *p;
+
+	if (r->value.kind != V2_STRING || r->label.kind != V2_ABSENT ||
+	    r->file_path.kind != V2_ABSENT || r->file_name.kind != V2_ABSENT ||
+	    r->file_type.kind != V2_ABSENT || r->score.kind != V2_ABSENT ||
+	    r->is_correct.kind != V2_ABSENT || w->st != W_OK || w->depth >= W_MAX_DEPTH ||
+	    r->value.len > SIZE_MAX / 8 ||
+	    !(p = w_room(w, 1 + sizeof(open) + JSON_QUOTED_MAX(r->value.len) + 1)))
+		return false;
+	p = w_comma(w, p);
+	p = w_copy(p, open, sizeof(open) - 1);
+	if (!(p = json_put_quoted(p, r->value.s, r->value.len, W_ESC))) {
+		w->out.s[w->out.len] = '\0';
+		w_fail(w, W_INVALID_UTF8, "value");
+		return true;
+	}
+	*p++ = '}';
+	w_end(w, p);
+	return true;
+}
+
 static void w_responses(struct writer *w, const struct v2_entry *e)
 {
 	size_t i;
@@ -415,6 +442,8 @@ static void w_responses(struct writer *w, const struct v2_entry *e)
 	for (i = 0; i < e->n_responses; i++) {
 		const struct v2_response *r = &e->responses[i];
 
+		if (w_value_only(w, r))
+			continue;
 		W_OPEN0(w);
 		w_member(w, "label", &r->label);
 		w_member(w, "value", &r->value);

@@ -468,6 +468,54 @@ static void test_entry_parts(void)
 	   "an opt-in variable that is not UTF-8: no head, no tail");
 }
 
+/* Responses that are a value alone are written at once: the bytes of the
+ * member-by-member form, the same error for a value that is not UTF-8, and
+ * the same cut under each ceiling. */
+static void test_value_only(void)
+{
+	struct v2_response resp[3];
+	struct v2_entry e = { 0 };
+	struct v2_doc d;
+	struct bridge_error err;
+	char *body = NULL;
+	size_t len = 0, full = 0;
+	int bad = 0;
+
+	memset(resp, 0, sizeof(resp));
+	memset(&d, 0, sizeof(d));
+	resp[0].value = sval("a \"q\" \\ \n\x01 caf\xc3\xa9");
+	resp[1].label = sval("L");
+	resp[1].value = sval("v");
+	resp[2].value = sval("");
+	e.variable = sval("x");
+	e.responses = resp;
+	e.n_responses = 3;
+	d.entries[V2_FORM] = &e;
+	d.n_entries[V2_FORM] = 1;
+	if (v2_doc_write(&d, 1 << 20, &body, &len, &err) == 0)
+		full = len;
+	is_str(body,
+	       "{\"campaign\":{\"themes\":[]},\"form\":[{\"variable\":\"x\",\"responses\":["
+	       "{\"value\":\"a \\\"q\\\" \\\\ \\n\\u0001 caf\xc3\xa9\"},{\"label\":\"L\",\"value\":"
+	       "\"v\"},{\"value\":\"\"}]}],\"optins\":[],\"questionnaire\":[]}",
+	       "responses of a value alone, escaped, beside one with a label");
+	free(body);
+	for (size_t max = full - 40; full && max <= full + 1; max++) {
+		int rc = v2_doc_write(&d, max, &body, &len, &err);
+
+		if (max >= full ? rc != 0 || len != full
+				: rc != -1 || !strstr(err.message, "more than"))
+			bad++;
+		if (rc == 0)
+			free(body);
+	}
+	is_int(bad, 0, "responses of a value alone: written or refused whole under each ceiling");
+	resp[2].value = sval("bad \xff");
+	ok(v2_doc_write(&d, 1 << 20, &body, &len, &err) == -1, "a value that is not UTF-8 fails");
+	is_str(err.message, "v2 output: invalid UTF-8 in a string (at \"value\")",
+	       "and names the value");
+}
+
 /* A rule file's labels with characters to escape, through a loaded mapping. */
 static void test_rule_parts(void)
 {
@@ -1202,6 +1250,7 @@ int main(void)
 	test_threads();
 	test_entry_parts();
 	test_rule_parts();
+	test_value_only();
 	{
 		char cmd[600];
 
