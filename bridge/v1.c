@@ -271,8 +271,9 @@ static void builder_slot_put(struct slot *slots, size_t n_slots, uint64_t h, siz
 }
 
 /* Append a field whose value is still unset (h = key_hash(b, key, key_len));
- * key is in the document's arena. */
-static int builder_add(struct builder *b, char *key, size_t key_len, uint64_t h)
+ * key is in the document's arena.  Inlined: it runs once per key. */
+static inline __attribute__((always_inline)) int builder_add(struct builder *b, char *key,
+							     size_t key_len, uint64_t h)
 {
 	struct v1_doc *d = b->doc;
 	struct v1_field *f;
