@@ -42,7 +42,7 @@ static int arena_grow(struct arena *a, size_t n)
 	return 0;
 }
 
-void *arena_alloc(struct arena *a, size_t n)
+void *arena_alloc_slow(struct arena *a, size_t n)
 {
 	size_t pad = (size_t)(-(uintptr_t)a->p & (ALIGN - 1));
 	char *p;

@@ -315,6 +315,34 @@ static void test_arena(void)
 	arena_free(&a);
 	arena_free(NULL);
 	ok(a.max == 128 && a.block == 64, "arena_free keeps the settings");
+
+	/* Sizes 1 to 99 in blocks of 256: the ones that fit come from the head
+	 * block (inline), the others from a new one; every one aligned, inside
+	 * its block and after the one before it there. */
+	{
+		int bad = 0, blocks = 0;
+		char *prev_end = NULL;
+
+		arena_init(&a, 256, 0);
+		for (size_t n = 1; n < 100; n++) {
+			size_t before = a.total;
+			char *q = arena_alloc(&a, n);
+
+			if (!q || (uintptr_t)q % _Alignof(max_align_t) || q + n > a.end ||
+			    q + n != a.p)
+				bad++;
+			if (a.total != before)
+				blocks++;
+			else if (prev_end && q < prev_end)
+				bad++;
+			if (q)
+				memset(q, 7, n);
+			prev_end = q + n;
+		}
+		ok(bad == 0 && blocks > 10,
+		   "arena_alloc: aligned, in bounds, in order, block after block");
+		arena_free(&a);
+	}
 }
 
 static void test_clock(void)

@@ -13,6 +13,7 @@
 #define BRIDGE_ARENA_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define ARENA_BLOCK 16384
 
@@ -29,8 +30,21 @@ struct arena {
 void arena_init(struct arena *a, size_t block, size_t max);
 
 /* n bytes (uninitialised) aligned for any type; NULL past the ceiling or
- * without memory.  n == 0 still gives a distinct pointer. */
-void *arena_alloc(struct arena *a, size_t n);
+ * without memory.  n == 0 still gives a distinct pointer.  Inline while the
+ * head block has room; arena_alloc_slow does the rest (and all of it). */
+void *arena_alloc_slow(struct arena *a, size_t n);
+static inline void *arena_alloc(struct arena *a, size_t n)
+{
+	size_t pad = (size_t)(-(uintptr_t)a->p & (sizeof(max_align_t) - 1));
+
+	if (n && a->p && pad <= (size_t)(a->end - a->p) && n <= (size_t)(a->end - a->p) - pad) {
+		char *p = a->p + pad;
+
+		a->p = p + n;
+		return p;
+	}
+	return arena_alloc_slow(a, n);
+}
 
 /* A NUL-terminated copy of s[0..n) (s may hold NULs; not aligned); NULL as
  * arena_alloc. */
