@@ -405,6 +405,7 @@ struct raw_conn {
 	struct event *timer;
 	int requests;
 	size_t sent; /* RAW_SCRIPT with trickle: of the script, the bytes sent */
+	struct event *late_timer;
 };
 
 struct raw_server {
@@ -420,6 +421,7 @@ struct raw_server {
 	const char *script;
 	size_t script_len;
 	int close_after, trickle;
+	const char *late; /* sent 30 ms after the answer, unasked */
 };
 
 static void raw_close(struct raw_conn *rc, int reset)
@@ -451,10 +453,25 @@ static void raw_event_cb(struct bufferevent *bev, short what, void *arg)
 		raw_close(arg, 0);
 }
 
+static void raw_late_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct raw_conn *rc = arg;
+
+	if (rc->bev)
+		bufferevent_write(rc->bev, rc->s->late, strlen(rc->s->late));
+}
+
 static void raw_script_done(struct raw_conn *rc)
 {
+	struct timeval tv = { 0, 30 * 1000 };
+
 	if (rc->s->close_after)
 		bufferevent_setcb(rc->bev, NULL, raw_written_cb, raw_event_cb, rc);
+	if (rc->s->late) {
+		if (!rc->late_timer)
+			rc->late_timer = evtimer_new(base, raw_late_cb, rc);
+		evtimer_add(rc->late_timer, &tv);
+	}
 }
 
 static void raw_trickle_cb(evutil_socket_t fd, short what, void *arg)
@@ -609,6 +626,8 @@ static void raw_stop(struct raw_server *s)
 		raw_close(s->conns[i], 0);
 		if (s->conns[i]->timer)
 			event_free(s->conns[i]->timer);
+		if (s->conns[i]->late_timer)
+			event_free(s->conns[i]->late_timer);
 		free(s->conns[i]);
 	}
 	s->n = 0;
@@ -1460,7 +1479,7 @@ static const struct answer_case answer_cases[] = {
 	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response header line", 2, NULL },
 	{ "a space before the colon", "HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok", 0, 0,
 	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response header line", 2, NULL },
-	{ "a NUL in a value", "HTTP/1.1 200 OK\r\nX-A: a\001b\r\n" OK_2, 0, 0,
+	{ "a control character in a value", "HTTP/1.1 200 OK\r\nX-A: a\001b\r\n" OK_2, 0, 0,
 	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response header line", 2, NULL },
 	{ "Content-Length +2", "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", 0, 0,
 	  UPSTREAM_PROTOCOL_ERROR, 0, NULL, "malformed response Content-Length", 2, NULL },
@@ -1526,6 +1545,35 @@ static void test_answers(void)
 		upstream_pool_free(p);
 		raw_stop(&rs);
 	}
+	run_for(20);
+}
+
+/* A byte arriving on an idle kept-alive connection: nobody asked for it, so
+ * the connection is closed and the next post opens a new one. */
+static void test_idle_byte(void)
+{
+	struct raw_server rs;
+	struct upstream_pool *p;
+	struct result res;
+	char url[128];
+
+	raw_start(&rs, RAW_SCRIPT);
+	rs.script = "HTTP/1.1 200 OK\r\n" OK_2;
+	rs.script_len = strlen(rs.script);
+	rs.late = "HTTP/1.1 200 OK\r\n";
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/", rs.port);
+	p = pool_for(url, NULL, NULL, NULL);
+	post_wait(p, "x", 2000, &res);
+	ok(res.outcome == UPSTREAM_RESPONSE && res.status == 200,
+	   "answered before the stray bytes");
+	is_int((int)upstream_pool_connections(p), 1, "  the connection idles in the pool");
+	run_for(150);
+	is_int((int)upstream_pool_connections(p), 0, "bytes on an idle connection close it");
+	post_wait(p, "x", 2000, &res);
+	ok(res.outcome == UPSTREAM_RESPONSE && rs.n_conns == 2,
+	   "  the next post on a new connection");
+	upstream_pool_free(p);
+	raw_stop(&rs);
 	run_for(20);
 }
 
@@ -1889,6 +1937,7 @@ int main(void)
 	test_names(&plain);
 	test_misbehaving();
 	test_answers();
+	test_idle_byte();
 	test_answer_head_limit();
 	test_too_large(&plain);
 	test_ipv6();
