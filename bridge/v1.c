@@ -871,8 +871,10 @@ static const unsigned char *fast_number(const unsigned char *p, const unsigned c
 	return p;
 }
 
-/* One scalar at f->p (f->p < f->end) into type, text, len; -1 to give up. */
-static int fast_scalar(struct fast *f, enum v1_type *type, char **text, size_t *len)
+/* One scalar at f->p (f->p < f->end) into type, text, len; -1 to give up.
+ * Inlined into fast_value, the string scan with it. */
+static inline __attribute__((always_inline)) int fast_scalar(struct fast *f, enum v1_type *type,
+							     char **text, size_t *len)
 {
 	const unsigned char *p = f->p, *e;
 	enum v1_type t;
