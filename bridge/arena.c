@@ -42,19 +42,15 @@ static int arena_grow(struct arena *a, size_t n)
 	return 0;
 }
 
+/* arena_alloc found no room for n (> 0) bytes in the head block: the start
+ * of a new one, which is aligned. */
 void *arena_alloc_slow(struct arena *a, size_t n)
 {
-	size_t pad = (size_t)(-(uintptr_t)a->p & (ALIGN - 1));
 	char *p;
 
-	if (!n)
-		n = 1;
-	if (!a->p || pad > (size_t)(a->end - a->p) || n > (size_t)(a->end - a->p) - pad) {
-		if (arena_grow(a, n) < 0)
-			return NULL;
-		pad = 0; /* a block's data is aligned */
-	}
-	p = a->p + pad;
+	if (arena_grow(a, n) < 0)
+		return NULL;
+	p = a->p;
 	a->p = p + n;
 	return p;
 }

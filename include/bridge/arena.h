@@ -31,13 +31,15 @@ void arena_init(struct arena *a, size_t block, size_t max);
 
 /* n bytes (uninitialised) aligned for any type; NULL past the ceiling or
  * without memory.  n == 0 still gives a distinct pointer.  Inline while the
- * head block has room; arena_alloc_slow does the rest (and all of it). */
+ * head block has room; arena_alloc_slow starts a new block. */
 void *arena_alloc_slow(struct arena *a, size_t n);
 static inline void *arena_alloc(struct arena *a, size_t n)
 {
 	size_t pad = (size_t)(-(uintptr_t)a->p & (sizeof(max_align_t) - 1));
 
-	if (n && a->p && pad <= (size_t)(a->end - a->p) && n <= (size_t)(a->end - a->p) - pad) {
+	if (!n)
+		n = 1;
+	if (a->p && pad <= (size_t)(a->end - a->p) && n <= (size_t)(a->end - a->p) - pad) {
 		char *p = a->p + pad;
 
 		a->p = p + n;
