@@ -306,7 +306,16 @@ def t_corrupt_rows(t, tmp, doc):
              "five rows dead-lettered corrupt (metric), nothing left pending",
              PG.psql("SELECT id, status, delivery_id, last_error FROM deliveries", db=db))
         sent = [x.header("X-Bridge-Delivery-Id") for x in list(sink.requests)[3:]]
-        t.is_(sent, [mine[2]["delivery_id"]], "only the intact row was sent")
+        # a duplicate here is allowed by at least once but unexplained in a
+        # calm run: say which connection carried each attempt, and what the
+        # bridge logged about the row
+        t.is_(sent, [mine[2]["delivery_id"]], "only the intact row was sent",
+              "\n".join(["every attempt (delivery id, client port):"] +
+                         ["  %s %s" % (x.header("X-Bridge-Delivery-Id"), x.client[1])
+                          for x in list(sink.requests)] +
+                         ["the bridge's lines about it:"] +
+                         [ln for ln in b.stderr.splitlines()
+                          if mine[2]["delivery_id"] in ln][:12]))
         kept = PG.psql("SELECT count(*) FROM deliveries WHERE status = 1 AND"
                        " convert_from(last_error, 'UTF8') LIKE 'corrupt:%'", db=db)
         t.is_(kept, "5", "all five kept in PostgreSQL as dead letters, the reason with them")
