@@ -7,7 +7,8 @@
 #include "bridge/access.h"
 #include "bridge/accesslog.h"
 
-static const char *method_name(enum evhttp_cmd_type cmd)
+/* cmd: libevent's EVHTTP_REQ_* bits, which httpd's are too */
+static const char *method_name(int cmd)
 {
 	switch (cmd) {
 	case EVHTTP_REQ_GET: return "GET";
@@ -36,13 +37,9 @@ static const char *peer_of(struct evhttp_request *req, unsigned *ret_port)
 	return peer;
 }
 
-int accesslog_forwarded_for(struct evhttp_request *req, const struct access_list *trusted,
+int accesslog_forwarded_for(const char *peer, const char *xff, const struct access_list *trusted,
 			    char *out, size_t cap)
 {
-	const char *xff = evhttp_find_header(evhttp_request_get_input_headers(req),
-					     "X-Forwarded-For");
-	unsigned port;
-	const char *peer = peer_of(req, &port);
 	size_t end;
 
 	if (!trusted || !trusted->n || !peer || !xff || !access_list_allows(trusted, peer))
@@ -87,30 +84,43 @@ static void copy_cut(char *dst, size_t cap, const char *s)
 	dst[n] = '\0';
 }
 
+void accesslog_capture_view(struct accesslog_request *r, const struct accesslog_view *v,
+			    const struct access_list *trusted)
+{
+	copy_cut(r->client, sizeof(r->client), v->peer ? v->peer : "");
+	r->client_port = v->peer_port;
+	if (accesslog_forwarded_for(v->peer, v->forwarded_for, trusted, r->forwarded_for,
+				    sizeof(r->forwarded_for)) < 0)
+		r->forwarded_for[0] = '\0';
+	r->method = method_name(v->method);
+	copy_cut(r->path, sizeof(r->path), v->path && *v->path ? v->path : "/");
+	if (v->major >= 0 && v->minor >= 0) { /* libevent may hold an overflowed version */
+		r->http_version[0] = (char)('0' + v->major % 10);
+		r->http_version[1] = '.';
+		r->http_version[2] = (char)('0' + v->minor % 10);
+		r->http_version[3] = '\0';
+	} else {
+		snprintf(r->http_version, sizeof(r->http_version), "%d.%d", v->major % 10,
+			 v->minor % 10);
+	}
+	r->has_user_agent = v->user_agent != NULL;
+	copy_cut(r->user_agent, sizeof(r->user_agent), v->user_agent ? v->user_agent : "");
+}
+
 void accesslog_capture(struct accesslog_request *r, struct evhttp_request *req,
 		       const struct access_list *trusted)
 {
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-	const char *ua = evhttp_find_header(evhttp_request_get_input_headers(req), "User-Agent");
-	const char *peer = peer_of(req, &r->client_port);
+	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	struct accesslog_view v = { .path = uri ? evhttp_uri_get_path(uri) : NULL,
+				    .forwarded_for = evhttp_find_header(in, "X-Forwarded-For"),
+				    .user_agent = evhttp_find_header(in, "User-Agent"),
+				    .method = (int)evhttp_request_get_command(req),
+				    .major = req->major,
+				    .minor = req->minor };
 
-	copy_cut(r->client, sizeof(r->client), peer ? peer : "");
-	if (accesslog_forwarded_for(req, trusted, r->forwarded_for, sizeof(r->forwarded_for)) < 0)
-		r->forwarded_for[0] = '\0';
-	r->method = method_name(evhttp_request_get_command(req));
-	copy_cut(r->path, sizeof(r->path), path && *path ? path : "/");
-	if (req->major >= 0 && req->minor >= 0) { /* libevent may hold an overflowed version */
-		r->http_version[0] = (char)('0' + req->major % 10);
-		r->http_version[1] = '.';
-		r->http_version[2] = (char)('0' + req->minor % 10);
-		r->http_version[3] = '\0';
-	} else {
-		snprintf(r->http_version, sizeof(r->http_version), "%d.%d", req->major % 10,
-			 req->minor % 10);
-	}
-	r->has_user_agent = ua != NULL;
-	copy_cut(r->user_agent, sizeof(r->user_agent), ua ? ua : "");
+	v.peer = peer_of(req, &v.peer_port);
+	accesslog_capture_view(r, &v, trusted);
 }
 
 /* The message is built from pieces, printf-free (one per request): each

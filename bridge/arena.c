@@ -7,6 +7,7 @@
 
 struct arena_block {
 	struct arena_block *next;
+	size_t cap;
 	max_align_t data[];
 };
 
@@ -35,6 +36,7 @@ static int arena_grow(struct arena *a, size_t n)
 	if (!b)
 		return -1;
 	b->next = a->head;
+	b->cap = cap;
 	a->head = b;
 	a->p = (char *)b->data;
 	a->end = a->p + cap;
@@ -71,6 +73,22 @@ char *arena_strndup(struct arena *a, const char *s, size_t n)
 		memcpy(p, s, n);
 	p[n] = '\0';
 	return p;
+}
+
+void arena_reset(struct arena *a)
+{
+	struct arena_block *b = a->head;
+
+	if (!b)
+		return;
+	while (b->next) {
+		a->head = b->next;
+		free(b);
+		b = a->head;
+	}
+	a->p = (char *)b->data;
+	a->end = a->p + b->cap;
+	a->total = b->cap;
 }
 
 void arena_free(struct arena *a)

@@ -103,15 +103,31 @@ static const char *error_code(int status)
 	}
 }
 
+size_t guard_error_page_text(int status, char *out, size_t cap)
+{
+	char body[256];
+	int bn, n;
+
+	bn = snprintf(body, sizeof(body),
+		      "{\"error\":\"%s\",\"message\":\"the request was refused before it could be "
+		      "read (HTTP %d)\"}\n",
+		      error_code(status), status);
+	n = snprintf(out, cap,
+		     "HTTP/1.1 %d Error\r\nContent-Type: application/json\r\nConnection: close\r\n"
+		     "%sContent-Length: %d\r\n\r\n%s",
+		     status, status == 503 ? "Retry-After: 5\r\n" : "", bn, body);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 /* evhttp_send_error() writes "HTTP/1.x NNN reason" + headers + an HTML page
  * in two appends; once the page is complete, replace the whole response. */
 static void output_cb(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
 {
 	static const char tail[] = "</BODY></HTML>\n";
-	size_t len = evbuffer_get_length(out), tl = sizeof(tail) - 1;
-	char end[sizeof(tail)], head[64], body[256], hdr[256];
+	size_t len = evbuffer_get_length(out), tl = sizeof(tail) - 1, n;
+	char end[sizeof(tail)], head[64], page[512];
 	struct evbuffer_ptr p;
-	int status = 0, n, bn;
+	int status = 0, hn;
 
 	if (info->n_added == 0 || len < tl || len > 4096)
 		return;
@@ -121,23 +137,15 @@ static void output_cb(struct evbuffer *out, const struct evbuffer_cb_info *info,
 	if (evbuffer_ptr_set(out, &p, len - tl, EVBUFFER_PTR_SET) < 0 ||
 	    evbuffer_copyout_from(out, &p, end, tl) != (ev_ssize_t)tl || memcmp(end, tail, tl) != 0)
 		return;
-	n = (int)evbuffer_copyout(out, head, sizeof(head) - 1);
-	head[n < 0 ? 0 : n] = '\0';
+	hn = (int)evbuffer_copyout(out, head, sizeof(head) - 1);
+	head[hn < 0 ? 0 : hn] = '\0';
 	if (sscanf(head, "HTTP/1.%*d %d", &status) != 1 || status < 400)
 		return;
-	bn = snprintf(body, sizeof(body),
-		      "{\"error\":\"%s\",\"message\":\"the request was refused before it could be "
-		      "read (HTTP %d)\"}\n",
-		      error_code(status), status);
-	n = snprintf(hdr, sizeof(hdr),
-		     "HTTP/1.1 %d Error\r\nContent-Type: application/json\r\nConnection: close\r\n"
-		     "%sContent-Length: %d\r\n\r\n",
-		     status, status == 503 ? "Retry-After: 5\r\n" : "", bn);
+	n = guard_error_page_text(status, page, sizeof(page));
 	/* our own append must not re-enter this callback */
 	evbuffer_remove_cb(out, output_cb, arg);
 	evbuffer_drain(out, len);
-	evbuffer_add(out, hdr, (size_t)n);
-	evbuffer_add(out, body, (size_t)bn);
+	evbuffer_add(out, page, n);
 }
 
 /* ---- the raw request head ------------------------------------------------ */
@@ -147,29 +155,37 @@ static void output_cb(struct evbuffer *out, const struct evbuffer_cb_info *info,
  * the bufferevent's write side, so the answer goes straight to the socket
  * (through the connection's SSL on TLS), the sending side is shut, input is
  * dropped from now on, and the sweep closes the connection. */
+size_t guard_head_refusal_text(const struct reqhead_verdict *v, char *out, size_t cap)
+{
+	int n = snprintf(
+		out, cap,
+		"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+		"Cache-Control: no-store\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n"
+		"{\"error\":\"%s\",\"message\":\"%s\"}\n",
+		v->status, v->status == 413 ? "Payload Too Large" : "Bad Request",
+		strlen(v->code) + strlen(v->message) + 26, v->code, v->message);
+
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 static void head_refuse(struct guard *g, struct bufferevent *bev, struct slot *s,
 			struct evbuffer *in, const struct reqhead_verdict *v)
 {
 	char resp[512];
-	int fd = (int)bufferevent_getfd(bev), n;
+	int fd = (int)bufferevent_getfd(bev);
+	size_t n = guard_head_refusal_text(v, resp, sizeof(resp));
 
-	n = snprintf(resp, sizeof(resp),
-		     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-		     "Cache-Control: no-store\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n"
-		     "{\"error\":\"%s\",\"message\":\"%s\"}\n",
-		     v->status, v->status == 413 ? "Payload Too Large" : "Bad Request",
-		     strlen(v->code) + strlen(v->message) + 26, v->code, v->message);
 	s->refused = 1;
 	evbuffer_drain(in, evbuffer_get_length(in));
-	if (n <= 0 || (size_t)n >= sizeof(resp))
+	if (n == 0)
 		return;
 	if (g->tls) {
 		SSL *ssl = bufferevent_openssl_get_ssl(bev);
 
 		if (ssl)
-			(void)SSL_write(ssl, resp, n);
+			(void)SSL_write(ssl, resp, (int)n);
 	} else {
-		ssize_t w = send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t w = send(fd, resp, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		(void)w;
 	}
@@ -267,31 +283,43 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
 	return bev;
 }
 
+size_t guard_timeout_text(char *out, size_t cap)
+{
+	static const char body[] = "{\"error\":\"request_timeout\",\"message\":\"the request did "
+				   "not arrive within the deadline\"}\n";
+	int n = snprintf(out, cap,
+			 "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+			 "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+			 sizeof(body) - 1, body);
+
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+void guard_log_deadline(int deadline_ms)
+{
+	struct log_line l;
+
+	log_begin(&l, LOG_WARN, "request_deadline");
+	log_int(&l, "deadline_ms", deadline_ms);
+	log_end(&l);
+}
+
 /* A request still being read past its deadline: answer 408 ourselves (evhttp
  * has written nothing on this connection yet) and shut the socket, which
  * makes evhttp see the end and free the connection itself. */
 static void kill_slow(struct guard *g, int fd, struct slot *s)
 {
-	static const char body[] = "{\"error\":\"request_timeout\",\"message\":\"the request did "
-				   "not arrive within the deadline\"}\n";
 	char resp[512];
-	struct log_line l;
+	size_t n = guard_timeout_text(resp, sizeof(resp));
 	ssize_t w;
-	int n;
 
-	n = snprintf(resp, sizeof(resp),
-		     "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-		     "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
-		     sizeof(body) - 1, body);
 	if (!g->tls) { /* on TLS the bytes would have to be encrypted: just close */
-		w = send(fd, resp, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		w = send(fd, resp, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 		(void)w;
 	}
 	shutdown(fd, SHUT_RDWR);
 	g->kills++;
-	log_begin(&l, LOG_WARN, "request_deadline");
-	log_int(&l, "deadline_ms", g->deadline_ms);
-	log_end(&l);
+	guard_log_deadline(g->deadline_ms);
 	s->request_start = 0;
 }
 
@@ -352,7 +380,16 @@ static void resume_cb(evutil_socket_t unused, short what, void *arg)
 {
 	struct guard *g = arg;
 
-	evconnlistener_enable(g->listener);
+	if (g->listener)
+		evconnlistener_enable(g->listener);
+}
+
+void guard_listener_gone(struct guard *g)
+{
+	if (!g)
+		return;
+	g->listener = NULL;
+	event_del(g->resume);
 }
 
 static void accept_error_cb(struct evconnlistener *lst, void *arg)
@@ -367,7 +404,7 @@ static void accept_error_cb(struct evconnlistener *lst, void *arg)
 	/* out of descriptors: the pending connection stays in the backlog;
 	 * retrying at once would spin the loop (libevent 2.1 leaves the
 	 * listener enabled on EMFILE) */
-	if (!g)
+	if (!g || g->listener != lst)
 		return; /* no timer to resume it: never leave the listener off */
 	evconnlistener_disable(lst);
 	event_add(g->resume, &pause);
@@ -412,7 +449,8 @@ struct guard *guard_new(struct event_base *base, struct evhttp *http,
 		return NULL;
 	}
 	event_add(g->sweep, &second);
-	evhttp_set_bevcb(http, make_bev, g);
+	if (http)
+		evhttp_set_bevcb(http, make_bev, g);
 	if (listener)
 		evconnlistener_set_error_cb(listener, accept_error_cb);
 	return g;

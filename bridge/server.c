@@ -56,109 +56,53 @@ static const char *status_phrase(int status)
 /* seconds a 503 asks the sender to wait before retrying */
 #define SERVER_RETRY_AFTER "5"
 
-static __thread struct guard *thread_guard_of_server; /* set per worker thread */
-static __thread struct server *thread_server;         /* the same thread's server */
-static __thread struct timeval thread_request_start;  /* of the request being handled */
-static __thread size_t thread_bytes_out;              /* body of the last answer sent */
-static __thread int thread_in_handler;                /* inside evhttp's request callback */
+static __thread struct server *thread_server;        /* the same thread's server */
+static __thread struct timeval thread_request_start; /* of the request being handled */
+static __thread size_t thread_bytes_out;             /* body of the last answer sent */
 /* the last answered request as the access log tells it, captured before
- * the answer (which may free the request) */
+ * the answer (which frees the request) */
 static __thread struct accesslog_request thread_access;
 
 static long long us_since(const struct timeval *start);
 static void access_plain(size_t bytes_in, int status, const char *error);
 static void access_exchange(const struct exchange *x, int status, const struct answer_note *n);
 
+static void access_capture(struct httpd_request *req, const struct server *s)
+{
+	struct accesslog_view v = { .peer = req->peer,
+				    .peer_port = req->peer_port,
+				    .forwarded_for = httpd_find(req, "X-Forwarded-For"),
+				    .path = req->path,
+				    .user_agent = httpd_find(req, "User-Agent"),
+				    .method = req->method,
+				    .major = req->major,
+				    .minor = req->minor };
+
+	accesslog_capture_view(&thread_access, &v, s ? &s->cfg->trusted_proxies : NULL);
+}
+
 /* Every answer leaves through here: sent, counted in the requests total
  * (route "" outside an exchange), written to the access log, and the
  * exchange x (NULL for an answer outside one) closed.  body is sent as it
- * is and freed.  libevent 2.1 writes a body even for HEAD (without
- * Content-Length, so the next answer on the connection would be misread):
- * a HEAD answer gets the length and no body. */
-/* The Date and Content-Length evhttp adds to an HTTP/1.1 answer with a body,
- * added first and in its order, so the bytes are the same without its
- * formatted output; the date is made once a second per thread. */
-static void framing_headers(struct evhttp_request *req, int status, size_t len)
-{
-	static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
-	static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-					    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
-	static __thread time_t cached_sec = -1;
-	static __thread char date[32];
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	char cl[24], *p = cl + sizeof(cl) - 1;
-	time_t now = time(NULL);
-
-	if (req->major != 1 || req->minor < 1 || status < 200 || status == 204 || status == 304)
-		return;
-	if (!evhttp_find_header(h, "Date")) {
-		if (now != cached_sec) {
-			struct tm tm;
-
-			if (!gmtime_r(&now, &tm) || tm.tm_year + 1900 > 9999 ||
-			    tm.tm_year + 1900 < 1000)
-				return; /* evhttp writes its own */
-			/* "%s, %02d %s %4d %02d:%02d:%02d GMT", as evhttp has it */
-			unsigned y = (unsigned)(1900 + tm.tm_year);
-
-			memcpy(date, days[tm.tm_wday % 7], 3);
-			memcpy(date + 3, ", 00 ", 5);
-			date[5] = (char)('0' + tm.tm_mday / 10);
-			date[6] = (char)('0' + tm.tm_mday % 10);
-			memcpy(date + 8, months[tm.tm_mon % 12], 3);
-			date[11] = ' ';
-			date[12] = (char)('0' + y / 1000);
-			date[13] = (char)('0' + y / 100 % 10);
-			date[14] = (char)('0' + y / 10 % 10);
-			date[15] = (char)('0' + y % 10);
-			memcpy(date + 16, " 00:00:00 GMT", 14);
-			date[17] = (char)('0' + tm.tm_hour / 10);
-			date[18] = (char)('0' + tm.tm_hour % 10);
-			date[20] = (char)('0' + tm.tm_min / 10);
-			date[21] = (char)('0' + tm.tm_min % 10);
-			date[23] = (char)('0' + tm.tm_sec / 10);
-			date[24] = (char)('0' + tm.tm_sec % 10);
-			cached_sec = now;
-		}
-		evhttp_add_header(h, "Date", date);
-	}
-	if (evhttp_find_header(h, "Content-Length") || evhttp_find_header(h, "Transfer-Encoding"))
-		return;
-	*p = '\0';
-	do
-		*--p = (char)('0' + len % 10);
-	while ((len /= 10) > 0);
-	evhttp_add_header(h, "Content-Length", p);
-}
-
-void server_answer(struct evhttp_request *req, struct exchange *x, int status, const char *phrase,
+ * is and freed.  A HEAD answer gets the length of the body it does not
+ * carry. */
+void server_answer(struct httpd_request *req, struct exchange *x, int status, const char *phrase,
 		   struct evbuffer *body, const struct answer_note *n)
 {
 	struct server *s = thread_server;
 	struct metrics *metrics = x ? x->gen->metrics : s ? s->gen->metrics : NULL;
-	/* the request may be freed once answered */
-	size_t in = x ? x->bytes_in : evbuffer_get_length(evhttp_request_get_input_buffer(req));
-	/* an answer given later than the request's own callback (the endpoint's
-	 * answer came) is written at once; inside the callback evhttp must not
-	 * finish the request under its own feet */
-	struct evhttp_connection *evcon = x && !thread_in_handler
-						  ? evhttp_request_get_connection(req)
-						  : NULL;
-	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	/* the request is gone once answered */
+	size_t in = x ? x->bytes_in : evbuffer_get_length(req->body);
 
-	guard_request_end(thread_guard_of_server, req);
 	thread_bytes_out = evbuffer_get_length(body);
-	accesslog_capture(&thread_access, req, s ? &s->cfg->trusted_proxies : NULL);
-	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+	access_capture(req, s);
+	if (req->method == HTTPD_HEAD) {
 		char len[32];
 
 		snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", len);
-		evhttp_send_reply(req, status, phrase, NULL);
-	} else {
-		framing_headers(req, status, evbuffer_get_length(body));
-		evhttp_send_reply(req, status, phrase, body);
+		httpd_add_header(req, "Content-Length", len);
 	}
+	httpd_send(req, status, phrase, body);
 	evbuffer_free(body);
 	if (n->outcome != ANSWER_UNCOUNTED) {
 		metrics_request(metrics, x ? x->route_index : -1, n->outcome);
@@ -171,25 +115,21 @@ void server_answer(struct evhttp_request *req, struct exchange *x, int status, c
 		return;
 	}
 	access_exchange(x, status, n);
-	if (bev)
-		upstream_bev_write_now(bev); /* may free req: nothing below uses it */
 	x->answered = 1;
 	exchange_release(x);
 }
 
 /* Close the JSON object in body and answer with it.  The reason phrase is
- * always one of ours, never client data (evhttp copies it onto the status
- * line as given). */
-void server_answer_json(struct evhttp_request *req, struct exchange *x, int status,
+ * always one of ours, never client data (it goes onto the status line as
+ * given). */
+void server_answer_json(struct httpd_request *req, struct exchange *x, int status,
 			struct evbuffer *body, const struct answer_note *n)
 {
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-
-	evhttp_add_header(h, "Content-Type", "application/json");
-	evhttp_add_header(h, "Cache-Control", "no-store");
+	httpd_add_header(req, "Content-Type", "application/json");
+	httpd_add_header(req, "Cache-Control", "no-store");
 	/* every 503 here is passing (stopping, queue busy, memory): say when */
-	if (status == 503 && !evhttp_find_header(h, "Retry-After"))
-		evhttp_add_header(h, "Retry-After", SERVER_RETRY_AFTER);
+	if (status == 503 && !httpd_out_find(req, "Retry-After"))
+		httpd_add_header(req, "Retry-After", SERVER_RETRY_AFTER);
 	evbuffer_add(body, "}\n", 2);
 	server_answer(req, x, status, status_phrase(status), body, n);
 }
@@ -206,7 +146,7 @@ struct evbuffer *server_error_body(const char *code, const char *message)
 
 /* A refusal outside the webhook exchange (health, 404, 405, the v2 path
  * ...), counted under route "" as outcome. */
-void server_refuse(struct evhttp_request *req, int status, enum metrics_outcome outcome,
+void server_refuse(struct httpd_request *req, int status, enum metrics_outcome outcome,
 		   const char *code, const char *message)
 {
 	struct answer_note n = { .outcome = outcome, .error = message };
@@ -217,11 +157,19 @@ void server_refuse(struct evhttp_request *req, int status, enum metrics_outcome 
 /* RFC 9110 section 11.6.1: a 401 carries a challenge; without one,
  * challenge-driven clients (curl --anyauth, Python's HTTPBasicAuthHandler)
  * never send the credential they hold.  Only Basic has a scheme to name. */
-void server_auth_challenge(struct evhttp_request *req, const struct access_auth *a)
+void server_auth_challenge(struct httpd_request *req, const struct access_auth *a)
 {
 	if (a->basic_user)
-		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
-				  "Basic realm=\"webhook-bridge\", charset=\"UTF-8\"");
+		httpd_add_header(req, "WWW-Authenticate",
+				 "Basic realm=\"webhook-bridge\", charset=\"UTF-8\"");
+}
+
+int server_auth_ok(const struct access_auth *a, const struct httpd_request *req)
+{
+	if (!a || !a->enabled)
+		return 1;
+	return access_auth_check_parts(a, httpd_find(req, "Authorization"), req->query,
+				       a->header_name ? httpd_find(req, a->header_name) : NULL);
 }
 
 static long long us_since(const struct timeval *start)
@@ -454,21 +402,24 @@ void exchange_fail(struct exchange *x, int status, enum metrics_outcome outcome,
  * anything a front proxy might read differently is refused, and the
  * connection closed, so no request can hide in another's body.  Webhook
  * senders use Content-Length: Transfer-Encoding is refused outright. */
-static const char *framing_problem(struct evhttp_request *req)
+static const char *framing_problem(const struct httpd_request *req)
 {
-	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
 	int cl = 0, te = 0;
 
 	if (req->major != 1 || (req->minor != 0 && req->minor != 1))
 		return "HTTP version other than 1.0 or 1.1";
-	for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
-		if (!upstream_header_name_valid(kv->key))
+	if (!req->framing_bad)
+		return NULL; /* what the loop below looks for, the reader saw none of */
+	for (size_t i = 0; i < req->n_headers; i++) {
+		const struct httpd_header *kv = &req->headers[i];
+
+		if (!upstream_header_name_valid(kv->name))
 			return "a header name that is not a token (space before the colon?)";
-		if (strcasecmp(kv->key, "Content-Length") == 0) {
+		if (strcasecmp(kv->name, "Content-Length") == 0) {
 			cl++;
 			if (!kv->value[0] || kv->value[strspn(kv->value, "0123456789")])
 				return "a Content-Length that is not only digits";
-		} else if (strcasecmp(kv->key, "Transfer-Encoding") == 0) {
+		} else if (strcasecmp(kv->name, "Transfer-Encoding") == 0) {
 			te++;
 		}
 	}
@@ -513,13 +464,13 @@ void server_log_capture_failure(struct server *s, const struct bridge_error *err
  * logged and never fails the post. */
 static void record_post(struct exchange *x, const char *content_type, const char *body, size_t len)
 {
-	struct evkeyvalq *in = evhttp_request_get_input_headers(x->req);
+	const struct httpd_request *in = x->req;
 	struct record_header h[64];
 	size_t n = 0;
 	struct bridge_error err;
 
-	for (struct evkeyval *kv = in->tqh_first; kv && n < 64; kv = kv->next.tqe_next)
-		h[n++] = (struct record_header){ kv->key, kv->value };
+	for (size_t i = 0; i < in->n_headers && n < 64; i++)
+		h[n++] = (struct record_header){ in->headers[i].name, in->headers[i].value };
 	bridge_error_clear(&err);
 	if (recorder_write(x->srv->opt.recorder, content_type, &x->start, h, n, body, len, &err) <
 	    0)
@@ -548,10 +499,10 @@ static void log_routing(const struct exchange *x, const char *website, const cha
 /* The sender's trace context, kept when well-formed: a W3C traceparent
  * ("00-" 32 hex "-" 16 hex "-" 2 hex) and an X-Request-Id of printable
  * ASCII (at most 128 bytes); anything else is not passed on. */
-static void trace_context(struct exchange *x, struct evkeyvalq *in)
+static void trace_context(struct exchange *x, const struct httpd_request *in)
 {
-	const char *tp = evhttp_find_header(in, "traceparent");
-	const char *rid = evhttp_find_header(in, "X-Request-Id");
+	const char *tp = httpd_find(in, "traceparent");
+	const char *rid = httpd_find(in, "X-Request-Id");
 	size_t n;
 
 	if (tp && strlen(tp) == 55 && tp[2] == '-' && tp[35] == '-' && tp[52] == '-' &&
@@ -589,20 +540,19 @@ static void content_charset(const char *ct, char *out, size_t cap)
  * were plain UTF-8: a compressed body (Content-Encoding other than
  * identity; the answer says Accept-Encoding: identity) and a charset other
  * than UTF-8 (or its subset US-ASCII).  Returns -1 when x was answered. */
-static int body_encoding_refused(struct exchange *x, struct evkeyvalq *in)
+static int body_encoding_refused(struct exchange *x, const struct httpd_request *in)
 {
-	const char *ce = evhttp_find_header(in, "Content-Encoding");
+	const char *ce = httpd_find(in, "Content-Encoding");
 	char charset[64], msg[200];
 
 	if (ce && strcasecmp(ce, "identity") != 0) {
 		snprintf(msg, sizeof(msg),
 			 "Content-Encoding %.60s is not accepted: send the body uncompressed", ce);
-		evhttp_add_header(evhttp_request_get_output_headers(x->req), "Accept-Encoding",
-				  "identity");
+		httpd_add_header(x->req, "Accept-Encoding", "identity");
 		exchange_fail(x, 415, OUTCOME_INVALID_INPUT, "unsupported_encoding", msg);
 		return -1;
 	}
-	content_charset(evhttp_find_header(in, "Content-Type"), charset, sizeof(charset));
+	content_charset(httpd_find(in, "Content-Type"), charset, sizeof(charset));
 	if (charset[0] && strcmp(charset, "utf-8") != 0 && strcmp(charset, "utf8") != 0 &&
 	    strcmp(charset, "us-ascii") != 0) {
 		snprintf(msg, sizeof(msg),
@@ -626,7 +576,7 @@ static int looks_like_json(const char *body, size_t n)
 }
 
 /* A new exchange for req; NULL when out of memory (req answered 503). */
-static struct exchange *exchange_new(struct server *s, struct evhttp_request *req)
+static struct exchange *exchange_new(struct server *s, struct httpd_request *req)
 {
 	struct exchange *x = calloc(1, sizeof(*x));
 
@@ -639,36 +589,35 @@ static struct exchange *exchange_new(struct server *s, struct evhttp_request *re
 	x->gen = s->gen;
 	x->req = req;
 	x->route_index = -1;
-	x->bytes_in = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+	x->bytes_in = evbuffer_get_length(req->body);
 	gettimeofday(&x->start, NULL);
-	trace_context(x, evhttp_request_get_input_headers(req));
+	trace_context(x, req);
 	return x;
 }
 
 /* The checks before the body is read: header count, listen.auth,
  * Content-Type (its parser into *kind), encodings, size.  -1 when x was
  * answered. */
-static int webhook_refused(struct exchange *x, struct evkeyvalq *in, enum v1_encoding *kind)
+static int webhook_refused(struct exchange *x, const struct httpd_request *in,
+			   enum v1_encoding *kind)
 {
 	const struct bridge_config *c = x->gen->cfg;
-	size_t n_headers = 0;
+	size_t n_headers = in->n_headers;
 	char msg[200];
 
-	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
-		n_headers++;
 	if (n_headers > c->max_headers) {
 		snprintf(msg, sizeof(msg), "%zu header lines, over the limit of %zu", n_headers,
 			 c->max_headers);
 		exchange_fail(x, 431, OUTCOME_INVALID_INPUT, "too_many_headers", msg);
 		return -1;
 	}
-	if (!access_auth_check(&c->auth, x->req)) {
+	if (!server_auth_ok(&c->auth, x->req)) {
 		server_auth_challenge(x->req, &c->auth);
 		exchange_fail(x, 401, OUTCOME_UNAUTHORIZED, "unauthorized",
 			      "authentication required");
 		return -1;
 	}
-	*kind = v1_encoding_of(evhttp_find_header(in, "Content-Type"));
+	*kind = v1_encoding_of(httpd_find(in, "Content-Type"));
 	if (*kind == V1_ENC_OTHER) {
 		exchange_fail(x, 415, OUTCOME_INVALID_INPUT, "unsupported_media_type",
 			      "Content-Type must be application/json or "
@@ -741,7 +690,7 @@ static int webhook_route(struct exchange *x, struct v1_doc *doc)
 	}
 	x->route_index = x->route - c->routes;
 	log_routing(x, ids.website, ids.campaign);
-	if (!access_auth_check(&x->route->auth, x->req)) {
+	if (!server_auth_ok(&x->route->auth, x->req)) {
 		v1_doc_free(doc);
 		server_auth_challenge(x->req, &x->route->auth);
 		x->route = NULL; /* say nothing about the route to an unauthenticated sender */
@@ -834,9 +783,8 @@ static void webhook_send(struct exchange *x, const struct mapping_result *m, con
 }
 
 /* A v1 post: checked, parsed, routed, translated, and sent on its way. */
-static void handle_webhook(struct server *s, struct evhttp_request *req)
+static void handle_webhook(struct server *s, struct httpd_request *req)
 {
-	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
 	struct exchange *x = exchange_new(s, req);
 	struct v1_doc *doc = NULL;
 	struct bridge_error err;
@@ -845,12 +793,11 @@ static void handle_webhook(struct server *s, struct evhttp_request *req)
 	const char *body;
 	int rc, trace;
 
-	if (!x || webhook_refused(x, in, &kind) < 0)
+	if (!x || webhook_refused(x, req, &kind) < 0)
 		return;
-	body = (const char *)evbuffer_pullup(evhttp_request_get_input_buffer(req), -1);
+	body = (const char *)evbuffer_pullup(req->body, -1);
 	if (s->opt.recorder)
-		record_post(x, evhttp_find_header(in, "Content-Type"), body ? body : "",
-			    x->bytes_in);
+		record_post(x, httpd_find(req, "Content-Type"), body ? body : "", x->bytes_in);
 	if (webhook_parse(x, kind, body, &doc) < 0 || webhook_route(x, doc) < 0)
 		return;
 	trace = (s->opt.report || s->opt.shadow) && x->route->mode != ROUTE_FORWARD;
@@ -894,7 +841,7 @@ static void access_plain(size_t bytes_in, int status, const char *error)
 
 /* ---- dispatch ------------------------------------------------------------ */
 
-static void handle_healthz(struct server *s, struct evhttp_request *req)
+static void handle_healthz(struct server *s, struct httpd_request *req)
 {
 	struct evbuffer *b = evbuffer_new();
 
@@ -924,17 +871,15 @@ static const char *webhook_path(const struct server *s)
  * dry-run summary live on the admin listener.  First match wins. */
 static const struct endpoint {
 	const char *(*path)(const struct server *s); /* NULL: the endpoint is off */
-	int methods;                                 /* EVHTTP_REQ_* bits */
+	int methods;                                 /* HTTPD_* bits */
 	const char *allow;                           /* a 405's Allow header */
 	const char *use;                             /* a 405's message */
 	int open; /* answered whatever listen.allow says (probes) */
-	void (*handler)(struct server *s, struct evhttp_request *req);
+	void (*handler)(struct server *s, struct httpd_request *req);
 } endpoints[] = {
-	{ healthz_path, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD, "GET, HEAD", "use GET", 1,
-	  handle_healthz },
-	{ real_v2_path, EVHTTP_REQ_POST, "POST", "the v2 path accepts POST only", 0,
-	  server_real_v2 },
-	{ webhook_path, EVHTTP_REQ_POST, "POST", "the webhook path accepts POST only", 0,
+	{ healthz_path, HTTPD_GET | HTTPD_HEAD, "GET, HEAD", "use GET", 1, handle_healthz },
+	{ real_v2_path, HTTPD_POST, "POST", "the v2 path accepts POST only", 0, server_real_v2 },
+	{ webhook_path, HTTPD_POST, "POST", "the webhook path accepts POST only", 0,
 	  handle_webhook },
 };
 
@@ -951,7 +896,7 @@ static const struct endpoint *endpoint_find(const struct server *s, const char *
 
 /* Our framing checks (framing_problem) failed: 400, or 505 for a version
  * we do not speak, and the connection closed. */
-static int framing_refused(struct evhttp_request *req)
+static int framing_refused(struct httpd_request *req)
 {
 	const char *problem = framing_problem(req);
 	int version;
@@ -959,51 +904,37 @@ static int framing_refused(struct evhttp_request *req)
 	if (!problem)
 		return 0;
 	version = req->major != 1 || (req->minor != 0 && req->minor != 1);
-	/* libevent answers in the request's version: an overflowed one (#1541)
-	 * would make the status line unreadable */
+	/* the answer is in the request's version: one we do not speak gets 1.1 */
 	req->major = 1;
 	req->minor = 1;
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+	httpd_add_header(req, "Connection", "close");
 	server_refuse(req, version ? 505 : 400, OUTCOME_INVALID_INPUT,
 		      version ? "http_version" : "bad_framing", problem);
 	return 1;
 }
 
 /* listen.allow: 403 to any other source address. */
-static int source_refused(struct server *s, struct evhttp_request *req)
+static int source_refused(struct server *s, struct httpd_request *req)
 {
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	char *peer = NULL;
-	ev_uint16_t peer_port = 0;
-
 	if (!s->cfg->allow.n)
 		return 0;
-	if (evcon)
-		evhttp_connection_get_peer(evcon, &peer, &peer_port);
-	if (access_list_allows(&s->cfg->allow, peer))
+	if (access_list_allows(&s->cfg->allow, req->peer))
 		return 0;
 	server_refuse(req, 403, OUTCOME_FORBIDDEN, "forbidden",
 		      "this source address may not post here");
 	return 1;
 }
 
-static void handle_request_in(struct evhttp_request *req, void *arg)
+static void handle_request(struct httpd_request *req, void *arg)
 {
 	struct server *s = arg;
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-	const struct endpoint *e;
+	const struct endpoint *e = endpoint_find(s, req->path);
 
-	if (!path || !*path)
-		path = "/";
-	e = endpoint_find(s, path);
 	gettimeofday(&thread_request_start, NULL);
-	guard_request_begin(s->guard, req);
 	if (framing_refused(req) || (!(e && e->open) && source_refused(s, req)))
 		return;
 	if (s->draining) {
-		evhttp_add_header(out, "Connection", "close");
+		httpd_add_header(req, "Connection", "close");
 		server_refuse(req, 503, OUTCOME_SHUTTING_DOWN, "shutting_down",
 			      "the bridge is shutting down; retry later");
 		return;
@@ -1012,19 +943,12 @@ static void handle_request_in(struct evhttp_request *req, void *arg)
 		server_refuse(req, 404, OUTCOME_INVALID_INPUT, "not_found", "no such path");
 		return;
 	}
-	if (!(evhttp_request_get_command(req) & e->methods)) {
-		evhttp_add_header(out, "Allow", e->allow);
+	if (!(req->method & e->methods)) {
+		httpd_add_header(req, "Allow", e->allow);
 		server_refuse(req, 405, OUTCOME_INVALID_INPUT, "method_not_allowed", e->use);
 		return;
 	}
 	e->handler(s, req);
-}
-
-static void handle_request(struct evhttp_request *req, void *arg)
-{
-	thread_in_handler = 1;
-	handle_request_in(req, arg);
-	thread_in_handler = 0;
 }
 
 static int bind_listener(struct server *s, struct bridge_error *err)
@@ -1043,32 +967,26 @@ static int bind_listener(struct server *s, struct bridge_error *err)
 		close(fd);
 		return bridge_error_set(err, "cannot watch the listening socket");
 	}
-	s->bound = evhttp_bind_listener(s->http, s->listener);
-	if (!s->bound)
-		return bridge_error_set(err, "cannot attach the listener to the HTTP server");
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
 		s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 							 : ((struct sockaddr_in *)&ss)->sin_port);
 	return 0;
 }
 
-/* evhttp answers over-size bodies itself, and every
- * limit is unlimited until set; its cap sits above
- * ours so that the usual over-size post gets our own 413, while memory stays
- * bounded by the hard cap.  Incoming connections get an idle timeout only
- * when one is set (evhttp applies its defaults to outgoing ones only). */
+/* The reader's limits: a head over max_header_bytes, or a declared body
+ * over the hard ceiling, is refused before it is read; a body within it is
+ * read whole, so that the usual over-size post gets the handler's own 413
+ * while memory stays bounded.  Incoming connections get an idle timeout
+ * only when one is set. */
 static void apply_http_limits(struct server *s, const struct bridge_config *cfg)
 {
-	struct timeval tv = { cfg->request_timeout_ms / 1000,
-			      (cfg->request_timeout_ms % 1000) * 1000 };
+	struct httpd_limits lim = { .max_head = cfg->max_header_bytes,
+				    .body = { cfg->max_body, cfg->max_body * 2 + 65536 },
+				    .idle_timeout_ms = cfg->request_timeout_ms,
+				    .deadline_ms = cfg->request_deadline_ms };
 
-	unsigned long long ceiling = cfg->max_body * 2 + 65536;
-
-	evhttp_set_max_body_size(s->http, (ev_ssize_t)ceiling);
-	evhttp_set_max_headers_size(s->http, (ev_ssize_t)cfg->max_header_bytes);
-	evhttp_set_timeout_tv(s->http, &tv);
-	if (s->guard)
-		guard_set_head_limits(s->guard, cfg->max_body, ceiling, cfg->max_header_bytes + 4);
+	if (s->httpd)
+		httpd_set_limits(s->httpd, &lim);
 }
 
 static void gauge_refresh(evutil_socket_t fd, short what, void *arg)
@@ -1180,23 +1098,6 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 	s->cfg = cfg;
 	s->opt = *opt;
 	log_ratelimit_init(&s->rejected_log, 1000, 50);
-	s->http = evhttp_new(base);
-	if (!s->http) {
-		server_free(s);
-		return bridge_error_set(err, "cannot create the HTTP server");
-	}
-	apply_http_limits(s, cfg);
-	/* all methods reach us, so that every refusal is our JSON 405, not an HTML 501 */
-	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-						    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-						    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
-						    EVHTTP_REQ_TRACE);
-	/* CONNECT is left to libevent (501, rewritten to JSON by the guard):
-	 * libevent never frames an answer to it */
-	evhttp_set_default_content_type(s->http, "application/json");
-	evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
-	evhttp_set_gencb(s->http, handle_request, s);
-
 	s->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
 	if (!s->dns) /* no resolv.conf: IP-literal endpoints still work */
 		s->dns = evdns_base_new(base, 0);
@@ -1230,7 +1131,10 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 				    SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE);
 		SSL_CTX_set_info_callback(s->listen_tls, tls_plain_http);
 	}
-	s->guard = guard_new(base, s->http, s->listener, cfg->request_deadline_ms, s->listen_tls);
+	s->httpd = httpd_new(base, s->listener, s->listen_tls, handle_request, s);
+	s->guard = s->httpd ? guard_new(base, NULL, s->listener, cfg->request_deadline_ms,
+					s->listen_tls)
+			    : NULL;
 	if (!s->guard) {
 		server_abort(s);
 		return bridge_error_set(err, "out of memory");
@@ -1270,7 +1174,6 @@ int server_reload(struct server *s, const struct bridge_config *cfg, struct metr
 void server_thread_init(struct server *s)
 {
 	guard_bind_thread(s->guard);
-	thread_guard_of_server = s->guard;
 	thread_server = s;
 }
 
@@ -1344,9 +1247,9 @@ void server_drain(struct server *s, int deadline_ms, void (*done)(void *arg), vo
 		event_del(s->gauge_timer);
 	s->drain_done = done;
 	s->drain_arg = arg;
-	if (s->bound) {
-		evhttp_del_accept_socket(s->http, s->bound); /* frees the listener too */
-		s->bound = NULL;
+	if (s->listener) {
+		httpd_unlisten(s->httpd); /* frees the listener */
+		guard_listener_gone(s->guard);
 		s->listener = NULL;
 	}
 	if (s->n_pending == 0) {
@@ -1366,8 +1269,8 @@ void server_free(struct server *s)
 		event_free(s->drain_timer);
 	if (s->gauge_timer)
 		event_free(s->gauge_timer);
-	if (s->http)
-		evhttp_free(s->http); /* frees bound listeners and live connections */
+	if (s->httpd)
+		httpd_free(s->httpd); /* frees the listener and live connections */
 	else if (s->listener)
 		evconnlistener_free(s->listener);
 	generation_free(s->gen);

@@ -183,16 +183,15 @@ static void upstream_done(const struct upstream_response *r, void *arg)
 static void legacy_relay(struct exchange *x, int status, const char *content_type, const char *body,
 			 size_t body_len)
 {
-	struct evkeyvalq *h = evhttp_request_get_output_headers(x->req);
 	struct evbuffer *b = evbuffer_new();
 	struct answer_note n = { .outcome = status >= 200 && status < 300 ? OUTCOME_LEGACY_DELIVERED
 									  : OUTCOME_UPSTREAM_STATUS,
 				 .answered_by = "legacy_endpoint" };
 
-	evhttp_add_header(h, "Content-Type",
-			  content_type ? content_type : "application/octet-stream");
+	httpd_add_header(x->req, "Content-Type",
+			 content_type ? content_type : "application/octet-stream");
 	if (x->delivery_id[0])
-		evhttp_add_header(h, "X-Bridge-Delivery-Id", x->delivery_id);
+		httpd_add_header(x->req, "X-Bridge-Delivery-Id", x->delivery_id);
 	if (body_len)
 		evbuffer_add(b, body, body_len);
 	server_answer(x->req, x, status, status < 300 ? "OK" : "Legacy Answer", b, &n);
@@ -234,8 +233,7 @@ static void legacy_done(const struct upstream_response *r, void *arg)
 	exchange_answer(x, status, outcome, server_error_body(code, msg), 0, detail);
 }
 
-/* Hop-by-hop and framing headers never go upstream (evhttp copies every
- * header it is given but Proxy-Connection). */
+/* Hop-by-hop and framing headers never go upstream. */
 static int legacy_header_skipped(const char *name, const char *connection)
 {
 	static const char *const skip[] = { "Host",       "Content-Length", "Transfer-Encoding",
@@ -279,27 +277,28 @@ static int inbound_credential(const struct exchange *x, const char *name)
  * credentials meant for the bridge. */
 int server_legacy_send(struct exchange *x, const char *body, size_t len)
 {
-	struct evkeyvalq *in = evhttp_request_get_input_headers(x->req);
-	const char *connection = evhttp_find_header(in, "Connection");
+	const struct httpd_request *in = x->req;
+	const char *connection = httpd_find(in, "Connection");
 	const struct bridge_route *r = x->route;
 	struct upstream_header *h;
-	size_t nh = 0, n_in = 0;
+	size_t nh = 0;
 	struct bridge_error err;
 	int rc;
 
-	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
-		n_in++;
-	h = calloc(n_in + 1, sizeof(*h));
+	h = calloc(in->n_headers + 1, sizeof(*h));
 	if (!h) {
 		exchange_fail(x, 503, OUTCOME_INTERNAL, "out_of_memory",
 			      "the bridge is out of memory; retry later");
 		return -1;
 	}
-	for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
-		if (!legacy_header_skipped(kv->key, connection) &&
-		    !inbound_credential(x, kv->key) &&
-		    !(r->legacy_auth_name && strcasecmp(kv->key, r->legacy_auth_name) == 0))
-			h[nh++] = (struct upstream_header){ kv->key, kv->value };
+	for (size_t i = 0; i < in->n_headers; i++) {
+		const struct httpd_header *kv = &in->headers[i];
+
+		if (!legacy_header_skipped(kv->name, connection) &&
+		    !inbound_credential(x, kv->name) &&
+		    !(r->legacy_auth_name && strcasecmp(kv->name, r->legacy_auth_name) == 0))
+			h[nh++] = (struct upstream_header){ kv->name, kv->value };
+	}
 	if (r->legacy_auth_name)
 		h[nh++] = (struct upstream_header){ r->legacy_auth_name, r->legacy_auth_value };
 	exchange_track(x);
@@ -325,7 +324,7 @@ int server_legacy_send(struct exchange *x, const char *body, size_t len)
  * answer when it came, else it is sent to v1 now. */
 static void legacy_takeover(struct exchange *x)
 {
-	struct evbuffer *in = evhttp_request_get_input_buffer(x->req);
+	struct evbuffer *in = x->req->body;
 
 	if (x->legacy_up)
 		return; /* the copy's answer will be the sender's */

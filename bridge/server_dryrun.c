@@ -213,18 +213,17 @@ static void tree_text(yajl_val root, const char **path, char *out, size_t cap, i
 
 /* The body of a real v2 post as text (*ret, NUL-terminated, owned) and the
  * fields the correlation needs in *r; -1 when req was answered. */
-static int real_v2_read(struct server *s, struct evhttp_request *req, struct real_v2 *r, char **ret)
+static int real_v2_read(struct server *s, struct httpd_request *req, struct real_v2 *r, char **ret)
 {
 	static const char *id_path[] = { "id", NULL }, *state_path[] = { "state", NULL };
 	static const char *cid_path[] = { "campaign", "id", NULL };
 	static const char *wid_path[] = { "campaign", "channel", "website", "id", NULL };
-	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-	struct evbuffer *buf = evhttp_request_get_input_buffer(req);
+	struct evbuffer *buf = req->body;
 	size_t len = evbuffer_get_length(buf);
 	char *text, ebuf[256];
 	yajl_val root = NULL;
 
-	if (v1_encoding_of(evhttp_find_header(in, "Content-Type")) != V1_ENC_JSON) {
+	if (v1_encoding_of(httpd_find(req, "Content-Type")) != V1_ENC_JSON) {
 		server_refuse(req, 415, OUTCOME_INVALID_INPUT, "unsupported_media_type",
 			      "a v2 post is application/json");
 		return -1;
@@ -269,7 +268,7 @@ static int real_v2_read(struct server *s, struct evhttp_request *req, struct rea
 
 /* The dry-run route that takes r, its signature verified; NULL when req
  * was answered. */
-static const struct bridge_route *real_v2_route(struct server *s, struct evhttp_request *req,
+static const struct bridge_route *real_v2_route(struct server *s, struct httpd_request *req,
 						const struct real_v2 *r, const char *text,
 						size_t len)
 {
@@ -289,7 +288,7 @@ static const struct bridge_route *real_v2_route(struct server *s, struct evhttp_
 	}
 	/* Qualifio signs real v2 posts: verify with the route's secrets (a
 	 * rotation may have either one in force) */
-	sig = evhttp_find_header(evhttp_request_get_input_headers(req), route->signature_header);
+	sig = httpd_find(req, route->signature_header);
 	if (!route->n_secrets || !sig ||
 	    sign_verify((const char *const *)route->secrets, route->secret_lens, route->n_secrets,
 			text, len, route->signature_encoding, sig, strlen(sig)) < 0) {
@@ -319,9 +318,9 @@ static void report_compared(struct server *s, const struct bridge_route *route,
 	evbuffer_free(line);
 }
 
-void server_real_v2(struct server *s, struct evhttp_request *req)
+void server_real_v2(struct server *s, struct httpd_request *req)
 {
-	size_t len = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+	size_t len = evbuffer_get_length(req->body);
 	const struct bridge_route *route;
 	struct real_v2 r;
 	struct shadow_result res;
@@ -330,7 +329,7 @@ void server_real_v2(struct server *s, struct evhttp_request *req)
 	char *text;
 	int matched;
 
-	if (!access_auth_check(&s->cfg->auth, req)) {
+	if (!server_auth_ok(&s->cfg->auth, req)) {
 		server_auth_challenge(req, &s->cfg->auth);
 		server_refuse(req, 401, OUTCOME_UNAUTHORIZED, "unauthorized",
 			      "authentication required");

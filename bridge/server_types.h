@@ -26,9 +26,6 @@
 #include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/http_struct.h> /* the request's HTTP version */
-#include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -44,6 +41,7 @@
 #include "bridge/cutover.h"
 #include "bridge/delivery.h"
 #include "bridge/guard.h"
+#include "bridge/httpd.h"
 #include "bridge/jsonl.h"
 #include "bridge/log.h"
 #include "bridge/mapping.h"
@@ -83,11 +81,10 @@ struct server {
 	struct generation *gen;
 	struct generation *retired;
 	struct server_options opt;
-	struct evhttp *http;
-	struct evconnlistener *listener;
-	struct evhttp_bound_socket *bound;
+	struct httpd *httpd;             /* the listener's HTTP/1.1 server */
+	struct evconnlistener *listener; /* the httpd's once it is made */
 	struct evdns_base *dns;
-	struct guard *guard;           /* deadlines, accept pauses, JSON error pages */
+	struct guard *guard;           /* accept pauses */
 	SSL_CTX *listen_tls;           /* HTTPS listener, or NULL */
 	LIST_HEAD(, exchange) pending; /* posts waiting for their endpoint */
 	size_t n_pending;
@@ -100,15 +97,15 @@ struct server {
 	void *drain_arg;
 };
 
-/* One webhook post, from arrival to its single answer (evhttp stops reading
- * the client while a request is unanswered, so each must be answered): every
+/* One webhook post, from arrival to its single answer (the next request on
+ * its connection waits for it, so each must be answered): every
  * path ends in server_answer() (through exchange_answer() or the legacy
  * relay), which replies, counts, logs and frees. */
 struct exchange {
 	LIST_ENTRY(exchange) link; /* in server.pending while waiting upstream */
 	struct server *srv;
 	struct generation *gen; /* the config this post was handled with */
-	struct evhttp_request *req;
+	struct httpd_request *req;
 	const struct bridge_route *route;
 	long route_index;                   /* -1 until routed */
 	struct upstream_request *up;        /* v2 delivery */
@@ -158,20 +155,22 @@ void server_unmapped_json(struct evbuffer *b, const struct mapping_result *m);
 /* Every answer leaves through server_answer(): sent (body consumed), counted,
  * logged, and the exchange x (NULL outside one) closed.
  * server_answer_json() closes the JSON object in body first. */
-void server_answer(struct evhttp_request *req, struct exchange *x, int status, const char *phrase,
+void server_answer(struct httpd_request *req, struct exchange *x, int status, const char *phrase,
 		   struct evbuffer *body, const struct answer_note *n);
-void server_answer_json(struct evhttp_request *req, struct exchange *x, int status,
+void server_answer_json(struct httpd_request *req, struct exchange *x, int status,
 			struct evbuffer *body, const struct answer_note *n);
 
 /* An error body {"error":code,"message":msg (open: callers add fields). */
 struct evbuffer *server_error_body(const char *code, const char *message);
 
 /* A refusal outside the webhook exchange, counted under route "". */
-void server_refuse(struct evhttp_request *req, int status, enum metrics_outcome outcome,
+void server_refuse(struct httpd_request *req, int status, enum metrics_outcome outcome,
 		   const char *code, const char *message);
 
 /* The challenge header a 401 carries for a's scheme. */
-void server_auth_challenge(struct evhttp_request *req, const struct access_auth *a);
+void server_auth_challenge(struct httpd_request *req, const struct access_auth *a);
+/* 1 when req carries what a (listen.auth or a route's auth) asks for. */
+int server_auth_ok(const struct access_auth *a, const struct httpd_request *req);
 
 /* A webhook post's answer: body an open JSON object (consumed), error the
  * reason for the log (NULL on success).  exchange_fail() builds the error
@@ -215,6 +214,6 @@ void server_report_failure(const struct exchange *x, const struct bridge_error *
 			   const char *rule);
 
 /* The real v2 path (dry_run.v2_path): verified, compared, answered. */
-void server_real_v2(struct server *s, struct evhttp_request *req);
+void server_real_v2(struct server *s, struct httpd_request *req);
 
 #endif

@@ -36,8 +36,8 @@ struct accesslog_entry {
 };
 
 /* What the line says of the request, copied out of it: libevent may free
- * the request inside evhttp_send_reply (a client already gone), so capture
- * before answering and write after.  Long paths and user agents are cut. */
+ * the request inside evhttp_send_reply (a client already gone), and httpd's
+ * is gone once answered, so capture before answering and write after.  Long paths and user agents are cut. */
 struct accesslog_request {
 	char client[64];
 	unsigned client_port;
@@ -49,7 +49,21 @@ struct accesslog_request {
 	int has_user_agent;
 };
 
+/* What the line needs of a request, whichever server read it. */
+struct accesslog_view {
+	const char *peer; /* numeric address, or NULL */
+	unsigned peer_port;
+	const char *forwarded_for; /* the X-Forwarded-For header, or NULL */
+	const char *path;          /* without the query */
+	const char *user_agent;    /* or NULL */
+	int method;                /* EVHTTP_REQ_* (httpd's bits are the same) */
+	int major, minor;
+};
+
 /* trusted: listen.trusted_proxies, or NULL. */
+void accesslog_capture_view(struct accesslog_request *ret, const struct accesslog_view *v,
+			    const struct access_list *trusted);
+/* The same for a request of evhttp's (the admin listener). */
 void accesslog_capture(struct accesslog_request *ret, struct evhttp_request *req,
 		       const struct access_list *trusted);
 
@@ -60,7 +74,7 @@ void accesslog_write(const struct accesslog_request *r, const struct accesslog_e
 /* The client a trusted proxy forwarded: when the peer is in `trusted`, the
  * rightmost X-Forwarded-For entry that is not itself a trusted proxy.
  * 0 and the address in out, or -1 (no trusted peer, no usable header). */
-int accesslog_forwarded_for(struct evhttp_request *req, const struct access_list *trusted,
+int accesslog_forwarded_for(const char *peer, const char *xff, const struct access_list *trusted,
 			    char *out, size_t cap);
 
 #endif

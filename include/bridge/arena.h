@@ -52,6 +52,10 @@ static inline void *arena_alloc(struct arena *a, size_t n)
  * arena_alloc. */
 char *arena_strndup(struct arena *a, const char *s, size_t n);
 
+/* Empty again for the next job, keeping the oldest block (no malloc while
+ * jobs fit in it); the others are released. */
+void arena_reset(struct arena *a);
+
 /* Every block released; the arena is empty and ready again (block size and
  * ceiling kept).  Accepts NULL. */
 void arena_free(struct arena *a);

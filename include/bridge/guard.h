@@ -35,7 +35,8 @@ struct guard;
 typedef struct ssl_ctx_st SSL_CTX;
 
 /* tls: the listener's server context (HTTPS listener), or NULL; it must
- * outlive the guard. */
+ * outlive the guard.  http NULL: a listener served by httpd, whose
+ * connections are its own; the guard only pauses accepting on errors. */
 struct guard *guard_new(struct event_base *base, struct evhttp *http,
 			struct evconnlistener *listener, int request_deadline_ms, SSL_CTX *tls);
 void guard_free(struct guard *g); /* accepts NULL */
@@ -45,6 +46,9 @@ void guard_free(struct guard *g); /* accepts NULL */
  * max_head are left to evhttp.  Until called (max_body 0), no check. */
 void guard_set_head_limits(struct guard *g, unsigned long long max_body, unsigned long long ceiling,
 			   size_t max_head);
+
+/* The listener was freed (a drain): the guard no longer resumes it. */
+void guard_listener_gone(struct guard *g);
 
 /* Call on the worker thread that runs the guard's event_base, before it
  * dispatches: the buffer callbacks find their guard through it. */
@@ -59,6 +63,17 @@ unsigned long guard_connections(const struct guard *g);
 /* Requests closed for passing the deadline; accept pauses. */
 unsigned long guard_deadline_kills(const struct guard *g);
 unsigned long guard_accept_pauses(const struct guard *g);
+
+/* The answers written from here, shared with httpd (each the whole
+ * response; its length, 0 when cap is too small): a refused head (400 or
+ * 413 with reqhead's message), the JSON page in place of libevent's error
+ * page for `status`, and the 408 of a request past its deadline. */
+struct reqhead_verdict;
+size_t guard_head_refusal_text(const struct reqhead_verdict *v, char *out, size_t cap);
+size_t guard_error_page_text(int status, char *out, size_t cap);
+size_t guard_timeout_text(char *out, size_t cap);
+/* The log line of a request closed at its deadline. */
+void guard_log_deadline(int deadline_ms);
 
 /* Raise RLIMIT_NOFILE's soft limit to the hard one; returns the new limit. */
 long guard_raise_fd_limit(void);
