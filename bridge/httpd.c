@@ -170,7 +170,7 @@ static void refuse(struct httpd_conn *c)
 /* Requests read and handed over, one at a time, while the input has them. */
 static void process(struct httpd_conn *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = bufferevent_get_input(c->bev), *out = bufferevent_get_output(c->bev);
 	enum httpd_read_rc rc;
 
 	if (c->read_paused) {
@@ -178,14 +178,18 @@ static void process(struct httpd_conn *c)
 		bufferevent_enable(c->bev, EV_READ);
 	}
 	c->in_process = 1;
-	while (!c->pending && !c->closing) {
+	/* one answer on the way at a time: a client that does not read its
+	 * answers gets no more of them */
+	while (!c->pending && !c->closing && evbuffer_get_length(out) == 0) {
 		if (!c->request_start && evbuffer_get_length(in))
 			c->request_start = clock_mono_ms();
 		rc = httpd_read(&c->rd, in, &c->req);
 		if (rc == HTTPD_READ_HEAD && c->req.expect_continue && !evbuffer_get_length(in))
 			conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-		if (rc == HTTPD_READ_HEAD)
+		if (rc == HTTPD_READ_HEAD && evbuffer_get_length(out) == 0)
 			continue;
+		if (rc == HTTPD_READ_HEAD)
+			break; /* the body is read once the 100 is out */
 		if (rc == HTTPD_READ_MORE) {
 			c->closing = c->peer_eof; /* nothing more can come */
 			break;
@@ -199,7 +203,7 @@ static void process(struct httpd_conn *c)
 		c->h->handler(&c->req, c->h->arg);
 	}
 	c->in_process = 0;
-	if (c->closing && !c->pending && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+	if (c->closing && !c->pending && evbuffer_get_length(out) == 0)
 		linger_start(c);
 }
 
@@ -212,8 +216,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		evbuffer_drain(in, evbuffer_get_length(in));
 		return;
 	}
-	if (c->pending) {
-		/* pipelined while the handler has a request: held, within bounds */
+	if (c->pending || evbuffer_get_length(bufferevent_get_output(bev))) {
+		/* pipelined while an answer is due or on its way: held, within bounds */
 		if (evbuffer_get_length(in) > c->rd.max_head + c->rd.limits.ceiling) {
 			bufferevent_disable(bev, EV_READ);
 			c->read_paused = 1;

@@ -105,23 +105,28 @@ static void t_reader_good(size_t piece)
 static void t_reader_forms(void)
 {
 	static const struct {
-		const char *req, *path, *query;
+		const char *name, *req, *path, *query;
 		int method, minor;
 	} cases[] = {
-		{ "GET http://example.com:8080/healthz?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", "/healthz",
+		{ "absolute-form with a port and a query",
+		  "GET http://example.com:8080/healthz?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", "/healthz",
 		  "x=1", HTTPD_GET, 1 },
-		{ "HEAD https://example.com HTTP/1.1\r\nHost: a\r\n\r\n", "/", NULL, HTTPD_HEAD,
+		{ "absolute-form without a path",
+		  "HEAD https://example.com HTTP/1.1\r\nHost: a\r\n\r\n", "/", NULL, HTTPD_HEAD,
 		  1 },
-		{ "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "*", NULL, HTTPD_OPTIONS, 1 },
-		{ "DELETE /x HTTP/1.0\r\n\r\n", "/x", NULL, HTTPD_DELETE, 0 },
-		{ "PATCH /p? HTTP/1.1\r\nHost: a\r\n\r\n", "/p", "", HTTPD_PATCH, 1 },
+		{ "asterisk-form", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "*", NULL,
+		  HTTPD_OPTIONS, 1 },
+		{ "HTTP/1.0 without Host", "DELETE /x HTTP/1.0\r\n\r\n", "/x", NULL, HTTPD_DELETE,
+		  0 },
+		{ "an empty query", "PATCH /p? HTTP/1.1\r\nHost: a\r\n\r\n", "/p", "", HTTPD_PATCH,
+		  1 },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct parsed p;
 
 		parse(cases[i].req, strlen(cases[i].req), 0, &p);
-		is_int(p.rc, HTTPD_READ_DONE, cases[i].req);
+		is_int(p.rc, HTTPD_READ_DONE, cases[i].name);
 		is_str(p.req.path, cases[i].path, "its path");
 		is_str(p.req.query, cases[i].query, "its query");
 		is_int(p.req.method, cases[i].method, "its method");

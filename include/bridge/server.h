@@ -1,8 +1,8 @@
 /*
- * server: the inbound side.  One struct server = one evhttp on one
+ * server: the inbound side.  One struct server = one httpd on one
  * event_base with its own evdns base and upstream pools; it answers every
- * request exactly once (an unanswered evhttp request
- * is never freed and its client never read again): with the endpoint's outcome in
+ * request exactly once (an unanswered request holds its connection, and the
+ * requests behind it, forever): with the endpoint's outcome in
  * forward mode, at once in dry-run mode, or 503 when shut down first.
  */
 #ifndef BRIDGE_SERVER_H
