@@ -233,8 +233,9 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
 	if (what & BEV_EVENT_CONNECTED)
 		return; /* the TLS handshake is done */
-	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->pending) {
-		bufferevent_enable(bev, EV_READ); /* idle only while the handler works */
+	if ((what & BEV_EVENT_TIMEOUT) && c->pending) {
+		/* idle only while the handler works: the timed-out side back on */
+		bufferevent_enable(bev, what & BEV_EVENT_READING ? EV_READ : EV_WRITE);
 		return;
 	}
 	if ((what & BEV_EVENT_EOF) && !c->lingering) {

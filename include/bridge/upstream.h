@@ -43,15 +43,13 @@ int upstream_header_name_valid(const char *s);
 
 struct bufferevent;
 
-/* What is queued on a plain connection's bufferevent (by evhttp's server or
- * by the upstream pool), written to the socket now instead of after a loop
- * round for EPOLLOUT (and the epoll_ctl calls turning write interest on and
- * off); when all of it is out, the owner is told as the bufferevent would
- * tell it (its write callback: for evhttp, the answer is read next, or the
- * answered request freed).  Whatever the socket does not take at once,
- * errors included, is left to the bufferevent.  Only outside evhttp's own
- * callbacks, on a connection that is not connecting.
- * Returns 1 when everything went out. */
+/* What is queued on a plain connection's bufferevent (by httpd or by the
+ * upstream pool), written to the socket now instead of after a loop round
+ * for EPOLLOUT (and the epoll_ctl calls turning write interest on and off);
+ * when all of it is out, the owner is told as the bufferevent would tell it
+ * (its write callback).  Whatever the socket does not take at once, errors
+ * included, is left to the bufferevent.  Only on a connection that is not
+ * connecting.  Returns 1 when everything went out. */
 int upstream_bev_write_now(struct bufferevent *bev);
 
 /* url with what a URL can carry as a credential masked, for logs, errors
