@@ -1,14 +1,14 @@
 #include <string.h>
 
 #include "bridge/delivery.h"
+#include "bridge/hex.h"
 
 void delivery_id_make(const char *route, const void *body, size_t len,
 		      char out[DELIVERY_ID_LEN + 1])
 {
-	static const char hex[] = "0123456789abcdef";
 	const struct sign_part parts[] = { { route, strlen(route) }, { "\n", 1 }, { body, len } };
 	unsigned char md[SIGN_SHA256_LEN];
-	int o = 0;
+	char *o = out;
 
 	if (sign_sha256(parts, 3, md) < 0)
 		memset(md, 0, sizeof(md));
@@ -16,13 +16,17 @@ void delivery_id_make(const char *route, const void *body, size_t len,
 	 * variant bits set so UUID parsers accept it */
 	md[6] = (unsigned char)((md[6] & 0x0f) | 0x80);
 	md[8] = (unsigned char)((md[8] & 0x3f) | 0x80);
-	for (int i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[o++] = '-';
-		out[o++] = hex[md[i] >> 4];
-		out[o++] = hex[md[i] & 15];
-	}
-	out[o] = '\0';
+	/* 8-4-4-4-12 digits */
+	o = hex_put(o, md, 4);
+	*o++ = '-';
+	o = hex_put(o, md + 4, 2);
+	*o++ = '-';
+	o = hex_put(o, md + 6, 2);
+	*o++ = '-';
+	o = hex_put(o, md + 8, 2);
+	*o++ = '-';
+	o = hex_put(o, md + 10, 6);
+	*o = '\0';
 }
 
 int delivery_headers(const struct bridge_route *r, const void *body, size_t len,

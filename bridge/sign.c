@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "bridge/hex.h"
 #include "bridge/sign.h"
 
 #define SIGN_PREFIX     "sha256="
@@ -191,7 +192,6 @@ int sign_sha256(const struct sign_part *parts, size_t n, unsigned char md[SIGN_S
 int sign_body(const void *key, size_t key_len, const void *body, size_t len, enum sign_encoding enc,
 	      char *ret, size_t cap)
 {
-	static const char hex[] = "0123456789abcdef";
 	unsigned char md[SIGN_DIGEST_LEN];
 	size_t need;
 	char *p;
@@ -207,10 +207,7 @@ int sign_body(const void *key, size_t key_len, const void *body, size_t len, enu
 	memcpy(ret, SIGN_PREFIX, SIGN_PREFIX_LEN);
 	p = ret + SIGN_PREFIX_LEN;
 	if (enc == SIGN_HEX) {
-		for (i = 0; i < SIGN_DIGEST_LEN; i++) {
-			*p++ = hex[md[i] >> 4];
-			*p++ = hex[md[i] & 0x0f];
-		}
+		p = hex_put(p, md, SIGN_DIGEST_LEN);
 		*p = '\0';
 	} else if (EVP_EncodeBlock((unsigned char *)p, md, SIGN_DIGEST_LEN) != SIGN_BASE64_LEN) {
 		OPENSSL_cleanse(md, sizeof(md));
@@ -218,17 +215,6 @@ int sign_body(const void *key, size_t key_len, const void *body, size_t len, enu
 	}
 	OPENSSL_cleanse(md, sizeof(md));
 	return 0;
-}
-
-static int sign_hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 /* Decode the part after "sha256=" into 32 raw bytes. Hex is accepted in
@@ -242,7 +228,7 @@ static int sign_digest_decode(const char *s, size_t n, enum sign_encoding enc, u
 		if (n != SIGN_HEX_LEN)
 			return -1;
 		for (i = 0; i < SIGN_DIGEST_LEN; i++) {
-			int hi = sign_hex_value(s[2 * i]), lo = sign_hex_value(s[2 * i + 1]);
+			int hi = hex_digit(s[2 * i]), lo = hex_digit(s[2 * i + 1]);
 
 			if (hi < 0 || lo < 0)
 				return -1;

@@ -12,6 +12,7 @@
 
 #include <event2/buffer.h>
 
+#include "bridge/hex.h"
 #include "bridge/upstream_resp.h"
 
 #define CHUNK_LINE_MAX 4096 /* a chunk size line with its extensions */
@@ -319,15 +320,6 @@ static int head_end(struct upstream_resp *r)
 	r->left = r->length;
 	r->state = ST_LENGTH;
 	return CONTINUE;
-}
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-		return (c | 0x20) - 'a' + 10;
-	return -1;
 }
 
 /* chunk-size [ BWS ";" extensions ]: the extensions are ignored */

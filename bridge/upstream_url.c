@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "bridge/hex.h"
 #include "bridge/upstream.h"
 
 static int url_host_name_valid(const char *h, size_t n)
@@ -51,11 +52,6 @@ static int url_host_name_valid(const char *h, size_t n)
 		return inet_pton(AF_INET, tmp, &a) == 1;
 	}
 	return 1;
-}
-
-static int url_hex(char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
 static void put_bytes(char *out, size_t cap, size_t *o, const char *s, size_t n)
@@ -211,7 +207,7 @@ int upstream_url_parse(const char *url, struct upstream_url *ret, struct bridge_
 	snprintf(ret->path, sizeof(ret->path), "%s%s", *rest == '?' ? "/" : "", rest);
 	for (i = 0; ret->path[i]; i++) {
 		if (ret->path[i] == '%' &&
-		    !(url_hex(ret->path[i + 1]) && url_hex(ret->path[i + 2])))
+		    (hex_digit(ret->path[i + 1]) < 0 || hex_digit(ret->path[i + 2]) < 0))
 			return bridge_error_set(err,
 						"upstream URL: bad percent-encoding in path at "
 						"'%.8s'",

@@ -20,6 +20,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "bridge/buf.h"
+#include "bridge/hex.h"
 #include "bridge/siphash.h"
 #include "bridge/utf8.h"
 #include "bridge/v1.h"
@@ -385,17 +386,11 @@ static int hex4(const char *s, unsigned *ret)
 	int i;
 
 	for (i = 0; i < 4; i++) {
-		char ch = s[i];
+		int d = hex_digit(s[i]);
 
-		v <<= 4;
-		if (ch >= '0' && ch <= '9')
-			v |= (unsigned)(ch - '0');
-		else if (ch >= 'a' && ch <= 'f')
-			v |= (unsigned)(ch - 'a' + 10);
-		else if (ch >= 'A' && ch <= 'F')
-			v |= (unsigned)(ch - 'A' + 10);
-		else
+		if (d < 0)
 			return -1;
+		v = v << 4 | (unsigned)d;
 	}
 	*ret = v;
 	return 0;
@@ -1111,17 +1106,6 @@ int v1_parse_json(const char *body, size_t len, const struct v1_limits *lim, str
 /* ------------------------------------------------------------------------ */
 /* application/x-www-form-urlencoded */
 
-static int hex_val(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* Decode raw[0..n) (at byte base of the body) into a fresh NUL-terminated
  * buffer from d's arena; '+' is a space, %XX a byte. */
 static int form_decode(struct v1_doc *d, const char *raw, size_t n, size_t base, char **ret,
@@ -1137,8 +1121,8 @@ static int form_decode(struct v1_doc *d, const char *raw, size_t n, size_t base,
 		if (raw[i] == '+')
 			out[o++] = ' ';
 		else if (raw[i] == '%') {
-			int hi = i + 1 < n ? hex_val(raw[i + 1]) : -1;
-			int lo = i + 2 < n ? hex_val(raw[i + 2]) : -1;
+			int hi = i + 1 < n ? hex_digit(raw[i + 1]) : -1;
+			int lo = i + 2 < n ? hex_digit(raw[i + 2]) : -1;
 
 			if (hi < 0 || lo < 0)
 				return fail(err, (long)(base + i), NULL,
