@@ -2,7 +2,7 @@
 # The cost of one forwarded post in `webhook-bridge serve`, as counts that
 # repeat from run to run on a busy machine:
 #
-#   bench/fwd_profile.sh [cpu|callgrind|record|strace]...   (default: cpu callgrind)
+#   bench/fwd_profile.sh [cpu|callgrind|record|strace|mem]...   (default: cpu callgrind)
 #
 # cpu       wrk posts for BENCH_DURATION s (10) over BENCH_CONNECTIONS (64)
 #           keep-alive connections through a forward route to the sink; prints
@@ -19,6 +19,9 @@
 #           object and by symbol goes to $BENCH_PROFILE_OUT/perf-*.txt.
 # strace    strace -c -f on the bridge for BENCH_STRACE_SECONDS (5) of wrk
 #           over 8 connections: each system call's count per post.
+# mem       a fresh bridge under BENCH_MEM_CONNECTIONS (1000) keep-alive
+#           connections for BENCH_MEM_DURATION s (5): its RSS idle, its peak
+#           (VmHWM) and after, as bench/run.sh's memory run measures them.
 #
 # "posts" is always what the sink counted over the measured window.
 set -euo pipefail
@@ -30,11 +33,13 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 WORKERS=${BENCH_WORKERS:-$(nproc)}
 CG_SECONDS=${BENCH_CALLGRIND_SECONDS:-5}
 ST_SECONDS=${BENCH_STRACE_SECONDS:-5}
+MEM_CONNS=${BENCH_MEM_CONNECTIONS:-1000}
+MEM_DURATION=${BENCH_MEM_DURATION:-5}
 PAYLOAD=${BENCH_PAYLOAD:-$BENCH_ROOT/fixtures/v1/representative.json}
 MODES=("$@")
 [ ${#MODES[@]} -gt 0 ] || MODES=(cpu callgrind)
 case " ${MODES[*]} " in *" --help "* | *" -h "*)
-	sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
 esac
@@ -146,13 +151,27 @@ mode_strace() {
 	bench_stop "$BRIDGE_PID"
 }
 
+mode_mem() {
+	local idle
+	bench_raise_nofile
+	start_bridge
+	idle=$(bench_status_kb "$BRIDGE_PID" VmRSS)
+	wrk_run "$MEM_CONNS" "$MEM_DURATION"
+	awk -v c="$MEM_CONNS" -v d="$MEM_DURATION" -v i="$idle" \
+		-v p="$(bench_status_kb "$BRIDGE_PID" VmHWM)" -v a="$(bench_status_kb "$BRIDGE_PID" VmRSS)" 'BEGIN {
+		printf "mem: %d connections for %d s: RSS %.1f MiB idle, peak %.1f MiB (VmHWM), %.1f MiB after\n",
+			c, d, i / 1024, p / 1024, a / 1024 }'
+	bench_stop "$BRIDGE_PID"
+}
+
 for m in "${MODES[@]}"; do
 	case $m in
 	cpu) mode_cpu ;;
 	callgrind) mode_callgrind ;;
 	record) mode_record ;;
 	strace) mode_strace ;;
-	*) bench_die "unknown mode: $m (cpu, callgrind, record, strace)" ;;
+	mem) mode_mem ;;
+	*) bench_die "unknown mode: $m (cpu, callgrind, record, strace, mem)" ;;
 	esac
 done
 bench_log "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
