@@ -195,7 +195,6 @@ int sign_body(const void *key, size_t key_len, const void *body, size_t len, enu
 	unsigned char md[SIGN_DIGEST_LEN];
 	size_t need;
 	char *p;
-	int i;
 
 	need = SIGN_PREFIX_LEN + (enc == SIGN_BASE64 ? SIGN_BASE64_LEN : SIGN_HEX_LEN) + 1;
 	if (!ret || cap < need)

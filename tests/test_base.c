@@ -2,6 +2,7 @@
  * forms, the UTF-8 decoder, SipHash-2-4 against the reference vectors, the
  * two clocks, the log line's keys. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,6 +290,57 @@ static void test_siphash(void)
 	ok(siphash_process_key() == siphash_process_key(), "one process key");
 }
 
+/* A thread's arenas, to see its blocks freed when it exits (a leak fails
+ * the sanitizer and valgrind runs). */
+static void *arena_thread(void *arg)
+{
+	struct arena a;
+
+	(void)arg;
+	arena_init(&a, 4096, 0);
+	for (int i = 0; i < 8; i++)
+		memset(arena_alloc(&a, 4000), i, 4000);
+	arena_free(&a);
+	return (void *)arena_recycled_bytes();
+}
+
+static void test_arena_recycle(void)
+{
+	struct arena a, b;
+	size_t kept, big = 128 * 1024;
+	void *first, *again, *ret = NULL;
+	pthread_t t;
+
+	arena_init(&a, 8192, 0);
+	first = arena_alloc(&a, 100);
+	kept = arena_recycled_bytes();
+	arena_free(&a);
+	ok(arena_recycled_bytes() == kept + 8192, "a released block is kept by its thread");
+	arena_init(&b, 8192, 0);
+	again = arena_alloc(&b, 100);
+	ok(again == first && arena_recycled_bytes() == kept,
+	   "the next arena with blocks of that size gets it back");
+	arena_init(&a, 4096, 0);
+	arena_alloc(&a, 100);
+	ok(arena_recycled_bytes() == kept, "a block of another size is not taken");
+	arena_free(&a);
+	arena_free(&b);
+	arena_init(&a, big, 0);
+	arena_alloc(&a, 1);
+	kept = arena_recycled_bytes();
+	arena_free(&a);
+	ok(arena_recycled_bytes() == kept, "a block over 64 KB goes back to malloc");
+	arena_init(&a, 16384, 0);
+	for (int i = 0; i < 40; i++)
+		arena_alloc(&a, 16000);
+	arena_free(&a);
+	ok(arena_recycled_bytes() <= 256 * 1024 && arena_recycled_bytes() > 200 * 1024,
+	   "a thread keeps at most 256 KB of blocks");
+	ok(pthread_create(&t, NULL, arena_thread, NULL) == 0 && pthread_join(t, &ret) == 0 &&
+		   (size_t)ret == 8 * 4096,
+	   "another thread keeps its own blocks (freed when it exits)");
+}
+
 static void test_arena(void)
 {
 	struct arena a = { 0 };
@@ -343,6 +395,7 @@ static void test_arena(void)
 		   "arena_alloc: aligned, in bounds, in order, block after block");
 		arena_free(&a);
 	}
+	test_arena_recycle();
 }
 
 static void test_clock(void)

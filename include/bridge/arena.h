@@ -60,4 +60,9 @@ void arena_reset(struct arena *a);
  * ceiling kept).  Accepts NULL. */
 void arena_free(struct arena *a);
 
+/* Released blocks are kept by the thread that released them, up to 256 KB
+ * of blocks of at most 64 KB each, for the next arena that needs a block of
+ * the same size; the rest go back to malloc.  The bytes this thread keeps. */
+size_t arena_recycled_bytes(void);
+
 #endif
