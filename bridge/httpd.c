@@ -5,13 +5,16 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <errno.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
@@ -23,13 +26,15 @@
 /* The request arena's block: a head and its header table fit in it (a
  * larger head takes a second block); 8192 cost 5 MB at 1,000 connections. */
 #define HEAD_BLOCK  2048
-#define LINGER_MS   5000 /* a closing connection is drained at most that long */
-#define REFUSAL_MAX 1024 /* the longest refusal text */
+#define LINGER_MS   5000  /* a closing connection is drained at most that long */
+#define REFUSAL_MAX 1024  /* the longest refusal text */
+#define READ_MAX    16384 /* one read of a plain connection */
 
 struct httpd_conn {
 	TAILQ_ENTRY(httpd_conn) link;
 	struct httpd *h;
 	struct bufferevent *bev;
+	struct event rd_ev; /* a plain connection's reading (see conn_reading) */
 	struct httpd_reader rd;
 	struct httpd_request req;
 	struct arena arena;
@@ -48,6 +53,8 @@ struct httpd_conn {
 	int read_paused;         /* input held while the handler has a request */
 };
 
+static int is_plain(const struct httpd_conn *c);
+
 struct httpd {
 	struct event_base *base;
 	struct evconnlistener *listener;
@@ -65,6 +72,8 @@ static void process(struct httpd_conn *c);
 static void conn_free(struct httpd_conn *c)
 {
 	TAILQ_REMOVE(&c->h->conns, c, link);
+	if (is_plain(c))
+		event_del(&c->rd_ev);
 	bufferevent_free(c->bev);
 	arena_free(&c->arena);
 	if (c->req.body)
@@ -90,6 +99,24 @@ static void request_reset(struct httpd_conn *c)
 static int is_plain(const struct httpd_conn *c)
 {
 	return c->h->tls == NULL;
+}
+
+/* Reading on or off.  A plain connection is read by rd_ev, not by its
+ * bufferevent, which asks the kernel how much is readable (an ioctl) before
+ * every read; the idle timeout goes with it, as the bufferevent's would. */
+static void conn_reading(struct httpd_conn *c, int on)
+{
+	int ms = c->h->lim.idle_timeout_ms;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	if (!is_plain(c) && on)
+		bufferevent_enable(c->bev, EV_READ);
+	else if (!is_plain(c))
+		bufferevent_disable(c->bev, EV_READ);
+	else if (on)
+		event_add(&c->rd_ev, ms > 0 ? &tv : NULL);
+	else
+		event_del(&c->rd_ev);
 }
 
 /* Out now on a plain socket when it takes it all: 1; else the bufferevent
@@ -126,7 +153,7 @@ static void linger_start(struct httpd_conn *c)
 	c->linger_until = clock_mono_ms() + LINGER_MS;
 	evbuffer_drain(in, evbuffer_get_length(in));
 	shutdown((int)bufferevent_getfd(c->bev), SHUT_WR);
-	bufferevent_enable(c->bev, EV_READ);
+	conn_reading(c, 1);
 }
 
 /* Everything queued is out. */
@@ -177,7 +204,7 @@ static void process(struct httpd_conn *c)
 
 	if (c->read_paused) {
 		c->read_paused = 0;
-		bufferevent_enable(c->bev, EV_READ);
+		conn_reading(c, 1);
 	}
 	c->in_process = 1;
 	/* one answer on the way at a time: a client that does not read its
@@ -221,7 +248,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	if (c->pending || evbuffer_get_length(bufferevent_get_output(bev))) {
 		/* pipelined while an answer is due or on its way: held, within bounds */
 		if (evbuffer_get_length(in) > c->rd.max_head + c->rd.limits.ceiling) {
-			bufferevent_disable(bev, EV_READ);
+			conn_reading(c, 0);
 			c->read_paused = 1;
 		}
 		return;
@@ -237,7 +264,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 		return; /* the TLS handshake is done */
 	if ((what & BEV_EVENT_TIMEOUT) && c->pending) {
 		/* idle only while the handler works: the timed-out side back on */
-		bufferevent_enable(bev, what & BEV_EVENT_READING ? EV_READ : EV_WRITE);
+		if (what & BEV_EVENT_READING)
+			conn_reading(c, 1);
+		else
+			bufferevent_enable(bev, EV_WRITE);
 		return;
 	}
 	if ((what & BEV_EVENT_EOF) && !c->lingering) {
@@ -249,10 +279,44 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (c->pending) {
 		c->dead = 1;
-		bufferevent_disable(bev, EV_READ | EV_WRITE);
+		conn_reading(c, 0);
+		bufferevent_disable(bev, EV_WRITE);
 		return;
 	}
 	conn_free(c);
+}
+
+/* A plain connection readable: one read(2) into the input (copied, so the
+ * buffer's chunk is the size of what came), then what the bufferevent's own
+ * reading would call; end of stream, error and idle timeout likewise. */
+static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct httpd_conn *c = arg;
+	char buf[READ_MAX];
+	ssize_t n;
+
+	if (what & EV_TIMEOUT) {
+		event_del(&c->rd_ev);
+		event_cb(c->bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, c);
+		return;
+	}
+	n = read((int)fd, buf, sizeof(buf));
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n > 0) {
+		struct evbuffer *in = bufferevent_get_input(c->bev);
+		int added;
+
+		evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end frozen */
+		added = evbuffer_add(in, buf, (size_t)n) == 0;
+		evbuffer_freeze(in, 0);
+		if (added) {
+			read_cb(c->bev, c);
+			return;
+		}
+	}
+	event_del(&c->rd_ev);
+	event_cb(c->bev, (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR) | BEV_EVENT_READING, c);
 }
 
 static void peer_name(struct httpd_conn *c, const struct sockaddr *sa)
@@ -319,9 +383,14 @@ static void accept_cb(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 	request_reset(c);
 	TAILQ_INSERT_TAIL(&h->conns, c, link);
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	if (is_plain(c))
+		event_assign(&c->rd_ev, h->base, fd, EV_READ | EV_PERSIST, plain_read_cb, c);
 	if (h->lim.idle_timeout_ms > 0)
-		bufferevent_set_timeouts(c->bev, &tv, &tv);
-	bufferevent_enable(c->bev, is_plain(c) ? EV_READ : EV_READ | EV_WRITE);
+		bufferevent_set_timeouts(c->bev, is_plain(c) ? NULL : &tv, &tv);
+	if (is_plain(c))
+		conn_reading(c, 1);
+	else
+		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
 /* ---- deadlines ------------------------------------------------------------ */
