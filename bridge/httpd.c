@@ -5,10 +5,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
-#include <errno.h>
 #include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -26,9 +24,8 @@
 /* The request arena's block: a head and its header table fit in it (a
  * larger head takes a second block); 8192 cost 5 MB at 1,000 connections. */
 #define HEAD_BLOCK  2048
-#define LINGER_MS   5000  /* a closing connection is drained at most that long */
-#define REFUSAL_MAX 1024  /* the longest refusal text */
-#define READ_MAX    16384 /* one read of a plain connection */
+#define LINGER_MS   5000 /* a closing connection is drained at most that long */
+#define REFUSAL_MAX 1024 /* the longest refusal text */
 
 struct httpd_conn {
 	TAILQ_ENTRY(httpd_conn) link;
@@ -286,37 +283,12 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	conn_free(c);
 }
 
-/* A plain connection readable: one read(2) into the input (copied, so the
- * buffer's chunk is the size of what came), then what the bufferevent's own
- * reading would call; end of stream, error and idle timeout likewise. */
+/* A plain connection readable (see conn_reading). */
 static void plain_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct httpd_conn *c = arg;
-	char buf[READ_MAX];
-	ssize_t n;
 
-	if (what & EV_TIMEOUT) {
-		event_del(&c->rd_ev);
-		event_cb(c->bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, c);
-		return;
-	}
-	n = read((int)fd, buf, sizeof(buf));
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-		return;
-	if (n > 0) {
-		struct evbuffer *in = bufferevent_get_input(c->bev);
-		int added;
-
-		evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end frozen */
-		added = evbuffer_add(in, buf, (size_t)n) == 0;
-		evbuffer_freeze(in, 0);
-		if (added) {
-			read_cb(c->bev, c);
-			return;
-		}
-	}
-	event_del(&c->rd_ev);
-	event_cb(c->bev, (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR) | BEV_EVENT_READING, c);
+	upstream_bev_readable(c->bev, &c->rd_ev, what);
 }
 
 static void peer_name(struct httpd_conn *c, const struct sockaddr *sa)

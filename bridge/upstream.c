@@ -20,10 +20,12 @@
  *    with it (BEV_OPT_CLOSE_ON_FREE); we never SSL_free ourselves.
  *  - One request per connection at a time.  Reading stays enabled for the
  *    connection's whole life: while it idles, an EOF or any byte kills it.
- *    The bufferevent's read timeout is idle_timeout_ms: an idle connection
- *    that hears nothing for that long is closed; while a request runs the
- *    timeout is ignored (reading enabled again) and the request's own
- *    deadline decides.
+ *    The read timeout is idle_timeout_ms: an idle connection that hears
+ *    nothing for that long is closed; while a request runs the timeout is
+ *    ignored (reading enabled again) and the request's own deadline decides.
+ *    A plain connection, once connected, is read by an event of its own
+ *    (rd_ev, one read(2) a time, upstream_bev_readable) instead of its
+ *    bufferevent, which asks how much is readable (an ioctl) before each read.
  *  - On a plain connection the output's write interest is off between
  *    requests: a request goes out with upstream_bev_write_now(), and only
  *    what the socket did not take turns it on until the output drains.
@@ -47,6 +49,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -57,6 +60,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/util.h>
 
 #include "bridge/upstream.h"
@@ -93,6 +97,8 @@ struct upstream_conn {
 	enum conn_state state;
 	TAILQ_ENTRY(upstream_conn) link; /* idle, active or dead list */
 	struct bufferevent *bev;
+	struct event rd_ev; /* a plain connection's reading, once connected */
+	int rd_on;          /* rd_ev is set up (plain and connected) */
 	struct upstream_lookup *lookup;
 	struct upstream_request *req; /* while RESOLVING or BUSY */
 	char addr[256];               /* numeric address connected to */
@@ -154,6 +160,59 @@ struct upstream_pool {
 };
 
 static void pool_dispatch_cb(evutil_socket_t fd, short what, void *arg);
+#define READ_MAX 16384 /* one read of a plain socket */
+
+/* One read(2) into bev's input: the bytes added, 0 at the end of the
+ * stream, -1 on an error (errno set), -2 when nothing is there now. */
+static int bev_read_plain(struct bufferevent *bev, evutil_socket_t fd)
+{
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char buf[READ_MAX];
+	ssize_t n = read((int)fd, buf, sizeof(buf));
+	int added;
+
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -2 : -1;
+	if (n == 0)
+		return 0;
+	/* copied, so the input's chunk is the size of what came */
+	evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end frozen */
+	added = evbuffer_add(in, buf, (size_t)n) == 0;
+	evbuffer_freeze(in, 0);
+	if (!added) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return (int)n;
+}
+
+void upstream_bev_readable(struct bufferevent *bev, struct event *ev, short what)
+{
+	bufferevent_data_cb readcb = NULL;
+	bufferevent_event_cb eventcb = NULL;
+	void *arg = NULL;
+	short why = BEV_EVENT_READING | BEV_EVENT_TIMEOUT;
+	int n, e;
+
+	bufferevent_getcb(bev, &readcb, NULL, &eventcb, &arg);
+	if (!(what & EV_TIMEOUT)) {
+		n = bev_read_plain(bev, event_get_fd(ev));
+		if (n == -2)
+			return;
+		if (n > 0) {
+			if (readcb)
+				readcb(bev, arg);
+			return;
+		}
+		why = BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR);
+	}
+	e = errno;
+	event_del(ev);
+	errno = e; /* the event callback reads the socket's error */
+	if (eventcb)
+		eventcb(bev, why, arg);
+}
+
 static void request_send(struct upstream_request *r);
 
 size_t upstream_pool_connections(const struct upstream_pool *p)
@@ -423,6 +482,8 @@ static void conn_kill(struct upstream_conn *c)
 	p->n_live--;
 	c->state = CONN_DEAD;
 	conn_orphan_lookup(c);
+	if (c->rd_on)
+		event_del(&c->rd_ev);
 	if (c->bev)
 		bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
 	TAILQ_INSERT_TAIL(&p->dead, c, link);
@@ -433,6 +494,8 @@ static void conn_kill(struct upstream_conn *c)
 
 static void conn_free(struct upstream_conn *c)
 {
+	if (c->rd_on)
+		event_del(&c->rd_ev);
 	if (c->bev)
 		bufferevent_free(c->bev); /* closes the socket, frees the SSL */
 	free(c);
@@ -698,6 +761,27 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	c->in_seen = evbuffer_get_length(in);
 }
 
+/* Reading on: the bufferevent's for TLS, rd_ev with the idle timeout for a
+ * plain connection (as the bufferevent's read timeout would be). */
+static void conn_reading(struct upstream_conn *c)
+{
+	struct timeval idle;
+
+	if (!c->rd_on) {
+		bufferevent_enable(c->bev, EV_READ);
+		return;
+	}
+	ms_to_tv(c->pool->lim.idle_timeout_ms, &idle);
+	event_add(&c->rd_ev, evutil_timerisset(&idle) ? &idle : NULL); /* 0: none */
+}
+
+static void conn_plain_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream_conn *c = arg;
+
+	upstream_bev_readable(c->bev, &c->rd_ev, what);
+}
+
 /* Plain connections only: the output drained, write interest goes off. */
 static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
@@ -712,12 +796,17 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 
 	if (what & BEV_EVENT_CONNECTED) {
 		c->established = 1;
-		bufferevent_enable(bev, EV_READ);
+		if (!c->pool->url.https) {
+			event_assign(&c->rd_ev, c->pool->base, bufferevent_getfd(bev),
+				     EV_READ | EV_PERSIST, conn_plain_read_cb, c);
+			c->rd_on = 1;
+		}
+		conn_reading(c);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (c->state == CONN_BUSY)
-			bufferevent_enable(bev, EV_READ); /* the request's deadline decides */
+			conn_reading(c); /* the request's deadline decides */
 		else
 			conn_kill(c); /* idle for idle_timeout_ms */
 		return;

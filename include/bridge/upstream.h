@@ -23,6 +23,9 @@
 #define BRIDGE_UPSTREAM_H
 
 #include <stddef.h>
+
+#include <event2/event.h>
+
 #include "bridge/confread.h"
 #include "bridge/diag.h"
 
@@ -51,6 +54,15 @@ struct bufferevent;
  * included, is left to the bufferevent.  Only on a connection that is not
  * connecting.  Returns 1 when everything went out. */
 int upstream_bev_write_now(struct bufferevent *bev);
+
+/* The callback's work for an event (ev, EV_READ | EV_PERSIST, perhaps a
+ * timeout) by which an owner reads bev's plain socket itself, because the
+ * bufferevent's reading asks the kernel how much is readable (an ioctl)
+ * before every read: one read(2) into bev's input, then bev's own read
+ * callback, as the bufferevent would call it; at the end of the stream, an
+ * error or the timeout, ev is deleted and bev's event callback told
+ * (BEV_EVENT_READING with EOF, ERROR or TIMEOUT). */
+void upstream_bev_readable(struct bufferevent *bev, struct event *ev, short what);
 
 /* url with what a URL can carry as a credential masked, for logs, errors
  * and listings: a user-info password and every query value become "***"
