@@ -6,6 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A kept block is poisoned under AddressSanitizer until it is handed out
+ * again, so a use after its arena was freed is still reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define KEPT_POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
+#define KEPT_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define KEPT_POISON(p, n)   ((void)(p), (void)(n))
+#define KEPT_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 struct arena_block {
 	struct arena_block *next;
 	size_t cap;
@@ -62,6 +73,7 @@ static struct arena_block *recycle_take(size_t cap)
 		if (b->cap == cap) {
 			*pp = b->next;
 			recycle.bytes -= cap;
+			KEPT_UNPOISON(b->data, cap);
 			return b;
 		}
 	}
@@ -84,6 +96,7 @@ static void block_release(struct arena_block *b)
 	b->next = recycle.list;
 	recycle.list = b;
 	recycle.bytes += b->cap;
+	KEPT_POISON(b->data, b->cap);
 }
 
 void arena_init(struct arena *a, size_t block, size_t max)
