@@ -7,7 +7,8 @@
 # cpu       wrk posts for BENCH_DURATION s (10) over BENCH_CONNECTIONS (64)
 #           keep-alive connections through a forward route to the sink; prints
 #           the bridge's user and system CPU µs per post (/proc/PID/stat) and
-#           its system calls per post (perf's raw_syscalls:sys_enter).
+#           its system calls, context switches and page faults per post
+#           (perf stat: raw_syscalls:sys_enter, context-switches, page-faults).
 # callgrind the bridge under valgrind --tool=callgrind (one worker); after a
 #           warm-up the counters are zeroed, BENCH_CALLGRIND_SECONDS (5) of
 #           wrk over 8 connections follow, and the instructions of the bridge
@@ -39,7 +40,7 @@ PAYLOAD=${BENCH_PAYLOAD:-$BENCH_ROOT/fixtures/v1/representative.json}
 MODES=("$@")
 [ ${#MODES[@]} -gt 0 ] || MODES=(cpu callgrind)
 case " ${MODES[*]} " in *" --help "* | *" -h "*)
-	sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
 esac
@@ -74,13 +75,14 @@ start_bridge() { # WRAPPER...: the bridge (under WRAPPER) on a fresh config
 }
 
 mode_cpu() {
-	local hz p0 p1 u0 s0 u1 s1 n sys
+	local hz p0 p1 u0 s0 u1 s1 n sys cs pf
 	hz=$(getconf CLK_TCK)
 	start_bridge
 	wrk_run "$CONNECTIONS" 2
 	p0=$(bench_sink_posts)
 	read -r u0 s0 < <(ticks "$BRIDGE_PID")
-	perf stat -x, -e raw_syscalls:sys_enter -p "$BRIDGE_PID" -o "$BENCH_TMP/perf.txt" \
+	perf stat -x, -e raw_syscalls:sys_enter,context-switches,page-faults -p "$BRIDGE_PID" \
+		-o "$BENCH_TMP/perf.txt" \
 		-- sleep "$((DURATION + 1))" &
 	local perf_pid=$!
 	wrk_run "$CONNECTIONS" "$DURATION"
@@ -89,10 +91,12 @@ mode_cpu() {
 	wait "$perf_pid"
 	n=$((p1 - p0))
 	sys=$(awk -F, '/raw_syscalls/ {print $1}' "$BENCH_TMP/perf.txt")
+	cs=$(awk -F, '/context-switches/ {print $1}' "$BENCH_TMP/perf.txt")
+	pf=$(awk -F, '/page-faults/ {print $1}' "$BENCH_TMP/perf.txt")
 	awk -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" -v sc="$sys" -v d="$DURATION" \
-		-v c="$CONNECTIONS" -v w="$WORKERS" 'BEGIN {
-		printf "cpu: %d posts in %d s (%.0f/s, %d connections, %d workers): user %.1f µs, system %.1f µs, total %.1f µs CPU per post; %.2f system calls per post (counted over %d s + 1)\n",
-			n, d, n / d, c, w, u * 1e6 / hz / n, s * 1e6 / hz / n, (u + s) * 1e6 / hz / n, sc / n, d }'
+		-v c="$CONNECTIONS" -v w="$WORKERS" -v cs="$cs" -v pf="$pf" 'BEGIN {
+		printf "cpu: %d posts in %d s (%.0f/s, %d connections, %d workers): user %.1f µs, system %.1f µs, total %.1f µs CPU per post; per post %.2f system calls, %.3f context switches, %.3f page faults (counted over %d s + 1)\n",
+			n, d, n / d, c, w, u * 1e6 / hz / n, s * 1e6 / hz / n, (u + s) * 1e6 / hz / n, sc / n, cs / n, pf / n, d }'
 	bench_stop "$BRIDGE_PID"
 }
 
