@@ -29,6 +29,9 @@
 #   BENCH_WRK_THREADS  wrk threads (1)
 #   BENCH_WORKERS      the bridge's worker threads (config `workers`; 0 = cores)
 #   BENCH_LOG_LEVEL    the bridge's log_level (info)
+#   BENCH_MODES        the modes to run, a comma list (default: all four,
+#                      forward,queued-sqlite,queued-pg-1,queued-pg-3); without a
+#                      PostgreSQL mode no cluster is started
 #   BENCH_QUEUE_DIR    folder of the SQLite store and of the PostgreSQL cluster
 #                      (default: a temporary folder; point it at the disk the
 #                      bridge will use)
@@ -63,6 +66,21 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 WRK_THREADS=${BENCH_WRK_THREADS:-1}
 WORKERS=${BENCH_WORKERS:-0}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
+ALL_MODES=(forward queued-sqlite queued-pg-1 queued-pg-3)
+MODES=()
+IFS=, read -r -a wanted <<<"${BENCH_MODES:-$(IFS=,; echo "${ALL_MODES[*]}")}"
+for m in "${ALL_MODES[@]}"; do # in the table's order, whatever the list's
+	for w in "${wanted[@]}"; do [ "$w" = "$m" ] && MODES+=("$m") && break; done
+done
+for w in "${wanted[@]}"; do
+	case " ${ALL_MODES[*]} " in
+	*" $w "*) ;;
+	*) echo "BENCH_MODES: unknown mode '$w' (modes: ${ALL_MODES[*]})" >&2; exit 2 ;;
+	esac
+done
+[ "${#MODES[@]}" -gt 0 ] || { echo "BENCH_MODES: no mode" >&2; exit 2; }
+WANT_PG=0
+case " ${MODES[*]} " in *" queued-pg-"*) WANT_PG=1 ;; esac
 
 bench_tmp_make
 trap bench_cleanup EXIT
@@ -77,11 +95,13 @@ fi
 QUEUE_DIR=${BENCH_QUEUE_DIR:-$BENCH_TMP}
 mkdir -p "$QUEUE_DIR"
 STORE=$QUEUE_DIR/queue-bench-$$.db
-# not under $BENCH_TMP (mode 0700): as root the server runs as `postgres`
-PG_DIR=$(mktemp -d "${BENCH_QUEUE_DIR:-${TMPDIR:-/tmp}}/webhook-bridge-pg.XXXXXX")
 bench_sink_build
 bench_sink_start 2
-bench_pg_start "$PG_DIR"
+if [ "$WANT_PG" = 1 ]; then
+	# not under $BENCH_TMP (mode 0700): as root the server runs as `postgres`
+	PG_DIR=$(mktemp -d "${BENCH_QUEUE_DIR:-${TMPDIR:-/tmp}}/webhook-bridge-pg.XXXXXX")
+	bench_pg_start "$PG_DIR"
+fi
 
 # wrk: the payload with a new participation id on every request.
 cat >"$BENCH_TMP/unique.lua" <<'LUA'
@@ -235,17 +255,22 @@ print(json.dumps(out))' "${outs[@]}")
 	fi
 }
 
-MODES=(forward queued-sqlite queued-pg-1 queued-pg-3)
-measure forward forward 1
-measure queued-sqlite sqlite 1
-measure queued-pg-1 pg 1
-measure queued-pg-3 pg 3
+for mode in "${MODES[@]}"; do
+	case $mode in
+	forward) measure forward forward 1 ;;
+	queued-sqlite) measure queued-sqlite sqlite 1 ;;
+	queued-pg-1) measure queued-pg-1 pg 1 ;;
+	queued-pg-3) measure queued-pg-3 pg 3 ;;
+	esac
+done
 rm -f "$STORE" "$STORE-wal" "$STORE-shm" "$STORE.lock"
 
 echo
-echo "### Queued delivery: forward, SQLite, PostgreSQL with 1 and 3 bridges ($(date -u +%Y-%m-%d)," \
+title="forward, SQLite, PostgreSQL with 1 and 3 bridges"
+[ "${#MODES[@]}" = "${#ALL_MODES[@]}" ] || title=$(IFS=,; echo "${MODES[*]}" | sed 's/,/, /g')
+echo "### Queued delivery: $title ($(date -u +%Y-%m-%d)," \
 	"$(nproc) cores, wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s, workers $WORKERS," \
-	"log_level $LOG_LEVEL, PostgreSQL $(bench_pg_version))"
+	"log_level $LOG_LEVEL$([ "$WANT_PG" = 0 ] || echo ", PostgreSQL $(bench_pg_version)"))"
 echo
 echo "| mode | bridges | acknowledged posts/s | p50 ms | p99 ms | non-2xx | socket errors | drain s | acknowledged | delivered |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
