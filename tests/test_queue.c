@@ -225,7 +225,7 @@ static void sink_url(const struct sink *s, const char *path, char *buf, size_t c
 /* events heard from the scheduler thread */
 
 static pthread_mutex_t ev_mu = PTHREAD_MUTEX_INITIALIZER;
-static int ev_count[4];
+static int ev_count[QUEUE_EV_STORE_RECOVERED + 1]; /* by enum queue_event_type */
 static char ev_last_dead[800];
 
 static void on_event(const struct queue_event *ev, void *arg)
