@@ -620,6 +620,7 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 		return bridge_error_set(err, "out of memory");
 	s->path = strdup(path);
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->warning_mu, NULL);
 	if (!s->path) {
 		store_close(s);
 		return bridge_error_set(err, "out of memory");
@@ -664,6 +665,8 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 		return -1;
 	}
 	s->data_version = dv;
+	if (flags & STORE_CHECKPOINTER)
+		store_checkpointer_start(s);
 	*ret = s;
 	return 0;
 }
@@ -673,11 +676,13 @@ void store_close(struct store *s)
 	if (!s)
 		return;
 	store_pg_close(s->pg);
+	store_checkpointer_stop(s);
 	for (int i = 0; i < ST_N; i++)
 		sqlite3_finalize(s->st[i]);
 	if (s->db)
 		sqlite3_close(s->db);
 	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->warning_mu);
 	free(s->path);
 	free(s);
 }
@@ -697,6 +702,7 @@ int store_open_shared(const struct shared_config *c, unsigned flags, struct stor
 	if (!s)
 		return bridge_error_set(err, "out of memory");
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->warning_mu, NULL);
 	if (store_pg_open(c, flags, &s->pg, err) < 0) {
 		store_close(s);
 		return -1;
@@ -1006,6 +1012,7 @@ int store_insert(struct store *s, const struct store_item *const *items, size_t 
 	for (i = 0; i < n; i++)
 		if (store_item_check(items[i], err) < 0)
 			return -1;
+	store_checkpointer_yield(s);
 	pthread_mutex_lock(&s->mu);
 	if (store_tx_begin(s, err) < 0)
 		goto fail;
@@ -1287,6 +1294,7 @@ int store_apply(struct store *s, const struct store_outcome *o, size_t n, struct
 
 	if (n == 0)
 		return 0;
+	store_checkpointer_yield(s);
 	pthread_mutex_lock(&s->mu);
 	/* Outcomes commit without their own WAL sync: the next insert's commit
 	 * (synchronous=FULL) syncs the WAL and every frame before it.  A power

@@ -56,6 +56,16 @@ enum stmt_id {
 	ST_N
 };
 
+struct store_checkpointer;
+
+/* What the checkpointer notes (store_checkpoint_warning). */
+enum ckpt_warning {
+	CKPT_WARN_START,   /* no thread: SQLite's automatic checkpoint stays */
+	CKPT_WARN_PASSIVE, /* a checkpoint failed */
+	CKPT_WARN_RESTART, /* the WAL could not start over */
+	CKPT_WARN_N
+};
+
 struct store {
 	struct store_pg *pg; /* the PostgreSQL engine; NULL: SQLite (the rest) */
 	sqlite3 *db;
@@ -64,7 +74,22 @@ struct store {
 	sqlite3_stmt *st[ST_N];
 	int64_t data_version;
 	int sync_relaxed; /* synchronous=NORMAL left set: the next transaction restores FULL */
+	struct store_checkpointer *ckpt; /* STORE_CHECKPOINTER: the WAL's thread, or NULL */
+	/* the checkpointer's warnings, one per kind: bits of enum ckpt_warning */
+	pthread_mutex_t warning_mu;
+	unsigned warned, warnings_taken;
+	char warning[CKPT_WARN_N][300];
 };
+
+/* store_checkpoint.c.  start: the checkpointer's connection and thread, or
+ * (a warning noted) SQLite's automatic checkpoint kept; s->db must not be
+ * used by another thread meanwhile.  stop: joined and closed, before s->db
+ * closes; accepts a store without one. */
+void store_checkpointer_start(struct store *s);
+void store_checkpointer_stop(struct store *s);
+/* A writer that locks s->mu again and again calls this first: while the
+ * checkpointer waits for s->mu, it waits until the checkpointer has it. */
+void store_checkpointer_yield(struct store *s);
 
 /* "queue store PATH: what: SQLite's message (a hint)" into err; -1. */
 int store_sql_fail(struct store *s, struct bridge_error *err, const char *what);

@@ -13,12 +13,14 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "bridge/store.h"
 #include "store_items.h"
+#include "proc_threads.h"
 #include "tap.h"
 
 static char tmpdir[64];
@@ -546,6 +548,149 @@ static void test_integrity(void)
 	store_close(s);
 }
 
+static long long file_size(const char *path)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Up to ms for the checkpointer to have let the WAL start over more than
+ * `after` times. */
+static int wait_restarts(struct store *s, long long after, int ms)
+{
+	struct store_checkpoint_stats cs;
+
+	for (int waited = 0; waited <= ms; waited += 10) {
+		if (store_checkpoint_stats(s, &cs) == 0 && cs.restarts > after)
+			return 1;
+		sleep_ms(10);
+	}
+	return 0;
+}
+
+/* n rows of 6 KB, one commit each (8 WAL frames per commit); the
+ * largest size the -wal file reached into *wal_max. */
+static int insert_rows(struct store *s, const char *tag, int n, const char *wal, long long *wal_max)
+{
+	static char body[6001];
+	int stored = 0;
+
+	memset(body, 'c', sizeof(body) - 1);
+	for (int i = 0; i < n; i++) {
+		struct store_item it;
+		char pid[32], did[32];
+		long long w;
+
+		snprintf(pid, sizeof(pid), "%s%d", tag, i);
+		snprintf(did, sizeof(did), "d%s%d", tag, i);
+		item_init(&it, "r", pid, "", did, body);
+		stored += insert1(s, &it, NULL) == STORE_INSERTED;
+		w = file_size(wal);
+		if (wal_max && w > *wal_max)
+			*wal_max = w;
+	}
+	return stored;
+}
+
+/* STORE_CHECKPOINTER: the WAL is checkpointed by the store's own thread
+ * while commits go on, it starts over past the bound (so the -wal file
+ * stays small), nothing committed is lost, the thread stops at close, and a
+ * reader of another connection that keeps the WAL from starting over is a
+ * warning, noted once, not an error. */
+static void test_checkpointer(void)
+{
+	char path[128], wal[140], text[400];
+	struct store *s = NULL;
+	struct store_checkpoint_stats cs;
+	struct store_counts c;
+	struct store_row row;
+	struct bridge_error err;
+	long long db0, wal_max = 0, restarts;
+	sqlite3 *reader = NULL;
+	int got = 0;
+
+	path_in(path, sizeof(path), "ckpt.db");
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	ok(store_open(path, STORE_CREATE, 100, &s, &err) == 0 &&
+		   store_checkpoint_stats(s, &cs) < 0 && threads_named("store-ckpt") == 0,
+	   "without STORE_CHECKPOINTER: no checkpointer thread");
+	store_close(s);
+	s = NULL;
+	if (!ok(store_open(path, STORE_CHECKPOINTER, 100, &s, &err) == 0,
+		"open with STORE_CHECKPOINTER"))
+		return;
+	is_int(threads_named("store-ckpt"), 1, "its thread runs, named store-ckpt");
+	ok(store_checkpoint_tune(s, 32, 256) == 0, "thresholds made small: 32 and 256 frames");
+	db0 = file_size(path);
+	is_int(insert_rows(s, "K", 400, wal, &wal_max), 400, "400 rows of 6 KB, a commit each");
+	ok(wait_restarts(s, 0, 10000), "the WAL started over (the thread copied it all)");
+	store_checkpoint_stats(s, &cs);
+	printf("# %lld checkpoints, %lld restarts; WAL at most %lld bytes; database %lld -> "
+	       "%lld bytes\n",
+	       cs.runs, cs.restarts, wal_max, db0, file_size(path));
+	ok(cs.runs >= 2, "more than one checkpoint");
+	ok(file_size(path) > db0 + 1000000, "the rows reached the database file");
+	ok(wal_max > 0 && wal_max < 1024 * 4120LL,
+	   "the -wal file stayed under 1024 frames (the commits wrote some 3,200)");
+	is_int(store_changed_elsewhere(s, &err), 0,
+	       "the checkpoints are not taken for another process's change");
+	ok(store_checkpoint_warning(s, text, sizeof(text)) == 0, "no warning");
+
+	/* another connection's read transaction holds the WAL */
+	ok(sqlite3_open(path, &reader) == SQLITE_OK &&
+		   sqlite3_exec(reader, "BEGIN; SELECT COUNT(*) FROM deliveries;", NULL, NULL,
+				NULL) == SQLITE_OK,
+	   "a reader of another connection holds a snapshot");
+	/* a reader of the database file alone (the WAL all copied when it began)
+	 * lets the first commit start the WAL over; none after that */
+	is_int(insert_rows(s, "R", 5, wal, NULL), 5, "5 rows while it reads");
+	store_checkpoint_stats(s, &cs);
+	restarts = cs.restarts;
+	is_int(insert_rows(s, "S", 95, wal, NULL), 95,
+	       "95 more rows while it reads: every commit goes through");
+	for (int waited = 0; waited < 10000; waited += 10) {
+		if ((got = store_checkpoint_warning(s, text, sizeof(text))) != 0)
+			break;
+		sleep_ms(10);
+	}
+	ok(got == 1 && strstr(text, "cannot start over") && strstr(text, path),
+	   "the WAL that cannot start over is a warning naming the store");
+	printf("# %s\n", text);
+	ok(store_checkpoint_warning(s, text, sizeof(text)) == 0, "noted once, not at every commit");
+	store_checkpoint_stats(s, &cs);
+	is_int(cs.restarts, restarts, "no restart while the reader holds it");
+	sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL);
+	sqlite3_close(reader);
+	for (int i = 0; i < 300 && !wait_restarts(s, restarts, 10); i++) {
+		char tag[16];
+
+		snprintf(tag, sizeof(tag), "A%d-", i);
+		insert_rows(s, tag, 1, wal, NULL); /* the next commits wake it */
+	}
+	ok(wait_restarts(s, restarts, 0), "once the reader is gone, the WAL starts over again");
+	store_close(s);
+	s = NULL;
+	is_int(threads_named("store-ckpt"), 0, "the thread stopped at close");
+
+	if (!ok(store_open(path, STORE_VERIFY, 100, &s, &err) == 0, "reopened (quick_check ok)"))
+		return;
+	store_count(s, &c, &err);
+	ok(c.pending >= 500, "every committed row is there after close and reopen");
+	ok(store_get(s, 400, &row, &err) == 0 && row.integrity == STORE_ROW_INTACT &&
+		   row.len == 6000,
+	   "and reads back intact");
+	store_row_clear(&row);
+	store_close(s);
+}
+
 int main(void)
 {
 	char cmd[128];
@@ -561,6 +706,7 @@ int main(void)
 	test_operator();
 	test_full();
 	test_integrity();
+	test_checkpointer();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		printf("# could not remove %s\n", tmpdir);

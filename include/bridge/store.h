@@ -54,12 +54,35 @@ enum store_open_flags {
 	STORE_CREATE = 1u, /* create the file (mode 0600) and the schema if absent */
 	STORE_VERIFY = 2u, /* run SQLite's quick_check first: a damaged store is refused
 			    * with the command that saves what is readable */
+	/* checkpoint the WAL on a thread of the store's own, beside the commits,
+	 * not inside the commit that crosses SQLite's threshold (serve); without
+	 * it SQLite checkpoints by itself, as one-shot commands need */
+	STORE_CHECKPOINTER = 4u,
 };
 
 /* busy_timeout_ms: how long a write waits for another process's lock. */
 int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct store **ret,
 	       struct bridge_error *err);
 void store_close(struct store *s); /* accepts NULL */
+
+/* The checkpointer (STORE_CHECKPOINTER).  A checkpoint that fails is never
+ * an error of a call: it is noted, once per kind of trouble over the
+ * store's life, and store_checkpoint_warning hands each note out once (1
+ * and its text in buf; 0 when there is none new).  Any thread. */
+int store_checkpoint_warning(struct store *s, char *buf, size_t cap);
+struct store_checkpoint_stats {
+	long long runs;     /* checkpoints that went through */
+	long long restarts; /* times the WAL started over from its beginning */
+	int wal_pages;      /* frames in the WAL after the last commit */
+	int backfilled;     /* of them, copied into the database */
+};
+/* -1 when the store has no checkpointer thread. */
+int store_checkpoint_stats(struct store *s, struct store_checkpoint_stats *ret);
+/* The frames that wake the checkpointer (1000, SQLite's default) and the
+ * size past which it starts the WAL over (16384 frames): tests make them
+ * small.  -1 without a checkpointer. */
+int store_checkpoint_tune(struct store *s, int wake_pages, int bound_pages);
+
 /* How the store is named in messages: the SQLite file, or the shared
  * store's URL (any password masked). */
 const char *store_path(const struct store *s);
