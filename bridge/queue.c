@@ -106,6 +106,15 @@ static void store_trouble(struct queue *q, const char *message)
 	store_event(q, QUEUE_EV_STORE_ERROR, message);
 }
 
+/* Scheduler thread: what the store's checkpointer noted (once per kind). */
+static void store_warnings(struct queue *q)
+{
+	char text[400];
+
+	while (store_checkpoint_warning(q->store, text, sizeof(text)))
+		store_event(q, QUEUE_EV_STORE_WARNING, text);
+}
+
 /* Scheduler thread: the outcomes of attempts could not be stored.  Logged
  * when it starts and then every QUEUE_STORE_LOG_MS, not at every retry. */
 static void outcomes_trouble(struct queue *q, const char *message)
@@ -815,6 +824,7 @@ static void tick(struct queue *q)
 	q->last_tick_ms = now;
 	if (q->stopping)
 		return;
+	store_warnings(q);
 	bridge_error_clear(&err);
 	/* a failed write (a post's, or the scheduler's) made the queue unready:
 	 * try one that changes no delivery, as large as the largest post refused,
@@ -1105,8 +1115,8 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 		    store_oldest(q->store, &oldest, &why) < 0)
 			store_trouble(q, why.message);
 	} else if (lock_take(q, q->cfg.path, err) < 0 ||
-		   store_open(q->cfg.path, STORE_CREATE | STORE_VERIFY, QUEUE_BUSY_TIMEOUT_MS,
-			      &q->store, err) < 0 ||
+		   store_open(q->cfg.path, STORE_CREATE | STORE_VERIFY | STORE_CHECKPOINTER,
+			      QUEUE_BUSY_TIMEOUT_MS, &q->store, err) < 0 ||
 		   store_count(q->store, &counts, err) < 0 ||
 		   store_oldest(q->store, &oldest, err) < 0) {
 		queue_free(q);

@@ -15,11 +15,12 @@ void queue_event_log(const struct queue_event *ev, void *arg)
 		[QUEUE_EV_DEAD_LETTER] = "queue_dead_letter",
 		[QUEUE_EV_STORE_ERROR] = "queue_store_error",
 		[QUEUE_EV_STORE_RECOVERED] = "queue_store_recovered",
+		[QUEUE_EV_STORE_WARNING] = "queue_store_warning",
 	};
 	static const enum log_level levels[] = {
 		[QUEUE_EV_DELIVERED] = LOG_INFO,       [QUEUE_EV_ATTEMPT_FAILED] = LOG_WARN,
 		[QUEUE_EV_DEAD_LETTER] = LOG_ERROR,    [QUEUE_EV_STORE_ERROR] = LOG_ERROR,
-		[QUEUE_EV_STORE_RECOVERED] = LOG_WARN,
+		[QUEUE_EV_STORE_RECOVERED] = LOG_WARN, [QUEUE_EV_STORE_WARNING] = LOG_WARN,
 	};
 	struct log_line l;
 

@@ -39,6 +39,7 @@
 #include "bridge/retry_after.h"
 #include "bridge/sign.h"
 #include "bridge/store.h"
+#include "proc_threads.h"
 #include "tap.h"
 
 static struct event_base *base;
@@ -225,7 +226,7 @@ static void sink_url(const struct sink *s, const char *path, char *buf, size_t c
 /* events heard from the scheduler thread */
 
 static pthread_mutex_t ev_mu = PTHREAD_MUTEX_INITIALIZER;
-static int ev_count[QUEUE_EV_STORE_RECOVERED + 1]; /* by enum queue_event_type */
+static int ev_count[QUEUE_EV_STORE_WARNING + 1]; /* by enum queue_event_type */
 static char ev_last_dead[800];
 
 static void on_event(const struct queue_event *ev, void *arg)
@@ -1267,6 +1268,9 @@ static void test_threads(void)
 	q = queue_open(&c);
 	if (!q)
 		return;
+	if (!pg_host[0])
+		is_int(threads_named("store-ckpt"), 1,
+		       "the store's checkpointer thread runs beside the writer");
 	for (int i = 0; i < 4; i++) {
 		memset(&t[i], 0, sizeof(t[i]));
 		t[i].q = q;
@@ -1286,6 +1290,8 @@ static void test_threads(void)
 	queue_stats(q, &st);
 	is_int(st.depth, 800, "depth 800");
 	queue_free(q);
+	if (!pg_host[0])
+		is_int(threads_named("store-ckpt"), 0, "and stops with the queue");
 }
 
 /* ------------------------------------------------------------------ */
@@ -1307,11 +1313,27 @@ static int read_file(const char *path, char *buf, size_t cap)
 	return (int)n;
 }
 
+/* The log line of ev, read back into err_buf. */
+static void log_capture(const struct queue_event *ev)
+{
+	char errp[128];
+	int saved, fd;
+
+	snprintf(errp, sizeof(errp), "%s/log.err", tmpdir);
+	fflush(stderr);
+	saved = dup(2);
+	fd = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	dup2(fd, 2);
+	queue_event_log(ev, NULL);
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	read_file(errp, err_buf, sizeof(err_buf));
+}
+
 static void test_event_log(void)
 {
 	struct queue_event ev;
-	char errp[128];
-	int saved, fd;
 
 	memset(&ev, 0, sizeof(ev));
 	ev.type = QUEUE_EV_ATTEMPT_FAILED;
@@ -1326,22 +1348,25 @@ static void test_event_log(void)
 	ev.outcome = "response";
 	ev.reason = "endpoint answered HTTP 503";
 	ev.next_attempt_ms = 784111777000LL;
-	snprintf(errp, sizeof(errp), "%s/log.err", tmpdir);
-	fflush(stderr);
-	saved = dup(2);
-	fd = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	dup2(fd, 2);
-	queue_event_log(&ev, NULL);
-	dup2(saved, 2);
-	close(saved);
-	close(fd);
-	read_file(errp, err_buf, sizeof(err_buf));
+	log_capture(&ev);
 	ok(strstr(err_buf, "\"event\":\"queue_attempt_failed\"") &&
 		   strstr(err_buf, "\"level\":\"warn\"") && strstr(err_buf, "\"queue_id\":7") &&
 		   strstr(err_buf, "\"upstream_status\":503") &&
 		   strstr(err_buf, "\"next_attempt\":\"1994-11-06T08:49:37.000Z\"") &&
 		   strstr(err_buf, "\"delivery_id\":\"d-7\""),
 	   "event log line: JSON with the attempt's facts");
+	printf("# %s", err_buf);
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = QUEUE_EV_STORE_WARNING;
+	ev.route = ev.endpoint = ev.delivery_id = ev.participation_id = ev.state = "";
+	ev.reason = "queue store q.db: a checkpoint of the WAL failed";
+	log_capture(&ev);
+	ok(strstr(err_buf, "\"event\":\"queue_store_warning\"") &&
+		   strstr(err_buf, "\"level\":\"warn\"") &&
+		   strstr(err_buf,
+			  "\"error\":\"queue store q.db: a checkpoint of the WAL failed\""),
+	   "the checkpointer's warning: its own event, at warning level");
 	printf("# %s", err_buf);
 }
 

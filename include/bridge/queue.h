@@ -98,6 +98,7 @@ enum queue_event_type {
 	QUEUE_EV_DEAD_LETTER,     /* no more attempts */
 	QUEUE_EV_STORE_ERROR,     /* the scheduler could not read or update the store */
 	QUEUE_EV_STORE_RECOVERED, /* a write went through again after store errors */
+	QUEUE_EV_STORE_WARNING,   /* the store's WAL could not be checkpointed (once per kind) */
 };
 
 struct queue_event {
