@@ -9,7 +9,9 @@
  *
  * One connection, opened without SQLite's own mutex (SQLITE_OPEN_NOMUTEX):
  * store.mu serialises every use of it and of its prepared statements, so the
- * error message read after a failure is the one of that failure.
+ * error message read after a failure is the one of that failure.  With
+ * STORE_CHECKPOINTER a second one, the checkpointer thread's own, copies the
+ * WAL into the database (store_checkpoint.c).
  */
 #include <errno.h>
 #include <fcntl.h>

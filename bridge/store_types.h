@@ -1,8 +1,9 @@
 /*
  * The SQLite engine of the store, shared by its files: store.c (schema,
  * open, insert, the scheduler's queries, the helpers below),
- * store_operator.c (the queue command's list, show, retry and purge) and
- * store_recover.c (queue recover).  Private to them; everyone else sees
+ * store_operator.c (the queue command's list, show, retry and purge),
+ * store_recover.c (queue recover) and store_checkpoint.c (serve's WAL
+ * checkpoints on a thread of their own).  Private to them; everyone else sees
  * include/bridge/store.h.  The helpers take no lock: a caller that shares s
  * with other threads holds s->mu around them.
  */
