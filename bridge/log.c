@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,9 @@ static enum log_level log_min = LOG_INFO;
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
 /* syslog priorities (debug 7, info 6, warning 4, err 3) */
 static const char level_priority[] = { '7', '6', '4', '3' };
-static int journal = -1; /* stderr is a journald stream: -1 not yet known */
+/* stderr is a journald stream: -1 not yet known; every thread that logs
+ * first may find it out, each storing the same answer */
+static atomic_int journal = -1;
 
 /* Under journald (systemd sets JOURNAL_STREAM for a unit's stderr) each line
  * starts with its "<N>" priority, which journald strips and records, so that
@@ -29,9 +32,13 @@ static int journal = -1; /* stderr is a journald stream: -1 not yet known */
  * plain JSON for the tools that read it. */
 static int log_journal(void)
 {
-	if (journal < 0)
-		journal = getenv("JOURNAL_STREAM") != NULL;
-	return journal;
+	int j = atomic_load_explicit(&journal, memory_order_relaxed);
+
+	if (j < 0) {
+		j = getenv("JOURNAL_STREAM") != NULL;
+		atomic_store_explicit(&journal, j, memory_order_relaxed);
+	}
+	return j;
 }
 
 void log_set_level(enum log_level l)
