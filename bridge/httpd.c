@@ -103,17 +103,7 @@ static int is_plain(const struct httpd_conn *c)
  * every read; the idle timeout goes with it, as the bufferevent's would. */
 static void conn_reading(struct httpd_conn *c, int on)
 {
-	int ms = c->h->lim.idle_timeout_ms;
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-
-	if (!is_plain(c) && on)
-		bufferevent_enable(c->bev, EV_READ);
-	else if (!is_plain(c))
-		bufferevent_disable(c->bev, EV_READ);
-	else if (on)
-		event_add(&c->rd_ev, ms > 0 ? &tv : NULL);
-	else
-		event_del(&c->rd_ev);
+	upstream_bev_reading(c->bev, is_plain(c) ? &c->rd_ev : NULL, on, c->h->lim.idle_timeout_ms);
 }
 
 /* Out now on a plain socket when it takes it all: 1; else the bufferevent
@@ -359,10 +349,9 @@ static void accept_cb(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 		event_assign(&c->rd_ev, h->base, fd, EV_READ | EV_PERSIST, plain_read_cb, c);
 	if (h->lim.idle_timeout_ms > 0)
 		bufferevent_set_timeouts(c->bev, is_plain(c) ? NULL : &tv, &tv);
-	if (is_plain(c))
-		conn_reading(c, 1);
-	else
-		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	conn_reading(c, 1);
+	if (!is_plain(c))
+		bufferevent_enable(c->bev, EV_WRITE); /* the handshake writes too */
 }
 
 /* ---- deadlines ------------------------------------------------------------ */

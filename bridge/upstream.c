@@ -761,18 +761,26 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	c->in_seen = evbuffer_get_length(in);
 }
 
-/* Reading on: the bufferevent's for TLS, rd_ev with the idle timeout for a
- * plain connection (as the bufferevent's read timeout would be). */
+void upstream_bev_reading(struct bufferevent *bev, struct event *ev, int on, int idle_ms)
+{
+	struct timeval tv;
+
+	if (!ev && on)
+		bufferevent_enable(bev, EV_READ);
+	else if (!ev)
+		bufferevent_disable(bev, EV_READ);
+	else if (!on)
+		event_del(ev);
+	else {
+		ms_to_tv(idle_ms, &tv);
+		event_add(ev, evutil_timerisset(&tv) ? &tv : NULL);
+	}
+}
+
+/* Reading on: rd_ev for a plain connection, the bufferevent's for TLS. */
 static void conn_reading(struct upstream_conn *c)
 {
-	struct timeval idle;
-
-	if (!c->rd_on) {
-		bufferevent_enable(c->bev, EV_READ);
-		return;
-	}
-	ms_to_tv(c->pool->lim.idle_timeout_ms, &idle);
-	event_add(&c->rd_ev, evutil_timerisset(&idle) ? &idle : NULL); /* 0: none */
+	upstream_bev_reading(c->bev, c->rd_on ? &c->rd_ev : NULL, 1, c->pool->lim.idle_timeout_ms);
 }
 
 static void conn_plain_read_cb(evutil_socket_t fd, short what, void *arg)

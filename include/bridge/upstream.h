@@ -23,9 +23,6 @@
 #define BRIDGE_UPSTREAM_H
 
 #include <stddef.h>
-
-#include <event2/event.h>
-
 #include "bridge/confread.h"
 #include "bridge/diag.h"
 
@@ -45,6 +42,7 @@ struct upstream_url {
 int upstream_header_name_valid(const char *s);
 
 struct bufferevent;
+struct event;
 
 /* What is queued on a plain connection's bufferevent (by httpd or by the
  * upstream pool), written to the socket now instead of after a loop round
@@ -63,6 +61,11 @@ int upstream_bev_write_now(struct bufferevent *bev);
  * error or the timeout, ev is deleted and bev's event callback told
  * (BEV_EVENT_READING with EOF, ERROR or TIMEOUT). */
 void upstream_bev_readable(struct bufferevent *bev, struct event *ev, short what);
+
+/* Reading on or off for such an owner: ev with idle_ms as its timeout (0 or
+ * less: none), as the bufferevent's read timeout would be; with ev NULL (a
+ * TLS connection, which its bufferevent reads) the bufferevent's reading. */
+void upstream_bev_reading(struct bufferevent *bev, struct event *ev, int on, int idle_ms);
 
 /* url with what a URL can carry as a credential masked, for logs, errors
  * and listings: a user-info password and every query value become "***"
