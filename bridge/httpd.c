@@ -1,6 +1,7 @@
 /* The webhook listener's connections and answers (see httpd.h). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -61,13 +62,23 @@ struct httpd {
 	struct httpd_limits lim;
 	TAILQ_HEAD(, httpd_conn) conns;
 	struct event *sweep;
+	struct httpd_share *share; /* NULL: this thread accepts alone */
+	int share_index;
+	struct event *accept_again; /* the listener back on, a millisecond after a pause */
 	unsigned long kills;
+};
+
+struct httpd_share {
+	int threads;
+	atomic_int open[]; /* connections each thread holds */
 };
 
 static void process(struct httpd_conn *c);
 
 static void conn_free(struct httpd_conn *c)
 {
+	if (c->h->share)
+		atomic_fetch_sub(&c->h->share->open[c->h->share_index], 1);
 	TAILQ_REMOVE(&c->h->conns, c, link);
 	if (is_plain(c))
 		event_del(&c->rd_ev);
@@ -314,6 +325,18 @@ static struct bufferevent *bev_new(struct httpd *h, evutil_socket_t fd)
 	return bev;
 }
 
+/* One more connection on this thread; 1 when it now holds more than one
+ * more than another thread: its turn to accept is over for a while. */
+static int share_count(struct httpd *h)
+{
+	int mine = atomic_fetch_add(&h->share->open[h->share_index], 1) + 1;
+
+	for (int i = 0; i < h->share->threads; i++)
+		if (i != h->share_index && atomic_load(&h->share->open[i]) + 1 < mine)
+			return 1;
+	return 0;
+}
+
 static void accept_cb(struct evconnlistener *lst, evutil_socket_t fd, struct sockaddr *sa,
 		      int socklen, void *arg)
 {
@@ -322,7 +345,6 @@ static void accept_cb(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 	struct timeval tv = { h->lim.idle_timeout_ms / 1000,
 			      (h->lim.idle_timeout_ms % 1000) * 1000 };
 
-	(void)lst;
 	(void)socklen;
 	if (c)
 		c->bev = bev_new(h, fd);
@@ -344,6 +366,13 @@ static void accept_cb(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 	peer_name(c, sa);
 	request_reset(c);
 	TAILQ_INSERT_TAIL(&h->conns, c, link);
+	if (h->share && share_count(h)) {
+		/* libevent's accept loop stops once its listener is off */
+		struct timeval ms = { 0, 1000 };
+
+		evconnlistener_disable(lst);
+		event_add(h->accept_again, &ms);
+	}
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	if (is_plain(c))
 		event_assign(&c->rd_ev, h->base, fd, EV_READ | EV_PERSIST, plain_read_cb, c);
@@ -542,6 +571,36 @@ void httpd_send(struct httpd_request *r, int status, const char *phrase, struct 
 
 /* ---- the server ----------------------------------------------------------- */
 
+struct httpd_share *httpd_share_new(int threads)
+{
+	struct httpd_share *sh = calloc(1, sizeof(*sh) + (size_t)threads * sizeof(atomic_int));
+
+	if (sh)
+		sh->threads = threads;
+	return sh;
+}
+
+void httpd_share_free(struct httpd_share *sh)
+{
+	free(sh);
+}
+
+static void accept_again_cb(evutil_socket_t unused, short what, void *arg)
+{
+	struct httpd *h = arg;
+
+	(void)unused;
+	(void)what;
+	if (h->listener)
+		evconnlistener_enable(h->listener);
+}
+
+void httpd_set_share(struct httpd *h, struct httpd_share *sh, int index)
+{
+	h->share = sh;
+	h->share_index = index;
+}
+
 struct httpd *httpd_new(struct event_base *base, struct evconnlistener *listener, SSL_CTX *tls,
 			httpd_handler handler, void *arg)
 {
@@ -556,7 +615,10 @@ struct httpd *httpd_new(struct event_base *base, struct evconnlistener *listener
 	h->arg = arg;
 	TAILQ_INIT(&h->conns);
 	h->sweep = event_new(base, -1, EV_PERSIST, sweep_cb, h);
-	if (!h->sweep) {
+	h->accept_again = evtimer_new(base, accept_again_cb, h);
+	if (!h->sweep || !h->accept_again) {
+		if (h->sweep)
+			event_free(h->sweep);
 		free(h);
 		return NULL;
 	}
@@ -586,6 +648,7 @@ void httpd_free(struct httpd *h)
 		conn_free(TAILQ_FIRST(&h->conns));
 	httpd_unlisten(h);
 	event_free(h->sweep);
+	event_free(h->accept_again);
 	free(h);
 }
 

@@ -419,6 +419,7 @@ int log_stream_start(size_t cap_bytes)
 			st->ring = NULL;
 			return -rc;
 		}
+		pthread_setname_np(st->writer, "log-writer");
 		pthread_mutex_lock(&st->lock);
 		st->started = 1;
 		pthread_mutex_unlock(&st->lock);

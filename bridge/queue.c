@@ -1170,6 +1170,7 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 					strerror(rc));
 	}
 	q->writer_started = 1;
+	pthread_setname_np(q->writer, "queue-writer");
 	*ret = q;
 	return 0;
 }
@@ -1186,6 +1187,7 @@ int queue_start(struct queue *q, struct bridge_error *err)
 	if (rc != 0)
 		return bridge_error_set(err, "cannot start the delivery thread: %s", strerror(rc));
 	q->started = 1;
+	pthread_setname_np(q->thread, "queue-deliver");
 	return 0;
 }
 

@@ -1132,6 +1132,8 @@ int server_new(struct event_base *base, const struct bridge_config *cfg,
 		SSL_CTX_set_info_callback(s->listen_tls, tls_plain_http);
 	}
 	s->httpd = httpd_new(base, s->listener, s->listen_tls, handle_request, s);
+	if (s->httpd && opt->accept_share)
+		httpd_set_share(s->httpd, opt->accept_share, opt->worker);
 	s->guard = s->httpd ? guard_new(base, NULL, s->listener, cfg->request_deadline_ms,
 					s->listen_tls)
 			    : NULL;

@@ -25,6 +25,7 @@
 #include "bridge/config.h"
 #include "bridge/cutover.h"
 #include "bridge/guard.h"
+#include "bridge/httpd.h"
 #include "bridge/json.h"
 #include "bridge/jsonl.h"
 #include "bridge/listen.h"
@@ -107,7 +108,9 @@ struct serve_state {
 	int stopping;
 	const char *listen_address; /* --listen, applied to every config loaded; or NULL */
 	int listen_port;
-	int listen_fd;           /* the one listening socket, shared by the workers */
+	int listen_fd; /* the one listening socket, shared by the workers */
+	struct httpd_share
+		*accept_share;   /* the workers' open connections, to take turns accepting */
 	const char *last_reload; /* for STATUS=: NULL before the first SIGHUP */
 	char last_reload_text[128];
 	struct event *watchdog;
@@ -666,6 +669,7 @@ static int workers_create(struct serve_state *st, struct bridge_error *err)
 					      .v2_record = st->v2rec,
 					      .worker = i,
 					      .listen_fd = st->listen_fd,
+					      .accept_share = st->accept_share,
 					      .release = config_hold_release,
 					      .release_arg = st->current,
 					      .queue = st->queue,
@@ -736,6 +740,7 @@ static void serve_state_free(struct serve_state *st)
 			event_base_free(w->base);
 	}
 	free(st->workers);
+	httpd_share_free(st->accept_share);
 	if (st->listen_fd >= 0)
 		close(st->listen_fd);
 	admin_free(st->admin);
@@ -786,8 +791,13 @@ static int process_setup(const struct bridge_config *cfg)
  * queue gets what is left of the drain time. */
 static void serve_run(struct serve_state *st)
 {
-	for (int i = 0; i < st->n_workers; i++)
+	for (int i = 0; i < st->n_workers; i++) {
+		char name[16]; /* top -H and perf name the thread */
+
 		pthread_create(&st->workers[i].thread, NULL, worker_run, &st->workers[i]);
+		snprintf(name, sizeof(name), "worker-%d", (i + 1) % 10000);
+		pthread_setname_np(st->workers[i].thread, name);
+	}
 	notify_status(st, "READY=1\n");
 	event_base_dispatch(st->base);
 	for (int i = 0; i < st->n_workers; i++)
@@ -833,7 +843,10 @@ int cmd_serve(int argc, char **argv)
 	metrics = st.store ? metrics_new(st.store, cfg) : NULL;
 	st.current = calloc(1, sizeof(*st.current));
 	st.base = event_base_new();
-	if (!st.workers || !metrics || !st.base || !st.current) {
+	if (st.n_workers > 1)
+		st.accept_share = httpd_share_new(st.n_workers);
+	if (!st.workers || !metrics || !st.base || !st.current ||
+	    (st.n_workers > 1 && !st.accept_share)) {
 		bridge_error_set(&err, "out of memory");
 		goto fail;
 	}

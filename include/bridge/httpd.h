@@ -142,6 +142,17 @@ struct httpd *httpd_new(struct event_base *base, struct evconnlistener *listener
 			httpd_handler handler, void *arg);
 /* Limits for new requests. */
 void httpd_set_limits(struct httpd *h, const struct httpd_limits *lim);
+
+/* Threads accepting on one listening socket.  The first thread the kernel
+ * wakes would take every connection waiting (libevent accepts until the
+ * queue is empty), so a client that opens its pool at once lands on one
+ * thread.  With a share, a thread holding more than one connection more
+ * than another stops accepting for a millisecond and leaves the rest to
+ * the others.  Each of the `threads` httpds gets its own index. */
+struct httpd_share;
+struct httpd_share *httpd_share_new(int threads); /* NULL: out of memory */
+void httpd_share_free(struct httpd_share *sh);    /* accepts NULL; after every httpd */
+void httpd_set_share(struct httpd *h, struct httpd_share *sh, int index);
 /* Stop accepting (the listener is freed); open connections stay. */
 void httpd_unlisten(struct httpd *h);
 /* Every connection closed; an unanswered request must not be answered after. */

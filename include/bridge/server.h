@@ -29,6 +29,8 @@ struct server_options {
 	struct v2record *v2_record; /* capture of verified real v2 posts (dry_run.v2_record) */
 	int worker;                 /* index of this worker, for per-worker gauges */
 	int listen_fd; /* listening socket shared by the workers (listen.h); each dups it */
+	struct httpd_share
+		*accept_share;      /* the workers' connection counts (httpd.h); may be NULL */
 	void (*release)(void *arg); /* called once the server no longer uses cfg/metrics */
 	void *release_arg;
 	struct queue *queue;     /* queued delivery; NULL when no route uses it */
