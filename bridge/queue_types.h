@@ -33,6 +33,7 @@ struct queue_pending {
 	struct store_item own;
 	struct upstream_header *own_headers;
 	char *own_data;
+	struct store_seal own_seal; /* made on the enqueuing thread, not the writer's */
 	int sync;
 	struct event *ev;
 	queue_enqueue_cb cb;

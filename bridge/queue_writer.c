@@ -24,6 +24,7 @@ static void pending_free(struct queue_pending *p)
 {
 	free(p->own_headers);
 	free(p->own_data);
+	store_seal_clear(&p->own_seal);
 	free(p);
 }
 
@@ -173,22 +174,31 @@ int queue_enqueue(struct queue *q, const struct store_item *item, struct store_r
 		  struct bridge_error *err)
 {
 	struct queue_pending p;
+	struct store_item sealed = *item;
+	struct store_seal seal = { 0 };
 
 	memset(&p, 0, sizeof(p));
 	p.q = q;
-	p.item = item;
+	p.item = &sealed;
 	p.sync = 1;
 	/* checked alone, so that a bad item cannot fail the batch it would join */
 	if (store_item_check(item, err) < 0)
 		return -1;
+	if (!item->seal) {
+		if (store_seal_make(item, &seal) < 0)
+			return bridge_error_set(err, "out of memory");
+		sealed.seal = &seal;
+	}
 	pthread_mutex_lock(&q->commit_mu);
 	if (waiting_add(q, &p, err) < 0) {
 		pthread_mutex_unlock(&q->commit_mu);
+		store_seal_clear(&seal);
 		return -1;
 	}
 	while (!p.done)
 		pthread_cond_wait(&q->done_cv, &q->commit_mu);
 	pthread_mutex_unlock(&q->commit_mu);
+	store_seal_clear(&seal);
 	if (p.result < 0)
 		return bridge_error_set(err, "%s", p.error);
 	if (ret)
@@ -250,6 +260,9 @@ static int pending_copy(struct queue_pending *p, const struct store_item *it)
 	p->own.headers = p->own_headers;
 	p->own.n_headers = it->n_headers;
 	p->item = &p->own;
+	if (store_seal_make(&p->own, &p->own_seal) < 0)
+		return -1;
+	p->own.seal = &p->own_seal;
 	return 0;
 }
 

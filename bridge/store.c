@@ -81,7 +81,8 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_FIND_DUP] = "SELECT id, delivery_id FROM deliveries INDEXED BY deliveries_line"
 			" WHERE status = 0 AND participation_id <> '' AND route = ?1"
 			" AND participation_id = ?2 AND state = ?3",
-	[ST_INSERT] = "INSERT INTO deliveries (route, endpoint, ca_file, timeout_ms, delivery_id,"
+	[ST_INSERT] = "INSERT INTO deliveries (route, endpoint, ca_file, timeout_ms, "
+		      "delivery_id,"
 		      " participation_id, state, headers, body, created_ms, since_ms,"
 		      " next_attempt_ms, checksum)"
 		      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11)",
@@ -930,6 +931,37 @@ char *store_headers_text(const struct store_item *it)
 	return out;
 }
 
+int store_seal_make(const struct store_item *it, struct store_seal *ret)
+{
+	ret->headers_text = store_headers_text(it);
+	if (!ret->headers_text ||
+	    store_row_checksum(it->endpoint, nz(it->ca_file), it->timeout_ms, it->delivery_id,
+			       ret->headers_text, it->len ? it->body : "", it->len,
+			       ret->checksum) < 0) {
+		store_seal_clear(ret);
+		return -1;
+	}
+	return 0;
+}
+
+void store_seal_clear(struct store_seal *seal)
+{
+	free(seal->headers_text);
+	seal->headers_text = NULL;
+}
+
+int store_seal_of(const struct store_item *it, struct store_seal *tmp,
+		  const struct store_seal **ret)
+{
+	*ret = it->seal;
+	if (it->seal)
+		return 0;
+	if (store_seal_make(it, tmp) < 0)
+		return -1;
+	*ret = tmp;
+	return 0;
+}
+
 /* Within the open transaction: 1 and the receipt when a pending row of the
  * same route, participation and state exists. */
 static int find_dup(struct store *s, const struct store_item *it, struct store_receipt *rcpt,
@@ -969,19 +1001,14 @@ static int insert_one(struct store *s, const struct store_item *it, int64_t now_
 		      struct store_receipt *rcpt, struct bridge_error *err)
 {
 	sqlite3_stmt *st = store_stmt(s, ST_INSERT, err);
-	unsigned char sum[STORE_CHECKSUM_LEN];
-	char *ht;
+	struct store_seal tmp = { 0 };
+	const struct store_seal *seal;
 	int rc;
 
 	if (!st)
 		return -1;
-	ht = store_headers_text(it);
-	if (!ht ||
-	    store_row_checksum(it->endpoint, nz(it->ca_file), it->timeout_ms, it->delivery_id, ht,
-			       it->len ? it->body : "", it->len, sum) < 0) {
-		free(ht);
+	if (store_seal_of(it, &tmp, &seal) < 0)
 		return bridge_error_set(err, "out of memory");
-	}
 	sqlite3_bind_text(st, 1, it->route, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, it->endpoint, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, nz(it->ca_file), -1, SQLITE_STATIC);
@@ -989,12 +1016,12 @@ static int insert_one(struct store *s, const struct store_item *it, int64_t now_
 	sqlite3_bind_text(st, 5, it->delivery_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 6, nz(it->participation_id), -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 7, nz(it->state), -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 8, ht, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 8, seal->headers_text, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 9, it->len ? it->body : "", (int)it->len, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 10, now_ms);
-	sqlite3_bind_blob(st, 11, sum, sizeof(sum), SQLITE_STATIC);
+	sqlite3_bind_blob(st, 11, seal->checksum, STORE_CHECKSUM_LEN, SQLITE_STATIC);
 	rc = store_step_done(s, st, err, "cannot store the delivery");
-	free(ht);
+	store_seal_clear(&tmp);
 	if (rc < 0)
 		return -1;
 	if (rcpt) {

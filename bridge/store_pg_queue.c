@@ -44,14 +44,12 @@ static int receipt_take(PGresult *r, const char *delivery_id, struct store_recei
 
 /* 0 inserted, 1 duplicate (receipt of the pending row), -1 error. */
 static int insert_one(struct store_pg *p, struct pg_conn *pc, const struct store_item *it,
-		      int64_t now_ms, const char *ht, struct store_receipt *rcpt, char *state,
-		      struct bridge_error *err)
+		      int64_t now_ms, const struct store_seal *seal, struct store_receipt *rcpt,
+		      char *state, struct bridge_error *err)
 {
-	unsigned char sum[STORE_CHECKSUM_LEN];
+	const char *ht = seal->headers_text;
+	const unsigned char *sum = seal->checksum;
 
-	if (store_row_checksum(it->endpoint, pg_nz(it->ca_file), it->timeout_ms, it->delivery_id,
-			       ht, it->len ? it->body : "", it->len, sum) < 0)
-		return bridge_error_set(err, "out of memory");
 	for (int tries = 0; tries < 3; tries++) {
 		struct pg_params q = { 0 };
 		PGresult *r;
@@ -112,16 +110,17 @@ int store_pg_insert(struct store_pg *p, const struct store_item *const *items, s
 		if (pg_tx(p, pc, "BEGIN", err) < 0)
 			break;
 		for (i = 0; i < n; i++) {
-			char *ht = store_headers_text(items[i]);
+			struct store_seal tmp = { 0 };
+			const struct store_seal *seal;
 			int dup;
 
-			if (!ht) {
+			if (store_seal_of(items[i], &tmp, &seal) < 0) {
 				bridge_error_set(err, "out of memory");
 				break;
 			}
-			dup = insert_one(p, pc, items[i], now_ms, ht,
+			dup = insert_one(p, pc, items[i], now_ms, seal,
 					 receipts ? &receipts[i] : NULL, state, err);
-			free(ht);
+			store_seal_clear(&tmp);
 			if (dup < 0)
 				break;
 			if (ret_results)

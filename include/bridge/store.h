@@ -138,7 +138,19 @@ struct store_item {
 	size_t len;
 	const struct upstream_header *headers;
 	size_t n_headers;
+	const struct store_seal *seal; /* NULL: store_insert works it out under its lock */
 };
+
+/* What store_insert works out of an item before it writes the row: the
+ * headers as stored and the row's checksum.  A caller that makes it on its
+ * own thread (queue_enqueue_async, on the worker that took the post) spares
+ * the store's writer that work while it holds the store. */
+struct store_seal {
+	char *headers_text; /* owned */
+	unsigned char checksum[STORE_CHECKSUM_LEN];
+};
+int store_seal_make(const struct store_item *it, struct store_seal *ret); /* -1: out of memory */
+void store_seal_clear(struct store_seal *seal);                           /* accepts a zeroed one */
 
 /* Checks an item against the limits above and header syntax (no CR, LF, NUL;
  * ':' not in names). */

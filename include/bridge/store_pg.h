@@ -98,6 +98,9 @@ int store_row_checksum(const char *endpoint, const char *ca_file, int timeout_ms
 		       const char *delivery_id, const char *headers, const void *body, size_t len,
 		       unsigned char out[STORE_CHECKSUM_LEN]);
 char *store_headers_text(const struct store_item *it);
+/* it->seal, or one made now in *tmp (store_seal_clear it after): -1 out of memory */
+int store_seal_of(const struct store_item *it, struct store_seal *tmp,
+		  const struct store_seal **ret);
 int store_headers_parse(char *text, struct upstream_header **ret, size_t *ret_n);
 
 #endif
