@@ -652,6 +652,17 @@ void httpd_free(struct httpd *h)
 	free(h);
 }
 
+size_t httpd_connections(const struct httpd *h)
+{
+	size_t n = 0;
+	const struct httpd_conn *c;
+
+	if (h)
+		TAILQ_FOREACH(c, &h->conns, link)
+	n++;
+	return n;
+}
+
 unsigned long httpd_deadline_kills(const struct httpd *h)
 {
 	return h ? h->kills : 0;

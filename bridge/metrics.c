@@ -72,6 +72,7 @@ struct metrics_store {
 	struct route_series *routes[METRICS_ROUTES_MAX + 1]; /* [0]: before a route was chosen */
 	size_t n_routes;
 	atomic_long in_flight;
+	atomic_long *conns; /* client connections each worker holds */
 	atomic_llong shadow_waiting;
 	atomic_int reload_ok;
 	atomic_llong reload_ok_at_ms;
@@ -117,7 +118,8 @@ struct metrics_store *metrics_store_new(int workers)
 	atomic_store(&st->reload_ok, 1);
 	atomic_store(&st->reload_ok_at_ms, st->start_ms);
 	st->routes[0] = series_new("", st->workers);
-	if (!st->routes[0]) {
+	st->conns = calloc((size_t)st->workers, sizeof(*st->conns));
+	if (!st->routes[0] || !st->conns) {
 		metrics_store_free(st);
 		return NULL;
 	}
@@ -144,6 +146,7 @@ void metrics_store_free(struct metrics_store *st)
 	label_table_clear(&st->mapping_errors);
 	label_table_clear(&st->unmapped);
 	pthread_mutex_destroy(&st->lock);
+	free(st->conns);
 	free(st);
 }
 
@@ -290,6 +293,12 @@ void metrics_in_flight_add(struct metrics *m, int delta)
 {
 	if (m)
 		atomic_fetch_add(&m->st->in_flight, delta);
+}
+
+void metrics_worker_connections(struct metrics *m, int worker, long open)
+{
+	if (m && worker >= 0 && worker < m->st->workers)
+		atomic_store(&m->st->conns[worker], open);
 }
 
 void metrics_pool_connections(struct metrics *m, long route, int worker, long open)
@@ -614,6 +623,12 @@ void metrics_render(struct metrics *m, struct evbuffer *out)
 				    log_stream_dropped((enum log_stream)i));
 	family(out, "webhook_bridge_workers", "gauge", "Worker threads serving the port.");
 	evbuffer_add_printf(out, "webhook_bridge_workers %d\n", m->st->workers);
+	family(out, "webhook_bridge_worker_connections", "gauge",
+	       "Client connections each worker holds on the webhook port (refreshed every "
+	       "second).");
+	for (int w = 0; w < m->st->workers; w++)
+		evbuffer_add_printf(out, "webhook_bridge_worker_connections{worker=\"%d\"} %ld\n",
+				    w, atomic_load(&m->st->conns[w]));
 	render_process(m, out);
 }
 

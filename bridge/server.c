@@ -1013,6 +1013,7 @@ static void gauge_refresh(evutil_socket_t fd, short what, void *arg)
 		log_end(&l);
 		g->pool_seen[i] = open;
 	}
+	metrics_worker_connections(g->metrics, s->opt.worker, (long)httpd_connections(s->httpd));
 }
 
 /* TLS 1.2 suites of the HTTPS listener: forward-secret AEAD only (no CBC,

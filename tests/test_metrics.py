@@ -8,8 +8,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -226,7 +228,51 @@ def t_refusals(_t):
         bt.stop_and_check(t, b, "refusals bridge")
 
 
+def t_worker_connections(_t):
+    """A client that opens its pool at once: the two workers share it (one
+    stops accepting while it holds more than one connection more than the
+    other), and webhook_bridge_worker_connections shows each one's share."""
+    cfg = bt.config_text([bt.route("dry")], path="/hook", workers=2)
+    b = t.start(bt.Bridge(tmp, cfg, "share.conf"), "bridge with two workers")
+    socks = []
+    try:
+        conn = {}
+
+        def gauges():
+            m = values(scrape(b))
+            return {k: v for k, v in m.items()
+                    if k.startswith("webhook_bridge_worker_connections")}
+
+        conn = gauges()
+        t.is_(sorted(conn), ['webhook_bridge_worker_connections{worker="0"}',
+                             'webhook_bridge_worker_connections{worker="1"}'],
+              "one gauge per worker", conn)
+        socks = [socket.create_connection(("127.0.0.1", b.port)) for _ in range(40)]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            conn = gauges()
+            if sum(conn.values()) >= 40:
+                break
+            time.sleep(0.2)
+        # the admin scrape's own connection is not on the webhook port
+        t.is_(sum(conn.values()), 40.0, "the 40 connections are counted", conn)
+        t.ok(all(v >= 16 for v in conn.values()),
+             "each worker holds a share of the 40 (16 or more)", conn)
+        for s in socks:
+            s.close()
+        socks = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sum(gauges().values()) > 0:
+            time.sleep(0.2)
+        t.is_(sum(gauges().values()), 0.0, "closed connections leave the gauges", gauges())
+    finally:
+        for s in socks:
+            s.close()
+        bt.stop_and_check(t, b, "two-worker bridge")
+
+
 t.run("metrics", lambda _t: main())
 t.run("refusals", t_refusals)
+t.run("worker connections", t_worker_connections)
 tmp.cleanup()
 t.done()

@@ -795,7 +795,7 @@ static void serve_run(struct serve_state *st)
 		char name[16]; /* top -H and perf name the thread */
 
 		pthread_create(&st->workers[i].thread, NULL, worker_run, &st->workers[i]);
-		snprintf(name, sizeof(name), "worker-%d", (i + 1) % 10000);
+		snprintf(name, sizeof(name), "worker-%d", i % 100000);
 		pthread_setname_np(st->workers[i].thread, name);
 	}
 	notify_status(st, "READY=1\n");

@@ -165,6 +165,8 @@ void httpd_free(struct httpd *h); /* accepts NULL */
  * sent to HEAD).  The request is gone after this call. */
 void httpd_send(struct httpd_request *r, int status, const char *phrase, struct evbuffer *body);
 
+/* Client connections open now. */
+size_t httpd_connections(const struct httpd *h); /* accepts NULL */
 /* Requests closed for passing the deadline. */
 unsigned long httpd_deadline_kills(const struct httpd *h);
 

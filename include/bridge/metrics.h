@@ -87,6 +87,8 @@ void metrics_unmapped(struct metrics *m, long route, const char *variable);
 void metrics_in_flight_add(struct metrics *m, int delta);
 /* Upstream connections of one route's pool, as last reported by a worker. */
 void metrics_pool_connections(struct metrics *m, long route, int worker, long open);
+/* Client connections a worker (its index, as in the log's "worker") holds. */
+void metrics_worker_connections(struct metrics *m, int worker, long open);
 /* The shadow comparison, by route name (the shadow store keeps names). */
 void metrics_shadow_compared(struct metrics *m, const char *route, enum metrics_shadow_result r);
 /* side: "translated" or "real"; reason: "ttl" or "capacity".  On the store:
