@@ -191,6 +191,11 @@ bench_nginx_start() { # WORKERS KEEPALIVE
 	NGINX_PORT=$(bench_free_port)
 	# Only a root master switches its workers' user; keep them as ourselves.
 	[ "$(id -u)" -ne 0 ] || user_line="user $(id -un) $(id -gn);"
+	# An access line per request, as the bridge writes one per post at
+	# log_level info (BENCH_LOG_LEVEL), buffered as the bridge's writer
+	# thread batches its lines; BENCH_NGINX_ACCESS_LOG=off for none.
+	local access_log="access_log $dir/access.log combined buffer=64k flush=1s;"
+	[ "${BENCH_NGINX_ACCESS_LOG:-on}" != off ] || access_log="access_log off;"
 	cat >"$dir/nginx.conf" <<EOF
 $user_line
 worker_processes $1;
@@ -198,7 +203,7 @@ pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  $access_log
   client_body_temp_path $dir/tmp/body;
   proxy_temp_path $dir/tmp/proxy;
   fastcgi_temp_path $dir/tmp/fastcgi;

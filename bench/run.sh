@@ -28,6 +28,9 @@
 #   BENCH_CALLGRIND_COUNT payloads mapped under callgrind by each mapper (2000;
 #                         0 skips the instruction counts)
 #   BENCH_LOG_LEVEL       the bridge's log_level (info: one access line per post)
+#   BENCH_NGINX_ACCESS_LOG on (default): nginx writes an access line per
+#                         request (combined, buffer=64k), as the bridge does
+#                         at info; off: none (the baseline before 2026-12-07)
 #   BENCH_PAYLOAD         the v1 post (fixtures/v1/representative.json)
 #   BENCH_RESULTS         where to append (bench/RESULTS.md)
 set -euo pipefail
@@ -120,6 +123,7 @@ fact wrk_threads "$WRK_THREADS"
 fact sink_threads "$SINK_THREADS"
 fact workers "$WORKERS"
 fact log_level "$LOG_LEVEL"
+fact nginx_access_log "${BENCH_NGINX_ACCESS_LOG:-on}"
 fact payload "$(basename "$PAYLOAD"), $(wc -c <"$PAYLOAD") bytes"
 
 bench_sink_start "$SINK_THREADS"

@@ -61,6 +61,7 @@ struct httpd {
 	void *arg;
 	struct httpd_limits lim;
 	TAILQ_HEAD(, httpd_conn) conns;
+	size_t n_conns;
 	struct event *sweep;
 	struct httpd_share *share; /* NULL: this thread accepts alone */
 	int share_index;
@@ -80,6 +81,7 @@ static void conn_free(struct httpd_conn *c)
 	if (c->h->share)
 		atomic_fetch_sub(&c->h->share->open[c->h->share_index], 1);
 	TAILQ_REMOVE(&c->h->conns, c, link);
+	c->h->n_conns--;
 	if (is_plain(c))
 		event_del(&c->rd_ev);
 	bufferevent_free(c->bev);
@@ -366,6 +368,7 @@ static void accept_cb(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 	peer_name(c, sa);
 	request_reset(c);
 	TAILQ_INSERT_TAIL(&h->conns, c, link);
+	h->n_conns++;
 	if (h->share && share_count(h)) {
 		/* libevent's accept loop stops once its listener is off */
 		struct timeval ms = { 0, 1000 };
@@ -654,13 +657,7 @@ void httpd_free(struct httpd *h)
 
 size_t httpd_connections(const struct httpd *h)
 {
-	size_t n = 0;
-	const struct httpd_conn *c;
-
-	if (h)
-		TAILQ_FOREACH(c, &h->conns, link)
-	n++;
-	return n;
+	return h ? h->n_conns : 0;
 }
 
 unsigned long httpd_deadline_kills(const struct httpd *h)

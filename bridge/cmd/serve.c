@@ -108,10 +108,9 @@ struct serve_state {
 	int stopping;
 	const char *listen_address; /* --listen, applied to every config loaded; or NULL */
 	int listen_port;
-	int listen_fd; /* the one listening socket, shared by the workers */
-	struct httpd_share
-		*accept_share;   /* the workers' open connections, to take turns accepting */
-	const char *last_reload; /* for STATUS=: NULL before the first SIGHUP */
+	int listen_fd;                    /* the one listening socket, shared by the workers */
+	struct httpd_share *accept_share; /* the workers take turns accepting */
+	const char *last_reload;          /* for STATUS=: NULL before the first SIGHUP */
 	char last_reload_text[128];
 	struct event *watchdog;
 	struct cutover *cutover; /* dual routes' state, for the whole run */
