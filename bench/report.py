@@ -117,15 +117,20 @@ def main():
              "during the measured run (100%% = one core busy)."
              % (f("nproc"), f("load_start"), f("load_end")))
     w.append("")
+    # runs recorded before the setting existed had no nginx access log
+    nginx_log = ("`combined buffer=64k` (a line per request)"
+                 if facts.get("nginx_access_log", "off") == "on" else "off")
     w.append("Load: `wrk -t%s -c%s -d%ss --latency -s bench/post.lua` (after %s s of unrecorded "
              "warm-up per target) posting %s as `application/json`; %s round(s) over the three "
              "targets in turn, each row shows the median round (its p50/p99 too); sink: %s event "
-             "loop(s); nginx: %s worker process(es), `keepalive 64` (per worker); bridge: %s worker(s), "
+             "loop(s); nginx: %s worker process(es), `keepalive 64` (per worker), access log %s; "
+             "bridge: %s worker(s), "
              "one forward route, upstream.max_connections 64 (per worker), log_level %s (one access "
              "line per post). \"Posts the sink got\" counts what reached the sink "
              "during the measured run (in-flight posts at the end included)."
              % (f("wrk_threads"), f("connections"), f("duration"), f("warmup"), f("payload"),
-                f("rounds"), f("sink_threads"), f("workers"), f("workers"), f("log_level")))
+                f("rounds"), f("sink_threads"), f("workers"), nginx_log, f("workers"),
+                f("log_level")))
     w.append("")
     w.append("| target | requests/s | p50 | p99 | non-2xx | posts the sink got | CPU proxy / sink "
              "| CPU µs/request proxy / sink | peak RSS (VmHWM) | valid |")
