@@ -20,7 +20,8 @@
 #                worst of the three)
 # For queued modes it then waits until the queue is empty and checks with
 # the sink that every acknowledged post was delivered.  Prints a Markdown
-# table.
+# table, and the first bridge's CPU by thread (worker-N, queue-writer,
+# queue-deliver, store-ckpt, log-writer) over the measured run.
 #
 # Settings (environment):
 #   BENCH_DURATION     seconds per measured run (20; --quick 8)
@@ -194,9 +195,36 @@ metric() { # ADMIN_PORT NAME: its value on /metrics
 
 queue_empty() { [ "$(metric "$1" webhook_bridge_queue_depth)" = 0 ]; }
 
+thread_ticks() { # PID: "name ticks" per thread (user + system clock ticks)
+	local t
+	for t in /proc/"$1"/task/*; do
+		printf '%s %s\n' "$(cat "$t/comm" 2>/dev/null)" \
+			"$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
+	done
+}
+
+# The first bridge's threads over the measured window, in cores (one core = 1):
+# "worker-0 0.25, worker-1 0.24, queue-writer 0.34, ..." (workers summed by name).
+thread_cores() { # BEFORE AFTER SECONDS
+	"$BENCH_PY" - "$1" "$2" "$3" "$(getconf CLK_TCK)" <<'PY'
+import sys
+def load(path):
+    out = {}
+    for line in open(path):
+        name, _, ticks = line.rstrip("\n").rpartition(" ")
+        if ticks.isdigit():
+            out[name] = out.get(name, 0) + int(ticks)
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+secs, hz = float(sys.argv[3]), float(sys.argv[4])
+parts = ["%s %.2f" % (k, (b[k] - a.get(k, 0)) / hz / secs) for k in sorted(b)]
+print(", ".join(p for p in parts if not p.endswith(" 0.00")))
+PY
+}
+
 # One measured run of MODE over N bridges: RESULT[MODE] = the summed BENCH
 # json, DRAIN[MODE], ACKED[MODE], DELIVERED[MODE].
-declare -A RESULT DRAIN ACKED DELIVERED
+declare -A RESULT DRAIN ACKED DELIVERED THREADS
 measure() { # MODE KIND(forward|sqlite|pg) N
 	local mode=$1 kind=$2 n=$3 i pids=() ports=() admins=() conns outs=() posts_start wpids
 	conns=$((CONNECTIONS / n))
@@ -222,12 +250,15 @@ measure() { # MODE KIND(forward|sqlite|pg) N
 		wait "${wpids[@]}" # the load only: the bridges and the sink run on
 	fi
 	wpids=()
+	thread_ticks "${pids[0]}" >"$BENCH_TMP/$mode.threads0"
 	for i in $(seq 0 $((n - 1))); do
 		run_wrk "$DURATION" "$BENCH_TMP/$mode-$i.out" "${ports[$i]}" "$conns" \
 			>"$BENCH_TMP/$mode-$i.json" &
 		wpids+=($!)
 	done
 	wait "${wpids[@]}"
+	thread_ticks "${pids[0]}" >"$BENCH_TMP/$mode.threads1"
+	THREADS[$mode]=$(thread_cores "$BENCH_TMP/$mode.threads0" "$BENCH_TMP/$mode.threads1" "$DURATION")
 	for i in $(seq 0 $((n - 1))); do outs+=("$(cat "$BENCH_TMP/$mode-$i.json")"); done
 	RESULT[$mode]=$("$BENCH_PY" -c '
 import json, sys
@@ -287,3 +318,9 @@ echo
 echo "Acknowledged counts the warm-up too; delivered is what the sink received (every"
 echo "acknowledged post reached it, or the run fails).  The drain is the time from the end of"
 echo "the load to an empty queue.  Three bridges: posts/s summed, p50/p99 the worst bridge's."
+echo
+echo "CPU of the (first) bridge's threads over the measured run, in cores (1 = one core busy):"
+echo
+for mode in "${MODES[@]}"; do
+	echo "- $mode: ${THREADS[$mode]}"
+done
