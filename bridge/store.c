@@ -81,8 +81,7 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_FIND_DUP] = "SELECT id, delivery_id FROM deliveries INDEXED BY deliveries_line"
 			" WHERE status = 0 AND participation_id <> '' AND route = ?1"
 			" AND participation_id = ?2 AND state = ?3",
-	[ST_INSERT] = "INSERT INTO deliveries (route, endpoint, ca_file, timeout_ms, "
-		      "delivery_id,"
+	[ST_INSERT] = "INSERT INTO deliveries (route, endpoint, ca_file, timeout_ms, delivery_id,"
 		      " participation_id, state, headers, body, created_ms, since_ms,"
 		      " next_attempt_ms, checksum)"
 		      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11)",
