@@ -61,8 +61,9 @@ struct httpd {
 	void *arg;
 	struct httpd_limits lim;
 	TAILQ_HEAD(, httpd_conn) conns;
-	size_t n_conns;
 	struct event *sweep;
+	atomic_int own_open;       /* connections, when no share counts them */
+	atomic_int *open;          /* the count: own_open, or this thread's slot of the share */
 	struct httpd_share *share; /* NULL: this thread accepts alone */
 	int share_index;
 	struct event *accept_again; /* the listener back on, a millisecond after a pause */
@@ -78,10 +79,8 @@ static void process(struct httpd_conn *c);
 
 static void conn_free(struct httpd_conn *c)
 {
-	if (c->h->share)
-		atomic_fetch_sub(&c->h->share->open[c->h->share_index], 1);
+	atomic_fetch_sub(c->h->open, 1);
 	TAILQ_REMOVE(&c->h->conns, c, link);
-	c->h->n_conns--;
 	if (is_plain(c))
 		event_del(&c->rd_ev);
 	bufferevent_free(c->bev);
@@ -327,13 +326,11 @@ static struct bufferevent *bev_new(struct httpd *h, evutil_socket_t fd)
 	return bev;
 }
 
-/* One more connection on this thread; 1 when it now holds more than one
- * more than another thread: its turn to accept is over for a while. */
-static int share_count(struct httpd *h)
+/* 1 when this thread, holding `mine` connections, holds more than one more
+ * than another thread: its turn to accept is over for a while. */
+static int share_over(const struct httpd *h, int mine)
 {
-	int mine = atomic_fetch_add(&h->share->open[h->share_index], 1) + 1;
-
-	for (int i = 0; i < h->share->threads; i++)
+	for (int i = 0; h->share && i < h->share->threads; i++)
 		if (i != h->share_index && atomic_load(&h->share->open[i]) + 1 < mine)
 			return 1;
 	return 0;
@@ -368,8 +365,7 @@ static void accept_cb(struct evconnlistener *lst, evutil_socket_t fd, struct soc
 	peer_name(c, sa);
 	request_reset(c);
 	TAILQ_INSERT_TAIL(&h->conns, c, link);
-	h->n_conns++;
-	if (h->share && share_count(h)) {
+	if (share_over(h, atomic_fetch_add(h->open, 1) + 1)) {
 		/* libevent's accept loop stops once its listener is off */
 		struct timeval ms = { 0, 1000 };
 
@@ -602,6 +598,7 @@ void httpd_set_share(struct httpd *h, struct httpd_share *sh, int index)
 {
 	h->share = sh;
 	h->share_index = index;
+	h->open = &sh->open[index]; /* before the first connection: own_open is 0 */
 }
 
 struct httpd *httpd_new(struct event_base *base, struct evconnlistener *listener, SSL_CTX *tls,
@@ -617,6 +614,7 @@ struct httpd *httpd_new(struct event_base *base, struct evconnlistener *listener
 	h->handler = handler;
 	h->arg = arg;
 	TAILQ_INIT(&h->conns);
+	h->open = &h->own_open;
 	h->sweep = event_new(base, -1, EV_PERSIST, sweep_cb, h);
 	h->accept_again = evtimer_new(base, accept_again_cb, h);
 	if (!h->sweep || !h->accept_again) {
@@ -657,7 +655,7 @@ void httpd_free(struct httpd *h)
 
 size_t httpd_connections(const struct httpd *h)
 {
-	return h ? h->n_conns : 0;
+	return h ? (size_t)atomic_load(h->open) : 0;
 }
 
 unsigned long httpd_deadline_kills(const struct httpd *h)

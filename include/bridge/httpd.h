@@ -152,6 +152,7 @@ void httpd_set_limits(struct httpd *h, const struct httpd_limits *lim);
 struct httpd_share;
 struct httpd_share *httpd_share_new(int threads); /* NULL: out of memory */
 void httpd_share_free(struct httpd_share *sh);    /* accepts NULL; after every httpd */
+/* Before the httpd accepts its first connection. */
 void httpd_set_share(struct httpd *h, struct httpd_share *sh, int index);
 /* Stop accepting (the listener is freed); open connections stay. */
 void httpd_unlisten(struct httpd *h);
