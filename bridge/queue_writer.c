@@ -260,7 +260,9 @@ static int pending_copy(struct queue_pending *p, const struct store_item *it)
 	p->own.headers = p->own_headers;
 	p->own.n_headers = it->n_headers;
 	p->item = &p->own;
-	if (store_seal_make(&p->own, &p->own_seal) < 0)
+	/* a seal the caller made is kept, not made again */
+	if ((it->seal ? store_seal_copy(it->seal, &p->own_seal)
+		      : store_seal_make(&p->own, &p->own_seal)) < 0)
 		return -1;
 	p->own.seal = &p->own_seal;
 	return 0;

@@ -943,6 +943,15 @@ int store_seal_make(const struct store_item *it, struct store_seal *ret)
 	return 0;
 }
 
+int store_seal_copy(const struct store_seal *from, struct store_seal *ret)
+{
+	ret->headers_text = strdup(from->headers_text);
+	if (!ret->headers_text)
+		return -1;
+	memcpy(ret->checksum, from->checksum, STORE_CHECKSUM_LEN);
+	return 0;
+}
+
 void store_seal_clear(struct store_seal *seal)
 {
 	free(seal->headers_text);

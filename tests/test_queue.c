@@ -1221,6 +1221,46 @@ static void test_async(void)
 	free(res);
 }
 
+/* A seal the caller made goes into the row as it is: here one with a wrong
+ * checksum, which reads back corrupt (made again, it would read back intact). */
+static void test_async_sealed(void)
+{
+	struct queue_config c;
+	char path[128], url[] = "http://127.0.0.1:9/sealed";
+	struct queue *q;
+	struct body_buf b;
+	struct async_res res = { 0 };
+	struct queue_pending *p;
+	struct bridge_error err;
+	struct calls_want w = { &res, 1 };
+	struct store_seal seal = { 0 };
+	struct store *st;
+	struct store_row row;
+
+	config_for_test(&c, path, sizeof(path));
+	q = queue_open(&c);
+	if (!q)
+		return;
+	item_make(&b, url, "r", "S0", "COMPLETED", "s0");
+	ok(store_seal_make(&b.it, &seal) == 0, "seal made by the caller");
+	seal.checksum[0] ^= 0x01;
+	b.it.seal = &seal;
+	ok(queue_enqueue_async(q, base, &b.it, async_cb, &res, &p, &err) == 0 && p,
+	   "sealed async enqueue accepted");
+	store_seal_clear(&seal); /* the queue keeps its own copy */
+	ok(wait_for(all_called, &w, 3000) && res.result == QUEUE_STORED, "sealed item stored");
+	test_store_open(path, &st, &err);
+	if (ok(store_get(st, res.id, &row, &err) == 0, "sealed row in the store")) {
+		is_int(row.integrity, STORE_ROW_CORRUPT,
+		       "the caller's seal is stored as given, not made again");
+		ok(row.n_headers == 5 && strcmp(row.headers[3].value, "s0") == 0,
+		   "its headers as the seal had them");
+		store_row_clear(&row);
+	}
+	store_close(st);
+	queue_free(q);
+}
+
 struct thread_arg {
 	struct queue *q;
 	int index;
@@ -1402,6 +1442,7 @@ int main(void)
 	test_kill();
 	test_external();
 	test_async();
+	test_async_sealed();
 	test_threads();
 	test_event_log();
 	event_base_free(base);
