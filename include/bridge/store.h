@@ -149,9 +149,9 @@ struct store_seal {
 	char *headers_text; /* owned */
 	unsigned char checksum[STORE_CHECKSUM_LEN];
 };
-int store_seal_make(const struct store_item *it, struct store_seal *ret); /* -1: out of memory */
+int store_seal_make(const struct store_item *it, struct store_seal *ret);   /* -1: out of memory */
 int store_seal_copy(const struct store_seal *from, struct store_seal *ret); /* -1: out of memory */
-void store_seal_clear(struct store_seal *seal);                           /* accepts a zeroed one */
+void store_seal_clear(struct store_seal *seal); /* accepts a zeroed one */
 
 /* Checks an item against the limits above and header syntax (no CR, LF, NUL;
  * ':' not in names). */
