@@ -21,7 +21,8 @@
 # For queued modes it then waits until the queue is empty and checks with
 # the sink that every acknowledged post was delivered.  Prints a Markdown
 # table, and the first bridge's CPU by thread (worker-N, queue-writer,
-# queue-deliver, store-ckpt, log-writer) over the measured run.
+# queue-deliver, store-ckpt, log-writer) over the measured run; for SQLite,
+# the bytes the first bridge wrote to storage per acknowledged post.
 #
 # Settings (environment):
 #   BENCH_DURATION     seconds per measured run (20; --quick 8)
@@ -224,7 +225,7 @@ PY
 
 # One measured run of MODE over N bridges: RESULT[MODE] = the summed BENCH
 # json, DRAIN[MODE], ACKED[MODE], DELIVERED[MODE].
-declare -A RESULT DRAIN ACKED DELIVERED THREADS
+declare -A RESULT DRAIN ACKED DELIVERED THREADS WRITTEN
 measure() { # MODE KIND(forward|sqlite|pg) N
 	local mode=$1 kind=$2 n=$3 i pids=() ports=() admins=() conns outs=() posts_start wpids
 	conns=$((CONNECTIONS / n))
@@ -279,6 +280,11 @@ print(json.dumps(out))' "${outs[@]}")
 			ACKED[$mode]=$((ACKED[$mode] + $(metric "${admins[$i]}" webhook_bridge_queue_enqueued_total)))
 		done
 		DELIVERED[$mode]=$(($(bench_sink_posts) - posts_start))
+		# the store's writes: every post taken was inserted, delivered and
+		# deleted by now (the sockets' bytes are not in write_bytes)
+		WRITTEN[$mode]=$(awk '$1 == "write_bytes:" {print $2}' "/proc/${pids[0]}/io")
+		WRITTEN[$mode]=$(calc "'%.0f' % (${WRITTEN[$mode]} / \
+			max(1, $(metric "${admins[0]}" webhook_bridge_queue_enqueued_total)))")
 	fi
 	for i in "${pids[@]}"; do bench_stop "$i"; done
 	if [ "$kind" != forward ] && [ "${DELIVERED[$mode]}" -lt "${ACKED[$mode]}" ]; then
@@ -324,3 +330,10 @@ echo
 for mode in "${MODES[@]}"; do
 	echo "- $mode: ${THREADS[$mode]}"
 done
+if [ -n "${WRITTEN[queued-sqlite]:-}" ]; then
+	echo
+	echo "Bytes the (first) bridge wrote to storage per acknowledged post, from its start to the"
+	echo "drained queue (/proc/PID/io write_bytes: the store's file, its WAL and the logs):"
+	echo
+	echo "- queued-sqlite: ${WRITTEN[queued-sqlite]}"
+fi

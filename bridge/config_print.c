@@ -321,6 +321,7 @@ void bridge_config_print(const struct bridge_config *c, FILE *f)
 		kv_int(f, ind, "backoff_max_ms", c->queue.backoff_max_ms);
 		kv_int(f, ind, "per_endpoint_concurrency", c->queue.per_endpoint_concurrency);
 		kv_int(f, ind, "max_depth", c->queue.max_depth);
+		kv_str(f, ind, "secure_delete", c->queue.secure_delete ? "on" : "fast");
 		fputs("};\n", f);
 	}
 	fputs("routes = (\n", f);

@@ -10,6 +10,8 @@
 
 #define Q(member)                   CFG_FIELD(struct queue_config, member)
 #define Q_INT(n, member, lo, hi, d) CFG_INT_ROW(n, struct queue_config, member, lo, hi, d)
+static const char *const secure_delete_names[] = { "fast", "on", NULL };
+
 const struct cfg_setting queue_settings[] = {
 	/* required unless a shared group holds the queue */
 	{ .name = "path", .type = CFG_OUTPUT, Q(path), .text = "STATE_DIRECTORY" },
@@ -19,6 +21,10 @@ const struct cfg_setting queue_settings[] = {
 	Q_INT("backoff_max_ms", backoff_max_ms, 1, 86400000, 600000),
 	Q_INT("per_endpoint_concurrency", per_endpoint_concurrency, 1, 1024, 4),
 	Q_INT("max_depth", max_depth, 1, 1000000000, 1000000),
+	{ .name = "secure_delete",
+	  .type = CFG_ENUM,
+	  Q(secure_delete),
+	  .choices = secure_delete_names },
 	{ .name = NULL },
 };
 #undef Q

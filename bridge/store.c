@@ -658,8 +658,16 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 		store_close(s);
 		return -1;
 	}
-	if (store_exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;",
-			   err) < 0 ||
+	/* secure_delete is per connection, and its default is the build's (ON
+	 * in some distributions) */
+	if (store_exec_sql(
+		    s,
+		    flags & STORE_SECURE_DELETE
+			    ? "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;"
+			      " PRAGMA secure_delete = ON;"
+			    : "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;"
+			      " PRAGMA secure_delete = FAST;",
+		    err) < 0 ||
 	    ((flags & STORE_VERIFY) && integrity_check(s, err) < 0) ||
 	    schema_prepare(s, flags, err) < 0 ||
 	    pragma_int(s, "PRAGMA data_version", &dv, err) < 0) {

@@ -124,14 +124,17 @@ static const char *status_name(int status)
 
 /* The store, from --store (a path or a postgresql:// URL) or the config's
  * queue.path or shared group: 0 and *ret (the SQLite store's path,
- * malloc'd) or *ret_shared (url set: the shared store), or the exit
- * status. */
-static int store_path_find(const struct opts *o, char **ret, struct shared_config *ret_shared)
+ * malloc'd) or *ret_shared (url set: the shared store), with the flags
+ * the config asks the SQLite store to be opened with in *ret_flags, or
+ * the exit status. */
+static int store_path_find(const struct opts *o, char **ret, struct shared_config *ret_shared,
+			   unsigned *ret_flags)
 {
 	struct queue_config qc;
 	const char *path = o->store;
 
 	*ret = NULL;
+	*ret_flags = 0;
 	shared_config_default(ret_shared);
 	queue_config_default(&qc);
 	if (o->config) {
@@ -155,6 +158,7 @@ static int store_path_find(const struct opts *o, char **ret, struct shared_confi
 			return 2;
 		}
 		path = qc.path;
+		*ret_flags = qc.secure_delete ? STORE_SECURE_DELETE : 0;
 	}
 	if (path &&
 	    (strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0)) {
@@ -181,15 +185,16 @@ static int open_store(const struct opts *o, struct store **ret)
 {
 	struct shared_config shared;
 	struct bridge_error err;
+	unsigned flags;
 	char *path;
 	int rc;
 
 	bridge_error_clear(&err);
-	rc = store_path_find(o, &path, &shared);
+	rc = store_path_find(o, &path, &shared, &flags);
 	if (rc)
 		return rc;
 	if (path)
-		rc = store_open(path, 0, QUEUE_CMD_BUSY_MS, ret, &err);
+		rc = store_open(path, flags, QUEUE_CMD_BUSY_MS, ret, &err);
 	else
 		rc = store_open_shared(&shared, 0, ret, &err);
 	free(path);
@@ -569,9 +574,10 @@ static int cmd_recover(const struct opts *o)
 	struct bridge_error err;
 	struct shared_config shared;
 	char *path, *out = NULL;
+	unsigned flags;
 	int rc;
 
-	rc = store_path_find(o, &path, &shared);
+	rc = store_path_find(o, &path, &shared, &flags);
 	if (rc)
 		return rc;
 	if (!path) {

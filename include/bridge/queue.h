@@ -62,6 +62,7 @@ struct queue_config {
 	int backoff_max_ms;  /* 600000 */
 	int per_endpoint_concurrency; /* 4 */
 	long long max_depth;          /* 1000000 pending rows; beyond, enqueue fails (503) */
+	int secure_delete;            /* 0 "fast", 1 "on": STORE_SECURE_DELETE (store.h) */
 };
 
 void queue_config_default(struct queue_config *c); /* path NULL, no shared store */
@@ -74,7 +75,8 @@ extern const struct cfg_setting queue_settings[];
 /* Read the optional top-level group
  *   queue = { path = "queue.db"; max_attempts = 10; max_age_s = 86400;
  *             backoff_base_ms = 1000; backoff_max_ms = 600000;
- *             per_endpoint_concurrency = 4; max_depth = 1000000; };
+ *             per_endpoint_concurrency = 4; max_depth = 1000000;
+ *             secure_delete = "fast"; };
  * and the top-level `shared` group (shared.h) into ret (defaults for what is
  * absent; path resolved against the folder of `file`; path is required when
  * the group is present and there is no `shared` group).  Every problem goes

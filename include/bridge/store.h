@@ -58,6 +58,11 @@ enum store_open_flags {
 	 * not inside the commit that crosses SQLite's threshold (serve); without
 	 * it SQLite checkpoints by itself, as one-shot commands need */
 	STORE_CHECKPOINTER = 4u,
+	/* zero the pages a deletion frees too (SQLite's secure_delete ON, about
+	 * one more page written per delivered row); without it FAST: a deleted
+	 * row's bytes are zeroed on the pages written anyway, and a freed page
+	 * keeps its old bytes until it is reused */
+	STORE_SECURE_DELETE = 8u,
 };
 
 /* busy_timeout_ms: how long a write waits for another process's lock. */
