@@ -37,6 +37,7 @@
 #   BENCH_QUEUE_DIR    folder of the SQLite store and of the PostgreSQL cluster
 #                      (default: a temporary folder; point it at the disk the
 #                      bridge will use)
+#   BENCH_SECURE_DELETE the SQLite store's queue.secure_delete (fast)
 #   BRIDGE_BIN         a webhook-bridge to measure instead of building one
 set -euo pipefail
 
@@ -143,7 +144,8 @@ write_config() { # FILE MODE(forward|sqlite|pg) [DATABASE INSTANCE]
 	case $2 in
 	sqlite)
 		delivery='delivery = "queued";'
-		queue="queue = { path = \"$STORE\"; backoff_base_ms = 100; backoff_max_ms = 2000; };"
+		queue="queue = { path = \"$STORE\"; backoff_base_ms = 100; backoff_max_ms = 2000;"
+		queue+=" secure_delete = \"${BENCH_SECURE_DELETE:-fast}\"; };"
 		;;
 	pg)
 		delivery='delivery = "queued";'
