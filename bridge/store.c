@@ -569,15 +569,85 @@ static int integrity_check(struct store *s, struct bridge_error *err)
 		s->path, said, word, word);
 }
 
+/* The file at path is a regular file, or (STORE_CREATE) is made, owner only:
+ * the rows hold auth headers, and SQLite gives its -wal and -shm files the
+ * same mode.  0 or -1. */
+static int store_file_ready(const char *path, unsigned flags, struct bridge_error *err)
+{
+	struct stat sb;
+	char *copy;
+	const char *dir;
+	int fd;
+
+	if (stat(path, &sb) == 0) {
+		if (!S_ISREG(sb.st_mode))
+			return bridge_error_set(err, "queue store %s is not a regular file", path);
+		return 0;
+	}
+	if (errno != ENOENT)
+		return bridge_error_set(err, "queue store %s: %s", path, strerror(errno));
+	if (!(flags & STORE_CREATE))
+		return bridge_error_set(err,
+					"no queue store at %s (serve creates it when it starts "
+					"with a queued route)",
+					path);
+	copy = strdup(path);
+	dir = copy ? dirname(copy) : ".";
+	if (copy && stat(dir, &sb) != 0) {
+		bridge_error_set(err, "queue store %s: folder %s: %s", path, dir, strerror(errno));
+		free(copy);
+		return -1;
+	}
+	free(copy);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 && errno != EEXIST)
+		return bridge_error_set(err, "cannot create queue store %s: %s", path,
+					strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return 0;
+}
+
+/* WAL is a property of the file: whoever opens first sets it. */
+static int store_wal_mode(struct store *s, struct bridge_error *err)
+{
+	char mode[16] = "";
+	sqlite3_stmt *st;
+
+	if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL) != SQLITE_OK)
+		return store_sql_fail(s, err, "cannot set WAL mode");
+	if (sqlite3_step(st) == SQLITE_ROW)
+		snprintf(mode, sizeof(mode), "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	if (strcmp(mode, "wal") == 0)
+		return 0;
+	if (!mode[0])
+		return store_sql_fail(s, err, "cannot set WAL mode");
+	return bridge_error_set(err,
+				"queue store %s: the file system does not support "
+				"SQLite's WAL mode (journal_mode stays '%s')",
+				s->path, mode);
+}
+
+/* This connection's settings.  secure_delete is per connection, and its
+ * default is the build's (ON in some distributions). */
+static int store_settings(struct store *s, unsigned flags, struct bridge_error *err)
+{
+	return store_exec_sql(s,
+			      flags & STORE_SECURE_DELETE ? "PRAGMA synchronous = FULL;"
+							    " PRAGMA journal_size_limit = 67108864;"
+							    " PRAGMA secure_delete = ON;"
+							  : "PRAGMA synchronous = FULL;"
+							    " PRAGMA journal_size_limit = 67108864;"
+							    " PRAGMA secure_delete = FAST;",
+			      err);
+}
+
 int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct store **ret,
 	       struct bridge_error *err)
 {
 	struct store *s;
-	struct stat sb;
-	int oflags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
 	int64_t dv = 0;
-	char mode[16] = "";
-	sqlite3_stmt *st;
 
 	*ret = NULL;
 	if (!path || !*path)
@@ -585,38 +655,8 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 	if (!sqlite3_threadsafe())
 		return bridge_error_set(err,
 					"this SQLite library was built without thread support");
-	if (stat(path, &sb) == 0) {
-		if (!S_ISREG(sb.st_mode))
-			return bridge_error_set(err, "queue store %s is not a regular file", path);
-	} else if (errno != ENOENT) {
-		return bridge_error_set(err, "queue store %s: %s", path, strerror(errno));
-	} else if (!(flags & STORE_CREATE)) {
-		return bridge_error_set(err,
-					"no queue store at %s (serve creates it when it starts "
-					"with a queued route)",
-					path);
-	} else {
-		/* the rows hold auth headers: owner only; SQLite gives its -wal and
-		 * -shm files the same mode */
-		char *copy = strdup(path);
-		const char *dir = copy ? dirname(copy) : ".";
-		int fd;
-
-		if (copy && stat(dir, &sb) != 0) {
-			bridge_error_set(err, "queue store %s: folder %s: %s", path, dir,
-					 strerror(errno));
-			free(copy);
-			return -1;
-		}
-		free(copy);
-		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (fd < 0 && errno != EEXIST)
-			return bridge_error_set(err, "cannot create queue store %s: %s", path,
-						strerror(errno));
-		if (fd >= 0)
-			close(fd);
-	}
-
+	if (store_file_ready(path, flags, err) < 0)
+		return -1;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return bridge_error_set(err, "out of memory");
@@ -627,7 +667,8 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 		store_close(s);
 		return bridge_error_set(err, "out of memory");
 	}
-	if (sqlite3_open_v2(path, &s->db, oflags, NULL) != SQLITE_OK) {
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+	    SQLITE_OK) {
 		if (s->db)
 			store_sql_fail(s, err, "cannot open");
 		else
@@ -637,37 +678,7 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 	}
 	sqlite3_extended_result_codes(s->db, 0);
 	sqlite3_busy_timeout(s->db, busy_timeout_ms > 0 ? busy_timeout_ms : 0);
-
-	/* WAL is a property of the file: whoever opens first sets it */
-	if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL) != SQLITE_OK) {
-		store_sql_fail(s, err, "cannot set WAL mode");
-		store_close(s);
-		return -1;
-	}
-	if (sqlite3_step(st) == SQLITE_ROW)
-		snprintf(mode, sizeof(mode), "%s", (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
-	if (strcmp(mode, "wal") != 0) {
-		if (mode[0])
-			bridge_error_set(err,
-					 "queue store %s: the file system does not support "
-					 "SQLite's WAL mode (journal_mode stays '%s')",
-					 path, mode);
-		else
-			store_sql_fail(s, err, "cannot set WAL mode");
-		store_close(s);
-		return -1;
-	}
-	/* secure_delete is per connection, and its default is the build's (ON
-	 * in some distributions) */
-	if (store_exec_sql(
-		    s,
-		    flags & STORE_SECURE_DELETE
-			    ? "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;"
-			      " PRAGMA secure_delete = ON;"
-			    : "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;"
-			      " PRAGMA secure_delete = FAST;",
-		    err) < 0 ||
+	if (store_wal_mode(s, err) < 0 || store_settings(s, flags, err) < 0 ||
 	    ((flags & STORE_VERIFY) && integrity_check(s, err) < 0) ||
 	    schema_prepare(s, flags, err) < 0 ||
 	    pragma_int(s, "PRAGMA data_version", &dv, err) < 0) {

@@ -791,10 +791,12 @@ static int process_setup(const struct bridge_config *cfg)
 static void serve_run(struct serve_state *st)
 {
 	for (int i = 0; i < st->n_workers; i++) {
-		char name[16]; /* top -H and perf name the thread */
+		/* top -H and perf name the thread; the kernel keeps 15 bytes, and
+		 * "worker-255" (at most 256 workers) fits */
+		char name[24];
 
 		pthread_create(&st->workers[i].thread, NULL, worker_run, &st->workers[i]);
-		snprintf(name, sizeof(name), "worker-%d", i % 100000);
+		snprintf(name, sizeof(name), "worker-%d", i);
 		pthread_setname_np(st->workers[i].thread, name);
 	}
 	notify_status(st, "READY=1\n");
