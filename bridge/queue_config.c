@@ -10,6 +10,7 @@
 
 #define Q(member)                   CFG_FIELD(struct queue_config, member)
 #define Q_INT(n, member, lo, hi, d) CFG_INT_ROW(n, struct queue_config, member, lo, hi, d)
+
 static const char *const secure_delete_names[] = { "fast", "on", NULL };
 
 const struct cfg_setting queue_settings[] = {

@@ -943,8 +943,16 @@ char *store_headers_text(const struct store_item *it)
 	if (!out)
 		return NULL;
 	p = out;
-	for (size_t i = 0; i < it->n_headers; i++)
-		p += sprintf(p, "%s: %s\n", it->headers[i].name, nz(it->headers[i].value));
+	for (size_t i = 0; i < it->n_headers; i++) {
+		const char *v = nz(it->headers[i].value);
+		size_t nl = strlen(it->headers[i].name), vl = strlen(v);
+
+		memcpy(p, it->headers[i].name, nl);
+		memcpy(p + nl, ": ", 2);
+		memcpy(p + nl + 2, v, vl);
+		p[nl + 2 + vl] = '\n';
+		p += nl + 2 + vl + 1;
+	}
 	*p = '\0';
 	return out;
 }

@@ -253,7 +253,12 @@ def t_page(_t):
              "... and the routing: v2 answers", r)
         t.ok(wd.wait("return document.querySelector(\"tr[data-route='crm'] [data-field="
                      "'ramp']\").textContent === '100 %'"), "the page shows the new ramp")
-        recs = [x for x in b.log_records() if x.get("event") == "cutover_changed"]
+        # the log line is written by the log thread, and read by the test's reader, later
+        def ramp_records():
+            return [x for x in b.log_records() if x.get("event") == "cutover_changed"
+                    and x.get("route") == "crm" and x.get("ramp") == 100]
+        bt.wait_for(ramp_records, 10)
+        recs = ramp_records()
         t.ok(recs and "admin API" in recs[-1].get("by", ""), "the change is logged with who",
              recs[-1:])
 

@@ -125,8 +125,8 @@ static const char *status_name(int status)
 /* The store, from --store (a path or a postgresql:// URL) or the config's
  * queue.path or shared group: 0 and *ret (the SQLite store's path,
  * malloc'd) or *ret_shared (url set: the shared store), with the flags
- * the config asks the SQLite store to be opened with in *ret_flags, or
- * the exit status. */
+ * the config asks the SQLite store to be opened with in *ret_flags (when
+ * not NULL), or the exit status. */
 static int store_path_find(const struct opts *o, char **ret, struct shared_config *ret_shared,
 			   unsigned *ret_flags)
 {
@@ -134,7 +134,8 @@ static int store_path_find(const struct opts *o, char **ret, struct shared_confi
 	const char *path = o->store;
 
 	*ret = NULL;
-	*ret_flags = 0;
+	if (ret_flags)
+		*ret_flags = 0;
 	shared_config_default(ret_shared);
 	queue_config_default(&qc);
 	if (o->config) {
@@ -158,7 +159,8 @@ static int store_path_find(const struct opts *o, char **ret, struct shared_confi
 			return 2;
 		}
 		path = qc.path;
-		*ret_flags = qc.secure_delete ? STORE_SECURE_DELETE : 0;
+		if (ret_flags)
+			*ret_flags = qc.secure_delete ? STORE_SECURE_DELETE : 0;
 	}
 	if (path &&
 	    (strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0)) {
@@ -574,10 +576,9 @@ static int cmd_recover(const struct opts *o)
 	struct bridge_error err;
 	struct shared_config shared;
 	char *path, *out = NULL;
-	unsigned flags;
 	int rc;
 
-	rc = store_path_find(o, &path, &shared, &flags);
+	rc = store_path_find(o, &path, &shared, NULL);
 	if (rc)
 		return rc;
 	if (!path) {
