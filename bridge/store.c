@@ -633,13 +633,12 @@ static int store_wal_mode(struct store *s, struct bridge_error *err)
  * default is the build's (ON in some distributions). */
 static int store_settings(struct store *s, unsigned flags, struct bridge_error *err)
 {
+	if (store_exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA journal_size_limit = 67108864;",
+			   err) < 0)
+		return -1;
 	return store_exec_sql(s,
-			      flags & STORE_SECURE_DELETE ? "PRAGMA synchronous = FULL;"
-							    " PRAGMA journal_size_limit = 67108864;"
-							    " PRAGMA secure_delete = ON;"
-							  : "PRAGMA synchronous = FULL;"
-							    " PRAGMA journal_size_limit = 67108864;"
-							    " PRAGMA secure_delete = FAST;",
+			      flags & STORE_SECURE_DELETE ? "PRAGMA secure_delete = ON;"
+							  : "PRAGMA secure_delete = FAST;",
 			      err);
 }
 

@@ -146,7 +146,11 @@ def t_basic(t, tmp, doc):
 
 def t_duplicate(t, tmp, doc):
     sink = bt.Sink()
-    sink.reply(bt.Reply(500), bt.Reply(500))
+    # the first attempt's answer waits until the retry is in: a backoff with
+    # full jitter can be a few milliseconds, so without the hold all three
+    # attempts could be over before the sender's retry arrives
+    first = threading.Event()
+    sink.reply(bt.Reply(500, hold=first), bt.Reply(500))
     try:
         cfg = queue_config(tmp, [queued_route("q", sink.url("/dup"))], store="dup.db",
                            backoff_base_ms=700, backoff_max_ms=700)
@@ -154,8 +158,9 @@ def t_duplicate(t, tmp, doc):
         try:
             body = v1_post(doc, str(uuid.uuid4()))
             r1 = bt.curl(b.url("/"), body)
-            t.require(sink.wait_requests(1, 10), "first attempt made (answered 500)")
+            t.require(sink.wait_requests(1, 10), "first attempt under way (then answered 500)")
             r2 = bt.curl(b.url("/"), body)
+            first.set()
             t.is_(r2.status, 202, "the sender's retry while it is still queued: 202", repr(r2))
             j1, j2 = r1.json(), r2.json()
             t.is_(j2.get("status"), "duplicate", "reported as a duplicate", repr(r2))
@@ -173,6 +178,7 @@ def t_duplicate(t, tmp, doc):
             t.is_(metric(b, "webhook_bridge_queue_duplicates_total"), 1.0,
                   "/metrics: duplicates_total 1")
         finally:
+            first.set()
             bt.stop_and_check(t, b)
     finally:
         sink.stop()
