@@ -1117,7 +1117,7 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 	} else if (lock_take(q, q->cfg.path, err) < 0 ||
 		   store_open(q->cfg.path,
 			      STORE_CREATE | STORE_VERIFY | STORE_CHECKPOINTER |
-				      (q->cfg.secure_delete ? STORE_SECURE_DELETE : 0),
+				      queue_config_store_flags(&q->cfg),
 			      QUEUE_BUSY_TIMEOUT_MS, &q->store, err) < 0 ||
 		   store_count(q->store, &counts, err) < 0 ||
 		   store_oldest(q->store, &oldest, err) < 0) {

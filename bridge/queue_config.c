@@ -7,6 +7,7 @@
 
 #include "bridge/confread.h"
 #include "bridge/queue.h"
+#include "bridge/store.h"
 
 #define Q(member)                   CFG_FIELD(struct queue_config, member)
 #define Q_INT(n, member, lo, hi, d) CFG_INT_ROW(n, struct queue_config, member, lo, hi, d)
@@ -36,6 +37,11 @@ void queue_config_default(struct queue_config *c)
 	memset(c, 0, sizeof(*c));
 	cfg_table_defaults(queue_settings, c);
 	shared_config_default(&c->shared);
+}
+
+unsigned queue_config_store_flags(const struct queue_config *c)
+{
+	return c->secure_delete ? STORE_SECURE_DELETE : 0;
 }
 
 int queue_config_has_store(const struct queue_config *c)

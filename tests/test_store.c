@@ -18,6 +18,7 @@
 
 #include <sqlite3.h>
 
+#include "bridge/buf.h"
 #include "bridge/store.h"
 #include "store_items.h"
 #include "proc_threads.h"
@@ -730,25 +731,28 @@ static void test_sealed(void)
 	}
 }
 
-/* How many times needle is in the file at path; -1 when it cannot be read. */
+/* How many times needle is in the file at path (at most 8 MB); -1 when it
+ * cannot be read whole. */
 static int file_count(const char *path, const char *needle)
 {
+	struct buf b = BUF_INIT(8u << 20);
 	FILE *f = fopen(path, "rb");
-	size_t nl = strlen(needle), len;
-	char *data;
+	size_t nl = strlen(needle);
+	const char *p, *end;
 	int n = 0;
 
 	if (!f)
 		return -1;
-	data = malloc(8u << 20);
-	len = data ? fread(data, 1, 8u << 20, f) : 0;
-	fclose(f);
-	if (!data)
+	if (buf_read_file(&b, f) < 0) {
+		fclose(f);
+		buf_free(&b);
 		return -1;
-	for (size_t i = 0; i + nl <= len; i++)
-		if (memcmp(data + i, needle, nl) == 0)
-			n++;
-	free(data);
+	}
+	fclose(f);
+	end = b.s + b.len;
+	for (p = b.s; (p = memmem(p, (size_t)(end - p), needle, nl)) != NULL; p++)
+		n++;
+	buf_free(&b);
 	return n;
 }
 

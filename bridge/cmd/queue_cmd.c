@@ -160,7 +160,7 @@ static int store_path_find(const struct opts *o, char **ret, struct shared_confi
 		}
 		path = qc.path;
 		if (ret_flags)
-			*ret_flags = qc.secure_delete ? STORE_SECURE_DELETE : 0;
+			*ret_flags = queue_config_store_flags(&qc);
 	}
 	if (path &&
 	    (strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0)) {

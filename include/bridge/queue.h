@@ -67,6 +67,8 @@ struct queue_config {
 
 void queue_config_default(struct queue_config *c); /* path NULL, no shared store */
 void queue_config_clear(struct queue_config *c);   /* frees path and shared; accepts zeroed */
+/* The store_open flags (store.h) the settings ask of the SQLite store. */
+unsigned queue_config_store_flags(const struct queue_config *c);
 /* Whether queued delivery has a store: queue.path or a shared group. */
 int queue_config_has_store(const struct queue_config *c);
 /* The `queue` group's settings (bridge/queue_config.c). */
