@@ -38,6 +38,7 @@
 #                      (default: a temporary folder; point it at the disk the
 #                      bridge will use)
 #   BENCH_SECURE_DELETE the SQLite store's queue.secure_delete (fast)
+#   BENCH_CONCURRENCY  the queue's per_endpoint_concurrency (4, its default)
 #   BRIDGE_BIN         a webhook-bridge to measure instead of building one
 set -euo pipefail
 
@@ -69,6 +70,7 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 WRK_THREADS=${BENCH_WRK_THREADS:-1}
 WORKERS=${BENCH_WORKERS:-0}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
+CONCURRENCY=${BENCH_CONCURRENCY:-4}
 ALL_MODES=(forward queued-sqlite queued-pg-1 queued-pg-3)
 MODES=()
 IFS=, read -r -a wanted <<<"${BENCH_MODES:-$(IFS=,; echo "${ALL_MODES[*]}")}"
@@ -145,11 +147,13 @@ write_config() { # FILE MODE(forward|sqlite|pg) [DATABASE INSTANCE]
 	sqlite)
 		delivery='delivery = "queued";'
 		queue="queue = { path = \"$STORE\"; backoff_base_ms = 100; backoff_max_ms = 2000;"
+		queue+=" per_endpoint_concurrency = $CONCURRENCY;"
 		queue+=" secure_delete = \"${BENCH_SECURE_DELETE:-fast}\"; };"
 		;;
 	pg)
 		delivery='delivery = "queued";'
-		queue="queue = { backoff_base_ms = 100; backoff_max_ms = 2000; };"
+		queue="queue = { backoff_base_ms = 100; backoff_max_ms = 2000;"
+		queue+=" per_endpoint_concurrency = $CONCURRENCY; };"
 		shared="shared = { url = \"postgresql://bench@/$3?host=$PG_DIR\"; instance = \"$4\"; };"
 		;;
 	esac
@@ -227,9 +231,10 @@ PY
 
 # One measured run of MODE over N bridges: RESULT[MODE] = the summed BENCH
 # json, DRAIN[MODE], ACKED[MODE], DELIVERED[MODE].
-declare -A RESULT DRAIN ACKED DELIVERED THREADS WRITTEN
+declare -A RESULT DRAIN ACKED DELIVERED THREADS WRITTEN LOADRATE DRAINRATE
 measure() { # MODE KIND(forward|sqlite|pg) N
 	local mode=$1 kind=$2 n=$3 i pids=() ports=() admins=() conns outs=() posts_start wpids
+	local posts_measured posts_loaded
 	conns=$((CONNECTIONS / n))
 	[ "$kind" = pg ] && bench_pg_database "${mode//-/_}"
 	posts_start=$(bench_sink_posts)
@@ -253,6 +258,7 @@ measure() { # MODE KIND(forward|sqlite|pg) N
 		wait "${wpids[@]}" # the load only: the bridges and the sink run on
 	fi
 	wpids=()
+	posts_measured=$(bench_sink_posts)
 	thread_ticks "${pids[0]}" >"$BENCH_TMP/$mode.threads0"
 	for i in $(seq 0 $((n - 1))); do
 		run_wrk "$DURATION" "$BENCH_TMP/$mode-$i.out" "${ports[$i]}" "$conns" \
@@ -260,6 +266,7 @@ measure() { # MODE KIND(forward|sqlite|pg) N
 		wpids+=($!)
 	done
 	wait "${wpids[@]}"
+	posts_loaded=$(bench_sink_posts)
 	thread_ticks "${pids[0]}" >"$BENCH_TMP/$mode.threads1"
 	THREADS[$mode]=$(thread_cores "$BENCH_TMP/$mode.threads0" "$BENCH_TMP/$mode.threads1" "$DURATION")
 	for i in $(seq 0 $((n - 1))); do outs+=("$(cat "$BENCH_TMP/$mode-$i.json")"); done
@@ -277,11 +284,14 @@ print(json.dumps(out))' "${outs[@]}")
 		t0=$(date +%s.%N)
 		bench_wait_for 600 queue_empty "${admins[0]}" || bench_die "$mode: the queue did not drain"
 		DRAIN[$mode]=$(calc "'%.1f' % ($(date +%s.%N) - $t0)")
+		LOADRATE[$mode]=$(calc "'%.0f' % (($posts_loaded - $posts_measured) / $DURATION)")
 		ACKED[$mode]=0
 		for i in $(seq 0 $((n - 1))); do
 			ACKED[$mode]=$((ACKED[$mode] + $(metric "${admins[$i]}" webhook_bridge_queue_enqueued_total)))
 		done
 		DELIVERED[$mode]=$(($(bench_sink_posts) - posts_start))
+		DRAINRATE[$mode]=$(calc "'%.0f' % (($(bench_sink_posts) - $posts_loaded) / \
+			max(0.1, ${DRAIN[$mode]}))")
 		# the store's writes: every post taken was inserted, delivered and
 		# deleted by now (the sockets' bytes are not in write_bytes)
 		WRITTEN[$mode]=$(awk '$1 == "write_bytes:" {print $2}' "/proc/${pids[0]}/io")
@@ -332,6 +342,16 @@ echo
 for mode in "${MODES[@]}"; do
 	echo "- $mode: ${THREADS[$mode]}"
 done
+if [ "${#LOADRATE[@]}" -gt 0 ]; then
+	echo
+	echo "Deliveries per second (per_endpoint_concurrency $CONCURRENCY), posts the sink got: during"
+	echo "the measured run, beside the posts taken, and during the drain:"
+	echo
+	for mode in "${MODES[@]}"; do
+		[ -n "${LOADRATE[$mode]:-}" ] || continue
+		echo "- $mode: ${LOADRATE[$mode]}/s under load, ${DRAINRATE[$mode]}/s in the drain"
+	done
+fi
 if [ -n "${WRITTEN[queued-sqlite]:-}" ]; then
 	echo
 	echo "Bytes the (first) bridge wrote to storage per acknowledged post, from its start to the"
