@@ -477,6 +477,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 			if (a->kind == STORE_OUT_DELIVERED) {
 				atomic_fetch_sub(&q->depth, 1);
 				atomic_fetch_add(&q->delivered, 1);
+				queue_route_add(q, a->route, -1, 0);
 			} else if (a->kind == STORE_OUT_FAILED) {
 				atomic_fetch_add(&q->failed_attempts, 1);
 				ev.type = QUEUE_EV_ATTEMPT_FAILED;
@@ -487,6 +488,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 				atomic_fetch_sub(&q->depth, 1);
 				atomic_fetch_add(&q->dead, 1);
 				atomic_fetch_add(&q->dead_lettered, 1);
+				queue_route_add(q, a->route, -1, 1);
 				ev.type = QUEUE_EV_DEAD_LETTER;
 				ev.reason = a->why;
 			}
@@ -573,7 +575,7 @@ static void counts_reload(struct queue *q)
 	struct bridge_error err;
 
 	bridge_error_clear(&err);
-	if (store_count(q->store, &c, &err) < 0) {
+	if (store_count(q->store, &c, &err) < 0 || queue_routes_load(q, &err) < 0) {
 		store_trouble(q, err.message);
 		return;
 	}
@@ -609,6 +611,7 @@ static void dead_now(struct queue *q, struct lane *l, const struct store_row *ro
 	atomic_fetch_sub(&q->depth, 1);
 	atomic_fetch_add(&q->dead, 1);
 	atomic_fetch_add(&q->dead_lettered, 1);
+	queue_route_add(q, row->route, -1, 1);
 	if (corrupt)
 		atomic_fetch_add(&q->corrupt, 1);
 	memset(&ev, 0, sizeof(ev));
@@ -1094,6 +1097,7 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 	pthread_cond_init(&q->writer_cv, NULL);
 	pthread_cond_init(&q->done_cv, NULL);
 	pthread_mutex_init(&q->keys_mu, NULL);
+	pthread_mutex_init(&q->routes_mu, NULL);
 	q->waiting_tail = &q->waiting;
 	q->settled_tail = &q->settled;
 	if (c->path && !q->cfg.path) {
@@ -1120,7 +1124,7 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 				      queue_config_store_flags(&q->cfg),
 			      QUEUE_BUSY_TIMEOUT_MS, &q->store, err) < 0 ||
 		   store_count(q->store, &counts, err) < 0 ||
-		   store_oldest(q->store, &oldest, err) < 0) {
+		   store_oldest(q->store, &oldest, err) < 0 || queue_routes_load(q, err) < 0) {
 		queue_free(q);
 		return -1;
 	}
@@ -1269,6 +1273,8 @@ void queue_free(struct queue *q)
 	pthread_cond_destroy(&q->writer_cv);
 	pthread_cond_destroy(&q->done_cv);
 	pthread_mutex_destroy(&q->keys_mu);
+	queue_routes_free(q);
+	pthread_mutex_destroy(&q->routes_mu);
 	free(q->cfg.path);
 	shared_config_clear(&q->cfg.shared);
 	free(q);

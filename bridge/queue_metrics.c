@@ -42,6 +42,114 @@ void queue_stats(struct queue *q, struct queue_stats *ret)
 		ret->depth = 0;
 }
 
+/* The slot of route in the sorted table, or where it would go (*found 0). */
+static size_t route_slot(const struct queue_routes *t, const char *route, int *found)
+{
+	size_t lo = 0, hi = t->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(t->v[mid].route, route);
+
+		if (c == 0) {
+			*found = 1;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = 0;
+	return lo;
+}
+
+/* route's entry, made at zero when it has none; NULL: out of memory */
+static struct queue_route_count *route_entry(struct queue_routes *t, const char *route)
+{
+	int found;
+	size_t i = route_slot(t, route, &found);
+	char *name;
+
+	if (found)
+		return &t->v[i];
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 8;
+		struct queue_route_count *v = realloc(t->v, cap * sizeof(*v));
+
+		if (!v)
+			return NULL;
+		t->v = v;
+		t->cap = cap;
+	}
+	if (!(name = strdup(route)))
+		return NULL;
+	memmove(&t->v[i + 1], &t->v[i], (t->n - i) * sizeof(*t->v));
+	t->v[i] = (struct queue_route_count){ .route = name };
+	t->n++;
+	return &t->v[i];
+}
+
+static void routes_clear(struct queue_routes *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		free(t->v[i].route);
+	free(t->v);
+	*t = (struct queue_routes){ 0 };
+}
+
+void queue_route_add(struct queue *q, const char *route, long long pending, long long dead)
+{
+	struct queue_route_count *r;
+
+	if (q->shared)
+		return;
+	pthread_mutex_lock(&q->routes_mu);
+	/* out of memory: that route's gauges lag until the next load */
+	if ((r = route_entry(&q->routes, route ? route : ""))) {
+		r->pending += pending;
+		r->dead += dead;
+	}
+	pthread_mutex_unlock(&q->routes_mu);
+}
+
+void queue_routes_free(struct queue *q)
+{
+	routes_clear(&q->routes);
+}
+
+static int route_load_cb(const struct store_route_counts *c, void *arg)
+{
+	struct queue_route_count *r = route_entry(arg, c->route);
+
+	if (!r)
+		return -1;
+	r->pending = c->pending;
+	r->dead = c->dead;
+	return 0;
+}
+
+int queue_routes_load(struct queue *q, struct bridge_error *err)
+{
+	struct queue_routes fresh = { 0 }, old;
+
+	if (q->shared)
+		return 0;
+	bridge_error_clear(err);
+	if (store_count_routes(q->store, route_load_cb, &fresh, err) != 0) {
+		if (!err->message[0])
+			bridge_error_set(err, "out of memory counting the queue's routes");
+		routes_clear(&fresh);
+		return -1;
+	}
+	pthread_mutex_lock(&q->routes_mu);
+	old = q->routes;
+	q->routes = fresh;
+	pthread_mutex_unlock(&q->routes_mu);
+	routes_clear(&old);
+	return 0;
+}
+
 static void metric(struct evbuffer *out, const char *name, const char *type, const char *help,
 		   long long v)
 {
@@ -117,9 +225,58 @@ static int route_render_cb(const struct store_route_counts *c, void *arg)
 	return 0;
 }
 
-/* Per route, from the store (rows of routes no longer configured included:
- * they still wait for delivery); the config's queued routes at zero when the
- * store has none of theirs. */
+/* Per route, from the counts the queue keeps: cb as store_count_routes
+ * calls it, the oldest row read with one seek per route that has pending
+ * ones.  The names are copied first, so that no lock is held across the
+ * store's. */
+static int routes_walk(struct queue *q, int (*cb)(const struct store_route_counts *c, void *arg),
+		       void *arg, struct bridge_error *err)
+{
+	struct queue_route_count *v;
+	size_t n = 0, i;
+	int rc = 0;
+
+	pthread_mutex_lock(&q->routes_mu);
+	v = calloc(q->routes.n ? q->routes.n : 1, sizeof(*v));
+	for (i = 0; v && i < q->routes.n; i++) {
+		const struct queue_route_count *r = &q->routes.v[i];
+
+		if (r->pending <= 0 && r->dead <= 0)
+			continue; /* as the store would count it: no rows, no route */
+		v[n] = *r;
+		if (!(v[n].route = strdup(r->route)))
+			break;
+		n++;
+	}
+	if (v && i < q->routes.n)
+		rc = bridge_error_set(err, "out of memory");
+	pthread_mutex_unlock(&q->routes_mu);
+	if (!v)
+		return bridge_error_set(err, "out of memory");
+	for (i = 0; rc == 0 && i < n; i++) {
+		struct store_route_counts c = { .route = v[i].route,
+						.pending = v[i].pending,
+						.dead = v[i].dead > 0 ? v[i].dead : 0 };
+
+		if (c.pending < 0)
+			c.pending = 0;
+		if (c.pending > 0 &&
+		    store_route_oldest(q->store, c.route, &c.oldest_created_ms, err) < 0)
+			rc = -1;
+		else
+			rc = cb(&c, arg);
+	}
+	for (i = 0; i < n; i++)
+		free(v[i].route);
+	free(v);
+	return rc;
+}
+
+/* Per route (rows of routes no longer configured included: they still wait
+ * for delivery); the config's queued routes at zero when the store has none
+ * of theirs.  A store of its own: the counts the queue keeps, so a scrape
+ * costs a seek per route, not a pass over every row under the store's lock
+ * (which held the posts back); a shared one: counted in PostgreSQL. */
 static void render_routes(struct queue *q, const struct bridge_config *cfg, struct evbuffer *out)
 {
 	struct route_render r = { .cfg = cfg, .now = clock_wall_ms() };
@@ -131,7 +288,8 @@ static void render_routes(struct queue *q, const struct bridge_config *cfg, stru
 	if (cfg && cfg->n_routes)
 		r.seen = calloc(cfg->n_routes, 1);
 	if (r.depth && r.age && r.dead &&
-	    store_count_routes(q->store, route_render_cb, &r, &err) == 0) {
+	    (q->shared ? store_count_routes(q->store, route_render_cb, &r, &err)
+		       : routes_walk(q, route_render_cb, &r, &err)) == 0) {
 		for (size_t i = 0; r.seen && i < cfg->n_routes; i++)
 			if (cfg->routes[i].queued && !r.seen[i])
 				route_render_add(&r, cfg->routes[i].name, 0, 0, 0);

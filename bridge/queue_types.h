@@ -94,6 +94,16 @@ struct tls_entry {
 	struct tls_entry *next;
 };
 
+struct queue_route_count {
+	char *route;
+	long long pending, dead;
+};
+
+struct queue_routes {
+	struct queue_route_count *v; /* sorted by route */
+	size_t n, cap;
+};
+
 struct queue {
 	struct queue_config cfg;
 	struct upstream_limits lim;
@@ -140,6 +150,13 @@ struct queue {
 	int64_t last_counts_ms;
 	int notified; /* a wake-up came since the last recount */
 
+	/* per route, what depth and dead count for the whole queue (a store of
+	 * its own only: a shared one is counted in PostgreSQL), sorted by name;
+	 * loaded from the store at start and after another process changed it,
+	 * kept by the writer and the scheduler in between (any thread) */
+	pthread_mutex_t routes_mu;
+	struct queue_routes routes;
+
 	/* shared counters */
 	atomic_llong depth, dead, in_flight_gauge, oldest_ms;
 	atomic_llong enqueued, duplicates, delivered, failed_attempts, dead_lettered, store_errors;
@@ -156,6 +173,14 @@ struct queue {
 	atomic_int outcomes_failing;
 	int64_t outcomes_failing_since, store_log_at; /* scheduler thread */
 };
+
+
+/* queue_metrics.c: the per-route counts from the store (-1 and err when it
+ * cannot count them: the old counts stay); a route's counts moved by its
+ * rows stored, delivered or made dead letters; the table freed. */
+int queue_routes_load(struct queue *q, struct bridge_error *err);
+void queue_route_add(struct queue *q, const char *route, long long pending, long long dead);
+void queue_routes_free(struct queue *q);
 
 /* queue.c: an enqueue's endpoint and trust store, for the scheduler's lanes
  * (any thread); a tick of the scheduler soon (any thread). */

@@ -91,6 +91,7 @@ static void batch_commit(struct queue *q, struct queue_pending *batch)
 			stored++;
 			queue_key_add(q, p->item->endpoint,
 				      p->item->ca_file ? p->item->ca_file : "");
+			queue_route_add(q, p->item->route, 1, 0);
 		} else {
 			dups++;
 		}

@@ -32,10 +32,11 @@
 #include "store_types.h"
 
 
-/* The schema of version 2.  Partial indexes serve the three questions asked
+/* The schema of version 3.  Partial indexes serve the three questions asked
  * all the time: what is due on a lane (due), is a row the head of its
  * participation's line and is an item a duplicate (line, unique), and how
- * old is the oldest pending row (age).  The statements name their index
+ * old is each route's oldest pending row (age: one seek per route, so a
+ * /metrics scrape does not read every row under the store's lock).  The statements name their index
  * (INDEXED BY): without statistics the planner once chose the age index for
  * the line check, a scan of every pending row per candidate; with the name,
  * a plan that cannot use the index fails to prepare instead of going slow. */
@@ -65,13 +66,18 @@ static const char schema_sql[] =
 	" WHERE status = 0;"
 	"CREATE UNIQUE INDEX deliveries_line ON deliveries (route, participation_id, state)"
 	" WHERE status = 0 AND participation_id <> '';"
-	"CREATE INDEX deliveries_age ON deliveries (status, created_ms);";
+	"CREATE INDEX deliveries_age ON deliveries (status, route, created_ms);";
 
 /* Version 1 had no checksum: its rows keep an empty one (store.h says how
  * they are checked instead), and no probe table. */
 static const char migrate_v1_sql[] =
 	"ALTER TABLE deliveries ADD COLUMN checksum BLOB NOT NULL DEFAULT x'';"
 	"CREATE TABLE store_probe (k INTEGER PRIMARY KEY CHECK (k = 1), at_ms INTEGER NOT NULL);";
+
+/* Versions 1 and 2 had the age index without the route. */
+static const char migrate_v2_sql[] =
+	"DROP INDEX IF EXISTS deliveries_age;"
+	"CREATE INDEX deliveries_age ON deliveries (status, route, created_ms);";
 
 
 static const char *const stmt_sql[ST_N] = {
@@ -110,8 +116,17 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_COUNT_ROUTES] = "SELECT route, status, COUNT(*), MIN(created_ms)"
 			    " FROM deliveries INDEXED BY deliveries_age"
 			    " GROUP BY route, status ORDER BY route, status",
-	[ST_OLDEST] = "SELECT MIN(created_ms) FROM deliveries INDEXED BY deliveries_age"
-		      " WHERE status = 0",
+	/* the routes with pending rows, one seek each (SQLite has no skip-scan
+	 * without statistics), then the oldest of each route's oldest */
+	[ST_OLDEST] =
+		"WITH RECURSIVE r(route) AS (SELECT (SELECT MIN(route) FROM deliveries"
+		" INDEXED BY deliveries_age WHERE status = 0)"
+		" UNION ALL SELECT (SELECT MIN(route) FROM deliveries INDEXED BY deliveries_age"
+		" WHERE status = 0 AND route > r.route) FROM r WHERE r.route IS NOT NULL)"
+		" SELECT MIN((SELECT MIN(created_ms) FROM deliveries INDEXED BY deliveries_age"
+		" WHERE status = 0 AND route = r.route)) FROM r WHERE r.route IS NOT NULL",
+	[ST_ROUTE_OLDEST] = "SELECT MIN(created_ms) FROM deliveries INDEXED BY deliveries_age"
+			    " WHERE status = 0 AND route = ?1",
 	[ST_GET] = "SELECT " ROW_COLUMNS " FROM deliveries AS d WHERE d.id = ?1",
 	[ST_RETRY_DEAD] = "UPDATE deliveries SET status = 0, attempts = 0, since_ms = ?2,"
 			  " next_attempt_ms = ?2 WHERE id = ?1 AND status = 1",
@@ -453,9 +468,10 @@ static int schema_migrate(struct store *s, struct bridge_error *err)
 		return -1;
 	if (pragma_int(s, "PRAGMA user_version", &version, err) < 0)
 		goto fail;
-	if (version == 1) {
+	if (version < STORE_SCHEMA_VERSION) {
 		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d;", STORE_SCHEMA_VERSION);
-		if (store_exec_sql(s, migrate_v1_sql, err) < 0 || store_exec_sql(s, sql, err) < 0)
+		if ((version == 1 && store_exec_sql(s, migrate_v1_sql, err) < 0) ||
+		    store_exec_sql(s, migrate_v2_sql, err) < 0 || store_exec_sql(s, sql, err) < 0)
 			goto fail;
 	}
 	if (store_tx_commit(s, err) < 0)
@@ -1484,6 +1500,22 @@ int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err)
 	pthread_mutex_lock(&s->mu);
 	st = store_stmt(s, ST_OLDEST, err);
 	rc = st ? store_step_int(s, st, ret, err, "cannot read the oldest delivery") : -1;
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int store_route_oldest(struct store *s, const char *route, int64_t *ret, struct bridge_error *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (s->pg)
+		return bridge_error_set(err, "store_route_oldest: SQLite stores only");
+	pthread_mutex_lock(&s->mu);
+	st = store_stmt(s, ST_ROUTE_OLDEST, err);
+	if (st)
+		sqlite3_bind_text(st, 1, route, -1, SQLITE_STATIC);
+	rc = st ? store_step_int(s, st, ret, err, "cannot read the route's oldest delivery") : -1;
 	pthread_mutex_unlock(&s->mu);
 	return rc;
 }

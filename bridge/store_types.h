@@ -19,7 +19,7 @@
 #include "bridge/store.h"
 
 #define STORE_APPLICATION_ID 0x57484251 /* "WHBQ" in the database header */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* The columns store_row_read reads, in its order; store_recover writes them back
  * in the same order. */
@@ -45,6 +45,7 @@ enum stmt_id {
 	ST_COUNT,
 	ST_COUNT_ROUTES,
 	ST_OLDEST,
+	ST_ROUTE_OLDEST,
 	ST_GET,
 	ST_RETRY_DEAD,
 	ST_RETRY_PENDING,

@@ -273,9 +273,12 @@ def t_schema1(_t):
                 "corrupt:"), "shown unchecked, dead letter corrupt", repr(d))
             db = sqlite3.connect(store)
             cols = [c[1] for c in db.execute("PRAGMA table_info(deliveries)")]
+            age = [c[2] for c in db.execute("PRAGMA index_info(deliveries_age)")]
             version = db.execute("PRAGMA user_version").fetchone()[0]
             db.close()
-            t.ok("checksum" in cols and version == 2, "migrated to schema 2", repr((cols, version)))
+            t.ok("checksum" in cols and version == 3, "migrated to schema 3",
+                 repr((cols, version)))
+            t.is_(age, ["status", "route", "created_ms"], "the age index has the route")
             r = post(b)
             t.is_(r.status, 202, "new posts stored", repr(r))
             t.ok(bt.wait_for(lambda: len(sink.requests) == 2, 20), "and delivered")

@@ -806,6 +806,131 @@ static void test_secure_delete(void)
 	}
 }
 
+/* Bytes this process has read with read(2) and pread(2) so far. */
+static long long rchar(void)
+{
+	char line[128];
+	long long v = -1;
+	FILE *f = fopen("/proc/self/io", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "rchar: %lld", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static int route_count_cb(const struct store_route_counts *c, void *arg)
+{
+	char *out = arg;
+	size_t n = strlen(out);
+
+	snprintf(out + n, 256 - n, "%s:%lld/%lld/%lld ", c->route, (long long)c->pending,
+		 (long long)c->dead,
+		 (long long)(c->oldest_created_ms ? c->oldest_created_ms - now : -1));
+	return 0;
+}
+
+/* The oldest pending row per route and overall, by seeks on the age index;
+ * the count per route from that index alone.  3,001 rows of 3 KB (12 MB, far
+ * past SQLite's 2 MB page cache): a pass over the rows would read them all. */
+static void test_route_oldest(void)
+{
+	static char body[3001];
+	const struct store_item *items[100];
+	struct store_item its[100];
+	char path[128], pids[100][16], counts[256] = "";
+	struct store *s = NULL;
+	struct bridge_error err;
+	int64_t a = -1, b = -1, c = -1, none = -1, all = -1;
+	long long before, read_seek, read_count;
+	int inserted = 0, delivered = 0;
+
+	memset(body, 'p', sizeof(body) - 1);
+	memcpy(body, "{\"p\":\"", 6);
+	memcpy(body + sizeof(body) - 3, "\"}", 2);
+	path_in(path, sizeof(path), "ages.db");
+	if (!ok(store_open(path, STORE_CREATE, 100, &s, &err) == 0, "open ages.db"))
+		return;
+	/* route a created at now+100.., b at now+50.. (interleaved in id order) */
+	for (int round = 0; round < 30; round++) {
+		int results[100];
+
+		for (int i = 0; i < 100; i++) {
+			int k = round * 100 + i;
+
+			snprintf(pids[i], sizeof(pids[i]), "P%d", k);
+			item_init(&its[i], i < 50 ? "a" : "b", pids[i], "", pids[i], body);
+			items[i] = &its[i];
+		}
+		/* one created_ms per transaction: a's rows at now+100+round, b's
+		 * at now+50+round */
+		if (store_insert(s, items, 50, now + 100 + round, results, NULL, &err) == 0)
+			inserted += 50;
+		if (store_insert(s, items + 50, 50, now + 50 + round, results, NULL, &err) == 0)
+			inserted += 50;
+	}
+	{
+		struct store_item it;
+		struct store_receipt r;
+
+		item_init(&it, "c", "PC", "", "did-c", "{}");
+		if (store_insert1(s, &it, now + 1, &r) == STORE_INSERTED &&
+		    store_dead(s, r.id, 0, 0, now, 0, "test", &err) == 0)
+			inserted++;
+	}
+	is_int(inserted, 3001, "3,001 rows stored, route c's one a dead letter");
+	store_close(s);
+	s = NULL;
+	if (!ok(store_open(path, 0, 100, &s, &err) == 0,
+		"open ages.db again (an empty page cache)"))
+		return;
+	before = rchar();
+	ok(store_route_oldest(s, "a", &a, &err) == 0 && store_route_oldest(s, "b", &b, &err) == 0 &&
+		   store_route_oldest(s, "c", &c, &err) == 0 &&
+		   store_route_oldest(s, "zz", &none, &err) == 0 &&
+		   store_oldest(s, &all, &err) == 0,
+	   "oldest per route and overall read");
+	read_seek = rchar() - before;
+	is_int(a - now, 100, "route a's oldest pending row");
+	is_int(b - now, 50, "route b's oldest pending row (a's rows interleave with it)");
+	is_int(c, 0, "route c has no pending row: 0 (its dead letter is not waiting)");
+	is_int(none, 0, "a route without rows: 0");
+	is_int(all - now, 50, "overall: the oldest of the routes' oldest");
+	printf("# five oldest-row questions read %lld bytes\n", read_seek);
+	ok(read_seek >= 0 && read_seek < 256 * 1024,
+	   "five oldest-row questions read under 256 KB of a 12 MB store: seeks, not a pass");
+	before = rchar();
+	ok(store_count_routes(s, route_count_cb, counts, &err) == 0, "counted per route");
+	read_count = rchar() - before;
+	is_str(counts, "a:1500/0/100 b:1500/0/50 c:0/1/-1 ", "per route: pending, dead, oldest");
+	printf("# the count per route read %lld bytes\n", read_count);
+	ok(read_count >= 0 && read_count < 2 * 1024 * 1024,
+	   "the count per route read under 2 MB: the age index alone, no row");
+	/* b's 50 oldest rows (the first due) delivered: its next ones are its oldest */
+	{
+		static struct store_row rows[50];
+		size_t n = 0;
+
+		if (store_due(s, "http://127.0.0.1:9/hook", "", now + 1000, rows, 50, &n, &err) ==
+		    0)
+			for (size_t i = 0; i < n; i++) {
+				delivered += strcmp(rows[i].route, "b") == 0 &&
+					     store_delivered(s, rows[i].id, &err) == 0;
+				store_row_clear(&rows[i]);
+			}
+	}
+	is_int(delivered, 50, "route b's 50 oldest rows were the first due, and are delivered");
+	ok(store_route_oldest(s, "b", &b, &err) == 0 && store_oldest(s, &all, &err) == 0 &&
+		   store_route_oldest(s, "a", &a, &err) == 0,
+	   "read again");
+	is_int(b - now, 51, "b's oldest is now its next rows'");
+	is_int(a - now, 100, "a's is as it was");
+	is_int(all - now, 51, "and the oldest overall is b's");
+	store_close(s);
+}
+
 int main(void)
 {
 	char cmd[128];
@@ -824,6 +949,7 @@ int main(void)
 	test_checkpointer();
 	test_sealed();
 	test_secure_delete();
+	test_route_oldest();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		printf("# could not remove %s\n", tmpdir);

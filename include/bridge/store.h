@@ -290,12 +290,17 @@ struct store_route_counts {
 	int64_t oldest_created_ms; /* of the pending rows, 0 when none */
 };
 /* cb once per route that has rows, in route order; a non-zero return from cb
- * stops the walk and is returned.  One pass over the age index (the route is
- * read from each row's first page, never the body): for /metrics. */
+ * stops the walk and is returned.  One pass over the age index (no row is
+ * read): the queue's per-route counts at start and after another process
+ * changed the store, which it then keeps itself; `queue stats`. */
 int store_count_routes(struct store *s, int (*cb)(const struct store_route_counts *c, void *arg),
 		       void *arg, struct bridge_error *err);
-/* Only oldest_created_ms: cheap (one index seek), for every /metrics scrape. */
+/* Only oldest_created_ms: cheap (one index seek per route), for every /metrics
+ * scrape. */
 int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err);
+/* The oldest pending row of one route (0 when none): one index seek.  SQLite
+ * stores only (a shared store counts per route in PostgreSQL). */
+int store_route_oldest(struct store *s, const char *route, int64_t *ret, struct bridge_error *err);
 
 /* 1 when another process committed a change since the previous call (or
  * since opening), else 0; -1 on error. */
