@@ -575,7 +575,8 @@ static void counts_reload(struct queue *q)
 	struct bridge_error err;
 
 	bridge_error_clear(&err);
-	if (store_count(q->store, &c, &err) < 0 || queue_routes_load(q, &err) < 0) {
+	/* a store of its own: the per-route counts, summed (one pass, not two) */
+	if ((q->shared ? store_count(q->store, &c, &err) : queue_routes_load(q, &c, &err)) < 0) {
 		store_trouble(q, err.message);
 		return;
 	}
@@ -1123,8 +1124,8 @@ int queue_new(const struct queue_config *c, const struct upstream_limits *lim, q
 			      STORE_CREATE | STORE_VERIFY | STORE_CHECKPOINTER |
 				      queue_config_store_flags(&q->cfg),
 			      QUEUE_BUSY_TIMEOUT_MS, &q->store, err) < 0 ||
-		   store_count(q->store, &counts, err) < 0 ||
-		   store_oldest(q->store, &oldest, err) < 0 || queue_routes_load(q, err) < 0) {
+		   queue_routes_load(q, &counts, err) < 0 ||
+		   store_oldest(q->store, &oldest, err) < 0) {
 		queue_free(q);
 		return -1;
 	}

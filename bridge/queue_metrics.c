@@ -129,10 +129,11 @@ static int route_load_cb(const struct store_route_counts *c, void *arg)
 	return 0;
 }
 
-int queue_routes_load(struct queue *q, struct bridge_error *err)
+int queue_routes_load(struct queue *q, struct store_counts *sums, struct bridge_error *err)
 {
 	struct queue_routes fresh = { 0 }, old;
 
+	memset(sums, 0, sizeof(*sums));
 	if (q->shared)
 		return 0;
 	bridge_error_clear(err);
@@ -141,6 +142,10 @@ int queue_routes_load(struct queue *q, struct bridge_error *err)
 			bridge_error_set(err, "out of memory counting the queue's routes");
 		routes_clear(&fresh);
 		return -1;
+	}
+	for (size_t i = 0; i < fresh.n; i++) {
+		sums->pending += fresh.v[i].pending;
+		sums->dead += fresh.v[i].dead;
 	}
 	pthread_mutex_lock(&q->routes_mu);
 	old = q->routes;
@@ -254,12 +259,11 @@ static int routes_walk(struct queue *q, int (*cb)(const struct store_route_count
 	if (!v)
 		return bridge_error_set(err, "out of memory");
 	for (i = 0; rc == 0 && i < n; i++) {
+		/* below zero only after a lost count (out of memory) */
 		struct store_route_counts c = { .route = v[i].route,
-						.pending = v[i].pending,
+						.pending = v[i].pending > 0 ? v[i].pending : 0,
 						.dead = v[i].dead > 0 ? v[i].dead : 0 };
 
-		if (c.pending < 0)
-			c.pending = 0;
 		if (c.pending > 0 &&
 		    store_route_oldest(q->store, c.route, &c.oldest_created_ms, err) < 0)
 			rc = -1;

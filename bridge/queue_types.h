@@ -174,11 +174,11 @@ struct queue {
 	int64_t outcomes_failing_since, store_log_at; /* scheduler thread */
 };
 
-
-/* queue_metrics.c: the per-route counts from the store (-1 and err when it
- * cannot count them: the old counts stay); a route's counts moved by its
- * rows stored, delivered or made dead letters; the table freed. */
-int queue_routes_load(struct queue *q, struct bridge_error *err);
+/* queue_metrics.c: the per-route counts from the store, their sums in *sums
+ * (-1 and err when it cannot count them: the old counts stay); a route's
+ * counts moved by its rows stored, delivered or made dead letters; the
+ * table freed. */
+int queue_routes_load(struct queue *q, struct store_counts *sums, struct bridge_error *err);
 void queue_route_add(struct queue *q, const char *route, long long pending, long long dead);
 void queue_routes_free(struct queue *q);
 

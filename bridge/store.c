@@ -36,10 +36,11 @@
  * all the time: what is due on a lane (due), is a row the head of its
  * participation's line and is an item a duplicate (line, unique), and how
  * old is each route's oldest pending row (age: one seek per route, so a
- * /metrics scrape does not read every row under the store's lock).  The statements name their index
- * (INDEXED BY): without statistics the planner once chose the age index for
- * the line check, a scan of every pending row per candidate; with the name,
- * a plan that cannot use the index fails to prepare instead of going slow. */
+ * /metrics scrape does not read every row under the store's lock).  The
+ * statements name their index (INDEXED BY): without statistics the planner
+ * once chose the age index for the line check, a scan of every pending row
+ * per candidate; with the name, a plan that cannot use the index fails to
+ * prepare instead of going slow. */
 static const char schema_sql[] =
 	"CREATE TABLE deliveries ("
 	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
