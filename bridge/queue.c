@@ -50,6 +50,8 @@
 #define QUEUE_STORE_LOG_MS    60000 /* a store that keeps failing is logged this often */
 #define QUEUE_RECOUNT_MS      100   /* shared: gauges recounted this soon after a wake-up */
 #define QUEUE_BUSY_TIMEOUT_MS 5000
+#define QUEUE_READY_ROWS      32           /* due rows read ahead per lane, at most */
+#define QUEUE_READY_BYTES     (256 * 1024) /* ... and about this many bytes of bodies */
 
 /* ------------------------------------------------------------------ */
 /* policy */
@@ -691,60 +693,103 @@ static int row_unfit(const struct store_row *row, char *why, size_t cap)
 	return 1;
 }
 
+/* The rows read ahead of a lane: each completion used to cost a query that
+ * walked every row still in flight or waiting for its outcome's write (tens
+ * at a time) to find the one or two it could start.  Another process's
+ * change (`queue retry`, `queue purge`) drops them (tick). */
+static void ready_clear(struct lane *l)
+{
+	for (size_t i = l->ready_next; i < l->n_ready; i++)
+		store_row_clear(&l->ready[i]);
+	free(l->ready);
+	l->ready = NULL;
+	l->n_ready = l->ready_next = 0;
+}
+
+/* Read up to want due heads of line into l->ready, passing over this lane's
+ * attempts (under way, or settled and not stored yet: still pending rows).
+ * The number read, or -1. */
+static long ready_fetch(struct queue *q, struct lane *l, int64_t now, size_t want)
+{
+	struct store_row *rows = calloc(want, sizeof(*rows));
+	int64_t *skip = calloc((size_t)l->n_attempts + 1, sizeof(*skip));
+	size_t n = 0, n_skip = 0, bytes = 0;
+	struct bridge_error err;
+
+	if (!rows || !skip) {
+		free(rows);
+		free(skip);
+		return -1;
+	}
+	for (struct attempt *a = LIST_FIRST(&l->attempts); a && n_skip < (size_t)l->n_attempts;
+	     a = LIST_NEXT(a, link))
+		skip[n_skip++] = a->id;
+	bridge_error_clear(&err);
+	if (store_due_except(q->store, l->endpoint, l->ca_file, now, skip, n_skip, rows, want, &n,
+			     &err) < 0) {
+		store_trouble(q, err.message);
+		free(rows);
+		free(skip);
+		return -1;
+	}
+	free(skip);
+	for (size_t i = 0; i < n; i++)
+		bytes += rows[i].len;
+	if (n > 0)
+		l->row_bytes = bytes / n;
+	l->ready = rows;
+	l->n_ready = n;
+	l->ready_next = 0;
+	return (long)n;
+}
+
 static void lane_fill(struct queue *q, struct lane *l, int64_t now)
 {
-	int free_slots = q->cfg.per_endpoint_concurrency - l->in_flight, started = 0;
-	size_t max = (size_t)free_slots, n = 0, n_skip = 0;
+	int free_slots = q->cfg.per_endpoint_concurrency - l->in_flight, fetched = 0;
 	int64_t max_age_ms = (int64_t)q->cfg.max_age_s * 1000;
-	struct store_row *rows;
-	struct bridge_error err;
-	int64_t *skip;
 
 	if (free_slots <= 0 || atomic_load(&q->outcomes_failing))
 		return;
 	/* a claim is a lease: take only what starts now */
 	if (q->shared && now < q->store_pause_until)
 		return;
-	rows = calloc(max, sizeof(*rows));
-	/* this lane's attempts (under way, or settled and not stored yet) are still
-	 * pending rows: passed over unread */
-	skip = calloc((size_t)l->n_attempts + 1, sizeof(*skip));
-	if (!rows || !skip) {
-		free(rows);
-		free(skip);
-		return;
-	}
-	for (struct attempt *a = LIST_FIRST(&l->attempts); a && n_skip < (size_t)l->n_attempts;
-	     a = LIST_NEXT(a, link))
-		skip[n_skip++] = a->id;
-	bridge_error_clear(&err);
-	if (store_due_except(q->store, l->endpoint, l->ca_file, now, skip, n_skip, rows, max, &n,
-			     &err) < 0) {
-		store_trouble(q, err.message);
-		free(rows);
-		free(skip);
-		return;
-	}
-	free(skip);
-	for (size_t i = 0; i < n; i++) {
+	while (free_slots > 0 && now >= q->store_pause_until) {
+		struct store_row *row;
 		char why[QUEUE_REASON_MAX];
 		int unfit;
 
-		if (started < free_slots && !in_flight_on(l, rows[i].id) &&
-		    now >= q->store_pause_until) {
-			if ((unfit = row_unfit(&rows[i], why, sizeof(why))) != 0) {
+		if (l->ready_next == l->n_ready) {
+			size_t want = (size_t)free_slots;
+
+			ready_clear(l);
+			if (fetched++)
+				break;
+			/* SQLite: read ahead, as far as QUEUE_READY_BYTES of bodies go */
+			if (!q->shared) {
+				size_t ahead = QUEUE_READY_BYTES /
+					       (l->row_bytes ? l->row_bytes : 1);
+
+				want += ahead < QUEUE_READY_ROWS ? ahead : QUEUE_READY_ROWS;
+			}
+			if (ready_fetch(q, l, now, want) <= 0)
+				break;
+		}
+		row = &l->ready[l->ready_next++];
+		if (!in_flight_on(l, row->id)) {
+			if ((unfit = row_unfit(row, why, sizeof(why))) != 0) {
 				if (unfit > 0)
-					dead_now(q, l, &rows[i], now, why, 1);
-			} else if (rows[i].attempts > 0 && now - rows[i].since_ms >= max_age_ms) {
-				expire(q, l, &rows[i], now);
+					dead_now(q, l, row, now, why, 1);
+			} else if (row->attempts > 0 && now - row->since_ms >= max_age_ms) {
+				expire(q, l, row, now);
 			} else {
-				attempt_start(q, l, &rows[i]);
-				started++;
+				attempt_start(q, l, row);
+				free_slots--;
 			}
 		}
-		store_row_clear(&rows[i]);
+		store_row_clear(row);
 	}
-	free(rows);
+	if (q->shared)
+		ready_clear(l); /* the claims not started lapse */
 }
 
 static void watch_cb(evutil_socket_t fd, short what, void *arg)
@@ -849,12 +894,20 @@ static void tick(struct queue *q)
 	if (q->shared) {
 		shared_tick(q, now);
 		changed = 0;
-	} else {
+	} else if (now - q->last_changed_ms >= QUEUE_TICK_MIN_MS || now < q->last_changed_ms) {
+		/* a tick follows every completion: asking once per window of ticks
+		 * spares a wait for the store's lock, which the writer holds through
+		 * its fsync */
+		q->last_changed_ms = now;
 		changed = store_changed_elsewhere(q->store, &err);
+	} else {
+		changed = 0;
 	}
 	if (changed < 0) {
 		store_trouble(q, err.message);
 	} else if (changed) {
+		for (struct lane *l = q->lanes; l; l = l->next)
+			ready_clear(l);
 		counts_reload(q);
 		bridge_error_clear(&err);
 		if (lanes_load(q, &err) < 0)
@@ -1228,6 +1281,7 @@ void queue_free(struct queue *q)
 	}
 	while ((l = q->lanes) != NULL) {
 		q->lanes = l->next;
+		ready_clear(l);
 		upstream_pool_free(l->pool);
 		free(l->endpoint);
 		free(l->ca_file);

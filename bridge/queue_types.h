@@ -62,6 +62,10 @@ struct lane {
 	int in_flight;  /* requests under way to the endpoint */
 	int n_attempts; /* in `attempts`: under way, or settled and not stored yet */
 	LIST_HEAD(, attempt) attempts;
+	/* SQLite: due heads of line read ahead, not started yet (ready[next..n)) */
+	struct store_row *ready;
+	size_t n_ready, ready_next;
+	size_t row_bytes; /* the mean body of the last read, sizing the next */
 	struct lane *next;
 };
 
@@ -143,6 +147,7 @@ struct queue {
 	struct attempt *settled, **settled_tail; /* in the order the outcomes came */
 	size_t n_settled;
 	int64_t last_tick_ms;
+	int64_t last_changed_ms; /* SQLite: the last look for another process's change */
 	int64_t timer_at_ms;
 	int64_t store_pause_until;
 	struct event *watch_ev; /* shared: another bridge changed the store */

@@ -510,6 +510,49 @@ def t_route_counts(t, tmp, doc):
         bt.stop_and_check(t, b)
 
 
+def t_read_ahead(t, tmp, doc):
+    """Rows read ahead of their start (the queue reads the next due rows for
+    several slots at once) are dropped when another process changes the store:
+    rows purged while they wait are never sent."""
+    sink = bt.Sink()
+    first, second = threading.Event(), threading.Event()
+    sink.reply(bt.Reply(200, hold=first), bt.Reply(200, hold=second))
+    try:
+        cfg = queue_config(tmp, [queued_route("q", sink.url("/ahead"))], store="ahead.db",
+                           per_endpoint_concurrency=1)
+        b = bt.Bridge(tmp, cfg, "ahead.conf").start()
+        try:
+            got = []
+            for i in range(6):
+                r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+                t.require(r.status == 202, "post %d queued" % i, repr(r))
+                got.append(r.json())
+                if i == 0:
+                    t.require(sink.wait_requests(1, 10), "the first one is under way")
+            first.set()
+            t.require(sink.wait_requests(2, 10), "the second one is under way, four wait")
+            for g in got[2:]:
+                pg = queue_cli(b.config_path, "purge", str(g["queue_id"]), t=t)
+                t.require(pg.rc == 0, "queue purge of a waiting row", repr(pg))
+            second.set()
+            t.ok(bt.wait_for(lambda: metric(b, "webhook_bridge_queue_depth") == 0, 10),
+                 "depth 0: two delivered, four purged")
+            r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+            t.require(r.status == 202, "one more post queued", repr(r))
+            got.append(r.json())
+            t.require(sink.wait_requests(3, 10), "and delivered")
+            time.sleep(0.3)
+            sent = [rec.header("X-Bridge-Delivery-Id") for rec in sink.requests]
+            want = [got[0]["delivery_id"], got[1]["delivery_id"], got[6]["delivery_id"]]
+            t.is_(sent, want, "the endpoint got the two first rows and the last, none purged")
+        finally:
+            first.set()
+            second.set()
+            bt.stop_and_check(t, b)
+    finally:
+        sink.stop()
+
+
 def t_503(t, tmp, doc):
     # a full queue (max_depth)
     port = bt.refused_port()
@@ -1016,6 +1059,7 @@ def main(engine_note=None):
                 t.run("cli on a store no bridge serves", t_cli_offline, tmp, doc)
                 t.run("per-route series", t_route_series, tmp, doc)
                 t.run("per-route counts kept", t_route_counts, tmp, doc)
+                t.run("rows read ahead, then purged", t_read_ahead, tmp, doc)
                 t.run("503 when nothing can be stored", t_503, tmp, doc)
                 t.run("crash", t_crash, tmp, doc, 10.0, 3)
     finally:
