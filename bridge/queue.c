@@ -443,7 +443,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 		struct store_outcome o[QUEUE_OUTCOMES_MAX];
 		struct attempt *batch = q->settled, *a, *next;
 		struct bridge_error err;
-		size_t n = 0;
+		size_t n = 0, k;
 
 		for (a = batch; a && n < QUEUE_OUTCOMES_MAX; a = a->settled_next, n++) {
 			memset(&o[n], 0, sizeof(o[n]));
@@ -457,11 +457,17 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 			o[n].last_error = a->why;
 		}
 		bridge_error_clear(&err);
+		queue_counts_lock(q);
 		if (store_apply(q->store, o, n, &err) < 0) {
+			queue_counts_unlock(q);
 			outcomes_trouble(q, err.message);
 			failed = 1;
 			break;
 		}
+		for (a = batch, k = 0; k < n; a = a->settled_next, k++)
+			if (a->kind != STORE_OUT_FAILED)
+				queue_count_add(q, a->route, -1, a->kind == STORE_OUT_DEAD);
+		queue_counts_unlock(q);
 		if (atomic_load(&q->outcomes_failing))
 			store_recovered(q, "attempt outcomes recorded");
 		q->settled = a; /* the rest, for the next round */
@@ -477,9 +483,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 			ev.outcome = a->outcome;
 			ev.elapsed_ms = a->elapsed_ms;
 			if (a->kind == STORE_OUT_DELIVERED) {
-				atomic_fetch_sub(&q->depth, 1);
 				atomic_fetch_add(&q->delivered, 1);
-				queue_route_add(q, a->route, -1, 0);
 			} else if (a->kind == STORE_OUT_FAILED) {
 				atomic_fetch_add(&q->failed_attempts, 1);
 				ev.type = QUEUE_EV_ATTEMPT_FAILED;
@@ -487,10 +491,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 				ev.next_attempt_ms = a->next_attempt_ms;
 			} else {
 				atomic_fetch_add(&q->failed_attempts, 1);
-				atomic_fetch_sub(&q->depth, 1);
-				atomic_fetch_add(&q->dead, 1);
 				atomic_fetch_add(&q->dead_lettered, 1);
-				queue_route_add(q, a->route, -1, 1);
 				ev.type = QUEUE_EV_DEAD_LETTER;
 				ev.reason = a->why;
 			}
@@ -577,13 +578,15 @@ static void counts_reload(struct queue *q)
 	struct bridge_error err;
 
 	bridge_error_clear(&err);
-	/* a store of its own: the per-route counts, summed (one pass, not two) */
+	/* a store of its own: the per-route counts, which set depth and dead */
 	if ((q->shared ? store_count(q->store, &c, &err) : queue_routes_load(q, &c, &err)) < 0) {
 		store_trouble(q, err.message);
 		return;
 	}
-	atomic_store(&q->depth, c.pending);
-	atomic_store(&q->dead, c.dead);
+	if (q->shared) {
+		atomic_store(&q->depth, c.pending);
+		atomic_store(&q->dead, c.dead);
+	}
 }
 
 static void timer_arm(struct queue *q, int64_t at_ms, int64_t now)
@@ -607,14 +610,15 @@ static void dead_now(struct queue *q, struct lane *l, const struct store_row *ro
 	struct bridge_error err;
 
 	bridge_error_clear(&err);
+	queue_counts_lock(q);
 	if (store_dead(q->store, row->id, row->attempts, 0, now, row->last_status, why, &err) < 0) {
+		queue_counts_unlock(q);
 		store_trouble(q, err.message);
 		return;
 	}
-	atomic_fetch_sub(&q->depth, 1);
-	atomic_fetch_add(&q->dead, 1);
+	queue_count_add(q, row->route, -1, 1);
+	queue_counts_unlock(q);
 	atomic_fetch_add(&q->dead_lettered, 1);
-	queue_route_add(q, row->route, -1, 1);
 	if (corrupt)
 		atomic_fetch_add(&q->corrupt, 1);
 	memset(&ev, 0, sizeof(ev));

@@ -98,24 +98,45 @@ static void routes_clear(struct queue_routes *t)
 	*t = (struct queue_routes){ 0 };
 }
 
-void queue_route_add(struct queue *q, const char *route, long long pending, long long dead)
+/* route's entry in t moved; out of memory: that route's gauges lag until
+ * the next load */
+static void route_move(struct queue_routes *t, const char *route, long long pending, long long dead)
 {
-	struct queue_route_count *r;
+	struct queue_route_count *r = route_entry(t, route ? route : "");
 
-	if (q->shared)
-		return;
-	pthread_mutex_lock(&q->routes_mu);
-	/* out of memory: that route's gauges lag until the next load */
-	if ((r = route_entry(&q->routes, route ? route : ""))) {
+	if (r) {
 		r->pending += pending;
 		r->dead += dead;
 	}
-	pthread_mutex_unlock(&q->routes_mu);
+}
+
+void queue_counts_lock(struct queue *q)
+{
+	if (!q->shared)
+		pthread_mutex_lock(&q->routes_mu);
+}
+
+void queue_counts_unlock(struct queue *q)
+{
+	if (!q->shared)
+		pthread_mutex_unlock(&q->routes_mu);
+}
+
+void queue_count_add(struct queue *q, const char *route, long long pending, long long dead)
+{
+	atomic_fetch_add(&q->depth, pending);
+	atomic_fetch_add(&q->dead, dead);
+	if (q->shared)
+		return;
+	route_move(&q->routes, route, pending, dead);
+	if (q->recounting)
+		route_move(&q->moved, route, pending, dead);
 }
 
 void queue_routes_free(struct queue *q)
 {
 	routes_clear(&q->routes);
+	routes_clear(&q->moved);
 }
 
 static int route_load_cb(const struct store_route_counts *c, void *arg)
@@ -129,15 +150,43 @@ static int route_load_cb(const struct store_route_counts *c, void *arg)
 	return 0;
 }
 
+/* The pass over the store runs with no lock held (it takes a third of a
+ * second at a million rows, and the posts waited for it): the snapshot is
+ * taken with the counts held still, and what moves meanwhile is added. */
 int queue_routes_load(struct queue *q, struct store_counts *sums, struct bridge_error *err)
 {
 	struct queue_routes fresh = { 0 }, old;
+	int rc;
 
 	memset(sums, 0, sizeof(*sums));
 	if (q->shared)
 		return 0;
 	bridge_error_clear(err);
-	if (store_count_routes(q->store, route_load_cb, &fresh, err) != 0) {
+	pthread_mutex_lock(&q->routes_mu);
+	rc = store_snapshot_begin(q->store, err);
+	if (rc == 0) {
+		routes_clear(&q->moved);
+		q->recounting = 1;
+	}
+	pthread_mutex_unlock(&q->routes_mu);
+	if (rc < 0)
+		return -1;
+	rc = store_count_routes_snapshot(q->store, route_load_cb, &fresh, err);
+	pthread_mutex_lock(&q->routes_mu);
+	q->recounting = 0;
+	for (size_t i = 0; rc == 0 && i < q->moved.n; i++) {
+		struct queue_route_count *r = route_entry(&fresh, q->moved.v[i].route);
+
+		if (!r) {
+			rc = -1;
+			break;
+		}
+		r->pending += q->moved.v[i].pending;
+		r->dead += q->moved.v[i].dead;
+	}
+	routes_clear(&q->moved);
+	if (rc != 0) {
+		pthread_mutex_unlock(&q->routes_mu);
 		if (!err->message[0])
 			bridge_error_set(err, "out of memory counting the queue's routes");
 		routes_clear(&fresh);
@@ -147,7 +196,8 @@ int queue_routes_load(struct queue *q, struct store_counts *sums, struct bridge_
 		sums->pending += fresh.v[i].pending;
 		sums->dead += fresh.v[i].dead;
 	}
-	pthread_mutex_lock(&q->routes_mu);
+	atomic_store(&q->depth, sums->pending);
+	atomic_store(&q->dead, sums->dead);
 	old = q->routes;
 	q->routes = fresh;
 	pthread_mutex_unlock(&q->routes_mu);

@@ -158,9 +158,15 @@ struct queue {
 	/* per route, what depth and dead count for the whole queue (a store of
 	 * its own only: a shared one is counted in PostgreSQL), sorted by name;
 	 * loaded from the store at start and after another process changed it,
-	 * kept by the writer and the scheduler in between (any thread) */
+	 * kept by the writer and the scheduler in between (any thread).  The
+	 * writes to the store that move them hold routes_mu from the write to
+	 * the count (queue_counts_lock), so a recount's snapshot comes between
+	 * two of them: what moves while it counts goes to `moved` too, and is
+	 * added to what it counted. */
 	pthread_mutex_t routes_mu;
 	struct queue_routes routes;
+	struct queue_routes moved;
+	int recounting;
 
 	/* shared counters */
 	atomic_llong depth, dead, in_flight_gauge, oldest_ms;
@@ -179,12 +185,16 @@ struct queue {
 	int64_t outcomes_failing_since, store_log_at; /* scheduler thread */
 };
 
-/* queue_metrics.c: the per-route counts from the store, their sums in *sums
- * (-1 and err when it cannot count them: the old counts stay); a route's
- * counts moved by its rows stored, delivered or made dead letters; the
- * table freed. */
+/* queue_metrics.c: the per-route counts from the store, and depth and dead
+ * (their sums, also in *sums), counted without the store's lock (-1 and err
+ * when it cannot count them: the old counts stay); the counts held still
+ * from a write to the store until its count (a store of its own); depth,
+ * dead and a route's counts moved by its rows stored, delivered or made
+ * dead letters, inside that hold; the tables freed. */
 int queue_routes_load(struct queue *q, struct store_counts *sums, struct bridge_error *err);
-void queue_route_add(struct queue *q, const char *route, long long pending, long long dead);
+void queue_counts_lock(struct queue *q);
+void queue_counts_unlock(struct queue *q);
+void queue_count_add(struct queue *q, const char *route, long long pending, long long dead);
 void queue_routes_free(struct queue *q);
 
 /* queue.c: an enqueue's endpoint and trust store, for the scheduler's lanes

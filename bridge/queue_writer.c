@@ -71,6 +71,8 @@ static void batch_commit(struct queue *q, struct queue_pending *batch)
 			largest = bytes;
 	}
 	bridge_error_clear(&err);
+	/* held until the rows stored are counted (queue_types.h says why) */
+	queue_counts_lock(q);
 	if (n) {
 		rc = store_insert(q->store, items, n, clock_wall_ms(), results, receipts, &err);
 		if (rc < 0)
@@ -91,12 +93,12 @@ static void batch_commit(struct queue *q, struct queue_pending *batch)
 			stored++;
 			queue_key_add(q, p->item->endpoint,
 				      p->item->ca_file ? p->item->ca_file : "");
-			queue_route_add(q, p->item->route, 1, 0);
+			queue_count_add(q, p->item->route, 1, 0);
 		} else {
 			dups++;
 		}
 	}
-	atomic_fetch_add(&q->depth, (long long)stored);
+	queue_counts_unlock(q);
 	atomic_fetch_add(&q->enqueued, (long long)stored);
 	atomic_fetch_add(&q->duplicates, (long long)dups);
 	if (stored)

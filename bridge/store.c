@@ -92,8 +92,18 @@ static const char *const stmt_sql[ST_N] = {
 		      " participation_id, state, headers, body, created_ms, since_ms,"
 		      " next_attempt_ms, checksum)"
 		      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10, ?11)",
-	[ST_LANES] = "SELECT DISTINCT endpoint, ca_file FROM deliveries INDEXED BY deliveries_due"
-		     " WHERE status = 0 LIMIT ?1",
+	/* the lanes with pending rows, one seek each: a DISTINCT reads every row's
+	 * entry (a tenth of a second at a million rows, under the store's lock),
+	 * and so does a row-value range, (endpoint, ca_file) > (?, ?), which
+	 * seeks on the endpoint alone */
+	[ST_LANE_FIRST] = "SELECT MIN(endpoint) FROM deliveries INDEXED BY deliveries_due"
+			  " WHERE status = 0",
+	[ST_LANE_NEXT] = "SELECT MIN(endpoint) FROM deliveries INDEXED BY deliveries_due"
+			 " WHERE status = 0 AND endpoint > ?1",
+	[ST_LANE_CA_FIRST] = "SELECT MIN(ca_file) FROM deliveries INDEXED BY deliveries_due"
+			     " WHERE status = 0 AND endpoint = ?1",
+	[ST_LANE_CA_NEXT] = "SELECT MIN(ca_file) FROM deliveries INDEXED BY deliveries_due"
+			    " WHERE status = 0 AND endpoint = ?1 AND ca_file > ?2",
 	/* the head of a line: no older pending row of the same participation */
 	[ST_DUE] = "SELECT " ROW_COLUMNS " FROM deliveries AS d INDEXED BY deliveries_due"
 		   " WHERE d.status = 0 AND d.endpoint = ?1 AND d.ca_file = ?2"
@@ -151,7 +161,12 @@ static const char *const stmt_sql[ST_N] = {
 
 int store_sql_fail(struct store *s, struct bridge_error *err, const char *what)
 {
-	int code = sqlite3_errcode(s->db);
+	return store_sql_fail_on(s, s->db, err, what);
+}
+
+int store_sql_fail_on(struct store *s, sqlite3 *db, struct bridge_error *err, const char *what)
+{
+	int code = sqlite3_errcode(db);
 	const char *hint = "";
 
 	if (code == SQLITE_FULL)
@@ -165,8 +180,8 @@ int store_sql_fail(struct store *s, struct bridge_error *err, const char *what)
 	else if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB)
 		hint = " (the store is damaged: `webhook-bridge queue recover` saves what is "
 		       "readable into a new store)";
-	return bridge_error_set(err, "queue store %s: %s: %s%s", s->path, what,
-				sqlite3_errmsg(s->db), hint);
+	return bridge_error_set(err, "queue store %s: %s: %s%s", s->path, what, sqlite3_errmsg(db),
+				hint);
 }
 
 /* A prepared statement, reset and unbound, or NULL with err set. */
@@ -693,7 +708,8 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 		return -1;
 	}
 	sqlite3_extended_result_codes(s->db, 0);
-	sqlite3_busy_timeout(s->db, busy_timeout_ms > 0 ? busy_timeout_ms : 0);
+	s->busy_ms = busy_timeout_ms > 0 ? busy_timeout_ms : 0;
+	sqlite3_busy_timeout(s->db, s->busy_ms);
 	if (store_wal_mode(s, err) < 0 || store_settings(s, flags, err) < 0 ||
 	    ((flags & STORE_VERIFY) && integrity_check(s, err) < 0) ||
 	    schema_prepare(s, flags, err) < 0 ||
@@ -716,6 +732,9 @@ void store_close(struct store *s)
 	store_checkpointer_stop(s);
 	for (int i = 0; i < ST_N; i++)
 		sqlite3_finalize(s->st[i]);
+	sqlite3_finalize(s->rdb_count);
+	if (s->rdb)
+		sqlite3_close(s->rdb);
 	if (s->db)
 		sqlite3_close(s->db);
 	pthread_mutex_destroy(&s->mu);
@@ -1120,13 +1139,44 @@ fail:
 /* ------------------------------------------------------------------ */
 /* scheduler queries */
 
+/* One MIN() of the lane statements id (a and b bound when not NULL): a copy
+ * in *ret, NULL when there is none.  0 or -1. */
+static int lane_min(struct store *s, enum stmt_id id, const char *a, const char *b, char **ret,
+		    struct bridge_error *err)
+{
+	sqlite3_stmt *st = store_stmt(s, id, err);
+	const unsigned char *t;
+	int rc;
+
+	*ret = NULL;
+	if (!st)
+		return -1;
+	if (a)
+		sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
+	if (b)
+		sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		store_sql_fail(s, err, "cannot list lanes");
+		sqlite3_reset(st);
+		return -1;
+	}
+	t = sqlite3_column_text(st, 0);
+	if (t && !(*ret = strdup((const char *)t)))
+		rc = bridge_error_set(err, "out of memory");
+	else
+		rc = 0;
+	sqlite3_reset(st);
+	return rc;
+}
+
 int store_lanes(struct store *s, size_t max, struct store_lane **ret, size_t *ret_n,
 		struct bridge_error *err)
 {
 	if (s->pg)
 		return store_pg_lanes(s->pg, max, ret, ret_n, err);
 	struct store_lane *l;
-	sqlite3_stmt *st;
+	char *endpoint = NULL, *ca = NULL;
 	size_t n = 0;
 	int rc;
 
@@ -1136,35 +1186,34 @@ int store_lanes(struct store *s, size_t max, struct store_lane **ret, size_t *re
 	if (!l)
 		return bridge_error_set(err, "out of memory");
 	pthread_mutex_lock(&s->mu);
-	st = store_stmt(s, ST_LANES, err);
-	if (!st) {
-		pthread_mutex_unlock(&s->mu);
-		free(l);
-		return -1;
-	}
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)max);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
-		l[n].endpoint = col_text(st, 0);
-		l[n].ca_file = col_text(st, 1);
-		if (!l[n].endpoint || !l[n].ca_file) {
-			n++;
-			rc = SQLITE_NOMEM;
-			break;
+	rc = max ? lane_min(s, ST_LANE_FIRST, NULL, NULL, &endpoint, err) : 0;
+	while (rc == 0 && endpoint && n < max) {
+		char *next;
+
+		rc = lane_min(s, ST_LANE_CA_FIRST, endpoint, NULL, &ca, err);
+		while (rc == 0 && ca) {
+			l[n].ca_file = ca;
+			if (!(l[n++].endpoint = strdup(endpoint)))
+				rc = bridge_error_set(err, "out of memory");
+			else if (n < max)
+				rc = lane_min(s, ST_LANE_CA_NEXT, endpoint, l[n - 1].ca_file, &ca,
+					      err);
+			else
+				break; /* ca is l[n - 1]'s */
 		}
-		n++;
-	}
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		if (rc == SQLITE_NOMEM)
-			bridge_error_set(err, "out of memory");
+		if (rc == 0 && n < max)
+			rc = lane_min(s, ST_LANE_NEXT, endpoint, NULL, &next, err);
 		else
-			store_sql_fail(s, err, "cannot list lanes");
-		sqlite3_reset(st);
-		pthread_mutex_unlock(&s->mu);
+			next = NULL;
+		free(endpoint);
+		endpoint = next;
+	}
+	free(endpoint);
+	pthread_mutex_unlock(&s->mu);
+	if (rc < 0) {
 		store_lanes_free(l, n);
 		return -1;
 	}
-	sqlite3_reset(st);
-	pthread_mutex_unlock(&s->mu);
 	*ret = l;
 	*ret_n = n;
 	return 0;
@@ -1436,23 +1485,16 @@ int store_count(struct store *s, struct store_counts *ret, struct bridge_error *
 	return 0;
 }
 
-int store_count_routes(struct store *s, int (*cb)(const struct store_route_counts *c, void *arg),
-		       void *arg, struct bridge_error *err)
+/* The rows of ST_COUNT_ROUTES on st (a statement of db), one cb per route. */
+static int count_routes_run(struct store *s, sqlite3 *db, sqlite3_stmt *st,
+			    int (*cb)(const struct store_route_counts *c, void *arg), void *arg,
+			    struct bridge_error *err)
 {
-	if (s->pg)
-		return store_pg_count_routes(s->pg, cb, arg, err);
 	struct store_route_counts c;
 	char *route = NULL;
-	sqlite3_stmt *st;
 	int rc, stop = 0;
 
 	memset(&c, 0, sizeof(c));
-	pthread_mutex_lock(&s->mu);
-	st = store_stmt(s, ST_COUNT_ROUTES, err);
-	if (!st) {
-		pthread_mutex_unlock(&s->mu);
-		return -1;
-	}
 	while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *r = (const char *)sqlite3_column_text(st, 0);
 		int status = sqlite3_column_int(st, 1);
@@ -1481,14 +1523,80 @@ int store_count_routes(struct store *s, int (*cb)(const struct store_route_count
 		}
 	}
 	if (!stop && rc != SQLITE_DONE)
-		stop = store_sql_fail(s, err, "cannot count deliveries per route");
-	else if (!stop && route) {
+		stop = store_sql_fail_on(s, db, err, "cannot count deliveries per route");
+	else if (!stop && route)
 		stop = cb(&c, arg);
-	}
 	free(route);
 	sqlite3_reset(st);
-	pthread_mutex_unlock(&s->mu);
 	return stop;
+}
+
+int store_count_routes(struct store *s, int (*cb)(const struct store_route_counts *c, void *arg),
+		       void *arg, struct bridge_error *err)
+{
+	if (s->pg)
+		return store_pg_count_routes(s->pg, cb, arg, err);
+	sqlite3_stmt *st;
+	int rc;
+
+	pthread_mutex_lock(&s->mu);
+	st = store_stmt(s, ST_COUNT_ROUTES, err);
+	rc = st ? count_routes_run(s, s->db, st, cb, arg, err) : -1;
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int store_snapshot_begin(struct store *s, struct bridge_error *err)
+{
+	if (s->pg)
+		return 0;
+	if (!s->rdb) {
+		if (sqlite3_open_v2(s->path, &s->rdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+				    NULL) != SQLITE_OK) {
+			if (s->rdb)
+				store_sql_fail_on(s, s->rdb, err,
+						  "cannot open a reading connection");
+			else
+				bridge_error_set(err, "out of memory");
+			sqlite3_close(s->rdb);
+			s->rdb = NULL;
+			return -1;
+		}
+		sqlite3_extended_result_codes(s->rdb, 0);
+		sqlite3_busy_timeout(s->rdb, s->busy_ms);
+		if (sqlite3_exec(s->rdb, "PRAGMA query_only = 1", NULL, NULL, NULL) != SQLITE_OK ||
+		    sqlite3_prepare_v3(s->rdb, stmt_sql[ST_COUNT_ROUTES], -1,
+				       SQLITE_PREPARE_PERSISTENT, &s->rdb_count,
+				       NULL) != SQLITE_OK) {
+			store_sql_fail_on(s, s->rdb, err, "cannot prepare the count per route");
+			sqlite3_finalize(s->rdb_count);
+			sqlite3_close(s->rdb);
+			s->rdb_count = NULL;
+			s->rdb = NULL;
+			return -1;
+		}
+	}
+	/* the read transaction, and so the snapshot, begins at the first read */
+	if (sqlite3_exec(s->rdb, "BEGIN; SELECT COUNT(*) FROM sqlite_master;", NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		store_sql_fail_on(s, s->rdb, err, "cannot begin a read");
+		sqlite3_exec(s->rdb, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+int store_count_routes_snapshot(struct store *s,
+				int (*cb)(const struct store_route_counts *c, void *arg), void *arg,
+				struct bridge_error *err)
+{
+	if (s->pg)
+		return store_pg_count_routes(s->pg, cb, arg, err);
+	int rc = count_routes_run(s, s->rdb, s->rdb_count, cb, arg, err);
+
+	/* a read only: its end cannot lose anything */
+	sqlite3_exec(s->rdb, "COMMIT", NULL, NULL, NULL);
+	return rc;
 }
 
 int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err)

@@ -36,7 +36,10 @@ enum stmt_id {
 	ST_ROLLBACK,
 	ST_FIND_DUP,
 	ST_INSERT,
-	ST_LANES,
+	ST_LANE_FIRST,
+	ST_LANE_NEXT,
+	ST_LANE_CA_FIRST,
+	ST_LANE_CA_NEXT,
 	ST_DUE,
 	ST_NEXT_WAKE,
 	ST_DELIVERED,
@@ -72,6 +75,11 @@ struct store {
 	struct store_pg *pg; /* the PostgreSQL engine; NULL: SQLite (the rest) */
 	sqlite3 *db;
 	pthread_mutex_t mu;
+	/* a connection of its own for the long count per route (store_snapshot_begin),
+	 * opened at its first use, one thread at a time, never under mu */
+	sqlite3 *rdb;
+	sqlite3_stmt *rdb_count;
+	int busy_ms;
 	char *path;
 	sqlite3_stmt *st[ST_N];
 	int64_t data_version;
@@ -95,6 +103,8 @@ void store_checkpointer_yield(struct store *s);
 
 /* "queue store PATH: what: SQLite's message (a hint)" into err; -1. */
 int store_sql_fail(struct store *s, struct bridge_error *err, const char *what);
+/* The same for another of the store's connections. */
+int store_sql_fail_on(struct store *s, sqlite3 *db, struct bridge_error *err, const char *what);
 /* A prepared statement, reset and unbound, or NULL with err set. */
 sqlite3_stmt *store_stmt(struct store *s, enum stmt_id id, struct bridge_error *err);
 /* Run a statement that returns no rows.  0 or -1. */

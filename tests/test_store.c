@@ -928,6 +928,74 @@ static void test_route_oldest(void)
 	is_int(b - now, 51, "b's oldest is now its next rows'");
 	is_int(a - now, 100, "a's is as it was");
 	is_int(all - now, 51, "and the oldest overall is b's");
+	/* the count on a connection of its own sees the store as it was when its
+	 * snapshot began, and holds no writer back meanwhile */
+	{
+		struct store_item it;
+		struct store_receipt r;
+
+		counts[0] = '\0';
+		ok(store_snapshot_begin(s, &err) == 0, "a snapshot begun");
+		item_init(&it, "a", "PS", "", "did-s", "{}");
+		is_int(store_insert1(s, &it, now + 2, &r), STORE_INSERTED,
+		       "a row stored while the snapshot is open");
+		ok(store_count_routes_snapshot(s, route_count_cb, counts, &err) == 0,
+		   "counted on the snapshot");
+		is_str(counts, "a:1500/0/100 b:1450/0/51 c:0/1/-1 ",
+		       "the snapshot's count: without the row stored after it began");
+		counts[0] = '\0';
+		ok(store_snapshot_begin(s, &err) == 0 &&
+			   store_count_routes_snapshot(s, route_count_cb, counts, &err) == 0,
+		   "counted again");
+		is_str(counts, "a:1501/0/2 b:1450/0/51 c:0/1/-1 ", "the next count sees it");
+	}
+	store_close(s);
+}
+
+/* The lanes with pending rows, in order, one seek each: same endpoint with
+ * two trust stores, a lane with only a dead letter left out, max obeyed. */
+static void test_lanes(void)
+{
+	static const char *const lanes[][2] = {
+		{ "http://127.0.0.1:9/b", "" }, { "http://127.0.0.1:9/a", "/ca/two.pem" },
+		{ "http://127.0.0.1:9/a", "" }, { "http://127.0.0.1:9/a", "/ca/one.pem" },
+		{ "http://127.0.0.1:9/c", "" }, /* its one row made a dead letter */
+	};
+	char path[128], got[512] = "", pid[16];
+	struct store_lane *l = NULL;
+	struct store *s = NULL;
+	struct bridge_error err;
+	size_t n = 0;
+	int stored = 0;
+
+	path_in(path, sizeof(path), "lanes.db");
+	if (!ok(store_open(path, STORE_CREATE, 100, &s, &err) == 0, "open lanes.db"))
+		return;
+	for (int i = 0; i < 5; i++)
+		for (int k = 0; k < (i == 4 ? 1 : 3); k++) {
+			struct store_item it;
+			struct store_receipt r;
+
+			snprintf(pid, sizeof(pid), "L%d-%d", i, k);
+			item_init(&it, "r", pid, "", pid, "{}");
+			it.endpoint = lanes[i][0];
+			it.ca_file = lanes[i][1];
+			if (insert1(s, &it, &r) == STORE_INSERTED &&
+			    (i < 4 || store_dead(s, r.id, 0, 0, now, 0, "test", &err) == 0))
+				stored++;
+		}
+	is_int(stored, 13, "13 rows on five lanes, the last one's a dead letter");
+	ok(store_lanes(s, 16, &l, &n, &err) == 0, "lanes listed");
+	for (size_t i = 0; i < n; i++)
+		snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s|%s ", l[i].endpoint,
+			 l[i].ca_file);
+	is_str(got,
+	       "http://127.0.0.1:9/a| http://127.0.0.1:9/a|/ca/one.pem "
+	       "http://127.0.0.1:9/a|/ca/two.pem http://127.0.0.1:9/b| ",
+	       "the four lanes with pending rows, each once, in order");
+	store_lanes_free(l, n);
+	ok(store_lanes(s, 2, &l, &n, &err) == 0 && n == 2, "at most max of them");
+	store_lanes_free(l, n);
 	store_close(s);
 }
 
@@ -950,6 +1018,7 @@ int main(void)
 	test_sealed();
 	test_secure_delete();
 	test_route_oldest();
+	test_lanes();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		printf("# could not remove %s\n", tmpdir);

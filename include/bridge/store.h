@@ -295,6 +295,16 @@ struct store_route_counts {
  * changed the store, which it then keeps itself; `queue stats`. */
 int store_count_routes(struct store *s, int (*cb)(const struct store_route_counts *c, void *arg),
 		       void *arg, struct bridge_error *err);
+/* The same without the store's lock, so the writers do not wait for the
+ * pass: store_snapshot_begin fixes what the count will see (the rows of
+ * every transaction committed so far; the caller makes sure that none of its
+ * own is half done), on a connection of its own (SQLite; nothing on
+ * PostgreSQL); store_count_routes_snapshot counts on it, then lets it go.
+ * One thread at a time. */
+int store_snapshot_begin(struct store *s, struct bridge_error *err);
+int store_count_routes_snapshot(struct store *s,
+				int (*cb)(const struct store_route_counts *c, void *arg), void *arg,
+				struct bridge_error *err);
 /* Only oldest_created_ms: cheap (one index seek per route), for every /metrics
  * scrape. */
 int store_oldest(struct store *s, int64_t *ret, struct bridge_error *err);
