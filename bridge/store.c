@@ -26,6 +26,7 @@
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
+#include "bridge/clock.h"
 #include "bridge/diag.h"
 #include "bridge/store.h"
 #include "bridge/store_pg.h"
@@ -674,6 +675,23 @@ static int store_settings(struct store *s, unsigned flags, struct bridge_error *
 			      err);
 }
 
+/* SQLite's own wait for another process's write lock sleeps longer and
+ * longer (100 ms at a time after a while), so a writer waiting behind a
+ * `queue` command misses the gaps that the command leaves between its
+ * batches; this one looks again every millisecond, up to busy_ms. */
+static int busy_cb(void *arg, int count)
+{
+	struct store *s = arg;
+	int64_t now = clock_mono_ms();
+
+	if (count == 0)
+		s->busy_since = now;
+	if (now - s->busy_since >= s->busy_ms)
+		return 0;
+	usleep(1000);
+	return 1;
+}
+
 int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct store **ret,
 	       struct bridge_error *err)
 {
@@ -709,7 +727,8 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 	}
 	sqlite3_extended_result_codes(s->db, 0);
 	s->busy_ms = busy_timeout_ms > 0 ? busy_timeout_ms : 0;
-	sqlite3_busy_timeout(s->db, s->busy_ms);
+	if (s->busy_ms)
+		sqlite3_busy_handler(s->db, busy_cb, s);
 	if (store_wal_mode(s, err) < 0 || store_settings(s, flags, err) < 0 ||
 	    ((flags & STORE_VERIFY) && integrity_check(s, err) < 0) ||
 	    schema_prepare(s, flags, err) < 0 ||

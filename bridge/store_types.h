@@ -80,6 +80,7 @@ struct store {
 	sqlite3 *rdb;
 	sqlite3_stmt *rdb_count;
 	int busy_ms;
+	int64_t busy_since; /* db: when the wait for another process's lock began */
 	char *path;
 	sqlite3_stmt *st[ST_N];
 	int64_t data_version;

@@ -7,6 +7,7 @@
  * whole and the store stays usable and consistent.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -999,6 +1000,85 @@ static void test_lanes(void)
 	store_close(s);
 }
 
+struct bulk_run {
+	struct store *s;
+	int64_t n;
+	int rc;
+};
+
+static void *bulk_purge(void *arg)
+{
+	struct bulk_run *b = arg;
+	struct store_filter f;
+	struct bridge_error err;
+
+	store_filter_init(&f);
+	f.route = "bulk";
+	b->rc = store_purge(b->s, &f, &b->n, &err);
+	return NULL;
+}
+
+static int64_t pending_of(struct store *s)
+{
+	struct store_counts c = { 0 };
+	struct bridge_error err;
+
+	return store_count(s, &c, &err) == 0 ? c.pending : -1;
+}
+
+/* A purge of 20,000 rows goes batch by batch: a writer on another connection
+ * (serve, beside the `queue` command) gets in while most of it is still to
+ * do, instead of waiting for the whole of it. */
+static void test_bulk_batches(void)
+{
+	char path[128], pid[24];
+	const struct store_item *items[100];
+	struct store_item its[100];
+	static char pids[100][24];
+	struct store *cli = NULL, *serve = NULL;
+	struct bulk_run b = { 0 };
+	struct bridge_error err;
+	struct store_item it;
+	struct store_receipt r;
+	pthread_t th;
+	int64_t left = -1;
+	int stored = 0, results[100], polls = 0;
+
+	path_in(path, sizeof(path), "bulk.db");
+	if (!ok(store_open(path, STORE_CREATE, 5000, &cli, &err) == 0 &&
+			store_open(path, 0, 5000, &serve, &err) == 0,
+		"bulk.db open twice"))
+		return;
+	for (int round = 0; round < 200; round++) {
+		for (int i = 0; i < 100; i++) {
+			snprintf(pids[i], sizeof(pids[i]), "B%d", round * 100 + i);
+			item_init(&its[i], "bulk", pids[i], "", pids[i], "{}");
+			items[i] = &its[i];
+		}
+		if (store_insert(cli, items, 100, now, results, NULL, &err) == 0)
+			stored += 100;
+	}
+	is_int(stored, 20000, "20,000 pending rows of route bulk");
+	b.s = cli;
+	if (!ok(pthread_create(&th, NULL, bulk_purge, &b) == 0, "purge them on a thread"))
+		return;
+	/* the first batch committed */
+	while (pending_of(serve) == 20000 && polls++ < 100000)
+		usleep(200);
+	snprintf(pid, sizeof(pid), "other");
+	item_init(&it, "other", pid, "", pid, "{}");
+	is_int(store_insert1(serve, &it, now, &r), STORE_INSERTED,
+	       "another connection stores a row meanwhile");
+	left = pending_of(serve);
+	printf("# rows still to purge when the other row was in: %lld\n", (long long)(left - 1));
+	ok(left > 1000, "... with most of the purge still to do (it waited for a batch, not all)");
+	pthread_join(th, NULL);
+	ok(b.rc == 0 && b.n == 20000, "the purge deleted the 20,000 rows");
+	is_int(pending_of(serve), 1, "the other route's row stays");
+	store_close(serve);
+	store_close(cli);
+}
+
 int main(void)
 {
 	char cmd[128];
@@ -1019,6 +1099,7 @@ int main(void)
 	test_secure_delete();
 	test_route_oldest();
 	test_lanes();
+	test_bulk_batches();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		printf("# could not remove %s\n", tmpdir);
