@@ -49,6 +49,7 @@
 #define QUEUE_STORE_PAUSE_MS  1000  /* after a store error, no attempt starts for this long */
 #define QUEUE_STORE_LOG_MS    60000 /* a store that keeps failing is logged this often */
 #define QUEUE_RECOUNT_MS      100   /* shared: gauges recounted this soon after a wake-up */
+#define QUEUE_RECOUNT_SPACING 10    /* SQLite: a recount that took d waits this many d after */
 #define QUEUE_BUSY_TIMEOUT_MS 5000
 #define QUEUE_READY_ROWS      32           /* due rows read ahead per lane, at most */
 #define QUEUE_READY_BYTES     (256 * 1024) /* ... and about this many bytes of bodies */
@@ -912,10 +913,21 @@ static void tick(struct queue *q)
 	} else if (changed) {
 		for (struct lane *l = q->lanes; l; l = l->next)
 			ready_clear(l);
-		counts_reload(q);
+		q->counts_stale = 1;
 		bridge_error_clear(&err);
 		if (lanes_load(q, &err) < 0)
 			store_trouble(q, err.message);
+	}
+	/* a recount is a pass over the store: a `queue` command that commits
+	 * batch after batch would keep this thread counting, so after one that
+	 * took d the next waits 10 d */
+	if (q->counts_stale && now >= q->recount_at) {
+		int64_t t0 = clock_mono_ms(), d;
+
+		q->counts_stale = 0;
+		counts_reload(q);
+		d = clock_mono_ms() - t0;
+		q->recount_at = now + d + QUEUE_RECOUNT_SPACING * d;
 	}
 	lanes_sync(q);
 	for (struct lane *l = q->lanes; l; l = l->next) {
@@ -930,6 +942,8 @@ static void tick(struct queue *q)
 		else if (at > 0 && at < wake)
 			wake = at;
 	}
+	if (q->counts_stale && q->recount_at < wake)
+		wake = q->recount_at;
 	if (q->notified && q->last_counts_ms + QUEUE_RECOUNT_MS < wake)
 		wake = q->last_counts_ms + QUEUE_RECOUNT_MS;
 	if (q->store_pause_until > now && q->store_pause_until < wake)

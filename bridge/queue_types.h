@@ -148,6 +148,8 @@ struct queue {
 	size_t n_settled;
 	int64_t last_tick_ms;
 	int64_t last_changed_ms; /* SQLite: the last look for another process's change */
+	int counts_stale;   /* SQLite: another process changed the store since the last count */
+	int64_t recount_at; /* ... and the next count is not before */
 	int64_t timer_at_ms;
 	int64_t store_pause_until;
 	struct event *watch_ev; /* shared: another bridge changed the store */
