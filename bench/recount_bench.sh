@@ -11,7 +11,8 @@
 # starts serve on the store, then three times: a `queue purge` of one row
 # while 60 posts go one after the other, and prints the purge's time and the
 # slowest of those posts beside three posts alone.  Everything listens on
-# 127.0.0.1 only.
+# 127.0.0.1 only. Then BENCH_BULK_ROWS (200,000; 0: none) dead letters, and a
+# `queue retry --all` of them beside posts (see the end of the script).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -82,3 +83,36 @@ for k in 1 2 3; do
 done
 sleep 1
 echo "queue depth at the end: $(depth) (want $((ROWS + 1 + 3 + 180 - 3))); in the store: $("$BENCH_BRIDGE" queue --config "$CONF" stats | awk '$1 == "webhook_bridge_queue_depth" { print $2 }')"
+
+# A bulk command: BULK dead letters as large as the payload's v2 (copies of
+# a real row), `queue retry --all` while posts go one after the other; the
+# bridge's CPU by thread over the command.
+BULK=${BENCH_BULK_ROWS:-200000}
+[ "$BULK" -gt 0 ] || exit 0
+bench_stop "$BRIDGE_PID"
+rm -f "$BENCH_TMP"/recount.db*
+bench_bridge_start "$CONF" "$BENCH_TMP/serve.log"
+[ "$(post | cut -d' ' -f1)" = 202 ] || bench_die "the first post was not queued"
+bench_stop "$BRIDGE_PID"
+bench_log "adding $BULK dead letters to the store"
+sqlite3 "$BENCH_TMP/recount.db" <<SQL
+WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < $BULK)
+INSERT INTO deliveries (status, route, endpoint, ca_file, timeout_ms, delivery_id, participation_id,
+    state, headers, body, attempts, created_ms, since_ms, next_attempt_ms, checksum)
+SELECT 1, route, endpoint, ca_file, timeout_ms, delivery_id || '-' || k, participation_id || '-' || k,
+    state, headers, body, attempts, created_ms, since_ms, next_attempt_ms, checksum
+FROM deliveries, n WHERE id = (SELECT MIN(id) FROM deliveries);
+SQL
+bench_bridge_start "$CONF" "$BENCH_TMP/serve.log"
+threads() { for t in /proc/"$BRIDGE_PID"/task/*; do echo "$(cat "$t/comm") $(awk '{ print $14 + $15 }' "$t/stat")"; done | sort; }
+(end=$((SECONDS + ${BENCH_BULK_SECONDS:-25})); while [ "$SECONDS" -lt "$end" ]; do post; done >"$BENCH_TMP/lat") &
+LOOP=$!
+sleep 1
+threads >"$BENCH_TMP/cpu0"
+start=$(date +%s%N)
+"$BENCH_BRIDGE" queue --config "$CONF" retry --all >/dev/null
+took=$((($(date +%s%N) - start) / 1000000))
+threads >"$BENCH_TMP/cpu1"
+wait "$LOOP"
+echo "retry --all of $BULK dead letters in ${took} ms; $(wc -l <"$BENCH_TMP/lat") posts beside it, slowest $(sort -k2 -n "$BENCH_TMP/lat" | tail -3 | cut -d' ' -f2 | tr '\n' ' ')s (status $(cut -d' ' -f1 "$BENCH_TMP/lat" | sort -u | tr '\n' ' '))"
+echo "bridge CPU during the command: $(join "$BENCH_TMP/cpu0" "$BENCH_TMP/cpu1" | awk '$3 > $2 { printf "%s %.2f s, ", $1, ($3 - $2) / 100 }')"
