@@ -436,7 +436,10 @@ def bridge_rchar(bridge):
 
 
 def clone_rows(store, route, tag, n, body):
-    """n more rows in the SQLite store, copies of route's oldest with body (SQL)."""
+    """n more rows in the SQLite store, copies of route's oldest with body (SQL),
+    due in an hour: the original's next attempt has a full jitter (it may be due in
+    a second), and the copies' checksums do not match their bodies, so a copy
+    attempted would become a dead letter and move the counts under test."""
     db = sqlite3.connect(store)
     db.execute("""
         WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < %d)
@@ -445,7 +448,7 @@ def clone_rows(store, route, tag, n, body):
             next_attempt_ms, checksum)
         SELECT route, endpoint, ca_file, timeout_ms, delivery_id || '-%s-' || k,
             participation_id || '-%s-' || k, state, headers, %s, attempts,
-            created_ms, since_ms, next_attempt_ms, checksum
+            created_ms, since_ms, created_ms + 3600000, checksum
         FROM deliveries, n
         WHERE id = (SELECT MIN(id) FROM deliveries WHERE route = ?)
     """ % (n, tag, tag, body), (route,))
