@@ -1504,11 +1504,12 @@ int store_count(struct store *s, struct store_counts *ret, struct bridge_error *
 	return 0;
 }
 
-/* The rows of ST_COUNT_ROUTES on st (a statement of db), one cb per route. */
-static int count_routes_run(struct store *s, sqlite3 *db, sqlite3_stmt *st,
+/* The rows of ST_COUNT_ROUTES on the reading connection, one cb per route. */
+static int count_routes_run(struct store *s,
 			    int (*cb)(const struct store_route_counts *c, void *arg), void *arg,
 			    struct bridge_error *err)
 {
+	sqlite3_stmt *st = s->rdb_count;
 	struct store_route_counts c;
 	char *route = NULL;
 	int rc, stop = 0;
@@ -1542,7 +1543,7 @@ static int count_routes_run(struct store *s, sqlite3 *db, sqlite3_stmt *st,
 		}
 	}
 	if (!stop && rc != SQLITE_DONE)
-		stop = store_sql_fail_on(s, db, err, "cannot count deliveries per route");
+		stop = store_sql_fail_on(s, s->rdb, err, "cannot count deliveries per route");
 	else if (!stop && route)
 		stop = cb(&c, arg);
 	free(route);
@@ -1555,14 +1556,7 @@ int store_count_routes(struct store *s, int (*cb)(const struct store_route_count
 {
 	if (s->pg)
 		return store_pg_count_routes(s->pg, cb, arg, err);
-	sqlite3_stmt *st;
-	int rc;
-
-	pthread_mutex_lock(&s->mu);
-	st = store_stmt(s, ST_COUNT_ROUTES, err);
-	rc = st ? count_routes_run(s, s->db, st, cb, arg, err) : -1;
-	pthread_mutex_unlock(&s->mu);
-	return rc;
+	return store_snapshot_begin(s, err) < 0 ? -1 : store_count_routes_snapshot(s, cb, arg, err);
 }
 
 int store_snapshot_begin(struct store *s, struct bridge_error *err)
@@ -1611,7 +1605,7 @@ int store_count_routes_snapshot(struct store *s,
 {
 	if (s->pg)
 		return store_pg_count_routes(s->pg, cb, arg, err);
-	int rc = count_routes_run(s, s->rdb, s->rdb_count, cb, arg, err);
+	int rc = count_routes_run(s, cb, arg, err);
 
 	/* a read only: its end cannot lose anything */
 	sqlite3_exec(s->rdb, "COMMIT", NULL, NULL, NULL);

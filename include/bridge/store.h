@@ -291,16 +291,16 @@ struct store_route_counts {
 };
 /* cb once per route that has rows, in route order; a non-zero return from cb
  * stops the walk and is returned.  One pass over the age index (no row is
- * read): the queue's per-route counts at start and after another process
- * changed the store, which it then keeps itself; `queue stats`. */
+ * read), on SQLite on a connection of its own without the store's lock, so
+ * the writers do not wait for it; one thread at a time.  A shared store's
+ * gauges at each scrape. */
 int store_count_routes(struct store *s, int (*cb)(const struct store_route_counts *c, void *arg),
 		       void *arg, struct bridge_error *err);
-/* The same without the store's lock, so the writers do not wait for the
- * pass: store_snapshot_begin fixes what the count will see (the rows of
- * every transaction committed so far; the caller makes sure that none of its
- * own is half done), on a connection of its own (SQLite; nothing on
- * PostgreSQL); store_count_routes_snapshot counts on it, then lets it go.
- * One thread at a time. */
+/* The same in two steps, for the queue's own counts at start and after
+ * another process changed the store: store_snapshot_begin fixes what the
+ * count will see (the rows of every transaction committed so far; the
+ * caller makes sure that none of its own is half done; nothing on
+ * PostgreSQL), store_count_routes_snapshot counts on it, then lets it go. */
 int store_snapshot_begin(struct store *s, struct bridge_error *err);
 int store_count_routes_snapshot(struct store *s,
 				int (*cb)(const struct store_route_counts *c, void *arg), void *arg,
