@@ -55,19 +55,31 @@ depth() {
 	curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '$1 == "webhook_bridge_queue_depth" { print $2 }'
 }
 
-bench_bridge_start "$CONF" "$BENCH_TMP/serve.log"
-[ "$(post | cut -d' ' -f1)" = 202 ] || bench_die "the first post was not queued"
-bench_stop "$BRIDGE_PID"
-bench_log "adding $ROWS rows to the store"
-sqlite3 "$BENCH_TMP/recount.db" <<SQL
-WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < $ROWS)
-INSERT INTO deliveries (route, endpoint, ca_file, timeout_ms, delivery_id, participation_id,
-    state, headers, body, attempts, created_ms, since_ms, next_attempt_ms, checksum)
-SELECT route, endpoint, ca_file, timeout_ms, delivery_id || '-' || k, participation_id || '-' || k,
-    state, headers, x'7b7d', attempts, created_ms, since_ms, next_attempt_ms, checksum
+# A new store of one real post and N copies of it with STATUS (0 pending, 1
+# dead) and BODY (SQL), then serve on it.  The copies are due in an hour: the
+# original's next attempt has a full jitter (it may be a second away), and a
+# copy's checksum does not match a body of its own, so an attempted copy
+# would become a dead letter.
+store_with_copies() { # N STATUS BODY
+	rm -f "$BENCH_TMP"/recount.db*
+	bench_bridge_start "$CONF" "$BENCH_TMP/serve.log"
+	[ "$(post | cut -d' ' -f1)" = 202 ] || bench_die "the first post was not queued"
+	bench_stop "$BRIDGE_PID"
+	bench_log "adding $1 rows of status $2 to the store"
+	sqlite3 "$BENCH_TMP/recount.db" <<SQL
+WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < $1)
+INSERT INTO deliveries (status, route, endpoint, ca_file, timeout_ms, delivery_id,
+    participation_id, state, headers, body, attempts, created_ms, since_ms, next_attempt_ms,
+    checksum)
+SELECT $2, route, endpoint, ca_file, timeout_ms, delivery_id || '-' || k,
+    participation_id || '-' || k, state, headers, $3, attempts, created_ms, since_ms,
+    created_ms + 3600000, checksum
 FROM deliveries, n WHERE id = (SELECT MIN(id) FROM deliveries);
 SQL
-bench_bridge_start "$CONF" "$BENCH_TMP/serve.log"
+	bench_bridge_start "$CONF" "$BENCH_TMP/serve.log"
+}
+
+store_with_copies "$ROWS" 0 "x'7b7d'"
 bench_log "serve started; queue depth $(depth)"
 echo "### A post beside a recount of $ROWS rows ($(date -u +%Y-%m-%d), $(git -C "$BENCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo "posts alone: $(for i in 1 2 3; do post | cut -d' ' -f2; done | tr '\n' ' ')s"
@@ -90,20 +102,7 @@ echo "queue depth at the end: $(depth) (want $((ROWS + 1 + 3 + 180 - 3))); in th
 BULK=${BENCH_BULK_ROWS:-200000}
 [ "$BULK" -gt 0 ] || exit 0
 bench_stop "$BRIDGE_PID"
-rm -f "$BENCH_TMP"/recount.db*
-bench_bridge_start "$CONF" "$BENCH_TMP/serve.log"
-[ "$(post | cut -d' ' -f1)" = 202 ] || bench_die "the first post was not queued"
-bench_stop "$BRIDGE_PID"
-bench_log "adding $BULK dead letters to the store"
-sqlite3 "$BENCH_TMP/recount.db" <<SQL
-WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < $BULK)
-INSERT INTO deliveries (status, route, endpoint, ca_file, timeout_ms, delivery_id, participation_id,
-    state, headers, body, attempts, created_ms, since_ms, next_attempt_ms, checksum)
-SELECT 1, route, endpoint, ca_file, timeout_ms, delivery_id || '-' || k, participation_id || '-' || k,
-    state, headers, body, attempts, created_ms, since_ms, next_attempt_ms, checksum
-FROM deliveries, n WHERE id = (SELECT MIN(id) FROM deliveries);
-SQL
-bench_bridge_start "$CONF" "$BENCH_TMP/serve.log"
+store_with_copies "$BULK" 1 body
 threads() { for t in /proc/"$BRIDGE_PID"/task/*; do echo "$(cat "$t/comm") $(awk '{ print $14 + $15 }' "$t/stat")"; done | sort; }
 (end=$((SECONDS + ${BENCH_BULK_SECONDS:-25})); while [ "$SECONDS" -lt "$end" ]; do post; done >"$BENCH_TMP/lat") &
 LOOP=$!
