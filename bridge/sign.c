@@ -11,10 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/core_names.h>
+/* SHA256_Init/Update/Final are deprecated since OpenSSL 3.0 and still there
+ * (the EVP providers run on them): their context is a plain struct, so a
+ * keyed HMAC state is copied with no allocation.  OpenSSL 3's EVP_MAC and
+ * EVP_MD contexts allocate at every init and copy, three times per signed
+ * post, and their bookkeeping cost a tenth of the hashing. */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/sha.h>
 
 #include "bridge/hex.h"
 #include "bridge/sign.h"
@@ -25,22 +30,18 @@
 #define SIGN_HEX_LEN    64
 #define SIGN_BASE64_LEN 44
 
-/* A worker signs every post with its route's secret: the HMAC state keyed
- * by it and a SHA-256 context are kept per thread, so a signature or digest
- * costs no allocation, algorithm fetch or key set-up (a restart from the
- * keyed state is EVP_MAC_init without a key). */
+/* A worker signs every post with its route's secret: HMAC's two keyed
+ * states (RFC 2104: the key's inner and outer pads, hashed once) are kept
+ * per thread, and a signature starts from copies of them. */
 #define SIGN_KEYS 4 /* keyed states a thread keeps: a rotation's keys fit */
 
 struct sign_key {
-	EVP_MAC_CTX *ctx;
-	unsigned char *key;
+	unsigned char *key; /* NULL: the slot is free */
 	size_t len;
+	SHA256_CTX inner, outer;
 };
 
 struct sign_thread {
-	EVP_MAC *mac;
-	EVP_MD *sha256;
-	EVP_MD_CTX *md;
 	struct sign_key keys[SIGN_KEYS];
 	unsigned next; /* the slot a new key takes */
 	struct sign_thread *prev_t, *next_t;
@@ -55,10 +56,10 @@ static pthread_mutex_t sign_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void sign_key_clear(struct sign_key *k)
 {
-	EVP_MAC_CTX_free(k->ctx);
 	if (k->key)
-		OPENSSL_clear_free(k->key, k->len);
-	memset(k, 0, sizeof(*k));
+		OPENSSL_clear_free(k->key, k->len ? k->len : 1);
+	OPENSSL_cleanse(k, sizeof(*k));
+	k->key = NULL;
 }
 
 static void sign_thread_free(void *arg)
@@ -75,9 +76,6 @@ static void sign_thread_free(void *arg)
 	pthread_mutex_unlock(&sign_lock);
 	for (int i = 0; i < SIGN_KEYS; i++)
 		sign_key_clear(&t->keys[i]);
-	EVP_MD_CTX_free(t->md);
-	EVP_MD_free(t->sha256);
-	EVP_MAC_free(t->mac);
 	free(t);
 }
 
@@ -86,7 +84,7 @@ static void sign_once_init(void)
 	sign_tkey_ok = pthread_key_create(&sign_tkey, sign_thread_free) == 0;
 }
 
-/* This thread's state, or NULL (the one-shot functions are used then). */
+/* This thread's state, or NULL (keyed states are made on the stack then). */
 static struct sign_thread *sign_thread(void)
 {
 	struct sign_thread *t;
@@ -100,50 +98,88 @@ static struct sign_thread *sign_thread(void)
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	t->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	t->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-	t->md = EVP_MD_CTX_new();
 	pthread_mutex_lock(&sign_lock);
 	t->next_t = sign_threads;
 	if (sign_threads)
 		sign_threads->prev_t = t;
 	sign_threads = t;
 	pthread_mutex_unlock(&sign_lock);
-	if (!t->mac || !t->sha256 || !t->md || pthread_setspecific(sign_tkey, t) != 0) {
+	if (pthread_setspecific(sign_tkey, t) != 0) {
 		sign_thread_free(t);
 		return NULL;
 	}
 	return t;
 }
 
-/* The HMAC context keyed by key, made on first use in this thread. */
-static EVP_MAC_CTX *sign_keyed(struct sign_thread *t, const unsigned char *key, size_t key_len)
+/* RFC 2104: a key longer than a block is hashed first; the block-sized key
+ * XOR 0x36 starts the inner hash, XOR 0x5c the outer one. */
+static int sign_states(const unsigned char *key, size_t key_len, SHA256_CTX *inner,
+		       SHA256_CTX *outer)
 {
-	OSSL_PARAM params[2];
+	unsigned char k[SHA256_CBLOCK], pad[SHA256_CBLOCK];
+	int ok;
+
+	memset(k, 0, sizeof(k));
+	if (key_len > sizeof(k)) {
+		SHA256_CTX c;
+
+		ok = SHA256_Init(&c) && SHA256_Update(&c, key, key_len) && SHA256_Final(k, &c);
+		OPENSSL_cleanse(&c, sizeof(c));
+		if (!ok)
+			return -1;
+	} else {
+		memcpy(k, key, key_len);
+	}
+	for (size_t i = 0; i < sizeof(pad); i++)
+		pad[i] = k[i] ^ 0x36;
+	ok = SHA256_Init(inner) && SHA256_Update(inner, pad, sizeof(pad));
+	for (size_t i = 0; i < sizeof(pad); i++)
+		pad[i] = k[i] ^ 0x5c;
+	ok = ok && SHA256_Init(outer) && SHA256_Update(outer, pad, sizeof(pad));
+	OPENSSL_cleanse(k, sizeof(k));
+	OPENSSL_cleanse(pad, sizeof(pad));
+	return ok ? 0 : -1;
+}
+
+/* The keyed states of key, made on first use in this thread. */
+static const struct sign_key *sign_keyed(struct sign_thread *t, const unsigned char *key,
+					 size_t key_len)
+{
 	struct sign_key *k;
 
 	for (int i = 0; i < SIGN_KEYS; i++) {
 		k = &t->keys[i];
-		if (k->ctx && k->len == key_len && CRYPTO_memcmp(k->key, key, key_len) == 0)
-			return EVP_MAC_init(k->ctx, NULL, 0, NULL) == 1 ? k->ctx : NULL;
+		if (k->key && k->len == key_len && CRYPTO_memcmp(k->key, key, key_len) == 0)
+			return k;
 	}
 	k = &t->keys[t->next++ % SIGN_KEYS];
 	sign_key_clear(k);
 	k->key = OPENSSL_malloc(key_len ? key_len : 1);
-	k->ctx = EVP_MAC_CTX_new(t->mac);
-	if (!k->key || !k->ctx) {
-		sign_key_clear(k);
+	if (!k->key)
 		return NULL;
-	}
 	memcpy(k->key, key, key_len);
 	k->len = key_len;
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
-	params[1] = OSSL_PARAM_construct_end();
-	if (EVP_MAC_init(k->ctx, key, key_len, params) != 1) {
+	if (sign_states(key, key_len, &k->inner, &k->outer) < 0) {
 		sign_key_clear(k);
 		return NULL;
 	}
-	return k->ctx;
+	return k;
+}
+
+/* HMAC-SHA256 from the keyed states: the inner hash of the body, then the
+ * outer hash of the inner digest. */
+static int sign_hmac(const SHA256_CTX *inner, const SHA256_CTX *outer, const void *body, size_t len,
+		     unsigned char *ret)
+{
+	unsigned char in_md[SIGN_DIGEST_LEN];
+	SHA256_CTX c = *inner;
+	int ok = SHA256_Update(&c, body, len) && SHA256_Final(in_md, &c);
+
+	c = *outer;
+	ok = ok && SHA256_Update(&c, in_md, sizeof(in_md)) && SHA256_Final(ret, &c);
+	OPENSSL_cleanse(&c, sizeof(c));
+	OPENSSL_cleanse(in_md, sizeof(in_md));
+	return ok ? 0 : -1;
 }
 
 static int sign_digest(const void *key, size_t key_len, const void *body, size_t len,
@@ -151,42 +187,34 @@ static int sign_digest(const void *key, size_t key_len, const void *body, size_t
 {
 	static const unsigned char empty[1];
 	struct sign_thread *t;
-	unsigned int md_len = 0;
+	const struct sign_key *k;
+	SHA256_CTX inner, outer;
+	int rc;
 
-	if (key_len > INT_MAX)
-		return -1;
-	/* OpenSSL wants non-NULL pointers even for empty keys and bodies. */
 	if (!key || key_len == 0)
 		key = empty;
 	if (!body || len == 0)
 		body = empty;
 	t = sign_thread();
 	if (t) {
-		EVP_MAC_CTX *ctx = sign_keyed(t, key, key_len);
-		size_t out = 0;
-
-		if (!ctx || EVP_MAC_update(ctx, body, len) != 1 ||
-		    EVP_MAC_final(ctx, ret, &out, SIGN_DIGEST_LEN) != 1)
-			return -1;
-		return out == SIGN_DIGEST_LEN ? 0 : -1;
+		k = sign_keyed(t, key, key_len);
+		return k ? sign_hmac(&k->inner, &k->outer, body, len, ret) : -1;
 	}
-	if (!HMAC(EVP_sha256(), key, (int)key_len, body, len, ret, &md_len))
-		return -1;
-	return md_len == SIGN_DIGEST_LEN ? 0 : -1;
+	rc = sign_states(key, key_len, &inner, &outer);
+	rc = rc < 0 ? -1 : sign_hmac(&inner, &outer, body, len, ret);
+	OPENSSL_cleanse(&inner, sizeof(inner));
+	OPENSSL_cleanse(&outer, sizeof(outer));
+	return rc;
 }
 
 int sign_sha256(const struct sign_part *parts, size_t n, unsigned char md[SIGN_SHA256_LEN])
 {
-	struct sign_thread *t = sign_thread();
-	EVP_MD_CTX *own = t ? NULL : EVP_MD_CTX_new();
-	EVP_MD_CTX *ctx = t ? t->md : own;
-	int ok = ctx && EVP_DigestInit_ex(ctx, t ? t->sha256 : EVP_sha256(), NULL) == 1;
+	SHA256_CTX c;
+	int ok = SHA256_Init(&c);
 
 	for (size_t i = 0; ok && i < n; i++)
-		ok = EVP_DigestUpdate(ctx, parts[i].data, parts[i].len) == 1;
-	ok = ok && EVP_DigestFinal_ex(ctx, md, NULL) == 1;
-	EVP_MD_CTX_free(own);
-	return ok ? 0 : -1;
+		ok = SHA256_Update(&c, parts[i].data, parts[i].len);
+	return ok && SHA256_Final(md, &c) ? 0 : -1;
 }
 
 int sign_body(const void *key, size_t key_len, const void *body, size_t len, enum sign_encoding enc,
