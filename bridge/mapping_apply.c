@@ -516,27 +516,6 @@ static const char *mime_lookup(const struct mapping *m, const char *name, size_t
 	return m->mime_default;
 }
 
-/* Offset of the first control character (C0, DEL) or -1: a NUL would cut
- * the name the type is guessed from, the others have no place in a URL. */
-static long first_control(const char *s, size_t len)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	const uint64_t ones = 0x0101010101010101ULL;
-	size_t i = 0;
-
-	/* 8 bytes at a time while none is one (the tests are exact on ASCII) */
-	for (; i + 8 <= len; i += 8) {
-		uint64_t x = load_le64(u + i), d = x ^ (ones * 0x7F);
-
-		if ((((x - ones * 0x20) & ~x) | ((d - ones) & ~d)) & (ones * 0x80))
-			break;
-	}
-	for (; i < len; i++)
-		if (u[i] < 0x20 || u[i] == 0x7F)
-			return (long)i;
-	return -1;
-}
-
 /* file{path, name, type}: name is the last segment of the URL's path (query
  * and fragment removed, not percent-decoded), type guessed from its
  * extension. */
@@ -731,7 +710,9 @@ static int apply_answers(struct apply *a, const struct var_rule *r, struct v2_en
 			}
 		}
 		if (r->is_file) {
-			long bad = first_control(s, len);
+			/* a NUL would cut the name the type is guessed from, the
+			 * other control characters have no place in a URL */
+			long bad = word_first_control(s, len);
 
 			if (bad >= 0)
 				return fail(a, r->file, r->line, r->from,

@@ -65,6 +65,7 @@
 
 #include "bridge/upstream.h"
 #include "bridge/upstream_resp.h"
+#include "wordload.h"
 
 #define UPSTREAM_REASON_MAX       320
 #define UPSTREAM_HEADER_NAME_MAX  256
@@ -1281,33 +1282,45 @@ int upstream_header_name_valid(const char *s)
 	return *e == '\0' && e > s && e - s <= UPSTREAM_HEADER_NAME_MAX;
 }
 
-static int header_value_valid(const char *s)
+/* A value without control characters but tab, of at most the value limit. */
+static int header_value_valid(const char *s, size_t n)
 {
-	size_t n = 0;
+	long at;
 
-	for (; *s; s++, n++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+	if (n > UPSTREAM_HEADER_VALUE_MAX)
+		return 0;
+	while ((at = word_first_control(s, n)) >= 0) {
+		if (s[at] != '\t')
 			return 0;
+		s += at + 1;
+		n -= (size_t)at + 1;
 	}
-	return n <= UPSTREAM_HEADER_VALUE_MAX;
+	return 1;
 }
 
 /* Headers this module owns (Host, Content-Length) or that are hop-by-hop and
  * would corrupt the framing of a fully buffered body. */
-static int header_name_reserved(const char *s)
+static int header_name_reserved(const char *s, size_t n)
 {
-	static const char *const names[] = {
-		"Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
-		"TE",   "Trailer",        "Upgrade",           "Expect",
+#define NAME(s)                  \
+	{                        \
+		s, sizeof(s) - 1 \
+	}
+	static const struct {
+		const char *s;
+		size_t n;
+	} names[] = {
+		NAME("Host"),       NAME("Content-Length"), NAME("Transfer-Encoding"),
+		NAME("Connection"), NAME("Keep-Alive"),     NAME("TE"),
+		NAME("Trailer"),    NAME("Upgrade"),        NAME("Expect"),
 	};
+#undef NAME
 	size_t i;
 
 	if (!strchr("CcEeHhKkPpTtUu", s[0]))
 		return 0; /* no reserved name starts so (s[0] is not NUL: a valid name) */
 	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strcasecmp(s, names[i]) == 0)
+		if (n == names[i].n && strcasecmp(s, names[i].s) == 0)
 			return 1;
 	return strncasecmp(s, "Proxy-", 6) == 0;
 }
@@ -1319,9 +1332,10 @@ static char *put(char *at, const char *s, size_t n)
 }
 
 /* The request as it goes on the wire, built once: request line, Host, the
- * caller's headers in their order, Content-Length, blank line, body. */
+ * caller's headers in their order (lens: each one's name and value lengths),
+ * Content-Length, blank line, body. */
 static int request_wire(struct upstream_request *r, const struct upstream_header *headers,
-			size_t n_headers, const void *body, size_t len)
+			const size_t (*lens)[2], size_t n_headers, const void *body, size_t len)
 {
 	const struct upstream_url *u = &r->pool->url;
 	size_t i, size, path = strlen(u->path), host = strlen(u->host_header);
@@ -1330,7 +1344,7 @@ static int request_wire(struct upstream_request *r, const struct upstream_header
 
 	size = 5 + path + 17 + host + 2 + 16 + sizeof(digits) + 4 + len;
 	for (i = 0; i < n_headers; i++)
-		size += strlen(headers[i].name) + 2 + strlen(headers[i].value) + 2;
+		size += lens[i][0] + 2 + lens[i][1] + 2;
 	r->wire = malloc(size);
 	if (!r->wire)
 		return -1;
@@ -1340,9 +1354,9 @@ static int request_wire(struct upstream_request *r, const struct upstream_header
 	at = put(at, u->host_header, host);
 	at = put(at, "\r\n", 2);
 	for (i = 0; i < n_headers; i++) {
-		at = put(at, headers[i].name, strlen(headers[i].name));
+		at = put(at, headers[i].name, lens[i][0]);
 		at = put(at, ": ", 2);
-		at = put(at, headers[i].value, strlen(headers[i].value));
+		at = put(at, headers[i].value, lens[i][1]);
 		at = put(at, "\r\n", 2);
 	}
 	i = len;
@@ -1364,7 +1378,7 @@ int upstream_post(struct upstream_pool *p, const struct upstream_header *headers
 {
 	struct upstream_request *r;
 	struct timeval tv;
-	size_t i;
+	size_t i, lens[UPSTREAM_HEADERS_MAX][2];
 
 	if (ret)
 		*ret = NULL;
@@ -1384,12 +1398,14 @@ int upstream_post(struct upstream_pool *p, const struct upstream_header *headers
 		if (!headers[i].name || !upstream_header_name_valid(headers[i].name))
 			return bridge_error_set(err, "invalid upstream header name '%.64s'",
 						headers[i].name ? headers[i].name : "(null)");
-		if (header_name_reserved(headers[i].name))
+		lens[i][0] = strlen(headers[i].name);
+		if (header_name_reserved(headers[i].name, lens[i][0]))
 			return bridge_error_set(err,
 						"header '%s' is set by the bridge itself or is "
 						"hop-by-hop; it cannot be configured",
 						headers[i].name);
-		if (!headers[i].value || !header_value_valid(headers[i].value))
+		lens[i][1] = headers[i].value ? strlen(headers[i].value) : 0;
+		if (!headers[i].value || !header_value_valid(headers[i].value, lens[i][1]))
 			return bridge_error_set(err,
 						"invalid value for upstream header '%s' "
 						"(control character or longer than %d bytes)",
@@ -1404,7 +1420,7 @@ int upstream_post(struct upstream_pool *p, const struct upstream_header *headers
 	r->cb = cb;
 	r->arg = arg;
 	clock_gettime(CLOCK_MONOTONIC, &r->started);
-	if (request_wire(r, headers, n_headers, body, len) < 0)
+	if (request_wire(r, headers, (const size_t(*)[2])lens, n_headers, body, len) < 0)
 		goto oom;
 	r->deadline = evtimer_new(p->base, request_deadline_cb, r);
 	ms_to_tv(timeout_ms, &tv);

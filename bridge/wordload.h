@@ -38,4 +38,24 @@ static inline uint64_t load_tail64(const unsigned char *p, size_t n)
 	return 0;
 }
 
+/* Offset of the first control character (C0, DEL) in the len bytes at s, or
+ * -1: 8 bytes at a time while none is one (the tests are exact on ASCII). */
+static inline long word_first_control(const char *s, size_t len)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	const uint64_t ones = 0x0101010101010101ULL;
+	size_t i = 0;
+
+	for (; i + 8 <= len; i += 8) {
+		uint64_t x = load_le64(u + i), d = x ^ (ones * 0x7F);
+
+		if ((((x - ones * 0x20) & ~x) | ((d - ones) & ~d)) & (ones * 0x80))
+			break;
+	}
+	for (; i < len; i++)
+		if (u[i] < 0x20 || u[i] == 0x7F)
+			return (long)i;
+	return -1;
+}
+
 #endif

@@ -1224,7 +1224,16 @@ static void test_validation(struct sink *s)
 		{ "", "x", "invalid upstream header name" },
 		{ "X-Ok", "a\r\nInjected: 1", "invalid value" },
 		{ "X-Ok", "nul\x01", "invalid value" },
+		{ "X-Ok", "sixteen bytes...\x7f", "invalid value" },
+		{ "X-Ok",
+		  "0123\x7f"
+		  "5678901",
+		  "invalid value" },
+		{ "X-Ok", "a\ttab, then\n", "invalid value" },
+		{ "TE", "trailers", "hop-by-hop" },
+		{ "expect", "100-continue", "hop-by-hop" },
 	};
+	static char longest[8193], too_long[8194];
 	struct upstream_pool *p;
 	struct upstream_request *r;
 	struct bridge_error err;
@@ -1251,6 +1260,20 @@ static void test_validation(struct sink *s)
 	ok(strstr(err.message, "positive") != NULL, "  message says why");
 	is_int(upstream_post(p, NULL, 0, "x", 1, 100, NULL, NULL, NULL, &err), -1,
 	       "missing callback refused");
+	/* tabs are the one control character a value may hold, anywhere */
+	memset(longest, 'v', sizeof(longest) - 1);
+	memset(too_long, 'v', sizeof(too_long) - 1);
+	longest[3] = longest[sizeof(longest) - 2] = '\t';
+	h.name = "X-Long";
+	h.value = longest;
+	ok(upstream_post(p, &h, 1, "x", 1, 1000, on_done, &res, &r, &err) == 0 && r,
+	   "a value of 8192 bytes with tabs in it is taken");
+	upstream_request_cancel(r);
+	h.value = too_long;
+	r = (struct upstream_request *)1;
+	ok(upstream_post(p, &h, 1, "x", 1, 1000, on_done, &res, &r, &err) == -1 && r == NULL &&
+		   strstr(err.message, "longer than 8192 bytes"),
+	   "one of 8193 bytes is refused");
 	upstream_pool_free(p);
 	{
 		struct upstream_url u;
