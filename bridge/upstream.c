@@ -121,12 +121,12 @@ struct upstream_request {
 	enum req_state state;
 	TAILQ_ENTRY(upstream_request) link; /* waiting, running or done list */
 	struct upstream_conn *conn;
-	struct event *deadline;
+	struct event deadline; /* embedded: an allocation fewer per request */
 	struct timespec started;
 	int timeout_ms;
 	upstream_done_cb cb;
 	void *arg;
-	char *wire; /* the whole request as sent */
+	char *wire; /* the whole request as sent: the bytes after the struct */
 	size_t wire_len;
 	int retried;                              /* the one retry on a fresh connection was used */
 	char retried_reason[UPSTREAM_REASON_MAX]; /* why the first attempt failed */
@@ -402,16 +402,14 @@ static void request_finish(struct upstream_request *r, enum upstream_outcome o, 
 	r->status = o == UPSTREAM_RESPONSE ? status : 0;
 	r->elapsed_us = us_since(&r->started);
 	r->elapsed_ms = (long)(r->elapsed_us / 1000);
-	evtimer_del(r->deadline);
+	evtimer_del(&r->deadline);
 	TAILQ_INSERT_TAIL(&p->done, r, link);
 	event_active(p->deliver_ev, EV_TIMEOUT, 1);
 }
 
 static void request_free(struct upstream_request *r)
 {
-	if (r->deadline)
-		event_free(r->deadline);
-	free(r->wire);
+	evtimer_del(&r->deadline); /* assigned before anything can fail */
 	upstream_resp_free(&r->resp);
 	free(r);
 }
@@ -1334,24 +1332,29 @@ static char *put(char *at, const char *s, size_t n)
 /* The request as it goes on the wire, built once: request line, Host, the
  * caller's headers in their order (lens: each one's name and value lengths),
  * Content-Length, blank line, body. */
-static int request_wire(struct upstream_request *r, const struct upstream_header *headers,
-			const size_t (*lens)[2], size_t n_headers, const void *body, size_t len)
+static size_t request_wire_size(const struct upstream_pool *p, const size_t (*lens)[2],
+				size_t n_headers, size_t len)
+{
+	size_t size = 5 + strlen(p->url.path) + 17 + strlen(p->url.host_header) + 2 + 16 + 24 + 4 +
+		      len;
+
+	for (size_t i = 0; i < n_headers; i++)
+		size += lens[i][0] + 2 + lens[i][1] + 2;
+	return size;
+}
+
+static void request_wire(struct upstream_request *r, const struct upstream_header *headers,
+			 const size_t (*lens)[2], size_t n_headers, const void *body, size_t len)
 {
 	const struct upstream_url *u = &r->pool->url;
-	size_t i, size, path = strlen(u->path), host = strlen(u->host_header);
+	size_t i;
 	char digits[24], *at;
 	int nd = 0;
 
-	size = 5 + path + 17 + host + 2 + 16 + sizeof(digits) + 4 + len;
-	for (i = 0; i < n_headers; i++)
-		size += lens[i][0] + 2 + lens[i][1] + 2;
-	r->wire = malloc(size);
-	if (!r->wire)
-		return -1;
 	at = put(r->wire, "POST ", 5);
-	at = put(at, u->path, path);
+	at = put(at, u->path, strlen(u->path));
 	at = put(at, " HTTP/1.1\r\nHost: ", 17);
-	at = put(at, u->host_header, host);
+	at = put(at, u->host_header, strlen(u->host_header));
 	at = put(at, "\r\n", 2);
 	for (i = 0; i < n_headers; i++) {
 		at = put(at, headers[i].name, lens[i][0]);
@@ -1369,7 +1372,6 @@ static int request_wire(struct upstream_request *r, const struct upstream_header
 	if (len)
 		at = put(at, body, len);
 	r->wire_len = (size_t)(at - r->wire);
-	return 0;
 }
 
 int upstream_post(struct upstream_pool *p, const struct upstream_header *headers, size_t n_headers,
@@ -1378,7 +1380,7 @@ int upstream_post(struct upstream_pool *p, const struct upstream_header *headers
 {
 	struct upstream_request *r;
 	struct timeval tv;
-	size_t i, lens[UPSTREAM_HEADERS_MAX][2];
+	size_t i, size, lens[UPSTREAM_HEADERS_MAX][2];
 
 	if (ret)
 		*ret = NULL;
@@ -1412,19 +1414,21 @@ int upstream_post(struct upstream_pool *p, const struct upstream_header *headers
 						headers[i].name, UPSTREAM_HEADER_VALUE_MAX);
 	}
 
-	r = calloc(1, sizeof(*r));
-	if (!r)
+	/* the request and its bytes in one allocation */
+	size = request_wire_size(p, (const size_t(*)[2])lens, n_headers, len);
+	if (size > SIZE_MAX - sizeof(*r) || !(r = malloc(sizeof(*r) + size)))
 		return bridge_error_set(err, "out of memory");
+	memset(r, 0, sizeof(*r));
+	r->wire = (char *)(r + 1);
 	r->pool = p;
 	r->timeout_ms = timeout_ms;
 	r->cb = cb;
 	r->arg = arg;
 	clock_gettime(CLOCK_MONOTONIC, &r->started);
-	if (request_wire(r, headers, (const size_t(*)[2])lens, n_headers, body, len) < 0)
-		goto oom;
-	r->deadline = evtimer_new(p->base, request_deadline_cb, r);
+	request_wire(r, headers, (const size_t(*)[2])lens, n_headers, body, len);
+	evtimer_assign(&r->deadline, p->base, request_deadline_cb, r);
 	ms_to_tv(timeout_ms, &tv);
-	if (!r->deadline || evtimer_add(r->deadline, &tv) < 0)
+	if (evtimer_add(&r->deadline, &tv) < 0)
 		goto oom;
 	r->state = REQ_WAITING;
 	TAILQ_INSERT_TAIL(&p->waiting, r, link);

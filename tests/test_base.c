@@ -446,9 +446,13 @@ static void test_log_keys(void)
 	log_str(&l, "a\"b\\c", "v");
 	log_int(&l, "new\nline\x01\x7f", 1);
 	log_str(&l, "caf\xc3\xa9", "x");
+	log_int(&l, "a-long-key-with\"quote", 2);
+	log_int(&l, "a-long-key-with-DEL\x7f", 3);
+	log_int(&l, "sixteen-byte-key", 4);
 	is_str(log_tail(&l, n),
 	       ",\"status\":200,\"a\\\"b\\\\c\":\"v\",\"new\\nline\\u0001\\u007f\":1,"
-	       "\"caf\xc3\xa9\":\"x\"",
+	       "\"caf\xc3\xa9\":\"x\",\"a-long-key-with\\\"quote\":2,"
+	       "\"a-long-key-with-DEL\\u007f\":3,\"sixteen-byte-key\":4",
 	       "log keys: plain ones as they are, the others escaped as values are");
 
 	/* A plain key of 4 bytes and one that escapes to 4 (k\"y) are cut at
