@@ -1,5 +1,6 @@
 /* The webhook listener's connections and answers (see httpd.h). */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 #include <strings.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -27,6 +29,7 @@
 #define HEAD_BLOCK  2048
 #define LINGER_MS   5000 /* a closing connection is drained at most that long */
 #define REFUSAL_MAX 1024 /* the longest refusal text */
+#define SEND_CHUNKS 8    /* the chunks of an answer's body sent with its head */
 
 struct httpd_conn {
 	TAILQ_ENTRY(httpd_conn) link;
@@ -553,16 +556,44 @@ void httpd_send(struct httpd_request *r, int status, const char *phrase, struct 
 	size_t len = body && r->method != HTTPD_HEAD ? evbuffer_get_length(body) : 0;
 	size_t room = head_room(r, phrase);
 	char small[2048], *head = room <= sizeof(small) ? small : arena_alloc(r->arena, room);
+	size_t n_head, sent = 0;
 
 	c->pending = 0;
 	if (c->dead || !head) {
 		conn_free(c);
 		return;
 	}
-	evbuffer_add(out, head, head_write(r, status, phrase, len, head));
-	if (len)
-		evbuffer_add_buffer(out, body);
+	n_head = head_write(r, status, phrase, len, head);
 	c->closing |= closes_after(r);
+	if (is_plain(c) && evbuffer_get_length(out) == 0) {
+		/* nothing queued: the head and the body's first chunks in one
+		 * sendmsg, and only what the socket did not take (or the chunks
+		 * after SEND_CHUNKS) into the output */
+		struct iovec iov[1 + SEND_CHUNKS];
+		struct msghdr mh = { .msg_iov = iov };
+		int n_body = len ? evbuffer_peek(body, -1, NULL, iov + 1, SEND_CHUNKS) : 0;
+		int e = errno;
+		ssize_t n;
+
+		iov[0].iov_base = head;
+		iov[0].iov_len = n_head;
+		mh.msg_iovlen = (size_t)1 + (size_t)(n_body < SEND_CHUNKS ? n_body : SEND_CHUNKS);
+		n = sendmsg((int)bufferevent_getfd(c->bev), &mh, MSG_NOSIGNAL);
+		errno = e;
+		sent = n > 0 ? (size_t)n : 0;
+		if (sent == n_head + len) {
+			request_reset(c);
+			if (!c->in_process)
+				all_out(c);
+			return;
+		}
+	}
+	if (sent < n_head)
+		evbuffer_add(out, head + sent, n_head - sent);
+	if (len) {
+		evbuffer_drain(body, sent > n_head ? sent - n_head : 0);
+		evbuffer_add_buffer(out, body);
+	}
 	request_reset(c);
 	if (conn_flush(c) && !c->in_process)
 		all_out(c);

@@ -27,8 +27,9 @@
  *    (rd_ev, one read(2) a time, upstream_bev_readable) instead of its
  *    bufferevent, which asks how much is readable (an ioctl) before each read.
  *  - On a plain connection the output's write interest is off between
- *    requests: a request goes out with upstream_bev_write_now(), and only
- *    what the socket did not take turns it on until the output drains.
+ *    requests: a request goes out with one send(2) from its wire bytes, and
+ *    only what the socket did not take is copied into the output and turns
+ *    it on until the output drains.
  *  - An answer is reused only when it said so (HTTP/1.1 without
  *    Connection: close, HTTP/1.0 with keep-alive), was framed by a length or
  *    chunks, and nothing more arrived after it.
@@ -882,17 +883,32 @@ static void request_send(struct upstream_request *r)
 {
 	struct upstream_conn *c = r->conn;
 	struct upstream_pool *p = r->pool;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	size_t sent = 0;
 
 	upstream_resp_init(&r->resp, p->lim.max_response_headers, p->lim.max_response_body);
 	r->bytes_start = c->bytes_in;
 	c->uses++;
 	c->state = CONN_BUSY;
-	if (evbuffer_add(bufferevent_get_output(c->bev), r->wire, r->wire_len) < 0) {
+	/* a kept-alive plain connection with nothing queued: written from the
+	 * request's bytes at once, and only what the socket did not take goes
+	 * into the output (an error shows when the bufferevent writes it) */
+	if (c->established && !p->url.https && evbuffer_get_length(out) == 0) {
+		int e = errno;
+		ssize_t n = send((int)bufferevent_getfd(c->bev), r->wire, r->wire_len,
+				 MSG_NOSIGNAL);
+
+		errno = e;
+		if (n == (ssize_t)r->wire_len)
+			return;
+		sent = n > 0 ? (size_t)n : 0;
+	}
+	if (evbuffer_add(out, r->wire + sent, r->wire_len - sent) < 0) {
 		attempt_abort(r, UPSTREAM_CONNECT_FAILED, "out of memory building the request");
 		return;
 	}
-	/* a kept-alive plain connection: out now, the rest when the socket takes it */
-	if (c->established && !p->url.https && !upstream_bev_write_now(c->bev))
+	/* the rest when the socket takes it */
+	if (c->established && !p->url.https)
 		bufferevent_enable(c->bev, EV_WRITE);
 }
 

@@ -273,9 +273,38 @@ static void later_cb(evutil_socket_t fd, short what, void *arg)
 	answer(req);
 }
 
+#define BIG_BODY (2 * 1024 * 1024)
+
+/* byte i of a big answer's body */
+static char big_byte(size_t i)
+{
+	return (char)('a' + i % 23);
+}
+
+/* /big/N: a body of BIG_BODY bytes in N chunks. */
+static void answer_big(struct httpd_request *req, size_t chunks)
+{
+	struct evbuffer *b = evbuffer_new();
+	size_t piece = BIG_BODY / chunks;
+	char *buf = malloc(piece);
+
+	for (size_t c = 0; c < chunks; c++) {
+		for (size_t i = 0; i < piece; i++)
+			buf[i] = big_byte(c * piece + i);
+		evbuffer_add(b, buf, piece);
+	}
+	free(buf);
+	httpd_send(req, 200, "OK", b);
+	evbuffer_free(b);
+}
+
 static void handler(struct httpd_request *req, void *arg)
 {
 	handled++;
+	if (strncmp(req->path, "/big/", 5) == 0) {
+		answer_big(req, (size_t)atoi(req->path + 5));
+		return;
+	}
 	if (strcmp(req->path, "/later") == 0) {
 		struct timeval tv = { 0, 50 * 1000 };
 
@@ -403,6 +432,64 @@ static void t_server_keep_alive(void)
 	close(fd);
 }
 
+/* An answer far larger than the socket takes at once, to a client that
+ * reads it only later: every byte arrives in order, and the connection goes
+ * on with the next request. */
+static void t_server_big(const char *path, const char *name)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0), small = 4096, bad = 0;
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	size_t cap = BIG_BODY + 4096, got = 0, head = 0;
+	char *out = malloc(cap), req[128], tail[8192], what[160];
+	struct timespec ts;
+	long long end;
+	int closed;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+		perror("connect");
+	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", path);
+	send(fd, req, strlen(req), MSG_NOSIGNAL);
+	for (int i = 0; i < 50; i++) { /* the server writes what it can, nothing read */
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		usleep(1000);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	end = ts.tv_sec * 1000LL + ts.tv_nsec / 1000000 + 10000;
+	while (got < cap) {
+		ssize_t n;
+		char *eoh;
+
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		n = recv(fd, out + got, cap - got, MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+			break;
+		if (n > 0)
+			got += (size_t)n;
+		if (!head && (eoh = memmem(out, got, "\r\n\r\n", 4)))
+			head = (size_t)(eoh - out) + 4;
+		if (head && got >= head + BIG_BODY)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		if (ts.tv_sec * 1000LL + ts.tv_nsec / 1000000 > end)
+			break;
+	}
+	snprintf(what, sizeof(what), "%s: its head", name);
+	ok(head && memmem(out, head, "Content-Length: 2097152\r\n", 25) != NULL, what);
+	snprintf(what, sizeof(what), "%s: every byte of the body came", name);
+	is_int((int)(got - head), BIG_BODY, what);
+	for (size_t i = 0; head && i < BIG_BODY && i < got - head; i++)
+		bad += out[head + i] != big_byte(i);
+	snprintf(what, sizeof(what), "%s: in order", name);
+	is_int(bad, 0, what);
+	exchange(fd, "GET /d HTTP/1.1\r\nHost: h\r\n\r\n", 0, 300, tail, sizeof(tail), &closed);
+	snprintf(what, sizeof(what), "%s: the next request on the connection is answered", name);
+	is_str(tail, OK200("11") "other /d - ", what);
+	close(fd);
+	free(out);
+}
+
 static void t_server_versions(void)
 {
 	char out[8192];
@@ -508,6 +595,8 @@ int main(void)
 	before = handled;
 	t_server_keep_alive();
 	ok(handled > before, "the handler saw the requests");
+	t_server_big("/big/2", "2 MB answer in 2 pieces");
+	t_server_big("/big/64", "2 MB answer in 64 pieces");
 	t_server_versions();
 	t_server_continue();
 	t_server_refusals();
