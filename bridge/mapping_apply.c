@@ -945,9 +945,34 @@ static const struct ruleset *select_ruleset(struct apply *a)
 	return best ? best : &m->base;
 }
 
-static char *dup_val(const struct v2_val *v)
+/* The result's four identifying texts, copied into one allocation that
+ * res->ids owns (an absent one stays NULL). */
+static int dup_ids(const struct apply *a, struct mapping_result *res)
 {
-	return v->kind == V2_ABSENT ? NULL : strndup(v->s, v->len);
+	const struct v2_val *v[] = { &a->doc.slot[V2_F_ID], &a->doc.slot[V2_F_STATE],
+				     &a->doc.slot[V2_F_WEBSITE_ID],
+				     &a->doc.slot[V2_F_CAMPAIGN_ID] };
+	char **to[] = { &res->participation_id, &res->state, &res->website_id, &res->campaign_id };
+	size_t need = 0, i;
+	char *p;
+
+	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		if (v[i]->kind != V2_ABSENT)
+			need += v[i]->len + 1;
+	if (!need)
+		return 0;
+	if (!(p = res->ids = malloc(need)))
+		return -1;
+	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		if (v[i]->kind == V2_ABSENT)
+			continue;
+		/* a text is a C string: one holding a NUL ends there */
+		memcpy(p, v[i]->s, v[i]->len);
+		p[v[i]->len] = '\0';
+		*to[i] = p;
+		p += v[i]->len + 1;
+	}
+	return 0;
 }
 
 void mapping_result_clear(struct mapping_result *r)
@@ -955,10 +980,7 @@ void mapping_result_clear(struct mapping_result *r)
 	if (!r)
 		return;
 	free(r->body);
-	free(r->participation_id);
-	free(r->state);
-	free(r->website_id);
-	free(r->campaign_id);
+	free(r->ids);
 	for (size_t i = 0; i < r->n_unmapped; i++)
 		free(r->unmapped[i]);
 	free(r->unmapped);
@@ -1078,14 +1100,7 @@ static int apply_run(struct apply *a)
 
 	if (v2_doc_write(&a->doc, MAP_BODY_MAX, &res->body, &res->len, a->err) < 0)
 		return -1;
-	res->participation_id = dup_val(&a->doc.slot[V2_F_ID]);
-	res->state = dup_val(&a->doc.slot[V2_F_STATE]);
-	res->website_id = dup_val(&a->doc.slot[V2_F_WEBSITE_ID]);
-	res->campaign_id = dup_val(&a->doc.slot[V2_F_CAMPAIGN_ID]);
-	if ((a->doc.slot[V2_F_ID].kind && !res->participation_id) ||
-	    (a->doc.slot[V2_F_STATE].kind && !res->state) ||
-	    (a->doc.slot[V2_F_WEBSITE_ID].kind && !res->website_id) ||
-	    (a->doc.slot[V2_F_CAMPAIGN_ID].kind && !res->campaign_id) || a->oom)
+	if (dup_ids(a, res) < 0 || a->oom)
 		return fail_oom(a);
 	return 0;
 }

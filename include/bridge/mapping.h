@@ -48,11 +48,13 @@ struct mapping_trace {
 struct mapping_result {
 	char *body; /* v2 JSON (no trailing newline), owned */
 	size_t len;
+	/* the four texts below are in one allocation, ids, that owns them */
 	char *participation_id; /* v2 `id` as emitted, or NULL when absent */
 	char *state;            /* v2 `state` as emitted, or NULL */
 	char *website_id;       /* v2 campaign.channel.website.id text, or NULL */
 	char *campaign_id;      /* v2 campaign.id text, or NULL */
-	char **unmapped;        /* v1 keys no rule named (whatever the policy did) */
+	char *ids;
+	char **unmapped; /* v1 keys no rule named (whatever the policy did) */
 	size_t n_unmapped;
 	enum mapping_unmapped unmapped_policy; /* the policy that applied */
 	struct mapping_trace *trace;           /* only with MAPPING_TRACE */
