@@ -23,11 +23,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include "bridge/clock.h"
 #include "bridge/diag.h"
+#include "bridge/sign.h"
 #include "bridge/store.h"
 #include "bridge/store_pg.h"
 #include "store_types.h"
@@ -267,59 +267,39 @@ static char *col_text(sqlite3_stmt *st, int i)
 	return strdup(t ? (const char *)t : "");
 }
 
-static void digest_field(EVP_MD_CTX *ctx, const void *p, size_t n)
+/* A field of the row checksum: its length (8 bytes, little-endian) in
+ * front of it. */
+static void digest_field(struct sign_part *parts, size_t *n, unsigned char len[8], const void *p,
+			 size_t size)
 {
-	unsigned char len[8];
-
 	for (int i = 0; i < 8; i++)
-		len[i] = (unsigned char)((uint64_t)n >> (8 * i));
-	EVP_DigestUpdate(ctx, len, sizeof(len));
-	if (n)
-		EVP_DigestUpdate(ctx, p, n);
+		len[i] = (unsigned char)((uint64_t)size >> (8 * i));
+	parts[(*n)++] = (struct sign_part){ len, 8 };
+	if (size)
+		parts[(*n)++] = (struct sign_part){ p, size };
 }
 
 /* SHA-256 over what an attempt sends and where: each field with its length
- * in front, so that no two different rows share an encoding.  0 or -1 (out
- * of memory). */
-static EVP_MD *sha256_md;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-
-static void sha256_fetch(void)
-{
-	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
-
+ * in front, so that no two different rows share an encoding.  0 or -1. */
 int store_row_checksum(const char *endpoint, const char *ca_file, int timeout_ms,
 		       const char *delivery_id, const char *headers, const void *body, size_t len,
 		       unsigned char out[STORE_CHECKSUM_LEN])
 {
 	static const char tag[] = "webhook-bridge row 2";
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	struct sign_part parts[14];
+	unsigned char lens[7][8];
 	char timeout[16];
-	unsigned int n = 0;
-	int ok;
+	size_t n = 0;
 
-	/* fetched once: EVP_sha256() makes OpenSSL 3 look the digest up in its
-	 * providers again on every init, a cost the size of hashing the row */
-	pthread_once(&sha256_once, sha256_fetch);
-	if (!ctx || !sha256_md) {
-		EVP_MD_CTX_free(ctx);
-		return -1;
-	}
 	snprintf(timeout, sizeof(timeout), "%d", timeout_ms);
-	ok = EVP_DigestInit_ex(ctx, sha256_md, NULL) == 1;
-	if (ok) {
-		digest_field(ctx, tag, sizeof(tag) - 1);
-		digest_field(ctx, endpoint, strlen(endpoint));
-		digest_field(ctx, ca_file, strlen(ca_file));
-		digest_field(ctx, timeout, strlen(timeout));
-		digest_field(ctx, delivery_id, strlen(delivery_id));
-		digest_field(ctx, headers, strlen(headers));
-		digest_field(ctx, body, len);
-		ok = EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == STORE_CHECKSUM_LEN;
-	}
-	EVP_MD_CTX_free(ctx);
-	return ok ? 0 : -1;
+	digest_field(parts, &n, lens[0], tag, sizeof(tag) - 1);
+	digest_field(parts, &n, lens[1], endpoint, strlen(endpoint));
+	digest_field(parts, &n, lens[2], ca_file, strlen(ca_file));
+	digest_field(parts, &n, lens[3], timeout, strlen(timeout));
+	digest_field(parts, &n, lens[4], delivery_id, strlen(delivery_id));
+	digest_field(parts, &n, lens[5], headers, strlen(headers));
+	digest_field(parts, &n, lens[6], body, len);
+	return sign_sha256(parts, n, out);
 }
 
 /* "Name: value\n" lines, in place: names and values point into text. */
