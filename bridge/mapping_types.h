@@ -200,7 +200,7 @@ static inline int key_find(const struct mapping *m, const char *s, size_t len)
 
 		if (!v)
 			return -1;
-		if (m->key_lens[v - 1] == len && memcmp(m->keys[v - 1], s, len) == 0)
+		if (m->key_lens[v - 1] == len && word_equal(m->keys[v - 1], s, len))
 			return v - 1;
 	}
 }

@@ -328,7 +328,7 @@ long v1_doc_index(const struct v1_doc *d, const char *key)
 		return -1;
 	len = strlen(key);
 	for (i = 0; i < d->n_fields; i++)
-		if (d->fields[i].key_len == len && memcmp(d->fields[i].key, key, len) == 0)
+		if (d->fields[i].key_len == len && word_equal(d->fields[i].key, key, len))
 			return (long)i;
 	return -1;
 }

@@ -38,6 +38,20 @@ static inline uint64_t load_tail64(const unsigned char *p, size_t n)
 	return 0;
 }
 
+/* Whether the n bytes at a and at b are the same: up to 16 bytes by two
+ * overlapping word loads a side (short keys, where a call to memcmp cost
+ * more than the compare). */
+static inline int word_equal(const void *a, const void *b, size_t n)
+{
+	const unsigned char *x = a, *y = b;
+
+	if (n > 16)
+		return memcmp(a, b, n) == 0;
+	if (n >= 8)
+		return load_le64(x) == load_le64(y) && load_le64(x + n - 8) == load_le64(y + n - 8);
+	return load_tail64(x, n) == load_tail64(y, n);
+}
+
 /* Offset of the first control character (C0, DEL) in the len bytes at s, or
  * -1: 8 bytes at a time while none is one (the tests are exact on ASCII). */
 static inline long word_first_control(const char *s, size_t len)
