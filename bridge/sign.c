@@ -15,7 +15,7 @@
  * (the EVP providers run on them): their context is a plain struct, so a
  * keyed HMAC state is copied with no allocation.  OpenSSL 3's EVP_MAC and
  * EVP_MD contexts allocate at every init and copy, three times per signed
- * post, and their bookkeeping cost a tenth of the hashing. */
+ * post, and their bookkeeping cost a fifth of what the hashing did. */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

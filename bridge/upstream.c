@@ -9,8 +9,9 @@
  *    callback has returned (or it is cancelled).  It sits in exactly one of
  *    the pool's lists: waiting (FIFO), running (on a connection) or done
  *    (outcome known, callback not yet run).  Its wire bytes (request line,
- *    Host, the caller's headers, Content-Length, body) are built once there
- *    and copied into a connection's output for each attempt.
+ *    Host, the caller's headers, Content-Length, body) are built once there,
+ *    in the same allocation, and sent from there for each attempt (see the
+ *    write interest below).
  *  - User callbacks never run inside bufferevent callbacks: outcomes are
  *    queued on `done` and delivered from the pool's own deliver event, so a
  *    callback may free the pool, post, or cancel at will.
