@@ -581,16 +581,10 @@ void httpd_send(struct httpd_request *r, int status, const char *phrase, struct 
 		n = sendmsg((int)bufferevent_getfd(c->bev), &mh, MSG_NOSIGNAL);
 		errno = e;
 		sent = n > 0 ? (size_t)n : 0;
-		if (sent == n_head + len) {
-			request_reset(c);
-			if (!c->in_process)
-				all_out(c);
-			return;
-		}
 	}
 	if (sent < n_head)
 		evbuffer_add(out, head + sent, n_head - sent);
-	if (len) {
+	if (sent < n_head + len) {
 		evbuffer_drain(body, sent > n_head ? sent - n_head : 0);
 		evbuffer_add_buffer(out, body);
 	}

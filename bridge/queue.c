@@ -755,9 +755,8 @@ static void lane_fill(struct queue *q, struct lane *l, int64_t now)
 
 	if (free_slots <= 0 || atomic_load(&q->outcomes_failing))
 		return;
-	/* a claim is a lease: take only what starts now */
-	if (q->shared && now < q->store_pause_until)
-		return;
+	/* a claim is a lease: take only what starts now (and none while the
+	 * store is paused) */
 	while (free_slots > 0 && now >= q->store_pause_until) {
 		struct store_row *row;
 		char why[QUEUE_REASON_MAX];
