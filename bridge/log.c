@@ -14,6 +14,7 @@
 #include "bridge/clock.h"
 #include "bridge/json.h"
 #include "bridge/log.h"
+#include "wordload.h"
 
 /* room kept at the end of every line for ,"truncated":true}\n */
 #define LOG_RESERVE 24
@@ -87,28 +88,55 @@ static void log_append_escaped(struct log_line *l, const char *s, size_t n)
 	l->len += need;
 }
 
-/* ,"key": -- a key is nearly always a literal with nothing to escape: then
- * copied at once, when it fits as the three appends would fit it. */
-static void log_key(struct log_line *l, const char *key)
+/* The bytes of the word x (little-endian loaded) that a key cannot carry as
+ * it is (below 0x20, '"', '\\', DEL), as 0x80 in each such byte.  Exact:
+ * no byte's carry reaches the next. */
+static inline uint64_t key_specials(uint64_t x)
 {
-	size_t n = 0;
-	unsigned char c;
+	const uint64_t ones = 0x0101010101010101ULL, low7 = ones * 0x7f, high = ones * 0x80;
+	uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\'), d = x ^ low7;
 
-	while ((c = (unsigned char)key[n]) >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
-		n++;
-	if (c == '\0' && !l->truncated && l->len + n + 4 + LOG_RESERVE <= sizeof(l->buf)) {
+	return ~((((x & low7) + ones * (0x80 - 0x20)) | x) & (((q & low7) + low7) | q) &
+		 (((b & low7) + low7) | b) & (((d & low7) + low7) | d)) &
+	       high;
+}
+
+/* Whether key (n <= 16 bytes, then NUL bytes up to 16 and one more, as
+ * LOG_KEY passes a literal) has none of those bytes: the first of them in
+ * its 16 bytes is the NUL after it, or there is none when n is 16. */
+static inline int key_plain16(const char *key, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)key;
+	uint64_t m0 = key_specials(load_le64(u)), m1;
+
+	if (m0)
+		return (size_t)__builtin_ctzll(m0) / 8 == n;
+	m1 = key_specials(load_le64(u + 8));
+	return m1 ? 8 + (size_t)__builtin_ctzll(m1) / 8 == n : n == 16;
+}
+
+/* ,"key": -- a literal key with nothing to escape (nearly every one) is
+ * copied as its 16 bytes, then the quote and colon written over what
+ * follows it; the room asked for is what the three appends below would ask
+ * for, so a line is cut at the same place either way. */
+static void log_key(struct log_line *l, const char *key, size_t n)
+{
+	if (n <= 16 && !l->truncated && l->len + n + 4 + LOG_RESERVE <= sizeof(l->buf) &&
+	    key_plain16(key, n)) {
 		char *p = l->buf + l->len;
 
 		p[0] = ',';
 		p[1] = '"';
-		memcpy(p + 2, key, n);
+		memcpy(p + 2, key, 16); /* within the reserve at the end */
 		p[n + 2] = '"';
 		p[n + 3] = ':';
 		l->len += n + 4;
 		return;
 	}
+	if (n == LOG_KEY_MEASURE)
+		n = strlen(key);
 	log_append(l, ",\"", 2);
-	log_append_escaped(l, key, strlen(key));
+	log_append_escaped(l, key, n);
 	log_append(l, "\":", 2);
 }
 
@@ -182,23 +210,23 @@ void log_begin(struct log_line *l, enum log_level level, const char *event)
 	log_str(l, "event", event);
 }
 
-void log_strn(struct log_line *l, const char *key, const char *value, size_t n)
+void log_strn_key(struct log_line *l, const char *key, size_t key_len, const char *value, size_t n)
 {
 	if (!l->enabled || !value)
 		return;
-	log_key(l, key);
+	log_key(l, key, key_len);
 	log_append(l, "\"", 1);
 	log_append_escaped(l, value, n);
 	log_append(l, "\"", 1);
 }
 
-void log_str(struct log_line *l, const char *key, const char *value)
+void log_str_key(struct log_line *l, const char *key, size_t key_len, const char *value)
 {
 	if (value)
-		log_strn(l, key, value, strlen(value));
+		log_strn_key(l, key, key_len, value, strlen(value));
 }
 
-void log_int(struct log_line *l, const char *key, long long value)
+void log_int_key(struct log_line *l, const char *key, size_t key_len, long long value)
 {
 	char num[24];
 	size_t i = sizeof(num);
@@ -212,15 +240,15 @@ void log_int(struct log_line *l, const char *key, long long value)
 	while (u /= 10);
 	if (value < 0)
 		num[--i] = '-';
-	log_key(l, key);
+	log_key(l, key, key_len);
 	log_append(l, num + i, sizeof(num) - i);
 }
 
-void log_raw(struct log_line *l, const char *key, const char *json, size_t n)
+void log_raw_key(struct log_line *l, const char *key, size_t key_len, const char *json, size_t n)
 {
 	if (!l->enabled || !json)
 		return;
-	log_key(l, key);
+	log_key(l, key, key_len);
 	log_append(l, json, n);
 }
 

@@ -57,6 +57,9 @@ void queue_event_log(const struct queue_event *ev, void *arg)
 			log_str(&l, "next_attempt", t);
 		}
 	}
-	log_str(&l, ev->type == QUEUE_EV_STORE_RECOVERED ? "message" : "error", ev->reason);
+	if (ev->type == QUEUE_EV_STORE_RECOVERED)
+		log_str(&l, "message", ev->reason);
+	else
+		log_str(&l, "error", ev->reason);
 	log_end(&l);
 }

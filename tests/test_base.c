@@ -420,7 +420,7 @@ static const char *log_tail(const struct log_line *l, size_t n)
 
 /* ,"key":1 after a value that fills the line up to fill bytes; whether it
  * was written whole. */
-static int log_key_fits(const char *key, size_t fill)
+static int log_key_fits(const char *key, size_t key_len, size_t fill)
 {
 	static char filler[sizeof(((struct log_line *)0)->buf)];
 	static struct log_line l;
@@ -430,7 +430,7 @@ static int log_key_fits(const char *key, size_t fill)
 	log_begin(&l, LOG_ERROR, "e");
 	base = l.len + strlen(",\"v\":\"\"");
 	log_strn(&l, "v", filler, fill > base ? fill - base : 0);
-	log_int(&l, key, 1);
+	log_int_key(&l, key, key_len, 1);
 	return !l.truncated && l.len > 3 && memcmp(l.buf + l.len - 3, "\":1", 3) == 0;
 }
 
@@ -458,7 +458,8 @@ static void test_log_keys(void)
 	/* A plain key of 4 bytes and one that escapes to 4 (k\"y) are cut at
 	 * the same place near the end of the line. */
 	for (size_t fill = sizeof(l.buf) - 80; fill < sizeof(l.buf); fill++) {
-		int p = log_key_fits("kyyy", fill), e = log_key_fits("k\"y", fill);
+		int p = log_key_fits(LOG_KEY("kyyy"), fill),
+		    e = log_key_fits(LOG_KEY("k\"y"), fill);
 
 		if (p != e)
 			same = 0;
@@ -469,6 +470,44 @@ static void test_log_keys(void)
 	}
 	ok(same && first_plain && first_plain == first_escaped,
 	   "log keys: a plain key is cut where an escaped one of its length is");
+}
+
+/* Keys of up to 16 bytes are checked two words at a time: every length,
+ * with a byte that needs escaping at every place, gives the line the
+ * byte-by-byte path (a key measured at run time) gives. */
+static void test_log_key_words(void)
+{
+	static struct log_line a, b;
+	static const char odd[] = {
+		'"', '\\', 0x01, 0x1f, 0x7f, ' ', '!', '#', '[', ']', '~', 'A'
+	};
+	int same = 1, escaped = 0;
+
+	for (size_t n = 0; n <= 16; n++) {
+		for (size_t at = 0; at < (n ? n : 1); at++) {
+			for (size_t c = 0; c < sizeof(odd); c++) {
+				char key[17 + 16] = { 0 }; /* as LOG_KEY passes one */
+
+				memset(key, 'k', n);
+				if (n)
+					key[at] = odd[c];
+				size_t from_a, from_b; /* the times may differ */
+
+				log_begin(&a, LOG_ERROR, "e");
+				from_a = a.len;
+				log_begin(&b, LOG_ERROR, "e");
+				from_b = b.len;
+				log_int_key(&a, key, n, 7);
+				log_int_key(&b, key, LOG_KEY_MEASURE, 7);
+				if (a.len - from_a != b.len - from_b ||
+				    memcmp(a.buf + from_a, b.buf + from_b, a.len - from_a) != 0)
+					same = 0;
+				escaped += memchr(a.buf + from_a, '\\', a.len - from_a) != NULL;
+			}
+		}
+	}
+	ok(same, "log keys of 0-16 bytes: the word check writes what the byte check writes");
+	is_int(escaped, 136 * 5, "log keys: every quote, backslash and control escaped");
 }
 
 int main(void)
@@ -483,5 +522,6 @@ int main(void)
 	test_arena();
 	test_clock();
 	test_log_keys();
+	test_log_key_words();
 	return tap_done();
 }

@@ -37,11 +37,22 @@ struct log_line {
 };
 
 void log_begin(struct log_line *l, enum log_level level, const char *event);
-void log_str(struct log_line *l, const char *key, const char *value); /* NULL value: skipped */
-void log_strn(struct log_line *l, const char *key, const char *value, size_t n);
-void log_int(struct log_line *l, const char *key, long long value);
-void log_raw(struct log_line *l, const char *key, const char *json,
-	     size_t n);                      /* already-valid JSON */
+
+/* A field's key is a string literal: log_str(&l, "route", name).  The
+ * macros pass it with its length and 15 more NUL bytes after it, so that a
+ * key of up to 16 bytes is checked and copied as two words.  A key made at
+ * run time goes to the _key functions with LOG_KEY_MEASURE (measured, and
+ * read no further than its NUL). */
+#define LOG_KEY(k)               k "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", sizeof(k) - 1
+#define LOG_KEY_MEASURE          ((size_t)-1)
+#define log_str(l, k, value)     log_str_key((l), LOG_KEY(k), (value)) /* NULL value: skipped */
+#define log_strn(l, k, value, n) log_strn_key((l), LOG_KEY(k), (value), (n))
+#define log_int(l, k, value)     log_int_key((l), LOG_KEY(k), (value))
+#define log_raw(l, k, json, n)   log_raw_key((l), LOG_KEY(k), (json), (n)) /* already-valid JSON */
+void log_str_key(struct log_line *l, const char *key, size_t key_len, const char *value);
+void log_strn_key(struct log_line *l, const char *key, size_t key_len, const char *value, size_t n);
+void log_int_key(struct log_line *l, const char *key, size_t key_len, long long value);
+void log_raw_key(struct log_line *l, const char *key, size_t key_len, const char *json, size_t n);
 void log_end(struct log_line *l);            /* writes to stderr */
 void log_end_to(struct log_line *l, int fd); /* writes to fd (stdout for dry-run lines) */
 
