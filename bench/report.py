@@ -174,6 +174,18 @@ def main():
                      "target ≤ 1.5×), requests/s **%.2f×** (target ≥ 0.8×), p99 **%.2f×** "
                      "(target ≤ 1.5×)."
                      % (bu / nu, bu, nu, b / n, med["bridge"]["p99_us"] / med["nginx"]["p99_us"]))
+        pairs = [(x, y) for x, y in zip(runs["bridge"], runs["nginx"])
+                 if x.get("proxy_us") and y.get("proxy_us")]
+        if len(pairs) > 1:
+            # round i of each target ran minutes apart at most: the spread of
+            # these is what the machine's other load did to one ratio
+            cpu = [x["proxy_us"] / y["proxy_us"] for x, y in pairs]
+            rps = [x["rps"] / y["rps"] for x, y in pairs]
+            w.append("")
+            w.append("Round by round (bridge/nginx of the same round): CPU per request %s "
+                     "(median %.2f×), requests/s %s (median %.2f×)."
+                     % (" / ".join("%.2f×" % v for v in cpu), sorted(cpu)[(len(cpu) - 1) // 2],
+                        " / ".join("%.2f×" % v for v in rps), sorted(rps)[(len(rps) - 1) // 2]))
     m = runs.get("mem")
     w.append("")
     if m:
