@@ -9,6 +9,7 @@ Output is TAP: "ok N - name" / "not ok N - name" with "# " diagnostics and the
 plan "1..N" at the end; the exit status is non-zero when any test failed.
 """
 
+import atexit
 import base64
 import hashlib
 import hmac
@@ -441,6 +442,17 @@ def _reader(stream, sink, ev=None):
     stream.close()
 
 
+# Every Bridge started, so that one a failed check left running is killed
+# when the test program exits (it would hold its port and CPU after the run).
+_STARTED = []
+
+
+@atexit.register
+def _kill_started():
+    for b in _STARTED:
+        b.kill()
+
+
 class Bridge:
     """`webhook-bridge serve` on an ephemeral port with a generated config."""
 
@@ -478,6 +490,7 @@ class Bridge:
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, preexec_fn=self.preexec,
                                      env=self.env)
+        _STARTED.append(self)
         ev = threading.Event()
         self._threads = [
             threading.Thread(target=_reader, args=(self.proc.stdout, self.out_lines), daemon=True),
