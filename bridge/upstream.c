@@ -165,55 +165,71 @@ struct upstream_pool {
 static void pool_dispatch_cb(evutil_socket_t fd, short what, void *arg);
 #define READ_MAX 16384 /* one read of a plain socket */
 
-/* One read(2) into bev's input: the bytes added, 0 at the end of the
- * stream, -1 on an error (errno set), -2 when nothing is there now. */
-static int bev_read_plain(struct bufferevent *bev, evutil_socket_t fd)
+/* One read(2) into buf: the bytes read, 0 at the end of the stream, -1 on
+ * an error (errno set), -2 when nothing is there now. */
+static int read_plain(evutil_socket_t fd, char *buf, size_t cap)
 {
-	struct evbuffer *in = bufferevent_get_input(bev);
-	char buf[READ_MAX];
-	ssize_t n = read((int)fd, buf, sizeof(buf));
-	int added;
+	ssize_t n = read((int)fd, buf, cap);
 
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -2 : -1;
-	if (n == 0)
-		return 0;
-	/* copied, so the input's chunk is the size of what came */
-	evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end frozen */
-	added = evbuffer_add(in, buf, (size_t)n) == 0;
-	evbuffer_freeze(in, 0);
-	if (!added) {
-		errno = ENOMEM;
-		return -1;
-	}
 	return (int)n;
+}
+
+/* n bytes onto the end of bev's input (copied, so that the input's chunk is
+ * the size of what came); -1 without memory. */
+static int input_add(struct bufferevent *bev, const char *p, size_t n)
+{
+	struct evbuffer *in = bufferevent_get_input(bev);
+	int added;
+
+	evbuffer_unfreeze(in, 0); /* the bufferevent keeps its input's end frozen */
+	added = evbuffer_add(in, p, n) == 0;
+	evbuffer_freeze(in, 0);
+	if (!added)
+		errno = ENOMEM;
+	return added ? 0 : -1;
+}
+
+/* A read that brought no byte (rc 0 or -1 of read_plain) or the idle
+ * timeout: reading stops and bev's event callback is told. */
+static void bev_read_ended(struct bufferevent *bev, struct event *ev, short why)
+{
+	bufferevent_event_cb eventcb = NULL;
+	void *arg = NULL;
+	int e = errno;
+
+	bufferevent_getcb(bev, NULL, NULL, &eventcb, &arg);
+	event_del(ev);
+	errno = e; /* the event callback reads the socket's error */
+	if (eventcb)
+		eventcb(bev, why, arg);
 }
 
 void upstream_bev_readable(struct bufferevent *bev, struct event *ev, short what)
 {
 	bufferevent_data_cb readcb = NULL;
-	bufferevent_event_cb eventcb = NULL;
 	void *arg = NULL;
-	short why = BEV_EVENT_READING | BEV_EVENT_TIMEOUT;
-	int n, e;
+	char buf[READ_MAX];
+	int n;
 
-	bufferevent_getcb(bev, &readcb, NULL, &eventcb, &arg);
-	if (!(what & EV_TIMEOUT)) {
-		n = bev_read_plain(bev, event_get_fd(ev));
-		if (n == -2)
-			return;
-		if (n > 0) {
-			if (readcb)
-				readcb(bev, arg);
-			return;
-		}
-		why = BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR);
+	if (what & EV_TIMEOUT) {
+		bev_read_ended(bev, ev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+		return;
 	}
-	e = errno;
-	event_del(ev);
-	errno = e; /* the event callback reads the socket's error */
-	if (eventcb)
-		eventcb(bev, why, arg);
+	n = read_plain(event_get_fd(ev), buf, sizeof(buf));
+	if (n == -2)
+		return;
+	if (n > 0 && input_add(bev, buf, (size_t)n) < 0)
+		n = -1;
+	if (n <= 0) {
+		bev_read_ended(bev, ev,
+			       BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR));
+		return;
+	}
+	bufferevent_getcb(bev, &readcb, NULL, NULL, &arg);
+	if (readcb)
+		readcb(bev, arg);
 }
 
 static void request_send(struct upstream_request *r);
@@ -784,11 +800,40 @@ static void conn_reading(struct upstream_conn *c)
 	upstream_bev_reading(c->bev, c->rd_on ? &c->rd_ev : NULL, 1, c->pool->lim.idle_timeout_ms);
 }
 
+/* A plain connection's answer is parsed where read(2) put it when nothing
+ * is held over from an earlier read (nearly always: an answer comes in one
+ * read): no input chunk, no copy.  What the parse leaves (a line not ended
+ * yet, bytes past the answer) goes into the input as before. */
 static void conn_plain_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upstream_conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	char buf[READ_MAX];
+	size_t used = 0;
+	enum upstream_resp_rc rc;
+	int n;
 
-	upstream_bev_readable(c->bev, &c->rd_ev, what);
+	if ((what & EV_TIMEOUT) || c->state != CONN_BUSY || !c->req || evbuffer_get_length(in)) {
+		upstream_bev_readable(c->bev, &c->rd_ev, what);
+		return;
+	}
+	n = read_plain(fd, buf, sizeof(buf));
+	if (n == -2)
+		return;
+	if (n <= 0) {
+		bev_read_ended(c->bev, &c->rd_ev,
+			       BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR));
+		return;
+	}
+	c->bytes_in += (uint64_t)n;
+	rc = upstream_resp_parse_bytes(&c->req->resp, buf, (size_t)n, &used);
+	if (used < (size_t)n && input_add(c->bev, buf + used, (size_t)n - used) < 0) {
+		c->in_seen = evbuffer_get_length(in);
+		bev_read_ended(c->bev, &c->rd_ev, BEV_EVENT_READING | BEV_EVENT_ERROR);
+		return;
+	}
+	c->in_seen = evbuffer_get_length(in);
+	conn_answer(c, rc);
 }
 
 /* Plain connections only: the output drained, write interest goes off. */

@@ -396,50 +396,62 @@ static size_t line_budget(const struct upstream_resp *r, enum upstream_resp_erro
 	return r->max_head > r->head_bytes ? r->max_head - r->head_bytes : 0;
 }
 
-/* The whole lines at the front of `in`. */
+/* The whole lines at p[*off, n), *off moved past them: CONTINUE when the
+ * state left the lines, UPSTREAM_RESP_MORE when the next line does not end
+ * in these bytes, or what a line or its limit came to. */
+static int lines_in(struct upstream_resp *r, const char *p, size_t n, size_t *off)
+{
+	int rc = CONTINUE;
+
+	while (rc == CONTINUE && line_state(r->state)) {
+		enum upstream_resp_error over;
+		size_t budget = line_budget(r, &over), lim = n - *off < budget ? n - *off : budget;
+		const char *lf = memchr(p + *off, '\n', lim);
+
+		if (!lf)
+			return n - *off >= budget ? fail(r, over) : UPSTREAM_RESP_MORE;
+		rc = line(r, p + *off, (size_t)(lf - (p + *off)) + 1);
+		*off = (size_t)(lf - p) + 1;
+	}
+	return rc;
+}
+
+/* The whole lines at the front of `in`: its first chunk, or the bytes of a
+ * line that spans chunks pulled up into one. */
 static int lines_take(struct upstream_resp *r, struct evbuffer *in)
 {
 	size_t avail = evbuffer_get_length(in), off = 0, n;
 	struct evbuffer_iovec v;
 	const char *p;
-	int rc = CONTINUE;
+	int rc;
 
 	if (avail == 0 || evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 		return UPSTREAM_RESP_MORE;
 	p = v.iov_base;
 	n = v.iov_len;
-	while (rc == CONTINUE && line_state(r->state)) {
-		enum upstream_resp_error over;
-		size_t budget = line_budget(r, &over), lim = n - off < budget ? n - off : budget;
-		const char *lf = memchr(p + off, '\n', lim);
+	rc = lines_in(r, p, n, &off);
+	if (rc == UPSTREAM_RESP_MORE && n < avail) {
+		if (off == 0) { /* the line spans chunks */
+			enum upstream_resp_error over;
+			size_t budget = line_budget(r, &over);
 
-		if (!lf) {
-			if (n - off >= budget)
-				rc = fail(r, over);
-			else if (n == avail)
-				rc = UPSTREAM_RESP_MORE;
-			else if (off == 0) { /* the line spans chunks */
-				size_t want = avail - off < budget ? avail - off : budget;
-
-				p = (const char *)evbuffer_pullup(in, (ev_ssize_t)want);
-				if (!p)
-					return fail(r, UPSTREAM_RESP_E_MEMORY);
-				n = want;
-				continue;
-			}
-			break;
+			n = avail < budget ? avail : budget;
+			p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+			if (!p)
+				return fail(r, UPSTREAM_RESP_E_MEMORY);
+			rc = lines_in(r, p, n, &off);
 		}
-		rc = line(r, p + off, (size_t)(lf - (p + off)) + 1);
-		off = (size_t)(lf - p) + 1;
+		if (rc == UPSTREAM_RESP_MORE && off > 0 && n < avail)
+			rc = CONTINUE; /* after the drain the rest is a chunk's front */
 	}
 	evbuffer_drain(in, off);
 	return rc;
 }
 
-static int body_take(struct upstream_resp *r, struct evbuffer *in)
+/* Of avail body bytes there, how many the body takes now (*take):
+ * CONTINUE, or why none. */
+static int body_room(struct upstream_resp *r, size_t avail, size_t *take)
 {
-	size_t avail = evbuffer_get_length(in), n;
-
 	if (avail == 0)
 		return UPSTREAM_RESP_MORE;
 	if (r->state == ST_CLOSE) {
@@ -447,12 +459,16 @@ static int body_take(struct upstream_resp *r, struct evbuffer *in)
 			return fail(r, UPSTREAM_RESP_E_BODY_LIMIT);
 		if (body_reserve(r, avail))
 			return fail(r, UPSTREAM_RESP_E_MEMORY);
-		n = avail;
+		*take = avail;
 	} else {
-		n = avail < r->left ? avail : (size_t)r->left;
+		*take = avail < r->left ? avail : (size_t)r->left;
 	}
-	if (evbuffer_remove(in, r->body + r->body_len, n) != (int)n)
-		return fail(r, UPSTREAM_RESP_E_MEMORY);
+	return CONTINUE;
+}
+
+/* n body bytes copied in: where that leaves the answer. */
+static int body_got(struct upstream_resp *r, size_t n)
+{
 	r->body_len += n;
 	if (r->state == ST_CLOSE)
 		return UPSTREAM_RESP_MORE;
@@ -463,6 +479,18 @@ static int body_take(struct upstream_resp *r, struct evbuffer *in)
 		return finish(r);
 	r->state = ST_CHUNK_END;
 	return CONTINUE;
+}
+
+static int body_take(struct upstream_resp *r, struct evbuffer *in)
+{
+	size_t n = 0;
+	int rc = body_room(r, evbuffer_get_length(in), &n);
+
+	if (rc != CONTINUE)
+		return rc;
+	if (evbuffer_remove(in, r->body + r->body_len, n) != (int)n)
+		return fail(r, UPSTREAM_RESP_E_MEMORY);
+	return body_got(r, n);
 }
 
 enum upstream_resp_rc upstream_resp_parse(struct upstream_resp *r, struct evbuffer *in)
@@ -479,6 +507,33 @@ enum upstream_resp_rc upstream_resp_parse(struct upstream_resp *r, struct evbuff
 		default: rc = lines_take(r, in); break;
 		}
 	}
+	return (enum upstream_resp_rc)rc;
+}
+
+enum upstream_resp_rc upstream_resp_parse_bytes(struct upstream_resp *r, const char *p, size_t n,
+						size_t *used)
+{
+	int rc = CONTINUE;
+	size_t off = 0, k = 0;
+
+	while (rc == CONTINUE) {
+		switch (r->state) {
+		case ST_DONE: rc = UPSTREAM_RESP_DONE; break;
+		case ST_FAILED: rc = fail(r, r->error); break;
+		case ST_LENGTH:
+		case ST_CLOSE:
+		case ST_CHUNK_DATA:
+			rc = body_room(r, n - off, &k);
+			if (rc == CONTINUE) {
+				memcpy(r->body + r->body_len, p + off, k);
+				off += k;
+				rc = body_got(r, k);
+			}
+			break;
+		default: rc = lines_in(r, p, n, &off); break;
+		}
+	}
+	*used = off;
 	return (enum upstream_resp_rc)rc;
 }
 

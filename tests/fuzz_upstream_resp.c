@@ -1,7 +1,10 @@
 /*
  * fuzz_upstream_resp: the upstream pool's response reader, fed the input
  * whole and again in pieces (sizes taken from the input's first byte), then
- * an EOF.  Invariants (abort on violation): both ways end the same (result,
+ * an EOF; and in pieces as a plain connection feeds it: each piece parsed
+ * where it was read while nothing is held over, what that leaves kept in
+ * the input for the next.  Invariants (abort on violation): all three ways
+ * end the same (result,
  * error, status, body, keep-alive); a finished answer has a final status
  * (200 to 599), a body within max_body and NUL-terminated, and nothing the
  * reader consumed past its end; no read past the input (ASan).
@@ -27,8 +30,9 @@ struct outcome {
 };
 
 /* Feed data in pieces of `piece` bytes (0: all at once), then an EOF when
- * the answer is not complete. */
-static void run(const uint8_t *data, size_t size, size_t piece, struct upstream_resp *r,
+ * the answer is not complete.  bytes: a piece that comes while `in` is
+ * empty goes to upstream_resp_parse_bytes, and what it leaves into `in`. */
+static void run(const uint8_t *data, size_t size, size_t piece, int bytes, struct upstream_resp *r,
 		struct outcome *o)
 {
 	struct evbuffer *in = evbuffer_new();
@@ -41,6 +45,16 @@ static void run(const uint8_t *data, size_t size, size_t piece, struct upstream_
 	while (o->rc == UPSTREAM_RESP_MORE && at < size) {
 		size_t n = piece && size - at > piece ? piece : size - at;
 
+		if (bytes && evbuffer_get_length(in) == 0) {
+			size_t used = n + 1;
+
+			o->rc = upstream_resp_parse_bytes(r, (const char *)data + at, n, &used);
+			if (used > n)
+				abort();
+			evbuffer_add(in, data + at + used, n - used);
+			at += n;
+			continue;
+		}
 		evbuffer_add(in, data + at, n);
 		at += n;
 		o->rc = upstream_resp_parse(r, in);
@@ -57,28 +71,33 @@ static void run(const uint8_t *data, size_t size, size_t piece, struct upstream_
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct upstream_resp a, b;
-	struct outcome oa, ob;
+	struct upstream_resp a, b[3];
+	struct outcome oa, ob[3];
 	size_t piece = size ? (size_t)(data[0] % 13) + 1 : 1;
 
 	memset(&a, 0, sizeof(a));
-	memset(&b, 0, sizeof(b));
-	run(data, size, 0, &a, &oa);
-	run(data, size, piece, &b, &ob);
-	if (oa.rc != ob.rc || oa.error != ob.error)
-		abort();
-	if (oa.rc == UPSTREAM_RESP_DONE) {
-		if (oa.status < 200 || oa.status > 599 || oa.status != ob.status ||
-		    oa.keep_alive != ob.keep_alive || oa.body_len != ob.body_len ||
-		    oa.body_len > MAX_BODY || oa.left != ob.left)
+	memset(b, 0, sizeof(b));
+	run(data, size, 0, 0, &a, &oa);
+	run(data, size, piece, 0, &b[0], &ob[0]);
+	run(data, size, 0, 1, &b[1], &ob[1]);
+	run(data, size, piece, 1, &b[2], &ob[2]);
+	for (int i = 0; i < 3; i++) {
+		if (oa.rc != ob[i].rc || oa.error != ob[i].error)
+			abort();
+		if (oa.rc != UPSTREAM_RESP_DONE)
+			continue;
+		if (oa.status < 200 || oa.status > 599 || oa.status != ob[i].status ||
+		    oa.keep_alive != ob[i].keep_alive || oa.body_len != ob[i].body_len ||
+		    oa.body_len > MAX_BODY || oa.left != ob[i].left)
 			abort();
 		if (a.body &&
-		    (a.body[a.body_len] != '\0' || memcmp(a.body, b.body, a.body_len) != 0))
+		    (a.body[a.body_len] != '\0' || memcmp(a.body, b[i].body, a.body_len) != 0))
 			abort();
-		if (!a.body != !b.body || (!a.body && a.body_len))
+		if (!a.body != !b[i].body || (!a.body && a.body_len))
 			abort();
 	}
 	upstream_resp_free(&a);
-	upstream_resp_free(&b);
+	for (int i = 0; i < 3; i++)
+		upstream_resp_free(&b[i]);
 	return 0;
 }

@@ -76,6 +76,11 @@ void upstream_resp_free(struct upstream_resp *r); /* the body */
 
 /* Reads what `in` holds, draining what it consumed. */
 enum upstream_resp_rc upstream_resp_parse(struct upstream_resp *r, struct evbuffer *in);
+/* The same over n bytes in memory, which follow what it was given before:
+ * *used of them taken.  The rest (a line not ended in them, or bytes past
+ * the answer) is the caller's to give again, with what comes next. */
+enum upstream_resp_rc upstream_resp_parse_bytes(struct upstream_resp *r, const char *p, size_t n,
+						size_t *used);
 /* The peer closed: DONE when the body was delimited by the close, else BAD
  * with UPSTREAM_RESP_E_CLOSED. */
 enum upstream_resp_rc upstream_resp_eof(struct upstream_resp *r);
