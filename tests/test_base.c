@@ -510,6 +510,44 @@ static void test_log_key_words(void)
 	is_int(escaped, 136 * 5, "log keys: every quote, backslash and control escaped");
 }
 
+/* A field's value is copied as it is when no byte needs escaping: every
+ * length up to 40, with a byte that does (or a plain one, or one of a UTF-8
+ * sequence) at every place, gives json_escape's text. */
+static void test_log_value_blocks(void)
+{
+	static struct log_line l;
+	static const char odd[] = { '"', '\\', 0x01,       0x1f,       0x7f,
+				    ' ', '~',  (char)0xc3, (char)0xff, 'A' };
+	int same = 1, plain = 0;
+
+	for (size_t n = 0; n <= 40; n++) {
+		for (size_t at = 0; at < (n ? n : 1); at++) {
+			for (size_t c = 0; c < sizeof(odd); c++) {
+				char v[41], want[300];
+				size_t from, k;
+
+				memset(v, 'v', n);
+				if (n)
+					v[at] = odd[c];
+				log_begin(&l, LOG_ERROR, "e");
+				from = l.len;
+				log_strn(&l, "k", v, n);
+				memcpy(want, ",\"k\":\"", 6);
+				k = 6 + json_escape(want + 6, sizeof(want) - 6, v, n);
+				want[k++] = '"';
+				if (l.len - from != k || memcmp(l.buf + from, want, k) != 0)
+					same = 0;
+				plain += k == n + 7;
+			}
+		}
+	}
+	ok(same, "log values of 0-40 bytes: copied in blocks as json_escape writes them");
+	/* the empty value (once per byte) and, of the 10 bytes put at each of
+	 * the 820 places, the 5 that need no escape (space, ~, the two high
+	 * bytes, A) leave the value as it is */
+	is_int(plain, 10 + 820 * 5, "log values: the plain ones copied as they are");
+}
+
 int main(void)
 {
 	test_buf();
@@ -523,5 +561,6 @@ int main(void)
 	test_clock();
 	test_log_keys();
 	test_log_key_words();
+	test_log_value_blocks();
 	return tap_done();
 }
