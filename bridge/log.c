@@ -169,14 +169,19 @@ static inline int key_plain16(const char *key, size_t n)
 	return m1 ? 8 + (size_t)__builtin_ctzll(m1) / 8 == n : n == 16;
 }
 
-/* ,"key": -- a literal key with nothing to escape (nearly every one) is
- * copied as its 16 bytes, then the quote and colon written over what
+/* ,"key": -- a literal key with nothing to escape (nearly every one: the
+ * compiler marks it LOG_KEY_PLAIN, or two word checks find it so at run
+ * time) is copied as its 16 bytes, then the quote and colon written over what
  * follows it; the room asked for is what the three appends below would ask
  * for, so a line is cut at the same place either way. */
 static void log_key(struct log_line *l, const char *key, size_t n)
 {
+	int plain = n != LOG_KEY_MEASURE && (n & LOG_KEY_PLAIN);
+
+	if (plain)
+		n &= ~LOG_KEY_PLAIN;
 	if (n <= 16 && !l->truncated && l->len + n + 4 + LOG_RESERVE <= sizeof(l->buf) &&
-	    key_plain16(key, n)) {
+	    (plain || key_plain16(key, n))) {
 		char *p = l->buf + l->len;
 
 		p[0] = ',';

@@ -449,10 +449,17 @@ static void test_log_keys(void)
 	log_int(&l, "a-long-key-with\"quote", 2);
 	log_int(&l, "a-long-key-with-DEL\x7f", 3);
 	log_int(&l, "sixteen-byte-key", 4);
+	log_int(&l, "nine-byte\x7fkey", 5);
+	log_int(&l, "twelve-bytes\x1f", 6);
+	log_int(&l, "seventeen-bytes-k", 7);
+	log_int(&l, "q\"uote", 8);
+	log_int(&l, "back\\slash", 9);
 	is_str(log_tail(&l, n),
 	       ",\"status\":200,\"a\\\"b\\\\c\":\"v\",\"new\\nline\\u0001\\u007f\":1,"
 	       "\"caf\xc3\xa9\":\"x\",\"a-long-key-with\\\"quote\":2,"
-	       "\"a-long-key-with-DEL\\u007f\":3,\"sixteen-byte-key\":4",
+	       "\"a-long-key-with-DEL\\u007f\":3,\"sixteen-byte-key\":4,"
+	       "\"nine-byte\\u007fkey\":5,\"twelve-bytes\\u001f\":6,\"seventeen-bytes-k\":7,"
+	       "\"q\\\"uote\":8,\"back\\\\slash\":9",
 	       "log keys: plain ones as they are, the others escaped as values are");
 
 	/* A plain key of 4 bytes and one that escapes to 4 (k\"y) are cut at

@@ -39,12 +39,26 @@ struct log_line {
 void log_begin(struct log_line *l, enum log_level level, const char *event);
 
 /* A field's key is a string literal: log_str(&l, "route", name).  The
- * macros pass it with its length and 15 more NUL bytes after it, so that a
- * key of up to 16 bytes is checked and copied as two words.  A key made at
- * run time goes to the _key functions with LOG_KEY_MEASURE (measured, and
- * read no further than its NUL). */
-#define LOG_KEY(k)               k "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", sizeof(k) - 1
-#define LOG_KEY_MEASURE          ((size_t)-1)
+ * macros pass it with 15 more NUL bytes after it, so that a key of up to 16
+ * bytes is copied as two words, and with its length, in which LOG_KEY_PLAIN
+ * says that it has nothing to escape: the compiler finds that out from the
+ * literal.  A key made at run time goes to the _key functions with
+ * LOG_KEY_MEASURE (measured, checked, and read no further than its NUL). */
+#define LOG_KEY_PAD     "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"
+#define LOG_KEY_MEASURE ((size_t)-1)
+#define LOG_KEY_PLAIN   (((size_t)-1 >> 1) + 1)
+/* byte i of literal k is past its end or needs no escape */
+#define LOG_KEY_OK_(k, i)                                                           \
+	((i) >= sizeof(k) - 1 ||                                                    \
+	 ((unsigned char)(k LOG_KEY_PAD)[i] >= 0x20 && (k LOG_KEY_PAD)[i] != '"' && \
+	  (k LOG_KEY_PAD)[i] != '\\' && (unsigned char)(k LOG_KEY_PAD)[i] != 0x7f))
+#define LOG_KEY_PLAIN_(k)                                                                        \
+	(sizeof(k) - 1 <= 16 && LOG_KEY_OK_(k, 0) && LOG_KEY_OK_(k, 1) && LOG_KEY_OK_(k, 2) &&   \
+	 LOG_KEY_OK_(k, 3) && LOG_KEY_OK_(k, 4) && LOG_KEY_OK_(k, 5) && LOG_KEY_OK_(k, 6) &&     \
+	 LOG_KEY_OK_(k, 7) && LOG_KEY_OK_(k, 8) && LOG_KEY_OK_(k, 9) && LOG_KEY_OK_(k, 10) &&    \
+	 LOG_KEY_OK_(k, 11) && LOG_KEY_OK_(k, 12) && LOG_KEY_OK_(k, 13) && LOG_KEY_OK_(k, 14) && \
+	 LOG_KEY_OK_(k, 15))
+#define LOG_KEY(k)               k LOG_KEY_PAD, (sizeof(k) - 1) | (LOG_KEY_PLAIN_(k) ? LOG_KEY_PLAIN : 0)
 #define log_str(l, k, value)     log_str_key((l), LOG_KEY(k), (value)) /* NULL value: skipped */
 #define log_strn(l, k, value, n) log_strn_key((l), LOG_KEY(k), (value), (n))
 #define log_int(l, k, value)     log_int_key((l), LOG_KEY(k), (value))
