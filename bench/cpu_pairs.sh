@@ -89,7 +89,7 @@ measure() { # URL PID
 	wrk_run "$1" "$DURATION" "$BENCH_TMP/run.out"
 	read -r u1 s1 < <(ticks "$2")
 	n=$(sed -n 's/^BENCH .*"requests":\([0-9]*\).*/\1/p' "$BENCH_TMP/run.out")
-	[ -n "$n" ] && [ "$n" -gt 0 ] || bench_die "no request count in wrk's output"
+	case $n in '' | *[!0-9]* | 0) bench_die "no request count in wrk's output" ;; esac
 	awk -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" \
 		'BEGIN { printf "%d %.2f %.2f\n", n, u * 1e6 / hz / n, s * 1e6 / hz / n }'
 }
