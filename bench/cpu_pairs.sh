@@ -28,19 +28,7 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-case ${1:-} in
--h | --help)
-	sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-	exit 0
-	;;
-esac
-PAIRS=${1:-10}
-case $PAIRS in
-'' | *[!0-9]* | 0)
-	echo "usage: bench/cpu_pairs.sh [PAIRS]   (a positive whole number, default 10)" >&2
-	exit 2
-	;;
-esac
+bench_count_arg PAIRS 10 "bench/cpu_pairs.sh [PAIRS]" "${1:-}"
 DURATION=${BENCH_DURATION:-5}
 WARMUP=${BENCH_WARMUP:-1}
 CONNS=${BENCH_CONNECTIONS:-64}

@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034
-# Shared by bench/run.sh and bench/soak.sh (sourced, bash). Everything runs
+# Shared by the scripts in bench/ (sourced, bash). Everything runs
 # on 127.0.0.1; every process started here is recorded and stopped by
 # bench_cleanup, which the callers install as an EXIT trap.
 
@@ -10,6 +10,29 @@ BENCH_PY=/usr/bin/python3
 BENCH_PIDS=()
 BENCH_TMP=""
 BENCH_HOOK_PATH=/qualifio/v1
+
+# The script's header comment (line 2 up to `set -euo`), its --help.
+bench_help() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+
+# The one argument of a script that takes a count: VAR is set to it (a
+# whole number above 0) or to DEFAULT without one; -h/--help prints the
+# header and exits 0, anything else the usage and exits 2.
+bench_count_arg() { # VAR DEFAULT USAGE [ARG]
+	case ${4:-} in
+	-h | --help)
+		bench_help
+		exit 0
+		;;
+	esac
+	local v=${4:-$2}
+	case $v in
+	'' | *[!0-9]* | 0)
+		echo "usage: $3   (a positive whole number, default $2)" >&2
+		exit 2
+		;;
+	esac
+	printf -v "$1" '%s' "$v"
+}
 
 bench_log() { printf '%s\n' "bench: $*" >&2; }
 bench_die() { bench_log "$*"; exit 1; }

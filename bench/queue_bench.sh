@@ -50,7 +50,7 @@ for a in "$@"; do
 	case $a in
 	--quick) quick=1 ;;
 	-h | --help)
-		sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+		bench_help
 		exit 0
 		;;
 	*)

@@ -45,7 +45,7 @@ for a in "$@"; do
 	--quick) quick=1 ;;
 	--no-record) record=0 ;;
 	-h | --help)
-		sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+		bench_help
 		exit 0
 		;;
 	*)

@@ -21,19 +21,7 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-case ${1:-} in
--h | --help)
-	sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-	exit 0
-	;;
-esac
-MINUTES=${1:-10}
-case $MINUTES in
-'' | *[!0-9]* | 0)
-	echo "usage: bench/soak.sh [MINUTES]   (a positive whole number, default 10)" >&2
-	exit 2
-	;;
-esac
+bench_count_arg MINUTES 10 "bench/soak.sh [MINUTES]" "${1:-}"
 RATE=${BENCH_SOAK_RATE:-200}
 CONNS=${BENCH_SOAK_CONNECTIONS:-10}
 SINK_THREADS=${BENCH_SINK_THREADS:-1}
