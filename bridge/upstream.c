@@ -206,6 +206,21 @@ static void bev_read_ended(struct bufferevent *bev, struct event *ev, short why)
 		eventcb(bev, why, arg);
 }
 
+/* One read of ev's socket into buf: the bytes read, or 0 when it brought
+ * none (nothing there now; or the end or an error, which bev's event
+ * callback has been told). */
+static int bev_read(struct bufferevent *bev, struct event *ev, char *buf, size_t cap)
+{
+	int n = read_plain(event_get_fd(ev), buf, cap);
+
+	if (n == -2)
+		return 0;
+	if (n <= 0)
+		bev_read_ended(bev, ev,
+			       BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR));
+	return n > 0 ? n : 0;
+}
+
 void upstream_bev_readable(struct bufferevent *bev, struct event *ev, short what)
 {
 	bufferevent_data_cb readcb = NULL;
@@ -217,14 +232,10 @@ void upstream_bev_readable(struct bufferevent *bev, struct event *ev, short what
 		bev_read_ended(bev, ev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
 		return;
 	}
-	n = read_plain(event_get_fd(ev), buf, sizeof(buf));
-	if (n == -2)
+	if (!(n = bev_read(bev, ev, buf, sizeof(buf))))
 		return;
-	if (n > 0 && input_add(bev, buf, (size_t)n) < 0)
-		n = -1;
-	if (n <= 0) {
-		bev_read_ended(bev, ev,
-			       BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR));
+	if (input_add(bev, buf, (size_t)n) < 0) {
+		bev_read_ended(bev, ev, BEV_EVENT_READING | BEV_EVENT_ERROR);
 		return;
 	}
 	bufferevent_getcb(bev, &readcb, NULL, NULL, &arg);
@@ -813,18 +824,13 @@ static void conn_plain_read_cb(evutil_socket_t fd, short what, void *arg)
 	enum upstream_resp_rc rc;
 	int n;
 
+	(void)fd; /* the read is rd_ev's, on the same socket */
 	if ((what & EV_TIMEOUT) || c->state != CONN_BUSY || !c->req || evbuffer_get_length(in)) {
 		upstream_bev_readable(c->bev, &c->rd_ev, what);
 		return;
 	}
-	n = read_plain(fd, buf, sizeof(buf));
-	if (n == -2)
+	if (!(n = bev_read(c->bev, &c->rd_ev, buf, sizeof(buf))))
 		return;
-	if (n <= 0) {
-		bev_read_ended(c->bev, &c->rd_ev,
-			       BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR));
-		return;
-	}
 	c->bytes_in += (uint64_t)n;
 	rc = upstream_resp_parse_bytes(&c->req->resp, buf, (size_t)n, &used);
 	if (used < (size_t)n && input_add(c->bev, buf + used, (size_t)n - used) < 0) {
