@@ -819,8 +819,9 @@ static void handle_webhook(struct server *s, struct httpd_request *req)
 	if (webhook_parse(x, kind, body, &doc) < 0 || webhook_route(x, doc) < 0)
 		return;
 	trace = (s->opt.report || s->opt.shadow) && x->route->mode != ROUTE_FORWARD;
-	rc = translate_map(x->route->mapping, x->route->name, doc, trace ? MAPPING_TRACE : 0, &m,
-			   x->delivery_id, &err);
+	/* signed now, beside the delivery id: both hash the same body */
+	rc = translate_map(x->route->mapping, x->route, doc, trace ? MAPPING_TRACE : 0, &m,
+			   x->delivery_id, x->route->mode != ROUTE_DRY_RUN ? x->sig : NULL, &err);
 	v1_doc_free(doc);
 	if (rc < 0) {
 		webhook_mapping_failed(x, &err, trace, body);

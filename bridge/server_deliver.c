@@ -407,15 +407,15 @@ void server_forward(struct exchange *x, const struct mapping_result *m)
 {
 	const struct bridge_route *route = x->route;
 	struct upstream_header h[DELIVERY_HEADERS_MAX];
-	char sig[SIGN_HEADER_MAX];
 	struct bridge_error err;
-	int nh = delivery_headers(route, m->body, m->len, x->delivery_id, sig, h);
+	int nh;
 
-	if (nh < 0) {
+	if (route->n_secrets && !x->sig[0]) {
 		exchange_fail(x, 500, OUTCOME_INTERNAL, "internal",
 			      "could not compute the signature");
 		return;
 	}
+	nh = delivery_headers(route, x->delivery_id, x->sig, h);
 	if (x->traceparent[0])
 		h[nh++] = (struct upstream_header){ "traceparent", x->traceparent };
 	if (x->request_id[0])

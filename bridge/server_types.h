@@ -114,8 +114,9 @@ struct exchange {
 	int queued;                         /* in server.pending */
 	int answered;                       /* the sender has its answer */
 	char delivery_id[DELIVERY_ID_LEN + 1];
-	char traceparent[56]; /* the sender's W3C trace context, "" when none or malformed */
-	char request_id[129]; /* the sender's X-Request-Id, "" when none or unusable */
+	char sig[SIGN_HEADER_MAX]; /* the v2 body's signature, "" when unsigned */
+	char traceparent[56];      /* the sender's W3C trace context, "" when none or malformed */
+	char request_id[129];      /* the sender's X-Request-Id, "" when none or unusable */
 	char *participation_id;
 	char *fail_rule, *fail_key; /* a mapping failure, for the access log */
 	struct timeval start;

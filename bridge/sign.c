@@ -22,6 +22,7 @@
 #include <openssl/sha.h>
 
 #include "bridge/hex.h"
+#include "bridge/sha256x2.h"
 #include "bridge/sign.h"
 
 #define SIGN_PREFIX     "sha256="
@@ -217,31 +218,100 @@ int sign_sha256(const struct sign_part *parts, size_t n, unsigned char md[SIGN_S
 	return ok && SHA256_Final(md, &c) ? 0 : -1;
 }
 
-int sign_body(const void *key, size_t key_len, const void *body, size_t len, enum sign_encoding enc,
-	      char *ret, size_t cap)
+/* "sha256=" and md as enc says into ret (room checked by the caller). */
+static int sign_put(const unsigned char *md, enum sign_encoding enc, char *ret)
 {
-	unsigned char md[SIGN_DIGEST_LEN];
-	size_t need;
 	char *p;
 
-	need = SIGN_PREFIX_LEN + (enc == SIGN_BASE64 ? SIGN_BASE64_LEN : SIGN_HEX_LEN) + 1;
-	if (!ret || cap < need)
-		return -1;
-	if (enc != SIGN_HEX && enc != SIGN_BASE64)
-		return -1;
-	if (sign_digest(key, key_len, body, len, md) < 0)
-		return -1;
 	memcpy(ret, SIGN_PREFIX, SIGN_PREFIX_LEN);
 	p = ret + SIGN_PREFIX_LEN;
 	if (enc == SIGN_HEX) {
 		p = hex_put(p, md, SIGN_DIGEST_LEN);
 		*p = '\0';
-	} else if (EVP_EncodeBlock((unsigned char *)p, md, SIGN_DIGEST_LEN) != SIGN_BASE64_LEN) {
-		OPENSSL_cleanse(md, sizeof(md));
-		return -1;
+		return 0;
 	}
+	return EVP_EncodeBlock((unsigned char *)p, md, SIGN_DIGEST_LEN) == SIGN_BASE64_LEN ? 0 : -1;
+}
+
+static int sign_room(enum sign_encoding enc, const char *ret, size_t cap)
+{
+	size_t need = SIGN_PREFIX_LEN + (enc == SIGN_BASE64 ? SIGN_BASE64_LEN : SIGN_HEX_LEN) + 1;
+
+	return ret && cap >= need && (enc == SIGN_HEX || enc == SIGN_BASE64) ? 0 : -1;
+}
+
+int sign_body(const void *key, size_t key_len, const void *body, size_t len, enum sign_encoding enc,
+	      char *ret, size_t cap)
+{
+	unsigned char md[SIGN_DIGEST_LEN];
+	int rc;
+
+	if (sign_room(enc, ret, cap) < 0 || sign_digest(key, key_len, body, len, md) < 0)
+		return -1;
+	rc = sign_put(md, enc, ret);
 	OPENSSL_cleanse(md, sizeof(md));
-	return 0;
+	return rc;
+}
+
+/* Both hashes over the same body as two lanes: HMAC's inner hash from the
+ * keyed state (which has hashed the key's one block), and SHA-256 of pre
+ * then body; then HMAC's outer hash of the inner digest. */
+static int sign_pair(const struct sign_key *k, const void *body, size_t len, const void *pre,
+		     size_t pre_len, unsigned char *ret_mac, unsigned char *ret_md)
+{
+	struct sha256_lane lane[2];
+	unsigned char md[2][SHA256X2_DIGEST_LEN];
+	SHA256_CTX c;
+	int ok;
+
+	if (k->inner.num != 0 || k->inner.Nh != 0 || k->inner.Nl != SHA256_CBLOCK * 8)
+		return -1;
+	memcpy(lane[0].h, k->inner.h, sizeof(lane[0].h));
+	lane[0].done = SHA256_CBLOCK;
+	lane[0].pre = NULL;
+	lane[0].pre_len = 0;
+	sha256_lane_start(&lane[1]);
+	lane[1].pre = pre;
+	lane[1].pre_len = pre_len;
+	lane[0].body = lane[1].body = body;
+	lane[0].len = lane[1].len = len;
+	sha256x2(lane, md);
+	memcpy(ret_md, md[1], SIGN_SHA256_LEN);
+	c = k->outer;
+	ok = SHA256_Update(&c, md[0], sizeof(md[0])) && SHA256_Final(ret_mac, &c);
+	OPENSSL_cleanse(&c, sizeof(c));
+	OPENSSL_cleanse(lane, sizeof(lane));
+	OPENSSL_cleanse(md, sizeof(md));
+	return ok ? 0 : -1;
+}
+
+int sign_body_sha256(const void *key, size_t key_len, const void *body, size_t len,
+		     enum sign_encoding enc, char *ret, size_t cap, const void *pre, size_t pre_len,
+		     unsigned char md[SIGN_SHA256_LEN])
+{
+	static const unsigned char empty[1];
+	const struct sign_part parts[] = { { pre, pre_len }, { body, len } };
+	unsigned char mac[SIGN_DIGEST_LEN];
+	const struct sign_key *k = NULL;
+	struct sign_thread *t;
+	int rc;
+
+	if (sign_room(enc, ret, cap) < 0)
+		return -1;
+	if (!key || key_len == 0)
+		key = empty;
+	t = sha256x2_usable() ? sign_thread() : NULL;
+	if (t)
+		k = sign_keyed(t, key, key_len);
+	if (k)
+		rc = sign_pair(k, body ? body : empty, body ? len : 0, pre, pre_len, mac, md);
+	else
+		rc = sign_digest(key, key_len, body, len, mac) < 0 || sign_sha256(parts, 2, md) < 0
+			     ? -1
+			     : 0;
+	rc = rc < 0 ? -1 : sign_put(mac, enc, ret);
+	OPENSSL_cleanse(mac, sizeof(mac));
+	return rc;
 }
 
 /* Decode the part after "sha256=" into 32 raw bytes. Hex is accepted in

@@ -90,14 +90,14 @@ void translate_no_route(const struct translate_ids *ids, char *buf, size_t cap)
 		 ids->campaign ? ids->campaign : "(absent)");
 }
 
-int translate_map(const struct mapping *m, const char *route, const struct v1_doc *doc,
-		  unsigned flags, struct mapping_result *ret, char *delivery_id,
-		  struct bridge_error *err)
+int translate_map(const struct mapping *m, const struct bridge_route *route,
+		  const struct v1_doc *doc, unsigned flags, struct mapping_result *ret,
+		  char *delivery_id, char *sig, struct bridge_error *err)
 {
 	memset(ret, 0, sizeof(*ret));
 	if (mapping_apply(m, doc, flags, ret, err) < 0)
 		return -1;
 	if (route && delivery_id)
-		delivery_id_make(route, ret->body, ret->len, delivery_id);
+		delivery_digests(route, ret->body, ret->len, delivery_id, sig);
 	return 0;
 }

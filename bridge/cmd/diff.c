@@ -429,7 +429,7 @@ static int diff_provenance(const char *mapping_path, const char *input, int form
 	if (read_input(input, INPUT_MAX, &text, &len) < 0)
 		goto out;
 	if (parse_v1(text, len, form, &doc, &err) < 0 ||
-	    translate_map(m, NULL, doc, MAPPING_TRACE, &r, NULL, &err) < 0) {
+	    translate_map(m, NULL, doc, MAPPING_TRACE, &r, NULL, NULL, &err) < 0) {
 		error_text(&err, msg, sizeof(msg));
 		fprintf(stderr, "error: %s: ", out_display_name(input));
 		out_print_str(stderr, msg, 0);
@@ -758,8 +758,8 @@ static void against_one(struct against *ag, const char *text, size_t len, const 
 		ag->fail_both++;
 		return;
 	}
-	ok_old = translate_map(ag->old, NULL, doc, MAPPING_TRACE, &ro, NULL, &eo) == 0;
-	ok_new = translate_map(ag->new, NULL, doc, MAPPING_TRACE, &rn, NULL, &en) == 0;
+	ok_old = translate_map(ag->old, NULL, doc, MAPPING_TRACE, &ro, NULL, NULL, &eo) == 0;
+	ok_new = translate_map(ag->new, NULL, doc, MAPPING_TRACE, &rn, NULL, NULL, &en) == 0;
 	if (!ok_old)
 		error_text(&eo, mo, sizeof(mo));
 	if (!ok_new)

@@ -80,7 +80,7 @@ static int map_one(const struct mapping *m, const char *text, size_t len, int fo
 	translate_limits(NULL, &lim);
 	if (translate_parse(form ? V1_ENC_FORM : V1_ENC_JSON, text, len, &lim, &doc, err) < 0)
 		return -1;
-	rc = translate_map(m, NULL, doc, 0, &r, NULL, err);
+	rc = translate_map(m, NULL, doc, 0, &r, NULL, NULL, err);
 	v1_doc_free(doc);
 	if (rc < 0)
 		return -1;

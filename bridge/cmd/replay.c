@@ -363,7 +363,7 @@ static struct job *prepare(struct replay *rp, struct item *it)
 			return NULL;
 		}
 	}
-	if (translate_map(route->mapping, NULL, doc, 0, &m, NULL, &err) < 0) {
+	if (translate_map(route->mapping, NULL, doc, 0, &m, NULL, NULL, &err) < 0) {
 		v1_doc_free(doc);
 		if (err.file)
 			snprintf(msg, sizeof(msg), "%s (rule %s:%d)", err.message,
@@ -505,14 +505,13 @@ static void job_send(struct replay *rp, struct job *j)
 		job_free(j);
 		return;
 	}
-	delivery_id_make(route->name, j->v2, j->v2_len, did);
-	nh = delivery_headers(route, j->v2, j->v2_len, did, sig, h);
-	if (nh < 0) {
+	if (delivery_digests(route, j->v2, j->v2_len, did, sig) < 0) {
 		rp->done++;
 		count_failure(rp, j->label, "internal", "could not compute the signature");
 		job_free(j);
 		return;
 	}
+	nh = delivery_headers(route, did, sig, h);
 	if (!route->n_secrets && !rp->warned[route - rp->cfg->routes]) {
 		rp->warned[route - rp->cfg->routes] = 1;
 		progress_clear(rp);

@@ -23,15 +23,22 @@
 void delivery_id_make(const char *route, const void *body, size_t len,
 		      char out[DELIVERY_ID_LEN + 1]);
 
+/* The delivery id of body on route r into id, as delivery_id_make() gives
+ * it, and, when sig is not NULL and r has a secret, the signature header's
+ * value with r's first secret into sig (SIGN_HEADER_MAX bytes; "" when r
+ * has no secret).  The two hashes read the body side by side where the CPU
+ * allows (sign_body_sha256).  Returns 0, or -1 when the signature cannot be
+ * computed (id is made all the same). */
+int delivery_digests(const struct bridge_route *r, const void *body, size_t len,
+		     char id[DELIVERY_ID_LEN + 1], char *sig);
+
 /* Fill h with Content-Type, the route's auth header, the signature header
- * (computed into sig, SIGN_HEADER_MAX bytes, with the route's first secret)
- * and the delivery-id header, plus User-Agent and the route's static
- * `headers`; h has room for two more (the sender's trace context).  The pointers in h point into
- * r, sig and delivery_id.  A route without a secret (dry-run) gets no
- * signature header.  Returns the number of headers, or -1 when the
- * signature cannot be computed. */
-int delivery_headers(const struct bridge_route *r, const void *body, size_t len,
-		     const char *delivery_id, char *sig,
+ * (sig, from delivery_digests()) and the delivery-id header, plus
+ * User-Agent and the route's static `headers`; h has room for two more (the
+ * sender's trace context).  The pointers in h point into r, sig and
+ * delivery_id.  A route without a secret (dry-run) gets no signature
+ * header.  Returns the number of headers. */
+int delivery_headers(const struct bridge_route *r, const char *delivery_id, const char *sig,
 		     struct upstream_header h[DELIVERY_HEADERS_MAX]);
 
 #endif

@@ -37,6 +37,15 @@ struct sign_part {
  * OpenSSL fails. */
 int sign_sha256(const struct sign_part *parts, size_t n, unsigned char md[SIGN_SHA256_LEN]);
 
+/* sign_body() of body into ret, and the SHA-256 of pre then body into md,
+ * as sign_sha256() of those two parts would give it.  On a CPU with the SHA
+ * extensions the two hashes run side by side over body (sha256x2), else
+ * one after the other on OpenSSL; the results are the same.  Returns 0, or
+ * -1 as sign_body(). */
+int sign_body_sha256(const void *key, size_t key_len, const void *body, size_t len,
+		     enum sign_encoding enc, char *ret, size_t cap, const void *pre, size_t pre_len,
+		     unsigned char md[SIGN_SHA256_LEN]);
+
 /* Parse "hex" / "base64"; -1 if neither. */
 int sign_encoding_parse(const char *s, enum sign_encoding *ret);
 

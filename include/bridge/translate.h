@@ -60,11 +60,13 @@ const struct bridge_route *translate_route(const struct bridge_config *c, const 
  * the post lacks) into buf, the one text every entry point gives. */
 void translate_no_route(const struct translate_ids *ids, char *buf, size_t cap);
 
-/* mapping_apply() of m to doc with flags (MAPPING_TRACE).  With a route
- * name, delivery_id receives the id delivery_id_make() gives the result;
- * route and delivery_id may be NULL (map, diff: no delivery). */
-int translate_map(const struct mapping *m, const char *route, const struct v1_doc *doc,
-		  unsigned flags, struct mapping_result *ret, char *delivery_id,
-		  struct bridge_error *err);
+/* mapping_apply() of m to doc with flags (MAPPING_TRACE).  With a route,
+ * delivery_id receives the result's delivery id and, when sig is not NULL,
+ * sig its signature, as delivery_digests() gives them (sig is "" when the
+ * signature cannot be computed: the caller that sends refuses then).
+ * route, delivery_id and sig may be NULL (map, diff: no delivery). */
+int translate_map(const struct mapping *m, const struct bridge_route *route,
+		  const struct v1_doc *doc, unsigned flags, struct mapping_result *ret,
+		  char *delivery_id, char *sig, struct bridge_error *err);
 
 #endif
