@@ -46,11 +46,14 @@ int delivery_digests(const struct bridge_route *r, const void *body, size_t len,
 
 	if (sig)
 		*sig = '\0';
-	if (!sig || !r->n_secrets || n >= sizeof(pre)) {
+	if (!sig || !r->n_secrets) {
 		delivery_id_make(r->name, body, len, id);
-		return sig && r->n_secrets ? sign_body(r->secrets[0], r->secret_lens[0], body, len,
-						       r->signature_encoding, sig, SIGN_HEADER_MAX)
-					   : 0;
+		return 0;
+	}
+	if (n >= sizeof(pre)) {
+		delivery_id_make(r->name, body, len, id);
+		return sign_body(r->secrets[0], r->secret_lens[0], body, len, r->signature_encoding,
+				 sig, SIGN_HEADER_MAX);
 	}
 	memcpy(pre, r->name, n);
 	pre[n] = '\n';

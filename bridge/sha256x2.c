@@ -214,7 +214,7 @@ SHA_TARGET static void compress1(struct sha256_vec *a, const unsigned char *pa, 
 	compress(0, a, pa, NULL, pa, n);
 }
 
-/* The blocks of f from *j on, alone (the other lane is done). */
+/* The blocks of f from block j on, alone (the other lane is done). */
 SHA_TARGET static void feed_rest(struct sha256_feed *f, struct sha256_vec *v, size_t j)
 {
 	while (j < f->blocks) {
