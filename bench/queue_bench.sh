@@ -39,6 +39,13 @@
 #                      bridge will use)
 #   BENCH_SECURE_DELETE the SQLite store's queue.secure_delete (fast)
 #   BENCH_CONCURRENCY  the queue's per_endpoint_concurrency (4, its default)
+#   BENCH_ROUNDS       rounds (1): with more, the modes run in turn that many
+#                      times (each queued run on a new store or database), the
+#                      table shows each mode's median round by posts/s, and a
+#                      second table gives every round's posts/s and each queued
+#                      mode's ratio to forward in the same round, with their
+#                      median: one pair of runs is as noisy as the ratio's
+#                      distance from its target
 #   BRIDGE_BIN         a webhook-bridge to measure instead of building one
 set -euo pipefail
 
@@ -71,6 +78,8 @@ WRK_THREADS=${BENCH_WRK_THREADS:-1}
 WORKERS=${BENCH_WORKERS:-0}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
 CONCURRENCY=${BENCH_CONCURRENCY:-4}
+ROUNDS=${BENCH_ROUNDS:-1}
+case $ROUNDS in '' | *[!0-9]* | 0) echo "BENCH_ROUNDS: a whole number above 0" >&2; exit 2 ;; esac
 ALL_MODES=(forward queued-sqlite queued-pg-1 queued-pg-3)
 MODES=()
 IFS=, read -r -a wanted <<<"${BENCH_MODES:-$(IFS=,; echo "${ALL_MODES[*]}")}"
@@ -232,14 +241,15 @@ PY
 # One measured run of MODE over N bridges: RESULT[MODE] = the summed BENCH
 # json, DRAIN[MODE], ACKED[MODE], DELIVERED[MODE].
 declare -A RESULT DRAIN ACKED DELIVERED THREADS WRITTEN LOADRATE DRAINRATE
-measure() { # MODE KIND(forward|sqlite|pg) N
+measure() { # MODE KIND(forward|sqlite|pg) N ROUND
 	local mode=$1 kind=$2 n=$3 i pids=() ports=() admins=() conns outs=() posts_start wpids
-	local posts_measured posts_loaded
+	local posts_measured posts_loaded key="${1}_r$4" db="${1//-/_}_r$4"
 	conns=$((CONNECTIONS / n))
-	[ "$kind" = pg ] && bench_pg_database "${mode//-/_}"
+	[ "$kind" = pg ] && bench_pg_database "$db"
+	[ "$kind" = sqlite ] && rm -f "$STORE" "$STORE-wal" "$STORE-shm" "$STORE.lock"
 	posts_start=$(bench_sink_posts)
 	for i in $(seq "$n"); do
-		write_config "$BENCH_TMP/$mode-$i.conf" "$kind" "${mode//-/_}" "b$i"
+		write_config "$BENCH_TMP/$mode-$i.conf" "$kind" "$db" "b$i"
 		"$BENCH_BRIDGE" check --config "$BENCH_TMP/$mode-$i.conf" >/dev/null \
 			2>"$BENCH_TMP/check.err" ||
 			bench_die "$mode config refused: $(head -3 "$BENCH_TMP/check.err")"
@@ -248,7 +258,7 @@ measure() { # MODE KIND(forward|sqlite|pg) N
 		ports+=("$BRIDGE_PORT")
 		admins+=("$ADMIN_PORT")
 	done
-	bench_log "$mode: $n bridge(s), warm-up ${WARMUP}s, then ${DURATION}s, $CONNECTIONS connections"
+	bench_log "$mode (round $4 of $ROUNDS): $n bridge(s), warm-up ${WARMUP}s, then ${DURATION}s, $CONNECTIONS connections"
 	if [ "$WARMUP" -gt 0 ]; then
 		wpids=()
 		for i in $(seq 0 $((n - 1))); do
@@ -268,9 +278,9 @@ measure() { # MODE KIND(forward|sqlite|pg) N
 	wait "${wpids[@]}"
 	posts_loaded=$(bench_sink_posts)
 	thread_ticks "${pids[0]}" >"$BENCH_TMP/$mode.threads1"
-	THREADS[$mode]=$(thread_cores "$BENCH_TMP/$mode.threads0" "$BENCH_TMP/$mode.threads1" "$DURATION")
+	THREADS[$key]=$(thread_cores "$BENCH_TMP/$mode.threads0" "$BENCH_TMP/$mode.threads1" "$DURATION")
 	for i in $(seq 0 $((n - 1))); do outs+=("$(cat "$BENCH_TMP/$mode-$i.json")"); done
-	RESULT[$mode]=$("$BENCH_PY" -c '
+	RESULT[$key]=$("$BENCH_PY" -c '
 import json, sys
 rs = [json.loads(a) for a in sys.argv[1:]]
 out = {k: sum(r[k] for r in rs) for k in rs[0]}
@@ -283,40 +293,60 @@ print(json.dumps(out))' "${outs[@]}")
 		local t0
 		t0=$(date +%s.%N)
 		bench_wait_for 600 queue_empty "${admins[0]}" || bench_die "$mode: the queue did not drain"
-		DRAIN[$mode]=$(calc "'%.1f' % ($(date +%s.%N) - $t0)")
-		LOADRATE[$mode]=$(calc "'%.0f' % (($posts_loaded - $posts_measured) / $DURATION)")
-		ACKED[$mode]=0
+		DRAIN[$key]=$(calc "'%.1f' % ($(date +%s.%N) - $t0)")
+		LOADRATE[$key]=$(calc "'%.0f' % (($posts_loaded - $posts_measured) / $DURATION)")
+		ACKED[$key]=0
 		for i in $(seq 0 $((n - 1))); do
-			ACKED[$mode]=$((ACKED[$mode] + $(metric "${admins[$i]}" webhook_bridge_queue_enqueued_total)))
+			ACKED[$key]=$((ACKED[$key] + $(metric "${admins[$i]}" webhook_bridge_queue_enqueued_total)))
 		done
-		DELIVERED[$mode]=$(($(bench_sink_posts) - posts_start))
-		DRAINRATE[$mode]=$(calc "'%.0f' % (($(bench_sink_posts) - $posts_loaded) / \
-			max(0.1, ${DRAIN[$mode]}))")
+		DELIVERED[$key]=$(($(bench_sink_posts) - posts_start))
+		DRAINRATE[$key]=$(calc "'%.0f' % (($(bench_sink_posts) - $posts_loaded) / \
+			max(0.1, ${DRAIN[$key]}))")
 		# the store's writes: every post taken was inserted, delivered and
 		# deleted by now (the sockets' bytes are not in write_bytes)
-		WRITTEN[$mode]=$(awk '$1 == "write_bytes:" {print $2}' "/proc/${pids[0]}/io")
-		WRITTEN[$mode]=$(calc "'%.0f' % (${WRITTEN[$mode]} / \
+		WRITTEN[$key]=$(awk '$1 == "write_bytes:" {print $2}' "/proc/${pids[0]}/io")
+		WRITTEN[$key]=$(calc "'%.0f' % (${WRITTEN[$key]} / \
 			max(1, $(metric "${admins[0]}" webhook_bridge_queue_enqueued_total)))")
 	fi
 	for i in "${pids[@]}"; do bench_stop "$i"; done
-	if [ "$kind" != forward ] && [ "${DELIVERED[$mode]}" -lt "${ACKED[$mode]}" ]; then
-		bench_die "$mode: only ${DELIVERED[$mode]} of ${ACKED[$mode]} acknowledged posts reached the sink"
+	if [ "$kind" != forward ] && [ "${DELIVERED[$key]}" -lt "${ACKED[$key]}" ]; then
+		bench_die "$mode: only ${DELIVERED[$key]} of ${ACKED[$key]} acknowledged posts reached the sink"
 	fi
 }
 
-for mode in "${MODES[@]}"; do
-	case $mode in
-	forward) measure forward forward 1 ;;
-	queued-sqlite) measure queued-sqlite sqlite 1 ;;
-	queued-pg-1) measure queued-pg-1 pg 1 ;;
-	queued-pg-3) measure queued-pg-3 pg 3 ;;
-	esac
+for round in $(seq "$ROUNDS"); do
+	for mode in "${MODES[@]}"; do
+		case $mode in
+		forward) measure forward forward 1 "$round" ;;
+		queued-sqlite) measure queued-sqlite sqlite 1 "$round" ;;
+		queued-pg-1) measure queued-pg-1 pg 1 "$round" ;;
+		queued-pg-3) measure queued-pg-3 pg 3 "$round" ;;
+		esac
+	done
 done
 rm -f "$STORE" "$STORE-wal" "$STORE-shm" "$STORE.lock"
 
+rps_of() { field "${RESULT[$1]}" rps; } # KEY
+
+# Each mode's median round (the lower of the middle two for an even count)
+# becomes its row of the main table.
+for mode in "${MODES[@]}"; do
+	med=$(for r in $(seq "$ROUNDS"); do echo "$(rps_of "${mode}_r$r") $r"; done |
+		sort -g | sed -n "$(((ROUNDS + 1) / 2))p" | cut -d' ' -f2)
+	for arr in RESULT DRAIN ACKED DELIVERED THREADS WRITTEN LOADRATE DRAINRATE; do
+		declare -n ref=$arr
+		# shellcheck disable=SC2004 # ref names an associative array: the key is text
+		if [ -n "${ref[${mode}_r$med]+set}" ]; then ref[$mode]=${ref[${mode}_r$med]}; fi
+		unset -n ref
+	done
+done
+
 echo
 title="forward, SQLite, PostgreSQL with 1 and 3 bridges"
-[ "${#MODES[@]}" = "${#ALL_MODES[@]}" ] || title=$(IFS=,; echo "${MODES[*]}" | sed 's/,/, /g')
+if [ "${#MODES[@]}" != "${#ALL_MODES[@]}" ]; then
+	title=$(IFS=,; echo "${MODES[*]}")
+	title=${title//,/, }
+fi
 echo "### Queued delivery: $title ($(date -u +%Y-%m-%d)," \
 	"$(nproc) cores, wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s, workers $WORKERS," \
 	"log_level $LOG_LEVEL$([ "$WANT_PG" = 0 ] || echo ", PostgreSQL $(bench_pg_version)"))"
@@ -358,4 +388,60 @@ if [ -n "${WRITTEN[queued-sqlite]:-}" ]; then
 	echo "drained queue (/proc/PID/io write_bytes: the store's file, its WAL and the logs):"
 	echo
 	echo "- queued-sqlite: ${WRITTEN[queued-sqlite]}"
+fi
+if [ "$ROUNDS" -gt 1 ]; then
+	echo
+	echo "Rounds (the modes in turn, in this order, each round; the table above shows each mode's"
+	echo "median round by posts/s):"
+	echo
+	head="| round |"
+	rule="|---:|"
+	for mode in "${MODES[@]}"; do head+=" $mode posts/s |"; rule+="---:|"; done
+	has_fwd=0
+	case " ${MODES[*]} " in *" forward "*) has_fwd=1 ;; esac
+	if [ "$has_fwd" = 1 ]; then
+		for mode in "${MODES[@]}"; do
+			[ "$mode" = forward ] && continue
+			head+=" $mode / forward |"
+			rule+="---:|"
+		done
+	fi
+	echo "$head"
+	echo "$rule"
+	declare -A RATIOS
+	for r in $(seq "$ROUNDS"); do
+		row="| $r |"
+		for mode in "${MODES[@]}"; do row+=" $(rps_of "${mode}_r$r") |"; done
+		if [ "$has_fwd" = 1 ]; then
+			for mode in "${MODES[@]}"; do
+				[ "$mode" = forward ] && continue
+				ratio=$(calc "'%.2f' % ($(rps_of "${mode}_r$r") / $(rps_of "forward_r$r"))")
+				RATIOS[$mode]+="$ratio "
+				row+=" ${ratio}× |"
+			done
+		fi
+		echo "$row"
+	done
+	echo
+	echo "Each round's threads (in cores) and, for queued modes, the deliveries under load:"
+	echo
+	for r in $(seq "$ROUNDS"); do
+		for mode in "${MODES[@]}"; do
+			line="- round $r, $mode: ${THREADS[${mode}_r$r]}"
+			[ -z "${LOADRATE[${mode}_r$r]:-}" ] || line+="; ${LOADRATE[${mode}_r$r]} deliveries/s"
+			echo "$line"
+		done
+	done
+	if [ "$has_fwd" = 1 ]; then
+		echo
+		for mode in "${MODES[@]}"; do
+			[ "$mode" = forward ] && continue
+			# shellcheck disable=SC2086 # the ratios are one word each
+			echo "- $mode / forward over $ROUNDS rounds: $("$BENCH_PY" -c '
+import statistics, sys
+v = sorted(float(a) for a in sys.argv[1:])
+print("median **%.2f×** (lowest %.2f×, highest %.2f×)" % (statistics.median(v), v[0], v[-1]))
+' ${RATIOS[$mode]})"
+		done
+	fi
 fi
