@@ -39,6 +39,7 @@
 #                      bridge will use)
 #   BENCH_SECURE_DELETE the SQLite store's queue.secure_delete (fast)
 #   BENCH_CONCURRENCY  the queue's per_endpoint_concurrency (4, its default)
+#   BENCH_DELIVERY_NICE the queue's delivery_nice (unset: the bridge's default)
 #   BENCH_ROUNDS       rounds (1): with more, the modes run in turn that many
 #                      times (each queued run on a new store or database), the
 #                      table shows each mode's median round by posts/s, and a
@@ -157,12 +158,14 @@ write_config() { # FILE MODE(forward|sqlite|pg) [DATABASE INSTANCE]
 		delivery='delivery = "queued";'
 		queue="queue = { path = \"$STORE\"; backoff_base_ms = 100; backoff_max_ms = 2000;"
 		queue+=" per_endpoint_concurrency = $CONCURRENCY;"
-		queue+=" secure_delete = \"${BENCH_SECURE_DELETE:-fast}\"; };"
+		queue+=" secure_delete = \"${BENCH_SECURE_DELETE:-fast}\";"
+		queue+="${BENCH_DELIVERY_NICE:+ delivery_nice = $BENCH_DELIVERY_NICE;} };"
 		;;
 	pg)
 		delivery='delivery = "queued";'
 		queue="queue = { backoff_base_ms = 100; backoff_max_ms = 2000;"
-		queue+=" per_endpoint_concurrency = $CONCURRENCY; };"
+		queue+=" per_endpoint_concurrency = $CONCURRENCY;"
+		queue+="${BENCH_DELIVERY_NICE:+ delivery_nice = $BENCH_DELIVERY_NICE;} };"
 		shared="shared = { url = \"postgresql://bench@/$3?host=$PG_DIR\"; instance = \"$4\"; };"
 		;;
 	esac

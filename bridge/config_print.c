@@ -322,6 +322,7 @@ void bridge_config_print(const struct bridge_config *c, FILE *f)
 		kv_int(f, ind, "per_endpoint_concurrency", c->queue.per_endpoint_concurrency);
 		kv_int(f, ind, "max_depth", c->queue.max_depth);
 		kv_str(f, ind, "secure_delete", c->queue.secure_delete ? "on" : "fast");
+		kv_int(f, ind, "delivery_nice", c->queue.delivery_nice);
 		fputs("};\n", f);
 	}
 	fputs("routes = (\n", f);

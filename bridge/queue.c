@@ -26,6 +26,8 @@
 #include <sys/file.h>
 #include <sys/queue.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1030,10 +1032,39 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
 		evtimer_add(q->deadline_ev, &tv);
 }
 
+/* With the CPU busy, the posts whose senders wait for their 202 go first
+ * and the deliveries, which nobody waits for and which retry anyway, run
+ * behind them: the thread's nice value goes delivery_nice above the one it
+ * was started with (Linux keeps one per thread; raising one's own needs no
+ * privilege, but a system call filter may refuse it).  Once, at start. */
+static void scheduler_lower_priority(struct queue *q)
+{
+	id_t tid = (id_t)syscall(SYS_gettid);
+	char text[200];
+	int now, want;
+
+	if (q->cfg.delivery_nice <= 0)
+		return;
+	errno = 0;
+	now = getpriority(PRIO_PROCESS, tid);
+	if (now == -1 && errno != 0)
+		goto failed;
+	want = now + q->cfg.delivery_nice > 19 ? 19 : now + q->cfg.delivery_nice;
+	if (want == now || setpriority(PRIO_PROCESS, tid, want) == 0)
+		return;
+failed:
+	snprintf(text, sizeof(text),
+		 "cannot lower the delivery thread's CPU priority (queue.delivery_nice = %d): %s; "
+		 "deliveries share the CPU equally with the posts coming in",
+		 q->cfg.delivery_nice, strerror(errno));
+	store_event(q, QUEUE_EV_PRIORITY, text);
+}
+
 static void *scheduler_run(void *arg)
 {
 	struct queue *q = arg;
 
+	scheduler_lower_priority(q);
 	tick(q);
 	/* wake_ev and stop_ev are only ever activated, never added */
 	event_base_loop(q->base, EVLOOP_NO_EXIT_ON_EMPTY);

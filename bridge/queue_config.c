@@ -23,6 +23,7 @@ const struct cfg_setting queue_settings[] = {
 	Q_INT("backoff_max_ms", backoff_max_ms, 1, 86400000, 600000),
 	Q_INT("per_endpoint_concurrency", per_endpoint_concurrency, 1, 1024, 4),
 	Q_INT("max_depth", max_depth, 1, 1000000000, 1000000),
+	Q_INT("delivery_nice", delivery_nice, 0, 19, 5),
 	{ .name = "secure_delete",
 	  .type = CFG_ENUM,
 	  Q(secure_delete),

@@ -16,11 +16,13 @@ void queue_event_log(const struct queue_event *ev, void *arg)
 		[QUEUE_EV_STORE_ERROR] = "queue_store_error",
 		[QUEUE_EV_STORE_RECOVERED] = "queue_store_recovered",
 		[QUEUE_EV_STORE_WARNING] = "queue_store_warning",
+		[QUEUE_EV_PRIORITY] = "queue_priority_unchanged",
 	};
 	static const enum log_level levels[] = {
 		[QUEUE_EV_DELIVERED] = LOG_INFO,       [QUEUE_EV_ATTEMPT_FAILED] = LOG_WARN,
 		[QUEUE_EV_DEAD_LETTER] = LOG_ERROR,    [QUEUE_EV_STORE_ERROR] = LOG_ERROR,
 		[QUEUE_EV_STORE_RECOVERED] = LOG_WARN, [QUEUE_EV_STORE_WARNING] = LOG_WARN,
+		[QUEUE_EV_PRIORITY] = LOG_WARN,
 	};
 	struct log_line l;
 

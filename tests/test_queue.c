@@ -226,7 +226,7 @@ static void sink_url(const struct sink *s, const char *path, char *buf, size_t c
 /* events heard from the scheduler thread */
 
 static pthread_mutex_t ev_mu = PTHREAD_MUTEX_INITIALIZER;
-static int ev_count[QUEUE_EV_STORE_WARNING + 1]; /* by enum queue_event_type */
+static int ev_count[QUEUE_EV_PRIORITY + 1]; /* by enum queue_event_type */
 static char ev_last_dead[800];
 
 static void on_event(const struct queue_event *ev, void *arg)
@@ -520,23 +520,26 @@ static void test_config(void)
 	is_int(qc.backoff_max_ms, 600000, "default backoff_max_ms 600000");
 	is_int(qc.per_endpoint_concurrency, 4, "default per_endpoint_concurrency 4");
 	is_int(qc.max_depth, 1000000, "default max_depth 1000000");
+	is_int(qc.delivery_nice, 5, "default delivery_nice 5");
 
 	is_int(load_text("queue = { path = \"data/q.db\"; max_attempts = 3; max_age_s = 60;\n"
 			 "  backoff_base_ms = 10; backoff_max_ms = 50; per_endpoint_concurrency = "
 			 "2;\n"
-			 "  max_depth = 7; };\n",
+			 "  max_depth = 7; delivery_nice = 0; };\n",
 			 &qc, &d),
 	       0, "full group loads");
 	snprintf(want, sizeof(want), "%s/data/q.db", tmpdir);
 	is_str(qc.path, want, "path resolved against the config's folder");
 	ok(qc.max_attempts == 3 && qc.max_age_s == 60 && qc.backoff_base_ms == 10 &&
-		   qc.backoff_max_ms == 50 && qc.per_endpoint_concurrency == 2 && qc.max_depth == 7,
+		   qc.backoff_max_ms == 50 && qc.per_endpoint_concurrency == 2 &&
+		   qc.max_depth == 7 && qc.delivery_nice == 0,
 	   "every value read");
 	queue_config_clear(&qc);
 	ok(d.count == 0, "no diagnostics");
 
 	is_int(load_text("queue = {\n  path = \"q.db\";\n  backoff_base_ms = 500;\n"
-			 "  backoff_max_ms = 100;\n  retries = 3;\n  max_attempts = 0;\n};\n",
+			 "  backoff_max_ms = 100;\n  retries = 3;\n  max_attempts = 0;\n"
+			 "  delivery_nice = 20;\n};\n",
 			 &qc, &d),
 	       -1, "bad group fails");
 	for (const char *p = d.text; p && *p;) {
@@ -550,6 +553,8 @@ static void test_config(void)
 	   "max < base reported at its line");
 	ok(d.text && strstr(d.text, "retries"), "unknown key reported");
 	ok(d.text && strstr(d.text, "max_attempts"), "out-of-range max_attempts reported");
+	ok(d.text && strstr(d.text, "queue-cfg.conf:7:") && strstr(d.text, "delivery_nice"),
+	   "out-of-range delivery_nice reported at its line");
 	ok(qc.path == NULL, "nothing kept on failure");
 	diag_reset(&d);
 	is_int(load_text("queue = { max_attempts = 3; };\n", &qc, &d), -1, "path is required");
@@ -1407,6 +1412,16 @@ static void test_event_log(void)
 		   strstr(err_buf,
 			  "\"error\":\"queue store q.db: a checkpoint of the WAL failed\""),
 	   "the checkpointer's warning: its own event, at warning level");
+	printf("# %s", err_buf);
+
+	ev.type = QUEUE_EV_PRIORITY;
+	ev.reason = "cannot lower the delivery thread's CPU priority (queue.delivery_nice = 5): "
+		    "Operation not permitted";
+	log_capture(&ev);
+	ok(strstr(err_buf, "\"event\":\"queue_priority_unchanged\"") &&
+		   strstr(err_buf, "\"level\":\"warn\"") &&
+		   strstr(err_buf, "\"error\":\"cannot lower the delivery thread's CPU priority"),
+	   "a priority left as it was: its own event, at warning level");
 	printf("# %s", err_buf);
 }
 

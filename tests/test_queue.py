@@ -145,6 +145,61 @@ def t_basic(t, tmp, doc):
         sink.stop()
 
 
+def thread_nices(pid):
+    """{thread name: set of nice values} of a running process, from /proc."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                name = f.read().strip()
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended
+        # after "(comm) " come the fields from the state (3rd) on; nice is the 19th
+        out.setdefault(name, set()).add(int(stat[stat.rindex(")") + 2:].split()[16]))
+    return out
+
+
+def t_priority(t, tmp, doc):
+    sink = bt.Sink()
+    try:
+        for setting, delta in ((None, 5), (0, 0), (12, 12)):
+            extra = {} if setting is None else {"delivery_nice": setting}
+            name = "prio-%s" % ("default" if setting is None else setting)
+            cfg = queue_config(tmp, [queued_route("q", sink.url("/hook"))],
+                               store=name.replace("-", "_") + ".db", **extra)
+            b = bt.Bridge(tmp, cfg, name + ".conf").start()
+            try:
+                seen = {}
+
+                def settled():
+                    seen.clear()
+                    seen.update(thread_nices(b.proc.pid))
+                    if "queue-deliver" not in seen or "worker-0" not in seen:
+                        return False
+                    return delta == 0 or seen["queue-deliver"] != seen["worker-0"]
+                bt.wait_for(settled, 5)
+                base = seen.get("worker-0", {None})
+                t.is_(seen.get("queue-deliver"), {next(iter(base)) + delta},
+                      "delivery_nice %s: the delivery thread runs %d nice values below the "
+                      "workers" % ("unset" if setting is None else setting, delta), repr(seen))
+                t.is_(seen.get("queue-writer"), base,
+                      "delivery_nice %s: the store writer, which answers the posts, at the "
+                      "workers' priority" % ("unset" if setting is None else setting),
+                      repr(seen))
+                r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
+                t.is_(r.status, 202, "a post is taken", repr(r))
+                t.ok(bt.wait_for(lambda: metric(b, "webhook_bridge_queue_delivered_total") == 1,
+                                 10), "and delivered from the lowered thread")
+                t.ok(not any("queue_priority_unchanged" in line for line in b.err_lines),
+                     "no warning that the priority stayed")
+            finally:
+                bt.stop_and_check(t, b)
+    finally:
+        sink.stop()
+
+
 def t_duplicate(t, tmp, doc):
     sink = bt.Sink()
     # the first attempt's answer waits until the retry is in: a backoff with
@@ -1133,6 +1188,7 @@ def main(engine_note=None):
             if t.failed == 0:
                 t.run("basic", t_basic, tmp, doc)
                 t.run("duplicate", t_duplicate, tmp, doc)
+                t.run("delivery below the posts' priority", t_priority, tmp, doc)
                 t.run("cli while serving", t_cli_live, tmp, doc)
                 t.run("cli on a store no bridge serves", t_cli_offline, tmp, doc)
                 t.run("per-route series", t_route_series, tmp, doc)

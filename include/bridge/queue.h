@@ -61,6 +61,7 @@ struct queue_config {
 	int backoff_base_ms; /* 1000 */
 	int backoff_max_ms;  /* 600000 */
 	int per_endpoint_concurrency; /* 4 */
+	int delivery_nice;            /* 5: the delivery thread's nice value above the workers' */
 	long long max_depth;          /* 1000000 pending rows; beyond, enqueue fails (503) */
 	int secure_delete;            /* 0 "fast", 1 "on": STORE_SECURE_DELETE (store.h) */
 };
@@ -78,7 +79,7 @@ extern const struct cfg_setting queue_settings[];
  *   queue = { path = "queue.db"; max_attempts = 10; max_age_s = 86400;
  *             backoff_base_ms = 1000; backoff_max_ms = 600000;
  *             per_endpoint_concurrency = 4; max_depth = 1000000;
- *             secure_delete = "fast"; };
+ *             secure_delete = "fast"; delivery_nice = 5; };
  * and the top-level `shared` group (shared.h) into ret (defaults for what is
  * absent; path resolved against the folder of `file`; path is required when
  * the group is present and there is no `shared` group).  Every problem goes
@@ -103,6 +104,7 @@ enum queue_event_type {
 	QUEUE_EV_STORE_ERROR,     /* the scheduler could not read or update the store */
 	QUEUE_EV_STORE_RECOVERED, /* a write went through again after store errors */
 	QUEUE_EV_STORE_WARNING,   /* the store's WAL could not be checkpointed (once per kind) */
+	QUEUE_EV_PRIORITY,        /* the delivery thread's priority could not be lowered (once) */
 };
 
 struct queue_event {
