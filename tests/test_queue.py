@@ -180,14 +180,17 @@ def t_priority(t, tmp, doc):
                         return False
                     return delta == 0 or seen["queue-deliver"] != seen["worker-0"]
                 bt.wait_for(settled, 5)
-                base = seen.get("worker-0", {None})
-                t.is_(seen.get("queue-deliver"), {next(iter(base)) + delta},
+                label = "unset" if setting is None else setting
+                t.require("queue-deliver" in seen and "worker-0" in seen,
+                          "delivery_nice %s: the delivery thread and a worker are seen" % label,
+                          repr(seen))
+                base = seen["worker-0"]
+                t.is_(seen["queue-deliver"], {next(iter(base)) + delta},
                       "delivery_nice %s: the delivery thread runs %d nice values below the "
-                      "workers" % ("unset" if setting is None else setting, delta), repr(seen))
+                      "workers" % (label, delta), repr(seen))
                 t.is_(seen.get("queue-writer"), base,
                       "delivery_nice %s: the store writer, which answers the posts, at the "
-                      "workers' priority" % ("unset" if setting is None else setting),
-                      repr(seen))
+                      "workers' priority" % label, repr(seen))
                 r = bt.curl(b.url("/"), v1_post(doc, str(uuid.uuid4())))
                 t.is_(r.status, 202, "a post is taken", repr(r))
                 t.ok(bt.wait_for(lambda: metric(b, "webhook_bridge_queue_delivered_total") == 1,
